@@ -1,0 +1,44 @@
+# Thin wrappers: everything runs inside .venv, created by scripts/install.sh from requirements.txt.
+PY := .venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint types imports unit integration docs pins bench clean
+
+install:
+	bash scripts/install.sh
+
+## Run the whole system on an embedded default (local NATS + PostgreSQL, test pattern, local SCP).
+run: install
+	$(PY) -m cinebridge_common.devrun
+
+## Lint, types, import boundaries, unit and integration tests.
+test: install lint types imports docs
+	$(PY) -m pytest $(PYTEST_ARGS) libs services tests
+
+lint:
+	.venv/bin/ruff check libs services tests bench scripts
+	.venv/bin/ruff format --check libs services tests bench scripts
+
+types:
+	.venv/bin/mypy libs/common/src services/*/src
+
+imports:
+	.venv/bin/lint-imports
+
+docs:
+	$(PY) -m cinebridge_common.messages.catalogue --check docs/messages.md
+
+unit: install
+	$(PY) -m pytest $(PYTEST_ARGS) libs services
+
+integration: install
+	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+pins:
+	python3 scripts/pin.py
+
+bench: install
+	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf .run

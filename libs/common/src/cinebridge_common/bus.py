@@ -1,0 +1,406 @@
+"""The CineBridge bus over nats-py: typed publish/request/serve, durable JetStream consumers.
+
+Guarantees (reliability-notes §3): reconnect never gives up; every JetStream publish carries a
+`Nats-Msg-Id` and waits for its PubAck (retried with the same id); consumers are durable pull
+consumers with a finite `max_deliver`, ack after the work, nak with a delay on transient errors,
+`in_progress` heartbeats for long work, and a dead letter (with the reason) when a message is
+given up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    PubAck,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+from .logging import kv
+from .messages.base import Message, Reply, Request
+from .messages.service import DeadLetter
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+R = TypeVar("R", bound=Reply)
+Q = TypeVar("Q", bound=Request)
+
+
+class Retry(Exception):  # noqa: N818 - it is an outcome, not an error
+    """Raised by a handler: transient failure, redeliver after `delay` seconds."""
+
+    def __init__(self, reason: str, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay = delay
+
+
+class Poison(Exception):  # noqa: N818
+    """Raised by a handler: this message can never succeed; dead-letter it with the reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BusError(RuntimeError):
+    """The bus could not do what was asked (with the subject and the cause)."""
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: list[str]
+    retention: RetentionPolicy = RetentionPolicy.LIMITS
+    max_age_s: float = 7 * 24 * 3600
+    max_bytes: int = 1 << 30
+    duplicate_window_s: float = 120.0
+    discard: DiscardPolicy = DiscardPolicy.NEW  # backpressure instead of silent loss
+
+
+#: Streams of the system: events are kept a week for late consumers; jobs until acked.
+EVENTS = StreamSpec("CB_EVENTS", ["cb.evt.>"])
+JOBS = StreamSpec("CB_JOBS", ["cb.job.>"], retention=RetentionPolicy.WORK_QUEUE)
+DLQ = StreamSpec("CB_DLQ", ["cb.dlq.>"], max_age_s=90 * 24 * 3600)
+DEFAULT_STREAMS: tuple[StreamSpec, ...] = (EVENTS, JOBS, DLQ)
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer. Several processes with the same durable share its work."""
+
+    stream: str
+    durable: str
+    filter_subject: str
+    max_deliver: int = 8
+    ack_wait_s: float = 30.0
+    #: nak delays by delivery attempt (last one repeats), used when the handler gives none.
+    backoff_s: Sequence[float] = (1.0, 5.0, 15.0, 30.0, 60.0)
+    max_ack_pending: int = 1000
+    batch: int = 10
+    workers: int = 1
+    deliver_new_only: bool = False
+
+
+@dataclass
+class Delivery:
+    """What a handler knows about the message in hand, and how to keep it alive."""
+
+    msg: Msg
+    spec: ConsumerSpec
+    _heartbeat: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def attempt(self) -> int:
+        return int(self.msg.metadata.num_delivered)
+
+    @property
+    def last_attempt(self) -> bool:
+        return self.attempt >= self.spec.max_deliver
+
+    async def in_progress(self) -> None:
+        await self.msg.in_progress()
+
+    @contextlib.asynccontextmanager
+    async def working(self) -> AsyncIterator[None]:
+        """Send in_progress every ack_wait/3 while the block runs (long conversions, sends)."""
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(self.spec.ack_wait_s / 3)
+                with contextlib.suppress(Exception):
+                    await self.msg.in_progress()
+
+        task = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+DeadLetterSink = Callable[[DeadLetter], Awaitable[None]]
+
+
+class Bus:
+    """One NATS connection with JetStream, typed for CineBridge messages."""
+
+    def __init__(self, nc: NatsClient, name: str, dead_letter_sink: DeadLetterSink | None) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.name = name
+        self.dead_letter_sink = dead_letter_sink
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._subs: list[Any] = []
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        name: str,
+        *,
+        dead_letter_sink: DeadLetterSink | None = None,
+        connect_timeout_s: float = 5.0,
+    ) -> Bus:
+        """Connect; reconnects forever afterwards (nats.py gives up after ~2 min by default)."""
+
+        async def on_error(exc: Exception) -> None:
+            log.warning("nats error", extra=kv(error=repr(exc)))
+
+        async def on_disconnect() -> None:
+            log.warning("nats disconnected", extra=kv(name=name))
+
+        async def on_reconnect() -> None:
+            log.info("nats reconnected", extra=kv(name=name))
+
+        try:
+            nc = await nats.connect(
+                url,
+                name=name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                connect_timeout=connect_timeout_s,
+                allow_reconnect=True,
+                error_cb=on_error,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+            )
+        except Exception as exc:
+            raise BusError(f"cannot connect to NATS at {url}: {exc!r}") from exc
+        return cls(nc, name, dead_letter_sink)
+
+    # -- streams -------------------------------------------------------------------------
+    async def ensure_streams(self, specs: Sequence[StreamSpec] = DEFAULT_STREAMS) -> None:
+        """Create or update streams; safe to call from every service at every start."""
+        for spec in specs:
+            config = StreamConfig(
+                name=spec.name,
+                subjects=spec.subjects,
+                retention=spec.retention,
+                storage=StorageType.FILE,
+                max_age=spec.max_age_s,
+                max_bytes=spec.max_bytes,
+                duplicate_window=spec.duplicate_window_s,
+                discard=spec.discard,
+            )
+            try:
+                await self.js.add_stream(config)
+            except BadRequestError:
+                await self.js.update_stream(config)
+
+    # -- publishing ----------------------------------------------------------------------
+    async def publish(
+        self, msg: Message, *, msg_id: str | None = None, timeout_s: float = 5.0, attempts: int = 5
+    ) -> PubAck:
+        """Publish durably and wait for the PubAck; retries keep the same Nats-Msg-Id."""
+        subject = msg.subject_for()
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        payload = msg.to_bytes()
+        last: Exception | None = None
+        for attempt in range(attempts):
+            try:
+                return await self.js.publish(subject, payload, timeout=timeout_s, headers=headers)
+            except (NatsTimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError) as exc:
+                last = exc
+                await asyncio.sleep(min(0.2 * 2**attempt, 3.0))
+        raise BusError(f"publish to {subject} not acknowledged after {attempts} tries: {last!r}")
+
+    async def publish_core(self, msg: Message) -> None:
+        """Fire-and-forget (heartbeats, progress): loss is harmless, the next one follows."""
+        with contextlib.suppress(Exception):
+            await self.nc.publish(msg.subject_for(), msg.to_bytes())
+
+    # -- request/reply -------------------------------------------------------------------
+    async def request(self, msg: Request, reply_type: type[R], timeout_s: float = 10.0) -> R:
+        subject = msg.subject_for()
+        try:
+            response = await self.nc.request(subject, msg.to_bytes(), timeout=timeout_s)
+        except nats.errors.NoRespondersError as exc:
+            raise BusError(f"no service answers {subject}") from exc
+        except NatsTimeoutError as exc:
+            raise BusError(f"{subject} did not answer within {timeout_s:g} s") from exc
+        return reply_type.from_bytes(response.data)
+
+    async def serve(
+        self,
+        request_type: type[Q],
+        handler: Callable[[Q], Awaitable[Reply]],
+        *,
+        subject: str | None = None,
+        queue: str | None = None,
+    ) -> None:
+        """Answer requests of one type; a handler error becomes a Reply(ok=False) with the reason."""
+
+        async def on_msg(msg: Msg) -> None:
+            try:
+                request = request_type.from_bytes(msg.data)
+            except ValueError as exc:
+                await msg.respond(Reply(ok=False, error=f"bad request: {exc}").to_bytes())
+                return
+            try:
+                reply = await handler(request)
+            except Exception as exc:
+                log.exception("rpc handler failed", extra=kv(subject=msg.subject))
+                reply = Reply(ok=False, error=f"{type(exc).__name__}: {exc}")
+            await msg.respond(reply.to_bytes())
+
+        sub = await self.nc.subscribe(
+            subject or request_type.wildcard(), queue=queue or self.name, cb=on_msg
+        )
+        self._subs.append(sub)
+
+    async def subscribe_events(
+        self, subject: str, handler: Callable[[Msg], Awaitable[None]]
+    ) -> Any:
+        """Core subscription (not durable): live views such as the gateway's SSE stream."""
+        sub = await self.nc.subscribe(subject, cb=handler)
+        self._subs.append(sub)
+        return sub
+
+    # -- durable consumers ---------------------------------------------------------------
+    async def ensure_consumer(self, spec: ConsumerSpec) -> None:
+        config = ConsumerConfig(
+            durable_name=spec.durable,
+            filter_subject=spec.filter_subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=spec.ack_wait_s,
+            max_deliver=spec.max_deliver,
+            max_ack_pending=spec.max_ack_pending,
+            deliver_policy=DeliverPolicy.NEW if spec.deliver_new_only else DeliverPolicy.ALL,
+        )
+        try:
+            await self.js.add_consumer(spec.stream, config)
+        except BadRequestError:
+            # Exists with other settings: update what may change (durable config is idempotent).
+            await self.js.add_consumer(spec.stream, config)
+
+    def start_consumer(
+        self,
+        spec: ConsumerSpec,
+        model: type[M],
+        handler: Callable[[M, Delivery], Awaitable[None]],
+    ) -> list[asyncio.Task[None]]:
+        """Run `spec.workers` fetch loops in the background until `close()`."""
+        tasks = []
+        for n in range(spec.workers):
+            task = asyncio.create_task(
+                self._consume_loop(spec, model, handler), name=f"{spec.durable}-{n}"
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            tasks.append(task)
+        return tasks
+
+    async def _consume_loop(
+        self, spec: ConsumerSpec, model: type[M], handler: Callable[[M, Delivery], Awaitable[None]]
+    ) -> None:
+        await self.ensure_consumer(spec)
+        sub = None
+        while True:
+            try:
+                if sub is None:
+                    sub = await self.js.pull_subscribe_bind(spec.durable, spec.stream)
+                msgs = await sub.fetch(spec.batch, timeout=2.0)
+            except NatsTimeoutError:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except (NotFoundError, Exception) as exc:
+                # nats.py #504: pull subscriptions may not survive a server restart; rebuild.
+                log.warning("fetch failed, resubscribing", extra=kv(durable=spec.durable, error=repr(exc)))
+                sub = None
+                await asyncio.sleep(1.0)
+                with contextlib.suppress(Exception):
+                    await self.ensure_consumer(spec)
+                continue
+            for msg in msgs:
+                await self._handle(spec, model, handler, msg)
+
+    async def _handle(
+        self,
+        spec: ConsumerSpec,
+        model: type[M],
+        handler: Callable[[M, Delivery], Awaitable[None]],
+        msg: Msg,
+    ) -> None:
+        delivery = Delivery(msg, spec)
+        try:
+            message = model.from_bytes(msg.data)
+        except ValueError as exc:
+            await self._dead_letter(spec, delivery, f"undecodable {model.__name__}: {exc}")
+            return
+        try:
+            await handler(message, delivery)
+        except Poison as exc:
+            await self._dead_letter(spec, delivery, exc.reason)
+        except asyncio.CancelledError:
+            # Shutting down mid-message: let it be redelivered at once to another worker.
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            raise
+        except Exception as exc:
+            reason = exc.reason if isinstance(exc, Retry) else f"{type(exc).__name__}: {exc}"
+            if delivery.last_attempt:
+                await self._dead_letter(spec, delivery, f"gave up after {delivery.attempt} deliveries: {reason}")
+                return
+            delay = exc.delay if isinstance(exc, Retry) and exc.delay is not None else None
+            if delay is None:
+                steps = spec.backoff_s
+                delay = steps[min(delivery.attempt - 1, len(steps) - 1)]
+                delay *= random.uniform(0.8, 1.2)  # jitter: retries of a batch spread out
+            log.warning(
+                "handler failed, retrying",
+                extra=kv(durable=spec.durable, attempt=delivery.attempt, delay_s=round(delay, 2), reason=reason),
+            )
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=delay)
+        else:
+            await msg.ack_sync()
+
+    async def _dead_letter(self, spec: ConsumerSpec, delivery: Delivery, reason: str) -> None:
+        meta = delivery.msg.metadata
+        letter = DeadLetter(
+            stream=spec.stream,
+            consumer=spec.durable,
+            original_subject=delivery.msg.subject,
+            stream_seq=int(meta.sequence.stream),
+            deliveries=delivery.attempt,
+            reason=reason[:2000],
+            payload=delivery.msg.data.decode(errors="replace")[:100_000],
+        )
+        log.error("dead letter", extra=kv(durable=spec.durable, seq=letter.stream_seq, reason=reason))
+        # Record first, then term: a crash in between redelivers and records again (idempotent
+        # by (stream, seq)), never the reverse.
+        if self.dead_letter_sink is not None:
+            await self.dead_letter_sink(letter)
+        await self.publish(letter, msg_id=f"dlq-{spec.stream}-{letter.stream_seq}")
+        await delivery.msg.term()
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self.nc.drain()

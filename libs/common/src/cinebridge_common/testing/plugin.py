@@ -1,0 +1,87 @@
+"""pytest plugin (loaded from the root config): session NATS and PostgreSQL, fresh databases.
+
+Fixtures:
+- `nats_server`: an EmbeddedNats for the session (tests may stop/start it; it comes back).
+- `nats_url`: its URL, after making sure it runs.
+- `postgres`: an EmbeddedPostgres for the session.
+- `database_url`: a fresh, migrated database for one test (cloned from a migrated template).
+- `db_pool`: an asyncpg pool on that database.
+- `media_store`: a MediaStore in tmp_path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from cinebridge_common.db import create_pool, migrate
+from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres
+from cinebridge_common.store import MediaStore
+
+TEMPLATE = "cb_template"
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    server = EmbeddedNats(tmp_path_factory.mktemp("nats"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def nats_url(nats_server: EmbeddedNats) -> str:
+    if nats_server.proc is None or nats_server.proc.poll() is not None:
+        nats_server.start()
+    return nats_server.url
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+    server.start()
+    asyncio.run(_make_template(server))
+    yield server
+    server.stop("immediate")
+
+
+async def _make_template(server: EmbeddedPostgres) -> None:
+    admin = await asyncpg.connect(server.dsn_for("postgres"))
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+        await admin.execute(f"CREATE DATABASE {TEMPLATE}")
+    finally:
+        await admin.close()
+    pool = await create_pool(server.dsn_for(TEMPLATE))
+    try:
+        await migrate(pool)
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+async def database_url(postgres: EmbeddedPostgres) -> AsyncIterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres.dsn_for("postgres"))
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    finally:
+        await admin.close()
+    yield postgres.dsn_for(name)
+
+
+@pytest.fixture
+async def db_pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+def media_store(tmp_path: Path) -> MediaStore:
+    return MediaStore(tmp_path / "media")

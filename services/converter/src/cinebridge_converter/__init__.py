@@ -1,0 +1,1 @@
+"""CineBridge converter service."""

@@ -1,0 +1,1 @@
+"""CineBridge scp service."""
