@@ -1,0 +1,42 @@
+"""Station-wide settings (table `station_settings`), with defaults when a key is unset."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel
+
+
+class StationSettings(BaseModel):
+    """What the settings page edits; statement §4.4 (configuration) and §6 (character sets)."""
+
+    station_name: str = "CINEBRIDGE"
+    local_ae_title: str = "SPACS"  # statement Table 25
+    character_set: str = "ISO_IR 192"
+    video_transfer_syntax: str = "1.2.840.10008.1.2.4.102"
+    iod: str = "sc"
+    worklist_character_set: str = "ISO_IR 192"
+    wildcard_matching: bool = True
+
+
+async def load_station_settings(conn: asyncpg.Pool | asyncpg.Connection) -> StationSettings:
+    rows = await conn.fetch("SELECT key, value FROM station_settings")
+    values: dict[str, Any] = {r["key"]: r["value"] for r in rows}
+    known = {k: v for k, v in values.items() if k in StationSettings.model_fields}
+    return StationSettings.model_validate(known)
+
+
+async def save_station_settings(
+    conn: asyncpg.Pool | asyncpg.Connection, changes: dict[str, Any], by: str | None
+) -> StationSettings:
+    merged = (await load_station_settings(conn)).model_copy(update=changes)
+    StationSettings.model_validate(merged.model_dump())  # re-validate the merged values
+    for key, value in changes.items():
+        await conn.execute(
+            """INSERT INTO station_settings (key, value, updated_by) VALUES ($1, $2, $3)
+               ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now(),
+                                               updated_by = EXCLUDED.updated_by""",
+            key, value, by,
+        )
+    return merged
