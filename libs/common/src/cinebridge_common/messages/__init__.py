@@ -16,7 +16,21 @@ from .capture import (
 from .converter import ConversionFailed, ConversionProgressed, ConvertMedia, InstanceCreated
 from .gateway import StudyChanged
 from .scp import InstanceReceived
-from .sender import DeliveryStateChanged, EchoReply, EchoRequest, ForwardStudy, SendInstance
+from .sender import (
+    DeliveryStateChanged,
+    Destination,
+    DestinationDelete,
+    DestinationListReply,
+    DestinationListRequest,
+    DestinationReply,
+    DestinationUpsert,
+    EchoReply,
+    EchoRequest,
+    ForwardStudy,
+    RetryDelivery,
+    RetryDeliveryReply,
+    SendInstance,
+)
 from .service import DeadLetter, ServiceHeartbeat
 from .worklist import (
     WorklistEcho,
@@ -53,6 +67,13 @@ CATALOGUE: tuple[type[Message], ...] = (
     WorklistEcho,
     WorklistEchoReply,
     StudyChanged,
+    DestinationListRequest,
+    DestinationListReply,
+    DestinationUpsert,
+    DestinationReply,
+    DestinationDelete,
+    RetryDelivery,
+    RetryDeliveryReply,
 )
 
 __all__ = [
@@ -88,4 +109,12 @@ __all__ = [
     "WorklistItem",
     "WorklistQuery",
     "WorklistQueryReply",
+    "Destination",
+    "DestinationDelete",
+    "DestinationListReply",
+    "DestinationListRequest",
+    "DestinationReply",
+    "DestinationUpsert",
+    "RetryDelivery",
+    "RetryDeliveryReply",
 ]
