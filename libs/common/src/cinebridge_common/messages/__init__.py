@@ -38,6 +38,13 @@ from .worklist import (
     WorklistItem,
     WorklistQuery,
     WorklistQueryReply,
+    WorklistReconcile,
+    WorklistReconcileReply,
+    WorklistServer,
+    WorklistServerDelete,
+    WorklistServersList,
+    WorklistServersReply,
+    WorklistServerUpsert,
 )
 
 #: Every message class, in catalogue order (the generated docs/messages.md follows it).
@@ -74,6 +81,12 @@ CATALOGUE: tuple[type[Message], ...] = (
     DestinationDelete,
     RetryDelivery,
     RetryDeliveryReply,
+    WorklistServersList,
+    WorklistServerUpsert,
+    WorklistServerDelete,
+    WorklistServersReply,
+    WorklistReconcile,
+    WorklistReconcileReply,
 )
 
 __all__ = [
@@ -117,4 +130,11 @@ __all__ = [
     "DestinationUpsert",
     "RetryDelivery",
     "RetryDeliveryReply",
+    "WorklistReconcile",
+    "WorklistReconcileReply",
+    "WorklistServer",
+    "WorklistServerDelete",
+    "WorklistServerUpsert",
+    "WorklistServersList",
+    "WorklistServersReply",
 ]

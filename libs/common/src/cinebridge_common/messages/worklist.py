@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import datetime as dt
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from .base import Reply, Request
+
+#: What became of a live query (the gateway words its banner from it).
+QueryOutcome = Literal["complete", "too_many", "partial", "timeout", "unreachable", "failed"]
 
 
 class WorklistItem(BaseModel):
@@ -30,6 +34,36 @@ class WorklistItem(BaseModel):
     scheduled_performing_physician_name: str | None = None
     #: Every returned attribute, sequences included, as DICOM JSON (PS3.18 F.2).
     dataset: dict[str, Any] = {}
+    #: Stable identity of the entry (hash of its UIDs/ids), the same across queries and servers.
+    item_key: str | None = None
+    issuer_of_patient_id: str | None = None
+    admission_id: str | None = None
+    requested_procedure_priority: str | None = None
+
+
+class WorklistServer(BaseModel):
+    """A configured worklist server (RIS): address, AE titles and its C keys (Table 18 "C")."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    name: str = ""
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(ge=1, le=65535)
+    called_ae: str = Field(pattern=r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
+    #: Our AE title towards this server; None = the station's local AE title (Table 26 "SPACS").
+    calling_ae: str | None = Field(default=None, pattern=r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
+    #: C keys: Scheduled Procedure Step Sequence > Modality / Scheduled Station AE Title.
+    modality: str = Field(default="", max_length=16)
+    station_ae: str = Field(default="", max_length=16)
+    #: Character set for responses without (0008,0005); None = station worklist_character_set.
+    character_set: str | None = None
+    #: Leading/trailing wildcards on P keys; None = station wildcard_matching.
+    wildcards: bool | None = None
+    #: Client execution time limit (statement Table 26: 10 s); None = service default.
+    timeout_s: float | None = Field(default=None, gt=0, le=600)
+    #: Upper bound on entries; more → C-CANCEL and "too many results"; None = service default.
+    max_entries: int | None = Field(default=None, ge=1, le=100_000)
+    enabled: bool = True
+    position: int = 0
 
 
 class WorklistQuery(Request):
@@ -52,6 +86,10 @@ class WorklistQueryReply(Reply):
     cached: bool = False
     too_many: bool = False
     warnings: list[str] = []
+    server_id: str | None = None
+    outcome: QueryOutcome | None = None
+    #: When `cached`: when the offered entries were last fetched from the server.
+    cached_at: dt.datetime | None = None
 
 
 class WorklistEcho(Request):
@@ -64,3 +102,45 @@ class WorklistEchoReply(Reply):
     reachable: bool = False
     rtt_ms: float | None = None
     reason: str | None = None
+
+
+class WorklistServersList(Request):
+    """List the configured worklist servers (ordered by position)."""
+
+    subject: ClassVar[str] = "cb.rpc.worklist.servers.list"
+
+
+class WorklistServerUpsert(Request):
+    """Create or replace one worklist server (by id)."""
+
+    subject: ClassVar[str] = "cb.rpc.worklist.servers.upsert"
+    server: WorklistServer
+    by: str | None = None
+
+
+class WorklistServerDelete(Request):
+    """Remove one worklist server and its cached entries."""
+
+    subject: ClassVar[str] = "cb.rpc.worklist.servers.delete"
+    server_id: str
+
+
+class WorklistServersReply(Reply):
+    subject: ClassVar[str] = "cb.rpc.worklist.reply"
+    servers: list[WorklistServer] = []
+
+
+class WorklistReconcile(Request):
+    """Link a local (e.g. unscheduled) study to a worklist item; it takes the item UID and data."""
+
+    subject: ClassVar[str] = "cb.rpc.worklist.reconcile"
+    study_id: str
+    item: WorklistItem
+    by: str | None = None
+
+
+class WorklistReconcileReply(Reply):
+    subject: ClassVar[str] = "cb.rpc.worklist.reply"
+    study_id: str | None = None
+    study_instance_uid: str | None = None
+    previous_study_instance_uid: str | None = None
