@@ -20,7 +20,7 @@ lint:
 	.venv/bin/ruff format --check libs services tests bench scripts
 
 types:
-	.venv/bin/mypy libs/common/src services/*/src
+	.venv/bin/mypy -p cinebridge_common $(foreach s,$(notdir $(wildcard services/*)),-p cinebridge_$(s))
 
 imports:
 	.venv/bin/lint-imports

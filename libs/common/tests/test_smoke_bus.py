@@ -18,7 +18,9 @@ async def test_publish_and_consume(nats_url: str) -> None:
 
     ack = await bus.publish(SendInstance(job_key="k1", delivery_id="d1"), msg_id="k1")
     assert ack.seq >= 1
-    bus.start_consumer(ConsumerSpec("CB_JOBS", "smoke", "cb.job.sender.send"), SendInstance, handler)
+    bus.start_consumer(
+        ConsumerSpec("CB_JOBS", "smoke", "cb.job.sender.send"), SendInstance, handler
+    )
     msg = await asyncio.wait_for(got.get(), 10)
     assert msg.delivery_id == "d1"
     await bus.close()

@@ -1,3 +1,3 @@
-"""CineBridge common library: what every service shares (settings, messages, bus, db, store, UIDs)."""
+"""CineBridge common library: what every service shares (settings, bus, db, store, UIDs)."""
 
 __version__ = "0.1.0"

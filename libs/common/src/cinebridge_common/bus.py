@@ -45,7 +45,7 @@ R = TypeVar("R", bound=Reply)
 Q = TypeVar("Q", bound=Request)
 
 
-class Retry(Exception):  # noqa: N818 - it is an outcome, not an error
+class Retry(Exception):
     """Raised by a handler: transient failure, redeliver after `delay` seconds."""
 
     def __init__(self, reason: str, delay: float | None = None) -> None:
@@ -54,7 +54,7 @@ class Retry(Exception):  # noqa: N818 - it is an outcome, not an error
         self.delay = delay
 
 
-class Poison(Exception):  # noqa: N818
+class Poison(Exception):
     """Raised by a handler: this message can never succeed; dead-letter it with the reason."""
 
     def __init__(self, reason: str) -> None:
@@ -79,7 +79,9 @@ class StreamSpec:
 
 #: Streams of the system: events are kept a week for late consumers; jobs until acked.
 EVENTS = StreamSpec("CB_EVENTS", ["cb.evt.>"])
-JOBS = StreamSpec("CB_JOBS", ["cb.job.>"], retention=RetentionPolicy.WORK_QUEUE)
+#: Jobs use limits retention (not work-queue) so several durables may filter the same subject
+#: (e.g. a second sender instance group, a test) and acked jobs stay inspectable for a week.
+JOBS = StreamSpec("CB_JOBS", ["cb.job.>"])
 DLQ = StreamSpec("CB_DLQ", ["cb.dlq.>"], max_age_s=90 * 24 * 3600)
 DEFAULT_STREAMS: tuple[StreamSpec, ...] = (EVENTS, JOBS, DLQ)
 
@@ -220,7 +222,11 @@ class Bus:
         for attempt in range(attempts):
             try:
                 return await self.js.publish(subject, payload, timeout=timeout_s, headers=headers)
-            except (NatsTimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError) as exc:
+            except (
+                NatsTimeoutError,
+                nats.errors.NoRespondersError,
+                nats.errors.ConnectionClosedError,
+            ) as exc:
                 last = exc
                 await asyncio.sleep(min(0.2 * 2**attempt, 3.0))
         raise BusError(f"publish to {subject} not acknowledged after {attempts} tries: {last!r}")
@@ -249,7 +255,7 @@ class Bus:
         subject: str | None = None,
         queue: str | None = None,
     ) -> None:
-        """Answer requests of one type; a handler error becomes a Reply(ok=False) with the reason."""
+        """Answer requests of one type; a handler error becomes Reply(ok=False, error=reason)."""
 
         async def on_msg(msg: Msg) -> None:
             try:
@@ -327,7 +333,9 @@ class Bus:
                 raise
             except (NotFoundError, Exception) as exc:
                 # nats.py #504: pull subscriptions may not survive a server restart; rebuild.
-                log.warning("fetch failed, resubscribing", extra=kv(durable=spec.durable, error=repr(exc)))
+                log.warning(
+                    "fetch failed, resubscribing", extra=kv(durable=spec.durable, error=repr(exc))
+                )
                 sub = None
                 await asyncio.sleep(1.0)
                 with contextlib.suppress(Exception):
@@ -361,7 +369,9 @@ class Bus:
         except Exception as exc:
             reason = exc.reason if isinstance(exc, Retry) else f"{type(exc).__name__}: {exc}"
             if delivery.last_attempt:
-                await self._dead_letter(spec, delivery, f"gave up after {delivery.attempt} deliveries: {reason}")
+                await self._dead_letter(
+                    spec, delivery, f"gave up after {delivery.attempt} deliveries: {reason}"
+                )
                 return
             delay = exc.delay if isinstance(exc, Retry) and exc.delay is not None else None
             if delay is None:
@@ -370,7 +380,12 @@ class Bus:
                 delay *= random.uniform(0.8, 1.2)  # jitter: retries of a batch spread out
             log.warning(
                 "handler failed, retrying",
-                extra=kv(durable=spec.durable, attempt=delivery.attempt, delay_s=round(delay, 2), reason=reason),
+                extra=kv(
+                    durable=spec.durable,
+                    attempt=delivery.attempt,
+                    delay_s=round(delay, 2),
+                    reason=reason,
+                ),
             )
             with contextlib.suppress(Exception):
                 await msg.nak(delay=delay)
@@ -388,7 +403,9 @@ class Bus:
             reason=reason[:2000],
             payload=delivery.msg.data.decode(errors="replace")[:100_000],
         )
-        log.error("dead letter", extra=kv(durable=spec.durable, seq=letter.stream_seq, reason=reason))
+        log.error(
+            "dead letter", extra=kv(durable=spec.durable, seq=letter.stream_seq, reason=reason)
+        )
         # Record first, then term: a crash in between redelivers and records again (idempotent
         # by (stream, seq)), never the reverse.
         if self.dead_letter_sink is not None:

@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from .logging import kv
 
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 #: pg_advisory_lock key for migrations ("CINEBRDG" as an int64).
 MIGRATION_LOCK_KEY = 0x43494E4542524447 & 0x7FFFFFFFFFFFFFFF
+#: A connection as handed out by a pool or opened directly (for type hints of SQL helpers).
+Connection = asyncpg.Connection | PoolConnectionProxy
 _NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
 
@@ -48,12 +51,15 @@ async def create_pool(
     while True:
         try:
             pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                init=_init_connection,
                 command_timeout=60,
             )
             assert pool is not None
             return pool
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             last = exc
         if asyncio.get_running_loop().time() >= deadline:
             raise DatabaseUnavailable(
@@ -106,3 +112,19 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
 
 def record_to_dict(record: asyncpg.Record | None) -> dict[str, Any] | None:
     return dict(record) if record is not None else None
+
+
+async def claim_once(conn: Connection, consumer: str, key: str) -> bool:
+    """Record that `consumer` processed `key`, in the caller's transaction.
+
+    True the first time; False when it was already processed (a redelivery): the handler then
+    skips its side effects and acks. Together with the work in the same transaction this makes
+    at-least-once delivery do the work exactly once.
+    """
+    inserted = await conn.fetchval(
+        """INSERT INTO processed_messages (consumer, msg_key) VALUES ($1, $2)
+           ON CONFLICT DO NOTHING RETURNING 1""",
+        consumer,
+        key,
+    )
+    return inserted is not None

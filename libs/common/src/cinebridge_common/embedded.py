@@ -70,8 +70,10 @@ class EmbeddedNats:
             "  sync_interval: always\n"
             "}\n"
         )
-        log = open(self.data_dir / "nats.log", "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen([nats_server_binary(), "-c", str(conf)], stdout=log, stderr=log)
+        log = open(self.data_dir / "nats.log", "ab")
+        self.proc = subprocess.Popen(
+            [nats_server_binary(), "-c", str(conf)], stdout=log, stderr=log
+        )
         wait_port(self.port, 15, self.proc)
 
     def stop(self, kill: bool = False) -> None:
@@ -137,13 +139,32 @@ class EmbeddedPostgres:
                     with contextlib.suppress(PermissionError):
                         os.chmod(parent, mode | 0o001)
         if not (pgdata / "PG_VERSION").exists():
-            self._check(self._cmd(initdb, "-D", str(pgdata), "-U", self.user, "-A", "trust",
-                                  "-E", "UTF8", "--no-locale"), "initdb")
+            self._check(
+                self._cmd(
+                    initdb,
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    self.user,
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                ),
+                "initdb",
+            )
         log = self.data_dir / "postgres.log"
-        opts = f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1 -c fsync=on " \
-               "-c synchronous_commit=on -c max_connections=300"
-        self._check(self._cmd(pg_ctl, "-D", str(pgdata), "-l", str(log), "-o", opts, "-w",
-                              "-t", "30", "start"), "pg_ctl start")
+        opts = (
+            f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1 -c fsync=on "
+            "-c synchronous_commit=on -c max_connections=300"
+        )
+        self._check(
+            self._cmd(
+                pg_ctl, "-D", str(pgdata), "-l", str(log), "-o", opts, "-w", "-t", "30", "start"
+            ),
+            "pg_ctl start",
+        )
         self._ensure_database()
 
     def _ensure_database(self) -> None:
@@ -151,23 +172,55 @@ class EmbeddedPostgres:
         if not psql:
             raise EmbeddedServerError("psql not found")
         exists = subprocess.run(
-            [psql, "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", "postgres",
-             "-tAc", "SELECT 1 FROM pg_database WHERE datname = 'cinebridge'"],
-            capture_output=True, text=True, check=False,
+            [
+                psql,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                "postgres",
+                "-tAc",
+                "SELECT 1 FROM pg_database WHERE datname = 'cinebridge'",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if exists.stdout.strip() != "1":
-            self._check([psql, "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d",
-                         "postgres", "-c", "CREATE DATABASE cinebridge"], "createdb")
+            self._check(
+                [
+                    psql,
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    self.user,
+                    "-d",
+                    "postgres",
+                    "-c",
+                    "CREATE DATABASE cinebridge",
+                ],
+                "createdb",
+            )
 
     def stop(self, mode: str = "fast") -> None:
         pg_ctl = _pg_bin("pg_ctl")
         pgdata = self.data_dir / "pgdata"
         if pg_ctl and (pgdata / "postmaster.pid").exists():
-            subprocess.run(self._cmd(pg_ctl, "-D", str(pgdata), "-m", mode, "-w", "stop"),
-                           capture_output=True, check=False)
+            subprocess.run(
+                self._cmd(pg_ctl, "-D", str(pgdata), "-m", mode, "-w", "stop"),
+                capture_output=True,
+                check=False,
+            )
 
     @staticmethod
     def _check(cmd: list[str], what: str) -> None:
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise EmbeddedServerError(f"{what} failed: {result.stderr.strip() or result.stdout.strip()}")
+            raise EmbeddedServerError(
+                f"{what} failed: {result.stderr.strip() or result.stdout.strip()}"
+            )

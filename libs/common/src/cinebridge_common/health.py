@@ -49,7 +49,8 @@ class HealthServer:
                 body, code, ctype = b'{"error":"not found"}', "404 Not Found", "application/json"
             writer.write(
                 f"HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n\r\n".encode() + body
+                "Connection: close\r\n\r\n".encode()
+                + body
             )
             await writer.drain()
         except (TimeoutError, ConnectionError):

@@ -1,4 +1,4 @@
-"""One log format for every service: `time level service event key=value ...`, no PHI above DEBUG."""
+"""One log format for every service: `time level service event k=v ...`, no PHI above DEBUG."""
 
 from __future__ import annotations
 

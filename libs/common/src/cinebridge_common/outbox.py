@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 import asyncpg
 
 from .bus import Bus
+from .db import Connection
 from .logging import kv
 from .messages.base import Message
 
@@ -24,7 +26,7 @@ log = logging.getLogger(__name__)
 NOTIFY_CHANNEL = "cb_outbox"
 
 
-async def enqueue(conn: asyncpg.Connection, msg: Message, msg_id: str) -> None:
+async def enqueue(conn: Connection, msg: Message, msg_id: str) -> None:
     """Add `msg` to the outbox in the caller's transaction (idempotent by msg_id)."""
     await conn.execute(
         """INSERT INTO outbox (msg_id, subject, payload) VALUES ($1, $2, $3)
@@ -39,7 +41,9 @@ async def enqueue(conn: asyncpg.Connection, msg: Message, msg_id: str) -> None:
 class OutboxRelay:
     """Publishes pending outbox rows. Several relays may run: rows are claimed SKIP LOCKED."""
 
-    def __init__(self, pool: asyncpg.Pool, bus: Bus, *, poll_s: float = 1.0, batch: int = 100) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, bus: Bus, *, poll_s: float = 1.0, batch: int = 100
+    ) -> None:
         self.pool = pool
         self.bus = bus
         self.poll_s = poll_s
@@ -47,11 +51,15 @@ class OutboxRelay:
         self._wake = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        listener: asyncpg.Connection | None = None
+        listener: Any = None  # a pooled connection kept for LISTEN
+
+        def wake(*_: object) -> None:
+            self._wake.set()
+
         try:
             with contextlib.suppress(Exception):
                 listener = await self.pool.acquire()
-                await listener.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+                await listener.add_listener(NOTIFY_CHANNEL, wake)
             while not stop.is_set():
                 try:
                     published = await self.publish_pending()
@@ -66,6 +74,7 @@ class OutboxRelay:
         finally:
             if listener is not None:
                 with contextlib.suppress(Exception):
+                    await listener.remove_listener(NOTIFY_CHANNEL, wake)
                     await self.pool.release(listener)
 
     async def publish_pending(self) -> int:
@@ -81,16 +90,23 @@ class OutboxRelay:
             for row in rows:
                 try:
                     await self.bus.js.publish(
-                        row["subject"], row["payload"], headers={"Nats-Msg-Id": row["msg_id"]},
+                        row["subject"],
+                        row["payload"],
+                        headers={"Nats-Msg-Id": row["msg_id"]},
                         timeout=5.0,
                     )
                 except Exception as exc:
                     await conn.execute(
                         "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
-                        row["id"], repr(exc)[:500],
+                        row["id"],
+                        repr(exc)[:500],
                     )
-                    log.warning("outbox publish failed", extra=kv(msg_id=row["msg_id"], error=repr(exc)))
+                    log.warning(
+                        "outbox publish failed", extra=kv(msg_id=row["msg_id"], error=repr(exc))
+                    )
                     break
-                await conn.execute("UPDATE outbox SET published_at = now() WHERE id = $1", row["id"])
+                await conn.execute(
+                    "UPDATE outbox SET published_at = now() WHERE id = $1", row["id"]
+                )
                 count += 1
         return count

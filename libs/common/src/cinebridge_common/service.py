@@ -13,7 +13,7 @@ import contextlib
 import datetime as dt
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -39,8 +39,13 @@ async def record_dead_letter(pool: asyncpg.Pool, letter: DeadLetter) -> None:
            VALUES ($1, $2, $3, $4, $5, $6, $7)
            ON CONFLICT (stream, consumer, stream_seq) DO UPDATE
              SET reason = EXCLUDED.reason, deliveries = EXCLUDED.deliveries""",
-        letter.stream, letter.consumer, letter.stream_seq, letter.original_subject,
-        letter.deliveries, letter.reason, letter.payload,
+        letter.stream,
+        letter.consumer,
+        letter.stream_seq,
+        letter.original_subject,
+        letter.deliveries,
+        letter.reason,
+        letter.payload,
     )
 
 
@@ -152,7 +157,7 @@ class ServiceContext:
         log.info("stopping", extra=kv(service=self.service))
 
 
-def run_service(main: Callable[[], Awaitable[None]]) -> None:
+def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Door of every service: run `main` and exit non-zero on a startup failure."""
     try:
         asyncio.run(main())

@@ -20,7 +20,7 @@ class StationSettings(BaseModel):
     wildcard_matching: bool = True
 
 
-async def load_station_settings(conn: asyncpg.Pool | asyncpg.Connection) -> StationSettings:
+async def load_station_settings(conn: asyncpg.Pool | Connection) -> StationSettings:
     rows = await conn.fetch("SELECT key, value FROM station_settings")
     values: dict[str, Any] = {r["key"]: r["value"] for r in rows}
     known = {k: v for k, v in values.items() if k in StationSettings.model_fields}
@@ -28,7 +28,7 @@ async def load_station_settings(conn: asyncpg.Pool | asyncpg.Connection) -> Stat
 
 
 async def save_station_settings(
-    conn: asyncpg.Pool | asyncpg.Connection, changes: dict[str, Any], by: str | None
+    conn: asyncpg.Pool | Connection, changes: dict[str, Any], by: str | None
 ) -> StationSettings:
     merged = (await load_station_settings(conn)).model_copy(update=changes)
     StationSettings.model_validate(merged.model_dump())  # re-validate the merged values
@@ -37,6 +37,8 @@ async def save_station_settings(
             """INSERT INTO station_settings (key, value, updated_by) VALUES ($1, $2, $3)
                ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now(),
                                                updated_by = EXCLUDED.updated_by""",
-            key, value, by,
+            key,
+            value,
+            by,
         )
     return merged

@@ -86,9 +86,9 @@ class MediaStore:
     @contextlib.contextmanager
     def open_atomic(self, rel: str) -> Iterator[BinaryIO]:
         """Write through the yielded file; on success it is fsync'd and renamed to `rel`."""
-        final = self.resolve(rel)
+        self.resolve(rel)  # refuse an unsafe name before writing anything
         tmp = self.temp_path()
-        fh = open(tmp, "xb")  # noqa: SIM115 - closed below on every path
+        fh = open(tmp, "xb")
         try:
             yield fh
             fh.flush()

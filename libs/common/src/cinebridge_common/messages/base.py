@@ -22,7 +22,7 @@ class Message(BaseModel):
 
     subject: ClassVar[str]
     message_kind: ClassVar[str]  # "event", "job", "rpc-request", "rpc-reply"
-    version: int = 1
+    schema_version: int = 1
 
     def subject_for(self) -> str:
         """The concrete subject of this message (placeholders filled from its fields)."""
@@ -65,7 +65,7 @@ class Reply(Message):
 
 
 def describe(model: type[Message]) -> dict[str, Any]:
-    fields = ", ".join(name for name in model.model_fields if name != "version")
+    fields = ", ".join(name for name in model.model_fields if name != "schema_version")
     return {
         "subject": model.subject,
         "kind": model.message_kind,

@@ -35,7 +35,9 @@ def main() -> int:
     text = render()
     if args.check:
         if args.check.read_text() != text:
-            print(f"{args.check} is out of date; run cinebridge-messages-doc --write", file=sys.stderr)
+            print(
+                f"{args.check} is out of date; run cinebridge-messages-doc --write", file=sys.stderr
+            )
             return 1
         return 0
     if args.write:

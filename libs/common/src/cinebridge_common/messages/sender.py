@@ -21,7 +21,7 @@ class SendInstance(Job):
 
 
 class ForwardStudy(Job):
-    """Statement "Forward": (re)send a study or one instance to destinations; idempotent by job_key."""
+    """Statement "Forward": (re)send a study or an instance to destinations (idempotent)."""
 
     subject: ClassVar[str] = "cb.job.sender.forward"
     study_id: str | None = None

@@ -35,7 +35,9 @@ def require_tool(name: str) -> str:
 
 
 async def wait_for(
-    check: Callable[[], Awaitable[T | None]], timeout_s: float = 10.0, interval_s: float = 0.05,
+    check: Callable[[], Awaitable[T | None]],
+    timeout_s: float = 10.0,
+    interval_s: float = 0.05,
     what: str = "condition",
 ) -> T:
     """Poll `check` until it returns a truthy value; fail with `what` after `timeout_s`."""
@@ -50,7 +52,9 @@ async def wait_for(
 
 
 def wait_for_sync(
-    check: Callable[[], T | None], timeout_s: float = 10.0, interval_s: float = 0.05,
+    check: Callable[[], T | None],
+    timeout_s: float = 10.0,
+    interval_s: float = 0.05,
     what: str = "condition",
 ) -> T:
     deadline = time.monotonic() + timeout_s

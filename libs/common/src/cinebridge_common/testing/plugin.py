@@ -38,7 +38,7 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
 def nats_url(nats_server: EmbeddedNats) -> str:
     if nats_server.proc is None or nats_server.proc.poll() is not None:
         nats_server.start()
-    return nats_server.url
+    return str(nats_server.url)
 
 
 @pytest.fixture(scope="session")

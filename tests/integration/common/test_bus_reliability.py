@@ -1,0 +1,245 @@
+"""Bus and outbox guarantees on a real nats-server and a real PostgreSQL (issue 8)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import asyncpg
+import pytest
+from cinebridge_common.bus import Bus, ConsumerSpec, Delivery, Poison, Retry
+from cinebridge_common.db import migrate
+from cinebridge_common.embedded import EmbeddedNats
+from cinebridge_common.outbox import OutboxRelay
+from cinebridge_common.service import record_dead_letter
+from cinebridge_common.testing import wait_for
+from cinebridge_common.testing.worker import WorkItem
+
+pytestmark = pytest.mark.integration
+
+
+def _start_worker(nats_url: str, dsn: str, mode: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cinebridge_common.testing.worker", nats_url, dsn, mode],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def _read_until(proc: subprocess.Popen[str], marker: str) -> list[str]:
+    assert proc.stdout is not None
+    lines = []
+    while True:
+        line = proc.stdout.readline()
+        assert line, f"worker exited before {marker!r}: {lines}"
+        lines.append(line.strip())
+        if line.strip() == marker:
+            return lines
+
+
+async def _fresh_bus(nats_url: str) -> Bus:
+    bus = await Bus.connect(nats_url, "test")
+    await bus.ensure_streams()
+    with pytest.raises(Exception):  # noqa: B017 - absent on a fresh stream is fine
+        await bus.js.delete_consumer("CB_JOBS", "test-worker")
+    return bus
+
+
+@pytest.mark.parametrize("mode", ["hang-after-commit", "hang-before-commit"])
+async def test_sigkill_mid_message_redelivers_and_work_is_done_once(
+    nats_url: str, database_url: str, db_pool: asyncpg.Pool, mode: str
+) -> None:
+    bus = await Bus.connect(nats_url, "test")
+    await bus.ensure_streams()
+    key = f"job-{uuid.uuid4().hex}"
+    worker = _start_worker(nats_url, database_url, mode)
+    try:
+        await bus.publish(WorkItem(job_key=key), msg_id=key)
+        _read_until(worker, "committed" if mode == "hang-after-commit" else "in-transaction")
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+        worker = _start_worker(nats_url, database_url, "normal")
+        lines = await asyncio.to_thread(_read_until, worker, f"delivered {key} 2")
+        assert lines[-1] == f"delivered {key} 2"  # redelivered after the kill
+
+        async def done_once() -> int | None:
+            n = await db_pool.fetchval(
+                "SELECT count(*) FROM test_work_done WHERE job_key = $1", key
+            )
+            return int(n) if n else None
+
+        assert await wait_for(done_once, 10, what="the work row") == 1
+        await asyncio.sleep(0.5)  # a further (wrong) redelivery would add a row now
+        assert await done_once() == 1
+    finally:
+        worker.kill()
+        worker.wait(10)
+        await bus.close()
+
+
+async def test_crash_between_commit_and_publish_still_publishes(
+    nats_url: str, database_url: str, db_pool: asyncpg.Pool
+) -> None:
+    """The producer commits the outbox row and dies before publishing; a relay publishes later."""
+    key = f"outbox-{uuid.uuid4().hex}"
+    code = (
+        "import asyncio, os, signal, sys\n"
+        "from cinebridge_common.db import create_pool\n"
+        "from cinebridge_common.outbox import enqueue\n"
+        "from cinebridge_common.testing.worker import WorkItem\n"
+        "async def main():\n"
+        "    pool = await create_pool(sys.argv[1])\n"
+        "    async with pool.acquire() as conn, conn.transaction():\n"
+        "        await enqueue(conn, WorkItem(job_key=sys.argv[2]), sys.argv[2])\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "asyncio.run(main())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, database_url, key], check=False)
+    assert result.returncode == -signal.SIGKILL
+    assert await db_pool.fetchval("SELECT published_at FROM outbox WHERE msg_id = $1", key) is None
+
+    bus = await Bus.connect(nats_url, "relay")
+    await bus.ensure_streams()
+    received: asyncio.Queue[WorkItem] = asyncio.Queue()
+
+    async def handle(job: WorkItem, d: Delivery) -> None:
+        if job.job_key == key:
+            await received.put(job)
+
+    durable = f"outbox-{uuid.uuid4().hex[:8]}"
+    bus.start_consumer(ConsumerSpec("CB_JOBS", durable, "cb.job.test.work"), WorkItem, handle)
+    stop = asyncio.Event()
+    relay = asyncio.create_task(OutboxRelay(db_pool, bus, poll_s=0.2).run(stop))
+    try:
+        job = await asyncio.wait_for(received.get(), 10)
+        assert job.job_key == key
+        assert await db_pool.fetchval("SELECT published_at FROM outbox WHERE msg_id = $1", key)
+    finally:
+        stop.set()
+        await relay
+        await bus.close()
+
+
+async def test_duplicate_publish_is_deduplicated(nats_url: str) -> None:
+    bus = await Bus.connect(nats_url, "dedup")
+    await bus.ensure_streams()
+    key = uuid.uuid4().hex
+    first = await bus.publish(WorkItem(job_key=key), msg_id=key)
+    second = await bus.publish(WorkItem(job_key=key), msg_id=key)
+    assert not first.duplicate and second.duplicate
+    await bus.close()
+
+
+async def test_nak_with_delay_is_honoured(nats_url: str) -> None:
+    bus = await Bus.connect(nats_url, "nak")
+    await bus.ensure_streams()
+    key = uuid.uuid4().hex
+    seen: list[float] = []
+    done = asyncio.Event()
+
+    async def handle(job: WorkItem, d: Delivery) -> None:
+        if job.job_key != key:
+            return
+        seen.append(time.monotonic())
+        if len(seen) == 1:
+            raise Retry("pacs busy", delay=2.0)
+        done.set()
+
+    durable = f"nak-{uuid.uuid4().hex[:8]}"
+    bus.start_consumer(ConsumerSpec("CB_JOBS", durable, "cb.job.test.work"), WorkItem, handle)
+    await bus.publish(WorkItem(job_key=key), msg_id=key)
+    await asyncio.wait_for(done.wait(), 15)
+    assert seen[1] - seen[0] >= 1.9
+    await bus.close()
+
+
+async def test_poison_message_dead_lettered_with_reason(
+    nats_url: str, db_pool: asyncpg.Pool
+) -> None:
+    bus = await Bus.connect(
+        nats_url, "poison", dead_letter_sink=lambda letter: record_dead_letter(db_pool, letter)
+    )
+    await bus.ensure_streams()
+    keys = {"fails": uuid.uuid4().hex, "poison": uuid.uuid4().hex}
+    attempts: dict[str, int] = {}
+
+    async def handle(job: WorkItem, d: Delivery) -> None:
+        attempts[job.job_key] = d.attempt
+        if job.job_key == keys["poison"]:
+            raise Poison("not a video: zero-length file")
+        if job.job_key == keys["fails"]:
+            raise RuntimeError("database says no")
+
+    durable = f"poison-{uuid.uuid4().hex[:8]}"
+    spec = ConsumerSpec("CB_JOBS", durable, "cb.job.test.work", max_deliver=3, backoff_s=(0.1,))
+    bus.start_consumer(spec, WorkItem, handle)
+    for key in keys.values():
+        await bus.publish(WorkItem(job_key=key), msg_id=key)
+
+    async def letters() -> list[asyncpg.Record] | None:
+        rows = await db_pool.fetch("SELECT * FROM dead_letters WHERE consumer = $1", durable)
+        return rows if len(rows) == 2 else None
+
+    rows = {r["payload"].split('"job_key":"')[1][:32]: r for r in await wait_for(letters, 20)}
+    assert "gave up after 3 deliveries" in rows[keys["fails"]]["reason"]
+    assert "database says no" in rows[keys["fails"]]["reason"]
+    assert rows[keys["poison"]]["reason"] == "not a video: zero-length file"
+    assert attempts[keys["fails"]] == 3 and attempts[keys["poison"]] == 1
+    # The dead letter is also kept on the bus (CB_DLQ) for ops tools.
+    info = await bus.js.stream_info("CB_DLQ")
+    assert info.state.messages >= 2
+    await bus.close()
+
+
+async def test_consumer_survives_nats_restart(nats_server: EmbeddedNats, nats_url: str) -> None:
+    bus = await Bus.connect(nats_url, "restart")
+    await bus.ensure_streams()
+    got: asyncio.Queue[str] = asyncio.Queue()
+    tag = uuid.uuid4().hex
+
+    async def handle(job: WorkItem, d: Delivery) -> None:
+        if job.job_key.startswith(tag):
+            await got.put(job.job_key)
+
+    durable = f"restart-{tag[:8]}"
+    spec = ConsumerSpec("CB_JOBS", durable, "cb.job.test.work", deliver_new_only=True)
+    bus.start_consumer(spec, WorkItem, handle)
+    await asyncio.sleep(0.5)
+    await bus.publish(WorkItem(job_key=f"{tag}-before"), msg_id=uuid.uuid4().hex)
+    assert await asyncio.wait_for(got.get(), 10) == f"{tag}-before"
+    nats_server.stop()
+    await asyncio.sleep(1)
+    nats_server.start()
+    await bus.publish(WorkItem(job_key=f"{tag}-after"), msg_id=uuid.uuid4().hex, attempts=20)
+    assert await asyncio.wait_for(got.get(), 30) == f"{tag}-after"
+    await bus.close()
+
+
+async def test_migrations_apply_once_under_concurrency(database_url: str) -> None:
+    from cinebridge_common.db import create_pool
+
+    pools = [await create_pool(database_url) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(migrate(p) for p in pools))
+        assert all(r == [] for r in results)  # the template was migrated already
+        count = await pools[0].fetchval("SELECT count(*) FROM schema_migrations")
+        assert count >= 3
+    finally:
+        for p in pools:
+            await p.close()
+
+
+async def test_unreachable_database_gives_clear_error() -> None:
+    from cinebridge_common.db import DatabaseUnavailable, create_pool
+    from cinebridge_common.embedded import free_port
+
+    with pytest.raises(DatabaseUnavailable, match=r"unreachable.*CB_DATABASE_URL"):
+        await create_pool(f"postgresql://x:secret@127.0.0.1:{free_port()}/db", timeout_s=1)
