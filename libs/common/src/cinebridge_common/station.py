@@ -7,6 +7,8 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel
 
+from .db import Connection
+
 
 class StationSettings(BaseModel):
     """What the settings page edits; statement §4.4 (configuration) and §6 (character sets)."""
