@@ -1,0 +1,345 @@
+"""C-STORE and C-ECHO SCU over pynetdicom: files streamed as they are, one association per batch.
+
+Blocking code, run in a worker thread (`asyncio.to_thread`). No NATS or database here: results
+go to a callback as each instance is answered, so the caller can record progress mid-batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE, _config, evt
+from pynetdicom.association import Association
+from pynetdicom.presentation import build_context
+
+from cinebridge_common import conformance
+
+from .policy import Outcome, classify_status
+
+VERIFICATION = conformance.VERIFICATION_SOP_CLASS[1]
+ILE = conformance.IMPLICIT_VR_LITTLE_ENDIAN
+JPEG_BASELINE = conformance.JPEG_BASELINE
+#: PS3.8 9.3.2.2: at most 128 presentation contexts (odd ids 1..255) per association.
+MAX_CONTEXTS = 128
+#: Our implementation identity (CineBridge is not VideoStation: conformance.py, Tables 4/8).
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1351.1"
+IMPLEMENTATION_VERSION_NAME = "CINEBRIDGE_01"
+
+
+@dataclass(frozen=True)
+class Peer:
+    ae_title: str
+    host: str
+    port: int
+    calling_ae_title: str = conformance.DEFAULT_CLIENT_AE_TITLE
+    tls: ssl.SSLContext | None = None
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Table 26: 10 s TCP connect and A-ASSOCIATE-AC. The statement waits for a DIMSE-RSP
+    forever (0 s); we do not, so a hanging PACS ends in a retry instead of a stuck job."""
+
+    connect_s: float = 10.0
+    acse_s: float = 10.0
+    dimse_s: float = 120.0
+    network_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class Item:
+    """One instance to send: a Part 10 file and what its file meta says."""
+
+    key: str
+    path: Path
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    key: str
+    outcome: Outcome
+    status: int | None
+    error: str | None
+    started_at: float
+    finished_at: float
+
+
+class AssociationFailed(Exception):  # noqa: N818 - an outcome with a reason
+    """No association: connection refused/timed out, rejected, or no context accepted."""
+
+    def __init__(self, reason: str, *, transient: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.transient = transient
+
+
+OnResult = Callable[[ItemResult], None]
+
+
+def _enable_streaming() -> None:
+    # send_c_store(path) then copies the data set from the file in PDU-sized pieces instead of
+    # decoding and re-encoding it (dicom-notes §4.5): bytes are sent as they are, memory flat.
+    _config.STORE_SEND_CHUNKED_DATASET = True
+
+
+def _nodelay(event: Any) -> None:
+    # peer-notes "Nagle": without TCP_NODELAY every small C-STORE waits for a delayed ACK.
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def contexts_for(items: Sequence[Item], decompress_stills: bool) -> list[tuple[str, list[str]]]:
+    """Tables 9/10: per (SOP class, transfer syntax) a context offering the instance's own
+    syntax plus Implicit VR Little Endian (footnote 1), preceded by one with the own syntax
+    alone. With `decompress_stills`, JPEG stills
+    also get an Explicit VR Little Endian context to fall back to."""
+    seen: dict[tuple[str, str], None] = {}
+    for item in items:
+        seen[(item.sop_class_uid, item.transfer_syntax_uid)] = None
+        if decompress_stills and item.transfer_syntax_uid == JPEG_BASELINE:
+            seen[(item.sop_class_uid, ExplicitVRLittleEndian)] = None
+    out: list[tuple[str, list[str]]] = []
+    for sop_class, ts in seen:
+        if ts == ILE:
+            out.append((sop_class, [ILE]))
+            continue
+        # An acceptor may pick any syntax of a context, and several (pynetdicom among them)
+        # prefer ILE over JPEG/MPEG when both are offered. Proposing the own syntax alone as well
+        # lets an SCP that supports it say so; the [own, ILE] context is the statement's.
+        out.append((sop_class, [ts]))
+        out.append((sop_class, [ts, ILE]))
+    if len(out) > MAX_CONTEXTS:
+        raise ValueError(f"{len(out)} presentation contexts needed, at most {MAX_CONTEXTS}")
+    return out
+
+
+def _make_ae(peer: Peer, timeouts: Timeouts) -> AE:
+    ae = AE(ae_title=peer.calling_ae_title)
+    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+    ae.connection_timeout = timeouts.connect_s
+    ae.acse_timeout = timeouts.acse_s
+    ae.dimse_timeout = timeouts.dimse_s
+    ae.network_timeout = timeouts.network_s
+    return ae
+
+
+def _associate(ae: AE, peer: Peer) -> Association:
+    opened = threading.Event()
+    handlers = [(evt.EVT_CONN_OPEN, _nodelay), (evt.EVT_CONN_OPEN, lambda _e: opened.set())]
+    tls_args = (peer.tls, peer.host) if peer.tls is not None else None
+    assoc = ae.associate(
+        peer.host, peer.port, ae_title=peer.ae_title, max_pdu=0, evt_handlers=handlers,
+        tls_args=tls_args,
+    )
+    if assoc.is_established:
+        return assoc
+    where = f"{peer.ae_title}@{peer.host}:{peer.port}"
+    if assoc.is_rejected:
+        rj = assoc.acceptor.primitive
+        # PS3.8 7.1.1.9: result 1 rejected-permanent, 2 rejected-transient.
+        transient = getattr(rj, "result", 2) == 0x02
+        kind = "transient" if transient else "permanent"
+        raise AssociationFailed(
+            f"association rejected ({kind}) by {where}: {getattr(rj, 'reason_str', '?')}",
+            transient=transient,
+        )
+    if not opened.is_set():
+        raise AssociationFailed(f"cannot connect to {where} (refused or timed out)", transient=True)
+    if assoc.is_aborted and not assoc.accepted_contexts and assoc.rejected_contexts:
+        raise AssociationFailed(
+            f"{where} accepted none of the proposed presentation contexts", transient=False
+        )
+    raise AssociationFailed(f"association with {where} aborted during negotiation", transient=True)
+
+
+def send_batch(
+    peer: Peer,
+    items: Sequence[Item],
+    timeouts: Timeouts,
+    *,
+    decompress_stills: bool = False,
+    on_result: OnResult | None = None,
+) -> list[ItemResult]:
+    """Send `items` over one association; every item gets exactly one result.
+
+    Raises AssociationFailed when no association could be made (nothing was sent). A failure of
+    one instance does not stop the others (statement §4.2.2.3.1.3); if the association itself
+    is lost, the instance in flight and the rest fail transiently.
+    """
+    _enable_streaming()
+    ae = _make_ae(peer, timeouts)
+    for sop_class, syntaxes in contexts_for(items, decompress_stills):
+        ae.requested_contexts.append(build_context(sop_class, syntaxes))  # type: ignore[attr-defined]
+    assoc = _associate(ae, peer)
+    results: list[ItemResult] = []
+
+    def report(result: ItemResult) -> None:
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+
+    try:
+        for index, item in enumerate(items):
+            if not assoc.is_established:
+                now = time.time()
+                for rest in items[index:]:
+                    report(ItemResult(rest.key, "failed-retrying", None,
+                                      "association ended before this instance was sent", now, now))
+                break
+            report(_store_one(assoc, item, decompress_stills))
+    finally:
+        if assoc.is_established:
+            assoc.release()
+        else:
+            assoc.abort()
+    return results
+
+
+def _store_one(assoc: Association, item: Item, decompress_stills: bool) -> ItemResult:
+    started = time.time()
+    try:
+        if not item.path.is_file():
+            return ItemResult(item.key, "failed-permanent", None,
+                              "file missing from the media store", started, time.time())
+        dataset: Any = item.path
+        if not _has_context(assoc, item.sop_class_uid, item.transfer_syntax_uid):
+            if not (decompress_stills and item.transfer_syntax_uid == JPEG_BASELINE):
+                return ItemResult(
+                    item.key, "failed-permanent", None,
+                    f"destination refused {item.transfer_syntax_uid} for {item.sop_class_uid}; "
+                    "the sender does not convert transfer syntaxes (statement Table 10 note 1)",
+                    started, time.time(),
+                )
+            dataset = _decompressed(item.path)
+        status = assoc.send_c_store(dataset)
+    except (OSError, ValueError, AttributeError) as exc:
+        return ItemResult(item.key, "failed-permanent", None, f"cannot send: {exc}",
+                          started, time.time())
+    finished = time.time()
+    if "Status" not in status:
+        # pynetdicom returns an empty dataset on DIMSE timeout, A-ABORT or a bad response.
+        why = "no C-STORE response (timeout, abort or connection lost)"
+        return ItemResult(item.key, "failed-retrying", None, why, started, finished)
+    code = int(status.Status)
+    verdict = classify_status(code)
+    return ItemResult(item.key, verdict.outcome, code, verdict.reason, started, finished)
+
+
+def _has_context(assoc: Association, sop_class: str, ts: str) -> bool:
+    return any(
+        cx.abstract_syntax == sop_class and cx.transfer_syntax[0] == ts
+        for cx in assoc.accepted_contexts
+    )
+
+
+def _decompressed(path: Path) -> Any:
+    """A JPEG still decoded to native pixels, to be sent as Explicit VR Little Endian. Only for
+    stills: video is never decoded (the option exists for PACS without JPEG support)."""
+    ds = dcmread(path)
+    # Same instance in another transfer syntax (what an SCP converting on receipt would store),
+    # so the SOP Instance UID stays: the PACS must see one instance, not two.
+    ds.decompress(generate_instance_uid=False)  # file meta becomes Explicit VR Little Endian
+    return ds
+
+
+def send_parallel(
+    peer: Peer,
+    items: Sequence[Item],
+    timeouts: Timeouts,
+    *,
+    associations: int,
+    decompress_stills: bool = False,
+    on_result: OnResult | None = None,
+) -> list[ItemResult]:
+    """Split `items` over up to `associations` concurrent associations (round robin).
+
+    Raises AssociationFailed only if no association at all could be made; a group whose
+    association failed reports its items as failed with that reason.
+    """
+    groups = [list(items[i::associations]) for i in range(max(1, min(associations, len(items))))]
+    if len(groups) == 1:
+        return send_batch(peer, groups[0], timeouts, decompress_stills=decompress_stills,
+                          on_result=on_result)
+    lock = threading.Lock()
+
+    def guarded(result: ItemResult) -> None:
+        if on_result is not None:
+            with lock:
+                on_result(result)
+
+    def run(group: list[Item]) -> list[ItemResult] | AssociationFailed:
+        try:
+            return send_batch(peer, group, timeouts, decompress_stills=decompress_stills,
+                              on_result=guarded)
+        except AssociationFailed as exc:
+            return exc
+
+    with ThreadPoolExecutor(len(groups), thread_name_prefix="cstore") as pool:
+        outcomes = list(pool.map(run, groups))
+    failures = [o for o in outcomes if isinstance(o, AssociationFailed)]
+    if len(failures) == len(outcomes):
+        raise failures[0]
+    results: list[ItemResult] = []
+    for group, outcome in zip(groups, outcomes, strict=True):
+        if isinstance(outcome, AssociationFailed):
+            now = time.time()
+            state: Outcome = "failed-retrying" if outcome.transient else "failed-permanent"
+            for item in group:
+                result = ItemResult(item.key, state, None, outcome.reason, now, now)
+                guarded(result)
+                results.append(result)
+        else:
+            results.extend(outcome)
+    return results
+
+
+@dataclass(frozen=True)
+class EchoResult:
+    reachable: bool
+    rtt_ms: float | None
+    reason: str | None
+
+
+def echo(peer: Peer, timeout_s: float = 10.0) -> EchoResult:
+    """Verification SCU (§4.2.1): C-ECHO with only Verification/ILE proposed (Table 5), all
+    within the 10 s client limit of Table 26."""
+    limit = max(0.5, min(timeout_s, 10.0))
+    timeouts = Timeouts(connect_s=limit, acse_s=limit, dimse_s=limit, network_s=limit)
+    ae = _make_ae(peer, timeouts)
+    ae.add_requested_context(VERIFICATION, ILE)
+    started = time.monotonic()
+    try:
+        assoc = _associate(ae, peer)
+    except AssociationFailed as exc:
+        return EchoResult(False, None, exc.reason)
+    try:
+        status = assoc.send_c_echo()
+        rtt = (time.monotonic() - started) * 1000
+        if "Status" not in status:
+            return EchoResult(False, None, "no C-ECHO response (timeout or abort)")
+        code = int(status.Status)
+        if code != 0:
+            return EchoResult(False, rtt, f"C-ECHO status {code:04X}")
+        return EchoResult(True, round(rtt, 2), None)
+    finally:
+        if assoc.is_established:
+            assoc.release()
+        else:
+            assoc.abort()
