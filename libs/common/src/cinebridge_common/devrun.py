@@ -1,0 +1,98 @@
+"""`make run`: the whole system on one machine without Docker.
+
+Starts a local nats-server (JetStream, `sync_interval: always`) and PostgreSQL with their data
+under `.run/`, then every service under honcho (a well-kept Procfile runner: one coloured log,
+Ctrl-C sends SIGTERM to all and SIGKILL after a grace period), with a test-pattern source in
+room `room1` and the local SCP as the default destination. Prints the gateway's URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import socket
+import sys
+from pathlib import Path
+
+from .embedded import EmbeddedNats, EmbeddedPostgres, free_port
+
+SERVICES = ("scp", "worklist", "converter", "sender", "capture", "gateway")
+
+
+def _port(preferred: int) -> int:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+        except OSError:
+            return free_port()
+    return preferred
+
+
+def _ports(run_dir: Path) -> dict[str, int]:
+    """Stable ports across runs (kept in .run/ports.json), defaults when free."""
+    path = run_dir / "ports.json"
+    saved: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
+    wanted = {"nats": 4222, "postgres": 5432, "scp": 11112, "gateway": 8080, "preview": 8091}
+    ports = {name: saved.get(name) or _port(default) for name, default in wanted.items()}
+    path.write_text(json.dumps(ports))
+    return ports
+
+
+def service_env(run_dir: Path, ports: dict[str, int], nats_url: str, dsn: str) -> dict[str, str]:
+    """The CB_* environment every service gets in the embedded run (see .env.example)."""
+    scp = {"name": "local-scp", "ae_title": "CINEBRIDGE", "host": "127.0.0.1",
+           "port": ports["scp"], "enabled": True, "auto_send": True}
+    source = {"name": "endo", "url": "lavfi:testsrc2=size=1280x720:rate=30"}
+    return {
+        "CB_NATS_URL": nats_url,
+        "CB_DATABASE_URL": dsn,
+        "CB_MEDIA_ROOT": str(run_dir / "media"),
+        "CB_SCP_PORT": str(ports["scp"]),
+        "CB_CAPTURE_ROOM": "room1",
+        "CB_CAPTURE_SOURCES": json.dumps([source]),
+        "CB_CAPTURE_PREVIEW_PORT": str(ports["preview"]),
+        "CB_SENDER_SEED_DESTINATIONS": json.dumps([scp]),
+        "CB_GATEWAY_PORT": str(ports["gateway"]),
+        "CB_GATEWAY_PREVIEW_UPSTREAMS": json.dumps({"room1": f"http://127.0.0.1:{ports['preview']}"}),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", type=Path, default=Path(os.environ.get("CB_RUN_DIR", ".run")))
+    parser.add_argument("--only", nargs="*", choices=SERVICES, help="start only these services")
+    args = parser.parse_args()
+    from honcho.manager import Manager  # the dev runner only; services never import honcho
+
+    run_dir: Path = args.run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ports = _ports(run_dir)
+    nats = EmbeddedNats(run_dir / "nats", ports["nats"])
+    postgres = EmbeddedPostgres(run_dir / "postgres", ports["postgres"])
+    nats.start()
+    try:
+        postgres.start()
+        env = os.environ | service_env(run_dir, ports, nats.url, postgres.dsn)
+        manager = Manager()
+        for svc in args.only or SERVICES:
+            manager.add_process(svc, f"{shlex.quote(sys.executable)} -m cinebridge_{svc}", env=env)
+        print(
+            f"\nCineBridge starting: gateway http://127.0.0.1:{ports['gateway']}/ "
+            f"(SCP CINEBRIDGE@127.0.0.1:{ports['scp']}, NATS {nats.url}, "
+            f"PostgreSQL {postgres.dsn}); Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        manager.loop()
+        return int(manager.returncode or 0)
+    finally:
+        with contextlib.suppress(Exception):
+            postgres.stop()
+        nats.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

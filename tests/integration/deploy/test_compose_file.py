@@ -1,0 +1,85 @@
+"""docker-compose.yml is valid Compose and every service it builds exists as a member."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _compose() -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def _schema() -> dict[str, Any]:
+    # The Compose Specification's JSON schema, as vendored by the check-jsonschema package.
+    text = (
+        resources.files("check_jsonschema.builtin_schemas.vendor")
+        .joinpath("compose-spec.json")
+        .read_text()
+    )
+    schema = json.loads(text)
+    assert isinstance(schema, dict)
+    return schema
+
+
+def test_compose_file_matches_the_compose_specification() -> None:
+    jsonschema.validate(_compose(), _schema())
+
+
+def test_schema_rejects_a_broken_file() -> None:
+    """The check can fail: an unknown service key is refused."""
+    broken = _compose()
+    broken["services"]["scp"]["not_a_compose_key"] = 1
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, _schema())
+
+
+BUILT = {
+    name: svc
+    for name, svc in _compose()["services"].items()
+    if isinstance(svc, dict) and "build" in svc
+}
+
+
+def test_every_service_is_built() -> None:
+    members = {p.name for p in (ROOT / "services").iterdir() if (p / "pyproject.toml").exists()}
+    built = {re.match(r"services/([a-z]+)/", s["build"]["dockerfile"]).group(1) for s in BUILT.values()}  # type: ignore[union-attr]
+    assert built == members
+
+
+@pytest.mark.parametrize("name", sorted(BUILT))
+def test_dockerfile_and_console_script_exist(name: str) -> None:
+    svc = BUILT[name]
+    dockerfile = ROOT / svc["build"]["dockerfile"]
+    assert dockerfile.exists(), dockerfile
+    cmd = re.search(r'^CMD \["([^"]+)"\]', dockerfile.read_text(), re.M)
+    assert cmd, f"{dockerfile} has no exec-form CMD"
+    member = dockerfile.parent
+    scripts = tomllib.loads((member / "pyproject.toml").read_text())["project"]["scripts"]
+    assert cmd.group(1) in scripts, f"{cmd.group(1)} is not a console script of {member.name}"
+    module = scripts[cmd.group(1)].split(":")[0]
+    assert (member / "src" / (module.replace(".", "/") + ".py")).exists(), module
+    # Healthcheck and dependencies on the stateful services, as the edge box needs them.
+    assert "HEALTHCHECK" in dockerfile.read_text()
+    assert svc["depends_on"]["nats"]["condition"] == "service_healthy"
+    assert svc["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_env_example_names_every_compose_variable() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    used = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
+    example = (ROOT / ".env.example").read_text()
+    defined = set(re.findall(r"^#?\s*([A-Z0-9_]+)=", example, re.M))
+    assert used <= defined, f"missing from .env.example: {sorted(used - defined)}"
