@@ -27,6 +27,7 @@ imports:
 
 docs:
 	$(PY) -m cinebridge_common.messages.catalogue --check docs/messages.md
+	$(PY) scripts/env_example.py --check .env.example
 
 unit: install
 	$(PY) -m pytest $(PYTEST_ARGS) libs services

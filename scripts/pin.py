@@ -20,7 +20,9 @@ def collect() -> list[str]:
     reqs: set[str] = set()
     root = tomllib.loads((ROOT / "pyproject.toml").read_text())
     reqs.update(root["dependency-groups"]["dev"])
-    for member in sorted([*ROOT.glob("libs/*/pyproject.toml"), *ROOT.glob("services/*/pyproject.toml")]):
+    for member in sorted(
+        [*ROOT.glob("libs/*/pyproject.toml"), *ROOT.glob("services/*/pyproject.toml")]
+    ):
         project = tomllib.loads(member.read_text())["project"]
         reqs.update(project.get("dependencies", []))
         for extra in project.get("optional-dependencies", {}).values():
@@ -31,8 +33,18 @@ def collect() -> list[str]:
 def main() -> int:
     with tempfile.NamedTemporaryFile("w", suffix=".in", delete=False) as fh:
         fh.write("\n".join(collect()) + "\n")
-    cmd = ["uv", "pip", "compile", fh.name, "--python-version", "3.11", "--no-header",
-           "--no-annotate", "-o", str(ROOT / "requirements.txt")]
+    cmd = [
+        "uv",
+        "pip",
+        "compile",
+        fh.name,
+        "--python-version",
+        "3.11",
+        "--no-header",
+        "--no-annotate",
+        "-o",
+        str(ROOT / "requirements.txt"),
+    ]
     return subprocess.call(cmd)
 
 

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from cinebridge_common.bus import Bus, ConsumerSpec, Delivery, Poison, Retry
 from cinebridge_common.db import migrate
-from cinebridge_common.embedded import EmbeddedNats
+from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres
 from cinebridge_common.outbox import OutboxRelay
 from cinebridge_common.service import record_dead_letter
 from cinebridge_common.testing import wait_for
@@ -223,15 +223,23 @@ async def test_consumer_survives_nats_restart(nats_server: EmbeddedNats, nats_ur
     await bus.close()
 
 
-async def test_migrations_apply_once_under_concurrency(database_url: str) -> None:
-    from cinebridge_common.db import create_pool
+async def test_migrations_apply_once_under_concurrency(postgres: EmbeddedPostgres) -> None:
+    """Three services starting at once on an empty database: every migration applied once."""
+    from cinebridge_common.db import available_migrations, create_pool
 
-    pools = [await create_pool(database_url) for _ in range(3)]
+    name = f"m_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres.dsn_for("postgres"))
+    await admin.execute(f"CREATE DATABASE {name}")
+    await admin.close()
+    pools = [await create_pool(postgres.dsn_for(name)) for _ in range(3)]
     try:
         results = await asyncio.gather(*(migrate(p) for p in pools))
-        assert all(r == [] for r in results)  # the template was migrated already
+        applied = [n for r in results for n in r]
+        expected = [file for _, file, _ in available_migrations()]
+        assert sorted(applied) == expected  # each exactly once, by whichever pool won the lock
         count = await pools[0].fetchval("SELECT count(*) FROM schema_migrations")
-        assert count >= 3
+        assert count == len(expected)
+        assert await migrate(pools[1]) == []
     finally:
         for p in pools:
             await p.close()

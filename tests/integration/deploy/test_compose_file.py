@@ -55,7 +55,9 @@ BUILT = {
 
 def test_every_service_is_built() -> None:
     members = {p.name for p in (ROOT / "services").iterdir() if (p / "pyproject.toml").exists()}
-    built = {re.match(r"services/([a-z]+)/", s["build"]["dockerfile"]).group(1) for s in BUILT.values()}  # type: ignore[union-attr]
+    built = {
+        re.match(r"services/([a-z]+)/", s["build"]["dockerfile"]).group(1) for s in BUILT.values()
+    }  # type: ignore[union-attr]
     assert built == members
 
 

@@ -33,12 +33,22 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import BadRequestError, NotFoundError
+from prometheus_client import Counter, Histogram
 
 from .logging import kv
 from .messages.base import Message, Reply, Request
 from .messages.service import DeadLetter
 
 log = logging.getLogger(__name__)
+
+HANDLED = Counter(
+    "cb_bus_messages_total",
+    "Durable messages handled, by consumer and outcome",
+    ["durable", "outcome"],
+)
+HANDLE_SECONDS = Histogram(
+    "cb_bus_handle_seconds", "Time spent in a durable consumer's handler", ["durable"]
+)
 
 M = TypeVar("M", bound=Message)
 R = TypeVar("R", bound=Reply)
@@ -358,8 +368,10 @@ class Bus:
             await self._dead_letter(spec, delivery, f"undecodable {model.__name__}: {exc}")
             return
         try:
-            await handler(message, delivery)
+            with HANDLE_SECONDS.labels(spec.durable).time():
+                await handler(message, delivery)
         except Poison as exc:
+            HANDLED.labels(spec.durable, "poison").inc()
             await self._dead_letter(spec, delivery, exc.reason)
         except asyncio.CancelledError:
             # Shutting down mid-message: let it be redelivered at once to another worker.
@@ -368,6 +380,7 @@ class Bus:
             raise
         except Exception as exc:
             reason = exc.reason if isinstance(exc, Retry) else f"{type(exc).__name__}: {exc}"
+            HANDLED.labels(spec.durable, "retry").inc()
             if delivery.last_attempt:
                 await self._dead_letter(
                     spec, delivery, f"gave up after {delivery.attempt} deliveries: {reason}"
@@ -390,6 +403,7 @@ class Bus:
             with contextlib.suppress(Exception):
                 await msg.nak(delay=delay)
         else:
+            HANDLED.labels(spec.durable, "ack").inc()
             await msg.ack_sync()
 
     async def _dead_letter(self, spec: ConsumerSpec, delivery: Delivery, reason: str) -> None:

@@ -31,20 +31,31 @@ def _port(preferred: int) -> int:
     return preferred
 
 
-def _ports(run_dir: Path) -> dict[str, int]:
+def _ports(run_dir: Path, random_ports: bool) -> dict[str, int]:
     """Stable ports across runs (kept in .run/ports.json), defaults when free."""
     path = run_dir / "ports.json"
     saved: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
     wanted = {"nats": 4222, "postgres": 5432, "scp": 11112, "gateway": 8080, "preview": 8091}
-    ports = {name: saved.get(name) or _port(default) for name, default in wanted.items()}
+    if random_ports:
+        wanted = {name: 0 for name in wanted}
+    ports = {
+        name: saved.get(name) or (_port(default) if default else free_port())
+        for name, default in wanted.items()
+    }
     path.write_text(json.dumps(ports))
     return ports
 
 
 def service_env(run_dir: Path, ports: dict[str, int], nats_url: str, dsn: str) -> dict[str, str]:
     """The CB_* environment every service gets in the embedded run (see .env.example)."""
-    scp = {"name": "local-scp", "ae_title": "CINEBRIDGE", "host": "127.0.0.1",
-           "port": ports["scp"], "enabled": True, "auto_send": True}
+    scp = {
+        "name": "local-scp",
+        "ae_title": "CINEBRIDGE",
+        "host": "127.0.0.1",
+        "port": ports["scp"],
+        "enabled": True,
+        "auto_send": True,
+    }
     source = {"name": "endo", "url": "lavfi:testsrc2=size=1280x720:rate=30"}
     return {
         "CB_NATS_URL": nats_url,
@@ -56,7 +67,9 @@ def service_env(run_dir: Path, ports: dict[str, int], nats_url: str, dsn: str) -
         "CB_CAPTURE_PREVIEW_PORT": str(ports["preview"]),
         "CB_SENDER_SEED_DESTINATIONS": json.dumps([scp]),
         "CB_GATEWAY_PORT": str(ports["gateway"]),
-        "CB_GATEWAY_PREVIEW_UPSTREAMS": json.dumps({"room1": f"http://127.0.0.1:{ports['preview']}"}),
+        "CB_GATEWAY_PREVIEW_UPSTREAMS": json.dumps(
+            {"room1": f"http://127.0.0.1:{ports['preview']}"}
+        ),
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -65,12 +78,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, default=Path(os.environ.get("CB_RUN_DIR", ".run")))
     parser.add_argument("--only", nargs="*", choices=SERVICES, help="start only these services")
+    parser.add_argument("--random-ports", action="store_true", help="free ports, not the defaults")
     args = parser.parse_args()
     from honcho.manager import Manager  # the dev runner only; services never import honcho
 
     run_dir: Path = args.run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    ports = _ports(run_dir)
+    ports = _ports(run_dir, args.random_ports)
     nats = EmbeddedNats(run_dir / "nats", ports["nats"])
     postgres = EmbeddedPostgres(run_dir / "postgres", ports["postgres"])
     nats.start()
