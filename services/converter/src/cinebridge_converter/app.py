@@ -1,0 +1,49 @@
+"""Composition root of the converter: the convert-job consumer on a ServiceContext."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from cinebridge_common.bus import JOBS, ConsumerSpec
+from cinebridge_common.service import ServiceContext
+
+from .handlers import CONSUMERS
+from .jobs import ConverterDeps
+from .settings import ConverterSettings
+
+
+def consumer_spec(durable: str, subject: str, settings: ConverterSettings) -> ConsumerSpec:
+    # batch=1: a conversion may take minutes; fetching more would hold other jobs hostage
+    # behind it while their ack wait runs out.
+    return ConsumerSpec(
+        stream=JOBS.name,
+        durable=durable,
+        filter_subject=subject,
+        max_deliver=settings.converter_max_deliver,
+        ack_wait_s=settings.converter_ack_wait_s,
+        backoff_s=(2.0, 10.0, 30.0, 60.0),
+        batch=1,
+        workers=settings.converter_workers,
+    )
+
+
+async def run(settings: ConverterSettings) -> None:
+    async with ServiceContext("converter", settings) as ctx:
+        deps = ConverterDeps(ctx.pool, ctx.store, ctx.bus, settings)
+        for durable, model, handler in CONSUMERS:
+            bound: Any = functools.partial(_bind, handler, deps)
+            ctx.bus.start_consumer(consumer_spec(durable, model.subject, settings), model, bound)
+        ctx.detail["workers"] = str(settings.converter_workers)
+        ctx.spawn(_cancel_on_stop(ctx, deps), "cancel-on-stop")
+        await ctx.serve_forever()
+
+
+async def _cancel_on_stop(ctx: ServiceContext, deps: ConverterDeps) -> None:
+    """A conversion thread stops at its next packet when the service stops (job is redelivered)."""
+    await ctx.stop.wait()
+    deps.cancel.set()
+
+
+async def _bind(handler: Any, deps: ConverterDeps, msg: Any, delivery: Any) -> None:
+    await handler(msg, delivery, deps)

@@ -1,0 +1,331 @@
+"""One media item to DICOM instances, in two synchronous steps around the number allocation.
+
+`prepare` (worker thread): verify, probe, transcode/remux into conforming bit streams;
+the caller then reserves series and instance numbers in the database; `write` (worker thread)
+builds each data set and writes each Part 10 file to a temporary name in the store, fsync'd.
+Nothing here touches NATS or PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import hashlib
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from cinebridge_common.store import MediaStore, sha256_file
+from cinebridge_common.uids import make_uid
+from pydicom.dataset import Dataset
+
+from . import probe as probing
+from . import rules, stills, video
+from .dicomize import Identity, Pixels, Station, build_dataset, sop_class_for, still_pixels
+from .errors import BadMedia
+from .part10 import write_encapsulated
+
+Progress = Callable[[float, str], None]
+LOSSY_METHOD = {
+    rules.MPEG2_MPML: "ISO_13818_2",
+    rules.MPEG2_MPHL: "ISO_13818_2",
+    rules.H264_HP41: "ISO_14496_10",
+    rules.H264_BD: "ISO_14496_10",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_pixels: int = 8192 * 8192
+    max_duration_s: float = 12 * 3600
+    max_fragment_bytes: int = 0xFFFFFFFE
+    transcode_seconds_per_second: float = 4.0  # transcode time limit = this x duration + 60 s
+    preset: str = "veryfast"
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    id: str
+    kind: str  # snapshot | recording
+    path: Path
+    sha256: str
+    source: str
+    captured_at: dt.datetime
+
+
+@dataclass
+class Prepared:
+    """Conforming bit streams ready to encapsulate (one per instance)."""
+
+    streams: list[Path]
+    pixels: list[Pixels]
+    verbatim: bool  # the source itself is the stream (its hash is checked while copying)
+    temporaries: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def cleanup(self) -> None:
+        for path in self.temporaries:
+            path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Built:
+    part: int
+    sop_instance_uid: str
+    sop_class_uid: str
+    ts_uid: str
+    temp: Path
+    size: int
+    sha256: str
+    rows: int
+    columns: int
+    frames: int | None
+
+
+def sop_uid(media_id: str, study_uid: str, ts_uid: str, iod: str, part: int, root: str) -> str:
+    """Same media, study and options -> same UID (a redelivered job makes the same instance)."""
+    return make_uid("sop", media_id, study_uid, ts_uid, iod, str(part), root=root)
+
+
+def series_uid(study_uid: str, source: str, root: str) -> str:
+    return make_uid("series", study_uid, source, root=root)
+
+
+def prepare(
+    media: MediaInfo,
+    ts_uid: str,
+    store: MediaStore,
+    limits: Limits,
+    progress: Progress,
+    cancel: threading.Event,
+) -> Prepared:
+    if not media.path.is_file():
+        raise BadMedia("the media file is missing from the media store")
+    if media.kind == "snapshot":
+        return _prepare_still(media, store, limits)
+    return _prepare_video(media, ts_uid, store, limits, progress, cancel)
+
+
+def _verify(media: MediaInfo) -> None:
+    if sha256_file(media.path) != media.sha256:
+        raise BadMedia("the media file does not match its recorded SHA-256 (changed or corrupt)")
+
+
+def _prepare_still(media: MediaInfo, store: MediaStore, limits: Limits) -> Prepared:
+    info = probing.probe_still(media.path, max_pixels=limits.max_pixels)
+    plan = stills.plan_still(info)
+    if not plan.reencode:
+        size = media.path.stat().st_size
+        return Prepared([media.path], [still_pixels(info.height, info.width, size, None)], True)
+    _verify(media)
+    tmp = store.temp_path(".jpg")
+    width, height = stills.reencode(media.path, tmp, max_pixels=limits.max_pixels)
+    pixels = still_pixels(height, width, tmp.stat().st_size, plan.reason)
+    return Prepared([tmp], [pixels], False, temporaries=[tmp], notes=[plan.reason or ""])
+
+
+def _prepare_video(
+    media: MediaInfo,
+    ts_uid: str,
+    store: MediaStore,
+    limits: Limits,
+    progress: Progress,
+    cancel: threading.Event,
+) -> Prepared:
+    found = probing.probe_video(
+        media.path, max_pixels=limits.max_pixels, max_duration_s=limits.max_duration_s
+    )
+    container = rules.container_for(ts_uid)
+    reasons = rules.misfits(found, ts_uid)
+    prepared = Prepared([], [], False)
+    stream, derivation = media.path, None
+    try:
+        if reasons:
+            _verify(media)
+            target = rules.encode_target(found, ts_uid, limits.preset)
+            stream = store.temp_path(".mp4" if target.container == "mp4" else ".ts")
+            prepared.temporaries.append(stream)
+            video.transcode(
+                media.path,
+                target,
+                stream,
+                interlaced=found.interlaced,
+                progress=progress,
+                cancel=cancel,
+                timeout_s=60 + limits.transcode_seconds_per_second * found.duration_s,
+            )
+            derivation = (
+                f"Transcoded by CineBridge from {found.codec} {found.width}x{found.height}"
+                f" at {float(found.rate):.3f} fps ({'; '.join(reasons)})"
+            )
+            found = probing.probe_video(
+                stream, max_pixels=limits.max_pixels, max_duration_s=limits.max_duration_s
+            )
+        if _needs_remux(found, ts_uid, container, limits):
+            if stream == media.path:
+                _verify(media)
+            segments = video.remux(
+                stream,
+                ts_uid=ts_uid,
+                container=container,
+                new_path=lambda: _temp(store, container, prepared),
+                max_bytes=limits.max_fragment_bytes,
+                progress=progress,
+                cancel=cancel,
+            )
+        else:
+            segments = [video.Segment(stream, found.frames, found.duration_s)]
+            prepared.verbatim = stream == media.path
+    except BaseException:
+        prepared.cleanup()
+        raise
+    rate = rules.standard_rate(found.rate) or found.rate
+    for segment in segments:
+        prepared.streams.append(segment.path)
+        prepared.pixels.append(_video_pixels(found, segment, ts_uid, rate, derivation))
+    return prepared
+
+
+def _temp(store: MediaStore, container: str, prepared: Prepared) -> Path:
+    path = store.temp_path(".mp4" if container == "mp4" else ".ts")
+    prepared.temporaries.append(path)
+    return path
+
+
+def _needs_remux(found: probing.VideoProbe, ts_uid: str, container: str, limits: Limits) -> bool:
+    return (
+        not rules.container_ok(found, ts_uid)
+        or found.other_streams > 0
+        or any(not rules.audio_allowed(a, ts_uid, found.container) for a in found.audio_codecs)
+        or found.size > limits.max_fragment_bytes
+    )
+
+
+def _video_pixels(
+    found: probing.VideoProbe,
+    segment: video.Segment,
+    ts_uid: str,
+    rate: Fraction,
+    derivation: str | None,
+) -> Pixels:
+    raw = found.width * found.height * 1.5 * segment.frames  # 4:2:0, 8 bits
+    size = max(1, segment.path.stat().st_size)
+    return Pixels(
+        ts_uid=ts_uid,
+        rows=found.height,
+        columns=found.width,
+        photometric="YBR_PARTIAL_420",
+        frames=segment.frames,
+        rate=rate,
+        lossy_method=LOSSY_METHOD[ts_uid],
+        lossy_ratio=raw / size,
+        derivation=derivation,
+    )
+
+
+def write(
+    prepared: Prepared,
+    media: MediaInfo,
+    study: Dataset,
+    station: Station,
+    numbers: tuple[int, int],
+    store: MediaStore,
+    root: str,
+    progress: Progress,
+) -> list[Built]:
+    """Write every instance to an fsync'd temporary file; the caller commits or deletes them."""
+    series_number, first_instance = numbers
+    study_uid = str(study.StudyInstanceUID)
+    uids = [
+        sop_uid(media.id, study_uid, p.ts_uid, station.iod, i + 1, root)
+        for i, p in enumerate(prepared.pixels)
+    ]
+    built: list[Built] = []
+    try:
+        for index, (stream, pixels) in enumerate(
+            zip(prepared.streams, prepared.pixels, strict=True)
+        ):
+            ident = Identity(
+                sop_instance_uid=uids[index],
+                series_instance_uid=series_uid(study_uid, media.source, root),
+                series_number=series_number,
+                instance_number=first_instance + index,
+                series_description=media.source,
+                content_time=media.captured_at.astimezone(),
+                created=dt.datetime.now().astimezone(),
+                related=tuple(u for u in uids if u != uids[index]) if len(uids) > 1 else (),
+            )
+            ds = build_dataset(study, pixels, ident, station)
+            built.append(
+                _write_one(
+                    ds,
+                    stream,
+                    pixels,
+                    index + 1,
+                    prepared,
+                    media,
+                    store,
+                    functools.partial(_part_progress, progress, index, len(uids)),
+                )
+            )
+    except BaseException:
+        for item in built:
+            item.temp.unlink(missing_ok=True)
+        raise
+    return built
+
+
+def _part_progress(progress: Progress, index: int, count: int, fraction: float) -> None:
+    progress((index + fraction) / count, "write")
+
+
+def _write_one(
+    ds: Dataset,
+    stream: Path,
+    pixels: Pixels,
+    part: int,
+    prepared: Prepared,
+    media: MediaInfo,
+    store: MediaStore,
+    progress: Callable[[float], None],
+) -> Built:
+    tmp = store.temp_path(".dcm")
+    try:
+        with open(tmp, "xb") as out:
+            written = write_encapsulated(out, ds, stream, progress=progress)
+            out.flush()
+            os.fsync(out.fileno())
+        if prepared.verbatim and written.source_sha256 != media.sha256:
+            raise BadMedia(
+                "the media file does not match its recorded SHA-256 (changed or corrupt)"
+            )
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return Built(
+        part,
+        str(ds.SOPInstanceUID),
+        str(ds.SOPClassUID),
+        pixels.ts_uid,
+        tmp,
+        written.size,
+        written.sha256,
+        pixels.rows,
+        pixels.columns,
+        pixels.frames,
+    )
+
+
+def final_relative(sop_instance_uid: str, when: dt.datetime) -> str:
+    """A store path built from a hash of the UID (never the UID itself): same UID, same path."""
+    name = hashlib.sha256(sop_instance_uid.encode()).hexdigest()[:32]
+    return f"dicom/{when:%Y/%m/%d}/{name}.dcm"
+
+
+def sop_class(iod: str, kind: str) -> str:
+    return sop_class_for(iod, video=kind == "recording")

@@ -1,0 +1,219 @@
+"""The data set of each instance we create: statement Annex 8.1 (SC) and the VL / Video IODs.
+
+Secondary Capture (statement Tables 27-37) is the default. Per destination the proper objects
+can be chosen: VL Endoscopic / VL Photographic Image for stills and Video Endoscopic / Video
+Photographic Image for recordings (PS3.3 A.32.1, A.32.4, A.32.5, A.32.7) with Acquisition
+Context, Multi-frame, Cine and (for video) Anatomic Region, as dciodvfy checks them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from fractions import Fraction
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.tag import Tag
+from pydicom.uid import UID
+
+from . import __version__
+from .rules import JPEG_BASELINE, MPEG2_MPHL, MPEG2_MPML
+
+#: Our own implementation identity (statement Table 27 names the vendor's; PS3.7 D.3.3.2): a
+#: fixed UUID-derived UID (PS3.5 B.2), make_uid("cinebridge", "implementation-class").
+IMPLEMENTATION_CLASS_UID = "2.25.231146537104115387384599011126498923002"
+IMPLEMENTATION_VERSION = f"CINEBRIDGE_{__version__}"[:16]
+MANUFACTURER = "CineBridge"
+MODEL_NAME = "CineBridge Converter"
+
+SC = "1.2.840.10008.5.1.4.1.1.7"
+VL_ENDOSCOPIC = "1.2.840.10008.5.1.4.1.1.77.1.1"
+VIDEO_ENDOSCOPIC = "1.2.840.10008.5.1.4.1.1.77.1.1.1"
+VL_PHOTOGRAPHIC = "1.2.840.10008.5.1.4.1.1.77.1.4"
+VIDEO_PHOTOGRAPHIC = "1.2.840.10008.5.1.4.1.1.77.1.4.1"
+#: (still, video, modality) per IOD choice; dciodvfy strval/vl.tpl: ES endoscopic, XC photo.
+IODS = {
+    "sc": (SC, SC, None),
+    "vl": (VL_ENDOSCOPIC, VIDEO_ENDOSCOPIC, "ES"),
+    "vl-endoscopic": (VL_ENDOSCOPIC, VIDEO_ENDOSCOPIC, "ES"),
+    "vl-photographic": (VL_PHOTOGRAPHIC, VIDEO_PHOTOGRAPHIC, "XC"),
+}
+FRAME_TIME = Tag(0x0018, 0x1063)
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """What the encapsulated stream is, as measured (never as declared by the capture)."""
+
+    ts_uid: str
+    rows: int
+    columns: int
+    photometric: str
+    frames: int | None  # None: a still
+    rate: Fraction | None
+    lossy_method: str  # ISO_10918_1, ISO_14496_10, ISO_13818_2
+    lossy_ratio: float | None
+    derivation: str | None  # set when we re-encoded: says from what and why
+
+
+@dataclass(frozen=True)
+class Identity:
+    sop_instance_uid: str
+    series_instance_uid: str
+    series_number: int
+    instance_number: int
+    series_description: str  # the source's name (statement: one series per source)
+    content_time: dt.datetime  # when the media was captured (local time)
+    created: dt.datetime
+    related: tuple[str, ...] = ()  # other parts of one split recording (same series)
+
+
+@dataclass(frozen=True)
+class Station:
+    station_name: str
+    character_set: str
+    iod: str
+    anatomic_region: tuple[str, str, str]  # (value, scheme, meaning) for video VL IODs
+
+
+def sop_class_for(iod: str, *, video: bool) -> str:
+    still, moving, _ = IODS[iod]
+    return moving if video else still
+
+
+def build_dataset(study: Dataset, pixels: Pixels, ident: Identity, station: Station) -> Dataset:
+    video = pixels.frames is not None
+    sop_class = sop_class_for(station.iod, video=video)
+    ds = Dataset()
+    ds.file_meta = _file_meta(sop_class, ident.sop_instance_uid, pixels.ts_uid)
+    if station.character_set:
+        ds.SpecificCharacterSet = station.character_set
+    ds.update(study)
+    _equipment_and_series(ds, ident, station, sop_class)
+    _image(ds, pixels, ident, video=video, sc=sop_class == SC)
+    _image_pixel(ds, pixels)
+    if video:
+        _multiframe(ds, pixels)
+    if sop_class != SC:
+        _vl(ds, station, video=video)
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = ident.sop_instance_uid
+    ds.InstanceCreationDate = ident.created.strftime("%Y%m%d")
+    ds.InstanceCreationTime = ident.created.strftime("%H%M%S")
+    if ident.related:
+        ds.ReferencedImageSequence = Sequence([_ref(sop_class, uid) for uid in ident.related])
+    return ds
+
+
+def _file_meta(sop_class: str, sop_instance: str, ts_uid: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
+    meta.TransferSyntaxUID = UID(ts_uid)
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    return meta
+
+
+def _equipment_and_series(ds: Dataset, ident: Identity, station: Station, sop_class: str) -> None:
+    modality = IODS[station.iod][2]
+    if modality:
+        ds.Modality = modality  # the VL IODs fix it (PS3.3 C.8.12.x); the worklist's is for SC
+    ds.SeriesInstanceUID = ident.series_instance_uid
+    ds.SeriesNumber = ident.series_number
+    if sop_class == SC:
+        ds.Laterality = ""  # statement Table 32: always empty (see docs/conformance-notes.md)
+    ds.SeriesDate = ident.content_time.strftime("%Y%m%d")
+    ds.SeriesTime = ident.content_time.strftime("%H%M%S")
+    ds.SeriesDescription = ident.series_description[:64]
+    ds.Manufacturer = MANUFACTURER
+    ds.StationName = station.station_name[:16]
+    ds.SoftwareVersions = __version__
+    if sop_class == SC:
+        ds.SecondaryCaptureDeviceManufacturer = MANUFACTURER
+        ds.SecondaryCaptureDeviceManufacturerModelName = MODEL_NAME
+        ds.SecondaryCaptureDeviceSoftwareVersions = __version__
+
+
+def _image(ds: Dataset, pixels: Pixels, ident: Identity, *, video: bool, sc: bool) -> None:
+    first = "DERIVED" if pixels.derivation else "ORIGINAL"
+    if video or not sc:
+        # Statement Table 35: ORIGINAL\PRIMARY for video, absent for SC snapshots.
+        ds.ImageType = [first, "PRIMARY"] if sc else [first, "PRIMARY", ""]
+    if sc:
+        ds.ConversionType = "DV" if video else "SI"  # statement Table 34
+        ds.DateOfSecondaryCapture = ident.created.strftime("%Y%m%d")
+        ds.TimeOfSecondaryCapture = ident.created.strftime("%H%M%S")
+    ds.ContentDate = ident.content_time.strftime("%Y%m%d")
+    ds.ContentTime = ident.content_time.strftime("%H%M%S.%f")[:13]
+    ds.AcquisitionDateTime = ident.content_time.strftime("%Y%m%d%H%M%S")
+    ds.InstanceNumber = ident.instance_number
+    ds.PatientOrientation = ""
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionMethod = pixels.lossy_method
+    if pixels.lossy_ratio:
+        ds.LossyImageCompressionRatio = f"{pixels.lossy_ratio:.2f}"[:16]
+    if pixels.derivation:
+        ds.DerivationDescription = pixels.derivation[:1024]
+
+
+def _image_pixel(ds: Dataset, pixels: Pixels) -> None:
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = pixels.photometric
+    ds.PlanarConfiguration = 0
+    ds.Rows = pixels.rows
+    ds.Columns = pixels.columns
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+
+
+def _multiframe(ds: Dataset, pixels: Pixels) -> None:
+    """Multi-frame and Cine modules from the measured stream (PS3.3 C.7.6.6, C.7.6.5)."""
+    assert pixels.frames is not None and pixels.rate is not None
+    rate = float(pixels.rate)
+    ds.NumberOfFrames = pixels.frames
+    ds.FrameIncrementPointer = FRAME_TIME
+    ds.FrameTime = f"{1000.0 / rate:.4f}".rstrip("0").rstrip(".")[:16]
+    ds.CineRate = round(rate)
+    ds.RecommendedDisplayFrameRate = round(rate)
+    ds.StartTrim = 1
+    ds.StopTrim = pixels.frames
+    ds.ActualFrameDuration = round(1000.0 / rate)
+    ds.PreferredPlaybackSequencing = 0  # looping
+    if pixels.ts_uid in (MPEG2_MPML, MPEG2_MPHL):
+        pass  # PS3.5 8.2.6: Pixel Aspect Ratio absent; our streams use square pixels anyway
+
+
+def _vl(ds: Dataset, station: Station, *, video: bool) -> None:
+    ds.AcquisitionContextSequence = Sequence()
+    if video:
+        value, scheme, meaning = station.anatomic_region
+        region = Dataset()
+        region.CodeValue = value
+        region.CodingSchemeDesignator = scheme
+        region.CodeMeaning = meaning
+        ds.AnatomicRegionSequence = Sequence([region])
+
+
+def _ref(sop_class: str, uid: str) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = sop_class
+    item.ReferencedSOPInstanceUID = uid
+    return item
+
+
+def still_pixels(rows: int, columns: int, size: int, derivation: str | None) -> Pixels:
+    return Pixels(
+        ts_uid=JPEG_BASELINE,
+        rows=rows,
+        columns=columns,
+        photometric="YBR_FULL_422",
+        frames=None,
+        rate=None,
+        lossy_method="ISO_10918_1",
+        lossy_ratio=rows * columns * 3 / max(1, size),
+        derivation=derivation,
+    )

@@ -1,0 +1,57 @@
+"""Thin handlers: load, delegate, decide ack / retry / poison; subscription table at the bottom."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from cinebridge_common.bus import Delivery, Poison, Retry
+from cinebridge_common.logging import kv
+from cinebridge_common.messages import ConvertMedia
+from cinebridge_common.store import UnsafePath
+
+from . import jobs
+from . import repository as repo
+from .errors import ConversionError, TransientFailure
+from .video import Cancelled
+
+log = logging.getLogger(__name__)
+
+
+async def handle_convert_media(
+    msg: ConvertMedia, delivery: Delivery, deps: jobs.ConverterDeps
+) -> None:
+    """Convert one media item; a redelivered job finds its committed instances and stops."""
+    try:
+        job = await jobs.load_job(msg, deps)
+    except jobs.MissingRows as exc:
+        # The rows may still be in flight from capture/gateway; after a few tries it is poison.
+        if delivery.attempt < 3:
+            raise Retry(str(exc), delay=2.0) from exc
+        raise Poison(str(exc)) from exc
+    except UnsafePath as exc:
+        await jobs.fail(msg, deps, ConversionError(f"refused media path: {exc}"))
+        raise Poison(str(exc)) from exc
+    if await repo.instance_exists(deps.pool, jobs.first_uid(job, deps.settings.org_uid_root)):
+        log.info("already converted", extra=kv(media=msg.media_id))
+        return
+    await repo.set_media_state(deps.pool, msg.media_id, "converting")
+    try:
+        async with delivery.working():
+            events = await jobs.run_conversion(job, deps)
+    except ConversionError as exc:
+        await jobs.fail(msg, deps, exc)
+        raise Poison(exc.reason) from exc
+    except (TransientFailure, Cancelled, OSError, asyncpg.PostgresError) as exc:
+        raise Retry(f"{type(exc).__name__}: {exc}", delay=10.0) from exc
+    log.info("converted", extra=kv(media=msg.media_id, instances=len(events)))
+
+
+JobHandler = Callable[[Any, Delivery, jobs.ConverterDeps], Awaitable[None]]
+
+#: (durable consumer, message type, handler): the converter's subscriptions.
+CONSUMERS: list[tuple[str, type[ConvertMedia], JobHandler]] = [
+    ("converter-convert", ConvertMedia, handle_convert_media),
+]

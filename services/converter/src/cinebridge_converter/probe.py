@@ -1,0 +1,268 @@
+"""Probing captured media with PyAV (videos) and the JPEG/PNG headers (stills), within limits.
+
+Nothing here decodes a whole file: a video is demuxed header-first (plus one decoded frame for
+interlacing), a still is read up to its frame header. Every failure is a `BadMedia` with a reason
+a clinician's IT team can act on.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from .errors import BadMedia
+
+#: ISO BMFF major/compatible brands that make a file MP4 rather than QuickTime (ISO/IEC 14496-14).
+MP4_BRANDS = frozenset(
+    {
+        b"isom",
+        b"iso2",
+        b"iso3",
+        b"iso4",
+        b"iso5",
+        b"iso6",
+        b"mp41",
+        b"mp42",
+        b"avc1",
+        b"M4V ",
+        b"dash",
+        b"msnv",
+    }
+)
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    """What the stream really is; the DICOM attributes and the remux/transcode choice follow."""
+
+    container: str  # "mp4", "mpegts", "mpeg", "mov", "matroska", "avi", ...
+    codec: str  # FFmpeg codec name: h264, hevc, mpeg2video, mjpeg ...
+    profile: str | None
+    level: int | None  # H.264 level_idc (41 = 4.1); MPEG-2 level code; None if unknown
+    width: int  # displayed size (after SPS cropping)
+    height: int
+    rate: Fraction  # frames per second (average)
+    interlaced: bool
+    pix_fmt: str
+    duration_s: float
+    frames: int  # from the container index when exact (MP4 stsz), else counted packets
+    audio_codecs: tuple[str, ...]
+    other_streams: int  # subtitle/data streams that no DICOM video container carries
+    size: int
+
+
+@dataclass(frozen=True)
+class StillProbe:
+    """A still image: its format and, for JPEG, whether it can go into DICOM byte for byte."""
+
+    format: str  # "jpeg", "png", "bmp", ...
+    width: int
+    height: int
+    components: int
+    baseline: bool  # JPEG SOF0 (Process 1), 8-bit
+    sampling: str | None  # "420", "422", "444", "other" for 3-component JPEG
+    adobe_rgb: bool  # APP14 transform 0: components are RGB, not YCbCr
+
+
+def _mp4_brand(path: Path) -> bytes | None:
+    with open(path, "rb") as fh:
+        head = fh.read(32)
+    if len(head) >= 16 and head[4:8] == b"ftyp":
+        return head[8:12]
+    return None
+
+
+def container_of(path: Path, ffmpeg_format: str) -> str:
+    """Name the container; FFmpeg calls MP4 and QuickTime the same, the ftyp brand does not."""
+    if ffmpeg_format.startswith("mov,mp4"):
+        brand = _mp4_brand(path)
+        return "mp4" if brand in MP4_BRANDS else "mov"
+    return ffmpeg_format.split(",")[0]
+
+
+def probe_video(path: Path, *, max_pixels: int, max_duration_s: float) -> VideoProbe:
+    size = path.stat().st_size
+    if size == 0:
+        raise BadMedia("the recording is an empty file (0 bytes)")
+    try:
+        container = av.open(str(path), options={"probesize": "20000000"})
+    except av.error.InvalidDataError as exc:
+        raise BadMedia(f"not a video file FFmpeg can read: {exc}") from exc
+    except av.error.FFmpegError as exc:
+        raise BadMedia(f"cannot open the recording: {exc}") from exc
+    with container:
+        if not container.streams.video:
+            raise BadMedia("the file has no video stream")
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        width, height = ctx.width, ctx.height
+        if width <= 0 or height <= 0:
+            raise BadMedia("the video stream declares no picture size")
+        if width * height > max_pixels:
+            raise BadMedia(f"picture {width}x{height} exceeds the limit of {max_pixels} pixels")
+        rate = stream.average_rate or stream.guessed_rate or ctx.framerate
+        if not rate or rate <= 0:
+            raise BadMedia("the video stream has no frame rate")
+        duration_s = _duration(container, stream)
+        if duration_s > max_duration_s:
+            raise BadMedia(
+                f"recording of {duration_s:.0f} s exceeds the limit of {max_duration_s:.0f} s"
+            )
+        name = container_of(path, container.format.name)
+        exact = name in ("mp4", "mov") and stream.frames > 0
+        frames = int(stream.frames) if exact else 0
+        interlaced, counted = _scan(container, stream, count=not exact)
+        frames = frames or counted
+        if frames <= 0:
+            raise BadMedia("the video stream holds no decodable frame (truncated or empty)")
+        audio = tuple(s.codec_context.name for s in container.streams.audio)
+        others = len(container.streams) - len(container.streams.video) - len(audio)
+        return VideoProbe(
+            container=name,
+            codec=ctx.name,
+            profile=ctx.profile,
+            level=ctx.level if ctx.level and ctx.level > 0 else None,
+            width=width,
+            height=height,
+            rate=Fraction(rate),
+            interlaced=interlaced,
+            pix_fmt=ctx.pix_fmt or "",
+            duration_s=duration_s,
+            frames=frames,
+            audio_codecs=audio,
+            other_streams=others + len(container.streams.video) - 1,
+            size=size,
+        )
+
+
+def _duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / 1_000_000
+    return 0.0
+
+
+def _scan(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, *, count: bool
+) -> tuple[bool, int]:
+    """Decode the first frame (interlacing, proof the stream decodes); count packets if asked."""
+    interlaced: bool | None = None
+    packets = 0
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            packets += 1
+            if interlaced is None:
+                for frame in packet.decode():
+                    interlaced = bool(frame.interlaced_frame)
+                    break
+            if interlaced is not None and not count:
+                break
+    except av.error.FFmpegError as exc:
+        raise BadMedia(f"the video stream cannot be read: {exc}") from exc
+    if interlaced is None:
+        raise BadMedia("no frame of the video stream decodes (truncated or corrupt file)")
+    return interlaced, packets
+
+
+# -- stills --------------------------------------------------------------------------------
+
+_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def probe_still(path: Path, *, max_pixels: int) -> StillProbe:
+    size = path.stat().st_size
+    if size == 0:
+        raise BadMedia("the snapshot is an empty file (0 bytes)")
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+        if head == b"\xff\xd8":
+            probe = _probe_jpeg(fh)
+        else:
+            probe = _probe_other(path)
+    if probe.width <= 0 or probe.height <= 0:
+        raise BadMedia("the snapshot declares no picture size")
+    if probe.width * probe.height > max_pixels:
+        raise BadMedia(
+            f"snapshot {probe.width}x{probe.height} exceeds the limit of {max_pixels} pixels"
+        )
+    return probe
+
+
+def _probe_jpeg(fh: object) -> StillProbe:
+    """Walk JPEG markers up to the frame header (ITU-T T.81 B.2); nothing is decoded."""
+    read = fh.read  # type: ignore[attr-defined]
+    adobe_rgb = False
+    while True:
+        byte = read(1)
+        if not byte:
+            raise BadMedia("JPEG ends before its frame header (truncated)")
+        if byte != b"\xff":
+            continue
+        marker = read(1)
+        while marker == b"\xff":
+            marker = read(1)
+        if not marker:
+            raise BadMedia("JPEG ends before its frame header (truncated)")
+        code = marker[0]
+        if code in (0x01, 0xD8) or 0xD0 <= code <= 0xD7:
+            continue
+        raw_len = read(2)
+        if len(raw_len) < 2:
+            raise BadMedia("JPEG segment truncated")
+        length = struct.unpack(">H", raw_len)[0]
+        body = read(length - 2)
+        if len(body) < length - 2:
+            raise BadMedia("JPEG segment truncated")
+        if code == 0xEE and body.startswith(b"Adobe") and len(body) >= 12:
+            adobe_rgb = body[11] == 0
+        if code in _SOF_MARKERS:
+            precision, height, width, ncomp = struct.unpack(">BHHB", body[:6])
+            factors = [body[6 + 3 * i + 1] for i in range(ncomp)]
+            return StillProbe(
+                format="jpeg",
+                width=width,
+                height=height,
+                components=ncomp,
+                baseline=code == 0xC0 and precision == 8,
+                sampling=_sampling(factors),
+                adobe_rgb=adobe_rgb,
+            )
+        if code == 0xDA:
+            raise BadMedia("JPEG has scan data before any frame header")
+
+
+def _sampling(factors: list[int]) -> str | None:
+    if len(factors) != 3:
+        return None
+    (h0, v0), rest = divmod(factors[0], 16), factors[1:]
+    if any(f != 0x11 for f in rest):
+        return "other"
+    return {(2, 2): "420", (2, 1): "422", (1, 1): "444"}.get((h0, v0), "other")
+
+
+def _probe_other(path: Path) -> StillProbe:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:  # lazy: reads the header only
+            width, height = img.size
+            fmt = (img.format or "unknown").lower()
+            bands = len(img.getbands())
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise BadMedia(f"not an image file: {exc}") from exc
+    return StillProbe(
+        format=fmt,
+        width=width,
+        height=height,
+        components=bands,
+        baseline=False,
+        sampling=None,
+        adobe_rgb=False,
+    )

@@ -1,0 +1,206 @@
+"""All SQL of the converter: media/study loading, number reservation, instance commit."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from cinebridge_common import outbox
+from cinebridge_common.messages import ConversionFailed, InstanceCreated
+
+from .mwl import StudyInfo
+
+MediaRow = asyncpg.Record
+
+
+@dataclass(frozen=True)
+class NewInstance:
+    """One committed instance (what the row and the InstanceCreated event say)."""
+
+    id: str
+    part: int
+    parts: int
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    series_number: int
+    instance_number: int
+    rel_path: str
+    size: int
+    sha256: str
+    rows: int
+    columns: int
+    frames: int | None
+    transcoded: bool
+    note: str | None
+
+
+async def load_media(pool: asyncpg.Pool, media_id: str) -> MediaRow | None:
+    return await pool.fetchrow("SELECT * FROM media WHERE id = $1", uuid.UUID(media_id))
+
+
+async def load_study(pool: asyncpg.Pool, study_id: uuid.UUID) -> StudyInfo | None:
+    row = await pool.fetchrow("SELECT * FROM studies WHERE id = $1", study_id)
+    if row is None:
+        return None
+    return StudyInfo(
+        id=str(row["id"]),
+        study_instance_uid=row["study_instance_uid"],
+        origin=row["origin"],
+        patient_name=row["patient_name"],
+        patient_id=row["patient_id"],
+        patient_birth_date=row["patient_birth_date"],
+        patient_sex=row["patient_sex"],
+        accession_number=row["accession_number"],
+        study_id=row["study_id"],
+        study_description=row["study_description"],
+        referring_physician=row["referring_physician"],
+        study_date=row["study_date"],
+        study_time=row["study_time"],
+        worklist_item=row["worklist_item"],
+        edited=row["edited"],
+        created_at=row["created_at"],
+    )
+
+
+async def instance_exists(pool: asyncpg.Pool, sop_instance_uid: str) -> bool:
+    """Whether a conversion already committed (all parts of one commit together)."""
+    found = await pool.fetchval(
+        "SELECT 1 FROM instances WHERE sop_instance_uid = $1", sop_instance_uid
+    )
+    return found is not None
+
+
+async def set_media_state(pool: asyncpg.Pool, media_id: str, state: str) -> None:
+    await pool.execute(
+        "UPDATE media SET state = $2, error = NULL WHERE id = $1 AND state <> 'deleted'",
+        uuid.UUID(media_id),
+        state,
+    )
+
+
+async def reserve_numbers(
+    pool: asyncpg.Pool, media_id: str, study_id: uuid.UUID, source: str, key: str, parts: int
+) -> tuple[int, int]:
+    """(series number, first instance number) for this conversion; the same on redelivery."""
+    media = uuid.UUID(media_id)
+    async with pool.acquire() as conn, conn.transaction():
+        # One study's numbering is serialised; other studies go on in parallel.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1::text))", str(study_id))
+        found = await conn.fetchrow(
+            """SELECT series_number, first_instance FROM converter_reservations
+               WHERE media_id = $1 AND conversion_key = $2 AND parts = $3""",
+            media,
+            key,
+            parts,
+        )
+        if found is not None:
+            return int(found["series_number"]), int(found["first_instance"])
+        series = await conn.fetchval(
+            """INSERT INTO converter_series (study_id, source, series_number)
+               VALUES ($1, $2, (SELECT coalesce(max(series_number), 0) + 1
+                                FROM converter_series WHERE study_id = $1))
+               ON CONFLICT (study_id, source) DO UPDATE SET source = EXCLUDED.source
+               RETURNING series_number""",
+            study_id,
+            source,
+        )
+        last = await conn.fetchval(
+            """INSERT INTO converter_study_counters (study_id, last_instance) VALUES ($1, $2)
+               ON CONFLICT (study_id) DO UPDATE
+                 SET last_instance = converter_study_counters.last_instance + $2
+               RETURNING last_instance""",
+            study_id,
+            parts,
+        )
+        first = int(last) - parts + 1
+        await conn.execute(
+            """INSERT INTO converter_reservations
+                 (media_id, conversion_key, parts, series_number, first_instance)
+               VALUES ($1, $2, $3, $4, $5)""",
+            media,
+            key,
+            parts,
+            series,
+            first,
+        )
+        return int(series), first
+
+
+async def commit_instances(
+    conn: Any, media: MediaRow, instances: Sequence[NewInstance], auto_send: bool
+) -> list[InstanceCreated]:
+    """Rows, media state and InstanceCreated events in the caller's transaction."""
+    events = []
+    for item in instances:
+        inserted = await conn.fetchval(
+            """INSERT INTO instances (id, sop_instance_uid, media_id, part, parts, study_id,
+                 study_instance_uid, series_instance_uid, sop_class_uid, transfer_syntax_uid,
+                 series_number, instance_number, rel_path, size, sha256, rows, columns, frames,
+                 transcoded, note)
+               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)
+               ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING id""",
+            uuid.UUID(item.id),
+            item.sop_instance_uid,
+            media["id"],
+            item.part,
+            item.parts,
+            media["study_id"],
+            item.study_instance_uid,
+            item.series_instance_uid,
+            item.sop_class_uid,
+            item.transfer_syntax_uid,
+            item.series_number,
+            item.instance_number,
+            item.rel_path,
+            item.size,
+            item.sha256,
+            item.rows,
+            item.columns,
+            item.frames,
+            item.transcoded,
+            item.note,
+        )
+        row = await conn.fetchrow(
+            "SELECT * FROM instances WHERE sop_instance_uid = $1", item.sop_instance_uid
+        )
+        event = instance_event(row, auto_send)
+        if inserted is not None:
+            await outbox.enqueue(conn, event, msg_id=f"instance-created-{item.sop_instance_uid}")
+        events.append(event)
+    await conn.execute(
+        "UPDATE media SET state = 'converted', error = NULL WHERE id = $1", media["id"]
+    )
+    return events
+
+
+def instance_event(row: Any, auto_send: bool) -> InstanceCreated:
+    return InstanceCreated(
+        instance_id=str(row["id"]),
+        media_id=str(row["media_id"]),
+        study_id=str(row["study_id"]),
+        sop_instance_uid=row["sop_instance_uid"],
+        sop_class_uid=row["sop_class_uid"],
+        transfer_syntax_uid=row["transfer_syntax_uid"],
+        rel_path=row["rel_path"],
+        size=int(row["size"]),
+        sha256=row["sha256"],
+        auto_send=auto_send,
+    )
+
+
+async def record_failure(pool: asyncpg.Pool, media: MediaRow, reason: str, job_key: str) -> None:
+    """media.state = failed with the reason, and ConversionFailed, in one transaction."""
+    event = ConversionFailed(
+        media_id=str(media["id"]), study_id=str(media["study_id"]), reason=reason
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "UPDATE media SET state = 'failed', error = $2 WHERE id = $1", media["id"], reason
+        )
+        await outbox.enqueue(conn, event, msg_id=f"conversion-failed-{job_key}")

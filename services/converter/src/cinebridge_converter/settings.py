@@ -1,0 +1,41 @@
+"""Converter settings (`CB_CONVERTER_*` on top of the shared `CB_*` ones)."""
+
+from __future__ import annotations
+
+from cinebridge_common.settings import ServiceSettings
+
+from .convert import Limits
+
+
+class ConverterSettings(ServiceSettings):
+    #: Conversions running at once in this process (each transcode uses every core it gets).
+    converter_workers: int = 1
+    #: JetStream ack wait; `in_progress` heartbeats every third of it keep long jobs alive.
+    converter_ack_wait_s: float = 60.0
+    converter_max_deliver: int = 6
+    #: Hostile-input bounds: picture size, recording length, transcode time per second of video.
+    converter_max_pixels: int = 8192 * 8192
+    converter_max_duration_s: float = 12 * 3600
+    converter_transcode_seconds_per_second: float = 4.0
+    #: Largest fragment (PS3.5 A.4: 2^32-2); longer recordings become several instances.
+    #: Lower it (e.g. 2^31-2) for archives with signed 32-bit lengths (dicom-notes §6.8).
+    converter_max_fragment_bytes: int = 0xFFFFFFFE
+    #: libx264 preset of the transcode path.
+    converter_x264_preset: str = "veryfast"
+    #: Modality of SC instances without a worklist item (statement Table 32: "OT").
+    converter_default_modality: str = "OT"
+    #: Anatomic Region of video VL instances (PS3.3 C.8.12.1: one item) "value^scheme^meaning".
+    converter_anatomic_region: str = "38266002^SCT^Entire body"
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_pixels=self.converter_max_pixels,
+            max_duration_s=self.converter_max_duration_s,
+            max_fragment_bytes=self.converter_max_fragment_bytes,
+            transcode_seconds_per_second=self.converter_transcode_seconds_per_second,
+            preset=self.converter_x264_preset,
+        )
+
+    def anatomic_region(self) -> tuple[str, str, str]:
+        value, scheme, meaning = [*self.converter_anatomic_region.split("^"), "", "", ""][:3]
+        return value, scheme, meaning

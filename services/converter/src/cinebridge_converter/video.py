@@ -1,0 +1,245 @@
+"""Remux (no re-encode) and transcode of recordings with PyAV, file to file, bounded memory.
+
+`remux` copies packets into the container the transfer syntax allows and cuts the stream at
+key frames into independently playable segments when one would exceed the fragment limit
+(PS3.5 8.2.7 note: "multiple SOP Instances, each … an independent and playable bit stream").
+`transcode` decodes and re-encodes to an `EncodeTarget`. Both run in a worker thread; they
+report progress through a callback and stop when `cancel` is set.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+
+from .errors import BadMedia, ConversionError
+from .rules import EncodeTarget, audio_allowed, fit
+
+Progress = Callable[[float, str], None]
+MUX_FORMAT = {"mp4": "mp4", "mpegts": "mpegts"}
+
+
+def _seconds(value: int | None, time_base: Fraction | None) -> float:
+    return float(value * time_base) if value is not None and time_base is not None else 0.0
+
+
+class Cancelled(Exception):
+    """The service is stopping; the job will be redelivered."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    path: Path
+    frames: int
+    duration_s: float
+
+
+def remux(
+    src: Path,
+    *,
+    ts_uid: str,
+    container: str,
+    new_path: Callable[[], Path],
+    max_bytes: int,
+    progress: Progress,
+    cancel: threading.Event,
+) -> list[Segment]:
+    """Copy the video (and allowed audio) packets into `container`, split at key frames."""
+    budget = int(max_bytes * 0.9) - (1 << 16)
+    with av.open(str(src)) as inp:
+        video = inp.streams.video[0]
+        audio = [
+            s for s in inp.streams.audio if audio_allowed(s.codec_context.name, ts_uid, container)
+        ]
+        duration = _seconds(video.duration, video.time_base)
+        writer = _SegmentWriter(container, new_path, [video, *audio])
+        try:
+            for packet in inp.demux([video, *audio]):
+                if cancel.is_set():
+                    raise Cancelled()
+                if packet.dts is None or packet.size == 0:
+                    continue
+                is_video = packet.stream is video
+                if is_video and packet.is_keyframe and writer.bytes >= budget and writer.frames:
+                    writer.cut(packet)
+                writer.write(packet, is_video)
+                if is_video and writer.frames % 256 == 0 and duration:
+                    progress(min(1.0, _seconds(packet.dts, video.time_base) / duration), "remux")
+        except av.error.FFmpegError as exc:
+            writer.abort()
+            raise BadMedia(f"the recording cannot be remuxed: {exc}") from exc
+        except BaseException:
+            writer.abort()
+            raise
+        segments = writer.finish()
+    for segment in segments:
+        if segment.path.stat().st_size > max_bytes:
+            raise ConversionError(
+                f"a key-frame interval is larger than the fragment limit of {max_bytes} bytes"
+            )
+    return segments
+
+
+class _SegmentWriter:
+    """Output files of a remux; timestamps of each later segment start at zero."""
+
+    def __init__(self, container: str, new_path: Callable[[], Path], streams: list[Any]) -> None:
+        self.container = container
+        self.new_path = new_path
+        self.sources = streams
+        self.done: list[Segment] = []
+        self.offset_s = 0.0
+        self.last_dts_s = 0.0
+        self._open()
+
+    def _open(self) -> None:
+        self.path = self.new_path()
+        self.out = av.open(str(self.path), "w", format=MUX_FORMAT[self.container])
+        self.map = {s.index: self.out.add_stream_from_template(s) for s in self.sources}
+        self.bytes = 0
+        self.frames = 0
+
+    def write(self, packet: Any, is_video: bool) -> None:
+        tb = packet.time_base
+        if self.offset_s:
+            shift = round(self.offset_s / tb)
+            if packet.dts - shift < 0 and not is_video:
+                return  # audio from before this segment's first key frame
+            packet.dts -= shift
+            if packet.pts is not None:
+                packet.pts -= shift
+        if is_video:
+            self.frames += 1
+            self.last_dts_s = float(packet.dts * tb) + self.offset_s
+        packet.stream = self.map[packet.stream.index]
+        self.out.mux(packet)
+        self.bytes += packet.size
+
+    def cut(self, keyframe: Any) -> None:
+        self._close()
+        self.offset_s = float(keyframe.dts * keyframe.time_base)
+        self._open()
+
+    def _close(self) -> None:
+        self.out.close()
+        frames = self.frames
+        duration = max(0.0, self.last_dts_s - self.offset_s)
+        self.done.append(Segment(self.path, frames, duration))
+
+    def finish(self) -> list[Segment]:
+        self._close()
+        return self.done
+
+    def abort(self) -> None:
+        try:
+            self.out.close()
+        except Exception:  # noqa: S110 - the original error is what matters
+            pass
+        for path in [*(s.path for s in self.done), self.path]:
+            path.unlink(missing_ok=True)
+
+
+def transcode(
+    src: Path,
+    target: EncodeTarget,
+    dest: Path,
+    *,
+    interlaced: bool,
+    progress: Progress,
+    cancel: threading.Event,
+    timeout_s: float,
+) -> int:
+    """Re-encode the video stream to `target` (audio is not kept); returns the frame count."""
+    deadline = time.monotonic() + timeout_s
+    frames = 0
+    try:
+        with (
+            av.open(str(src)) as inp,
+            av.open(str(dest), "w", format=MUX_FORMAT[target.container]) as out,
+        ):
+            video = inp.streams.video[0]
+            video.thread_type = "AUTO"
+            duration = _seconds(video.duration, video.time_base)
+            graph = _graph(video, target, interlaced)
+            enc: Any = out.add_stream(target.codec, rate=target.rate, options=target.options)
+            enc.width, enc.height, enc.pix_fmt = target.width, target.height, "yuv420p"
+            enc.codec_context.time_base = Fraction(1) / target.rate
+            if target.bit_rate:
+                enc.bit_rate = target.bit_rate
+            for frame in inp.decode(video):
+                if cancel.is_set():
+                    raise Cancelled()
+                if time.monotonic() > deadline:
+                    raise BadMedia(f"transcoding took longer than the limit of {timeout_s:.0f} s")
+                graph.push(frame)
+                frames += _drain(graph, enc, out, frames)
+                if frames % 64 == 0 and duration and frame.time is not None:
+                    progress(min(1.0, frame.time / duration), "transcode")
+            graph.push(None)
+            frames += _drain(graph, enc, out, frames)
+            for packet in enc.encode(None):
+                out.mux(packet)
+    except av.error.FFmpegError as exc:
+        dest.unlink(missing_ok=True)
+        raise BadMedia(f"the recording cannot be transcoded: {exc}") from exc
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+    if frames == 0:
+        dest.unlink(missing_ok=True)
+        raise BadMedia("no frame of the recording could be decoded")
+    return frames
+
+
+def _graph(
+    video: av.video.stream.VideoStream, target: EncodeTarget, interlaced: bool
+) -> av.filter.Graph:
+    ctx = video.codec_context
+    width, height = fit(
+        ctx.width, ctx.height, target.width, target.height, upscale=target.exact_size
+    )
+    graph = av.filter.Graph()
+    chain = [graph.add_buffer(template=video)]
+    if interlaced:
+        chain.append(graph.add("bwdif", "mode=send_frame"))
+    chain.append(graph.add("fps", f"fps={target.rate.numerator}/{target.rate.denominator}"))
+    chain.append(graph.add("scale", f"{width}:{height}"))
+    if (width, height) != (target.width, target.height):
+        chain.append(graph.add("pad", f"{target.width}:{target.height}:(ow-iw)/2:(oh-ih)/2"))
+    chain.append(graph.add("setsar", "1"))
+    chain.append(graph.add("format", "yuv420p"))
+    chain.append(graph.add("buffersink"))
+    for a, b in itertools.pairwise(chain):
+        a.link_to(b)
+    graph.configure()
+    return graph
+
+
+def _drain(
+    graph: av.filter.Graph,
+    enc: Any,
+    out: av.container.OutputContainer,
+    start: int,
+) -> int:
+    count = 0
+    while True:
+        try:
+            frame: Any = graph.pull()
+        except (BlockingIOError, av.error.EOFError):
+            return count
+        # The stream's time base changes once the muxer writes its header (MPEG-TS: 1/90000);
+        # frames are numbered in the encoder's own 1/rate.
+        frame.pts = start + count
+        frame.time_base = enc.codec_context.time_base
+        frame.pict_type = av.video.frame.PictureType.NONE
+        for packet in enc.encode(frame):
+            out.mux(packet)
+        count += 1
