@@ -1,0 +1,100 @@
+"""Composition root of the gateway: bus subscriptions, admin bootstrap, uvicorn in the same loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Generator
+
+import uvicorn
+from cinebridge_common.logging import kv
+from cinebridge_common.service import ServiceContext
+
+from .bootstrap import ensure_admin
+from .deps import Gateway
+from .handlers import subscriptions
+from .health_board import HealthBoard
+from .hub import EventHub
+from .repository import Repository
+from .settings import GatewaySettings
+from .web import create_app
+
+log = logging.getLogger(__name__)
+SESSION_PURGE_S = 600.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: ServiceContext owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """Bind here so a taken port is a clear error (uvicorn would call sys.exit)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise RuntimeError(f"gateway cannot listen on {host}:{port}: {exc}") from exc
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+async def _purge_sessions(repo: Repository, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(Exception):
+            await repo.purge_expired_sessions()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), SESSION_PURGE_S)
+
+
+async def run(
+    settings: GatewaySettings, *, on_started: Callable[[ServiceContext, str], None] | None = None
+) -> None:
+    """Serve until SIGTERM/SIGINT (or `ctx.stop`); `on_started` gets the context and URL."""
+    async with ServiceContext("gateway", settings) as ctx:
+        repo = Repository(ctx.pool)
+        board = HealthBoard(settings.gateway_stale_after_s)
+        hub = EventHub()
+        for subject, handler in subscriptions(board, hub):
+            await ctx.bus.subscribe_events(subject, handler)
+        await ensure_admin(repo, settings)
+        gw = Gateway(settings, ctx.pool, ctx.bus, ctx.store, repo, board, hub)
+        config = uvicorn.Config(
+            create_app(gw),
+            host=settings.gateway_host,
+            port=settings.gateway_port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            proxy_headers=False,
+            timeout_graceful_shutdown=2,
+        )
+        server = _Server(config)
+        sock = listen_socket(settings.gateway_host, settings.gateway_port)
+        port = sock.getsockname()[1]
+        ctx.spawn(_purge_sessions(repo, ctx.stop), "session-purge")
+        serving = ctx.spawn(server.serve(sockets=[sock]), "http")
+        while not server.started:
+            if serving.done():
+                raise RuntimeError("gateway HTTP server failed to start")
+            await asyncio.sleep(0.05)
+        ctx.detail["url"] = f"http://{settings.gateway_host}:{port}"
+        log.info("listening", extra=kv(url=ctx.detail["url"]))
+        if on_started is not None:
+            on_started(ctx, ctx.detail["url"])
+        try:
+            await ctx.serve_forever()
+        finally:
+            hub.close()
+            server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(serving), settings.shutdown_timeout_s / 2)

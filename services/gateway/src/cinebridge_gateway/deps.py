@@ -1,0 +1,118 @@
+"""What every route needs: the gateway's resources, the caller (session or token), errors."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import asyncpg
+from cinebridge_common.bus import Bus
+from cinebridge_common.store import MediaStore
+from fastapi import Depends, Request
+
+from .health_board import HealthBoard
+from .hub import EventHub
+from .repository import Principal, Repository
+from .security import digest, role_allows
+from .settings import GatewaySettings
+
+SESSION_COOKIE = "cb_session"
+CSRF_HEADER = "X-CSRF-Token"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class ApiError(Exception):
+    """An error with its HTTP status, a stable code and a message for people."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+@dataclass
+class Gateway:
+    """The resources of one gateway process (the composition root builds it)."""
+
+    settings: GatewaySettings
+    pool: asyncpg.Pool
+    bus: Bus
+    store: MediaStore
+    repo: Repository
+    board: HealthBoard
+    hub: EventHub
+
+
+def get_gateway(request: Request) -> Gateway:
+    gw: Gateway = request.app.state.gateway
+    return gw
+
+
+Gw = Annotated[Gateway, Depends(get_gateway)]
+
+
+def client_of(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
+async def current_principal(request: Request, gw: Gw) -> Principal:
+    """Bearer API token, or the session cookie plus the CSRF header on state-changing calls.
+
+    The cookie is SameSite=Strict and HttpOnly; the CSRF header is a per-session secret the page
+    got from /auth/me, which another origin can neither read nor send without CORS (none here).
+    """
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        principal = await gw.repo.token_principal(digest(auth[7:].strip()))
+        if principal is None:
+            raise ApiError(
+                401,
+                "unauthenticated",
+                "invalid or revoked API token",
+                {"WWW-Authenticate": "Bearer"},
+            )
+        return principal
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not cookie:
+        raise ApiError(
+            401, "unauthenticated", "log in or send an API token", {"WWW-Authenticate": "Bearer"}
+        )
+    found = await gw.repo.session_principal(
+        digest(cookie), gw.settings.gateway_session_idle_s, gw.settings.gateway_session_max_s
+    )
+    if found is None:
+        raise ApiError(401, "session_expired", "the session has expired; log in again")
+    principal, _ = found
+    if request.method in UNSAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not principal.csrf_token or not hmac.compare_digest(sent, principal.csrf_token):
+            raise ApiError(403, "csrf", f"missing or wrong {CSRF_HEADER} header")
+    return principal
+
+
+User = Annotated[Principal, Depends(current_principal)]
+
+
+async def administrator(principal: User) -> Principal:
+    if not role_allows(principal.role, "administrator"):
+        raise ApiError(403, "forbidden", "this action needs the administrator role")
+    return principal
+
+
+Admin = Annotated[Principal, Depends(administrator)]
+
+
+def error_body(code: str, message: str, details: list[Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    if details:
+        body["error"]["details"] = details
+    return body

@@ -1,0 +1,206 @@
+"""Rooms and sources: live status, capture actions, the room's current study, live preview,
+and the WORKLIST dialog's search (statement §4.1.3, Table 18)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import httpx
+from cinebridge_common.bus import BusError
+from cinebridge_common.messages import (
+    CaptureCommand,
+    CaptureCommandReply,
+    CaptureStatusReply,
+    CaptureStatusRequest,
+    SetRoomStudy,
+    SetRoomStudyReply,
+    WorklistQuery,
+    WorklistQueryReply,
+)
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from .deps import ApiError, Gw, User, client_of, not_found
+
+router = APIRouter(prefix="/api/v1", tags=["rooms"])
+
+NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+RoomName = Annotated[str, Path(pattern=NAME_PATTERN)]
+SourceName = Annotated[str, Path(pattern=NAME_PATTERN)]
+Action = Literal["snapshot", "record_start", "record_stop"]
+DicomDateRange = Annotated[str | None, Field(pattern=r"^\d{8}$")]
+
+
+class RoomOut(BaseModel):
+    room: str
+    reachable: bool
+    study_id: str | None = None
+    sources: list[dict[str, Any]] = []
+    disk_free_bytes: int | None = None
+    error: str | None = None
+
+
+class CaptureResult(BaseModel):
+    ok: bool
+    study_id: str | None = None
+    media_id: str | None = None
+    recording_id: str | None = None
+
+
+class RoomStudy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    study_id: uuid.UUID | None
+
+
+class WorklistSearch(BaseModel):
+    """The WORKLIST dialog's fields (statement Table 18 matching keys, date or date range)."""
+
+    model_config = ConfigDict(extra="forbid")
+    server_id: Annotated[str | None, Field(max_length=64)] = None
+    patient_name: Annotated[str | None, Field(max_length=64)] = None
+    patient_id: Annotated[str | None, Field(max_length=64)] = None
+    accession_number: Annotated[str | None, Field(max_length=16)] = None
+    requested_procedure_id: Annotated[str | None, Field(max_length=16)] = None
+    date_from: DicomDateRange = None
+    date_to: DicomDateRange = None
+
+
+def known_rooms(gw: Gw) -> list[str]:
+    return sorted(set(gw.board.rooms()) | set(gw.settings.gateway_preview_upstreams))
+
+
+async def room_status(gw: Gw, room: str) -> dict[str, Any]:
+    try:
+        reply = await gw.bus.request(
+            CaptureStatusRequest(room=room),
+            CaptureStatusReply,
+            min(gw.settings.gateway_rpc_timeout_s, 3.0),
+        )
+    except BusError as exc:
+        return {"room": room, "reachable": False, "error": str(exc)}
+    sources = [s.model_dump() for s in reply.sources]
+    for src in sources:
+        src["preview_url"] = f"/api/v1/rooms/{room}/sources/{src['name']}/preview.mjpg"
+    return {
+        "room": room,
+        "reachable": reply.ok,
+        "study_id": reply.study_id,
+        "sources": sources,
+        "disk_free_bytes": reply.disk_free_bytes,
+        "error": reply.error,
+    }
+
+
+@router.get("/rooms", response_model=list[RoomOut])
+async def list_rooms(_: User, gw: Gw) -> list[dict[str, Any]]:
+    return list(await asyncio.gather(*(room_status(gw, r) for r in known_rooms(gw))))
+
+
+@router.get("/rooms/{room}", response_model=RoomOut)
+async def get_room(room: RoomName, _: User, gw: Gw) -> dict[str, Any]:
+    return await room_status(gw, room)
+
+
+@router.put("/rooms/{room}/study", response_model=RoomStudy)
+async def set_room_study(
+    room: RoomName, body: RoomStudy, principal: User, request: Request, gw: Gw
+) -> RoomStudy:
+    """Make a study the room's current one: new snapshots and recordings attach to it."""
+    if body.study_id is not None and await gw.repo.get_study(gw.pool, body.study_id) is None:
+        raise not_found("study")
+    msg = SetRoomStudy(room=room, study_id=str(body.study_id) if body.study_id else None)
+    reply = await gw.bus.request(msg, SetRoomStudyReply, gw.settings.gateway_rpc_timeout_s)
+    if not reply.ok:
+        raise ApiError(409, "capture_refused", reply.error or "the capture service refused")
+    await gw.repo.audit(
+        gw.pool,
+        principal.name,
+        "room_study_set",
+        study_id=body.study_id,
+        target=room,
+        client=client_of(request),
+    )
+    return body
+
+
+@router.post("/rooms/{room}/sources/{source}/{action}", response_model=CaptureResult)
+async def capture_action(
+    room: RoomName,
+    source: SourceName,
+    action: Action,
+    principal: User,
+    request: Request,
+    gw: Gw,
+) -> CaptureResult:
+    """Snapshot / Record / Stop on one source (the operator's buttons and pedal shortcuts)."""
+    cmd = CaptureCommand(room=room, source=source, action=action, requested_by=principal.name)
+    reply = await gw.bus.request(cmd, CaptureCommandReply, gw.settings.gateway_rpc_timeout_s)
+    if not reply.ok:
+        raise ApiError(409, "capture_refused", reply.error or "the capture service refused")
+    study = uuid.UUID(reply.study_id) if reply.study_id else None
+    await gw.repo.audit(
+        gw.pool,
+        principal.name,
+        f"capture_{action}",
+        study_id=study,
+        target=f"{room}/{source}",
+        detail={"media_id": reply.media_id},
+        client=client_of(request),
+    )
+    return CaptureResult(
+        ok=True, study_id=reply.study_id, media_id=reply.media_id, recording_id=reply.recording_id
+    )
+
+
+async def _preview_base(gw: Gw, room: str, source: str) -> str:
+    configured = gw.settings.gateway_preview_upstreams.get(room)
+    if configured:
+        return f"{configured.rstrip('/')}/preview/{source}.mjpg"
+    raise not_found(f"preview of room {room!r} (set CB_GATEWAY_PREVIEW_UPSTREAMS)")
+
+
+@router.get("/rooms/{room}/sources/{source}/preview.mjpg", response_class=StreamingResponse)
+async def preview(room: RoomName, source: SourceName, _: User, gw: Gw) -> StreamingResponse:
+    """Relays the capture instance's MJPEG preview, so the browser needs only the gateway."""
+    url = await _preview_base(gw, room, source)
+    client = httpx.AsyncClient(timeout=httpx.Timeout(5.0, read=30.0))
+    try:
+        upstream = await client.send(client.build_request("GET", url), stream=True)
+    except httpx.HTTPError as exc:
+        await client.aclose()
+        raise ApiError(502, "preview_unavailable", f"preview upstream unreachable: {exc}") from None
+    if upstream.status_code != 200:
+        await upstream.aclose()
+        await client.aclose()
+        raise ApiError(502, "preview_unavailable", f"preview upstream said {upstream.status_code}")
+
+    async def relay() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.aiter_raw():
+                yield chunk
+        except httpx.HTTPError:
+            return
+        finally:
+            with contextlib.suppress(Exception):
+                await upstream.aclose()
+                await client.aclose()
+
+    media_type = upstream.headers.get("content-type", "multipart/x-mixed-replace")
+    return StreamingResponse(relay(), media_type=media_type, headers={"Cache-Control": "no-store"})
+
+
+@router.post("/worklist/query", response_model=WorklistQueryReply, tags=["worklist"])
+async def worklist_query(body: WorklistSearch, principal: User, gw: Gw) -> WorklistQueryReply:
+    reply = await gw.bus.request(
+        WorklistQuery(**body.model_dump()),
+        WorklistQueryReply,
+        gw.settings.gateway_rpc_timeout_s + 5,
+    )
+    if not reply.ok:
+        raise ApiError(502, "worklist_failed", reply.error or "the worklist query failed")
+    return reply

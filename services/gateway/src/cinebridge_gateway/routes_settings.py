@@ -1,0 +1,227 @@
+"""Settings page (statement §4.4, §6): station settings, destinations, worklist servers, Echo."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from cinebridge_common.messages import (
+    Destination,
+    DestinationDelete,
+    DestinationListReply,
+    DestinationListRequest,
+    DestinationReply,
+    DestinationUpsert,
+    EchoReply,
+    EchoRequest,
+    WorklistEcho,
+    WorklistEchoReply,
+    WorklistServer,
+    WorklistServerDelete,
+    WorklistServersList,
+    WorklistServersReply,
+    WorklistServerUpsert,
+)
+from cinebridge_common.station import StationSettings, load_station_settings, save_station_settings
+from fastapi import APIRouter, Path, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from .deps import Admin, ApiError, Gw, User, client_of
+
+router = APIRouter(prefix="/api/v1/settings", tags=["settings"])
+
+AeTitle = Annotated[str, Field(pattern=r"^[\x20-\x5b\x5d-\x7e]{1,16}$")]
+CHARACTER_SETS = (
+    "ISO_IR 6",
+    "ISO_IR 100",
+    "ISO_IR 101",
+    "ISO_IR 109",
+    "ISO_IR 110",
+    "ISO_IR 144",
+    "ISO_IR 127",
+    "ISO_IR 126",
+    "ISO_IR 138",
+    "ISO_IR 148",
+    "ISO_IR 13",
+    "ISO_IR 166",
+    "ISO_IR 192",
+    "GB18030",
+    "GBK",
+)
+VIDEO_SYNTAXES = (
+    "1.2.840.10008.1.2.4.100",
+    "1.2.840.10008.1.2.4.101",
+    "1.2.840.10008.1.2.4.102",
+    "1.2.840.10008.1.2.4.103",
+)
+Charset = Literal[CHARACTER_SETS]  # type: ignore[valid-type]
+VideoSyntax = Literal[VIDEO_SYNTAXES]  # type: ignore[valid-type]
+UuidText = Annotated[str, Path(pattern=r"^[0-9a-fA-F-]{36}$")]
+ServerId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+
+
+class StationChange(BaseModel):
+    """Station settings the page edits; absent fields keep their value."""
+
+    model_config = ConfigDict(extra="forbid")
+    station_name: Annotated[str, Field(min_length=1, max_length=16)] | None = None
+    local_ae_title: AeTitle | None = None
+    character_set: Charset | None = None
+    video_transfer_syntax: VideoSyntax | None = None
+    iod: Literal["sc", "vl"] | None = None
+    worklist_character_set: Charset | None = None
+    wildcard_matching: bool | None = None
+
+
+class AdHocEcho(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ae_title: AeTitle
+    host: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:_-]+$")]
+    port: Annotated[int, Field(ge=1, le=65535)]
+    calling_ae_title: AeTitle | None = None
+
+
+class EchoResult(BaseModel):
+    reachable: bool
+    rtt_ms: float | None = None
+    reason: str | None = None
+
+
+def _timeout(gw: Gw) -> float:
+    return gw.settings.gateway_rpc_timeout_s
+
+
+@router.get("/station", response_model=StationSettings)
+async def get_station(_: User, gw: Gw) -> StationSettings:
+    return await load_station_settings(gw.pool)
+
+
+@router.put("/station", response_model=StationSettings)
+async def put_station(
+    body: StationChange, principal: Admin, request: Request, gw: Gw
+) -> StationSettings:
+    changes = body.model_dump(exclude_none=True)
+    async with gw.pool.acquire() as conn, conn.transaction():
+        saved = await save_station_settings(conn, changes, principal.name)
+        await gw.repo.audit(
+            conn,
+            principal.name,
+            "settings_changed",
+            target="station",
+            detail=changes,
+            client=client_of(request),
+        )
+    return saved
+
+
+@router.post("/echo", response_model=EchoResult)
+async def echo_ae(body: AdHocEcho, _: User, gw: Gw) -> EchoResult:
+    """C-ECHO an AE typed into the form before it is saved (the Echo button)."""
+    reply = await gw.bus.request(EchoRequest(**body.model_dump()), EchoReply, _timeout(gw) + 5)
+    return EchoResult(
+        reachable=reply.reachable, rtt_ms=reply.rtt_ms, reason=reply.reason or reply.error
+    )
+
+
+@router.get("/destinations", response_model=list[Destination])
+async def list_destinations(_: User, gw: Gw) -> list[Destination]:
+    reply = await gw.bus.request(DestinationListRequest(), DestinationListReply, _timeout(gw))
+    return reply.destinations
+
+
+@router.post("/destinations", response_model=Destination, status_code=201)
+async def upsert_destination(
+    body: Destination, principal: Admin, request: Request, gw: Gw
+) -> Destination:
+    reply = await gw.bus.request(
+        DestinationUpsert(destination=body), DestinationReply, _timeout(gw)
+    )
+    if not reply.ok or reply.destination is None:
+        raise ApiError(409, "destination_refused", reply.error or "the sender refused it")
+    await gw.repo.audit(
+        gw.pool,
+        principal.name,
+        "destination_saved",
+        target=reply.destination.id,
+        detail={"name": body.name},
+        client=client_of(request),
+    )
+    return reply.destination
+
+
+@router.delete("/destinations/{destination_id}", status_code=204)
+async def delete_destination(
+    destination_id: UuidText, principal: Admin, request: Request, gw: Gw
+) -> Response:
+    reply = await gw.bus.request(
+        DestinationDelete(destination_id=destination_id), DestinationReply, _timeout(gw)
+    )
+    if not reply.ok:
+        raise ApiError(404, "not_found", reply.error or "destination not found")
+    await gw.repo.audit(
+        gw.pool,
+        principal.name,
+        "destination_deleted",
+        target=destination_id,
+        client=client_of(request),
+    )
+    return Response(status_code=204)
+
+
+@router.post("/destinations/{destination_id}/echo", response_model=EchoResult)
+async def echo_destination(destination_id: UuidText, _: User, gw: Gw) -> EchoResult:
+    reply = await gw.bus.request(
+        EchoRequest(destination_id=destination_id), EchoReply, _timeout(gw) + 5
+    )
+    return EchoResult(
+        reachable=reply.reachable, rtt_ms=reply.rtt_ms, reason=reply.reason or reply.error
+    )
+
+
+@router.get("/worklist-servers", response_model=list[WorklistServer])
+async def list_worklist_servers(_: User, gw: Gw) -> list[WorklistServer]:
+    reply = await gw.bus.request(WorklistServersList(), WorklistServersReply, _timeout(gw))
+    return reply.servers
+
+
+@router.post("/worklist-servers", response_model=list[WorklistServer], status_code=201)
+async def upsert_worklist_server(
+    body: WorklistServer, principal: Admin, request: Request, gw: Gw
+) -> list[WorklistServer]:
+    reply = await gw.bus.request(
+        WorklistServerUpsert(server=body, by=principal.name), WorklistServersReply, _timeout(gw)
+    )
+    if not reply.ok:
+        raise ApiError(409, "worklist_server_refused", reply.error or "the worklist refused it")
+    await gw.repo.audit(
+        gw.pool, principal.name, "worklist_server_saved", target=body.id, client=client_of(request)
+    )
+    return reply.servers
+
+
+@router.delete("/worklist-servers/{server_id}", status_code=204)
+async def delete_worklist_server(
+    server_id: ServerId, principal: Admin, request: Request, gw: Gw
+) -> Response:
+    reply = await gw.bus.request(
+        WorklistServerDelete(server_id=server_id), WorklistServersReply, _timeout(gw)
+    )
+    if not reply.ok:
+        raise ApiError(404, "not_found", reply.error or "worklist server not found")
+    await gw.repo.audit(
+        gw.pool,
+        principal.name,
+        "worklist_server_deleted",
+        target=server_id,
+        client=client_of(request),
+    )
+    return Response(status_code=204)
+
+
+@router.post("/worklist-servers/{server_id}/echo", response_model=EchoResult)
+async def echo_worklist_server(server_id: ServerId, _: User, gw: Gw) -> EchoResult:
+    reply = await gw.bus.request(
+        WorklistEcho(server_id=server_id), WorklistEchoReply, _timeout(gw) + 5
+    )
+    return EchoResult(
+        reachable=reply.reachable, rtt_ms=reply.rtt_ms, reason=reply.reason or reply.error
+    )

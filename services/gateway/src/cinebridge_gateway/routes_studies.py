@@ -1,0 +1,407 @@
+"""Studies: create (form/worklist/local), edit (§8.1.5), search, media, save, forward, sends."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any, Literal
+
+from cinebridge_common.messages import (
+    ConvertMedia,
+    ForwardStudy,
+    RetryDelivery,
+    RetryDeliveryReply,
+    StudyChanged,
+    WorklistItem,
+)
+from cinebridge_common.outbox import enqueue
+from cinebridge_common.station import load_station_settings
+from cinebridge_common.store import UnsafePath
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from .deps import ApiError, Gw, User, client_of, not_found
+from .repository import StudyFilter
+from .studies import (
+    PatientData,
+    PatientEdit,
+    apply_edit,
+    new_study_from_form,
+    new_study_from_local,
+    new_study_from_worklist,
+)
+
+router = APIRouter(prefix="/api/v1", tags=["studies"])
+
+Room = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+SearchText = Annotated[str | None, Query(max_length=64)]
+DateText = Annotated[str | None, Query(pattern=r"^\d{8}$")]
+StudyStatus = Literal["non-converted", "converted", "sent", "failed"]
+VIDEO_SYNTAXES = (
+    "1.2.840.10008.1.2.4.100",
+    "1.2.840.10008.1.2.4.101",
+    "1.2.840.10008.1.2.4.102",
+    "1.2.840.10008.1.2.4.103",
+)
+
+
+class NewStudy(BaseModel):
+    """Start a study: from the PATIENT form, a WORKLIST item, or a LOCAL study (§4.1.3)."""
+
+    model_config = ConfigDict(extra="forbid")
+    origin: Literal["form", "worklist", "local"] = "form"
+    room: Room | None = None
+    patient: PatientData | None = None
+    worklist_item: WorklistItem | None = None
+    from_study_id: uuid.UUID | None = None
+
+
+class StudyOut(BaseModel):
+    id: uuid.UUID
+    study_instance_uid: str
+    origin: str
+    room: str | None
+    patient_name: str
+    patient_id: str
+    patient_birth_date: str
+    patient_sex: str
+    accession_number: str
+    study_id: str
+    study_description: str
+    referring_physician: str
+    study_date: str
+    study_time: str
+    edited: bool
+    state: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    status: str | None = None
+    media_count: int | None = None
+
+
+class MediaOut(BaseModel):
+    id: uuid.UUID
+    study_id: uuid.UUID
+    room: str
+    source: str
+    kind: str
+    size: int
+    mime: str
+    width: int | None
+    height: int | None
+    frames: int | None
+    duration_s: float | None
+    fps: float | None
+    codec: str | None
+    state: str
+    error: str | None
+    captured_at: dt.datetime
+    content_url: str
+
+
+class DeliveryOut(BaseModel):
+    id: uuid.UUID
+    instance_id: uuid.UUID
+    destination_id: uuid.UUID
+    destination_name: str
+    state: str
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    updated_at: dt.datetime
+    delivered_at: dt.datetime | None
+    sop_instance_uid: str
+    sop_class_uid: str
+
+
+class StudyDetail(StudyOut):
+    media: list[MediaOut] = []
+    deliveries: list[DeliveryOut] = []
+
+
+class SaveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    iod: Literal["sc", "vl"] | None = None
+    video_transfer_syntax: Literal[VIDEO_SYNTAXES] | None = None  # type: ignore[valid-type]
+    auto_send: bool = True
+
+
+class Accepted(BaseModel):
+    accepted: int
+    job_keys: list[str] = []
+
+
+class ForwardRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    destination_ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=32)]
+    instance_id: uuid.UUID | None = None
+
+
+async def _study_or_404(gw: Gw, study_id: uuid.UUID) -> dict[str, Any]:
+    study = await gw.repo.get_study(gw.pool, study_id)
+    if study is None:
+        raise not_found("study")
+    return study
+
+
+def _media_out(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "content_url": f"/api/v1/media/{row['id']}/content"}
+
+
+@router.post("/studies", response_model=StudyOut, status_code=201)
+async def create_study(body: NewStudy, principal: User, request: Request, gw: Gw) -> dict[str, Any]:
+    root, now = gw.settings.org_uid_root, dt.datetime.now(dt.UTC)
+    if body.origin == "form":
+        values = new_study_from_form(body.patient or PatientData(), body.room, root, now)
+    elif body.origin == "worklist":
+        if body.worklist_item is None:
+            raise ApiError(422, "validation_error", "worklist_item: required for origin=worklist")
+        values = new_study_from_worklist(body.worklist_item, body.room, root, now)
+    else:
+        if body.from_study_id is None:
+            raise ApiError(422, "validation_error", "from_study_id: required for origin=local")
+        values = new_study_from_local(
+            await _study_or_404(gw, body.from_study_id), body.room, root, now
+        )
+    async with gw.pool.acquire() as conn, conn.transaction():
+        if await conn.fetchval(
+            "SELECT 1 FROM studies WHERE study_instance_uid = $1", values["study_instance_uid"]
+        ):
+            raise ApiError(409, "conflict", "a study with this Study Instance UID exists already")
+        study = await gw.repo.insert_study(conn, values)
+        await gw.repo.audit(
+            conn,
+            principal.name,
+            "study_created",
+            study_id=study["id"],
+            detail={"origin": body.origin},
+            client=client_of(request),
+        )
+        event = StudyChanged(study_id=str(study["id"]), change="created", by=principal.name)
+        await enqueue(conn, event, f"study-created-{study['id']}")
+    return study
+
+
+@router.get("/studies", response_model=list[StudyOut])
+async def search_studies(
+    _: User,
+    gw: Gw,
+    q: SearchText = None,
+    patient_id: SearchText = None,
+    accession_number: Annotated[str | None, Query(max_length=16)] = None,
+    date_from: DateText = None,
+    date_to: DateText = None,
+    origin: Literal["form", "worklist", "local", "unscheduled"] | None = None,
+    status: StudyStatus | None = None,
+    room: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+) -> list[dict[str, Any]]:
+    """LOCAL search (§4.1.3): prefix match on name/ID/accession (`*`, `?` wildcards), newest
+    first, each marked non-converted / converted / sent / failed."""
+    return await gw.repo.search_studies(
+        StudyFilter(
+            q=q,
+            patient_id=patient_id,
+            accession_number=accession_number,
+            date_from=date_from,
+            date_to=date_to,
+            origin=origin,
+            status=status,
+            room=room,
+            limit=limit,
+            offset=offset,
+        )
+    )
+
+
+@router.get("/studies/{study_id}", response_model=StudyDetail)
+async def get_study(study_id: uuid.UUID, _: User, gw: Gw) -> dict[str, Any]:
+    study = await _study_or_404(gw, study_id)
+    study.pop("worklist_item", None)
+    return {
+        **study,
+        "status": await gw.repo.study_status(study_id),
+        "media": [_media_out(m) for m in await gw.repo.list_media(study_id)],
+        "deliveries": await gw.repo.deliveries_for_study(study_id),
+    }
+
+
+@router.patch("/studies/{study_id}", response_model=StudyOut)
+async def edit_study(
+    study_id: uuid.UUID, body: PatientEdit, principal: User, request: Request, gw: Gw
+) -> dict[str, Any]:
+    async with gw.pool.acquire() as conn, conn.transaction():
+        study = await conn.fetchrow("SELECT * FROM studies WHERE id = $1 FOR UPDATE", study_id)
+        if study is None:
+            raise not_found("study")
+        changes = apply_edit(dict(study), body, gw.settings.org_uid_root)
+        if not changes:
+            return dict(study)
+        updated = await gw.repo.update_study(conn, study_id, changes)
+        await gw.repo.audit(
+            conn,
+            principal.name,
+            "study_edited",
+            study_id=study_id,
+            detail={"fields": sorted(changes)},
+            client=client_of(request),
+        )
+        event = StudyChanged(study_id=str(study_id), change="edited", by=principal.name)
+        await enqueue(conn, event, f"study-edited-{study_id}-{uuid.uuid4().hex}")
+    return updated
+
+
+@router.get("/studies/{study_id}/media", response_model=list[MediaOut])
+async def study_media(study_id: uuid.UUID, _: User, gw: Gw) -> list[dict[str, Any]]:
+    await _study_or_404(gw, study_id)
+    return [_media_out(m) for m in await gw.repo.list_media(study_id)]
+
+
+@router.get("/media/{media_id}/content", response_class=FileResponse)
+async def media_content(media_id: uuid.UUID, _: User, gw: Gw) -> FileResponse:
+    """The snapshot (JPEG, used as thumbnail) or recording (MP4) bytes."""
+    media = await gw.repo.get_media(media_id)
+    if media is None or media["state"] == "deleted":
+        raise not_found("media")
+    try:
+        path = gw.store.resolve(media["rel_path"])
+    except UnsafePath:
+        raise not_found("media file") from None
+    if not path.is_file():
+        raise not_found("media file")
+    return FileResponse(path, media_type=media["mime"], headers={"Cache-Control": "private"})
+
+
+@router.delete("/media/{media_id}", status_code=204)
+async def delete_media(
+    media_id: uuid.UUID,
+    principal: User,
+    request: Request,
+    gw: Gw,
+    confirm: Annotated[
+        bool, Query(description="must be true: deleting needs a confirmation")
+    ] = False,
+) -> Response:
+    if not confirm:
+        raise ApiError(428, "confirmation_required", "add confirm=true to delete this media item")
+    media = await gw.repo.get_media(media_id)
+    if media is None:
+        raise not_found("media")
+    async with gw.pool.acquire() as conn, conn.transaction():
+        if not await gw.repo.mark_media_deleted(conn, media_id):
+            raise not_found("media")
+        await gw.repo.audit(
+            conn,
+            principal.name,
+            "media_deleted",
+            study_id=media["study_id"],
+            target=str(media_id),
+            client=client_of(request),
+        )
+    return Response(status_code=204)
+
+
+@router.post("/studies/{study_id}/save", response_model=Accepted, status_code=202)
+async def save_study(
+    study_id: uuid.UUID, body: SaveRequest, principal: User, request: Request, gw: Gw
+) -> Accepted:
+    """ "Save" (§4.1.3): one ConvertMedia job per media item; the job key (media id + IOD +
+    transfer syntax) makes a second press harmless."""
+    station = await load_station_settings(gw.pool)
+    iod = body.iod or station.iod
+    syntax = body.video_transfer_syntax or station.video_transfer_syntax
+    keys: list[str] = []
+    async with gw.pool.acquire() as conn, conn.transaction():
+        if await gw.repo.get_study(conn, study_id) is None:
+            raise not_found("study")
+        for media_id in await gw.repo.media_to_convert(conn, study_id):
+            key = f"{media_id}:{iod}:{syntax}"
+            job = ConvertMedia(
+                job_key=key,
+                media_id=str(media_id),
+                study_id=str(study_id),
+                iod=iod,
+                video_transfer_syntax=syntax,  # type: ignore[arg-type]
+                auto_send=body.auto_send,
+                requested_by=principal.name,
+            )
+            await enqueue(conn, job, f"convert-{key}")
+            keys.append(key)
+        if not keys:
+            raise ApiError(409, "nothing_to_save", "the study has no media to save")
+        await conn.execute(
+            "UPDATE studies SET state = 'saved', updated_at = now() WHERE id = $1", study_id
+        )
+        await gw.repo.audit(
+            conn,
+            principal.name,
+            "study_saved",
+            study_id=study_id,
+            detail={"media": len(keys), "iod": iod, "ts": syntax},
+            client=client_of(request),
+        )
+    return Accepted(accepted=len(keys), job_keys=keys)
+
+
+@router.post("/studies/{study_id}/forward", response_model=Accepted, status_code=202)
+async def forward_study(
+    study_id: uuid.UUID, body: ForwardRequest, principal: User, request: Request, gw: Gw
+) -> Accepted:
+    """ "Forward" (§4.1.3): send a saved study (or one instance) again to chosen destinations."""
+    key = f"forward-{uuid.uuid4().hex}"  # each press is a new request, by design
+    job = ForwardStudy(
+        job_key=key,
+        study_id=str(study_id),
+        instance_id=str(body.instance_id) if body.instance_id else None,
+        destination_ids=[str(d) for d in body.destination_ids],
+        requested_by=principal.name,
+    )
+    async with gw.pool.acquire() as conn, conn.transaction():
+        if await gw.repo.get_study(conn, study_id) is None:
+            raise not_found("study")
+        await enqueue(conn, job, key)
+        await gw.repo.audit(
+            conn,
+            principal.name,
+            "study_forwarded",
+            study_id=study_id,
+            detail={"destinations": job.destination_ids},
+            client=client_of(request),
+        )
+    return Accepted(accepted=1, job_keys=[key])
+
+
+@router.get("/studies/{study_id}/deliveries", response_model=list[DeliveryOut])
+async def study_deliveries(study_id: uuid.UUID, _: User, gw: Gw) -> list[dict[str, Any]]:
+    await _study_or_404(gw, study_id)
+    return await gw.repo.deliveries_for_study(study_id)
+
+
+@router.get("/deliveries/{delivery_id}/attempts")
+async def delivery_attempts(delivery_id: uuid.UUID, _: User, gw: Gw) -> list[dict[str, Any]]:
+    return await gw.repo.delivery_attempts(delivery_id)
+
+
+@router.post("/deliveries/{delivery_id}/retry")
+async def retry_delivery(
+    delivery_id: uuid.UUID, principal: User, request: Request, gw: Gw
+) -> dict[str, Any]:
+    study_id = await gw.repo.delivery_study(delivery_id)
+    reply = await gw.bus.request(
+        RetryDelivery(delivery_id=str(delivery_id)),
+        RetryDeliveryReply,
+        gw.settings.gateway_rpc_timeout_s,
+    )
+    if not reply.ok:
+        raise ApiError(409, "retry_refused", reply.error or "the sender refused the retry")
+    await gw.repo.audit(
+        gw.pool,
+        principal.name,
+        "delivery_retried",
+        study_id=study_id,
+        target=str(delivery_id),
+        client=client_of(request),
+    )
+    return {"delivery_id": str(delivery_id), "state": reply.state}

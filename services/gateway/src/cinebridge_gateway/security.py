@@ -1,0 +1,52 @@
+"""Passwords (argon2id), opaque session ids and API tokens (only their SHA-256 is stored)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+ROLES = ("operator", "administrator")
+TOKEN_PREFIX = "cbt_"  # noqa: S105 - a marker that makes leaked tokens greppable, no secret
+
+_hasher = PasswordHasher()
+#: Verified against when the user does not exist, so both cases cost the same (no user probing).
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(stored_hash: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(stored_hash: str) -> bool:
+    return _hasher.check_needs_rehash(stored_hash)
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def new_api_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_one_time_password() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def digest(secret: str) -> str:
+    """What the database keeps of a session id or token: a stolen table is useless."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def role_allows(role: str, needed: str) -> bool:
+    return needed == "operator" or role == "administrator"

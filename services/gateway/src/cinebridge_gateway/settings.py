@@ -1,0 +1,40 @@
+"""Settings of the gateway: where it listens, how sessions behave, where previews come from."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from cinebridge_common.settings import DEFAULT_SECRETS, ServiceSettings, is_loopback_host
+from pydantic import SecretStr, model_validator
+
+
+class GatewaySettings(ServiceSettings):
+    """`CB_GATEWAY_*` on top of the common `CB_*` settings."""
+
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    #: First start: the `admin` user gets this password; unset prints a one-time password.
+    gateway_admin_password: SecretStr | None = None
+    #: Idle timeout and absolute lifetime of a browser session.
+    gateway_session_idle_s: float = 8 * 3600
+    gateway_session_max_s: float = 24 * 3600
+    #: Largest accepted request body (JSON); bigger bodies get 413 before they are read.
+    gateway_max_body_bytes: int = 1 << 20
+    #: Mark the session cookie Secure (set when a TLS proxy fronts the gateway).
+    gateway_cookie_secure: bool = False
+    #: {room: base_url} of each capture instance's MJPEG preview server (`/preview/<src>.mjpg`).
+    gateway_preview_upstreams: dict[str, str] = {}
+    #: A heartbeat older than this marks an instance "stale"; 3x this, "down".
+    gateway_stale_after_s: float = 15.0
+    #: Timeout of RPCs to other services (capture, worklist, sender echo).
+    gateway_rpc_timeout_s: float = 10.0
+
+    def bound_beyond_loopback(self) -> bool:
+        return super().bound_beyond_loopback() or not is_loopback_host(self.gateway_host)
+
+    @model_validator(mode="after")
+    def _refuse_weak_admin(self) -> Self:
+        pw = self.gateway_admin_password
+        if pw is not None and pw.get_secret_value() in DEFAULT_SECRETS:
+            raise ValueError("CB_GATEWAY_ADMIN_PASSWORD is a placeholder; choose a real password")
+        return self

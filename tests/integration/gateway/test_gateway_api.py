@@ -1,0 +1,443 @@
+"""Gateway API on real NATS + PostgreSQL: auth, limits, errors, studies, save/forward, capture,
+health aggregation, live events, settings and echo, deliveries, audit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from cinebridge_common.bus import Bus
+from cinebridge_common.messages import (
+    CaptureCommand,
+    CaptureCommandReply,
+    ConvertMedia,
+    EchoReply,
+    EchoRequest,
+    ForwardStudy,
+    MediaCaptured,
+    Reply,
+    ServiceHeartbeat,
+    WorklistQuery,
+    WorklistQueryReply,
+)
+from cinebridge_common.testing import wait_for
+
+pytestmark = pytest.mark.integration
+
+WORKLIST_ITEM = {
+    "patient_name": "DOE^JANE",
+    "patient_id": "PID-1",
+    "patient_birth_date": "19800102",
+    "patient_sex": "F",
+    "accession_number": "ACC-1",
+    "requested_procedure_id": "RP1",
+    "requested_procedure_description": "Colonoscopy",
+    "study_instance_uid": "1.2.3.4.5.6",
+    "referring_physician_name": "WHO^DR",
+}
+
+
+async def drain_jobs(bus: Bus, subject: str) -> list[dict[str, Any]]:
+    """Every job on `subject` in CB_JOBS (acked, so the work queue forgets them)."""
+    durable = f"t{uuid.uuid4().hex[:10]}"
+    await bus.js.add_consumer(
+        "CB_JOBS",
+        ConsumerConfig(durable_name=durable, filter_subject=subject, ack_policy=AckPolicy.EXPLICIT),
+    )
+    try:
+        sub = await bus.js.pull_subscribe_bind(durable, "CB_JOBS")
+        found: list[dict[str, Any]] = []
+        while True:
+            try:
+                msgs = await sub.fetch(100, timeout=1.0)
+            except Exception:
+                return found
+            for msg in msgs:
+                found.append(json.loads(msg.data))
+                await msg.ack()
+    finally:
+        await bus.js.delete_consumer("CB_JOBS", durable)
+
+
+async def add_media(pool: asyncpg.Pool, study_id: str, media_root: Any, n: int = 2) -> list[str]:
+    ids = []
+    for i in range(n):
+        media_id = uuid.uuid4()
+        rel = f"media/{media_id.hex}.jpg"
+        path = media_root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\xff\xd8\xff\xe0fakejpeg" + bytes([i]))
+        await pool.execute(
+            """INSERT INTO media (id, study_id, room, source, kind, rel_path, size, sha256, mime)
+               VALUES ($1, $2, 'or1', 'cam1', 'snapshot', $3, 10, 'x', 'image/jpeg')""",
+            media_id,
+            uuid.UUID(study_id),
+            rel,
+        )
+        ids.append(str(media_id))
+    return ids
+
+
+async def test_unauthenticated_calls_are_refused(gateway: Any) -> None:
+    async with gateway.client() as client:
+        for method, path in [
+            ("GET", "/api/v1/studies"),
+            ("GET", "/api/health"),
+            ("POST", "/api/v1/studies"),
+            ("GET", "/api/events"),
+            ("GET", "/api/v1/settings/station"),
+            ("GET", "/api/v1/ops/summary"),
+            ("POST", "/api/v1/rooms/or1/sources/cam1/snapshot"),
+        ]:
+            reply = await client.request(method, path, json={})
+            assert reply.status_code == 401, (path, reply.text)
+            assert reply.json()["error"]["code"] == "unauthenticated"
+        bad = await client.post("/api/v1/auth/login", json={"username": "admin", "password": "x"})
+        assert bad.status_code == 401
+        assert bad.json() == {
+            "error": {"code": "bad_credentials", "message": "wrong user name or password"}
+        }
+        bearer = await client.get("/api/v1/studies", headers={"Authorization": "Bearer cbt_nope"})
+        assert bearer.status_code == 401
+
+
+async def test_session_cookie_needs_csrf_header_and_expires(gateway: Any, admin: Any) -> None:
+    assert (await admin.get("/api/v1/auth/me")).json()["role"] == "administrator"
+    cookie = admin.cookies.get("cb_session")
+    async with gateway.client(cookies={"cb_session": cookie}) as no_csrf:
+        assert (await no_csrf.get("/api/v1/studies")).status_code == 200
+        refused = await no_csrf.post("/api/v1/studies", json={"origin": "form"})
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "csrf"
+    pool = gateway.ctx.pool
+    await pool.execute("UPDATE gateway_sessions SET expires_at = now() - interval '1 second'")
+    expired = await admin.get("/api/v1/studies")
+    assert expired.status_code == 401 and expired.json()["error"]["code"] == "session_expired"
+
+
+async def test_body_limit_and_clear_validation_errors(gateway: Any, admin: Any) -> None:
+    big = b"x" * (100 * 1024 * 1024)
+    try:
+        reply = await admin.post(
+            "/api/v1/studies", content=big, headers={"Content-Type": "application/json"}
+        )
+        assert reply.status_code == 413
+        assert reply.json()["error"]["code"] == "body_too_large"
+    except httpx.WriteError:
+        pass  # the server answered 413 and closed before the client finished writing
+
+    async def chunked() -> AsyncIterator[bytes]:
+        for _ in range(40):
+            yield b" " * 65536
+
+    streamed = await admin.post(
+        "/api/v1/studies", content=chunked(), headers={"Content-Type": "application/json"}
+    )
+    assert streamed.status_code == 413
+
+    malformed = await admin.post(
+        "/api/v1/studies",
+        content=b'{"origin": "form",',
+        headers={"Content-Type": "application/json"},
+    )
+    assert malformed.status_code == 422
+    assert "malformed JSON" in malformed.json()["error"]["message"]
+
+    invalid = await admin.post(
+        "/api/v1/studies",
+        json={
+            "origin": "form",
+            "patient": {"patient_name": "A" * 65, "patient_birth_date": "1980-13-01"},
+        },
+    )
+    assert invalid.status_code == 422
+    message = invalid.json()["error"]["message"]
+    assert "body.patient.patient_name" in message and "64 characters" in message
+    assert "YYYYMMDD" in message
+
+
+async def test_study_lifecycle_with_worklist_edit_rule_and_audit(gateway: Any, admin: Any) -> None:
+    form = await admin.post(
+        "/api/v1/studies",
+        json={
+            "origin": "form",
+            "room": "or1",
+            "patient": {
+                "patient_name": "SMITH^JOHN",
+                "patient_id": "P100",
+                "patient_sex": "M",
+                "patient_birth_date": "1970-05-04",
+            },
+        },
+    )
+    assert form.status_code == 201, form.text
+    assert form.json()["patient_birth_date"] == "19700504"
+
+    wl = await admin.post(
+        "/api/v1/studies",
+        json={"origin": "worklist", "room": "or1", "worklist_item": WORKLIST_ITEM},
+    )
+    assert wl.status_code == 201, wl.text
+    wl_study = wl.json()
+    assert wl_study["study_instance_uid"] == "1.2.3.4.5.6"
+    assert wl_study["study_id"] == "RP1" and wl_study["study_description"] == "Colonoscopy"
+    again = await admin.post(
+        "/api/v1/studies", json={"origin": "worklist", "worklist_item": WORKLIST_ITEM}
+    )
+    assert again.status_code == 409
+
+    local = await admin.post(
+        "/api/v1/studies", json={"origin": "local", "from_study_id": form.json()["id"]}
+    )
+    assert local.json()["patient_id"] == "P100"
+    assert local.json()["study_instance_uid"] != form.json()["study_instance_uid"]
+
+    # Statement §8.1.5: editing a worklist study regenerates its UID and drops "New" attributes.
+    edited = await admin.patch(
+        f"/api/v1/studies/{wl_study['id']}", json={"patient_name": "DOE^JANET"}
+    )
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["edited"] is True
+    assert edited.json()["study_instance_uid"] != "1.2.3.4.5.6"
+
+    found = (await admin.get("/api/v1/studies", params={"q": "doe"})).json()
+    assert [s["id"] for s in found] == [wl_study["id"]]
+    assert found[0]["status"] == "non-converted"
+    by_pid = (await admin.get("/api/v1/studies", params={"patient_id": "p1*"})).json()
+    assert {s["patient_id"] for s in by_pid} == {"P100"}
+    assert len((await admin.get("/api/v1/studies")).json()) == 3
+
+    audit = (await admin.get("/api/v1/audit", params={"study_id": wl_study["id"]})).json()
+    assert [a["action"] for a in audit] == ["study_edited", "study_created"]
+    assert audit[0]["actor"] == "admin" and audit[0]["detail"]["fields"]
+
+
+async def test_save_publishes_idempotent_convert_jobs(
+    gateway: Any, admin: Any, peer_bus: Bus
+) -> None:
+    study = (await admin.post("/api/v1/studies", json={"origin": "form"})).json()
+    assert (await admin.post(f"/api/v1/studies/{study['id']}/save", json={})).status_code == 409
+    media = await add_media(gateway.ctx.pool, study["id"], gateway.settings.media_root)
+
+    first = await admin.post(f"/api/v1/studies/{study['id']}/save", json={"iod": "vl"})
+    assert first.status_code == 202, first.text
+    second = await admin.post(f"/api/v1/studies/{study['id']}/save", json={"iod": "vl"})
+    assert second.json()["job_keys"] == first.json()["job_keys"]
+
+    async def published() -> list[dict[str, Any]] | None:
+        jobs = [
+            j
+            for j in await drain_jobs(peer_bus, ConvertMedia.subject)
+            if j["study_id"] == study["id"]
+        ]
+        return jobs or None
+
+    jobs = await wait_for(published, 10, what="ConvertMedia jobs on CB_JOBS")
+    # One job per media item although Save was pressed twice (same key, same Nats-Msg-Id).
+    assert sorted(j["media_id"] for j in jobs) == sorted(media)
+    assert {j["iod"] for j in jobs} == {"vl"}
+    assert all(j["job_key"].startswith(j["media_id"] + ":vl:") for j in jobs)
+
+    content = await admin.get(f"/api/v1/media/{media[0]}/content")
+    assert content.status_code == 200 and content.content.startswith(b"\xff\xd8")
+    assert (await admin.delete(f"/api/v1/media/{media[0]}")).status_code == 428
+    assert (
+        await admin.delete(f"/api/v1/media/{media[0]}", params={"confirm": "true"})
+    ).status_code == 204
+    detail = (await admin.get(f"/api/v1/studies/{study['id']}")).json()
+    assert [m["id"] for m in detail["media"]] == [media[1]]
+
+    dest = str(uuid.uuid4())
+    fwd = await admin.post(
+        f"/api/v1/studies/{study['id']}/forward", json={"destination_ids": [dest]}
+    )
+    assert fwd.status_code == 202
+
+    async def forwarded() -> list[dict[str, Any]] | None:
+        jobs = [
+            j
+            for j in await drain_jobs(peer_bus, ForwardStudy.subject)
+            if j["study_id"] == study["id"]
+        ]
+        return jobs or None
+
+    (job,) = await wait_for(forwarded, 10, what="ForwardStudy job")
+    assert job["destination_ids"] == [dest] and job["requested_by"] == "admin"
+
+
+async def test_capture_actions_go_to_the_rooms_capture_service(admin: Any, peer_bus: Bus) -> None:
+    seen: list[CaptureCommand] = []
+
+    async def capture(cmd: CaptureCommand) -> Reply:
+        seen.append(cmd)
+        if cmd.source == "broken":
+            return CaptureCommandReply(ok=False, error="no signal on broken")
+        return CaptureCommandReply(media_id=str(uuid.uuid4()), study_id=None)
+
+    await peer_bus.serve(CaptureCommand, capture, subject="cb.rpc.capture.or7.command")
+    await peer_bus.nc.flush()
+    ok = await admin.post("/api/v1/rooms/or7/sources/cam1/snapshot")
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["media_id"]
+    assert (seen[0].room, seen[0].action, seen[0].requested_by) == ("or7", "snapshot", "admin")
+    refused = await admin.post("/api/v1/rooms/or7/sources/broken/record_start")
+    assert refused.status_code == 409 and "no signal" in refused.json()["error"]["message"]
+    nobody = await admin.post("/api/v1/rooms/or9/sources/cam1/snapshot")
+    assert nobody.status_code == 503
+    assert (await admin.post("/api/v1/rooms/or7/sources/cam1/explode")).status_code == 422
+    assert (await admin.post("/api/v1/rooms/..%2F/sources/cam1/snapshot")).status_code in (404, 422)
+
+
+async def test_health_aggregates_heartbeats_and_events_stream(
+    gateway: Any, admin: Any, peer_bus: Bus
+) -> None:
+    hb = ServiceHeartbeat(
+        service="capture",
+        instance="cap-a",
+        version="1",
+        state="up",
+        room="or3",
+        started_at=ServiceHeartbeat.model_fields["occurred_at"].default_factory(),
+    )  # type: ignore[misc,call-arg]
+    await peer_bus.publish_core(hb)
+
+    async def listed() -> dict[str, Any] | None:
+        body = (await admin.get("/api/health")).json()
+        names = {(i["service"], i["instance"]) for i in body["instances"]}
+        return body if {("capture", "cap-a"), ("gateway", "gw-test")} <= names else None
+
+    body = await wait_for(listed, 10, what="heartbeats in /api/health")
+    cap = next(i for i in body["instances"] if i["instance"] == "cap-a")
+    assert cap["room"] == "or3" and cap["state"] == "up" and cap["last_seen"]
+
+    event = MediaCaptured(
+        media_id="m1",
+        study_id="s1",
+        room="or3",
+        source="cam1",
+        kind="snapshot",
+        rel_path="media/m1.jpg",
+        size=1,
+        sha256="x",
+        mime="image/jpeg",
+    )
+    async with admin.stream("GET", "/api/events") as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = stream.aiter_lines()
+        assert "retry" in await anext(lines)
+        await peer_bus.publish(event)
+        async with asyncio.timeout(10):
+            async for line in lines:
+                if line == "event: cb.evt.media.captured":
+                    data = await anext(lines)
+                    assert json.loads(data.removeprefix("data: "))["media_id"] == "m1"
+                    break
+
+
+async def test_settings_roles_echo_and_tokens(gateway: Any, admin: Any, peer_bus: Bus) -> None:
+    assert (await admin.get("/api/v1/settings/station")).json()["local_ae_title"] == "SPACS"
+    put = await admin.put(
+        "/api/v1/settings/station",
+        json={"station_name": "OR1-TOWER", "character_set": "ISO_IR 100"},
+    )
+    assert put.status_code == 200 and put.json()["station_name"] == "OR1-TOWER"
+    bad = await admin.put("/api/v1/settings/station", json={"character_set": "KLINGON"})
+    assert bad.status_code == 422
+
+    created = await admin.post(
+        "/api/v1/users", json={"username": "op1", "password": "op1-secret", "role": "operator"}
+    )
+    assert created.status_code == 201
+    operator = await gateway.login("op1", "op1-secret")
+    forbidden = await operator.put("/api/v1/settings/station", json={"station_name": "X"})
+    assert forbidden.status_code == 403
+    await operator.aclose()
+
+    async def echo(req: EchoRequest) -> Reply:
+        return EchoReply(
+            reachable=req.port == 104,
+            rtt_ms=1.5,
+            reason=None if req.port == 104 else "connection refused",
+        )
+
+    await peer_bus.serve(EchoRequest, echo)
+    await peer_bus.nc.flush()
+    ok = await admin.post(
+        "/api/v1/settings/echo", json={"ae_title": "PACS", "host": "127.0.0.1", "port": 104}
+    )
+    assert ok.json() == {"reachable": True, "rtt_ms": 1.5, "reason": None}
+    down = await admin.post(
+        "/api/v1/settings/echo", json={"ae_title": "PACS", "host": "127.0.0.1", "port": 105}
+    )
+    assert down.json()["reachable"] is False and down.json()["reason"] == "connection refused"
+
+    token = (await admin.post("/api/v1/tokens", json={"name": "grafana"})).json()
+    async with gateway.client(headers={"Authorization": f"Bearer {token['token']}"}) as ops:
+        assert (await ops.get("/api/health")).status_code == 200
+        assert (await ops.get("/api/v1/ops/summary")).status_code == 200
+        assert (await admin.delete(f"/api/v1/tokens/{token['id']}")).status_code == 204
+        assert (await ops.get("/api/health")).status_code == 401
+    actions = [a["action"] for a in (await admin.get("/api/v1/audit")).json()]
+    assert {"settings_changed", "user_created", "token_created", "token_revoked"} <= set(actions)
+
+
+async def test_worklist_search_relays_to_the_worklist_service(admin: Any, peer_bus: Bus) -> None:
+    async def query(q: WorklistQuery) -> Reply:
+        assert q.patient_name == "DOE*"
+        return WorklistQueryReply(items=[WORKLIST_ITEM])  # type: ignore[list-item]
+
+    await peer_bus.serve(WorklistQuery, query)
+    await peer_bus.nc.flush()
+    reply = await admin.post("/api/v1/worklist/query", json={"patient_name": "DOE*"})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["items"][0]["accession_number"] == "ACC-1"
+
+
+async def test_deliveries_per_instance_and_study_status(gateway: Any, admin: Any) -> None:
+    study = (await admin.post("/api/v1/studies", json={"origin": "form"})).json()
+    pool = gateway.ctx.pool
+    media = await add_media(pool, study["id"], gateway.settings.media_root, n=1)
+    await pool.execute("UPDATE media SET state = 'converted' WHERE id = $1", uuid.UUID(media[0]))
+    assert (await admin.get(f"/api/v1/studies/{study['id']}")).json()["status"] == "converted"
+    dest, inst, delivery = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO destinations (id, name, ae_title, host, port) "
+        "VALUES ($1, 'PACS', 'PACS', '127.0.0.1', 104)",
+        dest,
+    )
+    await pool.execute(
+        "INSERT INTO outgoing_instances (id, study_id, sop_instance_uid, sop_class_uid, "
+        "transfer_syntax_uid, rel_path, size, sha256) VALUES ($1, $2, '1.2.3', '1.2.840.10008."
+        "5.1.4.1.1.7', '1.2.840.10008.1.2.4.50', 'dicom/x.dcm', 1, 'x')",
+        inst,
+        uuid.UUID(study["id"]),
+    )
+    await pool.execute(
+        "INSERT INTO deliveries (id, instance_id, destination_id, study_id, state, "
+        "attempts) VALUES ($1, $2, $3, $4, 'sent', 2)",
+        delivery,
+        inst,
+        dest,
+        uuid.UUID(study["id"]),
+    )
+    await pool.execute(
+        "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, outcome, "
+        "status_code) VALUES ($1, 1, now(), 'failed-retrying', 42752), "
+        "($1, 2, now(), 'sent', 0)",
+        delivery,
+    )
+    detail = (await admin.get(f"/api/v1/studies/{study['id']}")).json()
+    assert detail["status"] == "sent"
+    assert detail["deliveries"][0]["destination_name"] == "PACS"
+    assert detail["deliveries"][0]["sop_instance_uid"] == "1.2.3"
+    attempts = (await admin.get(f"/api/v1/deliveries/{delivery}/attempts")).json()
+    assert [a["outcome"] for a in attempts] == ["failed-retrying", "sent"]
+    listed = (await admin.get("/api/v1/studies", params={"status": "sent"})).json()
+    assert [s["id"] for s in listed] == [study["id"]]
