@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, MPEG4HP41
-
 from cinebridge_common.embedded import free_port
 from cinebridge_sender import scu
 from cinebridge_sender.policy import Backoff, classify_status
 from cinebridge_sender.testpeers import ScriptedScp, dataset_bytes, make_instance
+from pydicom.uid import MPEG4HP41, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 FAST = scu.Timeouts(connect_s=2, acse_s=2, dimse_s=2, network_s=2)
 
@@ -89,8 +88,14 @@ def test_every_table_11_status_and_the_rest_of_the_batch_still_sent(tmp_path: Pa
         )
     assert [r.status for r in results] == codes
     assert [r.outcome for r in results] == [
-        "sent", "warning", "warning", "warning", "failed-retrying", "failed-permanent",
-        "failed-retrying", "sent",
+        "sent",
+        "warning",
+        "warning",
+        "warning",
+        "failed-retrying",
+        "failed-permanent",
+        "failed-retrying",
+        "sent",
     ]
     assert seen == [p.stem for p in paths]
 

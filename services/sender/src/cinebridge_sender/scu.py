@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cinebridge_common import conformance
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import build_context
-
-from cinebridge_common import conformance
 
 from .policy import Outcome, classify_status
 
@@ -78,7 +77,7 @@ class ItemResult:
     finished_at: float
 
 
-class AssociationFailed(Exception):  # noqa: N818 - an outcome with a reason
+class AssociationFailed(Exception):
     """No association: connection refused/timed out, rejected, or no context accepted."""
 
     def __init__(self, reason: str, *, transient: bool) -> None:
@@ -142,10 +141,17 @@ def _make_ae(peer: Peer, timeouts: Timeouts) -> AE:
 
 def _associate(ae: AE, peer: Peer) -> Association:
     opened = threading.Event()
-    handlers = [(evt.EVT_CONN_OPEN, _nodelay), (evt.EVT_CONN_OPEN, lambda _e: opened.set())]
+    handlers: list[Any] = [
+        (evt.EVT_CONN_OPEN, _nodelay),
+        (evt.EVT_CONN_OPEN, lambda _e: opened.set()),
+    ]
     tls_args = (peer.tls, peer.host) if peer.tls is not None else None
     assoc = ae.associate(
-        peer.host, peer.port, ae_title=peer.ae_title, max_pdu=0, evt_handlers=handlers,
+        peer.host,
+        peer.port,
+        ae_title=peer.ae_title,
+        max_pdu=0,
+        evt_handlers=handlers,
         tls_args=tls_args,
     )
     if assoc.is_established:
@@ -200,8 +206,16 @@ def send_batch(
             if not assoc.is_established:
                 now = time.time()
                 for rest in items[index:]:
-                    report(ItemResult(rest.key, "failed-retrying", None,
-                                      "association ended before this instance was sent", now, now))
+                    report(
+                        ItemResult(
+                            rest.key,
+                            "failed-retrying",
+                            None,
+                            "association ended before this instance was sent",
+                            now,
+                            now,
+                        )
+                    )
                 break
             report(_store_one(assoc, item, decompress_stills))
     finally:
@@ -216,22 +230,32 @@ def _store_one(assoc: Association, item: Item, decompress_stills: bool) -> ItemR
     started = time.time()
     try:
         if not item.path.is_file():
-            return ItemResult(item.key, "failed-permanent", None,
-                              "file missing from the media store", started, time.time())
+            return ItemResult(
+                item.key,
+                "failed-permanent",
+                None,
+                "file missing from the media store",
+                started,
+                time.time(),
+            )
         dataset: Any = item.path
         if not _has_context(assoc, item.sop_class_uid, item.transfer_syntax_uid):
             if not (decompress_stills and item.transfer_syntax_uid == JPEG_BASELINE):
                 return ItemResult(
-                    item.key, "failed-permanent", None,
+                    item.key,
+                    "failed-permanent",
+                    None,
                     f"destination refused {item.transfer_syntax_uid} for {item.sop_class_uid}; "
                     "the sender does not convert transfer syntaxes (statement Table 10 note 1)",
-                    started, time.time(),
+                    started,
+                    time.time(),
                 )
             dataset = _decompressed(item.path)
         status = assoc.send_c_store(dataset)
     except (OSError, ValueError, AttributeError) as exc:
-        return ItemResult(item.key, "failed-permanent", None, f"cannot send: {exc}",
-                          started, time.time())
+        return ItemResult(
+            item.key, "failed-permanent", None, f"cannot send: {exc}", started, time.time()
+        )
     finished = time.time()
     if "Status" not in status:
         # pynetdicom returns an empty dataset on DIMSE timeout, A-ABORT or a bad response.
@@ -275,8 +299,9 @@ def send_parallel(
     """
     groups = [list(items[i::associations]) for i in range(max(1, min(associations, len(items))))]
     if len(groups) == 1:
-        return send_batch(peer, groups[0], timeouts, decompress_stills=decompress_stills,
-                          on_result=on_result)
+        return send_batch(
+            peer, groups[0], timeouts, decompress_stills=decompress_stills, on_result=on_result
+        )
     lock = threading.Lock()
 
     def guarded(result: ItemResult) -> None:
@@ -286,8 +311,9 @@ def send_parallel(
 
     def run(group: list[Item]) -> list[ItemResult] | AssociationFailed:
         try:
-            return send_batch(peer, group, timeouts, decompress_stills=decompress_stills,
-                              on_result=guarded)
+            return send_batch(
+                peer, group, timeouts, decompress_stills=decompress_stills, on_result=guarded
+            )
         except AssociationFailed as exc:
             return exc
 

@@ -6,9 +6,16 @@ imports it.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
+import os
+import socket
+import subprocess
+import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,17 +24,17 @@ from typing import Any
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
+    MPEG4HP41,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEGBaseline8Bit,
-    MPEG4HP41,
     generate_uid,
 )
 from pynetdicom import AE, evt
 from pynetdicom.dsutils import split_dataset
-from pynetdicom.sop_class import Verification
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+VERIFICATION = "1.2.840.10008.1.1"
 
 
 def jpeg_bytes(width: int = 64, height: int = 48, seed: int = 0) -> bytes:
@@ -81,9 +88,9 @@ def make_instance(
         side = max(2, int((payload_bytes or 4096) ** 0.5))
         side += side % 2
         ds.Rows = ds.Columns = side
-        ds.PixelData = bytes((i * 7 + seed) % 256 for i in range(256)) * (side * side // 256) + bytes(
-            side * side % 256
-        )
+        ds.PixelData = bytes((i * 7 + seed) % 256 for i in range(256)) * (
+            side * side // 256
+        ) + bytes(side * side % 256)
     elif kind == "video":
         ts = MPEG4HP41
         ds.Rows, ds.Columns = 1080, 1920
@@ -130,8 +137,12 @@ class ScriptedScp:
 
     script: StatusScript = field(default=lambda _uid, _n: 0x0000)
     transfer_syntaxes: list[str] = field(
-        default_factory=lambda: [ImplicitVRLittleEndian, ExplicitVRLittleEndian, JPEGBaseline8Bit,
-                                 MPEG4HP41]
+        default_factory=lambda: [
+            ImplicitVRLittleEndian,
+            ExplicitVRLittleEndian,
+            JPEGBaseline8Bit,
+            MPEG4HP41,
+        ]
     )
     reject: str | None = None
     ae_title: str = "SCRIPTED"
@@ -146,14 +157,17 @@ class ScriptedScp:
     def start(self, port: int = 0) -> int:
         ae = AE(ae_title=self.ae_title)
         ae.maximum_pdu_size = 0
-        ae.add_supported_context(Verification)
+        ae.add_supported_context(VERIFICATION)
         ae.add_supported_context(SECONDARY_CAPTURE, self.transfer_syntaxes)
         if self.reject == "permanent":  # (1, 1, 3): calling AE title not recognised
             ae.require_calling_aet = ["NOBODY-AT-ALL"]
         elif self.reject == "transient":  # (2, 3, 2): local limit exceeded
             ae._maximum_associations = 0  # the public setter refuses values below 1
-        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_C_ECHO, lambda _e: 0x0000),
-                    (evt.EVT_ESTABLISHED, self._on_established)]
+        handlers: list[Any] = [
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_ECHO, lambda _e: 0x0000),
+            (evt.EVT_ESTABLISHED, self._on_established),
+        ]
         self._server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
         self.port = int(self._server.server_address[1])
         return self.port
@@ -195,3 +209,124 @@ def instances(root: Path, count: int, **kwargs: Any) -> Iterator[tuple[Path, Dat
     for n in range(count):
         path = root / f"i{n:05d}.dcm"
         yield path, make_instance(path, seed=n, **kwargs)
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"peer exited with {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"peer not listening on {port} after {timeout_s} s")
+
+
+@dataclass
+class DcmtkStorescp:
+    """DCMTK `storescp` writing what it receives to `out_dir` (TCP_NODELAY on, peer-notes)."""
+
+    binary: str
+    out_dir: Path
+    port: int
+    ae_title: str = "STORESCP"
+    extra_args: tuple[str, ...] = ()
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "TCP_NODELAY": "1"}
+        # +xa: accept every transfer syntax it knows (JPEG, MPEG-2/4 included), no conversion.
+        args = [
+            self.binary,
+            "-od",
+            str(self.out_dir),
+            "-aet",
+            self.ae_title,
+            "+xa",
+            *self.extra_args,
+            str(self.port),
+        ]
+        log = open(self.out_dir.parent / f"storescp-{self.port}.log", "ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log, env=env)
+        _wait_port(self.port, self.proc)
+
+    def received(self) -> dict[str, Path]:
+        """SOP Instance UID -> received file (storescp names files `<modality>.<uid>`)."""
+        return {p.name.split(".", 1)[1]: p for p in self.out_dir.iterdir() if p.is_file()}
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+@dataclass
+class OrthancPeer:
+    """An Orthanc with its own storage, DICOM on `dicom_port`, REST on `http_port` (loopback)."""
+
+    binary: str
+    work_dir: Path
+    dicom_port: int
+    http_port: int
+    ae_title: str = "ORTHANC"
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        config = {
+            "Name": "cinebridge-test",
+            "StorageDirectory": str(self.work_dir / "db"),
+            "IndexDirectory": str(self.work_dir / "db"),
+            "DicomAet": self.ae_title,
+            "DicomPort": self.dicom_port,
+            "HttpPort": self.http_port,
+            "HttpBindAddress": "127.0.0.1",
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "Plugins": [],
+            "DicomCheckCalledAet": False,
+        }
+        path = self.work_dir / "orthanc.json"
+        path.write_text(json.dumps(config))
+        log = open(self.work_dir / "orthanc.log", "ab")
+        self.proc = subprocess.Popen([self.binary, str(path)], stdout=log, stderr=log)
+        _wait_port(self.dicom_port, self.proc, 30)
+        _wait_port(self.http_port, self.proc, 30)
+
+    def _get(self, path: str) -> bytes:
+        url = f"http://127.0.0.1:{self.http_port}{path}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body: bytes = response.read()
+            return body
+
+    def received(self) -> dict[str, bytes]:
+        """SOP Instance UID -> the stored Part 10 file, fetched over REST."""
+        out = {}
+        for orthanc_id in json.loads(self._get("/instances")):
+            tags = json.loads(self._get(f"/instances/{orthanc_id}/simplified-tags"))
+            out[tags["SOPInstanceUID"]] = self._get(f"/instances/{orthanc_id}/file")
+        return out
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+def dataset_bytes_of(part10: bytes) -> bytes:
+    """The data set part of a Part 10 file held in memory."""
+    with tempfile.NamedTemporaryFile(suffix=".dcm") as fh:
+        fh.write(part10)
+        fh.flush()
+        return dataset_bytes(Path(fh.name))

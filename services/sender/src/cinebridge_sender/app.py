@@ -1,0 +1,106 @@
+"""Composition root of the sender: consumers, RPC, the overdue sweeper and the queue metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from typing import Any
+
+import asyncpg
+from cinebridge_common.bus import ConsumerSpec
+from cinebridge_common.logging import kv
+from cinebridge_common.service import ServiceContext
+from prometheus_client import Gauge
+
+from . import repository as repo
+from .batches import SenderDeps
+from .handlers import CONSUMERS, RPC
+from .settings import SenderSettings
+
+log = logging.getLogger(__name__)
+
+QUEUE_DEPTH = Gauge("cb_sender_queue_depth", "Deliveries not yet sent", ["destination"])
+OLDEST_UNSENT = Gauge(
+    "cb_sender_oldest_unsent_seconds", "Age of the oldest unsent", ["destination"]
+)
+RETRYING = Gauge("cb_sender_failed_retrying", "Deliveries waiting to retry", ["destination"])
+FAILED = Gauge("cb_sender_failed_permanent", "Deliveries failed for good", ["destination"])
+
+
+def consumer_spec(
+    stream: str, durable: str, subject: str, settings: SenderSettings
+) -> ConsumerSpec:
+    # Retries are paced by the database (next_attempt_at), so the redelivery count only has to
+    # outlast max_attempts; the sweeper re-publishes anything that still falls through.
+    return ConsumerSpec(
+        stream=stream,
+        durable=durable,
+        filter_subject=subject,
+        max_deliver=max(50, settings.sender_max_attempts * 20),
+        ack_wait_s=60.0,
+        batch=1,
+        workers=settings.sender_workers if durable == "sender-send" else 1,
+    )
+
+
+async def seed_destinations(deps: SenderDeps) -> None:
+    for destination in deps.settings.sender_seed_destinations:
+        saved = await repo.upsert_destination(deps.pool, destination)
+        log.info("destination seeded", extra=kv(name=saved.name, ae=saved.ae_title))
+
+
+async def sweep_forever(deps: SenderDeps, ctx: ServiceContext) -> None:
+    """Re-publish jobs of deliveries overdue by far more than any backoff, and refresh metrics."""
+    settings = deps.settings
+    grace = max(settings.sender_lease_s, settings.sender_backoff_cap_s) * 2
+    sweep = 0
+    while not ctx.stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ctx.stop.wait(), settings.sender_sweep_interval_s)
+        sweep += 1
+        try:
+            rows = await repo.overdue(deps.pool, grace)
+            if rows:
+                await repo.republish(deps.pool, rows, sweep)
+                log.warning("overdue deliveries re-queued", extra=kv(count=len(rows)))
+            await refresh_metrics(deps, ctx)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("sweep failed", extra=kv(error=repr(exc)))
+
+
+async def refresh_metrics(deps: SenderDeps, ctx: ServiceContext) -> None:
+    total = 0
+    for row in await repo.queue_stats(deps.pool):
+        QUEUE_DEPTH.labels(row["name"]).set(row["depth"])
+        OLDEST_UNSENT.labels(row["name"]).set(float(row["oldest_s"]))
+        RETRYING.labels(row["name"]).set(row["retrying"])
+        FAILED.labels(row["name"]).set(row["failed"])
+        total += int(row["depth"])
+    ctx.detail["queue_depth"] = str(total)
+
+
+async def run(settings: SenderSettings) -> None:
+    async with ServiceContext("sender", settings) as ctx:
+        deps = SenderDeps(ctx.pool, ctx.store, settings, owner=f"sender@{settings.instance_id}")
+        await seed_destinations(deps)
+        for stream, durable, model, job_handler in CONSUMERS:
+            spec = consumer_spec(stream, durable, model.subject, settings)
+            handler: Any = functools.partial(_bind_job, job_handler, deps)
+            ctx.bus.start_consumer(spec, model, handler)
+        for request_type, rpc_handler in RPC:
+            await ctx.bus.serve(request_type, _bind_rpc(rpc_handler, deps))
+        ctx.spawn(sweep_forever(deps, ctx), "sweeper")
+        await ctx.serve_forever()
+
+
+def _bind_rpc(rpc_handler: Any, deps: SenderDeps) -> Any:
+    async def answer(request: Any) -> Any:
+        return await rpc_handler(request, deps)
+
+    return answer
+
+
+async def _bind_job(job_handler: Any, deps: SenderDeps, msg: Any, delivery: Any) -> None:
+    await job_handler(msg, delivery, deps)

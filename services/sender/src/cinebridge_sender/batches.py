@@ -1,0 +1,199 @@
+"""One association batch: claim due deliveries of a destination, send them, record each answer.
+
+The database is the record of truth; the JetStream jobs only wake deliveries up. Results are
+recorded as each C-STORE-RSP arrives (the SCU thread crosses into the event loop through one
+bridge), so a crash mid-batch loses at most the instance in flight, which is sent again after
+its lease expires (the PACS keeps one copy per SOP Instance UID).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import ssl
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+from cinebridge_common.logging import kv
+from cinebridge_common.messages import Destination
+from cinebridge_common.messages.sender import DeliveryState
+from cinebridge_common.station import load_station_settings
+from cinebridge_common.store import MediaStore, UnsafePath
+
+from . import repository as repo
+from . import scu
+from .policy import Outcome
+from .settings import SenderSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SenderDeps:
+    """What the sender's handlers need (built once by the composition root)."""
+
+    pool: asyncpg.Pool
+    store: MediaStore
+    settings: SenderSettings
+    owner: str
+    #: One batch per destination at a time in this process; more associations go inside it.
+    busy: dict[uuid.UUID, asyncio.Lock] = field(default_factory=dict)
+
+    def lock_for(self, destination_id: uuid.UUID) -> asyncio.Lock:
+        return self.busy.setdefault(destination_id, asyncio.Lock())
+
+
+class DestinationGone(Exception):
+    """The delivery's destination was deleted (its deliveries went with it)."""
+
+
+async def peer_for(deps: SenderDeps, destination: Destination) -> scu.Peer:
+    calling = destination.calling_ae_title
+    if not calling:
+        calling = (await load_station_settings(deps.pool)).local_ae_title
+    return scu.Peer(
+        ae_title=destination.ae_title,
+        host=destination.host,
+        port=destination.port,
+        calling_ae_title=calling,
+        tls=tls_context(deps.settings) if destination.tls else None,
+    )
+
+
+def tls_context(settings: SenderSettings) -> ssl.SSLContext:
+    """PS3.15 B.1 secure transport: TLS 1.2+, the peer's certificate checked against the CA."""
+    context = ssl.create_default_context(
+        cafile=str(settings.sender_tls_ca_file) if settings.sender_tls_ca_file else None
+    )
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if settings.sender_tls_cert_file:
+        context.load_cert_chain(
+            str(settings.sender_tls_cert_file),
+            str(settings.sender_tls_key_file) if settings.sender_tls_key_file else None,
+        )
+    return context
+
+
+def _item(deps: SenderDeps, row: repo.DeliveryRow) -> scu.Item:
+    try:
+        path = deps.store.resolve(row.rel_path)
+    except UnsafePath:
+        # Leaves the path unresolvable: the SCU reports "file missing" (permanent).
+        path = deps.store.root / ".missing" / str(row.id)
+    return scu.Item(
+        key=str(row.id),
+        path=path,
+        sop_class_uid=row.sop_class_uid,
+        sop_instance_uid=row.sop_instance_uid,
+        transfer_syntax_uid=row.transfer_syntax_uid,
+    )
+
+
+async def send_batch_from(deps: SenderDeps, first: repo.DeliveryRow) -> DeliveryState | None:
+    """Send `first` with what else is due for its destination. Returns the state of `first`, or
+    None when it could not be claimed (another sender holds it, or it is not due)."""
+    destination = await repo.get_destination(deps.pool, str(first.destination_id))
+    if destination is None:
+        raise DestinationGone(str(first.destination_id))
+    settings = deps.settings
+    batch = await repo.claim_batch(
+        deps.pool, first, deps.owner, settings.sender_lease_s, settings.sender_batch_max
+    )
+    if not batch:
+        return None
+    log.info("batch claimed", extra=kv(destination=destination.name, instances=len(batch)))
+    renewer = asyncio.create_task(_renew(deps, [r.id for r in batch]))
+    try:
+        states = await _run(deps, destination, batch)
+    finally:
+        renewer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewer
+    return states.get(first.id)
+
+
+async def _run(
+    deps: SenderDeps, destination: Destination, batch: Sequence[repo.DeliveryRow]
+) -> dict[uuid.UUID, DeliveryState]:
+    loop = asyncio.get_running_loop()
+    attempts = {r.id: r.attempts for r in batch}
+    states: dict[uuid.UUID, DeliveryState] = {}
+
+    async def record(result: scu.ItemResult) -> None:
+        key = uuid.UUID(result.key)
+        states[key] = await _record(deps, key, attempts[key], result)
+
+    def on_result(result: scu.ItemResult) -> None:
+        # Runs in the SCU thread: wait until the answer is durable before sending the next one.
+        asyncio.run_coroutine_threadsafe(record(result), loop).result(timeout=60)
+
+    peer = await peer_for(deps, destination)
+    items = [_item(deps, r) for r in batch]
+    # A handful of small instances is not worth a second association (negotiation costs more).
+    associations = max(1, min(destination.max_associations, len(items) // 8))
+    try:
+        await asyncio.to_thread(
+            scu.send_parallel,
+            peer,
+            items,
+            deps.settings.timeouts(),
+            associations=associations,
+            decompress_stills=destination.profile == "decompress-stills",
+            on_result=on_result,
+        )
+    except scu.AssociationFailed as exc:
+        log.warning("association failed", extra=kv(destination=destination.name, reason=exc.reason))
+        outcome: Outcome = "failed-retrying" if exc.transient else "failed-permanent"
+        now = dt.datetime.now(dt.UTC).timestamp()
+        for item in items:
+            await record(scu.ItemResult(item.key, outcome, None, exc.reason, now, now))
+    return states
+
+
+async def _record(
+    deps: SenderDeps, delivery_id: uuid.UUID, attempts_before: int, result: scu.ItemResult
+) -> DeliveryState:
+    failures = attempts_before + 1
+    state: DeliveryState = result.outcome
+    error = result.error
+    retry_in = 0.0
+    if state == "failed-retrying":
+        if failures >= deps.settings.sender_max_attempts:
+            state = "failed-permanent"
+            error = f"gave up after {failures} attempts: {error}"
+        else:
+            retry_in = deps.settings.backoff().delay_s(failures)
+    started = dt.datetime.fromtimestamp(result.started_at, dt.UTC)
+    stored = await repo.record_result(
+        deps.pool,
+        delivery_id,
+        deps.owner,
+        state=state,
+        status=result.status,
+        error=error,
+        started_at=started,
+        retry_in_s=retry_in,
+    )
+    log.info(
+        "delivery attempt",
+        extra=kv(delivery=delivery_id, state=stored, status=_hex(result.status), error=error),
+    )
+    return stored
+
+
+def _hex(status: int | None) -> str:
+    return "-" if status is None else f"{status:04X}"
+
+
+async def _renew(deps: SenderDeps, ids: list[uuid.UUID]) -> None:
+    interval = max(deps.settings.sender_lease_s / 3, 0.5)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await repo.renew_leases(deps.pool, ids, deps.owner, deps.settings.sender_lease_s)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("lease renewal failed", extra=kv(error=repr(exc)))

@@ -1,0 +1,163 @@
+"""Thin handlers: load, delegate, decide ack / retry; the subscription tables at the bottom."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from cinebridge_common.bus import Delivery, Retry
+from cinebridge_common.logging import kv
+from cinebridge_common.messages import (
+    DestinationDelete,
+    DestinationListReply,
+    DestinationListRequest,
+    DestinationReply,
+    DestinationUpsert,
+    EchoReply,
+    EchoRequest,
+    ForwardStudy,
+    InstanceCreated,
+    Message,
+    Reply,
+    Request,
+    RetryDelivery,
+    RetryDeliveryReply,
+    SendInstance,
+)
+
+from . import repository as repo
+from . import scu
+from .batches import DestinationGone, SenderDeps, peer_for, send_batch_from
+
+log = logging.getLogger(__name__)
+
+
+async def handle_instance_created(msg: InstanceCreated, _d: Delivery, deps: SenderDeps) -> None:
+    """Record the instance; queue one delivery per enabled auto-send destination."""
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await repo.record_instance(conn, msg)
+        if not msg.auto_send:
+            return
+        destinations = await repo.auto_send_destination_ids(conn)
+        queued = await repo.ensure_deliveries(
+            conn, [uuid.UUID(msg.instance_id)], destinations, resend=False
+        )
+    log.info("instance queued", extra=kv(instance=msg.instance_id, deliveries=queued))
+
+
+async def handle_send_instance(msg: SendInstance, delivery: Delivery, deps: SenderDeps) -> None:
+    """Deliver (with whatever else is due for the destination); the database says when."""
+    row = await repo.get_delivery(deps.pool, msg.delivery_id)
+    if row is None or row.state in repo.TERMINAL:
+        return  # deleted with its destination, or already done by another job: nothing to do
+    wait = _seconds_until(row.next_attempt_at)
+    if row.state != "sending" and wait > 0:
+        raise Retry("not due yet", delay=wait)
+    lock = deps.lock_for(row.destination_id)
+    if lock.locked():
+        # A batch to this destination is running here: it may take this one, else retry soon.
+        raise Retry("destination busy", delay=random.uniform(1.0, 2.0))
+    async with lock, delivery.working():
+        try:
+            state = await send_batch_from(deps, row)
+        except DestinationGone:
+            return
+    if state is None:
+        # Held by a live lease elsewhere (or just taken): look again once the lease could end.
+        raise Retry("claimed elsewhere", delay=min(deps.settings.sender_lease_s, 30.0))
+    if state == "failed-retrying":
+        again = await repo.get_delivery(deps.pool, msg.delivery_id)
+        delay = _seconds_until(again.next_attempt_at) if again else 0.0
+        raise Retry(f"transient failure, next try in {delay:.1f} s", delay=max(delay, 0.1))
+
+
+def _seconds_until(when: dt.datetime) -> float:
+    return (when - dt.datetime.now(dt.UTC)).total_seconds()
+
+
+async def handle_forward_study(msg: ForwardStudy, _d: Delivery, deps: SenderDeps) -> None:
+    """Statement "Forward": queue the study (or one instance) again to the given destinations;
+    the same job key twice does it once."""
+    async with deps.pool.acquire() as conn, conn.transaction():
+        if await repo.forward_done(conn, msg.job_key):
+            return
+        instances = await repo.instance_ids(conn, msg.study_id, msg.instance_id)
+        destinations = [uuid.UUID(d) for d in msg.destination_ids]
+        queued = await repo.ensure_deliveries(conn, instances, destinations, resend=True)
+        await repo.mark_forward_done(conn, msg.job_key, queued)
+    log.info("forward queued", extra=kv(job=msg.job_key, deliveries=queued))
+
+
+# -- request/reply ----------------------------------------------------------------------------
+
+
+async def handle_echo(req: EchoRequest, deps: SenderDeps) -> EchoReply:
+    if req.destination_id:
+        destination = await repo.get_destination(deps.pool, req.destination_id)
+        if destination is None:
+            return EchoReply(ok=False, error=f"unknown destination {req.destination_id}")
+        peer = await peer_for(deps, destination)
+    elif req.ae_title and req.host and req.port:
+        calling = req.calling_ae_title or (await _local_ae(deps))
+        peer = scu.Peer(req.ae_title, req.host, req.port, calling_ae_title=calling)
+    else:
+        return EchoReply(ok=False, error="give destination_id, or ae_title, host and port")
+    result = await asyncio.to_thread(scu.echo, peer, req.timeout_s)
+    return EchoReply(reachable=result.reachable, rtt_ms=result.rtt_ms, reason=result.reason)
+
+
+async def _local_ae(deps: SenderDeps) -> str:
+    from cinebridge_common.station import load_station_settings
+
+    return (await load_station_settings(deps.pool)).local_ae_title
+
+
+async def handle_destination_list(_req: DestinationListRequest, deps: SenderDeps) -> Reply:
+    return DestinationListReply(destinations=await repo.list_destinations(deps.pool))
+
+
+async def handle_destination_upsert(req: DestinationUpsert, deps: SenderDeps) -> Reply:
+    try:
+        saved = await repo.upsert_destination(deps.pool, req.destination)
+    except LookupError as exc:
+        return DestinationReply(ok=False, error=str(exc))
+    return DestinationReply(destination=saved)
+
+
+async def handle_destination_delete(req: DestinationDelete, deps: SenderDeps) -> Reply:
+    if not await repo.delete_destination(deps.pool, req.destination_id):
+        return DestinationReply(ok=False, error=f"unknown destination {req.destination_id}")
+    return DestinationReply()
+
+
+async def handle_retry_delivery(req: RetryDelivery, deps: SenderDeps) -> Reply:
+    async with deps.pool.acquire() as conn, conn.transaction():
+        state = await repo.retry_now(conn, req.delivery_id)
+    if state is None:
+        return RetryDeliveryReply(ok=False, error=f"unknown delivery {req.delivery_id}")
+    return RetryDeliveryReply(state=state)
+
+
+JobHandler = Callable[[Any, Delivery, SenderDeps], Awaitable[None]]
+RpcHandler = Callable[[Any, SenderDeps], Awaitable[Reply]]
+
+#: (stream, durable, message, handler): durable consumers of the sender.
+CONSUMERS: list[tuple[str, str, type[Message], JobHandler]] = [
+    ("CB_EVENTS", "sender-instance-created", InstanceCreated, handle_instance_created),
+    ("CB_JOBS", "sender-send", SendInstance, handle_send_instance),
+    ("CB_JOBS", "sender-forward", ForwardStudy, handle_forward_study),
+]
+
+#: Request/reply subjects the sender answers.
+RPC: list[tuple[type[Request], RpcHandler]] = [
+    (EchoRequest, handle_echo),
+    (DestinationListRequest, handle_destination_list),
+    (DestinationUpsert, handle_destination_upsert),
+    (DestinationDelete, handle_destination_delete),
+    (RetryDelivery, handle_retry_delivery),
+]

@@ -1,0 +1,151 @@
+"""Integration-test harness: the sender as a real process on its own NATS and database, fed
+with instances written into the media store. Only tests import it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from cinebridge_common.bus import Bus
+from cinebridge_common.embedded import EmbeddedNats
+from cinebridge_common.messages import InstanceCreated
+from cinebridge_common.store import MediaStore
+from cinebridge_common.testing import wait_for
+
+from .testpeers import make_instance
+
+#: Short timings so the fault tests finish in seconds (production defaults: 30 s x2 up to 10 min).
+FAST_ENV = {
+    "CB_SENDER_BACKOFF_BASE_S": "0.5",
+    "CB_SENDER_BACKOFF_FACTOR": "2",
+    "CB_SENDER_BACKOFF_CAP_S": "4",
+    "CB_SENDER_CONNECT_TIMEOUT_S": "2",
+    "CB_SENDER_ACSE_TIMEOUT_S": "3",
+    "CB_SENDER_DIMSE_TIMEOUT_S": "5",
+    "CB_SENDER_NETWORK_TIMEOUT_S": "5",
+    "CB_SENDER_LEASE_S": "4",
+    "CB_SENDER_SWEEP_INTERVAL_S": "2",
+    "CB_HEARTBEAT_INTERVAL_S": "2",
+}
+
+
+@dataclass
+class SenderHarness:
+    nats: EmbeddedNats
+    database_url: str
+    store: MediaStore
+    tmp: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    def start(self, destinations: list[dict[str, Any]] | None = None, **env: str) -> None:
+        if destinations is not None:
+            self.env["CB_SENDER_SEED_DESTINATIONS"] = json.dumps(destinations)
+        self.env.update(env)
+        full = {
+            **os.environ,
+            **FAST_ENV,
+            "CB_NATS_URL": self.nats.url,
+            "CB_DATABASE_URL": self.database_url,
+            "CB_MEDIA_ROOT": str(self.store.root),
+            "CB_INSTANCE_ID": f"sender-test-{self.starts}",
+            "CB_HEALTH_PORT": "0",
+            **self.env,
+        }
+        self.starts += 1
+        log = open(self.tmp / "sender.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cinebridge_sender"], env=full, stdout=log, stderr=log
+        )
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_text(self) -> str:
+        path = self.tmp / "sender.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def make(
+        self,
+        n: int,
+        *,
+        kind: str = "jpeg",
+        study_id: str | None = None,
+        payload_bytes: int = 0,
+        auto_send: bool = True,
+    ) -> list[InstanceCreated]:
+        """Write `n` instances of one study into the media store; return their announcements."""
+        study_id = study_id or str(uuid.uuid4())
+        study_uid = "2.25." + str(uuid.UUID(study_id).int)
+        out = []
+        for i in range(n):
+            rel = self.store.new_relative("dicom", "dcm")
+            path = self.store.resolve(rel)
+            ds = make_instance(
+                path, kind=kind, study_uid=study_uid, payload_bytes=payload_bytes, seed=i
+            )
+            out.append(
+                InstanceCreated(
+                    instance_id=str(uuid.uuid4()),
+                    media_id=str(uuid.uuid4()),
+                    study_id=study_id,
+                    sop_instance_uid=str(ds.SOPInstanceUID),
+                    sop_class_uid=str(ds.SOPClassUID),
+                    transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+                    rel_path=rel,
+                    size=path.stat().st_size,
+                    sha256=self.store.sha256(rel),
+                    auto_send=auto_send,
+                )
+            )
+        return out
+
+    async def announce(self, bus: Bus, msgs: list[InstanceCreated]) -> None:
+        for msg in msgs:
+            await bus.publish(msg, msg_id=f"created-{msg.instance_id}")
+
+
+async def delivery_states(pool: asyncpg.Pool) -> dict[str, int]:
+    rows = await pool.fetch("SELECT state, count(*) AS n FROM deliveries GROUP BY state")
+    return {r["state"]: int(r["n"]) for r in rows}
+
+
+async def wait_states(
+    pool: asyncpg.Pool, expected: dict[str, int], timeout_s: float, harness: SenderHarness
+) -> None:
+    async def check() -> bool:
+        return await delivery_states(pool) == expected
+
+    try:
+        await wait_for(check, timeout_s, interval_s=0.2, what=f"deliveries {expected}")
+    except AssertionError:
+        print(harness.log_text()[-6000:])
+        print("states now:", await delivery_states(pool))
+        raise
+
+
+def tool(name: str) -> str:
+    from cinebridge_common.testing import require_tool
+
+    path = require_tool(name)
+    return shutil.which(path) or path
