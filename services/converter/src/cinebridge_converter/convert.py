@@ -257,7 +257,7 @@ def write(
                 series_description=media.source,
                 content_time=media.captured_at.astimezone(),
                 created=dt.datetime.now().astimezone(),
-                related=tuple(u for u in uids if u != uids[index]) if len(uids) > 1 else (),
+                part=(index + 1, len(uids)),
             )
             ds = build_dataset(study, pixels, ident, station)
             built.append(

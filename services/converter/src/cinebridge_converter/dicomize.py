@@ -66,7 +66,7 @@ class Identity:
     series_description: str  # the source's name (statement: one series per source)
     content_time: dt.datetime  # when the media was captured (local time)
     created: dt.datetime
-    related: tuple[str, ...] = ()  # other parts of one split recording (same series)
+    part: tuple[int, int] = (1, 1)  # (k, n): part k of a recording split into n instances
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,11 @@ def build_dataset(study: Dataset, pixels: Pixels, ident: Identity, station: Stat
     ds.SOPInstanceUID = ident.sop_instance_uid
     ds.InstanceCreationDate = ident.created.strftime("%Y%m%d")
     ds.InstanceCreationTime = ident.created.strftime("%H%M%S")
-    if ident.related:
-        ds.ReferencedImageSequence = Sequence([_ref(sop_class, uid) for uid in ident.related])
+    if ident.part[1] > 1:
+        # PS3.5 8.2.7 note: several instances, each playable, related by the series (no
+        # CID 7201 purpose says "next part", so no Referenced Image Sequence).
+        k, n = ident.part
+        ds.ImageComments = f"Part {k} of {n} of one recording, in order of Instance Number"
     return ds
 
 
@@ -196,13 +199,6 @@ def _vl(ds: Dataset, station: Station, *, video: bool) -> None:
         region.CodingSchemeDesignator = scheme
         region.CodeMeaning = meaning
         ds.AnatomicRegionSequence = Sequence([region])
-
-
-def _ref(sop_class: str, uid: str) -> Dataset:
-    item = Dataset()
-    item.ReferencedSOPClassUID = sop_class
-    item.ReferencedSOPInstanceUID = uid
-    return item
 
 
 def still_pixels(rows: int, columns: int, size: int, derivation: str | None) -> Pixels:
