@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from cinebridge_common.bus import Bus
 from cinebridge_common.service import ServiceContext
 from cinebridge_gateway import app

@@ -12,8 +12,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from nats.js.api import AckPolicy, ConsumerConfig
-
 from cinebridge_common.bus import Bus
 from cinebridge_common.messages import (
     CaptureCommand,
@@ -29,6 +27,7 @@ from cinebridge_common.messages import (
     WorklistQueryReply,
 )
 from cinebridge_common.testing import wait_for
+from nats.js.api import AckPolicy, ConsumerConfig
 
 pytestmark = pytest.mark.integration
 
