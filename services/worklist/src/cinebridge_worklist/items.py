@@ -1,0 +1,80 @@
+"""Worklist responses → typed `WorklistItem`s (statement Table 18) with the full DICOM JSON.
+
+A malformed entry raises `MalformedEntry` (from `dcmjson`); the caller skips it with a warning
+and keeps the rest (issue 5: "the entry is skipped with a warning, the rest shown").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from cinebridge_common.messages import WorklistItem
+
+from .dcmjson import MalformedEntry, identifier_to_json
+
+__all__ = ["MalformedEntry", "decode_entry", "item_from_json", "item_key", "json_text"]
+
+_SPS = "00400100"
+
+
+def json_text(dataset: dict[str, Any], tag: str) -> str | None:
+    """The first value of `tag` as text (a person name joined back with '=' groups)."""
+    element = dataset.get(tag)
+    if not element or not element.get("Value"):
+        return None
+    value = element["Value"][0]
+    if isinstance(value, dict):
+        groups = [value.get(k, "") for k in ("Alphabetic", "Ideographic", "Phonetic")]
+        return "=".join(groups).rstrip("=")
+    return "\\".join(str(v) for v in element["Value"])
+
+
+def item_from_json(dataset: dict[str, Any]) -> WorklistItem:
+    sps_items = (dataset.get(_SPS) or {}).get("Value") or [{}]
+    sps = sps_items[0]
+    item = WorklistItem(
+        patient_name=json_text(dataset, "00100010"),
+        patient_id=json_text(dataset, "00100020"),
+        patient_birth_date=json_text(dataset, "00100030"),
+        patient_sex=json_text(dataset, "00100040"),
+        accession_number=json_text(dataset, "00080050"),
+        requested_procedure_id=json_text(dataset, "00401001"),
+        requested_procedure_description=json_text(dataset, "00321060"),
+        study_instance_uid=json_text(dataset, "0020000D"),
+        referring_physician_name=json_text(dataset, "00080090"),
+        modality=json_text(sps, "00080060"),
+        scheduled_station_ae_title=json_text(sps, "00400001"),
+        scheduled_procedure_step_start_date=json_text(sps, "00400002"),
+        scheduled_procedure_step_start_time=json_text(sps, "00400003"),
+        scheduled_procedure_step_id=json_text(sps, "00400009"),
+        scheduled_procedure_step_description=json_text(sps, "00400007"),
+        scheduled_performing_physician_name=json_text(sps, "00400006"),
+        issuer_of_patient_id=json_text(dataset, "00100021"),
+        admission_id=json_text(dataset, "00380010"),
+        requested_procedure_priority=json_text(dataset, "00401003"),
+        dataset=dataset,
+    )
+    return item.model_copy(update={"item_key": item_key(item)})
+
+
+def decode_entry(
+    data: bytes, *, implicit: bool, little: bool, fallback_charset: str
+) -> WorklistItem:
+    """One C-FIND response identifier (raw bytes) → WorklistItem, or MalformedEntry."""
+    dataset = identifier_to_json(
+        data, implicit=implicit, little=little, fallback_charset=fallback_charset
+    )
+    return item_from_json(dataset)
+
+
+def item_key(item: WorklistItem) -> str:
+    """Stable identity of an entry: the same scheduled step gives the same key on every query."""
+    parts = (
+        item.study_instance_uid,
+        item.scheduled_procedure_step_id,
+        item.accession_number,
+        item.requested_procedure_id,
+        item.patient_id,
+    )
+    return hashlib.sha256("\x1f".join(p or "" for p in parts).encode()).hexdigest()[:32]

@@ -1,0 +1,186 @@
+"""Test and benchmark peers: a programmable in-process worklist SCP, `wlmscpfs` and Orthanc.
+
+Used by the worklist's unit and integration tests and by `bench/worklist.py`; the service
+never imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cinebridge_common.embedded import free_port
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt
+
+from .scu import TRANSFER_SYNTAXES, ModalityWorklistInformationFind, Verification
+
+ORTHANC_PLUGIN = Path("/usr/share/orthanc/plugins/libModalityWorklists.so")
+
+
+@dataclass
+class FakeRis:
+    """An in-process Modality Worklist SCP whose answers and faults the test decides.
+
+    `entries()` is called per query and may be a lazy generator (100,000 matches without
+    100,000 datasets in memory). Faults: `abort_after` entries, `sleep_after` entries for
+    `sleep_s`, a `final_status` other than success. The SCP honours C-CANCEL (PS3.4 C.4.1.3.2)
+    and counts what it sent.
+    """
+
+    entries: Callable[[], Iterable[Dataset]] = lambda: ()
+    transfer_syntaxes: list[str] = field(default_factory=lambda: list(TRANSFER_SYNTAXES))
+    abort_after: int | None = None
+    sleep_after: int | None = None
+    sleep_s: float = 0.0
+    final_status: int | None = None
+    requests: list[Dataset] = field(default_factory=list)
+    sent: int = 0
+    cancelled: bool = False
+    port: int = 0
+    _server: Any = None
+
+    def _handle_find(self, event: Any) -> Iterator[tuple[int, Dataset | None]]:
+        self.requests.append(event.identifier)
+        for index, entry in enumerate(self.entries()):
+            if self.abort_after is not None and index >= self.abort_after:
+                event.assoc.abort()
+                return
+            if self.sleep_after is not None and index == self.sleep_after:
+                time.sleep(self.sleep_s)
+            if event.is_cancelled:
+                self.cancelled = True
+                yield 0xFE00, None
+                return
+            self.sent += 1
+            yield 0xFF00, entry
+        if self.final_status is not None:
+            yield self.final_status, None
+
+    def start(self) -> FakeRis:
+        ae = AE(ae_title="FAKERIS")
+        ae.add_supported_context(ModalityWorklistInformationFind, self.transfer_syntaxes)
+        ae.add_supported_context(Verification)
+        ae.network_timeout = 30
+        handlers = [(evt.EVT_C_FIND, self._handle_find)]
+        self._server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+        self.port = int(self._server.socket.getsockname()[1])
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    def __enter__(self) -> FakeRis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout_s} s")
+
+
+class _Process:
+    """A peer process in its own process group, stopped on exit."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def __enter__(self) -> _Process:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Wlmscpfs(_Process):
+    """DCMTK `wlmscpfs` serving `root/<called AE>/*.wl`, returning each file's character set."""
+
+    def __init__(self, root: Path, log: Path, *extra: str) -> None:
+        exe = shutil.which("wlmscpfs")
+        if exe is None:
+            raise RuntimeError("wlmscpfs (DCMTK) is not installed")
+        self.port = free_port()
+        # TCP_NODELAY=1: Debian's DCMTK leaves Nagle on otherwise (peer-notes "Nagle").
+        env = {**os.environ, "TCP_NODELAY": "1"}
+        self._log = log.open("ab")
+        self.proc = subprocess.Popen(
+            [exe, "--data-files-path", str(root), "--keep-char-set", *extra, str(self.port)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        _wait_port(self.port, self.proc, "wlmscpfs", 10)
+
+    def stop(self) -> None:
+        super().stop()
+        self._log.close()
+
+
+class OrthancWorklists(_Process):
+    """Orthanc with the folder-based worklists plugin reading the same `*.wl` files."""
+
+    aet = "ORTHANC"
+
+    def __init__(self, folder: Path, workdir: Path, log: Path) -> None:
+        exe = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+        if not Path(exe).exists() or not ORTHANC_PLUGIN.exists():
+            raise RuntimeError("Orthanc or its worklists plugin is not installed")
+        self.port = free_port()
+        self.http_port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        config = {
+            "Name": "cinebridge-test",
+            "StorageDirectory": str(workdir / "storage"),
+            "IndexDirectory": str(workdir / "index"),
+            "DicomAet": self.aet,
+            "DicomPort": self.port,
+            "HttpPort": self.http_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomCheckCalledAet": False,
+            "Plugins": [str(ORTHANC_PLUGIN)],
+            "Worklists": {"Enable": True, "Database": str(folder)},
+        }
+        (workdir / "orthanc.json").write_text(json.dumps(config))
+        self._log = log.open("ab")
+        self.proc = subprocess.Popen(
+            [exe, str(workdir / "orthanc.json")],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        _wait_port(self.port, self.proc, "Orthanc", 30)
+
+    def stop(self) -> None:
+        super().stop()
+        self._log.close()
