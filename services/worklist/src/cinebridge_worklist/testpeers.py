@@ -70,7 +70,7 @@ class FakeRis:
         ae.add_supported_context(ModalityWorklistInformationFind, self.transfer_syntaxes)
         ae.add_supported_context(Verification)
         ae.network_timeout = 30
-        handlers = [(evt.EVT_C_FIND, self._handle_find)]
+        handlers: list[Any] = [(evt.EVT_C_FIND, self._handle_find)]
         self._server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
         self.port = int(self._server.socket.getsockname()[1])
         return self
