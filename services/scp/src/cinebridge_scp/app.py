@@ -1,0 +1,90 @@
+"""Composition root of the Storage SCP: service context, index bridge, listeners."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+from cinebridge_common.logging import kv
+from cinebridge_common.service import ServiceContext
+
+from . import repository
+from .handlers import bindings
+from .ingest import IndexOutcome, Ingest, InstanceFacts
+from .listener import ScpListener, configure_pynetdicom
+from .receive import ReceiveConfig
+from .settings import ScpSettings
+
+log = logging.getLogger(__name__)
+
+
+def temp_dir(store_tmp: Path, instance_id: str) -> Path:
+    """This instance's receive directory on the media store's filesystem (renames stay atomic)."""
+    name = "scp-" + hashlib.sha256(instance_id.encode()).hexdigest()[:12]
+    path = store_tmp / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def remove_stale(path: Path, older_than_s: float = 60.0) -> int:
+    """Partial files of a previous run of this instance (crash mid-transfer)."""
+    removed = 0
+    for entry in path.iterdir():
+        if time.time() - entry.stat().st_mtime > older_than_s:
+            entry.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+class ScpApp:
+    """Runs until stopped; `listener` is set once the DICOM ports are open."""
+
+    def __init__(self, settings: ScpSettings, receive_config: ReceiveConfig | None = None) -> None:
+        self.settings = settings
+        self.receive_config = receive_config
+        self.listener: ScpListener | None = None
+        self.ctx: ServiceContext | None = None
+
+    async def run(self) -> None:
+        settings = self.settings
+        configure_pynetdicom()
+        async with ServiceContext("scp", settings) as ctx:
+            self.ctx = ctx
+            loop = asyncio.get_running_loop()
+
+            def index(facts: InstanceFacts) -> IndexOutcome:
+                # pynetdicom thread → event loop (STYLE: one small bridge).
+                coro = repository.index_instance(ctx.pool, facts, settings.scp_duplicates)
+                future = asyncio.run_coroutine_threadsafe(coro, loop)
+                try:
+                    return future.result(settings.scp_db_timeout_s)
+                except TimeoutError:
+                    future.cancel()
+                    raise
+
+            tmp = temp_dir(ctx.store.tmp, settings.instance_id)
+            if removed := remove_stale(tmp):
+                log.warning("stale partial files removed", extra=kv(count=removed))
+            config = self.receive_config or ReceiveConfig(tmp, settings.scp_max_instance_bytes)
+            ingest = Ingest(ctx.store, index, settings.scp_max_nesting_depth)
+            listener = ScpListener(settings, bindings(ingest), config)
+            listener.start()
+            ctx.stack.callback(listener.stop)
+            self.listener = listener
+            ctx.detail.update(
+                {"ae_title": settings.scp_ae_title, "ports": ",".join(map(str, listener.ports))}
+            )
+            ctx.spawn(self._report(ctx, listener), "scp-status")
+            await ctx.serve_forever()
+
+    async def _report(self, ctx: ServiceContext, listener: ScpListener) -> None:
+        while True:
+            ctx.detail.update(listener.status())
+            await asyncio.sleep(ctx.settings.heartbeat_interval_s)
+
+
+async def run(settings: ScpSettings) -> None:
+    await ScpApp(settings).run()

@@ -1,0 +1,214 @@
+"""From a received temp file to a stored, indexed instance, and the C-STORE status that says so.
+
+Order (PS3.4 B.2.2, DESIGN "rules that keep data safe"): check the dataset is complete and
+consistent with the command → fsync the file → rename it to a path built only from generated
+ids → fsync the directory → commit its row and outbox event → only then 0x0000. Every failure
+leaves no file and no row: 0x0110 (Table 24, processing failure: the data is at fault) or
+0xA700 (out of resources: disk, size limit, database; PS3.4 Table B.2-1, the peer retries).
+No NATS here: indexing is a callable supplied by the composition root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cinebridge_common.conformance import (
+    STATUS_OUT_OF_RESOURCES,
+    STATUS_PROCESSING_FAILURE,
+    STATUS_SUCCESS,
+)
+from cinebridge_common.logging import kv
+from cinebridge_common.store import MediaStore
+from cinebridge_common.uids import is_valid_uid
+from pydicom.charset import convert_encodings, decode_bytes
+
+from .receive import ReceiveFile
+from .walk import MalformedDataset, walk_file
+
+log = logging.getLogger(__name__)
+
+#: Top-level attributes we index (PS3.6 tags), read as raw bytes by the walker.
+TAGS: dict[str, tuple[int, int]] = {
+    "charset": (0x0008, 0x0005),
+    "sop_class_uid": (0x0008, 0x0016),
+    "sop_instance_uid": (0x0008, 0x0018),
+    "study_date": (0x0008, 0x0020),
+    "study_time": (0x0008, 0x0030),
+    "accession_number": (0x0008, 0x0050),
+    "modality": (0x0008, 0x0060),
+    "referring_physician": (0x0008, 0x0090),
+    "study_description": (0x0008, 0x1030),
+    "series_description": (0x0008, 0x103E),
+    "patient_name": (0x0010, 0x0010),
+    "patient_id": (0x0010, 0x0020),
+    "patient_birth_date": (0x0010, 0x0030),
+    "patient_sex": (0x0010, 0x0040),
+    "study_instance_uid": (0x0020, 0x000D),
+    "series_instance_uid": (0x0020, 0x000E),
+    "study_id": (0x0020, 0x0010),
+    "series_number": (0x0020, 0x0011),
+    "instance_number": (0x0020, 0x0013),
+    "number_of_frames": (0x0028, 0x0008),
+}
+UID_FIELDS = ("sop_class_uid", "sop_instance_uid", "study_instance_uid", "series_instance_uid")
+
+
+class Rejected(Exception):
+    """An instance refused with its C-STORE status (PS3.4 B.2.3) and the reason logged."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Command:
+    """What the C-STORE-RQ command set and the association say."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    calling_ae: str
+    source_address: str
+
+
+@dataclass(frozen=True)
+class InstanceFacts:
+    """Everything the index needs about one received instance."""
+
+    attrs: dict[str, str]
+    transfer_syntax_uid: str
+    calling_ae: str
+    source_address: str
+    rel_path: str
+    size: int
+    sha256: str
+
+    def __getitem__(self, key: str) -> str:
+        return self.attrs.get(key, "")
+
+
+@dataclass(frozen=True)
+class IndexOutcome:
+    instance_id: str
+    replaced_rel_path: str | None = None
+    kept_existing: bool = False
+
+
+Indexer = Callable[[InstanceFacts], IndexOutcome]
+
+
+def read_attributes(rf_path: str, size: int, max_depth: int) -> tuple[str, dict[str, str]]:
+    """Walk the whole file; return its transfer syntax and decoded index attributes."""
+    with open(rf_path, "rb") as fh:
+        result = walk_file(fh, size, set(TAGS.values()), max_depth)
+    raw = {name: result.values.get(tag, b"") for name, tag in TAGS.items()}
+    encodings = convert_encodings(
+        [t.strip() for t in raw["charset"].decode("ascii", "replace").split("\\")] or [""]
+    )
+    attrs: dict[str, str] = {}
+    for name, value in raw.items():
+        if name == "charset":
+            continue
+        if name in UID_FIELDS:
+            attrs[name] = value.rstrip(b"\x00 ").decode("ascii", "replace")
+        else:
+            text = decode_bytes(value, encodings, {0x5C, 0x3D, 0x5E})
+            attrs[name] = text.rstrip("\x00 ").strip()
+    return result.transfer_syntax, attrs
+
+
+def check_consistency(attrs: dict[str, str], command: Command) -> None:
+    """PS3.4 B.2.3 / PS3.7 9.1.1: the dataset must be the instance the command announces."""
+    for name in UID_FIELDS:
+        if not is_valid_uid(attrs[name]):
+            raise Rejected(STATUS_PROCESSING_FAILURE, f"{name} missing or not a valid UID")
+    if attrs["sop_class_uid"] != command.sop_class_uid:
+        raise Rejected(STATUS_PROCESSING_FAILURE, "SOP Class UID differs from the command")
+    if attrs["sop_instance_uid"] != command.sop_instance_uid:
+        raise Rejected(STATUS_PROCESSING_FAILURE, "SOP Instance UID differs from the command")
+
+
+class Ingest:
+    """Runs in pynetdicom's association thread, one C-STORE at a time per association."""
+
+    def __init__(self, store: MediaStore, index: Indexer, max_depth: int) -> None:
+        self.store = store
+        self.index = index
+        self.max_depth = max_depth
+
+    def store_instance(self, rf: ReceiveFile, command: Command) -> int:
+        """Return the C-STORE status; on anything but success nothing is left behind."""
+        rel_path: str | None = None
+        try:
+            if not rf.claim():
+                raise Rejected(STATUS_PROCESSING_FAILURE, "connection closed during receive")
+            if rf.error is not None:
+                failed = STATUS_PROCESSING_FAILURE
+                raise Rejected(STATUS_OUT_OF_RESOURCES if rf.out_of_resources else failed, rf.error)
+            facts, rel_path = self._commit_file(rf, command)
+            outcome = self._index(facts)
+        except Rejected as exc:
+            self._cleanup(rf, rel_path)
+            log.warning(
+                "store refused",
+                extra=kv(
+                    status=f"0x{exc.status:04X}", reason=exc.reason, calling_ae=command.calling_ae
+                ),
+            )
+            return exc.status
+        except BaseException:
+            self._cleanup(rf, rel_path)
+            raise
+        if outcome.kept_existing:
+            self.store.delete(facts.rel_path)  # keep-first: the earlier copy stays
+        elif outcome.replaced_rel_path:
+            with contextlib.suppress(Exception):
+                self.store.delete(outcome.replaced_rel_path)
+        log.info(
+            "stored",
+            extra=kv(
+                instance=outcome.instance_id,
+                size=facts.size,
+                sop_instance_uid=command.sop_instance_uid,
+                kept_existing=outcome.kept_existing,
+                replaced=outcome.replaced_rel_path is not None,
+            ),
+        )
+        return STATUS_SUCCESS
+
+    def _commit_file(self, rf: ReceiveFile, command: Command) -> tuple[InstanceFacts, str]:
+        try:
+            size, sha256 = rf.finish()
+        except OSError as exc:
+            raise Rejected(STATUS_OUT_OF_RESOURCES, f"fsync failed: {exc.strerror}") from exc
+        try:
+            ts, attrs = read_attributes(rf.name, size, self.max_depth)
+        except MalformedDataset as exc:
+            raise Rejected(STATUS_PROCESSING_FAILURE, f"malformed dataset: {exc}") from exc
+        check_consistency(attrs, command)
+        rel_path = self.store.new_relative("received", "dcm")
+        try:
+            self.store.commit_temp(rf.path, rel_path)
+        except OSError as exc:
+            raise Rejected(STATUS_OUT_OF_RESOURCES, f"commit failed: {exc.strerror}") from exc
+        facts = InstanceFacts(
+            attrs, ts, command.calling_ae, command.source_address, rel_path, size, sha256
+        )
+        return facts, rel_path
+
+    def _index(self, facts: InstanceFacts) -> IndexOutcome:
+        try:
+            return self.index(facts)
+        except Exception as exc:
+            # Database down or too slow: the peer must retry later (PS3.4 B.2.3, A7xx).
+            raise Rejected(STATUS_OUT_OF_RESOURCES, f"index failed: {exc!r}"[:300]) from exc
+
+    def _cleanup(self, rf: ReceiveFile, rel_path: str | None) -> None:
+        rf.discard_owned()
+        if rel_path is not None:
+            with contextlib.suppress(Exception):
+                self.store.delete(rel_path)

@@ -1,0 +1,172 @@
+"""Builds the Application Entity of Tables 19-25 and runs its listeners (plain and TLS)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import ssl
+import threading
+from typing import Any
+
+from cinebridge_common import conformance
+from cinebridge_common.logging import kv
+from cinebridge_common.uids import make_uid
+from pynetdicom import AE, _config, build_context
+from pynetdicom.presentation import PresentationContext
+
+from . import negotiation
+from .receive import ReceiveConfig, install
+from .server import Limits, ScpServer, parse_networks
+from .settings import ScpSettings
+
+log = logging.getLogger(__name__)
+
+#: PS3.7 D.3.3.2: our own implementation identity (the statement's belongs to VideoStation);
+#: UUID-derived (PS3.5 B.2) so it needs no registered root and never changes.
+IMPLEMENTATION_CLASS_UID = make_uid("cinebridge", "scp", "implementation-class")
+IMPLEMENTATION_VERSION_NAME = "CINEBRIDGE_01"
+
+#: Syntaxes we prefer last when a peer offers several in one context: Implicit VR LE loses the
+#: VRs, Big Endian is retired, Deflate costs both sides zlib time (peer-notes "Deflate"). The
+#: rest keep Table 23's order after Explicit VR Little Endian, so a peer's file is kept as is.
+_LAST = (
+    conformance.IMPLICIT_VR_LITTLE_ENDIAN,
+    conformance.EXPLICIT_VR_BIG_ENDIAN,
+    conformance.DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+)
+
+
+def preferred_transfer_syntaxes() -> list[str]:
+    table = [uid for _, uid in conformance.SCP_TRANSFER_SYNTAXES]
+    first = [conformance.EXPLICIT_VR_LITTLE_ENDIAN]
+    middle = [uid for uid in table if uid not in first and uid not in _LAST]
+    return first + middle + list(_LAST)
+
+
+def supported_contexts() -> list[PresentationContext]:
+    """Table 22: Verification with ILE; every storage class with every Table 23 syntax, SCP."""
+    syntaxes = preferred_transfer_syntaxes()
+    contexts = [
+        build_context(
+            conformance.VERIFICATION_SOP_CLASS[1], [conformance.IMPLICIT_VR_LITTLE_ENDIAN]
+        )
+    ]
+    contexts += [build_context(uid, syntaxes) for _, uid in conformance.STORAGE_SOP_CLASSES]
+    return contexts
+
+
+def tls_context(settings: ScpSettings) -> ssl.SSLContext:
+    """PS3.15 B.12 (BCP 195): TLS 1.2 or later, certificates from files."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    assert settings.scp_tls_cert is not None and settings.scp_tls_key is not None
+    ctx.load_cert_chain(settings.scp_tls_cert, settings.scp_tls_key)
+    if settings.scp_tls_client_ca is not None:
+        ctx.load_verify_locations(settings.scp_tls_client_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def configure_pynetdicom() -> None:
+    """Process-wide pynetdicom switches (the SCP runs alone in its process)."""
+    _config.UNRESTRICTED_STORAGE_SERVICE = True  # private Table 22 classes are storage too
+    _config.LOG_REQUEST_IDENTIFIERS = False  # no patient data in logs (STYLE)
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    _config.LOG_HANDLER_LEVEL = "none"
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    install()
+    negotiation.install()
+
+
+class ScpListener:
+    """One AE, one or two servers (plain on scp_port, TLS on scp_tls_port)."""
+
+    def __init__(
+        self, settings: ScpSettings, handlers: list[Any], receive_config: ReceiveConfig
+    ) -> None:
+        self.settings = settings
+        self.handlers = handlers
+        self.receive_config = receive_config
+        self.servers: list[ScpServer] = []
+        self.ae = self._build_ae()
+        self.contexts = supported_contexts()
+
+    def _build_ae(self) -> AE:
+        s = self.settings
+        ae = AE(ae_title=s.scp_ae_title)
+        ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
+        ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+        ae.maximum_pdu_size = s.scp_max_pdu
+        ae.maximum_associations = s.effective_max_associations()
+        ae.acse_timeout = s.scp_acse_timeout_s
+        ae.dimse_timeout = s.scp_dimse_timeout_s
+        ae.network_timeout = s.scp_network_timeout_s
+        ae.require_called_aet = s.scp_require_called_ae
+        ae.require_calling_aet = list(s.scp_allowed_calling_ae_titles)
+        return ae
+
+    def _limits(self) -> Limits:
+        s = self.settings
+        return Limits(
+            max_pdu=s.scp_max_pdu,
+            acse_timeout_s=s.scp_acse_timeout_s,
+            network_timeout_s=s.scp_network_timeout_s,
+            pdu_timeout_s=s.scp_pdu_timeout_s,
+            max_pending=s.scp_max_pending_connections,
+            allowed_networks=parse_networks(s.scp_allowed_addresses),
+        )
+
+    def start(self) -> None:
+        s = self.settings
+        self._serve((s.scp_host, s.scp_port), None)
+        if s.tls_enabled:
+            self._serve((s.scp_host, s.scp_tls_port), tls_context(s))
+        log.info(
+            "listening",
+            extra=kv(
+                ae_title=s.scp_ae_title,
+                host=s.scp_host,
+                ports=",".join(str(p) for p in self.ports),
+                max_pdu=s.scp_max_pdu,
+                max_associations=self.ae.maximum_associations,
+            ),
+        )
+
+    def _serve(self, address: tuple[str, int], tls: ssl.SSLContext | None) -> None:
+        server = ScpServer(
+            self.ae,
+            address,
+            self.settings.scp_ae_title,
+            self.contexts,
+            self._limits(),
+            self.receive_config,
+            ssl_context=tls,
+            evt_handlers=self.handlers,
+        )
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.5},
+            name=f"scp-listener-{address[1]}",
+            daemon=True,
+        )
+        thread.start()
+        self.ae._servers.append(server)
+        self.servers.append(server)
+
+    @property
+    def ports(self) -> list[int]:
+        return [int(server.server_address[1]) for server in self.servers]
+
+    def stop(self) -> None:
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                for assoc in server.active_associations:
+                    assoc.abort()
+            with contextlib.suppress(Exception):
+                server.shutdown()
+        self.servers.clear()
+
+    def status(self) -> dict[str, str]:
+        active = sum(len(s.active_associations) for s in self.servers)
+        pending = sum(s.pending_connections for s in self.servers)
+        return {"associations": str(active), "pending_connections": str(pending)}

@@ -1,0 +1,80 @@
+"""Settings of the Storage SCP: `CB_SCP_*` on top of the common `CB_*` settings."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+from typing import Literal, Self
+
+from cinebridge_common import conformance
+from cinebridge_common.settings import ServiceSettings, is_loopback_host
+from pydantic import model_validator
+
+
+class ScpSettings(ServiceSettings):
+    """Where the SCP listens, whom it accepts, and how every input is bounded."""
+
+    #: Called AE title of the Storage Server (Table 25 leaves it empty; see README).
+    scp_ae_title: str = conformance.DEFAULT_SCP_AE_TITLE
+    #: Loopback in development; compose sets 0.0.0.0.
+    scp_host: str = "127.0.0.1"
+    scp_port: int = conformance.DEV_SCP_PORT
+    #: Refuse associations whose Called AE is not `scp_ae_title` (A-ASSOCIATE-RJ 1/1/7).
+    scp_require_called_ae: bool = True
+    #: 0 = limited by resources: a quarter of the open-files limit.
+    scp_max_associations: int = 0
+    #: Connections that have not yet sent their A-ASSOCIATE-RQ (each costs one idle thread).
+    scp_max_pending_connections: int = 1000
+    #: Largest P-DATA-TF PDU we accept (our Maximum Length Received, PS3.8 D.1). Bigger PDUs
+    #: mean fewer round trips through Python; a PDU announcing more aborts the association.
+    scp_max_pdu: int = 4 * 1024 * 1024
+    #: ARTIM: time from TCP accept to a complete A-ASSOCIATE-RQ, and for the release.
+    scp_acse_timeout_s: float = 30.0
+    #: Time to wait for the next DIMSE message of an association.
+    scp_dimse_timeout_s: float = 60.0
+    #: Idle time without any PDU before the association is dropped.
+    scp_network_timeout_s: float = 60.0
+    #: Total time allowed to receive one PDU once its first byte arrived (drops slow-drip peers;
+    #: 4 MiB in 120 s is 35 KB/s).
+    scp_pdu_timeout_s: float = 120.0
+    #: Sequence nesting depth beyond which a dataset is refused (DCMTK's default).
+    scp_max_nesting_depth: int = 64
+    #: Largest instance accepted (bytes); bigger ones are refused with 0xA700.
+    scp_max_instance_bytes: int = 64 * 1024**3
+    #: What a second copy of a stored SOP Instance UID does.
+    scp_duplicates: Literal["replace", "keep-first"] = "replace"
+    #: Allow-lists (empty = anyone). Others are rejected with A-ASSOCIATE-RJ and a logged reason.
+    scp_allowed_calling_ae_titles: list[str] = []
+    scp_allowed_addresses: list[str] = []
+    #: DICOM TLS (PS3.15 B.12): enabled when a certificate and key are given.
+    scp_tls_port: int = conformance.DEFAULT_SCP_TLS_PORT
+    scp_tls_cert: Path | None = None
+    scp_tls_key: Path | None = None
+    #: CA bundle for client certificates; when set, clients must present a trusted certificate.
+    scp_tls_client_ca: Path | None = None
+    #: Time allowed for PostgreSQL to index one instance before answering 0xA700.
+    scp_db_timeout_s: float = 15.0
+
+    def bound_beyond_loopback(self) -> bool:
+        return super().bound_beyond_loopback() or not is_loopback_host(self.scp_host)
+
+    def effective_max_associations(self) -> int:
+        if self.scp_max_associations > 0:
+            return self.scp_max_associations
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        return max(16, soft // 4) if soft > 0 else 1024
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.scp_tls_cert is not None and self.scp_tls_key is not None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        title = self.scp_ae_title
+        if not title.strip() or len(title) > 16 or "\\" in title or not title.isascii():
+            raise ValueError("CB_SCP_AE_TITLE must be 1-16 ASCII characters without backslash")
+        if not 4096 <= self.scp_max_pdu <= 256 * 1024 * 1024:
+            raise ValueError("CB_SCP_MAX_PDU must be between 4096 and 268435456 bytes")
+        if (self.scp_tls_cert is None) != (self.scp_tls_key is None):
+            raise ValueError("CB_SCP_TLS_CERT and CB_SCP_TLS_KEY must be set together")
+        return self

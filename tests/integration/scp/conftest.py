@@ -1,0 +1,286 @@
+"""A real Storage SCP (ScpApp.run) on a free port, plus instances made with pydicom/ffmpeg."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    MPEG4HP41,
+    generate_uid,
+)
+from pynetdicom import AE, build_context
+
+from cinebridge_common.embedded import free_port
+from cinebridge_common.testing import require_tool
+from cinebridge_scp.app import ScpApp
+from cinebridge_scp.receive import ReceiveConfig
+from cinebridge_scp.settings import ScpSettings
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+SC = "1.2.840.10008.5.1.4.1.1.7"
+VIDEO_ENDOSCOPIC = "1.2.840.10008.5.1.4.1.1.77.1.1.1"
+ECHO = "1.2.840.10008.1.1"
+
+
+@dataclass
+class RunningScp:
+    app: ScpApp
+    port: int
+    ae_title: str
+    media_root: Path
+    pool: asyncpg.Pool
+    settings: ScpSettings
+
+    async def rows(self) -> dict[str, int]:
+        row = await self.pool.fetchrow(
+            """SELECT (SELECT count(*) FROM received_studies) AS studies,
+                      (SELECT count(*) FROM received_series) AS series,
+                      (SELECT count(*) FROM received_instances) AS instances,
+                      (SELECT count(*) FROM outbox WHERE subject = 'cb.evt.instance.received')
+                          AS events"""
+        )
+        assert row is not None
+        return dict(row)
+
+    def stored_files(self) -> list[Path]:
+        return sorted(p for p in (self.media_root / "received").rglob("*") if p.is_file())
+
+    def temp_files(self) -> list[Path]:
+        return sorted(p for p in (self.media_root / ".tmp").rglob("*") if p.is_file())
+
+    def echo(self, timeout_s: float = 5.0) -> int:
+        """C-ECHO with pynetdicom; returns the status (or -1 when not associated)."""
+        ae = AE(ae_title="ECHOSCU")
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
+        ae.add_requested_context(ECHO)
+        assoc = ae.associate("127.0.0.1", self.port, ae_title=self.ae_title)
+        if not assoc.is_established:
+            return -1
+        try:
+            status = assoc.send_c_echo()
+            return int(status.Status) if status else -1
+        finally:
+            assoc.release()
+
+
+def scp_settings(nats_url: str, database_url: str, media_root: Path, **extra: Any) -> ScpSettings:
+    values: dict[str, Any] = {
+        "nats_url": nats_url,
+        "database_url": database_url,
+        "media_root": media_root,
+        "scp_port": free_port(),
+        "health_port": 0,
+        "instance_id": "scp-test",
+        "heartbeat_interval_s": 1.0,
+    }
+    values.update(extra)
+    return ScpSettings(**values)
+
+
+async def start_scp(
+    settings: ScpSettings, receive_config: Callable[[Path], ReceiveConfig] | None = None
+) -> tuple[ScpApp, asyncio.Task[None]]:
+    app = ScpApp(settings)
+    if receive_config is not None:
+        tmp = settings.media_root / ".tmp" / "scp-injected"
+        tmp.mkdir(parents=True, exist_ok=True)
+        app.receive_config = receive_config(tmp)
+    task = asyncio.create_task(app.run())
+    for _ in range(300):
+        if app.listener is not None or task.done():
+            break
+        await asyncio.sleep(0.05)
+    if task.done():
+        task.result()
+    assert app.listener is not None, "SCP did not start within 15 s"
+    return app, task
+
+
+async def stop_scp(app: ScpApp, task: asyncio.Task[None]) -> None:
+    assert app.ctx is not None
+    app.ctx.stop.set()
+    await asyncio.wait_for(task, 20)
+
+
+@pytest.fixture
+def scp_factory(
+    nats_url: str, database_url: str, tmp_path: Path, db_pool: asyncpg.Pool
+) -> Callable[..., Any]:
+    """`async with scp_factory(**settings) as scp:` a running SCP; stopped on exit."""
+
+    class _Runner:
+        def __init__(self, receive_config: Callable[[Path], ReceiveConfig] | None = None,
+                     **extra: Any) -> None:
+            self.settings = scp_settings(nats_url, database_url, tmp_path / "media", **extra)
+            self.receive_config = receive_config
+
+        async def __aenter__(self) -> RunningScp:
+            self.app, self.task = await start_scp(self.settings, self.receive_config)
+            return RunningScp(self.app, self.settings.scp_port, self.settings.scp_ae_title,
+                              self.settings.media_root, db_pool, self.settings)
+
+        async def __aexit__(self, *exc: object) -> None:
+            await stop_scp(self.app, self.task)
+
+    return _Runner
+
+
+@pytest.fixture
+async def scp(scp_factory: Callable[..., Any]) -> AsyncIterator[RunningScp]:
+    async with scp_factory() as running:
+        yield running
+
+
+# ---------------------------------------------------------------- instances for the tests
+
+
+def base_dataset(sop_class: str, *, study: str | None = None, series: str | None = None,
+                 patient: str = "Doe^Jane", patient_id: str = "PID-1") -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = study or generate_uid()
+    ds.SeriesInstanceUID = series or generate_uid()
+    ds.PatientName = patient
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = "19700101"
+    ds.PatientSex = "F"
+    ds.StudyDate = "20261129"
+    ds.StudyTime = "080000"
+    ds.AccessionNumber = "ACC1"
+    ds.StudyDescription = "Colonoscopy"
+    ds.Modality = "ES"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    return ds
+
+
+def save(ds: Dataset, path: Path, transfer_syntax: str) -> Path:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = transfer_syntax
+    ds.file_meta = meta
+    ds.save_as(path, enforce_file_format=True,
+               implicit_vr=transfer_syntax == ImplicitVRLittleEndian, little_endian=True)
+    return path
+
+
+def make_ct(path: Path, *, size: int = 256, ts: str = ExplicitVRLittleEndian,
+            **kw: Any) -> Path:
+    ds = base_dataset(CT, **kw)
+    ds.Modality = "CT"
+    ds.Rows = ds.Columns = size
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.PixelData = os.urandom(size * size * 2)
+    return save(ds, path, ts)
+
+
+def ffmpeg(*args: str) -> None:
+    exe = require_tool("ffmpeg")
+    subprocess.run([exe, "-hide_banner", "-loglevel", "error", "-y", *args], check=True,
+                   timeout=60)
+
+
+def make_jpeg_sc(path: Path, **kw: Any) -> Path:
+    jpg = path.with_suffix(".jpg")
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240", "-frames:v", "1", str(jpg))
+    ds = base_dataset(SC, **kw)
+    ds.Modality = "OT"
+    ds.ConversionType = "WSD"
+    ds.Rows, ds.Columns = 240, 320
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.PlanarConfiguration = 0
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = encapsulate([jpg.read_bytes()])
+    ds["PixelData"].VR = "OB"
+    jpg.unlink()
+    return save(ds, path, JPEGBaseline8Bit)
+
+
+def make_video(path: Path, seconds: float = 1.0, **kw: Any) -> Path:
+    """Video Endoscopic Image with an H.264 High@4.1 elementary stream (PS3.5 8.2.8)."""
+    h264 = path.with_suffix(".h264")
+    ffmpeg("-f", "lavfi", "-i", f"testsrc=size=640x480:rate=25:duration={seconds}",
+           "-c:v", "libx264", "-profile:v", "high", "-level", "4.1", "-pix_fmt", "yuv420p",
+           "-preset", "ultrafast", "-f", "h264", str(h264))
+    ds = base_dataset(VIDEO_ENDOSCOPIC, **kw)
+    ds.Rows, ds.Columns = 480, 640
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "YBR_PARTIAL_420"
+    ds.PlanarConfiguration = 0
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.NumberOfFrames = int(25 * seconds)
+    ds.FrameTime = 40.0
+    ds.CineRate = 25
+    ds.PixelData = encapsulate([h264.read_bytes()], has_bot=False)
+    ds["PixelData"].VR = "OB"
+    h264.unlink()
+    return save(ds, path, MPEG4HP41)
+
+
+def dataset_bytes(path: Path) -> bytes:
+    """The dataset part of a Part 10 file (everything after the file meta group)."""
+    with open(path, "rb") as fh:
+        ds = pydicom.dcmread(fh, stop_before_pixels=True)
+        assert ds.file_meta is not None
+    data = path.read_bytes()
+    meta_end = 132 + 12 + int(ds.file_meta.FileMetaInformationGroupLength)
+    return data[meta_end:]
+
+
+def pynetdicom_store(port: int, ae_title: str, paths: list[Path], **assoc_kw: Any) -> list[int]:
+    """C-STORE each file with pynetdicom; returns the statuses (-1 = no response)."""
+    ae = AE(ae_title="PYSCU")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    datasets = [pydicom.dcmread(p) for p in paths]
+    seen: dict[tuple[str, str], None] = {}
+    for ds in datasets:
+        seen[(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)] = None
+    contexts = [build_context(sop, [ts]) for sop, ts in seen]
+    assoc = ae.associate("127.0.0.1", port, contexts=contexts, ae_title=ae_title, **assoc_kw)
+    assert assoc.is_established, "association refused"
+    statuses = []
+    try:
+        for ds in datasets:
+            rsp = assoc.send_c_store(ds)
+            statuses.append(int(rsp.Status) if rsp else -1)
+    finally:
+        assoc.release()
+    return statuses
+
+
+@pytest.fixture
+def dicom() -> Any:
+    """The instance makers and helpers above, for test modules (importlib mode: no imports)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        CT=CT, SC=SC, VIDEO_ENDOSCOPIC=VIDEO_ENDOSCOPIC, ECHO=ECHO,
+        base_dataset=base_dataset, save=save, make_ct=make_ct, make_jpeg_sc=make_jpeg_sc,
+        make_video=make_video, dataset_bytes=dataset_bytes, store=pynetdicom_store,
+        ffmpeg=ffmpeg,
+    )
