@@ -129,3 +129,9 @@ class Tools:
 @pytest.fixture
 def tools() -> type[Tools]:
     return Tools
+
+
+@pytest.fixture
+def base_study() -> mwl.StudyInfo:
+    """An unscheduled study (no worklist item) created 2026-11-29 08:15:30.25 UTC."""
+    return STUDY

@@ -125,8 +125,10 @@ def _equipment_and_series(ds: Dataset, ident: Identity, station: Station, sop_cl
         ds.Modality = modality  # the VL IODs fix it (PS3.3 C.8.12.x); the worklist's is for SC
     ds.SeriesInstanceUID = ident.series_instance_uid
     ds.SeriesNumber = ident.series_number
-    if sop_class == SC:
-        ds.Laterality = ""  # statement Table 32: always empty (see docs/conformance-notes.md)
+    if sop_class in (SC, VL_ENDOSCOPIC, VL_PHOTOGRAPHIC):
+        # Statement Table 32: always empty, the body part is unknown at capture; dciodvfy wants
+        # it (2C) in the still IODs and warns that empty means unknown (conformance-notes.md).
+        ds.Laterality = ""
     ds.SeriesDate = ident.content_time.strftime("%Y%m%d")
     ds.SeriesTime = ident.content_time.strftime("%H%M%S")
     ds.SeriesDescription = ident.series_description[:64]
