@@ -13,22 +13,21 @@ from typing import Any
 import asyncpg
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
-from pydicom.uid import (
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEGBaseline8Bit,
-    MPEG4HP41,
-    generate_uid,
-)
-from pynetdicom import AE, build_context
-
 from cinebridge_common.embedded import free_port
 from cinebridge_common.testing import require_tool
 from cinebridge_scp.app import ScpApp
 from cinebridge_scp.receive import ReceiveConfig
 from cinebridge_scp.settings import ScpSettings
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import (
+    MPEG4HP41,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    generate_uid,
+)
+from pynetdicom import AE, build_context
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 SC = "1.2.840.10008.5.1.4.1.1.7"
@@ -123,15 +122,22 @@ def scp_factory(
     """`async with scp_factory(**settings) as scp:` a running SCP; stopped on exit."""
 
     class _Runner:
-        def __init__(self, receive_config: Callable[[Path], ReceiveConfig] | None = None,
-                     **extra: Any) -> None:
+        def __init__(
+            self, receive_config: Callable[[Path], ReceiveConfig] | None = None, **extra: Any
+        ) -> None:
             self.settings = scp_settings(nats_url, database_url, tmp_path / "media", **extra)
             self.receive_config = receive_config
 
         async def __aenter__(self) -> RunningScp:
             self.app, self.task = await start_scp(self.settings, self.receive_config)
-            return RunningScp(self.app, self.settings.scp_port, self.settings.scp_ae_title,
-                              self.settings.media_root, db_pool, self.settings)
+            return RunningScp(
+                self.app,
+                self.settings.scp_port,
+                self.settings.scp_ae_title,
+                self.settings.media_root,
+                db_pool,
+                self.settings,
+            )
 
         async def __aexit__(self, *exc: object) -> None:
             await stop_scp(self.app, self.task)
@@ -148,8 +154,14 @@ async def scp(scp_factory: Callable[..., Any]) -> AsyncIterator[RunningScp]:
 # ---------------------------------------------------------------- instances for the tests
 
 
-def base_dataset(sop_class: str, *, study: str | None = None, series: str | None = None,
-                 patient: str = "Doe^Jane", patient_id: str = "PID-1") -> Dataset:
+def base_dataset(
+    sop_class: str,
+    *,
+    study: str | None = None,
+    series: str | None = None,
+    patient: str = "Doe^Jane",
+    patient_id: str = "PID-1",
+) -> Dataset:
     ds = Dataset()
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = generate_uid()
@@ -175,13 +187,16 @@ def save(ds: Dataset, path: Path, transfer_syntax: str) -> Path:
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = transfer_syntax
     ds.file_meta = meta
-    ds.save_as(path, enforce_file_format=True,
-               implicit_vr=transfer_syntax == ImplicitVRLittleEndian, little_endian=True)
+    ds.save_as(
+        path,
+        enforce_file_format=True,
+        implicit_vr=transfer_syntax == ImplicitVRLittleEndian,
+        little_endian=True,
+    )
     return path
 
 
-def make_ct(path: Path, *, size: int = 256, ts: str = ExplicitVRLittleEndian,
-            **kw: Any) -> Path:
+def make_ct(path: Path, *, size: int = 256, ts: str = ExplicitVRLittleEndian, **kw: Any) -> Path:
     ds = base_dataset(CT, **kw)
     ds.Modality = "CT"
     ds.Rows = ds.Columns = size
@@ -196,8 +211,7 @@ def make_ct(path: Path, *, size: int = 256, ts: str = ExplicitVRLittleEndian,
 
 def ffmpeg(*args: str) -> None:
     exe = require_tool("ffmpeg")
-    subprocess.run([exe, "-hide_banner", "-loglevel", "error", "-y", *args], check=True,
-                   timeout=60)
+    subprocess.run([exe, "-hide_banner", "-loglevel", "error", "-y", *args], check=True, timeout=60)
 
 
 def make_jpeg_sc(path: Path, **kw: Any) -> Path:
@@ -222,9 +236,25 @@ def make_jpeg_sc(path: Path, **kw: Any) -> Path:
 def make_video(path: Path, seconds: float = 1.0, **kw: Any) -> Path:
     """Video Endoscopic Image with an H.264 High@4.1 elementary stream (PS3.5 8.2.8)."""
     h264 = path.with_suffix(".h264")
-    ffmpeg("-f", "lavfi", "-i", f"testsrc=size=640x480:rate=25:duration={seconds}",
-           "-c:v", "libx264", "-profile:v", "high", "-level", "4.1", "-pix_fmt", "yuv420p",
-           "-preset", "ultrafast", "-f", "h264", str(h264))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc=size=640x480:rate=25:duration={seconds}",
+        "-c:v",
+        "libx264",
+        "-profile:v",
+        "high",
+        "-level",
+        "4.1",
+        "-pix_fmt",
+        "yuv420p",
+        "-preset",
+        "ultrafast",
+        "-f",
+        "h264",
+        str(h264),
+    )
     ds = base_dataset(VIDEO_ENDOSCOPIC, **kw)
     ds.Rows, ds.Columns = 480, 640
     ds.SamplesPerPixel = 3
@@ -279,8 +309,16 @@ def dicom() -> Any:
     from types import SimpleNamespace
 
     return SimpleNamespace(
-        CT=CT, SC=SC, VIDEO_ENDOSCOPIC=VIDEO_ENDOSCOPIC, ECHO=ECHO,
-        base_dataset=base_dataset, save=save, make_ct=make_ct, make_jpeg_sc=make_jpeg_sc,
-        make_video=make_video, dataset_bytes=dataset_bytes, store=pynetdicom_store,
+        CT=CT,
+        SC=SC,
+        VIDEO_ENDOSCOPIC=VIDEO_ENDOSCOPIC,
+        ECHO=ECHO,
+        base_dataset=base_dataset,
+        save=save,
+        make_ct=make_ct,
+        make_jpeg_sc=make_jpeg_sc,
+        make_video=make_video,
+        dataset_bytes=dataset_bytes,
+        store=pynetdicom_store,
         ffmpeg=ffmpeg,
     )
