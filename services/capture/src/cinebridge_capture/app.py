@@ -1,0 +1,65 @@
+"""Composition root of one capture process (one room): context, room, RPC, preview, recovery."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from cinebridge_common.logging import kv
+from cinebridge_common.messages.base import Message, Reply
+from cinebridge_common.service import ServiceContext
+
+from .handlers import RPC_HANDLERS, Deps, Handler
+from .preview import PreviewServer, PreviewWorker
+from .recovery import recover_recordings
+from .room import Room
+from .settings import CaptureSettings
+
+log = logging.getLogger(__name__)
+
+
+async def run(settings: CaptureSettings) -> None:
+    room_name = settings.capture_room
+    async with ServiceContext("capture", settings, room=room_name) as ctx:
+
+        async def emit(msg: Message) -> None:
+            await ctx.bus.publish_core(msg)  # state changes: the next one supersedes it
+
+        room = Room(settings, ctx.pool, ctx.store, emit)
+        recovered = await recover_recordings(room)
+        if recovered:
+            log.info("recordings recovered", extra=kv(room=room_name, count=recovered))
+        await room.start()
+        ctx.stack.push_async_callback(room.close)
+
+        worker = PreviewWorker(
+            room.pipelines,
+            settings.capture_preview_fps,
+            settings.capture_preview_width,
+            settings.capture_preview_quality,
+            settings.capture_thumbnail_interval_s,
+        )
+        worker.start()
+        ctx.stack.callback(worker.close)
+        preview = PreviewServer(
+            worker, settings.capture_preview_host, settings.capture_preview_port
+        )
+        await preview.start()
+        ctx.stack.push_async_callback(preview.stop)
+        ctx.detail.update(room=room_name, preview=preview.url, sources=",".join(room.pipelines))
+
+        deps = Deps(room, preview.url)
+        for request_type, handler in RPC_HANDLERS:
+            subject = request_type.subject.format(room=room_name)
+            await ctx.bus.serve(request_type, _bind(handler, deps), subject=subject)
+        ctx.spawn(room.supervise(ctx.stop), "supervise")
+        log.info("room ready", extra=kv(room=room_name, preview=preview.url))
+        await ctx.serve_forever()
+
+
+def _bind(handler: Handler, deps: Deps) -> Callable[[Any], Awaitable[Reply]]:
+    async def serve(msg: Any) -> Reply:
+        return await handler(msg, deps)
+
+    return serve

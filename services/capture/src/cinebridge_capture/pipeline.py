@@ -1,0 +1,413 @@
+"""One source's capture pipeline: reader thread, encoder thread, pre-record ring, recording.
+
+The reader thread opens the source (reopening it with backoff after a drop-out), keeps the
+latest frame for snapshots and preview, and hands frames to the encoder thread through a bounded
+queue (a full queue drops the frame and counts it, so a slow encoder never stalls the source) or,
+for a pass-through recording, writes the source's own packets. No asyncio and no NATS here: the
+room controller calls in from worker threads and is told about state changes by a callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+from cinebridge_common.logging import kv
+
+from .encoding import EncoderSettings, Mode, VideoEncoder, passthrough_ok, recording_format
+from .recorder import RecordingWriter
+from .ring import PacketRing
+from .settings import SourceConfig
+from .sources import Captured, FrameSource, SourceUnavailable, StreamInfo, open_source
+
+log = logging.getLogger(__name__)
+
+StateCallback = Callable[[str, str, str | None], None]  # (state, detail, recording_id)
+
+
+class NoSignal(RuntimeError):
+    """The source delivers no frames right now."""
+
+
+class AlreadyRecording(RuntimeError):
+    """The source is already recording (one recording per source at a time)."""
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    encoder: EncoderSettings = field(default_factory=EncoderSettings)
+    passthrough: bool = True
+    prerecord_s: float = 0.0
+    signal_timeout_s: float = 2.0
+    open_timeout_s: float = 5.0
+    reconnect_max_s: float = 10.0
+    fsync_interval_s: float = 2.0
+    queue_frames: int = 30
+
+
+@dataclass
+class ActiveRecording:
+    recording_id: str
+    path: Path
+    mode: Mode
+    passthrough: bool
+    started: float
+    writer: RecordingWriter | None = None
+    stopping: bool = False
+    broken: str | None = None
+
+
+@dataclass(frozen=True)
+class FinishedRecording:
+    recording_id: str
+    path: Path
+    mode: Mode
+    passthrough: bool
+    frames: int
+    duration_s: float
+    width: int
+    height: int
+    fps: float
+    reason: str | None
+
+
+@dataclass
+class _Flush:
+    done: threading.Event
+    final: bool
+
+
+class Rate:
+    """Events per second over the last whole second."""
+
+    def __init__(self) -> None:
+        self.count, self.window, self.value = 0, time.monotonic(), 0.0
+
+    def tick(self, now: float) -> None:
+        self.count += 1
+        if now - self.window >= 1.0:
+            self.value = self.count / (now - self.window)
+            self.count, self.window = 0, now
+
+
+@dataclass
+class SourceStats:
+    frames_in: int = 0
+    frames_encoded: int = 0
+    dropped: int = 0
+    encoder_lag_s: float = 0.0
+    reconnects: int = 0
+    fps_in: Rate = field(default_factory=Rate)
+    fps_encoded: Rate = field(default_factory=Rate)
+
+
+class SourcePipeline:
+    def __init__(
+        self, config: SourceConfig, options: PipelineOptions, mode: Mode, on_state: StateCallback
+    ) -> None:
+        self.config = config
+        self.options = options
+        self.mode = mode
+        self.on_state = on_state
+        self.stats = SourceStats()
+        self.state = "starting"
+        self.detail = ""
+        self.info: StreamInfo | None = None
+        self._lock = threading.RLock()
+        self._latest: tuple[av.VideoFrame, float] | None = None
+        self._rec: ActiveRecording | None = None
+        self._passthrough = False
+        self._ring = PacketRing(options.prerecord_s) if options.prerecord_s > 0 else None
+        self._queue: queue.Queue[tuple[av.VideoFrame, float] | _Flush | None] = queue.Queue(
+            options.queue_frames
+        )
+        self._stopping = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._read_loop, name=f"read-{config.name}", daemon=True),
+            threading.Thread(target=self._encode_loop, name=f"enc-{config.name}", daemon=True),
+        ]
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def close(self) -> None:
+        self._stopping.set()
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=2)
+        for thread in self._threads:
+            thread.join(timeout=self.options.open_timeout_s + 3)
+
+    # -- what the room asks ------------------------------------------------------------
+    @property
+    def signal(self) -> bool:
+        latest = self._latest
+        return latest is not None and time.monotonic() - latest[1] < self.options.signal_timeout_s
+
+    def no_signal_for(self) -> float:
+        """Seconds since the last frame (0 while frames arrive)."""
+        latest = self._latest
+        if latest is None:
+            return 0.0
+        age = time.monotonic() - latest[1]
+        return age if age >= self.options.signal_timeout_s else 0.0
+
+    def latest_frame(self) -> av.VideoFrame:
+        latest = self._latest
+        if latest is None or time.monotonic() - latest[1] >= self.options.signal_timeout_s:
+            raise NoSignal(f"source {self.config.name} has no signal")
+        return latest[0]
+
+    @property
+    def recording(self) -> ActiveRecording | None:
+        return self._rec
+
+    def start_recording(self, recording_id: str, path: Path, mode: Mode) -> ActiveRecording:
+        with self._lock:
+            if self._rec is not None:
+                raise AlreadyRecording(f"source {self.config.name} is already recording")
+            if self.info is None or not self.signal:
+                raise NoSignal(f"source {self.config.name} has no signal")
+            if mode != self.mode:
+                self.mode = mode
+                self._passthrough = self._can_pass_through(self.info)
+                if self._ring is not None:
+                    self._ring.clear()
+            self._rec = ActiveRecording(
+                recording_id, path, mode, self._passthrough, time.monotonic()
+            )
+        self._set_state("recording", "", recording_id)
+        return self._rec
+
+    def stop_recording(self, reason: str | None = None) -> FinishedRecording | None:
+        """Finish the recording (queued frames included); None when no frame was written."""
+        with self._lock:
+            rec = self._rec
+            if rec is None:
+                return None
+            rec.stopping = True
+        if not rec.passthrough:
+            done = threading.Event()
+            with contextlib.suppress(queue.Full):
+                self._queue.put(_Flush(done, final=self._ring is None), timeout=5)
+                done.wait(timeout=10)
+        with self._lock:
+            self._rec = None
+        self._set_state("idle" if self.signal else "no-signal", reason or "", None)
+        if rec.writer is None:
+            with contextlib.suppress(FileNotFoundError):
+                rec.path.unlink()
+            return None
+        rec.writer.close()
+        w = rec.writer
+        return FinishedRecording(
+            rec.recording_id,
+            rec.path,
+            rec.mode,
+            rec.passthrough,
+            w.frames,
+            w.duration_s,
+            w.width,
+            w.height,
+            float(w.fps),
+            reason or rec.broken,
+        )
+
+    # -- reader thread -----------------------------------------------------------------
+    def _read_loop(self) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                source = open_source(
+                    self.config, self.options.open_timeout_s, self.options.signal_timeout_s
+                )
+            except SourceUnavailable as exc:
+                self._set_state("no-signal", str(exc), self._rec_id())
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, self.options.reconnect_max_s)
+                continue
+            backoff = 0.5
+            self._on_open(source.info)
+            try:
+                self._pump(source)
+            except SourceUnavailable as exc:
+                if not self._stopping.is_set():
+                    log.warning("source lost", extra=kv(source=self.config.name, reason=str(exc)))
+                    self._set_state("no-signal", str(exc), self._rec_id())
+            except Exception as exc:
+                log.exception("source failed", extra=kv(source=self.config.name))
+                self._set_state("error", repr(exc), self._rec_id())
+                self._stopping.wait(backoff)
+            finally:
+                source.close()
+            self.stats.reconnects += 1
+
+    def _on_open(self, info: StreamInfo) -> None:
+        with self._lock:
+            previous, self.info = self.info, info
+            passthrough, self._passthrough = self._passthrough, self._can_pass_through(info)
+            if self._ring is not None and passthrough != self._passthrough:
+                self._ring.clear()  # its packets came from the other producer
+            rec = self._rec
+            if rec is not None and rec.passthrough and rec.writer is not None:
+                if previous is not None and _same_stream(previous, info):
+                    rec.writer.new_segment()
+                else:
+                    rec.broken = "source stream changed during the recording"
+        log.info(
+            "source open",
+            extra=kv(
+                source=self.config.name,
+                codec=info.codec,
+                width=info.width,
+                height=info.height,
+                fps=str(info.fps),
+                passthrough=self._passthrough,
+            ),
+        )
+
+    def _can_pass_through(self, info: StreamInfo) -> bool:
+        return self.options.passthrough and passthrough_ok(self.mode, info)
+
+    def _pump(self, source: FrameSource) -> None:
+        announced = False
+        for item in source.items():
+            if self._stopping.is_set():
+                return
+            if item.packet is not None and self._passthrough:
+                self._on_source_packet(item)
+            if item.frame is None:
+                continue
+            self._latest = (item.frame, item.t)
+            self.stats.frames_in += 1
+            self.stats.fps_in.tick(item.t)
+            if not announced:
+                announced = True
+                rec_id = self._rec_id()
+                self._set_state("recording" if rec_id else "idle", "", rec_id)
+            if self._encoding_wanted():
+                try:
+                    self._queue.put_nowait((item.frame, item.t))
+                except queue.Full:
+                    self.stats.dropped += 1
+
+    def _encoding_wanted(self) -> bool:
+        if self._passthrough:
+            return False
+        rec = self._rec
+        return self._ring is not None or (rec is not None and not rec.stopping)
+
+    def _on_source_packet(self, item: Captured) -> None:
+        with self._lock:
+            rec = self._rec
+            if rec is not None and rec.passthrough and rec.broken is None:
+                assert self.info is not None
+                self._write(rec, item.packet, self.info.template, self.info.fps)
+            elif self._ring is not None:
+                self._ring.add(item.packet, item.t)
+
+    def _write(self, rec: ActiveRecording, packet: Any, template: Any, fps: Any) -> None:
+        if rec.writer is None:
+            fmt = recording_format(rec.mode)
+            rec.writer = RecordingWriter(
+                rec.path, fmt, template, fps, self.options.fsync_interval_s
+            )
+            for old in self._ring.drain() if self._ring is not None else []:
+                rec.writer.write(old)
+        if rec.writer.write(packet) and not rec.passthrough:
+            self.stats.frames_encoded += 1
+
+    # -- encoder thread ----------------------------------------------------------------
+    def _encode_loop(self) -> None:
+        encoder: VideoEncoder | None = None
+        t0, last_pts = 0.0, -1
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, _Flush):
+                if encoder is not None and item.final:
+                    self._route(encoder, encoder.encode(None), time.monotonic())
+                    encoder = None
+                item.done.set()
+                continue
+            try:
+                encoder, t0, last_pts = self._encode_one(encoder, item, t0, last_pts)
+            except Exception as exc:
+                # Keep the thread alive: the recording is marked broken and ended by the room.
+                log.exception("encoding failed", extra=kv(source=self.config.name))
+                encoder = None
+                with self._lock:
+                    if self._rec is not None:
+                        self._rec.broken = f"encoding failed: {exc!r}"
+
+    def _encode_one(
+        self,
+        encoder: VideoEncoder | None,
+        item: tuple[av.VideoFrame, float],
+        t0: float,
+        last_pts: int,
+    ) -> tuple[VideoEncoder, float, int]:
+        frame, t = item
+        if encoder is None or encoder.mode != self.mode:
+            assert self.info is not None
+            encoder = VideoEncoder(recording_format(self.mode), self.options.encoder, self.info)
+            t0, last_pts = t, -1
+            if self._ring is not None:
+                self._ring.clear()
+        pts = round((t - t0) * encoder.fps)
+        if pts <= last_pts:
+            # Arrived early (network burst): take the next slot unless that would run
+            # ahead of the clock, which means the source is faster than the output rate.
+            if last_pts + 1 - (t - t0) * encoder.fps > 2:
+                return encoder, t0, last_pts
+            pts = last_pts + 1
+        self._route(encoder, encoder.encode(frame, pts), t)
+        return encoder, t0, pts
+
+    def _route(self, encoder: VideoEncoder, packets: list[Any], t: float) -> None:
+        now = time.monotonic()
+        for packet in packets:
+            self.stats.fps_encoded.tick(now)
+            self.stats.encoder_lag_s = now - t
+            with self._lock:
+                rec = self._rec
+                if rec is not None and not rec.passthrough:
+                    self._write(rec, packet, encoder.template, encoder.fps)
+                elif self._ring is not None:
+                    self._ring.add(packet, t)
+
+    # -- state -------------------------------------------------------------------------
+    def _rec_id(self) -> str | None:
+        rec = self._rec
+        return rec.recording_id if rec is not None else None
+
+    def _set_state(self, state: str, detail: str, recording_id: str | None) -> None:
+        if state == self.state and detail == self.detail:
+            return
+        self.state, self.detail = state, detail
+        try:
+            self.on_state(state, detail, recording_id)
+        except Exception:
+            log.exception("state callback failed", extra=kv(source=self.config.name))
+
+
+def _same_stream(a: StreamInfo, b: StreamInfo) -> bool:
+    def extradata(info: StreamInfo) -> bytes | None:
+        return info.template.codec_context.extradata if info.template is not None else None
+
+    return (a.codec, a.width, a.height, a.pix_fmt) == (
+        b.codec,
+        b.width,
+        b.height,
+        b.pix_fmt,
+    ) and extradata(a) == extradata(b)

@@ -1,0 +1,190 @@
+"""Live preview over HTTP: MJPEG per source at a reduced size and rate, plus thumbnails.
+
+`GET /preview/<source>.mjpg` streams `multipart/x-mixed-replace` JPEG parts (what an `<img>`
+tag shows directly); `GET /thumbnail/<source>.jpg` returns the last periodic thumbnail. Preview
+JPEGs are made in one worker thread from the latest frame only, and only while someone watches,
+so preview never holds up the reader or encoder threads of a recording.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from cinebridge_common.logging import kv
+
+from .pipeline import NoSignal, SourcePipeline
+from .snapshot import jpeg_from_frame
+
+log = logging.getLogger(__name__)
+
+BOUNDARY = "cbframe"
+MAX_VIEWERS_PER_SOURCE = 8
+
+
+@dataclass
+class _Image:
+    seq: int = 0
+    jpeg: bytes = b""
+
+
+class PreviewWorker:
+    """Makes preview and thumbnail JPEGs in its own thread, at most `fps` per source."""
+
+    def __init__(
+        self,
+        pipelines: dict[str, SourcePipeline],
+        fps: float,
+        width: int,
+        quality: int,
+        thumbnail_interval_s: float,
+    ) -> None:
+        self.pipelines = pipelines
+        self.fps = fps
+        self.width = width
+        self.quality = quality
+        self.thumbnail_interval_s = thumbnail_interval_s
+        self.viewers = dict.fromkeys(pipelines, 0)
+        self.previews = {name: _Image() for name in pipelines}
+        self.thumbnails = {name: _Image() for name in pipelines}
+        self._thumb_due = dict.fromkeys(pipelines, 0.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="preview", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=3)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1 / self.fps):
+            now = time.monotonic()
+            for name, pipeline in self.pipelines.items():
+                want_preview = self.viewers[name] > 0
+                want_thumb = now >= self._thumb_due[name]
+                if not (want_preview or want_thumb):
+                    continue
+                try:
+                    jpeg = jpeg_from_frame(pipeline.latest_frame(), self.quality, self.width)
+                except NoSignal:
+                    continue
+                except Exception:
+                    log.exception("preview failed", extra=kv(source=name))
+                    continue
+                if want_preview:
+                    image = self.previews[name]
+                    image.seq, image.jpeg = image.seq + 1, jpeg
+                if want_thumb:
+                    thumb = self.thumbnails[name]
+                    thumb.seq, thumb.jpeg = thumb.seq + 1, jpeg
+                    self._thumb_due[name] = now + self.thumbnail_interval_s
+
+
+class PreviewServer:
+    """A small HTTP/1.1 server for the two GET routes; anything else is 404/405."""
+
+    def __init__(self, worker: PreviewWorker, host: str, port: int) -> None:
+        self.worker = worker
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            method, path = await _read_request(reader)
+            if method != "GET":
+                await _respond(writer, "405 Method Not Allowed", b"only GET")
+            elif (name := _route(path, "/preview/", ".mjpg")) in self.worker.pipelines:
+                await self._stream(name, writer)
+            elif (name := _route(path, "/thumbnail/", ".jpg")) in self.worker.pipelines:
+                jpeg = self.worker.thumbnails[name].jpeg
+                if jpeg:
+                    await _respond(writer, "200 OK", jpeg, "image/jpeg")
+                else:
+                    await _respond(writer, "503 Service Unavailable", b"no signal yet")
+            else:
+                await _respond(writer, "404 Not Found", b"not found")
+        except (TimeoutError, ConnectionError, ValueError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _stream(self, name: str, writer: asyncio.StreamWriter) -> None:
+        if self.worker.viewers[name] >= MAX_VIEWERS_PER_SOURCE:
+            await _respond(writer, "503 Service Unavailable", b"too many viewers")
+            return
+        self.worker.viewers[name] += 1
+        try:
+            writer.write(
+                "HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nConnection: close\r\n"
+                f"Content-Type: multipart/x-mixed-replace; boundary={BOUNDARY}\r\n\r\n".encode()
+            )
+            sent = 0
+            while True:
+                image = self.worker.previews[name]
+                if image.seq != sent and image.jpeg:
+                    sent = image.seq
+                    writer.write(
+                        f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                        f"Content-Length: {len(image.jpeg)}\r\n\r\n".encode()
+                        + image.jpeg
+                        + b"\r\n"
+                    )
+                    # A viewer that does not read within 5 s is dropped (bounded buffering).
+                    await asyncio.wait_for(writer.drain(), 5)
+                await asyncio.sleep(1 / (2 * self.worker.fps))
+        finally:
+            self.worker.viewers[name] -= 1
+
+
+def _route(path: str, prefix: str, suffix: str) -> str | None:
+    path = path.split("?", 1)[0]
+    if path.startswith(prefix) and path.endswith(suffix):
+        return path[len(prefix) : -len(suffix)]
+    return None
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str]:
+    line = await asyncio.wait_for(reader.readline(), 5)
+    for _ in range(100):  # bounded header block
+        header = await asyncio.wait_for(reader.readline(), 5)
+        if header in (b"\r\n", b"\n", b""):
+            break
+    parts = line.decode("latin-1").split()
+    if len(parts) < 2:
+        raise ValueError("bad request line")
+    return parts[0], parts[1]
+
+
+async def _respond(
+    writer: asyncio.StreamWriter, status: str, body: bytes, ctype: str = "text/plain"
+) -> None:
+    writer.write(
+        f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+        "Cache-Control: no-store\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()

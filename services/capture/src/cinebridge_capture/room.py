@@ -1,0 +1,355 @@
+"""The room: its source pipelines, its current study, and the snapshot/record/stop commands.
+
+Every capture ends the same way: the file is durable in the media store, then its `media` row
+and its `MediaCaptured` event commit in one transaction (outbox). Pipeline work (JPEG, muxing,
+file moves, hashing) runs in worker threads; this module only orchestrates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from cinebridge_common.logging import kv
+from cinebridge_common.messages.base import Message
+from cinebridge_common.messages.capture import CaptureStateChanged, MediaCaptured, SourceStatus
+from cinebridge_common.station import load_station_settings
+from cinebridge_common.store import MediaStore, sha256_file
+
+from . import metrics
+from . import repository as repo
+from .encoding import EncoderSettings, Mode, RecordingFormat, mode_for, recording_format
+from .pipeline import FinishedRecording, NoSignal, PipelineOptions, SourcePipeline
+from .recorder import probe
+from .settings import CaptureSettings
+from .snapshot import jpeg_from_frame
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[Message], Coroutine[Any, Any, None]]
+
+
+class CaptureRefused(RuntimeError):
+    """A command that cannot be carried out now (unknown source, not recording, low disk...)."""
+
+
+@dataclass(frozen=True)
+class RecordingMeta:
+    recording_id: uuid.UUID
+    study_id: uuid.UUID
+    part_rel: str
+    fmt: RecordingFormat
+
+
+def pipeline_options(settings: CaptureSettings) -> PipelineOptions:
+    return PipelineOptions(
+        encoder=EncoderSettings(
+            encoder=settings.capture_encoder,
+            preset=settings.capture_x264_preset,
+            tune=settings.capture_x264_tune,
+            x264_params=settings.capture_x264_params,
+            crf=settings.capture_crf,
+            threads=settings.capture_encoder_threads,
+            gop_s=settings.capture_gop_s,
+        ),
+        passthrough=settings.capture_passthrough,
+        prerecord_s=settings.capture_prerecord_s,
+        signal_timeout_s=settings.capture_signal_timeout_ms / 1000,
+        open_timeout_s=settings.capture_open_timeout_s,
+        reconnect_max_s=settings.capture_reconnect_max_s,
+        fsync_interval_s=settings.capture_fsync_interval_s,
+    )
+
+
+class Room:
+    def __init__(
+        self, settings: CaptureSettings, pool: asyncpg.Pool, store: MediaStore, emit: Emit
+    ) -> None:
+        self.settings = settings
+        self.name = settings.capture_room
+        self.pool = pool
+        self.store = store
+        self.emit = emit
+        self.loop = asyncio.get_running_loop()
+        options = pipeline_options(settings)
+        self.pipelines = {
+            s.name: SourcePipeline(s, options, "h264", self._state_callback(s.name))
+            for s in settings.capture_sources
+        }
+        self._active: dict[str, RecordingMeta] = {}
+        self._locks = {name: asyncio.Lock() for name in self.pipelines}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        mode = await self.video_mode()
+        for pipeline in self.pipelines.values():
+            pipeline.mode = mode
+            pipeline.start()
+
+    async def close(self) -> None:
+        for name in list(self._active):
+            with contextlib.suppress(Exception):
+                await self.record_stop(name, reason="service stopping")
+        await asyncio.gather(*(asyncio.to_thread(p.close) for p in self.pipelines.values()))
+
+    async def video_mode(self) -> Mode:
+        station = await load_station_settings(self.pool)
+        return mode_for(self.settings.capture_video_mode, station.video_transfer_syntax)
+
+    def disk_free(self) -> int:
+        return shutil.disk_usage(self.store.root).free
+
+    # -- commands --------------------------------------------------------------------------
+    def pipeline(self, source: str) -> SourcePipeline:
+        pipeline = self.pipelines.get(source)
+        if pipeline is None:
+            raise CaptureRefused(f"room {self.name} has no source {source!r}")
+        return pipeline
+
+    async def snapshot(self, source: str, study: uuid.UUID | None) -> MediaCaptured:
+        started = time.perf_counter()
+        frame = self.pipeline(source).latest_frame()  # the moment of the request
+        study_id, _ = await repo.study_for_capture(
+            self.pool, self.name, study, self.settings.org_uid_root
+        )
+        jpeg = await asyncio.to_thread(jpeg_from_frame, frame, self.settings.capture_jpeg_quality)
+        rel = self.store.new_relative("media", "jpg")
+        sha = await asyncio.to_thread(self.store.write_bytes, rel, jpeg)
+        event = MediaCaptured(
+            media_id=str(uuid.uuid4()),
+            study_id=str(study_id),
+            room=self.name,
+            source=source,
+            kind="snapshot",
+            rel_path=rel,
+            size=len(jpeg),
+            sha256=sha,
+            mime="image/jpeg",
+            width=frame.width,
+            height=frame.height,
+            codec="jpeg",
+        )
+        await repo.register_snapshot(self.pool, event)
+        metrics.SNAPSHOT_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+        log.info("snapshot", extra=kv(room=self.name, source=source, media_id=event.media_id))
+        return event
+
+    async def record_start(self, source: str, study: uuid.UUID | None) -> RecordingMeta:
+        pipeline = self.pipeline(source)
+        async with self._locks[source]:
+            if source in self._active:
+                raise CaptureRefused(f"source {source} is already recording")
+            free = self.disk_free()
+            if free < self.settings.capture_disk_reserve_bytes:
+                raise CaptureRefused(
+                    f"disk free {free} B is below the reserve "
+                    f"{self.settings.capture_disk_reserve_bytes} B"
+                )
+            if not pipeline.signal:
+                raise NoSignal(f"source {source} has no signal")
+            study_id, _ = await repo.study_for_capture(
+                self.pool, self.name, study, self.settings.org_uid_root
+            )
+            mode = await self.video_mode()
+            fmt = recording_format(mode)
+            recording_id = uuid.uuid4()
+            part_rel = f"recordings/inprogress/{recording_id.hex}.{fmt.ext}"
+            part = self.store.resolve(part_rel)
+            part.parent.mkdir(parents=True, exist_ok=True)
+            # Journal first: a crash after this leaves a row that recovery salvages.
+            await repo.open_recording(
+                self.pool,
+                repo.OpenRecording(
+                    recording_id, self.name, source, study_id, mode, False, part_rel
+                ),
+            )
+            try:
+                await asyncio.to_thread(pipeline.start_recording, str(recording_id), part, mode)
+            except Exception as exc:
+                await repo.finish_recording(self.pool, recording_id, None, "failed", repr(exc))
+                raise
+            meta = RecordingMeta(recording_id, study_id, part_rel, fmt)
+            self._active[source] = meta
+        log.info(
+            "recording started",
+            extra=kv(room=self.name, source=source, recording_id=str(recording_id), mode=mode),
+        )
+        return meta
+
+    async def record_stop(self, source: str, reason: str | None = None) -> MediaCaptured | None:
+        pipeline = self.pipeline(source)
+        async with self._locks[source]:
+            meta = self._active.pop(source, None)
+            if meta is None:
+                raise CaptureRefused(f"source {source} is not recording")
+            finished = await asyncio.to_thread(pipeline.stop_recording, reason)
+            return await self._register(source, meta, finished)
+
+    async def _register(
+        self, source: str, meta: RecordingMeta, finished: FinishedRecording | None
+    ) -> MediaCaptured | None:
+        if finished is None or finished.frames == 0:
+            await repo.finish_recording(self.pool, meta.recording_id, None, "empty")
+            return None
+        event = await self.commit_recording(
+            source, meta, self.store.resolve(meta.part_rel), finished.passthrough, recovered=False
+        )
+        log.info(
+            "recording stopped",
+            extra=kv(
+                room=self.name,
+                source=source,
+                frames=event.frames,
+                duration_s=event.duration_s,
+                reason=finished.reason or "requested",
+            ),
+        )
+        return event
+
+    async def commit_recording(
+        self, source: str, meta: RecordingMeta, path: Path, passthrough: bool, *, recovered: bool
+    ) -> MediaCaptured:
+        """Move a complete file into place and register it (media row + event, one commit)."""
+        facts = await asyncio.to_thread(probe, path)
+        sha = await asyncio.to_thread(sha256_file, path)
+        size = (await asyncio.to_thread(path.stat)).st_size
+        final_rel = self.store.new_relative("recordings", meta.fmt.ext)
+        await repo.set_final_path(self.pool, meta.recording_id, final_rel)
+        await asyncio.to_thread(self.store.commit_temp, path, final_rel)
+        event = MediaCaptured(
+            media_id=str(uuid.uuid4()),
+            study_id=str(meta.study_id),
+            room=self.name,
+            source=source,
+            kind="recording",
+            rel_path=final_rel,
+            size=size,
+            sha256=sha,
+            mime=meta.fmt.mime,
+            width=facts.width,
+            height=facts.height,
+            frames=facts.frames,
+            duration_s=round(facts.duration_s, 3),
+            fps=facts.fps,
+            codec=facts.codec,
+            recovered=recovered,
+        )
+        state = "recovered" if recovered else "done"
+        await repo.finish_recording(
+            self.pool, meta.recording_id, event, state, passthrough=passthrough
+        )
+        return event
+
+    async def set_study(self, study: uuid.UUID | None) -> None:
+        async with self.pool.acquire() as conn:
+            await repo.set_room_study(conn, self.name, study)
+
+    async def current_study(self) -> uuid.UUID | None:
+        async with self.pool.acquire() as conn:
+            return await repo.room_study(conn, self.name)
+
+    # -- status and supervision ------------------------------------------------------------
+    def source_status(self, preview_base: str | None) -> list[SourceStatus]:
+        out = []
+        for name, p in self.pipelines.items():
+            rec, info = p.recording, p.info
+            out.append(
+                SourceStatus(
+                    name=name,
+                    kind=p.config.url.split(":", 1)[0],
+                    url=_redact_url(p.config.url),
+                    state=p.state,
+                    signal=p.signal,
+                    width=info.width if info else None,
+                    height=info.height if info else None,
+                    fps_in=round(p.stats.fps_in.value, 2),
+                    fps_encoded=round(p.stats.fps_encoded.value, 2),
+                    dropped_frames=p.stats.dropped,
+                    recording_id=rec.recording_id if rec else None,
+                    recording_seconds=round(time.monotonic() - rec.started, 2) if rec else None,
+                    preview_url=f"{preview_base}/preview/{name}.mjpg" if preview_base else None,
+                )
+            )
+        return out
+
+    async def supervise(self, stop: asyncio.Event, interval_s: float = 0.5) -> None:
+        """End recordings that hit the maximum duration, a low disk, a lost or changed source."""
+        while not stop.is_set():
+            free = await asyncio.to_thread(self.disk_free)
+            for name, p in self.pipelines.items():
+                reason = self._stop_reason(p, free)
+                if reason and name in self._active:
+                    log.warning(
+                        "recording ended", extra=kv(room=self.name, source=name, reason=reason)
+                    )
+                    with contextlib.suppress(CaptureRefused):
+                        await self.record_stop(name, reason=reason)
+            self._update_metrics(free)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
+
+    def _stop_reason(self, p: SourcePipeline, free: int) -> str | None:
+        rec = p.recording
+        if rec is None:
+            return None
+        if time.monotonic() - rec.started >= self.settings.capture_max_recording_s:
+            return "maximum recording duration reached"
+        if rec.broken:
+            return rec.broken
+        if free < self.settings.capture_disk_reserve_bytes:
+            return "disk below the reserve"
+        if p.no_signal_for() > self.settings.capture_dropout_max_s:
+            return "source lost for too long"
+        return None
+
+    def _update_metrics(self, free: int) -> None:
+        metrics.DISK_FREE.labels(self.name).set(free)
+        metrics.DISK_HEADROOM.labels(self.name).set(free - self.settings.capture_disk_reserve_bytes)
+        for name, p in self.pipelines.items():
+            labels = (self.name, name)
+            metrics.INPUT_FPS.labels(*labels).set(p.stats.fps_in.value)
+            metrics.ENCODED_FPS.labels(*labels).set(p.stats.fps_encoded.value)
+            metrics.DROPPED.labels(*labels).set(p.stats.dropped)
+            metrics.ENCODER_LAG.labels(*labels).set(p.stats.encoder_lag_s)
+            metrics.SIGNAL.labels(*labels).set(1 if p.signal else 0)
+            metrics.RECORDING.labels(*labels).set(1 if p.recording else 0)
+            metrics.RECONNECTS.labels(*labels).set(p.stats.reconnects)
+
+    # -- state events from pipeline threads ------------------------------------------------
+    def _state_callback(self, source: str) -> Callable[[str, str, str | None], None]:
+        def on_state(state: str, detail: str, recording_id: str | None) -> None:
+            self.loop.call_soon_threadsafe(self._emit_state, source, state, detail, recording_id)
+
+        return on_state
+
+    def _emit_state(self, source: str, state: str, detail: str, recording_id: str | None) -> None:
+        msg = CaptureStateChanged(
+            room=self.name,
+            source=source,
+            state=state,  # type: ignore[arg-type]
+            detail=detail or None,
+            recording_id=recording_id,
+        )
+        log.info(
+            "source state",
+            extra=kv(room=self.name, source=source, state=state, detail=detail or None),
+        )
+        task = asyncio.create_task(self.emit(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _redact_url(url: str) -> str:
+    """Network source URLs may carry credentials (rtsp://user:pass@cam): never show them."""
+    return re.sub(r"//[^/@]*@", "//***@", url)

@@ -1,0 +1,230 @@
+"""Video sources: any FFmpeg input through PyAV, V4L2 devices through OpenCV.
+
+A source yields `Captured` items in its own thread: the decoded frame (for snapshots, preview
+and encoding) and, for compressed network inputs, the packet it came from (for pass-through
+recording). File and `lavfi` inputs are paced to their frame rate so that they behave like a
+live device; network inputs arrive at their own pace.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Protocol
+
+import av
+import numpy as np
+
+from .settings import SourceConfig
+
+DEFAULT_FPS = Fraction(30)
+
+
+class SourceUnavailable(RuntimeError):
+    """The source could not be opened or stopped delivering frames (the reason says which)."""
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What a source delivers; `template` is the PyAV stream for pass-through, if any."""
+
+    codec: str
+    width: int
+    height: int
+    fps: Fraction
+    pix_fmt: str | None
+    profile: str | None = None
+    level: int | None = None
+    template: Any = None
+
+
+@dataclass
+class Captured:
+    frame: av.VideoFrame | None
+    packet: Any
+    t: float  # time.monotonic() when the item became available
+
+
+class FrameSource(Protocol):
+    info: StreamInfo
+
+    def items(self) -> Iterator[Captured]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class AvInput:
+    """How to hand a configured URL to FFmpeg."""
+
+    target: str
+    format: str | None
+    options: dict[str, str]
+    paced: bool
+    loop: bool
+    compressed: bool
+
+
+def av_input(url: str) -> AvInput:
+    """Map a configured source URL to an FFmpeg input (see README for the accepted forms)."""
+    if url.startswith("lavfi:"):
+        return AvInput(url[len("lavfi:") :], "lavfi", {}, paced=True, loop=False, compressed=False)
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "file":
+        query = urllib.parse.parse_qs(parsed.query)
+        loop = query.get("loop", ["0"])[0] in ("1", "true", "yes")
+        path = urllib.parse.unquote(parsed.path)
+        return AvInput(path, None, {}, paced=True, loop=loop, compressed=True)
+    options: dict[str, str] = {}
+    if parsed.scheme in ("rtsp", "rtsps"):
+        options["rtsp_transport"] = "tcp"
+    if parsed.scheme == "udp" and "fifo_size" not in parsed.query:
+        # A 1080p GOP is several MB: a larger receive FIFO survives a slow reader briefly.
+        sep = "&" if parsed.query else "?"
+        url = f"{url}{sep}fifo_size=1000000&overrun_nonfatal=1"
+    return AvInput(url, None, options, paced=False, loop=False, compressed=True)
+
+
+class AvSource:
+    """An FFmpeg input opened with PyAV (lavfi, file, RTSP, SRT, UDP/RTP, HTTP)."""
+
+    def __init__(self, config: SourceConfig, open_timeout_s: float, read_timeout_s: float) -> None:
+        self.spec = av_input(config.url)
+        try:
+            self.container = av.open(
+                self.spec.target,
+                format=self.spec.format,
+                options=self.spec.options,
+                timeout=(open_timeout_s, read_timeout_s),
+            )
+        except (av.FFmpegError, OSError) as exc:
+            raise SourceUnavailable(f"cannot open source {config.name}: {exc}") from exc
+        if not self.container.streams.video:
+            self.container.close()
+            raise SourceUnavailable(f"source {config.name} has no video stream")
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        ctx = self.stream.codec_context
+        fps = self.stream.average_rate or self.stream.guessed_rate or DEFAULT_FPS
+        passthrough = self.spec.compressed and ctx.name in ("h264", "mpeg2video")
+        self.info = StreamInfo(
+            codec=ctx.name,
+            width=ctx.width,
+            height=ctx.height,
+            fps=Fraction(fps),
+            pix_fmt=ctx.pix_fmt,
+            profile=ctx.profile,
+            level=_level(ctx),
+            template=self.stream if passthrough else None,
+        )
+
+    def items(self) -> Iterator[Captured]:
+        pacer = Pacer()
+        while True:
+            try:
+                for packet in self.container.demux(self.stream):
+                    if packet.dts is None:  # end of input (flush packet)
+                        break
+                    yield from self._decode(packet, pacer)
+            except (av.FFmpegError, OSError) as exc:
+                raise SourceUnavailable(f"source read failed: {exc}") from exc
+            if not self.spec.loop:
+                raise SourceUnavailable("source ended")
+            self.container.seek(0)
+            pacer.restart()
+
+    def _decode(self, packet: Any, pacer: Pacer) -> Iterator[Captured]:
+        keep = packet if self.info.template is not None else None
+        try:
+            frames = packet.decode()
+        except av.FFmpegError:
+            frames = []  # a damaged packet from the network: keep going (it is still recorded)
+        if not frames:
+            yield Captured(None, keep, time.monotonic())
+        for frame in frames:
+            if self.spec.paced and frame.pts is not None and frame.time_base is not None:
+                pacer.wait(float(frame.pts * frame.time_base))
+            yield Captured(frame, keep, time.monotonic())
+            keep = None
+
+    def close(self) -> None:
+        self.container.close()
+
+
+def _level(ctx: Any) -> int | None:
+    level = getattr(ctx, "level", None)
+    return int(level) if isinstance(level, int) and level > 0 else None
+
+
+class Pacer:
+    """Releases frames of a file or test pattern at wall-clock speed, like a live device."""
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        self.base: float | None = None
+        self.first = 0.0
+
+    def wait(self, media_t: float) -> None:
+        now = time.monotonic()
+        if self.base is None or media_t < self.first:
+            self.base, self.first = now, media_t
+            return
+        due = self.base + (media_t - self.first)
+        if due - now > 0:
+            time.sleep(min(due - now, 1.0))
+        elif now - due > 1.0:
+            # Far behind (machine overloaded): continue live from here rather than burst.
+            self.base, self.first = now, media_t
+
+
+class CvSource:
+    """A V4L2 device (frame grabber, USB/HDMI capture card, webcam) through OpenCV."""
+
+    def __init__(self, config: SourceConfig, read_timeout_s: float) -> None:
+        import cv2
+
+        device = urllib.parse.urlsplit(config.url).path
+        self.cap = cv2.VideoCapture(device, cv2.CAP_V4L2)
+        if not self.cap.isOpened():
+            raise SourceUnavailable(f"cannot open V4L2 device of source {config.name}")
+        if config.pixel_format:
+            self.cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*config.pixel_format))
+        if config.width and config.height:
+            self.cap.set(cv2.CAP_PROP_FRAME_WIDTH, config.width)
+            self.cap.set(cv2.CAP_PROP_FRAME_HEIGHT, config.height)
+        if config.fps:
+            self.cap.set(cv2.CAP_PROP_FPS, config.fps)
+        self.cap.set(cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_timeout_s * 1000)
+        # The device answers with the nearest mode it offers: report what it actually chose.
+        fps = self.cap.get(cv2.CAP_PROP_FPS) or float(DEFAULT_FPS)
+        self.info = StreamInfo(
+            codec="rawvideo",
+            width=int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            height=int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+            fps=Fraction(fps).limit_denominator(1001),
+            pix_fmt="bgr24",
+        )
+
+    def items(self) -> Iterator[Captured]:
+        while True:
+            ok, image = self.cap.read()
+            if not ok or image is None:
+                raise SourceUnavailable("V4L2 device stopped delivering frames")
+            frame = av.VideoFrame.from_ndarray(
+                np.ascontiguousarray(image, dtype=np.uint8), format="bgr24"
+            )
+            yield Captured(frame, None, time.monotonic())
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+def open_source(config: SourceConfig, open_timeout_s: float, read_timeout_s: float) -> FrameSource:
+    if config.url.startswith("v4l2://"):
+        return CvSource(config, read_timeout_s)
+    return AvSource(config, open_timeout_s, read_timeout_s)

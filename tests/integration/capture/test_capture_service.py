@@ -1,0 +1,273 @@
+"""The capture service over real NATS and PostgreSQL, with real PyAV/FFmpeg pipelines."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import av
+import pytest
+from cinebridge_common.messages.capture import CaptureStateChanged, MediaCaptured
+from cinebridge_common.testing import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+SMALL = "lavfi:testsrc2=size=640x360:rate=15"
+
+
+def probe(path: Path) -> dict[str, Any]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for p in container.demux(stream) if p.size)
+        ctx = stream.codec_context
+        return {
+            "frames": frames,
+            "codec": ctx.name,
+            "profile": ctx.profile,
+            "level": ctx.level,
+            "width": ctx.width,
+            "height": ctx.height,
+            "pix_fmt": ctx.pix_fmt,
+        }
+
+
+async def media_rows(pool: asyncpg.Pool, **where: Any) -> list[asyncpg.Record]:
+    clauses = " AND ".join(f"{k} = ${i + 1}" for i, k in enumerate(where)) or "true"
+    return await pool.fetch(
+        f"SELECT * FROM media WHERE {clauses} ORDER BY captured_at", *where.values()
+    )
+
+
+async def collect(client: Any, subject: str, into: list[bytes]) -> None:
+    async def on_msg(msg: Any) -> None:
+        into.append(msg.data)
+
+    await client.bus.subscribe_events(subject, on_msg)
+
+
+def get(url: str, limit: int) -> tuple[str, bytes]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.headers["Content-Type"], response.read(limit)
+
+
+async def test_snapshots_during_recording_land_in_an_unscheduled_study(
+    capture_factory: Any, client: Any, db_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    states: list[bytes] = []
+    captured: list[bytes] = []
+    await collect(client, CaptureStateChanged.subject, states)
+    await collect(client, MediaCaptured.subject, captured)
+    proc = capture_factory("or1", [{"name": "endo", "url": SMALL}])
+    await client.wait_signal(proc)
+
+    started = await client.command("or1", "endo", "record_start")
+    assert started.ok, started.error
+    t0 = time.monotonic()
+    snaps = []
+    for _ in range(2):
+        await asyncio.sleep(1.0)
+        reply = await client.command("or1", "endo", "snapshot")
+        assert reply.ok, reply.error
+        snaps.append(reply)
+    status = await client.status("or1")
+    assert status.sources[0].state == "recording" and status.sources[0].recording_id
+    await asyncio.sleep(1.5)
+    stopped = await client.command("or1", "endo", "record_stop")
+    wall = time.monotonic() - t0
+    assert stopped.ok, stopped.error
+
+    # One unscheduled study (statement §4.1.3, Table 30) holds everything.
+    study = await db_pool.fetchrow("SELECT * FROM studies WHERE id = $1::uuid", started.study_id)
+    assert study["origin"] == "unscheduled" and study["room"] == "or1"
+    assert len(study["study_id"]) == 16 and study["study_id"].isdigit()
+    assert study["accession_number"] == study["study_id"]
+    assert study["study_instance_uid"].startswith("2.25.")
+    assert {r.study_id for r in snaps} == {started.study_id, stopped.study_id}
+
+    rows = await media_rows(db_pool)
+    assert [r["kind"] for r in rows].count("snapshot") == 2
+    rec = next(r for r in rows if r["kind"] == "recording")
+    store = tmp_path / "media"
+    for row in rows:
+        data = (store / row["rel_path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == row["sha256"] and len(data) == row["size"]
+    jpeg = (store / rows[0]["rel_path"]).read_bytes()
+    assert jpeg[:2] == b"\xff\xd8" and b"\xff\xc0" in jpeg  # SOF0: baseline DCT
+    facts = probe(store / rec["rel_path"])
+    assert facts["codec"] == "h264" and facts["profile"] == "High" and facts["level"] <= 41
+    assert facts["pix_fmt"] == "yuv420p" and facts["frames"] == rec["frames"]
+    assert abs(rec["duration_s"] - wall) <= 1.0 + wall / 15
+    assert abs(rec["frames"] - wall * 15) <= 15 + wall
+
+    # The events came through the outbox onto JetStream.
+    await wait_for(lambda: _n(captured, 3), 10, what="three MediaCaptured events")
+    events = [MediaCaptured.from_bytes(b) for b in captured]
+    assert {e.media_id for e in events} == {str(r["id"]) for r in rows}
+    seen = [CaptureStateChanged.from_bytes(b).state for b in states]
+    assert "recording" in seen and seen[-1] == "idle"
+
+    # Live preview and thumbnail on the capture's own port.
+    base = f"http://127.0.0.1:{proc.preview_port}"
+    ctype, body = await asyncio.to_thread(get, f"{base}/preview/endo.mjpg", 20000)
+    assert ctype.startswith("multipart/x-mixed-replace") and b"\xff\xd8" in body
+    ctype, body = await asyncio.to_thread(get, f"{base}/thumbnail/endo.jpg", 1 << 20)
+    assert ctype == "image/jpeg" and body[:2] == b"\xff\xd8"
+    _, metrics = await asyncio.to_thread(
+        get, f"http://127.0.0.1:{proc.health_port}/metrics", 1 << 20
+    )
+    assert b'cb_capture_input_fps{room="or1",source="endo"}' in metrics
+
+
+async def _n(items: list[bytes], count: int) -> bool:
+    return len(items) >= count
+
+
+async def test_sigkill_during_recording_is_recovered_at_restart(
+    capture_factory: Any, client: Any, db_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    proc = capture_factory("or2", [{"name": "cam", "url": SMALL}])
+    await client.wait_signal(proc)
+    started = await client.command("or2", "cam", "record_start")
+    assert started.ok, started.error
+    t0 = time.monotonic()
+    await asyncio.sleep(5)
+    proc.kill()
+    wall = time.monotonic() - t0
+    assert not await media_rows(db_pool, kind="recording")
+
+    proc.start()  # same room, same media store: recovery runs before the room opens
+    await client.wait_signal(proc)
+    rows = await wait_for(
+        lambda: media_rows(db_pool, kind="recording"), 20, what="recovered recording"
+    )
+    row = rows[0]
+    assert row["recovered"] and str(row["study_id"]) == started.study_id
+    facts = probe(tmp_path / "media" / row["rel_path"])
+    assert facts["frames"] == row["frames"] and facts["codec"] == "h264"
+    # Playable up to the last fragment (1 s) that reached the disk before the kill.
+    assert wall - 2.5 <= row["duration_s"] <= wall + 0.5
+    journal = await db_pool.fetchrow(
+        "SELECT state, part_path FROM capture_recordings WHERE id = $1::uuid",
+        started.recording_id,
+    )
+    assert journal["state"] == "recovered"
+    assert not (tmp_path / "media" / journal["part_path"]).exists()
+
+
+async def test_network_h264_is_recorded_without_reencoding_and_survives_a_dropout(
+    capture_factory: Any, client: Any, db_pool: asyncpg.Pool, tmp_path: Path, udp_sender: Any
+) -> None:
+    states: list[bytes] = []
+    await collect(client, CaptureStateChanged.subject, states)
+    udp_sender.start()
+    proc = capture_factory(
+        "or3", [{"name": "cam", "url": udp_sender.url}], CB_CAPTURE_SIGNAL_TIMEOUT_MS="1000"
+    )
+    await client.wait_signal(proc)
+    started = await client.command("or3", "cam", "record_start")
+    assert started.ok, started.error
+    cpu0 = proc.cpu_seconds()
+    await asyncio.sleep(4)
+    cpu_per_s = (proc.cpu_seconds() - cpu0) / 4
+
+    udp_sender.stop()  # the source disappears ...
+    await wait_for(lambda: _state(states, "no-signal"), 15, what="no-signal reported")
+    udp_sender.start()  # ... and comes back
+    await wait_for(
+        lambda: _state(states, "recording", after="no-signal"),
+        20,
+        what="recording resumed after the drop-out",
+    )
+    await asyncio.sleep(3)
+    stopped = await client.command("or3", "cam", "record_stop")
+    assert stopped.ok, stopped.error
+
+    row = (await media_rows(db_pool, kind="recording"))[0]
+    facts = probe(tmp_path / "media" / row["rel_path"])
+    # x264 marks 720p30 as level 3.1 at the sender; our encoder would write 4.1: untouched.
+    assert (facts["codec"], facts["profile"], facts["level"]) == ("h264", "High", 31)
+    assert (facts["width"], facts["height"]) == (1280, 720)
+    assert row["frames"] >= 5 * 30  # both sides of the drop-out are in the one file
+    journal = await db_pool.fetchrow(
+        "SELECT passthrough, state FROM capture_recordings WHERE id = $1::uuid",
+        started.recording_id,
+    )
+    assert journal["passthrough"] and journal["state"] == "done"
+    # Demux + decode for snapshots only: far below a 720p30 x264 encode (~0.3-0.5 core here).
+    assert cpu_per_s < 0.35, cpu_per_s
+
+
+async def _state(states: list[bytes], wanted: str, after: str | None = None) -> bool:
+    seen = [CaptureStateChanged.from_bytes(b).state for b in states]
+    if after is not None:
+        if after not in seen:
+            return False
+        seen = seen[seen.index(after) + 1 :]
+    return wanted in seen
+
+
+async def test_two_rooms_record_their_own_studies_at_once(
+    capture_factory: Any, client: Any, db_pool: asyncpg.Pool
+) -> None:
+    tiny = "lavfi:testsrc2=size=320x240:rate=15"
+    room_a = capture_factory("room-a", [{"name": "endo", "url": tiny}])
+    fractal = "lavfi:mandelbrot=size=320x240:rate=10"
+    room_b = capture_factory(
+        "room-b", [{"name": "endo", "url": tiny}, {"name": "micro", "url": fractal}]
+    )
+    await client.wait_signal(room_a)
+    await client.wait_signal(room_b)
+    pairs = [("room-a", "endo"), ("room-b", "endo"), ("room-b", "micro")]
+    replies = await asyncio.gather(*(client.command(r, s, "record_start") for r, s in pairs))
+    assert all(r.ok for r in replies), [r.error for r in replies]
+    await asyncio.sleep(3)
+    stops = await asyncio.gather(*(client.command(r, s, "record_stop") for r, s in pairs))
+    assert all(r.ok for r in stops), [r.error for r in stops]
+
+    rows = await media_rows(db_pool, kind="recording")
+    by_key = {(r["room"], r["source"]): r for r in rows}
+    assert set(by_key) == set(pairs)
+    # Each room has its own unscheduled study; both sources of room-b share theirs.
+    assert by_key[("room-b", "endo")]["study_id"] == by_key[("room-b", "micro")]["study_id"]
+    assert by_key[("room-a", "endo")]["study_id"] != by_key[("room-b", "endo")]["study_id"]
+    assert all(r["frames"] >= 20 for r in rows)
+
+
+async def test_mpeg2_station_setting_records_mpeg2_main_level(
+    capture_factory: Any, client: Any, db_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    await db_pool.execute(
+        "INSERT INTO station_settings (key, value) VALUES ('video_transfer_syntax', $1)",
+        "1.2.840.10008.1.2.4.100",  # MPEG-2 MP@ML (statement Table 24)
+    )
+    proc = capture_factory("or5", [{"name": "cam", "url": "lavfi:testsrc2=size=1280x720:rate=25"}])
+    await client.wait_signal(proc)
+    assert (await client.command("or5", "cam", "record_start")).ok
+    await asyncio.sleep(4)
+    assert (await client.command("or5", "cam", "record_stop")).ok
+    row = (await media_rows(db_pool, kind="recording"))[0]
+    assert row["mime"] == "video/mp2t" and row["rel_path"].endswith(".ts")
+    facts = probe(tmp_path / "media" / row["rel_path"])
+    assert (facts["codec"], facts["profile"]) == ("mpeg2video", "Main")
+    assert (facts["width"], facts["height"]) == (720, 576) and facts["level"] == 8  # Main Level
+    assert abs(row["frames"] - 4 * 25) <= 25
+
+
+async def test_record_refused_below_disk_reserve_and_unknown_source(
+    capture_factory: Any, client: Any
+) -> None:
+    proc = capture_factory(
+        "or6", [{"name": "cam", "url": SMALL}], CB_CAPTURE_DISK_RESERVE_BYTES=str(1 << 60)
+    )
+    await client.wait_signal(proc)
+    reply = await client.command("or6", "cam", "record_start")
+    assert not reply.ok and "reserve" in (reply.error or "")
+    reply = await client.command("or6", "nope", "snapshot")
+    assert not reply.ok and "no source" in (reply.error or "")
+    reply = await client.command("or6", "cam", "record_stop")
+    assert not reply.ok and "not recording" in (reply.error or "")
