@@ -51,9 +51,9 @@ async def drain_jobs(bus: Bus, subject: str) -> list[dict[str, Any]]:
         "CB_JOBS",
         ConsumerConfig(durable_name=durable, filter_subject=subject, ack_policy=AckPolicy.EXPLICIT),
     )
+    sub = await bus.js.pull_subscribe_bind(durable, "CB_JOBS")
+    found: list[dict[str, Any]] = []
     try:
-        sub = await bus.js.pull_subscribe_bind(durable, "CB_JOBS")
-        found: list[dict[str, Any]] = []
         while True:
             try:
                 msgs = await sub.fetch(100, timeout=1.0)
@@ -63,6 +63,8 @@ async def drain_jobs(bus: Bus, subject: str) -> list[dict[str, Any]]:
                 found.append(json.loads(msg.data))
                 await msg.ack()
     finally:
+        # An open pull subscription would hold the connection's drain for 30 s at close.
+        await sub.unsubscribe()
         await bus.js.delete_consumer("CB_JOBS", durable)
 
 
@@ -440,3 +442,31 @@ async def test_deliveries_per_instance_and_study_status(gateway: Any, admin: Any
     assert [a["outcome"] for a in attempts] == ["failed-retrying", "sent"]
     listed = (await admin.get("/api/v1/studies", params={"status": "sent"})).json()
     assert [s["id"] for s in listed] == [study["id"]]
+
+
+async def test_local_search_includes_studies_received_by_the_scp(gateway: Any, admin: Any) -> None:
+    pool = gateway.ctx.pool
+    received = uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO received_studies (id, study_instance_uid, patient_name, patient_id, "
+        "patient_birth_date, study_date) VALUES ($1, '1.2.9.9', 'EARLIER^PAT', 'P-OLD', "
+        "'19500101', '20250101')",
+        received,
+    )
+    await admin.post(
+        "/api/v1/studies", json={"origin": "form", "patient": {"patient_name": "EARNEST^X"}}
+    )
+    both = (await admin.get("/api/v1/studies", params={"q": "ear"})).json()
+    assert {(s["patient_name"], s["status"]) for s in both} == {
+        ("EARLIER^PAT", "received"),
+        ("EARNEST^X", "non-converted"),
+    }
+    only = (await admin.get("/api/v1/studies", params={"status": "received"})).json()
+    assert [s["id"] for s in only] == [str(received)]
+    dated = (await admin.get("/api/v1/studies", params={"date_to": "20251231"})).json()
+    assert [s["id"] for s in dated] == [str(received)]
+    new = await admin.post(
+        "/api/v1/studies", json={"origin": "local", "from_study_id": str(received)}
+    )
+    assert new.status_code == 201, new.text
+    assert (new.json()["patient_id"], new.json()["origin"]) == ("P-OLD", "local")

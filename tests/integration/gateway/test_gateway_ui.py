@@ -1,6 +1,6 @@
 """Web UI in headless Chromium (Debian's, driven by Playwright) against a real gateway on real
 NATS + PostgreSQL. The other services are played by small peers that answer their bus contracts
-(capture, worklist, sender) and an MJPEG preview server; screenshots go to artifacts/screenshots/."""
+(capture, worklist, sender) and an MJPEG preview server; screenshots: artifacts/screenshots/."""
 
 from __future__ import annotations
 

@@ -289,39 +289,46 @@ class Repository:
         return dict(row)
 
     async def search_studies(self, f: StudyFilter) -> list[dict[str, Any]]:
-        where, args = ["true"], []
+        """Local studies, and (statement §4.1.3 LOCAL: "created or received") studies the SCP
+        received, newest first; the page is cut in SQL on both sides, then merged."""
+        args: list[Any] = []
 
         def arg(value: Any) -> str:
             args.append(value)
             return f"${len(args)}"
 
-        if f.q:
-            p = arg(like_prefix(f.q))
-            where.append(
-                f"(lower(s.patient_name) LIKE {p} OR lower(s.patient_id) LIKE {p} "
-                f"OR lower(s.accession_number) LIKE {p})"
-            )
-        if f.patient_id:
-            where.append(f"lower(s.patient_id) LIKE {arg(like_prefix(f.patient_id))}")
-        if f.accession_number:
-            where.append(f"lower(s.accession_number) LIKE {arg(like_prefix(f.accession_number))}")
-        if f.date_from:
-            where.append(f"s.study_date >= {arg(f.date_from)}")
-        if f.date_to:
-            where.append(f"s.study_date <> '' AND s.study_date <= {arg(f.date_to)}")
+        common = _match_conditions(f, arg)
+        want_local = f.origin != "received" and f.status != "received"
+        want_received = (
+            f.origin in (None, "received")
+            and f.room is None
+            and f.status in (None, "received")
+            and await self.has_table("received_studies")
+        )
+        limit, offset = arg(f.limit), arg(f.offset)
+        window = f"({limit}::int + {offset}::int)"
+        parts = []
+        if want_local:
+            parts.append(await self._local_page(f, common, arg, window))
+        if want_received:
+            parts.append(_received_page(common, window))
+        if not parts:
+            return []
+        union = " UNION ALL ".join(f"({part})" for part in parts)
+        sql = f"SELECT * FROM ({union}) u ORDER BY created_at DESC LIMIT {limit} OFFSET {offset}"
+        return [dict(r) for r in await self.pool.fetch(sql, *args)]
+
+    async def _local_page(self, f: StudyFilter, common: list[str], arg: Any, window: str) -> str:
+        where = list(common)
         if f.origin:
             where.append(f"s.origin = {arg(f.origin)}")
         if f.room:
             where.append(f"s.room = {arg(f.room)}")
         deliveries = _DELIVERY_AGG if await self.has_table("deliveries") else _NO_DELIVERIES
+        # Without a status filter the page is cut before the lateral aggregates run.
         status_filter = f"WHERE status = {arg(f.status)}" if f.status else ""
-        limit, offset = arg(f.limit), arg(f.offset)
-        # The page is cut before the lateral aggregates run unless status filters on them.
-        inner_limit = (
-            "" if f.status else f"ORDER BY s.created_at DESC LIMIT {limit} OFFSET {offset}"
-        )
-        outer_limit = f"LIMIT {limit} OFFSET {offset}" if f.status else ""
-        sql = f"""
+        inner_limit = "" if f.status else f"ORDER BY s.created_at DESC LIMIT {window}"
+        return f"""
             SELECT * FROM (
               SELECT p.*, m.total AS media_count, {_STATUS_SQL} AS status
               FROM (SELECT {_prefixed("s")} FROM studies s WHERE {" AND ".join(where)}
@@ -329,8 +336,7 @@ class Repository:
               {_MEDIA_AGG.replace("s.id", "p.id")}
               {deliveries.replace("s.id", "p.id")}
             ) x {status_filter}
-            ORDER BY created_at DESC {outer_limit}"""
-        return [dict(r) for r in await self.pool.fetch(sql, *args)]
+            ORDER BY created_at DESC LIMIT {window}"""
 
     async def study_status(self, study_id: uuid.UUID) -> str:
         deliveries = _DELIVERY_AGG if await self.has_table("deliveries") else _NO_DELIVERIES
@@ -438,6 +444,49 @@ class Repository:
 
     async def dead_letter_count(self) -> int:
         return int(await self.pool.fetchval("SELECT count(*) FROM dead_letters"))
+
+
+def _match_conditions(f: StudyFilter, arg: Any) -> list[str]:
+    """Conditions on columns that local and received studies share (alias `s`)."""
+    where = ["true"]
+    if f.q:
+        p = arg(like_prefix(f.q))
+        where.append(
+            f"(lower(s.patient_name) LIKE {p} OR lower(s.patient_id) LIKE {p} "
+            f"OR lower(s.accession_number) LIKE {p})"
+        )
+    if f.patient_id:
+        where.append(f"lower(s.patient_id) LIKE {arg(like_prefix(f.patient_id))}")
+    if f.accession_number:
+        where.append(f"lower(s.accession_number) LIKE {arg(like_prefix(f.accession_number))}")
+    if f.date_from:
+        where.append(f"s.study_date >= {arg(f.date_from)}")
+    if f.date_to:
+        where.append(f"s.study_date <> '' AND s.study_date <= {arg(f.date_to)}")
+    return where
+
+
+def _received_page(common: list[str], window: str) -> str:
+    """The SCP's received studies (services/scp, table received_studies) as search rows."""
+    return f"""
+        SELECT s.id, s.study_instance_uid, 'received' AS origin, NULL::text AS room,
+               s.patient_name, s.patient_id, s.patient_birth_date, s.patient_sex,
+               s.accession_number, s.study_id, s.study_description, s.referring_physician,
+               s.study_date, s.study_time, false AS edited, 'received' AS state,
+               s.first_received_at AS created_at, s.last_received_at AS updated_at,
+               (SELECT count(*) FROM received_instances i WHERE i.study_id = s.id) AS media_count,
+               'received' AS status
+        FROM received_studies s WHERE {" AND ".join(common)}
+        ORDER BY s.first_received_at DESC LIMIT {window}"""
+
+
+async def received_study(conn: Conn, study_id: uuid.UUID) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        "SELECT patient_name, patient_id, patient_birth_date, patient_sex "
+        "FROM received_studies WHERE id = $1",
+        study_id,
+    )
+    return dict(row) if row else None
 
 
 def _prefixed(alias: str) -> str:

@@ -22,7 +22,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from .deps import ApiError, Gw, User, client_of, not_found
-from .repository import StudyFilter
+from .repository import StudyFilter, received_study
 from .studies import (
     PatientData,
     PatientEdit,
@@ -37,7 +37,7 @@ router = APIRouter(prefix="/api/v1", tags=["studies"])
 Room = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 SearchText = Annotated[str | None, Query(max_length=64)]
 DateText = Annotated[str | None, Query(pattern=r"^\d{8}$")]
-StudyStatus = Literal["non-converted", "converted", "sent", "failed"]
+StudyStatus = Literal["non-converted", "converted", "sent", "failed", "received"]
 VIDEO_SYNTAXES = (
     "1.2.840.10008.1.2.4.100",
     "1.2.840.10008.1.2.4.101",
@@ -161,9 +161,12 @@ async def create_study(body: NewStudy, principal: User, request: Request, gw: Gw
     else:
         if body.from_study_id is None:
             raise ApiError(422, "validation_error", "from_study_id: required for origin=local")
-        values = new_study_from_local(
-            await _study_or_404(gw, body.from_study_id), body.room, root, now
-        )
+        source = await gw.repo.get_study(gw.pool, body.from_study_id)
+        if source is None and await gw.repo.has_table("received_studies"):
+            source = await received_study(gw.pool, body.from_study_id)
+        if source is None:
+            raise not_found("study")
+        values = new_study_from_local(source, body.room, root, now)
     async with gw.pool.acquire() as conn, conn.transaction():
         if await conn.fetchval(
             "SELECT 1 FROM studies WHERE study_instance_uid = $1", values["study_instance_uid"]
@@ -192,7 +195,7 @@ async def search_studies(
     accession_number: Annotated[str | None, Query(max_length=16)] = None,
     date_from: DateText = None,
     date_to: DateText = None,
-    origin: Literal["form", "worklist", "local", "unscheduled"] | None = None,
+    origin: Literal["form", "worklist", "local", "unscheduled", "received"] | None = None,
     status: StudyStatus | None = None,
     room: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,

@@ -315,7 +315,7 @@ async function viewLocal() {
     results.replaceChildren(h("table", {}, h("tr", {}, ["Patient", "ID", "Accession", "Date", "Origin", "Media", "Status", ""].map((t) => h("th", {}, t))),
       rows.map((s) => h("tr", { "data-study": s.id }, h("td", {}, s.patient_name), h("td", {}, s.patient_id), h("td", {}, s.accession_number),
         h("td", {}, dicomDate(s.study_date)), h("td", {}, s.origin), h("td", {}, s.media_count ?? ""), h("td", {}, badge(s.status)),
-        h("td", { class: "row" }, h("button", { class: "small", onclick: () => makeCurrent(s) }, "Open"),
+        h("td", { class: "row" }, s.origin === "received" ? "" : h("button", { class: "small", onclick: () => makeCurrent(s) }, "Open"),
           h("button", { class: "small", onclick: () => newForPatient(s) }, "New study"))))),
     rows.length ? "" : h("p", { class: "dim" }, "No local studies match."));
   };
@@ -323,7 +323,7 @@ async function viewLocal() {
     h("h1", {}, "Local studies"),
     h("div", { class: "form" }, field("q", "Name, patient ID or accession", ""), field("date_from", "From", "", { type: "date" }),
       field("date_to", "To", "", { type: "date" }),
-      h("label", {}, "Status", h("select", { name: "status" }, ["", "non-converted", "converted", "sent", "failed"].map((s) => h("option", { value: s }, s || "any"))))),
+      h("label", {}, "Status", h("select", { name: "status" }, ["", "non-converted", "converted", "sent", "failed", "received"].map((s) => h("option", { value: s }, s || "any"))))),
     h("p", {}, h("button", { class: "primary", type: "submit", id: "local-search" }, "Search")));
   setView(form, h("section", { class: "panel" }, results));
   search(form);

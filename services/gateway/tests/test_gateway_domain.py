@@ -1,0 +1,124 @@
+"""Pure gateway rules: patient data limits, study origins, the §8.1.5 edit rule, search text."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from cinebridge_common.messages import WorklistItem
+from cinebridge_common.uids import is_valid_uid
+from cinebridge_gateway.repository import like_prefix
+from cinebridge_gateway.security import digest, hash_password, new_api_token, verify_password
+from cinebridge_gateway.studies import (
+    PatientData,
+    PatientEdit,
+    apply_edit,
+    new_study_from_form,
+    new_study_from_local,
+    new_study_from_worklist,
+)
+from pydantic import ValidationError
+
+NOW = dt.datetime(2026, 11, 29, 8, 30, tzinfo=dt.UTC)
+
+
+def test_patient_data_enforces_vr_limits_and_normalises_dates() -> None:
+    ok = PatientData(patient_name="DOE^JANE", patient_birth_date="1980-01-02", patient_sex="F")
+    assert ok.patient_birth_date == "19800102"
+    for bad in (
+        {"patient_name": "A" * 65},
+        {"accession_number": "X" * 17},
+        {"patient_id": "a\\b"},
+        {"patient_name": "x\x00"},
+        {"patient_sex": "X"},
+        {"patient_birth_date": "19801301"},
+        {"unknown": "field"},
+    ):
+        with pytest.raises(ValidationError):
+            PatientData(**bad)  # type: ignore[arg-type]
+
+
+def test_form_study_gets_a_generated_uid_under_the_org_root() -> None:
+    study = new_study_from_form(
+        PatientData(patient_id="P1"), "or1", "1.2.826.0.1.3680043.8.498", NOW
+    )
+    assert study["origin"] == "form" and study["room"] == "or1"
+    assert study["study_instance_uid"].startswith("1.2.826.0.1.3680043.8.498.")
+    assert is_valid_uid(study["study_instance_uid"])
+    assert len(study["study_date"]) == 8 and len(study["study_time"]) == 6
+
+
+def test_worklist_study_copies_the_item_and_survives_a_bad_uid() -> None:
+    item = WorklistItem(
+        patient_name="DOE^JANE",
+        patient_id="P1",
+        accession_number="A" * 20,
+        requested_procedure_id="RP1",
+        requested_procedure_description="Colo",
+        study_instance_uid="1.2.3",
+        patient_sex="F",
+    )
+    study = new_study_from_worklist(item, None, "", NOW)
+    assert study["study_instance_uid"] == "1.2.3"
+    assert (study["study_id"], study["study_description"]) == ("RP1", "Colo")
+    assert study["accession_number"] == "A" * 16  # SH: clipped, never refused at the cart
+    assert study["worklist_item"]["patient_id"] == "P1"
+    hostile = WorklistItem(study_instance_uid="../../etc", patient_sex="Q", patient_name="a\\b")
+    study = new_study_from_worklist(hostile, None, "", NOW)
+    assert study["study_instance_uid"].startswith("2.25.")
+    assert study["patient_sex"] == "" and "\\" not in study["patient_name"]
+
+
+def test_local_study_takes_patient_only_and_a_new_uid() -> None:
+    earlier = {
+        "patient_name": "A^B",
+        "patient_id": "P9",
+        "patient_birth_date": "19700101",
+        "patient_sex": "M",
+        "accession_number": "OLD",
+        "study_instance_uid": "1.2.3",
+    }
+    study = new_study_from_local(earlier, "or2", "", NOW)
+    assert study["patient_id"] == "P9" and "accession_number" not in study
+    assert study["study_instance_uid"] != "1.2.3" and study["origin"] == "local"
+
+
+def test_edit_of_a_worklist_study_unlinks_it_once() -> None:
+    study = {
+        "id": "5f1c",
+        "origin": "worklist",
+        "edited": False,
+        "patient_name": "DOE^JANE",
+        "study_instance_uid": "1.2.3",
+    }
+    changes = apply_edit(study, PatientEdit(patient_name="DOE^JANET"), "")
+    assert changes["edited"] is True and changes["patient_name"] == "DOE^JANET"
+    assert changes["study_instance_uid"] not in ("1.2.3", "") and is_valid_uid(
+        changes["study_instance_uid"]
+    )
+    # Already unlinked: later edits keep the (new) UID.
+    again = apply_edit({**study, **changes}, PatientEdit(patient_id="X"), "")
+    assert "study_instance_uid" not in again and again["edited"] is True
+    # Nothing changed: nothing to write.
+    assert apply_edit(study, PatientEdit(patient_name="DOE^JANE"), "") == {}
+    form = {"id": "1", "origin": "form", "edited": False, "patient_name": ""}
+    assert "study_instance_uid" not in apply_edit(form, PatientEdit(patient_name="X"), "")
+
+
+def test_search_text_becomes_an_escaped_like_prefix() -> None:
+    assert like_prefix("Doe") == "doe%"
+    assert like_prefix("D*E?") == "d%e_%"
+    assert like_prefix("100%_x") == "100\\%\\_x%"
+    assert like_prefix("a*") == "a%"
+
+
+def test_passwords_and_tokens() -> None:
+    stored = hash_password("correct horse")
+    assert stored.startswith("$argon2id$")
+    assert verify_password(stored, "correct horse")
+    assert not verify_password(stored, "wrong")
+    assert not verify_password(None, "anything")
+    assert not verify_password("not-a-hash", "x")
+    token = new_api_token()
+    assert token.startswith("cbt_") and len(token) > 40
+    assert digest(token) != token and len(digest(token)) == 64

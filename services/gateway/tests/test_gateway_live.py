@@ -1,0 +1,109 @@
+"""Health board states, the SSE hub's bounded fan-out, and the body size limit middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+
+from cinebridge_common.messages import ServiceHeartbeat
+from cinebridge_gateway.health_board import HealthBoard
+from cinebridge_gateway.hub import EventHub, LiveEvent
+from cinebridge_gateway.web import BodySizeLimit
+from fastapi import FastAPI, Request
+
+T0 = dt.datetime(2026, 11, 29, 8, 0, tzinfo=dt.UTC)
+
+
+def beat(
+    service: str, instance: str, state: str = "up", room: str | None = None
+) -> ServiceHeartbeat:
+    return ServiceHeartbeat(
+        service=service,
+        instance=instance,
+        version="1",
+        state=state,  # type: ignore[arg-type]
+        room=room,
+        started_at=T0,
+    )
+
+
+def test_health_board_turns_silent_instances_stale_then_down() -> None:
+    board = HealthBoard(stale_after_s=10)
+    assert board.overall(T0) == "unknown"
+    board.record(beat("capture", "cap-1", room="or1"), T0)
+    board.record(beat("sender", "snd-1"), T0 + dt.timedelta(seconds=25))
+    now = T0 + dt.timedelta(seconds=31)
+    states = {r["instance"]: r["state"] for r in board.snapshot(now)}
+    assert states == {"cap-1": "down", "snd-1": "up"}
+    assert board.snapshot(T0 + dt.timedelta(seconds=12))[0]["state"] == "stale"
+    assert board.overall(now) == "degraded"
+    assert board.rooms() == ["or1"]
+    board.record(beat("capture", "cap-1", state="stopping", room="or1"), now)
+    assert board.overall(now) == "up"
+
+
+async def test_hub_fans_out_and_drops_oldest_for_slow_listeners() -> None:
+    hub = EventHub(queue_size=3)
+    async with hub.listen() as fast, hub.listen() as slow:
+        assert hub.listeners == 2
+        for n in range(5):
+            hub.publish(LiveEvent("cb.evt.x", str(n)))
+            if n < 3:
+                assert (await fast.get()) == LiveEvent("cb.evt.x", str(n))
+        assert [slow.get_nowait().data for _ in range(3)] == ["2", "3", "4"]
+        assert hub.dropped == 2
+        hub.close()
+        assert (await slow.get()) is None
+    assert hub.listeners == 0
+
+
+async def call(
+    app: object, body_chunks: list[bytes], headers: list[tuple[bytes, bytes]]
+) -> tuple[int, bytes]:
+    chunks = list(body_chunks)
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        if chunks:
+            chunk = chunks.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/echo",
+        "headers": headers,
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "server": ("t", 80),
+        "http_version": "1.1",
+    }
+    await app(scope, receive, send)  # type: ignore[operator]
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")  # type: ignore[misc]
+    return int(status), body  # type: ignore[call-overload]
+
+
+async def test_body_limit_by_header_and_by_counting() -> None:
+    inner = FastAPI()
+
+    @inner.post("/echo")
+    async def echo(request: Request) -> dict[str, int]:
+        return {"size": len(await request.body())}
+
+    app = BodySizeLimit(inner, limit=1000)
+    status, body = await call(app, [b"x" * 10], [(b"content-length", b"10")])
+    assert (status, json.loads(body)) == (200, {"size": 10})
+    status, body = await call(app, [b""], [(b"content-length", b"104857600")])
+    assert status == 413 and json.loads(body)["error"]["code"] == "body_too_large"
+    status, body = await call(app, [b"x" * 600, b"x" * 600], [(b"transfer-encoding", b"chunked")])
+    assert status == 413
+    status, _ = await call(app, [b""], [(b"content-length", b"-5")])
+    assert status == 413
