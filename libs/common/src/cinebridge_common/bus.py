@@ -154,6 +154,12 @@ class Delivery:
 DeadLetterSink = Callable[[DeadLetter], Awaitable[None]]
 
 
+async def _unsubscribe(sub: Any) -> None:
+    if sub is not None:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
 class Bus:
     """One NATS connection with JetStream, typed for CineBridge messages."""
 
@@ -332,27 +338,33 @@ class Bus:
     ) -> None:
         await self.ensure_consumer(spec)
         sub = None
-        while True:
-            try:
-                if sub is None:
-                    sub = await self.js.pull_subscribe_bind(spec.durable, spec.stream)
-                msgs = await sub.fetch(spec.batch, timeout=2.0)
-            except NatsTimeoutError:
-                continue
-            except asyncio.CancelledError:
-                raise
-            except (NotFoundError, Exception) as exc:
-                # nats.py #504: pull subscriptions may not survive a server restart; rebuild.
-                log.warning(
-                    "fetch failed, resubscribing", extra=kv(durable=spec.durable, error=repr(exc))
-                )
-                sub = None
-                await asyncio.sleep(1.0)
-                with contextlib.suppress(Exception):
-                    await self.ensure_consumer(spec)
-                continue
-            for msg in msgs:
-                await self._handle(spec, model, handler, msg)
+        try:
+            while True:
+                try:
+                    if sub is None:
+                        sub = await self.js.pull_subscribe_bind(spec.durable, spec.stream)
+                    msgs = await sub.fetch(spec.batch, timeout=2.0)
+                except NatsTimeoutError:
+                    continue
+                except asyncio.CancelledError:
+                    raise
+                except (NotFoundError, Exception) as exc:
+                    # nats.py #504: pull subscriptions may not survive a server restart; rebuild.
+                    log.warning(
+                        "fetch failed, resubscribing",
+                        extra=kv(durable=spec.durable, error=repr(exc)),
+                    )
+                    await _unsubscribe(sub)
+                    sub = None
+                    await asyncio.sleep(1.0)
+                    with contextlib.suppress(Exception):
+                        await self.ensure_consumer(spec)
+                    continue
+                for msg in msgs:
+                    await self._handle(spec, model, handler, msg)
+        finally:
+            # A pull subscription left registered makes `drain()` wait its full 30 s timeout.
+            await _unsubscribe(sub)
 
     async def _handle(
         self,
