@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
+import struct
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -20,6 +23,8 @@ from cinebridge_scp.receive import ReceiveConfig
 from cinebridge_scp.settings import ScpSettings
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.uid import (
     MPEG4HP41,
     ExplicitVRLittleEndian,
@@ -321,4 +326,138 @@ def dicom() -> Any:
         dataset_bytes=dataset_bytes,
         store=pynetdicom_store,
         ffmpeg=ffmpeg,
+    )
+
+
+# ---------------------------------------------------------------- raw PDUs (PS3.8 section 9)
+
+
+def _item(item_type: int, body: bytes) -> bytes:
+    return struct.pack(">BBH", item_type, 0, len(body)) + body
+
+
+def pdu(pdu_type: int, body: bytes, length: int | None = None) -> bytes:
+    """A PDU; `length` lets a test announce a length that lies."""
+    return struct.pack(">BBL", pdu_type, 0, len(body) if length is None else length) + body
+
+
+def associate_rq(
+    called: str = "CINEBRIDGE",
+    calling: str = "RAWSCU",
+    max_pdu: int = 16384,
+    contexts: list[tuple[int, str, list[str]]] | None = None,
+) -> bytes:
+    contexts = contexts or [(1, ECHO, ["1.2.840.10008.1.2"]), (3, CT, ["1.2.840.10008.1.2.1"])]
+    items = _item(0x10, b"1.2.840.10008.3.1.1.1")
+    for cx_id, abstract, syntaxes in contexts:
+        body = bytes([cx_id, 0, 0, 0]) + _item(0x30, abstract.encode())
+        body += b"".join(_item(0x40, ts.encode()) for ts in syntaxes)
+        items += _item(0x20, body)
+    user = _item(0x51, struct.pack(">L", max_pdu)) + _item(0x52, b"1.2.3.4")
+    items += _item(0x50, user)
+    head = struct.pack(">HH", 1, 0) + called.encode().ljust(16) + calling.encode().ljust(16)
+    return pdu(0x01, head + bytes(32) + items)
+
+
+def command_set(**elements: Any) -> bytes:
+    """A DIMSE command set, Implicit VR Little Endian with group length (PS3.7 6.3.1)."""
+    ds = Dataset()
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    body = DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, True
+    write_dataset(body, ds)
+    raw = body.getvalue()
+    return struct.pack("<HHLL", 0, 0, 4, len(raw)) + raw
+
+
+def p_data(context_id: int, header: int, data: bytes, pdv_length: int | None = None) -> bytes:
+    pdv_len = len(data) + 2 if pdv_length is None else pdv_length
+    return pdu(0x04, struct.pack(">LBB", pdv_len, context_id, header) + data)
+
+
+def echo_rq(context_id: int = 1, message_id: int = 1) -> bytes:
+    cmd = command_set(
+        AffectedSOPClassUID=ECHO,
+        CommandField=0x0030,
+        MessageID=message_id,
+        CommandDataSetType=0x0101,
+    )
+    return p_data(context_id, 0x03, cmd)
+
+
+def store_rq(sop_class: str, sop_instance: str, context_id: int = 3) -> bytes:
+    cmd = command_set(
+        AffectedSOPClassUID=sop_class,
+        CommandField=0x0001,
+        MessageID=7,
+        Priority=0,
+        CommandDataSetType=0x0000,
+        AffectedSOPInstanceUID=sop_instance,
+    )
+    return p_data(context_id, 0x03, cmd)
+
+
+class RawPeer:
+    """A TCP peer that speaks raw bytes to the SCP."""
+
+    def __init__(self, port: int, timeout_s: float = 5.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read_pdu(self) -> tuple[int, bytes] | None:
+        """Next PDU (type, body), or None when the SCP closed the connection."""
+        try:
+            head = self._exact(6)
+            if head is None:
+                return None
+            pdu_type, _, length = struct.unpack(">BBL", head)
+            body = self._exact(length)
+            return None if body is None else (pdu_type, body)
+        except OSError:
+            return None
+
+    def _exact(self, n: int) -> bytes | None:
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        return data
+
+    def closed_by_peer(self, timeout_s: float = 5.0) -> bool:
+        """Drain until the SCP closes; True if it did within the timeout."""
+        self.sock.settimeout(timeout_s)
+        try:
+            while self.sock.recv(65536):
+                pass
+            return True
+        except (TimeoutError, OSError):
+            return False
+
+    def associate(self, **kw: Any) -> tuple[int, bytes] | None:
+        self.send(associate_rq(**kw))
+        return self.read_pdu()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+@pytest.fixture
+def raw() -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        pdu=pdu,
+        associate_rq=associate_rq,
+        command_set=command_set,
+        p_data=p_data,
+        echo_rq=echo_rq,
+        store_rq=store_rq,
+        Peer=RawPeer,
     )

@@ -29,7 +29,7 @@ class ReceiveConfig:
 
     temp_dir: Path
     max_bytes: int
-    #: Test seam: called before each write with the byte offset; may raise OSError.
+    #: Test seam: called before each write with the file size it would reach; may raise OSError.
     fault: Callable[[int], None] | None = None
 
 
@@ -62,7 +62,7 @@ class ReceiveFile:
                 self._fail(f"instance larger than {self._config.max_bytes} bytes", True)
                 return len(data)
             if self._config.fault is not None:
-                self._config.fault(self.size)
+                self._config.fault(self.size + len(data))
             self._fh.write(data)
         except OSError as exc:
             self._fail(f"write failed: {exc.strerror or exc}", True)
