@@ -91,9 +91,10 @@ def probe_video(path: Path, *, max_pixels: int, max_duration_s: float) -> VideoP
     try:
         container = av.open(str(path), options={"probesize": "20000000"})
     except av.error.InvalidDataError as exc:
-        raise BadMedia(f"not a video file FFmpeg can read: {exc}") from exc
+        # An MP4 cut short (recorder killed) lacks its index: FFmpeg sees invalid data too.
+        raise BadMedia(f"not a video file FFmpeg can read, or truncated: {exc.strerror}") from exc
     except av.error.FFmpegError as exc:
-        raise BadMedia(f"cannot open the recording: {exc}") from exc
+        raise BadMedia(f"cannot open the recording: {exc.strerror}") from exc
     with container:
         if not container.streams.video:
             raise BadMedia("the file has no video stream")
@@ -165,7 +166,7 @@ def _scan(
             if interlaced is not None and not count:
                 break
     except av.error.FFmpegError as exc:
-        raise BadMedia(f"the video stream cannot be read: {exc}") from exc
+        raise BadMedia(f"the video stream cannot be read (truncated?): {exc.strerror}") from exc
     if interlaced is None:
         raise BadMedia("no frame of the video stream decodes (truncated or corrupt file)")
     return interlaced, packets
@@ -256,7 +257,7 @@ def _probe_other(path: Path) -> StillProbe:
             fmt = (img.format or "unknown").lower()
             bands = len(img.getbands())
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise BadMedia(f"not an image file: {exc}") from exc
+        raise BadMedia(f"not an image file Pillow can read ({type(exc).__name__})") from exc
     return StillProbe(
         format=fmt,
         width=width,

@@ -75,7 +75,7 @@ def remux(
                     progress(min(1.0, _seconds(packet.dts, video.time_base) / duration), "remux")
         except av.error.FFmpegError as exc:
             writer.abort()
-            raise BadMedia(f"the recording cannot be remuxed: {exc}") from exc
+            raise BadMedia(f"the recording cannot be remuxed: {exc.strerror}") from exc
         except BaseException:
             writer.abort()
             raise
@@ -189,7 +189,7 @@ def transcode(
                 out.mux(packet)
     except av.error.FFmpegError as exc:
         dest.unlink(missing_ok=True)
-        raise BadMedia(f"the recording cannot be transcoded: {exc}") from exc
+        raise BadMedia(f"the recording cannot be transcoded: {exc.strerror}") from exc
     except BaseException:
         dest.unlink(missing_ok=True)
         raise

@@ -6,7 +6,9 @@ from typing import ClassVar, Literal
 
 from .base import Event, Job
 
-IodChoice = Literal["sc", "vl"]
+#: "sc": statement Annex 8.1 Secondary Capture; "vl" = "vl-endoscopic": VL Endoscopic /
+#: Video Endoscopic (Modality ES); "vl-photographic": VL / Video Photographic (Modality XC).
+IodChoice = Literal["sc", "vl", "vl-endoscopic", "vl-photographic"]
 
 
 class ConvertMedia(Job):

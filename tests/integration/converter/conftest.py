@@ -1,0 +1,199 @@
+"""A running converter (app.run) on the session NATS/PostgreSQL, and helpers to feed it media."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from cinebridge_common.bus import Bus
+from cinebridge_common.db import create_pool
+from cinebridge_common.embedded import free_port
+from cinebridge_common.messages import ConvertMedia
+from cinebridge_common.store import MediaStore
+from cinebridge_common.testing import require_tool, wait_for_sync
+from cinebridge_converter import app
+from cinebridge_converter.settings import ConverterSettings
+from nats.aio.msg import Msg
+
+
+@dataclass
+class RunningConverter:
+    pool: asyncpg.Pool
+    bus: Bus
+    store: MediaStore
+    events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    async def add_study(self, **values: Any) -> str:
+        study_id = str(uuid.uuid4())
+        row = {
+            "study_instance_uid": f"2.25.{uuid.uuid4().int}",
+            "origin": "unscheduled",
+            "patient_name": "Doe^Jane",
+            "patient_id": "P-1",
+            **values,
+        }
+        columns = ", ".join(["id", *row])
+        marks = ", ".join(f"${i}" for i in range(1, len(row) + 2))
+        await self.pool.execute(
+            f"INSERT INTO studies ({columns}) VALUES ({marks})", uuid.UUID(study_id), *row.values()
+        )
+        return study_id
+
+    async def add_media(self, study_id: str, source: Path, kind: str, name: str = "tower-1") -> str:
+        ext = source.suffix.lstrip(".").lower() or "bin"
+        rel = self.store.new_relative("media", ext)
+        sha = self.store.write_bytes(rel, source.read_bytes())
+        media_id = str(uuid.uuid4())
+        await self.pool.execute(
+            """INSERT INTO media (id, study_id, room, source, kind, rel_path, size, sha256, mime)
+               VALUES ($1, $2, 'room1', $3, $4, $5, $6, $7, 'application/octet-stream')""",
+            uuid.UUID(media_id),
+            uuid.UUID(study_id),
+            name,
+            kind,
+            rel,
+            source.stat().st_size,
+            sha,
+        )
+        return media_id
+
+    async def submit(
+        self, media_id: str, study_id: str, *, msg_id: str | None = None, **options: Any
+    ) -> ConvertMedia:
+        job = ConvertMedia(
+            job_key=f"{media_id}:{json.dumps(options, sort_keys=True)}",
+            media_id=media_id,
+            study_id=study_id,
+            **options,
+        )
+        await self.bus.publish(job, msg_id=msg_id or job.job_key)
+        return job
+
+    async def media_state(self, media_id: str) -> asyncpg.Record:
+        row = await self.pool.fetchrow(
+            "SELECT state, error FROM media WHERE id = $1", uuid.UUID(media_id)
+        )
+        assert row is not None
+        return row
+
+    async def instances(self, media_id: str) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            "SELECT * FROM instances WHERE media_id = $1 ORDER BY part", uuid.UUID(media_id)
+        )
+
+
+@pytest.fixture
+async def converter(
+    nats_url: str, database_url: str, tmp_path: Path
+) -> AsyncIterator[RunningConverter]:
+    settings = ConverterSettings(
+        nats_url=nats_url,
+        database_url=database_url,
+        media_root=tmp_path / "media",
+        instance_id=f"test-{uuid.uuid4().hex[:6]}",
+        converter_x264_preset="ultrafast",
+        converter_ack_wait_s=10.0,
+    )
+    pool = await create_pool(database_url)
+    bus = await Bus.connect(nats_url, "converter-test")
+    await bus.ensure_streams()
+    # A fresh durable per test: the session's JetStream keeps the work queue across tests.
+    await _purge_jobs(bus)
+    running = RunningConverter(pool, bus, MediaStore(settings.media_root))
+
+    async def on_event(msg: Msg) -> None:
+        running.events.setdefault(msg.subject, []).append(json.loads(msg.data))
+
+    await bus.subscribe_events("cb.evt.>", on_event)
+    task = asyncio.create_task(app.run(settings))
+    try:
+        yield running
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(task, 15)
+        await bus.close()
+        await pool.close()
+
+
+async def _purge_jobs(bus: Bus) -> None:
+    with contextlib.suppress(Exception):
+        await bus.js.delete_consumer("CB_JOBS", "converter-convert")
+    with contextlib.suppress(Exception):
+        await bus.js.purge_stream("CB_JOBS", subject="cb.job.converter.>")
+
+
+@dataclass
+class Orthanc:
+    """An Orthanc with its own storage, DICOM and REST on loopback ports."""
+
+    proc: subprocess.Popen[bytes]
+    dicom_port: int
+    http_port: int
+
+    def get(self, path: str) -> bytes:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=30) as r:
+            body: bytes = r.read()
+            return body
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path) -> Any:
+    binary = require_tool("Orthanc")
+    dicom_port, http_port = free_port(), free_port()
+    work = tmp_path / "orthanc"
+    work.mkdir()
+    config = {
+        "Name": "converter-test",
+        "StorageDirectory": str(work / "db"),
+        "IndexDirectory": str(work / "db"),
+        "DicomAet": "ORTHANC",
+        "DicomPort": dicom_port,
+        "HttpPort": http_port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [],
+        "DicomCheckCalledAet": False,
+        "StorageCompression": False,
+        "OverwriteInstances": True,
+    }
+    (work / "orthanc.json").write_text(json.dumps(config))
+    log = open(work / "orthanc.log", "ab")
+    proc = subprocess.Popen(
+        [binary, str(work / "orthanc.json")], stdout=log, stderr=log, env={"TCP_NODELAY": "1"}
+    )
+    peer = Orthanc(proc, dicom_port, http_port)
+
+    def up() -> bool:
+        try:
+            return bool(peer.get("/system"))
+        except OSError:
+            return False
+
+    try:
+        wait_for_sync(up, 30, 0.2, what="Orthanc REST")
+        yield peer
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

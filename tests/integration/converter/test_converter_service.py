@@ -1,0 +1,265 @@
+"""The converter service on real NATS and PostgreSQL: job in, instance row and events out.
+
+Redelivered jobs make no second instance; broken media end the job with a recorded reason and
+the service keeps converting; Orthanc accepts every kind of object and serves it back unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cinebridge_common.testing import require_tool, wait_for
+from cinebridge_converter.testmedia import huge_jpeg_header, make_still, make_video
+from pydicom import dcmread
+from pydicom.filereader import read_preamble
+
+pytestmark = pytest.mark.integration
+
+H264, MPEG2_ML = "1.2.840.10008.1.2.4.102", "1.2.840.10008.1.2.4.100"
+
+
+async def converted(converter: Any, media_id: str, timeout_s: float = 60) -> list[Any]:
+    async def done() -> list[Any] | None:
+        state = await converter.media_state(media_id)
+        assert state["state"] != "failed", state["error"]
+        rows = await converter.instances(media_id)
+        return rows if rows and state["state"] == "converted" else None
+
+    return await wait_for(done, timeout_s, 0.1, what=f"media {media_id} converted")
+
+
+async def test_job_makes_one_instance_and_events(converter: Any, tmp_path: Path) -> None:
+    study = await converter.add_study()
+    clip = make_video(
+        tmp_path / "clip.mp4", width=640, height=360, frames=25, options={"preset": "ultrafast"}
+    )
+    media = await converter.add_media(study, clip, "recording")
+    job = await converter.submit(media, study)
+    [row] = await converted(converter, media)
+    path = converter.store.resolve(row["rel_path"])
+    ds = dcmread(path, stop_before_pixels=True)
+    assert ds.SOPInstanceUID == row["sop_instance_uid"]
+    assert ds.file_meta.TransferSyntaxUID == H264
+    assert (ds.Rows, ds.Columns, ds.NumberOfFrames) == (360, 640, 25)
+    assert ds.SeriesDescription == "tower-1" and ds.ConversionType == "DV"
+    assert converter.store.sha256(row["rel_path"]) == row["sha256"]
+
+    async def announced() -> list[Any] | None:
+        return converter.events.get("cb.evt.instance.created")
+
+    [event] = await wait_for(announced, 10, what="InstanceCreated")
+    assert event["sop_instance_uid"] == row["sop_instance_uid"]
+    assert event["rel_path"] == row["rel_path"] and event["media_id"] == media
+    assert converter.events.get("cb.evt.conversion.progressed")
+
+    # A redelivered job (same job, new delivery): same UID, still one row, no second event.
+    await converter.submit(media, study, msg_id=f"{job.job_key}-again")
+    await converter.submit(media, study, msg_id=f"{job.job_key}-third")
+    await asyncio.sleep(1.0)  # let both jobs be consumed; then nothing may have changed
+    assert [r["sop_instance_uid"] for r in await converter.instances(media)] == [
+        row["sop_instance_uid"]
+    ]
+    assert len(converter.events.get("cb.evt.instance.created", [])) == 1
+    pending = await converter.bus.js.consumer_info("CB_JOBS", "converter-convert")
+    assert pending.num_pending == 0 and pending.num_ack_pending == 0
+
+
+async def test_numbers_series_per_source_and_worklist_study(converter: Any, tmp_path: Path) -> None:
+    study = await converter.add_study(accession_number="ACC-1", study_id="S-1")
+    still = make_still(tmp_path / "s.jpg", width=320, height=240)
+    clip = make_video(tmp_path / "c.mp4", frames=5, options={"preset": "ultrafast"})
+    first = await converter.add_media(study, still, "snapshot", name="tower-1")
+    second = await converter.add_media(study, clip, "recording", name="tower-1")
+    third = await converter.add_media(study, still, "snapshot", name="microscope")
+    rows = []
+    for media in (first, second, third):
+        await converter.submit(media, study, iod="vl")
+        rows += await converted(converter, media)
+    assert [r["instance_number"] for r in rows] == [1, 2, 3]
+    assert rows[0]["series_instance_uid"] == rows[1]["series_instance_uid"]
+    assert rows[2]["series_instance_uid"] != rows[0]["series_instance_uid"]
+    assert [r["series_number"] for r in rows] == [1, 1, 2]
+    ds = dcmread(converter.store.resolve(rows[0]["rel_path"]), stop_before_pixels=True)
+    assert (ds.AccessionNumber, ds.StudyID, ds.Modality) == ("ACC-1", "S-1", "ES")
+
+
+def _bad_media(folder: Path) -> dict[str, tuple[Path, str, str]]:
+    full = make_video(folder / "full.mp4", frames=50, options={"preset": "ultrafast"})
+    truncated = folder / "truncated.mp4"
+    truncated.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    text = folder / "text.mp4"
+    text.write_text("not a video\n" * 50)
+    empty = folder / "empty.mp4"
+    empty.touch()
+    audio = folder / "audio.mp4"
+    _audio_only(audio)
+    return {
+        "truncated": (truncated, "recording", "truncated"),
+        "text": (text, "recording", "not a video"),
+        "empty": (empty, "recording", "empty file"),
+        "audio": (audio, "recording", "no video stream"),
+        "bomb": (huge_jpeg_header(folder / "bomb.jpg"), "snapshot", "exceeds the limit"),
+    }
+
+
+def _audio_only(path: Path) -> None:
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream: Any = out.add_stream("aac", rate=48000)
+        frame = av.AudioFrame(format="fltp", layout="stereo", samples=1024)
+        for plane in frame.planes:
+            plane.update(bytes(plane.buffer_size))
+        frame.sample_rate = 48000
+        for n in range(5):
+            frame.pts = n * 1024
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+
+
+async def test_bad_media_fail_with_reason_and_service_stays_up(
+    converter: Any, tmp_path: Path
+) -> None:
+    study = await converter.add_study()
+    cases = _bad_media(tmp_path)
+    ids = {}
+    for name, (path, kind, _) in cases.items():
+        ids[name] = await converter.add_media(study, path, kind)
+        await converter.submit(ids[name], study)
+    for name, (_, _, reason) in cases.items():
+
+        async def failed(media: str = ids[name]) -> Any:
+            row = await converter.media_state(media)
+            return row if row["state"] == "failed" else None
+
+        row = await wait_for(failed, 30, 0.1, what=f"{name} failed")
+        assert reason in row["error"], (name, row["error"])
+        assert await converter.instances(ids[name]) == []
+    letters = await converter.pool.fetch("SELECT reason FROM dead_letters")
+    assert len(letters) == len(cases)
+
+    async def all_announced() -> bool:
+        return len(converter.events.get("cb.evt.conversion.failed", [])) == len(cases)
+
+    await wait_for(all_announced, 10, what="ConversionFailed events")
+    assert not (converter.store.root / "dicom").exists()  # no partial DICOM file
+    assert list(converter.store.tmp.iterdir()) == []
+    good = await converter.add_media(study, make_still(tmp_path / "ok.jpg"), "snapshot")
+    await converter.submit(good, study)
+    assert len(await converted(converter, good)) == 1
+
+
+async def test_orthanc_accepts_and_returns_each_object(
+    converter: Any, orthanc: Any, tmp_path: Path
+) -> None:
+    storescu = require_tool("storescu")
+    study = await converter.add_study()
+    sources = [
+        (
+            make_video(
+                tmp_path / "a.mp4",
+                width=640,
+                height=360,
+                frames=25,
+                options={"preset": "ultrafast"},
+            ),
+            "recording",
+            {},
+        ),
+        (tmp_path / "a.mp4", "recording", {"iod": "vl"}),
+        (
+            make_video(
+                tmp_path / "b.mkv",
+                codec="libx265",
+                width=320,
+                height=240,
+                frames=10,
+                options={"preset": "ultrafast", "x265-params": "log-level=error"},
+            ),
+            "recording",
+            {"iod": "vl-photographic"},
+        ),
+        (tmp_path / "a.mp4", "recording", {"iod": "vl", "video_transfer_syntax": MPEG2_ML}),
+        (make_still(tmp_path / "s.jpg", width=320, height=240), "snapshot", {}),
+        (
+            make_still(tmp_path / "s.png", width=320, height=240, fmt="PNG"),
+            "snapshot",
+            {"iod": "vl"},
+        ),
+    ]
+    files = []
+    for path, kind, options in sources:
+        media = await converter.add_media(study, path, kind)
+        await converter.submit(media, study, **options)
+        files += [converter.store.resolve(r["rel_path"]) for r in await converted(converter, media)]
+    for path in files:
+        sent = subprocess.run(
+            [
+                storescu,
+                "-R",
+                PROPOSE[ts_of(path)],
+                "-aec",
+                "ORTHANC",
+                "127.0.0.1",
+                str(orthanc.dicom_port),
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"TCP_NODELAY": "1"},
+        )
+        assert sent.returncode == 0, sent.stderr
+        uid = dcmread(path, stop_before_pixels=True).SOPInstanceUID
+        stored = _orthanc_file(orthanc, uid)
+        assert _data_set(stored) == _data_set(path.read_bytes()), path.name
+
+
+#: storescu's option proposing exactly the file's transfer syntax (no conversion).
+PROPOSE = {H264: "-xn", MPEG2_ML: "-xm", "1.2.840.10008.1.2.4.50": "-xy"}
+
+
+def ts_of(path: Path) -> str:
+    return str(dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+
+
+def _orthanc_file(orthanc: Any, sop_instance_uid: str) -> bytes:
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{orthanc.http_port}/tools/lookup",
+        data=sop_instance_uid.encode(),
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        [hit] = json.loads(response.read())
+    body: bytes = orthanc.get(f"/instances/{hit['ID']}/file")
+    return body
+
+
+def _data_set(part10: bytes | Path) -> bytes:
+    """The data set after the File Meta group (Orthanc writes its own meta information)."""
+    data = part10 if isinstance(part10, bytes) else part10.read_bytes()
+    fh = io.BytesIO(data)
+    read_preamble(fh, False)
+    meta = dcmread(io.BytesIO(data), stop_before_pixels=True).file_meta
+    del meta
+    # Group 0002 is explicit VR LE: walk its elements to find where the data set starts.
+    pos = 132
+    while data[pos : pos + 2] == b"\x02\x00":
+        vr = data[pos + 4 : pos + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
+            length = int.from_bytes(data[pos + 8 : pos + 12], "little")
+            pos += 12 + length
+        else:
+            length = int.from_bytes(data[pos + 6 : pos + 8], "little")
+            pos += 8 + length
+    return data[pos:]
