@@ -125,6 +125,8 @@ class VideoEncoder:
             # MP@ML allows 15 Mbit/s (ISO 13818-2 Table 8-13); MP@HL 80 Mbit/s.
             ctx.bit_rate = 8_000_000 if fmt.mode == "mpeg2-ml" else 25_000_000
             ctx.max_b_frames = 0
+        # Open now: the global header (SPS/PPS) exists from here on, before the first packet.
+        ctx.open()
         self.template = stream
         self.codec = fmt.codec
         self.mode = fmt.mode

@@ -1,0 +1,188 @@
+"""Real PyAV pipelines, small and short: encoder, crash-safe writer, salvage, ring, snapshot."""
+
+from __future__ import annotations
+
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+from cinebridge_capture.encoding import EncoderSettings, VideoEncoder, recording_format
+from cinebridge_capture.pipeline import NoSignal, PipelineOptions, SourcePipeline
+from cinebridge_capture.recorder import RecordingUnreadable, RecordingWriter, probe, salvage
+from cinebridge_capture.ring import PacketRing
+from cinebridge_capture.settings import SourceConfig
+from cinebridge_capture.snapshot import jpeg_from_frame
+from cinebridge_capture.sources import SourceUnavailable, StreamInfo, open_source
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def pattern(n: int, size: str = "320x240", rate: int = 25) -> list[av.VideoFrame]:
+    with av.open(f"testsrc2=size={size}:rate={rate}", format="lavfi") as src:
+        frames = []
+        for frame in src.decode(video=0):
+            frames.append(frame)
+            if len(frames) == n:
+                return frames
+    raise AssertionError("pattern ended")
+
+
+def info(width: int = 320, height: int = 240, fps: int = 25) -> StreamInfo:
+    return StreamInfo("rawvideo", width, height, Fraction(fps), "yuv420p")
+
+
+def encode_file(path: Path, mode: str, frames: int, fps: int = 25) -> None:
+    fmt = recording_format(mode)  # type: ignore[arg-type]
+    enc = VideoEncoder(fmt, EncoderSettings(), info(fps=fps))
+    writer = RecordingWriter(path, fmt, enc.template, enc.fps, fsync_interval_s=0.5)
+    for i, frame in enumerate(pattern(frames, rate=fps)):
+        for packet in enc.encode(frame, i):
+            writer.write(packet)
+    for packet in enc.encode(None):
+        writer.write(packet)
+    writer.close()
+    assert writer.frames == frames
+
+
+def test_h264_recording_is_high_profile_level_41_with_exact_count(tmp_path: Path) -> None:
+    path = tmp_path / "r.mp4"
+    encode_file(path, "h264", 50)
+    facts = probe(path)
+    assert (facts.codec, facts.profile, facts.level) == ("h264", "High", 41)
+    assert facts.frames == 50 and facts.duration_s == pytest.approx(2.0, abs=0.05)
+
+
+def test_mpeg2_recording_is_main_profile_main_level_in_ts(tmp_path: Path) -> None:
+    path = tmp_path / "r.ts"
+    encode_file(path, "mpeg2-ml", 25)
+    facts = probe(path)
+    assert (facts.codec, facts.profile, facts.width, facts.height) == (
+        "mpeg2video",
+        "Main",
+        720,
+        576,
+    )
+    assert facts.frames == 25
+
+
+def test_a_torn_recording_is_salvaged_up_to_its_last_fragment(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.mp4"
+    encode_file(whole, "h264", 100)  # 4 s, 1 s GOPs/fragments
+    torn = tmp_path / "torn.mp4"
+    data = whole.read_bytes()
+    torn.write_bytes(data[: int(len(data) * 0.6)])  # power cut in the middle of a fragment
+    out = tmp_path / "salvaged.mp4"
+    salvage(torn, out, recording_format("h264"))
+    facts = probe(out)
+    assert 25 <= facts.frames < 100
+    with av.open(str(out)) as container:  # and it decodes to the end
+        assert sum(1 for _ in container.decode(video=0)) == facts.frames
+
+
+def test_garbage_is_not_a_recording(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 1000)
+    with pytest.raises(RecordingUnreadable):
+        salvage(junk, tmp_path / "out.mp4", recording_format("h264"))
+    with pytest.raises(RecordingUnreadable):
+        probe(junk)
+
+
+class FakePacket:
+    def __init__(self, key: bool) -> None:
+        self.is_keyframe = key
+
+
+def test_ring_keeps_whole_gops_reaching_back_n_seconds() -> None:
+    ring = PacketRing(2.0)
+    ring.add(FakePacket(False), 0.0)  # undecodable head: never kept
+    packets: list[Any] = []
+    for i in range(100):  # 10 fps, keyframe each second
+        packet = FakePacket(i % 10 == 0)
+        packets.append(packet)
+        ring.add(packet, i / 10)
+    kept = ring.drain()
+    assert kept[0].is_keyframe and kept[-1] is packets[-1]
+    assert 2.0 <= (len(kept) - 1) / 10 < 3.0
+    assert ring.drain() == []
+
+
+def test_snapshot_is_baseline_jpeg_and_preview_is_scaled() -> None:
+    frame = pattern(1, "1280x720")[0]
+    jpeg = jpeg_from_frame(frame, 90)
+    assert jpeg[:2] == b"\xff\xd8" and b"\xff\xc0" in jpeg and b"\xff\xc2" not in jpeg
+    small = jpeg_from_frame(frame, 70, max_width=320)
+    with av.open(__import__("io").BytesIO(small)) as image:
+        decoded = next(image.decode(video=0))
+    assert (decoded.width, decoded.height) == (320, 180)
+
+
+def test_missing_sources_are_reported_not_crashed(tmp_path: Path) -> None:
+    with pytest.raises(SourceUnavailable):
+        open_source(SourceConfig(name="a", url=f"file://{tmp_path}/missing.mp4"), 1, 1)
+    with pytest.raises(SourceUnavailable):
+        open_source(SourceConfig(name="b", url="v4l2:///dev/video-missing"), 1, 1)
+
+
+def wait(check: Any, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_prerecord_puts_the_seconds_before_the_button_into_the_recording(tmp_path: Path) -> None:
+    states: list[tuple[str, str, str | None]] = []
+    pipeline = SourcePipeline(
+        SourceConfig(name="a", url="lavfi:testsrc2=size=320x240:rate=25"),
+        PipelineOptions(prerecord_s=2.0),
+        "h264",
+        lambda *s: states.append(s),
+    )
+    pipeline.start()
+    try:
+        wait(lambda: pipeline.signal)
+        time.sleep(3.0)  # the ring fills
+        pipeline.start_recording("r1", tmp_path / "r1.mp4", "h264")
+        time.sleep(1.0)
+        finished = pipeline.stop_recording()
+    finally:
+        pipeline.close()
+    assert finished is not None
+    # 2 s of pre-record (whole GOPs, so up to one more second) + 1 s after the button.
+    assert 2.8 <= finished.duration_s <= 4.3
+    assert probe(finished.path).frames == finished.frames
+    assert ("recording", "", "r1") in states
+
+
+def test_looped_file_source_keeps_delivering_and_no_signal_is_reported(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    encode_file(clip, "h264", 10)  # 0.4 s: looped several times below
+    pipeline = SourcePipeline(
+        SourceConfig(name="a", url=f"file://{clip}?loop=1"),
+        PipelineOptions(),
+        "h264",
+        lambda *s: None,
+    )
+    pipeline.start()
+    try:
+        wait(lambda: pipeline.stats.frames_in >= 30)
+        assert pipeline.signal and pipeline.latest_frame().width == 320
+    finally:
+        pipeline.close()
+    lost = SourcePipeline(
+        SourceConfig(name="b", url=f"file://{tmp_path}/missing.mp4"),
+        PipelineOptions(signal_timeout_s=0.2),
+        "h264",
+        lambda *s: None,
+    )
+    lost.start()
+    try:
+        wait(lambda: lost.state == "no-signal")
+        with pytest.raises(NoSignal):
+            lost.latest_frame()
+    finally:
+        lost.close()

@@ -1,0 +1,130 @@
+"""Pure pieces of capture: settings, source URLs, formats, unscheduled study identifiers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from fractions import Fraction
+
+import pytest
+from cinebridge_capture.encoding import mode_for, passthrough_ok, target_geometry
+from cinebridge_capture.repository import unscheduled_identifiers
+from cinebridge_capture.room import _redact_url
+from cinebridge_capture.settings import CaptureSettings, SourceConfig
+from cinebridge_capture.sources import StreamInfo, av_input
+from pydantic import ValidationError
+
+
+def test_sources_come_from_json_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CB_CAPTURE_ROOM", "or-2")
+    monkeypatch.setenv(
+        "CB_CAPTURE_SOURCES",
+        '[{"name":"endo","url":"lavfi:testsrc2=size=1280x720:rate=30"},'
+        '{"name":"us","url":"v4l2:///dev/video0","width":1920,"height":1080,"fps":30,'
+        '"pixel_format":"MJPG"}]',
+    )
+    settings = CaptureSettings()
+    assert settings.capture_room == "or-2"
+    assert [s.name for s in settings.capture_sources] == ["endo", "us"]
+    assert settings.source("us") is not None and settings.source("us").pixel_format == "MJPG"
+
+
+@pytest.mark.parametrize(
+    "name, url",
+    [
+        ("Endo", "lavfi:testsrc2"),  # upper case: not a subject token
+        ("a.b", "lavfi:testsrc2"),  # a dot would split the NATS subject
+        ("endo", "/dev/video0"),  # no scheme
+        ("endo", "concat:/etc/passwd"),  # FFmpeg protocols outside the list are refused
+    ],
+)
+def test_bad_source_names_and_urls_are_refused(name: str, url: str) -> None:
+    with pytest.raises(ValidationError):
+        SourceConfig(name=name, url=url)
+
+
+def test_duplicate_source_names_are_refused() -> None:
+    with pytest.raises(ValidationError):
+        CaptureSettings(
+            capture_sources=[
+                SourceConfig(name="a", url="lavfi:testsrc2"),
+                SourceConfig(name="a", url="lavfi:testsrc"),
+            ]
+        )
+
+
+def test_preview_beyond_loopback_needs_a_real_secret() -> None:
+    with pytest.raises(ValidationError):
+        CaptureSettings(capture_preview_host="0.0.0.0")
+    assert CaptureSettings(capture_preview_host="0.0.0.0", secret_key="x" * 40)
+
+
+def test_source_urls_map_to_ffmpeg_inputs() -> None:
+    lavfi = av_input("lavfi:testsrc2=size=640x360:rate=15")
+    assert (lavfi.target, lavfi.format, lavfi.paced, lavfi.compressed) == (
+        "testsrc2=size=640x360:rate=15",
+        "lavfi",
+        True,
+        False,
+    )
+    demo = av_input("file:///srv/demo%20video.mp4?loop=1")
+    assert (demo.target, demo.loop, demo.paced) == ("/srv/demo video.mp4", True, True)
+    udp = av_input("udp://127.0.0.1:5000")
+    assert udp.target.startswith("udp://127.0.0.1:5000?fifo_size=") and not udp.paced
+    assert av_input("rtsp://cam/stream").options == {"rtsp_transport": "tcp"}
+
+
+def test_credentials_in_source_urls_are_not_shown() -> None:
+    assert _redact_url("rtsp://admin:secret@10.0.0.9/stream") == "rtsp://***@10.0.0.9/stream"
+
+
+def test_station_transfer_syntax_chooses_the_recording_mode() -> None:
+    assert mode_for("auto", "1.2.840.10008.1.2.4.100") == "mpeg2-ml"
+    assert mode_for("auto", "1.2.840.10008.1.2.4.101") == "mpeg2-hl"
+    assert mode_for("auto", "1.2.840.10008.1.2.4.103") == "h264"
+    assert mode_for("auto", None) == "h264"
+    assert mode_for("mpeg2-ml", "1.2.840.10008.1.2.4.102") == "mpeg2-ml"
+
+
+def test_geometry_stays_within_the_transfer_syntax_limits() -> None:
+    assert target_geometry("h264", 1920, 1080, Fraction(30)) == (1920, 1080, Fraction(30))
+    # 1080p60 breaks level 4.1 (245 760 MB/s): the rate is capped.
+    w, h, fps = target_geometry("h264", 1920, 1080, Fraction(60))
+    assert (w, h) == (1920, 1080) and fps * 8160 <= 245_760
+    assert target_geometry("h264", 3840, 2160, Fraction(30))[:2] == (1920, 1080)
+    assert target_geometry("mpeg2-ml", 1920, 1080, Fraction(25)) == (720, 576, Fraction(25))
+    assert target_geometry("mpeg2-ml", 1280, 720, Fraction(30))[:2] == (720, 480)
+
+
+def _info(**kw: object) -> StreamInfo:
+    base: dict[str, object] = dict(
+        codec="h264",
+        width=1280,
+        height=720,
+        fps=Fraction(30),
+        pix_fmt="yuv420p",
+        profile="High",
+        level=31,
+        template=object(),
+    )
+    base.update(kw)
+    return StreamInfo(**base)  # type: ignore[arg-type]
+
+
+def test_passthrough_only_for_streams_the_syntax_accepts() -> None:
+    assert passthrough_ok("h264", _info())
+    assert not passthrough_ok("h264", _info(template=None))  # lavfi / V4L2: nothing to copy
+    assert not passthrough_ok("h264", _info(profile="High 4:2:2", pix_fmt="yuv422p"))
+    assert not passthrough_ok("h264", _info(level=51, width=3840, height=2160))
+    assert not passthrough_ok("h264", _info(codec="hevc"))
+    assert not passthrough_ok("mpeg2-ml", _info())
+    assert passthrough_ok(
+        "mpeg2-ml", _info(codec="mpeg2video", width=720, height=576, profile="Main", level=8)
+    )
+
+
+def test_unscheduled_identifiers_follow_the_statement() -> None:
+    now = dt.datetime(2026, 11, 29, 7, 5, 9, 123456, tzinfo=dt.UTC)
+    ids = unscheduled_identifiers(now)
+    # Table 30: Study ID and Accession Number are "YYYYMMDDHHIISSss" (SH, 16 characters).
+    assert ids["study_id"] == ids["accession_number"] == "2026112907050912"
+    assert ids["study_date"] == "20261129" and ids["study_time"] == "070509.123"

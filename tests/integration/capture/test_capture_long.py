@@ -1,0 +1,72 @@
+"""The issue's acceptance recording: a 1080p30 source recorded for 60 s through the service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from cinebridge_common.testing import require_tool
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(200)]
+
+SECONDS = 60
+
+
+def ffprobe(path: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            require_tool("ffprobe"),
+            "-v",
+            "error",
+            "-count_packets",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name,profile,level,pix_fmt,width,height,nb_read_packets:format=duration",
+            "-of",
+            "json",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    data = json.loads(out)
+    return {**data["streams"][0], "duration": float(data["format"]["duration"])}
+
+
+async def test_1080p30_for_60_s_matches_wall_time_frame_for_frame(
+    capture_factory: Any, client: Any, db_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    proc = capture_factory("or9", [{"name": "hd", "url": "lavfi:testsrc2=size=1920x1080:rate=30"}])
+    await client.wait_signal(proc)
+    started = await client.command("or9", "hd", "record_start")
+    assert started.ok, started.error
+    t0, cpu0 = time.monotonic(), proc.cpu_seconds()
+    await asyncio.sleep(SECONDS)
+    status = await client.status("or9")
+    stopped = await client.command("or9", "hd", "record_stop")
+    wall, cpu = time.monotonic() - t0, proc.cpu_seconds() - cpu0
+    assert stopped.ok, stopped.error
+
+    row = await db_pool.fetchrow("SELECT * FROM media WHERE id = $1::uuid", stopped.media_id)
+    facts = ffprobe(tmp_path / "media" / row["rel_path"])
+    assert (facts["codec_name"], facts["profile"], facts["pix_fmt"]) == ("h264", "High", "yuv420p")
+    assert facts["level"] <= 41 and (facts["width"], facts["height"]) == (1920, 1080)
+    frames = int(facts["nb_read_packets"])
+    assert frames == row["frames"]
+    # Within one frame per second of wall time (the stop command's round trip included).
+    assert abs(frames - wall * 30) <= wall, (frames, wall)
+    assert abs(facts["duration"] - wall) <= wall / 30 + 0.1, (facts["duration"], wall)
+    assert status.sources[0].dropped_frames == 0
+    print(
+        f"\n1080p30 {wall:.1f} s: {frames} frames, {facts['duration']:.2f} s, "
+        f"CPU {cpu / wall:.2f} s per video second"
+    )
