@@ -86,6 +86,8 @@ LATIN1_NAME = "MÜLLER^JÜRGEN"
 UTF8_NAME = "ŁUKASIEWICZ^ZOË=山田^太郎"
 #: The called AE title of the demo worklist (wlmscpfs reads `<root>/<AE>/*.wl`).
 DEMO_AE = "CBWORKLIST"
+#: The size of the worklist the integration tests and the benchmark load.
+DEFAULT_COUNT = 1000
 
 
 @dataclass(frozen=True)
@@ -246,7 +248,7 @@ def write_worklist(folder: Path, count: int, today: dt.date, *, workers: int = 2
 
 def main() -> None:
     out = Path(sys.argv[1])
-    count = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
+    count = int(sys.argv[2]) if len(sys.argv) > 2 else DEFAULT_COUNT
     today = dt.datetime.now(dt.UTC).date()
     files = write_worklist(out / DEMO_AE, count, today)
     print(f"{len(files)} worklist files in {out / DEMO_AE} (called AE {DEMO_AE})")

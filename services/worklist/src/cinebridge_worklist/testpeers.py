@@ -26,6 +26,15 @@ from .scu import TRANSFER_SYNTAXES, ModalityWorklistInformationFind, Verificatio
 ORTHANC_PLUGIN = Path("/usr/share/orthanc/plugins/libModalityWorklists.so")
 
 
+@dataclass(frozen=True)
+class WorklistPeer:
+    """Where an outside worklist server listens, and which called AE title reaches it."""
+
+    name: str
+    port: int
+    called_ae: str
+
+
 @dataclass
 class FakeRis:
     """An in-process Modality Worklist SCP whose answers and faults the test decides.
@@ -110,7 +119,8 @@ class _Process:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(5)
+                # Orthanc takes ~3 s to stop gracefully; a test peer has nothing to keep.
+                self.proc.wait(1)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
@@ -169,8 +179,16 @@ class OrthancWorklists(_Process):
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,
             "DicomCheckCalledAet": False,
+            # Unknown calling AEs (SPACS and the tests' own) may echo and query worklists.
+            "DicomAlwaysAllowEcho": True,
+            "DicomAlwaysAllowFind": True,
+            "DicomAlwaysAllowFindWorklist": True,
             "Plugins": [str(ORTHANC_PLUGIN)],
             "Worklists": {"Enable": True, "Database": str(folder)},
+            # Orthanc transcodes worklist answers to its default encoding; with the default
+            # (Latin1) a UTF-8 name loses every character outside Latin-1 (seen: "ŁUKASIEWICZ"
+            # → "UKASIEWICZ"). A RIS front-end on Orthanc should run with Utf8.
+            "DefaultEncoding": "Utf8",
         }
         (workdir / "orthanc.json").write_text(json.dumps(config))
         self._log = log.open("ab")

@@ -1,0 +1,19 @@
+"""Door of the worklist service: settings → logging → run."""
+
+from __future__ import annotations
+
+from cinebridge_common.logging import configure_logging
+from cinebridge_common.service import run_service
+
+from . import app
+from .settings import WorklistSettings
+
+
+def main() -> None:
+    settings = WorklistSettings()
+    configure_logging("worklist", settings.log_level)
+    run_service(lambda: app.run(settings))
+
+
+if __name__ == "__main__":
+    main()

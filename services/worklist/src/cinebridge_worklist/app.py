@@ -1,0 +1,65 @@
+"""Composition root of the worklist service: context, seeded servers, RPC subscriptions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from cinebridge_common.logging import kv
+from cinebridge_common.messages import Reply, Request
+from cinebridge_common.service import ServiceContext
+
+from .handlers import RPC_HANDLERS, Handler
+from .lookup import Deps
+from .repository import WorklistRepository
+from .settings import WorklistSettings
+
+log = logging.getLogger(__name__)
+
+#: Queue group shared by every instance: each request is answered once (DESIGN "Beyond one box").
+QUEUE = "worklist"
+
+
+def _bind(handler: Handler, deps: Deps) -> Callable[[Request], Awaitable[Reply]]:
+    async def serve(request: Request) -> Reply:
+        return await handler(request, deps)
+
+    return serve
+
+
+class WorklistApp:
+    """Runs until stopped; `ready` is set once every RPC is subscribed."""
+
+    def __init__(self, settings: WorklistSettings) -> None:
+        self.settings = settings
+        self.ctx: ServiceContext | None = None
+        self.deps: Deps | None = None
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        settings = self.settings
+        async with ServiceContext("worklist", settings) as ctx:
+            self.ctx = ctx
+            repo = WorklistRepository(ctx.pool)
+            for server in settings.worklist_seed_servers:
+                await repo.upsert_server(server, by="seed")
+            servers = await repo.list_servers()
+            log.info(
+                "worklist servers",
+                extra=kv(count=len(servers), seeded=len(settings.worklist_seed_servers)),
+            )
+            self.deps = Deps(pool=ctx.pool, repo=repo, settings=settings, detail=ctx.detail)
+            ctx.detail["servers"] = ",".join(s.id for s in servers)
+            for request_type, handler in RPC_HANDLERS:
+                await ctx.bus.serve(request_type, _bind(handler, self.deps), queue=QUEUE)
+            self.ready.set()
+            await ctx.serve_forever()
+
+    def stop(self) -> None:
+        if self.ctx is not None:
+            self.ctx.stop.set()
+
+
+async def run(settings: WorklistSettings) -> None:
+    await WorklistApp(settings).run()
