@@ -81,10 +81,9 @@ class RunningScp:
             assoc.release()
 
 
-def scp_settings(nats_url: str, database_url: str, media_root: Path, **extra: Any) -> ScpSettings:
+def scp_settings(nats_url: str, media_root: Path, **extra: Any) -> ScpSettings:
     values: dict[str, Any] = {
         "nats_url": nats_url,
-        "database_url": database_url,
         "media_root": media_root,
         "scp_port": free_port(),
         "health_port": 0,
@@ -130,7 +129,8 @@ def scp_factory(
         def __init__(
             self, receive_config: Callable[[Path], ReceiveConfig] | None = None, **extra: Any
         ) -> None:
-            self.settings = scp_settings(nats_url, database_url, tmp_path / "media", **extra)
+            extra.setdefault("database_url", database_url)
+            self.settings = scp_settings(nats_url, media_root=tmp_path / "media", **extra)
             self.receive_config = receive_config
 
         async def __aenter__(self) -> RunningScp:

@@ -1,0 +1,247 @@
+"""Service behaviour: index and event, duplicates, database outage, idle and slow peers,
+allow-lists and TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from cinebridge_common.bus import Bus
+from cinebridge_common.embedded import EmbeddedPostgres
+from cinebridge_common.messages import InstanceReceived
+from cinebridge_common.testing import require_tool, wait_for
+
+ECHO = "1.2.840.10008.1.1"
+
+
+async def test_index_and_event(scp: Any, dicom: Any, tmp_path: Path, nats_url: str) -> None:
+    bus = await Bus.connect(nats_url, "scp-test-listener")
+    seen: list[InstanceReceived] = []
+
+    async def on_event(msg: Any) -> None:
+        seen.append(InstanceReceived.from_bytes(msg.data))
+
+    await bus.subscribe_events(InstanceReceived.subject, on_event)
+    path = dicom.make_ct(tmp_path / "a.dcm", size=32, patient="Müller^Jörg", patient_id="P7")
+    try:
+        assert await asyncio.to_thread(dicom.store, scp.port, scp.ae_title, [path]) == [0]
+        await wait_for(lambda: _truthy(len(seen) == 1), 10, what="InstanceReceived event")
+    finally:
+        await bus.close()
+    event = seen[0]
+    row = await scp.pool.fetchrow(
+        """SELECT s.patient_name, s.patient_id, s.patient_birth_date, s.patient_sex,
+                  s.accession_number, s.study_date, s.study_description, se.modality,
+                  i.sop_class_uid, i.transfer_syntax_uid, i.size, i.sha256, i.rel_path,
+                  i.calling_ae, i.id::text AS id
+           FROM received_instances i JOIN received_series se ON se.id = i.series_id
+           JOIN received_studies s ON s.id = i.study_id"""
+    )
+    assert row["patient_name"] == "Müller^Jörg" and row["patient_id"] == "P7"
+    assert (row["patient_birth_date"], row["patient_sex"]) == ("19700101", "F")
+    assert (row["accession_number"], row["study_date"]) == ("ACC1", "20261129")
+    assert (row["study_description"], row["modality"]) == ("Colonoscopy", "CT")
+    assert row["calling_ae"] == "PYSCU" and event.calling_ae == "PYSCU"
+    stored = scp.media_root / row["rel_path"]
+    assert row["size"] == stored.stat().st_size == event.size
+    assert event.instance_id == row["id"] and event.sha256 == row["sha256"]
+    assert event.rel_path == row["rel_path"] and row["rel_path"].startswith("received/")
+    patients = await scp.pool.fetch("SELECT * FROM received_patients")
+    assert [p["patient_id"] for p in patients] == ["P7"]
+
+
+async def _truthy(value: bool) -> bool:
+    return value
+
+
+@pytest.mark.parametrize("mode", ["replace", "keep-first"])
+async def test_second_copy_of_a_uid(
+    scp_factory: Any, dicom: Any, tmp_path: Path, mode: str
+) -> None:
+    first = dicom.make_ct(tmp_path / "first.dcm", size=32)
+    ds = pydicom.dcmread(first)
+    ds.StudyDescription = "second copy"
+    ds.PixelData = bytes(len(ds.PixelData))
+    second = tmp_path / "second.dcm"
+    ds.save_as(second, enforce_file_format=True)
+    async with scp_factory(scp_duplicates=mode) as scp:
+        statuses = await asyncio.to_thread(dicom.store, scp.port, scp.ae_title, [first, second])
+        assert statuses == [0, 0]
+        rows = await scp.pool.fetch("SELECT rel_path, replacements FROM received_instances")
+        assert len(rows) == 1
+        files = scp.stored_files()
+        assert len(files) == 1 and files[0] == scp.media_root / rows[0]["rel_path"]
+        kept = pydicom.dcmread(files[0], stop_before_pixels=True).StudyDescription
+        if mode == "replace":
+            assert kept == "second copy" and rows[0]["replacements"] == 1
+        else:
+            assert kept == "Colonoscopy" and rows[0]["replacements"] == 0
+        assert (await scp.rows())["events"] == (2 if mode == "replace" else 1)
+
+
+async def test_postgres_stopped_answers_a700_and_keeps_acknowledged(
+    nats_url: str, tmp_path: Path, dicom: Any, scp_factory: Any
+) -> None:
+    """A private PostgreSQL (the session one stays up for other tests) stopped mid-run."""
+    pg = EmbeddedPostgres(tmp_path / "pg")
+    await asyncio.to_thread(pg.start)
+    try:
+        runner = scp_factory(database_url=pg.dsn, scp_db_timeout_s=3.0)
+        async with runner as scp:
+            acked = dicom.make_ct(tmp_path / "acked.dcm", size=32)
+            assert await asyncio.to_thread(dicom.store, scp.port, scp.ae_title, [acked]) == [0]
+            await asyncio.to_thread(pg.stop, "fast")
+            during = dicom.make_ct(tmp_path / "during.dcm", size=32)
+            statuses = await asyncio.to_thread(dicom.store, scp.port, scp.ae_title, [during])
+            assert statuses == [0xA700]
+            assert len(scp.stored_files()) == 1  # only the acknowledged one
+            assert await asyncio.to_thread(scp.echo) == 0
+            await asyncio.to_thread(pg.start)
+            retry = await asyncio.to_thread(dicom.store, scp.port, scp.ae_title, [during])
+            assert retry == [0]
+            assert scp.app.ctx is not None
+            uids = {
+                r["sop_instance_uid"]
+                for r in await scp.app.ctx.pool.fetch(
+                    "SELECT sop_instance_uid FROM received_instances"
+                )
+            }
+            for path in (acked, during):
+                assert pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID in uids
+            assert len(scp.stored_files()) == 2
+    finally:
+        await asyncio.to_thread(pg.stop, "immediate")
+
+
+async def test_200_idle_connections_do_not_block_a_real_peer(
+    scp: Any, dicom: Any, tmp_path: Path
+) -> None:
+    idle = [socket.create_connection(("127.0.0.1", scp.port)) for _ in range(200)]
+    try:
+        await wait_for(lambda: _truthy(_pending(scp) >= 150), 10, what="idle connections")
+        folder = tmp_path / "real"
+        folder.mkdir()
+        for n in range(20):
+            dicom.make_ct(folder / f"{n}.dcm", size=64)
+        started = time.monotonic()
+        exe = require_tool("storescu")
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [exe, "-aec", scp.ae_title, "+sd", "127.0.0.1", str(scp.port), str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"TCP_NODELAY": "1"},
+        )
+        took = time.monotonic() - started
+        assert result.returncode == 0, result.stderr
+        assert (await scp.rows())["instances"] == 20
+        assert took < 10, f"20 instances took {took:.1f} s next to 200 idle connections"
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def _pending(scp: Any) -> int:
+    return sum(server.pending_connections for server in scp.app.listener.servers)
+
+
+async def test_idle_and_slow_drip_peers_are_dropped(scp_factory: Any, raw: Any) -> None:
+    async with scp_factory(
+        scp_acse_timeout_s=1.0, scp_pdu_timeout_s=1.5, scp_network_timeout_s=1.0
+    ) as scp:
+
+        def idle_then_drip() -> tuple[bool, bool]:
+            idle = raw.Peer(scp.port)
+            started = time.monotonic()
+            idle_dropped = idle.closed_by_peer(5) and time.monotonic() - started < 3
+            drip = raw.Peer(scp.port)
+            assert drip.associate() is not None
+            rq = raw.echo_rq()
+            dropped = False
+            for byte in rq:
+                try:
+                    drip.send(bytes([byte]))
+                except OSError:
+                    dropped = True
+                    break
+                time.sleep(0.3)
+            dropped = dropped or drip.closed_by_peer(3)
+            idle.close()
+            drip.close()
+            return idle_dropped, dropped
+
+        assert await asyncio.to_thread(idle_then_drip) == (True, True)
+        assert await asyncio.to_thread(scp.echo) == 0
+
+
+async def test_allow_lists(scp_factory: Any) -> None:
+    from pynetdicom import AE
+
+    def associate(port: int, calling: str) -> bool:
+        ae = AE(ae_title=calling)
+        ae.acse_timeout = 5
+        ae.add_requested_context(ECHO)
+        assoc = ae.associate("127.0.0.1", port, ae_title="CINEBRIDGE")
+        ok = bool(assoc.is_established)
+        if ok:
+            assoc.release()
+        return ok
+
+    async with scp_factory(scp_allowed_calling_ae_titles=["MODALITY1"]) as scp:
+        assert await asyncio.to_thread(associate, scp.port, "MODALITY1")
+        assert not await asyncio.to_thread(associate, scp.port, "INTRUDER")
+    async with scp_factory(scp_allowed_addresses=["10.0.0.0/8"]) as scp:
+        assert not await asyncio.to_thread(associate, scp.port, "MODALITY1")
+    async with scp_factory(scp_allowed_addresses=["127.0.0.0/8"]) as scp:
+        assert await asyncio.to_thread(associate, scp.port, "MODALITY1")
+
+
+async def test_tls_listener(scp_factory: Any, tmp_path: Path, dicom: Any) -> None:
+    openssl = require_tool("openssl")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    from cinebridge_common.embedded import free_port
+
+    tls_port = free_port()
+    async with scp_factory(scp_tls_cert=cert, scp_tls_key=key, scp_tls_port=tls_port) as scp:
+
+        def store_over_tls() -> list[int]:
+            ctx = ssl.create_default_context(cafile=str(cert))
+            ctx.check_hostname = False
+            return dicom.store(
+                tls_port,
+                scp.ae_title,  # type: ignore[no-any-return]
+                [dicom.make_ct(tmp_path / "tls.dcm", size=32)],
+                tls_args=(ctx, None),
+            )
+
+        assert await asyncio.to_thread(store_over_tls) == [0]
+        assert (await scp.rows())["instances"] == 1
