@@ -1,0 +1,197 @@
+"""The worklist service over real NATS and PostgreSQL, querying DCMTK wlmscpfs.
+
+Query → typed items and the offline cache; server down → clear error and today's cached
+entries (marked cached, filtered by the same search); C-ECHO per server; server management
+RPCs; reconciling an unscheduled study with a worklist item (studies row + StudyChanged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from cinebridge_common.bus import Bus
+from cinebridge_common.embedded import free_port
+from cinebridge_common.messages import (
+    StudyChanged,
+    WorklistEcho,
+    WorklistEchoReply,
+    WorklistQuery,
+    WorklistQueryReply,
+    WorklistReconcile,
+    WorklistReconcileReply,
+    WorklistServer,
+    WorklistServerDelete,
+    WorklistServersList,
+    WorklistServersReply,
+    WorklistServerUpsert,
+)
+from cinebridge_common.testing import wait_for
+from cinebridge_worklist.app import WorklistApp
+from cinebridge_worklist.demo_worklist import DEMO_AE
+from cinebridge_worklist.settings import WorklistSettings
+from cinebridge_worklist.testpeers import WorklistPeer
+
+pytestmark = pytest.mark.integration
+
+
+def dcmtk_server(port: int) -> WorklistServer:
+    return WorklistServer(
+        id="dcmtk",
+        name="DCMTK wlmscpfs",
+        host="127.0.0.1",
+        port=port,
+        called_ae=DEMO_AE,
+        modality="ES",
+        wildcards=True,
+    )
+
+
+@pytest.fixture
+async def service(
+    nats_url: str, database_url: str, tmp_path: Path, wlmscpfs_peer: WorklistPeer
+) -> AsyncIterator[WorklistApp]:
+    settings = WorklistSettings(
+        nats_url=nats_url,
+        database_url=database_url,
+        media_root=tmp_path / "media",
+        instance_id=f"worklist-{uuid.uuid4().hex[:8]}",
+        worklist_seed_servers=[dcmtk_server(wlmscpfs_peer.port)],
+        worklist_timeout_s=20,
+    )
+    app = WorklistApp(settings)
+    task = asyncio.create_task(app.run())
+    try:
+        async with asyncio.timeout(30):
+            await app.ready.wait()
+        yield app
+    finally:
+        app.stop()
+        await asyncio.wait_for(task, 15)
+
+
+@pytest.fixture
+async def client(nats_url: str) -> AsyncIterator[Bus]:
+    bus = await Bus.connect(nats_url, f"worklist-test-{uuid.uuid4().hex[:6]}")
+    yield bus
+    await bus.close()
+
+
+async def query(bus: Bus, **fields: str) -> WorklistQueryReply:
+    return await bus.request(WorklistQuery(**fields), WorklistQueryReply, timeout_s=30)
+
+
+async def test_query_serves_typed_items_and_the_cache_answers_when_the_server_is_down(
+    service: WorklistApp, client: Bus, db_pool: asyncpg.Pool
+) -> None:
+    live = await query(client)
+    assert live.ok and live.outcome == "complete" and not live.cached, live.error
+    assert live.server_id == "dcmtk"
+    assert len(live.items) == 200  # C key Modality = ES: every fifth of the 1,000 entries
+    assert {item.modality for item in live.items} == {"ES"}
+    assert all(item.dataset["00400100"]["Value"] for item in live.items)
+    assert await db_pool.fetchval("SELECT count(*) FROM worklist_cache") == 200
+
+    # The RIS goes away (same server id, a port where nothing listens).
+    down = dcmtk_server(free_port())
+    upserted = await client.request(
+        WorklistServerUpsert(server=down, by="test"), WorklistServersReply, timeout_s=10
+    )
+    assert upserted.ok and [s.port for s in upserted.servers] == [down.port]
+
+    offline = await query(client, accession_number="ACC00004")
+    assert not offline.ok and offline.outcome == "unreachable" and offline.cached
+    assert "unreachable" in (offline.error or "") and offline.cached_at is not None
+    # *ACC00004* among the cached ES entries: ACC000040 and ACC000045.
+    assert sorted(item.accession_number or "" for item in offline.items) == [
+        "ACC000040",
+        "ACC000045",
+    ]
+    echo = await client.request(WorklistEcho(server_id="dcmtk"), WorklistEchoReply, 20)
+    assert echo.ok and not echo.reachable and echo.reason
+
+
+async def test_echo_list_and_delete_servers(
+    service: WorklistApp, client: Bus, wlmscpfs_peer: WorklistPeer
+) -> None:
+    echo = await client.request(WorklistEcho(server_id="dcmtk"), WorklistEchoReply, 20)
+    assert echo.ok and echo.reachable and echo.rtt_ms is not None
+    unknown = await client.request(WorklistEcho(server_id="nope"), WorklistEchoReply, 10)
+    assert not unknown.ok and "nope" in (unknown.error or "")
+
+    listed = await client.request(WorklistServersList(), WorklistServersReply, 10)
+    assert [s.id for s in listed.servers] == ["dcmtk"]
+    assert listed.servers[0].port == wlmscpfs_peer.port
+
+    deleted = await client.request(
+        WorklistServerDelete(server_id="dcmtk"), WorklistServersReply, 10
+    )
+    assert deleted.ok and deleted.servers == []
+    again = await client.request(WorklistServerDelete(server_id="dcmtk"), WorklistServersReply, 10)
+    assert not again.ok
+    none = await query(client)
+    assert not none.ok and "no enabled" in (none.error or "")
+
+
+async def test_unscheduled_study_is_reconciled_with_a_worklist_item(
+    service: WorklistApp, client: Bus, db_pool: asyncpg.Pool
+) -> None:
+    (item,) = (await query(client, accession_number="ACC000040")).items
+    study_id = uuid.uuid4()
+    await db_pool.execute(
+        """INSERT INTO studies (id, study_instance_uid, origin, room, patient_name)
+           VALUES ($1, '2.25.1234', 'unscheduled', 'room1', 'EMERGENCY')""",
+        study_id,
+    )
+    events: asyncio.Queue[StudyChanged] = asyncio.Queue()
+
+    async def on_event(msg) -> None:  # type: ignore[no-untyped-def]
+        await events.put(StudyChanged.from_bytes(msg.data))
+
+    await client.subscribe_events(StudyChanged.subject, on_event)
+
+    reply = await client.request(
+        WorklistReconcile(study_id=str(study_id), item=item, by="nurse"),
+        WorklistReconcileReply,
+        10,
+    )
+    assert reply.ok, reply.error
+    assert reply.study_instance_uid == item.study_instance_uid
+    assert reply.previous_study_instance_uid == "2.25.1234"
+    row = await db_pool.fetchrow("SELECT * FROM studies WHERE id = $1", study_id)
+    assert row["study_instance_uid"] == item.study_instance_uid
+    assert row["origin"] == "worklist"
+    assert (row["patient_name"], row["patient_id"]) == (item.patient_name, "PID00040")
+    assert row["accession_number"] == "ACC000040"
+    assert row["study_id"] == "RP00040"  # Table 38: Study ID ← Requested Procedure ID
+    assert row["study_description"] == item.requested_procedure_description
+    stored = row["worklist_item"]
+    stored = json.loads(stored) if isinstance(stored, str) else stored
+    assert stored == item.dataset
+    event = await asyncio.wait_for(events.get(), 10)
+    assert (event.study_id, event.change, event.by) == (str(study_id), "reconciled", "nurse")
+
+    other = uuid.uuid4()
+    await db_pool.execute(
+        """INSERT INTO studies (id, study_instance_uid, origin) VALUES ($1, '2.25.99', 'form')""",
+        other,
+    )
+    taken = await client.request(
+        WorklistReconcile(study_id=str(other), item=item), WorklistReconcileReply, 10
+    )
+    assert not taken.ok and "already has Study Instance UID" in (taken.error or "")
+    missing = await client.request(
+        WorklistReconcile(study_id=str(uuid.uuid4()), item=item), WorklistReconcileReply, 10
+    )
+    assert not missing.ok and "does not exist" in (missing.error or "")
+    count = await wait_for(
+        lambda: db_pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL"),
+        10,
+        what="the outbox relay to publish StudyChanged",
+    )
+    assert count == 1
