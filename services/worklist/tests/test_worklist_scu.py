@@ -159,6 +159,7 @@ def invalid_utf8() -> Dataset:
     return entry(4, name="MXLLER^JOHN", charset="ISO_IR 192")
 
 
+@pytest.mark.filterwarnings("ignore:Unknown encoding:UserWarning")  # the SCP side encoding it
 def test_malformed_entries_are_skipped_with_a_warning_and_the_rest_shown(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
