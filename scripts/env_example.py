@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,15 +62,34 @@ def _render_default(value: Any) -> str:
     return str(value)
 
 
+def _comments(cls: type[ServiceSettings]) -> dict[str, str]:
+    """The `#` comment lines written just above each field in the class's source."""
+    docs: dict[str, str] = {}
+    pending: list[str] = []
+    for line in inspect.getsource(cls).splitlines():
+        stripped = line.strip()
+        match = re.match(r"^([a-z_][a-z0-9_]*)\s*:", stripped)
+        if stripped.startswith("#"):
+            pending.append(stripped.lstrip("#:").strip())
+        elif match and line.startswith("    ") and not line.startswith("     "):
+            if pending:
+                docs[match.group(1)] = " ".join(pending)
+            pending = []
+        else:
+            pending = []
+    return docs
+
+
 def _block(title: str, cls: type[ServiceSettings], skip: set[str]) -> list[str]:
     lines = [f"\n# --- {title} ---"]
+    comments = _comments(cls)
     for name, field in cls.model_fields.items():
         if name in skip:
             continue
         env = f"CB_{name.upper()}"
         if env in COMPOSE_SET:
             continue
-        doc = (field.description or "").strip().replace("\n", " ")
+        doc = (field.description or comments.get(name, "")).strip().replace("\n", " ")
         if doc:
             lines.append(f"# {doc}")
         default = (
