@@ -6,7 +6,7 @@ import datetime as dt
 from fractions import Fraction
 
 import pytest
-from cinebridge_capture.encoding import mode_for, passthrough_ok, target_geometry
+from cinebridge_capture.encoding import SlotClock, mode_for, passthrough_ok, target_geometry
 from cinebridge_capture.repository import unscheduled_identifiers
 from cinebridge_capture.room import _redact_url
 from cinebridge_capture.settings import CaptureSettings, SourceConfig
@@ -128,3 +128,29 @@ def test_unscheduled_identifiers_follow_the_statement() -> None:
     # Table 30: Study ID and Accession Number are "YYYYMMDDHHIISSss" (SH, 16 characters).
     assert ids["study_id"] == ids["accession_number"] == "2026112907050912"
     assert ids["study_date"] == "20261129" and ids["study_time"] == "070509.123"
+
+
+def test_slot_clock_follows_source_timestamps_through_a_late_burst() -> None:
+    clock = SlotClock(Fraction(30), t0=100.0)
+    slots = [clock.slot(100.0 + i / 30, i / 30) for i in range(10)]
+    # Frames 10-14 arrive together 0.2 s late (scheduling hiccup): spacing is kept, none lost.
+    slots += [clock.slot(100.0 + 14 / 30 + 0.2, i / 30) for i in range(10, 15)]
+    assert slots == list(range(15))
+
+
+def test_slot_clock_reanchors_after_a_dropout_and_decimates_a_faster_source() -> None:
+    clock = SlotClock(Fraction(30), t0=0.0)
+    assert [clock.slot(i / 30, 5.0 + i / 30) for i in range(3)] == [0, 1, 2]
+    # Reopened 2 s later with a new clock starting at 0: the gap is held, not squeezed out.
+    assert clock.slot(2.1, 0.0) == 63
+    fast = SlotClock(Fraction(30), t0=0.0)
+    kept = [fast.slot(i / 60, i / 60) for i in range(60)]
+    assert 29 <= sum(k is not None for k in kept) <= 31  # 60 fps in, 30 fps out
+
+
+def test_slot_clock_without_source_timestamps_uses_arrival_time() -> None:
+    clock = SlotClock(Fraction(25), t0=0.0)
+    assert clock.slot(0.0, None) == 0
+    assert clock.slot(0.041, None) == 1
+    assert clock.slot(0.045, None) == 2  # early (burst): next slot while the clock allows it
+    assert clock.slot(0.2, None) == 5

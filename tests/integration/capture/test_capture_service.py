@@ -166,9 +166,13 @@ async def test_network_h264_is_recorded_without_reencoding_and_survives_a_dropou
     await collect(client, CaptureStateChanged.subject, states)
     udp_sender.start()
     proc = capture_factory(
-        "or3", [{"name": "cam", "url": udp_sender.url}], CB_CAPTURE_SIGNAL_TIMEOUT_MS="1000"
+        "or3",
+        [{"name": "cam", "url": udp_sender.url}],
+        CB_CAPTURE_SIGNAL_TIMEOUT_MS="1000",
+        CB_CAPTURE_PRERECORD_S="2",
     )
     await client.wait_signal(proc)
+    await asyncio.sleep(3)  # the pre-record ring fills with the camera's own packets
     started = await client.command("or3", "cam", "record_start")
     assert started.ok, started.error
     cpu0 = proc.cpu_seconds()
@@ -192,7 +196,8 @@ async def test_network_h264_is_recorded_without_reencoding_and_survives_a_dropou
     # x264 marks 720p30 as level 3.1 at the sender; our encoder would write 4.1: untouched.
     assert (facts["codec"], facts["profile"], facts["level"]) == ("h264", "High", 31)
     assert (facts["width"], facts["height"]) == (1280, 720)
-    assert row["frames"] >= 5 * 30  # both sides of the drop-out are in the one file
+    # 2 s of pre-record + 4 s before the drop-out + 3 s after it, all in the one file.
+    assert row["frames"] >= 8 * 30, row["frames"]
     journal = await db_pool.fetchrow(
         "SELECT passthrough, state FROM capture_recordings WHERE id = $1::uuid",
         started.recording_id,
@@ -216,9 +221,9 @@ async def test_two_rooms_record_their_own_studies_at_once(
 ) -> None:
     tiny = "lavfi:testsrc2=size=320x240:rate=15"
     room_a = capture_factory("room-a", [{"name": "endo", "url": tiny}])
-    fractal = "lavfi:mandelbrot=size=320x240:rate=10"
+    bars = "lavfi:smptebars=size=320x240:rate=10"
     room_b = capture_factory(
-        "room-b", [{"name": "endo", "url": tiny}, {"name": "micro", "url": fractal}]
+        "room-b", [{"name": "endo", "url": tiny}, {"name": "micro", "url": bars}]
     )
     await client.wait_signal(room_a)
     await client.wait_signal(room_b)
@@ -235,7 +240,7 @@ async def test_two_rooms_record_their_own_studies_at_once(
     # Each room has its own unscheduled study; both sources of room-b share theirs.
     assert by_key[("room-b", "endo")]["study_id"] == by_key[("room-b", "micro")]["study_id"]
     assert by_key[("room-a", "endo")]["study_id"] != by_key[("room-b", "endo")]["study_id"]
-    assert all(r["frames"] >= 20 for r in rows)
+    assert all(r["frames"] >= 20 for r in rows), [(r["source"], r["frames"]) for r in rows]
 
 
 async def test_mpeg2_station_setting_records_mpeg2_main_level(
@@ -271,3 +276,18 @@ async def test_record_refused_below_disk_reserve_and_unknown_source(
     assert not reply.ok and "no source" in (reply.error or "")
     reply = await client.command("or6", "cam", "record_stop")
     assert not reply.ok and "not recording" in (reply.error or "")
+
+
+async def test_sigterm_finishes_and_registers_the_recording(
+    capture_factory: Any, client: Any, db_pool: asyncpg.Pool
+) -> None:
+    proc = capture_factory("or7", [{"name": "cam", "url": SMALL}])
+    await client.wait_signal(proc)
+    assert (await client.command("or7", "cam", "record_start")).ok
+    await asyncio.sleep(2)
+    proc.stop()  # SIGTERM: a graceful stop ends the recording like the Stop button
+    assert proc.proc.returncode == 0, proc.log()
+    row = (await media_rows(db_pool, kind="recording"))[0]
+    assert not row["recovered"] and row["frames"] >= 20
+    journal = await db_pool.fetchrow("SELECT state FROM capture_recordings")
+    assert journal["state"] == "done"

@@ -156,3 +156,38 @@ class VideoEncoder:
         frame.pts = pts
         frame.time_base = ctx.time_base
         return list(ctx.encode(frame))
+
+
+class SlotClock:
+    """Frame slots (pts in units of 1/fps) for the encoder.
+
+    The source's own timestamps give the slots where it has them (jitter-free, and a late
+    burst after a scheduling hiccup keeps its spacing); arrival time otherwise (V4L2 through
+    OpenCV). After a jump in the source's clock (reopen, file loop, gap > 1 s) the slots
+    re-anchor on arrival time, so a drop-out shows as a held frame of its real length. Frames
+    that would land on an already used slot are skipped (the source is faster than the output).
+    """
+
+    def __init__(self, fps: Fraction, t0: float) -> None:
+        self.fps = fps
+        self.t0 = t0
+        self.last = -1
+        self._anchor: tuple[float, int] | None = None
+        self._prev_media: float | None = None
+
+    def slot(self, t: float, media_t: float | None) -> int | None:
+        wall = round((t - self.t0) * self.fps)
+        if media_t is None:
+            pts = wall
+            if pts <= self.last and self.last + 1 - (t - self.t0) * self.fps <= 2:
+                pts = self.last + 1  # arrived early in a burst: next slot, clock permitting
+        else:
+            prev = self._prev_media
+            if self._anchor is None or prev is None or not 0 <= media_t - prev <= 1.0:
+                self._anchor = (media_t, max(self.last + 1, wall))
+            self._prev_media = media_t
+            pts = self._anchor[1] + round((media_t - self._anchor[0]) * self.fps)
+        if pts <= self.last:
+            return None
+        self.last = pts
+        return pts

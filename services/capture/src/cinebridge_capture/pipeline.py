@@ -22,7 +22,14 @@ from typing import Any
 import av
 from cinebridge_common.logging import kv
 
-from .encoding import EncoderSettings, Mode, VideoEncoder, passthrough_ok, recording_format
+from .encoding import (
+    EncoderSettings,
+    Mode,
+    SlotClock,
+    VideoEncoder,
+    passthrough_ok,
+    recording_format,
+)
 from .recorder import RecordingWriter
 from .ring import PacketRing
 from .settings import SourceConfig
@@ -51,6 +58,8 @@ class PipelineOptions:
     reconnect_max_s: float = 10.0
     fsync_interval_s: float = 2.0
     queue_frames: int = 30
+    #: Pass-through only: decode one picture per GOP for snapshots/preview (saves CPU).
+    passthrough_decode_keyframes: bool = False
 
 
 @dataclass
@@ -122,13 +131,12 @@ class SourcePipeline:
         self.detail = ""
         self.info: StreamInfo | None = None
         self._lock = threading.RLock()
-        self._latest: tuple[av.VideoFrame, float] | None = None
+        self._latest: av.VideoFrame | None = None
+        self._seen: float | None = None  # monotonic time of the last frame or packet
         self._rec: ActiveRecording | None = None
         self._passthrough = False
         self._ring = PacketRing(options.prerecord_s) if options.prerecord_s > 0 else None
-        self._queue: queue.Queue[tuple[av.VideoFrame, float] | _Flush | None] = queue.Queue(
-            options.queue_frames
-        )
+        self._queue: queue.Queue[Captured | _Flush | None] = queue.Queue(options.queue_frames)
         self._stopping = threading.Event()
         self._threads = [
             threading.Thread(target=self._read_loop, name=f"read-{config.name}", daemon=True),
@@ -150,22 +158,22 @@ class SourcePipeline:
     # -- what the room asks ------------------------------------------------------------
     @property
     def signal(self) -> bool:
-        latest = self._latest
-        return latest is not None and time.monotonic() - latest[1] < self.options.signal_timeout_s
+        seen = self._seen
+        return seen is not None and time.monotonic() - seen < self.options.signal_timeout_s
 
     def no_signal_for(self) -> float:
-        """Seconds since the last frame (0 while frames arrive)."""
-        latest = self._latest
-        if latest is None:
+        """Seconds since the source last delivered anything (0 while it delivers)."""
+        seen = self._seen
+        if seen is None:
             return 0.0
-        age = time.monotonic() - latest[1]
+        age = time.monotonic() - seen
         return age if age >= self.options.signal_timeout_s else 0.0
 
     def latest_frame(self) -> av.VideoFrame:
         latest = self._latest
-        if latest is None or time.monotonic() - latest[1] >= self.options.signal_timeout_s:
+        if latest is None or not self.signal:
             raise NoSignal(f"source {self.config.name} has no signal")
-        return latest[0]
+        return latest
 
     @property
     def recording(self) -> ActiveRecording | None:
@@ -228,7 +236,10 @@ class SourcePipeline:
         while not self._stopping.is_set():
             try:
                 source = open_source(
-                    self.config, self.options.open_timeout_s, self.options.signal_timeout_s
+                    self.config,
+                    self.options.open_timeout_s,
+                    self.options.signal_timeout_s,
+                    self.options.passthrough_decode_keyframes,
                 )
             except SourceUnavailable as exc:
                 self._set_state("no-signal", str(exc), self._rec_id())
@@ -283,11 +294,12 @@ class SourcePipeline:
         for item in source.items():
             if self._stopping.is_set():
                 return
+            self._seen = item.t
             if item.packet is not None and self._passthrough:
                 self._on_source_packet(item)
             if item.frame is None:
                 continue
-            self._latest = (item.frame, item.t)
+            self._latest = item.frame
             self.stats.frames_in += 1
             self.stats.fps_in.tick(item.t)
             if not announced:
@@ -296,7 +308,7 @@ class SourcePipeline:
                 self._set_state("recording" if rec_id else "idle", "", rec_id)
             if self._encoding_wanted():
                 try:
-                    self._queue.put_nowait((item.frame, item.t))
+                    self._queue.put_nowait(item)
                 except queue.Full:
                     self.stats.dropped += 1
 
@@ -329,7 +341,7 @@ class SourcePipeline:
     # -- encoder thread ----------------------------------------------------------------
     def _encode_loop(self) -> None:
         encoder: VideoEncoder | None = None
-        t0, last_pts = 0.0, -1
+        clock: SlotClock | None = None
         while True:
             item = self._queue.get()
             if item is None:
@@ -341,7 +353,7 @@ class SourcePipeline:
                 item.done.set()
                 continue
             try:
-                encoder, t0, last_pts = self._encode_one(encoder, item, t0, last_pts)
+                encoder, clock = self._encode_one(encoder, clock, item)
             except Exception as exc:
                 # Keep the thread alive: the recording is marked broken and ended by the room.
                 log.exception("encoding failed", extra=kv(source=self.config.name))
@@ -351,28 +363,19 @@ class SourcePipeline:
                         self._rec.broken = f"encoding failed: {exc!r}"
 
     def _encode_one(
-        self,
-        encoder: VideoEncoder | None,
-        item: tuple[av.VideoFrame, float],
-        t0: float,
-        last_pts: int,
-    ) -> tuple[VideoEncoder, float, int]:
-        frame, t = item
-        if encoder is None or encoder.mode != self.mode:
+        self, encoder: VideoEncoder | None, clock: SlotClock | None, item: Captured
+    ) -> tuple[VideoEncoder, SlotClock]:
+        assert item.frame is not None
+        if encoder is None or clock is None or encoder.mode != self.mode:
             assert self.info is not None
             encoder = VideoEncoder(recording_format(self.mode), self.options.encoder, self.info)
-            t0, last_pts = t, -1
+            clock = SlotClock(encoder.fps, item.t)
             if self._ring is not None:
                 self._ring.clear()
-        pts = round((t - t0) * encoder.fps)
-        if pts <= last_pts:
-            # Arrived early (network burst): take the next slot unless that would run
-            # ahead of the clock, which means the source is faster than the output rate.
-            if last_pts + 1 - (t - t0) * encoder.fps > 2:
-                return encoder, t0, last_pts
-            pts = last_pts + 1
-        self._route(encoder, encoder.encode(frame, pts), t)
-        return encoder, t0, pts
+        pts = clock.slot(item.t, item.media_t)
+        if pts is not None:
+            self._route(encoder, encoder.encode(item.frame, pts), item.t)
+        return encoder, clock
 
     def _route(self, encoder: VideoEncoder, packets: list[Any], t: float) -> None:
         now = time.monotonic()

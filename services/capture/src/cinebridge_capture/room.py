@@ -63,6 +63,7 @@ def pipeline_options(settings: CaptureSettings) -> PipelineOptions:
             gop_s=settings.capture_gop_s,
         ),
         passthrough=settings.capture_passthrough,
+        passthrough_decode_keyframes=settings.capture_passthrough_decode == "keyframes",
         prerecord_s=settings.capture_prerecord_s,
         signal_timeout_s=settings.capture_signal_timeout_ms / 1000,
         open_timeout_s=settings.capture_open_timeout_s,
@@ -120,12 +121,18 @@ class Room:
     async def snapshot(self, source: str, study: uuid.UUID | None) -> MediaCaptured:
         started = time.perf_counter()
         frame = self.pipeline(source).latest_frame()  # the moment of the request
-        study_id, _ = await repo.study_for_capture(
-            self.pool, self.name, study, self.settings.org_uid_root
-        )
-        jpeg = await asyncio.to_thread(jpeg_from_frame, frame, self.settings.capture_jpeg_quality)
         rel = self.store.new_relative("media", "jpg")
-        sha = await asyncio.to_thread(self.store.write_bytes, rel, jpeg)
+        # The JPEG is made and fsync'd while the study is looked up (or created).
+        written = asyncio.ensure_future(asyncio.to_thread(self._write_jpeg, frame, rel))
+        try:
+            study_id, _ = await repo.study_for_capture(
+                self.pool, self.name, study, self.settings.org_uid_root
+            )
+        except BaseException:
+            await asyncio.gather(written, return_exceptions=True)
+            await asyncio.to_thread(self.store.delete, rel)
+            raise
+        sha, size = await written
         event = MediaCaptured(
             media_id=str(uuid.uuid4()),
             study_id=str(study_id),
@@ -133,7 +140,7 @@ class Room:
             source=source,
             kind="snapshot",
             rel_path=rel,
-            size=len(jpeg),
+            size=size,
             sha256=sha,
             mime="image/jpeg",
             width=frame.width,
@@ -144,6 +151,10 @@ class Room:
         metrics.SNAPSHOT_SECONDS.labels(self.name).observe(time.perf_counter() - started)
         log.info("snapshot", extra=kv(room=self.name, source=source, media_id=event.media_id))
         return event
+
+    def _write_jpeg(self, frame: Any, rel: str) -> tuple[str, int]:
+        jpeg = jpeg_from_frame(frame, self.settings.capture_jpeg_quality)
+        return self.store.write_bytes(rel, jpeg), len(jpeg)
 
     async def record_start(self, source: str, study: uuid.UUID | None) -> RecordingMeta:
         pipeline = self.pipeline(source)

@@ -76,6 +76,8 @@ class CaptureSettings(ServiceSettings):
     capture_encoder_threads: int = Field(default=0, ge=0, le=64)
     capture_gop_s: float = Field(default=1.0, gt=0, le=10)
     capture_passthrough: bool = True
+    #: Pass-through: decode every picture (exact snapshots) or only keyframes (less CPU).
+    capture_passthrough_decode: Literal["all", "keyframes"] = "all"
     capture_prerecord_s: float = Field(default=0.0, ge=0, le=60)
     capture_max_recording_s: float = Field(default=4 * 3600.0, gt=0)
     #: A source is "no-signal" after this long without a frame; reopened with backoff.

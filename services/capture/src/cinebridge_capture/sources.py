@@ -46,6 +46,7 @@ class Captured:
     frame: av.VideoFrame | None
     packet: Any
     t: float  # time.monotonic() when the item became available
+    media_t: float | None = None  # the source's own timestamp of the frame, in seconds
 
 
 class FrameSource(Protocol):
@@ -91,7 +92,13 @@ def av_input(url: str) -> AvInput:
 class AvSource:
     """An FFmpeg input opened with PyAV (lavfi, file, RTSP, SRT, UDP/RTP, HTTP)."""
 
-    def __init__(self, config: SourceConfig, open_timeout_s: float, read_timeout_s: float) -> None:
+    def __init__(
+        self,
+        config: SourceConfig,
+        open_timeout_s: float,
+        read_timeout_s: float,
+        keyframes_only: bool = False,
+    ) -> None:
         self.spec = av_input(config.url)
         try:
             self.container = av.open(
@@ -120,6 +127,10 @@ class AvSource:
             level=_level(ctx),
             template=self.stream if passthrough else None,
         )
+        if passthrough and keyframes_only:
+            # The recording copies packets; pictures are only for snapshots and preview, so a
+            # loaded box may decode one picture per GOP (snapshots then lag up to one GOP).
+            ctx.skip_frame = "NONKEY"
 
     def items(self) -> Iterator[Captured]:
         pacer = Pacer()
@@ -145,9 +156,12 @@ class AvSource:
         if not frames:
             yield Captured(None, keep, time.monotonic())
         for frame in frames:
-            if self.spec.paced and frame.pts is not None and frame.time_base is not None:
-                pacer.wait(float(frame.pts * frame.time_base))
-            yield Captured(frame, keep, time.monotonic())
+            media_t = None
+            if frame.pts is not None and frame.time_base is not None:
+                media_t = float(frame.pts * frame.time_base)
+                if self.spec.paced:
+                    pacer.wait(media_t)
+            yield Captured(frame, keep, time.monotonic(), media_t)
             keep = None
 
     def close(self) -> None:
@@ -224,7 +238,12 @@ class CvSource:
         self.cap.release()
 
 
-def open_source(config: SourceConfig, open_timeout_s: float, read_timeout_s: float) -> FrameSource:
+def open_source(
+    config: SourceConfig,
+    open_timeout_s: float,
+    read_timeout_s: float,
+    keyframes_only: bool = False,
+) -> FrameSource:
     if config.url.startswith("v4l2://"):
         return CvSource(config, read_timeout_s)
-    return AvSource(config, open_timeout_s, read_timeout_s)
+    return AvSource(config, open_timeout_s, read_timeout_s, keyframes_only)
