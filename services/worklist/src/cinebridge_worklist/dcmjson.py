@@ -24,6 +24,46 @@ from pydicom.datadict import dictionary_VR
 MAX_DEPTH = 8
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
+#: Explicit VR bytes → name (unknown pairs become "??" and fail the dictionary check).
+_VR_NAMES = {
+    name.encode(): name
+    for name in (
+        "AE",
+        "AS",
+        "AT",
+        "CS",
+        "DA",
+        "DS",
+        "DT",
+        "FD",
+        "FL",
+        "IS",
+        "LO",
+        "LT",
+        "OB",
+        "OD",
+        "OF",
+        "OL",
+        "OV",
+        "OW",
+        "PN",
+        "SH",
+        "SL",
+        "SQ",
+        "SS",
+        "ST",
+        "SV",
+        "TM",
+        "UC",
+        "UI",
+        "UL",
+        "UN",
+        "UR",
+        "US",
+        "UT",
+        "UV",
+    )
+}
 #: Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 Table 7.1-1).
 _LONG_VRS = frozenset(
     {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
@@ -34,6 +74,46 @@ _SINGLE_VALUED = frozenset({"ST", "LT", "UT", "UR"})
 _BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _NUMBERS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "UV": "Q", "SV": "q"}
 _ESC = 0x1B
+#: Text VRs without multi-part structure or numbers: decode, strip, split on '\\'.
+_PLAIN_TEXT = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI", "SH", "LO", "UC"})
+_ANY_VR = frozenset(
+    {
+        "AE",
+        "AS",
+        "AT",
+        "CS",
+        "DA",
+        "DS",
+        "DT",
+        "FD",
+        "FL",
+        "IS",
+        "LO",
+        "LT",
+        "OB",
+        "OD",
+        "OF",
+        "OL",
+        "OV",
+        "OW",
+        "PN",
+        "SH",
+        "SL",
+        "SQ",
+        "SS",
+        "ST",
+        "SV",
+        "TM",
+        "UC",
+        "UI",
+        "UL",
+        "UN",
+        "UR",
+        "US",
+        "UT",
+        "UV",
+    }
+)
 _CHARSET_TAG = 0x00080005
 
 
@@ -55,10 +135,9 @@ def _tag_text(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
-Element = tuple[int, str, Any]  # tag, VR, bytes or list of items (each a list of Elements)
-
-
 class _Reader:
+    """One pass over the identifier: headers, bounds, VR check, values, straight to JSON."""
+
     def __init__(self, data: bytes, implicit: bool, little: bool) -> None:
         self.data = data
         self.implicit = implicit
@@ -86,31 +165,77 @@ class _Reader:
             return tag, vr, self._u32.unpack_from(self.data, pos + 8)[0], pos + 12
         return tag, vr, self._u16.unpack_from(self.data, pos + 6)[0], pos + 8
 
-    def elements(self, pos: int, end: int, depth: int) -> tuple[list[Element], int]:
-        """Elements from `pos` up to `end` or an item delimiter; returns them and the new pos."""
-        out: list[Element] = []
+    def elements(
+        self, pos: int, end: int, depth: int, encodings: list[str]
+    ) -> tuple[dict[str, Any], int]:
+        """Elements from `pos` up to `end` or an item delimiter, as DICOM JSON; and the new pos.
+
+        Tags ascend (PS3.5 7.1), so (0008,0005) comes before any text it governs. The header
+        reading is inlined: this loop runs ~60,000 times for a 1,000-entry worklist.
+        """
+        out: dict[str, Any] = {}
+        data, implicit, prefix = self.data, self.implicit, self.prefix
+        tag_at, u16_at, u32_at = self._tag.unpack_from, self._u16.unpack_from, self._u32.unpack_from
         while pos < end:
-            tag, vr, length, pos = self.header(pos, end)
-            if tag == _ITEM_END:
-                return out, pos
-            if vr is None:
+            if pos + 8 > end:
+                raise MalformedEntry(f"truncated element header at byte {pos}")
+            group, elem = tag_at(data, pos)
+            tag = group << 16 | elem
+            if group == 0xFFFE:
+                if tag == _ITEM_END:
+                    return out, pos + 8
                 raise MalformedEntry(f"unexpected {_tag_text(tag)} outside a sequence")
-            if not self.implicit:
-                expected = _dictionary_vr(tag)
-                if expected and " or " not in expected and vr not in (expected, "UN"):
+            if implicit:
+                vr = _dictionary_vr(tag) or "UN"
+                length = u32_at(data, pos + 4)[0]
+                pos += 8
+            else:
+                vr = _VR_NAMES.get(data[pos + 4 : pos + 6], "??")
+                if vr in _LONG_VRS:
+                    if pos + 12 > end:
+                        raise MalformedEntry(f"truncated element header at byte {pos}")
+                    length = u32_at(data, pos + 8)[0]
+                    pos += 12
+                else:
+                    length = u16_at(data, pos + 6)[0]
+                    pos += 8
+                if vr not in _vr_allowed(tag):
                     raise MalformedEntry(
-                        f"{_tag_text(tag)} has VR {vr}, the data dictionary says {expected}"
+                        f"{_tag_text(tag)} has VR {vr}, the data dictionary says "
+                        f"{_dictionary_vr(tag)}"
                     )
+            key = _json_key(tag)
             if vr == "SQ" or length == _UNDEFINED:
-                items, pos = self.sequence(pos, length, end, depth + 1)
-                out.append((tag, "SQ", items))
+                items, pos = self.sequence(pos, length, end, depth + 1, encodings)
+                out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
                 continue
-            self._need(pos, length, end)
-            out.append((tag, vr, self.data[pos : pos + length]))
+            if pos + length > end:
+                raise MalformedEntry(f"{_tag_text(tag)} is truncated ({length} bytes declared)")
+            raw = data[pos : pos + length]
             pos += length
+            if tag == _CHARSET_TAG:
+                encodings = _encodings(raw, encodings)
+            if not raw:
+                out[key] = {"vr": vr}
+            elif vr in _PLAIN_TEXT:
+                # Fast path: single-valued ASCII text (CS, DA, TM, UI, AE, SH/LO without a
+                # repertoire), the bulk of a worklist entry.
+                text = _text(raw, vr, encodings, tag).rstrip("\0 ")
+                if "\\" in text:
+                    values: list[Any] = [v.strip() for v in text.split("\\")]
+                else:
+                    values = [text.strip()] if text.strip() else []
+                out[key] = {"vr": vr, "Value": values} if values else {"vr": vr}
+            elif vr in _BINARY:
+                out[key] = {"vr": vr, "InlineBinary": base64.b64encode(raw).decode()}
+            else:
+                values = _values(tag, vr, raw, encodings, prefix)
+                out[key] = {"vr": vr, "Value": values} if values else {"vr": vr}
         return out, pos
 
-    def sequence(self, pos: int, length: int, end: int, depth: int) -> tuple[list[Any], int]:
+    def sequence(
+        self, pos: int, length: int, end: int, depth: int, encodings: list[str]
+    ) -> tuple[list[Any], int]:
         if depth > MAX_DEPTH:
             raise MalformedEntry(f"sequences nested deeper than {MAX_DEPTH}")
         seq_end = end if length == _UNDEFINED else pos + length
@@ -126,28 +251,37 @@ class _Reader:
             item_end = seq_end if item_length == _UNDEFINED else pos + item_length
             if item_end > seq_end:
                 raise MalformedEntry(f"item at byte {pos} runs past the end of its sequence")
-            elements, pos = self.elements(pos, item_end, depth)
-            items.append(elements)
+            item, pos = self.elements(pos, item_end, depth, encodings)
+            items.append(item)
         if length == _UNDEFINED:
             raise MalformedEntry("sequence of undefined length without a delimiter")
         return items, pos
 
 
-def _encodings(elements: list[Element], inherited: list[str]) -> list[str]:
-    for tag, _, raw in elements:
-        if tag == _CHARSET_TAG:
-            terms = [t.strip() for t in raw.decode("ascii", "replace").strip(" \0").split("\\")]
-            for term in terms:
-                if term not in python_encoding:
-                    raise MalformedEntry(f"(0008,0005) unknown Specific Character Set {term!r}")
-            if not any(terms):
-                return inherited
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # terms were checked above
-                return list(convert_encodings(terms))
-        if tag > _CHARSET_TAG:
-            break
-    return inherited
+@functools.lru_cache(maxsize=4096)
+def _json_key(tag: int) -> str:
+    return f"{tag:08X}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _vr_allowed(tag: int) -> frozenset[str]:
+    """VRs an explicit-VR element may carry: the dictionary's (any of 'US or SS'), or UN."""
+    expected = _dictionary_vr(tag)
+    if expected is None:
+        return _ANY_VR
+    return frozenset(expected.split(" or ")) | {"UN"}
+
+
+def _encodings(raw: bytes, inherited: list[str]) -> list[str]:
+    terms = [t.strip() for t in raw.decode("ascii", "replace").strip(" \0").split("\\")]
+    for term in terms:
+        if term not in python_encoding:
+            raise MalformedEntry(f"(0008,0005) unknown Specific Character Set {term!r}")
+    if not any(terms):
+        return inherited
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # terms were checked above
+        return list(convert_encodings(terms))
 
 
 def _text(raw: bytes, vr: str, encodings: list[str], tag: int) -> str:
@@ -212,33 +346,14 @@ def _values(tag: int, vr: str, raw: bytes, encodings: list[str], prefix: str) ->
     return [part.strip() for part in parts]
 
 
-def _to_json(elements: list[Element], encodings: list[str], prefix: str) -> dict[str, Any]:
-    encodings = _encodings(elements, encodings)
-    out: dict[str, Any] = {}
-    for tag, vr, raw in elements:
-        key = f"{tag:08X}"
-        if vr == "SQ":
-            items = [_to_json(item, encodings, prefix) for item in raw]
-            out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
-        elif vr in _BINARY:
-            out[key] = (
-                {"vr": vr, "InlineBinary": base64.b64encode(raw).decode()} if raw else {"vr": vr}
-            )
-        else:
-            values = _values(tag, vr, raw, encodings, prefix)
-            out[key] = {"vr": vr, "Value": values} if values else {"vr": vr}
-    return out
-
-
 def identifier_to_json(
     data: bytes, *, implicit: bool, little: bool, fallback_charset: str
 ) -> dict[str, Any]:
     """Decode one identifier; `fallback_charset` applies when it has no (0008,0005)."""
-    reader = _Reader(data, implicit, little)
-    elements, _ = reader.elements(0, len(data), 0)
     fallback: list[str] = []
     if fallback_charset.strip():
         if fallback_charset.strip() not in python_encoding:
             raise MalformedEntry(f"configured character set {fallback_charset!r} is unknown")
         fallback = list(convert_encodings([fallback_charset.strip()]))
-    return _to_json(elements, fallback, reader.prefix)
+    dataset, _ = _Reader(data, implicit, little).elements(0, len(data), 0, fallback)
+    return dataset

@@ -1,10 +1,9 @@
 """Modality Worklist C-FIND SCU and C-ECHO with the limits of statement Tables 16, 17 and 26.
 
-Blocking (pynetdicom runs its own threads); the service calls these through `asyncio.to_thread`.
+Blocking (one socket, no threads); the service calls these through `asyncio.to_thread`.
 - Pending responses (FF00/FF01) are collected until the final status (Table 16).
 - Abort or connection loss keeps what arrived and says the list may be incomplete (Table 17).
-- One deadline for the whole query (Table 26 "client execution time to receive data", 10 s):
-  pynetdicom's DIMSE timeout is re-armed with the time left before each response.
+- One deadline for the whole query (Table 26 "client execution time to receive data", 10 s).
 - More than `max_entries` matches: C-CANCEL (PS3.7 9.3.2.3), extra responses are dropped
   undecoded, and the association is aborted if the server does not stop within a grace period.
 """
@@ -13,11 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from io import BytesIO
 
 from cinebridge_common.logging import kv
 from cinebridge_common.messages import WorklistItem
@@ -29,12 +25,9 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
-from pynetdicom import AE, _config
-from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.dsutils import encode
-from pynetdicom.presentation import PresentationContext
 
+from . import ul
 from .items import MalformedEntry, decode_entry
 
 log = logging.getLogger(__name__)
@@ -48,6 +41,7 @@ TRANSFER_SYNTAXES = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRB
 _PENDING = (0xFF00, 0xFF01)
 _CANCEL = 0xFE00
 MESSAGE_ID = 1  # one outstanding C-FIND per association (statement §4.2.3.2.3)
+PRIORITY_LOW = 2  # (0000,0700) LOW, the default of pynetdicom and DCMTK (PS3.7 9.3.2.1)
 
 
 @dataclass(frozen=True)
@@ -67,6 +61,8 @@ class FindLimits:
     connect_timeout_s: float = 10.0
     cancel_grace_s: float = 2.0
     max_pdu: int = 16384
+    #: One response identifier larger than this aborts the association (hostile RIS, B7).
+    max_identifier_bytes: int = 1 << 20
 
 
 @dataclass
@@ -91,110 +87,50 @@ class EchoResult:
     reason: str | None = None
 
 
-def _quiet_pynetdicom() -> None:
-    # pynetdicom logs every identifier at INFO by default: patient data in logs (dicom-notes 4.4).
-    _config.LOG_REQUEST_IDENTIFIERS = False
-    _config.LOG_RESPONSE_IDENTIFIERS = False
+def find_command() -> bytes:
+    return ul.command(
+        [
+            (0x0002, "UI", ModalityWorklistInformationFind),
+            (0x0100, "US", ul.C_FIND_RQ),
+            (0x0110, "US", MESSAGE_ID),
+            (0x0700, "US", PRIORITY_LOW),
+            (0x0800, "US", 0x0000),
+        ]
+    )
 
 
-def _ae(calling_ae: str, limits: FindLimits) -> AE:
-    _quiet_pynetdicom()
-    ae = AE(ae_title=calling_ae)
-    ae.connection_timeout = limits.connect_timeout_s
-    ae.acse_timeout = limits.connect_timeout_s
-    ae.network_timeout = limits.timeout_s
-    ae.dimse_timeout = limits.timeout_s
-    return ae
+def cancel_command() -> bytes:
+    return ul.command(
+        [
+            (0x0100, "US", ul.C_CANCEL_RQ),
+            (0x0120, "US", MESSAGE_ID),
+            (0x0800, "US", 0x0101),
+        ]
+    )
 
 
-def _associate(ae: AE, peer: Peer, limits: FindLimits) -> tuple[Association | None, str]:
-    try:
-        assoc = ae.associate(peer.host, peer.port, ae_title=peer.called_ae, max_pdu=limits.max_pdu)
-    except (OSError, ValueError, RuntimeError) as exc:
-        return None, f"cannot connect to {peer.host}:{peer.port}: {exc}"
-    if assoc.is_established:
-        raw = assoc.dul.socket.socket if assoc.dul.socket is not None else None
-        if raw is not None:
-            with contextlib.suppress(OSError):
-                # Small DIMSE messages must not wait for a delayed ACK (peer-notes: Nagle).
-                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return assoc, ""
-    if assoc.is_rejected:
-        return None, f"{peer.called_ae}@{peer.host}:{peer.port} rejected the association"
-    where = f"{peer.called_ae}@{peer.host}:{peer.port}"
-    return None, f"no association with {where} (refused or timed out)"
-
-
-def _end(assoc: Association, final_received: bool) -> None:
-    if not assoc.is_established:
-        return
-    if final_received:
-        # Table 26: A-RELEASE-RP is not waited for long; the results are already in hand.
-        assoc.acse_timeout = 1.0
-        assoc.release()
-    else:
-        assoc.abort()
-
-
-def _mwl_context(assoc: Association) -> PresentationContext:
-    for cx in assoc.accepted_contexts:
-        if cx.abstract_syntax == ModalityWorklistInformationFind:
-            return cx
-    raise RuntimeError("the server accepted no Modality Worklist presentation context")
-
-
-def _send_find(assoc: Association, identifier: Dataset) -> tuple[int, UID]:
-    """Send the C-FIND-RQ (PS3.7 9.1.2.1); returns the context id and its transfer syntax.
-
-    The responses are then read from the DIMSE queue as raw bytes rather than through
-    `send_c_find`, whose pydicom decoding of every identifier costs more than the exchange.
-    """
-    cx = _mwl_context(assoc)
-    syntax = UID(cx.transfer_syntax[0])
-    context_id = int(cx.context_id or 0)
-    request = C_FIND()
-    request.MessageID = MESSAGE_ID
-    request.AffectedSOPClassUID = ModalityWorklistInformationFind
-    request.Priority = 2  # LOW (PS3.7 9.3.2.1): the default of pynetdicom and DCMTK
-    encoded = encode(identifier, syntax.is_implicit_VR, syntax.is_little_endian, False)
-    if encoded is None:
-        raise ValueError("the query identifier cannot be encoded")
-    request.Identifier = BytesIO(encoded)
-    assoc.dimse.send_msg(request, context_id)
-    return context_id, syntax
-
-
-@contextlib.contextmanager
-def _reactor_paused(assoc: Association) -> Iterator[None]:
-    """Keep the association's reactor thread off the DIMSE queue while we read responses.
-
-    pynetdicom's own `send_*` methods do exactly this (association.py, "Pause the reactor to
-    prevent a race condition"); without it the reactor takes responses off the queue and they
-    are lost. Private attributes of pynetdicom 3.0.4 (pinned); the unit tests cover the loss.
-    """
-    assoc._reactor_checkpoint.clear()
-    deadline = time.monotonic() + 1.0
-    while not assoc._is_paused and time.monotonic() < deadline:
-        time.sleep(0.0001)
-    try:
-        yield
-    finally:
-        assoc._reactor_checkpoint.set()
+def echo_command() -> bytes:
+    return ul.command(
+        [
+            (0x0002, "UI", Verification),
+            (0x0100, "US", ul.C_ECHO_RQ),
+            (0x0110, "US", MESSAGE_ID),
+            (0x0800, "US", 0x0101),
+        ]
+    )
 
 
 class _Collector:
     """Reads the C-FIND responses under one deadline and the entry limit."""
 
-    def __init__(self, assoc: Association, limits: FindLimits, charset: str) -> None:
+    def __init__(self, assoc: ul.Association, limits: FindLimits, charset: str) -> None:
         self.assoc = assoc
         self.limits = limits
         self.charset = charset
         self.deadline = time.monotonic() + limits.timeout_s
         self.result = FindResult(outcome="complete")
         self.cancelled_at: float | None = None
-        self.final_received = False
-        self.context_id = 0
-        self.syntax = ImplicitVRLittleEndian
+        self.syntax = UID(assoc.transfer_syntax)
 
     def _limit(self) -> float:
         if self.cancelled_at is not None:
@@ -202,32 +138,28 @@ class _Collector:
         return self.deadline
 
     def run(self, identifier: Dataset) -> FindResult:
-        with _reactor_paused(self.assoc):
-            return self._run(identifier)
-
-    def _run(self, identifier: Dataset) -> FindResult:
-        self.context_id, self.syntax = _send_find(self.assoc, identifier)
+        encoded = encode(
+            identifier, self.syntax.is_implicit_VR, self.syntax.is_little_endian, False
+        )
+        if encoded is None:
+            raise ValueError("the query identifier cannot be encoded")
+        self.assoc.send(find_command(), encoded)
         while True:
-            remaining = self._limit() - time.monotonic()
-            if remaining <= 0:
+            try:
+                message = self.assoc.receive(self._limit())
+            except ul.Expired:
                 self._expired()
                 return self.result
-            self.assoc.dimse_timeout = remaining
-            _, response = self.assoc.dimse.get_msg(block=True)
-            if response is None:
-                if time.monotonic() >= self._limit() - 0.05:
-                    self._expired()
-                    return self.result
-                return self._lost("association aborted or connection lost")
-            if not isinstance(response, C_FIND) or response.Status is None:
+            except ul.UpperLayerError as exc:
+                return self._lost(str(exc))
+            if message.field != ul.C_FIND_RSP or message.status is None:
                 self.assoc.abort()
-                return self._lost(f"unexpected {type(response).__name__} from the server")
-            code = int(response.Status)
-            if code not in _PENDING:
-                return self._final(code)
-            self._pending(response.Identifier)
+                return self._lost(f"unexpected DIMSE message 0x{message.field:04X}")
+            if message.status not in _PENDING:
+                return self._final(message.status)
+            self._pending(message.dataset)
 
-    def _pending(self, identifier: BytesIO | None) -> None:
+    def _pending(self, data: bytes | None) -> None:
         result = self.result
         if self.cancelled_at is not None:
             result.dropped += 1
@@ -236,7 +168,6 @@ class _Collector:
             self._cancel()
             result.dropped += 1
             return
-        data = identifier.getvalue() if identifier is not None else b""
         try:
             if not data:
                 raise MalformedEntry("a pending response without an identifier")
@@ -249,9 +180,8 @@ class _Collector:
                 )
             )
         except MalformedEntry as exc:
-            result.warnings.append(
-                f"entry {len(result.items) + len(result.warnings) + 1} skipped: {exc}"
-            )
+            number = len(result.items) + len(result.warnings) + 1
+            result.warnings.append(f"entry {number} skipped: {exc}")
 
     def _cancel(self) -> None:
         self.cancelled_at = time.monotonic()
@@ -260,7 +190,8 @@ class _Collector:
             f"more than {self.limits.max_entries} entries match: too many results, "
             "narrow the search"
         )
-        self.assoc.send_c_cancel(MESSAGE_ID, self.context_id)
+        with contextlib.suppress(OSError):  # a dead link shows up on the next receive
+            self.assoc.send(cancel_command())
 
     def _expired(self) -> None:
         if self.cancelled_at is None:
@@ -271,8 +202,7 @@ class _Collector:
             )
         else:
             self.result.warnings.append("the server kept answering after C-CANCEL; aborted")
-        if self.assoc.is_established:
-            self.assoc.abort()
+        self.assoc.abort()
 
     def _lost(self, why: str) -> FindResult:
         if self.cancelled_at is None:
@@ -281,7 +211,6 @@ class _Collector:
         return self.result
 
     def _final(self, code: int) -> FindResult:
-        self.final_received = True
         self.result.status = code
         if self.cancelled_at is not None:
             return self.result  # 0xFE00 (or whatever the server says after our C-CANCEL)
@@ -298,21 +227,34 @@ class _Collector:
         return self.result
 
 
+def _associate(peer: Peer, abstract_syntax: str, limits: FindLimits) -> ul.Association:
+    return ul.associate(
+        peer.host,
+        peer.port,
+        calling_ae=peer.calling_ae,
+        called_ae=peer.called_ae,
+        abstract_syntax=abstract_syntax,
+        transfer_syntaxes=list(TRANSFER_SYNTAXES),
+        max_pdu=limits.max_pdu,
+        timeout_s=limits.connect_timeout_s,
+        max_dataset=limits.max_identifier_bytes,
+    )
+
+
 def find_worklist(peer: Peer, identifier: Dataset, limits: FindLimits, charset: str) -> FindResult:
     """One Modality Worklist C-FIND; never raises for network or peer faults."""
     started = time.monotonic()
-    ae = _ae(peer.calling_ae, limits)
-    ae.add_requested_context(ModalityWorklistInformationFind, TRANSFER_SYNTAXES)
-    assoc, why = _associate(ae, peer, limits)
-    if assoc is None:
-        return FindResult(outcome="unreachable", detail=why, elapsed_s=time.monotonic() - started)
-    collector = _Collector(assoc, limits, charset)
     try:
-        result = collector.run(identifier)
-    except (ValueError, RuntimeError) as exc:
+        assoc = _associate(peer, ModalityWorklistInformationFind, limits)
+    except ul.UpperLayerError as exc:
+        return FindResult(outcome="unreachable", detail=str(exc), elapsed_s=0.0)
+    try:
+        result = _Collector(assoc, limits, charset).run(identifier)
+    except (ValueError, OSError) as exc:
         result = FindResult(outcome="failed", detail=f"C-FIND could not be sent: {exc}")
     finally:
-        _end(assoc, collector.final_received)
+        if assoc.open:
+            assoc.release()
     result.elapsed_s = time.monotonic() - started
     log.info(
         "worklist query done",
@@ -329,20 +271,21 @@ def find_worklist(peer: Peer, identifier: Dataset, limits: FindLimits, charset: 
 
 
 def echo(peer: Peer, timeout_s: float = 10.0) -> EchoResult:
-    """C-ECHO (Verification, PS3.7 9.1.5) with Table 26's connect limit."""
+    """C-ECHO (Verification, PS3.7 9.1.5) within Table 26's limit."""
     started = time.monotonic()
     limits = FindLimits(timeout_s=timeout_s, connect_timeout_s=timeout_s)
-    ae = _ae(peer.calling_ae, limits)
-    ae.add_requested_context(Verification)
-    assoc, why = _associate(ae, peer, limits)
-    if assoc is None:
-        return EchoResult(reachable=False, reason=why)
     try:
-        status = assoc.send_c_echo()
+        assoc = _associate(peer, Verification, limits)
+    except ul.UpperLayerError as exc:
+        return EchoResult(reachable=False, reason=str(exc))
+    try:
+        assoc.send(echo_command())
+        message = assoc.receive(started + timeout_s)
+    except (ul.UpperLayerError, OSError) as exc:
+        return EchoResult(reachable=False, reason=f"no C-ECHO response: {exc}")
     finally:
-        _end(assoc, final_received=True)
-    if "Status" not in status:
-        return EchoResult(reachable=False, reason="no C-ECHO response (timeout or abort)")
-    if status.Status != 0x0000:
-        return EchoResult(reachable=False, reason=f"C-ECHO status 0x{status.Status:04X}")
+        if assoc.open:
+            assoc.release()
+    if message.field != ul.C_ECHO_RSP or message.status != 0x0000:
+        return EchoResult(reachable=False, reason=f"C-ECHO status {message.status!r}")
     return EchoResult(reachable=True, rtt_ms=round((time.monotonic() - started) * 1000, 1))
