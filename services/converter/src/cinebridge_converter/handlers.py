@@ -26,27 +26,37 @@ async def handle_convert_media(
     """Convert one media item; a redelivered job finds its committed instances and stops."""
     try:
         job = await jobs.load_job(msg, deps)
+        if await repo.instance_exists(deps.pool, jobs.first_uid(job, deps.settings.org_uid_root)):
+            log.info("already converted", extra=kv(media=msg.media_id))
+            return
+        await repo.set_media_state(deps.pool, msg.media_id, "converting")
+        async with delivery.working():
+            events = await jobs.run_conversion(job, deps)
     except jobs.MissingRows as exc:
         # The rows may still be in flight from capture/gateway; after a few tries it is poison.
         if delivery.attempt < 3:
             raise Retry(str(exc), delay=2.0) from exc
+        await jobs.fail(msg, deps, ConversionError(str(exc)))
         raise Poison(str(exc)) from exc
-    except UnsafePath as exc:
-        await jobs.fail(msg, deps, ConversionError(f"refused media path: {exc}"))
-        raise Poison(str(exc)) from exc
-    if await repo.instance_exists(deps.pool, jobs.first_uid(job, deps.settings.org_uid_root)):
-        log.info("already converted", extra=kv(media=msg.media_id))
-        return
-    await repo.set_media_state(deps.pool, msg.media_id, "converting")
-    try:
-        async with delivery.working():
-            events = await jobs.run_conversion(job, deps)
-    except ConversionError as exc:
-        await jobs.fail(msg, deps, exc)
-        raise Poison(exc.reason) from exc
+    except (ConversionError, UnsafePath) as exc:
+        error = exc if isinstance(exc, ConversionError) else ConversionError(f"bad path: {exc}")
+        await jobs.fail(msg, deps, error)
+        raise Poison(error.reason) from exc
     except (TransientFailure, Cancelled, OSError, asyncpg.PostgresError) as exc:
+        await _fail_if_last(msg, delivery, deps, exc)
         raise Retry(f"{type(exc).__name__}: {exc}", delay=10.0) from exc
+    except Exception as exc:
+        await _fail_if_last(msg, delivery, deps, exc)
+        raise  # the bus retries with backoff, then dead-letters
     log.info("converted", extra=kv(media=msg.media_id, instances=len(events)))
+
+
+async def _fail_if_last(
+    msg: ConvertMedia, delivery: Delivery, deps: jobs.ConverterDeps, exc: Exception
+) -> None:
+    """On the last delivery the media must not stay 'converting': record why it failed."""
+    if delivery.last_attempt:
+        await jobs.fail(msg, deps, ConversionError(f"gave up: {type(exc).__name__}: {exc}"))
 
 
 JobHandler = Callable[[Any, Delivery, jobs.ConverterDeps], Awaitable[None]]

@@ -19,9 +19,9 @@ from pydicom.dataset import Dataset
 
 from . import convert, mwl
 from . import repository as repo
-from .dicomize import Station
+from .dicomize import IODS, Station
 from .errors import ConversionError
-from .rules import JPEG_BASELINE
+from .rules import JPEG_BASELINE, VIDEO_SYNTAXES
 from .settings import ConverterSettings
 
 log = logging.getLogger(__name__)
@@ -71,19 +71,16 @@ async def load_job(msg: ConvertMedia, deps: ConverterDeps) -> Job:
         source=media["source"],
         captured_at=media["captured_at"],
     )
-    return Job(
-        msg,
-        media,
-        info,
-        study,
-        _station(configured, iod, deps.settings),
-        ts_uid,
-        mwl.study_attributes(
+    try:
+        attributes = mwl.study_attributes(
             study,
             default_modality=deps.settings.converter_default_modality,
             uid_root=deps.settings.org_uid_root,
-        ),
-    )
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConversionError(f"the study's worklist item cannot be read: {exc}") from exc
+    station = _station(configured, iod, deps.settings)
+    return Job(msg, media, info, study, station, ts_uid, attributes)
 
 
 def _station(configured: StationSettings, iod: str, settings: ConverterSettings) -> Station:
@@ -93,6 +90,16 @@ def _station(configured: StationSettings, iod: str, settings: ConverterSettings)
         iod=iod,
         anatomic_region=settings.anatomic_region(),
     )
+
+
+def _check_options(job: Job) -> None:
+    if job.station.iod not in IODS:
+        raise ConversionError(f"unknown IOD choice {job.station.iod!r}")
+    if job.info.kind == "recording" and job.ts_uid not in VIDEO_SYNTAXES:
+        raise ConversionError(
+            f"video transfer syntax {job.ts_uid} is not supported "
+            "(statement Table 10: .100, .101, .102, .103)"
+        )
 
 
 def first_uid(job: Job, root: str) -> str:
@@ -107,6 +114,7 @@ def _ts(job: Job) -> str:
 
 async def run_conversion(job: Job, deps: ConverterDeps) -> list[InstanceCreated]:
     """Prepare and write in a worker thread, then commit files, rows and events."""
+    _check_options(job)
     progress = _Progress(job, deps)
     limits, root = deps.settings.limits(), deps.settings.org_uid_root
     prepared = await asyncio.to_thread(

@@ -172,6 +172,10 @@ def transcode(
             enc: Any = out.add_stream(target.codec, rate=target.rate, options=target.options)
             enc.width, enc.height, enc.pix_fmt = target.width, target.height, "yuv420p"
             enc.codec_context.time_base = Fraction(1) / target.rate
+            # PyAV defaults to slice threads; libx264 then runs sliced threading, slower than
+            # the frame threads the ffmpeg command line gets (libx264.c: b_sliced_threads).
+            enc.codec_context.thread_type = "AUTO"
+            enc.codec_context.thread_count = 0
             if target.bit_rate:
                 enc.bit_rate = target.bit_rate
             for frame in inp.decode(video):
