@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from cinebridge_common.testing import require_tool
+from cinebridge_common.testing import require_tool, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(200)]
 
@@ -56,7 +56,10 @@ async def test_1080p30_for_60_s_matches_wall_time_frame_for_frame(
     wall, cpu = time.monotonic() - t0, proc.cpu_seconds() - cpu0
     assert stopped.ok, stopped.error
 
-    row = await db_pool.fetchrow("SELECT * FROM media WHERE id = $1::uuid", stopped.media_id)
+    async def registered() -> asyncpg.Record | None:
+        return await db_pool.fetchrow("SELECT * FROM media WHERE id = $1::uuid", stopped.media_id)
+
+    row = await wait_for(registered, 30, what="the recording's media row")
     facts = ffprobe(tmp_path / "media" / row["rel_path"])
     assert (facts["codec_name"], facts["profile"], facts["pix_fmt"]) == ("h264", "High", "yuv420p")
     assert facts["level"] <= 41 and (facts["width"], facts["height"]) == (1920, 1080)

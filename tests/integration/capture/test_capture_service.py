@@ -43,6 +43,16 @@ async def media_rows(pool: asyncpg.Pool, **where: Any) -> list[asyncpg.Record]:
     )
 
 
+async def wait_rows(pool: asyncpg.Pool, count: int, **where: Any) -> list[asyncpg.Record]:
+    """Recordings are registered just after "Stop" answers: wait for the rows (bounded)."""
+
+    async def enough() -> list[asyncpg.Record] | None:
+        rows = await media_rows(pool, **where)
+        return rows if len(rows) >= count else None
+
+    return await wait_for(enough, 20, what=f"{count} media rows {where}")
+
+
 async def collect(client: Any, subject: str, into: list[bytes]) -> None:
     async def on_msg(msg: Any) -> None:
         into.append(msg.data)
@@ -89,7 +99,7 @@ async def test_snapshots_during_recording_land_in_an_unscheduled_study(
     assert study["study_instance_uid"].startswith("2.25.")
     assert {r.study_id for r in snaps} == {started.study_id, stopped.study_id}
 
-    rows = await media_rows(db_pool)
+    rows = await wait_rows(db_pool, 3)
     assert [r["kind"] for r in rows].count("snapshot") == 2
     rec = next(r for r in rows if r["kind"] == "recording")
     store = tmp_path / "media"
@@ -191,7 +201,7 @@ async def test_network_h264_is_recorded_without_reencoding_and_survives_a_dropou
     stopped = await client.command("or3", "cam", "record_stop")
     assert stopped.ok, stopped.error
 
-    row = (await media_rows(db_pool, kind="recording"))[0]
+    row = (await wait_rows(db_pool, 1, kind="recording"))[0]
     facts = probe(tmp_path / "media" / row["rel_path"])
     # x264 marks 720p30 as level 3.1 at the sender; our encoder would write 4.1: untouched.
     assert (facts["codec"], facts["profile"], facts["level"]) == ("h264", "High", 31)
@@ -234,7 +244,7 @@ async def test_two_rooms_record_their_own_studies_at_once(
     stops = await asyncio.gather(*(client.command(r, s, "record_stop") for r, s in pairs))
     assert all(r.ok for r in stops), [r.error for r in stops]
 
-    rows = await media_rows(db_pool, kind="recording")
+    rows = await wait_rows(db_pool, 3, kind="recording")
     by_key = {(r["room"], r["source"]): r for r in rows}
     assert set(by_key) == set(pairs)
     # Each room has its own unscheduled study; both sources of room-b share theirs.
@@ -255,7 +265,7 @@ async def test_mpeg2_station_setting_records_mpeg2_main_level(
     assert (await client.command("or5", "cam", "record_start")).ok
     await asyncio.sleep(4)
     assert (await client.command("or5", "cam", "record_stop")).ok
-    row = (await media_rows(db_pool, kind="recording"))[0]
+    row = (await wait_rows(db_pool, 1, kind="recording"))[0]
     assert row["mime"] == "video/mp2t" and row["rel_path"].endswith(".ts")
     facts = probe(tmp_path / "media" / row["rel_path"])
     assert (facts["codec"], facts["profile"]) == ("mpeg2video", "Main")
@@ -287,7 +297,7 @@ async def test_sigterm_finishes_and_registers_the_recording(
     await asyncio.sleep(2)
     proc.stop()  # SIGTERM: a graceful stop ends the recording like the Stop button
     assert proc.proc.returncode == 0, proc.log()
-    row = (await media_rows(db_pool, kind="recording"))[0]
+    row = (await wait_rows(db_pool, 1, kind="recording"))[0]
     assert not row["recovered"] and row["frames"] >= 20
     journal = await db_pool.fetchrow("SELECT state FROM capture_recordings")
     assert journal["state"] == "done"

@@ -57,10 +57,15 @@ async def handle_capture_command(msg: CaptureCommand, deps: Deps) -> CaptureComm
             return CaptureCommandReply(
                 study_id=str(meta.study_id), recording_id=str(meta.recording_id)
             )
-        recorded = await deps.room.record_stop(msg.source)
-        if recorded is None:
+        stopped = await deps.room.record_stop(msg.source)
+        if stopped is None:
             return CaptureCommandReply(ok=False, error="the recording held no frame")
-        return CaptureCommandReply(study_id=recorded.study_id, media_id=recorded.media_id)
+        # The media row and MediaCaptured follow within seconds under this media id.
+        return CaptureCommandReply(
+            study_id=str(stopped.study_id),
+            media_id=str(stopped.media_id),
+            recording_id=str(stopped.recording_id),
+        )
     except REFUSALS as exc:
         return CaptureCommandReply(ok=False, error=str(exc))
 

@@ -385,7 +385,10 @@ class SourcePipeline:
             with self._lock:
                 rec = self._rec
                 if rec is not None and not rec.passthrough:
-                    self._write(rec, packet, encoder.template, encoder.fps)
+                    # A frame encoded for the previous mode (station setting just changed)
+                    # must not open this recording's file with the wrong codec.
+                    if encoder.mode == rec.mode:
+                        self._write(rec, packet, encoder.template, encoder.fps)
                 elif self._ring is not None:
                     self._ring.add(packet, t)
 

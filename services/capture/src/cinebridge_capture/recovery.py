@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 
 from cinebridge_common.logging import kv
 
@@ -37,8 +38,14 @@ async def recover_recordings(room: Room) -> int:
                 await asyncio.to_thread(salvage, part, source, fmt)
             else:
                 raise RecordingUnreadable("the recording file is missing")
+            # Stopped but not yet registered: the file was complete and keeps its media id.
             event = await room.commit_recording(
-                rec.source, meta, source, rec.passthrough, recovered=True
+                rec.source,
+                meta,
+                source,
+                rec.passthrough,
+                rec.planned_media_id or uuid.uuid4(),
+                recovered=rec.planned_media_id is None,
             )
         except RecordingUnreadable as exc:
             log.warning(

@@ -28,6 +28,7 @@ class OpenRecording:
     passthrough: bool
     part_path: str
     final_path: str | None = None
+    planned_media_id: uuid.UUID | None = None
 
 
 def unscheduled_identifiers(now: dt.datetime) -> dict[str, str]:
@@ -146,6 +147,12 @@ async def open_recording(pool: asyncpg.Pool, rec: OpenRecording) -> None:
     )
 
 
+async def plan_media(pool: asyncpg.Pool, recording_id: uuid.UUID, media_id: uuid.UUID) -> None:
+    await pool.execute(
+        "UPDATE capture_recordings SET planned_media_id = $2 WHERE id = $1", recording_id, media_id
+    )
+
+
 async def set_final_path(pool: asyncpg.Pool, recording_id: uuid.UUID, final_path: str) -> None:
     """Journal the final name before the rename, so recovery finds a file renamed just before
     a crash."""
@@ -180,7 +187,8 @@ async def finish_recording(
 
 async def open_recordings(pool: asyncpg.Pool, room: str) -> list[OpenRecording]:
     rows = await pool.fetch(
-        """SELECT id, room, source, study_id, mode, passthrough, part_path, final_path
+        """SELECT id, room, source, study_id, mode, passthrough, part_path, final_path,
+                  planned_media_id
            FROM capture_recordings WHERE room = $1 AND state = 'recording' ORDER BY started_at""",
         room,
     )

@@ -44,6 +44,14 @@ class CaptureRefused(RuntimeError):
 
 
 @dataclass(frozen=True)
+class StoppedRecording:
+    recording_id: uuid.UUID
+    study_id: uuid.UUID
+    media_id: uuid.UUID
+    finished: FinishedRecording
+
+
+@dataclass(frozen=True)
 class RecordingMeta:
     recording_id: uuid.UUID
     study_id: uuid.UUID
@@ -90,6 +98,7 @@ class Room:
         self._active: dict[str, RecordingMeta] = {}
         self._locks = {name: asyncio.Lock() for name in self.pipelines}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._registrations: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -102,6 +111,8 @@ class Room:
         for name in list(self._active):
             with contextlib.suppress(Exception):
                 await self.record_stop(name, reason="service stopping")
+        if self._registrations:
+            await asyncio.gather(*self._registrations, return_exceptions=True)
         await asyncio.gather(*(asyncio.to_thread(p.close) for p in self.pipelines.values()))
 
     async def video_mode(self) -> Mode:
@@ -198,38 +209,59 @@ class Room:
         )
         return meta
 
-    async def record_stop(self, source: str, reason: str | None = None) -> MediaCaptured | None:
+    async def record_stop(self, source: str, reason: str | None = None) -> StoppedRecording | None:
+        """Close the file and answer; hashing, probing and registering follow in the background
+        (an hours-long recording takes longer than an RPC may wait). None: no frame recorded."""
         pipeline = self.pipeline(source)
         async with self._locks[source]:
             meta = self._active.pop(source, None)
             if meta is None:
                 raise CaptureRefused(f"source {source} is not recording")
             finished = await asyncio.to_thread(pipeline.stop_recording, reason)
-            return await self._register(source, meta, finished)
+            if finished is None or finished.frames == 0:
+                await repo.finish_recording(self.pool, meta.recording_id, None, "empty")
+                return None
+            media_id = uuid.uuid4()
+            await repo.plan_media(self.pool, meta.recording_id, media_id)
+        task = asyncio.create_task(self._register(source, meta, finished, media_id))
+        self._registrations.add(task)
+        task.add_done_callback(self._registrations.discard)
+        return StoppedRecording(meta.recording_id, meta.study_id, media_id, finished)
 
     async def _register(
-        self, source: str, meta: RecordingMeta, finished: FinishedRecording | None
-    ) -> MediaCaptured | None:
-        if finished is None or finished.frames == 0:
-            await repo.finish_recording(self.pool, meta.recording_id, None, "empty")
-            return None
-        event = await self.commit_recording(
-            source, meta, self.store.resolve(meta.part_rel), finished.passthrough, recovered=False
-        )
+        self, source: str, meta: RecordingMeta, finished: FinishedRecording, media_id: uuid.UUID
+    ) -> None:
+        try:
+            event = await self.commit_recording(
+                source, meta, finished.path, finished.passthrough, media_id, recovered=False
+            )
+        except Exception:
+            # The journal still says "recording": the next start registers it under media_id.
+            log.exception(
+                "registering recording failed", extra=kv(recording_id=str(meta.recording_id))
+            )
+            return
         log.info(
-            "recording stopped",
+            "recording registered",
             extra=kv(
                 room=self.name,
                 source=source,
+                media_id=event.media_id,
                 frames=event.frames,
                 duration_s=event.duration_s,
                 reason=finished.reason or "requested",
             ),
         )
-        return event
 
     async def commit_recording(
-        self, source: str, meta: RecordingMeta, path: Path, passthrough: bool, *, recovered: bool
+        self,
+        source: str,
+        meta: RecordingMeta,
+        path: Path,
+        passthrough: bool,
+        media_id: uuid.UUID,
+        *,
+        recovered: bool,
     ) -> MediaCaptured:
         """Move a complete file into place and register it (media row + event, one commit)."""
         facts = await asyncio.to_thread(probe, path)
@@ -239,7 +271,7 @@ class Room:
         await repo.set_final_path(self.pool, meta.recording_id, final_rel)
         await asyncio.to_thread(self.store.commit_temp, path, final_rel)
         event = MediaCaptured(
-            media_id=str(uuid.uuid4()),
+            media_id=str(media_id),
             study_id=str(meta.study_id),
             room=self.name,
             source=source,
@@ -284,8 +316,8 @@ class Room:
                     signal=p.signal,
                     width=info.width if info else None,
                     height=info.height if info else None,
-                    fps_in=round(p.stats.fps_in.value, 2),
-                    fps_encoded=round(p.stats.fps_encoded.value, 2),
+                    fps_in=round(p.stats.fps_in.value, 2) if p.signal else 0.0,
+                    fps_encoded=round(p.stats.fps_encoded.value, 2) if p.signal else 0.0,
                     dropped_frames=p.stats.dropped,
                     recording_id=rec.recording_id if rec else None,
                     recording_seconds=round(time.monotonic() - rec.started, 2) if rec else None,
@@ -329,8 +361,9 @@ class Room:
         metrics.DISK_HEADROOM.labels(self.name).set(free - self.settings.capture_disk_reserve_bytes)
         for name, p in self.pipelines.items():
             labels = (self.name, name)
-            metrics.INPUT_FPS.labels(*labels).set(p.stats.fps_in.value)
-            metrics.ENCODED_FPS.labels(*labels).set(p.stats.fps_encoded.value)
+            live = p.signal  # rates are per whole second: stale once frames stop
+            metrics.INPUT_FPS.labels(*labels).set(p.stats.fps_in.value if live else 0)
+            metrics.ENCODED_FPS.labels(*labels).set(p.stats.fps_encoded.value if live else 0)
             metrics.DROPPED.labels(*labels).set(p.stats.dropped)
             metrics.ENCODER_LAG.labels(*labels).set(p.stats.encoder_lag_s)
             metrics.SIGNAL.labels(*labels).set(1 if p.signal else 0)
