@@ -10,6 +10,7 @@ import asyncpg
 from cinebridge_common.bus import Bus
 from cinebridge_common.store import MediaStore
 from fastapi import Depends, Request
+from pydantic import BaseModel
 
 from .health_board import HealthBoard
 from .hub import EventHub
@@ -109,6 +110,41 @@ async def administrator(principal: User) -> Principal:
 
 
 Admin = Annotated[Principal, Depends(administrator)]
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer has this shape (no stack traces, no exception text)."""
+
+    error: ErrorInfo
+
+
+_ERROR_STATUSES = {
+    400: "Malformed request",
+    401: "Not logged in, session expired, or invalid API token",
+    403: "Role not allowed, or missing CSRF header",
+    404: "Not found",
+    409: "Conflict, or refused by the service that owns the resource",
+    413: "Request body too large",
+    422: "Validation failed (the message names each field)",
+    428: "Confirmation required",
+    502: "An upstream (preview, metrics) failed",
+    503: "The service behind this call is unavailable",
+}
+#: Documented on every operation, so the OpenAPI schema says what a client may get.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text} for status, text in _ERROR_STATUSES.items()
+}
 
 
 def error_body(code: str, message: str, details: list[Any] | None = None) -> dict[str, Any]:

@@ -15,6 +15,9 @@ import asyncpg
 from cinebridge_common.db import Connection
 
 Conn = asyncpg.Pool | Connection
+#: Sessions and tokens record their use at most this often (a write per request would cost an
+#: fsync'd commit on every API call).
+TOUCH_EVERY_S = 30
 
 
 @dataclass(frozen=True)
@@ -159,24 +162,35 @@ class Repository:
     async def session_principal(
         self, id_hash: str, idle_s: float, max_s: float
     ) -> tuple[Principal, dt.datetime] | None:
-        """The session's user, sliding its expiry (idle timeout, capped by the absolute one)."""
+        """The session's user; its expiry slides (idle timeout, capped by the absolute one).
+
+        The slide is written at most every TOUCH_EVERY_S, so reads stay reads (no commit per
+        request)."""
         row = await self.pool.fetchrow(
-            """UPDATE gateway_sessions s
-                  SET last_seen = now(),
-                      expires_at = least(now() + make_interval(secs => $2),
-                                         s.created_at + make_interval(secs => $3))
-                 FROM gateway_users u
-                WHERE s.id_hash = $1 AND s.user_id = u.id AND s.expires_at > now()
-                  AND NOT u.disabled
-            RETURNING u.username, u.role, s.csrf_token, s.expires_at""",
+            f"""SELECT u.username, u.role, s.csrf_token, s.expires_at,
+                       s.last_seen < now() - interval '{TOUCH_EVERY_S} seconds' AS stale
+                FROM gateway_sessions s JOIN gateway_users u ON u.id = s.user_id
+                WHERE s.id_hash = $1 AND s.expires_at > now() AND NOT u.disabled""",
             id_hash,
-            idle_s,
-            max_s,
         )
         if row is None:
             return None
+        expires_at = row["expires_at"]
+        if row["stale"]:
+            expires_at = (
+                await self.pool.fetchval(
+                    """UPDATE gateway_sessions SET last_seen = now(),
+                          expires_at = least(now() + make_interval(secs => $2),
+                                             created_at + make_interval(secs => $3))
+                   WHERE id_hash = $1 RETURNING expires_at""",
+                    id_hash,
+                    idle_s,
+                    max_s,
+                )
+                or expires_at
+            )
         principal = Principal(row["username"], row["role"], "session", row["csrf_token"], id_hash)
-        return principal, row["expires_at"]
+        return principal, expires_at
 
     async def delete_session(self, id_hash: str) -> None:
         await self.pool.execute("DELETE FROM gateway_sessions WHERE id_hash = $1", id_hash)
@@ -201,11 +215,19 @@ class Repository:
 
     async def token_principal(self, token_hash: str) -> Principal | None:
         row = await self.pool.fetchrow(
-            """UPDATE gateway_api_tokens SET last_used = now()
-               WHERE token_hash = $1 AND revoked_at IS NULL RETURNING name, role""",
+            f"""SELECT id, name, role,
+                       coalesce(last_used < now() - interval '{TOUCH_EVERY_S} seconds', true)
+                         AS stale
+                FROM gateway_api_tokens WHERE token_hash = $1 AND revoked_at IS NULL""",
             token_hash,
         )
-        return Principal(f"token:{row['name']}", row["role"], "token") if row else None
+        if row is None:
+            return None
+        if row["stale"]:
+            await self.pool.execute(
+                "UPDATE gateway_api_tokens SET last_used = now() WHERE id = $1", row["id"]
+            )
+        return Principal(f"token:{row['name']}", row["role"], "token")
 
     async def list_tokens(self) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(

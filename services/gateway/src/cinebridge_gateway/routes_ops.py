@@ -21,6 +21,9 @@ from .routes_rooms import known_rooms, room_status
 router = APIRouter(tags=["ops"])
 Name = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.@-]{1,128}$")]
 SSE_KEEPALIVE_S = 15.0
+SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Event stream", "content": {"text/event-stream": {}}}
+}
 
 
 class InstanceHealthOut(BaseModel):
@@ -48,7 +51,10 @@ async def health(_: User, gw: Gw) -> dict[str, Any]:
     return {"status": gw.board.overall(), "instances": gw.board.snapshot()}
 
 
-@router.get("/api/v1/services/{service}/{instance}/metrics", response_class=PlainTextResponse)
+@router.get(
+    "/api/v1/services/{service}/{instance}/metrics",
+    responses={200: {"description": "Prometheus text format", "content": {"text/plain": {}}}},
+)
 async def service_metrics(service: Name, instance: Name, _: User, gw: Gw) -> PlainTextResponse:
     """The Prometheus metrics of one service instance (its health endpoint, relayed)."""
     base = gw.board.health_url(service, instance)
@@ -121,8 +127,14 @@ async def ops_summary(_: User, gw: Gw) -> dict[str, Any]:
     }
 
 
-@router.get("/api/events", response_class=StreamingResponse)
-@router.get("/api/v1/events", response_class=StreamingResponse)
+@router.get(
+    "/api/events",
+    responses={200: {"description": "Event stream", "content": {"text/event-stream": {}}}},
+)
+@router.get(
+    "/api/v1/events",
+    responses={200: {"description": "Event stream", "content": {"text/event-stream": {}}}},
+)
 async def events(request: Request, _: User, gw: Gw) -> StreamingResponse:
     """Server-sent events: every `cb.evt.>` message, `event:` = subject, `data:` = JSON."""
 

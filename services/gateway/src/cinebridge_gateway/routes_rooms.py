@@ -164,7 +164,10 @@ async def _preview_base(gw: Gw, room: str, source: str) -> str:
     raise not_found(f"preview of room {room!r} (set CB_GATEWAY_PREVIEW_UPSTREAMS)")
 
 
-@router.get("/rooms/{room}/sources/{source}/preview.mjpg", response_class=StreamingResponse)
+@router.get(
+    "/rooms/{room}/sources/{source}/preview.mjpg",
+    responses={200: {"description": "MJPEG stream", "content": {"multipart/x-mixed-replace": {}}}},
+)
 async def preview(room: RoomName, source: SourceName, _: User, gw: Gw) -> StreamingResponse:
     """Relays the capture instance's MJPEG preview, so the browser needs only the gateway."""
     url = await _preview_base(gw, room, source)

@@ -262,7 +262,12 @@ async def study_media(study_id: uuid.UUID, _: User, gw: Gw) -> list[dict[str, An
     return [_media_out(m) for m in await gw.repo.list_media(study_id)]
 
 
-@router.get("/media/{media_id}/content", response_class=FileResponse)
+@router.get(
+    "/media/{media_id}/content",
+    responses={
+        200: {"description": "The media file", "content": {"image/jpeg": {}, "video/mp4": {}}}
+    },
+)
 async def media_content(media_id: uuid.UUID, _: User, gw: Gw) -> FileResponse:
     """The snapshot (JPEG, used as thumbnail) or recording (MP4) bytes."""
     media = await gw.repo.get_media(media_id)

@@ -21,7 +21,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import routes_auth, routes_ops, routes_rooms, routes_settings, routes_studies
-from .deps import ApiError, Gateway, error_body
+from .deps import ERROR_RESPONSES, ApiError, Gateway, error_body
 
 log = logging.getLogger(__name__)
 STATIC = resources.files("cinebridge_gateway") / "static"
@@ -112,6 +112,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            # FastAPI's answer to a body that is not UTF-8 JSON: say so, like other bad JSON.
+            message = "malformed JSON: the body is not UTF-8 encoded JSON"
+            return JSONResponse(error_body("validation_error", message), 422)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(
             error_body(code, str(exc.detail)),
@@ -147,6 +151,7 @@ def create_app(gw: Gateway) -> FastAPI:
         openapi_url="/api/v1/openapi.json",
         docs_url="/api/v1/docs",
         redoc_url=None,
+        responses=ERROR_RESPONSES,
     )
     app.state.gateway = gw
     install_error_handlers(app)
