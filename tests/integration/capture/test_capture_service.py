@@ -301,3 +301,42 @@ async def test_sigterm_finishes_and_registers_the_recording(
     assert not row["recovered"] and row["frames"] >= 20
     journal = await db_pool.fetchrow("SELECT state FROM capture_recordings")
     assert journal["state"] == "done"
+
+
+async def test_reencoded_network_source_holds_the_gap_of_a_dropout(
+    capture_factory: Any, client: Any, db_pool: asyncpg.Pool, tmp_path: Path, udp_sender: Any
+) -> None:
+    states: list[bytes] = []
+    await collect(client, CaptureStateChanged.subject, states)
+    udp_sender.size, udp_sender.rate = "640x360", 25
+    udp_sender.start()
+    proc = capture_factory(
+        "or8",
+        [{"name": "cam", "url": udp_sender.url}],
+        CB_CAPTURE_SIGNAL_TIMEOUT_MS="1000",
+        CB_CAPTURE_PASSTHROUGH="false",
+    )
+    await client.wait_signal(proc)
+    started = await client.command("or8", "cam", "record_start")
+    assert started.ok, started.error
+    t0 = time.monotonic()
+    await asyncio.sleep(3)
+    udp_sender.stop()
+    await wait_for(lambda: _state(states, "no-signal"), 15, what="no-signal reported")
+    udp_sender.start()
+    await wait_for(
+        lambda: _state(states, "recording", after="no-signal"),
+        20,
+        what="recording resumed after the drop-out",
+    )
+    await asyncio.sleep(2)
+    stopped = await client.command("or8", "cam", "record_stop")
+    wall = time.monotonic() - t0
+    assert stopped.ok, stopped.error
+    row = (await wait_rows(db_pool, 1, kind="recording"))[0]
+    facts = probe(tmp_path / "media" / row["rel_path"])
+    assert (facts["codec"], facts["profile"], facts["level"]) == ("h264", "High", 41)
+    # The drop-out is kept as a held picture of its real length: duration follows wall time,
+    # while fewer frames than duration x rate were recorded.
+    assert abs(row["duration_s"] - wall) <= 1.5, (row["duration_s"], wall)
+    assert row["frames"] < row["duration_s"] * 25 - 10
