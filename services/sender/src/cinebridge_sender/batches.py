@@ -9,10 +9,13 @@ its lease expires (the PACS keeps one copy per SOP Instance UID).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime as dt
 import logging
 import ssl
+import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -93,12 +96,24 @@ def _item(deps: SenderDeps, row: repo.DeliveryRow) -> scu.Item:
     )
 
 
+class DestinationResting(Exception):
+    """The destination failed to associate recently; try again after `wait_s`."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(f"destination resting for {wait_s:.1f} s")
+        self.wait_s = wait_s
+
+
 async def send_batch_from(deps: SenderDeps, first: repo.DeliveryRow) -> DeliveryState | None:
     """Send `first` with what else is due for its destination. Returns the state of `first`, or
-    None when it could not be claimed (another sender holds it, or it is not due)."""
+    None when it could not be claimed (another sender holds it, or it is not due). Raises
+    DestinationResting while an unreachable destination waits out its backoff."""
     destination = await repo.get_destination(deps.pool, str(first.destination_id))
     if destination is None:
         raise DestinationGone(str(first.destination_id))
+    retry_at = await repo.destination_retry_at(deps.pool, first.destination_id)
+    if retry_at is not None:
+        raise DestinationResting((retry_at - dt.datetime.now(dt.UTC)).total_seconds())
     settings = deps.settings
     batch = await repo.claim_batch(
         deps.pool, first, deps.owner, settings.sender_lease_s, settings.sender_batch_max
@@ -116,20 +131,33 @@ async def send_batch_from(deps: SenderDeps, first: repo.DeliveryRow) -> Delivery
     return states.get(first.id)
 
 
+class Cancelled(Exception):
+    """The service is stopping: the SCU thread abandons the batch (leases expire, it resumes)."""
+
+
 async def _run(
     deps: SenderDeps, destination: Destination, batch: Sequence[repo.DeliveryRow]
 ) -> dict[uuid.UUID, DeliveryState]:
     loop = asyncio.get_running_loop()
     attempts = {r.id: r.attempts for r in batch}
     states: dict[uuid.UUID, DeliveryState] = {}
+    stop = threading.Event()
 
     async def record(result: scu.ItemResult) -> None:
         key = uuid.UUID(result.key)
         states[key] = await _record(deps, key, attempts[key], result)
 
     def on_result(result: scu.ItemResult) -> None:
-        # Runs in the SCU thread: wait until the answer is durable before sending the next one.
-        asyncio.run_coroutine_threadsafe(record(result), loop).result(timeout=60)
+        # Runs in the SCU thread: wait until the answer is durable before sending the next one,
+        # but give up at once when the service stops (the event loop will not run it any more).
+        future = asyncio.run_coroutine_threadsafe(record(result), loop)
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                future.result(timeout=0.2)
+                return
+        future.cancel()
+        raise Cancelled("stopping" if stop.is_set() else "recording the result timed out")
 
     peer = await peer_for(deps, destination)
     items = [_item(deps, r) for r in batch]
@@ -146,16 +174,41 @@ async def _run(
             on_result=on_result,
         )
     except scu.AssociationFailed as exc:
-        log.warning("association failed", extra=kv(destination=destination.name, reason=exc.reason))
-        outcome: Outcome = "failed-retrying" if exc.transient else "failed-permanent"
-        now = dt.datetime.now(dt.UTC).timestamp()
-        for item in items:
-            await record(scu.ItemResult(item.key, outcome, None, exc.reason, now, now))
+        await _association_failed(deps, destination, batch, exc, states)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
+    else:
+        await repo.destination_ok(deps.pool, batch[0].destination_id)
     return states
 
 
+async def _association_failed(
+    deps: SenderDeps,
+    destination: Destination,
+    batch: Sequence[repo.DeliveryRow],
+    exc: scu.AssociationFailed,
+    states: dict[uuid.UUID, DeliveryState],
+) -> None:
+    log.warning("association failed", extra=kv(destination=destination.name, reason=exc.reason))
+    # The destination as a whole backs off; the batch retries together, as one association.
+    delay = await repo.destination_failed(
+        deps.pool, batch[0].destination_id, exc.reason, deps.settings.backoff()
+    )
+    outcome: Outcome = "failed-retrying" if exc.transient else "failed-permanent"
+    now = time.time()
+    for row in batch:
+        result = scu.ItemResult(str(row.id), outcome, None, exc.reason, now, now)
+        states[row.id] = await _record(deps, row.id, row.attempts, result, retry_in_s=delay)
+
+
 async def _record(
-    deps: SenderDeps, delivery_id: uuid.UUID, attempts_before: int, result: scu.ItemResult
+    deps: SenderDeps,
+    delivery_id: uuid.UUID,
+    attempts_before: int,
+    result: scu.ItemResult,
+    *,
+    retry_in_s: float | None = None,
 ) -> DeliveryState:
     failures = attempts_before + 1
     state: DeliveryState = result.outcome
@@ -165,6 +218,8 @@ async def _record(
         if failures >= deps.settings.sender_max_attempts:
             state = "failed-permanent"
             error = f"gave up after {failures} attempts: {error}"
+        elif retry_in_s is not None:
+            retry_in = retry_in_s
         else:
             retry_in = deps.settings.backoff().delay_s(failures)
     started = dt.datetime.fromtimestamp(result.started_at, dt.UTC)

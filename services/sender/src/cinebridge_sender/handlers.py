@@ -32,7 +32,7 @@ from cinebridge_common.messages import (
 
 from . import repository as repo
 from . import scu
-from .batches import DestinationGone, SenderDeps, peer_for, send_batch_from
+from .batches import DestinationGone, DestinationResting, SenderDeps, peer_for, send_batch_from
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,9 @@ async def handle_send_instance(msg: SendInstance, delivery: Delivery, deps: Send
             state = await send_batch_from(deps, row)
         except DestinationGone:
             return
+        except DestinationResting as exc:
+            # Spread the wake-ups: the first one tries the association, the rest ride along.
+            raise Retry(str(exc), delay=exc.wait_s + random.uniform(0.1, 1.0)) from exc
     if state is None:
         # Held by a live lease elsewhere (or just taken): look again once the lease could end.
         raise Retry("claimed elsewhere", delay=min(deps.settings.sender_lease_s, 30.0))

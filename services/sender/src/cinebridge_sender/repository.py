@@ -305,17 +305,22 @@ async def claim_batch(
     pool: asyncpg.Pool, first: DeliveryRow, owner: str, lease_s: float, limit: int
 ) -> list[DeliveryRow]:
     """Claim `first` and other due deliveries of its destination (same study first) for one
-    association. Rows held by a live lease of another sender, or not yet due, are skipped."""
+    association. Rows held by a live lease of another sender, or not yet due, are skipped;
+    `first` itself must be due."""
     async with pool.acquire() as conn, conn.transaction():
         ids = await conn.fetch(
             """SELECT id FROM deliveries
                WHERE destination_id = $1
                  AND (state IN ('queued', 'failed-retrying') OR
                       (state = 'sending' AND lease_until < now()))
-                 AND next_attempt_at <= now()
+                 AND (next_attempt_at <= now()
+                      -- Riders: deliveries that failed only because the destination could not
+                      -- be reached (no status came back) go along with any batch to it, so a
+                      -- PACS that is back drains its queue over few associations.
+                      OR (state = 'failed-retrying' AND last_status IS NULL AND id <> $2))
                  AND (lease_until IS NULL OR lease_until < now())
                ORDER BY (id = $2) DESC, (study_id IS NOT DISTINCT FROM $3) DESC,
-                        created_at, id
+                        next_attempt_at, created_at, id
                LIMIT $4
                FOR UPDATE SKIP LOCKED""",
             first.destination_id,
@@ -442,4 +447,52 @@ async def queue_stats(pool: asyncpg.Pool) -> list[asyncpg.Record]:
                FROM destinations dst LEFT JOIN deliveries d ON d.destination_id = dst.id
                GROUP BY dst.name"""
         )
+    )
+
+
+# -- destination reachability -----------------------------------------------------------------
+
+
+async def destination_retry_at(pool: asyncpg.Pool, destination_id: uuid.UUID) -> dt.datetime | None:
+    """When the destination may be tried again after association failures (None: now)."""
+    value = await pool.fetchval(
+        "SELECT retry_at FROM destination_health WHERE destination_id = $1 AND retry_at > now()",
+        destination_id,
+    )
+    return value if isinstance(value, dt.datetime) else None
+
+
+async def destination_failed(
+    pool: asyncpg.Pool, destination_id: uuid.UUID, error: str, backoff: Any
+) -> float:
+    """Count one more association failure; returns the delay before the destination's next try
+    (`backoff.delay_s(consecutive failures)`)."""
+    async with pool.acquire() as conn, conn.transaction():
+        failures = await conn.fetchval(
+            """INSERT INTO destination_health (destination_id, failures, last_error)
+               VALUES ($1, 1, $2)
+               ON CONFLICT (destination_id) DO UPDATE
+                 SET failures = destination_health.failures + 1, last_error = $2,
+                     updated_at = now()
+               RETURNING failures""",
+            destination_id,
+            error,
+        )
+        delay = float(backoff.delay_s(int(failures)))
+        await conn.execute(
+            """UPDATE destination_health SET retry_at = now() + make_interval(secs => $2)
+               WHERE destination_id = $1""",
+            destination_id,
+            delay,
+        )
+    return delay
+
+
+async def destination_ok(pool: asyncpg.Pool, destination_id: uuid.UUID) -> None:
+    await pool.execute(
+        """INSERT INTO destination_health (destination_id, failures, last_ok_at)
+           VALUES ($1, 0, now())
+           ON CONFLICT (destination_id) DO UPDATE
+             SET failures = 0, retry_at = NULL, last_ok_at = now(), updated_at = now()""",
+        destination_id,
     )

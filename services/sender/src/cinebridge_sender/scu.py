@@ -218,11 +218,13 @@ def send_batch(
                     )
                 break
             report(_store_one(assoc, item, decompress_stills))
-    finally:
-        if assoc.is_established:
-            assoc.release()
-        else:
-            assoc.abort()
+    except BaseException:
+        assoc.abort()  # the caller gave up mid-batch (stopping): no orderly release
+        raise
+    if assoc.is_established:
+        assoc.release()
+    else:
+        assoc.abort()
     return results
 
 

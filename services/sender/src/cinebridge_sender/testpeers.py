@@ -330,3 +330,55 @@ def dataset_bytes_of(part10: bytes) -> bytes:
         fh.write(part10)
         fh.flush()
         return dataset_bytes(Path(fh.name))
+
+
+class StallingProxy:
+    """A TCP relay to `target_port` that, on its first `stall_connections` connections, stops
+    relaying after `stall_after` bytes from the client while keeping the socket open: a PACS
+    that hangs mid-transfer."""
+
+    def __init__(self, target_port: int, stall_after: int, stall_connections: int = 1) -> None:
+        self.target_port = target_port
+        self.stall_after = stall_after
+        self.stall_connections = stall_connections
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            stall = self.connections <= self.stall_connections
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self._open += [client, upstream]
+            limit = self.stall_after if stall else None
+            threading.Thread(target=self._pipe, args=(client, upstream, limit), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, None), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket, limit: int | None) -> None:
+        sent = 0
+        with contextlib.suppress(OSError):
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if limit is not None and sent + len(data) > limit:
+                    dst.sendall(data[: limit - sent])
+                    threading.Event().wait()  # hang: read nothing more, close nothing
+                dst.sendall(data)
+                sent += len(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self._open:
+            with contextlib.suppress(OSError):
+                sock.close()

@@ -1,0 +1,160 @@
+"""Faults, each ending with every instance at the PACS once (by SOP Instance UID) and nothing lost.
+
+Timings are scaled down by configuration (harness FAST_ENV: backoff 0.5 s x2 up to 4 s, lease
+4 s): "PACS down for 2 minutes" with 30 s..10 min backoff becomes ~10 s with 0.5..4 s backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+import asyncpg
+import pytest
+from cinebridge_common.bus import Bus
+from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from cinebridge_common.testing import wait_for
+from cinebridge_sender.testharness import SenderHarness, wait_states
+from cinebridge_sender.testpeers import ScriptedScp, StallingProxy
+
+pytestmark = pytest.mark.integration
+
+
+def destination(port: int, ae: str = "SCRIPTED") -> list[dict[str, object]]:
+    return [{"name": "pacs", "ae_title": ae, "host": "127.0.0.1", "port": port}]
+
+
+async def attempt_times(pool: asyncpg.Pool) -> dict[object, list[float]]:
+    rows = await pool.fetch(
+        "SELECT delivery_id, extract(epoch FROM started_at) AS t FROM delivery_attempts "
+        "ORDER BY delivery_id, attempt"
+    )
+    out: dict[object, list[float]] = {}
+    for row in rows:
+        out.setdefault(row["delivery_id"], []).append(float(row["t"]))
+    return out
+
+
+async def test_pacs_down_with_200_queued_backs_off_then_delivers_all_once(
+    harness: SenderHarness, bus: Bus, db_pool: asyncpg.Pool
+) -> None:
+    port = free_port()
+    harness.start(destinations=destination(port))
+    msgs = harness.make(200)
+    await harness.announce(bus, msgs)
+
+    async def rounds() -> int:
+        n = await db_pool.fetchval("SELECT max(failures) FROM destination_health")
+        return int(n or 0) if (n or 0) >= 5 else 0
+
+    down = time.monotonic()
+    await wait_for(rounds, 60, interval_s=0.2, what="five failed association rounds")
+    down_for = time.monotonic() - down
+    during = await attempt_times(db_pool)
+    scp = ScriptedScp()
+    scp.start(port)
+    try:
+        await wait_states(db_pool, {"sent": 200}, 60, harness)
+    finally:
+        scp.stop()
+    assert set(scp.received) == {m.sop_instance_uid for m in msgs}
+    assert all(n == 1 for n in scp.seen.values())
+    # Every queued instance was tried, and retried with backoff, not in a hot loop: five
+    # destination rounds (0.5, 1, 2, 4 s apart +-20 %) mean at most six tries each.
+    assert len(during) == 200
+    tries = [len(t) for t in during.values()]
+    assert max(tries) <= 6, tries
+    longest = max(during.values(), key=len)
+    gaps = [b - a for a, b in itertools.pairwise(longest)]
+    assert len(gaps) >= 2 and gaps[-1] > gaps[0], gaps
+    assert down_for >= 0.5 + 1 + 2 + 4 * 0.8 - 1, down_for
+    # Once back, the queue drained over few associations (batches of up to 100).
+    assert scp.associations <= 6
+
+
+async def test_a700_three_times_then_success(
+    harness: SenderHarness, bus: Bus, db_pool: asyncpg.Pool
+) -> None:
+    with ScriptedScp(script=lambda _uid, n: 0xA700 if n <= 3 else 0x0000) as scp:
+        harness.start(destinations=destination(scp.port))
+        msgs = harness.make(3)
+        await harness.announce(bus, msgs)
+        await wait_states(db_pool, {"sent": 3}, 40, harness)
+    assert all(n == 4 for n in scp.seen.values())
+    rows = await db_pool.fetch(
+        "SELECT outcome, status_code FROM delivery_attempts ORDER BY delivery_id, attempt"
+    )
+    per = [(r["outcome"], r["status_code"]) for r in rows]
+    assert per == ([("failed-retrying", 0xA700)] * 3 + [("sent", 0)]) * 3
+
+
+async def test_pacs_hanging_mid_transfer_times_out_and_retry_succeeds(
+    harness: SenderHarness, bus: Bus, db_pool: asyncpg.Pool
+) -> None:
+    with ScriptedScp() as scp:
+        proxy = StallingProxy(scp.port, stall_after=400_000)
+        try:
+            harness.start(destinations=destination(proxy.port))
+            msgs = harness.make(1, kind="video", payload_bytes=2_000_000)
+            started = time.monotonic()
+            await harness.announce(bus, msgs)
+            await wait_states(db_pool, {"sent": 1}, 40, harness)
+            elapsed = time.monotonic() - started
+        finally:
+            proxy.close()
+    assert set(scp.received) == {msgs[0].sop_instance_uid}
+    first = await db_pool.fetchrow("SELECT * FROM delivery_attempts WHERE attempt = 1")
+    assert first["outcome"] == "failed-retrying" and first["status_code"] is None
+    assert proxy.connections >= 2
+    assert elapsed < 30  # network timeout 5 s + backoff, not the 2 h client limit
+
+
+async def test_sigkill_mid_association_then_restart_delivers_all_once(
+    harness: SenderHarness, bus: Bus, db_pool: asyncpg.Pool
+) -> None:
+    # Every instance's first C-STORE is slow: the sender is surely inside the association.
+    with ScriptedScp(script=lambda _uid, n: 1.0 if n == 1 else 0x0000) as scp:
+        harness.start(destinations=destination(scp.port))
+        msgs = harness.make(6)
+        await harness.announce(bus, msgs)
+        await wait_for(lambda: _async(len(scp.seen) >= 2), 20, what="association under way")
+        harness.kill()
+        harness.start()
+        await wait_states(db_pool, {"sent": 6}, 60, harness)
+    assert set(scp.received) == {m.sop_instance_uid for m in msgs}
+
+
+async def test_nats_restart_during_a_batch(
+    harness: SenderHarness, bus: Bus, db_pool: asyncpg.Pool, own_nats: EmbeddedNats
+) -> None:
+    with ScriptedScp(script=lambda _uid, _n: 0.05) as scp:
+        harness.start(destinations=destination(scp.port))
+        msgs = harness.make(60)
+        await harness.announce(bus, msgs)
+        await wait_for(lambda: _async(len(scp.seen) >= 10), 30, what="batch under way")
+        own_nats.stop()
+        await asyncio.sleep(1.0)  # NATS is down for a while: nothing to poll for
+        own_nats.start()
+        await wait_states(db_pool, {"sent": 60}, 60, harness)
+    assert set(scp.received) == {m.sop_instance_uid for m in msgs}
+
+
+async def test_postgres_restart_during_a_batch(
+    harness: SenderHarness, bus: Bus, db_pool: asyncpg.Pool, postgres: EmbeddedPostgres
+) -> None:
+    with ScriptedScp(script=lambda _uid, _n: 0.05) as scp:
+        harness.start(destinations=destination(scp.port))
+        msgs = harness.make(60)
+        await harness.announce(bus, msgs)
+        await wait_for(lambda: _async(len(scp.seen) >= 10), 30, what="batch under way")
+        postgres.stop("immediate")
+        await asyncio.sleep(1.0)  # PostgreSQL is down for a while: nothing to poll for
+        postgres.start()
+        await db_pool.expire_connections()
+        await wait_states(db_pool, {"sent": 60}, 60, harness)
+    assert set(scp.received) == {m.sop_instance_uid for m in msgs}
+
+
+async def _async(value: bool) -> bool:
+    return value
