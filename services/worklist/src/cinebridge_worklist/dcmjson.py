@@ -220,7 +220,14 @@ class _Reader:
             elif vr in _PLAIN_TEXT:
                 # Fast path: single-valued ASCII text (CS, DA, TM, UI, AE, SH/LO without a
                 # repertoire), the bulk of a worklist entry.
-                text = _text(raw, vr, encodings, tag).rstrip("\0 ")
+                if vr in _CHARSET_VRS and encodings:
+                    text = _text(raw, vr, encodings, tag).rstrip("\0 ")
+                else:
+                    try:
+                        text = raw.decode("ascii").rstrip("\0 ")
+                    except UnicodeDecodeError:
+                        # raises for CS/UI/..., decodes SH/LO/UC leniently without a repertoire
+                        text = _text(raw, vr, encodings, tag).rstrip("\0 ")
                 if "\\" in text:
                     values: list[Any] = [v.strip() for v in text.split("\\")]
                 else:
@@ -273,12 +280,19 @@ def _vr_allowed(tag: int) -> frozenset[str]:
 
 
 def _encodings(raw: bytes, inherited: list[str]) -> list[str]:
+    declared = _declared_encodings(raw)
+    return inherited if declared is None else declared
+
+
+@functools.lru_cache(maxsize=64)
+def _declared_encodings(raw: bytes) -> list[str] | None:
+    """Python codecs for a (0008,0005) value; None when it is empty (cached: one per RIS)."""
     terms = [t.strip() for t in raw.decode("ascii", "replace").strip(" \0").split("\\")]
     for term in terms:
         if term not in python_encoding:
             raise MalformedEntry(f"(0008,0005) unknown Specific Character Set {term!r}")
     if not any(terms):
-        return inherited
+        return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # terms were checked above
         return list(convert_encodings(terms))
@@ -350,10 +364,15 @@ def identifier_to_json(
     data: bytes, *, implicit: bool, little: bool, fallback_charset: str
 ) -> dict[str, Any]:
     """Decode one identifier; `fallback_charset` applies when it has no (0008,0005)."""
-    fallback: list[str] = []
-    if fallback_charset.strip():
-        if fallback_charset.strip() not in python_encoding:
-            raise MalformedEntry(f"configured character set {fallback_charset!r} is unknown")
-        fallback = list(convert_encodings([fallback_charset.strip()]))
+    fallback = _configured_encodings(fallback_charset.strip())
     dataset, _ = _Reader(data, implicit, little).elements(0, len(data), 0, fallback)
     return dataset
+
+
+@functools.lru_cache(maxsize=16)
+def _configured_encodings(term: str) -> list[str]:
+    if not term:
+        return []
+    if term not in python_encoding:
+        raise MalformedEntry(f"configured character set {term!r} is unknown")
+    return list(convert_encodings([term]))

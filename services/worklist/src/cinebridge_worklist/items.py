@@ -33,21 +33,25 @@ def json_text(dataset: dict[str, Any], tag: str) -> str | None:
 def item_from_json(dataset: dict[str, Any]) -> WorklistItem:
     sps_items = (dataset.get(_SPS) or {}).get("Value") or [{}]
     sps = sps_items[0]
-    item = WorklistItem(
+    study_uid, sps_id = json_text(dataset, "0020000D"), json_text(sps, "00400009")
+    accession, rp_id = json_text(dataset, "00080050"), json_text(dataset, "00401001")
+    patient_id = json_text(dataset, "00100020")
+    return WorklistItem(
+        item_key=key_of(study_uid, sps_id, accession, rp_id, patient_id),
         patient_name=json_text(dataset, "00100010"),
-        patient_id=json_text(dataset, "00100020"),
+        patient_id=patient_id,
         patient_birth_date=json_text(dataset, "00100030"),
         patient_sex=json_text(dataset, "00100040"),
-        accession_number=json_text(dataset, "00080050"),
-        requested_procedure_id=json_text(dataset, "00401001"),
+        accession_number=accession,
+        requested_procedure_id=rp_id,
         requested_procedure_description=json_text(dataset, "00321060"),
-        study_instance_uid=json_text(dataset, "0020000D"),
+        study_instance_uid=study_uid,
         referring_physician_name=json_text(dataset, "00080090"),
         modality=json_text(sps, "00080060"),
         scheduled_station_ae_title=json_text(sps, "00400001"),
         scheduled_procedure_step_start_date=json_text(sps, "00400002"),
         scheduled_procedure_step_start_time=json_text(sps, "00400003"),
-        scheduled_procedure_step_id=json_text(sps, "00400009"),
+        scheduled_procedure_step_id=sps_id,
         scheduled_procedure_step_description=json_text(sps, "00400007"),
         scheduled_performing_physician_name=json_text(sps, "00400006"),
         issuer_of_patient_id=json_text(dataset, "00100021"),
@@ -55,7 +59,6 @@ def item_from_json(dataset: dict[str, Any]) -> WorklistItem:
         requested_procedure_priority=json_text(dataset, "00401003"),
         dataset=dataset,
     )
-    return item.model_copy(update={"item_key": item_key(item)})
 
 
 def decode_entry(
@@ -68,13 +71,17 @@ def decode_entry(
     return item_from_json(dataset)
 
 
+def key_of(*parts: str | None) -> str:
+    """Stable identity of an entry: the same scheduled step gives the same key on every query
+    (Study Instance UID, SPS ID, Accession Number, Requested Procedure ID, Patient ID)."""
+    return hashlib.sha256("\x1f".join(p or "" for p in parts).encode()).hexdigest()[:32]
+
+
 def item_key(item: WorklistItem) -> str:
-    """Stable identity of an entry: the same scheduled step gives the same key on every query."""
-    parts = (
+    return key_of(
         item.study_instance_uid,
         item.scheduled_procedure_step_id,
         item.accession_number,
         item.requested_procedure_id,
         item.patient_id,
     )
-    return hashlib.sha256("\x1f".join(p or "" for p in parts).encode()).hexdigest()[:32]
