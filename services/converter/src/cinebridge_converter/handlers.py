@@ -12,7 +12,7 @@ from cinebridge_common.logging import kv
 from cinebridge_common.messages import ConvertMedia
 from cinebridge_common.store import UnsafePath
 
-from . import jobs
+from . import jobs, metrics
 from . import repository as repo
 from .errors import ConversionError, TransientFailure
 from .video import Cancelled
@@ -28,10 +28,12 @@ async def handle_convert_media(
         job = await jobs.load_job(msg, deps)
         if await repo.instance_exists(deps.pool, jobs.first_uid(job, deps.settings.org_uid_root)):
             log.info("already converted", extra=kv(media=msg.media_id))
+            metrics.CONVERSIONS.labels("duplicate").inc()
             return
         await repo.set_media_state(deps.pool, msg.media_id, "converting")
         async with delivery.working():
-            events = await jobs.run_conversion(job, deps)
+            with metrics.SECONDS.labels(job.info.kind).time():
+                events = await jobs.run_conversion(job, deps)
     except jobs.MissingRows as exc:
         # The rows may still be in flight from capture/gateway; after a few tries it is poison.
         if delivery.attempt < 3:
@@ -41,13 +43,18 @@ async def handle_convert_media(
     except (ConversionError, UnsafePath) as exc:
         error = exc if isinstance(exc, ConversionError) else ConversionError(f"bad path: {exc}")
         await jobs.fail(msg, deps, error)
+        metrics.CONVERSIONS.labels("failed").inc()
         raise Poison(error.reason) from exc
     except (TransientFailure, Cancelled, OSError, asyncpg.PostgresError) as exc:
         await _fail_if_last(msg, delivery, deps, exc)
+        metrics.CONVERSIONS.labels("retry").inc()
         raise Retry(f"{type(exc).__name__}: {exc}", delay=10.0) from exc
     except Exception as exc:
         await _fail_if_last(msg, delivery, deps, exc)
         raise  # the bus retries with backoff, then dead-letters
+    metrics.CONVERSIONS.labels("converted").inc()
+    for event in events:
+        metrics.INSTANCES.labels(event.sop_class_uid).inc()
     log.info("converted", extra=kv(media=msg.media_id, instances=len(events)))
 
 
