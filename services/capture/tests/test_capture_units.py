@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import time
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from cinebridge_capture.encoding import SlotClock, mode_for, passthrough_ok, target_geometry
+from cinebridge_capture.keys import EV_KEY, EVENT, InputReader, key_code
 from cinebridge_capture.repository import unscheduled_identifiers
 from cinebridge_capture.room import _redact_url
 from cinebridge_capture.settings import CaptureSettings, SourceConfig
@@ -154,3 +158,25 @@ def test_slot_clock_without_source_timestamps_uses_arrival_time() -> None:
     assert clock.slot(0.041, None) == 1
     assert clock.slot(0.045, None) == 2  # early (burst): next slot while the clock allows it
     assert clock.slot(0.2, None) == 5
+
+
+def test_input_device_presses_are_decoded(tmp_path: Path) -> None:
+    fifo = tmp_path / "event0"
+    os.mkfifo(fifo)
+    pressed: list[int] = []
+    reader = InputReader(fifo, pressed.append, retry_s=0.1)
+    reader.start()
+    try:
+        with open(fifo, "wb") as dev:
+            for code, value in ((67, 1), (67, 0), (68, 2), (272, 1)):  # press, release, repeat
+                dev.write(EVENT.pack(0, 0, EV_KEY, code, value))
+            dev.write(EVENT.pack(0, 0, 0, 0, 0))  # EV_SYN
+        deadline = time.monotonic() + 5
+        while len(pressed) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        reader.close()
+    assert pressed == [67, 272]
+    assert key_code("KEY_F9") == 67 and key_code("btn_left") == 272 and key_code("30") == 30
+    with pytest.raises(ValueError):
+        key_code("KEY_NOPE")

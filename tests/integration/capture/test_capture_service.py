@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import os
+import struct
 import time
 import urllib.request
 from pathlib import Path
@@ -340,3 +343,45 @@ async def test_reencoded_network_source_holds_the_gap_of_a_dropout(
     # while fewer frames than duration x rate were recorded.
     assert abs(row["duration_s"] - wall) <= 1.5, (row["duration_s"], wall)
     assert row["frames"] < row["duration_s"] * 25 - 10
+
+
+async def test_foot_pedal_keys_snapshot_and_toggle_recording(
+    capture_factory: Any, client: Any, db_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    pedal = tmp_path / "pedal-event"
+    os.mkfifo(pedal)  # stands in for /dev/input/eventN: same struct input_event records
+    keys = {
+        "KEY_F9": {"source": "cam", "action": "snapshot"},
+        "KEY_F10": {"source": "cam", "action": "record_toggle"},
+    }
+    proc = capture_factory(
+        "or10",
+        [{"name": "cam", "url": SMALL}],
+        CB_CAPTURE_INPUT_DEVICE=str(pedal),
+        CB_CAPTURE_INPUT_KEYS=json.dumps(keys),
+    )
+    await client.wait_signal(proc)
+    device = await asyncio.to_thread(open, pedal, "wb", 0)
+
+    def press(code: int) -> None:
+        down, up = (struct.pack("llHHi", 0, 0, 1, code, value) for value in (1, 0))
+        device.write(down + up)
+
+    try:
+        press(68)  # F10: record
+        await wait_for(lambda: _recording(client, "or10"), 10, what="recording by pedal")
+        press(67)  # F9: snapshot
+        await wait_rows(db_pool, 1, kind="snapshot")
+        await asyncio.sleep(1)
+        press(68)  # F10 again: stop
+        rows = await wait_rows(db_pool, 1, kind="recording")
+    finally:
+        device.close()
+    assert rows[0]["frames"] >= 10
+    snap = (await media_rows(db_pool, kind="snapshot"))[0]
+    assert snap["study_id"] == rows[0]["study_id"]
+
+
+async def _recording(client: Any, room: str) -> bool:
+    status = await client.status(room)
+    return bool(status.sources and status.sources[0].recording_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -11,6 +12,7 @@ from cinebridge_common.messages.base import Message, Reply
 from cinebridge_common.service import ServiceContext
 
 from .handlers import RPC_HANDLERS, Deps, Handler
+from .keys import InputReader, key_code
 from .preview import PreviewServer, PreviewWorker
 from .recovery import recover_recordings
 from .room import Room
@@ -54,6 +56,10 @@ async def run(settings: CaptureSettings) -> None:
             subject = request_type.subject.format(room=room_name)
             await ctx.bus.serve(request_type, _bind(handler, deps), subject=subject)
         ctx.spawn(room.supervise(ctx.stop), "supervise")
+        if settings.capture_input_device is not None:
+            reader = recording_keys(settings, room)
+            reader.start()
+            ctx.stack.callback(reader.close)
         log.info("room ready", extra=kv(room=room_name, preview=preview.url))
         await ctx.serve_forever()
 
@@ -63,3 +69,19 @@ def _bind(handler: Handler, deps: Deps) -> Callable[[Any], Awaitable[Reply]]:
         return await handler(msg, deps)
 
     return serve
+
+
+def recording_keys(settings: CaptureSettings, room: Room) -> InputReader:
+    """Map the input device's key presses to room commands (run on the event loop)."""
+    assert settings.capture_input_device is not None
+    actions = {key_code(name): key for name, key in settings.capture_input_keys.items()}
+    for key in actions.values():
+        room.pipeline(key.source)  # an unknown source is a configuration error: fail at start
+    loop = asyncio.get_running_loop()
+
+    def on_press(code: int) -> None:
+        key = actions.get(code)
+        if key is not None:
+            loop.call_soon_threadsafe(room.press, key)
+
+    return InputReader(settings.capture_input_device, on_press)

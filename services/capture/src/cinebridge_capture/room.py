@@ -29,9 +29,15 @@ from cinebridge_common.store import MediaStore, sha256_file
 from . import metrics
 from . import repository as repo
 from .encoding import EncoderSettings, Mode, RecordingFormat, mode_for, recording_format
-from .pipeline import FinishedRecording, NoSignal, PipelineOptions, SourcePipeline
+from .pipeline import (
+    AlreadyRecording,
+    FinishedRecording,
+    NoSignal,
+    PipelineOptions,
+    SourcePipeline,
+)
 from .recorder import probe
-from .settings import CaptureSettings
+from .settings import CaptureSettings, KeyAction
 from .snapshot import jpeg_from_frame
 
 log = logging.getLogger(__name__)
@@ -293,6 +299,32 @@ class Room:
             self.pool, meta.recording_id, event, state, passthrough=passthrough
         )
         return event
+
+    def press(self, key: KeyAction) -> None:
+        """Called on the event loop for each mapped key press."""
+        task = asyncio.create_task(self.on_key(key))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def on_key(self, key: KeyAction) -> None:
+        """A recording key was pressed: same commands as the bus, on the room's current study."""
+        try:
+            if key.action == "snapshot":
+                await self.snapshot(key.source, None)
+            elif key.action == "record_start" or (
+                key.action == "record_toggle" and key.source not in self._active
+            ):
+                await self.record_start(key.source, None)
+            else:
+                await self.record_stop(key.source)
+        except (CaptureRefused, NoSignal, AlreadyRecording, repo.StudyNotFound) as exc:
+            log.warning(
+                "recording key refused",
+                extra=kv(room=self.name, source=key.source, action=key.action, reason=str(exc)),
+            )
+        except Exception:
+            # No caller to answer: log it; the operator sees no new media and the status.
+            log.exception("recording key failed", extra=kv(room=self.name, source=key.source))
 
     async def set_study(self, study: uuid.UUID | None) -> None:
         async with self.pool.acquire() as conn:

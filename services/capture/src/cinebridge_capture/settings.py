@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from cinebridge_common.settings import ServiceSettings, is_loopback_host
@@ -42,6 +43,13 @@ class SourceConfig(BaseModel):
         if "\x00" in url or len(url) > 2000:
             raise ValueError("source url is not acceptable")
         return url
+
+
+class KeyAction(BaseModel):
+    """What a recording key (foot pedal, keypad) does: `CB_CAPTURE_INPUT_KEYS` values."""
+
+    source: str = Field(pattern=NAME_PATTERN)
+    action: Literal["snapshot", "record_start", "record_stop", "record_toggle"]
 
 
 VideoMode = Literal["auto", "h264", "mpeg2-ml", "mpeg2-hl"]
@@ -89,6 +97,9 @@ class CaptureSettings(ServiceSettings):
     #: A recording refuses to start (and stops) when free space falls below this.
     capture_disk_reserve_bytes: int = Field(default=2 << 30, ge=0)
     capture_fsync_interval_s: float = Field(default=2.0, gt=0)
+    #: Recording keys: a Linux input device and {key name or code: action}.
+    capture_input_device: Path | None = None
+    capture_input_keys: dict[str, KeyAction] = Field(default_factory=dict)
 
     def bound_beyond_loopback(self) -> bool:
         return super().bound_beyond_loopback() or not is_loopback_host(self.capture_preview_host)
