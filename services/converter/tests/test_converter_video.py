@@ -188,3 +188,37 @@ def test_long_recording_splits_into_playable_instances(
         assert tools.dciodvfy(part.temp) == ([], [])
     assert total == 100
     assert len({dcmread(p.temp).SeriesInstanceUID for p in parts}) == 1
+
+
+def _streams(path: Path) -> list[str]:
+    import av
+
+    with av.open(str(path)) as container:
+        return sorted(s.type for s in container.streams)
+
+
+def test_allowed_audio_is_kept_and_other_audio_dropped(
+    tmp_path: Path, run_convert: Any, tools: Any
+) -> None:
+    # AAC in MP4 is allowed with H.264 (PS3.5 8.2.12): the file goes in as it is, audio and all.
+    with_aac = make_video(
+        tmp_path / "aac.mp4", frames=25, audio="aac", options={"preset": "ultrafast"}
+    )
+    [built] = run_convert(with_aac)
+    kept = tools.extract_stream(built.temp, tmp_path / "kept.mp4")
+    assert _streams(kept) == ["audio", "video"]
+    # MPEG-2 video allows MPEG-1 Layer III only (8.2.5): MP2 audio makes it a remux without it.
+    with_mp2 = make_video(
+        tmp_path / "mp2.ts",
+        codec="mpeg2video",
+        container="mpegts",
+        width=720,
+        height=576,
+        frames=25,
+        audio="mp2",
+    )
+    [built] = run_convert(with_mp2, ts=MPEG2_ML, iod="vl")
+    dropped = tools.extract_stream(built.temp, tmp_path / "dropped.ts")
+    assert _streams(dropped) == ["video"]
+    assert tools.decoded(dropped)[0] == dcmread(built.temp).NumberOfFrames == 25
+    assert tools.dciodvfy(built.temp) == ([], [])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -263,3 +264,55 @@ def _data_set(part10: bytes | Path) -> bytes:
             length = int.from_bytes(data[pos + 6 : pos + 8], "little")
             pos += 8 + length
     return data[pos:]
+
+
+def _worklist_json() -> dict[str, Any]:
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = Dataset()
+    ds.AccessionNumber, ds.PatientName, ds.PatientID = "ACC-77", "Roe^Richard", "PID-77"
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.4242"
+    ds.RequestedProcedureID, ds.RequestedProcedureDescription = "RP-1", "Gastroscopy"
+    ds.add_new(0x001021C0, "US", 2)
+    step = Dataset()
+    step.Modality, step.ScheduledProcedureStepID = "ES", "SPS-9"
+    ds.ScheduledProcedureStepSequence = Sequence([step])
+    return ds.to_json_dict()
+
+
+async def test_worklist_study_and_edit_rule(converter: Any, tmp_path: Path) -> None:
+    item = _worklist_json()
+    still = make_still(tmp_path / "w.jpg", width=320, height=240)
+    scheduled = await converter.add_study(
+        study_instance_uid="1.2.826.0.1.3680043.8.498.4242",
+        origin="worklist",
+        worklist_item=item,
+        patient_name="Roe^Richard",
+        patient_id="PID-77",
+    )
+    media = await converter.add_media(scheduled, still, "snapshot")
+    await converter.submit(media, scheduled)
+    [row] = await converted(converter, media)
+    ds = dcmread(converter.store.resolve(row["rel_path"]), stop_before_pixels=True)
+    assert ds.StudyInstanceUID == "1.2.826.0.1.3680043.8.498.4242"
+    assert (ds.AccessionNumber, ds.StudyID, ds.StudyDescription) == (
+        "ACC-77",
+        "RP-1",
+        "Gastroscopy",
+    )
+    assert ds.RequestAttributesSequence[0].ScheduledProcedureStepID == "SPS-9"
+    assert ds.PregnancyStatus == 2 and ds.Modality == "ES"
+
+    # §8.1.5: patient data edited by hand -> "New" attributes dropped, study UID regenerated.
+    await converter.pool.execute(
+        "UPDATE studies SET edited = true, patient_name = 'Roe^Rick' WHERE id = $1",
+        uuid.UUID(scheduled),
+    )
+    again = await converter.add_media(scheduled, still, "snapshot")
+    await converter.submit(again, scheduled)
+    [edited] = await converted(converter, again)
+    ds = dcmread(converter.store.resolve(edited["rel_path"]), stop_before_pixels=True)
+    assert ds.PatientName == "Roe^Rick"
+    assert ds.StudyInstanceUID != "1.2.826.0.1.3680043.8.498.4242"
+    assert "RequestAttributesSequence" not in ds and "PregnancyStatus" not in ds
