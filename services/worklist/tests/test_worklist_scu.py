@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import struct
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -236,3 +239,66 @@ def test_echo_reports_reachability_and_round_trip() -> None:
     assert ok.reachable and ok.rtt_ms is not None
     down = echo(Peer("127.0.0.1", free_port(), "NOBODY", "SPACS"), timeout_s=2)
     assert not down.reachable and down.reason
+
+
+def test_an_oversized_identifier_aborts_with_the_entries_received_so_far() -> None:
+    def answers() -> Iterator[Dataset]:
+        yield entry(0)
+        huge = entry(1)
+        huge.add(DataElement(0x0040A160, "UT", "x" * (3 << 20)))  # 3 MiB Text Value
+        yield huge
+        yield entry(2)
+
+    with FakeRis(entries=answers) as ris:
+        result = run(ris, FindLimits(timeout_s=10, max_identifier_bytes=1 << 20))
+    assert result.outcome == "partial"
+    assert [item.patient_id for item in result.items] == ["PID00000"]
+    assert "over 1048576 bytes" in result.detail
+
+
+def _item(kind: int, payload: bytes) -> bytes:
+    return struct.pack(">BBH", kind, 0, len(payload)) + payload
+
+
+def associate_ac() -> bytes:
+    """A-ASSOCIATE-AC accepting context 1 with Implicit VR LE (PS3.8 9.3.3)."""
+    context = bytes([1, 0, 0, 0]) + _item(0x40, b"1.2.840.10008.1.2")
+    body = (
+        struct.pack(">HH", 1, 0)
+        + b"FAKE".ljust(16)
+        + b"SPACS".ljust(16)
+        + bytes(32)
+        + _item(0x10, b"1.2.840.10008.3.1.1.1")
+        + _item(0x21, context)
+        + _item(0x50, _item(0x51, struct.pack(">I", 16384)))
+    )
+    return struct.pack(">BBI", 0x02, 0, len(body)) + body
+
+
+def test_a_pdu_longer_than_our_maximum_aborts_before_it_is_read() -> None:
+    """reliability-notes fact 2: pynetdicom would keep reading a 4 GiB PDU; we stop at once."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def hostile_ris() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)  # A-ASSOCIATE-RQ
+            conn.sendall(associate_ac())
+            conn.recv(65536)  # C-FIND-RQ
+            conn.sendall(struct.pack(">BBI", 0x04, 0, 0xFFFFFFF0))
+            try:
+                for _ in range(64):  # 4 MiB of PDU body, unless we hang up first
+                    conn.sendall(bytes(65536))
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=hostile_ris, daemon=True)
+    thread.start()
+    peer = Peer("127.0.0.1", listener.getsockname()[1], "FAKE", "SPACS")
+    result = find_worklist(
+        peer, build_identifier(SearchFields(), ServerKeys()), FindLimits(timeout_s=5), ""
+    )
+    thread.join(10)
+    listener.close()
+    assert result.outcome == "partial" and result.items == []
+    assert "PDU" in result.detail and "aborted" in result.detail
