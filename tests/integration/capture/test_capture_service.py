@@ -266,14 +266,18 @@ async def test_mpeg2_station_setting_records_mpeg2_main_level(
     proc = capture_factory("or5", [{"name": "cam", "url": "lavfi:testsrc2=size=1280x720:rate=25"}])
     await client.wait_signal(proc)
     assert (await client.command("or5", "cam", "record_start")).ok
-    await asyncio.sleep(4)
+    t0 = time.monotonic()
+    await asyncio.sleep(8)
     assert (await client.command("or5", "cam", "record_stop")).ok
+    wall = time.monotonic() - t0
     row = (await wait_rows(db_pool, 1, kind="recording"))[0]
     assert row["mime"] == "video/mp2t" and row["rel_path"].endswith(".ts")
     facts = probe(tmp_path / "media" / row["rel_path"])
     assert (facts["codec"], facts["profile"]) == ("mpeg2video", "Main")
     assert (facts["width"], facts["height"]) == (720, 576) and facts["level"] == 8  # Main Level
-    assert abs(row["frames"] - 4 * 25) <= 25
+    # Same rule as the 1080p30 H.264 test: within one frame per second of wall time.
+    assert abs(row["frames"] - wall * 25) <= wall, (row["frames"], wall)
+    assert abs(row["duration_s"] - wall) <= wall / 25 + 0.1, (row["duration_s"], wall)
 
 
 async def test_record_refused_below_disk_reserve_and_unknown_source(
