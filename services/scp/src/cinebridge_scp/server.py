@@ -34,6 +34,7 @@ from pynetdicom.transport import (
     ThreadedAssociationServer,
 )
 
+from .reactor import TICK_S, FastAssociation, WakingQueue
 from .receive import ReceiveConfig
 
 log = logging.getLogger(__name__)
@@ -82,10 +83,48 @@ class GuardedSocket(AssociationSocket):
         self._prefix = bytearray(prefix)
         self._want_header = True
         self._deadline = 0.0
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+
+    def wake(self) -> None:
+        """Interrupt a blocked `ready` (something was queued for sending)."""
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
 
     @property
     def ready(self) -> bool:
-        return bool(self._prefix) or super().ready
+        """Block (no CPU) until data arrives, a wake-up, or TICK_S (see reactor.py)."""
+        if self._prefix:
+            return True
+        sock = self.socket
+        if sock is None or not self._is_connected:
+            return False
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        # Only block when the DUL has nothing else to do: no queued event or primitive, and not
+        # Sta13 (awaiting transport close), where upstream polls once and closes.
+        dul = self.assoc.dul
+        busy = (
+            not dul.event_queue.empty()
+            or not dul.to_provider_queue.empty()
+            or dul.state_machine.current_state == "Sta13"
+        )
+        try:
+            readable, _, _ = select.select([sock, self._wake_r], [], [], 0 if busy else TICK_S)
+        except (OSError, ValueError):
+            self.event_queue.put("Evt17")
+            return False
+        if self._wake_r in readable:
+            with contextlib.suppress(OSError):
+                self._wake_r.recv(4096)
+        return sock in readable
+
+    def close(self) -> None:
+        super().close()
+        for end in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                end.close()
 
     def recv(self, nr_bytes: int) -> bytearray:
         if self._want_header:
@@ -205,10 +244,12 @@ class GatedRequestHandler(RequestHandler):
         return header
 
     def _create_guarded_association(self, header: bytes) -> Association:
-        assoc = Association(self.ae, "acceptor")
+        assoc = FastAssociation(self.ae, "acceptor")
         assoc._server = self.server
         assoc.name = f"AcceptorThread@{datetime.now(UTC):%Y%m%d%H%M%S}"
-        assoc.set_socket(GuardedSocket(assoc, self.request, self.server.limits, header))
+        guarded = GuardedSocket(assoc, self.request, self.server.limits, header)
+        assoc.set_socket(guarded)
+        assoc.dul.to_provider_queue = WakingQueue(guarded.wake)
         assoc.acceptor.maximum_length = self.ae.maximum_pdu_size
         assoc.acceptor.ae_title = self.server.ae_title
         assoc.acceptor.address_info = self.local
