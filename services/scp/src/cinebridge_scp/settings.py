@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal, Self
 
 from cinebridge_common import conformance
-from cinebridge_common.settings import ServiceSettings, is_loopback_host
+from cinebridge_common.settings import ServiceSettings
 from pydantic import model_validator
 
 
@@ -54,9 +54,6 @@ class ScpSettings(ServiceSettings):
     scp_tls_client_ca: Path | None = None
     #: Time allowed for PostgreSQL to index one instance before answering 0xA700.
     scp_db_timeout_s: float = 15.0
-
-    def bound_beyond_loopback(self) -> bool:
-        return super().bound_beyond_loopback() or not is_loopback_host(self.scp_host)
 
     def effective_max_associations(self) -> int:
         if self.scp_max_associations > 0:

@@ -1,0 +1,157 @@
+"""Ingest and ReceiveFile on fakes: the status for each outcome, and nothing left behind."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from cinebridge_common.store import MediaStore
+from cinebridge_scp.ingest import Command, IndexOutcome, Ingest, InstanceFacts
+from cinebridge_scp.receive import ReceiveConfig, ReceiveFile
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def part10(tmp_path: Path, **overrides: str) -> tuple[bytes, Dataset]:
+    ds = Dataset()
+    ds.SOPClassUID = CT
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.PatientName = "Doe^Jane"
+    ds.PatientID = "P1"
+    ds.Modality = "CT"
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    for key, value in overrides.items():
+        setattr(ds, key, value)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CT
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    path = tmp_path / "in.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path.read_bytes(), ds
+
+
+class FakeIndex:
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.fail = fail
+        self.calls: list[InstanceFacts] = []
+
+    def __call__(self, facts: InstanceFacts) -> IndexOutcome:
+        if self.fail:
+            raise self.fail
+        self.calls.append(facts)
+        return IndexOutcome("row-1")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> MediaStore:
+    return MediaStore(tmp_path / "media")
+
+
+def received(store: MediaStore, data: bytes, **config: object) -> ReceiveFile:
+    tmp = store.tmp / "scp-test"
+    tmp.mkdir(exist_ok=True)
+    rf = ReceiveFile(ReceiveConfig(tmp, **config))  # type: ignore[arg-type]
+    for start in range(0, len(data), 100):
+        rf.write(data[start : start + 100])
+    return rf
+
+
+def leftovers(store: MediaStore) -> list[Path]:
+    return [p for p in store.root.rglob("*") if p.is_file()]
+
+
+def command(ds: Dataset) -> Command:
+    return Command(CT, str(ds.SOPInstanceUID), "MODALITY", "127.0.0.1")
+
+
+def test_success_stores_hashes_and_indexes(tmp_path: Path, store: MediaStore) -> None:
+    data, ds = part10(tmp_path, PatientName="Müller^Jörg")
+    index = FakeIndex()
+    rf = received(store, data, max_bytes=1 << 20)
+    assert Ingest(store, index, 64).store_instance(rf, command(ds)) == 0x0000
+    (facts,) = index.calls
+    assert facts.sha256 == hashlib.sha256(data).hexdigest() and facts.size == len(data)
+    assert facts["patient_name"] == "Müller^Jörg" and facts["modality"] == "CT"
+    assert facts.transfer_syntax_uid == ExplicitVRLittleEndian
+    assert store.resolve(facts.rel_path).read_bytes() == data
+    assert leftovers(store) == [store.resolve(facts.rel_path)]
+
+
+@pytest.mark.parametrize("field", ["SOPInstanceUID", "SOPClassUID"])
+def test_dataset_that_differs_from_command(tmp_path: Path, store: MediaStore, field: str) -> None:
+    data, ds = part10(tmp_path)
+    cmd = command(ds)
+    cmd = Command(
+        "1.2.3" if field == "SOPClassUID" else cmd.sop_class_uid,
+        "1.2.3" if field == "SOPInstanceUID" else cmd.sop_instance_uid,
+        cmd.calling_ae,
+        cmd.source_address,
+    )
+    rf = received(store, data, max_bytes=1 << 20)
+    assert Ingest(store, FakeIndex(), 64).store_instance(rf, cmd) == 0x0110
+    assert leftovers(store) == []
+
+
+def test_missing_study_uid(tmp_path: Path, store: MediaStore) -> None:
+    data, ds = part10(tmp_path, StudyInstanceUID="")
+    rf = received(store, data, max_bytes=1 << 20)
+    assert Ingest(store, FakeIndex(), 64).store_instance(rf, command(ds)) == 0x0110
+    assert leftovers(store) == []
+
+
+def test_index_failure_answers_a700_and_removes_the_file(tmp_path: Path, store: MediaStore) -> None:
+    data, ds = part10(tmp_path)
+    rf = received(store, data, max_bytes=1 << 20)
+    ingest = Ingest(store, FakeIndex(fail=ConnectionRefusedError("db down")), 64)
+    assert ingest.store_instance(rf, command(ds)) == 0xA700
+    assert leftovers(store) == []
+
+
+def test_write_failure_drains_and_answers_a700(tmp_path: Path, store: MediaStore) -> None:
+    data, ds = part10(tmp_path)
+
+    def disk_full(size: int) -> None:
+        if size > 200:
+            raise OSError(28, "No space left on device")
+
+    rf = received(store, data, max_bytes=1 << 20, fault=disk_full)
+    assert rf.error is not None and "No space" in rf.error
+    assert Ingest(store, FakeIndex(), 64).store_instance(rf, command(ds)) == 0xA700
+    assert leftovers(store) == []
+
+
+def test_size_limit(tmp_path: Path, store: MediaStore) -> None:
+    data, ds = part10(tmp_path)
+    rf = received(store, data, max_bytes=100)
+    assert Ingest(store, FakeIndex(), 64).store_instance(rf, command(ds)) == 0xA700
+    assert leftovers(store) == []
+
+
+def test_truncated_file(tmp_path: Path, store: MediaStore) -> None:
+    data, ds = part10(tmp_path)
+    rf = received(store, data[:-3], max_bytes=1 << 20)
+    assert Ingest(store, FakeIndex(), 64).store_instance(rf, command(ds)) == 0x0110
+    assert leftovers(store) == []
+
+
+def test_connection_closed_before_handler(tmp_path: Path, store: MediaStore) -> None:
+    data, ds = part10(tmp_path)
+    rf = received(store, data, max_bytes=1 << 20)
+    rf.discard()
+    assert Ingest(store, FakeIndex(), 64).store_instance(rf, command(ds)) == 0x0110
+    assert leftovers(store) == []
+
+
+def test_discard_does_not_touch_a_claimed_file(tmp_path: Path, store: MediaStore) -> None:
+    data, _ = part10(tmp_path)
+    rf = received(store, data, max_bytes=1 << 20)
+    assert rf.claim()
+    rf.discard()
+    assert rf.path.exists()
