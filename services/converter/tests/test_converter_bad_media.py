@@ -42,6 +42,16 @@ def _text(folder: Path) -> Path:
     return path
 
 
+def _playlist(folder: Path) -> Path:
+    """An HLS playlist posing as a recording: FFmpeg must not go and fetch its segments."""
+    path = folder / "playlist.m3u8"
+    path.write_text(
+        "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nhttp://127.0.0.1:9/a.ts\n"
+        "#EXTINF:1,\nfile:///etc/passwd\n#EXT-X-ENDLIST\n"
+    )
+    return path
+
+
 def _empty(folder: Path) -> Path:
     path = folder / "empty.mp4"
     path.touch()
@@ -53,6 +63,7 @@ CASES = [
     ("recording", _text, "not a video"),
     ("recording", _empty, "empty file"),
     ("recording", _audio_only, "no video stream"),
+    ("recording", _playlist, "not a video"),
     ("snapshot", lambda folder: huge_jpeg_header(folder / "bomb.jpg"), "exceeds the limit"),
     ("snapshot", _empty, "empty file"),
     ("snapshot", _text, "not an image"),
@@ -67,6 +78,7 @@ CASES = [
         "text",
         "zero",
         "audio-only",
+        "hls-playlist",
         "20000x20000-jpeg",
         "zero-snapshot",
         "text-snapshot",

@@ -68,6 +68,18 @@ class StillProbe:
     adobe_rgb: bool  # APP14 transform 0: components are RGB, not YCbCr
 
 
+#: FFmpeg may only read local files with these demuxers: a hostile "video" that is really a
+#: playlist (HLS, concat) or a reference movie must not make FFmpeg fetch URLs or other files.
+SAFE_INPUT = {
+    "protocol_whitelist": "file",
+    "format_whitelist": "mov,mpegts,mpeg,matroska,avi,mpegvideo,h264,hevc,mjpeg",
+}
+
+
+def open_input(path: Path, **extra: str) -> av.container.InputContainer:
+    return av.open(str(path), options={**SAFE_INPUT, **extra})
+
+
 def _mp4_brand(path: Path) -> bytes | None:
     with open(path, "rb") as fh:
         head = fh.read(32)
@@ -89,12 +101,11 @@ def probe_video(path: Path, *, max_pixels: int, max_duration_s: float) -> VideoP
     if size == 0:
         raise BadMedia("the recording is an empty file (0 bytes)")
     try:
-        container = av.open(str(path), options={"probesize": "20000000"})
-    except av.error.InvalidDataError as exc:
-        # An MP4 cut short (recorder killed) lacks its index: FFmpeg sees invalid data too.
-        raise BadMedia(f"not a video file FFmpeg can read, or truncated: {exc.strerror}") from exc
+        container = open_input(path, probesize="20000000")
     except av.error.FFmpegError as exc:
-        raise BadMedia(f"cannot open the recording: {exc.strerror}") from exc
+        # An MP4 cut short (recorder killed) lacks its index: FFmpeg sees invalid data too.
+        # A playlist or any format outside SAFE_INPUT is refused by FFmpeg (invalid argument).
+        raise BadMedia(f"not a video file FFmpeg can read, or truncated: {exc.strerror}") from exc
     with container:
         if not container.streams.video:
             raise BadMedia("the file has no video stream")

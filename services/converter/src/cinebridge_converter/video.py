@@ -21,6 +21,7 @@ from typing import Any
 import av
 
 from .errors import BadMedia, ConversionError
+from .probe import open_input
 from .rules import EncodeTarget, audio_allowed, fit
 
 Progress = Callable[[float, str], None]
@@ -54,7 +55,7 @@ def remux(
 ) -> list[Segment]:
     """Copy the video (and allowed audio) packets into `container`, split at key frames."""
     budget = int(max_bytes * 0.9) - (1 << 16)
-    with av.open(str(src)) as inp:
+    with open_input(src) as inp:
         video = inp.streams.video[0]
         audio = [
             s for s in inp.streams.audio if audio_allowed(s.codec_context.name, ts_uid, container)
@@ -162,7 +163,7 @@ def transcode(
     frames = 0
     try:
         with (
-            av.open(str(src)) as inp,
+            open_input(src) as inp,
             av.open(str(dest), "w", format=MUX_FORMAT[target.container]) as out,
         ):
             video = inp.streams.video[0]
