@@ -1,0 +1,201 @@
+"""Benchmark: CineBridge's C-STORE SCU against DCMTK `storescu`, same files, same `storescp`.
+
+Prints, in one run: instances/s and MB/s for N small instances and for one large video
+instance, for each sender, the ratio (CineBridge / storescu, higher is better) and each
+sender's peak RSS. Receiver: DCMTK `storescp --fork --ignore` (receives everything, stores
+nothing, so disk speed is not measured) with TCP_NODELAY=1 (peer-notes "Nagle").
+
+    .venv/bin/python bench/send.py                       # 500 x 0.5 MB and a 1 GB video
+    .venv/bin/python bench/send.py --small 100 --video-mb 100  # quicker
+
+CineBridge runs in a child process (its own RSS) and sends with `scu.send_parallel`, i.e. the
+code the service runs per batch: files streamed as they are, up to `--associations` at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cinebridge_common.embedded import free_port
+from cinebridge_sender.testpeers import DcmtkStorescp, make_instance
+
+
+def write_video(path: Path, size: int) -> None:
+    """A Part 10 MPEG-4 AVC instance with `size` bytes of opaque stream, written in 1 MB pieces
+    (the generator never holds the video in memory)."""
+    make_instance(path, kind="video", payload_bytes=2)
+    data = path.read_bytes()
+    cut = data.rfind(b"\xe0\x7f\x10\x00")  # (7FE0,0010) Pixel Data, the last element
+    size += size % 2
+    with open(path, "wb") as fh:
+        fh.write(data[:cut])
+        fh.write(b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff")  # OB, undefined length
+        fh.write(b"\xfe\xff\x00\xe0" + struct.pack("<I", 0))  # empty Basic Offset Table
+        fh.write(b"\xfe\xff\x00\xe0" + struct.pack("<I", size))  # one fragment
+        block = bytes(range(256)) * 4096
+        left = size
+        while left:
+            n = min(left, len(block))
+            fh.write(block[:n])
+            left -= n
+        fh.write(b"\xfe\xff\xdd\xe0" + struct.pack("<I", 0))  # sequence delimiter
+
+
+def _hwm(pid: int) -> int:
+    """VmHWM (peak RSS since exec) of a running process, in bytes; 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def run_child(args: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
+    """(wall seconds, peak RSS bytes, stdout) of a child process. Peak RSS is polled from
+    /proc (VmHWM restarts at exec; rusage would count the forked copy of this process)."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, _hwm(proc.pid))
+            time.sleep(0.005)
+        wall = time.perf_counter() - started
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    if proc.returncode != 0:
+        raise SystemExit(f"{args[0]} failed ({proc.returncode}):\n{text[-3000:]}")
+    return wall, peak, text
+
+
+def storescu(files: list[Path], port: int, propose: tuple[str, ...]) -> tuple[float, int]:
+    binary = shutil.which("storescu")
+    if not binary:
+        raise SystemExit("storescu not found: apt-get install dcmtk")
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    wall, rss, _ = run_child(
+        [binary, *propose, "-aec", "STORESCP", "127.0.0.1", str(port), *map(str, files)], env
+    )
+    return wall, rss
+
+
+def cinebridge(files: list[Path], port: int, associations: int) -> tuple[float, int]:
+    spec = json.dumps({"files": [str(f) for f in files], "port": port, "assoc": associations})
+    _wall, rss, out = run_child([sys.executable, __file__, "--child", spec])
+    result = json.loads(out.strip().splitlines()[-1])
+    if result["failed"]:
+        raise SystemExit(f"CineBridge failed to send {result['failed']} instances")
+    return result["seconds"], rss
+
+
+def child(spec_json: str) -> None:
+    """The CineBridge side: only the send is timed (the interpreter start is not, as DCMTK's
+    is negligible); one line of JSON out."""
+    from cinebridge_sender import scu
+    from pynetdicom.dsutils import split_dataset
+
+    spec = json.loads(spec_json)
+    items = []
+    for name in spec["files"]:
+        meta, _ = split_dataset(Path(name))
+        items.append(
+            scu.Item(
+                key=name,
+                path=Path(name),
+                sop_class_uid=str(meta.MediaStorageSOPClassUID),
+                sop_instance_uid=str(meta.MediaStorageSOPInstanceUID),
+                transfer_syntax_uid=str(meta.TransferSyntaxUID),
+            )
+        )
+    peer = scu.Peer("STORESCP", "127.0.0.1", spec["port"])
+    started = time.perf_counter()
+    results = scu.send_parallel(peer, items, scu.Timeouts(), associations=spec["assoc"])
+    seconds = time.perf_counter() - started
+    failed = sum(1 for r in results if r.outcome not in ("sent", "warning"))
+    print(json.dumps({"seconds": seconds, "failed": failed}))
+
+
+def median_of(runs: int, fn: object, *args: object) -> tuple[float, int]:
+    results = sorted((fn(*args) for _ in range(runs)), key=lambda r: r[0])  # type: ignore[operator]
+    return results[len(results) // 2][0], max(r[1] for r in results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", type=int, default=500)
+    parser.add_argument("--small-kb", type=int, default=512)
+    parser.add_argument("--video-mb", type=int, default=1024)
+    parser.add_argument("--associations", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3, help="median of this many runs (small)")
+    parser.add_argument("--max-pdu", type=int, default=0, help="storescp --max-pdu (0: default)")
+    parser.add_argument("--child")
+    args = parser.parse_args()
+    if args.child:
+        child(args.child)
+        return
+    binary = shutil.which("storescp")
+    if not binary:
+        raise SystemExit("storescp not found: apt-get install dcmtk")
+    with tempfile.TemporaryDirectory(prefix="cb-bench-send-") as tmp:
+        root = Path(tmp)
+        small = [root / "small" / f"{n:04d}.dcm" for n in range(args.small)]
+        for n, path in enumerate(small):
+            make_instance(path, kind="raw", payload_bytes=args.small_kb * 1024, seed=n)
+        video = root / "video.dcm"
+        write_video(video, args.video_mb * 1024 * 1024)
+        small_mb = sum(p.stat().st_size for p in small) / 1e6
+        video_mb = video.stat().st_size / 1e6
+        pdu = ("--max-pdu", str(args.max_pdu)) if args.max_pdu else ()
+        scp = DcmtkStorescp(
+            binary, root / "scp" / "out", free_port(), extra_args=("--fork", "--ignore", *pdu)
+        )
+        scp.start()
+        try:
+            rows = []
+            # storescu sends files as they are only over a context with their own syntax: the
+            # video needs -xn (propose MPEG-4 AVC HP@L4.1), as CineBridge proposes by itself.
+            for label, files, size, runs, propose in (
+                (f"{args.small} small ({small_mb:.0f} MB)", small, small_mb, args.runs, ()),
+                (f"video ({video_mb:.0f} MB)", [video], video_mb, 1, ("-xn",)),
+            ):
+                dcmtk = median_of(runs, storescu, files, scp.port, propose)
+                ours = median_of(runs, cinebridge, files, scp.port, args.associations)
+                ours_one = median_of(runs, cinebridge, files, scp.port, 1)
+                rows.append((label, len(files), size, dcmtk, ours, ours_one))
+        finally:
+            scp.stop()
+    print(
+        f"receiver: storescp --fork --ignore, TCP_NODELAY=1; CineBridge up to "
+        f"{args.associations} associations (and 1 for reference)"
+    )
+    header = f"{'load':<22} {'sender':<24} {'s':>7} {'inst/s':>8} {'MB/s':>8} {'peak RSS MB':>12}"
+    print(header)
+    for label, count, size, dcmtk, ours, one in rows:
+        for name, (secs, rss) in (
+            ("DCMTK storescu", dcmtk),
+            ("CineBridge", ours),
+            ("CineBridge, 1 assoc", one),
+        ):
+            print(
+                f"{label:<22} {name:<24} {secs:7.2f} {count / secs:8.1f} {size / secs:8.1f} "
+                f"{rss / 1e6:12.1f}"
+            )
+        print(
+            f"{label:<22} ratio CineBridge/storescu = {dcmtk[0] / ours[0]:.2f} "
+            f"(1 association: {dcmtk[0] / one[0]:.2f})"
+        )
+
+
+if __name__ == "__main__":
+    main()
