@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,8 +35,9 @@ from cinebridge_common.messages import (
 from cinebridge_common.testing import wait_for
 from cinebridge_worklist.app import WorklistApp
 from cinebridge_worklist.demo_worklist import DEMO_AE
+from cinebridge_worklist.query import SearchFields, ServerKeys, build_identifier
 from cinebridge_worklist.settings import WorklistSettings
-from cinebridge_worklist.testpeers import WorklistPeer
+from cinebridge_worklist.testpeers import FakeRis, WorklistPeer
 
 pytestmark = pytest.mark.integration
 
@@ -195,3 +197,24 @@ async def test_unscheduled_study_is_reconciled_with_a_worklist_item(
         what="the outbox relay to publish StudyChanged",
     )
     assert count == 1
+
+
+async def test_a_slow_ris_does_not_hold_up_another_rooms_query(
+    service: WorklistApp, client: Bus
+) -> None:
+    slow_entries = [build_identifier(SearchFields(), ServerKeys())]
+    slow_entries[0].PatientID, slow_entries[0].PatientName = "SLOW1", "SLOW^RIS"
+    with FakeRis(entries=lambda: iter(slow_entries), sleep_after=0, sleep_s=3.0) as ris:
+        slow = WorklistServer(id="slow", host="127.0.0.1", port=ris.port, called_ae="FAKERIS")
+        await client.request(WorklistServerUpsert(server=slow), WorklistServersReply, 10)
+        started = time.monotonic()
+        slow_task = asyncio.create_task(query(client, server_id="slow"))
+        await asyncio.sleep(0.2)  # the slow query is in progress first
+        fast = await query(client, server_id="dcmtk", accession_number="ACC000040")
+        fast_elapsed = time.monotonic() - started
+        slow_reply = await slow_task
+        slow_elapsed = time.monotonic() - started
+    assert fast.ok and [i.accession_number for i in fast.items] == ["ACC000040"]
+    assert slow_reply.ok and [i.patient_id for i in slow_reply.items] == ["SLOW1"]
+    assert slow_elapsed >= 3.0
+    assert fast_elapsed < 2.5, f"the fast query waited {fast_elapsed:.1f} s for the slow one"

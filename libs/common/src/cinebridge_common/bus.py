@@ -270,10 +270,31 @@ class Bus:
         *,
         subject: str | None = None,
         queue: str | None = None,
+        concurrency: int = 1,
     ) -> None:
-        """Answer requests of one type; a handler error becomes Reply(ok=False, error=reason)."""
+        """Answer requests of one type; a handler error becomes Reply(ok=False, error=reason).
+
+        nats-py runs one subscription's callbacks one after another; `concurrency` > 1 answers
+        up to that many requests at once (e.g. slow outside peers: one room's worklist query
+        must not wait for another's), further requests wait for a free slot.
+        """
+        slots = asyncio.Semaphore(concurrency) if concurrency > 1 else None
 
         async def on_msg(msg: Msg) -> None:
+            if slots is None:
+                await answer(msg)
+                return
+            await slots.acquire()
+            task = asyncio.create_task(answer(msg))
+            self._tasks.add(task)
+
+            def finished(done: asyncio.Task[None]) -> None:
+                self._tasks.discard(done)
+                slots.release()
+
+            task.add_done_callback(finished)
+
+        async def answer(msg: Msg) -> None:
             try:
                 request = request_type.from_bytes(msg.data)
             except ValueError as exc:

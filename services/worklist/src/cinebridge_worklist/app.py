@@ -51,8 +51,10 @@ class WorklistApp:
             )
             self.deps = Deps(pool=ctx.pool, repo=repo, settings=settings, detail=ctx.detail)
             ctx.detail["servers"] = ",".join(s.id for s in servers)
-            for request_type, handler in RPC_HANDLERS:
-                await ctx.bus.serve(request_type, _bind(handler, self.deps), queue=QUEUE)
+            for request_type, handler, concurrency in RPC_HANDLERS:
+                await ctx.bus.serve(
+                    request_type, _bind(handler, self.deps), queue=QUEUE, concurrency=concurrency
+                )
             self.ready.set()
             await ctx.serve_forever()
 

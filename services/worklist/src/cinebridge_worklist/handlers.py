@@ -67,12 +67,14 @@ async def handle_reconcile(req: WorklistReconcile, deps: Deps) -> WorklistReconc
 
 Handler = Callable[[Any, Deps], Awaitable[Reply]]
 
-#: Request type → handler; app.py serves each on its subject (queue group "worklist").
-RPC_HANDLERS: list[tuple[type[Request], Handler]] = [
-    (WorklistQuery, handle_worklist_query),
-    (WorklistEcho, handle_worklist_echo),
-    (WorklistServersList, handle_servers_list),
-    (WorklistServerUpsert, handle_server_upsert),
-    (WorklistServerDelete, handle_server_delete),
-    (WorklistReconcile, handle_reconcile),
+#: Request type → handler, and how many requests it answers at once: queries and echoes wait
+#: on outside servers for up to their time limit, so one room's slow RIS must not hold up
+#: another room's search. app.py serves each on its subject (queue group "worklist").
+RPC_HANDLERS: list[tuple[type[Request], Handler, int]] = [
+    (WorklistQuery, handle_worklist_query, 4),
+    (WorklistEcho, handle_worklist_echo, 4),
+    (WorklistServersList, handle_servers_list, 1),
+    (WorklistServerUpsert, handle_server_upsert, 1),
+    (WorklistServerDelete, handle_server_delete, 1),
+    (WorklistReconcile, handle_reconcile, 1),
 ]
