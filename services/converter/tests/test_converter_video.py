@@ -51,6 +51,18 @@ SOURCES: dict[str, dict[str, Any]] = {
     "h264.mov": dict(
         width=640, height=360, rate=25, frames=25, container="mov", options={"preset": "ultrafast"}
     ),
+    # What capture writes: fragmented MP4 (no sample table in moov), High@4.1.
+    "capture-fragmented.mp4": dict(
+        width=1280,
+        height=720,
+        rate=30,
+        frames=45,
+        options={"preset": "ultrafast", "profile": "high", "level": "4.1"},
+        container_options={
+            "movflags": "frag_keyframe+empty_moov+default_base_moof",
+            "frag_duration": "1000000",
+        },
+    ),
     "one-frame.mp4": dict(
         width=320, height=240, rate=25, frames=1, options={"preset": "ultrafast"}
     ),
@@ -94,6 +106,7 @@ CASES = [
     ("mjpeg.avi", H264, "sc", "transcode", Fraction(25)),
     ("h264.mov", H264, "vl", "remux", Fraction(25)),
     ("one-frame.mp4", H264, "vl", "verbatim", Fraction(25)),
+    ("capture-fragmented.mp4", H264, "sc", "verbatim", Fraction(30)),
     ("h264-720p60.mp4", MPEG2_HL, "vl", "transcode", Fraction(60)),
     ("h264-720p60.mp4", BD, "vl", "transcode", Fraction(60000, 1001)),
     ("h264-1080p30.mp4", MPEG2_ML, "sc", "transcode", Fraction(30)),

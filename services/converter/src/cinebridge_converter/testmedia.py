@@ -37,10 +37,11 @@ def make_video(
     pix_fmt: str = "yuv420p",
     interlaced: bool = False,
     audio: str | None = None,
+    container_options: dict[str, str] | None = None,
 ) -> Path:
     """Encode `frames` pattern frames; `interlaced` flags them top field first (setfield)."""
     rate = Fraction(rate)
-    with av.open(str(path), "w", format=container) as out:
+    with av.open(str(path), "w", format=container, options=container_options or {}) as out:
         stream = cast(
             av.video.stream.VideoStream, out.add_stream(codec, rate=rate, options=options or {})
         )
