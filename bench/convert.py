@@ -5,7 +5,8 @@ Run: `.venv/bin/python bench/convert.py [--minutes 10] [--transcode-seconds 30] 
 1. Remux path, a 1080p30 H.264 MP4 recording (`--minutes` long, made by concatenating a 10 s
    test pattern with `ffmpeg -c copy`):
    - `cp` of the file (the floor), `ffmpeg -c copy` to MPEG-TS and to MP4 (the peers);
-   - CineBridge encapsulating the conforming MP4 as it is (what capture recordings take), and
+   - CineBridge encapsulating the conforming MP4 as it is, and the same stream as capture
+     writes it (fragmented MP4), both taking the "as is" path, and
      CineBridge remuxing the same stream from MPEG-TS into MP4 (what a TS/MOV source takes),
      each in a child process: wall time, time of the conversion alone, and peak RSS.
 2. Transcode path: a 1080p30 MJPEG source to H.264 High@4.1 with libx264 `veryfast` CRF 20,
@@ -50,7 +51,7 @@ def ffmpeg(*args: str) -> list[str]:
     return [FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *args]
 
 
-def make_sources(minutes: float, transcode_s: int) -> tuple[Path, Path, Path]:
+def make_sources(minutes: float, transcode_s: int) -> tuple[Path, Path, Path, Path]:
     WORK.mkdir(parents=True, exist_ok=True)
     piece = WORK / "piece-10s.mp4"
     if not piece.exists():
@@ -93,6 +94,22 @@ def make_sources(minutes: float, transcode_s: int) -> tuple[Path, Path, Path]:
         subprocess.run(
             ffmpeg("-i", str(long), "-c", "copy", "-f", "mpegts", str(as_ts)), check=True
         )
+    fragmented = WORK / f"fragmented-{minutes:g}min.mp4"  # what capture writes
+    if not fragmented.exists():
+        subprocess.run(
+            ffmpeg(
+                "-i",
+                str(long),
+                "-c",
+                "copy",
+                "-movflags",
+                "frag_keyframe+empty_moov+default_base_moof",
+                "-frag_duration",
+                "1000000",
+                str(fragmented),
+            ),
+            check=True,
+        )
     mjpeg = WORK / f"mjpeg-{transcode_s}s.avi"
     if not mjpeg.exists():
         subprocess.run(
@@ -113,7 +130,7 @@ def make_sources(minutes: float, transcode_s: int) -> tuple[Path, Path, Path]:
             ),
             check=True,
         )
-    return long, as_ts, mjpeg
+    return long, as_ts, mjpeg, fragmented
 
 
 def child_convert(source: str, kind: str) -> None:
@@ -193,7 +210,7 @@ def median_run(args: list[str], repeat: int) -> tuple[float, int, float | None]:
     return statistics.median(walls), rss, statistics.median(works) if works else None
 
 
-def remux_section(long: Path, as_ts: Path, repeat: int) -> None:
+def remux_section(long: Path, as_ts: Path, fragmented: Path, repeat: int) -> None:
     size_mb = long.stat().st_size / 1e6
     print(f"\n== Remux path: {long.name} ({size_mb:.0f} MB, 1080p30 H.264), median of {repeat} ==")
     out = WORK / "out.bin"
@@ -207,6 +224,7 @@ def remux_section(long: Path, as_ts: Path, repeat: int) -> None:
         ),
         ("ffmpeg -c copy TS -> MP4", ffmpeg("-i", str(as_ts), "-c", "copy", "-f", "mp4", str(out))),
         ("CineBridge MP4 -> DICOM (as is)", [*me, str(long), "as-is"]),
+        ("CineBridge capture fMP4 (as is)", [*me, str(fragmented), "fragmented"]),
         ("CineBridge TS -> MP4 -> DICOM", [*me, str(as_ts), "remux"]),
     ]
     rows = [(name, *median_run(args, repeat)) for name, args in runs]
@@ -283,8 +301,8 @@ def main() -> None:
     if args.child:
         child_convert(*args.child)
         return
-    long, as_ts, mjpeg = make_sources(args.minutes, args.transcode_seconds)
-    remux_section(long, as_ts, args.repeat)
+    long, as_ts, mjpeg, fragmented = make_sources(args.minutes, args.transcode_seconds)
+    remux_section(long, as_ts, fragmented, args.repeat)
     transcode_section(mjpeg, args.transcode_seconds, max(1, args.repeat - 1))
 
 
