@@ -14,6 +14,7 @@ import asyncpg
 from cinebridge_common.logging import kv
 from cinebridge_common.messages import (
     WorklistEchoReply,
+    WorklistItem,
     WorklistQuery,
     WorklistQueryReply,
     WorklistServer,
@@ -81,11 +82,23 @@ def _fields(req: WorklistQuery) -> SearchFields:
 
 
 async def query_worklist(req: WorklistQuery, deps: Deps) -> WorklistQueryReply:
-    server = await deps.repo.get_server(req.server_id)
-    if server is None or not server.enabled:
-        what = f"worklist server {req.server_id!r}" if req.server_id else "a worklist server"
+    """One server (`server_id`), or every enabled server at once when it is None."""
+    if req.server_id:
+        server = await deps.repo.get_server(req.server_id)
+        servers = [server] if server is not None and server.enabled else []
+    else:
+        servers = [s for s in await deps.repo.list_servers() if s.enabled]
+    if not servers:
+        what = f"worklist server {req.server_id!r}" if req.server_id else "worklist server"
         return WorklistQueryReply(ok=False, outcome="failed", error=f"no enabled {what}")
     station = await load_station_settings(deps.pool)
+    replies = await asyncio.gather(*(_query_one(req, s, station, deps) for s in servers))
+    return replies[0] if len(replies) == 1 else merge_replies(list(replies))
+
+
+async def _query_one(
+    req: WorklistQuery, server: WorklistServer, station: StationSettings, deps: Deps
+) -> WorklistQueryReply:
     keys = server_keys(server, station)
     try:
         identifier = build_identifier(_fields(req), keys)
@@ -98,7 +111,7 @@ async def query_worklist(req: WorklistQuery, deps: Deps) -> WorklistQueryReply:
         limits_of(server, deps.settings),
         keys.character_set,
     )
-    deps.detail["last_query"] = f"{server.id}:{result.outcome}"
+    deps.detail[f"last_query_{server.id}"] = result.outcome
     if result.outcome == "unreachable":
         return await _offer_cache(server, identifier, result, deps)
     if result.outcome == "complete":
@@ -123,28 +136,66 @@ def _reply(server: WorklistServer, result: FindResult) -> WorklistQueryReply:
 async def _offer_cache(
     server: WorklistServer, identifier: Dataset, result: FindResult, deps: Deps
 ) -> WorklistQueryReply:
-    """Server down: today's cached entries that match the same search, marked as cached."""
+    """Server down: today's cached entries that match the same search, marked as cached.
+
+    With cached entries the reply is `ok` (a procedure can start) and the first warning says
+    the server is unreachable; without any it is an error.
+    """
     cached, fetched_at = await deps.repo.cached_items(server.id)
     items = [item for item in cached if matches(item, identifier)]
     log.warning(
         "worklist server unreachable, offering cache",
         extra=kv(server=server.id, cached=len(items), reason=result.detail),
     )
-    note = (
-        f"showing {len(items)} cached entries from today (last fetched {fetched_at:%H:%M})"
-        if fetched_at
-        else "no cached entries from today"
-    )
+    down = f"worklist server {server.id} is unreachable: {result.detail}"
+    if fetched_at is None:
+        return WorklistQueryReply(
+            ok=False,
+            error=f"{down}; no cached entries from today",
+            server_id=server.id,
+            outcome="unreachable",
+            cached=True,
+            incomplete=True,
+        )
+    note = f"showing cached entries from today (last fetched {fetched_at:%H:%M} UTC)"
     return WorklistQueryReply(
-        ok=False,
-        error=f"worklist server {server.id} is unreachable: {result.detail}; {note}",
+        ok=True,
         server_id=server.id,
         outcome="unreachable",
         items=items,
         cached=True,
         cached_at=fetched_at,
         incomplete=True,
-        warnings=[note],
+        warnings=[f"{down}; {note}"],
+    )
+
+
+#: The outcome reported for several servers: the most serious one.
+_SEVERITY = ("failed", "unreachable", "timeout", "partial", "too_many", "complete")
+
+
+def merge_replies(replies: list[WorklistQueryReply]) -> WorklistQueryReply:
+    """Several servers' answers as one list: entries de-duplicated by item key, flags OR-ed,
+    warnings and errors prefixed with the server id."""
+    items: dict[str, WorklistItem] = {}
+    for reply in replies:
+        for item in reply.items:
+            items.setdefault(item.item_key or str(len(items)), item)
+    outcome = min((r.outcome or "failed" for r in replies), key=lambda o: _SEVERITY.index(o))
+    errors = [f"{r.server_id}: {r.error}" for r in replies if r.error]
+    usable = any(r.ok for r in replies)
+    cached_at = [r.cached_at for r in replies if r.cached_at is not None]
+    return WorklistQueryReply(
+        ok=usable,
+        error=None if usable else "; ".join(errors),
+        outcome=outcome,
+        items=list(items.values()),
+        incomplete=any(r.incomplete for r in replies),
+        too_many=any(r.too_many for r in replies),
+        cached=any(r.cached for r in replies),
+        cached_at=min(cached_at) if cached_at else None,
+        warnings=(errors if usable else [])
+        + [f"{r.server_id}: {w}" for r in replies for w in r.warnings],
     )
 
 

@@ -70,6 +70,7 @@ class WorklistQuery(Request):
     """Search the worklist with the statement's fields (Table 18 P keys, date or range)."""
 
     subject: ClassVar[str] = "cb.rpc.worklist.query"
+    #: None: every enabled server at once, answers merged (de-duplicated by item key).
     server_id: str | None = None
     patient_name: str | None = None
     patient_id: str | None = None
@@ -80,6 +81,9 @@ class WorklistQuery(Request):
 
 
 class WorklistQueryReply(Reply):
+    """`ok`: there is a list to show (live, or today's cache when the server is unreachable);
+    `incomplete`/`too_many`/`cached` qualify it and `warnings[0]` says why."""
+
     subject: ClassVar[str] = "cb.rpc.worklist.reply"
     items: list[WorklistItem] = []
     incomplete: bool = False

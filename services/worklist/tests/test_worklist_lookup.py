@@ -1,0 +1,51 @@
+"""Query use case pieces that need no network: merging several servers' answers."""
+
+from __future__ import annotations
+
+from cinebridge_common.messages import WorklistItem, WorklistQueryReply
+from cinebridge_worklist.lookup import merge_replies
+
+
+def item(key: str) -> WorklistItem:
+    return WorklistItem(item_key=key, patient_id=key)
+
+
+def test_answers_of_several_servers_merge_without_duplicates() -> None:
+    merged = merge_replies(
+        [
+            WorklistQueryReply(server_id="a", outcome="complete", items=[item("1"), item("2")]),
+            WorklistQueryReply(
+                server_id="b",
+                outcome="too_many",
+                too_many=True,
+                incomplete=True,
+                items=[item("2"), item("3")],
+                warnings=["narrow the search"],
+            ),
+        ]
+    )
+    assert merged.ok and merged.outcome == "too_many" and merged.too_many and merged.incomplete
+    assert [i.item_key for i in merged.items] == ["1", "2", "3"]
+    assert merged.warnings == ["b: narrow the search"]
+
+
+def test_one_server_down_still_shows_the_others_with_the_error_as_a_warning() -> None:
+    merged = merge_replies(
+        [
+            WorklistQueryReply(server_id="a", outcome="complete", items=[item("1")]),
+            WorklistQueryReply(ok=False, server_id="b", outcome="unreachable", error="refused"),
+        ]
+    )
+    assert merged.ok and merged.outcome == "unreachable" and merged.error is None
+    assert merged.warnings == ["b: refused"]
+
+
+def test_every_server_failing_is_an_error_naming_each() -> None:
+    merged = merge_replies(
+        [
+            WorklistQueryReply(ok=False, server_id="a", outcome="failed", error="0xC001"),
+            WorklistQueryReply(ok=False, server_id="b", outcome="unreachable", error="refused"),
+        ]
+    )
+    assert not merged.ok and merged.outcome == "failed"
+    assert merged.error == "a: 0xC001; b: refused"
