@@ -93,37 +93,57 @@ class RunningConverter:
 
 
 @pytest.fixture
-async def converter(
+def make_settings(nats_url: str, database_url: str, tmp_path: Path) -> Any:
+    def make(**extra: Any) -> ConverterSettings:
+        values: dict[str, Any] = {
+            "nats_url": nats_url,
+            "database_url": database_url,
+            "media_root": tmp_path / "media",
+            "instance_id": f"test-{uuid.uuid4().hex[:6]}",
+            "converter_x264_preset": "ultrafast",
+            "converter_ack_wait_s": 10.0,
+            **extra,
+        }
+        return ConverterSettings(**values)
+
+    return make
+
+
+@pytest.fixture
+async def client(
     nats_url: str, database_url: str, tmp_path: Path
 ) -> AsyncIterator[RunningConverter]:
-    settings = ConverterSettings(
-        nats_url=nats_url,
-        database_url=database_url,
-        media_root=tmp_path / "media",
-        instance_id=f"test-{uuid.uuid4().hex[:6]}",
-        converter_x264_preset="ultrafast",
-        converter_ack_wait_s=10.0,
-    )
+    """Database, bus and media store as the converter sees them, and every event it emits."""
     pool = await create_pool(database_url)
     bus = await Bus.connect(nats_url, "converter-test")
     await bus.ensure_streams()
-    # A fresh durable per test: the session's JetStream keeps the work queue across tests.
+    # The session's JetStream keeps the work queue across tests: start each test empty.
     await _purge_jobs(bus)
-    running = RunningConverter(pool, bus, MediaStore(settings.media_root))
+    running = RunningConverter(pool, bus, MediaStore(tmp_path / "media"))
 
     async def on_event(msg: Msg) -> None:
         running.events.setdefault(msg.subject, []).append(json.loads(msg.data))
 
     await bus.subscribe_events("cb.evt.>", on_event)
-    task = asyncio.create_task(app.run(settings))
     try:
         yield running
+    finally:
+        await bus.close()
+        await pool.close()
+
+
+@pytest.fixture
+async def converter(
+    client: RunningConverter, make_settings: Any
+) -> AsyncIterator[RunningConverter]:
+    """A converter service (app.run) working for `client`."""
+    task = asyncio.create_task(app.run(make_settings()))
+    try:
+        yield client
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(task, 15)
-        await bus.close()
-        await pool.close()
 
 
 async def _purge_jobs(bus: Bus) -> None:

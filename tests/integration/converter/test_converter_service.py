@@ -316,3 +316,43 @@ async def test_worklist_study_and_edit_rule(converter: Any, tmp_path: Path) -> N
     assert ds.PatientName == "Roe^Rick"
     assert ds.StudyInstanceUID != "1.2.826.0.1.3680043.8.498.4242"
     assert "RequestAttributesSequence" not in ds and "PregnancyStatus" not in ds
+
+
+async def test_stop_mid_transcode_leaves_nothing_and_job_is_redone(
+    client: Any, make_settings: Any, tmp_path: Path
+) -> None:
+    """Stopping during a transcode: no file appears, and the next converter finishes the job."""
+    from cinebridge_converter import app
+
+    settings = make_settings(converter_x264_preset="medium")
+    clip = make_video(
+        tmp_path / "long.avi", codec="mjpeg", width=1280, height=720, frames=150, pix_fmt="yuvj420p"
+    )
+    study = await client.add_study()
+    media = await client.add_media(study, clip, "recording")
+    first = asyncio.create_task(app.run(settings))
+
+    async def transcoding() -> bool:
+        return any(
+            e["stage"] == "transcode" for e in client.events.get("cb.evt.conversion.progressed", [])
+        )
+
+    await client.submit(media, study)
+    await wait_for(transcoding, 30, what="transcode under way")
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    temp = client.store.tmp
+
+    async def thread_gone() -> bool:  # the worker thread stops at its next frame
+        return not any(temp.iterdir())
+
+    await wait_for(thread_gone, 10, what="temporary files removed")
+    assert await client.instances(media) == []
+    assert not (client.store.root / "dicom").exists()
+    second = asyncio.create_task(app.run(make_settings()))
+    try:
+        [row] = await converted(client, media, timeout_s=120)
+        assert row["transcoded"]
+    finally:
+        second.cancel()
+        await asyncio.gather(second, return_exceptions=True)

@@ -41,8 +41,10 @@ async def run(settings: ConverterSettings) -> None:
 
 async def _cancel_on_stop(ctx: ServiceContext, deps: ConverterDeps) -> None:
     """A conversion thread stops at its next packet when the service stops (job is redelivered)."""
-    await ctx.stop.wait()
-    deps.cancel.set()
+    try:
+        await ctx.stop.wait()
+    finally:
+        deps.cancel.set()  # also when the service task itself is cancelled
 
 
 async def _bind(handler: Any, deps: ConverterDeps, msg: Any, delivery: Any) -> None:
