@@ -61,13 +61,17 @@ async def test_job_makes_one_instance_and_events(converter: Any, tmp_path: Path)
     # A redelivered job (same job, new delivery): same UID, still one row, no second event.
     await converter.submit(media, study, msg_id=f"{job.job_key}-again")
     await converter.submit(media, study, msg_id=f"{job.job_key}-third")
-    await asyncio.sleep(1.0)  # let both jobs be consumed; then nothing may have changed
+
+    async def both_acked() -> bool:  # work queue: an acked job leaves the stream
+        info = await converter.bus.js.consumer_info("CB_JOBS", "converter-convert")
+        return info.delivered.consumer_seq >= 3 and info.num_pending + info.num_ack_pending == 0
+
+    await wait_for(both_acked, 20, what="the repeated jobs acked")
     assert [r["sop_instance_uid"] for r in await converter.instances(media)] == [
         row["sop_instance_uid"]
     ]
     assert len(converter.events.get("cb.evt.instance.created", [])) == 1
-    pending = await converter.bus.js.consumer_info("CB_JOBS", "converter-convert")
-    assert pending.num_pending == 0 and pending.num_ack_pending == 0
+    assert await converter.pool.fetchval("SELECT count(*) FROM instances") == 1
 
 
 async def test_numbers_series_per_source_and_worklist_study(converter: Any, tmp_path: Path) -> None:
