@@ -119,6 +119,20 @@ async def _query_one(
     return _reply(server, result)
 
 
+def by_schedule(items: list[WorklistItem]) -> list[WorklistItem]:
+    """Scheduled date and time, then name: the order a clinician scans a day's list in (the
+    servers answer in file or database order)."""
+
+    def key(item: WorklistItem) -> tuple[str, str, str]:
+        return (
+            item.scheduled_procedure_step_start_date or "",
+            item.scheduled_procedure_step_start_time or "",
+            item.patient_name or "",
+        )
+
+    return sorted(items, key=key)
+
+
 def _reply(server: WorklistServer, result: FindResult) -> WorklistQueryReply:
     usable = result.outcome != "failed"
     return WorklistQueryReply(
@@ -126,7 +140,7 @@ def _reply(server: WorklistServer, result: FindResult) -> WorklistQueryReply:
         error=None if usable else result.detail,
         server_id=server.id,
         outcome=result.outcome,
-        items=result.items,
+        items=by_schedule(result.items),
         incomplete=result.incomplete,
         too_many=result.outcome == "too_many",
         warnings=([result.detail] if result.detail else []) + result.warnings,
@@ -189,7 +203,7 @@ def merge_replies(replies: list[WorklistQueryReply]) -> WorklistQueryReply:
         ok=usable,
         error=None if usable else "; ".join(errors),
         outcome=outcome,
-        items=list(items.values()),
+        items=by_schedule(list(items.values())),
         incomplete=any(r.incomplete for r in replies),
         too_many=any(r.too_many for r in replies),
         cached=any(r.cached for r in replies),
