@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uvloop
 from cinebridge_common.logging import configure_logging
 from cinebridge_common.service import run_service
 
@@ -10,6 +11,8 @@ from .settings import GatewaySettings
 
 
 def main() -> None:
+    # libuv's loop: the gateway's HTTP hot path is event-loop bound (bench/gateway.py).
+    uvloop.install()
     settings = GatewaySettings()
     configure_logging("gateway", settings.log_level)
     run_service(lambda: app.run(settings))

@@ -18,6 +18,7 @@ from .handlers import subscriptions
 from .health_board import HealthBoard
 from .hub import EventHub
 from .repository import Repository
+from .security import PrincipalCache
 from .settings import GatewaySettings
 from .web import create_app
 
@@ -67,7 +68,8 @@ async def run(
         for subject, handler in subscriptions(board, hub):
             await ctx.bus.subscribe_events(subject, handler)
         await ensure_admin(repo, settings)
-        gw = Gateway(settings, ctx.pool, ctx.bus, ctx.store, repo, board, hub)
+        cache = PrincipalCache(settings.gateway_auth_cache_s)
+        gw = Gateway(settings, ctx.pool, ctx.bus, ctx.store, repo, board, hub, cache)
         config = uvicorn.Config(
             create_app(gw),
             host=settings.gateway_host,

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from .health_board import HealthBoard
 from .hub import EventHub
 from .repository import Principal, Repository
-from .security import digest, role_allows
+from .security import PrincipalCache, digest, role_allows
 from .settings import GatewaySettings
 
 SESSION_COOKIE = "cb_session"
@@ -51,6 +51,7 @@ class Gateway:
     repo: Repository
     board: HealthBoard
     hub: EventHub
+    auth_cache: PrincipalCache
 
 
 def get_gateway(request: Request) -> Gateway:
@@ -73,7 +74,10 @@ async def current_principal(request: Request, gw: Gw) -> Principal:
     """
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
-        principal = await gw.repo.token_principal(digest(auth[7:].strip()))
+        key = "t:" + digest(auth[7:].strip())
+        principal = gw.auth_cache.get(key) or await gw.repo.token_principal(key[2:])
+        if principal is not None:
+            gw.auth_cache.put(key, principal)
         if principal is None:
             raise ApiError(
                 401,
@@ -87,12 +91,16 @@ async def current_principal(request: Request, gw: Gw) -> Principal:
         raise ApiError(
             401, "unauthenticated", "log in or send an API token", {"WWW-Authenticate": "Bearer"}
         )
-    found = await gw.repo.session_principal(
-        digest(cookie), gw.settings.gateway_session_idle_s, gw.settings.gateway_session_max_s
-    )
-    if found is None:
-        raise ApiError(401, "session_expired", "the session has expired; log in again")
-    principal, _ = found
+    key = "s:" + digest(cookie)
+    principal = gw.auth_cache.get(key)
+    if principal is None:
+        found = await gw.repo.session_principal(
+            key[2:], gw.settings.gateway_session_idle_s, gw.settings.gateway_session_max_s
+        )
+        if found is None:
+            raise ApiError(401, "session_expired", "the session has expired; log in again")
+        principal = found[0]
+        gw.auth_cache.put(key, principal)
     if request.method in UNSAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
         if not principal.csrf_token or not hmac.compare_digest(sent, principal.csrf_token):

@@ -338,7 +338,11 @@ class Repository:
             return []
         union = " UNION ALL ".join(f"({part})" for part in parts)
         sql = f"SELECT * FROM ({union}) u ORDER BY created_at DESC LIMIT {limit} OFFSET {offset}"
-        return [dict(r) for r in await self.pool.fetch(sql, *args)]
+        async with self.pool.acquire() as conn:
+            # A fresh (uncached) statement is planned with the actual values: a cached one
+            # turns generic after five runs and then walks the whole table for a rare prefix.
+            statement = await conn.prepare(sql)
+            return [dict(r) for r in await statement.fetch(*args)]
 
     async def _local_page(self, f: StudyFilter, common: list[str], arg: Any, window: str) -> str:
         where = list(common)
@@ -468,19 +472,20 @@ class Repository:
         return int(await self.pool.fetchval("SELECT count(*) FROM dead_letters"))
 
 
+def _prefix_condition(column: str, value: str, arg: Any) -> str:
+    return f"lower({column}) LIKE {arg(like_prefix(value))}"
+
+
 def _match_conditions(f: StudyFilter, arg: Any) -> list[str]:
     """Conditions on columns that local and received studies share (alias `s`)."""
     where = ["true"]
     if f.q:
-        p = arg(like_prefix(f.q))
-        where.append(
-            f"(lower(s.patient_name) LIKE {p} OR lower(s.patient_id) LIKE {p} "
-            f"OR lower(s.accession_number) LIKE {p})"
-        )
+        columns = ("s.patient_name", "s.patient_id", "s.accession_number")
+        where.append("(" + " OR ".join(_prefix_condition(c, f.q, arg) for c in columns) + ")")
     if f.patient_id:
-        where.append(f"lower(s.patient_id) LIKE {arg(like_prefix(f.patient_id))}")
+        where.append(_prefix_condition("s.patient_id", f.patient_id, arg))
     if f.accession_number:
-        where.append(f"lower(s.accession_number) LIKE {arg(like_prefix(f.accession_number))}")
+        where.append(_prefix_condition("s.accession_number", f.accession_number, arg))
     if f.date_from:
         where.append(f"s.study_date >= {arg(f.date_from)}")
     if f.date_to:

@@ -111,6 +111,7 @@ async def login(body: Login, request: Request, response: Response, gw: Gw) -> Me
 async def logout(principal: User, response: Response, gw: Gw) -> Response:
     if principal.session_hash:
         await gw.repo.delete_session(principal.session_hash)
+        gw.auth_cache.evict("s:" + principal.session_hash)
     response.delete_cookie(SESSION_COOKIE, path="/")
     response.status_code = 204
     return response
@@ -159,6 +160,7 @@ async def change_user(
     )
     if row is None:
         raise not_found("user")
+    gw.auth_cache.evict()  # role, password or disabled: no cached session may outlive it
     changed = sorted(body.model_dump(exclude_none=True))
     await gw.repo.audit(
         gw.pool,
@@ -197,6 +199,7 @@ async def create_token(
 async def revoke_token(token_id: uuid.UUID, principal: Admin, request: Request, gw: Gw) -> Response:
     if not await gw.repo.revoke_token(token_id):
         raise not_found("active token")
+    gw.auth_cache.evict()
     await gw.repo.audit(
         gw.pool, principal.name, "token_revoked", target=str(token_id), client=client_of(request)
     )

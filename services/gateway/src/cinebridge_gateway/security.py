@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -50,3 +52,36 @@ def digest(secret: str) -> str:
 
 def role_allows(role: str, needed: str) -> bool:
     return needed == "operator" or role == "administrator"
+
+
+class PrincipalCache:
+    """Who a session id / token digest belongs to, for a few seconds: the hot path (search,
+    health) then costs no database round trip for authentication. Logout, revocation and user
+    changes evict here; other gateway instances see them within `ttl_s`."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, Any]] = {}
+
+    def get(self, key: str) -> Any | None:
+        hit = self._entries.get(key)
+        if hit is None:
+            return None
+        if hit[0] < time.monotonic():
+            del self._entries[key]
+            return None
+        return hit[1]
+
+    def put(self, key: str, value: Any) -> None:
+        if self.ttl_s <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[key] = (time.monotonic() + self.ttl_s, value)
+
+    def evict(self, key: str | None = None) -> None:
+        if key is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(key, None)

@@ -26,6 +26,8 @@ class GatewaySettings(ServiceSettings):
     gateway_preview_upstreams: dict[str, str] = {}
     #: A heartbeat older than this marks an instance "stale"; 3x this, "down".
     gateway_stale_after_s: float = 15.0
+    #: Seconds a session/token lookup is cached in memory (0: every request asks the database).
+    gateway_auth_cache_s: float = 5.0
     #: Timeout of RPCs to other services (capture, worklist, sender echo).
     gateway_rpc_timeout_s: float = 10.0
 

@@ -1,0 +1,256 @@
+"""Gateway benchmark: local-study search over 100,000 studies with 20 concurrent clients,
+against the health endpoint measured in the same run (issue 7: search p99 under 100 ms).
+
+Starts an embedded NATS and PostgreSQL, fills `studies` (plus media rows for a tenth of them and
+sender deliveries for some), starts the gateway as its own process (`python -m
+cinebridge_gateway`), then drives it with N concurrent HTTP clients for a fixed time each.
+
+    .venv/bin/python bench/gateway.py [--studies 100000] [--clients 20] [--seconds 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+from cinebridge_common.db import create_pool, migrate
+from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres, free_port, wait_port
+
+PASSWORD = "bench-Password-1"
+SURNAMES = [
+    "SMITH",
+    "JONES",
+    "MUELLER",
+    "SCHMIDT",
+    "GARCIA",
+    "MARTIN",
+    "ROSSI",
+    "NOVAK",
+    "KOWALSKI",
+    "JANSSEN",
+    "PETROV",
+    "DUBOIS",
+    "SILVA",
+    "NIELSEN",
+    "OLSEN",
+    "BERG",
+    "HORVAT",
+    "KAZLAUSKAS",
+    "ANDERSSON",
+    "VIRTANEN",
+    "MURPHY",
+    "WALSH",
+    "DOE",
+    "ROE",
+]
+
+
+async def fill(dsn: str, studies: int) -> None:
+    pool = await create_pool(dsn)
+    try:
+        await migrate(pool)
+        names = "ARRAY[" + ",".join(f"'{s}'" for s in SURNAMES) + "]"
+        # Generated in SQL: 100k rows in a second or two instead of 100k round trips.
+        await pool.execute(
+            f"""
+            INSERT INTO studies (id, study_instance_uid, origin, room, patient_name, patient_id,
+                                 patient_birth_date, patient_sex, accession_number, study_date,
+                                 study_time, created_at)
+            SELECT gen_random_uuid(), '2.25.' || (1000000000000 + g)::text,
+                   (ARRAY['form','worklist','local','unscheduled'])[1 + g % 4], 'or' || (g % 6),
+                   ({names})[1 + (g * 7919) % {len(SURNAMES)}] || '^P' || (g % 997),
+                   'PID' || lpad((g * 31 % 1000003)::text, 7, '0'),
+                   to_char(date '1940-01-01' + (g % 25000), 'YYYYMMDD'),
+                   (ARRAY['M','F','O'])[1 + g % 3], 'ACC' || lpad(g::text, 8, '0'),
+                   to_char(date '2020-01-01' + (g % 2500), 'YYYYMMDD'), '101500',
+                   now() - make_interval(mins => g)
+            FROM generate_series(1, $1) g""",
+            studies,
+        )
+        await pool.execute("""
+            INSERT INTO media (id, study_id, room, source, kind, rel_path, size, sha256, mime,
+                               state)
+            SELECT gen_random_uuid(), id, 'or1', 'cam1', 'snapshot',
+                   'media/' || replace(id::text, '-', '') || '.jpg', 1000, 'x', 'image/jpeg',
+                   (ARRAY['captured','converted','failed'])[1 + (hashtext(id::text) & 1)]
+            FROM studies WHERE hashtext(id::text) % 10 = 0""")
+        await pool.execute("ANALYZE")
+    finally:
+        await pool.close()
+
+
+async def login_token(base: str) -> str:
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        me = await client.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": PASSWORD}
+        )
+        me.raise_for_status()
+        client.headers["X-CSRF-Token"] = me.json()["csrf_token"]
+        token = await client.post("/api/v1/tokens", json={"name": "bench"})
+        token.raise_for_status()
+        return str(token.json()["token"])
+
+
+def search_params(rng: random.Random) -> dict[str, str]:
+    kind = rng.random()
+    if kind < 0.5:
+        name = rng.choice(SURNAMES)
+        return {"q": name[: rng.randint(2, len(name))]}
+    if kind < 0.7:
+        return {"patient_id": f"PID{rng.randint(0, 99):02d}*"}
+    if kind < 0.85:
+        return {"q": f"ACC{rng.randint(0, 99999):05d}"}
+    if kind < 0.95:
+        return {}  # the LOCAL dialog's first page: newest studies
+    return {"q": rng.choice(SURNAMES)[:3], "date_from": "20230101", "date_to": "20231231"}
+
+
+class RawClient:
+    """A keep-alive HTTP/1.1 client on asyncio streams: far less CPU per request than httpx,
+    so the load generator does not starve the gateway on a small box."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self.port = port
+        self.token = token
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, target: str) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        self.writer.write(
+            f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {self.token}\r\n\r\n".encode()
+        )
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        await self.reader.readexactly(length)
+        return status
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def drive(
+    port: int, token: str, path: str, clients: int, seconds: float, search: bool
+) -> tuple[list[float], int, float]:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client(n: int) -> None:
+        nonlocal errors
+        rng = random.Random(n)
+        http = RawClient(port, token)
+        try:
+            while time.perf_counter() < deadline:
+                target = path
+                if search and (params := search_params(rng)):
+                    target += "?" + urlencode(params)
+                t0 = time.perf_counter()
+                status = await http.get(target)
+                latencies.append(time.perf_counter() - t0)
+                errors += status != 200
+        finally:
+            await http.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(n) for n in range(clients)))
+    return latencies, errors, time.perf_counter() - started
+
+
+def summary(name: str, lat: list[float], errors: int, elapsed: float) -> dict[str, float]:
+    lat_ms = sorted(x * 1000 for x in lat)
+    p99 = lat_ms[min(len(lat_ms) - 1, int(len(lat_ms) * 0.99))]
+    row = {
+        "n": len(lat_ms),
+        "p50": statistics.median(lat_ms),
+        "p99": p99,
+        "rps": len(lat_ms) / elapsed,
+        "errors": errors,
+    }
+    print(
+        f"{name:<22} requests={row['n']:>6}  p50={row['p50']:7.1f} ms  p99={row['p99']:7.1f} ms"
+        f"  rps={row['rps']:7.1f}  errors={errors}"
+    )
+    return row
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--studies", type=int, default=100_000)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="cb-bench-gw-") as tmp:
+        root = Path(tmp)
+        nats, pg = EmbeddedNats(root / "nats"), EmbeddedPostgres(root / "pg")
+        nats.start()
+        pg.start()
+        gateway = None
+        try:
+            t0 = time.perf_counter()
+            await fill(pg.dsn, args.studies)
+            print(f"filled {args.studies} studies in {time.perf_counter() - t0:.1f} s")
+            port = free_port()
+            env = {
+                **os.environ,
+                "CB_NATS_URL": nats.url,
+                "CB_DATABASE_URL": pg.dsn,
+                "CB_MEDIA_ROOT": str(root / "media"),
+                "CB_GATEWAY_PORT": str(port),
+                "CB_GATEWAY_ADMIN_PASSWORD": PASSWORD,
+                "CB_LOG_LEVEL": "WARNING",
+                "CB_INSTANCE_ID": "bench-gw",
+            }
+            gateway = subprocess.Popen([sys.executable, "-m", "cinebridge_gateway"], env=env)
+            wait_port(port, 30, gateway)
+            base = f"http://127.0.0.1:{port}"
+            token = await login_token(base)
+            await drive(port, token, "/api/v1/studies", 4, 2.0, True)  # warm-up
+            print("one client (service time without queueing):")
+            summary("  search", *await drive(port, token, "/api/v1/studies", 1, 3.0, True))
+            summary("  health", *await drive(port, token, "/api/health", 1, 3.0, False))
+            print(f"{args.clients} concurrent clients, {args.seconds:g} s per endpoint:")
+            search = summary(
+                "  search /api/v1/studies",
+                *await drive(port, token, "/api/v1/studies", args.clients, args.seconds, True),
+            )
+            health = summary(
+                "  health /api/health",
+                *await drive(port, token, "/api/health", args.clients, args.seconds, False),
+            )
+            print(
+                f"ratio search/health: p50 {search['p50'] / health['p50']:.2f}x, "
+                f"p99 {search['p99'] / health['p99']:.2f}x, "
+                f"rps {search['rps'] / health['rps']:.2f}x"
+            )
+            verdict = "PASS" if search["p99"] < 100 and not search["errors"] else "FAIL"
+            print(f"target search p99 < 100 ms: {verdict} ({search['p99']:.1f} ms)")
+            return 0 if verdict == "PASS" else 1
+        finally:
+            if gateway is not None:
+                gateway.terminate()
+                gateway.wait(15)
+            pg.stop("immediate")
+            nats.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
