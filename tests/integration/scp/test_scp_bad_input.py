@@ -290,3 +290,42 @@ async def test_size_limit_answers_a700(scp_factory: Any, dicom: Any, tmp_path: A
         assert statuses == [0xA700]
         assert scp.stored_files() == []
         await _no_temp_files(scp)
+
+
+async def test_pdu_longer_than_negotiated_maximum_aborts(scp: Any, raw: Any) -> None:
+    """PS3.8 D.1: exceeding the maximum length is a protocol error: A-ABORT, then close."""
+
+    def oversize() -> tuple[int, bytes] | None:
+        peer = raw.Peer(scp.port)
+        try:
+            assert peer.associate()[0] == 0x02
+            peer.send(struct.pack(">BBL", 4, 0, scp.settings.scp_max_pdu + 1) + bytes(4096))
+            reply = peer.read_pdu()
+            assert peer.closed_by_peer(3)
+            return reply  # type: ignore[no-any-return]
+        finally:
+            peer.close()
+
+    reply = await asyncio.to_thread(oversize)
+    assert reply is not None and reply[0] == 0x07  # A-ABORT
+    assert reply[1][2:4] == bytes([2, 6])  # service provider, invalid PDU parameter value
+    assert await asyncio.to_thread(_echo_within, scp, 1.0) < 1.0
+
+
+async def test_largest_associate_rq_is_accepted(scp: Any, raw: Any) -> None:
+    """128 contexts x 45 syntaxes (~190 KB) must pass the gate and the PDU guard."""
+    from cinebridge_common.conformance import SCP_TRANSFER_SYNTAXES, STORAGE_SOP_CLASSES
+
+    syntaxes = [uid for _, uid in SCP_TRANSFER_SYNTAXES]
+    contexts = [(2 * n + 1, uid, syntaxes) for n, (_, uid) in enumerate(STORAGE_SOP_CLASSES[:128])]
+
+    def associate() -> int:
+        peer = raw.Peer(scp.port)
+        try:
+            reply = peer.associate(contexts=contexts)
+            return -1 if reply is None else int(reply[0])
+        finally:
+            peer.close()
+
+    assert len(raw.associate_rq(contexts=contexts)) > 150_000
+    assert await asyncio.to_thread(associate) == 0x02

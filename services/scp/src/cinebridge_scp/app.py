@@ -77,12 +77,13 @@ class ScpApp:
             ctx.detail.update(
                 {"ae_title": settings.scp_ae_title, "ports": ",".join(map(str, listener.ports))}
             )
-            ctx.spawn(self._report(ctx, listener), "scp-status")
+            ctx.spawn(self._report(ctx, listener, ingest), "scp-status")
             await ctx.serve_forever()
 
-    async def _report(self, ctx: ServiceContext, listener: ScpListener) -> None:
+    async def _report(self, ctx: ServiceContext, listener: ScpListener, ingest: Ingest) -> None:
         while True:
             ctx.detail.update(listener.status())
+            ctx.detail.update({f"c_store_{k}": str(v) for k, v in ingest.counters.items()})
             await asyncio.sleep(ctx.settings.heartbeat_interval_s)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -139,6 +141,13 @@ class Ingest:
         self.store = store
         self.index = index
         self.max_depth = max_depth
+        #: Outcome counts for the heartbeat detail: "stored", "0110", "A700".
+        self.counters: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.counters[key] += 1
 
     def store_instance(self, rf: ReceiveFile, command: Command) -> int:
         """Return the C-STORE status; on anything but success nothing is left behind."""
@@ -153,6 +162,7 @@ class Ingest:
             outcome = self._index(facts)
         except Rejected as exc:
             self._cleanup(rf, rel_path)
+            self._count(f"{exc.status:04X}")
             log.warning(
                 "store refused",
                 extra=kv(
@@ -163,6 +173,7 @@ class Ingest:
         except BaseException:
             self._cleanup(rf, rel_path)
             raise
+        self._count("stored")
         if outcome.kept_existing:
             self.store.delete(facts.rel_path)  # keep-first: the earlier copy stays
         elif outcome.replaced_rel_path:

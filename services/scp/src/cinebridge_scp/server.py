@@ -81,7 +81,7 @@ class GuardedSocket(AssociationSocket):
         super().__init__(assoc, client_socket=client_socket)
         self._limits = limits
         self._prefix = bytearray(prefix)
-        self._want_header = True
+        self._expected_body: int | None = None
         self._deadline = 0.0
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -127,12 +127,21 @@ class GuardedSocket(AssociationSocket):
                 end.close()
 
     def recv(self, nr_bytes: int) -> bytearray:
-        if self._want_header:
-            self._deadline = time.monotonic() + self._limits.pdu_timeout_s
+        """pynetdicom reads a 6-byte PDU header, then the body it announced; bound both."""
+        if self._expected_body is not None and nr_bytes == self._expected_body:
+            self._expected_body = None
+            return self._read_exactly(nr_bytes)  # same deadline as its header
+        self._expected_body = None
+        if nr_bytes > 6:  # not the body we checked: never allocate what a peer announced
+            self._abort_now(reason=6)
+            return bytearray()
+        self._deadline = time.monotonic() + self._limits.pdu_timeout_s
         data = self._read_exactly(nr_bytes)
-        if self._want_header and len(data) == 6:
+        if len(data) == 6:
             pdu_type, _, length = struct.unpack(">BBL", data)
-            limit = self._limits.max_pdu if pdu_type == P_DATA_TF else MAX_CONTROL_PDU
+            limit = {P_DATA_TF: self._limits.max_pdu, 0x01: MAX_ASSOCIATE_RQ}.get(
+                pdu_type, MAX_CONTROL_PDU
+            )
             if length > limit:
                 log.warning(
                     "pdu too long, aborting",
@@ -140,9 +149,7 @@ class GuardedSocket(AssociationSocket):
                 )
                 self._abort_now(reason=6)  # invalid-PDU-parameter value
                 return bytearray()
-            self._want_header = length == 0
-        else:
-            self._want_header = True
+            self._expected_body = length
         return data
 
     def _read_exactly(self, n: int) -> bytearray:
