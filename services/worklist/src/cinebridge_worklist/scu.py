@@ -247,7 +247,9 @@ def find_worklist(peer: Peer, identifier: Dataset, limits: FindLimits, charset: 
     try:
         assoc = _associate(peer, ModalityWorklistInformationFind, limits)
     except ul.UpperLayerError as exc:
-        return FindResult(outcome="unreachable", detail=str(exc), elapsed_s=0.0)
+        return FindResult(
+            outcome="unreachable", detail=str(exc), elapsed_s=time.monotonic() - started
+        )
     try:
         result = _Collector(assoc, limits, charset).run(identifier)
     except (ValueError, OSError) as exc:
@@ -256,7 +258,9 @@ def find_worklist(peer: Peer, identifier: Dataset, limits: FindLimits, charset: 
         if assoc.open:
             assoc.release()
     result.elapsed_s = time.monotonic() - started
-    log.info(
+    # Table 17: a broken exchange goes to the application log (no patient data: counts only).
+    log.log(
+        logging.INFO if result.outcome == "complete" else logging.WARNING,
         "worklist query done",
         extra=kv(
             called_ae=peer.called_ae,

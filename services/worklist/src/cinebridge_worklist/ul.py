@@ -53,7 +53,11 @@ class Expired(UpperLayerError):
 
 
 def _ae(title: str) -> bytes:
-    return title.encode("ascii").ljust(16)[:16]
+    """An AE title field (PS3.8 9.3.2: 16 bytes, space padded); PS3.5 AE repertoire only."""
+    raw = title.strip().encode("ascii", "replace")
+    if not raw or len(raw) > 16 or any(b < 0x20 or b in (0x5C, 0x7F) for b in raw) or b"?" in raw:
+        raise UpperLayerError(f"invalid AE title {title!r}")
+    return raw.ljust(16)
 
 
 def _uid(uid: str) -> bytes:
@@ -315,6 +319,7 @@ def associate(
     """Connect and negotiate; raises Rejected/Aborted/Expired/UpperLayerError with the reason."""
     deadline = time.monotonic() + timeout_s
     where = f"{called_ae}@{host}:{port}"
+    request = associate_rq(calling_ae, called_ae, abstract_syntax, transfer_syntaxes, max_pdu)
     try:
         sock = socket.create_connection((host, port), timeout=timeout_s)
     except OSError as exc:
@@ -322,9 +327,7 @@ def associate(
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     assoc = Association(sock, "", 0, max_pdu, max_dataset)
     try:
-        sock.sendall(
-            associate_rq(calling_ae, called_ae, abstract_syntax, transfer_syntaxes, max_pdu)
-        )
+        sock.sendall(request)
         kind, body = assoc.read_pdu(deadline)
     except (OSError, UpperLayerError) as exc:
         assoc.close()
