@@ -34,11 +34,14 @@ def search(
     wildcards: bool = True,
     modality: str = "",
     station: str = "",
+    charset: str = "ISO_IR 192",
     **fields: str,
 ) -> FindResult:
     identifier = build_identifier(
         SearchFields(**fields),
-        ServerKeys(modality=modality, station_ae=station, wildcards=wildcards),
+        ServerKeys(
+            modality=modality, station_ae=station, wildcards=wildcards, character_set=charset
+        ),
     )
     result = find_worklist(
         Peer("127.0.0.1", peer.port, peer.called_ae, "SPACS"),
@@ -182,3 +185,16 @@ def test_latin1_and_utf8_names_round_trip(peer: WorklistPeer) -> None:
         assert charset == ["ISO_IR 192"]  # Orthanc transcodes to its DefaultEncoding (Utf8)
     assert utf8.patient_name == UTF8_NAME
     assert utf8.dataset["00100010"]["Value"][0]["Ideographic"] == "山田^太郎"
+
+
+def test_non_ascii_name_search_depends_on_the_query_character_set(peer: WorklistPeer) -> None:
+    utf8_key = ids(search(peer, patient_name="MÜLLER", charset="ISO_IR 192"))
+    latin1_key = ids(search(peer, patient_name="MÜLLER", charset="ISO_IR 100"))
+    assert latin1_key == {pid(0)}
+    if peer.name == "wlmscpfs":
+        # DCMTK matches the bytes as stored; the query's (0008,0005) is not used for matching,
+        # so a UTF-8 key misses a Latin-1 file (dicom-notes 4.2).
+        assert utf8_key == set()
+    else:
+        assert utf8_key == {pid(0)}  # Orthanc converts both sides before matching
+    assert ids(search(peer, patient_name="ŁUKASIEWICZ", charset="ISO_IR 192")) == {pid(1)}
