@@ -125,6 +125,13 @@ async def test_echo_list_and_delete_servers(
 ) -> None:
     echo = await client.request(WorklistEcho(server_id="dcmtk"), WorklistEchoReply, 20)
     assert echo.ok and echo.reachable and echo.rtt_ms is not None
+    assert service.ctx is not None
+    detail = service.ctx.detail
+
+    async def echoed_at_start() -> str | None:
+        return detail.get("echo_dcmtk")
+
+    assert (await wait_for(echoed_at_start, 10, what="the start-up echo")).startswith("ok ")
     unknown = await client.request(WorklistEcho(server_id="nope"), WorklistEchoReply, 10)
     assert not unknown.ok and "nope" in (unknown.error or "")
 

@@ -11,7 +11,7 @@ from cinebridge_common.messages import Reply, Request
 from cinebridge_common.service import ServiceContext
 
 from .handlers import RPC_HANDLERS, Handler
-from .lookup import Deps
+from .lookup import Deps, echo_server
 from .repository import WorklistRepository
 from .settings import WorklistSettings
 
@@ -56,7 +56,29 @@ class WorklistApp:
                     request_type, _bind(handler, self.deps), queue=QUEUE, concurrency=concurrency
                 )
             self.ready.set()
+            ctx.spawn(self._echo_servers(ctx), "worklist-echo")
             await ctx.serve_forever()
+
+    async def _echo_servers(self, ctx: ServiceContext) -> None:
+        """C-ECHO each enabled server once at start: reachability in the heartbeat and the log."""
+        assert self.deps is not None
+        deps = self.deps
+        for server in await deps.repo.list_servers():
+            if not server.enabled:
+                continue
+            try:
+                reply = await echo_server(server.id, deps)
+            except Exception as exc:  # a probe only: never stop the service for it
+                log.warning("worklist echo failed", extra=kv(server=server.id, error=repr(exc)))
+                continue
+            state = f"ok {reply.rtt_ms} ms" if reply.reachable else "unreachable"
+            ctx.detail[f"echo_{server.id}"] = state
+            level = logging.INFO if reply.reachable else logging.WARNING
+            log.log(
+                level,
+                "worklist server echo",
+                extra=kv(server=server.id, state=state, reason=reply.reason or ""),
+            )
 
     def stop(self) -> None:
         if self.ctx is not None:
