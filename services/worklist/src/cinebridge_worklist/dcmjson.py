@@ -24,46 +24,13 @@ from pydicom.datadict import dictionary_VR
 MAX_DEPTH = 8
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
+#: Every VR of PS3.5 Table 6.2-1.
+_ALL_VRS = frozenset(
+    "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN "
+    "UR US UT UV".split()
+)
 #: Explicit VR bytes → name (unknown pairs become "??" and fail the dictionary check).
-_VR_NAMES = {
-    name.encode(): name
-    for name in (
-        "AE",
-        "AS",
-        "AT",
-        "CS",
-        "DA",
-        "DS",
-        "DT",
-        "FD",
-        "FL",
-        "IS",
-        "LO",
-        "LT",
-        "OB",
-        "OD",
-        "OF",
-        "OL",
-        "OV",
-        "OW",
-        "PN",
-        "SH",
-        "SL",
-        "SQ",
-        "SS",
-        "ST",
-        "SV",
-        "TM",
-        "UC",
-        "UI",
-        "UL",
-        "UN",
-        "UR",
-        "US",
-        "UT",
-        "UV",
-    )
-}
+_VR_NAMES = {name.encode(): name for name in _ALL_VRS}
 #: Explicit VRs with a 2-byte reserved field and a 4-byte length (PS3.5 Table 7.1-1).
 _LONG_VRS = frozenset(
     {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
@@ -76,44 +43,6 @@ _NUMBERS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "U
 _ESC = 0x1B
 #: Text VRs without multi-part structure or numbers: decode, strip, split on '\\'.
 _PLAIN_TEXT = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI", "SH", "LO", "UC"})
-_ANY_VR = frozenset(
-    {
-        "AE",
-        "AS",
-        "AT",
-        "CS",
-        "DA",
-        "DS",
-        "DT",
-        "FD",
-        "FL",
-        "IS",
-        "LO",
-        "LT",
-        "OB",
-        "OD",
-        "OF",
-        "OL",
-        "OV",
-        "OW",
-        "PN",
-        "SH",
-        "SL",
-        "SQ",
-        "SS",
-        "ST",
-        "SV",
-        "TM",
-        "UC",
-        "UI",
-        "UL",
-        "UN",
-        "UR",
-        "US",
-        "UT",
-        "UV",
-    }
-)
 _CHARSET_TAG = 0x00080005
 
 
@@ -275,7 +204,7 @@ def _vr_allowed(tag: int) -> frozenset[str]:
     """VRs an explicit-VR element may carry: the dictionary's (any of 'US or SS'), or UN."""
     expected = _dictionary_vr(tag)
     if expected is None:
-        return _ANY_VR
+        return _ALL_VRS
     return frozenset(expected.split(" or ")) | {"UN"}
 
 
