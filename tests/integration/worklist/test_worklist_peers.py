@@ -198,3 +198,18 @@ def test_non_ascii_name_search_depends_on_the_query_character_set(peer: Worklist
     else:
         assert utf8_key == {pid(0)}  # Orthanc converts both sides before matching
     assert ids(search(peer, patient_name="ŁUKASIEWICZ", charset="ISO_IR 192")) == {pid(1)}
+
+
+def test_the_entry_cap_cancels_the_query_on_the_server(peer: WorklistPeer) -> None:
+    identifier = build_identifier(SearchFields(), ServerKeys())
+    result = find_worklist(
+        Peer("127.0.0.1", peer.port, peer.called_ae, "SPACS"),
+        identifier,
+        FindLimits(timeout_s=30, max_entries=50),
+        "",
+    )
+    assert result.outcome == "too_many" and len(result.items) == 50
+    assert "narrow the search" in result.detail
+    # Both servers stop on C-CANCEL and answer 0xFE00 (Cancel) well before entry 1,000.
+    assert result.status == 0xFE00, result.warnings
+    assert result.dropped < DEFAULT_COUNT - 50
