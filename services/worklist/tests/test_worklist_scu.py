@@ -302,3 +302,15 @@ def test_a_pdu_longer_than_our_maximum_aborts_before_it_is_read() -> None:
     listener.close()
     assert result.outcome == "partial" and result.items == []
     assert "PDU" in result.detail and "aborted" in result.detail
+
+
+def test_rejections_say_why() -> None:
+    with FakeRis(allowed_calling=["OTHER"]) as ris:
+        refused = run(ris)
+    assert refused.outcome == "unreachable"
+    assert "rejected the association" in refused.detail
+    assert "calling AE title not recognised" in refused.detail
+    with FakeRis(transfer_syntaxes=[]) as ris:  # Verification only, no worklist
+        no_mwl = run(ris)
+    assert no_mwl.outcome == "unreachable"
+    assert "accepted no presentation context" in no_mwl.detail

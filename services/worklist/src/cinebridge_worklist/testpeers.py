@@ -51,6 +51,8 @@ class FakeRis:
     sleep_after: int | None = None
     sleep_s: float = 0.0
     final_status: int | None = None
+    #: Only these calling AE titles are accepted (others: A-ASSOCIATE-RJ, PS3.8 9.3.4).
+    allowed_calling: list[str] = field(default_factory=list)
     requests: list[Dataset] = field(default_factory=list)
     sent: int = 0
     cancelled: bool = False
@@ -76,8 +78,10 @@ class FakeRis:
 
     def start(self) -> FakeRis:
         ae = AE(ae_title="FAKERIS")
-        ae.add_supported_context(ModalityWorklistInformationFind, self.transfer_syntaxes)
+        if self.transfer_syntaxes:
+            ae.add_supported_context(ModalityWorklistInformationFind, self.transfer_syntaxes)
         ae.add_supported_context(Verification)
+        ae.require_calling_aet = self.allowed_calling
         ae.network_timeout = 30
         handlers: list[Any] = [(evt.EVT_C_FIND, self._handle_find)]
         self._server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
