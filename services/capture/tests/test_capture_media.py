@@ -45,6 +45,7 @@ def encode_file(path: Path, mode: str, frames: int, fps: int = 25) -> None:
         writer.write(packet)
     writer.close()
     assert writer.frames == frames
+    assert writer.duration_s == pytest.approx(frames / fps, abs=1e-6)
 
 
 def test_h264_recording_is_high_profile_level_41_with_exact_count(tmp_path: Path) -> None:

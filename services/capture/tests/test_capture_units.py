@@ -12,7 +12,7 @@ import pytest
 from cinebridge_capture.encoding import SlotClock, mode_for, passthrough_ok, target_geometry
 from cinebridge_capture.keys import EV_KEY, EVENT, InputReader, key_code
 from cinebridge_capture.repository import unscheduled_identifiers
-from cinebridge_capture.room import _redact_url
+from cinebridge_capture.room import redact_url
 from cinebridge_capture.settings import CaptureSettings, SourceConfig
 from cinebridge_capture.sources import StreamInfo, av_input
 from pydantic import ValidationError
@@ -78,7 +78,7 @@ def test_source_urls_map_to_ffmpeg_inputs() -> None:
 
 
 def test_credentials_in_source_urls_are_not_shown() -> None:
-    assert _redact_url("rtsp://admin:secret@10.0.0.9/stream") == "rtsp://***@10.0.0.9/stream"
+    assert redact_url("rtsp://admin:secret@10.0.0.9/stream") == "rtsp://***@10.0.0.9/stream"
 
 
 def test_station_transfer_syntax_chooses_the_recording_mode() -> None:

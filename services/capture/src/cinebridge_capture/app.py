@@ -17,6 +17,7 @@ from .preview import PreviewServer, PreviewWorker
 from .recovery import recover_recordings
 from .room import Room
 from .settings import CaptureSettings
+from .supervisor import supervise
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ async def run(settings: CaptureSettings) -> None:
         for request_type, handler in RPC_HANDLERS:
             subject = request_type.subject.format(room=room_name)
             await ctx.bus.serve(request_type, _bind(handler, deps), subject=subject)
-        ctx.spawn(room.supervise(ctx.stop), "supervise")
+        ctx.spawn(supervise(room, ctx.stop), "supervise")
         if settings.capture_input_device is not None:
             reader = recording_keys(settings, room)
             reader.start()

@@ -20,6 +20,7 @@ from cinebridge_common.messages.capture import (
 from .pipeline import AlreadyRecording, NoSignal
 from .repository import StudyNotFound
 from .room import CaptureRefused, Room
+from .supervisor import source_status
 
 #: Outcomes an operator can act on; anything else is logged by the bus as a handler failure.
 REFUSALS = (CaptureRefused, NoSignal, AlreadyRecording, StudyNotFound)
@@ -77,7 +78,7 @@ async def handle_capture_status(msg: CaptureStatusRequest, deps: Deps) -> Captur
     return CaptureStatusReply(
         room=deps.room.name,
         study_id=str(study) if study else None,
-        sources=deps.room.source_status(deps.preview_url),
+        sources=source_status(deps.room, deps.preview_url),
         disk_free_bytes=deps.room.disk_free(),
     )
 

@@ -266,8 +266,10 @@ class SourcePipeline:
         with self._lock:
             previous, self.info = self.info, info
             passthrough, self._passthrough = self._passthrough, self._can_pass_through(info)
-            if self._ring is not None and passthrough != self._passthrough:
-                self._ring.clear()  # its packets came from the other producer
+            if self._ring is not None and (self._passthrough or passthrough):
+                # The source's own packets before a reopen have another clock (or the ring
+                # holds the other producer's packets): start the buffer afresh.
+                self._ring.clear()
             rec = self._rec
             if rec is not None and rec.passthrough and rec.writer is not None:
                 if previous is not None and _same_stream(previous, info):

@@ -73,6 +73,9 @@ class RecordingWriter:
         self.frames = 0
         self._offset: int | None = None
         self._resegment = False
+        self._last_dts: int | None = None
+        self._start: int | None = None  # earliest presentation time written
+        self.skipped = 0
         self._end: int | None = None  # end of the last packet, in packet time base
         self._time_base: Fraction | None = None
         self._fsync_interval_s = fsync_interval_s
@@ -101,14 +104,27 @@ class RecordingWriter:
                 end_in_new = int(self._end * self._time_base / tb)
                 self._offset = dts - end_in_new
                 self._time_base = tb
+                self._last_dts = None if self._last_dts is None else end_in_new - 1
             self._resegment = False
         step = packet.duration or (max(1, round(1 / (self.fps * tb))) if tb else 1)
-        packet.dts = dts - self._offset
+        new_dts = dts - self._offset
+        if self._last_dts is not None and new_dts <= self._last_dts:
+            # A network source that repeats or reorders timestamps: MP4 needs rising DTS.
+            self.skipped += 1
+            return False
+        packet.dts = new_dts
         packet.pts = (packet.pts if packet.pts is not None else dts) - self._offset
-        end = max(packet.pts, packet.dts) + step
-        self._end = end if self._end is None else max(self._end, end)
+        end = max(packet.pts, new_dts) + step  # before mux: it rescales to the stream's base
         packet.stream = self.stream
-        self.container.mux(packet)
+        try:
+            self.container.mux(packet)
+        except (av.FFmpegError, ValueError):
+            self.skipped += 1  # one damaged packet must not end the recording
+            return False
+        self._last_dts = new_dts
+        self._end = end if self._end is None else max(self._end, end)
+        start = end - step
+        self._start = start if self._start is None else min(self._start, start)
         self.frames += 1
         if time.monotonic() - self._synced_at >= self._fsync_interval_s:
             os.fsync(self._fd)  # power loss costs at most the last interval
@@ -117,9 +133,9 @@ class RecordingWriter:
 
     @property
     def duration_s(self) -> float:
-        if self._end is None or self._time_base is None:
+        if self._end is None or self._start is None or self._time_base is None:
             return 0.0
-        return float(self._end * self._time_base)
+        return float((self._end - self._start) * self._time_base)
 
     def close(self) -> None:
         try:

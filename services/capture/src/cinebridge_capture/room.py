@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 from cinebridge_common.logging import kv
 from cinebridge_common.messages.base import Message
-from cinebridge_common.messages.capture import CaptureStateChanged, MediaCaptured, SourceStatus
+from cinebridge_common.messages.capture import CaptureStateChanged, MediaCaptured
 from cinebridge_common.station import load_station_settings
 from cinebridge_common.store import MediaStore, sha256_file
 
@@ -101,7 +101,7 @@ class Room:
             s.name: SourcePipeline(s, options, "h264", self._state_callback(s.name))
             for s in settings.capture_sources
         }
-        self._active: dict[str, RecordingMeta] = {}
+        self.active: dict[str, RecordingMeta] = {}
         self._locks = {name: asyncio.Lock() for name in self.pipelines}
         self._tasks: set[asyncio.Task[None]] = set()
         self._registrations: set[asyncio.Task[None]] = set()
@@ -114,7 +114,7 @@ class Room:
             pipeline.start()
 
     async def close(self) -> None:
-        for name in list(self._active):
+        for name in list(self.active):
             with contextlib.suppress(Exception):
                 await self.record_stop(name, reason="service stopping")
         if self._registrations:
@@ -176,7 +176,7 @@ class Room:
     async def record_start(self, source: str, study: uuid.UUID | None) -> RecordingMeta:
         pipeline = self.pipeline(source)
         async with self._locks[source]:
-            if source in self._active:
+            if source in self.active:
                 raise CaptureRefused(f"source {source} is already recording")
             free = self.disk_free()
             if free < self.settings.capture_disk_reserve_bytes:
@@ -208,7 +208,7 @@ class Room:
                 await repo.finish_recording(self.pool, recording_id, None, "failed", repr(exc))
                 raise
             meta = RecordingMeta(recording_id, study_id, part_rel, fmt)
-            self._active[source] = meta
+            self.active[source] = meta
         log.info(
             "recording started",
             extra=kv(room=self.name, source=source, recording_id=str(recording_id), mode=mode),
@@ -220,7 +220,7 @@ class Room:
         (an hours-long recording takes longer than an RPC may wait). None: no frame recorded."""
         pipeline = self.pipeline(source)
         async with self._locks[source]:
-            meta = self._active.pop(source, None)
+            meta = self.active.pop(source, None)
             if meta is None:
                 raise CaptureRefused(f"source {source} is not recording")
             finished = await asyncio.to_thread(pipeline.stop_recording, reason)
@@ -312,7 +312,7 @@ class Room:
             if key.action == "snapshot":
                 await self.snapshot(key.source, None)
             elif key.action == "record_start" or (
-                key.action == "record_toggle" and key.source not in self._active
+                key.action == "record_toggle" and key.source not in self.active
             ):
                 await self.record_start(key.source, None)
             else:
@@ -333,74 +333,6 @@ class Room:
     async def current_study(self) -> uuid.UUID | None:
         async with self.pool.acquire() as conn:
             return await repo.room_study(conn, self.name)
-
-    # -- status and supervision ------------------------------------------------------------
-    def source_status(self, preview_base: str | None) -> list[SourceStatus]:
-        out = []
-        for name, p in self.pipelines.items():
-            rec, info = p.recording, p.info
-            out.append(
-                SourceStatus(
-                    name=name,
-                    kind=p.config.url.split(":", 1)[0],
-                    url=_redact_url(p.config.url),
-                    state=p.state,
-                    signal=p.signal,
-                    width=info.width if info else None,
-                    height=info.height if info else None,
-                    fps_in=round(p.stats.fps_in.value, 2) if p.signal else 0.0,
-                    fps_encoded=round(p.stats.fps_encoded.value, 2) if p.signal else 0.0,
-                    dropped_frames=p.stats.dropped,
-                    recording_id=rec.recording_id if rec else None,
-                    recording_seconds=round(time.monotonic() - rec.started, 2) if rec else None,
-                    preview_url=f"{preview_base}/preview/{name}.mjpg" if preview_base else None,
-                )
-            )
-        return out
-
-    async def supervise(self, stop: asyncio.Event, interval_s: float = 0.5) -> None:
-        """End recordings that hit the maximum duration, a low disk, a lost or changed source."""
-        while not stop.is_set():
-            free = await asyncio.to_thread(self.disk_free)
-            for name, p in self.pipelines.items():
-                reason = self._stop_reason(p, free)
-                if reason and name in self._active:
-                    log.warning(
-                        "recording ended", extra=kv(room=self.name, source=name, reason=reason)
-                    )
-                    with contextlib.suppress(CaptureRefused):
-                        await self.record_stop(name, reason=reason)
-            self._update_metrics(free)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval_s)
-
-    def _stop_reason(self, p: SourcePipeline, free: int) -> str | None:
-        rec = p.recording
-        if rec is None:
-            return None
-        if time.monotonic() - rec.started >= self.settings.capture_max_recording_s:
-            return "maximum recording duration reached"
-        if rec.broken:
-            return rec.broken
-        if free < self.settings.capture_disk_reserve_bytes:
-            return "disk below the reserve"
-        if p.no_signal_for() > self.settings.capture_dropout_max_s:
-            return "source lost for too long"
-        return None
-
-    def _update_metrics(self, free: int) -> None:
-        metrics.DISK_FREE.labels(self.name).set(free)
-        metrics.DISK_HEADROOM.labels(self.name).set(free - self.settings.capture_disk_reserve_bytes)
-        for name, p in self.pipelines.items():
-            labels = (self.name, name)
-            live = p.signal  # rates are per whole second: stale once frames stop
-            metrics.INPUT_FPS.labels(*labels).set(p.stats.fps_in.value if live else 0)
-            metrics.ENCODED_FPS.labels(*labels).set(p.stats.fps_encoded.value if live else 0)
-            metrics.DROPPED.labels(*labels).set(p.stats.dropped)
-            metrics.ENCODER_LAG.labels(*labels).set(p.stats.encoder_lag_s)
-            metrics.SIGNAL.labels(*labels).set(1 if p.signal else 0)
-            metrics.RECORDING.labels(*labels).set(1 if p.recording else 0)
-            metrics.RECONNECTS.labels(*labels).set(p.stats.reconnects)
 
     # -- state events from pipeline threads ------------------------------------------------
     def _state_callback(self, source: str) -> Callable[[str, str, str | None], None]:
@@ -426,6 +358,6 @@ class Room:
         task.add_done_callback(self._tasks.discard)
 
 
-def _redact_url(url: str) -> str:
+def redact_url(url: str) -> str:
     """Network source URLs may carry credentials (rtsp://user:pass@cam): never show them."""
     return re.sub(r"//[^/@]*@", "//***@", url)
