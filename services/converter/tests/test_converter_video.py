@@ -235,3 +235,26 @@ def test_allowed_audio_is_kept_and_other_audio_dropped(
     assert _streams(dropped) == ["video"]
     assert tools.decoded(dropped)[0] == dcmread(built.temp).NumberOfFrames == 25
     assert tools.dciodvfy(built.temp) == ([], [])
+
+
+def test_fragment_index_counts_samples_and_cut_files_fall_back(
+    media: dict[str, Path], tmp_path: Path, run_convert: Any, tools: Any
+) -> None:
+    import av
+    from cinebridge_converter.probe import fragmented_sample_count
+
+    source = media["capture-fragmented.mp4"]
+    with av.open(str(source)) as container:
+        track = container.streams.video[0].id
+    assert fragmented_sample_count(source, track) == 45
+    assert fragmented_sample_count(media["h264-720p60.mp4"], track) is None  # not fragmented
+    # A recording cut off mid-fragment (power loss during capture): the index no longer adds
+    # up, packets are counted instead, and the instance still states what decodes.
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(source.read_bytes()[: int(source.stat().st_size * 0.8)])
+    assert fragmented_sample_count(cut, track) is None
+    [built] = run_convert(cut, iod="vl")
+    ds = dcmread(built.temp, stop_before_pixels=True)
+    frames, _, _ = tools.decoded(tools.extract_stream(built.temp, tmp_path / "x.mp4"))
+    assert frames == ds.NumberOfFrames
+    assert 0 < frames < 45

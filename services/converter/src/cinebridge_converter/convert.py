@@ -200,6 +200,7 @@ def _needs_remux(found: probing.VideoProbe, ts_uid: str, container: str, limits:
     return (
         not rules.container_ok(found, ts_uid)
         or found.other_streams > 0
+        or found.truncated
         or any(not rules.audio_allowed(a, ts_uid, found.container) for a in found.audio_codecs)
         or found.size > limits.max_fragment_bytes
     )

@@ -13,6 +13,7 @@ import hashlib
 import io
 import struct
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -73,11 +74,14 @@ def write_encapsulated(
     out.write(head)
     out_hash.update(head)
     done = 0
-    with open(stream, "rb") as src:
+    # hashlib releases the GIL on large buffers: the source's hash runs on a second core while
+    # this thread writes the block and hashes the output.
+    with open(stream, "rb") as src, ThreadPoolExecutor(1, "src-sha256") as pool:
         while block := src.read(CHUNK):
+            pending = pool.submit(src_hash.update, block)
             out.write(block)
             out_hash.update(block)
-            src_hash.update(block)
+            pending.result()
             done += len(block)
             if progress is not None:
                 progress(done / length)

@@ -53,6 +53,8 @@ class VideoProbe:
     audio_codecs: tuple[str, ...]
     other_streams: int  # subtitle/data streams that no DICOM video container carries
     size: int
+    #: The file ends inside a box/packet (capture cut off): remux keeps only whole packets.
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,10 +127,13 @@ def probe_video(path: Path, *, max_pixels: int, max_duration_s: float) -> VideoP
                 f"recording of {duration_s:.0f} s exceeds the limit of {max_duration_s:.0f} s"
             )
         name = container_of(path, container.format.name)
-        exact = name in ("mp4", "mov") and stream.frames > 0
-        frames = int(stream.frames) if exact else 0
-        interlaced, counted = _scan(container, stream, count=not exact)
+        frames = int(stream.frames) if name in ("mp4", "mov") else 0
+        if name in ("mp4", "mov") and frames <= 0:
+            frames = fragmented_sample_count(path, stream.id) or 0
+        exact = frames > 0
+        interlaced, counted, corrupt = _scan(container, stream, count=not exact)
         frames = frames or counted
+        truncated = corrupt or (name in ("mp4", "mov") and _box_overruns(path))
         if frames <= 0:
             raise BadMedia("the video stream holds no decodable frame (truncated or empty)")
         audio = tuple(s.codec_context.name for s in container.streams.audio)
@@ -148,7 +153,67 @@ def probe_video(path: Path, *, max_pixels: int, max_duration_s: float) -> VideoP
             audio_codecs=audio,
             other_streams=others + len(container.streams.video) - 1,
             size=size,
+            truncated=truncated,
         )
+
+
+def fragmented_sample_count(path: Path, track_id: int) -> int | None:
+    """Samples of one track in a fragmented MP4: the sum of its `trun` counts over every `moof`
+    (ISO/IEC 14496-12 8.8), read box header by box header without touching `mdat`.
+
+    None when the file is not fragmented or anything looks off (a cut-off last fragment, a
+    box that does not add up): the caller then counts packets instead.
+    """
+    size = path.stat().st_size
+    total, seen, pos = 0, False, 0
+    with open(path, "rb") as fh:
+        while pos + 8 <= size:
+            fh.seek(pos)
+            head = fh.read(16)
+            box_size, kind = struct.unpack(">I4s", head[:8])
+            header = 8
+            if box_size == 1 and len(head) == 16:
+                box_size, header = struct.unpack(">Q", head[8:16])[0], 16
+            elif box_size == 0:
+                box_size = size - pos
+            if box_size < header or pos + box_size > size:
+                return None
+            if kind == b"moof":
+                if box_size > 1 << 24:
+                    return None
+                fh.seek(pos + header)
+                count = _moof_samples(fh.read(box_size - header), track_id)
+                if count is None:
+                    return None
+                total, seen = total + count, True
+            pos += box_size
+    return total if seen else None
+
+
+def _boxes(body: bytes) -> list[tuple[bytes, bytes]]:
+    found, pos = [], 0
+    while pos + 8 <= len(body):
+        size, kind = struct.unpack(">I4s", body[pos : pos + 8])
+        if size < 8 or pos + size > len(body):
+            raise ValueError("box overruns its parent")
+        found.append((kind, body[pos + 8 : pos + size]))
+        pos += size
+    return found
+
+
+def _moof_samples(body: bytes, track_id: int) -> int | None:
+    count = 0
+    try:
+        for kind, traf in _boxes(body):
+            if kind != b"traf":
+                continue
+            children = _boxes(traf)
+            ids = [struct.unpack(">I", p[4:8])[0] for k, p in children if k == b"tfhd"]
+            if ids == [track_id]:
+                count += sum(struct.unpack(">I", p[4:8])[0] for k, p in children if k == b"trun")
+    except (ValueError, struct.error):
+        return None
+    return count
 
 
 def _duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
@@ -161,13 +226,17 @@ def _duration(container: av.container.InputContainer, stream: av.video.stream.Vi
 
 def _scan(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, *, count: bool
-) -> tuple[bool, int]:
-    """Decode the first frame (interlacing, proof the stream decodes); count packets if asked."""
+) -> tuple[bool, int, bool]:
+    """Decode the first frame (interlacing, proof the stream decodes); if asked, count the whole
+    packets and say whether a cut-off (corrupt) one was met."""
     interlaced: bool | None = None
-    packets = 0
+    packets, corrupt = 0, False
     try:
         for packet in container.demux(stream):
             if packet.size == 0:
+                continue
+            if packet.is_corrupt:
+                corrupt = True
                 continue
             packets += 1
             if interlaced is None:
@@ -180,7 +249,25 @@ def _scan(
         raise BadMedia(f"the video stream cannot be read (truncated?): {exc.strerror}") from exc
     if interlaced is None:
         raise BadMedia("no frame of the video stream decodes (truncated or corrupt file)")
-    return interlaced, packets
+    return interlaced, packets, corrupt
+
+
+def _box_overruns(path: Path) -> bool:
+    """Whether an MP4's last top-level box runs past the end of the file (a cut-off write)."""
+    size, pos = path.stat().st_size, 0
+    with open(path, "rb") as fh:
+        while pos + 8 <= size:
+            fh.seek(pos)
+            head = fh.read(16)
+            box_size = struct.unpack(">I", head[:4])[0]
+            if box_size == 1 and len(head) == 16:
+                box_size = struct.unpack(">Q", head[8:16])[0]
+            elif box_size == 0:
+                return False  # "to the end of the file"
+            if box_size < 8:
+                return True
+            pos += box_size
+    return pos != size
 
 
 # -- stills --------------------------------------------------------------------------------

@@ -66,8 +66,8 @@ def remux(
             for packet in inp.demux([video, *audio]):
                 if cancel.is_set():
                     raise Cancelled()
-                if packet.dts is None or packet.size == 0:
-                    continue
+                if packet.dts is None or packet.size == 0 or packet.is_corrupt:
+                    continue  # a cut-off last packet would make the stream undecodable
                 is_video = packet.stream is video
                 if is_video and packet.is_keyframe and writer.bytes >= budget and writer.frames:
                     writer.cut(packet)
