@@ -227,3 +227,16 @@ async def test_a_slow_ris_does_not_hold_up_another_rooms_query(
     assert slow_reply.ok and [i.patient_id for i in slow_reply.items] == ["SLOW1"]
     assert slow_elapsed >= 3.0
     assert fast_elapsed < 2.5, f"the fast query waited {fast_elapsed:.1f} s for the slow one"
+
+
+async def test_an_id_search_finds_the_patient_on_a_server_without_id_wildcards(
+    service: WorklistApp, client: Bus
+) -> None:
+    # Wildcards are on, so the key is *PID00040*; DCMTK takes '*' in Patient ID literally and
+    # finds nothing, then the service asks again with the exact value.
+    reply = await query(client, patient_id="PID00040")
+    assert reply.ok and reply.outcome == "complete"
+    assert [item.patient_id for item in reply.items] == ["PID00040"]
+    assert reply.warnings == ["no partial matches; exact matches shown"]
+    none = await query(client, patient_id="PID99999")
+    assert none.ok and none.items == [] and none.warnings == []

@@ -6,6 +6,7 @@ No NATS here: the handlers pass requests in and send the replies these return.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -100,23 +101,42 @@ async def _query_one(
     req: WorklistQuery, server: WorklistServer, station: StationSettings, deps: Deps
 ) -> WorklistQueryReply:
     keys = server_keys(server, station)
+    fields = _fields(req)
     try:
-        identifier = build_identifier(_fields(req), keys)
+        identifier = build_identifier(fields, keys)
     except QueryError as exc:
         return WorklistQueryReply(ok=False, outcome="failed", server_id=server.id, error=str(exc))
-    result = await asyncio.to_thread(
-        deps.find,
-        peer_of(server, station),
-        identifier,
-        limits_of(server, deps.settings),
-        keys.character_set,
-    )
+    peer, limits = peer_of(server, station), limits_of(server, deps.settings)
+    result = await asyncio.to_thread(deps.find, peer, identifier, limits, keys.character_set)
+    if result.outcome == "complete" and not result.items and keys.wildcards and _has_p_key(req):
+        # Some servers take '*' literally on some keys (DCMTK: Patient ID). An exact match is
+        # a subset of the partial one, so asking again exactly can only find the right entries.
+        exact_keys = dataclasses.replace(keys, wildcards=False)
+        exact_identifier = build_identifier(fields, exact_keys)
+        exact = await asyncio.to_thread(
+            deps.find, peer, exact_identifier, limits, keys.character_set
+        )
+        if exact.items:
+            exact.warnings.insert(0, "no partial matches; exact matches shown")
+            result, identifier = exact, exact_identifier
     deps.detail[f"last_query_{server.id}"] = result.outcome
     if result.outcome == "unreachable":
         return await _offer_cache(server, identifier, result, deps)
     if result.outcome == "complete":
         await deps.repo.cache_items(server.id, result.items)
     return _reply(server, result)
+
+
+def _has_p_key(req: WorklistQuery) -> bool:
+    return any(
+        (value or "").strip("* ")
+        for value in (
+            req.patient_name,
+            req.patient_id,
+            req.accession_number,
+            req.requested_procedure_id,
+        )
+    )
 
 
 def by_schedule(items: list[WorklistItem]) -> list[WorklistItem]:
