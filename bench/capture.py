@@ -57,13 +57,14 @@ def probe_frames(path: Path) -> tuple[int, float]:
 
 
 # -- child: CineBridge's pipeline alone ------------------------------------------------------
-def child(url: str, seconds: float, out: Path, mode: str) -> None:
+def child(url: str, seconds: float, out: Path, keyframes_only: bool) -> None:
     from cinebridge_capture.encoding import EncoderSettings
     from cinebridge_capture.pipeline import PipelineOptions, SourcePipeline
     from cinebridge_capture.settings import SourceConfig
 
     options = PipelineOptions(
-        encoder=EncoderSettings(preset=PRESET, tune=TUNE, x264_params=PARAMS, crf=CRF)
+        passthrough_decode_keyframes=keyframes_only,
+        encoder=EncoderSettings(preset=PRESET, tune=TUNE, x264_params=PARAMS, crf=CRF),
     )
     pipeline = SourcePipeline(SourceConfig(name="bench", url=url), options, "h264", lambda *a: None)
     pipeline.start()
@@ -90,8 +91,12 @@ def child(url: str, seconds: float, out: Path, mode: str) -> None:
     )
 
 
-def cinebridge_side(url: str, seconds: float, out: Path) -> dict[str, Any]:
+def cinebridge_side(
+    url: str, seconds: float, out: Path, keyframes_only: bool = False
+) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", url, "--seconds", str(seconds), "--out", str(out)]
+    if keyframes_only:
+        cmd.append("--keyframes-only")
     t0 = time.monotonic()
     cpu, rss, stdout = run_measured(cmd)
     wall = time.monotonic() - t0
@@ -262,9 +267,10 @@ def main() -> None:
     parser.add_argument("--skip-passthrough", action="store_true")
     parser.add_argument("--child")
     parser.add_argument("--out")
+    parser.add_argument("--keyframes-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.seconds, Path(args.out), "h264")
+        child(args.child, args.seconds, Path(args.out), args.keyframes_only)
         return
     if shutil.which("ffmpeg") is None:
         raise SystemExit("ffmpeg is not installed")
@@ -329,6 +335,7 @@ def passthrough(seconds: float, work: Path) -> None:
     try:
         url = f"udp://127.0.0.1:{port}"
         cb = cinebridge_side(url, seconds, work / "cb-pt.mp4")
+        cb_key = cinebridge_side(url, seconds, work / "cb-pt-key.mp4", keyframes_only=True)
         ff = ffmpeg_copy_side(
             url + "?fifo_size=1000000&overrun_nonfatal=1", seconds, work / "ff-pt.mp4"
         )
@@ -336,6 +343,7 @@ def passthrough(seconds: float, work: Path) -> None:
         sender.terminate()
         sender.wait(10)
     report("network H.264 1080p30 (UDP MPEG-TS), pass-through", cb, ff, "ffmpeg -c copy")
+    report("the same, CB_CAPTURE_PASSTHROUGH_DECODE=keyframes", cb_key, ff, "ffmpeg -c copy")
     print(
         "note: CineBridge also decodes every frame (snapshots and preview need the picture);"
         " ffmpeg -c copy does not."

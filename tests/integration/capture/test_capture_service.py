@@ -389,3 +389,26 @@ async def test_foot_pedal_keys_snapshot_and_toggle_recording(
 async def _recording(client: Any, room: str) -> bool:
     status = await client.status(room)
     return bool(status.sources and status.sources[0].recording_id)
+
+
+async def test_keyframe_only_decoding_still_snapshots_a_passed_through_source(
+    capture_factory: Any, client: Any, db_pool: asyncpg.Pool, tmp_path: Path, udp_sender: Any
+) -> None:
+    udp_sender.size, udp_sender.rate = "640x360", 25
+    udp_sender.start()
+    proc = capture_factory(
+        "or11", [{"name": "cam", "url": udp_sender.url}], CB_CAPTURE_PASSTHROUGH_DECODE="keyframes"
+    )
+    await client.wait_signal(proc)
+    assert (await client.command("or11", "cam", "record_start")).ok
+    await asyncio.sleep(1.5)
+    snap = await client.command("or11", "cam", "snapshot")
+    assert snap.ok, snap.error
+    await asyncio.sleep(1.5)
+    assert (await client.command("or11", "cam", "record_stop")).ok
+    row = (await wait_rows(db_pool, 1, kind="recording"))[0]
+    facts = probe(tmp_path / "media" / row["rel_path"])
+    assert (facts["codec"], facts["level"]) == ("h264", 30)  # the sender's own SPS
+    assert row["frames"] >= 2 * 25
+    status = await client.status("or11")
+    assert status.sources[0].fps_in is not None and status.sources[0].fps_in <= 5  # 1 per GOP
