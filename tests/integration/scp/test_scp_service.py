@@ -121,11 +121,17 @@ async def test_postgres_stopped_answers_a700_and_keeps_acknowledged(
 
 
 async def test_200_idle_connections_do_not_block_a_real_peer(
-    scp: Any, dicom: Any, tmp_path: Path
+    scp: Any, dicom: Any, tmp_path: Path, raw: Any
 ) -> None:
-    idle = [socket.create_connection(("127.0.0.1", scp.port)) for _ in range(200)]
+    """100 bare TCP connections and 100 idle associations (each would poll every 1 ms in
+    stock pynetdicom), then a real storescu must still store promptly."""
+    idle = [socket.create_connection(("127.0.0.1", scp.port)) for _ in range(100)]
+    associated = [raw.Peer(scp.port) for _ in range(100)]
     try:
-        await wait_for(lambda: _truthy(_pending(scp) >= 150), 10, what="idle connections")
+        for peer in associated:
+            reply = await asyncio.to_thread(peer.associate)
+            assert reply is not None and reply[0] == 0x02
+        await wait_for(lambda: _truthy(_pending(scp) >= 90), 10, what="idle connections")
         folder = tmp_path / "real"
         folder.mkdir()
         for n in range(20):
@@ -147,6 +153,8 @@ async def test_200_idle_connections_do_not_block_a_real_peer(
     finally:
         for sock in idle:
             sock.close()
+        for peer in associated:
+            peer.close()
 
 
 def _pending(scp: Any) -> int:

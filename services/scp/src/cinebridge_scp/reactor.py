@@ -19,7 +19,7 @@ from pynetdicom import evt
 from pynetdicom.association import LOGGER, Association
 
 #: Longest a reactor sleeps without news; bounds timer and kill latency.
-TICK_S = 0.05
+TICK_S = 0.2
 
 
 class WakingQueue(queue.Queue[Any]):

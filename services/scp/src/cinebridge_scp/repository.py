@@ -9,7 +9,7 @@ import asyncpg
 from cinebridge_common.messages import InstanceReceived
 from cinebridge_common.outbox import NOTIFY_CHANNEL
 
-from .ingest import IndexOutcome, InstanceFacts
+from .ingest import TAGS, IndexOutcome, InstanceFacts
 
 Duplicates = Literal["replace", "keep-first"]
 
@@ -25,7 +25,7 @@ async def index_instance(
     deletion after commit) or, with keep-first, changes nothing; never a duplicate row.
     """
     instance_id = str(uuid.uuid4())
-    attrs = dict(facts.attrs)
+    attrs = {name: facts[name] for name in TAGS if name != "charset"}  # every key, "" if absent
     attrs.update(
         instance_id=instance_id,
         study_row_id=str(uuid.uuid4()),
