@@ -412,3 +412,14 @@ async def test_keyframe_only_decoding_still_snapshots_a_passed_through_source(
     assert row["frames"] >= 2 * 25
     status = await client.status("or11")
     assert status.sources[0].fps_in is not None and status.sources[0].fps_in <= 5  # 1 per GOP
+
+
+async def test_a_second_process_for_the_same_room_refuses_to_start(
+    capture_factory: Any, client: Any
+) -> None:
+    first = capture_factory("or12", [{"name": "cam", "url": SMALL}])
+    await client.wait_signal(first)
+    second = capture_factory("or12", [{"name": "cam", "url": SMALL}])
+    assert await asyncio.to_thread(second.proc.wait, 30) != 0
+    assert "already served by another capture process" in second.log()
+    assert (await client.status("or12")).ok  # the first one keeps serving

@@ -11,6 +11,7 @@ from cinebridge_common.logging import kv
 from cinebridge_common.messages.base import Message, Reply
 from cinebridge_common.service import ServiceContext
 
+from . import repository as repo
 from .handlers import RPC_HANDLERS, Deps, Handler
 from .keys import InputReader, key_code
 from .preview import PreviewServer, PreviewWorker
@@ -29,6 +30,10 @@ async def run(settings: CaptureSettings) -> None:
         async def emit(msg: Message) -> None:
             await ctx.bus.publish_core(msg)  # state changes: the next one supersedes it
 
+        # Held until exit; closing the pool ends the session and frees the room.
+        claim = await ctx.pool.acquire()
+        ctx.stack.push_async_callback(ctx.pool.release, claim)
+        await repo.claim_room(claim, room_name)
         room = Room(settings, ctx.pool, ctx.store, emit)
         recovered = await recover_recordings(room)
         if recovered:

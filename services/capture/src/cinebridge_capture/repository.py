@@ -50,6 +50,20 @@ async def _lock_room(conn: Connection, room: str) -> None:
     )
 
 
+class RoomTaken(RuntimeError):
+    """Another capture process already serves this room."""
+
+
+async def claim_room(conn: Connection, room: str) -> None:
+    """Hold the room's session lock for the life of `conn`: two processes serving one room
+    would salvage each other's recordings in progress as crashed ones."""
+    taken = await conn.fetchval(
+        "SELECT pg_try_advisory_lock(hashtext('cb.capture.serve'), hashtext($1))", room
+    )
+    if not taken:
+        raise RoomTaken(f"room {room} is already served by another capture process")
+
+
 async def study_exists(conn: Connection, study_id: uuid.UUID) -> bool:
     return bool(await conn.fetchval("SELECT 1 FROM studies WHERE id = $1", study_id))
 
