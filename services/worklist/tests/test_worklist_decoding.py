@@ -109,3 +109,18 @@ def test_cached_entries_match_like_the_query(
 def test_a_non_universal_key_fails_on_an_empty_value() -> None:
     identifier = build_identifier(SearchFields(accession_number="A"), ServerKeys())
     assert not matches(cached(accession_number=""), identifier)
+
+
+def test_iso_2022_japanese_names_decode_like_pydicom() -> None:
+    # PS3.5 H.3.1 example: ISO 2022 IR 87 (JIS X 0208) with escape sequences per component.
+    ds = Dataset()
+    ds.SpecificCharacterSet = ["", "ISO 2022 IR 87"]
+    ds.PatientName = "Yamada^Tarou=山田^太郎=やまだ^たろう"
+    data = encode(ds)
+    assert b"\x1b$B" in data  # really escaped on the wire
+    ours = identifier_to_json(data, implicit=False, little=True, fallback_charset="ISO_IR 192")
+    assert ours["00100010"]["Value"][0] == {
+        "Alphabetic": "Yamada^Tarou",
+        "Ideographic": "山田^太郎",
+        "Phonetic": "やまだ^たろう",
+    }
