@@ -212,7 +212,7 @@ async def snapshot_latency(count: int, work: Path) -> list[float]:
             CB_CAPTURE_ROOM="bench",
             CB_CAPTURE_SOURCES=json.dumps([{"name": "hd", "url": f"lavfi:{SOURCE}"}]),
             CB_CAPTURE_PREVIEW_PORT=str(free_port()),
-            CB_LOG_LEVEL="WARNING",
+            CB_LOG_LEVEL=os.environ.get("CB_LOG_LEVEL", "WARNING"),
             CB_CAPTURE_DISK_RESERVE_BYTES="0",
         )
         proc = subprocess.Popen([sys.executable, "-m", "cinebridge_capture"], env=env)
@@ -265,6 +265,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--snapshots", type=int, default=60)
     parser.add_argument("--skip-passthrough", action="store_true")
+    parser.add_argument("--only-snapshots", action="store_true")
     parser.add_argument("--child")
     parser.add_argument("--out")
     parser.add_argument("--keyframes-only", action="store_true", help=argparse.SUPPRESS)
@@ -280,10 +281,11 @@ def main() -> None:
             f"capture bench: {SOURCE}, {args.seconds:g} s, libx264 {PRESET}/{TUNE} "
             f"{PARAMS} crf {CRF}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}"
         )
-        cb = cinebridge_side(f"lavfi:{SOURCE}", args.seconds, work / "cb.mp4")
-        ff = ffmpeg_encode_side(args.seconds, work / "ff.mp4")
-        report("1080p30 recording, encoded", cb, ff, "ffmpeg -re (same x264)")
-        if not args.skip_passthrough:
+        if not args.only_snapshots:
+            cb = cinebridge_side(f"lavfi:{SOURCE}", args.seconds, work / "cb.mp4")
+            ff = ffmpeg_encode_side(args.seconds, work / "ff.mp4")
+            report("1080p30 recording, encoded", cb, ff, "ffmpeg -re (same x264)")
+        if not (args.skip_passthrough or args.only_snapshots):
             passthrough(args.seconds, work)
         lat = asyncio.run(snapshot_latency(args.snapshots, work))
         q = statistics.quantiles(lat, n=20)

@@ -150,6 +150,7 @@ class Room:
             await asyncio.to_thread(self.store.delete, rel)
             raise
         sha, size = await written
+        stored = time.perf_counter()
         event = MediaCaptured(
             media_id=str(uuid.uuid4()),
             study_id=str(study_id),
@@ -165,8 +166,18 @@ class Room:
             codec="jpeg",
         )
         await repo.register_snapshot(self.pool, event)
-        metrics.SNAPSHOT_SECONDS.labels(self.name).observe(time.perf_counter() - started)
-        log.info("snapshot", extra=kv(room=self.name, source=source, media_id=event.media_id))
+        done = time.perf_counter()
+        metrics.SNAPSHOT_SECONDS.labels(self.name).observe(done - started)
+        log.info(
+            "snapshot",
+            extra=kv(
+                room=self.name,
+                source=source,
+                media_id=event.media_id,
+                file_ms=round((stored - started) * 1000),
+                total_ms=round((done - started) * 1000),
+            ),
+        )
         return event
 
     def _write_jpeg(self, frame: Any, rel: str) -> tuple[str, int]:
