@@ -302,6 +302,8 @@ def main() -> None:
         child_convert(*args.child)
         return
     long, as_ts, mjpeg, fragmented = make_sources(args.minutes, args.transcode_seconds)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{os.cpu_count()} CPUs, load average {load} (figures are only comparable within a run)")
     remux_section(long, as_ts, fragmented, args.repeat)
     transcode_section(mjpeg, args.transcode_seconds, max(1, args.repeat - 1))
 
