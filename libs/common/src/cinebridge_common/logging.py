@@ -9,7 +9,14 @@ from typing import Any
 
 #: Keys whose values may carry patient data; they are only rendered at DEBUG.
 PHI_KEYS = frozenset(
-    {"patient_name", "patient_id", "birth_date", "patient_birth_date", "accession", "name"}
+    {
+        "patient_name",
+        "patient_id",
+        "birth_date",
+        "patient_birth_date",
+        "accession",
+        "accession_number",
+    }
 )
 
 
