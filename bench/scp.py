@@ -351,7 +351,9 @@ def report(
     receivers: list[Receiver],
     results: dict[tuple[str, str], tuple[float, int]],
 ) -> None:
-    print(f"\n{'scenario':28} {'receiver':11} {'s':>8} {'inst/s':>8} {'MB/s':>8} {'peak RSS':>9}")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\nload average after the run: {load} on {os.cpu_count()} CPUs (shared machine)")
+    print(f"{'scenario':28} {'receiver':11} {'s':>8} {'inst/s':>8} {'MB/s':>8} {'peak RSS':>9}")
     for title, _, count, megabytes, _ in scenarios:
         for receiver in receivers:
             seconds, rss_kb = results[(receiver.name, title)]
