@@ -1,4 +1,5 @@
-"""C-STORE and C-ECHO SCU over pynetdicom: files streamed as they are, one association per batch.
+"""C-STORE SCU (our lean Upper Layer client, `ul.py`) and C-ECHO SCU (pynetdicom): files streamed
+as they are, one association per batch.
 
 Blocking code, run in a worker thread (`asyncio.to_thread`). No NATS or database here: results
 go to a callback as each instance is answered, so the caller can record progress mid-batch.
@@ -19,11 +20,14 @@ from typing import Any
 
 from cinebridge_common import conformance
 from pydicom import dcmread
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
-from pynetdicom.presentation import build_context
+from pynetdicom.dsutils import split_dataset
 
+from . import ul
 from .policy import Outcome, classify_status
 
 VERIFICATION = conformance.VERIFICATION_SOP_CLASS[1]
@@ -87,12 +91,6 @@ class AssociationFailed(Exception):
 
 
 OnResult = Callable[[ItemResult], None]
-
-
-def _enable_streaming() -> None:
-    # send_c_store(path) then copies the data set from the file in PDU-sized pieces instead of
-    # decoding and re-encoding it (dicom-notes §4.5): bytes are sent as they are, memory flat.
-    _config.STORE_SEND_CHUNKED_DATASET = True
 
 
 def _nodelay(event: Any) -> None:
@@ -175,6 +173,28 @@ def _associate(ae: AE, peer: Peer) -> Association:
     raise AssociationFailed(f"association with {where} aborted during negotiation", transient=True)
 
 
+def _open_store(
+    peer: Peer, items: Sequence[Item], timeouts: Timeouts, decompress_stills: bool
+) -> ul.StoreAssociation:
+    try:
+        return ul.StoreAssociation.open(
+            peer.host,
+            peer.port,
+            peer.ae_title,
+            peer.calling_ae_title,
+            contexts_for(items, decompress_stills),
+            connect_s=timeouts.connect_s,
+            acse_s=timeouts.acse_s,
+            network_s=timeouts.network_s,
+            dimse_s=timeouts.dimse_s,
+            tls=peer.tls,
+            impl_uid=IMPLEMENTATION_CLASS_UID,
+            impl_version=IMPLEMENTATION_VERSION_NAME,
+        )
+    except ul.UlError as exc:
+        raise AssociationFailed(exc.reason, transient=exc.transient) from exc
+
+
 def send_batch(
     peer: Peer,
     items: Sequence[Item],
@@ -189,11 +209,7 @@ def send_batch(
     one instance does not stop the others (statement §4.2.2.3.1.3); if the association itself
     is lost, the instance in flight and the rest fail transiently.
     """
-    _enable_streaming()
-    ae = _make_ae(peer, timeouts)
-    for sop_class, syntaxes in contexts_for(items, decompress_stills):
-        ae.requested_contexts.append(build_context(sop_class, syntaxes))  # type: ignore[attr-defined]
-    assoc = _associate(ae, peer)
+    assoc = _open_store(peer, items, timeouts, decompress_stills)
     results: list[ItemResult] = []
 
     def report(result: ItemResult) -> None:
@@ -205,84 +221,69 @@ def send_batch(
         for index, item in enumerate(items):
             if not assoc.is_established:
                 now = time.time()
+                lost = "association ended before this instance was sent"
                 for rest in items[index:]:
-                    report(
-                        ItemResult(
-                            rest.key,
-                            "failed-retrying",
-                            None,
-                            "association ended before this instance was sent",
-                            now,
-                            now,
-                        )
-                    )
+                    report(ItemResult(rest.key, "failed-retrying", None, lost, now, now))
                 break
             report(_store_one(assoc, item, decompress_stills))
     except BaseException:
         assoc.abort()  # the caller gave up mid-batch (stopping): no orderly release
         raise
-    if assoc.is_established:
-        assoc.release()
-    else:
-        assoc.abort()
+    assoc.release()
     return results
 
 
-def _store_one(assoc: Association, item: Item, decompress_stills: bool) -> ItemResult:
+def _store_one(assoc: ul.StoreAssociation, item: Item, decompress_stills: bool) -> ItemResult:
     started = time.time()
+
+    def done(outcome: Outcome, status: int | None, why: str) -> ItemResult:
+        return ItemResult(item.key, outcome, status, why, started, time.time())
+
     try:
         if not item.path.is_file():
-            return ItemResult(
-                item.key,
+            return done("failed-permanent", None, "file missing from the media store")
+        context = assoc.context_for(item.sop_class_uid, item.transfer_syntax_uid)
+        if context is not None:
+            _, offset = split_dataset(item.path)
+            status = assoc.store_file(
+                context, item.sop_class_uid, item.sop_instance_uid, item.path, offset
+            )
+        elif decompress_stills and item.transfer_syntax_uid == JPEG_BASELINE:
+            status = _store_decompressed(assoc, item)
+        else:
+            return done(
                 "failed-permanent",
                 None,
-                "file missing from the media store",
-                started,
-                time.time(),
+                f"destination refused {item.transfer_syntax_uid} for {item.sop_class_uid}; "
+                "the sender does not convert transfer syntaxes (statement Table 10 note 1)",
             )
-        dataset: Any = item.path
-        if not _has_context(assoc, item.sop_class_uid, item.transfer_syntax_uid):
-            if not (decompress_stills and item.transfer_syntax_uid == JPEG_BASELINE):
-                return ItemResult(
-                    item.key,
-                    "failed-permanent",
-                    None,
-                    f"destination refused {item.transfer_syntax_uid} for {item.sop_class_uid}; "
-                    "the sender does not convert transfer syntaxes (statement Table 10 note 1)",
-                    started,
-                    time.time(),
-                )
-            dataset = _decompressed(item.path)
-        status = assoc.send_c_store(dataset)
-    except (OSError, ValueError, AttributeError) as exc:
-        return ItemResult(
-            item.key, "failed-permanent", None, f"cannot send: {exc}", started, time.time()
+    except (OSError, ValueError, AttributeError, KeyError) as exc:
+        return done("failed-permanent", None, f"cannot send: {exc}")
+    if status is None:
+        return done(
+            "failed-retrying", None, "no C-STORE response (timeout, abort or connection lost)"
         )
-    finished = time.time()
-    if "Status" not in status:
-        # pynetdicom returns an empty dataset on DIMSE timeout, A-ABORT or a bad response.
-        why = "no C-STORE response (timeout, abort or connection lost)"
-        return ItemResult(item.key, "failed-retrying", None, why, started, finished)
-    code = int(status.Status)
-    verdict = classify_status(code)
-    return ItemResult(item.key, verdict.outcome, code, verdict.reason, started, finished)
+    verdict = classify_status(status)
+    return done(verdict.outcome, status, verdict.reason)
 
 
-def _has_context(assoc: Association, sop_class: str, ts: str) -> bool:
-    return any(
-        cx.abstract_syntax == sop_class and cx.transfer_syntax[0] == ts
-        for cx in assoc.accepted_contexts
-    )
-
-
-def _decompressed(path: Path) -> Any:
-    """A JPEG still decoded to native pixels, to be sent as Explicit VR Little Endian. Only for
+def _store_decompressed(assoc: ul.StoreAssociation, item: Item) -> int | None:
+    """A JPEG still decoded to native pixels and sent over an uncompressed context. Only for
     stills: video is never decoded (the option exists for PACS without JPEG support)."""
-    ds = dcmread(path)
+    context = assoc.context_for(item.sop_class_uid, ExplicitVRLittleEndian) or assoc.context_for(
+        item.sop_class_uid, ILE
+    )
+    if context is None:
+        raise ValueError(f"destination accepts no uncompressed context for {item.sop_class_uid}")
+    ds = dcmread(item.path)
     # Same instance in another transfer syntax (what an SCP converting on receipt would store),
     # so the SOP Instance UID stays: the PACS must see one instance, not two.
-    ds.decompress(generate_instance_uid=False)  # file meta becomes Explicit VR Little Endian
-    return ds
+    ds.decompress(generate_instance_uid=False)
+    buffer = DicomBytesIO()
+    buffer.is_little_endian = True
+    buffer.is_implicit_VR = context.transfer_syntax == ILE
+    write_dataset(buffer, ds)
+    return assoc.store_bytes(context, item.sop_class_uid, item.sop_instance_uid, buffer.getvalue())
 
 
 def send_parallel(
