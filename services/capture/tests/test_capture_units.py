@@ -180,3 +180,13 @@ def test_input_device_presses_are_decoded(tmp_path: Path) -> None:
     assert key_code("KEY_F9") == 67 and key_code("btn_left") == 272 and key_code("30") == 30
     with pytest.raises(ValueError):
         key_code("KEY_NOPE")
+
+
+def test_recording_keys_are_checked_at_start() -> None:
+    keys = {"KEY_F9": {"source": "endo", "action": "snapshot"}}
+    settings = CaptureSettings(capture_input_keys=keys)
+    assert settings.capture_input_keys["KEY_F9"].action == "snapshot"
+    with pytest.raises(ValidationError):
+        CaptureSettings(capture_input_keys={"KEY_NOPE": {"source": "endo", "action": "snapshot"}})
+    with pytest.raises(ValidationError):
+        CaptureSettings(capture_input_keys={"KEY_F9": {"source": "endo", "action": "eject"}})

@@ -8,6 +8,8 @@ from typing import Literal
 from cinebridge_common.settings import ServiceSettings, is_loopback_host
 from pydantic import BaseModel, Field, field_validator
 
+from .keys import key_code
+
 #: Room and source names become NATS subject tokens, metric labels and URL path parts.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 ALLOWED_SCHEMES = (
@@ -106,6 +108,13 @@ class CaptureSettings(ServiceSettings):
 
     def source(self, name: str) -> SourceConfig | None:
         return next((s for s in self.capture_sources if s.name == name), None)
+
+    @field_validator("capture_input_keys")
+    @classmethod
+    def _known_keys(cls, keys: dict[str, KeyAction]) -> dict[str, KeyAction]:
+        for name in keys:
+            key_code(name)  # raises ValueError with the unknown name
+        return keys
 
     @field_validator("capture_sources")
     @classmethod
