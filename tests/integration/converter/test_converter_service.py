@@ -360,3 +360,64 @@ async def test_stop_mid_transcode_leaves_nothing_and_job_is_redone(
     finally:
         second.cancel()
         await asyncio.gather(second, return_exceptions=True)
+
+
+async def test_console_process_converts_and_stops_on_sigterm(
+    client: Any, nats_url: str, database_url: str, tmp_path: Path
+) -> None:
+    """`python -m cinebridge_converter` configured from the environment, as compose runs it."""
+    import os
+    import signal
+    import sys
+    import urllib.request
+
+    from cinebridge_common.embedded import free_port
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "CB_NATS_URL": nats_url,
+        "CB_DATABASE_URL": database_url,
+        "CB_MEDIA_ROOT": str(client.store.root),
+        "CB_HEALTH_PORT": str(port),
+        "CB_CONVERTER_ANATOMIC_REGION": "71854001^SCT^Colon",
+        "CB_LOG_LEVEL": "WARNING",
+    }
+    log = open(tmp_path / "converter.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cinebridge_converter"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def health() -> dict[str, Any] | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    import json
+
+                    body: dict[str, Any] = json.loads(r.read())
+                    return body
+            except OSError:
+                return None
+
+        async def up() -> dict[str, Any] | None:
+            return await asyncio.to_thread(health)
+
+        status = await wait_for(up, 30, 0.2, what="converter /healthz up")
+        assert status["service"] == "converter" and status["state"] == "up"
+        study = await client.add_study()
+        clip = make_video(tmp_path / "c.mp4", frames=10, options={"preset": "ultrafast"})
+        media = await client.add_media(study, clip, "recording")
+        await client.submit(media, study, iod="vl")
+        [row] = await converted(client, media)
+        ds = dcmread(client.store.resolve(row["rel_path"]), stop_before_pixels=True)
+        assert ds.AnatomicRegionSequence[0].CodeMeaning == "Colon"
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        log.close()
