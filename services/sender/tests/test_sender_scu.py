@@ -168,3 +168,50 @@ def test_echo_reachable_and_not(tmp_path: Path) -> None:
     assert ok.reachable and ok.rtt_ms is not None
     down = scu.echo(scu.Peer(ae_title="X", host="127.0.0.1", port=free_port()), timeout_s=2)
     assert not down.reachable and down.reason and "cannot connect" in down.reason
+
+
+def test_tls_destination_verified_against_the_configured_ca(tmp_path: Path) -> None:
+    import ssl
+    import subprocess
+
+    from cinebridge_common.testing import require_tool
+    from cinebridge_sender.batches import tls_context
+    from cinebridge_sender.settings import SenderSettings
+
+    openssl = require_tool("openssl")
+    cert, key = tmp_path / "pacs.pem", tmp_path / "pacs.key"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=pacs",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    path = tmp_path / "a.dcm"
+    uid = str(make_instance(path).SOPInstanceUID)
+    with ScriptedScp(tls=server) as scp:
+        trusted = tls_context(SenderSettings(sender_tls_ca_file=cert))
+        secure = scu.Peer(scp.ae_title, "127.0.0.1", scp.port, tls=trusted)
+        assert [r.outcome for r in scu.send_batch(secure, [item_for(path)], FAST)] == ["sent"]
+        assert uid in scp.received
+        # A PACS whose certificate we cannot verify gets nothing.
+        untrusted = scu.Peer(scp.ae_title, "127.0.0.1", scp.port, tls=tls_context(SenderSettings()))
+        with pytest.raises(scu.AssociationFailed, match="CERTIFICATE_VERIFY_FAILED"):
+            scu.send_batch(untrusted, [item_for(path)], FAST)

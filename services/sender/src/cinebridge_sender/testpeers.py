@@ -146,6 +146,8 @@ class ScriptedScp:
     )
     reject: str | None = None
     ae_title: str = "SCRIPTED"
+    #: TLS server context (PS3.15 B.1): the SCP then speaks DICOM over TLS only.
+    tls: Any = None
     received: dict[str, bytes] = field(default_factory=dict)
     received_ts: dict[str, str] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)
@@ -168,7 +170,9 @@ class ScriptedScp:
             (evt.EVT_C_ECHO, lambda _e: 0x0000),
             (evt.EVT_ESTABLISHED, self._on_established),
         ]
-        self._server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
+        self._server = ae.start_server(
+            ("127.0.0.1", port), block=False, evt_handlers=handlers, ssl_context=self.tls
+        )
         self.port = int(self._server.server_address[1])
         return self.port
 

@@ -163,6 +163,7 @@ class StoreAssociation:
         self.message_id = 0
         self.is_established = True
         self._buffer = bytearray()
+        self._gather = not isinstance(sock, ssl.SSLSocket)
 
     @classmethod
     def open(
@@ -262,7 +263,10 @@ class StoreAssociation:
 
     def _send_pdv(self, context_id: int, control: int, data: bytes) -> None:
         header = struct.pack(">BBIIBB", 0x04, 0, len(data) + 6, len(data) + 2, context_id, control)
-        self.sock.sendmsg([header, data])
+        if self._gather:
+            self.sock.sendmsg([header, data])
+        else:  # TLS sockets cannot gather; one copy per PDU is cheap next to the encryption
+            self.sock.sendall(header + data)
 
     def _read_response(self) -> int:
         self.sock.settimeout(self.dimse_s or None)
