@@ -57,12 +57,13 @@ def test_worklist_study_copies_the_item_and_survives_a_bad_uid() -> None:
         requested_procedure_description="Colo",
         study_instance_uid="1.2.3",
         patient_sex="F",
+        dataset={"00100020": {"vr": "LO", "Value": ["P1"]}},
     )
     study = new_study_from_worklist(item, None, "", NOW)
     assert study["study_instance_uid"] == "1.2.3"
     assert (study["study_id"], study["study_description"]) == ("RP1", "Colo")
     assert study["accession_number"] == "A" * 16  # SH: clipped, never refused at the cart
-    assert study["worklist_item"]["patient_id"] == "P1"
+    assert study["worklist_item"] == {"00100020": {"vr": "LO", "Value": ["P1"]}}
     hostile = WorklistItem(study_instance_uid="../../etc", patient_sex="Q", patient_name="a\\b")
     study = new_study_from_worklist(hostile, None, "", NOW)
     assert study["study_instance_uid"].startswith("2.25.")

@@ -27,7 +27,6 @@ from cinebridge_common.messages import (
     WorklistQueryReply,
 )
 from cinebridge_common.testing import wait_for
-from nats.js.api import AckPolicy, ConsumerConfig
 
 pytestmark = pytest.mark.integration
 
@@ -44,28 +43,23 @@ WORKLIST_ITEM = {
 }
 
 
-async def drain_jobs(bus: Bus, subject: str) -> list[dict[str, Any]]:
-    """Every job on `subject` in CB_JOBS (acked, so the work queue forgets them)."""
-    durable = f"t{uuid.uuid4().hex[:10]}"
-    await bus.js.add_consumer(
-        "CB_JOBS",
-        ConsumerConfig(durable_name=durable, filter_subject=subject, ack_policy=AckPolicy.EXPLICIT),
-    )
-    sub = await bus.js.pull_subscribe_bind(durable, "CB_JOBS")
-    found: list[dict[str, Any]] = []
-    try:
-        while True:
-            try:
-                msgs = await sub.fetch(100, timeout=1.0)
-            except Exception:
-                return found
-            for msg in msgs:
-                found.append(json.loads(msg.data))
-                await msg.ack()
-    finally:
-        # An open pull subscription would hold the connection's drain for 30 s at close.
-        await sub.unsubscribe()
-        await bus.js.delete_consumer("CB_JOBS", durable)
+class JobTap:
+    """Sees every message published on a job subject through a core subscription: JetStream
+    delivers stored messages to core subscribers too, and no work-queue consumer is needed
+    (which would clash with a service's durable on the same subject)."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    async def start(self, bus: Bus, subject: str) -> None:
+        async def on_msg(msg: Any) -> None:
+            self.seen.append(json.loads(msg.data))
+
+        await bus.subscribe_events(subject, on_msg)
+        await bus.nc.flush()
+
+    def of_study(self, study_id: str) -> list[dict[str, Any]]:
+        return [job for job in self.seen if job.get("study_id") == study_id]
 
 
 async def add_media(pool: asyncpg.Pool, study_id: str, media_root: Any, n: int = 2) -> list[str]:
@@ -233,21 +227,25 @@ async def test_save_publishes_idempotent_convert_jobs(
     assert (await admin.post(f"/api/v1/studies/{study['id']}/save", json={})).status_code == 409
     media = await add_media(gateway.ctx.pool, study["id"], gateway.settings.media_root)
 
+    converts, forwards = JobTap(), JobTap()
+    await converts.start(peer_bus, ConvertMedia.subject)
+    await forwards.start(peer_bus, ForwardStudy.subject)
     first = await admin.post(f"/api/v1/studies/{study['id']}/save", json={"iod": "vl"})
     assert first.status_code == 202, first.text
     second = await admin.post(f"/api/v1/studies/{study['id']}/save", json={"iod": "vl"})
     assert second.json()["job_keys"] == first.json()["job_keys"]
 
     async def published() -> list[dict[str, Any]] | None:
-        jobs = [
-            j
-            for j in await drain_jobs(peer_bus, ConvertMedia.subject)
-            if j["study_id"] == study["id"]
-        ]
-        return jobs or None
+        return converts.of_study(study["id"]) or None
 
     jobs = await wait_for(published, 10, what="ConvertMedia jobs on CB_JOBS")
-    # One job per media item although Save was pressed twice (same key, same Nats-Msg-Id).
+    # One job per media item although Save was pressed twice (same key: one outbox row, one
+    # Nats-Msg-Id).
+    rows = await gateway.ctx.pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE subject = $1 AND published_at IS NOT NULL",
+        ConvertMedia.subject,
+    )
+    assert rows == len(media)
     assert sorted(j["media_id"] for j in jobs) == sorted(media)
     assert {j["iod"] for j in jobs} == {"vl"}
     assert all(j["job_key"].startswith(j["media_id"] + ":vl:") for j in jobs)
@@ -268,12 +266,7 @@ async def test_save_publishes_idempotent_convert_jobs(
     assert fwd.status_code == 202
 
     async def forwarded() -> list[dict[str, Any]] | None:
-        jobs = [
-            j
-            for j in await drain_jobs(peer_bus, ForwardStudy.subject)
-            if j["study_id"] == study["id"]
-        ]
-        return jobs or None
+        return forwards.of_study(study["id"]) or None
 
     (job,) = await wait_for(forwarded, 10, what="ForwardStudy job")
     assert job["destination_ids"] == [dest] and job["requested_by"] == "admin"

@@ -115,7 +115,8 @@ def new_study_from_worklist(
         "study_id": _clip(item.requested_procedure_id, 16),
         "study_description": _clip(item.requested_procedure_description, 64),
         "referring_physician": _clip(item.referring_physician_name, 64),
-        "worklist_item": item.model_dump(mode="json"),
+        # The item's full dataset as DICOM JSON (PS3.18 F.2): the converter maps it (Table 38).
+        "worklist_item": item.dataset or None,
         **_now_parts(now),
     }
 

@@ -213,7 +213,7 @@ function deliveriesPanel(study) {
     h("table", { id: "deliveries" }, h("tr", {}, ["Instance", "Destination", "State", "Attempts", "Last error", ""].map((t) => h("th", {}, t))),
       study.deliveries.map((d) => h("tr", { "data-delivery": d.id },
         h("td", {}, d.sop_instance_uid.slice(-18)), h("td", {}, d.destination_name), h("td", {}, badge(d.state)),
-        h("td", {}, d.attempts), h("td", { class: "dim" }, d.last_error || ""),
+        h("td", {}, d.attempts), h("td", { class: "dim" }, ["sent", "queued"].includes(d.state) ? "" : (d.last_error || "")),
         h("td", {}, d.state.startsWith("failed") ? h("button", { class: "small", onclick: () => retry(d.id) }, "Retry") : "")))));
 }
 async function retry(id) { await attempt(() => api("POST", `/api/v1/deliveries/${id}/retry`), "Retry queued"); scheduleRefresh(); }
