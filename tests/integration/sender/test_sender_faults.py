@@ -158,3 +158,25 @@ async def test_postgres_restart_during_a_batch(
 
 async def _async(value: bool) -> bool:
     return value
+
+
+async def test_a_destination_that_is_down_does_not_block_the_others(
+    harness: SenderHarness, bus: Bus, db_pool: asyncpg.Pool
+) -> None:
+    with ScriptedScp() as scp:
+        harness.start(
+            destinations=[
+                {"name": "down", "ae_title": "DOWN", "host": "127.0.0.1", "port": free_port()},
+                {"name": "up", "ae_title": scp.ae_title, "host": "127.0.0.1", "port": scp.port},
+            ]
+        )
+        msgs = harness.make(20)
+        await harness.announce(bus, msgs)
+        await wait_states(db_pool, {"sent": 20, "failed-retrying": 20}, 30, harness)
+    assert set(scp.received) == {m.sop_instance_uid for m in msgs}
+    retrying = await db_pool.fetchval(
+        """SELECT count(*) FROM deliveries d JOIN destinations t ON t.id = d.destination_id
+           WHERE t.name = 'down' AND d.state = 'failed-retrying'
+             AND d.last_error LIKE '%connect%'"""
+    )
+    assert retrying == 20
