@@ -110,6 +110,8 @@ def test_run_brings_every_service_up_and_ctrl_c_stops_everything(tmp_path: Path)
     assert "SIGKILL" not in text, (
         "a service needed SIGKILL: it did not stop within the grace period"
     )
+    for svc in SERVICES:  # each service handled SIGTERM itself and exited cleanly
+        assert f"{svc} stopped (rc=0)" in text, text[-3000:]
     assert not (run_dir / "postgres" / "pgdata" / "postmaster.pid").exists(), (
         "PostgreSQL still runs"
     )

@@ -211,10 +211,9 @@ class EmbeddedPostgres:
         pg_ctl = _pg_bin("pg_ctl")
         pgdata = self.data_dir / "pgdata"
         if pg_ctl and (pgdata / "postmaster.pid").exists():
-            subprocess.run(
-                self._cmd(pg_ctl, "-D", str(pgdata), "-m", mode, "-w", "stop"),
-                capture_output=True,
-                check=False,
+            self._check(
+                self._cmd(pg_ctl, "-D", str(pgdata), "-m", mode, "-w", "-t", "30", "stop"),
+                "pg_ctl stop",
             )
 
     @staticmethod
