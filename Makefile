@@ -1,6 +1,10 @@
 # Thin wrappers: everything runs inside .venv, created by scripts/install.sh from requirements.txt.
 PY := .venv/bin/python
 PYTEST_ARGS ?=
+# A private temp folder per run: concurrent pytest runs sharing /tmp/pytest-of-<user> delete
+# each other's older folders (and with them a running PostgreSQL's data directory).
+BASETEMP := $(shell mktemp -d -u /tmp/cinebridge-pytest-XXXXXX)
+PYTEST := $(PY) -m pytest --basetemp=$(BASETEMP)
 
 .PHONY: install run test lint types imports unit integration docs pins bench clean
 
@@ -13,7 +17,7 @@ run: install
 
 ## Lint, types, import boundaries, unit and integration tests.
 test: install lint types imports docs
-	$(PY) -m pytest $(PYTEST_ARGS) libs services tests
+	$(PYTEST) $(PYTEST_ARGS) libs services tests
 
 lint:
 	.venv/bin/ruff check libs services tests bench scripts
@@ -30,10 +34,10 @@ docs:
 	$(PY) scripts/env_example.py --check .env.example
 
 unit: install
-	$(PY) -m pytest $(PYTEST_ARGS) libs services
+	$(PYTEST) $(PYTEST_ARGS) libs services
 
 integration: install
-	$(PY) -m pytest $(PYTEST_ARGS) tests
+	$(PYTEST) $(PYTEST_ARGS) tests
 
 pins:
 	python3 scripts/pin.py
