@@ -258,3 +258,30 @@ def test_fragment_index_counts_samples_and_cut_files_fall_back(
     frames, _, _ = tools.decoded(tools.extract_stream(built.temp, tmp_path / "x.mp4"))
     assert frames == ds.NumberOfFrames
     assert 0 < frames < 45
+
+
+def test_anamorphic_pal_keeps_its_aspect(tmp_path: Path, run_convert: Any, tools: Any) -> None:
+    """720x576 with 64:45 pixels (16:9 PAL from an SD tower): MP@ML states the pixel aspect;
+    H.264 (square pixels only) gets a 1024x576 transcode instead of a squeezed picture."""
+    source = make_video(
+        tmp_path / "pal169.ts",
+        codec="mpeg2video",
+        container="mpegts",
+        width=720,
+        height=576,
+        rate=25,
+        frames=10,
+        sar=Fraction(64, 45),
+    )
+    [ml] = run_convert(source, ts=MPEG2_ML, iod="vl")
+    ds = dcmread(ml.temp, stop_before_pixels=True)
+    assert [int(v) for v in ds.PixelAspectRatio] == [45, 64]  # vertical \ horizontal
+    assert "DerivationDescription" not in ds
+    assert tools.dciodvfy(ml.temp) == ([], [])
+    [h264] = run_convert(source, ts=H264, iod="vl")
+    ds = dcmread(h264.temp, stop_before_pixels=True)
+    assert (ds.Columns, ds.Rows) == (1024, 576) and "PixelAspectRatio" not in ds
+    assert "720x576 with 64:45 pixels" in ds.DerivationDescription
+    assert tools.dciodvfy(h264.temp) == ([], [])
+    frames, width, height = tools.decoded(tools.extract_stream(h264.temp, tmp_path / "s.mp4"))
+    assert (frames, width, height) == (10, 1024, 576)

@@ -158,8 +158,13 @@ def _prepare_video(
                 cancel=cancel,
                 timeout_s=60 + limits.transcode_seconds_per_second * found.duration_s,
             )
+            aspect = (
+                ""
+                if found.sar == 1
+                else f" with {found.sar.numerator}:{found.sar.denominator} pixels"
+            )
             derivation = (
-                f"Transcoded by CineBridge from {found.codec} {found.width}x{found.height}"
+                f"Transcoded by CineBridge from {found.codec} {found.width}x{found.height}{aspect}"
                 f" at {float(found.rate):.3f} fps ({'; '.join(reasons)})"
             )
             found = probing.probe_video(
@@ -225,6 +230,7 @@ def _video_pixels(
         lossy_method=LOSSY_METHOD[ts_uid],
         lossy_ratio=raw / size,
         derivation=derivation,
+        pixel_aspect=None if found.sar == 1 else (found.sar.denominator, found.sar.numerator),
     )
 
 

@@ -18,7 +18,7 @@ from pydicom.tag import Tag
 from pydicom.uid import UID
 
 from . import __version__
-from .rules import JPEG_BASELINE, MPEG2_MPHL, MPEG2_MPML
+from .rules import JPEG_BASELINE
 
 #: Our own implementation identity (statement Table 27 names the vendor's; PS3.7 D.3.3.2): a
 #: fixed UUID-derived UID (PS3.5 B.2), make_uid("cinebridge", "implementation-class").
@@ -55,6 +55,8 @@ class Pixels:
     lossy_method: str  # ISO_10918_1, ISO_14496_10, ISO_13818_2
     lossy_ratio: float | None
     derivation: str | None  # set when we re-encoded: says from what and why
+    #: (vertical, horizontal) size of a pixel when not square (MPEG-2 MP@ML only, PS3.5 8.2.5)
+    pixel_aspect: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,8 @@ def _image_pixel(ds: Dataset, pixels: Pixels) -> None:
     ds.BitsStored = 8
     ds.HighBit = 7
     ds.PixelRepresentation = 0
+    if pixels.pixel_aspect is not None:
+        ds.PixelAspectRatio = list(pixels.pixel_aspect)  # PS3.3 C.7.6.3.1.7
 
 
 def _multiframe(ds: Dataset, pixels: Pixels) -> None:
@@ -188,8 +192,6 @@ def _multiframe(ds: Dataset, pixels: Pixels) -> None:
     ds.StopTrim = pixels.frames
     ds.ActualFrameDuration = round(1000.0 / rate)
     ds.PreferredPlaybackSequencing = 0  # looping
-    if pixels.ts_uid in (MPEG2_MPML, MPEG2_MPHL):
-        pass  # PS3.5 8.2.6: Pixel Aspect Ratio absent; our streams use square pixels anyway
 
 
 def _vl(ds: Dataset, station: Station, *, video: bool) -> None:

@@ -55,6 +55,13 @@ class VideoProbe:
     size: int
     #: The file ends inside a box/packet (capture cut off): remux keeps only whole packets.
     truncated: bool = False
+    #: Sample (pixel) aspect ratio, width/height of one pixel; 1 = square.
+    sar: Fraction = Fraction(1)
+
+    @property
+    def display_width(self) -> int:
+        """Width of the picture shown with square pixels (720 at 64:45 -> 1024)."""
+        return max(2, round(self.width * self.sar / 2) * 2)
 
 
 @dataclass(frozen=True)
@@ -154,7 +161,13 @@ def probe_video(path: Path, *, max_pixels: int, max_duration_s: float) -> VideoP
             other_streams=others + len(container.streams.video) - 1,
             size=size,
             truncated=truncated,
+            sar=_sar(stream),
         )
+
+
+def _sar(stream: av.video.stream.VideoStream) -> Fraction:
+    sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
+    return Fraction(sar) if sar and sar > 0 else Fraction(1)
 
 
 def fragmented_sample_count(path: Path, track_id: int) -> int | None:

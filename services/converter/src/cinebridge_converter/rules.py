@@ -7,6 +7,7 @@ transcoded to the `EncodeTarget` chosen here.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -94,6 +95,9 @@ def _h264_misfits(p: VideoProbe) -> list[str]:
         reasons.append(f"H.264 level {p.level} is above 4.1")
     if p.pix_fmt not in ("yuv420p", "yuvj420p"):
         reasons.append(f"pixel format {p.pix_fmt} is not 8-bit 4:2:0")
+    if p.sar != 1:
+        # PS3.5 8.2.7: Pixel Aspect Ratio absent, aspect_ratio_idc 1 (square) if present.
+        reasons.append(f"non-square pixels (aspect {p.sar.numerator}:{p.sar.denominator})")
     macroblocks = -(-p.width // 16) * -(-p.height // 16)
     if macroblocks > 8192 or macroblocks * float(p.rate) > 245760 * 1.001:
         reasons.append(f"{p.width}x{p.height} at {float(p.rate):.2f} fps exceeds level 4.1")
@@ -123,6 +127,9 @@ def _mpeg2_misfits(p: VideoProbe, *, high: bool) -> list[str]:
     if p.pix_fmt != "yuv420p":
         reasons.append(f"pixel format {p.pix_fmt} is not 4:2:0")
     rate = standard_rate(p.rate)
+    if high and p.sar != 1:
+        # PS3.5 8.2.6: Pixel Aspect Ratio absent at MP@HL (square pixels, 16:9 pictures).
+        reasons.append(f"non-square pixels (aspect {p.sar.numerator}:{p.sar.denominator})")
     if high:
         sizes = {
             (1920, 1080): (Fraction(25), NTSC, Fraction(30)),
@@ -151,6 +158,7 @@ def audio_allowed(codec: str, ts_uid: str, container: str) -> bool:
 def encode_target(p: VideoProbe, ts_uid: str, preset: str) -> EncodeTarget:
     """The compliant stream closest to the source (size, rate) for `ts_uid`."""
     rate = standard_rate(p.rate) or _nearest_rate(p.rate)
+    p = dataclasses.replace(p, width=p.display_width, sar=Fraction(1))  # encode square pixels
     if ts_uid == H264_HP41:
         width, height = fit(p.width, p.height, 1920, 1080)
         if -(-width // 16) * -(-height // 16) * float(rate) > 245760:

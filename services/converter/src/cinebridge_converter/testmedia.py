@@ -38,6 +38,7 @@ def make_video(
     interlaced: bool = False,
     audio: str | None = None,
     container_options: dict[str, str] | None = None,
+    sar: Fraction | None = None,
 ) -> Path:
     """Encode `frames` pattern frames; `interlaced` flags them top field first (setfield)."""
     rate = Fraction(rate)
@@ -46,6 +47,8 @@ def make_video(
             av.video.stream.VideoStream, out.add_stream(codec, rate=rate, options=options or {})
         )
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if sar is not None:
+            stream.codec_context.sample_aspect_ratio = sar
         sound = (
             cast(av.audio.stream.AudioStream, out.add_stream(audio, rate=48000)) if audio else None
         )

@@ -208,9 +208,9 @@ def _graph(
     video: av.video.stream.VideoStream, target: EncodeTarget, interlaced: bool
 ) -> av.filter.Graph:
     ctx = video.codec_context
-    width, height = fit(
-        ctx.width, ctx.height, target.width, target.height, upscale=target.exact_size
-    )
+    sar = video.sample_aspect_ratio or ctx.sample_aspect_ratio or 1
+    shown = max(2, round(ctx.width * sar))  # square-pixel width of the picture
+    width, height = fit(shown, ctx.height, target.width, target.height, upscale=target.exact_size)
     graph = av.filter.Graph()
     chain = [graph.add_buffer(template=video)]
     if interlaced:
