@@ -121,8 +121,13 @@ def _encoded_length(ds: Dataset, count: int, implicit: bool) -> int:
 
 def test_deflated_truncation_is_caught(tmp_path: Path) -> None:
     data = make(tmp_path, DeflatedExplicitVRLittleEndian)
-    with pytest.raises(MalformedDataset):
-        walk(data[:-10])
+    body = 144 + int.from_bytes(data[140:144], "little")  # after the file meta group
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflater.decompress(data[body:])
+    stream_end = len(data) - len(inflater.unused_data)  # pydicom pads to an even length
+    for cut in range(body + 1, stream_end):
+        with pytest.raises(MalformedDataset):
+            walk(data[:cut])
 
 
 def test_nesting_limit(tmp_path: Path) -> None:

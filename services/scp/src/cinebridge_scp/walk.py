@@ -106,7 +106,11 @@ class _InflateReader(_Reader):
 
     def at_end(self) -> bool:
         self._fill(1)
-        return not self._buf
+        if self._buf:
+            return False
+        if not self._z.eof:  # input ran out before the final deflate block: truncated
+            raise MalformedDataset(f"deflated stream ends before its final block at {self.pos}")
+        return True
 
 
 class _Walker:
