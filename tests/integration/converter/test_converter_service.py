@@ -156,9 +156,16 @@ async def test_bad_media_fail_with_reason_and_service_stays_up(
     await wait_for(all_announced, 10, what="ConversionFailed events")
     assert not (converter.store.root / "dicom").exists()  # no partial DICOM file
     assert list(converter.store.tmp.iterdir()) == []
+    deleted = await converter.add_media(study, make_still(tmp_path / "gone.jpg"), "snapshot")
+    await converter.pool.execute(
+        "UPDATE media SET state = 'deleted' WHERE id = $1", uuid.UUID(deleted)
+    )
+    await converter.submit(deleted, study)
     good = await converter.add_media(study, make_still(tmp_path / "ok.jpg"), "snapshot")
     await converter.submit(good, study)
     assert len(await converted(converter, good)) == 1
+    assert (await converter.media_state(deleted))["state"] == "deleted"  # left alone
+    assert await converter.instances(deleted) == []
 
 
 async def test_orthanc_accepts_and_returns_each_object(

@@ -26,6 +26,9 @@ async def handle_convert_media(
     """Convert one media item; a redelivered job finds its committed instances and stops."""
     try:
         job = await jobs.load_job(msg, deps)
+        if job.media["state"] == "deleted":
+            log.info("media deleted, not converted", extra=kv(media=msg.media_id))
+            return
         if await repo.instance_exists(deps.pool, jobs.first_uid(job, deps.settings.org_uid_root)):
             log.info("already converted", extra=kv(media=msg.media_id))
             metrics.CONVERSIONS.labels("duplicate").inc()
