@@ -57,7 +57,7 @@ class PipelineOptions:
     open_timeout_s: float = 5.0
     reconnect_max_s: float = 10.0
     fsync_interval_s: float = 2.0
-    queue_frames: int = 30
+    queue_s: float = 1.0  # frames waiting for the encoder, in seconds at the source's rate
     #: Pass-through only: decode one picture per GOP for snapshots/preview (saves CPU).
     passthrough_decode_keyframes: bool = False
 
@@ -136,7 +136,8 @@ class SourcePipeline:
         self._rec: ActiveRecording | None = None
         self._passthrough = False
         self._ring = PacketRing(options.prerecord_s) if options.prerecord_s > 0 else None
-        self._queue: queue.Queue[Captured | _Flush | None] = queue.Queue(options.queue_frames)
+        # Bounded by `_queue_full()` in seconds of the source's rate, not by a fixed count.
+        self._queue: queue.Queue[Captured | _Flush | None] = queue.Queue()
         self._stopping = threading.Event()
         self._threads = [
             threading.Thread(target=self._read_loop, name=f"read-{config.name}", daemon=True),
@@ -309,10 +310,14 @@ class SourcePipeline:
                 rec_id = self._rec_id()
                 self._set_state("recording" if rec_id else "idle", "", rec_id)
             if self._encoding_wanted():
-                try:
-                    self._queue.put_nowait(item)
-                except queue.Full:
+                if self._queue_full():
                     self.stats.dropped += 1
+                else:
+                    self._queue.put_nowait(item)
+
+    def _queue_full(self) -> bool:
+        fps = float(self.info.fps) if self.info is not None else 30.0
+        return self._queue.qsize() >= max(2, round(self.options.queue_s * fps))
 
     def _encoding_wanted(self) -> bool:
         if self._passthrough:

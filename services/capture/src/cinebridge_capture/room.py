@@ -79,6 +79,7 @@ def pipeline_options(settings: CaptureSettings) -> PipelineOptions:
         passthrough=settings.capture_passthrough,
         passthrough_decode_keyframes=settings.capture_passthrough_decode == "keyframes",
         prerecord_s=settings.capture_prerecord_s,
+        queue_s=settings.capture_encoder_queue_s,
         signal_timeout_s=settings.capture_signal_timeout_ms / 1000,
         open_timeout_s=settings.capture_open_timeout_s,
         reconnect_max_s=settings.capture_reconnect_max_s,

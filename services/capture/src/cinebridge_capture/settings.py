@@ -84,6 +84,9 @@ class CaptureSettings(ServiceSettings):
     capture_x264_params: str = "8x8dct=1"
     capture_crf: int = Field(default=23, ge=0, le=51)
     capture_encoder_threads: int = Field(default=0, ge=0, le=64)
+    #: Frames waiting for the encoder, in seconds of video: rides out CPU starvation this long
+    #: before frames are dropped (each queued 1080p frame holds ~3 MB).
+    capture_encoder_queue_s: float = Field(default=1.0, gt=0, le=10)
     capture_gop_s: float = Field(default=1.0, gt=0, le=10)
     capture_passthrough: bool = True
     #: Pass-through: decode every picture (exact snapshots) or only keyframes (less CPU).
