@@ -27,6 +27,10 @@ from cinebridge_common.messages import (
     WorklistQueryReply,
 )
 from cinebridge_common.testing import wait_for
+from cinebridge_gateway.bootstrap import ensure_admin
+from cinebridge_gateway.repository import Repository
+from cinebridge_gateway.security import verify_password
+from cinebridge_gateway.settings import GatewaySettings
 
 pytestmark = pytest.mark.integration
 
@@ -317,6 +321,12 @@ async def test_health_aggregates_heartbeats_and_events_stream(
     cap = next(i for i in body["instances"] if i["instance"] == "cap-a")
     assert cap["room"] == "or3" and cap["state"] == "up" and cap["last_seen"]
 
+    metrics = await admin.get("/api/v1/services/gateway/gw-test/metrics")
+    assert metrics.status_code == 200
+    assert 'cb_gateway_http_request_seconds_count{method="GET",route="/api/health"' in metrics.text
+    unknown = await admin.get("/api/v1/services/gateway/nobody/metrics")
+    assert unknown.status_code == 404
+
     event = MediaCaptured(
         media_id="m1",
         study_id="s1",
@@ -469,3 +479,16 @@ async def test_local_search_includes_studies_received_by_the_scp(gateway: Any, a
     )
     assert new.status_code == 201, new.text
     assert (new.json()["patient_id"], new.json()["origin"]) == ("P-OLD", "local")
+
+
+async def test_first_start_creates_the_admin_once(db_pool: asyncpg.Pool, capsys: Any) -> None:
+    settings = GatewaySettings(gateway_admin_password=None)
+    repo = Repository(db_pool)
+    password = await ensure_admin(repo, settings)
+    assert password and password in capsys.readouterr().err
+    user = await repo.user_by_name("admin")
+    assert user and user["role"] == "administrator"
+    assert verify_password(user["password_hash"], password)
+    assert await ensure_admin(repo, settings) is None  # never again once a user exists
+    with pytest.raises(ValueError, match="placeholder"):
+        GatewaySettings(gateway_admin_password="changeme")

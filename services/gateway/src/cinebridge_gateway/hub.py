@@ -7,6 +7,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from .metrics import SSE_LISTENERS
+
 
 @dataclass(frozen=True)
 class LiveEvent:
@@ -43,7 +45,9 @@ class EventHub:
     async def listen(self) -> AsyncIterator[asyncio.Queue[LiveEvent | None]]:
         queue: asyncio.Queue[LiveEvent | None] = asyncio.Queue(self.queue_size)
         self._queues.add(queue)
+        SSE_LISTENERS.set(len(self._queues))
         try:
             yield queue
         finally:
             self._queues.discard(queue)
+            SSE_LISTENERS.set(len(self._queues))

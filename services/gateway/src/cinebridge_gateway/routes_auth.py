@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from .deps import SESSION_COOKIE, Admin, ApiError, Gw, User, client_of, not_found
+from .metrics import LOGIN_FAILURES
 from .security import digest, hash_password, new_api_token, new_session_id, verify_password
 
 router = APIRouter(prefix="/api/v1", tags=["auth"])
@@ -89,6 +90,7 @@ async def login(body: Login, request: Request, response: Response, gw: Gw) -> Me
     user = await gw.repo.user_by_name(body.username)
     ok = verify_password(user["password_hash"] if user else None, body.password)
     if not user or not ok or user["disabled"]:
+        LOGIN_FAILURES.inc()
         await gw.repo.audit(gw.pool, body.username, "login_failed", client=client_of(request))
         raise ApiError(401, "bad_credentials", "wrong user name or password")
     session_id, csrf = new_session_id(), secrets.token_urlsafe(24)

@@ -158,10 +158,21 @@ async def capture_action(
 
 
 async def _preview_base(gw: Gw, room: str, source: str) -> str:
+    """Where the room's capture instance serves this source's MJPEG preview: the configured
+    base URL (compose: the capture container's name), else the URL the capture service reports
+    in its status (fine when both run on one host)."""
     configured = gw.settings.gateway_preview_upstreams.get(room)
     if configured:
         return f"{configured.rstrip('/')}/preview/{source}.mjpg"
-    raise not_found(f"preview of room {room!r} (set CB_GATEWAY_PREVIEW_UPSTREAMS)")
+    try:
+        reply = await gw.bus.request(CaptureStatusRequest(room=room), CaptureStatusReply, 3.0)
+    except BusError:
+        reply = None
+    for status in reply.sources if reply else []:
+        url = status.preview_url or ""
+        if status.name == source and url.startswith(("http://", "https://")):
+            return url
+    raise not_found(f"preview of {room}/{source} (set CB_GATEWAY_PREVIEW_UPSTREAMS)")
 
 
 @router.get(
@@ -202,7 +213,8 @@ async def worklist_query(body: WorklistSearch, principal: User, gw: Gw) -> Workl
     reply = await gw.bus.request(
         WorklistQuery(**body.model_dump()),
         WorklistQueryReply,
-        gw.settings.gateway_rpc_timeout_s + 5,
+        # The worklist service may take connect + query limits (10 s + 10 s) per server.
+        gw.settings.gateway_rpc_timeout_s + 20,
     )
     if not reply.ok:
         raise ApiError(502, "worklist_failed", reply.error or "the worklist query failed")

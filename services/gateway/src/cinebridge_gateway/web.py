@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import routes_auth, routes_ops, routes_rooms, routes_settings, routes_studies
 from .deps import ERROR_RESPONSES, ApiError, Gateway, error_body
+from .metrics import RequestMetrics
 
 log = logging.getLogger(__name__)
 STATIC = resources.files("cinebridge_gateway") / "static"
@@ -165,6 +166,7 @@ def create_app(gw: Gateway) -> FastAPI:
     app.mount("/ui", StaticFiles(directory=str(STATIC)), name="ui")
     app.add_middleware(BodySizeLimit, limit=gw.settings.gateway_max_body_bytes)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestMetrics)
     return app
 
 
