@@ -428,3 +428,44 @@ async def test_console_process_converts_and_stops_on_sigterm(
             proc.kill()
             proc.wait(5)
         log.close()
+
+
+async def test_concurrent_duplicate_jobs_make_one_instance_and_file(
+    client: Any, make_settings: Any, tmp_path: Path
+) -> None:
+    """Two deliveries of one job converting at once (two workers): one row, one event, and the
+    file on disk is the one the row describes."""
+    from cinebridge_converter import app, metrics
+
+    def converted_count() -> float:
+        return float(metrics.CONVERSIONS.labels("converted")._value.get())
+
+    before = converted_count()
+    task = asyncio.create_task(app.run(make_settings(converter_workers=2)))
+    try:
+        study = await client.add_study()
+        clip = make_video(
+            tmp_path / "d.avi", codec="mjpeg", width=640, height=360, frames=50, pix_fmt="yuvj420p"
+        )
+        media = await client.add_media(study, clip, "recording")
+        job = await client.submit(media, study)
+        await client.submit(media, study, msg_id=f"{job.job_key}-twin")
+        [row] = await converted(client, media)
+
+        async def both_acked() -> bool:
+            info = await client.bus.js.consumer_info("CB_JOBS", "converter-convert")
+            return info.delivered.consumer_seq >= 2 and info.num_pending + info.num_ack_pending == 0
+
+        await wait_for(both_acked, 60, what="both deliveries acked")
+        assert converted_count() - before == 2  # both really converted, side by side
+        assert await client.pool.fetchval("SELECT count(*) FROM instances") == 1
+        assert client.store.sha256(row["rel_path"]) == row["sha256"]
+        assert list(client.store.tmp.iterdir()) == []
+
+        async def announced() -> list[Any] | None:
+            return client.events.get("cb.evt.instance.created")
+
+        assert len(await wait_for(announced, 10, what="InstanceCreated")) == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

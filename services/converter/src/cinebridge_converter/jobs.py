@@ -166,7 +166,6 @@ async def _commit(
     rows = []
     for item in built:
         rel = convert.final_relative(item.sop_instance_uid, job.info.captured_at)
-        await asyncio.to_thread(deps.store.commit_temp, item.temp, rel)
         rows.append(
             repo.NewInstance(
                 id=str(uuid.uuid5(uuid.NAMESPACE_OID, item.sop_instance_uid)),
@@ -189,8 +188,19 @@ async def _commit(
                 note=None,
             )
         )
-    async with deps.pool.acquire() as conn, conn.transaction():
-        return await repo.commit_instances(conn, job.media, rows, job.msg.auto_send)
+    new = []
+    try:
+        async with deps.pool.acquire() as conn, conn.transaction():
+            for row, item in zip(rows, built, strict=True):
+                # The row's unique key stays locked until we commit: a concurrent delivery of
+                # the same job waits here, then finds the row and leaves our file alone.
+                if await repo.insert_instance(conn, job.media, row):
+                    await asyncio.to_thread(deps.store.commit_temp, item.temp, row.rel_path)
+                    new.append(row.sop_instance_uid)
+            return await repo.announce(conn, job.media, new, job.msg.auto_send)
+    finally:
+        for item in built:  # what was not renamed into place (conflict, or a failure)
+            item.temp.unlink(missing_ok=True)
 
 
 async def fail(job_msg: ConvertMedia, deps: ConverterDeps, error: ConversionError) -> None:

@@ -132,46 +132,48 @@ async def reserve_numbers(
         return int(series), first
 
 
-async def commit_instances(
-    conn: Any, media: MediaRow, instances: Sequence[NewInstance], auto_send: bool
+async def insert_instance(conn: Any, media: MediaRow, item: NewInstance) -> bool:
+    """Insert the row; False when another delivery of the same job committed it first."""
+    inserted = await conn.fetchval(
+        """INSERT INTO instances (id, sop_instance_uid, media_id, part, parts, study_id,
+             study_instance_uid, series_instance_uid, sop_class_uid, transfer_syntax_uid,
+             series_number, instance_number, rel_path, size, sha256, rows, columns, frames,
+             transcoded, note)
+           VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)
+           ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING id""",
+        uuid.UUID(item.id),
+        item.sop_instance_uid,
+        media["id"],
+        item.part,
+        item.parts,
+        media["study_id"],
+        item.study_instance_uid,
+        item.series_instance_uid,
+        item.sop_class_uid,
+        item.transfer_syntax_uid,
+        item.series_number,
+        item.instance_number,
+        item.rel_path,
+        item.size,
+        item.sha256,
+        item.rows,
+        item.columns,
+        item.frames,
+        item.transcoded,
+        item.note,
+    )
+    return inserted is not None
+
+
+async def announce(
+    conn: Any, media: MediaRow, sop_instance_uids: Sequence[str], auto_send: bool
 ) -> list[InstanceCreated]:
-    """Rows, media state and InstanceCreated events in the caller's transaction."""
+    """InstanceCreated for each new row and media.state = converted, in the caller's transaction."""
     events = []
-    for item in instances:
-        inserted = await conn.fetchval(
-            """INSERT INTO instances (id, sop_instance_uid, media_id, part, parts, study_id,
-                 study_instance_uid, series_instance_uid, sop_class_uid, transfer_syntax_uid,
-                 series_number, instance_number, rel_path, size, sha256, rows, columns, frames,
-                 transcoded, note)
-               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)
-               ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING id""",
-            uuid.UUID(item.id),
-            item.sop_instance_uid,
-            media["id"],
-            item.part,
-            item.parts,
-            media["study_id"],
-            item.study_instance_uid,
-            item.series_instance_uid,
-            item.sop_class_uid,
-            item.transfer_syntax_uid,
-            item.series_number,
-            item.instance_number,
-            item.rel_path,
-            item.size,
-            item.sha256,
-            item.rows,
-            item.columns,
-            item.frames,
-            item.transcoded,
-            item.note,
-        )
-        row = await conn.fetchrow(
-            "SELECT * FROM instances WHERE sop_instance_uid = $1", item.sop_instance_uid
-        )
+    for uid in sop_instance_uids:
+        row = await conn.fetchrow("SELECT * FROM instances WHERE sop_instance_uid = $1", uid)
         event = instance_event(row, auto_send)
-        if inserted is not None:
-            await outbox.enqueue(conn, event, msg_id=f"instance-created-{item.sop_instance_uid}")
+        await outbox.enqueue(conn, event, msg_id=f"instance-created-{uid}")
         events.append(event)
     await conn.execute(
         "UPDATE media SET state = 'converted', error = NULL WHERE id = $1", media["id"]
