@@ -140,32 +140,13 @@ def _prepare_video(
         media.path, max_pixels=limits.max_pixels, max_duration_s=limits.max_duration_s
     )
     container = rules.container_for(ts_uid)
-    reasons = rules.misfits(found, ts_uid)
     prepared = Prepared([], [], False)
     stream, derivation = media.path, None
     try:
-        if reasons:
+        if reasons := rules.misfits(found, ts_uid):
             _verify(media)
-            target = rules.encode_target(found, ts_uid, limits.preset)
-            stream = store.temp_path(".mp4" if target.container == "mp4" else ".ts")
-            prepared.temporaries.append(stream)
-            video.transcode(
-                media.path,
-                target,
-                stream,
-                interlaced=found.interlaced,
-                progress=progress,
-                cancel=cancel,
-                timeout_s=60 + limits.transcode_seconds_per_second * found.duration_s,
-            )
-            aspect = (
-                ""
-                if found.sar == 1
-                else f" with {found.sar.numerator}:{found.sar.denominator} pixels"
-            )
-            derivation = (
-                f"Transcoded by CineBridge from {found.codec} {found.width}x{found.height}{aspect}"
-                f" at {float(found.rate):.3f} fps ({'; '.join(reasons)})"
+            stream, derivation = _transcode(
+                media, found, reasons, ts_uid, store, limits, prepared, progress, cancel
             )
             found = probing.probe_video(
                 stream, max_pixels=limits.max_pixels, max_duration_s=limits.max_duration_s
@@ -193,6 +174,37 @@ def _prepare_video(
         prepared.streams.append(segment.path)
         prepared.pixels.append(_video_pixels(found, segment, ts_uid, rate, derivation))
     return prepared
+
+
+def _transcode(
+    media: MediaInfo,
+    found: probing.VideoProbe,
+    reasons: list[str],
+    ts_uid: str,
+    store: MediaStore,
+    limits: Limits,
+    prepared: Prepared,
+    progress: Progress,
+    cancel: threading.Event,
+) -> tuple[Path, str]:
+    """Re-encode to a compliant stream; returns it and the Derivation Description."""
+    target = rules.encode_target(found, ts_uid, limits.preset)
+    stream = store.temp_path(".mp4" if target.container == "mp4" else ".ts")
+    prepared.temporaries.append(stream)
+    video.transcode(
+        media.path,
+        target,
+        stream,
+        interlaced=found.interlaced,
+        progress=progress,
+        cancel=cancel,
+        timeout_s=60 + limits.transcode_seconds_per_second * found.duration_s,
+    )
+    aspect = "" if found.sar == 1 else f" with {found.sar.numerator}:{found.sar.denominator} pixels"
+    return stream, (
+        f"Transcoded by CineBridge from {found.codec} {found.width}x{found.height}{aspect}"
+        f" at {float(found.rate):.3f} fps ({'; '.join(reasons)})"
+    )
 
 
 def _temp(store: MediaStore, container: str, prepared: Prepared) -> Path:
