@@ -8,7 +8,13 @@ import pytest
 from cinebridge_common.messages import WorklistItem
 from cinebridge_common.uids import is_valid_uid
 from cinebridge_gateway.repository import like_prefix
-from cinebridge_gateway.security import digest, hash_password, new_api_token, verify_password
+from cinebridge_gateway.security import (
+    LoginThrottle,
+    digest,
+    hash_password,
+    new_api_token,
+    verify_password,
+)
 from cinebridge_gateway.studies import (
     PatientData,
     PatientEdit,
@@ -123,3 +129,15 @@ def test_passwords_and_tokens() -> None:
     token = new_api_token()
     assert token.startswith("cbt_") and len(token) > 40
     assert digest(token) != token and len(digest(token)) == 64
+
+
+def test_login_throttle_refuses_a_name_after_repeated_failures() -> None:
+    throttle = LoginThrottle(limit=3, window_s=60)
+    for t in (0.0, 1.0, 2.0):
+        assert throttle.retry_after("Admin", now=t) == 0
+        throttle.failed("Admin", now=t)
+    assert throttle.retry_after("admin", now=3.0) == pytest.approx(57.0)
+    assert throttle.retry_after("other", now=3.0) == 0
+    assert throttle.retry_after("admin", now=61.0) == 0  # the first failure left the window
+    throttle.succeeded("admin")
+    assert throttle.retry_after("admin", now=3.0) == 0

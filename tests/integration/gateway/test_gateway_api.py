@@ -104,6 +104,12 @@ async def test_unauthenticated_calls_are_refused(gateway: Any) -> None:
         assert bad.json() == {
             "error": {"code": "bad_credentials", "message": "wrong user name or password"}
         }
+        for _ in range(5):  # five failures for one name, then it must wait
+            await client.post("/api/v1/auth/login", json={"username": "ghost", "password": "x"})
+        throttled = await client.post(
+            "/api/v1/auth/login", json={"username": "ghost", "password": "x"}
+        )
+        assert throttled.status_code == 429 and int(throttled.headers["retry-after"]) > 0
         bearer = await client.get("/api/v1/studies", headers={"Authorization": "Bearer cbt_nope"})
         assert bearer.status_code == 401
 

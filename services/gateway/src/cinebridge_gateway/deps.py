@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import asyncpg
@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from .health_board import HealthBoard
 from .hub import EventHub
 from .repository import Principal, Repository
-from .security import PrincipalCache, digest, role_allows
+from .security import LoginThrottle, PrincipalCache, digest, role_allows
 from .settings import GatewaySettings
 
 SESSION_COOKIE = "cb_session"
@@ -52,6 +52,7 @@ class Gateway:
     board: HealthBoard
     hub: EventHub
     auth_cache: PrincipalCache
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
 def get_gateway(request: Request) -> Gateway:
@@ -146,6 +147,7 @@ _ERROR_STATUSES = {
     413: "Request body too large",
     422: "Validation failed (the message names each field)",
     428: "Confirmation required",
+    429: "Too many failed log-ins for this user name; retry after Retry-After seconds",
     502: "An upstream (preview, metrics) failed",
     503: "The service behind this call is unavailable",
 }

@@ -87,12 +87,22 @@ class AuditEntry(BaseModel):
 
 @router.post("/auth/login", response_model=Me)
 async def login(body: Login, request: Request, response: Response, gw: Gw) -> Me:
+    wait_s = gw.throttle.retry_after(body.username)
+    if wait_s > 0:
+        raise ApiError(
+            429,
+            "too_many_attempts",
+            "too many failed log-ins; try again later",
+            {"Retry-After": str(int(wait_s) + 1)},
+        )
     user = await gw.repo.user_by_name(body.username)
     ok = verify_password(user["password_hash"] if user else None, body.password)
     if not user or not ok or user["disabled"]:
         LOGIN_FAILURES.inc()
+        gw.throttle.failed(body.username)
         await gw.repo.audit(gw.pool, body.username, "login_failed", client=client_of(request))
         raise ApiError(401, "bad_credentials", "wrong user name or password")
+    gw.throttle.succeeded(body.username)
     session_id, csrf = new_session_id(), secrets.token_urlsafe(24)
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=gw.settings.gateway_session_idle_s)
     await gw.repo.create_session(digest(session_id), user["id"], csrf, expires, client_of(request))

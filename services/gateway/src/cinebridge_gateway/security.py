@@ -85,3 +85,39 @@ class PrincipalCache:
             self._entries.clear()
         else:
             self._entries.pop(key, None)
+
+
+class LoginThrottle:
+    """Slows password guessing: after `limit` failures for one user name within `window_s`,
+    further attempts for that name are refused until the window has passed (no lockout of the
+    account itself, so an attacker cannot lock the operator out for long)."""
+
+    def __init__(self, limit: int = 5, window_s: float = 300.0) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._failures: dict[str, list[float]] = {}
+
+    def _recent(self, username: str, now: float) -> list[float]:
+        kept = [t for t in self._failures.get(username.lower(), []) if now - t < self.window_s]
+        if kept:
+            self._failures[username.lower()] = kept
+        else:
+            self._failures.pop(username.lower(), None)
+        return kept
+
+    def retry_after(self, username: str, now: float | None = None) -> float:
+        """Seconds until `username` may try again (0: now)."""
+        now = time.monotonic() if now is None else now
+        recent = self._recent(username, now)
+        if len(recent) < self.limit:
+            return 0.0
+        return max(0.0, self.window_s - (now - recent[-self.limit]))
+
+    def failed(self, username: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if len(self._failures) > 10_000:
+            self._failures.clear()
+        self._failures.setdefault(username.lower(), []).append(now)
+
+    def succeeded(self, username: str) -> None:
+        self._failures.pop(username.lower(), None)
