@@ -55,7 +55,8 @@ class Gateway:
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
-def get_gateway(request: Request) -> Gateway:
+async def get_gateway(request: Request) -> Gateway:
+    # async: a plain `def` dependency would run in a worker thread on every request.
     gw: Gateway = request.app.state.gateway
     return gw
 
