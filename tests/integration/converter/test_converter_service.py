@@ -431,11 +431,32 @@ async def test_console_process_converts_and_stops_on_sigterm(
 
 
 async def test_concurrent_duplicate_jobs_make_one_instance_and_file(
-    client: Any, make_settings: Any, tmp_path: Path
+    client: Any, make_settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two deliveries of one job converting at once (two workers): one row, one event, and the
     file on disk is the one the row describes."""
-    from cinebridge_converter import app, metrics
+    import threading
+
+    from cinebridge_converter import app, convert, metrics
+
+    both_writing = threading.Barrier(2, timeout=30)
+    write = convert.write
+
+    def write_side_by_side(*args: Any, **kwargs: Any) -> Any:
+        both_writing.wait()  # neither may commit before the other has started writing
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(convert, "write", write_side_by_side)
+    from cinebridge_common.store import MediaStore
+
+    renamed: list[str] = []
+    commit_temp = MediaStore.commit_temp
+
+    def counting_commit(self: MediaStore, tmp: Path, rel: str, **kw: Any) -> Path:
+        renamed.append(rel)
+        return commit_temp(self, tmp, rel, **kw)
+
+    monkeypatch.setattr(MediaStore, "commit_temp", counting_commit)
 
     def converted_count() -> float:
         return float(metrics.CONVERSIONS.labels("converted")._value.get())
@@ -460,6 +481,8 @@ async def test_concurrent_duplicate_jobs_make_one_instance_and_file(
         assert converted_count() - before == 2  # both really converted, side by side
         assert await client.pool.fetchval("SELECT count(*) FROM instances") == 1
         assert client.store.sha256(row["rel_path"]) == row["sha256"]
+        # The loser never replaced the winner's file.
+        assert [r for r in renamed if r.startswith("dicom/")] == [row["rel_path"]]
         assert list(client.store.tmp.iterdir()) == []
 
         async def announced() -> list[Any] | None:
