@@ -29,6 +29,7 @@ from cinebridge_common.messages import (
     RetryDeliveryReply,
     SendInstance,
 )
+from cinebridge_common.station import load_station_settings
 
 from . import repository as repo
 from . import scu
@@ -115,8 +116,6 @@ async def handle_echo(req: EchoRequest, deps: SenderDeps) -> EchoReply:
 
 
 async def _local_ae(deps: SenderDeps) -> str:
-    from cinebridge_common.station import load_station_settings
-
     return (await load_station_settings(deps.pool)).local_ae_title
 
 

@@ -28,7 +28,6 @@ Conn = asyncpg.Connection | PoolConnectionProxy
 #: A pool or a connection: for single statements.
 Db = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
 
-ACTIVE = ("queued", "failed-retrying", "sending")
 TERMINAL = ("sent", "warning", "failed-permanent")
 
 _DEST_COLUMNS = (
