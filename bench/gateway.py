@@ -175,6 +175,12 @@ async def drive(
     return latencies, errors, time.perf_counter() - started
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (and its reaped children) from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def summary(name: str, lat: list[float], errors: int, elapsed: float) -> dict[str, float]:
     lat_ms = sorted(x * 1000 for x in lat)
     p99 = lat_ms[min(len(lat_ms) - 1, int(len(lat_ms) * 0.99))]
@@ -228,14 +234,18 @@ async def main() -> int:
             summary("  search", *await drive(port, token, "/api/v1/studies", 1, 3.0, True))
             summary("  health", *await drive(port, token, "/api/health", 1, 3.0, False))
             print(f"{args.clients} concurrent clients, {args.seconds:g} s per endpoint:")
-            search = summary(
-                "  search /api/v1/studies",
-                *await drive(port, token, "/api/v1/studies", args.clients, args.seconds, True),
-            )
-            health = summary(
-                "  health /api/health",
-                *await drive(port, token, "/api/health", args.clients, args.seconds, False),
-            )
+            results = {}
+            for name, path, is_search in (
+                ("search /api/v1/studies", "/api/v1/studies", True),
+                ("health /api/health", "/api/health", False),
+            ):
+                cpu0 = cpu_seconds(gateway.pid)
+                run = await drive(port, token, path, args.clients, args.seconds, is_search)
+                row = summary("  " + name, *run)
+                row["cpu_ms"] = (cpu_seconds(gateway.pid) - cpu0) * 1000 / max(1, row["n"])
+                print(f"    gateway CPU per request: {row['cpu_ms']:.2f} ms")
+                results[is_search] = row
+            search, health = results[True], results[False]
             print(
                 f"ratio search/health: p50 {search['p50'] / health['p50']:.2f}x, "
                 f"p99 {search['p99'] / health['p99']:.2f}x, "
