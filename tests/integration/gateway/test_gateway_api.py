@@ -260,6 +260,21 @@ async def test_save_publishes_idempotent_convert_jobs(
     assert {j["iod"] for j in jobs} == {"vl"}
     assert all(j["job_key"].startswith(j["media_id"] + ":vl:") for j in jobs)
 
+    # A failed conversion is asked again by the next Save (same job key, new message).
+    await gateway.ctx.pool.execute(
+        "UPDATE media SET state = 'failed' WHERE id = $1", uuid.UUID(media[0])
+    )
+    await admin.post(f"/api/v1/studies/{study['id']}/save", json={"iod": "vl"})
+
+    async def retried() -> bool:
+        return len(converts.of_study(study["id"])) == len(media) + 1
+
+    await wait_for(retried, 10, what="the failed media's job sent again")
+    assert (
+        converts.of_study(study["id"])[-1]["job_key"]
+        == f"{media[0]}:vl:" + (jobs[0]["job_key"].split(":", 2)[2])
+    )
+
     content = await admin.get(f"/api/v1/media/{media[0]}/content")
     assert content.status_code == 200 and content.content.startswith(b"\xff\xd8")
     assert (await admin.delete(f"/api/v1/media/{media[0]}")).status_code == 428

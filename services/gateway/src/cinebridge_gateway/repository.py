@@ -397,12 +397,16 @@ class Repository:
         )
         return result.endswith(" 1")
 
-    async def media_to_convert(self, conn: Conn, study_id: uuid.UUID) -> list[uuid.UUID]:
+    async def media_to_convert(
+        self, conn: Conn, study_id: uuid.UUID
+    ) -> list[tuple[uuid.UUID, str]]:
+        """(media id, state) of every media item of the study that is not deleted."""
         rows = await conn.fetch(
-            "SELECT id FROM media WHERE study_id = $1 AND state <> 'deleted' ORDER BY captured_at",
+            "SELECT id, state FROM media WHERE study_id = $1 AND state <> 'deleted' "
+            "ORDER BY captured_at",
             study_id,
         )
-        return [r["id"] for r in rows]
+        return [(r["id"], r["state"]) for r in rows]
 
     # -- deliveries (sender's tables, read only) -----------------------------------------
     async def deliveries_for_study(self, study_id: uuid.UUID) -> list[dict[str, Any]]:

@@ -324,7 +324,7 @@ async def save_study(
     async with gw.pool.acquire() as conn, conn.transaction():
         if await gw.repo.get_study(conn, study_id) is None:
             raise not_found("study")
-        for media_id in await gw.repo.media_to_convert(conn, study_id):
+        for media_id, state in await gw.repo.media_to_convert(conn, study_id):
             key = f"{media_id}:{iod}:{syntax}"
             job = ConvertMedia(
                 job_key=key,
@@ -335,7 +335,10 @@ async def save_study(
                 auto_send=body.auto_send,
                 requested_by=principal.name,
             )
-            await enqueue(conn, job, f"convert-{key}")
+            # Same key, same result: a second Save is a no-op (one outbox row per key). A failed
+            # conversion is asked again under a new message id (the key, and so the UIDs, stay).
+            retry = f"-retry-{uuid.uuid4().hex}" if state == "failed" else ""
+            await enqueue(conn, job, f"convert-{key}{retry}")
             keys.append(key)
         if not keys:
             raise ApiError(409, "nothing_to_save", "the study has no media to save")
