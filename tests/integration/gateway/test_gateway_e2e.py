@@ -212,16 +212,22 @@ async def run_loop(page: Page, gw: Any, api: Any, pacs_dir: Path) -> None:
     await expect(page.locator("#toast")).to_contain_text("Saving 3 item(s)")
 
     async def all_sent() -> bool:
+        # Live events re-render the page; a reload also covers a missed event.
         await page.reload()
+        await expect(page.locator("#thumbs .thumb")).to_have_count(3, timeout=20_000)
         badges = page.locator("#deliveries .badge")
         states = await badges.all_text_contents()
         return len(states) == 3 and set(states) == {"sent"}
 
-    await wait_for(all_sent, 120, interval_s=2, what="three deliveries sent in the UI")
+    await wait_for(all_sent, 120, interval_s=3, what="three deliveries sent in the UI")
     await expect(page.locator("#study-card .badge").first).to_have_text("sent")
     received = [p for p in pacs_dir.iterdir() if p.is_file()]
     assert len(received) == 3, received
     await shot(page, "03-room-sent")
+    await page.locator("#deliveries button:text('Attempts')").first.click()
+    await expect(page.locator("#attempts-dialog")).to_contain_text("0000")
+    await shot(page, "03b-attempts")
+    await page.click("#attempts-dialog button:text('Close')")
 
     # PATIENT: edit (statement §8.1.5: unlinked from the worklist, new Study UID).
     await page.click("button:text('Edit patient')")

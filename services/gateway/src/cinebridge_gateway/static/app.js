@@ -214,7 +214,20 @@ function deliveriesPanel(study) {
       study.deliveries.map((d) => h("tr", { "data-delivery": d.id },
         h("td", {}, d.sop_instance_uid.slice(-18)), h("td", {}, d.destination_name), h("td", {}, badge(d.state)),
         h("td", {}, d.attempts), h("td", { class: "dim" }, ["sent", "queued"].includes(d.state) ? "" : (d.last_error || "")),
-        h("td", {}, d.state.startsWith("failed") ? h("button", { class: "small", onclick: () => retry(d.id) }, "Retry") : "")))));
+        h("td", { class: "row" }, h("button", { class: "small", onclick: () => attemptsDialog(d) }, "Attempts"),
+          d.state.startsWith("failed") ? h("button", { class: "small", onclick: () => retry(d.id) }, "Retry") : "")))));
+}
+async function attemptsDialog(d) {
+  const rows = await attempt(() => api("GET", `/api/v1/deliveries/${d.id}/attempts`));
+  if (!rows) return;
+  const dlg = h("dialog", { id: "attempts-dialog" }, h("h2", {}, `${d.destination_name}: ${d.sop_instance_uid}`),
+    h("table", {}, h("tr", {}, ["#", "Finished", "Outcome", "Status", "Error"].map((t) => h("th", {}, t))),
+      rows.map((a) => h("tr", {}, h("td", {}, a.attempt), h("td", {}, fmtTime(a.finished_at)), h("td", {}, badge(a.outcome)),
+        h("td", {}, a.status_code == null ? "–" : a.status_code.toString(16).padStart(4, "0")), h("td", { class: "dim" }, a.error || "")))),
+    h("form", { method: "dialog" }, h("button", {}, "Close")));
+  document.body.append(dlg);
+  dlg.addEventListener("close", () => dlg.remove());
+  dlg.showModal();
 }
 async function retry(id) { await attempt(() => api("POST", `/api/v1/deliveries/${id}/retry`), "Retry queued"); scheduleRefresh(); }
 
