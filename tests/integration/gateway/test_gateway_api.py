@@ -29,8 +29,10 @@ from cinebridge_common.messages import (
 from cinebridge_common.testing import wait_for
 from cinebridge_gateway.bootstrap import ensure_admin
 from cinebridge_gateway.repository import Repository
+from cinebridge_gateway.routes_studies import StudyOut
 from cinebridge_gateway.security import verify_password
 from cinebridge_gateway.settings import GatewaySettings
+from pydantic import TypeAdapter
 
 pytestmark = pytest.mark.integration
 
@@ -223,7 +225,12 @@ async def test_study_lifecycle_with_worklist_edit_rule_and_audit(gateway: Any, a
     assert found[0]["status"] == "non-converted"
     by_pid = (await admin.get("/api/v1/studies", params={"patient_id": "p1*"})).json()
     assert {s["patient_id"] for s in by_pid} == {"P100"}
-    assert len((await admin.get("/api/v1/studies")).json()) == 3
+    listed = (await admin.get("/api/v1/studies")).json()
+    assert len(listed) == 3
+    # The page is JSON made by PostgreSQL: it must be exactly the documented StudyOut shape.
+    pages = TypeAdapter(list[StudyOut]).validate_python(listed)
+    assert {str(s.id) for s in pages} >= {wl_study["id"], form.json()["id"]}
+    assert set(listed[0]) == set(StudyOut.model_fields)
 
     audit = (await admin.get("/api/v1/audit", params={"study_id": wl_study["id"]})).json()
     assert [a["action"] for a in audit] == ["study_edited", "study_created"]

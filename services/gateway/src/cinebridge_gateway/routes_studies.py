@@ -200,10 +200,10 @@ async def search_studies(
     room: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
-) -> list[dict[str, Any]]:
+) -> Response:
     """LOCAL search (§4.1.3): prefix match on name/ID/accession (`*`, `?` wildcards), newest
     first, each marked non-converted / converted / sent / failed."""
-    return await gw.repo.search_studies(
+    page = await gw.repo.search_studies_json(
         StudyFilter(
             q=q,
             patient_id=patient_id,
@@ -217,6 +217,8 @@ async def search_studies(
             offset=offset,
         )
     )
+    # Already JSON (made by PostgreSQL in the StudyOut shape): passed through as it is.
+    return Response(page, media_type="application/json")
 
 
 @router.get("/studies/{study_id}", response_model=StudyDetail)
