@@ -44,6 +44,10 @@ class FastAssociation(Association):
         self.dul.to_user_queue = WakingQueue(self._work.set)
         # The DUL blocks in GuardedSocket.ready() instead of sleeping between polls.
         self.dul._run_loop_delay = 0.0
+        # pynetdicom makes the DUL thread non-daemon: one stuck peer would then keep the
+        # process alive after SIGTERM. Nothing is acknowledged before it is stored, so an
+        # association cut by process exit loses nothing the peer was told is safe.
+        self.dul.daemon = True
 
     def kill(self) -> None:
         """Wake the DUL out of its select() so that it notices the kill at once."""

@@ -88,7 +88,9 @@ class GuardedSocket(AssociationSocket):
         self._wake_w.setblocking(False)
 
     def wake(self) -> None:
-        """Interrupt a blocked `ready` (something was queued for sending)."""
+        """Interrupt a blocked `ready` (something was queued for sending by another thread)."""
+        if threading.current_thread() is self.assoc.dul:
+            return  # the DUL itself queued it (inline C-STORE response): it is not in select()
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
 
