@@ -53,7 +53,12 @@ function field(name, label, value, extra) {
   return h("label", {}, label, h("input", { name, value: value ?? "", ...(extra || {}) }));
 }
 function formValues(form) { return Object.fromEntries(new FormData(form).entries()); }
-function setView(...nodes) { const v = $("#view"); v.replaceChildren(...nodes); }
+// Each render gets a token; a slower render that an event started before the operator moved
+// on must not paint over the newer page.
+let viewToken = 0;
+function viewSetter(token) {
+  return (...nodes) => { if (token === viewToken) $("#view").replaceChildren(...nodes); };
+}
 
 // ---------------------------------------------------------------- live updates (SSE)
 function connectEvents() {
@@ -75,9 +80,12 @@ function onLiveEvent(subject, data) {
     if (el) el.textContent = `${data.stage} ${Math.round(data.fraction * 100)}%`;
     return;
   }
-  if (subject === "cb.evt.capture.state_changed" && data.room === state.room) scheduleRefresh();
+  // Only pages that show live state re-render: a dialog being filled in is never reset.
+  const page = (location.hash || "#/room").split("/")[1] || "room";
+  if (page === "ops") scheduleRefresh();
+  else if (page !== "room") return;
+  else if (subject === "cb.evt.capture.state_changed" && data.room === state.room) scheduleRefresh();
   else if (state.study && data.study_id === state.study.id) scheduleRefresh();
-  else if (location.hash.startsWith("#/ops")) scheduleRefresh();
 }
 function scheduleRefresh() {
   clearTimeout(state.timer);
@@ -97,7 +105,8 @@ async function render() {
   }
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.id === `nav-${name}`);
   $("#topbar").hidden = !state.me;
-  await (routes[name] || viewRoom)(arg ? decodeURIComponent(arg) : undefined);
+  viewToken += 1;
+  await (routes[name] || viewRoom)(arg ? decodeURIComponent(arg) : undefined, viewSetter(viewToken));
 }
 function setMe(me) {
   state.me = me; state.csrf = me.csrf_token;
@@ -106,7 +115,7 @@ function setMe(me) {
 }
 
 // ---------------------------------------------------------------- login
-function viewLogin() {
+function viewLogin(arg, setView) {
   $("#topbar").hidden = true;
   const form = h("form", { class: "panel login", id: "login-form", onsubmit: async (e) => {
     e.preventDefault();
@@ -135,7 +144,7 @@ async function makeCurrent(study) {
   route("#/room");
 }
 
-async function viewRoom() {
+async function viewRoom(arg, setView) {
   state.rooms = await api("GET", "/api/v1/rooms");
   if (!state.room && state.rooms.length) state.room = state.rooms[0].room;
   const info = state.rooms.find((r) => r.room === state.room);
@@ -253,7 +262,7 @@ async function forwardDialog(study) {
 }
 
 // ---------------------------------------------------------------- patient form
-async function viewPatient() {
+async function viewPatient(arg, setView) {
   const study = state.study;
   const p = study || {};
   const form = h("form", { class: "panel", id: "patient-form", onsubmit: async (e) => {
@@ -283,7 +292,7 @@ async function viewPatient() {
 }
 
 // ---------------------------------------------------------------- worklist dialog
-async function viewWorklist() {
+async function viewWorklist(arg, setView) {
   const results = h("div", { id: "worklist-results" });
   const servers = (await attempt(() => api("GET", "/api/v1/settings/worklist-servers"))) || [];
   const form = h("form", { class: "panel", id: "worklist-form", onsubmit: async (e) => {
@@ -318,7 +327,7 @@ async function startFromWorklist(item) {
 }
 
 // ---------------------------------------------------------------- local search dialog
-async function viewLocal() {
+async function viewLocal(arg, setView) {
   const results = h("div", { id: "local-results" });
   const search = async (form) => {
     const v = Object.entries(formValues(form)).filter(([, x]) => x !== "");
@@ -347,7 +356,7 @@ async function newForPatient(s) {
 }
 
 // ---------------------------------------------------------------- settings
-async function viewSettings() {
+async function viewSettings(arg, setView) {
   const admin = state.me.role === "administrator";
   const station = await api("GET", "/api/v1/settings/station");
   const dests = (await attempt(() => api("GET", "/api/v1/settings/destinations"))) || [];
@@ -405,7 +414,7 @@ async function viewSettings() {
 }
 
 // ---------------------------------------------------------------- ops dashboard
-async function viewOps() {
+async function viewOps(arg, setView) {
   const s = await api("GET", "/api/v1/ops/summary");
   const tbl = (id, head, rows) => h("table", { id }, h("tr", {}, head.map((t) => h("th", {}, t))), rows);
   setView(h("h1", {}, "Operations"),
