@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cinebridge_common.embedded import free_port, wait_port
+from cinebridge_common.embedded import EmbeddedNats, free_port, wait_port
 from cinebridge_common.testing import require_tool, wait_for
 from playwright.async_api import Page, async_playwright, expect
+
+from .conftest import gateway_settings, start_gateway
 
 pytestmark = pytest.mark.integration
 SHOTS = Path(__file__).resolve().parents[3] / "artifacts" / "screenshots"
@@ -100,13 +102,23 @@ async def shot(page: Page, name: str) -> None:
     await page.screenshot(path=str(SHOTS / f"gateway-e2e-{name}.png"), full_page=True)
 
 
-async def test_whole_loop_with_real_services(
-    gateway_factory: Any, nats_url: str, database_url: str, tmp_path: Path
-) -> None:
+async def test_whole_loop_with_real_services(database_url: str, tmp_path: Path) -> None:
     chromium = require_tool("chromium")
     storescp, wlmscpfs = require_tool("storescp"), require_tool("wlmscpfs")
     require_tool("dump2dcm")
-    media, pacs_dir, wl_dir = tmp_path / "media", tmp_path / "pacs", tmp_path / "worklist"
+    # A NATS of its own: the services' durable consumers must not meet other tests' leftovers.
+    nats = EmbeddedNats(tmp_path / "nats")
+    nats.start()
+    try:
+        await whole_loop(chromium, storescp, wlmscpfs, nats.url, database_url, tmp_path)
+    finally:
+        nats.stop()
+
+
+async def whole_loop(
+    chromium: str, storescp: str, wlmscpfs: str, nats_url: str, database_url: str, tmp: Path
+) -> None:
+    media, pacs_dir, wl_dir = tmp / "media", tmp / "pacs", tmp / "worklist"
     pacs_dir.mkdir()
     pacs_port, wl_port, preview_port = free_port(), free_port(), free_port()
     env = service_env(nats_url, database_url, media, pacs_port, wl_port, preview_port)
@@ -118,55 +130,66 @@ async def test_whole_loop_with_real_services(
         timeout=60,
     )
     dcmtk_env = {**env, "TCP_NODELAY": "1"}
-    with processes(tmp_path) as procs:
+    with processes(tmp) as procs:
         spawn(
             procs,
             [storescp, "-od", str(pacs_dir), "-aet", "PACS", "+xa", str(pacs_port)],
-            tmp_path / "storescp.log",
+            tmp / "storescp.log",
             dcmtk_env,
         )
         spawn(
             procs,
             [wlmscpfs, "--data-files-path", str(wl_dir), "--keep-char-set", str(wl_port)],
-            tmp_path / "wlmscpfs.log",
+            tmp / "wlmscpfs.log",
             dcmtk_env,
         )
         wait_port(pacs_port, 10)
         wait_port(wl_port, 10)
-        gw = await gateway_factory(
-            gateway_preview_upstreams={"or1": f"http://127.0.0.1:{preview_port}"}
+        settings = gateway_settings(
+            nats_url,
+            database_url,
+            media,
+            gateway_preview_upstreams={"or1": f"http://127.0.0.1:{preview_port}"},
         )
-        for service in SERVICES:
-            spawn(
-                procs,
-                [sys.executable, "-m", f"cinebridge_{service}"],
-                tmp_path / f"{service}.log",
-                {**env, "CB_INSTANCE_ID": f"e2e-{service}"},
-            )
-        client = await gw.login()
+        gw, task = await start_gateway(settings)
+        try:
+            for service in SERVICES:
+                spawn(
+                    procs,
+                    [sys.executable, "-m", f"cinebridge_{service}"],
+                    tmp / f"{service}.log",
+                    {**env, "CB_INSTANCE_ID": f"e2e-{service}"},
+                )
+            await drive_browser(chromium, gw, procs, pacs_dir, tmp)
+        finally:
+            gw.ctx.stop.set()
+            await asyncio.wait_for(task, 15)
+
+
+async def drive_browser(
+    chromium: str, gw: Any, procs: list[subprocess.Popen[bytes]], pacs_dir: Path, tmp: Path
+) -> None:
+    client = await gw.login()
+    try:
 
         async def all_up() -> bool:
             for proc in procs:
-                assert proc.poll() is None, _logs(tmp_path)
+                assert proc.poll() is None, _logs(tmp)
             health = (await client.get("/api/health")).json()
             up = {i["service"] for i in health["instances"] if i["state"] == "up"}
             return set(SERVICES) <= up
 
         await wait_for(all_up, 60, interval_s=0.5, what="every service up in /api/health")
-        try:
-            async with async_playwright() as pw:
-                browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-                page = await browser.new_page(viewport={"width": 1280, "height": 900})
-                await run_loop(page, gw, client, pacs_dir)
-                await browser.close()
-        except BaseException:
-            print(_logs(tmp_path))
-            raise
-        finally:
-            await client.aclose()
-            for running, task in gateway_factory.running:
-                running.ctx.stop.set()
-                await asyncio.wait_for(task, 15)
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            await run_loop(page, gw, client, pacs_dir)
+            await browser.close()
+    except BaseException:
+        print(_logs(tmp))
+        raise
+    finally:
+        await client.aclose()
 
 
 def _logs(tmp: Path) -> str:
