@@ -15,6 +15,7 @@ from cinebridge_gateway.security import (
     new_api_token,
     verify_password,
 )
+from cinebridge_gateway.settings import GatewaySettings
 from cinebridge_gateway.studies import (
     PatientData,
     PatientEdit,
@@ -141,3 +142,11 @@ def test_login_throttle_refuses_a_name_after_repeated_failures() -> None:
     assert throttle.retry_after("admin", now=61.0) == 0  # the first failure left the window
     throttle.succeeded("admin")
     assert throttle.retry_after("admin", now=3.0) == 0
+
+
+def test_listening_beyond_loopback_needs_a_real_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValidationError, match="CB_SECRET_KEY"):
+        GatewaySettings(gateway_host="0.0.0.0")
+    assert GatewaySettings(gateway_host="0.0.0.0", secret_key="x" * 32).gateway_port == 8080
+    monkeypatch.setenv("CB_GATEWAY_PREVIEW_UPSTREAMS", '{"or1": "http://capture-or1:8091"}')
+    assert GatewaySettings().gateway_preview_upstreams == {"or1": "http://capture-or1:8091"}
