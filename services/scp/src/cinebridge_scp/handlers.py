@@ -49,6 +49,7 @@ def handle_conn_close(event: Event) -> None:
 
 
 def handle_rejected(event: Event) -> None:
+    """Say why (PS3.8 Table 9-21: result, source, reason), e.g. 1/1/3 calling AE not allowed."""
     primitive: Any = event.assoc.acceptor.primitive
     log.warning(
         "association rejected",
@@ -66,6 +67,7 @@ def handle_rejected(event: Event) -> None:
 
 
 def handle_aborted(event: Event) -> None:
+    """A-ABORT or A-P-ABORT; any instance in flight was not acknowledged and left nothing."""
     log.info("association aborted", extra=kv(peer=event.assoc.requestor.address))
 
 

@@ -70,14 +70,3 @@ def _event(f: InstanceFacts, instance_id: str, *, replaced: bool) -> InstanceRec
         sha256=f.sha256,
         replaced=replaced,
     )
-
-
-async def count_rows(pool: asyncpg.Pool) -> dict[str, int]:
-    """Row counts of the index (health detail and tests)."""
-    row = await pool.fetchrow(
-        """SELECT (SELECT count(*) FROM received_studies) AS studies,
-                  (SELECT count(*) FROM received_series) AS series,
-                  (SELECT count(*) FROM received_instances) AS instances"""
-    )
-    assert row is not None
-    return dict(row)
