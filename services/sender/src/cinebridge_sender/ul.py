@@ -164,6 +164,8 @@ class StoreAssociation:
         self.is_established = True
         self._buffer = bytearray()
         self._gather = not isinstance(sock, ssl.SSLSocket)
+        #: Read the file in blocks of whole PDUs: few reads and few sends per instance.
+        self._block = self.piece * max(1, _BLOCK // self.piece)
 
     @classmethod
     def open(
@@ -250,23 +252,40 @@ class StoreAssociation:
         command = c_store_rq(self.message_id, sop_class, sop_instance)
         try:
             self.sock.settimeout(self.network_s)
-            self._send_pdv(context.id, 0x03, command)  # command, last fragment
-            chunk = source.read(self.piece)
-            while chunk:
-                following = source.read(self.piece)
-                self._send_pdv(context.id, 0x00 if following else 0x02, chunk)
-                chunk = following
+            # Command PDV in its own PDU (Table 26: command and data not packed together), but
+            # in the same system call as the first data PDUs.
+            pending: list[bytes | memoryview] = [*_pdv(context.id, 0x03, command)]
+            block = source.read(self._block)
+            while block:
+                following = source.read(self._block)
+                view = memoryview(block)
+                for start in range(0, len(view), self.piece):
+                    piece = view[start : start + self.piece]
+                    last = not following and start + self.piece >= len(view)
+                    pending += _pdv(context.id, 0x02 if last else 0x00, piece)
+                self._send(pending)
+                pending = []
+                block = following
+            if pending:
+                self._send(pending)
             return self._read_response()
         except (OSError, UlError):
             self.abort()
             return None
 
-    def _send_pdv(self, context_id: int, control: int, data: bytes) -> None:
-        header = struct.pack(">BBIIBB", 0x04, 0, len(data) + 6, len(data) + 2, context_id, control)
-        if self._gather:
-            self.sock.sendmsg([header, data])
-        else:  # TLS sockets cannot gather; one copy per PDU is cheap next to the encryption
-            self.sock.sendall(header + data)
+    def _send(self, buffers: list[bytes | memoryview]) -> None:
+        """Send every buffer, gathering them into few system calls (sendmsg may send part)."""
+        if not self._gather:  # TLS sockets cannot gather; copying is cheap next to encryption
+            self.sock.sendall(b"".join(buffers))
+            return
+        views = [memoryview(b) for b in buffers]
+        while views:
+            sent = self.sock.sendmsg(views[:_IOV_MAX])
+            while views and sent >= len(views[0]):
+                sent -= len(views[0])
+                views.pop(0)
+            if sent:
+                views[0] = views[0][sent:]
 
     def _read_response(self) -> int:
         self.sock.settimeout(self.dimse_s or None)
@@ -306,6 +325,17 @@ class StoreAssociation:
             self.sock.settimeout(1.0)
             self.sock.sendall(_abort_pdu())
         self.sock.close()
+
+
+#: Bytes read from a file at once, and the most buffers one sendmsg takes (Linux UIO_MAXIOV 1024).
+_BLOCK = 1 << 20
+_IOV_MAX = 512
+
+
+def _pdv(context_id: int, control: int, data: bytes | memoryview) -> list[bytes | memoryview]:
+    """A P-DATA-TF PDU holding one PDV (PS3.8 9.3.5): its header, then the data as it is."""
+    n = len(data)
+    return [struct.pack(">BBIIBB", 0x04, 0, n + 6, n + 2, context_id, control), data]
 
 
 def _abort_pdu() -> bytes:
