@@ -197,6 +197,16 @@ async def serve_peers(bus: Bus) -> None:
             started_at=dt.datetime.now(dt.UTC),
         )
     )
+    await bus.publish_core(
+        ServiceHeartbeat(
+            service="scp",
+            instance="scp-1",
+            version="1",
+            state="up",
+            started_at=dt.datetime.now(dt.UTC),
+            detail={"ae_title": "CINEBRIDGE", "ports": "11112"},
+        )
+    )
     await bus.nc.flush()
 
 
@@ -334,6 +344,9 @@ async def run_workflow(page: Page, gw: Any, room: FakeRoom) -> None:
     await expect(page.locator("#destinations .echo-result")).to_contain_text("ok")
     await page.click("#worklist-servers button.echo")
     await expect(page.locator("#worklist-servers .echo-result")).to_contain_text("ok")
+    await expect(page.locator("#local-scp")).to_contain_text("CINEBRIDGE")
+    await page.click("#local-scp button.echo")
+    await expect(page.locator("#local-scp .echo-result")).to_contain_text("ok")
     await shot(page, "08-settings")
     station = await gw.ctx.pool.fetchval(
         "SELECT value FROM station_settings WHERE key = 'station_name'"

@@ -361,6 +361,8 @@ async function viewSettings(arg, setView) {
   const station = await api("GET", "/api/v1/settings/station");
   const dests = (await attempt(() => api("GET", "/api/v1/settings/destinations"))) || [];
   const servers = (await attempt(() => api("GET", "/api/v1/settings/worklist-servers"))) || [];
+  const health = (await attempt(() => api("GET", "/api/health"))) || { instances: [] };
+  const scps = health.instances.filter((i) => i.service === "scp" && i.detail.ae_title);
   const echoResult = (el, r) => { el.replaceChildren(r ? badge(r.reachable ? "ok" : "bad") : "", r ? ` ${r.reachable ? `${(r.rtt_ms || 0).toFixed(0)} ms` : r.reason || "unreachable"}` : ""); };
   const echoButton = (path, body) => { const out = h("span", { class: "echo-result" });
     return [h("button", { class: "small echo", onclick: async () => { out.textContent = "…"; echoResult(out, await attempt(() => api("POST", path, body))); } }, "Echo"), out]; };
@@ -408,7 +410,12 @@ async function viewSettings(arg, setView) {
   } }, field("id", "Id (a-z0-9)", "", { required: true, pattern: "[a-z0-9][a-z0-9_-]{0,31}" }), field("name", "Name", ""),
   field("called_ae", "Called AE", "", { required: true, maxlength: 16 }), field("host", "Host", "", { required: true }),
   field("port", "Port", "104", { type: "number", min: 1, max: 65535 }), h("button", { class: "primary" }, "Add")) : "";
-  setView(h("h1", {}, "Settings"), stationForm,
+  const scpPanel = h("section", { class: "panel", id: "local-scp" }, h("h2", {}, "Storage SCP of this station (statement Table 25)"),
+    scps.length ? h("table", {}, h("tr", {}, ["Instance", "AE title", "Ports", "State", ""].map((t) => h("th", {}, t))),
+      scps.map((i) => h("tr", {}, h("td", {}, i.instance), h("td", {}, i.detail.ae_title), h("td", {}, i.detail.ports || ""), h("td", {}, badge(i.state)),
+        h("td", { class: "row" }, ...echoButton("/api/v1/settings/echo", { ae_title: i.detail.ae_title, host: "127.0.0.1", port: Number((i.detail.ports || "").split(",")[0]) })))))
+      : h("p", { class: "dim" }, "No SCP instance reports (its AE title and port are set by CB_SCP_AE_TITLE / CB_SCP_PORT)."));
+  setView(h("h1", {}, "Settings"), stationForm, scpPanel,
     h("section", { class: "panel" }, h("h2", {}, "Destinations (C-STORE)"), destTable, admin ? destForm : ""),
     h("section", { class: "panel" }, h("h2", {}, "Worklist servers"), serverTable, serverForm));
 }
