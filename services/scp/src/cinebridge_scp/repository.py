@@ -7,7 +7,6 @@ from typing import Literal
 
 import asyncpg
 from cinebridge_common.messages import InstanceReceived
-from cinebridge_common.outbox import NOTIFY_CHANNEL
 
 from .ingest import TAGS, IndexOutcome, InstanceFacts
 
@@ -19,8 +18,10 @@ async def index_instance(
 ) -> IndexOutcome:
     """Index one stored file and enqueue InstanceReceived, atomically, in one round trip.
 
-    `scp_index_instance` (migration 102) does what `outbox.enqueue` does inside the same
-    statement, because a C-STORE waits on this call: one round trip instead of ten.
+    `scp_index_instance` (migrations 102-104) does what `outbox.enqueue` does inside the same
+    statement, because a C-STORE waits on this call: one round trip instead of ten. It sends no
+    NOTIFY: a relay woken per instance would publish, update and commit once per instance on
+    the event loop that the next C-STORE is waiting for; its 1 s poll publishes in batches.
     A second copy of a SOP Instance UID replaces the first (the old file path comes back for
     deletion after commit) or, with keep-first, changes nothing; never a duplicate row.
     """
@@ -46,7 +47,7 @@ async def index_instance(
         InstanceReceived.subject,
         fresh.to_bytes(),
         replacing.to_bytes(),
-        NOTIFY_CHANNEL,
+        None,  # no NOTIFY: the relays' 1 s poll publishes received instances in batches
     )
     assert row is not None
     return IndexOutcome(
