@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from cinebridge_common.messages import WorklistItem
 from cinebridge_common.uids import is_valid_uid
-from cinebridge_gateway.repository import like_prefix
+from cinebridge_gateway.search_sql import StudyFilter, build_search, like_prefix
 from cinebridge_gateway.security import (
     LoginThrottle,
     digest,
@@ -150,3 +150,22 @@ def test_listening_beyond_loopback_needs_a_real_secret(monkeypatch: pytest.Monke
     assert GatewaySettings(gateway_host="0.0.0.0", secret_key="x" * 32).gateway_port == 8080
     monkeypatch.setenv("CB_GATEWAY_PREVIEW_UPSTREAMS", '{"or1": "http://capture-or1:8091"}')
     assert GatewaySettings().gateway_preview_upstreams == {"or1": "http://capture-or1:8091"}
+
+
+def test_search_sql_takes_the_sides_the_filters_allow() -> None:
+    both = build_search(StudyFilter(q="doe"), with_deliveries=True, with_received=True)
+    assert both is not None
+    sql, args = both
+    assert "FROM studies s" in sql and "FROM received_studies s" in sql and "deliveries" in sql
+    assert args == ["doe%", "doe%", "doe%", 50, 0]  # name, patient ID, accession; page
+    local = build_search(StudyFilter(room="or1"), with_deliveries=False, with_received=True)
+    assert local is not None and "received_studies" not in local[0]
+    assert "deliveries" not in local[0]
+    received = build_search(
+        StudyFilter(status="received"), with_deliveries=True, with_received=True
+    )
+    assert received is not None and "FROM studies s" not in received[0]
+    assert (
+        build_search(StudyFilter(origin="received"), with_deliveries=True, with_received=False)
+        is None
+    )

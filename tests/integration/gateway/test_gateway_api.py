@@ -29,7 +29,7 @@ from cinebridge_common.messages import (
 from cinebridge_common.testing import wait_for
 from cinebridge_gateway.bootstrap import ensure_admin
 from cinebridge_gateway.repository import Repository
-from cinebridge_gateway.routes_studies import StudyOut
+from cinebridge_gateway.schemas import StudyOut
 from cinebridge_gateway.security import verify_password
 from cinebridge_gateway.settings import GatewaySettings
 from pydantic import TypeAdapter

@@ -22,7 +22,9 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from .deps import ApiError, Gw, User, client_of, not_found
-from .repository import StudyFilter, received_study
+from .repository import received_study
+from .schemas import DeliveryOut, MediaOut, StudyDetail, StudyOut
+from .search_sql import StudyFilter
 from .studies import (
     PatientData,
     PatientEdit,
@@ -55,69 +57,6 @@ class NewStudy(BaseModel):
     patient: PatientData | None = None
     worklist_item: WorklistItem | None = None
     from_study_id: uuid.UUID | None = None
-
-
-class StudyOut(BaseModel):
-    id: uuid.UUID
-    study_instance_uid: str
-    origin: str
-    room: str | None
-    patient_name: str
-    patient_id: str
-    patient_birth_date: str
-    patient_sex: str
-    accession_number: str
-    study_id: str
-    study_description: str
-    referring_physician: str
-    study_date: str
-    study_time: str
-    edited: bool
-    state: str
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    status: str | None = None
-    media_count: int | None = None
-
-
-class MediaOut(BaseModel):
-    id: uuid.UUID
-    study_id: uuid.UUID
-    room: str
-    source: str
-    kind: str
-    size: int
-    mime: str
-    width: int | None
-    height: int | None
-    frames: int | None
-    duration_s: float | None
-    fps: float | None
-    codec: str | None
-    state: str
-    error: str | None
-    captured_at: dt.datetime
-    content_url: str
-
-
-class DeliveryOut(BaseModel):
-    id: uuid.UUID
-    instance_id: uuid.UUID
-    destination_id: uuid.UUID
-    destination_name: str
-    state: str
-    attempts: int
-    last_status: int | None
-    last_error: str | None
-    updated_at: dt.datetime
-    delivered_at: dt.datetime | None
-    sop_instance_uid: str
-    sop_class_uid: str
-
-
-class StudyDetail(StudyOut):
-    media: list[MediaOut] = []
-    deliveries: list[DeliveryOut] = []
 
 
 class SaveRequest(BaseModel):

@@ -1,0 +1,71 @@
+"""Response shapes of the studies API (documented in the OpenAPI schema)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from pydantic import BaseModel
+
+
+class StudyOut(BaseModel):
+    id: uuid.UUID
+    study_instance_uid: str
+    origin: str
+    room: str | None
+    patient_name: str
+    patient_id: str
+    patient_birth_date: str
+    patient_sex: str
+    accession_number: str
+    study_id: str
+    study_description: str
+    referring_physician: str
+    study_date: str
+    study_time: str
+    edited: bool
+    state: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    status: str | None = None
+    media_count: int | None = None
+
+
+class MediaOut(BaseModel):
+    id: uuid.UUID
+    study_id: uuid.UUID
+    room: str
+    source: str
+    kind: str
+    size: int
+    mime: str
+    width: int | None
+    height: int | None
+    frames: int | None
+    duration_s: float | None
+    fps: float | None
+    codec: str | None
+    state: str
+    error: str | None
+    captured_at: dt.datetime
+    content_url: str
+
+
+class DeliveryOut(BaseModel):
+    id: uuid.UUID
+    instance_id: uuid.UUID
+    destination_id: uuid.UUID
+    destination_name: str
+    state: str
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    updated_at: dt.datetime
+    delivered_at: dt.datetime | None
+    sop_instance_uid: str
+    sop_class_uid: str
+
+
+class StudyDetail(StudyOut):
+    media: list[MediaOut] = []
+    deliveries: list[DeliveryOut] = []

@@ -1,0 +1,160 @@
+"""SQL of the local search and of study status, built without I/O (unit-testable).
+
+Search texts become escaped LIKE prefixes on `lower(column)` (indexed with text_pattern_ops by
+601_gateway.sql); `*` and `?` are the DICOM wildcards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StudyFilter:
+    q: str | None = None
+    patient_id: str | None = None
+    accession_number: str | None = None
+    date_from: str | None = None
+    date_to: str | None = None
+    origin: str | None = None
+    status: str | None = None
+    room: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+STUDY_COLUMNS = (
+    "id, study_instance_uid, origin, room, patient_name, patient_id, patient_birth_date, "
+    "patient_sex, accession_number, study_id, study_description, referring_physician, "
+    "study_date, study_time, edited, state, created_at, updated_at"
+)
+
+#: Study-level status derived from its media and deliveries (statement §4.1.3: "non-converted
+#: and converted studies are marked accordingly among local search results").
+STATUS_SQL = """
+    CASE
+      WHEN m.failed > 0 OR d.failed > 0 THEN 'failed'
+      WHEN d.total > 0 AND d.sent = d.total THEN 'sent'
+      WHEN m.total > 0 AND m.converted = m.total THEN 'converted'
+      ELSE 'non-converted'
+    END"""
+
+MEDIA_AGG = """
+    LEFT JOIN LATERAL (
+      SELECT count(*) FILTER (WHERE state <> 'deleted') AS total,
+             count(*) FILTER (WHERE state = 'converted') AS converted,
+             count(*) FILTER (WHERE state = 'failed') AS failed
+      FROM media WHERE media.study_id = s.id) m ON true"""
+
+DELIVERY_AGG = """
+    LEFT JOIN LATERAL (
+      SELECT count(*) AS total,
+             count(*) FILTER (WHERE state IN ('sent', 'warning')) AS sent,
+             count(*) FILTER (WHERE state = 'failed-permanent') AS failed
+      FROM deliveries WHERE deliveries.study_id = s.id) d ON true"""
+
+NO_DELIVERIES = " LEFT JOIN LATERAL (SELECT 0 AS total, 0 AS sent, 0 AS failed) d ON true"
+
+
+def like_prefix(value: str) -> str:
+    """A user's search text as a LIKE prefix: `*` and `?` are DICOM wildcards (PS3.4 C.2.2.2.4)."""
+    escaped = value.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    escaped = escaped.replace("*", "%").replace("?", "_")
+    return escaped if escaped.endswith("%") else escaped + "%"
+
+
+def build_search(
+    f: StudyFilter, *, with_deliveries: bool, with_received: bool
+) -> tuple[str, list[Any]] | None:
+    """The LOCAL dialog's page: local studies and (statement §4.1.3 LOCAL: "created or
+    received") studies the SCP received, newest first; each side is cut in SQL, then merged.
+    Returns (SQL, arguments), or None when the filters exclude both sides."""
+    args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    common = _match_conditions(f, arg)
+    want_local = f.origin != "received" and f.status != "received"
+    want_received = (
+        with_received
+        and f.origin in (None, "received")
+        and f.room is None
+        and f.status in (None, "received")
+    )
+    limit, offset = arg(f.limit), arg(f.offset)
+    window = f"({limit}::int + {offset}::int)"
+    parts = []
+    if want_local:
+        parts.append(_local_page(f, common, arg, window, with_deliveries))
+    if want_received:
+        parts.append(_received_page(common, window))
+    if not parts:
+        return None
+    union = " UNION ALL ".join(f"({part})" for part in parts)
+    sql = f"SELECT * FROM ({union}) u ORDER BY created_at DESC LIMIT {limit} OFFSET {offset}"
+    return sql, args
+
+
+def _local_page(
+    f: StudyFilter, common: list[str], arg: Any, window: str, with_deliveries: bool
+) -> str:
+    where = list(common)
+    if f.origin:
+        where.append(f"s.origin = {arg(f.origin)}")
+    if f.room:
+        where.append(f"s.room = {arg(f.room)}")
+    deliveries = DELIVERY_AGG if with_deliveries else NO_DELIVERIES
+    # Without a status filter the page is cut before the lateral aggregates run.
+    status_filter = f"WHERE status = {arg(f.status)}" if f.status else ""
+    inner_limit = "" if f.status else f"ORDER BY s.created_at DESC LIMIT {window}"
+    return f"""
+        SELECT * FROM (
+          SELECT p.*, m.total AS media_count, {STATUS_SQL} AS status
+          FROM (SELECT {_prefixed("s")} FROM studies s WHERE {" AND ".join(where)}
+                {inner_limit}) p
+          {MEDIA_AGG.replace("s.id", "p.id")}
+          {deliveries.replace("s.id", "p.id")}
+        ) x {status_filter}
+        ORDER BY created_at DESC LIMIT {window}"""
+
+
+def _prefix_condition(column: str, value: str, arg: Any) -> str:
+    return f"lower({column}) LIKE {arg(like_prefix(value))}"
+
+
+def _match_conditions(f: StudyFilter, arg: Any) -> list[str]:
+    """Conditions on columns that local and received studies share (alias `s`)."""
+    where = ["true"]
+    if f.q:
+        columns = ("s.patient_name", "s.patient_id", "s.accession_number")
+        where.append("(" + " OR ".join(_prefix_condition(c, f.q, arg) for c in columns) + ")")
+    if f.patient_id:
+        where.append(_prefix_condition("s.patient_id", f.patient_id, arg))
+    if f.accession_number:
+        where.append(_prefix_condition("s.accession_number", f.accession_number, arg))
+    if f.date_from:
+        where.append(f"s.study_date >= {arg(f.date_from)}")
+    if f.date_to:
+        where.append(f"s.study_date <> '' AND s.study_date <= {arg(f.date_to)}")
+    return where
+
+
+def _received_page(common: list[str], window: str) -> str:
+    """The SCP's received studies (services/scp, table received_studies) as search rows."""
+    return f"""
+        SELECT s.id, s.study_instance_uid, 'received' AS origin, NULL::text AS room,
+               s.patient_name, s.patient_id, s.patient_birth_date, s.patient_sex,
+               s.accession_number, s.study_id, s.study_description, s.referring_physician,
+               s.study_date, s.study_time, false AS edited, 'received' AS state,
+               s.first_received_at AS created_at, s.last_received_at AS updated_at,
+               (SELECT count(*) FROM received_instances i WHERE i.study_id = s.id) AS media_count,
+               'received' AS status
+        FROM received_studies s WHERE {" AND ".join(common)}
+        ORDER BY s.first_received_at DESC LIMIT {window}"""
+
+
+def _prefixed(alias: str) -> str:
+    return ", ".join(f"{alias}.{c.strip()}" for c in STUDY_COLUMNS.split(","))
