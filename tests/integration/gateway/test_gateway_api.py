@@ -25,6 +25,8 @@ from cinebridge_common.messages import (
     ServiceHeartbeat,
     WorklistQuery,
     WorklistQueryReply,
+    WorklistReconcile,
+    WorklistReconcileReply,
 )
 from cinebridge_common.testing import wait_for
 from cinebridge_gateway.bootstrap import ensure_admin
@@ -424,6 +426,36 @@ async def test_settings_roles_echo_and_tokens(gateway: Any, admin: Any, peer_bus
         assert (await ops.get("/api/health")).status_code == 401
     actions = [a["action"] for a in (await admin.get("/api/v1/audit")).json()]
     assert {"settings_changed", "user_created", "token_created", "token_revoked"} <= set(actions)
+
+
+async def test_reconcile_links_a_begun_study_to_a_worklist_item(admin: Any, peer_bus: Bus) -> None:
+    asked: list[WorklistReconcile] = []
+
+    async def reconcile(req: WorklistReconcile) -> Reply:
+        asked.append(req)
+        if req.item.accession_number == "TAKEN":
+            return WorklistReconcileReply(ok=False, error="item linked to another study")
+        return WorklistReconcileReply(
+            study_id=req.study_id,
+            study_instance_uid="1.2.3.4.5.6",
+            previous_study_instance_uid="2.25.1",
+        )
+
+    await peer_bus.serve(WorklistReconcile, reconcile)
+    await peer_bus.nc.flush()
+    study = (await admin.post("/api/v1/studies", json={"origin": "form"})).json()
+    ok = await admin.post(
+        f"/api/v1/studies/{study['id']}/reconcile", json={"worklist_item": WORKLIST_ITEM}
+    )
+    assert ok.status_code == 200, ok.text
+    assert (asked[0].study_id, asked[0].by) == (study["id"], "admin")
+    refused = await admin.post(
+        f"/api/v1/studies/{study['id']}/reconcile",
+        json={"worklist_item": {**WORKLIST_ITEM, "accession_number": "TAKEN"}},
+    )
+    assert refused.status_code == 409 and "another study" in refused.json()["error"]["message"]
+    audit = (await admin.get("/api/v1/audit", params={"study_id": study["id"]})).json()
+    assert audit[0]["action"] == "study_reconciled"
 
 
 async def test_worklist_search_relays_to_the_worklist_service(admin: Any, peer_bus: Bus) -> None:

@@ -40,6 +40,8 @@ from cinebridge_common.messages import (
     WorklistEchoReply,
     WorklistQuery,
     WorklistQueryReply,
+    WorklistReconcile,
+    WorklistReconcileReply,
     WorklistServerDelete,
     WorklistServersList,
     WorklistServersReply,
@@ -81,6 +83,7 @@ async def serve_contract_peers(bus: Bus) -> None:
         (WorklistServerUpsert, _const(WorklistServersReply())),
         (WorklistServerDelete, _const(WorklistServersReply(ok=False, error="no such server"))),
         (WorklistEcho, _const(WorklistEchoReply(reachable=False, reason="unknown server"))),
+        (WorklistReconcile, _const(WorklistReconcileReply(ok=False, error="no such study"))),
     ]
     for request_type, handler in handlers:
         await bus.serve(request_type, handler)

@@ -36,6 +36,8 @@ from cinebridge_common.messages import (
     WorklistItem,
     WorklistQuery,
     WorklistQueryReply,
+    WorklistReconcile,
+    WorklistReconcileReply,
     WorklistServer,
     WorklistServersList,
     WorklistServersReply,
@@ -163,6 +165,11 @@ async def serve_peers(bus: Bus) -> None:
     async def wl_echo(_: WorklistEcho) -> Reply:
         return WorklistEchoReply(reachable=True, rtt_ms=3.0)
 
+    async def reconcile(req: WorklistReconcile) -> Reply:
+        return WorklistReconcileReply(
+            study_id=req.study_id, study_instance_uid=item.study_instance_uid
+        )
+
     async def destinations(_: DestinationListRequest) -> Reply:
         return DestinationListReply(
             destinations=[
@@ -183,6 +190,7 @@ async def serve_peers(bus: Bus) -> None:
         (WorklistQuery, query),
         (WorklistServersList, servers),
         (WorklistEcho, wl_echo),
+        (WorklistReconcile, reconcile),
         (DestinationListRequest, destinations),
         (EchoRequest, echo),
     ]:
@@ -328,6 +336,14 @@ async def run_workflow(page: Page, gw: Any, room: FakeRoom) -> None:
     await page.click("#patient-submit")
     await expect(page.locator("#study-patient")).to_have_text("DOE^JANET")
     await expect(page.locator("#study-card")).to_contain_text("edited")
+
+    # WORKLIST on the edited (now unlinked) study: link it to the item again (reconcile).
+    await page.click("#nav-worklist")
+    await page.fill("#worklist-form input[name=patient_name]", "DOE*")
+    await page.click("#worklist-search")
+    await page.click("#worklist-results button:text('Use for current study')")
+    await expect(page.locator("#toast")).to_contain_text("linked to the worklist item")
+    await expect(page.locator("#study-card")).to_be_visible()
 
     # LOCAL search finds it, non-converted until the converter has run.
     await page.click("#nav-local")

@@ -13,6 +13,8 @@ from cinebridge_common.messages import (
     RetryDeliveryReply,
     StudyChanged,
     WorklistItem,
+    WorklistReconcile,
+    WorklistReconcileReply,
 )
 from cinebridge_common.outbox import enqueue
 from cinebridge_common.station import load_station_settings
@@ -195,6 +197,34 @@ async def edit_study(
         event = StudyChanged(study_id=str(study_id), change="edited", by=principal.name)
         await enqueue(conn, event, f"study-edited-{study_id}-{uuid.uuid4().hex}")
     return updated
+
+
+class ReconcileRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    worklist_item: WorklistItem
+
+
+@router.post("/studies/{study_id}/reconcile", response_model=StudyOut)
+async def reconcile_study(
+    study_id: uuid.UUID, body: ReconcileRequest, principal: User, request: Request, gw: Gw
+) -> dict[str, Any]:
+    """WORKLIST dialog on a study already begun (statement §4.1.3: acquisition may start before
+    the patient data; the operator then picks the worklist item): the worklist service gives the
+    study the item's Study Instance UID and attributes."""
+    await _study_or_404(gw, study_id)
+    msg = WorklistReconcile(study_id=str(study_id), item=body.worklist_item, by=principal.name)
+    reply = await gw.bus.request(msg, WorklistReconcileReply, gw.settings.gateway_rpc_timeout_s)
+    if not reply.ok:
+        raise ApiError(409, "reconcile_refused", reply.error or "the worklist service refused")
+    await gw.repo.audit(
+        gw.pool,
+        principal.name,
+        "study_reconciled",
+        study_id=study_id,
+        detail={"previous_uid": reply.previous_study_instance_uid},
+        client=client_of(request),
+    )
+    return await _study_or_404(gw, study_id)
 
 
 @router.get("/studies/{study_id}/media", response_model=list[MediaOut])

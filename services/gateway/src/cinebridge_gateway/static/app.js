@@ -309,7 +309,8 @@ async function viewWorklist(arg, setView) {
           h("td", {}, dicomDate(it.patient_birth_date)), h("td", {}, it.accession_number || ""),
           h("td", {}, it.requested_procedure_description || it.scheduled_procedure_step_description || ""),
           h("td", {}, `${dicomDate(it.scheduled_procedure_step_start_date)} ${it.scheduled_procedure_step_start_time || ""}`),
-          h("td", {}, h("button", { class: "primary small", onclick: () => startFromWorklist(it) }, "Start study"))))),
+          h("td", { class: "row" }, h("button", { class: "primary small", onclick: () => startFromWorklist(it) }, "Start study"),
+            canTakeWorklist() ? h("button", { class: "small", onclick: () => reconcile(it) }, "Use for current study") : "")))),
       r.items.length ? "" : h("p", { class: "dim" }, "No worklist entries match."));
   } },
   h("h1", {}, "Worklist"),
@@ -320,6 +321,12 @@ async function viewWorklist(arg, setView) {
     field("date_from", "Scheduled from", "", { type: "date" }), field("date_to", "Scheduled to", "", { type: "date" })),
   h("p", {}, h("button", { class: "primary", type: "submit", id: "worklist-search" }, "Search")));
   setView(form, h("section", { class: "panel" }, results));
+}
+// A study begun before its patient data (statement §4.1.3) takes a worklist item later.
+function canTakeWorklist() { return !!state.study && (state.study.origin !== "worklist" || state.study.edited); }
+async function reconcile(item) {
+  const r = await attempt(() => api("POST", `/api/v1/studies/${state.study.id}/reconcile`, { worklist_item: item }), "Current study linked to the worklist item");
+  if (r) route("#/room");
 }
 async function startFromWorklist(item) {
   const r = await attempt(() => api("POST", "/api/v1/studies", { origin: "worklist", room: state.room || null, worklist_item: item }), "Study started from the worklist");
@@ -338,7 +345,8 @@ async function viewLocal(arg, setView) {
       rows.map((s) => h("tr", { "data-study": s.id }, h("td", {}, s.patient_name), h("td", {}, s.patient_id), h("td", {}, s.accession_number),
         h("td", {}, dicomDate(s.study_date)), h("td", {}, s.origin), h("td", {}, s.media_count ?? ""), h("td", {}, badge(s.status)),
         h("td", { class: "row" }, s.origin === "received" ? "" : h("button", { class: "small", onclick: () => makeCurrent(s) }, "Open"),
-          h("button", { class: "small", onclick: () => newForPatient(s) }, "New study"))))),
+          h("button", { class: "small", onclick: () => newForPatient(s) }, "New study"),
+          state.study && state.study.id !== s.id ? h("button", { class: "small", onclick: () => takePatient(s) }, "Use for current study") : "")))),
     rows.length ? "" : h("p", { class: "dim" }, "No local studies match."));
   };
   const form = h("form", { class: "panel", id: "local-form", onsubmit: (e) => { e.preventDefault(); search(e.target); } },
@@ -349,6 +357,13 @@ async function viewLocal(arg, setView) {
     h("p", {}, h("button", { class: "primary", type: "submit", id: "local-search" }, "Search")));
   setView(form, h("section", { class: "panel" }, results));
   search(form);
+}
+// LOCAL dialog on the current study: its patient becomes this one (statement §4.1.3: worklist
+// data is dropped and the Study UID regenerated, which the edit rule does).
+async function takePatient(s) {
+  const patient = { patient_name: s.patient_name, patient_id: s.patient_id, patient_birth_date: s.patient_birth_date, patient_sex: s.patient_sex };
+  const r = await attempt(() => api("PATCH", `/api/v1/studies/${state.study.id}`, patient), "Patient taken for the current study");
+  if (r) route("#/room");
 }
 async function newForPatient(s) {
   const r = await attempt(() => api("POST", "/api/v1/studies", { origin: "local", room: state.room || null, from_study_id: s.id }), "New study for this patient");
