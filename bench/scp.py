@@ -245,9 +245,9 @@ class Orthanc(Receiver):
 class CineBridge(Receiver):
     name, aet = "cinebridge", "CINEBRIDGE"
 
-    def __init__(self, work: Path, nats_url: str, dsn: str) -> None:
+    def __init__(self, work: Path, nats_url: str, dsn: str, workers: int) -> None:
         self.work = work / "cinebridge"
-        self.nats_url, self.dsn = nats_url, dsn
+        self.nats_url, self.dsn, self.workers = nats_url, dsn, workers
 
     def start(self) -> None:
         self.port = free_port()
@@ -259,6 +259,7 @@ class CineBridge(Receiver):
             CB_SCP_PORT=str(self.port),
             CB_LOG_LEVEL="WARNING",
             CB_INSTANCE_ID="bench",
+            CB_SCP_WORKERS=str(self.workers),
         )
         self.proc = subprocess.Popen([sys.executable, "-m", "cinebridge_scp"], env=env)
         wait_port(self.port)
@@ -293,6 +294,7 @@ def main() -> None:
     parser.add_argument("--large-mb", type=int, default=1024)
     parser.add_argument("--senders", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="CB_SCP_WORKERS for CineBridge")
     parser.add_argument("--only", default="", help="comma list of receivers")
     args = parser.parse_args()
     for tool in ("storescu", "storescp", "Orthanc"):
@@ -323,7 +325,7 @@ def run(args: argparse.Namespace, work: Path, nats_url: str, dsn: str) -> None:
         parts[n % args.senders].mkdir(exist_ok=True)
         os.link(path, parts[n % args.senders] / path.name)
     receivers: list[Receiver] = [
-        CineBridge(work, nats_url, dsn),
+        CineBridge(work, nats_url, dsn, args.workers),
         DcmtkStorescp(work),
         Orthanc(work),
     ]

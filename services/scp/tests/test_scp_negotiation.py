@@ -74,3 +74,32 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CB_SCP_ALLOWED_CALLING_AE_TITLES", '["ENDO1","US2"]')
     s = ScpSettings()
     assert s.scp_port == 104 and s.scp_allowed_calling_ae_titles == ["ENDO1", "US2"]
+
+
+def test_worker_environment_carries_the_effective_settings() -> None:
+    from cinebridge_scp.workers import child_environment
+    from pydantic import SecretStr
+
+    s = ScpSettings(
+        scp_port=11113,
+        scp_workers=2,
+        scp_allowed_calling_ae_titles=["A", "B"],
+        scp_require_called_ae=False,
+        database_url=SecretStr("postgresql://u:pw@h/db"),
+        instance_id="box1",
+    )
+    env = child_environment(s, 1)
+    assert env["CB_SCP_PORT"] == "11113" and env["CB_SCP_WORKER_INDEX"] == "1"
+    assert env["CB_DATABASE_URL"] == "postgresql://u:pw@h/db"
+    assert env["CB_INSTANCE_ID"] == "box1-w1" and env["CB_HEALTH_PORT"] == "0"
+    assert env["CB_SCP_REQUIRE_CALLED_AE"] == "false"
+    assert "CB_SCP_TLS_CERT" not in env
+    import os
+
+    os.environ.update({k: v for k, v in env.items() if k.startswith("CB_")})
+    try:
+        again = ScpSettings()
+        assert again.scp_allowed_calling_ae_titles == ["A", "B"] and again.scp_worker_index == 1
+    finally:
+        for key in [k for k in env if k.startswith("CB_")]:
+            os.environ.pop(key, None)

@@ -253,3 +253,65 @@ async def test_tls_listener(scp_factory: Any, tmp_path: Path, dicom: Any) -> Non
 
         assert await asyncio.to_thread(store_over_tls) == [0]
         assert (await scp.rows())["instances"] == 1
+
+
+async def test_worker_processes_share_the_port(
+    scp_factory: Any, dicom: Any, tmp_path: Path, nats_url: str
+) -> None:
+    """CB_SCP_WORKERS=2: a second process binds the same port; 4 concurrent senders all land."""
+    from cinebridge_common.messages import ServiceHeartbeat
+
+    bus = await Bus.connect(nats_url, "scp-test-heartbeats")
+    up: set[str] = set()
+
+    async def on_heartbeat(msg: Any) -> None:
+        beat = ServiceHeartbeat.from_bytes(msg.data)
+        if beat.service == "scp" and beat.state == "up":
+            up.add(beat.instance)
+
+    await bus.subscribe_events(ServiceHeartbeat.subject, on_heartbeat)
+    folders = []
+    for n in range(4):
+        folder = tmp_path / f"sender{n}"
+        folder.mkdir()
+        for m in range(10):
+            dicom.make_ct(folder / f"{m}.dcm", size=64)
+        folders.append(folder)
+    exe = require_tool("storescu")
+    try:
+        async with scp_factory(scp_workers=2) as scp:
+            await wait_for(lambda: _truthy("scp-test-w1" in up), 30, what="worker heartbeat")
+            assert scp.app.ctx is not None
+            runs = [
+                asyncio.to_thread(
+                    subprocess.run,
+                    [exe, "-aec", scp.ae_title, "+sd", "127.0.0.1", str(scp.port), str(folder)],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    env={"TCP_NODELAY": "1"},
+                )
+                for folder in folders
+            ]
+            results = await asyncio.gather(*runs)
+            assert [r.returncode for r in results] == [0, 0, 0, 0], results[0].stderr
+            rows = await scp.rows()
+            assert rows["instances"] == 40 and len(scp.stored_files()) == 40
+            callers = await scp.pool.fetchval(
+                "SELECT count(DISTINCT calling_ae) FROM received_instances"
+            )
+            assert callers == 1
+            assert scp.app.workers is not None
+            worker_pids = [p.pid for p in scp.app.workers.procs]
+            assert len(worker_pids) == 1
+        for pid in worker_pids:  # stopped with the service
+            assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+    finally:
+        await bus.close()
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

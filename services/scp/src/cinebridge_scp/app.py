@@ -17,6 +17,7 @@ from .ingest import IndexOutcome, Ingest, InstanceFacts
 from .listener import ScpListener, configure_pynetdicom
 from .receive import ReceiveConfig
 from .settings import ScpSettings
+from .workers import Workers
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class ScpApp:
         self.receive_config = receive_config
         self.listener: ScpListener | None = None
         self.ctx: ServiceContext | None = None
+        self.workers: Workers | None = None
 
     async def run(self) -> None:
         settings = self.settings
@@ -78,6 +80,11 @@ class ScpApp:
                 {"ae_title": settings.scp_ae_title, "ports": ",".join(map(str, listener.ports))}
             )
             ctx.spawn(self._report(ctx, listener, ingest), "scp-status")
+            if settings.scp_workers > 1 and settings.scp_worker_index == 0:
+                workers = self.workers = Workers(settings)
+                ctx.stack.push_async_callback(workers.stop)
+                await workers.start()
+                ctx.spawn(workers.watch(ctx.stop), "scp-workers")
             await ctx.serve_forever()
 
     async def _report(self, ctx: ServiceContext, listener: ScpListener, ingest: Ingest) -> None:

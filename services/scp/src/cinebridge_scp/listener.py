@@ -142,6 +142,7 @@ class ScpListener:
             self.receive_config,
             ssl_context=tls,
             evt_handlers=self.handlers,
+            reuse_port=self.settings.scp_workers > 1,
         )
         thread = threading.Thread(
             target=server.serve_forever,

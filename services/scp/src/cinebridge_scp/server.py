@@ -319,9 +319,11 @@ class ScpServer(ThreadedAssociationServer):
         receive_config: ReceiveConfig,
         ssl_context: ssl.SSLContext | None = None,
         evt_handlers: list[Any] | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.limits = limits
         self.receive_config = receive_config
+        self.reuse_port = reuse_port
         self._pending = 0
         self._pending_lock = threading.Lock()
         super().__init__(
@@ -333,6 +335,12 @@ class ScpServer(ThreadedAssociationServer):
             evt_handlers,
             request_handler=GatedRequestHandler,
         )
+
+    def server_bind(self) -> None:
+        if self.reuse_port:  # worker processes share the port (workers.py)
+            assert self.socket is not None
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None

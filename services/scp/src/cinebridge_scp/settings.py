@@ -52,6 +52,11 @@ class ScpSettings(ServiceSettings):
     scp_tls_key: Path | None = None
     #: CA bundle for client certificates; when set, clients must present a trusted certificate.
     scp_tls_client_ca: Path | None = None
+    #: Processes sharing the DICOM port (SO_REUSEPORT); >1 lets concurrent senders use more
+    #: cores. The service process starts the other N-1 (see workers.py).
+    scp_workers: int = 1
+    #: Set by the service process for the workers it starts; 0 = the service process itself.
+    scp_worker_index: int = 0
     #: Time allowed for PostgreSQL to index one instance before answering 0xA700.
     scp_db_timeout_s: float = 15.0
 
@@ -73,6 +78,10 @@ class ScpSettings(ServiceSettings):
             raise ValueError("CB_SCP_AE_TITLE must be 1-16 ASCII characters without backslash")
         if not 4096 <= self.scp_max_pdu <= 256 * 1024 * 1024:
             raise ValueError("CB_SCP_MAX_PDU must be between 4096 and 268435456 bytes")
+        if not 1 <= self.scp_workers <= 64:
+            raise ValueError("CB_SCP_WORKERS must be between 1 and 64")
+        if self.scp_workers > 1 and self.scp_port == 0:
+            raise ValueError("CB_SCP_WORKERS > 1 needs a fixed CB_SCP_PORT to share")
         if (self.scp_tls_cert is None) != (self.scp_tls_key is None):
             raise ValueError("CB_SCP_TLS_CERT and CB_SCP_TLS_KEY must be set together")
         return self
