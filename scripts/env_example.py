@@ -36,6 +36,8 @@ CB_GATEWAY_ADMIN_PASSWORD=change-this-admin-password
 """
 
 COMPOSE_SET = {"CB_SECRET_KEY", "CB_GATEWAY_ADMIN_PASSWORD"}
+#: Set by a service for its own child processes, never by an operator.
+INTERNAL = {"CB_SCP_WORKER_INDEX"}
 
 
 def _settings_classes(service: str) -> list[type[ServiceSettings]]:
@@ -87,7 +89,7 @@ def _block(title: str, cls: type[ServiceSettings], skip: set[str]) -> list[str]:
         if name in skip:
             continue
         env = f"CB_{name.upper()}"
-        if env in COMPOSE_SET:
+        if env in COMPOSE_SET or env in INTERNAL:
             continue
         doc = (field.description or comments.get(name, "")).strip().replace("\n", " ")
         if doc:
