@@ -37,16 +37,42 @@ def part10(tmp_path: Path, **overrides: str) -> tuple[bytes, Dataset]:
     return path.read_bytes(), ds
 
 
-class FakeIndex:
-    def __init__(self, fail: Exception | None = None) -> None:
-        self.fail = fail
-        self.calls: list[InstanceFacts] = []
+class FakePending:
+    def __init__(self, index: FakeIndex, facts: InstanceFacts) -> None:
+        self.index, self.facts = index, facts
+        self.decided: str | None = None
 
-    def __call__(self, facts: InstanceFacts) -> IndexOutcome:
+    def commit(self) -> IndexOutcome:
+        assert self.decided is None
+        self.decided = "commit"
+        # The file must be durable under its final name before the row commits.
+        assert self.index.store.resolve(self.facts.rel_path).is_file()
+        if self.index.fail_commit:
+            raise self.index.fail_commit
+        self.index.calls.append(self.facts)
+        return IndexOutcome("row-1")
+
+    def rollback(self) -> None:
+        self.decided = self.decided or "rollback"
+
+
+class FakeIndex:
+    def __init__(
+        self,
+        fail: Exception | None = None,
+        fail_commit: Exception | None = None,
+        store: MediaStore | None = None,
+    ) -> None:
+        self.fail, self.fail_commit = fail, fail_commit
+        self.store = store or MediaStore(Path("/nonexistent"))
+        self.calls: list[InstanceFacts] = []
+        self.pending: list[FakePending] = []
+
+    def __call__(self, facts: InstanceFacts) -> FakePending:
         if self.fail:
             raise self.fail
-        self.calls.append(facts)
-        return IndexOutcome("row-1")
+        self.pending.append(FakePending(self, facts))
+        return self.pending[-1]
 
 
 @pytest.fixture
@@ -73,9 +99,10 @@ def command(ds: Dataset) -> Command:
 
 def test_success_stores_hashes_and_indexes(tmp_path: Path, store: MediaStore) -> None:
     data, ds = part10(tmp_path, PatientName="Müller^Jörg")
-    index = FakeIndex()
+    index = FakeIndex(store=store)
     rf = received(store, data, max_bytes=1 << 20)
     assert Ingest(store, index, 64).store_instance(rf, command(ds)) == 0x0000
+    assert [p.decided for p in index.pending] == ["commit"]
     (facts,) = index.calls
     assert facts.sha256 == hashlib.sha256(data).hexdigest() and facts.size == len(data)
     assert facts["patient_name"] == "Müller^Jörg" and facts["modality"] == "CT"
@@ -155,3 +182,46 @@ def test_discard_does_not_touch_a_claimed_file(tmp_path: Path, store: MediaStore
     assert rf.claim()
     rf.discard()
     assert rf.path.exists()
+
+
+def test_commit_failure_answers_a700_and_removes_the_file(
+    tmp_path: Path, store: MediaStore
+) -> None:
+    data, ds = part10(tmp_path)
+    rf = received(store, data, max_bytes=1 << 20)
+    index = FakeIndex(fail_commit=ConnectionResetError("db gone"), store=store)
+    assert Ingest(store, index, 64).store_instance(rf, command(ds)) == 0xA700
+    assert leftovers(store) == [] and index.calls == []
+
+
+def test_fsync_failure_rolls_back_the_begun_index(
+    tmp_path: Path, store: MediaStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, ds = part10(tmp_path)
+    rf = received(store, data, max_bytes=1 << 20)
+    index = FakeIndex(store=store)
+
+    def eio(_fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("cinebridge_scp.receive.os.fsync", eio)
+    assert Ingest(store, index, 64).store_instance(rf, command(ds)) == 0xA700
+    assert [p.decided for p in index.pending] == ["rollback"] and index.calls == []
+    assert leftovers(store) == []
+
+
+def test_large_instance_begins_its_index_after_the_fsyncs(
+    tmp_path: Path, store: MediaStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, ds = part10(tmp_path)
+    monkeypatch.setattr("cinebridge_scp.ingest.OVERLAP_MAX_BYTES", 10)
+    rf = received(store, data, max_bytes=1 << 20)
+    seen: list[bool] = []
+    index = FakeIndex(store=store)
+
+    def begin(facts: InstanceFacts) -> FakePending:
+        seen.append(store.resolve(facts.rel_path).is_file())
+        return index(facts)
+
+    assert Ingest(store, begin, 64).store_instance(rf, command(ds)) == 0x0000
+    assert seen == [True] and len(index.calls) == 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import hashlib
 import logging
 import time
@@ -13,7 +15,7 @@ from cinebridge_common.service import ServiceContext
 
 from . import repository
 from .handlers import bindings
-from .ingest import IndexOutcome, Ingest, InstanceFacts
+from .ingest import IndexOutcome, Ingest, InstanceFacts, PendingIndex
 from .listener import ScpListener, configure_pynetdicom
 from .receive import ReceiveConfig
 from .settings import ScpSettings
@@ -40,6 +42,45 @@ def remove_stale(path: Path, older_than_s: float = 60.0) -> int:
     return removed
 
 
+class LoopIndex:
+    """PendingIndex running on the event loop; the association thread decides commit/rollback.
+
+    Begun before the file's fsyncs (the row and event are written meanwhile), committed only
+    when `commit()` is called after them; `rollback()` rolls back (Ingest decides on every path,
+    exceptions included). `commit()` waits at most `scp_db_timeout_s` for the database.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        ctx: ServiceContext,
+        facts: InstanceFacts,
+        settings: ScpSettings,
+    ) -> None:
+        self._timeout_s = settings.scp_db_timeout_s
+        self._decision: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        coro = repository.index_instance(ctx.pool, facts, settings.scp_duplicates, self._decide)
+        self._future = asyncio.run_coroutine_threadsafe(coro, loop)
+
+    async def _decide(self) -> bool:
+        return await asyncio.wrap_future(self._decision)
+
+    def _set(self, commit: bool) -> None:
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            self._decision.set_result(commit)
+
+    def commit(self) -> IndexOutcome:
+        self._set(True)
+        try:
+            return self._future.result(self._timeout_s)
+        except TimeoutError:
+            self._future.cancel()
+            raise
+
+    def rollback(self) -> None:
+        self._set(False)
+
+
 class ScpApp:
     """Runs until stopped; `listener` is set once the DICOM ports are open."""
 
@@ -57,15 +98,9 @@ class ScpApp:
             self.ctx = ctx
             loop = asyncio.get_running_loop()
 
-            def index(facts: InstanceFacts) -> IndexOutcome:
+            def index(facts: InstanceFacts) -> PendingIndex:
                 # pynetdicom thread → event loop (STYLE: one small bridge).
-                coro = repository.index_instance(ctx.pool, facts, settings.scp_duplicates)
-                future = asyncio.run_coroutine_threadsafe(coro, loop)
-                try:
-                    return future.result(settings.scp_db_timeout_s)
-                except TimeoutError:
-                    future.cancel()
-                    raise
+                return LoopIndex(loop, ctx, facts, settings)
 
             tmp = temp_dir(ctx.store.tmp, settings.instance_id)
             if removed := remove_stale(tmp):

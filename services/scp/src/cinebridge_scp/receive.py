@@ -90,6 +90,11 @@ class ReceiveFile:
             self._claimed = True
             return True
 
+    def seal(self) -> tuple[int, str]:
+        """Hand buffered bytes to the OS (readable by path, not yet durable); size and SHA-256."""
+        self._fh.flush()
+        return self.size, self._hash.hexdigest()
+
     def finish(self) -> tuple[int, str]:
         """Flush and fsync the received bytes (PS3.4 B.2.2: success promises storage)."""
         self._fh.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import asyncpg
@@ -13,8 +14,15 @@ from .ingest import TAGS, IndexOutcome, InstanceFacts
 Duplicates = Literal["replace", "keep-first"]
 
 
+class IndexAbandoned(Exception):
+    """The caller decided not to commit (its fsync or rename failed); rolled back."""
+
+
 async def index_instance(
-    pool: asyncpg.Pool, facts: InstanceFacts, duplicates: Duplicates
+    pool: asyncpg.Pool,
+    facts: InstanceFacts,
+    duplicates: Duplicates,
+    decide: Callable[[], Awaitable[bool]] | None = None,
 ) -> IndexOutcome:
     """Index one stored file and enqueue InstanceReceived, atomically, in one round trip.
 
@@ -24,6 +32,8 @@ async def index_instance(
     the event loop that the next C-STORE is waiting for; its 1 s poll publishes in batches.
     A second copy of a SOP Instance UID replaces the first (the old file path comes back for
     deletion after commit) or, with keep-first, changes nothing; never a duplicate row.
+    With `decide`, the transaction stays open after the call until `decide()` answers: True
+    commits, False (or an exception) rolls back, so the caller's fsyncs overlap our work.
     """
     instance_id = str(uuid.uuid4())
     attrs = {name: facts[name] for name in TAGS if name != "charset"}  # every key, "" if absent
@@ -39,8 +49,7 @@ async def index_instance(
         sha256=facts.sha256,
     )
     fresh, replacing = (_event(facts, instance_id, replaced=r) for r in (False, True))
-    row = await pool.fetchrow(
-        "SELECT * FROM scp_index_instance($1, $2, $3, $4, $5, $6, $7)",
+    args = (
         attrs,
         duplicates == "keep-first",
         f"scp.received.{instance_id}",
@@ -49,12 +58,22 @@ async def index_instance(
         replacing.to_bytes(),
         None,  # no NOTIFY: the relays' 1 s poll publishes received instances in batches
     )
+    if decide is None:
+        row = await pool.fetchrow(_INDEX_SQL, *args)
+    else:
+        async with pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(_INDEX_SQL, *args)
+            if not await decide():
+                raise IndexAbandoned("caller abandoned the instance")
     assert row is not None
     return IndexOutcome(
         str(row["instance_id"]),
         replaced_rel_path=row["replaced_rel_path"],
         kept_existing=row["kept"],
     )
+
+
+_INDEX_SQL = "SELECT * FROM scp_index_instance($1, $2, $3, $4, $5, $6, $7)"
 
 
 def _event(f: InstanceFacts, instance_id: str, *, replaced: bool) -> InstanceReceived:
