@@ -17,7 +17,7 @@ run: install
 
 ## Lint, types, import boundaries, unit and integration tests.
 test: install lint types imports docs
-	$(PYTEST) $(PYTEST_ARGS) libs services tests
+	$(PY) scripts/run_tests.py -- $(PYTEST_ARGS)
 
 lint:
 	.venv/bin/ruff check libs services tests bench scripts
