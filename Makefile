@@ -1,12 +1,8 @@
 # Thin wrappers: everything runs inside .venv, created by scripts/install.sh from requirements.txt.
 PY := .venv/bin/python
 PYTEST_ARGS ?=
-# A private temp folder per run: concurrent pytest runs sharing /tmp/pytest-of-<user> delete
-# each other's older folders (and with them a running PostgreSQL's data directory).
-BASETEMP := $(shell mktemp -d -u /tmp/cinebridge-pytest-XXXXXX)
-PYTEST := $(PY) -m pytest --basetemp=$(BASETEMP)
 
-.PHONY: install run test lint types imports unit integration docs pins bench clean
+.PHONY: install run test lint types imports area docs pins bench clean
 
 install:
 	bash scripts/install.sh
@@ -33,11 +29,10 @@ docs:
 	$(PY) -m cinebridge_common.messages.catalogue --check docs/messages.md
 	$(PY) scripts/env_example.py --check .env.example
 
-unit: install
-	$(PYTEST) $(PYTEST_ARGS) libs services
-
-integration: install
-	$(PYTEST) $(PYTEST_ARGS) tests
+## One area's tests only, e.g. `make area AREA=sender` (areas: common, scp, worklist, converter,
+## sender, capture, gateway, system).
+area: install
+	$(PY) scripts/run_tests.py --only $(AREA) -- $(PYTEST_ARGS)
 
 pins:
 	python3 scripts/pin.py
