@@ -10,6 +10,7 @@ import logging
 import time
 from pathlib import Path
 
+import asyncpg
 from cinebridge_common.logging import kv
 from cinebridge_common.service import ServiceContext
 
@@ -42,6 +43,14 @@ def remove_stale(path: Path, older_than_s: float = 60.0) -> int:
     return removed
 
 
+async def close_pool(pool: asyncpg.Pool, timeout_s: float = 5.0) -> None:
+    """Close gracefully; a connection still held after `timeout_s` is cut."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout_s)
+    except TimeoutError:
+        pool.terminate()
+
+
 class LoopIndex:
     """PendingIndex running on the event loop; the association thread decides commit/rollback.
 
@@ -53,13 +62,13 @@ class LoopIndex:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        ctx: ServiceContext,
+        pool: asyncpg.Pool,
         facts: InstanceFacts,
         settings: ScpSettings,
     ) -> None:
         self._timeout_s = settings.scp_db_timeout_s
         self._decision: concurrent.futures.Future[bool] = concurrent.futures.Future()
-        coro = repository.index_instance(ctx.pool, facts, settings.scp_duplicates, self._decide)
+        coro = repository.index_instance(pool, facts, settings.scp_duplicates, self._decide)
         self._future = asyncio.run_coroutine_threadsafe(coro, loop)
 
     async def _decide(self) -> bool:
@@ -97,10 +106,12 @@ class ScpApp:
         async with ServiceContext("scp", settings) as ctx:
             self.ctx = ctx
             loop = asyncio.get_running_loop()
+            pool = await repository.open_index_pool(settings.database_url.get_secret_value())
+            ctx.stack.push_async_callback(close_pool, pool)
 
             def index(facts: InstanceFacts) -> PendingIndex:
                 # pynetdicom thread → event loop (STYLE: one small bridge).
-                return LoopIndex(loop, ctx, facts, settings)
+                return LoopIndex(loop, pool, facts, settings)
 
             tmp = temp_dir(ctx.store.tmp, settings.instance_id)
             if removed := remove_stale(tmp):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Literal
@@ -12,6 +13,34 @@ from cinebridge_common.messages import InstanceReceived
 from .ingest import TAGS, IndexOutcome, InstanceFacts
 
 Duplicates = Literal["replace", "keep-first"]
+
+
+async def open_index_pool(dsn: str, max_size: int = 10) -> asyncpg.Pool:
+    """The SCP's own pool for `index_instance`: no session reset on release.
+
+    asyncpg resets every released connection with `SELECT pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL` — a round trip after every C-STORE's commit, before its outcome
+    comes back. Our sessions keep no state (transaction-scoped advisory locks only, no LISTEN,
+    no SET, no cursors), so releasing skips it; an open transaction is still rolled back.
+    """
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=1,
+        max_size=max_size,
+        init=_init_connection,
+        reset=_keep_session,
+        command_timeout=60,
+    )
+    assert pool is not None
+    return pool
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release hook: asyncpg has already ended any transaction; nothing else to reset."""
 
 
 class IndexAbandoned(Exception):
