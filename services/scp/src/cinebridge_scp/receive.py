@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
+import struct
 import threading
 import uuid
 from collections.abc import Callable
@@ -20,7 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pynetdicom import _config, dimse_messages
+from pydicom.filewriter import write_file_meta_info as _write_file_meta_info
+from pydicom.uid import UID
+from pynetdicom import (
+    PYNETDICOM_IMPLEMENTATION_UID,
+    PYNETDICOM_IMPLEMENTATION_VERSION,
+    _config,
+    dimse_messages,
+)
+from pynetdicom.dsutils import create_file_meta as _create_file_meta
 
 
 @dataclass(frozen=True)
@@ -144,12 +154,75 @@ def _factory(*_args: Any, **_kwargs: Any) -> ReceiveFile:
     return rf
 
 
+_PLAIN_UID = re.compile(r"[0-9.]{1,64}")
+
+
+@dataclass(frozen=True)
+class MetaRequest:
+    """What pynetdicom asks `create_file_meta` for; encoded by `file_meta_bytes`."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax: str
+
+
+def _element(elem: int, vr: bytes, value: bytes, pad: bytes) -> bytes:
+    if len(value) % 2:
+        value += pad
+    return struct.pack("<HH2sH", 2, elem, vr, len(value)) + value
+
+
+def file_meta_bytes(meta: MetaRequest) -> bytes | None:
+    """The File Meta Information pydicom writes for pynetdicom, built directly (PS3.10 7.1).
+
+    Same bytes as `write_file_meta_info(create_file_meta(...))` (unit-tested), at a fraction of
+    the cost of building and encoding a pydicom dataset for every instance. None when a UID is
+    anything but 1-64 digits and dots: pydicom then writes it (and keeps its checks).
+    """
+    uids = (meta.sop_class_uid, meta.sop_instance_uid, meta.transfer_syntax)
+    if not all(_PLAIN_UID.fullmatch(uid) for uid in uids):
+        return None
+    body = b"".join(
+        [
+            struct.pack("<HH2sHI", 2, 1, b"OB", 0, 2) + b"\x00\x01",
+            _element(0x0002, b"UI", uids[0].encode(), b"\0"),
+            _element(0x0003, b"UI", uids[1].encode(), b"\0"),
+            _element(0x0010, b"UI", uids[2].encode(), b"\0"),
+            _element(0x0012, b"UI", PYNETDICOM_IMPLEMENTATION_UID.encode(), b"\0"),
+            _element(0x0013, b"SH", PYNETDICOM_IMPLEMENTATION_VERSION.encode(), b" "),
+        ]
+    )
+    return struct.pack("<HH2sHI", 2, 0, b"UL", 4, len(body)) + body
+
+
+def _lazy_file_meta(*, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -> Any:
+    """Replacement of create_file_meta inside pynetdicom.dimse_messages (its only caller)."""
+    return MetaRequest(str(sop_class_uid), str(sop_instance_uid), str(transfer_syntax))
+
+
+def _write_meta(fp: Any, file_meta: Any, enforce_standard: bool = True) -> None:
+    """Replacement of write_file_meta_info inside pynetdicom.dimse_messages."""
+    if isinstance(file_meta, MetaRequest):
+        encoded = file_meta_bytes(file_meta)
+        if encoded is not None:
+            fp.write(encoded)
+            return
+        file_meta = _create_file_meta(
+            sop_class_uid=UID(file_meta.sop_class_uid),
+            sop_instance_uid=UID(file_meta.sop_instance_uid),
+            transfer_syntax=UID(file_meta.transfer_syntax),
+        )
+    _write_file_meta_info(fp, file_meta, enforce_standard=enforce_standard)
+
+
 def install(default: ReceiveConfig | None = None) -> None:
     """Turn on pynetdicom's chunked receive and route it through ReceiveFile."""
     global _default_config
     _default_config = default
     _config.STORE_RECV_CHUNKED_DATASET = True
     setattr(dimse_messages, "NamedTemporaryFile", _factory)  # noqa: B010 - module patch
+    setattr(dimse_messages, "create_file_meta", _lazy_file_meta)  # noqa: B010
+    setattr(dimse_messages, "write_file_meta_info", _write_meta)  # noqa: B010
 
 
 def discard_unclaimed(assoc: Any) -> int:
