@@ -14,7 +14,7 @@ from cinebridge_common.uids import make_uid
 from pynetdicom import AE, _config, build_context
 from pynetdicom.presentation import PresentationContext
 
-from . import negotiation
+from . import codec, negotiation
 from .receive import ReceiveConfig, install
 from .server import Limits, ScpServer, parse_networks
 from .settings import ScpSettings
@@ -76,6 +76,7 @@ def configure_pynetdicom() -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     install()
     negotiation.install()
+    codec.install()
 
 
 class ScpListener:
