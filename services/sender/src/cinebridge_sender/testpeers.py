@@ -384,5 +384,10 @@ class StallingProxy:
     def close(self) -> None:
         self.listener.close()
         for sock in self._open:
+            # shutdown, not just close: a close() does not wake a recv() blocked in another
+            # thread nor send the FIN, so the PACS behind us would wait on its socket forever
+            # and keep the test process from exiting.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 sock.close()
