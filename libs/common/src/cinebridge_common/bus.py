@@ -311,6 +311,9 @@ class Bus:
             subject or request_type.wildcard(), queue=queue or self.name, cb=on_msg
         )
         self._subs.append(sub)
+        # The SUB travels asynchronously: flush so the server knows us before serve() returns,
+        # else a request sent right after gets "no responders".
+        await self.nc.flush()
 
     async def subscribe_events(
         self, subject: str, handler: Callable[[Msg], Awaitable[None]]
@@ -318,6 +321,7 @@ class Bus:
         """Core subscription (not durable): live views such as the gateway's SSE stream."""
         sub = await self.nc.subscribe(subject, cb=handler)
         self._subs.append(sub)
+        await self.nc.flush()  # live at the server when this returns (see serve)
         return sub
 
     # -- durable consumers ---------------------------------------------------------------
