@@ -8,8 +8,10 @@ into a clean file and counts its frames and duration.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -18,6 +20,9 @@ from typing import Any
 import av
 
 from .encoding import RecordingFormat
+
+#: Periodic fsyncs of live recordings, off the encoder threads (one per recording at a time).
+_FSYNC = ThreadPoolExecutor(max_workers=4, thread_name_prefix="recording-fsync")
 
 MP4_OPTIONS = {
     "movflags": "frag_keyframe+empty_moov+default_base_moof",
@@ -80,6 +85,7 @@ class RecordingWriter:
         self._time_base: Fraction | None = None
         self._fsync_interval_s = fsync_interval_s
         self._synced_at = time.monotonic()
+        self._sync: Future[None] | None = None
         self.width = int(template.codec_context.width)
         self.height = int(template.codec_context.height)
         self.started = time.monotonic()
@@ -126,8 +132,12 @@ class RecordingWriter:
         start = end - step
         self._start = start if self._start is None else min(self._start, start)
         self.frames += 1
-        if time.monotonic() - self._synced_at >= self._fsync_interval_s:
-            os.fsync(self._fd)  # power loss costs at most the last interval
+        if time.monotonic() - self._synced_at >= self._fsync_interval_s and (
+            self._sync is None or self._sync.done()
+        ):
+            # Power loss costs at most the last interval. The fsync runs beside the encoder:
+            # on a busy disk it can take seconds, and the encoder must never wait for it.
+            self._sync = _FSYNC.submit(os.fsync, self._fd)
             self._synced_at = time.monotonic()
         return True
 
@@ -141,6 +151,9 @@ class RecordingWriter:
         try:
             self.container.close()
         finally:
+            if self._sync is not None:
+                with contextlib.suppress(OSError):
+                    self._sync.result()  # never close the descriptor under a running fsync
             os.fsync(self._fd)
             os.close(self._fd)
 
