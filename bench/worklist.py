@@ -1,13 +1,21 @@
 """Worklist C-FIND benchmark: CineBridge's SCU vs DCMTK `findscu`, same wlmscpfs, same query.
 
 Makes the 1,000-entry demo worklist with dump2dcm (or reuses `--root`), starts `wlmscpfs`
-(TCP_NODELAY=1), then for a query returning 200 entries (C key Modality = ES) and one returning
-all 1,000 runs, alternately, `findscu` (default output, and `-q`) and `find_worklist` (which
-decodes every entry into typed items + DICOM JSON). Prints the median of `--runs` and the ratio
-findscu time / CineBridge time (≥ 1.0: CineBridge is as fast or faster). Target: ≥ 1.0 at
-1,000 entries against findscu with its default output.
+(TCP_NODELAY=1), and for a query returning 0 (fixed costs), 200 (C key Modality = ES) and all
+1,000 entries measures, interleaved round by round (the order shuffled in every round, so load
+from other processes on a shared machine falls on both sides alike):
 
-    .venv/bin/python bench/worklist.py [--runs 5] [--repeat 50] [--root DIR]
+- `findscu` with its default output (the target's reference) and with `-q`, output to
+  /dev/null, end to end as an operator runs it (process start, association, C-FIND, release);
+- CineBridge's `find_worklist` (association, C-FIND, release, and every entry decoded into the
+  typed `WorklistItem`s with their DICOM JSON the gateway receives), in this process.
+
+Both send the same identifier (`build_identifier`, saved as the findscu query file) and must
+count the same answers. Prints per side the median and p25-p75 of wall time and CPU time (ours:
+this process; findscu: the child's rusage), and ratio = median findscu / median CineBridge
+(>= 1.0: CineBridge as fast or faster). Target: >= 1.0 at 1,000 entries vs default findscu.
+
+    .venv/bin/python bench/worklist.py [--runs 30] [--repeat 50] [--root DIR]
 """
 
 from __future__ import annotations
@@ -15,12 +23,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import random
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cinebridge_worklist.demo_worklist import DEFAULT_COUNT, DEMO_AE, write_worklist
@@ -28,13 +39,19 @@ from cinebridge_worklist.query import SearchFields, ServerKeys, build_identifier
 from cinebridge_worklist.scu import FindLimits, Peer, find_worklist
 from cinebridge_worklist.testpeers import Wlmscpfs
 
+#: (wall seconds, CPU seconds, answers)
+Sample = tuple[float, float, int]
 
-def findscu(port: int, query: Path, quiet: bool, count: bool = False) -> tuple[float, int]:
-    """Wall time of one findscu run; its output goes to /dev/null (a pipe into Python would
-    slow findscu down and flatter the ratio). `count` runs it once more to count responses."""
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def findscu_args(port: int, query: Path, quiet: bool) -> list[str]:
     exe = shutil.which("findscu")
     assert exe, "findscu (DCMTK) is not installed"
-    args = [
+    return [
         exe,
         "-W",
         "-aet",
@@ -46,32 +63,62 @@ def findscu(port: int, query: Path, quiet: bool, count: bool = False) -> tuple[f
         str(port),
         str(query),
     ]
+
+
+def findscu(port: int, query: Path, quiet: bool) -> Sample:
+    """One findscu run, output to /dev/null (a pipe into Python would slow findscu down and
+    flatter the ratio). The wlmscpfs child is never reaped here, so RUSAGE_CHILDREN's growth
+    is findscu's own CPU time."""
     env = {**os.environ, "TCP_NODELAY": "1"}
+    cpu = _children_cpu()
     started = time.perf_counter()
-    subprocess.run(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-    elapsed = time.perf_counter() - started
-    if not count:
-        return elapsed, 0
-    done = subprocess.run(args, env=env, capture_output=True, check=True)
-    return elapsed, done.stderr.count(b"Find Response:") + done.stdout.count(b"Find Response:")
+    subprocess.run(
+        findscu_args(port, query, quiet),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
+    return time.perf_counter() - started, _children_cpu() - cpu, -1
 
 
-def ours(port: int, keys: ServerKeys) -> tuple[float, int]:
+def findscu_count(port: int, query: Path) -> int:
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    done = subprocess.run(findscu_args(port, query, False), env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr[-500:]
+    return done.stderr.count(b"Find Response:") + done.stdout.count(b"Find Response:")
+
+
+def ours(port: int, keys: ServerKeys) -> Sample:
     identifier = build_identifier(SearchFields(), keys)
     peer = Peer("127.0.0.1", port, DEMO_AE, "SPACS")
+    cpu = time.process_time()
     started = time.perf_counter()
     result = find_worklist(peer, identifier, FindLimits(timeout_s=60, max_entries=5000), "")
-    elapsed = time.perf_counter() - started
-    assert result.outcome == "complete", result.detail
-    return elapsed, len(result.items)
+    elapsed, used = time.perf_counter() - started, time.process_time() - cpu
+    assert result.outcome == "complete" and not result.warnings, (result.detail, result.warnings)
+    return elapsed, used, len(result.items)
+
+
+def quantiles(values: list[float]) -> tuple[float, float, float]:
+    """(p25, median, p75)"""
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], q[1], q[2]
+
+
+def fmt(values: list[float]) -> str:
+    p25, p50, p75 = quantiles(values)
+    return f"{p50 * 1000:6.0f} ({p25 * 1000:4.0f}-{p75 * 1000:4.0f})"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30, help="interleaved rounds per query")
     parser.add_argument("--repeat", type=int, default=50, help="L6: N x 200-entry queries")
     parser.add_argument("--root", type=Path, help="reuse/keep the worklist files here")
+    parser.add_argument("--seed", type=int, default=5, help="of the per-round order shuffle")
     args = parser.parse_args()
+    assert args.runs >= 2, "--runs must be at least 2 (quartiles)"
     work = Path(tempfile.mkdtemp(prefix="cb-bench-worklist-"))
     root = args.root or work / "worklist"
     if len(list((root / DEMO_AE).glob("*.wl"))) != DEFAULT_COUNT:
@@ -82,34 +129,64 @@ def main() -> None:
             f"{time.perf_counter() - started:.1f} s"
         )
     cases = [
+        ("0 entries (Modality XX)", ServerKeys(modality="XX")),
         ("200 entries (Modality ES)", ServerKeys(modality="ES")),
         ("1,000 entries (universal)", ServerKeys()),
     ]
+    shuffle = random.Random(args.seed)
+    print(f"load average before: {os.getloadavg()}, {os.cpu_count()} CPUs")
     try:
         with Wlmscpfs(root, work / "wlmscpfs.log") as server:
-            print(f"wlmscpfs on port {server.port}; median of {args.runs} runs, alternating\n")
             print(
-                f"{'query':28} {'findscu':>9} {'findscu -q':>11} {'CineBridge':>11} "
-                f"{'ratio':>7} {'ratio -q':>9}"
+                f"wlmscpfs on port {server.port}; {args.runs} interleaved rounds per query, "
+                "order shuffled each round\n"
+                "times in ms: median (p25-p75)\n"
+            )
+            print(
+                f"{'query':26} {'side':12} {'wall':>18} {'CPU':>18}   "
+                f"ratio of wall medians (findscu / CineBridge)"
             )
             for label, keys in cases:
                 query = work / "query.dcm"
                 build_identifier(SearchFields(), keys).save_as(
                     query, implicit_vr=False, little_endian=True
                 )
-                _, n_dcmtk = findscu(server.port, query, quiet=False, count=True)
-                _, n_ours = ours(server.port, keys)  # warm-up, and the same answer
+                n_dcmtk = findscu_count(server.port, query)
+                n_ours = ours(server.port, keys)[2]  # also the warm-up
                 assert n_dcmtk == n_ours, (n_dcmtk, n_ours)
-                plain, quiet, mine = [], [], []
+                sides: dict[str, Callable[[], Sample]] = {
+                    "findscu": lambda q=query: findscu(server.port, q, quiet=False),
+                    "findscu -q": lambda q=query: findscu(server.port, q, quiet=True),
+                    "CineBridge": lambda k=keys: ours(server.port, k),
+                }
+                samples: dict[str, list[Sample]] = {name: [] for name in sides}
                 for _ in range(args.runs):
-                    plain.append(findscu(server.port, query, quiet=False)[0])
-                    quiet.append(findscu(server.port, query, quiet=True)[0])
-                    mine.append(ours(server.port, keys)[0])
-                p, q, m = (statistics.median(x) for x in (plain, quiet, mine))
-                print(f"{label:28} {p:8.3f}s {q:10.3f}s {m:10.3f}s {p / m:7.2f} {q / m:9.2f}")
+                    order = list(sides)
+                    shuffle.shuffle(order)
+                    for name in order:
+                        samples[name].append(sides[name]())
+                wall = {name: [s[0] for s in got] for name, got in samples.items()}
+                mine = statistics.median(wall["CineBridge"])
+                for name, got in samples.items():
+                    ratio = ""
+                    if name != "CineBridge":
+                        per_round = [
+                            theirs / own
+                            for theirs, own in zip(wall[name], wall["CineBridge"], strict=True)
+                        ]
+                        r25, r50, r75 = quantiles(per_round)
+                        ratio = (
+                            f"{statistics.median(wall[name]) / mine:5.2f}   "
+                            f"(per round: median {r50:.2f}, p25-p75 {r25:.2f}-{r75:.2f})"
+                        )
+                    print(
+                        f"{label if name == 'findscu' else '':26} {name:12} "
+                        f"{fmt(wall[name]):>18} {fmt([s[1] for s in got]):>18}   {ratio}"
+                    )
+                print(f"{'':26} ({n_ours} answers on both sides)")
             if args.repeat:
                 # reliability-notes L6: 200-entry answers, many queries; p95 < 2 s.
-                times = sorted(ours(server.port, cases[0][1])[0] for _ in range(args.repeat))
+                times = sorted(ours(server.port, cases[1][1])[0] for _ in range(args.repeat))
                 p95 = times[min(len(times) - 1, int(0.95 * len(times)))]
                 print(
                     f"\n{args.repeat} x 200-entry queries (CineBridge): "
@@ -117,9 +194,11 @@ def main() -> None:
                 )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    print(f"load average after: {os.getloadavg()}")
     print(
-        "\nratio = findscu time / CineBridge time (>= 1.0: CineBridge as fast or faster);"
-        " CineBridge's time includes decoding every entry to typed items + DICOM JSON."
+        "\nratio >= 1.0: CineBridge as fast or faster. findscu's time includes its process "
+        "start (see the 0-entry row);\nCineBridge's includes decoding every entry to typed "
+        "items + DICOM JSON (its CPU column)."
     )
     sys.stdout.flush()
 

@@ -19,12 +19,20 @@ _SPS = "00400100"
 
 
 def json_text(dataset: dict[str, Any], tag: str) -> str | None:
-    """The first value of `tag` as text (a person name joined back with '=' groups)."""
+    """The value of `tag` as text: values joined with '\\', a person name's groups with '='
+    (only the first name)."""
     element = dataset.get(tag)
-    if not element or not element.get("Value"):
+    if not element:
         return None
-    value = element["Value"][0]
+    values = element.get("Value")
+    if not values:
+        return None
+    value = values[0]
+    if len(values) == 1 and type(value) is str:
+        return value  # the common case, short-cut
     if isinstance(value, dict):
+        if len(value) == 1 and "Alphabetic" in value:
+            return str(value["Alphabetic"]).rstrip("=")  # what the join below gives
         groups = [value.get(k, "") for k in ("Alphabetic", "Ideographic", "Phonetic")]
         return "=".join(groups).rstrip("=")
     return "\\".join(str(v) for v in element["Value"])

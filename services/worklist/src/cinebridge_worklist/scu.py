@@ -11,8 +11,11 @@ Blocking (one socket, no threads); the service calls these through `asyncio.to_t
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from cinebridge_common.logging import kv
@@ -227,6 +230,48 @@ class _Collector:
         return self.result
 
 
+class _CyclicGcPause:
+    """Python's cyclic garbage collector off while any worklist query runs.
+
+    A 1,000-entry answer builds ~130,000 dicts and lists (DICOM JSON) that stay alive in the
+    result; the collector, triggered by those allocations, ran full collections over the whole
+    heap and the growing result and took half of the decoding time. The trees hold no
+    reference cycles, so reference counting frees them exactly as before; the pause lasts at
+    most the query's deadline (Table 26) and nests across concurrent queries (threads).
+
+    On resuming, `gc.freeze()` + `gc.unfreeze()` (documented: the objects go "back into the
+    oldest generation") file the young objects, the result among them, with the long-lived
+    ones; otherwise the first allocation after `gc.enable()` would scan all 130,000 at once
+    (25 ms). Cyclic garbage made meanwhile elsewhere is still found, at the next full
+    collection. Nothing else in the services uses `gc.freeze`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self._was_enabled = False
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._active == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+                if self._active == 0 and self._was_enabled:
+                    gc.freeze()
+                    gc.unfreeze()
+                    gc.enable()
+
+
+gc_paused = _CyclicGcPause()
+
+
 def _associate(peer: Peer, abstract_syntax: str, limits: FindLimits) -> ul.Association:
     return ul.associate(
         peer.host,
@@ -251,7 +296,8 @@ def find_worklist(peer: Peer, identifier: Dataset, limits: FindLimits, charset: 
             outcome="unreachable", detail=str(exc), elapsed_s=time.monotonic() - started
         )
     try:
-        result = _Collector(assoc, limits, charset).run(identifier)
+        with gc_paused():
+            result = _Collector(assoc, limits, charset).run(identifier)
     except (ValueError, OSError) as exc:
         result = FindResult(outcome="failed", detail=f"C-FIND could not be sent: {exc}")
     finally:

@@ -14,10 +14,13 @@ The SCP side (tests) still uses pynetdicom.
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import struct
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from cinebridge_common.uids import make_uid
@@ -106,8 +109,12 @@ def command(fields: list[tuple[int, str, Any]]) -> bytes:
     return struct.pack("<HHII", 0x0000, 0x0000, 4, len(body)) + body
 
 
-def parse_command(data: bytes) -> dict[int, Any]:
-    """(element → value) of a command set; US/UL as int, others as stripped text."""
+@functools.lru_cache(maxsize=16)
+def parse_command(data: bytes) -> Mapping[int, Any]:
+    """(element → value) of a command set; US/UL as int, others as stripped text.
+
+    Read-only and cached: every pending C-FIND-RSP of a query carries the same bytes.
+    """
     out: dict[int, Any] = {}
     pos = 0
     while pos + 8 <= len(data):
@@ -123,12 +130,12 @@ def parse_command(data: bytes) -> dict[int, Any]:
             out[elem] = struct.unpack("<I", value)[0]
         else:
             out[elem] = value.rstrip(b"\0 ").decode("ascii", "replace")
-    return out
+    return MappingProxyType(out)
 
 
 @dataclass
 class Message:
-    command: dict[int, Any]
+    command: Mapping[int, Any]
     dataset: bytes | None
 
     @property
@@ -153,7 +160,7 @@ class Association:
     _buffer: bytearray = field(default_factory=bytearray)
     _command: bytearray = field(default_factory=bytearray)
     _dataset: bytearray = field(default_factory=bytearray)
-    _pending: dict[int, Any] | None = None
+    _pending: Mapping[int, Any] | None = None
     open: bool = True
 
     # -- sending ---------------------------------------------------------------------------
