@@ -1,5 +1,4 @@
-"""The File Meta Information written for each received instance: our direct encoding must give
-pydicom's bytes exactly, and anything unusual must still go through pydicom."""
+"""The File Meta Information written ahead of each received data set (PS3.10 7.1)."""
 
 from __future__ import annotations
 
@@ -7,61 +6,48 @@ from io import BytesIO
 
 import pytest
 from cinebridge_common import conformance
-from cinebridge_scp.receive import MetaRequest, _write_meta, file_meta_bytes, install
-from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import UID
-from pynetdicom import dimse_messages
-from pynetdicom.dsutils import create_file_meta
+from cinebridge_scp.receive import file_meta_bytes
+from pydicom.filereader import read_file_meta_info, read_preamble
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
 
-def pydicom_bytes(sop_class: str, sop_instance: str, syntax: str) -> bytes:
-    out = BytesIO()
-    meta = create_file_meta(
-        sop_class_uid=UID(sop_class),
-        sop_instance_uid=UID(sop_instance),
-        transfer_syntax=UID(syntax),
-    )
-    write_file_meta_info(out, meta)
-    return out.getvalue()
+def decode(raw: bytes) -> object:
+    fp = BytesIO(raw + b"\x08\x00\x16\x00")  # a data set element follows the meta
+    read_preamble(fp, False)
+    from pydicom.filereader import _read_file_meta_info
+
+    return _read_file_meta_info(fp)
 
 
 @pytest.mark.parametrize("instance", ["1.2.3.4", "1.2.3.45", "2.25." + "9" * 59, "1"])
 @pytest.mark.parametrize("syntax", [uid for _, uid in conformance.SCP_TRANSFER_SYNTAXES])
-def test_direct_encoding_equals_pydicom(instance: str, syntax: str) -> None:
-    assert file_meta_bytes(MetaRequest(CT, instance, syntax)) == pydicom_bytes(CT, instance, syntax)
+def test_pydicom_reads_what_we_write(instance: str, syntax: str) -> None:
+    raw = file_meta_bytes(CT, instance, syntax, "1.2.3.4.5", "CINEBRIDGE_01", "MODALITY1")
+    assert raw[128:132] == b"DICM"
+    meta = decode(raw)
+    assert meta.MediaStorageSOPClassUID == CT  # type: ignore[attr-defined]
+    assert meta.MediaStorageSOPInstanceUID == instance  # type: ignore[attr-defined]
+    assert meta.TransferSyntaxUID == syntax  # type: ignore[attr-defined]
+    assert meta.ImplementationClassUID == "1.2.3.4.5"  # type: ignore[attr-defined]
+    assert meta.ImplementationVersionName == "CINEBRIDGE_01"  # type: ignore[attr-defined]
+    assert meta.SourceApplicationEntityTitle == "MODALITY1"  # type: ignore[attr-defined]
+    assert meta.FileMetaInformationVersion == b"\x00\x01"  # type: ignore[attr-defined]
+    length = meta.FileMetaInformationGroupLength  # type: ignore[attr-defined]
+    assert length == len(raw) - 132 - 12
 
 
-@pytest.mark.parametrize("instance", ["", "1.2.3\x00.4", "..x", "1.2 .3", "1." * 40, "é"])
-def test_unusual_uids_fall_back_to_pydicom(instance: str) -> None:
-    request = MetaRequest(CT, instance, "1.2.840.10008.1.2.1")
-    assert file_meta_bytes(request) is None
-    ours, theirs = BytesIO(), BytesIO()
-    try:
-        write_file_meta_info(
-            theirs,
-            create_file_meta(
-                sop_class_uid=UID(CT),
-                sop_instance_uid=UID(instance),
-                transfer_syntax=UID("1.2.840.10008.1.2.1"),
-            ),
-        )
-    except Exception as exc:  # pydicom refuses it: so must we, with the same error
-        with pytest.raises(type(exc)):
-            _write_meta(ours, request)
-    else:
-        _write_meta(ours, request)
-        assert ours.getvalue() == theirs.getvalue()
+@pytest.mark.parametrize("hostile", ["../../etc/x\x00", "é" * 10, "1." * 60, "A\\B\x07"])
+def test_peer_values_are_cleaned_and_bounded(hostile: str) -> None:
+    raw = file_meta_bytes(CT, hostile, conformance.EXPLICIT_VR_LITTLE_ENDIAN, "1.2", "V", hostile)
+    meta = decode(raw)
+    uid = str(meta.MediaStorageSOPInstanceUID)  # type: ignore[attr-defined]
+    assert len(uid) <= 64 and uid.isascii() and uid.isprintable()
+    source = str(getattr(meta, "SourceApplicationEntityTitle", ""))
+    assert len(source) <= 16 and "\\" not in source and source.isprintable()
 
 
-def test_installed_into_pynetdicom() -> None:
-    install()
-    meta = dimse_messages.create_file_meta(
-        sop_class_uid=UID(CT),
-        sop_instance_uid=UID("1.2.3"),
-        transfer_syntax=UID("1.2.840.10008.1.2"),
-    )
-    out = BytesIO()
-    dimse_messages.write_file_meta_info(out, meta)
-    assert out.getvalue() == pydicom_bytes(CT, "1.2.3", "1.2.840.10008.1.2")
+def test_blank_source_ae_is_left_out() -> None:
+    raw = file_meta_bytes(CT, "1.2", conformance.EXPLICIT_VR_LITTLE_ENDIAN, "1.2", "V", "  ")
+    assert "SourceApplicationEntityTitle" not in decode(raw)  # type: ignore[operator]
+    assert read_file_meta_info  # the public reader exists (used by dcmread)

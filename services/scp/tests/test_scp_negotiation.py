@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 from cinebridge_common import conformance
-from cinebridge_scp.listener import preferred_transfer_syntaxes, supported_contexts
-from cinebridge_scp.negotiation import negotiate_in_requestor_order
+from cinebridge_scp.listener import preferred_transfer_syntaxes, supported_syntaxes
+from cinebridge_scp.pdu import AssociateRq, ProposedContext
+from cinebridge_scp.pdu import negotiate as pdu_negotiate
 from cinebridge_scp.settings import ScpSettings
 from pydantic import ValidationError
-from pynetdicom import build_context
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 JPEG = "1.2.840.10008.1.2.4.50"
@@ -16,35 +16,54 @@ ELE = "1.2.840.10008.1.2.1"
 ILE = "1.2.840.10008.1.2"
 
 
+def request(
+    *proposals: tuple[str, list[str]], roles: dict[str, tuple[int, int]] | None = None
+) -> AssociateRq:
+    contexts = tuple(
+        ProposedContext(2 * n + 1, abstract, tuple(syntaxes))
+        for n, (abstract, syntaxes) in enumerate(proposals)
+    )
+    return AssociateRq(
+        1, "CINEBRIDGE", "SCU", "1.2.840.10008.3.1.1.1", contexts, 0, "1.2", "", roles or {}
+    )
+
+
 def negotiate(*proposals: tuple[str, list[str]]) -> list[tuple[int, str]]:
-    contexts = []
-    for n, (abstract, syntaxes) in enumerate(proposals):
-        cx = build_context(abstract, syntaxes)
-        cx.context_id = 2 * n + 1
-        contexts.append(cx)
-    results, _ = negotiate_in_requestor_order(contexts, supported_contexts(), {})
-    return [(int(cx.result), str(cx.transfer_syntax[0])) for cx in results]
+    results, _ = pdu_negotiate(request(*proposals), supported_syntaxes())
+    return [(r.result, r.transfer_syntax) for r in results]
 
 
-def test_supported_contexts_cover_tables_22_and_23() -> None:
-    contexts = supported_contexts()
-    assert len(contexts) == 1 + len(conformance.STORAGE_SOP_CLASSES)
-    assert str(contexts[0].abstract_syntax) == conformance.VERIFICATION_SOP_CLASS[1]
+def test_supported_syntaxes_cover_tables_22_and_23() -> None:
+    table = supported_syntaxes()
+    assert len(table) == 1 + len(conformance.STORAGE_SOP_CLASSES)
+    assert table[conformance.VERIFICATION_SOP_CLASS[1]] == {ILE}
     assert sorted(preferred_transfer_syntaxes()) == sorted(
         uid for _, uid in conformance.SCP_TRANSFER_SYNTAXES
     )
-    assert all(len(cx.transfer_syntax) == 45 for cx in contexts[1:])
+    storage = [v for k, v in table.items() if k != conformance.VERIFICATION_SOP_CLASS[1]]
+    assert all(len(syntaxes) == 45 for syntaxes in storage)
 
 
 def test_requestor_order_wins() -> None:
     assert negotiate((CT, [JPEG, ELE, ILE])) == [(0, JPEG)]
     assert negotiate((CT, [ILE, ELE])) == [(0, ILE)]
+    assert negotiate((CT, ["1.2.840.10008.1.2.4.201", ELE])) == [(0, ELE)]
 
 
 def test_unsupported_syntax_and_class() -> None:
     assert negotiate((CT, ["1.2.840.10008.1.2.4.201"]))[0][0] == 4
     assert negotiate(("1.2.3.4.5.6", [ELE]))[0][0] == 3
     assert negotiate(("1.2.840.10008.1.1", [ELE]))[0][0] == 4  # Verification: ILE only
+
+
+def test_role_selection_scp_only() -> None:
+    """PS3.7 D.3.3.4: we take the SCP role only; a requestor refusing the SCU role is refused."""
+    rq = request((CT, [ELE]), roles={CT: (1, 1)})
+    results, roles = pdu_negotiate(rq, supported_syntaxes())
+    assert results[0].result == 0 and roles == {CT: (1, 0)}
+    rq = request((CT, [ELE]), roles={CT: (0, 1)})
+    results, roles = pdu_negotiate(rq, supported_syntaxes())
+    assert results[0].result == 1 and roles == {CT: (0, 0)}
 
 
 def test_settings_defaults_follow_table_25_and_dev_port() -> None:

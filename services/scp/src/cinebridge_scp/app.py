@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import hashlib
 import logging
 import time
@@ -15,9 +13,8 @@ from cinebridge_common.logging import kv
 from cinebridge_common.service import ServiceContext
 
 from . import repository
-from .handlers import bindings
 from .ingest import IndexOutcome, Ingest, InstanceFacts, PendingIndex
-from .listener import ScpListener, configure_pynetdicom
+from .listener import ScpListener
 from .receive import ReceiveConfig
 from .settings import ScpSettings
 from .workers import Workers
@@ -52,11 +49,12 @@ async def close_pool(pool: asyncpg.Pool, timeout_s: float = 5.0) -> None:
 
 
 class LoopIndex:
-    """PendingIndex running on the event loop; the association thread decides commit/rollback.
+    """PendingIndex run on the event loop from an association thread.
 
-    Begun before the file's fsyncs (the row and event are written meanwhile), committed only
-    when `commit()` is called after them; `rollback()` rolls back (Ingest decides on every path,
-    exceptions included). `commit()` waits at most `scp_db_timeout_s` for the database.
+    Nothing happens until `commit()`, called once the file is durable: one statement (row,
+    outbox event) in one round trip, committed without waiting for PostgreSQL's WAL flush
+    (repository.open_index_pool: the file is the record, recover.py rebuilds a lost row), so
+    there is nothing to overlap with the fsyncs any more. It waits at most `scp_db_timeout_s`.
     """
 
     def __init__(
@@ -66,28 +64,22 @@ class LoopIndex:
         facts: InstanceFacts,
         settings: ScpSettings,
     ) -> None:
-        self._timeout_s = settings.scp_db_timeout_s
-        self._decision: concurrent.futures.Future[bool] = concurrent.futures.Future()
-        coro = repository.index_instance(pool, facts, settings.scp_duplicates, self._decide)
-        self._future = asyncio.run_coroutine_threadsafe(coro, loop)
-
-    async def _decide(self) -> bool:
-        return await asyncio.wrap_future(self._decision)
-
-    def _set(self, commit: bool) -> None:
-        with contextlib.suppress(concurrent.futures.InvalidStateError):
-            self._decision.set_result(commit)
+        self._loop = loop
+        self._pool = pool
+        self._facts = facts
+        self._settings = settings
 
     def commit(self) -> IndexOutcome:
-        self._set(True)
+        coro = repository.index_instance(self._pool, self._facts, self._settings.scp_duplicates)
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
-            return self._future.result(self._timeout_s)
+            return future.result(self._settings.scp_db_timeout_s)
         except TimeoutError:
-            self._future.cancel()
+            future.cancel()
             raise
 
     def rollback(self) -> None:
-        self._set(False)
+        """Nothing was sent yet (or the statement failed and rolled itself back)."""
 
 
 class ScpApp:
@@ -102,7 +94,6 @@ class ScpApp:
 
     async def run(self) -> None:
         settings = self.settings
-        configure_pynetdicom()
         async with ServiceContext("scp", settings) as ctx:
             self.ctx = ctx
             loop = asyncio.get_running_loop()
@@ -118,7 +109,7 @@ class ScpApp:
                 log.warning("stale partial files removed", extra=kv(count=removed))
             config = self.receive_config or ReceiveConfig(tmp, settings.scp_max_instance_bytes)
             ingest = Ingest(ctx.store, index, settings.scp_max_nesting_depth)
-            listener = ScpListener(settings, bindings(ingest), config)
+            listener = ScpListener(settings, ingest, config)
             listener.start()
             ctx.stack.callback(listener.stop)
             self.listener = listener

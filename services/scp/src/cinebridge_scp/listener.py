@@ -1,4 +1,4 @@
-"""Builds the Application Entity of Tables 19-25 and runs its listeners (plain and TLS)."""
+"""The Storage Server AE of Tables 19-25: its negotiation table and its listeners (plain, TLS)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,14 @@ import contextlib
 import logging
 import ssl
 import threading
-from typing import Any
 
 from cinebridge_common import conformance
 from cinebridge_common.logging import kv
 from cinebridge_common.uids import make_uid
-from pynetdicom import AE, _config, build_context
-from pynetdicom.presentation import PresentationContext
 
-from . import codec, negotiation
-from .receive import ReceiveConfig, install
-from .server import Limits, ScpServer, parse_networks
+from .acceptor import AcceptorConfig, Limits, StoreSink
+from .receive import ReceiveConfig
+from .server import ScpServer, parse_networks
 from .settings import ScpSettings
 
 log = logging.getLogger(__name__)
@@ -43,16 +40,15 @@ def preferred_transfer_syntaxes() -> list[str]:
     return first + middle + list(_LAST)
 
 
-def supported_contexts() -> list[PresentationContext]:
-    """Table 22: Verification with ILE; every storage class with every Table 23 syntax, SCP."""
-    syntaxes = preferred_transfer_syntaxes()
-    contexts = [
-        build_context(
-            conformance.VERIFICATION_SOP_CLASS[1], [conformance.IMPLICIT_VR_LITTLE_ENDIAN]
-        )
-    ]
-    contexts += [build_context(uid, syntaxes) for _, uid in conformance.STORAGE_SOP_CLASSES]
-    return contexts
+def supported_syntaxes() -> dict[str, frozenset[str]]:
+    """Table 22: Verification with Implicit VR LE; every storage class with every Table 23
+    syntax (SCP role). Which one is chosen follows the requestor's order (pdu.negotiate)."""
+    syntaxes = frozenset(preferred_transfer_syntaxes())
+    table = {
+        conformance.VERIFICATION_SOP_CLASS[1]: frozenset([conformance.IMPLICIT_VR_LITTLE_ENDIAN])
+    }
+    table.update({uid: syntaxes for _, uid in conformance.STORAGE_SOP_CLASSES})
+    return table
 
 
 def tls_context(settings: ScpSettings) -> ssl.SSLContext:
@@ -67,54 +63,34 @@ def tls_context(settings: ScpSettings) -> ssl.SSLContext:
     return ctx
 
 
-def configure_pynetdicom() -> None:
-    """Process-wide pynetdicom switches (the SCP runs alone in its process)."""
-    _config.UNRESTRICTED_STORAGE_SERVICE = True  # private Table 22 classes are storage too
-    _config.LOG_REQUEST_IDENTIFIERS = False  # no patient data in logs (STYLE)
-    _config.LOG_RESPONSE_IDENTIFIERS = False
-    _config.LOG_HANDLER_LEVEL = "none"
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    install()
-    negotiation.install()
-    codec.install()
-
-
 class ScpListener:
     """One AE, one or two servers (plain on scp_port, TLS on scp_tls_port)."""
 
     def __init__(
-        self, settings: ScpSettings, handlers: list[Any], receive_config: ReceiveConfig
+        self, settings: ScpSettings, ingest: StoreSink, receive_config: ReceiveConfig
     ) -> None:
         self.settings = settings
-        self.handlers = handlers
-        self.receive_config = receive_config
         self.servers: list[ScpServer] = []
-        self.ae = self._build_ae()
-        self.contexts = supported_contexts()
-
-    def _build_ae(self) -> AE:
-        s = self.settings
-        ae = AE(ae_title=s.scp_ae_title)
-        ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
-        ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
-        ae.maximum_pdu_size = s.scp_max_pdu
-        ae.maximum_associations = s.effective_max_associations()
-        ae.acse_timeout = s.scp_acse_timeout_s
-        ae.dimse_timeout = s.scp_dimse_timeout_s
-        ae.network_timeout = s.scp_network_timeout_s
-        ae.require_called_aet = s.scp_require_called_ae
-        ae.require_calling_aet = list(s.scp_allowed_calling_ae_titles)
-        return ae
-
-    def _limits(self) -> Limits:
-        s = self.settings
-        return Limits(
-            max_pdu=s.scp_max_pdu,
-            acse_timeout_s=s.scp_acse_timeout_s,
-            network_timeout_s=s.scp_network_timeout_s,
-            pdu_timeout_s=s.scp_pdu_timeout_s,
-            max_pending=s.scp_max_pending_connections,
-            allowed_networks=parse_networks(s.scp_allowed_addresses),
+        s = settings
+        self.config = AcceptorConfig(
+            ae_title=s.scp_ae_title,
+            require_called_ae=s.scp_require_called_ae,
+            allowed_calling_ae_titles=frozenset(
+                t.strip() for t in s.scp_allowed_calling_ae_titles if t.strip()
+            ),
+            supported=supported_syntaxes(),
+            limits=Limits(
+                max_pdu=s.scp_max_pdu,
+                acse_timeout_s=s.scp_acse_timeout_s,
+                network_timeout_s=s.scp_network_timeout_s,
+                pdu_timeout_s=s.scp_pdu_timeout_s,
+                max_pending=s.scp_max_pending_connections,
+                max_associations=s.effective_max_associations(),
+            ),
+            implementation_class_uid=IMPLEMENTATION_CLASS_UID,
+            implementation_version_name=IMPLEMENTATION_VERSION_NAME,
+            receive=receive_config,
+            ingest=ingest,
         )
 
     def start(self) -> None:
@@ -129,20 +105,16 @@ class ScpListener:
                 host=s.scp_host,
                 ports=",".join(str(p) for p in self.ports),
                 max_pdu=s.scp_max_pdu,
-                max_associations=self.ae.maximum_associations,
+                max_associations=self.config.limits.max_associations,
             ),
         )
 
     def _serve(self, address: tuple[str, int], tls: ssl.SSLContext | None) -> None:
         server = ScpServer(
-            self.ae,
             address,
-            self.settings.scp_ae_title,
-            self.contexts,
-            self._limits(),
-            self.receive_config,
+            self.config,
+            allowed_networks=parse_networks(self.settings.scp_allowed_addresses),
             ssl_context=tls,
-            evt_handlers=self.handlers,
             reuse_port=self.settings.scp_workers > 1,
         )
         thread = threading.Thread(
@@ -152,7 +124,6 @@ class ScpListener:
             daemon=True,
         )
         thread.start()
-        self.ae._servers.append(server)
         self.servers.append(server)
 
     @property
@@ -162,13 +133,14 @@ class ScpListener:
     def stop(self) -> None:
         for server in self.servers:
             with contextlib.suppress(Exception):
-                for assoc in server.active_associations:
-                    assoc.abort()
-            with contextlib.suppress(Exception):
                 server.shutdown()
+            with contextlib.suppress(Exception):
+                server.close_all()
+            with contextlib.suppress(Exception):
+                server.server_close()
         self.servers.clear()
 
     def status(self) -> dict[str, str]:
-        active = sum(len(s.active_associations) for s in self.servers)
+        active = sum(s.active_associations for s in self.servers)
         pending = sum(s.pending_connections for s in self.servers)
         return {"associations": str(active), "pending_connections": str(pending)}

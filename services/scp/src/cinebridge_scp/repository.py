@@ -37,6 +37,9 @@ async def open_index_pool(dsn: str, max_size: int = 10) -> asyncpg.Pool:
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    # The received file, fsync'd before the commit, is the record; its row is an index that
+    # recover.py rebuilds from it. So a C-STORE need not also wait for PostgreSQL's WAL flush.
+    await conn.execute("SET synchronous_commit = off")
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
