@@ -315,3 +315,62 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+async def test_recovery_rebuilds_rows_from_received_files(
+    scp_factory: Any, dicom: Any, tmp_path: Path
+) -> None:
+    """The fsync'd file is the record: rows lost (a commit PostgreSQL never flushed, a crash
+    between rename and commit) are rebuilt at start; a bad file is quarantined, not indexed."""
+    made = [dicom.make_ct(tmp_path / f"{n}.dcm", size=32) for n in range(3)]
+    uids = [pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in made]
+    async with scp_factory(scp_recover_interval_s=3600) as scp:
+        assert await asyncio.to_thread(dicom.store, scp.port, scp.ae_title, made) == [0, 0, 0]
+        assert scp.app.recovery is not None and not scp.app.recovery.counters
+        rows = {
+            r["sop_instance_uid"]: r["rel_path"]
+            for r in await scp.pool.fetch(
+                "SELECT sop_instance_uid, rel_path FROM received_instances"
+            )
+        }
+        # Lost commit: the first instance's row is gone, its file stayed.
+        await scp.pool.execute(
+            "DELETE FROM received_instances WHERE sop_instance_uid = $1", uids[0]
+        )
+        day = (scp.media_root / rows[uids[2]]).parent
+        # A second copy of the third instance renamed in, its commit lost (replace policy).
+        copy = day / "0123456789abcdef0123456789abcdef.dcm"
+        copy.write_bytes((scp.media_root / rows[uids[2]]).read_bytes())
+        # A file that is no instance at all.
+        (day / "fedcba9876543210fedcba9876543210.dcm").write_bytes(b"\0" * 300)
+    async with scp_factory() as scp:
+
+        async def rebuilt() -> bool:
+            return (
+                (await scp.rows())["instances"] == 3
+                and scp.app.recovery is not None
+                and (sum(scp.app.recovery.counters.values()) == 3)
+            )
+
+        await wait_for(rebuilt, 20, what="rows rebuilt from received files")
+        assert scp.app.recovery is not None
+        assert dict(scp.app.recovery.counters) == {"recovered": 2, "quarantined": 1}
+        after = {
+            r["sop_instance_uid"]: r
+            for r in await scp.pool.fetch(
+                "SELECT sop_instance_uid, rel_path, calling_ae, sha256 FROM received_instances"
+            )
+        }
+        assert set(after) == set(uids)
+        assert after[uids[0]]["rel_path"] == rows[uids[0]]
+        assert after[uids[0]]["calling_ae"] == "PYSCU"  # from (0002,0016), kept on receipt
+        assert after[uids[2]]["rel_path"] == str(copy.relative_to(scp.media_root))
+        files = scp.stored_files()
+        assert len(files) == 3 and all(
+            scp.media_root / r["rel_path"] in files for r in after.values()
+        )
+        assert len(list((scp.media_root / "quarantine").rglob("*.dcm"))) == 1
+        events = await scp.pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE subject = 'cb.evt.instance.received'"
+        )
+        assert events >= 5  # three on receipt, one per rebuilt row

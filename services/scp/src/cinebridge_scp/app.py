@@ -16,6 +16,7 @@ from . import repository
 from .ingest import IndexOutcome, Ingest, InstanceFacts, PendingIndex
 from .listener import ScpListener
 from .receive import ReceiveConfig
+from .recover import Recovery
 from .settings import ScpSettings
 from .workers import Workers
 
@@ -91,6 +92,7 @@ class ScpApp:
         self.listener: ScpListener | None = None
         self.ctx: ServiceContext | None = None
         self.workers: Workers | None = None
+        self.recovery: Recovery | None = None
 
     async def run(self) -> None:
         settings = self.settings
@@ -117,6 +119,15 @@ class ScpApp:
                 {"ae_title": settings.scp_ae_title, "ports": ",".join(map(str, listener.ports))}
             )
             ctx.spawn(self._report(ctx, listener, ingest), "scp-status")
+            if settings.scp_worker_index == 0:  # one sweeper per service, never its workers
+                self.recovery = Recovery(
+                    ctx.store,
+                    pool,
+                    settings.scp_duplicates,
+                    settings.scp_max_nesting_depth,
+                    in_flight_s=settings.scp_db_timeout_s + 60.0,
+                )
+                ctx.spawn(self._recover(self.recovery), "scp-recover")
             if settings.scp_workers > 1 and settings.scp_worker_index == 0:
                 workers = self.workers = Workers(settings)
                 ctx.stack.push_async_callback(workers.stop)
@@ -124,10 +135,25 @@ class ScpApp:
                 ctx.spawn(workers.watch(ctx.stop), "scp-workers")
             await ctx.serve_forever()
 
+    async def _recover(self, recovery: Recovery) -> None:
+        """At start over `scp_recover_days`, then today and yesterday every interval."""
+        days = self.settings.scp_recover_days
+        while True:
+            try:
+                await recovery.sweep(days)
+            except Exception as exc:  # the database may be down: try again next round
+                log.warning("recovery sweep failed, will retry", extra=kv(error=repr(exc)[:200]))
+            days = 2
+            await asyncio.sleep(self.settings.scp_recover_interval_s)
+
     async def _report(self, ctx: ServiceContext, listener: ScpListener, ingest: Ingest) -> None:
         while True:
             ctx.detail.update(listener.status())
             ctx.detail.update({f"c_store_{k}": str(v) for k, v in ingest.counters.items()})
+            if self.recovery is not None:
+                ctx.detail.update(
+                    {f"recover_{k}": str(v) for k, v in self.recovery.counters.items()}
+                )
             await asyncio.sleep(ctx.settings.heartbeat_interval_s)
 
 

@@ -141,6 +141,9 @@ def read_attributes(rf_path: str, size: int, max_depth: int) -> tuple[str, dict[
         else:
             text = decode_bytes(value, encodings, {0x5C, 0x3D, 0x5E})
             attrs[name] = text.rstrip("\x00 ").strip()
+    # (0002,0016) Source Application Entity Title: the sender, as recorded on receipt.
+    source = result.meta.get((0x0002, 0x0016), b"")
+    attrs["source_ae"] = source.decode("ascii", "replace").strip("\x00 ")
     return result.transfer_syntax, attrs
 
 

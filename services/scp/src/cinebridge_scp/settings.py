@@ -59,6 +59,10 @@ class ScpSettings(ServiceSettings):
     scp_worker_index: int = 0
     #: Time allowed for PostgreSQL to index one instance before answering 0xA700.
     scp_db_timeout_s: float = 15.0
+    #: Received files without an index row (a crash between rename and commit, or a commit
+    #: PostgreSQL lost) are indexed again: at start over this many days, then every interval.
+    scp_recover_days: int = 7
+    scp_recover_interval_s: float = 300.0
 
     def effective_max_associations(self) -> int:
         if self.scp_max_associations > 0:
