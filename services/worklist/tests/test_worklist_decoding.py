@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from cinebridge_common.messages import WorklistItem
+from cinebridge_worklist import dcmjson
 from cinebridge_worklist.dcmjson import MalformedEntry, identifier_to_json
 from cinebridge_worklist.matching import matches
 from cinebridge_worklist.query import SearchFields, ServerKeys, build_identifier
@@ -124,3 +125,32 @@ def test_iso_2022_japanese_names_decode_like_pydicom() -> None:
         "Ideographic": "山田^太郎",
         "Phonetic": "やまだ^たろう",
     }
+
+
+@pytest.mark.parametrize(("implicit", "little"), [(True, True), (False, True), (False, False)])
+def test_the_header_cache_stays_bounded_and_never_changes_a_result(
+    implicit: bool, little: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = encode(sample(), implicit=implicit, little=little)
+    expected = identifier_to_json(data, implicit=implicit, little=little, fallback_charset="")
+    cache: dict[bytes, object] = {}
+    monkeypatch.setitem(dcmjson._HEADERS, (implicit, little), cache)
+    monkeypatch.setattr(dcmjson, "_MAX_CACHED_HEADERS", 3)
+    for _ in range(3):  # cold, then warm, then after being emptied
+        assert (
+            identifier_to_json(data, implicit=implicit, little=little, fallback_charset="")
+            == expected
+        )
+        assert 0 < len(cache) <= 3
+    assert expected == sample().to_json_dict()
+
+
+def test_a_wrong_vr_is_refused_every_time_not_only_before_caching() -> None:
+    ds = Dataset()
+    ds.PatientID = "P1"
+    good = encode(ds)
+    bad = good.replace(b"LO", b"US", 1)  # (0010,0020) Patient ID as US
+    for _ in range(2):
+        identifier_to_json(good, implicit=False, little=True, fallback_charset="")
+        with pytest.raises(MalformedEntry, match=r"\(0010,0020\) has VR US"):
+            identifier_to_json(bad, implicit=False, little=True, fallback_charset="")

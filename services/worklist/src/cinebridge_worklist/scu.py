@@ -134,6 +134,7 @@ class _Collector:
         self.result = FindResult(outcome="complete")
         self.cancelled_at: float | None = None
         self.syntax = UID(assoc.transfer_syntax)
+        self.implicit, self.little = self.syntax.is_implicit_VR, self.syntax.is_little_endian
 
     def _limit(self) -> float:
         if self.cancelled_at is not None:
@@ -141,9 +142,7 @@ class _Collector:
         return self.deadline
 
     def run(self, identifier: Dataset) -> FindResult:
-        encoded = encode(
-            identifier, self.syntax.is_implicit_VR, self.syntax.is_little_endian, False
-        )
+        encoded = encode(identifier, self.implicit, self.little, False)
         if encoded is None:
             raise ValueError("the query identifier cannot be encoded")
         self.assoc.send(find_command(), encoded)
@@ -177,8 +176,8 @@ class _Collector:
             result.items.append(
                 decode_entry(
                     data,
-                    implicit=self.syntax.is_implicit_VR,
-                    little=self.syntax.is_little_endian,
+                    implicit=self.implicit,
+                    little=self.little,
                     fallback_charset=self.charset,
                 )
             )
