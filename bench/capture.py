@@ -9,12 +9,17 @@ Prints, in one run (each side measured alone, one after the other, on the same m
    service with embedded NATS and PostgreSQL, while recording 1080p30.
 
     .venv/bin/python bench/capture.py [--seconds 300] [--snapshots 60] [--skip-passthrough]
+                                      [--load N]
+
+`--load N` runs N busy-looping processes beside every measurement (a loaded shared box, as when
+other test suites run): dropped frames and snapshot latency under contention.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -23,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,26 +62,44 @@ def probe_frames(path: Path) -> tuple[int, float]:
         return frames, float(((end or 0) - (first or 0)) * (stream.time_base or 0))
 
 
+def process_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 # -- child: CineBridge's pipeline alone ------------------------------------------------------
-def child(url: str, seconds: float, out: Path, keyframes_only: bool) -> None:
+def child(url: str, seconds: float, out: Path, decode: str, viewer: bool) -> None:
     from cinebridge_capture.encoding import EncoderSettings
     from cinebridge_capture.pipeline import PipelineOptions, SourcePipeline
+    from cinebridge_capture.preview import PreviewWorker
     from cinebridge_capture.settings import SourceConfig
 
     options = PipelineOptions(
-        passthrough_decode_keyframes=keyframes_only,
+        passthrough_decode=decode,  # type: ignore[arg-type]
         encoder=EncoderSettings(preset=PRESET, tune=TUNE, x264_params=PARAMS, crf=CRF),
     )
     pipeline = SourcePipeline(SourceConfig(name="bench", url=url), options, "h264", lambda *a: None)
+    # As in the service: thumbnails every 5 s, and (--viewer) one live preview watcher.
+    preview = PreviewWorker({"bench": pipeline}, 5.0, 640, 70, 5.0)
+    preview.viewers["bench"] = 1 if viewer else 0
     pipeline.start()
+    preview.start()
     deadline = time.monotonic() + 20
     while not pipeline.signal:
         if time.monotonic() > deadline:
             raise SystemExit("no signal")
         time.sleep(0.05)
+    cpu0 = process_cpu()
     pipeline.start_recording("bench", out, "h264")
-    time.sleep(seconds)
+    max_lag, until = 0.0, time.monotonic() + seconds
+    while (left := until - time.monotonic()) > 0:
+        time.sleep(min(left, 0.25))
+        max_lag = max(max_lag, pipeline.stats.encoder_lag_s)
     finished = pipeline.stop_recording()
+    steady = process_cpu() - cpu0
+    preview.close()
     pipeline.close()
     assert finished is not None
     print(
@@ -84,19 +108,23 @@ def child(url: str, seconds: float, out: Path, keyframes_only: bool) -> None:
                 "frames": finished.frames,
                 "duration": finished.duration_s,
                 "dropped": pipeline.stats.dropped,
+                "queue_peak": pipeline.stats.queue_peak,
+                "max_lag": max_lag,
                 "passthrough": finished.passthrough,
                 "frames_in": pipeline.stats.frames_in,
+                "thumbnails": preview.thumbnails["bench"].seq,
+                "previews": preview.previews["bench"].seq,
+                "steady_cpu": steady,
             }
         )
     )
 
 
 def cinebridge_side(
-    url: str, seconds: float, out: Path, keyframes_only: bool = False
+    url: str, seconds: float, out: Path, decode: str = "on-demand", viewer: bool = False
 ) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", url, "--seconds", str(seconds), "--out", str(out)]
-    if keyframes_only:
-        cmd.append("--keyframes-only")
+    cmd += ["--decode", decode] + (["--viewer"] if viewer else [])
     t0 = time.monotonic()
     cpu, rss, stdout = run_measured(cmd)
     wall = time.monotonic() - t0
@@ -185,10 +213,22 @@ def report(title: str, cb: dict[str, Any], ff: dict[str, Any], peer: str) -> Non
         f"ratio CPU CineBridge/{peer.strip()}: {cb_cpu / ff_cpu:.2f}   "
         f"(pass-through: {cb.get('passthrough')})"
     )
+    if not cb.get("passthrough") and "queue_peak" in cb:
+        print(
+            f"encoder queue peak {cb['queue_peak']} frames, encoder lag max {cb['max_lag']:.2f} s"
+        )
+    if "steady_cpu" in cb:
+        # Without the interpreter's start-up and imports (~0.7 CPU s, once per process): what
+        # each further second of recording costs, against ffmpeg's whole run.
+        steady = cb["steady_cpu"] / max(cb["duration"], 1e-9)
+        print(
+            f"steady state (recording window only): {steady:.4f} CPU s per video s, "
+            f"ratio {steady / ff_cpu:.2f}"
+        )
 
 
 # -- snapshot latency through the real service -----------------------------------------------
-async def snapshot_latency(count: int, work: Path) -> list[float]:
+async def snapshot_latency(count: int, work: Path, url: str = f"lavfi:{SOURCE}") -> list[float]:
     from cinebridge_common.bus import Bus
     from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres, free_port
     from cinebridge_common.messages.capture import (
@@ -198,6 +238,8 @@ async def snapshot_latency(count: int, work: Path) -> list[float]:
         CaptureStatusRequest,
     )
 
+    shutil.rmtree(work / "nats", ignore_errors=True)
+    shutil.rmtree(work / "pg", ignore_errors=True)
     nats, pg = EmbeddedNats(work / "nats"), EmbeddedPostgres(work / "pg")
     nats.start()
     pg.start()
@@ -210,7 +252,7 @@ async def snapshot_latency(count: int, work: Path) -> list[float]:
             CB_DATABASE_URL=dsn,
             CB_MEDIA_ROOT=str(work / "media"),
             CB_CAPTURE_ROOM="bench",
-            CB_CAPTURE_SOURCES=json.dumps([{"name": "hd", "url": f"lavfi:{SOURCE}"}]),
+            CB_CAPTURE_SOURCES=json.dumps([{"name": "hd", "url": url}]),
             CB_CAPTURE_PREVIEW_PORT=str(free_port()),
             CB_LOG_LEVEL=os.environ.get("CB_LOG_LEVEL", "WARNING"),
             CB_CAPTURE_DISK_RESERVE_BYTES="0",
@@ -260,49 +302,125 @@ async def snapshot_latency(count: int, work: Path) -> list[float]:
         nats.stop()
 
 
+@contextlib.contextmanager
+def cpu_hogs(count: int) -> Iterator[None]:
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--snapshots", type=int, default=60)
     parser.add_argument("--skip-passthrough", action="store_true")
     parser.add_argument("--only-snapshots", action="store_true")
+    parser.add_argument("--only-encode", action="store_true")
+    parser.add_argument("--load", type=int, default=0, help="busy processes beside the runs")
     parser.add_argument("--child")
     parser.add_argument("--out")
-    parser.add_argument("--keyframes-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--decode", default="on-demand", help=argparse.SUPPRESS)
+    parser.add_argument("--viewer", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child and args.floor:
+        floor_child(args.child, args.seconds, Path(args.out))
+        return
     if args.child:
-        child(args.child, args.seconds, Path(args.out), args.keyframes_only)
+        child(args.child, args.seconds, Path(args.out), args.decode, args.viewer)
         return
     if shutil.which("ffmpeg") is None:
         raise SystemExit("ffmpeg is not installed")
     work = Path(tempfile.mkdtemp(prefix="cb-bench-capture-"))
     try:
-        print(
-            f"capture bench: {SOURCE}, {args.seconds:g} s, libx264 {PRESET}/{TUNE} "
-            f"{PARAMS} crf {CRF}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}"
-        )
-        if not args.only_snapshots:
-            cb = cinebridge_side(f"lavfi:{SOURCE}", args.seconds, work / "cb.mp4")
-            ff = ffmpeg_encode_side(args.seconds, work / "ff.mp4")
-            report("1080p30 recording, encoded", cb, ff, "ffmpeg -re (same x264)")
-        if not (args.skip_passthrough or args.only_snapshots):
-            passthrough(args.seconds, work)
-        lat = asyncio.run(snapshot_latency(args.snapshots, work))
-        q = statistics.quantiles(lat, n=20)
-        print(
-            f"\n== snapshot latency while recording 1080p30 ({len(lat)} snapshots, request -> "
-            f"JPEG fsync'd + registered): p50 {statistics.median(lat) * 1000:.1f} ms, "
-            f"p95 {q[18] * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms"
-        )
+        with cpu_hogs(args.load):
+            run_all(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def print_latency(title: str, lat: list[float]) -> None:
+    q = statistics.quantiles(lat, n=20)
+    print(
+        f"\n== snapshot latency {title}, {len(lat)} snapshots, request -> JPEG fsync'd + "
+        f"registered: p50 {statistics.median(lat) * 1000:.1f} ms, "
+        f"p95 {q[18] * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms"
+    )
+
+
+def run_all(args: argparse.Namespace, work: Path) -> None:
+    from cinebridge_common.embedded import free_port
+
+    load = f" + {args.load} busy processes" if args.load else ""
+    print(
+        f"capture bench: {SOURCE}, {args.seconds:g} s, libx264 {PRESET}/{TUNE} "
+        f"{PARAMS} crf {CRF}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}{load}"
+    )
+    if not args.only_snapshots:
+        cb = cinebridge_side(f"lavfi:{SOURCE}", args.seconds, work / "cb.mp4")
+        ff = ffmpeg_encode_side(args.seconds, work / "ff.mp4")
+        report("1080p30 recording, encoded", cb, ff, "ffmpeg -re (same x264)")
+    if not (args.skip_passthrough or args.only_snapshots or args.only_encode):
+        passthrough(args.seconds, work)
+    if args.only_encode:
+        return
+    lat = asyncio.run(snapshot_latency(args.snapshots, work))
+    print_latency("while recording 1080p30 (encoded)", lat)
+    if not args.skip_passthrough:
+        port = free_port()
+        sender = udp_sender(port)
+        try:
+            lat = asyncio.run(snapshot_latency(args.snapshots, work, f"udp://127.0.0.1:{port}"))
+        finally:
+            sender.terminate()
+            sender.wait(10)
+        print_latency("while recording network 1080p30 by pass-through (decoded on demand)", lat)
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 def passthrough(seconds: float, work: Path) -> None:
     from cinebridge_common.embedded import free_port
 
     port = free_port()
-    sender = subprocess.Popen(
+    sender = udp_sender(port)
+    try:
+        url = f"udp://127.0.0.1:{port}"
+        short = min(seconds, 60.0)
+        cb = cinebridge_side(url, seconds, work / "cb-pt.mp4")
+        ff = ffmpeg_copy_side(
+            url + "?fifo_size=1000000&overrun_nonfatal=1", seconds, work / "ff-pt.mp4"
+        )
+        floor = floor_side(url, short, work / "floor-pt.mp4")
+        watched = cinebridge_side(url, short, work / "cb-pt-view.mp4", viewer=True)
+        cb_all = cinebridge_side(url, short, work / "cb-pt-all.mp4", decode="all")
+    finally:
+        sender.terminate()
+        sender.wait(10)
+    report("network H.264 1080p30 (UDP MPEG-TS), pass-through", cb, ff, "ffmpeg -c copy")
+    print(
+        f"  (decode on demand: {cb['thumbnails']} keyframe thumbnails, no preview watcher; "
+        "snapshots decode keyframe -> latest packet)"
+    )
+    report(f"floor: PyAV demux -> mux loop alone, {short:g} s", floor, ff, "ffmpeg -c copy")
+    report(
+        f"pass-through with one live preview watcher, {short:g} s", watched, ff, "ffmpeg -c copy"
+    )
+    print(f"  ({watched['previews']} preview JPEGs made)")
+    report(
+        f"pass-through, CB_CAPTURE_PASSTHROUGH_DECODE=all, {short:g} s",
+        cb_all,
+        ff,
+        "ffmpeg -c copy",
+    )
+
+
+def udp_sender(port: int) -> subprocess.Popen[bytes]:
+    """A network H.264 camera: the test pattern encoded by ffmpeg, MPEG-TS over UDP."""
+    return subprocess.Popen(
         [
             "ffmpeg",
             "-nostdin",
@@ -334,22 +452,50 @@ def passthrough(seconds: float, work: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    try:
-        url = f"udp://127.0.0.1:{port}"
-        cb = cinebridge_side(url, seconds, work / "cb-pt.mp4")
-        cb_key = cinebridge_side(url, seconds, work / "cb-pt-key.mp4", keyframes_only=True)
-        ff = ffmpeg_copy_side(
-            url + "?fifo_size=1000000&overrun_nonfatal=1", seconds, work / "ff-pt.mp4"
-        )
-    finally:
-        sender.terminate()
-        sender.wait(10)
-    report("network H.264 1080p30 (UDP MPEG-TS), pass-through", cb, ff, "ffmpeg -c copy")
-    report("the same, CB_CAPTURE_PASSTHROUGH_DECODE=keyframes", cb_key, ff, "ffmpeg -c copy")
-    print(
-        "note: CineBridge also decodes every frame (snapshots and preview need the picture);"
-        " ffmpeg -c copy does not."
-    )
+
+
+def floor_child(url: str, seconds: float, out: Path) -> None:
+    """The least a Python process can do for pass-through: PyAV demux -> mux, nothing else."""
+    import av
+    from cinebridge_capture.recorder import container_options
+
+    src = av.open(url + "?fifo_size=1000000&overrun_nonfatal=1", timeout=(5.0, 5.0))
+    stream = src.streams.video[0]
+    dst = av.open(str(out), "w", format="mp4", options=container_options("mp4"))
+    target: Any = dst.add_stream_from_template(stream)
+    deadline, started, offset, frames = time.monotonic() + seconds, False, 0, 0
+    cpu0 = process_cpu()
+    for packet in src.demux(stream):
+        if packet.dts is None:
+            continue
+        if not started:
+            if not packet.is_keyframe:
+                continue
+            started, offset = True, packet.dts
+        packet.dts -= offset
+        packet.pts = (packet.pts if packet.pts is not None else packet.dts + offset) - offset
+        packet.stream = target
+        dst.mux(packet)
+        frames += 1
+        if time.monotonic() >= deadline:
+            break
+    dst.close()
+    src.close()
+    steady = process_cpu() - cpu0
+    print(json.dumps({"frames": frames, "dropped": 0, "passthrough": True, "steady_cpu": steady}))
+
+
+def floor_side(url: str, seconds: float, out: Path) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", url, "--floor", "--seconds", str(seconds)]
+    cpu, rss, stdout = run_measured([*cmd, "--out", str(out)])
+    frames, duration = probe_frames(out)
+    return {
+        **json.loads(stdout.strip().splitlines()[-1]),
+        "duration": duration,
+        "cpu": cpu,
+        "rss": rss,
+        "frames": frames,
+    }
 
 
 if __name__ == "__main__":

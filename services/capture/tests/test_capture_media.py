@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import av
+import numpy as np
 import pytest
 from cinebridge_capture.encoding import EncoderSettings, VideoEncoder, recording_format
 from cinebridge_capture.pipeline import NoSignal, PipelineOptions, SourcePipeline
 from cinebridge_capture.recorder import RecordingUnreadable, RecordingWriter, probe, salvage
-from cinebridge_capture.ring import PacketRing
+from cinebridge_capture.ring import GopBuffer, PacketRing
 from cinebridge_capture.settings import SourceConfig
 from cinebridge_capture.snapshot import jpeg_from_frame
-from cinebridge_capture.sources import SourceUnavailable, StreamInfo, open_source
+from cinebridge_capture.sources import SourceUnavailable, StreamInfo, decode_latest, open_source
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -187,3 +188,45 @@ def test_looped_file_source_keeps_delivering_and_no_signal_is_reported(tmp_path:
             lost.latest_frame()
     finally:
         lost.close()
+
+
+def test_on_demand_decode_of_the_gop_gives_the_current_picture(tmp_path: Path) -> None:
+    """Pass-through keeps the packets since the last keyframe; a snapshot decodes them then.
+    Each picture has its own grey level, so the decoded one must be the latest packet's."""
+    path = tmp_path / "levels.mp4"
+    fmt = recording_format("h264")
+    enc = VideoEncoder(fmt, EncoderSettings(), info(fps=25))  # a keyframe every 25 pictures
+    writer = RecordingWriter(path, fmt, enc.template, enc.fps, fsync_interval_s=5)
+    for i in range(60):
+        grey = np.full((240, 320), 16 + 4 * i, np.uint8)
+        frame = av.VideoFrame.from_ndarray(grey, format="gray").reformat(format="yuv420p")
+        for packet in enc.encode(frame, i):
+            writer.write(packet)
+    for packet in enc.encode(None):
+        writer.write(packet)
+    writer.close()
+
+    gop = GopBuffer()
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        packets = [p for p in container.demux(stream) if p.size]
+        for k, packet in enumerate(packets):
+            gop.add(packet)
+            if k in (0, 9, 24, 25, 41, 59):
+                picture = decode_latest(stream, gop.packets())
+                assert picture is not None
+                level = float(picture.to_ndarray(format="gray").mean())
+                assert abs(level - (16 + 4 * k)) < 1.5, (k, level)
+        assert [p.is_keyframe for p in gop.packets()] == [True] + [False] * 9  # from 50 on
+        serial, keyframe = gop.keyframe()
+        assert serial == 3 and keyframe is packets[50]
+
+
+def test_a_gop_too_long_to_decode_on_demand_is_flagged() -> None:
+    gop = GopBuffer(limit=10)
+    gop.add(FakePacket(True))
+    for _ in range(12):
+        gop.add(FakePacket(False))
+    assert gop.overflowed and gop.packets() == []
+    gop.add(FakePacket(True))
+    assert len(gop.packets()) == 1

@@ -391,27 +391,46 @@ async def _recording(client: Any, room: str) -> bool:
     return bool(status.sources and status.sources[0].recording_id)
 
 
-async def test_keyframe_only_decoding_still_snapshots_a_passed_through_source(
+async def test_pass_through_decodes_for_snapshots_thumbnails_and_a_watched_preview_only(
     capture_factory: Any, client: Any, db_pool: asyncpg.Pool, tmp_path: Path, udp_sender: Any
 ) -> None:
     udp_sender.size, udp_sender.rate = "640x360", 25
     udp_sender.start()
     proc = capture_factory(
-        "or11", [{"name": "cam", "url": udp_sender.url}], CB_CAPTURE_PASSTHROUGH_DECODE="keyframes"
+        "or11", [{"name": "cam", "url": udp_sender.url}], CB_CAPTURE_THUMBNAIL_INTERVAL_S="1"
     )
     await client.wait_signal(proc)
     assert (await client.command("or11", "cam", "record_start")).ok
     await asyncio.sleep(1.5)
-    snap = await client.command("or11", "cam", "snapshot")
+    snap = await client.command("or11", "cam", "snapshot")  # decoded from the GOP so far
     assert snap.ok, snap.error
-    await asyncio.sleep(1.5)
+    base = f"http://127.0.0.1:{proc.preview_port}"
+    ctype, thumb = await asyncio.to_thread(get, f"{base}/thumbnail/cam.jpg", 1 << 20)
+    assert ctype == "image/jpeg" and thumb[:2] == b"\xff\xd8"  # from a keyframe
+    # Watched: the reader decodes live, so consecutive preview pictures differ (keyframes
+    # alone would repeat each picture for a whole second = 5 preview parts).
+    parts = await asyncio.to_thread(mjpeg_parts, f"{base}/preview/cam.mjpg", 4.0)
+    assert len(parts) >= 8 and len(set(parts)) >= 6, (len(parts), len(set(parts)))
     assert (await client.command("or11", "cam", "record_stop")).ok
     row = (await wait_rows(db_pool, 1, kind="recording"))[0]
     facts = probe(tmp_path / "media" / row["rel_path"])
     assert (facts["codec"], facts["level"]) == ("h264", 30)  # the sender's own SPS
-    assert row["frames"] >= 2 * 25
+    assert row["frames"] >= 4 * 25  # ~5.5 s recorded, from the first keyframe on
+    snapshot = (await wait_rows(db_pool, 1, kind="snapshot"))[0]
+    assert (snapshot["width"], snapshot["height"]) == (640, 360)
     status = await client.status("or11")
-    assert status.sources[0].fps_in is not None and status.sources[0].fps_in <= 5  # 1 per GOP
+    assert status.sources[0].fps_in is not None and status.sources[0].fps_in >= 15  # packets
+
+
+def mjpeg_parts(url: str, seconds: float) -> list[bytes]:
+    """The JPEG parts of an MJPEG stream read for `seconds`."""
+    data = b""
+    deadline = time.monotonic() + seconds
+    with urllib.request.urlopen(url, timeout=10) as response:
+        while time.monotonic() < deadline:
+            data += response.read1(65536)
+    parts = [p.split(b"\r\n\r\n", 1)[-1] for p in data.split(b"--cbframe")[1:-1]]
+    return [p for p in parts if p[:2] == b"\xff\xd8"]
 
 
 async def test_a_second_process_for_the_same_room_refuses_to_start(

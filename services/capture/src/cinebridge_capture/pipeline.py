@@ -3,8 +3,12 @@
 The reader thread opens the source (reopening it with backoff after a drop-out), keeps the
 latest frame for snapshots and preview, and hands frames to the encoder thread through a bounded
 queue (a full queue drops the frame and counts it, so a slow encoder never stalls the source) or,
-for a pass-through recording, writes the source's own packets. No asyncio and no NATS here: the
-room controller calls in from worker threads and is told about state changes by a callback.
+for a pass-through recording, writes the source's own packets. A source recorded by pass-through
+is not decoded continuously: the packets since the last keyframe are kept, a snapshot decodes
+them on demand (keyframe → latest packet: still the current picture), the periodic thumbnail
+decodes only a keyframe, and the reader decodes live only while someone watches the preview.
+No asyncio and no NATS here: the room controller calls in from worker threads and is told about
+state changes by a callback.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import av
 from cinebridge_common.logging import kv
@@ -31,13 +35,22 @@ from .encoding import (
     recording_format,
 )
 from .recorder import RecordingWriter
-from .ring import PacketRing
+from .ring import GopBuffer, PacketRing
 from .settings import SourceConfig
-from .sources import Captured, FrameSource, SourceUnavailable, StreamInfo, open_source
+from .sources import (
+    Captured,
+    Decode,
+    FrameSource,
+    SourceUnavailable,
+    StreamInfo,
+    decode_latest,
+    open_source,
+)
 
 log = logging.getLogger(__name__)
 
 StateCallback = Callable[[str, str, str | None], None]  # (state, detail, recording_id)
+PassthroughDecode = Literal["on-demand", "keyframes", "all"]
 
 
 class NoSignal(RuntimeError):
@@ -57,9 +70,11 @@ class PipelineOptions:
     open_timeout_s: float = 5.0
     reconnect_max_s: float = 10.0
     fsync_interval_s: float = 2.0
-    queue_s: float = 1.0  # frames waiting for the encoder, in seconds at the source's rate
-    #: Pass-through only: decode one picture per GOP for snapshots/preview (saves CPU).
-    passthrough_decode_keyframes: bool = False
+    queue_s: float = 3.0  # frames waiting for the encoder, in seconds at the source's rate
+    #: Pass-through sources: "on-demand" decodes for snapshots/thumbnails only, and live while
+    #: the preview is watched (reference pictures); "keyframes" the same but a watched preview
+    #: shows keyframes only; "all" decodes every picture as it arrives (old behaviour).
+    passthrough_decode: PassthroughDecode = "on-demand"
 
 
 @dataclass
@@ -113,6 +128,7 @@ class SourceStats:
     frames_encoded: int = 0
     dropped: int = 0
     encoder_lag_s: float = 0.0
+    queue_peak: int = 0  # most frames ever waiting for the encoder (how close to dropping)
     reconnects: int = 0
     fps_in: Rate = field(default_factory=Rate)
     fps_encoded: Rate = field(default_factory=Rate)
@@ -132,6 +148,11 @@ class SourcePipeline:
         self.info: StreamInfo | None = None
         self._lock = threading.RLock()
         self._latest: av.VideoFrame | None = None
+        self._gop = GopBuffer()
+        self._decoding: Decode = "all"  # what the reader decodes right now
+        self._thumb: tuple[int, av.VideoFrame | None] = (-1, None)  # (GOP serial, keyframe)
+        #: Set by the preview worker: someone watches the live preview of this source.
+        self.preview_watched = False
         self._seen: float | None = None  # monotonic time of the last frame or packet
         self._rec: ActiveRecording | None = None
         self._passthrough = False
@@ -171,10 +192,51 @@ class SourcePipeline:
         return age if age >= self.options.signal_timeout_s else 0.0
 
     def latest_frame(self) -> av.VideoFrame:
-        latest = self._latest
-        if latest is None or not self.signal:
+        """The current picture (decoded on demand for a pass-through source: may take a GOP's
+        worth of decoding, so call it from a worker thread)."""
+        return self.picture_now()()
+
+    def picture_now(self) -> Callable[[], av.VideoFrame]:
+        """Fixes the current picture now (cheap) and returns how to get it (maybe expensive:
+        run it in a worker thread): a snapshot shows the moment it was asked for."""
+        if not self.signal:
             raise NoSignal(f"source {self.config.name} has no signal")
-        return latest
+        latest = self._latest
+        if self._decoding == "all" and latest is not None:
+            return lambda: latest
+        # Pass-through: decode the GOP so far (also while continuous decoding resumes).
+        info, packets = self.info, self._gop.packets()
+        if info is None or info.template is None or not packets:
+            raise NoSignal(f"source {self.config.name} has no keyframe yet")
+
+        def decode() -> av.VideoFrame:
+            frame = decode_latest(info.template, packets)
+            if frame is None:
+                raise NoSignal(f"source {self.config.name}: no picture could be decoded")
+            return frame
+
+        return decode
+
+    def preview_frame(self) -> av.VideoFrame:
+        """A recent picture for the live preview or the thumbnail, as cheaply as it comes: the
+        reader's latest while it decodes, else the current GOP's keyframe (decoded once)."""
+        if not self.signal:
+            raise NoSignal(f"source {self.config.name} has no signal")
+        latest = self._latest
+        if self._decoding != "none" and latest is not None:
+            return latest
+        info = self.info
+        serial, keyframe = self._gop.keyframe()
+        if info is None or info.template is None or keyframe is None:
+            raise NoSignal(f"source {self.config.name} has no picture yet")
+        cached_serial, cached = self._thumb
+        if cached_serial == serial and cached is not None:
+            return cached
+        frame = decode_latest(info.template, [keyframe])
+        if frame is None:
+            raise NoSignal(f"source {self.config.name}: keyframe could not be decoded")
+        self._thumb = (serial, frame)
+        return frame
 
     @property
     def recording(self) -> ActiveRecording | None:
@@ -237,10 +299,7 @@ class SourcePipeline:
         while not self._stopping.is_set():
             try:
                 source = open_source(
-                    self.config,
-                    self.options.open_timeout_s,
-                    self.options.signal_timeout_s,
-                    self.options.passthrough_decode_keyframes,
+                    self.config, self.options.open_timeout_s, self.options.signal_timeout_s
                 )
             except SourceUnavailable as exc:
                 self._set_state("no-signal", str(exc), self._rec_id())
@@ -265,6 +324,9 @@ class SourcePipeline:
 
     def _on_open(self, info: StreamInfo) -> None:
         with self._lock:
+            self._gop.clear()
+            self._latest = None
+            self._thumb = (-1, None)
             previous, self.info = self.info, info
             passthrough, self._passthrough = self._passthrough, self._can_pass_through(info)
             if self._ring is not None and (self._passthrough or passthrough):
@@ -294,26 +356,50 @@ class SourcePipeline:
 
     def _pump(self, source: FrameSource) -> None:
         announced = False
+        compressed = source.info.template is not None
+        source.decode = self._decoding = self._decode_wanted(compressed)
         for item in source.items():
             if self._stopping.is_set():
                 return
             self._seen = item.t
-            if item.packet is not None and self._passthrough:
-                self._on_source_packet(item)
+            if item.packet is not None:
+                self._gop.add(item.packet)
+                if self._passthrough:
+                    self._on_source_packet(item)
+            # Input rate: the source's packets (pictures it sent), decoded or not.
+            if item.packet is not None if compressed else item.frame is not None:
+                self.stats.frames_in += 1
+                self.stats.fps_in.tick(item.t)
+                if not announced:
+                    announced = True
+                    rec_id = self._rec_id()
+                    self._set_state("recording" if rec_id else "idle", "", rec_id)
+            decoding = self._decode_wanted(compressed)
+            if decoding != self._decoding:
+                if decoding == "none":
+                    self._latest = None  # no longer current: preview falls back to keyframes
+                source.decode = self._decoding = decoding
             if item.frame is None:
                 continue
             self._latest = item.frame
-            self.stats.frames_in += 1
-            self.stats.fps_in.tick(item.t)
-            if not announced:
-                announced = True
-                rec_id = self._rec_id()
-                self._set_state("recording" if rec_id else "idle", "", rec_id)
             if self._encoding_wanted():
                 if self._queue_full():
                     self.stats.dropped += 1
                 else:
                     self._queue.put_nowait(item)
+                    self.stats.queue_peak = max(self.stats.queue_peak, self._queue.qsize())
+
+    def _decode_wanted(self, compressed: bool) -> Decode:
+        """How much of the source the reader decodes: pictures are needed for every frame when
+        re-encoding; a pass-through source only for a watched preview (snapshots and thumbnails
+        decode on demand from the GOP buffer)."""
+        if not compressed or not self._passthrough or self.options.passthrough_decode == "all":
+            return "all"
+        if self._gop.overflowed:
+            return "all"  # keyframes too sparse to decode a GOP on demand
+        if not self.preview_watched:
+            return "none"
+        return "keyframes" if self.options.passthrough_decode == "keyframes" else "nonref"
 
     def _queue_full(self) -> bool:
         fps = float(self.info.fps) if self.info is not None else 30.0

@@ -3,7 +3,9 @@
 `GET /preview/<source>.mjpg` streams `multipart/x-mixed-replace` JPEG parts (what an `<img>`
 tag shows directly); `GET /thumbnail/<source>.jpg` returns the last periodic thumbnail. Preview
 JPEGs are made in one worker thread from the latest frame only, and only while someone watches,
-so preview never holds up the reader or encoder threads of a recording.
+so preview never holds up the reader or encoder threads of a recording; that thread also runs
+at a lower CPU priority (nice +10), so on a loaded box the encoder wins. A pass-through source
+is decoded live only while its preview is watched; its thumbnail is its last keyframe.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -24,6 +27,15 @@ log = logging.getLogger(__name__)
 
 BOUNDARY = "cbframe"
 MAX_VIEWERS_PER_SOURCE = 8
+#: Niceness of the preview thread (and of the decoder threads it starts).
+PREVIEW_NICE = 10
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Make the calling thread (only it: Linux niceness is per thread) yield to the others."""
+    with contextlib.suppress(OSError, AttributeError):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), nice))
 
 
 @dataclass
@@ -63,15 +75,17 @@ class PreviewWorker:
         self._thread.join(timeout=3)
 
     def _run(self) -> None:
+        lower_thread_priority(PREVIEW_NICE)
         while not self._stop.wait(1 / self.fps):
             now = time.monotonic()
             for name, pipeline in self.pipelines.items():
                 want_preview = self.viewers[name] > 0
+                pipeline.preview_watched = want_preview
                 want_thumb = now >= self._thumb_due[name]
                 if not (want_preview or want_thumb):
                     continue
                 try:
-                    jpeg = jpeg_from_frame(pipeline.latest_frame(), self.quality, self.width)
+                    jpeg = jpeg_from_frame(pipeline.preview_frame(), self.quality, self.width)
                 except NoSignal:
                     continue
                 except Exception:

@@ -44,3 +44,43 @@ class PacketRing:
             if not self._gops:
                 return 0.0
             return self._gops[-1][-1][0] - self._gops[0][0][0]
+
+
+class GopBuffer:
+    """The packets since the last keyframe of a compressed source: what it takes to decode the
+    current picture on demand (a snapshot) without decoding every picture as it arrives."""
+
+    def __init__(self, limit: int = 600) -> None:
+        self._packets: list[Any] = []
+        self._lock = threading.Lock()
+        self.limit = limit
+        #: Counts keyframes: a picture decoded from the keyframe alone is valid for one serial.
+        self.serial = 0
+        #: A GOP longer than `limit` packets (sparse keyframes, intra refresh): decoding it on
+        #: demand would take too long, so the pipeline decodes such a source continuously.
+        self.overflowed = False
+
+    def add(self, packet: Any) -> None:
+        with self._lock:
+            if packet.is_keyframe:
+                self._packets = [packet]
+                self.serial += 1
+            elif len(self._packets) >= self.limit:
+                self._packets = []
+                self.overflowed = True
+            elif self._packets:
+                self._packets.append(packet)
+
+    def packets(self) -> list[Any]:
+        """The keyframe and every packet after it, up to now (empty before the first keyframe)."""
+        with self._lock:
+            return list(self._packets)
+
+    def keyframe(self) -> tuple[int, Any]:
+        with self._lock:
+            return self.serial, self._packets[0] if self._packets else None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._packets = []
+            self.overflowed = False

@@ -15,6 +15,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,10 @@ from .settings import CaptureSettings, KeyAction
 from .snapshot import jpeg_from_frame
 
 log = logging.getLogger(__name__)
+
+#: Snapshot pictures are decoded and compressed here, not in the default executor, so that a
+#: burst of database or file work there never queues ahead of the operator's snapshot.
+_SNAPSHOTS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="snapshot")
 
 Emit = Callable[[Message], Coroutine[Any, Any, None]]
 
@@ -77,7 +82,7 @@ def pipeline_options(settings: CaptureSettings) -> PipelineOptions:
             gop_s=settings.capture_gop_s,
         ),
         passthrough=settings.capture_passthrough,
-        passthrough_decode_keyframes=settings.capture_passthrough_decode == "keyframes",
+        passthrough_decode=settings.capture_passthrough_decode,
         prerecord_s=settings.capture_prerecord_s,
         queue_s=settings.capture_encoder_queue_s,
         signal_timeout_s=settings.capture_signal_timeout_ms / 1000,
@@ -138,10 +143,13 @@ class Room:
 
     async def snapshot(self, source: str, study: uuid.UUID | None) -> MediaCaptured:
         started = time.perf_counter()
-        frame = self.pipeline(source).latest_frame()  # the moment of the request
+        picture = self.pipeline(source).picture_now()  # the moment of the request
         rel = self.store.new_relative("media", "jpg")
-        # The JPEG is made and fsync'd while the study is looked up (or created).
-        written = asyncio.ensure_future(asyncio.to_thread(self._write_jpeg, frame, rel))
+        # The picture is decoded (pass-through: from the GOP so far), made a JPEG and fsync'd
+        # in the snapshot thread while the study is looked up (or created).
+        written = asyncio.ensure_future(
+            self.loop.run_in_executor(_SNAPSHOTS, self._write_jpeg, picture, rel)
+        )
         try:
             study_id, _ = await repo.study_for_capture(
                 self.pool, self.name, study, self.settings.org_uid_root
@@ -150,7 +158,7 @@ class Room:
             await asyncio.gather(written, return_exceptions=True)
             await asyncio.to_thread(self.store.delete, rel)
             raise
-        sha, size = await written
+        sha, size, (width, height) = await written
         stored = time.perf_counter()
         event = MediaCaptured(
             media_id=str(uuid.uuid4()),
@@ -162,8 +170,8 @@ class Room:
             size=size,
             sha256=sha,
             mime="image/jpeg",
-            width=frame.width,
-            height=frame.height,
+            width=width,
+            height=height,
             codec="jpeg",
         )
         await repo.register_snapshot(self.pool, event)
@@ -181,9 +189,10 @@ class Room:
         )
         return event
 
-    def _write_jpeg(self, frame: Any, rel: str) -> tuple[str, int]:
+    def _write_jpeg(self, picture: Callable[[], Any], rel: str) -> tuple[str, int, tuple[int, int]]:
+        frame = picture()
         jpeg = jpeg_from_frame(frame, self.settings.capture_jpeg_quality)
-        return self.store.write_bytes(rel, jpeg), len(jpeg)
+        return self.store.write_bytes(rel, jpeg), len(jpeg), (frame.width, frame.height)
 
     async def record_start(self, source: str, study: uuid.UUID | None) -> RecordingMeta:
         pipeline = self.pipeline(source)

@@ -86,11 +86,13 @@ class CaptureSettings(ServiceSettings):
     capture_encoder_threads: int = Field(default=0, ge=0, le=64)
     #: Frames waiting for the encoder, in seconds of video: rides out CPU starvation this long
     #: before frames are dropped (each queued 1080p frame holds ~3 MB).
-    capture_encoder_queue_s: float = Field(default=1.0, gt=0, le=10)
+    capture_encoder_queue_s: float = Field(default=3.0, gt=0, le=10)
     capture_gop_s: float = Field(default=1.0, gt=0, le=10)
     capture_passthrough: bool = True
-    #: Pass-through: decode every picture (exact snapshots) or only keyframes (less CPU).
-    capture_passthrough_decode: Literal["all", "keyframes"] = "all"
+    #: Pass-through sources: "on-demand" decodes pictures only for snapshots (the GOP so far),
+    #: thumbnails (a keyframe) and a watched preview; "keyframes" also shows a watched preview
+    #: from keyframes only; "all" decodes every picture as it arrives.
+    capture_passthrough_decode: Literal["on-demand", "keyframes", "all"] = "on-demand"
     capture_prerecord_s: float = Field(default=0.0, ge=0, le=60)
     capture_max_recording_s: float = Field(default=4 * 3600.0, gt=0)
     #: A source is "no-signal" after this long without a frame; reopened with backoff.

@@ -2,8 +2,11 @@
 
 A source yields `Captured` items in its own thread: the decoded frame (for snapshots, preview
 and encoding) and, for compressed network inputs, the packet it came from (for pass-through
-recording). File and `lavfi` inputs are paced to their frame rate so that they behave like a
-live device; network inputs arrive at their own pace.
+recording). A compressed input decodes only as much as its `decode` attribute asks for (set by
+the pipeline between items): a pass-through recording needs no pictures at all, so they are
+decoded on demand from the packets since the last keyframe (`decode_latest`). File and `lavfi`
+inputs are paced to their frame rate so that they behave like a live device; network inputs
+arrive at their own pace.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import av
 import numpy as np
@@ -21,6 +24,11 @@ import numpy as np
 from .settings import SourceConfig
 
 DEFAULT_FPS = Fraction(30)
+
+#: How much of a compressed input the reader decodes: every picture, only reference pictures
+#: (a live preview where the codec allows skipping), only keyframes, or nothing.
+Decode = Literal["all", "nonref", "keyframes", "none"]
+_SKIP_FRAME: dict[str, Any] = {"all": "DEFAULT", "nonref": "NONREF", "keyframes": "NONKEY"}
 
 
 class SourceUnavailable(RuntimeError):
@@ -51,6 +59,7 @@ class Captured:
 
 class FrameSource(Protocol):
     info: StreamInfo
+    decode: Decode
 
     def items(self) -> Iterator[Captured]: ...
 
@@ -97,8 +106,10 @@ class AvSource:
         config: SourceConfig,
         open_timeout_s: float,
         read_timeout_s: float,
-        keyframes_only: bool = False,
     ) -> None:
+        self.decode: Decode = "all"
+        self._skip: str = "DEFAULT"
+        self._synced = True  # the decoder has seen every packet since a keyframe
         self.spec = av_input(config.url)
         try:
             self.container = av.open(
@@ -127,10 +138,6 @@ class AvSource:
             level=_level(ctx),
             template=self.stream if passthrough else None,
         )
-        if passthrough and keyframes_only:
-            # The recording copies packets; pictures are only for snapshots and preview, so a
-            # loaded box may decode one picture per GOP (snapshots then lag up to one GOP).
-            ctx.skip_frame = "NONKEY"
 
     def items(self) -> Iterator[Captured]:
         pacer = Pacer()
@@ -149,6 +156,9 @@ class AvSource:
 
     def _decode(self, packet: Any, pacer: Pacer) -> Iterator[Captured]:
         keep = packet if self.info.template is not None else None
+        if keep is not None and not self._wants_picture(packet):
+            yield Captured(None, keep, time.monotonic())
+            return
         try:
             frames = packet.decode()
         except av.FFmpegError:
@@ -164,8 +174,52 @@ class AvSource:
             yield Captured(frame, keep, time.monotonic(), media_t)
             keep = None
 
+    def _wants_picture(self, packet: Any) -> bool:
+        """Whether to decode this packet of a compressed input, as `decode` asks right now."""
+        if self.decode == "none":
+            self._synced = False
+            return False
+        if not self._synced:
+            # Decoding resumes: references are only complete from the next keyframe on, and
+            # pictures still in the decoder's threads are from long ago.
+            if not packet.is_keyframe:
+                return False
+            self.stream.codec_context.flush_buffers()
+            self._synced = True
+        skip = _SKIP_FRAME[self.decode]
+        if skip != self._skip:
+            self.stream.codec_context.skip_frame = skip
+            self._skip = skip
+        return True
+
     def close(self) -> None:
         self.container.close()
+
+
+def decode_latest(template: Any, packets: list[Any]) -> av.VideoFrame | None:
+    """The newest picture of `packets` (a keyframe and what followed it), decoded now.
+
+    A fresh single-threaded decoder per call: no state shared with the reader thread, and the
+    last picture in presentation order comes out at the flush even with B-frames.
+    """
+    src = template.codec_context
+    ctx: Any = av.CodecContext.create(src.name, "r")
+    if src.extradata:
+        ctx.extradata = src.extradata
+    ctx.thread_count = 1
+    latest = None
+    for packet in packets:
+        try:
+            for frame in ctx.decode(packet):
+                latest = frame
+        except av.FFmpegError:
+            continue  # a damaged packet: the picture is concealed by the decoder
+    try:
+        for frame in ctx.decode(None):
+            latest = frame
+    except av.FFmpegError:
+        pass
+    return latest
 
 
 def _level(ctx: Any) -> int | None:
@@ -202,6 +256,7 @@ class CvSource:
     def __init__(self, config: SourceConfig, read_timeout_s: float) -> None:
         import cv2
 
+        self.decode: Decode = "all"  # raw pictures: nothing to skip
         device = urllib.parse.urlsplit(config.url).path
         self.cap = cv2.VideoCapture(device, cv2.CAP_V4L2)
         if not self.cap.isOpened():
@@ -242,8 +297,7 @@ def open_source(
     config: SourceConfig,
     open_timeout_s: float,
     read_timeout_s: float,
-    keyframes_only: bool = False,
 ) -> FrameSource:
     if config.url.startswith("v4l2://"):
         return CvSource(config, read_timeout_s)
-    return AvSource(config, open_timeout_s, read_timeout_s, keyframes_only)
+    return AvSource(config, open_timeout_s, read_timeout_s)
