@@ -4,8 +4,11 @@ DCMTK storescu sends (with TCP_NODELAY=1, peer-notes "Nagle") to each receiver i
   1. N small instances (~0.5 MB CT-like, default 500) over one association;
   2. one large video instance (~1 GB H.264-syntax encapsulated, default 1024 MB);
   3. the small instances split over 4 concurrent senders.
-Prints seconds, instances/s, MB/s and the receiver's peak RSS (whole process tree, sampled),
-then CineBridge's ratio against each peer (>1 = CineBridge faster).
+Prints seconds, instances/s, MB/s, the receiver's CPU seconds and peak RSS (whole process tree),
+then CineBridge's ratio against each peer (>1 = CineBridge faster), and the durability floor:
+what writing, fsyncing and renaming each small instance costs on this disk by itself — a cost
+CineBridge pays before every 0x0000 and neither peer pays at all. Receivers run side by side
+and the runs are interleaved; `--repeat N` takes the median of N rounds.
 
     .venv/bin/python bench/scp.py [--small 500] [--large-mb 1024] [--senders 4] [--repeat 1]
 
@@ -117,6 +120,44 @@ def _tree_rss_kb(pid: int) -> int:
         except (FileNotFoundError, ProcessLookupError, ValueError):
             continue
     return total
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, reaped children included) of `pid` and its descendants."""
+    total, stack = 0.0, [pid]
+    tick = os.sysconf("SC_CLK_TCK")
+    while stack:
+        current = stack.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(f) for f in fields[11:15]) / tick  # utime stime cutime cstime
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+            stack += [int(c) for c in children]
+        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+            continue
+    return total
+
+
+def durability_floor(files: list[Path], folder: Path) -> float:
+    """Seconds per instance to make a copy durable the way CineBridge must before 0x0000:
+    write, fsync, rename into a dated folder, fsync that folder. Neither peer does this."""
+    tmp, final = folder / ".tmp", folder / "2026" / "11" / "29"
+    tmp.mkdir(parents=True)
+    final.mkdir(parents=True)
+    started = time.perf_counter()
+    for n, path in enumerate(files):
+        part = tmp / f"{n}.part"
+        with open(part, "wb") as fh:
+            fh.write(path.read_bytes())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(part, final / f"{n}.dcm")
+        fd = os.open(final, os.O_RDONLY | os.O_DIRECTORY)
+        os.fsync(fd)
+        os.close(fd)
+    elapsed = (time.perf_counter() - started) / len(files)
+    shutil.rmtree(folder, ignore_errors=True)
+    return elapsed
 
 
 @contextmanager
@@ -278,14 +319,13 @@ class CineBridge(Receiver):
             await conn.close()
 
 
-def measure(receiver: Receiver, folders: list[Path], syntax: str, repeat: int) -> tuple[float, int]:
-    times, peaks = [], []
-    for _ in range(repeat):
-        receiver.reset()
-        with rss_sampler(receiver.proc.pid) as peak:
-            times.append(storescu(receiver.port, receiver.aet, folders, syntax))
-        peaks.append(peak[0])
-    return statistics.median(times), max(peaks)
+def measure(receiver: Receiver, folders: list[Path], syntax: str) -> tuple[float, int, float]:
+    """Seconds, peak RSS (KB) and CPU seconds of the receiver for one storescu run."""
+    receiver.reset()
+    cpu = _tree_cpu_s(receiver.proc.pid)
+    with rss_sampler(receiver.proc.pid) as peak:
+        seconds = storescu(receiver.port, receiver.aet, folders, syntax)
+    return seconds, peak[0], _tree_cpu_s(receiver.proc.pid) - cpu
 
 
 def main() -> None:
@@ -293,7 +333,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=500)
     parser.add_argument("--large-mb", type=int, default=1024)
     parser.add_argument("--senders", type=int, default=4)
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=1, help="interleaved rounds (median)")
     parser.add_argument("--workers", type=int, default=1, help="CB_SCP_WORKERS for CineBridge")
     parser.add_argument("--only", default="", help="comma list of receivers")
     args = parser.parse_args()
@@ -337,31 +377,53 @@ def run(args: argparse.Namespace, work: Path, nats_url: str, dsn: str) -> None:
         (f"1 video {large_mb:.0f} MB", [data / "large"], 1, large_mb, "-xn"),
         (f"{args.small} small, {args.senders} senders", parts, args.small, small_mb, "-xe"),
     ]
-    results: dict[tuple[str, str], tuple[float, int]] = {}
+    # Every receiver runs beside the others, and the runs are interleaved (scenario by scenario,
+    # round by round, receivers in a rotating order): load from other jobs on this shared
+    # machine then hits all of them alike.
+    runs: dict[tuple[str, str], list[tuple[float, int, float]]] = {}
     for receiver in receivers:
         receiver.start()
-        try:
+    try:
+        for round_ in range(args.repeat):
             for title, folders, _, _, syntax in scenarios:
-                results[(receiver.name, title)] = measure(receiver, folders, syntax, args.repeat)
-        finally:
+                shift = round_ % len(receivers)
+                for receiver in receivers[shift:] + receivers[:shift]:
+                    runs.setdefault((receiver.name, title), []).append(
+                        measure(receiver, folders, syntax)
+                    )
+    finally:
+        for receiver in receivers:
             receiver.stop()
-    report(scenarios, receivers, results)
+    results = {
+        key: (
+            statistics.median(r[0] for r in values),
+            max(r[1] for r in values),
+            statistics.median(r[2] for r in values),
+        )
+        for key, values in runs.items()
+    }
+    floor = durability_floor(small, work / "floor")
+    report(scenarios, receivers, results, floor)
 
 
 def report(
-    scenarios: list[tuple[str, list[Path], int, float]],
+    scenarios: list[tuple[str, list[Path], int, float, str]],
     receivers: list[Receiver],
-    results: dict[tuple[str, str], tuple[float, int]],
+    results: dict[tuple[str, str], tuple[float, int, float]],
+    floor_s: float,
 ) -> None:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\nload average after the run: {load} on {os.cpu_count()} CPUs (shared machine)")
-    print(f"{'scenario':28} {'receiver':11} {'s':>8} {'inst/s':>8} {'MB/s':>8} {'peak RSS':>9}")
+    print(
+        f"{'scenario':28} {'receiver':11} {'s':>8} {'inst/s':>8} {'MB/s':>8} "
+        f"{'CPU s':>7} {'peak RSS':>9}"
+    )
     for title, _, count, megabytes, _ in scenarios:
         for receiver in receivers:
-            seconds, rss_kb = results[(receiver.name, title)]
+            seconds, rss_kb, cpu = results[(receiver.name, title)]
             print(
                 f"{title:28} {receiver.name:11} {seconds:8.2f} {count / seconds:8.1f} "
-                f"{megabytes / seconds:8.1f} {rss_kb / 1024:7.0f} MB"
+                f"{megabytes / seconds:8.1f} {cpu:7.2f} {rss_kb / 1024:7.0f} MB"
             )
     names = [r.name for r in receivers]
     if "cinebridge" not in names:
@@ -375,6 +437,19 @@ def report(
             if peer != "cinebridge"
         )
         print(f"{title:28} {line}")
+    small_title, _, count, _, _ = scenarios[0]
+    print(
+        f"\ndurability floor on this disk: {floor_s * 1000:.2f} ms per small instance "
+        f"(write + fsync + rename + directory fsync, which CineBridge does before 0x0000 and "
+        f"neither peer does) = {floor_s * count:.2f} s for {count}."
+    )
+    if "storescp" in names:
+        peer = results[("storescp", small_title)][0]
+        print(
+            f"storescp plus that floor: {peer + floor_s * count:.2f} s; the best ratio any "
+            f"receiver that syncs each instance could reach here: "
+            f"{peer / (peer + floor_s * count):.2f}x"
+        )
 
 
 if __name__ == "__main__":
