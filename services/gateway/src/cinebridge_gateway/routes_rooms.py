@@ -22,7 +22,7 @@ from cinebridge_common.messages import (
     WorklistQueryReply,
 )
 from fastapi import APIRouter, Path, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from .deps import ApiError, Gw, User, client_of, not_found
@@ -86,6 +86,7 @@ async def room_status(gw: Gw, room: str) -> dict[str, Any]:
     sources = [s.model_dump() for s in reply.sources]
     for src in sources:
         src["preview_url"] = f"/api/v1/rooms/{room}/sources/{src['name']}/preview.mjpg"
+        src["thumbnail_url"] = f"/api/v1/rooms/{room}/sources/{src['name']}/thumbnail.jpg"
     return {
         "room": room,
         "reachable": reply.ok,
@@ -158,20 +159,21 @@ async def capture_action(
 
 
 async def _preview_base(gw: Gw, room: str, source: str) -> str:
-    """Where the room's capture instance serves this source's MJPEG preview: the configured
-    base URL (compose: the capture container's name), else the URL the capture service reports
-    in its status (fine when both run on one host)."""
+    """Where the room's capture instance serves its previews and thumbnails: the configured
+    base URL (compose: the capture container's name), else the base of the preview URL the
+    capture service reports in its status (fine when both run on one host)."""
     configured = gw.settings.gateway_preview_upstreams.get(room)
     if configured:
-        return f"{configured.rstrip('/')}/preview/{source}.mjpg"
+        return configured.rstrip("/")
     try:
         reply = await gw.bus.request(CaptureStatusRequest(room=room), CaptureStatusReply, 3.0)
     except BusError:
         reply = None
+    suffix = f"/preview/{source}.mjpg"
     for status in reply.sources if reply else []:
         url = status.preview_url or ""
         if status.name == source and url.startswith(("http://", "https://")):
-            return url
+            return url.removesuffix(suffix)
     raise not_found(f"preview of {room}/{source} (set CB_GATEWAY_PREVIEW_UPSTREAMS)")
 
 
@@ -181,7 +183,7 @@ async def _preview_base(gw: Gw, room: str, source: str) -> str:
 )
 async def preview(room: RoomName, source: SourceName, _: User, gw: Gw) -> StreamingResponse:
     """Relays the capture instance's MJPEG preview, so the browser needs only the gateway."""
-    url = await _preview_base(gw, room, source)
+    url = f"{await _preview_base(gw, room, source)}/preview/{source}.mjpg"
     client = httpx.AsyncClient(timeout=httpx.Timeout(5.0, read=30.0))
     try:
         upstream = await client.send(client.build_request("GET", url), stream=True)
@@ -206,6 +208,26 @@ async def preview(room: RoomName, source: SourceName, _: User, gw: Gw) -> Stream
 
     media_type = upstream.headers.get("content-type", "multipart/x-mixed-replace")
     return StreamingResponse(relay(), media_type=media_type, headers={"Cache-Control": "no-store"})
+
+
+@router.get(
+    "/rooms/{room}/sources/{source}/thumbnail.jpg",
+    responses={200: {"description": "JPEG", "content": {"image/jpeg": {}}}},
+)
+async def thumbnail(room: RoomName, source: SourceName, _: User, gw: Gw) -> Response:
+    """Relays the capture instance's periodic thumbnail of a source (dashboards)."""
+    url = f"{await _preview_base(gw, room, source)}/thumbnail/{source}.jpg"
+    try:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            upstream = await client.get(url)
+    except httpx.HTTPError as exc:
+        raise ApiError(502, "preview_unavailable", f"preview upstream unreachable: {exc}") from None
+    if upstream.status_code == 503:
+        raise ApiError(503, "no_signal", f"no picture of {room}/{source} yet")
+    if upstream.status_code != 200 or not upstream.content.startswith(b"\xff\xd8"):
+        raise ApiError(502, "preview_unavailable", f"preview upstream said {upstream.status_code}")
+    headers = {"Cache-Control": "no-store"}
+    return Response(upstream.content, media_type="image/jpeg", headers=headers)
 
 
 @router.post("/worklist/query", response_model=WorklistQueryReply, tags=["worklist"])
