@@ -122,3 +122,10 @@ def test_worker_environment_carries_the_effective_settings() -> None:
     finally:
         for key in [k for k in env if k.startswith("CB_")]:
             os.environ.pop(key, None)
+
+
+def test_advertised_host_for_the_settings_page_echo() -> None:
+    assert ScpSettings().advertised_host == "127.0.0.1"
+    assert ScpSettings(scp_host="0.0.0.0").advertised_host == "127.0.0.1"
+    assert ScpSettings(scp_host="10.1.2.3").advertised_host == "10.1.2.3"
+    assert ScpSettings(scp_host="0.0.0.0", scp_advertised_host="scp").advertised_host == "scp"

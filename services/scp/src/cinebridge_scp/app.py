@@ -124,7 +124,11 @@ class ScpApp:
             ctx.stack.callback(listener.stop)
             self.listener = listener
             ctx.detail.update(
-                {"ae_title": settings.scp_ae_title, "ports": ",".join(map(str, listener.ports))}
+                {
+                    "ae_title": settings.scp_ae_title,
+                    "host": settings.advertised_host,
+                    "ports": ",".join(map(str, listener.ports)),
+                }
             )
             ctx.spawn(self._report(ctx, listener, ingest), "scp-status")
             if settings.scp_worker_index == 0:  # one sweeper per service, never its workers

@@ -18,6 +18,9 @@ class ScpSettings(ServiceSettings):
     scp_ae_title: str = conformance.DEFAULT_SCP_AE_TITLE
     #: Loopback in development; compose sets 0.0.0.0.
     scp_host: str = "127.0.0.1"
+    #: The host other services (the sender's Echo from the settings page) reach this SCP at;
+    #: empty = `scp_host`, or 127.0.0.1 when that is a wildcard. Compose sets `scp`.
+    scp_advertised_host: str = ""
     scp_port: int = conformance.DEV_SCP_PORT
     #: Refuse associations whose Called AE is not `scp_ae_title` (A-ASSOCIATE-RJ 1/1/7).
     scp_require_called_ae: bool = True
@@ -70,6 +73,12 @@ class ScpSettings(ServiceSettings):
         # Each association holds a socket, a wake-up socket pair and two threads.
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         return max(16, min(soft // 4, 2000)) if soft > 0 else 1000
+
+    @property
+    def advertised_host(self) -> str:
+        if self.scp_advertised_host:
+            return self.scp_advertised_host
+        return "127.0.0.1" if self.scp_host in ("", "0.0.0.0", "::") else self.scp_host
 
     @property
     def tls_enabled(self) -> bool:

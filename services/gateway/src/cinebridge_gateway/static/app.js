@@ -428,7 +428,7 @@ async function viewSettings(arg, setView) {
   const scpPanel = h("section", { class: "panel", id: "local-scp" }, h("h2", {}, "Storage SCP of this station (statement Table 25)"),
     scps.length ? h("table", {}, h("tr", {}, ["Instance", "AE title", "Ports", "State", ""].map((t) => h("th", {}, t))),
       scps.map((i) => h("tr", {}, h("td", {}, i.instance), h("td", {}, i.detail.ae_title), h("td", {}, i.detail.ports || ""), h("td", {}, badge(i.state)),
-        h("td", { class: "row" }, ...echoButton("/api/v1/settings/echo", { ae_title: i.detail.ae_title, host: "127.0.0.1", port: Number((i.detail.ports || "").split(",")[0]) })))))
+        h("td", { class: "row" }, ...echoButton("/api/v1/settings/echo", { ae_title: i.detail.ae_title, host: i.detail.host || "127.0.0.1", port: Number((i.detail.ports || "").split(",")[0]) })))))
       : h("p", { class: "dim" }, "No SCP instance reports (its AE title and port are set by CB_SCP_AE_TITLE / CB_SCP_PORT)."));
   setView(h("h1", {}, "Settings"), stationForm, scpPanel,
     h("section", { class: "panel" }, h("h2", {}, "Destinations (C-STORE)"), destTable, admin ? destForm : ""),
