@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 from cinebridge_common.embedded import free_port
 from cinebridge_worklist.query import SearchFields, ServerKeys, build_identifier
-from cinebridge_worklist.scu import FindLimits, Peer, echo, find_worklist, gc_paused
+from cinebridge_worklist.scu import (
+    CyclicGcPause,
+    FindLimits,
+    Peer,
+    echo,
+    find_worklist,
+    gc_paused,
+)
 from cinebridge_worklist.testpeers import FakeRis
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
@@ -363,4 +370,25 @@ def test_the_gc_pause_lasts_while_any_concurrent_query_runs() -> None:
     finally:
         release_first.set()
         thread.join(5)
+    assert gc.isenabled()
+
+
+def test_queries_overlapping_without_a_break_still_get_a_full_collection() -> None:
+    pause = CyclicGcPause(max_pause_s=0.0)
+    generations: list[int] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            generations.append(info["generation"])
+
+    gc.callbacks.append(seen)
+    try:
+        with pause():
+            with pause():
+                pass
+            # The inner query ended while the outer one kept the pause on past max_pause_s.
+            assert generations == [2]
+            assert not gc.isenabled()
+    finally:
+        gc.callbacks.remove(seen)
     assert gc.isenabled()

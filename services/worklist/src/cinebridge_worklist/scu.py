@@ -229,14 +229,17 @@ class _Collector:
         return self.result
 
 
-class _CyclicGcPause:
+class CyclicGcPause:
     """Python's cyclic garbage collector off while any worklist query runs.
 
     A 1,000-entry answer builds ~130,000 dicts and lists (DICOM JSON) that stay alive in the
     result; the collector, triggered by those allocations, ran full collections over the whole
     heap and the growing result and took half of the decoding time. The trees hold no
-    reference cycles, so reference counting frees them exactly as before; the pause lasts at
-    most the query's deadline (Table 26) and nests across concurrent queries (threads).
+    reference cycles, so reference counting frees them exactly as before. The pause nests
+    across concurrent queries (threads) and is bounded: one query lasts at most its deadlines
+    (Table 26), and when queries overlap without a break for longer than `max_pause_s`, the
+    query that ends runs a full collection (so cyclic garbage made elsewhere in the process
+    meanwhile cannot pile up).
 
     On resuming, `gc.freeze()` + `gc.unfreeze()` (documented: the objects go "back into the
     oldest generation") file the young objects, the result among them, with the long-lived
@@ -245,30 +248,38 @@ class _CyclicGcPause:
     collection. Nothing else in the services uses `gc.freeze`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_pause_s: float = 5.0) -> None:
+        self.max_pause_s = max_pause_s
         self._lock = threading.Lock()
         self._active = 0
         self._was_enabled = False
+        self._since = 0.0
 
     @contextlib.contextmanager
     def __call__(self) -> Iterator[None]:
         with self._lock:
             if self._active == 0:
                 self._was_enabled = gc.isenabled()
+                self._since = time.monotonic()
                 gc.disable()
             self._active += 1
         try:
             yield
         finally:
+            overdue = False
             with self._lock:
                 self._active -= 1
                 if self._active == 0 and self._was_enabled:
                     gc.freeze()
                     gc.unfreeze()
                     gc.enable()
+                elif self._was_enabled and time.monotonic() - self._since > self.max_pause_s:
+                    overdue, self._since = True, time.monotonic()
+            if overdue:
+                gc.collect()  # runs while disabled too; outside the lock
 
 
-gc_paused = _CyclicGcPause()
+gc_paused = CyclicGcPause()
 
 
 def _associate(peer: Peer, abstract_syntax: str, limits: FindLimits) -> ul.Association:
