@@ -329,3 +329,30 @@ async def test_largest_associate_rq_is_accepted(scp: Any, raw: Any) -> None:
 
     assert len(raw.associate_rq(contexts=contexts)) > 150_000
     assert await asyncio.to_thread(associate) == 0x02
+
+
+async def test_half_sent_store_is_dropped_after_the_dimse_timeout(
+    scp_factory: Any, raw: Any
+) -> None:
+    """A peer that stops in the middle of a data set is aborted after CB_SCP_DIMSE_TIMEOUT_S
+    (not the far longer idle timeout), and its partial file is removed."""
+    async with scp_factory(scp_dimse_timeout_s=1.0, scp_network_timeout_s=30.0) as scp:
+
+        def stall() -> tuple[bool, float, list[Any]]:
+            peer = raw.Peer(scp.port, timeout_s=5.0)
+            try:
+                assert peer.associate()[0] == 0x02
+                peer.send(raw.store_rq(CT, "1.2.3.4") + raw.p_data(3, 0, bytes(5000)))
+                time.sleep(0.3)
+                partial = scp.temp_files()
+                started = time.monotonic()
+                dropped = peer.closed_by_peer(5)
+                return dropped, time.monotonic() - started, partial
+            finally:
+                peer.close()
+
+        dropped, waited, partial = await asyncio.to_thread(stall)
+        assert len(partial) == 1  # the data set was being received into a file
+        assert dropped and waited < 3.0
+        await _no_temp_files(scp)
+        assert await asyncio.to_thread(_echo_within, scp, 1.0) < 1.0

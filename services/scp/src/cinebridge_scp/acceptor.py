@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 VERIFICATION = VERIFICATION_SOP_CLASS[1]
 #: A command set is a handful of elements; more than this is not a command set.
 MAX_COMMAND_BYTES = 1 << 16
-#: Largest read into the receive buffer; data set fragments are streamed through it.
+#: Receive buffer for PDU headers and command sets (every association has one).
+SMALL = 1 << 16
+#: Largest read of data set bytes; this buffer is allocated at an association's first C-STORE.
 CHUNK = 1 << 18
 #: C-ECHO-RSP / C-STORE-RSP status: SOP class not supported (PS3.7 C.4, PS3.4 B.2.3).
 STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122
@@ -55,6 +57,8 @@ class Limits:
     pdu_timeout_s: float
     max_pending: int
     max_associations: int
+    #: Longest wait for the next PDU while a DIMSE message is half received.
+    dimse_timeout_s: float = 60.0
 
 
 class StoreSink(Protocol):
@@ -82,8 +86,9 @@ class Connection:
 
     def __init__(self, sock: socket.socket, prefix: bytes, network_timeout_s: float) -> None:
         self.sock = sock
-        self._buf = bytearray(CHUNK)
+        self._buf = bytearray(SMALL)
         self._view = memoryview(self._buf)
+        self._big: memoryview | None = None
         self._start = 0
         self._end = len(prefix)
         self._buf[: len(prefix)] = prefix
@@ -109,12 +114,12 @@ class Connection:
         return count
 
     def read(self, n: int, deadline: float) -> bytes:
-        """Exactly `n` bytes (n <= CHUNK unless the caller checked the size)."""
+        """Exactly `n` bytes (the caller has bounded `n`)."""
         if self._end - self._start >= n:
             out = bytes(self._view[self._start : self._start + n])
             self._start += n
             return out
-        if n > CHUNK:
+        if n > SMALL:
             out_buf = bytearray()
             self.stream(n, out_buf.extend, deadline)
             return bytes(out_buf)
@@ -138,9 +143,13 @@ class Connection:
             n -= take
         if self._start == self._end:
             self._start = self._end = 0
+        if n > 0 and self._big is None:
+            self._big = memoryview(bytearray(CHUNK))
+        big = self._big
         while n > 0:
-            count = self._recv_into(self._view[: min(n, CHUNK)], deadline)
-            sink(self._view[:count])
+            assert big is not None
+            count = self._recv_into(big[: min(n, CHUNK)], deadline)
+            sink(big[:count])
             n -= count
 
     def send(self, data: bytes) -> None:
@@ -294,7 +303,10 @@ class Association:
     def _serve(self) -> None:
         limits = self.config.limits
         while True:
-            header = self.conn.read(6, time.monotonic() + limits.network_timeout_s)
+            wait = limits.network_timeout_s
+            if self._store is not None or self._command:  # a DIMSE message is half received
+                wait = min(wait, limits.dimse_timeout_s)
+            header = self.conn.read(6, time.monotonic() + wait)
             kind, _, length = struct.unpack(">BBL", header)
             deadline = time.monotonic() + limits.pdu_timeout_s
             if kind == pdu.P_DATA_TF:

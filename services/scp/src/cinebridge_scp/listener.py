@@ -86,6 +86,7 @@ class ScpListener:
                 pdu_timeout_s=s.scp_pdu_timeout_s,
                 max_pending=s.scp_max_pending_connections,
                 max_associations=s.effective_max_associations(),
+                dimse_timeout_s=s.scp_dimse_timeout_s,
             ),
             implementation_class_uid=IMPLEMENTATION_CLASS_UID,
             implementation_version_name=IMPLEMENTATION_VERSION_NAME,

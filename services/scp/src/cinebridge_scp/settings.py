@@ -33,7 +33,7 @@ class ScpSettings(ServiceSettings):
     scp_max_pdu: int = 4 * 1024 * 1024
     #: ARTIM: time from TCP accept to a complete A-ASSOCIATE-RQ, and for the release.
     scp_acse_timeout_s: float = 30.0
-    #: Time to wait for the next DIMSE message of an association.
+    #: Longest wait for the next PDU while a DIMSE message (command, data set) is half received.
     scp_dimse_timeout_s: float = 60.0
     #: Idle time without any PDU before the association is dropped.
     scp_network_timeout_s: float = 60.0
