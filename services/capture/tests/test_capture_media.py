@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -12,6 +14,8 @@ import numpy as np
 import pytest
 from cinebridge_capture.encoding import EncoderSettings, VideoEncoder, recording_format
 from cinebridge_capture.pipeline import NoSignal, PipelineOptions, SourcePipeline
+from cinebridge_capture.preview import PREVIEW_NICE, PreviewWorker
+from cinebridge_capture.priority import set_thread_nice
 from cinebridge_capture.recorder import RecordingUnreadable, RecordingWriter, probe, salvage
 from cinebridge_capture.ring import GopBuffer, PacketRing
 from cinebridge_capture.settings import SourceConfig
@@ -230,3 +234,38 @@ def test_a_gop_too_long_to_decode_on_demand_is_flagged() -> None:
     assert gop.overflowed and gop.packets() == []
     gop.add(FakePacket(True))
     assert len(gop.packets()) == 1
+
+
+def _nice_of(thread: threading.Thread) -> int:
+    assert thread.native_id is not None
+    return os.getpriority(os.PRIO_PROCESS, thread.native_id)
+
+
+def _may_raise_priority() -> bool:
+    allowed: list[bool] = []
+    probe_thread = threading.Thread(target=lambda: allowed.append(set_thread_nice(-3)))
+    probe_thread.start()
+    probe_thread.join()
+    return allowed[0]
+
+
+def test_recording_threads_run_above_preview_threads() -> None:
+    """On a loaded box the encoder must win the CPU (frames dropped otherwise), and preview
+    work must yield to it."""
+    pipeline = SourcePipeline(
+        SourceConfig(name="a", url="lavfi:testsrc2=size=160x120:rate=10"),
+        PipelineOptions(thread_nice=-3),
+        "h264",
+        lambda *s: None,
+    )
+    worker = PreviewWorker({"a": pipeline}, 5.0, 80, 70, 1.0)
+    pipeline.start()
+    worker.start()
+    try:
+        wait(lambda: pipeline.signal and worker.thumbnails["a"].seq > 0)
+        expected = -3 if _may_raise_priority() else 0  # -3 needs CAP_SYS_NICE
+        assert [_nice_of(t) for t in pipeline._threads] == [expected, expected]
+        assert _nice_of(worker._thread) == PREVIEW_NICE
+    finally:
+        worker.close()
+        pipeline.close()

@@ -34,6 +34,7 @@ from .encoding import (
     passthrough_ok,
     recording_format,
 )
+from .priority import set_thread_nice
 from .recorder import RecordingWriter
 from .ring import GopBuffer, PacketRing
 from .settings import SourceConfig
@@ -75,6 +76,9 @@ class PipelineOptions:
     #: the preview is watched (reference pictures); "keyframes" the same but a watched preview
     #: shows keyframes only; "all" decodes every picture as it arrives (old behaviour).
     passthrough_decode: PassthroughDecode = "on-demand"
+    #: Niceness of the reader and encoder threads: above the rest of a shared box (needs
+    #: CAP_SYS_NICE; without it they run at 0).
+    thread_nice: int = -10
 
 
 @dataclass
@@ -295,6 +299,7 @@ class SourcePipeline:
 
     # -- reader thread -----------------------------------------------------------------
     def _read_loop(self) -> None:
+        set_thread_nice(self.options.thread_nice)
         backoff = 0.5
         while not self._stopping.is_set():
             try:
@@ -433,6 +438,7 @@ class SourcePipeline:
 
     # -- encoder thread ----------------------------------------------------------------
     def _encode_loop(self) -> None:
+        set_thread_nice(self.options.thread_nice)  # x264's own threads inherit it
         encoder: VideoEncoder | None = None
         clock: SlotClock | None = None
         while True:

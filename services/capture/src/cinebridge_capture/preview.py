@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from cinebridge_common.logging import kv
 
 from .pipeline import NoSignal, SourcePipeline
+from .priority import set_thread_nice
 from .snapshot import jpeg_from_frame
 
 log = logging.getLogger(__name__)
@@ -29,13 +29,6 @@ BOUNDARY = "cbframe"
 MAX_VIEWERS_PER_SOURCE = 8
 #: Niceness of the preview thread (and of the decoder threads it starts).
 PREVIEW_NICE = 10
-
-
-def lower_thread_priority(nice: int) -> None:
-    """Make the calling thread (only it: Linux niceness is per thread) yield to the others."""
-    with contextlib.suppress(OSError, AttributeError):
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), nice))
 
 
 @dataclass
@@ -75,7 +68,7 @@ class PreviewWorker:
         self._thread.join(timeout=3)
 
     def _run(self) -> None:
-        lower_thread_priority(PREVIEW_NICE)
+        set_thread_nice(PREVIEW_NICE)
         while not self._stop.wait(1 / self.fps):
             now = time.monotonic()
             for name, pipeline in self.pipelines.items():

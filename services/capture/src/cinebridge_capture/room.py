@@ -37,15 +37,13 @@ from .pipeline import (
     PipelineOptions,
     SourcePipeline,
 )
+from .priority import set_thread_nice
 from .recorder import probe
 from .settings import CaptureSettings, KeyAction
 from .snapshot import jpeg_from_frame
 
 log = logging.getLogger(__name__)
 
-#: Snapshot pictures are decoded and compressed here, not in the default executor, so that a
-#: burst of database or file work there never queues ahead of the operator's snapshot.
-_SNAPSHOTS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="snapshot")
 
 Emit = Callable[[Message], Coroutine[Any, Any, None]]
 
@@ -84,6 +82,7 @@ def pipeline_options(settings: CaptureSettings) -> PipelineOptions:
         passthrough=settings.capture_passthrough,
         passthrough_decode=settings.capture_passthrough_decode,
         prerecord_s=settings.capture_prerecord_s,
+        thread_nice=settings.capture_thread_nice,
         queue_s=settings.capture_encoder_queue_s,
         signal_timeout_s=settings.capture_signal_timeout_ms / 1000,
         open_timeout_s=settings.capture_open_timeout_s,
@@ -107,6 +106,14 @@ class Room:
             s.name: SourcePipeline(s, options, "h264", self._state_callback(s.name))
             for s in settings.capture_sources
         }
+        # Snapshot pictures are decoded and compressed here, at the recording threads' priority
+        # (brief bursts), not in the default executor behind database or file work.
+        self._snapshots = ThreadPoolExecutor(
+            max_workers=2,
+            thread_name_prefix="snapshot",
+            initializer=set_thread_nice,
+            initargs=(settings.capture_thread_nice,),
+        )
         self.active: dict[str, RecordingMeta] = {}
         self._locks = {name: asyncio.Lock() for name in self.pipelines}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -126,6 +133,7 @@ class Room:
         if self._registrations:
             await asyncio.gather(*self._registrations, return_exceptions=True)
         await asyncio.gather(*(asyncio.to_thread(p.close) for p in self.pipelines.values()))
+        self._snapshots.shutdown(wait=False)
 
     async def video_mode(self) -> Mode:
         station = await load_station_settings(self.pool)
@@ -148,7 +156,7 @@ class Room:
         # The picture is decoded (pass-through: from the GOP so far), made a JPEG and fsync'd
         # in the snapshot thread while the study is looked up (or created).
         written = asyncio.ensure_future(
-            self.loop.run_in_executor(_SNAPSHOTS, self._write_jpeg, picture, rel)
+            self.loop.run_in_executor(self._snapshots, self._write_jpeg, picture, rel)
         )
         try:
             study_id, _ = await repo.study_for_capture(

@@ -87,6 +87,9 @@ class CaptureSettings(ServiceSettings):
     #: Frames waiting for the encoder, in seconds of video: rides out CPU starvation this long
     #: before frames are dropped (each queued 1080p frame holds ~3 MB).
     capture_encoder_queue_s: float = Field(default=3.0, gt=0, le=10)
+    #: Niceness of the reader/encoder/snapshot threads: a recording must win the CPU on a loaded
+    #: box. Below 0 needs CAP_SYS_NICE (compose: `cap_add: [SYS_NICE]`); else they run at 0.
+    capture_thread_nice: int = Field(default=-10, ge=-20, le=0)
     capture_gop_s: float = Field(default=1.0, gt=0, le=10)
     capture_passthrough: bool = True
     #: Pass-through sources: "on-demand" decodes pictures only for snapshots (the GOP so far),
