@@ -177,6 +177,11 @@ def test_looped_file_source_keeps_delivering_and_no_signal_is_reported(tmp_path:
     try:
         wait(lambda: pipeline.stats.frames_in >= 30)
         assert pipeline.signal and pipeline.latest_frame().width == 320
+        # Paced like a live device (25 fps), also while its packets are not decoded.
+        before, t0 = pipeline.stats.frames_in, time.monotonic()
+        time.sleep(1.0)
+        rate = (pipeline.stats.frames_in - before) / (time.monotonic() - t0)
+        assert 15 <= rate <= 35, rate
     finally:
         pipeline.close()
     lost = SourcePipeline(

@@ -156,6 +156,10 @@ class AvSource:
 
     def _decode(self, packet: Any, pacer: Pacer) -> Iterator[Captured]:
         keep = packet if self.info.template is not None else None
+        # A compressed file is paced by its packets: they may not be decoded at all.
+        paced_packet = self.spec.paced and keep is not None
+        if paced_packet and packet.dts is not None and packet.time_base is not None:
+            pacer.wait(float(packet.dts * packet.time_base))
         if keep is not None and not self._wants_picture(packet):
             yield Captured(None, keep, time.monotonic())
             return
@@ -169,7 +173,7 @@ class AvSource:
             media_t = None
             if frame.pts is not None and frame.time_base is not None:
                 media_t = float(frame.pts * frame.time_base)
-                if self.spec.paced:
+                if self.spec.paced and not paced_packet:
                     pacer.wait(media_t)
             yield Captured(frame, keep, time.monotonic(), media_t)
             keep = None
