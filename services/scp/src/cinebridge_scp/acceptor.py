@@ -232,7 +232,7 @@ class Association:
     def _abort(self, reason: int) -> None:
         with contextlib.suppress(OSError):
             self.conn.sock.settimeout(1.0)
-            self.conn.sock.sendall(pdu.a_abort(reason))
+            self.conn.sock.sendall(pdu.a_abort(reason, source=2))
 
     # ------------------------------------------------------------------ association phase
 

@@ -91,7 +91,7 @@ class GatedRequestHandler(socketserver.BaseRequestHandler):
                 extra=kv(peer=self._peer(), pdu_type=pdu_type, length=length),
             )
             with contextlib.suppress(OSError):
-                sock.sendall(pdu.a_abort(1 if pdu_type > 7 else 2))
+                sock.sendall(pdu.a_abort(1 if pdu_type > 7 else 2, source=2))
             return None
         if not self.server.address_allowed(self._peer()):
             log.warning(

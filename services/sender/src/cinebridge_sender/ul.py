@@ -14,26 +14,29 @@ import contextlib
 import socket
 import ssl
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+from cinebridge_common import dicom_ul
+from cinebridge_common.dicom_ul import APPLICATION_CONTEXT
+
+__all__ = [
+    "APPLICATION_CONTEXT",
+    "Context",
+    "StoreAssociation",
+    "UlError",
+    "associate_rq",
+    "c_store_rq",
+    "parse_associate_ac",
+    "response_status",
+]
+
 #: Largest P-DATA we accept, announced in A-ASSOCIATE-RQ (PS3.8 D.1); responses are tiny.
 OUR_MAX_PDU = 65536
 #: Piece size when the peer announces no limit (max length 0, PS3.8 D.1.1).
 UNLIMITED_PIECE = 1 << 20
-_REJECT_REASONS = {
-    (1, 1): "no reason given",
-    (1, 2): "application context name not supported",
-    (1, 3): "calling AE title not recognised",
-    (1, 7): "called AE title not recognised",
-    (2, 1): "no reason given",
-    (2, 2): "protocol version not supported",
-    (3, 1): "temporary congestion",
-    (3, 2): "local limit exceeded",
-}
 
 
 class UlError(Exception):
@@ -52,18 +55,6 @@ class Context:
     transfer_syntax: str
 
 
-def _uid(value: str) -> bytes:
-    return value.encode("ascii")
-
-
-def _item(kind: int, body: bytes) -> bytes:
-    return struct.pack(">BBH", kind, 0, len(body)) + body
-
-
-def _ae(title: str) -> bytes:
-    return title.encode("ascii")[:16].ljust(16, b" ")
-
-
 def associate_rq(
     called: str,
     calling: str,
@@ -71,77 +62,45 @@ def associate_rq(
     impl_uid: str,
     impl_version: str,
 ) -> bytes:
-    """A-ASSOCIATE-RQ PDU (PS3.8 9.3.2) with the given (id, abstract, transfer syntaxes)."""
-    body = struct.pack(">HH", 1, 0) + _ae(called) + _ae(calling) + bytes(32)
-    body += _item(0x10, _uid(APPLICATION_CONTEXT))
-    for cid, abstract, syntaxes in contexts:
-        sub = _item(0x30, _uid(abstract)) + b"".join(_item(0x40, _uid(ts)) for ts in syntaxes)
-        body += _item(0x20, struct.pack(">BBBB", cid, 0, 0, 0) + sub)
-    user = _item(0x51, struct.pack(">I", OUR_MAX_PDU)) + _item(0x52, _uid(impl_uid))
-    user += _item(0x55, impl_version.encode("ascii")[:16])
-    body += _item(0x50, user)
-    return struct.pack(">BBI", 0x01, 0, len(body)) + body
-
-
-def _items(data: bytes) -> Iterator[tuple[int, bytes]]:
-    pos = 0
-    while pos + 4 <= len(data):
-        kind, _, length = struct.unpack_from(">BBH", data, pos)
-        yield kind, data[pos + 4 : pos + 4 + length]
-        pos += 4 + length
+    """A-ASSOCIATE-RQ (PS3.8 9.3.2) with the given (id, abstract, transfer syntaxes)."""
+    return dicom_ul.associate_rq(called, calling, contexts, OUR_MAX_PDU, impl_uid, impl_version)
 
 
 def parse_associate_ac(body: bytes, proposed: dict[int, str]) -> tuple[dict[int, Context], int]:
     """Accepted contexts by id and the peer's maximum PDU length (0: unlimited)."""
-    accepted: dict[int, Context] = {}
-    max_pdu = 0
-    for kind, value in _items(body[68:]):
-        if kind == 0x21 and value[2] == 0:  # result 0: acceptance (PS3.8 9.3.3.2)
-            cid = value[0]
-            syntaxes = [v.rstrip(b"\0").decode("ascii") for k, v in _items(value[4:]) if k == 0x40]
-            if cid in proposed and syntaxes:
-                accepted[cid] = Context(cid, proposed[cid], syntaxes[0])
-        elif kind == 0x50:
-            for sub, sub_value in _items(value):
-                if sub == 0x51 and len(sub_value) == 4:
-                    max_pdu = struct.unpack(">I", sub_value)[0]
-    return accepted, max_pdu
-
-
-def _element(group: int, element: int, value: bytes) -> bytes:
-    return struct.pack("<HHI", group, element, len(value)) + value
-
-
-def _ui(value: str) -> bytes:
-    raw = value.encode("ascii")
-    return raw + b"\0" if len(raw) % 2 else raw
+    try:
+        ac = dicom_ul.parse_associate_ac(body)
+    except dicom_ul.ProtocolError as exc:
+        raise UlError(f"malformed A-ASSOCIATE-AC: {exc}") from exc
+    accepted = {
+        cid: Context(cid, proposed[cid], syntax) for cid in proposed if (syntax := ac.accepted(cid))
+    }
+    return accepted, ac.max_pdu
 
 
 def c_store_rq(message_id: int, sop_class: str, sop_instance: str) -> bytes:
     """C-STORE-RQ command set, Implicit VR Little Endian (PS3.7 9.3.1.1, E.1)."""
-    rest = (
-        _element(0, 0x0002, _ui(sop_class))
-        + _element(0, 0x0100, struct.pack("<H", 0x0001))  # C-STORE-RQ
-        + _element(0, 0x0110, struct.pack("<H", message_id))
-        + _element(0, 0x0700, struct.pack("<H", 0x0000))  # priority medium
-        + _element(0, 0x0800, struct.pack("<H", 0x0000))  # a data set follows
-        + _element(0, 0x1000, _ui(sop_instance))
+    return dicom_ul.command_set(
+        [
+            (0x0002, dicom_ul.uid_value(sop_class)),
+            (0x0100, dicom_ul.us(dicom_ul.C_STORE_RQ)),
+            (0x0110, dicom_ul.us(message_id)),
+            (0x0700, dicom_ul.us(0x0000)),  # priority medium
+            (0x0800, dicom_ul.us(0x0000)),  # a data set follows
+            (0x1000, dicom_ul.uid_value(sop_instance)),
+        ]
     )
-    return _element(0, 0x0000, struct.pack("<I", len(rest))) + rest
 
 
 def response_status(command: bytes) -> tuple[int, int]:
-    """(Command Field, Status) from a response command set (Implicit VR LE)."""
-    pos, field, status = 0, -1, -1
-    while pos + 8 <= len(command):
-        group, element, length = struct.unpack_from("<HHI", command, pos)
-        value = command[pos + 8 : pos + 8 + length]
-        if group == 0 and element == 0x0100 and length == 2:
-            field = struct.unpack("<H", value)[0]
-        elif group == 0 and element == 0x0900 and length == 2:
-            status = struct.unpack("<H", value)[0]
-        pos += 8 + length
-    return field, status
+    """(Command Field, Status) from a response command set (Implicit VR LE); -1 if absent."""
+    try:
+        elements = dicom_ul.parse_command(command)
+    except dicom_ul.ProtocolError:
+        return -1, -1
+    field = dicom_ul.command_us(elements, 0x0100)
+    status = dicom_ul.command_us(elements, 0x0900)
+    return (-1 if field is None else field), (-1 if status is None else status)
 
 
 class StoreAssociation:
@@ -202,21 +161,20 @@ class StoreAssociation:
                 raise
             raise UlError(f"association with {called}@{host}:{port} failed: {exc}") from exc
         where = f"{called}@{host}:{port}"
-        if kind == 0x03:
+        if kind == dicom_ul.ASSOCIATE_RJ:
             sock.close()
-            result, source, reason = body[1], body[2], body[3]
-            kind_text = "permanent" if result == 1 else "transient"
-            why = _REJECT_REASONS.get((source, reason), f"source {source} reason {reason}")
+            permanent, why = dicom_ul.rejection(body)
+            kind_text = "permanent" if permanent else "transient"
             raise UlError(
-                f"association rejected ({kind_text}) by {where}: {why}", transient=result != 1
+                f"association rejected ({kind_text}) by {where}: {why}", transient=not permanent
             )
-        if kind != 0x02:
+        if kind != dicom_ul.ASSOCIATE_AC:
             sock.close()
             raise UlError(f"{where} answered the association request with PDU type {kind:#x}")
         accepted, max_pdu = parse_associate_ac(body, {cid: a for cid, a, _ in numbered})
         if not accepted:
             with contextlib.suppress(OSError):
-                sock.sendall(_abort_pdu())
+                sock.sendall(dicom_ul.a_abort())
             sock.close()
             raise UlError(
                 f"{where} accepted none of the proposed presentation contexts", transient=False
@@ -313,7 +271,7 @@ class StoreAssociation:
         self.is_established = False
         with contextlib.suppress(OSError, UlError):
             self.sock.settimeout(2.0)
-            self.sock.sendall(struct.pack(">BBIi", 0x05, 0, 4, 0))
+            self.sock.sendall(dicom_ul.RELEASE_RQ_PDU)
             _read_pdu(self.sock, self._buffer)
         self.sock.close()
 
@@ -323,7 +281,7 @@ class StoreAssociation:
         self.is_established = False
         with contextlib.suppress(OSError):
             self.sock.settimeout(1.0)
-            self.sock.sendall(_abort_pdu())
+            self.sock.sendall(dicom_ul.a_abort())
         self.sock.close()
 
 
@@ -334,12 +292,7 @@ _IOV_MAX = 512
 
 def _pdv(context_id: int, control: int, data: bytes | memoryview) -> list[bytes | memoryview]:
     """A P-DATA-TF PDU holding one PDV (PS3.8 9.3.5): its header, then the data as it is."""
-    n = len(data)
-    return [struct.pack(">BBIIBB", 0x04, 0, n + 6, n + 2, context_id, control), data]
-
-
-def _abort_pdu() -> bytes:
-    return struct.pack(">BBIBBBB", 0x07, 0, 4, 0, 0, 0, 0)  # service-user initiated
+    return [dicom_ul.p_data_header(context_id, control, len(data)), data]
 
 
 def _read_exact(sock: socket.socket, buffer: bytearray, n: int) -> bytes:

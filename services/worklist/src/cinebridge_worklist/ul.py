@@ -23,20 +23,43 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from cinebridge_common import dicom_ul
+from cinebridge_common.dicom_ul import (
+    APPLICATION_CONTEXT,
+    C_CANCEL_RQ,
+    C_ECHO_RQ,
+    C_ECHO_RSP,
+    C_FIND_RQ,
+    C_FIND_RSP,
+)
 from cinebridge_common.uids import make_uid
 
-APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"  # PS3.7 A.2.1
+__all__ = [
+    "APPLICATION_CONTEXT",
+    "C_CANCEL_RQ",
+    "C_ECHO_RQ",
+    "C_ECHO_RSP",
+    "C_FIND_RQ",
+    "C_FIND_RSP",
+    "Aborted",
+    "Association",
+    "Expired",
+    "Message",
+    "Rejected",
+    "UpperLayerError",
+    "associate",
+    "associate_rq",
+    "command",
+    "parse_command",
+]
+
 #: Our Implementation Class UID (PS3.7 D.3.3.2): derived, stable, under 2.25 (no org root).
 IMPLEMENTATION_CLASS_UID = make_uid("cinebridge", "implementation-class")
 IMPLEMENTATION_VERSION = "CINEBRIDGE_01"
 CONTEXT_ID = 1
 _MAX_OTHER_PDU = 64 * 1024
 _MAX_COMMAND = 64 * 1024
-_NO_DATASET = 0x0101  # (0000,0800) Command Data Set Type: no data set (PS3.7 E.1)
-
-# DIMSE command fields (PS3.7 E.1)
-C_FIND_RQ, C_FIND_RSP, C_CANCEL_RQ = 0x0020, 0x8020, 0x0FFF
-C_ECHO_RQ, C_ECHO_RSP = 0x0030, 0x8030
+_NO_DATASET = dicom_ul.NO_DATA_SET
 
 
 class UpperLayerError(Exception):
@@ -55,23 +78,6 @@ class Expired(UpperLayerError):
     """The deadline passed while waiting for the peer."""
 
 
-def _ae(title: str) -> bytes:
-    """An AE title field (PS3.8 9.3.2: 16 bytes, space padded); PS3.5 AE repertoire only."""
-    raw = title.strip().encode("ascii", "replace")
-    if not raw or len(raw) > 16 or any(b < 0x20 or b in (0x5C, 0x7F) for b in raw) or b"?" in raw:
-        raise UpperLayerError(f"invalid AE title {title!r}")
-    return raw.ljust(16)
-
-
-def _uid(uid: str) -> bytes:
-    raw = uid.encode("ascii")
-    return raw + b"\0" if len(raw) % 2 else raw
-
-
-def _item(kind: int, payload: bytes) -> bytes:
-    return struct.pack(">BBH", kind, 0, len(payload)) + payload
-
-
 def associate_rq(
     calling_ae: str,
     called_ae: str,
@@ -80,33 +86,25 @@ def associate_rq(
     max_pdu: int,
 ) -> bytes:
     """A-ASSOCIATE-RQ (PS3.8 9.3.2) with one presentation context."""
-    context = struct.pack(">BBBB", CONTEXT_ID, 0, 0, 0) + _item(0x30, abstract_syntax.encode())
-    for syntax in transfer_syntaxes:
-        context += _item(0x40, syntax.encode())
-    user = (
-        _item(0x51, struct.pack(">I", max_pdu))
-        + _item(0x52, IMPLEMENTATION_CLASS_UID.encode())
-        + _item(0x55, IMPLEMENTATION_VERSION.encode())
-    )
-    body = (
-        struct.pack(">HH", 1, 0)
-        + _ae(called_ae)
-        + _ae(calling_ae)
-        + bytes(32)
-        + _item(0x10, APPLICATION_CONTEXT.encode())
-        + _item(0x20, context)
-        + _item(0x50, user)
-    )
-    return struct.pack(">BBI", 0x01, 0, len(body)) + body
+    try:
+        return dicom_ul.associate_rq(
+            called_ae,
+            calling_ae,
+            [(CONTEXT_ID, abstract_syntax, transfer_syntaxes)],
+            max_pdu,
+            IMPLEMENTATION_CLASS_UID,
+            IMPLEMENTATION_VERSION,
+        )
+    except ValueError as exc:  # an AE title outside the PS3.5 repertoire
+        raise UpperLayerError(str(exc)) from None
 
 
 def command(fields: list[tuple[int, str, Any]]) -> bytes:
     """A DIMSE command set: group 0000, Implicit VR Little Endian (PS3.7 6.3.1)."""
-    body = b""
-    for elem, vr, value in fields:
-        raw = _uid(value) if vr == "UI" else struct.pack("<H", value)
-        body += struct.pack("<HHI", 0x0000, elem, len(raw)) + raw
-    return struct.pack("<HHII", 0x0000, 0x0000, 4, len(body)) + body
+    return dicom_ul.command_set(
+        (elem, dicom_ul.uid_value(value) if vr == "UI" else dicom_ul.us(value))
+        for elem, vr, value in fields
+    )
 
 
 @functools.lru_cache(maxsize=16)
@@ -257,7 +255,7 @@ class Association:
         if not self.open:
             return
         with contextlib.suppress(OSError, UpperLayerError):
-            self.sock.sendall(struct.pack(">BBI", 0x05, 0, 4) + bytes(4))
+            self.sock.sendall(dicom_ul.RELEASE_RQ_PDU)
             deadline = time.monotonic() + timeout_s
             while True:
                 kind, _ = self.read_pdu(deadline)
@@ -268,47 +266,13 @@ class Association:
     def abort(self) -> None:
         if self.open:
             with contextlib.suppress(OSError):
-                # A-ABORT, source 0 = service user (PS3.8 9.3.8)
-                self.sock.sendall(struct.pack(">BBIBBBB", 0x07, 0, 4, 0, 0, 0, 0))
+                self.sock.sendall(dicom_ul.a_abort())  # source 0: service user (PS3.8 9.3.8)
         self.close()
 
     def close(self) -> None:
         self.open = False
         with contextlib.suppress(OSError):
             self.sock.close()
-
-
-def _parse_ac(body: bytes) -> tuple[str | None, int, int | None]:
-    """(accepted transfer syntax or None, peer max PDU, rejection reason of our context)."""
-    pos, syntax, peer_max, reason = 68, None, 0, None
-    while pos + 4 <= len(body):
-        kind, _, length = struct.unpack_from(">BBH", body, pos)
-        payload = body[pos + 4 : pos + 4 + length]
-        pos += 4 + length
-        if kind == 0x21 and payload[:1] == bytes([CONTEXT_ID]):
-            result = payload[2]
-            if result == 0 and len(payload) >= 8:
-                syntax = payload[8:].rstrip(b"\0 ").decode("ascii", "replace")
-            else:
-                reason = result
-        elif kind == 0x50:
-            sub = 0
-            while sub + 4 <= len(payload):
-                sub_kind, _, sub_len = struct.unpack_from(">BBH", payload, sub)
-                if sub_kind == 0x51 and sub_len == 4:
-                    peer_max = struct.unpack_from(">I", payload, sub + 4)[0]
-                sub += 4 + sub_len
-    return syntax, peer_max, reason
-
-
-_REJECT_REASONS = {
-    (1, 1): "no reason given",
-    (1, 2): "application context not supported",
-    (1, 3): "calling AE title not recognised",
-    (1, 7): "called AE title not recognised",
-    (3, 2): "local limit exceeded",
-    (3, 1): "temporary congestion",
-}
 
 
 def associate(
@@ -339,17 +303,23 @@ def associate(
     except (OSError, UpperLayerError) as exc:
         assoc.close()
         raise UpperLayerError(f"no association with {where}: {exc}") from None
-    if kind == 0x03 and len(body) >= 4:
+    if kind == dicom_ul.ASSOCIATE_RJ and len(body) >= 4:
         assoc.close()
-        why = _REJECT_REASONS.get((body[2], body[3]), f"source {body[2]}, reason {body[3]}")
-        kind_text = "permanently" if body[1] == 1 else "transiently"
+        permanent, why = dicom_ul.rejection(body)
+        kind_text = "permanently" if permanent else "transiently"
         raise Rejected(f"{where} {kind_text} rejected the association: {why}")
-    if kind != 0x02 or len(body) < 68:
+    if kind != dicom_ul.ASSOCIATE_AC or len(body) < 68:
         assoc.abort()
         raise UpperLayerError(f"{where} answered the association request with PDU {kind:#04x}")
-    syntax, peer_max, reason = _parse_ac(body)
-    if syntax is None:
+    try:
+        ac = dicom_ul.parse_associate_ac(body)
+    except dicom_ul.ProtocolError as exc:
+        assoc.abort()
+        raise UpperLayerError(f"{where} sent a malformed A-ASSOCIATE-AC: {exc}") from None
+    syntax = ac.accepted(CONTEXT_ID)
+    if not syntax:
         assoc.release()
-        raise Rejected(f"{where} accepted no presentation context (result {reason})")
-    assoc.transfer_syntax, assoc.peer_max_pdu = syntax, peer_max
+        result = ac.contexts.get(CONTEXT_ID, (None, ""))[0]
+        raise Rejected(f"{where} accepted no presentation context (result {result})")
+    assoc.transfer_syntax, assoc.peer_max_pdu = syntax, ac.max_pdu
     return assoc
