@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import hashlib
 import logging
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -53,47 +51,6 @@ async def close_pool(pool: asyncpg.Pool, timeout_s: float = 5.0) -> None:
         await asyncio.wait_for(pool.close(), timeout_s)
     except TimeoutError:
         pool.terminate()
-
-
-class IndexLoop:
-    """A thread with its own event loop and the index pool, for the association threads only.
-
-    The service loop also runs NATS, the outbox relay (which publishes received instances in
-    bursts), heartbeats and health; a C-STORE waiting for its row should not queue behind them.
-    """
-
-    def __init__(self, dsn: str, max_size: int) -> None:
-        self._dsn, self._max_size = dsn, max_size
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="scp-index", daemon=True)
-        self._ready: concurrent.futures.Future[asyncpg.Pool] = concurrent.futures.Future()
-        self.pool: asyncpg.Pool | None = None
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            pool = self.loop.run_until_complete(
-                repository.open_index_pool(self._dsn, self._max_size)
-            )
-        except BaseException as exc:  # reported to start()
-            self._ready.set_exception(exc)
-            self.loop.close()
-            return
-        self._ready.set_result(pool)
-        try:
-            self.loop.run_forever()
-        finally:
-            self.loop.run_until_complete(close_pool(pool))
-            self.loop.close()
-
-    async def start(self) -> None:
-        self._thread.start()
-        self.pool = await asyncio.wrap_future(self._ready)
-
-    async def stop(self) -> None:
-        if self._thread.is_alive():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            await asyncio.to_thread(self._thread.join, 10.0)
 
 
 class LoopIndex:
@@ -149,16 +106,14 @@ class ScpApp:
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         async with ServiceContext("scp", settings) as ctx:
             self.ctx = ctx
+            loop = asyncio.get_running_loop()
             dsn = settings.database_url.get_secret_value()
-            index_loop = IndexLoop(dsn, max_size=10)
-            await index_loop.start()
-            ctx.stack.push_async_callback(index_loop.stop)
-            assert index_loop.pool is not None
-            index_pool = index_loop.pool
+            pool = await repository.open_index_pool(dsn)
+            ctx.stack.push_async_callback(close_pool, pool)
 
             def index(facts: InstanceFacts) -> PendingIndex:
-                # association thread → index loop (STYLE: one small bridge).
-                return LoopIndex(index_loop.loop, index_pool, facts, settings)
+                # association thread → event loop (STYLE: one small bridge).
+                return LoopIndex(loop, pool, facts, settings)
 
             tmp = temp_dir(ctx.store.tmp, settings.instance_id)
             if removed := remove_stale(tmp):
@@ -178,8 +133,6 @@ class ScpApp:
             )
             ctx.spawn(self._report(ctx, listener, ingest), "scp-status")
             if settings.scp_worker_index == 0:  # one sweeper per service, never its workers
-                pool = await repository.open_index_pool(dsn, max_size=2)
-                ctx.stack.push_async_callback(close_pool, pool)
                 self.recovery = Recovery(
                     ctx.store,
                     pool,
