@@ -435,15 +435,21 @@ async def test_concurrent_duplicate_jobs_make_one_instance_and_file(
 ) -> None:
     """Two deliveries of one job converting at once (two workers): one row, one event, and the
     file on disk is the one the row describes."""
+    import itertools
     import threading
 
     from cinebridge_converter import app, convert, metrics
 
     both_writing = threading.Barrier(2, timeout=30)
+    side_by_side: list[int] = []  # writes that began while the other delivery was writing
+    entered = itertools.count()
     write = convert.write
 
     def write_side_by_side(*args: Any, **kwargs: Any) -> Any:
-        both_writing.wait()  # neither may commit before the other has started writing
+        # Neither of the first two may commit before the other has started writing. A later
+        # delivery (JetStream redelivers a job whose ack is late on a loaded machine) goes on.
+        if next(entered) < 2:
+            side_by_side.append(both_writing.wait())
         return write(*args, **kwargs)
 
     monkeypatch.setattr(convert, "write", write_side_by_side)
@@ -478,7 +484,8 @@ async def test_concurrent_duplicate_jobs_make_one_instance_and_file(
             return info.delivered.consumer_seq >= 2 and info.num_pending + info.num_ack_pending == 0
 
         await wait_for(both_acked, 60, what="both deliveries acked")
-        assert converted_count() - before == 2  # both really converted, side by side
+        assert sorted(side_by_side) == [0, 1]  # both really wrote, side by side
+        assert converted_count() - before >= 1
         assert await client.pool.fetchval("SELECT count(*) FROM instances") == 1
         assert client.store.sha256(row["rel_path"]) == row["sha256"]
         # The loser never replaced the winner's file.
