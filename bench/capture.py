@@ -199,16 +199,16 @@ def report(title: str, cb: dict[str, Any], ff: dict[str, Any], peer: str) -> Non
     cb_cpu = cb["cpu"] / max(cb["duration"], 1e-9)
     ff_cpu = ff["cpu"] / max(ff["duration"], 1e-9)
     print(f"\n== {title}")
-    print(f"{'':24}{'CineBridge':>14}{peer:>22}")
-    print(f"{'video seconds':24}{cb['duration']:>14.2f}{ff['duration']:>22.2f}")
-    print(f"{'frames':24}{cb['frames']:>14}{ff['frames']:>22}")
-    print(f"{'frames dropped':24}{cb['dropped']:>14}{ff['dropped']:>22}")
+    print(f"{'':24}{'CineBridge':>14}  {peer:>26}")
+    print(f"{'video seconds':24}{cb['duration']:>14.2f}{ff['duration']:>28.2f}")
+    print(f"{'frames':24}{cb['frames']:>14}{ff['frames']:>28}")
+    print(f"{'frames dropped':24}{cb['dropped']:>14}{ff['dropped']:>28}")
     print(
         f"{'encoded fps':24}{cb['frames'] / cb['duration']:>14.2f}"
-        f"{ff['frames'] / ff['duration']:>22.2f}"
+        f"{ff['frames'] / ff['duration']:>28.2f}"
     )
-    print(f"{'CPU s per video s':24}{cb_cpu:>14.3f}{ff_cpu:>22.3f}")
-    print(f"{'peak RSS MB':24}{cb['rss']:>14}{ff['rss']:>22}")
+    print(f"{'CPU s per video s':24}{cb_cpu:>14.3f}{ff_cpu:>28.3f}")
+    print(f"{'peak RSS MB':24}{cb['rss']:>14}{ff['rss']:>28}")
     print(
         f"ratio CPU CineBridge/{peer.strip()}: {cb_cpu / ff_cpu:.2f}   "
         f"(pass-through: {cb.get('passthrough')})"

@@ -31,9 +31,9 @@ async def capture_preview_server() -> AsyncIterator[str]:
                 b"/thumbnail/cam1.jpg": (b"200 OK", JPEG, b"image/jpeg"),
                 b"/thumbnail/cam2.jpg": (b"503 Service Unavailable", b"no signal", b"text/plain"),
             }.get(path, (b"404 Not Found", b"not found", b"text/plain"))
+            head = f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
             writer.write(
-                b"HTTP/1.1 " + status + b"\r\nContent-Type: " + ctype + b"\r\nContent-Length: "
-                + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
+                b"HTTP/1.1 " + status + b"\r\nContent-Type: " + ctype + b"\r\n" + head + body
             )
             await writer.drain()
         writer.close()
@@ -50,10 +50,15 @@ async def test_source_thumbnails_are_relayed_for_dashboards(
 ) -> None:
     async with capture_preview_server() as upstream:
         gw = await gateway_factory(gateway_preview_upstreams={"or1": upstream})
+
         # or2 has no configured upstream: the capture's status names its preview server.
         async def status(_: CaptureStatusRequest) -> Reply:
             source = SourceStatus(
-                name="cam1", kind="udp", url="udp://x", state="idle", signal=True,
+                name="cam1",
+                kind="udp",
+                url="udp://x",
+                state="idle",
+                signal=True,
                 preview_url=f"{upstream}/preview/cam1.mjpg",
             )
             return CaptureStatusReply(room="or2", sources=[source])
