@@ -374,3 +374,62 @@ async def test_recovery_rebuilds_rows_from_received_files(
             "SELECT count(*) FROM outbox WHERE subject = 'cb.evt.instance.received'"
         )
         assert events >= 5  # three on receipt, one per rebuilt row
+
+
+async def test_association_limit_rejects_transiently(scp_factory: Any, raw: Any) -> None:
+    """Past CB_SCP_MAX_ASSOCIATIONS: A-ASSOCIATE-RJ transient, service provider (presentation),
+    local limit exceeded (PS3.8 Table 9-21: 2/3/2); a freed slot is usable again."""
+    async with scp_factory(scp_max_associations=2) as scp:
+
+        def over_the_limit() -> tuple[list[int], bytes, int]:
+            peers = [raw.Peer(scp.port) for _ in range(3)]
+            try:
+                kinds = []
+                for peer in peers[:2]:
+                    reply = peer.associate()
+                    kinds.append(-1 if reply is None else reply[0])
+                third = peers[2].associate()
+                assert third is not None
+                peers[0].close()
+                time.sleep(0.3)
+                again = raw.Peer(scp.port)
+                try:
+                    reply = again.associate()
+                    return kinds, third[1], -1 if reply is None else reply[0]
+                finally:
+                    again.close()
+            finally:
+                for peer in peers:
+                    peer.close()
+
+        kinds, rejection, after = await asyncio.to_thread(over_the_limit)
+        assert kinds == [0x02, 0x02]
+        assert rejection[1:4] == bytes([2, 3, 2])
+        assert after == 0x02
+
+
+async def test_role_selection_from_a_real_peer(scp: Any, dicom: Any, tmp_path: Path) -> None:
+    """pynetdicom proposing SCP/SCU Role Selection (PS3.7 D.3.3.4): as SCU it may store; asking
+    us to act as SCU (it would be the SCP) has that context refused."""
+    from pynetdicom import AE, build_role
+
+    def propose(scu: bool, scp_role: bool) -> tuple[int, int | None]:
+        """(result of the CT context, C-STORE status if it was accepted)."""
+        ae = AE(ae_title="ROLES")
+        ae.add_requested_context(ECHO)  # keeps the association up if CT is refused
+        ae.add_requested_context(dicom.CT, "1.2.840.10008.1.2.1")
+        role = build_role(dicom.CT, scu_role=scu, scp_role=scp_role)
+        assoc = ae.associate("127.0.0.1", scp.port, ae_title=scp.ae_title, ext_neg=[role])
+        assert assoc.is_established
+        try:
+            refused = [cx for cx in assoc.rejected_contexts if cx.abstract_syntax == dicom.CT]
+            if refused:
+                return int(refused[0].result), None
+            path = dicom.make_ct(tmp_path / f"role-{scu}-{scp_role}.dcm", size=16)
+            status = assoc.send_c_store(path)
+            return 0, int(status.Status) if status else None
+        finally:
+            assoc.release()
+
+    assert await asyncio.to_thread(propose, True, False) == (0, 0)
+    assert await asyncio.to_thread(propose, False, True) == (1, None)  # user rejection
