@@ -121,7 +121,12 @@ async def test_crash_between_commit_and_publish_still_publishes(
     try:
         job = await asyncio.wait_for(received.get(), 10)
         assert job.job_key == key
-        assert await db_pool.fetchval("SELECT published_at FROM outbox WHERE msg_id = $1", key)
+
+        async def marked() -> bool:  # the relay commits after the batch's PubAcks
+            sql = "SELECT published_at FROM outbox WHERE msg_id = $1"
+            return await db_pool.fetchval(sql, key) is not None
+
+        await wait_for(marked, 5, what="outbox row marked published")
     finally:
         stop.set()
         await relay
@@ -251,3 +256,72 @@ async def test_unreachable_database_gives_clear_error() -> None:
 
     with pytest.raises(DatabaseUnavailable, match=r"unreachable.*CB_DATABASE_URL"):
         await create_pool(f"postgresql://x:secret@127.0.0.1:{free_port()}/db", timeout_s=1)
+
+
+async def test_outbox_relay_publishes_batches_in_order_and_stops_at_a_failure(
+    nats_url: str, db_pool: asyncpg.Pool
+) -> None:
+    """250 rows (three batches) arrive once each, in row order, all marked published. A row
+    whose subject no stream takes fails its PubAck: the rows before it are marked, it counts
+    an attempt with the error, and it and the rows after it wait for the next pass."""
+    from cinebridge_common.outbox import enqueue
+
+    bus = await Bus.connect(nats_url, "relay-order")
+    await bus.ensure_streams()
+    tag = uuid.uuid4().hex[:8]
+    keys = [f"order-{tag}-{n:03d}" for n in range(250)]
+    async with db_pool.acquire() as conn, conn.transaction():
+        for key in keys:
+            await enqueue(conn, WorkItem(job_key=key), msg_id=key)
+    got: list[str] = []
+
+    async def handle(job: WorkItem, d: Delivery) -> None:
+        if job.job_key.startswith(f"order-{tag}-"):
+            got.append(job.job_key)
+
+    bus.start_consumer(
+        ConsumerSpec("CB_JOBS", f"order-{tag}", "cb.job.test.work", workers=1, batch=1),
+        WorkItem,
+        handle,
+    )
+    relay = OutboxRelay(db_pool, bus, poll_s=0.2)
+    try:
+        assert await relay.publish_pending() == 100
+        while await relay.publish_pending():
+            pass
+
+        async def all_arrived() -> bool:
+            return len(got) >= len(keys)
+
+        await wait_for(all_arrived, 20, what="250 relayed messages")
+        assert got == keys
+        pending = await db_pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE msg_id LIKE $1 AND published_at IS NULL",
+            f"order-{tag}-%",
+        )
+        assert pending == 0
+
+        async with db_pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, WorkItem(job_key=f"before-{tag}"), msg_id=f"before-{tag}")
+            await conn.execute(
+                """INSERT INTO outbox (msg_id, subject, payload)
+                   VALUES ($1, 'cb.nostream.test', '\\x7b7d'::bytea)""",
+                f"lost-{tag}",
+            )
+            await enqueue(conn, WorkItem(job_key=f"after-{tag}"), msg_id=f"after-{tag}")
+        assert await relay.publish_pending() == 1
+        rows = {
+            r["msg_id"]: r
+            for r in await db_pool.fetch(
+                """SELECT msg_id, published_at, attempts, last_error FROM outbox
+                   WHERE msg_id = ANY($1)""",
+                [f"before-{tag}", f"lost-{tag}", f"after-{tag}"],
+            )
+        }
+        assert rows[f"before-{tag}"]["published_at"] is not None
+        assert rows[f"lost-{tag}"]["published_at"] is None
+        assert rows[f"lost-{tag}"]["attempts"] == 1 and rows[f"lost-{tag}"]["last_error"]
+        assert rows[f"after-{tag}"]["published_at"] is None
+    finally:
+        await db_pool.execute("DELETE FROM outbox WHERE msg_id = $1", f"lost-{tag}")
+        await bus.close()

@@ -78,8 +78,13 @@ class OutboxRelay:
                     await self.pool.release(listener)
 
     async def publish_pending(self) -> int:
-        """Publish up to `batch` pending rows; returns how many were published."""
-        count = 0
+        """Publish up to `batch` pending rows in order; returns how many were published.
+
+        The messages go out pipelined (in row order on the wire, PubAcks awaited after), and
+        the rows acknowledged up to the first failure are marked in one statement: two round
+        trips per batch instead of two per row. A row after a failure is published again on the
+        next pass; JetStream drops the copy by its Nats-Msg-Id within the duplicate window.
+        """
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 """SELECT id, msg_id, subject, payload FROM outbox
@@ -87,26 +92,41 @@ class OutboxRelay:
                    LIMIT $1 FOR UPDATE SKIP LOCKED""",
                 self.batch,
             )
+            sent: list[tuple[Any, asyncio.Future[Any]]] = []
+            failure: tuple[Any, BaseException] | None = None
             for row in rows:
                 try:
-                    await self.bus.js.publish(
-                        row["subject"],
-                        row["payload"],
-                        headers={"Nats-Msg-Id": row["msg_id"]},
-                        timeout=5.0,
+                    ack = await self.bus.js.publish_async(
+                        row["subject"], row["payload"], headers={"Nats-Msg-Id": row["msg_id"]}
                     )
                 except Exception as exc:
-                    await conn.execute(
-                        "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
-                        row["id"],
-                        repr(exc)[:500],
-                    )
-                    log.warning(
-                        "outbox publish failed", extra=kv(msg_id=row["msg_id"], error=repr(exc))
-                    )
+                    failure = (row, exc)
                     break
+                sent.append((row, ack))
+            published: list[int] = []
+            for index, (row, ack) in enumerate(sent):
+                try:
+                    await asyncio.wait_for(ack, 5.0)
+                except Exception as exc:
+                    failure = (row, exc)
+                    for _, later in sent[index + 1 :]:
+                        later.cancel()
+                    break
+                published.append(row["id"])
+            if published:
                 await conn.execute(
-                    "UPDATE outbox SET published_at = now() WHERE id = $1", row["id"]
+                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                    published,
                 )
-                count += 1
-        return count
+            if failure is not None:
+                failed_row, error = failure
+                await conn.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                    failed_row["id"],
+                    repr(error)[:500],
+                )
+                log.warning(
+                    "outbox publish failed",
+                    extra=kv(msg_id=failed_row["msg_id"], error=repr(error)),
+                )
+        return len(published)
