@@ -2,15 +2,18 @@
 
 Fragmented MP4 (`empty_moov` + a fragment per keyframe, at most one second) and MPEG-TS need no
 index at the end: a crash or power loss leaves every completed fragment playable. The writer
-flushes each packet to the kernel and fsyncs every few seconds; `salvage` remuxes what survived
-into a clean file and counts its frames and duration.
+queues each packet for a thread of its own (a stalled disk never holds the encoder) and fsyncs
+every few seconds; `salvage` remuxes what survived into a clean file and counts its frames and
+duration.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
@@ -30,6 +33,92 @@ MP4_OPTIONS = {
     "flush_packets": "1",
 }
 TS_OPTIONS = {"flush_packets": "1"}
+
+
+#: Recording bytes that may wait for a stalled disk before the encoder has to wait (~1 min of
+#: 1080p H.264); past it, the encoder blocks rather than memory growing without bound.
+SINK_LIMIT_BYTES = 64 << 20
+
+
+class BackgroundFile:
+    """A write-only file for FFmpeg's muxer whose writes a thread of its own carries out.
+
+    A shared disk under writeback pressure can block a write() for seconds; the muxer runs on
+    the encoder's thread, so FFmpeg writing straight to the file let one such stall cost a
+    recording all its frames (the encoder queue overflowed). Here the encoder only queues bytes;
+    the writer thread waits for the disk. Bytes reach the kernel in order, usually within
+    milliseconds, so a crash still leaves everything up to the last moments. A write error is
+    raised to the next caller of `write` and by `close`.
+    """
+
+    def __init__(self, path: Path, limit: int = SINK_LIMIT_BYTES) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._limit = limit
+        self._chunks: deque[bytes] = deque()
+        self._queued = 0
+        self._written = 0
+        self._closing = False
+        self._error: OSError | None = None
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="recording-writer", daemon=True)
+        self._thread.start()
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        chunk = bytes(data)
+        with self._cond:
+            while self._error is None and self._queued and self._queued + len(chunk) > self._limit:
+                self._cond.wait()
+            if self._error is not None:
+                raise self._error
+            self._chunks.append(chunk)
+            self._queued += len(chunk)
+            self._cond.notify_all()
+        return len(chunk)
+
+    def tell(self) -> int:
+        with self._cond:
+            return self._written + self._queued
+
+    def flush(self) -> None:
+        """FFmpeg flushes after each packet; the bytes are already on their way."""
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._chunks and not self._closing:
+                    self._cond.wait()
+                if not self._chunks:
+                    return
+                batch = list(self._chunks)
+                self._chunks.clear()
+            data = b"".join(batch)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self.fd, view) :]
+            except OSError as exc:
+                with self._cond:
+                    self._error = exc
+                    self._chunks.clear()
+                    self._queued = 0
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._queued -= len(data)
+                self._written += len(data)
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        """Write what is queued, then close (the caller fsyncs `fd` before this)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def release(self) -> None:
+        os.close(self.fd)
 
 
 class RecordingUnreadable(RuntimeError):
@@ -66,10 +155,11 @@ class RecordingWriter:
         self.path = path
         self.fmt = fmt
         self.fps = fps
-        # Our own descriptor for fsync (FFmpeg's is private); created now, FFmpeg opens lazily.
-        self._fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+        # FFmpeg muxes into our file object: a stalled disk holds its writer thread, not us.
+        self._sink = BackgroundFile(path)
+        self._fd = self._sink.fd
         self.container = av.open(
-            str(path), "w", format=fmt.container, options=container_options(fmt.container)
+            self._sink, "w", format=fmt.container, options=container_options(fmt.container)
         )
         self.stream: Any = self.container.add_stream_from_template(template)
         extradata = template.codec_context.extradata
@@ -124,8 +214,8 @@ class RecordingWriter:
         packet.stream = self.stream
         try:
             self.container.mux(packet)
-        except (av.FFmpegError, ValueError):
-            self.skipped += 1  # one damaged packet must not end the recording
+        except (av.FFmpegError, ValueError, OSError):
+            self.skipped += 1  # one damaged packet (or a failed write) must not end the recording
             return False
         self._last_dts = new_dts
         self._end = end if self._end is None else max(self._end, end)
@@ -149,13 +239,18 @@ class RecordingWriter:
 
     def close(self) -> None:
         try:
-            self.container.close()
+            try:
+                self.container.close()
+            finally:
+                self._sink.close()  # every queued byte written (or the write error raised)
         finally:
             if self._sync is not None:
                 with contextlib.suppress(OSError):
                     self._sync.result()  # never close the descriptor under a running fsync
-            os.fsync(self._fd)
-            os.close(self._fd)
+            try:
+                os.fsync(self._fd)
+            finally:
+                self._sink.release()
 
 
 def probe(path: Path) -> VideoFacts:
