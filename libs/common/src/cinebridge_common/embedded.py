@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -22,8 +23,36 @@ class EmbeddedServerError(RuntimeError):
     """A local server could not be started; says which and why."""
 
 
+def _below_ephemeral() -> tuple[int, int]:
+    """Ports below the kernel's ephemeral range (Linux default 32768-60999). A port the kernel
+    hands out for `bind(0)` comes from that range, and so does the local port of every outgoing
+    connection: between choosing it and a server binding it, a client (asyncpg, NATS) could
+    take it (EADDRINUSE)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return (20000, low - 1) if low > 21000 else (low, low)
+
+
+FREE_PORT_RANGE = _below_ephemeral()
+_given: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A free TCP port on 127.0.0.1 outside the ephemeral range, not given before here."""
+    for _ in range(500 if FREE_PORT_RANGE[1] > FREE_PORT_RANGE[0] else 0):
+        port = random.randint(*FREE_PORT_RANGE)
+        if port in _given:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given.add(port)
+        return port
+    with socket.socket() as sock:  # the whole range is busy: let the kernel choose
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
