@@ -37,42 +37,19 @@ def part10(tmp_path: Path, **overrides: str) -> tuple[bytes, Dataset]:
     return path.read_bytes(), ds
 
 
-class FakePending:
-    def __init__(self, index: FakeIndex, facts: InstanceFacts) -> None:
-        self.index, self.facts = index, facts
-        self.decided: str | None = None
-
-    def commit(self) -> IndexOutcome:
-        assert self.decided is None
-        self.decided = "commit"
-        # The file must be durable under its final name before the row commits.
-        assert self.index.store.resolve(self.facts.rel_path).is_file()
-        if self.index.fail_commit:
-            raise self.index.fail_commit
-        self.index.calls.append(self.facts)
-        return IndexOutcome("row-1")
-
-    def rollback(self) -> None:
-        self.decided = self.decided or "rollback"
-
-
 class FakeIndex:
-    def __init__(
-        self,
-        fail: Exception | None = None,
-        fail_commit: Exception | None = None,
-        store: MediaStore | None = None,
-    ) -> None:
-        self.fail, self.fail_commit = fail, fail_commit
+    def __init__(self, fail: Exception | None = None, store: MediaStore | None = None) -> None:
+        self.fail = fail
         self.store = store or MediaStore(Path("/nonexistent"))
         self.calls: list[InstanceFacts] = []
-        self.pending: list[FakePending] = []
 
-    def __call__(self, facts: InstanceFacts) -> FakePending:
+    def __call__(self, facts: InstanceFacts) -> IndexOutcome:
+        # The file must be durable under its final name before its row is written.
+        assert self.store.resolve(facts.rel_path).is_file()
         if self.fail:
             raise self.fail
-        self.pending.append(FakePending(self, facts))
-        return self.pending[-1]
+        self.calls.append(facts)
+        return IndexOutcome("row-1")
 
 
 @pytest.fixture
@@ -102,7 +79,6 @@ def test_success_stores_hashes_and_indexes(tmp_path: Path, store: MediaStore) ->
     index = FakeIndex(store=store)
     rf = received(store, data, max_bytes=1 << 20)
     assert Ingest(store, index, 64).store_instance(rf, command(ds)) == 0x0000
-    assert [p.decided for p in index.pending] == ["commit"]
     (facts,) = index.calls
     assert facts.sha256 == hashlib.sha256(data).hexdigest() and facts.size == len(data)
     assert facts["patient_name"] == "Müller^Jörg" and facts["modality"] == "CT"
@@ -136,7 +112,7 @@ def test_missing_study_uid(tmp_path: Path, store: MediaStore) -> None:
 def test_index_failure_answers_a700_and_removes_the_file(tmp_path: Path, store: MediaStore) -> None:
     data, ds = part10(tmp_path)
     rf = received(store, data, max_bytes=1 << 20)
-    ingest = Ingest(store, FakeIndex(fail=ConnectionRefusedError("db down")), 64)
+    ingest = Ingest(store, FakeIndex(fail=ConnectionRefusedError("db down"), store=store), 64)
     assert ingest.store_instance(rf, command(ds)) == 0xA700
     assert leftovers(store) == []
 
@@ -168,20 +144,12 @@ def test_truncated_file(tmp_path: Path, store: MediaStore) -> None:
     assert leftovers(store) == []
 
 
-def test_connection_closed_before_handler(tmp_path: Path, store: MediaStore) -> None:
-    data, ds = part10(tmp_path)
-    rf = received(store, data, max_bytes=1 << 20)
-    rf.discard()
-    assert Ingest(store, FakeIndex(), 64).store_instance(rf, command(ds)) == 0x0110
-    assert leftovers(store) == []
-
-
-def test_discard_does_not_touch_a_claimed_file(tmp_path: Path, store: MediaStore) -> None:
+def test_discard_removes_the_partial_file(tmp_path: Path, store: MediaStore) -> None:
     data, _ = part10(tmp_path)
-    rf = received(store, data, max_bytes=1 << 20)
-    assert rf.claim()
-    rf.discard()
+    rf = received(store, data[:500], max_bytes=1 << 20)
     assert rf.path.exists()
+    rf.discard()
+    assert leftovers(store) == []
 
 
 def test_commit_failure_answers_a700_and_removes_the_file(
@@ -189,12 +157,12 @@ def test_commit_failure_answers_a700_and_removes_the_file(
 ) -> None:
     data, ds = part10(tmp_path)
     rf = received(store, data, max_bytes=1 << 20)
-    index = FakeIndex(fail_commit=ConnectionResetError("db gone"), store=store)
+    index = FakeIndex(fail=ConnectionResetError("db gone"), store=store)
     assert Ingest(store, index, 64).store_instance(rf, command(ds)) == 0xA700
     assert leftovers(store) == [] and index.calls == []
 
 
-def test_fsync_failure_rolls_back_the_begun_index(
+def test_fsync_failure_answers_a700_before_any_row(
     tmp_path: Path, store: MediaStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data, ds = part10(tmp_path)
@@ -206,22 +174,5 @@ def test_fsync_failure_rolls_back_the_begun_index(
 
     monkeypatch.setattr("cinebridge_scp.receive.os.fsync", eio)
     assert Ingest(store, index, 64).store_instance(rf, command(ds)) == 0xA700
-    assert [p.decided for p in index.pending] == ["rollback"] and index.calls == []
+    assert index.calls == []
     assert leftovers(store) == []
-
-
-def test_large_instance_begins_its_index_after_the_fsyncs(
-    tmp_path: Path, store: MediaStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    data, ds = part10(tmp_path)
-    monkeypatch.setattr("cinebridge_scp.ingest.OVERLAP_MAX_BYTES", 10)
-    rf = received(store, data, max_bytes=1 << 20)
-    seen: list[bool] = []
-    index = FakeIndex(store=store)
-
-    def begin(facts: InstanceFacts) -> FakePending:
-        seen.append(store.resolve(facts.rel_path).is_file())
-        return index(facts)
-
-    assert Ingest(store, begin, 64).store_instance(rf, command(ds)) == 0x0000
-    assert seen == [True] and len(index.calls) == 1

@@ -14,7 +14,7 @@ from cinebridge_common.logging import kv
 from cinebridge_common.service import ServiceContext
 
 from . import repository
-from .ingest import IndexOutcome, Ingest, InstanceFacts, PendingIndex
+from .ingest import Indexer, IndexOutcome, Ingest, InstanceFacts
 from .listener import ScpListener
 from .receive import ReceiveConfig
 from .recover import Recovery
@@ -53,38 +53,24 @@ async def close_pool(pool: asyncpg.Pool, timeout_s: float = 5.0) -> None:
         pool.terminate()
 
 
-class LoopIndex:
-    """PendingIndex run on the event loop from an association thread.
+def index_on_loop(
+    loop: asyncio.AbstractEventLoop, pool: asyncpg.Pool, settings: ScpSettings
+) -> Indexer:
+    """The Indexer for association threads: one statement on the event loop (row and outbox
+    event, one round trip), committed without waiting for PostgreSQL's WAL flush
+    (repository.open_index_pool: the file is the record, recover.py rebuilds a lost row).
+    Waits at most `scp_db_timeout_s`."""
 
-    Nothing happens until `commit()`, called once the file is durable: one statement (row,
-    outbox event) in one round trip, committed without waiting for PostgreSQL's WAL flush
-    (repository.open_index_pool: the file is the record, recover.py rebuilds a lost row), so
-    there is nothing to overlap with the fsyncs any more. It waits at most `scp_db_timeout_s`.
-    """
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        pool: asyncpg.Pool,
-        facts: InstanceFacts,
-        settings: ScpSettings,
-    ) -> None:
-        self._loop = loop
-        self._pool = pool
-        self._facts = facts
-        self._settings = settings
-
-    def commit(self) -> IndexOutcome:
-        coro = repository.index_instance(self._pool, self._facts, self._settings.scp_duplicates)
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+    def index(facts: InstanceFacts) -> IndexOutcome:
+        coro = repository.index_instance(pool, facts, settings.scp_duplicates)
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
-            return future.result(self._settings.scp_db_timeout_s)
+            return future.result(settings.scp_db_timeout_s)
         except TimeoutError:
             future.cancel()
             raise
 
-    def rollback(self) -> None:
-        """Nothing was sent yet (or the statement failed and rolled itself back)."""
+    return index
 
 
 class ScpApp:
@@ -111,9 +97,8 @@ class ScpApp:
             pool = await repository.open_index_pool(dsn)
             ctx.stack.push_async_callback(close_pool, pool)
 
-            def index(facts: InstanceFacts) -> PendingIndex:
-                # association thread → event loop (STYLE: one small bridge).
-                return LoopIndex(loop, pool, facts, settings)
+            # association thread → event loop (STYLE: one small bridge).
+            index = index_on_loop(loop, pool, settings)
 
             tmp = temp_dir(ctx.store.tmp, settings.instance_id)
             if removed := remove_stale(tmp):

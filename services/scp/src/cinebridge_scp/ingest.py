@@ -6,10 +6,9 @@ ids → fsync the directory → commit its row and outbox event → only then 0x
 leaves no file and no row: 0x0110 (Table 24, processing failure: the data is at fault) or
 0xA700 (out of resources: disk, size limit, database; PS3.4 Table B.2-1, the peer retries).
 
-The index transaction is begun (row and outbox written, not committed) before the fsyncs and
-committed after them, so PostgreSQL's work overlaps the disk's instead of following it; a
-failed fsync or rename rolls it back. A committed row therefore always names a durable file.
-No NATS here: indexing is a callable supplied by the composition root.
+The row is written only once the file is durable, so a committed row always names a durable
+file; a row PostgreSQL loses in a crash is rebuilt from the file (recover.py). No NATS here:
+indexing is a callable supplied by the composition root.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from cinebridge_common.conformance import (
     STATUS_OUT_OF_RESOURCES,
@@ -61,9 +59,6 @@ TAGS: dict[str, tuple[int, int]] = {
     "number_of_frames": (0x0028, 0x0008),
 }
 UID_FIELDS = ("sop_class_uid", "sop_instance_uid", "study_instance_uid", "series_instance_uid")
-#: Up to this size the index transaction is begun before the fsyncs (they take about as long as
-#: it does); a bigger file's fsync takes far longer, so it would only hold a connection idle.
-OVERLAP_MAX_BYTES = 16 << 20
 
 
 class Rejected(Exception):
@@ -108,20 +103,9 @@ class IndexOutcome:
     kept_existing: bool = False
 
 
-class PendingIndex(Protocol):
-    """An index transaction under way: its row and event are written but not yet committed."""
-
-    def commit(self) -> IndexOutcome:
-        """Commit and return the outcome; raises if the index or the commit failed."""
-        ...
-
-    def rollback(self) -> None:
-        """Abandon it (nothing becomes visible); harmless after commit() or a failure."""
-        ...
-
-
-#: Begins the index transaction of one instance; the file is not durable yet when it is called.
-Indexer = Callable[[InstanceFacts], PendingIndex]
+#: Indexes one instance whose file is durable under its final name: the row and its outbox
+#: event, committed; raises if the database is down or too slow.
+Indexer = Callable[[InstanceFacts], IndexOutcome]
 
 
 def read_attributes(rf_path: str, size: int, max_depth: int) -> tuple[str, dict[str, str]]:
@@ -176,26 +160,15 @@ class Ingest:
     def store_instance(self, rf: ReceiveFile, command: Command) -> int:
         """Return the C-STORE status; on anything but success nothing is left behind."""
         rel_path: str | None = None
-        pending: PendingIndex | None = None
         try:
-            if not rf.claim():
-                raise Rejected(STATUS_PROCESSING_FAILURE, "connection closed during receive")
             if rf.error is not None:
                 failed = STATUS_PROCESSING_FAILURE
                 raise Rejected(STATUS_OUT_OF_RESOURCES if rf.out_of_resources else failed, rf.error)
             facts = self._check(rf, command)
-            early = facts.size <= OVERLAP_MAX_BYTES
-            if early:
-                pending = self._begin(facts)
             rel_path = facts.rel_path
             self._commit_file(rf, rel_path)
-            if not early:
-                pending = self._begin(facts)
-            assert pending is not None
-            outcome = self._commit(pending)
+            outcome = self._index(facts)
         except Rejected as exc:
-            if pending is not None:
-                pending.rollback()
             self._cleanup(rf, rel_path)
             self._count(f"{exc.status:04X}")
             log.warning(
@@ -206,8 +179,6 @@ class Ingest:
             )
             return exc.status
         except BaseException:
-            if pending is not None:
-                pending.rollback()
             self._cleanup(rf, rel_path)
             raise
         self._count("stored")
@@ -255,21 +226,15 @@ class Ingest:
         except OSError as exc:
             raise Rejected(STATUS_OUT_OF_RESOURCES, f"commit failed: {exc.strerror}") from exc
 
-    def _begin(self, facts: InstanceFacts) -> PendingIndex:
+    def _index(self, facts: InstanceFacts) -> IndexOutcome:
         try:
             return self.index(facts)
-        except Exception as exc:
-            raise Rejected(STATUS_OUT_OF_RESOURCES, f"index failed: {exc!r}"[:300]) from exc
-
-    def _commit(self, pending: PendingIndex) -> IndexOutcome:
-        try:
-            return pending.commit()
         except Exception as exc:
             # Database down or too slow: the peer must retry later (PS3.4 B.2.3, A7xx).
             raise Rejected(STATUS_OUT_OF_RESOURCES, f"index failed: {exc!r}"[:300]) from exc
 
     def _cleanup(self, rf: ReceiveFile, rel_path: str | None) -> None:
-        rf.discard_owned()
+        rf.discard()
         if rel_path is not None:
             with contextlib.suppress(Exception):
                 self.store.delete(rel_path)

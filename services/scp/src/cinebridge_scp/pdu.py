@@ -179,9 +179,16 @@ def parse_associate_rq(body: bytes) -> AssociateRq:
     if not user_info:
         raise PduError("A-ASSOCIATE-RQ has no user information item")
     return AssociateRq(
-        version, called, calling, app_context, tuple(contexts), max_pdu, impl_uid, impl_version,
+        version,
+        called,
+        calling,
+        app_context,
+        tuple(contexts),
+        max_pdu,
+        impl_uid,
+        impl_version,
         roles,
-    )  # fmt: skip
+    )
 
 
 def negotiate(
@@ -242,7 +249,7 @@ def associate_ac(
         user += item(0x54, struct.pack(">H", len(raw)) + raw + bytes([scu, scp]))
     user += item(0x55, implementation_version_name.encode("ascii")[:16])
     body += item(0x50, user)
-    return struct.pack(">BBI", ASSOCIATE_AC, 0, len(body)) + body  # fmt: skip
+    return struct.pack(">BBI", ASSOCIATE_AC, 0, len(body)) + body
 
 
 # ------------------------------------------------------------------ DIMSE command sets (E.1)

@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import os
 import struct
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,9 +39,6 @@ class ReceiveFile:
         self.size = 0
         self.error: str | None = None
         self.out_of_resources = False
-        self._lock = threading.Lock()
-        self._claimed = False
-        self._closed = False
         try:
             self._fh = open(self.path, "xb")
         except OSError as exc:
@@ -79,14 +75,6 @@ class ReceiveFile:
         with contextlib.suppress(OSError):
             self.path.unlink()
 
-    def claim(self) -> bool:
-        """The C-STORE handler takes ownership; False if the connection already discarded it."""
-        with self._lock:
-            if self._closed and not self._claimed:
-                return False
-            self._claimed = True
-            return True
-
     def seal(self) -> tuple[int, str]:
         """Hand buffered bytes to the OS (readable by path, not yet durable); size and SHA-256."""
         self._fh.flush()
@@ -104,19 +92,8 @@ class ReceiveFile:
         with contextlib.suppress(OSError):
             self._fh.close()
 
-    def discard_owned(self) -> None:
-        """Remove the file the handler owns (it was refused)."""
-        with contextlib.suppress(OSError):
-            self._fh.close()
-        with contextlib.suppress(OSError):
-            self.path.unlink()
-
     def discard(self) -> None:
-        """Remove the partial file unless the handler owns it (connection closed mid-transfer)."""
-        with self._lock:
-            if self._claimed:
-                return
-            self._closed = True
+        """Remove the file (refused, or its connection ended mid-transfer)."""
         with contextlib.suppress(OSError):
             self._fh.close()
         with contextlib.suppress(OSError):

@@ -115,7 +115,7 @@ class Recovery:
             facts["sop_instance_uid"],
         )
         policy = self.duplicates
-        if existing is not None and not self._exists(existing):
+        if existing is not None and not await asyncio.to_thread(self._exists, existing):
             policy = "replace"  # the row names a file that is gone: this copy takes its place
         outcome = await repository.index_instance(self.pool, facts, policy)
         if outcome.kept_existing:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import asyncpg
@@ -46,15 +45,10 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """Release hook: asyncpg has already ended any transaction; nothing else to reset."""
 
 
-class IndexAbandoned(Exception):
-    """The caller decided not to commit (its fsync or rename failed); rolled back."""
-
-
 async def index_instance(
     pool: asyncpg.Pool,
     facts: InstanceFacts,
     duplicates: Duplicates,
-    decide: Callable[[], Awaitable[bool]] | None = None,
 ) -> IndexOutcome:
     """Index one stored file and enqueue InstanceReceived, atomically, in one round trip.
 
@@ -64,8 +58,6 @@ async def index_instance(
     the event loop that the next C-STORE is waiting for; its 1 s poll publishes in batches.
     A second copy of a SOP Instance UID replaces the first (the old file path comes back for
     deletion after commit) or, with keep-first, changes nothing; never a duplicate row.
-    With `decide`, the transaction stays open after the call until `decide()` answers: True
-    commits, False (or an exception) rolls back, so the caller's fsyncs overlap our work.
     """
     instance_id = str(uuid.uuid4())
     attrs = {name: facts[name] for name in TAGS if name != "charset"}  # every key, "" if absent
@@ -90,13 +82,7 @@ async def index_instance(
         replacing.to_bytes(),
         None,  # no NOTIFY: the relays' 1 s poll publishes received instances in batches
     )
-    if decide is None:
-        row = await pool.fetchrow(_INDEX_SQL, *args)
-    else:
-        async with pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(_INDEX_SQL, *args)
-            if not await decide():
-                raise IndexAbandoned("caller abandoned the instance")
+    row = await pool.fetchrow(_INDEX_SQL, *args)
     assert row is not None
     return IndexOutcome(
         str(row["instance_id"]),

@@ -70,7 +70,7 @@ class ScpSettings(ServiceSettings):
     def effective_max_associations(self) -> int:
         if self.scp_max_associations > 0:
             return self.scp_max_associations
-        # Each association holds a socket, a wake-up socket pair and two threads.
+        # Each association holds a socket, a thread and a 64-256 KiB buffer.
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         return max(16, min(soft // 4, 2000)) if soft > 0 else 1000
 
