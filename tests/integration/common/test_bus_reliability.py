@@ -228,6 +228,49 @@ async def test_consumer_survives_nats_restart(nats_server: EmbeddedNats, nats_ur
     await bus.close()
 
 
+async def test_consumer_lives_on_when_an_ack_cannot_be_sent(
+    nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ack after a handled message times out (as around a NATS restart): the consume loop
+    must not die with it. The message comes back, unsettled, and new messages are handled."""
+    from nats.aio.msg import Msg
+    from nats.errors import TimeoutError as NatsTimeoutError
+
+    real_ack = Msg.ack_sync
+    failed: list[bool] = []
+
+    async def ack_once_lost(self: Msg, timeout: float = 1.0) -> Msg:
+        if not failed:
+            failed.append(True)
+            raise NatsTimeoutError
+        return await real_ack(self, timeout=timeout)
+
+    monkeypatch.setattr(Msg, "ack_sync", ack_once_lost)
+    bus = await Bus.connect(nats_url, "ack-lost")
+    await bus.ensure_streams()
+    got: list[str] = []
+    tag = uuid.uuid4().hex
+
+    async def handle(job: WorkItem, d: Delivery) -> None:
+        if job.job_key.startswith(tag):
+            got.append(job.job_key)
+
+    spec = ConsumerSpec(
+        "CB_JOBS", f"acklost-{tag[:8]}", "cb.job.test.work", ack_wait_s=2.0, deliver_new_only=True
+    )
+    bus.start_consumer(spec, WorkItem, handle)
+    await asyncio.sleep(0.5)
+    await bus.publish(WorkItem(job_key=f"{tag}-first"), msg_id=uuid.uuid4().hex)
+    await bus.publish(WorkItem(job_key=f"{tag}-second"), msg_id=uuid.uuid4().hex)
+
+    async def all_handled() -> bool:
+        return got.count(f"{tag}-first") >= 2 and f"{tag}-second" in got
+
+    await wait_for(all_handled, 20, what="the unacked message again, and the next one")
+    assert failed == [True]
+    await bus.close()
+
+
 async def test_migrations_apply_once_under_concurrency(postgres: EmbeddedPostgres) -> None:
     """Three services starting at once on an empty database: every migration applied once."""
     from cinebridge_common.db import available_migrations, create_pool

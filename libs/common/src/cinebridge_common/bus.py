@@ -386,7 +386,19 @@ class Bus:
                         await self.ensure_consumer(spec)
                     continue
                 for msg in msgs:
-                    await self._handle(spec, model, handler, msg)
+                    try:
+                        await self._handle(spec, model, handler, msg)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        # The handler ran, but its ack, nak or dead letter did not reach the
+                        # server (a NATS restart, a timeout). Nothing is lost: unsettled, the
+                        # message comes back after ack_wait, and handlers are idempotent. The
+                        # loop must live on, or the consumer would be dead until a restart.
+                        log.warning(
+                            "settling a message failed; it will be redelivered",
+                            extra=kv(durable=spec.durable, error=repr(exc)),
+                        )
         finally:
             # A pull subscription left registered makes `drain()` wait its full 30 s timeout.
             await _unsubscribe(sub)
