@@ -9,7 +9,7 @@ Prints, in one run (each side measured alone, one after the other, on the same m
    service with embedded NATS and PostgreSQL, while recording 1080p30.
 
     .venv/bin/python bench/capture.py [--seconds 300] [--snapshots 60] [--skip-passthrough]
-                                      [--load N]
+                                      [--only-encode | --only-passthrough] [--load N]
 
 `--load N` runs N busy-looping processes beside every measurement (a loaded shared box, as when
 other test suites run): dropped frames and snapshot latency under contention.
@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,16 +37,51 @@ SOURCE = "testsrc2=size=1920x1080:rate=30"
 PRESET, TUNE, PARAMS, CRF = "ultrafast", "zerolatency", "8x8dct=1", 23
 
 
-def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
-    """Run `cmd` to completion; (CPU seconds, peak RSS in MB, stdout) from wait4's rusage."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+def run_measured(
+    cmd: list[str], window: tuple[float, float] | None = None
+) -> tuple[float, int, str, float | None]:
+    """Run `cmd` to completion; (CPU seconds, peak RSS in MB, stdout) from wait4's rusage, and
+    with `window` = (start, length) in seconds also the CPU seconds it used in that window
+    (sampled from outside: its steady state, without start-up, like the children's own
+    `steady_cpu`)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    samples: list[float | None] = []
+
+    def sample() -> None:
+        assert window is not None
+        time.sleep(window[0])
+        samples.append(task_cpu(proc.pid))
+        time.sleep(window[1])
+        samples.append(task_cpu(proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True) if window else None
+    if sampler is not None:
+        sampler.start()
     assert proc.stdout is not None
     out = proc.stdout.read().decode()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed with {proc.returncode}")
-    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024, out
+    steady = None
+    if sampler is not None:
+        sampler.join()
+        if len(samples) == 2 and None not in samples:
+            steady = samples[1] - samples[0]  # type: ignore[operator]
+    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024, out, steady
+
+
+def task_cpu(pid: int) -> float | None:
+    """CPU seconds of every thread of `pid` so far (scheduler nanoseconds), None once gone."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(FileNotFoundError):
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                    total += int(fh.read().split()[0])
+    except FileNotFoundError:
+        return None
+    return total / 1e9
 
 
 def probe_frames(path: Path) -> tuple[int, float]:
@@ -70,7 +106,7 @@ def process_cpu() -> float:
 
 
 # -- child: CineBridge's pipeline alone ------------------------------------------------------
-def child(url: str, seconds: float, out: Path, decode: str, viewer: bool) -> None:
+def child(url: str, seconds: float, out: Path, decode: str, viewer: bool, dashboard: bool) -> None:
     from cinebridge_capture.encoding import EncoderSettings
     from cinebridge_capture.pipeline import PipelineOptions, SourcePipeline
     from cinebridge_capture.preview import PreviewWorker
@@ -81,7 +117,8 @@ def child(url: str, seconds: float, out: Path, decode: str, viewer: bool) -> Non
         encoder=EncoderSettings(preset=PRESET, tune=TUNE, x264_params=PARAMS, crf=CRF),
     )
     pipeline = SourcePipeline(SourceConfig(name="bench", url=url), options, "h264", lambda *a: None)
-    # As in the service: thumbnails every 5 s, and (--viewer) one live preview watcher.
+    # As in the service: the preview worker, (--viewer) one live preview watcher, (--dashboard)
+    # a dashboard asking for the thumbnail every 5 s (else no thumbnail is ever made).
     preview = PreviewWorker({"bench": pipeline}, 5.0, 640, 70, 5.0)
     preview.viewers["bench"] = 1 if viewer else 0
     pipeline.start()
@@ -93,10 +130,13 @@ def child(url: str, seconds: float, out: Path, decode: str, viewer: bool) -> Non
         time.sleep(0.05)
     cpu0 = process_cpu()
     pipeline.start_recording("bench", out, "h264")
-    max_lag, until = 0.0, time.monotonic() + seconds
+    max_lag, until, poll = 0.0, time.monotonic() + seconds, 0.0
     while (left := until - time.monotonic()) > 0:
         time.sleep(min(left, 0.25))
         max_lag = max(max_lag, pipeline.stats.encoder_lag_s)
+        if dashboard and time.monotonic() >= poll:
+            preview.request_thumbnail("bench")
+            poll = time.monotonic() + 5.0
     finished = pipeline.stop_recording()
     steady = process_cpu() - cpu0
     preview.close()
@@ -121,12 +161,18 @@ def child(url: str, seconds: float, out: Path, decode: str, viewer: bool) -> Non
 
 
 def cinebridge_side(
-    url: str, seconds: float, out: Path, decode: str = "on-demand", viewer: bool = False
+    url: str,
+    seconds: float,
+    out: Path,
+    decode: str = "on-demand",
+    viewer: bool = False,
+    dashboard: bool = False,
 ) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", url, "--seconds", str(seconds), "--out", str(out)]
     cmd += ["--decode", decode] + (["--viewer"] if viewer else [])
+    cmd += ["--dashboard"] if dashboard else []
     t0 = time.monotonic()
-    cpu, rss, stdout = run_measured(cmd)
+    cpu, rss, stdout, _ = run_measured(cmd)
     wall = time.monotonic() - t0
     stats = json.loads(stdout.strip().splitlines()[-1])
     return {**stats, "cpu": cpu, "rss": rss, "wall": wall}
@@ -168,9 +214,18 @@ def ffmpeg_encode_side(seconds: float, out: Path) -> dict[str, Any]:
         "frag_keyframe+empty_moov+default_base_moof",
         str(out),
     ]
-    cpu, rss, _ = run_measured(cmd)
+    return ffmpeg_measured(cmd, seconds, out)
+
+
+def ffmpeg_measured(cmd: list[str], seconds: float, out: Path) -> dict[str, Any]:
+    # Its steady state: from 3 s in (probed, writing) to 2 s before its end, per wall second.
+    length = max(seconds - 5.0, 1.0)
+    cpu, rss, _, steady = run_measured(cmd, window=(3.0, length))
     frames, duration = probe_frames(out)
-    return {"frames": frames, "duration": duration, "dropped": 0, "cpu": cpu, "rss": rss}
+    result = {"frames": frames, "duration": duration, "dropped": 0, "cpu": cpu, "rss": rss}
+    if steady is not None:
+        result["steady_per_s"] = steady / length
+    return result
 
 
 def ffmpeg_copy_side(url: str, seconds: float, out: Path) -> dict[str, Any]:
@@ -190,9 +245,7 @@ def ffmpeg_copy_side(url: str, seconds: float, out: Path) -> dict[str, Any]:
         "frag_keyframe+empty_moov+default_base_moof",
         str(out),
     ]
-    cpu, rss, _ = run_measured(cmd)
-    frames, duration = probe_frames(out)
-    return {"frames": frames, "duration": duration, "dropped": 0, "cpu": cpu, "rss": rss}
+    return ffmpeg_measured(cmd, seconds, out)
 
 
 def report(title: str, cb: dict[str, Any], ff: dict[str, Any], peer: str) -> None:
@@ -218,13 +271,16 @@ def report(title: str, cb: dict[str, Any], ff: dict[str, Any], peer: str) -> Non
             f"encoder queue peak {cb['queue_peak']} frames, encoder lag max {cb['max_lag']:.2f} s"
         )
     if "steady_cpu" in cb:
-        # Without the interpreter's start-up and imports (~0.7 CPU s, once per process): what
-        # each further second of recording costs, against ffmpeg's whole run.
+        # Without start-up (the interpreter's imports, ~0.7 CPU s once per process and day;
+        # ffmpeg's probing): what each further second of recording costs, on both sides.
         steady = cb["steady_cpu"] / max(cb["duration"], 1e-9)
-        print(
-            f"steady state (recording window only): {steady:.4f} CPU s per video s, "
-            f"ratio {steady / ff_cpu:.2f}"
+        ff_steady = ff.get("steady_per_s")
+        versus = (
+            f"{ff_steady:.4f}, ratio {steady / ff_steady:.2f}"
+            if ff_steady
+            else f"n/a; ratio to its whole run {steady / ff_cpu:.2f}"
         )
+        print(f"steady state, CPU s per video s: CineBridge {steady:.4f}, {peer.strip()} {versus}")
 
 
 # -- snapshot latency through the real service -----------------------------------------------
@@ -320,18 +376,20 @@ def main() -> None:
     parser.add_argument("--skip-passthrough", action="store_true")
     parser.add_argument("--only-snapshots", action="store_true")
     parser.add_argument("--only-encode", action="store_true")
+    parser.add_argument("--only-passthrough", action="store_true")
     parser.add_argument("--load", type=int, default=0, help="busy processes beside the runs")
     parser.add_argument("--child")
     parser.add_argument("--out")
     parser.add_argument("--decode", default="on-demand", help=argparse.SUPPRESS)
     parser.add_argument("--viewer", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--dashboard", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child and args.floor:
         floor_child(args.child, args.seconds, Path(args.out))
         return
     if args.child:
-        child(args.child, args.seconds, Path(args.out), args.decode, args.viewer)
+        child(args.child, args.seconds, Path(args.out), args.decode, args.viewer, args.dashboard)
         return
     if shutil.which("ffmpeg") is None:
         raise SystemExit("ffmpeg is not installed")
@@ -360,6 +418,9 @@ def run_all(args: argparse.Namespace, work: Path) -> None:
         f"capture bench: {SOURCE}, {args.seconds:g} s, libx264 {PRESET}/{TUNE} "
         f"{PARAMS} crf {CRF}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}{load}"
     )
+    if args.only_passthrough:
+        passthrough(args.seconds, work)
+        return
     if not args.only_snapshots:
         cb = cinebridge_side(f"lavfi:{SOURCE}", args.seconds, work / "cb.mp4")
         ff = ffmpeg_encode_side(args.seconds, work / "ff.mp4")
@@ -395,6 +456,7 @@ def passthrough(seconds: float, work: Path) -> None:
             url + "?fifo_size=1000000&overrun_nonfatal=1", seconds, work / "ff-pt.mp4"
         )
         floor = floor_side(url, short, work / "floor-pt.mp4")
+        polled = cinebridge_side(url, short, work / "cb-pt-dash.mp4", dashboard=True)
         watched = cinebridge_side(url, short, work / "cb-pt-view.mp4", viewer=True)
         cb_all = cinebridge_side(url, short, work / "cb-pt-all.mp4", decode="all")
     finally:
@@ -402,10 +464,17 @@ def passthrough(seconds: float, work: Path) -> None:
         sender.wait(10)
     report("network H.264 1080p30 (UDP MPEG-TS), pass-through", cb, ff, "ffmpeg -c copy")
     print(
-        f"  (decode on demand: {cb['thumbnails']} keyframe thumbnails, no preview watcher; "
-        "snapshots decode keyframe -> latest packet)"
+        f"  (decode on demand: {cb['thumbnails']} thumbnails (nobody asked), no preview "
+        "watcher; snapshots decode keyframe -> latest packet)"
     )
     report(f"floor: PyAV demux -> mux loop alone, {short:g} s", floor, ff, "ffmpeg -c copy")
+    report(
+        f"pass-through, a dashboard polling the thumbnail every 5 s, {short:g} s",
+        polled,
+        ff,
+        "ffmpeg -c copy",
+    )
+    print(f"  ({polled['thumbnails']} thumbnails made)")
     report(
         f"pass-through with one live preview watcher, {short:g} s", watched, ff, "ffmpeg -c copy"
     )
@@ -494,7 +563,7 @@ def floor_child(url: str, seconds: float, out: Path) -> None:
 
 def floor_side(url: str, seconds: float, out: Path) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--child", url, "--floor", "--seconds", str(seconds)]
-    cpu, rss, stdout = run_measured([*cmd, "--out", str(out)])
+    cpu, rss, stdout, _ = run_measured([*cmd, "--out", str(out)])
     frames, duration = probe_frames(out)
     return {
         **json.loads(stdout.strip().splitlines()[-1]),

@@ -267,10 +267,45 @@ def test_recording_threads_run_above_preview_threads() -> None:
     pipeline.start()
     worker.start()
     try:
-        wait(lambda: pipeline.signal and worker.thumbnails["a"].seq > 0)
+        wait(lambda: pipeline.signal)
+        worker.request_thumbnail("a")
+        wait(lambda: worker.thumbnails["a"].seq > 0)
         expected = -3 if _may_raise_priority() else 0  # -3 needs CAP_SYS_NICE
         assert [_nice_of(t) for t in pipeline._threads] == [expected, expected]
         assert _nice_of(worker._thread) == PREVIEW_NICE
     finally:
         worker.close()
         pipeline.close()
+
+
+def test_thumbnails_are_made_when_asked_for_and_reused_within_the_interval() -> None:
+    """A room nobody looks at spends nothing on pictures: no thumbnail without a request, one
+    decode per interval however often a dashboard polls, a fresh one after the interval."""
+    import asyncio
+
+    pipeline = SourcePipeline(
+        SourceConfig(name="a", url="lavfi:testsrc2=size=160x120:rate=10"),
+        PipelineOptions(thread_nice=0),
+        "h264",
+        lambda *s: None,
+    )
+    worker = PreviewWorker({"a": pipeline}, 5.0, 80, 70, 0.6)
+    pipeline.start()
+    worker.start()
+    try:
+        wait(lambda: pipeline.signal)
+        time.sleep(1.2)
+        assert worker.thumbnails["a"].seq == 0  # nobody asked
+        first = asyncio.run(worker.thumbnail("a"))
+        assert first[:2] == b"\xff\xd8" and worker.thumbnails["a"].seq == 1
+        assert asyncio.run(worker.thumbnail("a")) == first  # within the interval: reused
+        assert worker.thumbnails["a"].seq == 1
+        time.sleep(0.7)
+        fresh = asyncio.run(worker.thumbnail("a"))
+        assert worker.thumbnails["a"].seq == 2 and fresh != first  # the pattern moved on
+    finally:
+        worker.close()
+        pipeline.close()
+    # Without a signal (past the interval, nothing fresh comes) the last picture is served.
+    time.sleep(0.7)
+    assert asyncio.run(worker.thumbnail("a")) == fresh

@@ -39,6 +39,11 @@ TS_OPTIONS = {"flush_packets": "1"}
 #: 1080p H.264); past it, the encoder blocks rather than memory growing without bound.
 SINK_LIMIT_BYTES = 64 << 20
 
+#: FFmpeg's I/O buffer in front of `BackgroundFile`: a 1 s MP4 fragment of 1080p H.264 leaves
+#: in one or two Python write calls (and writer wake-ups) instead of ~20 at FFmpeg's 32 KB.
+#: Crash safety is unchanged: FFmpeg flushes it after every packet (`flush_packets`).
+IO_BUFFER_BYTES = 1 << 20
+
 
 class BackgroundFile:
     """A write-only file for FFmpeg's muxer whose writes a thread of its own carries out.
@@ -159,7 +164,11 @@ class RecordingWriter:
         self._sink = BackgroundFile(path)
         self._fd = self._sink.fd
         self.container = av.open(
-            self._sink, "w", format=fmt.container, options=container_options(fmt.container)
+            self._sink,
+            "w",
+            format=fmt.container,
+            options=container_options(fmt.container),
+            buffer_size=IO_BUFFER_BYTES,
         )
         self.stream: Any = self.container.add_stream_from_template(template)
         extradata = template.codec_context.extradata
