@@ -81,6 +81,17 @@ class CaptureProcess:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def thread_nice(self) -> dict[str, set[int]]:
+        """Niceness of the process's threads, by thread name (FFmpeg names its own)."""
+        assert self.proc is not None
+        names: dict[str, set[int]] = {}
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                name = (task / "comm").read_text().strip()
+                nice = int((task / "stat").read_text().rsplit(")", 1)[1].split()[16])
+                names.setdefault(name, set()).add(nice)
+        return names
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 

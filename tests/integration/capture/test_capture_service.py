@@ -420,6 +420,12 @@ async def test_pass_through_decodes_for_snapshots_thumbnails_and_a_watched_previ
     assert (snapshot["width"], snapshot["height"]) == (640, 360)
     status = await client.status("or11")
     assert status.sources[0].fps_in is not None and status.sources[0].fps_in >= 15  # packets
+    # The reader and FFmpeg's receive thread of a pass-through stream run at normal priority
+    # (raised, they preempt each other at every datagram); the rest keeps its configured -10.
+    nice = proc.thread_nice()
+    assert nice["udp-rx"] == {0}, nice
+    if os.geteuid() == 0:  # may raise priority: the idle encoder thread is at -10
+        assert -10 in nice["python"], nice
 
 
 def mjpeg_parts(url: str, seconds: float) -> list[bytes]:
