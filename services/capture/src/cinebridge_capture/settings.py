@@ -72,6 +72,7 @@ class CaptureSettings(ServiceSettings):
     capture_preview_fps: float = Field(default=5.0, gt=0, le=30)
     capture_preview_width: int = Field(default=640, ge=64, le=1920)
     capture_preview_quality: int = Field(default=70, ge=10, le=95)
+    #: A thumbnail is made when asked for, and reused for this long.
     capture_thumbnail_interval_s: float = Field(default=5.0, gt=0)
     #: Snapshot JPEG quality (baseline JPEG, ITU T.81 sequential DCT).
     capture_jpeg_quality: int = Field(default=90, ge=10, le=100)
@@ -89,6 +90,7 @@ class CaptureSettings(ServiceSettings):
     capture_encoder_queue_s: float = Field(default=3.0, gt=0, le=10)
     #: Niceness of the reader/encoder/snapshot threads: a recording must win the CPU on a loaded
     #: box. Below 0 needs CAP_SYS_NICE (compose: `cap_add: [SYS_NICE]`); else they run at 0.
+    #: The reader of a network stream recorded by pass-through runs at 0 (it needs ~1% of a core).
     capture_thread_nice: int = Field(default=-10, ge=-20, le=0)
     capture_gop_s: float = Field(default=1.0, gt=0, le=10)
     capture_passthrough: bool = True
