@@ -34,7 +34,7 @@ from .encoding import (
     passthrough_ok,
     recording_format,
 )
-from .priority import set_thread_nice
+from .priority import receive_threads, renice, set_thread_nice
 from .recorder import RecordingWriter
 from .ring import GopBuffer, PacketRing
 from .settings import SourceConfig
@@ -159,6 +159,8 @@ class SourcePipeline:
         #: Set by the preview worker: someone watches the live preview of this source.
         self.preview_watched = False
         self._seen: float | None = None  # monotonic time of the last frame or packet
+        #: FFmpeg's receive threads of the open source (they share the reader's priority).
+        self._source_threads: set[int] = set()
         self._rec: ActiveRecording | None = None
         self._passthrough = False
         self._ring = PacketRing(options.prerecord_s) if options.prerecord_s > 0 else None
@@ -300,21 +302,22 @@ class SourcePipeline:
 
     # -- reader thread -----------------------------------------------------------------
     def _read_loop(self) -> None:
-        # A network stream is opened at normal priority, so that FFmpeg's receive thread
-        # (started by the open, inheriting it) and this reader share it: at -10 they preempt
-        # each other at every datagram (~5x the context switches, +10% CPU for a pass-through
-        # recording, which needs ~1% of a core and has FFmpeg's 1 MB receive FIFO for slack).
-        # A reader that has to decode and re-encode raises itself once the stream is open.
+        # The reader and FFmpeg's UDP receive thread (started by the open) must share one
+        # priority: when only one of them is raised they preempt each other at every datagram
+        # (~5x the context switches: +10% CPU for a pass-through recording, +7% for a
+        # re-encoded one). Both run at -10 while the reader decodes for re-encoding, and at
+        # normal priority while it passes packets through (~1% of a core, with FFmpeg's 1 MB
+        # receive FIFO for slack). See `_pump`.
         network = is_network(self.config.url)
         backoff = 0.5
         while not self._stopping.is_set():
-            set_thread_nice(
-                max(self.options.thread_nice, 0) if network else self.options.thread_nice
-            )
+            set_thread_nice(self.options.thread_nice)
+            before = receive_threads() if network else set()
             try:
                 source = open_source(
                     self.config, self.options.open_timeout_s, self.options.signal_timeout_s
                 )
+                self._source_threads = receive_threads() - before if network else set()
             except SourceUnavailable as exc:
                 self._set_state("no-signal", str(exc), self._rec_id())
                 self._stopping.wait(backoff)
@@ -369,8 +372,8 @@ class SourcePipeline:
         return self.options.passthrough and passthrough_ok(self.mode, info)
 
     def _reader_nice(self) -> int:
-        """The reader's niceness: raised while it decodes for a recording, normal while it
-        only passes packets through (see `_read_loop`)."""
+        """The reader's (and its receive threads') niceness: raised while it decodes for a
+        recording, normal while it only passes packets through (see `_read_loop`)."""
         return max(self.options.thread_nice, 0) if self._passthrough else self.options.thread_nice
 
     def _pump(self, source: FrameSource) -> None:
@@ -384,6 +387,7 @@ class SourcePipeline:
             if self._passthrough is not passthrough:  # opened, or the station's mode changed
                 passthrough = self._passthrough
                 set_thread_nice(self._reader_nice())
+                renice(self._source_threads, self._reader_nice())
             self._seen = item.t
             if item.packet is not None:
                 self._gop.add(item.packet)

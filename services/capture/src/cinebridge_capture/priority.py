@@ -38,3 +38,31 @@ def set_thread_nice(nice: int) -> bool:
 
 def thread_nice() -> int:
     return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+def receive_threads() -> set[int]:
+    """Native ids of FFmpeg's network receive threads in this process (`udp-rx`, started by
+    opening a UDP input; the other protocols receive in the reading thread itself)."""
+    found: set[int] = set()
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as fh:
+                if fh.read().strip() == "udp-rx":
+                    found.add(int(tid))
+        except OSError:
+            continue  # ended meanwhile
+    return found
+
+
+def renice(tids: set[int], nice: int) -> None:
+    """Give other threads of this process niceness `nice` (best effort: a thread may have
+    ended, and raising priority may not be allowed)."""
+    for tid in tids:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except OSError:
+            continue
