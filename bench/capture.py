@@ -6,7 +6,7 @@ Prints, in one run (each side measured alone, one after the other, on the same m
 2. the same for pass-through recording of a network H.264 source (a local ffmpeg serving
    UDP MPEG-TS on loopback) against `ffmpeg -c copy`;
 3. snapshot latency (request over NATS → JPEG fsync'd and registered) p50/p95, through the real
-   service with embedded NATS and PostgreSQL, while recording 1080p30.
+   service with embedded NATS and PostgreSQL, while recording 1080p30 (bench/capture_snapshots.py).
 
     .venv/bin/python bench/capture.py [--seconds 300] [--snapshots 60] [--skip-passthrough]
                                       [--only-encode | --only-passthrough] [--load N]
@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from capture_snapshots import print_latency, snapshot_latency
 
 SOURCE = "testsrc2=size=1920x1080:rate=30"
 PRESET, TUNE, PARAMS, CRF = "ultrafast", "zerolatency", "8x8dct=1", 23
@@ -108,7 +109,8 @@ def process_cpu() -> float:
 # -- child: CineBridge's pipeline alone ------------------------------------------------------
 def child(url: str, seconds: float, out: Path, decode: str, viewer: bool, dashboard: bool) -> None:
     from cinebridge_capture.encoding import EncoderSettings
-    from cinebridge_capture.pipeline import PipelineOptions, SourcePipeline
+    from cinebridge_capture.pipeline import SourcePipeline
+    from cinebridge_capture.pipeline_types import PipelineOptions
     from cinebridge_capture.preview import PreviewWorker
     from cinebridge_capture.settings import SourceConfig
 
@@ -283,81 +285,6 @@ def report(title: str, cb: dict[str, Any], ff: dict[str, Any], peer: str) -> Non
         print(f"steady state, CPU s per video s: CineBridge {steady:.4f}, {peer.strip()} {versus}")
 
 
-# -- snapshot latency through the real service -----------------------------------------------
-async def snapshot_latency(count: int, work: Path, url: str = f"lavfi:{SOURCE}") -> list[float]:
-    from cinebridge_common.bus import Bus
-    from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres, free_port
-    from cinebridge_common.messages.capture import (
-        CaptureCommand,
-        CaptureCommandReply,
-        CaptureStatusReply,
-        CaptureStatusRequest,
-    )
-
-    shutil.rmtree(work / "nats", ignore_errors=True)
-    shutil.rmtree(work / "pg", ignore_errors=True)
-    nats, pg = EmbeddedNats(work / "nats"), EmbeddedPostgres(work / "pg")
-    nats.start()
-    pg.start()
-    proc = None
-    try:
-        dsn = pg.dsn
-        env = dict(
-            os.environ,
-            CB_NATS_URL=nats.url,
-            CB_DATABASE_URL=dsn,
-            CB_MEDIA_ROOT=str(work / "media"),
-            CB_CAPTURE_ROOM="bench",
-            CB_CAPTURE_SOURCES=json.dumps([{"name": "hd", "url": url}]),
-            CB_CAPTURE_PREVIEW_PORT=str(free_port()),
-            CB_LOG_LEVEL=os.environ.get("CB_LOG_LEVEL", "WARNING"),
-            CB_CAPTURE_DISK_RESERVE_BYTES="0",
-        )
-        proc = subprocess.Popen([sys.executable, "-m", "cinebridge_capture"], env=env)
-        bus = await Bus.connect(nats.url, "bench")
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                status = await bus.request(
-                    CaptureStatusRequest(room="bench"), CaptureStatusReply, 2
-                )
-                if status.sources and status.sources[0].signal:
-                    break
-            except Exception:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("capture service did not come up")
-            await asyncio.sleep(0.3)
-        start = await bus.request(
-            CaptureCommand(room="bench", source="hd", action="record_start"),
-            CaptureCommandReply,
-            20,
-        )
-        assert start.ok, start.error
-        latencies = []
-        for _ in range(count):
-            t0 = time.perf_counter()
-            reply = await bus.request(
-                CaptureCommand(room="bench", source="hd", action="snapshot"),
-                CaptureCommandReply,
-                10,
-            )
-            latencies.append(time.perf_counter() - t0)
-            assert reply.ok, reply.error
-            await asyncio.sleep(0.2)
-        await bus.request(
-            CaptureCommand(room="bench", source="hd", action="record_stop"), CaptureCommandReply, 20
-        )
-        await bus.close()
-        return latencies
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(20)
-        pg.stop("immediate")
-        nats.stop()
-
-
 @contextlib.contextmanager
 def cpu_hogs(count: int) -> Iterator[None]:
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
@@ -401,15 +328,6 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def print_latency(title: str, lat: list[float]) -> None:
-    q = statistics.quantiles(lat, n=20)
-    print(
-        f"\n== snapshot latency {title}, {len(lat)} snapshots, request -> JPEG fsync'd + "
-        f"registered: p50 {statistics.median(lat) * 1000:.1f} ms, "
-        f"p95 {q[18] * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms"
-    )
-
-
 def run_all(args: argparse.Namespace, work: Path) -> None:
     from cinebridge_common.embedded import free_port
 
@@ -429,7 +347,7 @@ def run_all(args: argparse.Namespace, work: Path) -> None:
         passthrough(args.seconds, work)
     if args.only_encode:
         return
-    lat = asyncio.run(snapshot_latency(args.snapshots, work))
+    lat = asyncio.run(snapshot_latency(args.snapshots, work, f"lavfi:{SOURCE}"))
     print_latency("while recording 1080p30 (encoded)", lat)
     if not args.skip_passthrough:
         port = free_port()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import threading
 import time
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,8 @@ import av
 import numpy as np
 import pytest
 from cinebridge_capture.encoding import EncoderSettings, VideoEncoder, recording_format
-from cinebridge_capture.pipeline import NoSignal, PipelineOptions, SourcePipeline
+from cinebridge_capture.pipeline import SourcePipeline
+from cinebridge_capture.pipeline_types import NoSignal, PipelineOptions
 from cinebridge_capture.preview import PREVIEW_NICE, PreviewWorker
 from cinebridge_capture.priority import set_thread_nice
 from cinebridge_capture.recorder import RecordingUnreadable, RecordingWriter, probe, salvage
@@ -254,46 +258,41 @@ def _may_raise_priority() -> bool:
     return allowed[0]
 
 
-def test_recording_threads_run_above_preview_threads() -> None:
-    """On a loaded box the encoder must win the CPU (frames dropped otherwise), and preview
-    work must yield to it."""
+@contextlib.contextmanager
+def previewed_pattern(thread_nice: int, thumbnail_interval_s: float) -> Iterator[PreviewWorker]:
+    """A small test-pattern pipeline with its preview worker, both running, signal present."""
     pipeline = SourcePipeline(
         SourceConfig(name="a", url="lavfi:testsrc2=size=160x120:rate=10"),
-        PipelineOptions(thread_nice=-3),
+        PipelineOptions(thread_nice=thread_nice),
         "h264",
         lambda *s: None,
     )
-    worker = PreviewWorker({"a": pipeline}, 5.0, 80, 70, 1.0)
+    worker = PreviewWorker({"a": pipeline}, 5.0, 80, 70, thumbnail_interval_s)
     pipeline.start()
     worker.start()
     try:
         wait(lambda: pipeline.signal)
-        worker.request_thumbnail("a")
-        wait(lambda: worker.thumbnails["a"].seq > 0)
-        expected = -3 if _may_raise_priority() else 0  # -3 needs CAP_SYS_NICE
-        assert [_nice_of(t) for t in pipeline._threads] == [expected, expected]
-        assert _nice_of(worker._thread) == PREVIEW_NICE
+        yield worker
     finally:
         worker.close()
         pipeline.close()
 
 
+def test_recording_threads_run_above_preview_threads() -> None:
+    """On a loaded box the encoder must win the CPU (frames dropped otherwise), and preview
+    work must yield to it."""
+    with previewed_pattern(-3, 1.0) as worker:
+        worker.request_thumbnail("a")
+        wait(lambda: worker.thumbnails["a"].seq > 0)
+        expected = -3 if _may_raise_priority() else 0  # -3 needs CAP_SYS_NICE
+        assert [_nice_of(t) for t in worker.pipelines["a"]._threads] == [expected, expected]
+        assert _nice_of(worker._thread) == PREVIEW_NICE
+
+
 def test_thumbnails_are_made_when_asked_for_and_reused_within_the_interval() -> None:
     """A room nobody looks at spends nothing on pictures: no thumbnail without a request, one
     decode per interval however often a dashboard polls, a fresh one after the interval."""
-    import asyncio
-
-    pipeline = SourcePipeline(
-        SourceConfig(name="a", url="lavfi:testsrc2=size=160x120:rate=10"),
-        PipelineOptions(thread_nice=0),
-        "h264",
-        lambda *s: None,
-    )
-    worker = PreviewWorker({"a": pipeline}, 5.0, 80, 70, 0.6)
-    pipeline.start()
-    worker.start()
-    try:
-        wait(lambda: pipeline.signal)
+    with previewed_pattern(0, 0.6) as worker:
         time.sleep(1.2)
         assert worker.thumbnails["a"].seq == 0  # nobody asked
         first = asyncio.run(worker.thumbnail("a"))
@@ -303,9 +302,6 @@ def test_thumbnails_are_made_when_asked_for_and_reused_within_the_interval() -> 
         time.sleep(0.7)
         fresh = asyncio.run(worker.thumbnail("a"))
         assert worker.thumbnails["a"].seq == 2 and fresh != first  # the pattern moved on
-    finally:
-        worker.close()
-        pipeline.close()
     # Without a signal (past the interval, nothing fresh comes) the last picture is served.
     time.sleep(0.7)
     assert asyncio.run(worker.thumbnail("a")) == fresh

@@ -17,7 +17,7 @@ from cinebridge_common.messages.capture import (
     SetRoomStudyReply,
 )
 
-from .pipeline import AlreadyRecording, NoSignal
+from .pipeline_types import AlreadyRecording, NoSignal
 from .repository import StudyNotFound
 from .room import CaptureRefused, Room
 from .supervisor import source_status

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from cinebridge_common.logging import kv
 
-from .pipeline import NoSignal, SourcePipeline
+from .pipeline import SourcePipeline
+from .pipeline_types import NoSignal
 from .priority import set_thread_nice
 from .snapshot import jpeg_from_frame
 

@@ -30,13 +30,8 @@ from cinebridge_common.store import MediaStore, sha256_file
 from . import metrics
 from . import repository as repo
 from .encoding import EncoderSettings, Mode, RecordingFormat, mode_for, recording_format
-from .pipeline import (
-    AlreadyRecording,
-    FinishedRecording,
-    NoSignal,
-    PipelineOptions,
-    SourcePipeline,
-)
+from .pipeline import SourcePipeline
+from .pipeline_types import AlreadyRecording, FinishedRecording, NoSignal, PipelineOptions
 from .priority import set_thread_nice
 from .recorder import probe
 from .settings import CaptureSettings, KeyAction
