@@ -3,7 +3,7 @@
 Prints, in one run: instances/s and MB/s for N small instances and for one large video
 instance, for each sender, the ratio (CineBridge / storescu, higher is better) and each
 sender's peak RSS. Receiver: DCMTK `storescp --fork --ignore` (receives everything, stores
-nothing, so disk speed is not measured) with TCP_NODELAY=1 (peer-notes "Nagle").
+nothing, so disk speed is not measured) with TCP_NODELAY=1 (docs/peers.md "Nagle").
 
     .venv/bin/python bench/send.py                       # 500 x 0.5 MB and a 1 GB video
     .venv/bin/python bench/send.py --small 100 --video-mb 100  # quicker

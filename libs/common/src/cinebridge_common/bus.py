@@ -1,6 +1,6 @@
 """The CineBridge bus over nats-py: typed publish/request/serve, durable JetStream consumers.
 
-Guarantees (reliability-notes §3): reconnect never gives up; every JetStream publish carries a
+Guarantees (docs/reliability.md §3): reconnect never gives up; every JetStream publish carries a
 `Nats-Msg-Id` and waits for its PubAck (retried with the same id); consumers are durable pull
 consumers with a finite `max_deliver`, ack after the work, nak with a delay on transient errors,
 `in_progress` heartbeats for long work, and a dead letter (with the reason) when a message is

@@ -163,7 +163,7 @@ class ScpServer(socketserver.ThreadingTCPServer):
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         client, address = self.socket.accept()
-        # Nagle + delayed ACK costs ~40 ms per small C-STORE-RSP (peer-notes "Nagle").
+        # Nagle + delayed ACK costs ~40 ms per small C-STORE-RSP (docs/peers.md, "Nagle").
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.settimeout(self.config.limits.network_timeout_s)
         if self.ssl_context is not None:
