@@ -2,8 +2,8 @@
 
 Every entry's values follow `cinebridge_worklist.demo_worklist` (entry i: modality
 MODALITIES[i % 5], station STATIONS[i % 4], date today + (i % 7 - 3), PID%05d, ACC%06d, RP%05d),
-so each test computes what must match. Where the two servers differ (docs/dicom.md, worklist matching),
-the test asserts each one's behaviour and says which.
+so each test computes what must match. Where the two servers differ (docs/dicom.md, worklist
+matching), the test asserts each one's behaviour and says which.
 """
 
 from __future__ import annotations
