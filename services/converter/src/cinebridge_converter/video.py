@@ -23,6 +23,7 @@ import av
 from .errors import BadMedia, ConversionError
 from .probe import open_input
 from .rules import EncodeTarget, audio_allowed, fit
+from .timestamps import WINDOW, VideoClock, display_order, frame_ticks
 
 Progress = Callable[[float, str], None]
 MUX_FORMAT = {"mp4": "mp4", "mpegts": "mpegts"}
@@ -55,6 +56,7 @@ def remux(
 ) -> list[Segment]:
     """Copy the video (and allowed audio) packets into `container`, split at key frames."""
     budget = int(max_bytes * 0.9) - (1 << 16)
+    clock = _clock_for(src)
     with open_input(src) as inp:
         video = inp.streams.video[0]
         audio = [
@@ -62,18 +64,29 @@ def remux(
         ]
         duration = _seconds(video.duration, video.time_base)
         writer = _SegmentWriter(container, new_path, [video, *audio])
+
+        def put(packet: Any, is_video: bool) -> None:
+            if is_video and packet.is_keyframe and writer.bytes >= budget and writer.frames:
+                writer.cut(packet)
+            writer.write(packet, is_video)
+            if is_video and writer.frames % 256 == 0 and duration:
+                progress(min(1.0, _seconds(packet.dts, video.time_base) / duration), "remux")
+
         try:
             for packet in inp.demux([video, *audio]):
                 if cancel.is_set():
                     raise Cancelled()
-                if packet.dts is None or packet.size == 0 or packet.is_corrupt:
-                    continue  # a cut-off last packet would make the stream undecodable
-                is_video = packet.stream is video
-                if is_video and packet.is_keyframe and writer.bytes >= budget and writer.frames:
-                    writer.cut(packet)
-                writer.write(packet, is_video)
-                if is_video and writer.frames % 256 == 0 and duration:
-                    progress(min(1.0, _seconds(packet.dts, video.time_base) / duration), "remux")
+                if packet.size == 0 or packet.is_corrupt:
+                    continue  # flush packets; a cut-off last packet would not decode
+                if packet.stream is video:
+                    for ready in clock.feed(packet):
+                        put(ready, True)
+                elif packet.dts is not None or packet.pts is not None:
+                    packet.dts = packet.pts if packet.dts is None else packet.dts
+                    packet.pts = packet.dts if packet.pts is None else packet.pts
+                    put(packet, False)
+            for ready in clock.flush():
+                put(ready, True)
         except av.error.FFmpegError as exc:
             writer.abort()
             raise BadMedia(f"the recording cannot be remuxed: {exc.strerror}") from exc
@@ -87,6 +100,19 @@ def remux(
                 f"a key-frame interval is larger than the fragment limit of {max_bytes} bytes"
             )
     return segments
+
+
+def _clock_for(src: Path) -> VideoClock:
+    """A clock for the video stream; a stream without presentation times and with B-frames
+    first gets its display order from one decode pass."""
+    with open_input(src) as inp:
+        video = inp.streams.video[0]
+        reordered = bool(video.codec_context.has_b_frames)
+        ticks = frame_ticks(video)
+        head = list(itertools.islice((p for p in inp.demux(video) if p.size), WINDOW))
+        missing = any(p.pts is None for p in head)
+    ranks = display_order(src) if missing and reordered else None
+    return VideoClock(ticks, reordered=reordered, ranks=ranks)
 
 
 class _SegmentWriter:
