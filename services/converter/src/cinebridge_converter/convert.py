@@ -270,7 +270,7 @@ def _transcode(
         media.path,
         target,
         stream,
-        interlaced=found.interlaced,
+        fields=_fields(found, target),
         progress=progress,
         cancel=cancel,
         timeout_s=60 + limits.transcode_seconds_per_second * found.duration_s,
@@ -280,6 +280,15 @@ def _transcode(
         f"Transcoded by CineBridge from {found.codec} {found.width}x{found.height}{aspect}"
         f" at {float(found.rate):.3f} fps ({'; '.join(reasons)})"
     )
+
+
+def _fields(found: probing.VideoProbe, target: rules.EncodeTarget) -> str:
+    """What a transcode does with an interlaced source (converter README, "Timing")."""
+    if not found.interlaced:
+        return "progressive"
+    if rules.interlaced_target(found, target):
+        return "tff" if found.top_field_first else "bff"
+    return "field" if float(target.rate) > float(found.rate) * 1.5 else "frame"
 
 
 def _temp(store: MediaStore, container: str, prepared: Prepared) -> Path:

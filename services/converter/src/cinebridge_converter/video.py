@@ -179,12 +179,16 @@ def transcode(
     target: EncodeTarget,
     dest: Path,
     *,
-    interlaced: bool,
+    fields: str,
     progress: Progress,
     cancel: threading.Event,
     timeout_s: float,
 ) -> int:
-    """Re-encode the video stream to `target` (audio is not kept); returns the frame count."""
+    """Re-encode the video stream to `target` (audio is not kept); returns the frame count.
+
+    `fields` (interlaced sources): "frame" deinterlaces to one frame per frame, "field" to one
+    frame per field (50i -> 50p), "tff"/"bff" keep the fields in that order (MPEG-2 targets);
+    "progressive" for a progressive source."""
     deadline = time.monotonic() + timeout_s
     frames = 0
     try:
@@ -195,8 +199,11 @@ def transcode(
             video = inp.streams.video[0]
             video.thread_type = "AUTO"
             duration = _seconds(video.duration, video.time_base)
-            graph = _graph(video, target, interlaced)
-            enc: Any = out.add_stream(target.codec, rate=target.rate, options=target.options)
+            graph = _graph(video, target, fields)
+            options = dict(target.options)
+            if fields in ("tff", "bff"):
+                options["flags"] = "+ildct+ilme"  # field-based DCT and motion (ISO/IEC 13818-2)
+            enc: Any = out.add_stream(target.codec, rate=target.rate, options=options)
             enc.width, enc.height, enc.pix_fmt = target.width, target.height, "yuv420p"
             enc.codec_context.time_base = Fraction(1) / target.rate
             # PyAV defaults to slice threads; libx264 then runs sliced threading, slower than
@@ -231,7 +238,7 @@ def transcode(
 
 
 def _graph(
-    video: av.video.stream.VideoStream, target: EncodeTarget, interlaced: bool
+    video: av.video.stream.VideoStream, target: EncodeTarget, fields: str
 ) -> av.filter.Graph:
     ctx = video.codec_context
     sar = video.sample_aspect_ratio or ctx.sample_aspect_ratio or 1
@@ -239,13 +246,16 @@ def _graph(
     width, height = fit(shown, ctx.height, target.width, target.height, upscale=target.exact_size)
     graph = av.filter.Graph()
     chain = [graph.add_buffer(template=video)]
-    if interlaced:
-        chain.append(graph.add("bwdif", "mode=send_frame"))
+    if fields in ("frame", "field"):
+        chain.append(graph.add("bwdif", f"mode=send_{fields}"))
     chain.append(graph.add("fps", f"fps={target.rate.numerator}/{target.rate.denominator}"))
-    chain.append(graph.add("scale", f"{width}:{height}"))
+    keep = fields in ("tff", "bff")
+    chain.append(graph.add("scale", f"{width}:{height}" + (":interl=1" if keep else "")))
     if (width, height) != (target.width, target.height):
         chain.append(graph.add("pad", f"{target.width}:{target.height}:(ow-iw)/2:(oh-ih)/2"))
     chain.append(graph.add("setsar", "1"))
+    if keep:
+        chain.append(graph.add("setfield", fields))
     chain.append(graph.add("format", "yuv420p"))
     chain.append(graph.add("buffersink"))
     for a, b in itertools.pairwise(chain):
