@@ -3,7 +3,7 @@
 An entry that cannot be read at all (truncated, a VR against the dictionary) raises
 `MalformedEntry` (from `dcmjson`); the caller skips it with a warning and keeps the rest. What
 can be kept is kept and flagged: text decoded by a fallback, a malformed sequence, invalid
-values (`validate`).
+values (`cinebridge_common.dicom_values`).
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from cinebridge_common.dicom_values import check_dataset
 from cinebridge_common.messages import ValueFlag, WorklistItem
 from pydicom.datadict import keyword_for_tag
 
 from .dcmjson import MalformedEntry, Note, decode_identifier, key_text
-from .validate import check_dataset
 
 __all__ = ["MalformedEntry", "decode_entry", "item_from_json", "item_key", "json_text"]
 
@@ -78,8 +78,8 @@ def decode_entry(
 ) -> WorklistItem:
     """One C-FIND response identifier (raw bytes) → WorklistItem, or MalformedEntry.
 
-    Every value is checked at the door (`validate`): the item holds the replacements of
-    invalid values, and its `flags` say what was received and what was done."""
+    Every value is checked at the door (`cinebridge_common.dicom_values`): the item holds the
+    replacements of invalid values, and its `flags` say what was received and what was done."""
     raw, notes = decode_identifier(
         data, implicit=implicit, little=little, fallback_charset=fallback_charset
     )

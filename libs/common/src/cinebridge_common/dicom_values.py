@@ -1,4 +1,5 @@
-"""Every value of a worklist answer checked at the door (PS3.5 6.2, statement Table 18).
+"""Values checked against their VR (PS3.5 6.2): worklist answers at the door (statement
+Table 18), and again where the converter writes them into objects.
 
 `check_dataset` walks an entry's DICOM JSON (sequences included), checks each value against
 its VR — DA, TM, DT as real dates and times; CS length and repertoire; UI syntax; PN
@@ -23,8 +24,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from cinebridge_common.messages import ValueFlag
 from pydicom.datadict import keyword_for_tag
+
+from .messages import ValueFlag
 
 _SPS = "00400100"
 #: Identifiers: never cut (a shorter identifier names another patient or order).
@@ -100,6 +102,8 @@ _FORMATS: dict[str, Callable[[str], str | None]] = {
     "AE": _check_pattern(_PRINTABLE, "characters outside the default repertoire (AE)"),
 }
 _NUMBER_MAX = {"IS": 12, "DS": 16}
+#: Enumerated values that objects must hold (PS3.3 C.7.1.1: Patient's Sex).
+_ENUMERATED = {"00100040": frozenset({"M", "F", "O"})}
 
 
 class _Checker:
@@ -141,6 +145,9 @@ class _Checker:
             limit = _MAX.get(vr) or _NUMBER_MAX.get(vr)
             if problem is None and limit is not None and len(value) > limit:
                 problem = f"{len(value)} characters, {vr} allows {limit}"
+            allowed = _ENUMERATED.get(key)
+            if problem is None and allowed is not None and value not in allowed:
+                problem = f"not one of {', '.join(sorted(allowed))} (enumerated values)"
             if problem is not None:
                 self.flag(path, key, value, problem, "left empty")
                 return None
@@ -195,3 +202,10 @@ def check_dataset(dataset: dict[str, Any]) -> tuple[dict[str, Any], list[ValueFl
             )
         )
     return clean, checker.flags
+
+
+def valid_value(vr: str, value: str, key: str = "00000000") -> bool:
+    """One text value (of attribute `key`, DICOM JSON form) is valid as it is."""
+    checker = _Checker()
+    kept = checker.value("", key, vr, value)
+    return kept == value and not checker.flags

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from cinebridge_worklist.validate import check_dataset
+from cinebridge_common.dicom_values import check_dataset
 
 SPS = {"vr": "SQ", "Value": [{"00080060": {"vr": "CS", "Value": ["ES"]}}]}
 
