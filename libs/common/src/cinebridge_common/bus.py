@@ -38,6 +38,7 @@ from nats.js.api import (
 from nats.js.errors import APIError, BadRequestError, NotFoundError
 from prometheus_client import Counter, Histogram
 
+from . import rpc
 from .logging import kv
 from .messages.base import Message, Reply, Request
 from .messages.service import DeadLetter
@@ -278,14 +279,12 @@ class Bus:
 
     # -- request/reply -------------------------------------------------------------------
     async def request(self, msg: Request, reply_type: type[R], timeout_s: float = 10.0) -> R:
-        subject = msg.subject_for()
+        """Any size of reply: one larger than a bus message arrives in chunks (`rpc`)."""
         try:
-            response = await self.nc.request(subject, msg.to_bytes(), timeout=timeout_s)
-        except nats.errors.NoRespondersError as exc:
-            raise BusError(f"no service answers {subject}") from exc
-        except NatsTimeoutError as exc:
-            raise BusError(f"{subject} did not answer within {timeout_s:g} s") from exc
-        return reply_type.from_bytes(response.data)
+            data = await rpc.request(self.nc, msg.subject_for(), msg.to_bytes(), timeout_s)
+        except rpc.ReplyError as exc:
+            raise BusError(str(exc)) from exc
+        return reply_type.from_bytes(data)
 
     async def serve(
         self,
@@ -322,14 +321,14 @@ class Bus:
             try:
                 request = request_type.from_bytes(msg.data)
             except ValueError as exc:
-                await msg.respond(Reply(ok=False, error=f"bad request: {exc}").to_bytes())
+                await rpc.respond(self.nc, msg, Reply(ok=False, error=f"bad request: {exc}"))
                 return
             try:
                 reply = await handler(request)
             except Exception as exc:
                 log.exception("rpc handler failed", extra=kv(subject=msg.subject))
                 reply = Reply(ok=False, error=f"{type(exc).__name__}: {exc}")
-            await msg.respond(reply.to_bytes())
+            await rpc.respond(self.nc, msg, reply)  # chunked when large; never raises
 
         sub = await self.nc.subscribe(
             subject or request_type.wildcard(), queue=queue or self.name, cb=on_msg
