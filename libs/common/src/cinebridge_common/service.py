@@ -27,6 +27,7 @@ from .logging import kv
 from .messages.service import DeadLetter, ServiceHeartbeat, ServiceState
 from .outbox import OutboxRelay
 from .settings import ServiceSettings
+from .station_metrics import StationMetrics
 from .store import MediaStore
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class ServiceContext:
         self.stack.push_async_callback(self.health.stop)
         self.spawn(self._heartbeat_loop(), "heartbeat")
         self.spawn(OutboxRelay(self.pool, self.bus).run(self.stop), "outbox-relay")
+        self.spawn(self._station_metrics().run(self.stop), "station-metrics")
         return self
 
     async def _close_pool(self) -> None:
@@ -119,6 +121,10 @@ class ServiceContext:
         task = asyncio.create_task(guard(), name=name)
         self._background.append(task)
         return task
+
+    def _station_metrics(self) -> StationMetrics:
+        identity = (self.service, self.settings.instance_id, self.room)
+        return StationMetrics(self.pool, self.bus.js, str(self.store.root), identity)
 
     def status(self) -> dict[str, object]:
         return {

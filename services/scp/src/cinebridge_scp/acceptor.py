@@ -23,7 +23,7 @@ from typing import Protocol
 from cinebridge_common.conformance import STATUS_SUCCESS, VERIFICATION_SOP_CLASS
 from cinebridge_common.logging import kv
 
-from . import pdu
+from . import metrics, pdu
 from .ingest import Command
 from .pdu import PduError
 from .receive import ReceiveConfig, ReceiveFile, file_meta_bytes
@@ -203,18 +203,21 @@ class Association:
                 self.established = True
                 self._serve()
         except PduError as exc:
+            metrics.ASSOCIATIONS_ENDED.labels("protocol_error").inc()
             log.warning(
                 "protocol error, aborting",
                 extra=kv(peer=self.peer, calling_ae=self.calling_ae, reason=str(exc)),
             )
             self._abort(exc.reason)
         except TooSlow as exc:
+            metrics.ASSOCIATIONS_ENDED.labels("timeout").inc()
             log.warning(
                 "peer too slow or idle, aborting",
                 extra=kv(peer=self.peer, calling_ae=self.calling_ae, reason=str(exc)),
             )
             self._abort(0)
         except Closed as exc:
+            metrics.ASSOCIATIONS_ENDED.labels("closed").inc()
             level = logging.WARNING if self._store is not None else logging.INFO
             log.log(level, "connection closed", extra=kv(peer=self.peer, reason=str(exc)))
         finally:
@@ -261,6 +264,7 @@ class Association:
                     why=why,
                 ),
             )
+            metrics.rejected(why)
             self.conn.send(pdu.associate_rj(result, source, reason))
             return False
         results, roles = pdu.negotiate(rq, self.config.supported)
@@ -276,6 +280,7 @@ class Association:
                 self.config.implementation_version_name,
             )
         )
+        metrics.ASSOCIATIONS_ACCEPTED.inc()
         log.info(
             "association accepted",
             extra=kv(peer=self.peer, calling_ae=rq.calling_ae, contexts=len(self._contexts)),
@@ -321,9 +326,11 @@ class Association:
                 self.conn.read(4, deadline)
                 self._discard_partial()
                 self.conn.send(pdu.RELEASE_RP_PDU)
+                metrics.ASSOCIATIONS_ENDED.labels("released").inc()
                 log.info("association released", extra=kv(peer=self.peer))
                 return
             elif kind == pdu.ABORT:
+                metrics.ASSOCIATIONS_ENDED.labels("peer_abort").inc()
                 log.info("association aborted by the peer", extra=kv(peer=self.peer))
                 return
             elif kind in (pdu.ASSOCIATE_RQ, pdu.ASSOCIATE_AC, pdu.ASSOCIATE_RJ, pdu.RELEASE_RP):
@@ -377,6 +384,7 @@ class Association:
         if field == pdu.C_ECHO_RQ and not has_data:
             ok = context.abstract_syntax == VERIFICATION
             status = STATUS_SUCCESS if ok else STATUS_SOP_CLASS_NOT_SUPPORTED
+            metrics.ECHOES.inc()
             self._respond(context, pdu.response(pdu.C_ECHO_RSP, message_id, status, VERIFICATION))
         elif field == pdu.C_STORE_RQ and has_data:
             command = Command(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from cinebridge_common.store import MediaStore
 from cinebridge_common.uids import is_valid_uid
 from pydicom.charset import convert_encodings, decode_bytes
 
+from . import metrics
 from .receive import ReceiveFile
 from .walk import MalformedDataset, walk_file
 
@@ -160,6 +162,7 @@ class Ingest:
     def store_instance(self, rf: ReceiveFile, command: Command) -> int:
         """Return the C-STORE status; on anything but success nothing is left behind."""
         rel_path: str | None = None
+        started = time.perf_counter()
         try:
             if rf.error is not None:
                 failed = STATUS_PROCESSING_FAILURE
@@ -171,6 +174,8 @@ class Ingest:
         except Rejected as exc:
             self._cleanup(rf, rel_path)
             self._count(f"{exc.status:04X}")
+            metrics.INSTANCES_REFUSED.labels(f"{exc.status:04X}").inc()
+            metrics.STORE_SECONDS.observe(time.perf_counter() - started)
             log.warning(
                 "store refused",
                 extra=kv(
@@ -182,6 +187,9 @@ class Ingest:
             self._cleanup(rf, rel_path)
             raise
         self._count("stored")
+        metrics.INSTANCES_RECEIVED.inc()
+        metrics.RECEIVED_BYTES.inc(facts.size)
+        metrics.STORE_SECONDS.observe(time.perf_counter() - started)
         if outcome.kept_existing:
             self.store.delete(facts.rel_path)  # keep-first: the earlier copy stays
         elif outcome.replaced_rel_path:
@@ -217,6 +225,10 @@ class Ingest:
 
     def _commit_file(self, rf: ReceiveFile, rel_path: str) -> None:
         """fsync the file, rename it to its generated path, fsync the directory."""
+        with metrics.FSYNC_SECONDS.time():
+            self._sync_and_rename(rf, rel_path)
+
+    def _sync_and_rename(self, rf: ReceiveFile, rel_path: str) -> None:
         try:
             rf.finish()
         except OSError as exc:
@@ -228,7 +240,8 @@ class Ingest:
 
     def _index(self, facts: InstanceFacts) -> IndexOutcome:
         try:
-            return self.index(facts)
+            with metrics.INDEX_SECONDS.time():
+                return self.index(facts)
         except Exception as exc:
             # Database down or too slow: the peer must retry later (PS3.4 B.2.3, A7xx).
             raise Rejected(STATUS_OUT_OF_RESOURCES, f"index failed: {exc!r}"[:300]) from exc
