@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import socket
 import struct
 import time
@@ -181,6 +182,8 @@ class Association:
         admit: Callable[[], bool],
     ) -> None:
         self.conn = Connection(sock, b"", config.limits.network_timeout_s)
+        #: Short random id joining this association's log lines (and its instances').
+        self.id = secrets.token_hex(6)
         self.peer = peer
         self.config = config
         self._header = header
@@ -206,20 +209,28 @@ class Association:
             metrics.ASSOCIATIONS_ENDED.labels("protocol_error").inc()
             log.warning(
                 "protocol error, aborting",
-                extra=kv(peer=self.peer, calling_ae=self.calling_ae, reason=str(exc)),
+                extra=kv(
+                    association=self.id, peer=self.peer, calling_ae=self.calling_ae, reason=str(exc)
+                ),
             )
             self._abort(exc.reason)
         except TooSlow as exc:
             metrics.ASSOCIATIONS_ENDED.labels("timeout").inc()
             log.warning(
                 "peer too slow or idle, aborting",
-                extra=kv(peer=self.peer, calling_ae=self.calling_ae, reason=str(exc)),
+                extra=kv(
+                    association=self.id, peer=self.peer, calling_ae=self.calling_ae, reason=str(exc)
+                ),
             )
             self._abort(0)
         except Closed as exc:
             metrics.ASSOCIATIONS_ENDED.labels("closed").inc()
             level = logging.WARNING if self._store is not None else logging.INFO
-            log.log(level, "connection closed", extra=kv(peer=self.peer, reason=str(exc)))
+            log.log(
+                level,
+                "connection closed",
+                extra=kv(association=self.id, peer=self.peer, reason=str(exc)),
+            )
         finally:
             self._discard_partial()
 
@@ -228,7 +239,7 @@ class Association:
             self._store.file.discard()
             log.warning(
                 "partial instance discarded",
-                extra=kv(peer=self.peer, calling_ae=self.calling_ae),
+                extra=kv(association=self.id, peer=self.peer, calling_ae=self.calling_ae),
             )
             self._store = None
 
@@ -255,6 +266,7 @@ class Association:
             log.warning(
                 "association rejected",
                 extra=kv(
+                    association=self.id,
                     peer=self.peer,
                     calling_ae=rq.calling_ae,
                     called_ae=rq.called_ae,
@@ -283,7 +295,12 @@ class Association:
         metrics.ASSOCIATIONS_ACCEPTED.inc()
         log.info(
             "association accepted",
-            extra=kv(peer=self.peer, calling_ae=rq.calling_ae, contexts=len(self._contexts)),
+            extra=kv(
+                association=self.id,
+                peer=self.peer,
+                calling_ae=rq.calling_ae,
+                contexts=len(self._contexts),
+            ),
         )
         return True
 
@@ -327,11 +344,13 @@ class Association:
                 self._discard_partial()
                 self.conn.send(pdu.RELEASE_RP_PDU)
                 metrics.ASSOCIATIONS_ENDED.labels("released").inc()
-                log.info("association released", extra=kv(peer=self.peer))
+                log.info("association released", extra=kv(association=self.id, peer=self.peer))
                 return
             elif kind == pdu.ABORT:
                 metrics.ASSOCIATIONS_ENDED.labels("peer_abort").inc()
-                log.info("association aborted by the peer", extra=kv(peer=self.peer))
+                log.info(
+                    "association aborted by the peer", extra=kv(association=self.id, peer=self.peer)
+                )
                 return
             elif kind in (pdu.ASSOCIATE_RQ, pdu.ASSOCIATE_AC, pdu.ASSOCIATE_RJ, pdu.RELEASE_RP):
                 raise PduError(f"unexpected PDU type 0x{kind:02X}", pdu.UNEXPECTED_PDU)
@@ -392,6 +411,7 @@ class Association:
                 sop_instance_uid=pdu.command_ui(elements, 0x1000),
                 calling_ae=self.calling_ae,
                 source_address=self.peer,
+                association=self.id,
             )
             rf = ReceiveFile(self.config.receive)
             self._store = _Store(context, message_id, command, rf)

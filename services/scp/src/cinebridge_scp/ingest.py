@@ -80,6 +80,8 @@ class Command:
     sop_instance_uid: str
     calling_ae: str
     source_address: str
+    #: The association's log id (acceptor.Association.id), for the log lines of this store.
+    association: str = ""
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,10 @@ class Ingest:
             log.warning(
                 "store refused",
                 extra=kv(
-                    status=f"0x{exc.status:04X}", reason=exc.reason, calling_ae=command.calling_ae
+                    status=f"0x{exc.status:04X}",
+                    reason=exc.reason,
+                    calling_ae=command.calling_ae,
+                    association=command.association,
                 ),
             )
             return exc.status
@@ -199,6 +204,7 @@ class Ingest:
             "stored",
             extra=kv(
                 instance=outcome.instance_id,
+                association=command.association,
                 size=facts.size,
                 sop_instance_uid=command.sop_instance_uid,
                 kept_existing=outcome.kept_existing,
