@@ -47,12 +47,14 @@ from .supervise import supervised
 log = logging.getLogger(__name__)
 
 HANDLED = Counter(
-    "cb_bus_messages_total",
+    "cinebridge_bus_messages_handled_total",
     "Durable messages handled, by consumer and outcome",
     ["durable", "outcome"],
 )
 HANDLE_SECONDS = Histogram(
-    "cb_bus_handle_seconds", "Time spent in a durable consumer's handler", ["durable"]
+    "cinebridge_bus_handle_duration_seconds",
+    "Time spent in a durable consumer's handler",
+    ["durable"],
 )
 
 M = TypeVar("M", bound=Message)

@@ -30,6 +30,7 @@ from .logging import kv
 from .messages.service import DeadLetter, ServiceHeartbeat, ServiceState
 from .outbox import OutboxRelay
 from .settings import ServiceSettings
+from .station_metrics import StationMetrics
 from .store import MediaStore
 from .supervise import supervised
 
@@ -140,6 +141,8 @@ class ServiceContext:
         relay = OutboxRelay(self.pool, self.bus, retention_s=self.settings.outbox_retention_s)
         self.spawn(lambda: relay.run(self.stop), "outbox-relay")
         mirror_dead_letters(self.bus, self.pool)
+        station_metrics = self._station_metrics()
+        self.spawn(lambda: station_metrics.run(self.stop), "station-metrics")
 
     async def until_ready(self, name: str, attempt: Callable[[], Awaitable[T]]) -> T:
         """Retry `attempt` until it succeeds: a service started before its database or bus
@@ -214,6 +217,10 @@ class ServiceContext:
     @property
     def ready(self) -> bool:
         return self.state == "up" and self.dependencies.all_up()
+
+    def _station_metrics(self) -> StationMetrics:
+        identity = (self.service, self.settings.instance_id, self.room)
+        return StationMetrics(self.pool, self.bus.js, str(self.store.root), identity)
 
     def status(self) -> dict[str, object]:
         return {
