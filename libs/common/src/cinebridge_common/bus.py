@@ -1,6 +1,6 @@
 """The CineBridge bus over nats-py: typed publish/request/serve, durable JetStream consumers.
 
-Guarantees (reliability-notes §3): reconnect never gives up; every JetStream publish carries a
+Guarantees (docs/reliability.md §3): reconnect never gives up; every JetStream publish carries a
 `Nats-Msg-Id` and waits for its PubAck (retried with the same id); consumers are durable pull
 consumers with a finite `max_deliver`, ack after the work, nak with a delay on transient errors,
 `in_progress` heartbeats for long work, and a dead letter (with the reason) in the JetStream DLQ
@@ -38,6 +38,7 @@ from nats.js.api import (
 from nats.js.errors import APIError, BadRequestError, NotFoundError
 from prometheus_client import Counter, Histogram
 
+from . import rpc
 from .logging import kv
 from .messages.base import Message, Reply, Request
 from .messages.service import DeadLetter
@@ -46,12 +47,14 @@ from .supervise import supervised
 log = logging.getLogger(__name__)
 
 HANDLED = Counter(
-    "cb_bus_messages_total",
+    "cinebridge_bus_messages_handled_total",
     "Durable messages handled, by consumer and outcome",
     ["durable", "outcome"],
 )
 HANDLE_SECONDS = Histogram(
-    "cb_bus_handle_seconds", "Time spent in a durable consumer's handler", ["durable"]
+    "cinebridge_bus_handle_duration_seconds",
+    "Time spent in a durable consumer's handler",
+    ["durable"],
 )
 
 M = TypeVar("M", bound=Message)
@@ -278,14 +281,12 @@ class Bus:
 
     # -- request/reply -------------------------------------------------------------------
     async def request(self, msg: Request, reply_type: type[R], timeout_s: float = 10.0) -> R:
-        subject = msg.subject_for()
+        """Any size of reply: one larger than a bus message arrives in chunks (`rpc`)."""
         try:
-            response = await self.nc.request(subject, msg.to_bytes(), timeout=timeout_s)
-        except nats.errors.NoRespondersError as exc:
-            raise BusError(f"no service answers {subject}") from exc
-        except NatsTimeoutError as exc:
-            raise BusError(f"{subject} did not answer within {timeout_s:g} s") from exc
-        return reply_type.from_bytes(response.data)
+            data = await rpc.request(self.nc, msg.subject_for(), msg.to_bytes(), timeout_s)
+        except rpc.ReplyError as exc:
+            raise BusError(str(exc)) from exc
+        return reply_type.from_bytes(data)
 
     async def serve(
         self,
@@ -322,14 +323,14 @@ class Bus:
             try:
                 request = request_type.from_bytes(msg.data)
             except ValueError as exc:
-                await msg.respond(Reply(ok=False, error=f"bad request: {exc}").to_bytes())
+                await rpc.respond(self.nc, msg, Reply(ok=False, error=f"bad request: {exc}"))
                 return
             try:
                 reply = await handler(request)
             except Exception as exc:
                 log.exception("rpc handler failed", extra=kv(subject=msg.subject))
                 reply = Reply(ok=False, error=f"{type(exc).__name__}: {exc}")
-            await msg.respond(reply.to_bytes())
+            await rpc.respond(self.nc, msg, reply)  # chunked when large; never raises
 
         sub = await self.nc.subscribe(
             subject or request_type.wildcard(), queue=queue or self.name, cb=on_msg
@@ -415,7 +416,7 @@ class Bus:
     ) -> list[asyncio.Task[None]]:
         """Run `spec.workers` fetch loops in the background until `close()`, each supervised:
         a loop that fails (the consumer cannot be created yet, a bus error) or ends is
-        restarted with backoff and counted in `consumer_restarts` and `cb_task_restarts_total`."""
+        restarted with backoff and counted (`consumer_restarts`, cinebridge_task_restarts_total)."""
         tasks = []
         for n in range(spec.workers):
             task = asyncio.create_task(

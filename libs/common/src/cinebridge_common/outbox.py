@@ -3,7 +3,7 @@
 `enqueue(conn, msg, msg_id)` inside the caller's transaction; `OutboxRelay` publishes pending
 rows with `Nats-Msg-Id = msg_id`, waits for the PubAck, then marks them published. A crash
 between commit and publish leaves the row pending; the relay of any instance publishes it later
-(reliability-notes §4, crash window 3: a re-publish within the duplicate window is deduplicated,
+(docs/reliability.md §2, crash window 3: a re-publish within the duplicate window is deduplicated,
 later ones are absorbed by idempotent consumers). Published rows are deleted after a retention.
 """
 

@@ -21,15 +21,17 @@ from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
 import asyncpg
+import nats.errors
 
 from . import __version__
-from .bus import DLQ, Bus, ConsumerSpec, Delivery, Retry
-from .db import create_pool, migrate
+from .bus import DLQ, Bus, BusError, ConsumerSpec, Delivery, Retry
+from .db import DB_DOWN, create_pool, migrate
 from .health import HealthServer
 from .logging import kv
 from .messages.service import DeadLetter, ServiceHeartbeat, ServiceState
 from .outbox import OutboxRelay
 from .settings import ServiceSettings
+from .station_metrics import StationMetrics
 from .store import MediaStore
 from .supervise import supervised
 
@@ -38,6 +40,8 @@ T = TypeVar("T")
 #: Dependency probes: how often, and how long one may take before it counts as down.
 PROBE_INTERVAL_S = 1.0
 PROBE_TIMEOUT_S = 2.0
+#: Errors that mean "PostgreSQL or NATS is not reachable (yet)": worth waiting for.
+UNREACHABLE: tuple[type[Exception], ...] = (*DB_DOWN, BusError, nats.errors.Error)
 
 
 async def record_dead_letter(pool: asyncpg.Pool, letter: DeadLetter) -> None:
@@ -140,17 +144,20 @@ class ServiceContext:
         relay = OutboxRelay(self.pool, self.bus, retention_s=self.settings.outbox_retention_s)
         self.spawn(lambda: relay.run(self.stop), "outbox-relay")
         mirror_dead_letters(self.bus, self.pool)
+        station_metrics = self._station_metrics()
+        self.spawn(lambda: station_metrics.run(self.stop), "station-metrics")
 
     async def until_ready(self, name: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Retry `attempt` until it succeeds: a service started before its database or bus
-        waits for them (not ready, saying which) instead of exiting."""
+        """Retry `attempt` while `name` is unreachable: a service started before its database
+        or bus waits for them (not ready, saying which) instead of exiting. Other errors (a bad
+        setting, an edited migration) still stop the start."""
         failures = 0
         while True:
             if self.stop.is_set():
                 raise StopRequested(f"{self.service} stopped while waiting for {name}")
             try:
                 result = await attempt()
-            except Exception as exc:  # unreachable, refused, or asyncpg's InterfaceError & kin
+            except UNREACHABLE as exc:
                 failures += 1
                 self.dependencies.mark(name, f"down: {exc}")
                 if failures == 1:
@@ -214,6 +221,10 @@ class ServiceContext:
     @property
     def ready(self) -> bool:
         return self.state == "up" and self.dependencies.all_up()
+
+    def _station_metrics(self) -> StationMetrics:
+        identity = (self.service, self.settings.instance_id, self.room)
+        return StationMetrics(self.pool, self.bus.js, str(self.store.root), identity)
 
     def status(self) -> dict[str, object]:
         return {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +34,9 @@ class ServiceSettings(BaseSettings):
     media_root: Path = Path(".run/media")
     instance_id: str = Field(default_factory=socket.gethostname)
     log_level: str = "INFO"
+    #: Log line format: `text` (`time level service logger event k=v ...`) or `json` (one JSON
+    #: object per line with service, instance, room and the event's ids; for log collectors).
+    log_format: Literal["text", "json"] = "text"
     #: Health and Prometheus metrics endpoint of this service (`/healthz`, `/metrics`).
     health_host: str = "127.0.0.1"
     health_port: int = 0

@@ -23,12 +23,16 @@ from .settings import SenderSettings
 
 log = logging.getLogger(__name__)
 
-QUEUE_DEPTH = Gauge("cb_sender_queue_depth", "Deliveries not yet sent", ["destination"])
-OLDEST_UNSENT = Gauge(
-    "cb_sender_oldest_unsent_seconds", "Age of the oldest unsent", ["destination"]
+QUEUE_DEPTH = Gauge(
+    "cinebridge_sender_queue_deliveries", "Deliveries not yet sent", ["destination"]
 )
-RETRYING = Gauge("cb_sender_failed_retrying", "Deliveries waiting to retry", ["destination"])
-FAILED = Gauge("cb_sender_failed_permanent", "Deliveries failed for good", ["destination"])
+OLDEST_UNSENT = Gauge(
+    "cinebridge_sender_oldest_unsent_age_seconds", "Age of the oldest unsent", ["destination"]
+)
+RETRYING = Gauge(
+    "cinebridge_sender_retrying_deliveries", "Deliveries waiting to retry", ["destination"]
+)
+FAILED = Gauge("cinebridge_sender_failed_deliveries", "Deliveries failed for good", ["destination"])
 
 
 def consumer_spec(
