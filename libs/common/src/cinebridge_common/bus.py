@@ -514,7 +514,10 @@ class Bus:
                 steps = spec.backoff_s
                 delay = steps[min(delivery.attempt - 1, len(steps) - 1)]
                 delay *= random.uniform(0.8, 1.2)  # jitter: retries of a batch spread out
-            log.warning(
+            # A message's first failure is a warning; its later retries (an outage makes
+            # hundreds) are debug lines, and giving up is an error with the reason.
+            log.log(
+                logging.WARNING if delivery.attempt == 1 else logging.DEBUG,
                 "handler failed, retrying",
                 extra=kv(
                     durable=spec.durable,
