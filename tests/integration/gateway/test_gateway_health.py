@@ -70,6 +70,7 @@ async def test_health_names_postgres_during_its_outage_without_needing_it(
 
         await wait_for(all_up, 30, 0.2, what="postgres and nats up")
         session = await gw.login()
+        assert (await session.get("/api/v1/ops/summary")).status_code == 200
         await asyncio.to_thread(server.stop, "immediate")
 
         async def outage_shown() -> dict[str, Any] | None:
@@ -87,6 +88,16 @@ async def test_health_names_postgres_during_its_outage_without_needing_it(
 
         # The probe runs every second; the generous bound only absorbs a loaded machine.
         await wait_for(outage_shown, 20, 0.2, what="the outage in /api/health")
+        # The ops page of a user verified before the outage shows it; what the database
+        # holds is null meanwhile.
+        summary = await session.get("/api/v1/ops/summary")
+        assert summary.status_code == 200, summary.text
+        assert summary.json()["health"]["components"]["postgres"]["state"] == "down"
+        assert summary.json()["outbox"] is None
+        # Someone never verified gets no health from a database that cannot check them.
+        async with gw.client() as stranger:
+            stranger.cookies.set("cb_session", "not-a-session")
+            assert (await stranger.get("/api/v1/ops/summary")).status_code == 503
         # A logged-in call that needs the database says so (503), not an internal error.
         studies = await session.get("/api/v1/studies")
         assert studies.status_code == 503, studies.text

@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import hmac
 import shutil
+import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Any, TypeVar
 
@@ -17,8 +18,9 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 
-from .deps import ApiError, Gateway, Gw, User, current_principal, not_found
+from .deps import SESSION_COOKIE, ApiError, Gateway, Gw, User, current_principal, not_found
 from .routes_rooms import known_rooms, room_status
+from .security import digest
 
 router = APIRouter(tags=["ops"])
 T = TypeVar("T")
@@ -54,9 +56,39 @@ class HealthOut(BaseModel):
     instances: list[InstanceHealthOut]
 
 
+#: Session cookies / API tokens (by digest) this process verified against the database, and
+#: when: while the database is away, they may still read health and the ops summary (read-only,
+#: within the session idle timeout), so an operator sees the outage instead of a login error.
+_VERIFIED: dict[str, float] = {}
+
+
+def _credential(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return "t:" + digest(auth[7:].strip())
+    cookie = request.cookies.get(SESSION_COOKIE)
+    return "s:" + digest(cookie) if cookie else None
+
+
+async def ops_reader(request: Request, gw: Gw) -> None:
+    """A logged-in user or API token; during a database outage, one verified before."""
+    key = _credential(request)
+    try:
+        await current_principal(request, gw)
+    except DB_DOWN:
+        seen = _VERIFIED.get(key or "")
+        if seen is None or time.monotonic() - seen > gw.settings.gateway_session_idle_s:
+            raise
+        return
+    if key is not None:
+        if len(_VERIFIED) >= 10_000:
+            _VERIFIED.clear()
+        _VERIFIED[key] = time.monotonic()
+
+
 async def health_reader(request: Request, gw: Gw) -> None:
     """Who may read health: anyone when it is public by setting, the health token (compared
-    without the database, so it works during an outage), or any logged-in user or API token."""
+    without the database, so it works during an outage), or an ops reader."""
     if gw.settings.gateway_public_health:
         return
     token = gw.settings.gateway_health_token
@@ -64,9 +96,10 @@ async def health_reader(request: Request, gw: Gw) -> None:
     if token is not None and auth.lower().startswith("bearer "):
         if hmac.compare_digest(auth[7:].strip().encode(), token.get_secret_value().encode()):
             return
-    await current_principal(request, gw)
+    await ops_reader(request, gw)
 
 
+OpsReader = Annotated[None, Depends(ops_reader)]
 HealthReader = Annotated[None, Depends(health_reader)]
 
 
@@ -113,7 +146,7 @@ async def service_metrics(service: Name, instance: Name, _: User, gw: Gw) -> Pla
 
 async def _job_queues(gw: Gw) -> list[dict[str, Any]]:
     with contextlib.suppress(Exception):
-        infos = await gw.bus.js.consumers_info("CB_JOBS")
+        infos = await asyncio.wait_for(gw.bus.js.consumers_info("CB_JOBS"), 2.0)
         return [
             {
                 "consumer": i.name,
@@ -150,7 +183,7 @@ def _disk(gw: Gw) -> dict[str, Any]:
 
 
 @router.get("/api/v1/ops/summary")
-async def ops_summary(_: User, gw: Gw) -> dict[str, Any]:
+async def ops_summary(_: OpsReader, gw: Gw) -> dict[str, Any]:
     """The ops dashboard: rooms and sources, queues, oldest unsent, failures, disk, health."""
     rooms = await asyncio.gather(*(room_status(gw, r) for r in known_rooms(gw)))
     return {
