@@ -178,6 +178,7 @@ def _nats_spec(nats: EmbeddedNats) -> ProcessSpec:
 
 def _postgres_spec(postgres: EmbeddedPostgres) -> ProcessSpec:
     def precheck() -> None:
+        postgres.make_reachable()
         pidfile = postgres.pgdata / "postmaster.pid"
         first = pidfile.read_text().split("\n", 1)[0].strip() if pidfile.exists() else ""
         if first.isdigit() and pid_alive(int(first)):
