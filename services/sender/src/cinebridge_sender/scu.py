@@ -94,7 +94,7 @@ OnResult = Callable[[ItemResult], None]
 
 
 def _nodelay(event: Any) -> None:
-    # peer-notes "Nagle": without TCP_NODELAY every small C-STORE waits for a delayed ACK.
+    # docs/peers.md, "Nagle": without TCP_NODELAY every small C-STORE waits for a delayed ACK.
     sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
     if sock is not None:
         with contextlib.suppress(OSError):

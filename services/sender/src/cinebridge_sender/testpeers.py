@@ -246,7 +246,7 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 20.0
 
 @dataclass
 class DcmtkStorescp:
-    """DCMTK `storescp` writing what it receives to `out_dir` (TCP_NODELAY on, peer-notes)."""
+    """DCMTK `storescp` writing what it receives to `out_dir` (TCP_NODELAY on, docs/peers.md)."""
 
     binary: str
     out_dir: Path
