@@ -171,7 +171,11 @@ def test_every_process_killed_once_loses_nothing_and_recovers_alone(
     state: dict[str, Any] = {}
     received: list[str] = []
     while time.monotonic() < deadline:
-        state = asyncio.run(_end_state(dsn, study_id))
+        try:
+            state = asyncio.run(_end_state(dsn, study_id))
+        except (OSError, asyncpg.PostgresError):  # still recovering: look again
+            time.sleep(2)
+            continue
         received = _received_uids(storescp)
         if _settled(state, set(received)):
             break
