@@ -1,8 +1,8 @@
 """What each video transfer syntax allows (PS3.5 8.2.5-8.2.8), and whether a probed stream fits.
 
-The limits come from PS3.5 8.2.5-8.2.8 (Tables 8-2 .. 8-5) and what dciodvfy checks. A stream
-that fits is only remuxed or encapsulated as is; one that does not is transcoded to the
-`EncodeTarget` chosen here.
+The limits come from docs/dicom.md (PS3.5 Tables 8-2 .. 8-5) and what dciodvfy checks
+(§1.7). A stream that fits is only remuxed or encapsulated as is; one that does not is
+transcoded to the `EncodeTarget` chosen here.
 """
 
 from __future__ import annotations
