@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import shutil
 import sys
 import threading
 import time
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     settings = ConverterSettings()
     args.output.mkdir(parents=True, exist_ok=True)
-    store = MediaStore(args.output)
+    # A private work area beside the output (same file system: the final rename is atomic).
+    store = MediaStore(args.output / f".cinebridge-convert-{uuid.uuid4().hex}")
     study = _study(args, item)
     try:
         attributes = mwl.study_attributes(
@@ -99,15 +101,17 @@ def main(argv: list[str] | None = None) -> int:
     show = _Progress(sys.stderr, enabled=not args.quiet and sys.stderr.isatty())
     outcomes: list[Outcome] = []
     instance = 1
-    for path in args.files:
-        outcome = convert_file(
-            path, args, attributes, station, store, settings, (1, instance), show
-        )
-        instance += len(outcome.written)
-        outcomes.append(outcome)
-        show.clear()
-        _report(outcome, sys.stdout)
-    _cleanup(store)
+    try:
+        for path in args.files:
+            outcome = convert_file(
+                path, args, attributes, station, store, settings, (1, instance), show
+            )
+            instance += len(outcome.written)
+            outcomes.append(outcome)
+            show.clear()
+            _report(outcome, sys.stdout)
+    finally:
+        _cleanup(store)
     failed = [o for o in outcomes if o.failed]
     print(f"{len(outcomes) - len(failed)} converted, {len(failed)} failed -> {args.output}")
     if any(o.transient for o in failed):
@@ -189,9 +193,7 @@ def _report(outcome: Outcome, out: TextIO) -> None:
 
 
 def _cleanup(store: MediaStore) -> None:
-    for entry in store.tmp.iterdir():
-        entry.unlink(missing_ok=True)
-    store.tmp.rmdir()
+    shutil.rmtree(store.root, ignore_errors=True)
 
 
 def _kind(path: Path) -> str:

@@ -29,7 +29,7 @@ from pydicom.dataset import Dataset
 from . import probe as probing
 from . import rules, stills, video
 from .dicomize import Identity, Pixels, Station, build_dataset, sop_class_for, still_pixels
-from .errors import BadMedia, ConversionError, TransientFailure
+from .errors import BadMedia, Cancelled, ConversionError, TransientFailure
 from .part10 import write_encapsulated
 from .timestamps import TimestampError
 from .verify import Unplayable, check_playable
@@ -131,7 +131,7 @@ def prepare(
         if media.kind == "snapshot":
             return _prepare_still(media, store, limits)
         return _prepare_video(media, ts_uid, store, limits, progress, cancel)
-    except (ConversionError, TransientFailure, video.Cancelled):
+    except (ConversionError, TransientFailure, Cancelled):
         raise
     except (av.error.FFmpegError, OSError, UnknownCodecError) as exc:
         raise classify(exc) from exc

@@ -17,3 +17,7 @@ class BadMedia(ConversionError):
 
 class TransientFailure(Exception):
     """Something outside the input failed (disk full, database away): retry later."""
+
+
+class Cancelled(Exception):
+    """The service is stopping; the job will be redelivered."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import av
 
-from .errors import BadMedia, ConversionError
+from .errors import BadMedia, Cancelled, ConversionError
 from .probe import open_input
 from .rules import EncodeTarget, audio_allowed, fit
 from .timestamps import WINDOW, VideoClock, display_order, frame_ticks
@@ -31,10 +31,6 @@ MUX_FORMAT = {"mp4": "mp4", "mpegts": "mpegts"}
 
 def _seconds(value: int | None, time_base: Fraction | None) -> float:
     return float(value * time_base) if value is not None and time_base is not None else 0.0
-
-
-class Cancelled(Exception):
-    """The service is stopping; the job will be redelivered."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +52,7 @@ def remux(
 ) -> list[Segment]:
     """Copy the video (and allowed audio) packets into `container`, split at key frames."""
     budget = int(max_bytes * 0.9) - (1 << 16)
-    clock = _clock_for(src)
+    clock = _clock_for(src, cancel)
     with open_input(src) as inp:
         video = inp.streams.video[0]
         audio = [
@@ -102,7 +98,7 @@ def remux(
     return segments
 
 
-def _clock_for(src: Path) -> VideoClock:
+def _clock_for(src: Path, cancel: threading.Event) -> VideoClock:
     """A clock for the video stream; a stream without presentation times and with B-frames
     first gets its display order from one decode pass."""
     with open_input(src) as inp:
@@ -111,7 +107,7 @@ def _clock_for(src: Path) -> VideoClock:
         ticks = frame_ticks(video)
         head = list(itertools.islice((p for p in inp.demux(video) if p.size), WINDOW))
         missing = any(p.pts is None for p in head)
-    ranks = display_order(src) if missing and reordered else None
+    ranks = display_order(src, cancel) if missing and reordered else None
     return VideoClock(ticks, reordered=reordered, ranks=ranks)
 
 
