@@ -16,6 +16,7 @@ from cinebridge_common.messages import (
     WorklistReconcile,
     WorklistReconcileReply,
 )
+from cinebridge_common.messages.converter import IodChoice
 from cinebridge_common.outbox import enqueue
 from cinebridge_common.station import load_station_settings
 from cinebridge_common.store import UnsafePath
@@ -63,7 +64,7 @@ class NewStudy(BaseModel):
 
 class SaveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    iod: Literal["sc", "vl"] | None = None
+    iod: IodChoice | None = None
     video_transfer_syntax: Literal[VIDEO_SYNTAXES] | None = None  # type: ignore[valid-type]
     auto_send: bool = True
 
