@@ -289,7 +289,7 @@ def associate_ac() -> bytes:
 
 
 def test_a_pdu_longer_than_our_maximum_aborts_before_it_is_read() -> None:
-    """reliability-notes fact 2: pynetdicom would keep reading a 4 GiB PDU; we stop at once."""
+    """docs/reliability.md §1.2: pynetdicom would keep reading a 4 GiB PDU; we stop at once."""
     listener = socket.create_server(("127.0.0.1", 0))
 
     def hostile_ris() -> None:
