@@ -48,6 +48,7 @@ WORKLIST_ITEM = {
     "requested_procedure_description": "Colonoscopy",
     "study_instance_uid": "1.2.3.4.5.6",
     "referring_physician_name": "WHO^DR",
+    "modality": "ES",
 }
 
 
@@ -221,6 +222,10 @@ async def test_study_lifecycle_with_worklist_edit_rule_and_audit(gateway: Any, a
     assert edited.status_code == 200, edited.text
     assert edited.json()["edited"] is True
     assert edited.json()["study_instance_uid"] != "1.2.3.4.5.6"
+    row = await gateway.ctx.pool.fetchrow(
+        "SELECT worklist_item, modality FROM studies WHERE id = $1", uuid.UUID(wl_study["id"])
+    )
+    assert row["worklist_item"] is None and row["modality"] == "ES"  # the procedure's
 
     found = (await admin.get("/api/v1/studies", params={"q": "doe"})).json()
     assert [s["id"] for s in found] == [wl_study["id"]]
