@@ -345,13 +345,21 @@ class Repository:
     async def deliveries_for_study(self, study_id: uuid.UUID) -> list[dict[str, Any]]:
         if not await self.has_table("deliveries"):
             return []
+        # The converter's instance row names the media item a delivery carries (the UI shows
+        # its thumbnail and kind).
+        media = "NULL::uuid"
+        join = ""
+        if await self.has_table("instances"):
+            media = "ci.media_id"
+            join = "LEFT JOIN instances ci ON ci.sop_instance_uid = i.sop_instance_uid"
         rows = await self.pool.fetch(
-            """SELECT d.id, d.instance_id, d.destination_id, dst.name AS destination_name,
+            f"""SELECT d.id, d.instance_id, d.destination_id, dst.name AS destination_name,
                       d.state, d.attempts, d.last_status, d.last_error, d.updated_at,
-                      d.delivered_at, i.sop_instance_uid, i.sop_class_uid
+                      d.delivered_at, i.sop_instance_uid, i.sop_class_uid, {media} AS media_id
                FROM deliveries d
                JOIN outgoing_instances i ON i.id = d.instance_id
                JOIN destinations dst ON dst.id = d.destination_id
+               {join}
                WHERE d.study_id = $1 ORDER BY i.created_at, dst.name""",
             study_id,
         )

@@ -16,7 +16,8 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 
 from .deps import ApiError, Gw, User, not_found
-from .routes_rooms import known_rooms, room_status
+from .room_study import known_rooms
+from .routes_rooms import room_status
 
 router = APIRouter(tags=["ops"])
 Name = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.@-]{1,128}$")]
@@ -111,7 +112,7 @@ def _disk(gw: Gw) -> dict[str, Any]:
 @router.get("/api/v1/ops/summary")
 async def ops_summary(_: User, gw: Gw) -> dict[str, Any]:
     """The ops dashboard: rooms and sources, queues, oldest unsent, failures, disk, health."""
-    rooms = await asyncio.gather(*(room_status(gw, r) for r in known_rooms(gw)))
+    rooms = await asyncio.gather(*(room_status(gw, r) for r in await known_rooms(gw)))
     return {
         "health": {"status": gw.board.overall(), "instances": gw.board.snapshot()},
         "rooms": rooms,

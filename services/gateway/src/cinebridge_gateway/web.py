@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import routes_auth, routes_ops, routes_rooms, routes_settings, routes_studies
+from . import room_study, routes_auth, routes_ops, routes_rooms, routes_settings, routes_studies
 from .deps import ERROR_RESPONSES, ApiError, Gateway, error_body
 from .metrics import RequestMetrics
 
@@ -156,7 +156,14 @@ def create_app(gw: Gateway) -> FastAPI:
     )
     app.state.gateway = gw
     install_error_handlers(app)
-    for module in (routes_auth, routes_studies, routes_rooms, routes_settings, routes_ops):
+    for module in (
+        routes_auth,
+        routes_studies,
+        room_study,
+        routes_rooms,
+        routes_settings,
+        routes_ops,
+    ):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)
