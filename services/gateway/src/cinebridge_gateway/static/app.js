@@ -7,6 +7,7 @@ import { capture, viewPatient, viewRoom } from "./room.js";
 import { viewLocal } from "./local.js";
 import { viewSettings } from "./settings.js";
 import { viewOps } from "./ops.js";
+import { viewAdmin, viewPassword } from "./admin.js";
 
 // Each render gets a token; a slower render that an event started before the operator moved
 // on must not paint over the newer page.
@@ -44,7 +45,8 @@ function onLiveEvent(subject, data) {
 }
 // ---------------------------------------------------------------- routing
 Object.assign(routes, { login: viewLogin, room: viewRoom, local: viewLocal, worklist: viewWorklist,
-                        patient: viewPatient, settings: viewSettings, ops: viewOps});
+                        patient: viewPatient, settings: viewSettings, ops: viewOps, admin: viewAdmin,
+                        password: viewPassword });
 async function render() {
   let [, name, arg] = (location.hash || "#/room").split("/");
   if (!state.me && name !== "login") {

@@ -29,13 +29,28 @@ export async function viewSettings(arg, setView) {
     h("label", { class: "row" }, h("input", { type: "checkbox", name: "wildcard_matching", checked: station.wildcard_matching, disabled: !admin }), "Worklist wildcard matching")),
   admin ? h("p", {}, h("button", { class: "primary", id: "station-save" }, "Save settings")) : h("p", { class: "dim" }, "Only an administrator can change settings."));
 
+  // Add, or edit the destination picked with "Edit" (its other settings are kept).
+  let editing = null;
+  const destSubmit = h("button", { class: "primary", id: "destination-save" }, "Add");
   const destForm = h("form", { class: "row", id: "destination-form", onsubmit: async (e) => {
     e.preventDefault(); const v = formValues(e.target); v.port = Number(v.port);
-    if (await attempt(() => api("POST", "/api/v1/settings/destinations", v), "Destination saved")) render();
-  } }, field("name", "Name", "", { required: true }), field("ae_title", "AE title", "", { required: true, maxlength: 16 }),
+    const { health, last_error, ...kept } = editing || {};
+    const body = editing ? { ...kept, ...v, id: editing.id } : v;
+    if (await attempt(() => api("POST", "/api/v1/settings/destinations", body), editing ? "Destination updated" : "Destination saved")) render();
+  } }, field("name", "Name", "", { required: true }), field("ae_title", "Called AE title (the destination's)", "", { required: true, maxlength: 16 }),
   field("host", "Host", "", { required: true }), field("port", "Port", "104", { type: "number", min: 1, max: 65535 }),
-  h("button", { class: "primary" }, "Add"),
+  destSubmit,
   ...echoButtonFromForm());
+  const editDestination = (d) => {
+    editing = d;
+    for (const k of ["name", "ae_title", "host", "port"]) destForm.elements[k].value = d[k];
+    destSubmit.textContent = `Save ${d.name}`;
+    destForm.scrollIntoView({ block: "center" });
+  };
+  const setEnabled = async (d, enabled) => {
+    const { health, last_error, ...kept } = d;
+    if (await attempt(() => api("POST", "/api/v1/settings/destinations", { ...kept, enabled }), `${d.name} ${enabled ? "enabled" : "disabled"}`)) render();
+  };
   function echoButtonFromForm() {
     const out = h("span", { class: "echo-result", id: "adhoc-echo-result" });
     return [h("button", { type: "button", id: "adhoc-echo", onclick: async () => {
@@ -45,11 +60,16 @@ export async function viewSettings(arg, setView) {
   }
   const destTable = h("table", { id: "destinations" }, h("tr", {}, ["Name", "AE title", "Host", "Port", "Enabled", ""].map((t) => h("th", {}, t))),
     dests.map((d) => h("tr", { "data-destination": d.id }, h("td", {}, d.name), h("td", {}, d.ae_title), h("td", {}, d.host), h("td", {}, d.port),
-      h("td", {}, d.enabled ? "yes" : "no"), h("td", { class: "row" }, ...echoButton(`/api/v1/settings/destinations/${d.id}/echo`),
+      h("td", {}, d.enabled ? badge("enabled") : badge("disabled")), h("td", { class: "row" }, ...echoButton(`/api/v1/settings/destinations/${d.id}/echo`),
+        admin ? h("button", { class: "small", "data-action": "edit", onclick: () => editDestination(d) }, "Edit") : "",
+        admin ? h("button", { class: "small", "data-action": "toggle", onclick: () => setEnabled(d, !d.enabled) }, d.enabled ? "Disable" : "Enable") : "",
         admin ? h("button", { class: "small danger", onclick: async () => { if (confirm(`Delete ${d.name}?`) && await attempt(() => api("DELETE", `/api/v1/settings/destinations/${d.id}`), "Deleted") !== undefined) render(); } }, "Delete") : ""))));
   const serverTable = h("table", { id: "worklist-servers" }, h("tr", {}, ["Name", "Called AE", "Host", "Port", ""].map((t) => h("th", {}, t))),
     servers.map((s) => h("tr", {}, h("td", {}, s.name || s.id), h("td", {}, s.called_ae), h("td", {}, s.host), h("td", {}, s.port),
-      h("td", { class: "row" }, ...echoButton(`/api/v1/settings/worklist-servers/${s.id}/echo`)))));
+      h("td", { class: "row" }, ...echoButton(`/api/v1/settings/worklist-servers/${s.id}/echo`),
+        admin ? h("button", { class: "small danger", "data-action": "delete", onclick: async () => {
+          if (confirm(`Delete worklist server ${s.name || s.id}?`) && await attempt(() => api("DELETE", `/api/v1/settings/worklist-servers/${s.id}`), "Worklist server deleted") !== undefined) render();
+        } }, "Delete") : ""))));
   const serverForm = admin ? h("form", { class: "row", id: "worklist-server-form", onsubmit: async (e) => {
     e.preventDefault(); const v = formValues(e.target); v.port = Number(v.port);
     if (await attempt(() => api("POST", "/api/v1/settings/worklist-servers", v), "Worklist server saved")) render();
