@@ -1,6 +1,6 @@
 """Interactive API docs that need no internet and obey the UI's Content Security Policy: the
-Swagger UI files come from the `swagger-ui-bundle` package and are served by the gateway, and
-the page has no inline script (its start-up is `static/api-docs.js`)."""
+Swagger UI 5 files (OpenAPI 3.1) come from the `swagger-ui-bundle-v2` package and are served by
+the gateway, and the page has no inline script (its start-up is `static/api-docs.js`)."""
 
 from __future__ import annotations
 
