@@ -1,7 +1,7 @@
 // CineBridge web UI: plain ES modules, no build step. This module is the shell (live events,
 // routing, log-in, pedal keys) and the Worklist view; each other view has its module, and
 // lib.js holds the API client and the helpers they share.
-import { $, api, attempt, badge, dicomDate, field, formValues, h, personName, route, routes, scheduleRefresh,
+import { $, api, attempt, badge, dicomDate, dicomTime, field, formValues, h, personName, route, routes, scheduleRefresh,
          setRenderer, startStudy, state, toast } from "./lib.js";
 import { capture, viewPatient, viewRoom } from "./room.js";
 import { viewLocal } from "./local.js";
@@ -104,7 +104,7 @@ async function viewWorklist(arg, setView) {
         r.items.map((it) => h("tr", {}, h("td", {}, personName(it.patient_name)), h("td", {}, it.patient_id || ""),
           h("td", {}, dicomDate(it.patient_birth_date)), h("td", {}, it.accession_number || ""),
           h("td", {}, it.requested_procedure_description || it.scheduled_procedure_step_description || ""),
-          h("td", {}, `${dicomDate(it.scheduled_procedure_step_start_date)} ${it.scheduled_procedure_step_start_time || ""}`),
+          h("td", {}, `${dicomDate(it.scheduled_procedure_step_start_date)} ${dicomTime(it.scheduled_procedure_step_start_time)}`),
           h("td", { class: "row" }, h("button", { class: "primary small", onclick: () => startFromWorklist(it) }, "Start study"),
             canTakeWorklist() ? h("button", { class: "small", onclick: () => reconcile(it) }, "Use for current study") : "")))),
       r.items.length ? "" : h("p", { class: "dim" }, "No worklist entries match."));

@@ -19,9 +19,12 @@ export async function viewRoom(arg, setView) {
   setView(header, studyCard(study), sourcesPanel(info), mediaPanel(study), deliveriesPanel(study));
 }
 
+// A viewer watches: every button that changes something is off (the server refuses anyway).
+const readOnly = () => state.me?.role === "viewer";
+
 // Who the next capture is for: always on screen, read from the server.
 function studyCard(study) {
-  const actions = h("div", { class: "row" },
+  const actions = readOnly() ? h("p", { class: "dim" }, "Read-only (viewer role).") : h("div", { class: "row" },
     study ? h("button", { id: "edit-patient", onclick: () => route("#/patient") }, "Edit patient") : "",
     h("button", { id: "new-study", onclick: () => route("#/patient/new") }, "New study"),
     h("button", { onclick: () => route("#/worklist") }, "Worklist"),
@@ -63,7 +66,7 @@ function sourcesPanel(info) {
       h("div", { class: "row" }, h("h3", {}, s.name), badge(s.state), h("span", { class: "spacer" }),
         h("span", { class: "dim" }, `${s.width || "?"}×${s.height || "?"} · ${s.fps_in ? s.fps_in.toFixed(1) : "–"} fps · ${s.dropped_frames} dropped`)),
       h("img", { class: "preview", alt: `live preview of ${s.name}`, src: s.preview_url }),
-      h("div", { class: "row controls" },
+      readOnly() ? "" : h("div", { class: "row controls" },
         h("button", { class: "primary", "data-action": "snapshot", onclick: () => capture(s.name, "snapshot") }, "Snapshot"),
         s.state === "recording"
           ? h("button", { class: "rec", "data-action": "record_stop", onclick: () => capture(s.name, "record_stop") }, "Stop ",
