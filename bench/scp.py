@@ -1,6 +1,6 @@
 """Storage SCP benchmark: CineBridge's SCP against DCMTK storescp and Orthanc, same run, same data.
 
-DCMTK storescu sends (with TCP_NODELAY=1, peer-notes "Nagle") to each receiver in turn:
+DCMTK storescu sends (with TCP_NODELAY=1, docs/peers.md "Nagle") to each receiver in turn:
   1. N small instances (~0.5 MB CT-like, default 500) over one association;
   2. one large video instance (~1 GB H.264-syntax encapsulated, default 1024 MB);
   3. the small instances split over 4 concurrent senders.
@@ -371,7 +371,7 @@ def run(args: argparse.Namespace, work: Path, nats_url: str, dsn: str) -> None:
     ]
     if args.only:
         receivers = [r for r in receivers if r.name in args.only.split(",")]
-    # -xe / -xn pin one syntax per scenario (peer-notes "Deflate").
+    # -xe / -xn pin one syntax per scenario (docs/peers.md "Deflate").
     scenarios: list[tuple[str, list[Path], int, float, str]] = [
         (f"{args.small} small, 1 sender", [data / "small"], args.small, small_mb, "-xe"),
         (f"1 video {large_mb:.0f} MB", [data / "large"], 1, large_mb, "-xn"),

@@ -3,7 +3,7 @@
 Prints, in one run: instances/s and MB/s for N small instances and for one large video
 instance, for each sender, the ratio (CineBridge / storescu, higher is better) and each
 sender's peak RSS. Receiver: DCMTK `storescp --fork --ignore` (receives everything, stores
-nothing, so disk speed is not measured) with TCP_NODELAY=1 (peer-notes "Nagle").
+nothing, so disk speed is not measured) with TCP_NODELAY=1 (docs/peers.md "Nagle").
 
     .venv/bin/python bench/send.py                       # 500 x 0.5 MB and a 1 GB video
     .venv/bin/python bench/send.py --small 100 --video-mb 100  # quicker
@@ -27,6 +27,7 @@ from pathlib import Path
 
 from cinebridge_common.embedded import free_port
 from cinebridge_sender.testpeers import DcmtkStorescp, make_instance
+from report import Figures, add_json_flag
 
 
 def write_video(path: Path, size: int) -> None:
@@ -132,6 +133,14 @@ def median(results: list[tuple[float, int]]) -> tuple[float, int]:
     return ordered[len(ordered) // 2][0], max(r[1] for r in results)
 
 
+#: Text label of a sender → its name in the JSON figures.
+SIDES = {
+    "DCMTK storescu": "storescu",
+    "CineBridge": "cinebridge",
+    "CineBridge, 1 assoc": "cinebridge_one_association",
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", type=int, default=500)
@@ -141,10 +150,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="median of this many runs (small)")
     parser.add_argument("--max-pdu", type=int, default=0, help="storescp --max-pdu (0: default)")
     parser.add_argument("--child")
+    add_json_flag(parser)
     args = parser.parse_args()
     if args.child:
         child(args.child)
         return
+    figures = Figures("send")
     binary = shutil.which("storescp")
     if not binary:
         raise SystemExit("storescp not found: apt-get install dcmtk")
@@ -195,21 +206,33 @@ def main() -> None:
     )
     header = f"{'load':<22} {'sender':<24} {'s':>7} {'inst/s':>8} {'MB/s':>8} {'peak RSS MB':>12}"
     print(header)
-    for label, count, size, dcmtk, ours, one in rows:
+    figures.put("associations", args.associations)
+    for (label, count, size, dcmtk, ours, one), load in zip(rows, ("small", "video"), strict=True):
         senders = [("DCMTK storescu", dcmtk), ("CineBridge", ours)]
         if one is not None:
             senders.append(("CineBridge, 1 assoc", one))
+        figures.put(load, "instances", count)
+        figures.put(load, "mb", size)
         for name, (secs, rss) in senders:
+            side = SIDES[name]
+            figures.put(load, side, "seconds", secs)
+            figures.put(load, side, "instances_per_s", count / secs)
+            figures.put(load, side, "mb_per_s", size / secs)
+            figures.put(load, side, "peak_rss_mb", rss / 1e6)
             print(
                 f"{label:<22} {name:<24} {secs:7.2f} {count / secs:8.1f} {size / secs:8.1f} "
                 f"{rss / 1e6:12.1f}"
             )
         extra = f" (1 association: {dcmtk[0] / one[0]:.2f})" if one is not None else ""
         print(f"{label:<22} ratio CineBridge/storescu = {dcmtk[0] / ours[0]:.2f}{extra}")
+        figures.put(load, "ratio", dcmtk[0] / ours[0])
+        if one is not None:
+            figures.put(load, "ratio_one_association", dcmtk[0] / one[0])
     print(
         "storescu's time includes its process start and exit (~10 ms); CineBridge's is the send "
         "in a running service (the interpreter start is not counted)."
     )
+    figures.emit(args.json)
 
 
 if __name__ == "__main__":

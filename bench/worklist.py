@@ -39,6 +39,7 @@ from cinebridge_worklist.demo_worklist import DEFAULT_COUNT, DEMO_AE, write_work
 from cinebridge_worklist.query import SearchFields, ServerKeys, build_identifier
 from cinebridge_worklist.scu import FindLimits, Peer, find_worklist
 from cinebridge_worklist.testpeers import Wlmscpfs
+from report import Figures, add_json_flag
 
 #: (wall seconds, CPU seconds, answers)
 Sample = tuple[float, float, int]
@@ -115,10 +116,12 @@ def fmt(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=30, help="interleaved rounds per query")
-    parser.add_argument("--repeat", type=int, default=50, help="L6: N x 200-entry queries")
+    parser.add_argument("--repeat", type=int, default=50, help="N x 200-entry queries")
     parser.add_argument("--root", type=Path, help="reuse/keep the worklist files here")
     parser.add_argument("--seed", type=int, default=5, help="of the per-round order shuffle")
+    add_json_flag(parser)
     args = parser.parse_args()
+    figures = Figures("worklist")
     assert args.runs >= 2, "--runs must be at least 2 (quartiles)"
     work = Path(tempfile.mkdtemp(prefix="cb-bench-worklist-"))
     root = args.root or work / "worklist"
@@ -134,6 +137,8 @@ def main() -> None:
         ("200 entries (Modality ES)", ServerKeys(modality="ES")),
         ("1,000 entries (universal)", ServerKeys()),
     ]
+    slugs = {cases[0][0]: "entries_0", cases[1][0]: "entries_200", cases[2][0]: "entries_1000"}
+    sides_json = {"findscu": "findscu", "findscu -q": "findscu_q", "CineBridge": "cinebridge"}
     shuffle = random.Random(args.seed)
     start_gap, summary = 0.0, "?"
     print(f"load average before: {os.getloadavg()}, {os.cpu_count()} CPUs")
@@ -172,7 +177,15 @@ def main() -> None:
                 if not n_ours:
                     # What findscu pays beyond us with nothing to transfer: its process start.
                     start_gap = statistics.median(wall["findscu -q"]) - mine
+                case = slugs[label]
+                figures.put("queries", case, "answers", n_ours)
                 for name, got in samples.items():
+                    side = sides_json[name]
+                    for what, values in (("wall_ms", wall[name]), ("cpu_ms", [s[1] for s in got])):
+                        q25, q50, q75 = (v * 1000 for v in quantiles(values))
+                        figures.put(
+                            "queries", case, side, what, {"p25": q25, "p50": q50, "p75": q75}
+                        )
                     ratio = ""
                     if name != "CineBridge":
                         per_round = [
@@ -185,8 +198,23 @@ def main() -> None:
                             f"{theirs / mine:5.2f}   "
                             f"(per round: median {r50:.2f}, p25-p75 {r25:.2f}-{r75:.2f}"
                         )
+                        figures.put("queries", case, side, "ratio", theirs / mine)
+                        figures.put(
+                            "queries",
+                            case,
+                            side,
+                            "ratio_per_round",
+                            {"p25": r25, "p50": r50, "p75": r75},
+                        )
                         if n_ours:
                             ratio += f"; w/o its start {(theirs - start_gap) / mine:.2f}"
+                            figures.put(
+                                "queries",
+                                case,
+                                side,
+                                "ratio_without_start",
+                                (theirs - start_gap) / mine,
+                            )
                         ratio += ")"
                         if n_ours == DEFAULT_COUNT and name == "findscu":
                             summary = f"{theirs / mine:.2f}"
@@ -196,12 +224,15 @@ def main() -> None:
                     )
                 print(f"{'':26} ({n_ours} answers on both sides)")
             if args.repeat:
-                # reliability-notes L6: 200-entry answers, many queries; p95 < 2 s.
+                # A busy day: 200-entry answers, many queries; p95 < 2 s.
                 times = sorted(ours(server.port, cases[1][1])[0] for _ in range(args.repeat))
                 p95 = times[min(len(times) - 1, int(0.95 * len(times)))]
+                figures.put("repeat_200", "queries", args.repeat)
+                figures.put("repeat_200", "p50_s", statistics.median(times))
+                figures.put("repeat_200", "p95_s", p95)
                 print(
                     f"\n{args.repeat} x 200-entry queries (CineBridge): "
-                    f"p50 {statistics.median(times):.3f}s, p95 {p95:.3f}s (L6 target < 2 s)"
+                    f"p50 {statistics.median(times):.3f}s, p95 {p95:.3f}s (target < 2 s)"
                 )
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -212,7 +243,9 @@ def main() -> None:
         "gap); CineBridge's includes decoding every entry to typed items + DICOM JSON."
     )
     print(f"\n1,000 entries, findscu (default output) / CineBridge: {summary} (target >= 1.0)")
+    figures.put("ratio_findscu_over_cinebridge_1000", float(summary) if summary != "?" else None)
     sys.stdout.flush()
+    figures.emit(args.json)
 
 
 if __name__ == "__main__":

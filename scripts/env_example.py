@@ -31,6 +31,10 @@ CB_GATEWAY_ADMIN_PASSWORD=change-this-admin-password
 # Published ports on the edge box:
 # CB_SCP_PUBLISHED_PORT=104
 # CB_GATEWAY_PUBLISHED_PORT=8080
+# Monitoring profile (`docker compose --profile monitoring up -d`, docs/metrics.md):
+# CB_GRAFANA_ADMIN_PASSWORD=change-this-grafana-password
+# CB_GRAFANA_PUBLISHED_PORT=3000
+# CB_PROMETHEUS_PUBLISHED_PORT=9090
 # Sources of room 1 (JSON list; see services/capture/README.md):
 # CB_CAPTURE_ROOM1_SOURCES=[{"name":"endo","url":"v4l2:///dev/video0"}]
 """

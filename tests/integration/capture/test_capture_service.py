@@ -133,7 +133,7 @@ async def test_snapshots_during_recording_land_in_an_unscheduled_study(
     _, metrics = await asyncio.to_thread(
         get, f"http://127.0.0.1:{proc.health_port}/metrics", 1 << 20
     )
-    assert b'cb_capture_input_fps{room="or1",source="endo"}' in metrics
+    assert b'cinebridge_capture_input_frames_per_second{room="or1",source="endo"}' in metrics
 
 
 async def _n(items: list[bytes], count: int) -> bool:

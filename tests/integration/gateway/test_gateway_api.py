@@ -378,7 +378,10 @@ async def test_health_aggregates_heartbeats_and_events_stream(
 
     metrics = await admin.get("/api/v1/services/gateway/gw-test/metrics")
     assert metrics.status_code == 200
-    assert 'cb_gateway_http_request_seconds_count{method="GET",route="/api/health"' in metrics.text
+    assert (
+        'cinebridge_gateway_http_request_duration_seconds_count{method="GET",route="/api/health"'
+        in metrics.text
+    )
     unknown = await admin.get("/api/v1/services/gateway/nobody/metrics")
     assert unknown.status_code == 404
 

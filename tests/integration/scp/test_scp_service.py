@@ -17,6 +17,7 @@ from cinebridge_common.bus import Bus
 from cinebridge_common.embedded import EmbeddedPostgres
 from cinebridge_common.messages import InstanceReceived
 from cinebridge_common.testing import require_tool, wait_for
+from cinebridge_common.testing.metrics import moved, scrape
 
 ECHO = "1.2.840.10008.1.1"
 
@@ -344,6 +345,8 @@ async def test_recovery_rebuilds_rows_from_received_files(
         # A file that is no instance at all.
         (day / "fedcba9876543210fedcba9876543210.dcm").write_bytes(b"\0" * 300)
     async with scp_factory() as scp:
+        assert scp.app.ctx is not None
+        before = await scrape(scp.app.ctx.health.url)
 
         async def rebuilt() -> bool:
             return (
@@ -355,6 +358,11 @@ async def test_recovery_rebuilds_rows_from_received_files(
         await wait_for(rebuilt, 20, what="rows rebuilt from received files")
         assert scp.app.recovery is not None
         assert dict(scp.app.recovery.counters) == {"recovered": 2, "quarantined": 1}
+        after = await scrape(scp.app.ctx.health.url)
+        assert moved(before, after, "cinebridge_scp_quarantined_files_total") == 1
+        assert (
+            moved(before, after, "cinebridge_scp_recovered_files_total", outcome="recovered") == 2
+        )
         after = {
             r["sop_instance_uid"]: r
             for r in await scp.pool.fetch(

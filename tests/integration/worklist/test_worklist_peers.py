@@ -2,8 +2,8 @@
 
 Every entry's values follow `cinebridge_worklist.demo_worklist` (entry i: modality
 MODALITIES[i % 5], station STATIONS[i % 4], date today + (i % 7 - 3), PID%05d, ACC%06d, RP%05d),
-so each test computes what must match. Where the two servers differ (dicom-notes §4.2-4.3),
-the test asserts each one's behaviour and says which.
+so each test computes what must match. Where the two servers differ (docs/dicom.md, worklist
+matching), the test asserts each one's behaviour and says which.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ def test_non_ascii_name_search_depends_on_the_query_character_set(peer: Worklist
     assert latin1_key == {pid(0)}
     if peer.name == "wlmscpfs":
         # DCMTK matches the bytes as stored; the query's (0008,0005) is not used for matching,
-        # so a UTF-8 key misses a Latin-1 file (dicom-notes 4.2).
+        # so a UTF-8 key misses a Latin-1 file (docs/peers.md).
         assert utf8_key == set()
     else:
         assert utf8_key == {pid(0)}  # Orthanc converts both sides before matching

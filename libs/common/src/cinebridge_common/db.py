@@ -1,14 +1,22 @@
-"""PostgreSQL access: an asyncpg pool with a clear error, and numbered migrations under a lock.
+"""PostgreSQL access: an asyncpg pool with a clear error, and migrations under a lock.
 
-Migrations live in `cinebridge_common/migrations/NNN_name.sql`, one sequence for the whole
-database (ranges per owner: 0xx common, 1xx scp, 2xx converter, 3xx sender, 4xx worklist,
-5xx capture, 6xx gateway). Each file is applied once, in its own transaction, by whichever
-service gets the advisory lock first.
+Migrations live in `cinebridge_common/migrations/`:
+
+- `NNN_name.sql`: one numbered sequence for the whole database (ranges per owner: 0xx common,
+  1xx scp, 2xx converter, 3xx sender, 4xx worklist, 5xx capture, 6xx gateway). Each file is
+  applied once, in its own transaction, by whichever service gets the advisory lock first, and
+  its SHA-256 is recorded: a service refuses to start when an applied file was edited since
+  (change the schema with a new file instead).
+- `R_name.sql`: repeatable files for functions and views (`CREATE OR REPLACE ...`), applied
+  after the numbered ones whenever their text changed, so a function is edited in place instead
+  of copied into a new numbered file. A numbered file whose only content is now carried by a
+  repeatable file may be retired (removed); its row stays in `schema_migrations`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -27,10 +35,15 @@ MIGRATION_LOCK_KEY = 0x43494E4542524447 & 0x7FFFFFFFFFFFFFFF
 #: A connection as handed out by a pool or opened directly (for type hints of SQL helpers).
 Connection = asyncpg.Connection | PoolConnectionProxy
 _NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+_REPEATABLE = re.compile(r"^R_[a-z0-9_]+\.sql$")
 
 
 class DatabaseUnavailable(RuntimeError):
     """PostgreSQL cannot be reached (or refuses us); says where and why."""
+
+
+class MigrationMismatch(RuntimeError):
+    """An applied migration file was edited afterwards; the schema no longer matches the code."""
 
 
 def _redact(dsn: str) -> str:
@@ -69,8 +82,12 @@ async def create_pool(
         await asyncio.sleep(0.5)
 
 
+def _checksum(sql: str) -> str:
+    return hashlib.sha256(sql.encode()).hexdigest()
+
+
 def available_migrations() -> list[tuple[int, str, str]]:
-    """(number, file name, SQL) for every migration shipped in the package, in order."""
+    """(number, file name, SQL) for every numbered migration shipped in the package, in order."""
     found = []
     for entry in resources.files("cinebridge_common.migrations").iterdir():
         match = _NAME.match(entry.name)
@@ -83,48 +100,108 @@ def available_migrations() -> list[tuple[int, str, str]]:
     return found
 
 
-async def migrate(pool: asyncpg.Pool) -> list[str]:
-    """Apply pending migrations once, whoever calls first; returns the names applied now."""
+def repeatable_migrations() -> list[tuple[str, str]]:
+    """(file name, SQL) of every repeatable migration (`R_*.sql`), in name order."""
+    entries = resources.files("cinebridge_common.migrations").iterdir()
+    return sorted((e.name, e.read_text()) for e in entries if _REPEATABLE.match(e.name))
+
+
+async def migrate(
+    pool: asyncpg.Pool,
+    numbered: list[tuple[int, str, str]] | None = None,
+    repeatable: list[tuple[str, str]] | None = None,
+) -> list[str]:
+    """Apply pending migrations once, whoever calls first; returns the names applied now.
+
+    `numbered` and `repeatable` default to the files shipped in the package (tests pass their own).
+    Raises MigrationMismatch, before applying anything, when an applied numbered file changed.
+    """
+    numbered = available_migrations() if numbered is None else numbered
+    repeatable = repeatable_migrations() if repeatable is None else repeatable
     applied_now: list[str] = []
     async with pool.acquire() as conn:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
         try:
-            await conn.execute(
-                """CREATE TABLE IF NOT EXISTS schema_migrations (
-                       number int PRIMARY KEY, name text NOT NULL,
-                       applied_at timestamptz NOT NULL DEFAULT now())"""
-            )
-            done = {r["number"] for r in await conn.fetch("SELECT number FROM schema_migrations")}
-            for number, name, sql in available_migrations():
+            await _ensure_bookkeeping(conn)
+            done = await _check_applied(conn, numbered)
+            for number, name, sql in numbered:
                 if number in done:
                     continue
                 async with conn.transaction():
                     await conn.execute(sql)
                     await conn.execute(
-                        "INSERT INTO schema_migrations (number, name) VALUES ($1, $2)", number, name
+                        """INSERT INTO schema_migrations (number, name, checksum)
+                           VALUES ($1, $2, $3)""",
+                        number,
+                        name,
+                        _checksum(sql),
                     )
                 applied_now.append(name)
                 log.info("migration applied", extra=kv(name=name))
+            applied_now += await _apply_repeatable(conn, repeatable)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
     return applied_now
 
 
+async def _ensure_bookkeeping(conn: Connection) -> None:
+    await conn.execute(
+        """CREATE TABLE IF NOT EXISTS schema_migrations (
+               number int PRIMARY KEY, name text NOT NULL,
+               applied_at timestamptz NOT NULL DEFAULT now())"""
+    )
+    # Stations migrated before checksums were kept get them recorded on their next start.
+    await conn.execute("ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS checksum text")
+    await conn.execute(
+        """CREATE TABLE IF NOT EXISTS schema_repeatables (
+               name text PRIMARY KEY, checksum text NOT NULL,
+               applied_at timestamptz NOT NULL DEFAULT now())"""
+    )
+
+
+async def _check_applied(conn: Connection, numbered: list[tuple[int, str, str]]) -> set[int]:
+    """Numbers already applied; refuse a shipped file whose text differs from what was applied."""
+    rows = await conn.fetch("SELECT number, name, checksum FROM schema_migrations")
+    recorded = {r["number"]: (r["name"], r["checksum"]) for r in rows}
+    for number, name, sql in numbered:
+        if number not in recorded:
+            continue
+        applied_name, checksum = recorded[number]
+        if checksum is None:
+            await conn.execute(
+                "UPDATE schema_migrations SET checksum = $2 WHERE number = $1",
+                number,
+                _checksum(sql),
+            )
+        elif checksum != _checksum(sql) or applied_name != name:
+            raise MigrationMismatch(
+                f"migration {name} differs from the {applied_name} applied to this database "
+                "(the file was edited after it was applied); restore the file and change the "
+                "schema with a new migration"
+            )
+    return set(recorded)
+
+
+async def _apply_repeatable(conn: Connection, repeatable: list[tuple[str, str]]) -> list[str]:
+    rows = await conn.fetch("SELECT name, checksum FROM schema_repeatables")
+    recorded = {r["name"]: r["checksum"] for r in rows}
+    applied = []
+    for name, sql in repeatable:
+        checksum = _checksum(sql)
+        if recorded.get(name) == checksum:
+            continue
+        async with conn.transaction():
+            await conn.execute(sql)
+            await conn.execute(
+                """INSERT INTO schema_repeatables (name, checksum) VALUES ($1, $2)
+                   ON CONFLICT (name) DO UPDATE SET checksum = $2, applied_at = now()""",
+                name,
+                checksum,
+            )
+        applied.append(name)
+        log.info("repeatable migration applied", extra=kv(name=name))
+    return applied
+
+
 def record_to_dict(record: asyncpg.Record | None) -> dict[str, Any] | None:
     return dict(record) if record is not None else None
-
-
-async def claim_once(conn: Connection, consumer: str, key: str) -> bool:
-    """Record that `consumer` processed `key`, in the caller's transaction.
-
-    True the first time; False when it was already processed (a redelivery): the handler then
-    skips its side effects and acks. Together with the work in the same transaction this makes
-    at-least-once delivery do the work exactly once.
-    """
-    inserted = await conn.fetchval(
-        """INSERT INTO processed_messages (consumer, msg_key) VALUES ($1, $2)
-           ON CONFLICT DO NOTHING RETURNING 1""",
-        consumer,
-        key,
-    )
-    return inserted is not None

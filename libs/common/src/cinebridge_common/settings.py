@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,10 +34,15 @@ class ServiceSettings(BaseSettings):
     media_root: Path = Path(".run/media")
     instance_id: str = Field(default_factory=socket.gethostname)
     log_level: str = "INFO"
+    #: Log line format: `text` (`time level service logger event k=v ...`) or `json` (one JSON
+    #: object per line with service, instance, room and the event's ids; for log collectors).
+    log_format: Literal["text", "json"] = "text"
     #: Health and Prometheus metrics endpoint of this service (`/healthz`, `/metrics`).
     health_host: str = "127.0.0.1"
     health_port: int = 0
     heartbeat_interval_s: float = 5.0
+    #: Published outbox rows are deleted after this many seconds (the table stays bounded).
+    outbox_retention_s: float = 24 * 3600.0
     #: DICOM UID root of the organisation; empty means UUID-derived `2.25.` UIDs (PS3.5 B.2).
     org_uid_root: str = ""
     #: Secret used to sign sessions/tokens; must be set when anything binds beyond loopback.

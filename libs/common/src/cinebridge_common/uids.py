@@ -1,7 +1,7 @@
 """DICOM UIDs: under the organisation's root, or UUID-derived `2.25.` (PS3.5 B.2), deterministic.
 
 The same job key always yields the same UID, so a redelivered job makes the same instance
-(reliability-notes §4): `make_uid("sop", media_id, root=...)`.
+(docs/reliability.md §2): `make_uid("sop", media_id, root=...)`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cinebridge_common.logging import configure_logging
+from cinebridge_common.logging import configure_service_logging
 from cinebridge_common.service import run_service
 
 from . import app
@@ -11,7 +11,7 @@ from .settings import CaptureSettings
 
 def main() -> None:
     settings = CaptureSettings()
-    configure_logging("capture", settings.log_level)
+    configure_service_logging("capture", settings, room=settings.capture_room)
     run_service(lambda: app.run(settings))
 
 

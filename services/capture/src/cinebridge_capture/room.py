@@ -322,6 +322,7 @@ class Room:
         await repo.finish_recording(
             self.pool, meta.recording_id, event, state, passthrough=passthrough
         )
+        metrics.RECORDED_SECONDS.labels(self.name, source).inc(facts.duration_s)
         return event
 
     def press(self, key: KeyAction) -> None:

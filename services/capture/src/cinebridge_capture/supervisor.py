@@ -79,8 +79,8 @@ def _update_metrics(room: Room, free: int) -> None:
         live = p.signal  # rates are per whole second: stale once frames stop
         metrics.INPUT_FPS.labels(*labels).set(p.stats.fps_in.value if live else 0)
         metrics.ENCODED_FPS.labels(*labels).set(p.stats.fps_encoded.value if live else 0)
-        metrics.DROPPED.labels(*labels).set(p.stats.dropped)
+        metrics.advance(metrics.DROPPED, labels, p.stats.dropped)
         metrics.ENCODER_LAG.labels(*labels).set(p.stats.encoder_lag_s)
         metrics.SIGNAL.labels(*labels).set(1 if p.signal else 0)
         metrics.RECORDING.labels(*labels).set(1 if p.recording else 0)
-        metrics.RECONNECTS.labels(*labels).set(p.stats.reconnects)
+        metrics.advance(metrics.RECONNECTS, labels, p.stats.reconnects)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cinebridge_common.logging import configure_logging
+from cinebridge_common.logging import configure_service_logging
 from cinebridge_common.service import run_service
 
 from . import app
@@ -11,7 +11,7 @@ from .settings import ConverterSettings
 
 def main() -> None:
     settings = ConverterSettings()
-    configure_logging("converter", settings.log_level)
+    configure_service_logging("converter", settings)
     run_service(lambda: app.run(settings))
 
 

@@ -18,7 +18,7 @@ class ConverterSettings(ServiceSettings):
     converter_max_duration_s: float = 12 * 3600
     converter_transcode_seconds_per_second: float = 4.0
     #: Largest fragment (PS3.5 A.4: 2^32-2); longer recordings become several instances.
-    #: Lower it (e.g. 2^31-2) for archives with signed 32-bit lengths (dicom-notes §6.8).
+    #: Lower it (e.g. 2^31-2) for archives with signed 32-bit lengths (docs/dicom.md).
     converter_max_fragment_bytes: int = 0xFFFFFFFE
     #: libx264 preset of the transcode path.
     converter_x264_preset: str = "veryfast"

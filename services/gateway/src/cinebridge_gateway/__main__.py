@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uvloop
-from cinebridge_common.logging import configure_logging
+from cinebridge_common.logging import configure_service_logging
 from cinebridge_common.service import run_service
 
 from . import app
@@ -14,7 +14,7 @@ def main() -> None:
     # libuv's loop: the gateway's HTTP hot path is event-loop bound (bench/gateway.py).
     uvloop.install()
     settings = GatewaySettings()
-    configure_logging("gateway", settings.log_level)
+    configure_service_logging("gateway", settings)
     run_service(lambda: app.run(settings))
 
 

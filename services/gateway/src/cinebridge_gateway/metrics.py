@@ -8,13 +8,13 @@ from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_SECONDS = Histogram(
-    "cb_gateway_http_request_seconds",
+    "cinebridge_gateway_http_request_duration_seconds",
     "HTTP request handling time by route template and status",
     ("method", "route", "status"),
     buckets=(0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
 )
-LOGIN_FAILURES = Counter("cb_gateway_login_failures", "Refused log-in attempts")
-SSE_LISTENERS = Gauge("cb_gateway_sse_listeners", "Open server-sent event streams")
+LOGIN_FAILURES = Counter("cinebridge_gateway_login_failures_total", "Refused log-in attempts")
+SSE_LISTENERS = Gauge("cinebridge_gateway_sse_clients", "Open server-sent event streams")
 
 
 class RequestMetrics:

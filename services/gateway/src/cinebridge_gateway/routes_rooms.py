@@ -1,5 +1,5 @@
-"""Rooms and sources: live status, capture actions, the room's current study, live preview,
-and the WORKLIST dialog's search (statement §4.1.3, Table 18)."""
+"""Rooms and sources: live status, capture actions, the room's current study, live preview
+(the WORKLIST dialog's search is in `routes_worklist`)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,10 @@ from cinebridge_common.messages import (
     CaptureCommandReply,
     CaptureStatusReply,
     CaptureStatusRequest,
-    WorklistQuery,
-    WorklistQueryReply,
 )
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from .deps import ApiError, Gw, User, client_of, not_found
 from .room_study import RoomName, StudySummary, known_rooms, require_room, study_summary
@@ -31,7 +29,6 @@ router = APIRouter(prefix="/api/v1", tags=["rooms"])
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 SourceName = Annotated[str, Path(pattern=NAME_PATTERN)]
 Action = Literal["snapshot", "record_start", "record_stop"]
-DicomDateRange = Annotated[str | None, Field(pattern=r"^\d{8}$")]
 
 
 class RoomOut(BaseModel):
@@ -55,17 +52,6 @@ class CaptureResult(BaseModel):
     recording_id: str | None = None
 
 
-class WorklistSearch(BaseModel):
-    """The WORKLIST dialog's fields (statement Table 18 matching keys, date or date range)."""
-
-    model_config = ConfigDict(extra="forbid")
-    server_id: Annotated[str | None, Field(max_length=64)] = None
-    patient_name: Annotated[str | None, Field(max_length=64)] = None
-    patient_id: Annotated[str | None, Field(max_length=64)] = None
-    accession_number: Annotated[str | None, Field(max_length=16)] = None
-    requested_procedure_id: Annotated[str | None, Field(max_length=16)] = None
-    date_from: DicomDateRange = None
-    date_to: DicomDateRange = None
 
 
 async def room_status(gw: Gw, room: str) -> dict[str, Any]:
@@ -212,16 +198,3 @@ async def thumbnail(room: RoomName, source: SourceName, _: User, gw: Gw) -> Resp
         raise ApiError(502, "preview_unavailable", f"preview upstream said {upstream.status_code}")
     headers = {"Cache-Control": "no-store"}
     return Response(upstream.content, media_type="image/jpeg", headers=headers)
-
-
-@router.post("/worklist/query", response_model=WorklistQueryReply, tags=["worklist"])
-async def worklist_query(body: WorklistSearch, principal: User, gw: Gw) -> WorklistQueryReply:
-    reply = await gw.bus.request(
-        WorklistQuery(**body.model_dump()),
-        WorklistQueryReply,
-        # The worklist service may take connect + query limits (10 s + 10 s) per server.
-        gw.settings.gateway_rpc_timeout_s + 20,
-    )
-    if not reply.ok:
-        raise ApiError(502, "worklist_failed", reply.error or "the worklist query failed")
-    return reply

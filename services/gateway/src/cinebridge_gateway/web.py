@@ -28,6 +28,7 @@ from . import (
     routes_rooms,
     routes_settings,
     routes_studies,
+    routes_worklist,
 )
 from .api_docs import install_api_docs
 from .deps import ERROR_RESPONSES, ApiError, Gateway, error_body
@@ -166,15 +167,17 @@ def create_app(gw: Gateway) -> FastAPI:
     app.state.gateway = gw
     install_error_handlers(app)
     install_api_docs(app)
-    for module in (
+    routers = (
         routes_auth,
         routes_audit,
         routes_studies,
         room_study,
         routes_rooms,
+        routes_worklist,
         routes_settings,
         routes_ops,
-    ):
+    )
+    for module in routers:
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import socket
 import struct
 import time
@@ -23,7 +24,7 @@ from typing import Protocol
 from cinebridge_common.conformance import STATUS_SUCCESS, VERIFICATION_SOP_CLASS
 from cinebridge_common.logging import kv
 
-from . import pdu
+from . import metrics, pdu
 from .ingest import Command
 from .pdu import PduError
 from .receive import ReceiveConfig, ReceiveFile, file_meta_bytes
@@ -181,6 +182,8 @@ class Association:
         admit: Callable[[], bool],
     ) -> None:
         self.conn = Connection(sock, b"", config.limits.network_timeout_s)
+        #: Short random id joining this association's log lines (and its instances').
+        self.id = secrets.token_hex(6)
         self.peer = peer
         self.config = config
         self._header = header
@@ -203,20 +206,31 @@ class Association:
                 self.established = True
                 self._serve()
         except PduError as exc:
+            metrics.ASSOCIATIONS_ENDED.labels("protocol_error").inc()
             log.warning(
                 "protocol error, aborting",
-                extra=kv(peer=self.peer, calling_ae=self.calling_ae, reason=str(exc)),
+                extra=kv(
+                    association=self.id, peer=self.peer, calling_ae=self.calling_ae, reason=str(exc)
+                ),
             )
             self._abort(exc.reason)
         except TooSlow as exc:
+            metrics.ASSOCIATIONS_ENDED.labels("timeout").inc()
             log.warning(
                 "peer too slow or idle, aborting",
-                extra=kv(peer=self.peer, calling_ae=self.calling_ae, reason=str(exc)),
+                extra=kv(
+                    association=self.id, peer=self.peer, calling_ae=self.calling_ae, reason=str(exc)
+                ),
             )
             self._abort(0)
         except Closed as exc:
+            metrics.ASSOCIATIONS_ENDED.labels("closed").inc()
             level = logging.WARNING if self._store is not None else logging.INFO
-            log.log(level, "connection closed", extra=kv(peer=self.peer, reason=str(exc)))
+            log.log(
+                level,
+                "connection closed",
+                extra=kv(association=self.id, peer=self.peer, reason=str(exc)),
+            )
         finally:
             self._discard_partial()
 
@@ -225,7 +239,7 @@ class Association:
             self._store.file.discard()
             log.warning(
                 "partial instance discarded",
-                extra=kv(peer=self.peer, calling_ae=self.calling_ae),
+                extra=kv(association=self.id, peer=self.peer, calling_ae=self.calling_ae),
             )
             self._store = None
 
@@ -252,6 +266,7 @@ class Association:
             log.warning(
                 "association rejected",
                 extra=kv(
+                    association=self.id,
                     peer=self.peer,
                     calling_ae=rq.calling_ae,
                     called_ae=rq.called_ae,
@@ -261,6 +276,7 @@ class Association:
                     why=why,
                 ),
             )
+            metrics.rejected(why)
             self.conn.send(pdu.associate_rj(result, source, reason))
             return False
         results, roles = pdu.negotiate(rq, self.config.supported)
@@ -276,9 +292,15 @@ class Association:
                 self.config.implementation_version_name,
             )
         )
+        metrics.ASSOCIATIONS_ACCEPTED.inc()
         log.info(
             "association accepted",
-            extra=kv(peer=self.peer, calling_ae=rq.calling_ae, contexts=len(self._contexts)),
+            extra=kv(
+                association=self.id,
+                peer=self.peer,
+                calling_ae=rq.calling_ae,
+                contexts=len(self._contexts),
+            ),
         )
         return True
 
@@ -321,10 +343,14 @@ class Association:
                 self.conn.read(4, deadline)
                 self._discard_partial()
                 self.conn.send(pdu.RELEASE_RP_PDU)
-                log.info("association released", extra=kv(peer=self.peer))
+                metrics.ASSOCIATIONS_ENDED.labels("released").inc()
+                log.info("association released", extra=kv(association=self.id, peer=self.peer))
                 return
             elif kind == pdu.ABORT:
-                log.info("association aborted by the peer", extra=kv(peer=self.peer))
+                metrics.ASSOCIATIONS_ENDED.labels("peer_abort").inc()
+                log.info(
+                    "association aborted by the peer", extra=kv(association=self.id, peer=self.peer)
+                )
                 return
             elif kind in (pdu.ASSOCIATE_RQ, pdu.ASSOCIATE_AC, pdu.ASSOCIATE_RJ, pdu.RELEASE_RP):
                 raise PduError(f"unexpected PDU type 0x{kind:02X}", pdu.UNEXPECTED_PDU)
@@ -377,6 +403,7 @@ class Association:
         if field == pdu.C_ECHO_RQ and not has_data:
             ok = context.abstract_syntax == VERIFICATION
             status = STATUS_SUCCESS if ok else STATUS_SOP_CLASS_NOT_SUPPORTED
+            metrics.ECHOES.inc()
             self._respond(context, pdu.response(pdu.C_ECHO_RSP, message_id, status, VERIFICATION))
         elif field == pdu.C_STORE_RQ and has_data:
             command = Command(
@@ -384,6 +411,7 @@ class Association:
                 sop_instance_uid=pdu.command_ui(elements, 0x1000),
                 calling_ae=self.calling_ae,
                 source_address=self.peer,
+                association=self.id,
             )
             rf = ReceiveFile(self.config.receive)
             self._store = _Store(context, message_id, command, rf)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from cinebridge_common.store import MediaStore
 from cinebridge_common.uids import is_valid_uid
 from pydicom.charset import convert_encodings, decode_bytes
 
+from . import metrics
 from .receive import ReceiveFile
 from .walk import MalformedDataset, walk_file
 
@@ -78,6 +80,8 @@ class Command:
     sop_instance_uid: str
     calling_ae: str
     source_address: str
+    #: The association's log id (acceptor.Association.id), for the log lines of this store.
+    association: str = ""
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,7 @@ class Ingest:
     def store_instance(self, rf: ReceiveFile, command: Command) -> int:
         """Return the C-STORE status; on anything but success nothing is left behind."""
         rel_path: str | None = None
+        started = time.perf_counter()
         try:
             if rf.error is not None:
                 failed = STATUS_PROCESSING_FAILURE
@@ -171,10 +176,15 @@ class Ingest:
         except Rejected as exc:
             self._cleanup(rf, rel_path)
             self._count(f"{exc.status:04X}")
+            metrics.INSTANCES_REFUSED.labels(f"{exc.status:04X}").inc()
+            metrics.STORE_SECONDS.observe(time.perf_counter() - started)
             log.warning(
                 "store refused",
                 extra=kv(
-                    status=f"0x{exc.status:04X}", reason=exc.reason, calling_ae=command.calling_ae
+                    status=f"0x{exc.status:04X}",
+                    reason=exc.reason,
+                    calling_ae=command.calling_ae,
+                    association=command.association,
                 ),
             )
             return exc.status
@@ -182,6 +192,9 @@ class Ingest:
             self._cleanup(rf, rel_path)
             raise
         self._count("stored")
+        metrics.INSTANCES_RECEIVED.inc()
+        metrics.RECEIVED_BYTES.inc(facts.size)
+        metrics.STORE_SECONDS.observe(time.perf_counter() - started)
         if outcome.kept_existing:
             self.store.delete(facts.rel_path)  # keep-first: the earlier copy stays
         elif outcome.replaced_rel_path:
@@ -191,6 +204,7 @@ class Ingest:
             "stored",
             extra=kv(
                 instance=outcome.instance_id,
+                association=command.association,
                 size=facts.size,
                 sop_instance_uid=command.sop_instance_uid,
                 kept_existing=outcome.kept_existing,
@@ -217,6 +231,10 @@ class Ingest:
 
     def _commit_file(self, rf: ReceiveFile, rel_path: str) -> None:
         """fsync the file, rename it to its generated path, fsync the directory."""
+        with metrics.FSYNC_SECONDS.time():
+            self._sync_and_rename(rf, rel_path)
+
+    def _sync_and_rename(self, rf: ReceiveFile, rel_path: str) -> None:
         try:
             rf.finish()
         except OSError as exc:
@@ -228,7 +246,8 @@ class Ingest:
 
     def _index(self, facts: InstanceFacts) -> IndexOutcome:
         try:
-            return self.index(facts)
+            with metrics.INDEX_SECONDS.time():
+                return self.index(facts)
         except Exception as exc:
             # Database down or too slow: the peer must retry later (PS3.4 B.2.3, A7xx).
             raise Rejected(STATUS_OUT_OF_RESOURCES, f"index failed: {exc!r}"[:300]) from exc

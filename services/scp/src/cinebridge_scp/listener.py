@@ -24,7 +24,7 @@ IMPLEMENTATION_CLASS_UID = make_uid("cinebridge", "scp", "implementation-class")
 IMPLEMENTATION_VERSION_NAME = "CINEBRIDGE_01"
 
 #: Syntaxes we prefer last when a peer offers several in one context: Implicit VR LE loses the
-#: VRs, Big Endian is retired, Deflate costs both sides zlib time (peer-notes "Deflate"). The
+#: VRs, Big Endian is retired, Deflate costs both sides zlib time (docs/peers.md, "Deflate"). The
 #: rest keep Table 23's order after Explicit VR Little Endian, so a peer's file is kept as is.
 _LAST = (
     conformance.IMPLICIT_VR_LITTLE_ENDIAN,

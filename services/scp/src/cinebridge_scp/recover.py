@@ -25,7 +25,7 @@ from cinebridge_common.logging import kv
 from cinebridge_common.store import MediaStore, sha256_file
 from cinebridge_common.uids import is_valid_uid
 
-from . import repository
+from . import metrics, repository
 from .ingest import UID_FIELDS, InstanceFacts, read_attributes
 from .walk import MalformedDataset
 
@@ -74,6 +74,8 @@ class Recovery:
                     if orphan.rel_path not in known:
                         counts[await self._recover(orphan)] += 1
             self.counters.update(counts)
+            for outcome, count in counts.items():
+                metrics.RECOVERED.labels(outcome).inc(count)
             if counts:
                 log.warning("received files without index rows handled", extra=kv(**counts))
             return counts
@@ -156,6 +158,7 @@ class Recovery:
         target = self.store.new_relative("quarantine", "dcm")
         with contextlib.suppress(FileNotFoundError):
             self.store.commit_temp(orphan.path, target)
+            metrics.QUARANTINED.inc()
             log.warning(
                 "received file without index row failed its check, quarantined",
                 extra=kv(rel_path=orphan.rel_path, quarantine=target, reason=reason[:200]),

@@ -1,4 +1,4 @@
-"""All SQL of the Storage SCP: the received_* index (migrations 101, 102) and its outbox event."""
+"""All SQL of the Storage SCP: the received_* index (migrations 101, R_scp_index_instance)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ async def index_instance(
 ) -> IndexOutcome:
     """Index one stored file and enqueue InstanceReceived, atomically, in one round trip.
 
-    `scp_index_instance` (migrations 102-104) does what `outbox.enqueue` does inside the same
+    `scp_index_instance` (R_scp_index_instance.sql) does what `outbox.enqueue` does inside the same
     statement, because a C-STORE waits on this call: one round trip instead of ten. It sends no
     NOTIFY: a relay woken per instance would publish, update and commit once per instance on
     the event loop that the next C-STORE is waiting for; its 1 s poll publishes in batches.

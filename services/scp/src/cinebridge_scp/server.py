@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from cinebridge_common.logging import kv
 
-from . import pdu
+from . import metrics, pdu
 from .acceptor import AcceptorConfig, Association
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ class GatedRequestHandler(socketserver.BaseRequestHandler):
         sock: socket.socket = self.request
         server = self.server
         if not server.enter_gate():
+            metrics.ASSOCIATIONS_REJECTED.labels("too_many_pending").inc()
             log.warning("too many pending connections, refusing", extra=kv(peer=self._peer()))
             _close(sock)
             return
@@ -58,9 +59,11 @@ class GatedRequestHandler(socketserver.BaseRequestHandler):
             return
         assoc = Association(sock, self._peer(), server.config, header, server.admit)
         server.track(assoc)
+        metrics.ASSOCIATIONS_OPEN.inc()
         try:
             assoc.run()
         finally:
+            metrics.ASSOCIATIONS_OPEN.dec()
             server.untrack(assoc)
             _close(sock)
 
@@ -94,6 +97,7 @@ class GatedRequestHandler(socketserver.BaseRequestHandler):
                 sock.sendall(pdu.a_abort(1 if pdu_type > 7 else 2, source=2))
             return None
         if not self.server.address_allowed(self._peer()):
+            metrics.ASSOCIATIONS_REJECTED.labels("address_not_allowed").inc()
             log.warning(
                 "association rejected: source address not in allow-list",
                 extra=kv(peer=self._peer()),
@@ -163,7 +167,7 @@ class ScpServer(socketserver.ThreadingTCPServer):
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         client, address = self.socket.accept()
-        # Nagle + delayed ACK costs ~40 ms per small C-STORE-RSP (peer-notes "Nagle").
+        # Nagle + delayed ACK costs ~40 ms per small C-STORE-RSP (docs/peers.md, "Nagle").
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.settimeout(self.config.limits.network_timeout_s)
         if self.ssl_context is not None:

@@ -2,7 +2,7 @@
 
 The chunked C-STORE receive gives us the dataset exactly as the peer sent it. Before we answer
 0000 we must know it is complete (pydicom decodes lazily, so a truncated dataset would only
-fail later, reliability-notes §1.4): this walks every element header, item and fragment,
+fail later, docs/reliability.md §1.4): this walks every element header, item and fragment,
 seeking over values, checks that each length fits inside its parent and the file, bounds the
 sequence nesting depth, and returns the raw bytes of a few small top-level elements we index.
 A 2 GB video costs a handful of reads. Deflated datasets are walked through a streaming

@@ -27,8 +27,8 @@ from cinebridge_common.messages.sender import DeliveryState
 from cinebridge_common.station import load_station_settings
 from cinebridge_common.store import MediaStore, UnsafePath
 
+from . import metrics, scu
 from . import repository as repo
-from . import scu
 from .policy import Outcome
 from .settings import SenderSettings
 
@@ -145,7 +145,7 @@ async def _run(
 
     async def record(result: scu.ItemResult) -> None:
         key = uuid.UUID(result.key)
-        states[key] = await _record(deps, key, attempts[key], result)
+        states[key] = await _record(deps, destination.name, key, attempts[key], result)
 
     def on_result(result: scu.ItemResult) -> None:
         # Runs in the SCU thread: wait until the answer is durable before sending the next one,
@@ -191,6 +191,7 @@ async def _association_failed(
     states: dict[uuid.UUID, DeliveryState],
 ) -> None:
     log.warning("association failed", extra=kv(destination=destination.name, reason=exc.reason))
+    metrics.ASSOCIATION_FAILURES.labels(destination.name).inc()
     # The destination as a whole backs off; the batch retries together, as one association.
     delay = await repo.destination_failed(
         deps.pool, batch[0].destination_id, exc.reason, deps.settings.backoff()
@@ -199,11 +200,14 @@ async def _association_failed(
     now = time.time()
     for row in batch:
         result = scu.ItemResult(str(row.id), outcome, None, exc.reason, now, now)
-        states[row.id] = await _record(deps, row.id, row.attempts, result, retry_in_s=delay)
+        states[row.id] = await _record(
+            deps, destination.name, row.id, row.attempts, result, retry_in_s=delay
+        )
 
 
 async def _record(
     deps: SenderDeps,
+    destination: str,
     delivery_id: uuid.UUID,
     attempts_before: int,
     result: scu.ItemResult,
@@ -232,6 +236,9 @@ async def _record(
         error=error,
         started_at=started,
         retry_in_s=retry_in,
+    )
+    metrics.record_attempt(
+        destination, stored, result.status, result.started_at, result.finished_at
     )
     log.info(
         "delivery attempt",

@@ -148,7 +148,7 @@ class StoreAssociation:
         except OSError as exc:
             raise UlError(f"cannot connect to {called}@{host}:{port} ({exc})") from exc
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # peer-notes "Nagle"
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # docs/peers.md, "Nagle"
             if tls is not None:
                 sock = tls.wrap_socket(sock, server_hostname=host)
             numbered = [(2 * n + 1, a, ts) for n, (a, ts) in enumerate(contexts)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,12 +21,16 @@ from cinebridge_common.messages import (
     WorklistServerUpsert,
 )
 
+from . import metrics
 from .lookup import Deps, echo_server, query_worklist
 from .repository import ReconcileError
 
 
 async def handle_worklist_query(req: WorklistQuery, deps: Deps) -> WorklistQueryReply:
-    return await query_worklist(req, deps)
+    started = time.perf_counter()
+    reply = await query_worklist(req, deps)
+    metrics.observe_query(reply, time.perf_counter() - started)
+    return reply
 
 
 async def handle_worklist_echo(req: WorklistEcho, deps: Deps) -> WorklistEchoReply:

@@ -64,7 +64,7 @@ class FindLimits:
     connect_timeout_s: float = 10.0
     cancel_grace_s: float = 2.0
     max_pdu: int = 16384
-    #: One response identifier larger than this aborts the association (hostile RIS, B7).
+    #: One response identifier larger than this aborts the association (a hostile RIS).
     max_identifier_bytes: int = 1 << 20
 
 

@@ -145,7 +145,7 @@ class Wlmscpfs(_Process):
         if exe is None:
             raise RuntimeError("wlmscpfs (DCMTK) is not installed")
         self.port = free_port()
-        # TCP_NODELAY=1: Debian's DCMTK leaves Nagle on otherwise (peer-notes "Nagle").
+        # TCP_NODELAY=1: Debian's DCMTK leaves Nagle on otherwise (docs/peers.md, "Nagle").
         env = {**os.environ, "TCP_NODELAY": "1"}
         self._log = log.open("ab")
         self.proc = subprocess.Popen(

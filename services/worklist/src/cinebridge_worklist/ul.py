@@ -3,11 +3,11 @@
 Why not pynetdicom for the SCU: its per-PDU Python machinery (DUL thread, state machine,
 pydicom decoding of every command set) made a 1,000-entry worklist query three times slower
 than DCMTK `findscu`; its DIMSE queue needed a private "reactor pause" to be read directly; and
-it does not enforce the maximum PDU length it advertises (reliability-notes fact 2). This client
+it does not enforce the maximum PDU length it advertises (docs/reliability.md §1.2). This client
 is blocking, single-threaded, with every read bounded by a deadline and a size:
 - PDUs longer than the maximum we advertise (P-DATA, PS3.8 D.1) or 64 KiB (others) abort;
 - a DIMSE command set is capped at 64 KiB and a data set at `max_dataset` bytes;
-- TCP_NODELAY is set (peer-notes "Nagle").
+- TCP_NODELAY is set (docs/peers.md, "Nagle").
 The SCP side (tests) still uses pynetdicom.
 """
 

@@ -16,7 +16,7 @@ import sys
 from typing import ClassVar
 
 from cinebridge_common.bus import Bus, ConsumerSpec, Delivery
-from cinebridge_common.db import claim_once, create_pool
+from cinebridge_common.db import Connection, create_pool
 from cinebridge_common.messages.base import Job
 
 
@@ -30,10 +30,30 @@ SPEC = ConsumerSpec(
 )
 
 
+async def claim_once(conn: Connection, consumer: str, key: str) -> bool:
+    """Record that `consumer` processed `key`, in the caller's transaction.
+
+    True the first time; False when it was already processed (a redelivery): the handler then
+    skips its side effects and acks. Together with the work in the same transaction this makes
+    at-least-once delivery do the work exactly once.
+    """
+    inserted = await conn.fetchval(
+        """INSERT INTO test_processed_messages (consumer, msg_key) VALUES ($1, $2)
+           ON CONFLICT DO NOTHING RETURNING 1""",
+        consumer,
+        key,
+    )
+    return inserted is not None
+
+
 async def main(nats_url: str, dsn: str, mode: str) -> None:
     pool = await create_pool(dsn)
     await pool.execute(
         "CREATE TABLE IF NOT EXISTS test_work_done (job_key text, at timestamptz DEFAULT now())"
+    )
+    await pool.execute(
+        """CREATE TABLE IF NOT EXISTS test_processed_messages (
+               consumer text, msg_key text, PRIMARY KEY (consumer, msg_key))"""
     )
     bus = await Bus.connect(nats_url, "test-worker")
     await bus.ensure_streams()

@@ -1,6 +1,13 @@
--- scp_index_instance may skip the outbox NOTIFY (owner: services/scp): with p_channel NULL the
--- row waits for the relays' next poll (<= 1 s) and is published in a batch, instead of waking a
--- relay to publish, update and commit once per instance in the middle of a C-STORE stream.
+-- scp_index_instance (owner: services/scp): one round trip per received instance indexes the
+-- instance, its series and study, and enqueues its InstanceReceived event in the outbox (same
+-- rows as cinebridge_common.outbox.enqueue), all in the caller's single-statement transaction.
+-- Concurrent copies of one SOP Instance UID serialise on an advisory lock; a second copy either
+-- replaces the first (the row takes the new id and file; the old path is returned so the caller
+-- deletes that file after commit) or, with p_keep_first, changes nothing. An instance of a study
+-- and series already indexed with the same attributes does not upsert (and so lock) their rows,
+-- so concurrent senders of one study commit in parallel. With p_channel NULL the outbox NOTIFY
+-- is skipped: the row waits for the relays' next poll and is published in a batch.
+-- Repeatable: edited in place, re-created when this text changes.
 
 CREATE OR REPLACE FUNCTION scp_index_instance(
     a jsonb, p_keep_first boolean, p_msg_id text, p_subject text,
