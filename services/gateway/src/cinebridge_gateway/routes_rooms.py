@@ -52,8 +52,6 @@ class CaptureResult(BaseModel):
     recording_id: str | None = None
 
 
-
-
 async def room_status(gw: Gw, room: str) -> dict[str, Any]:
     try:
         reply = await gw.bus.request(
