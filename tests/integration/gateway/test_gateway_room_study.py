@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -229,7 +230,14 @@ async def lifecycle(page: Page, gw: RunningGateway, api: Any) -> None:
     await page.click("[data-action=snapshot]")
     await expect(page.locator("#thumbs .thumb")).to_have_count(1, timeout=20_000)
     assert len(dialogs) == 1
+    # Record: the Stop button counts the recording's real running time.
+    await page.click("[data-action=record_start]")
+    timer = page.locator(".rec-timer")
+    await expect(timer).to_have_text(re.compile(r"^0:0[1-9]$"), timeout=20_000)
     await shot(page, "room-study-unscheduled")
+    await page.click("[data-action=record_stop]")
+    await expect(page.locator("#thumbs .thumb")).to_have_count(2, timeout=30_000)
+    await expect(page.locator("#thumbs video")).to_have_count(1)
 
 
 async def api_edges(api: Any) -> None:
