@@ -261,6 +261,7 @@ async def run_loop(page: Page, gw: Any, api: Any, pacs_dir: Path) -> None:
 
     # FORWARD to the PACS again: the sender records a second attempt per delivery.
     await page.click("#forward-button")
+    await page.check("#forward-dialog input[type=checkbox]")  # none is ticked beforehand
     await page.click("#forward-go")
     await expect(page.locator("#toast")).to_contain_text("Forward queued")
 
