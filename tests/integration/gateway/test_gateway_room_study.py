@@ -243,7 +243,7 @@ async def lifecycle(page: Page, gw: RunningGateway, api: Any) -> None:
 async def api_edges(api: Any) -> None:
     """What the page relies on, at the API: confirmation, one request per start, 404s."""
     current = (await api.get("/api/v1/rooms/or1/study")).json()["study"]
-    assert current["media_count"] == 1
+    assert current["media_count"] == 2  # the snapshot and the recording
     refused = await api.post(
         "/api/v1/rooms/or1/study",
         json={"origin": "form", "patient": {"patient_name": "NEW^ONE"}},
