@@ -1,4 +1,4 @@
-"""The per-service health endpoint: /healthz JSON with the state, /metrics for Prometheus."""
+"""The per-service health endpoint: /healthz liveness, /readyz readiness, /metrics."""
 
 from __future__ import annotations
 
@@ -18,15 +18,17 @@ async def _get(port: int, path: str) -> tuple[str, bytes]:
     return head.decode().splitlines()[0], body
 
 
-async def test_healthz_reflects_state_and_metrics_are_served() -> None:
-    state = {"state": "starting", "service": "scp"}
+async def test_readyz_reflects_readiness_healthz_liveness_and_metrics_are_served() -> None:
+    state: dict[str, object] = {"state": "up", "ready": False, "service": "scp"}
     server = HealthServer("127.0.0.1", 0, lambda: dict(state))
     port = await server.start()
     try:
+        status, body = await _get(port, "/readyz")
+        assert status.endswith("503 Service Unavailable") and json.loads(body)["ready"] is False
         status, body = await _get(port, "/healthz")
-        assert status.endswith("503 Service Unavailable")
-        state["state"] = "up"
-        status, body = await _get(port, "/healthz")
+        assert status.endswith("200 OK"), "alive though not ready"
+        state["ready"] = True
+        status, body = await _get(port, "/readyz")
         assert status.endswith("200 OK") and json.loads(body)["service"] == "scp"
         status, body = await _get(port, "/metrics")
         assert status.endswith("200 OK") and b"python_info" in body

@@ -305,3 +305,29 @@ def test_thumbnails_are_made_when_asked_for_and_reused_within_the_interval() -> 
     # Without a signal (past the interval, nothing fresh comes) the last picture is served.
     time.sleep(0.7)
     assert asyncio.run(worker.thumbnail("a")) == fresh
+
+
+def test_file_source_passes_packets_without_dts_through(tmp_path: Path) -> None:
+    """Matroska gives the first packets of an H.264 stream with B-frames no DTS: they are media,
+    not the end of the input, and the first of them is the key frame."""
+    path = tmp_path / "bframes.mkv"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"bf": "2", "g": "25"})
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for i, frame in enumerate(pattern(12)):
+            frame.pts = i
+            out.mux(stream.encode(frame.reformat(format="yuv420p")))
+        out.mux(stream.encode(None))
+    with av.open(str(path)) as check:
+        assert any(p.dts is None and p.size for p in check.demux(video=0))
+    source = open_source(SourceConfig(name="mkv", url=f"file://{path}"), 5, 5)
+    packets = []
+    try:
+        with pytest.raises(SourceUnavailable, match="ended"):
+            for item in source.items():
+                if item.packet is not None:
+                    packets.append(item.packet)
+    finally:
+        source.close()
+    assert len(packets) == 12
+    assert packets[0].is_keyframe

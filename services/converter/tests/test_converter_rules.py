@@ -132,3 +132,43 @@ def test_encode_targets_fit_their_syntax(
         rate=target.rate,
     )
     assert rules.misfits(made, ts) == []
+
+
+def test_variable_rate_is_detected_and_resampled_to_the_timestamps_rate() -> None:
+    from cinebridge_converter.probe import variable_rate
+
+    assert variable_rate(Fraction(1230, 83), Fraction(30))
+    assert not variable_rate(Fraction(25), Fraction(25))
+    assert not variable_rate(Fraction(25), Fraction(50))  # a field rate, not a variable one
+    vfr = probe(rate=Fraction(1230, 83), base_rate=Fraction(30), vfr=True)
+    assert any("variable frame rate" in r for r in rules.misfits(vfr, rules.H264_HP41))
+    assert rules.encode_target(vfr, rules.H264_HP41, "ultrafast").rate == 30
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"bit_rate": 48_000_000}, "above BD's 40 Mbit/s"),
+        ({"profile": "Constrained Baseline"}, "not a BD profile"),
+        ({"rate": Fraction(25)}, "1920x1080p at 25.000 fps is not a BD format"),
+    ],
+)
+def test_bd_compatibility_checks_profile_format_and_bit_rate(
+    changes: dict[str, object], reason: str
+) -> None:
+    film = probe(rate=Fraction(24), bit_rate=20_000_000)
+    assert rules.misfits(film, rules.H264_BD) == []
+    reasons = rules.misfits(dataclasses.replace(film, **changes), rules.H264_BD)  # type: ignore[arg-type]
+    assert len(reasons) == 1 and reason in reasons[0]
+
+
+def test_interlaced_source_keeps_its_motion() -> None:
+    i50 = probe(interlaced=True, rate=Fraction(25), profile="High 4:2:2", pix_fmt="yuv422p")
+    # H.264: one frame per field, 1080p50 is beyond level 4.1, so 720p50.
+    h264 = rules.encode_target(i50, rules.H264_HP41, "ultrafast")
+    assert (h264.rate, h264.width, h264.height) == (50, 1280, 720)
+    assert not rules.interlaced_target(i50, h264)
+    # MPEG-2 MP@ML stays interlaced at the frame rate, fields in the source's order.
+    sd = dataclasses.replace(i50, width=720, height=576)
+    ml = rules.encode_target(sd, rules.MPEG2_MPML, "ultrafast")
+    assert (ml.rate, ml.height) == (25, 576) and rules.interlaced_target(sd, ml)

@@ -13,10 +13,13 @@ from typing import Any
 
 import pytest
 from cinebridge_converter import convert
+from cinebridge_converter.dicomize import resolve_iod
 from cinebridge_converter.testmedia import make_video
 from pydicom import dcmread
 
 H264, BD, MPEG2_ML, MPEG2_HL = (f"1.2.840.10008.1.2.4.{n}" for n in (102, 103, 100, 101))
+SC, MF_SC = "1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.7.4"
+VIDEO_ES, VIDEO_XC = "1.2.840.10008.5.1.4.1.1.77.1.1.1", "1.2.840.10008.5.1.4.1.1.77.1.4.1"
 
 SOURCES: dict[str, dict[str, Any]] = {
     "h264-1080p30.mp4": dict(
@@ -100,10 +103,11 @@ CASES = [
     # source, transfer syntax, IOD, expected path (verbatim | remux | transcode), rate
     ("h264-1080p30.mp4", H264, "vl", "verbatim", Fraction(30)),
     ("h264-1080p30.mp4", H264, "sc", "verbatim", Fraction(30)),
+    ("h264-1080p30.mp4", H264, "mf-sc", "verbatim", Fraction(30)),
     ("h264-720p60.mp4", H264, "vl-photographic", "verbatim", Fraction(60)),
     ("mpeg2-576i25.ts", MPEG2_ML, "vl", "verbatim", Fraction(25)),
     ("hevc.mkv", H264, "vl", "transcode", Fraction(25)),
-    ("mjpeg.avi", H264, "sc", "transcode", Fraction(25)),
+    ("mjpeg.avi", H264, "mf-sc", "transcode", Fraction(25)),
     ("h264.mov", H264, "vl", "remux", Fraction(25)),
     ("one-frame.mp4", H264, "vl", "verbatim", Fraction(25)),
     ("capture-fragmented.mp4", H264, "sc", "verbatim", Fraction(30)),
@@ -140,7 +144,17 @@ def test_recording_becomes_valid_dicom(
     assert "PixelAspectRatio" not in ds
     transcoded = path == "transcode"
     assert ("DerivationDescription" in ds) is transcoded
-    assert ds.ImageType[0] == ("DERIVED" if transcoded else "ORIGINAL")
+    # Statement Table 35: four values, the third and fourth empty.
+    assert list(ds.ImageType) == ["DERIVED" if transcoded else "ORIGINAL", "PRIMARY", "", ""]
+    assert (
+        ds.SOPClassUID
+        == {
+            "sc": SC,
+            "mf-sc": MF_SC,
+            "vl": VIDEO_ES,
+            "vl-photographic": VIDEO_XC,
+        }[iod]
+    )
     assert ds.LossyImageCompression == "01"
     if path == "verbatim":
         # The captured file itself is the fragment: not a byte changed.
@@ -158,7 +172,8 @@ def test_recording_becomes_valid_dicom(
         ), warnings
     else:
         assert errors == []
-        assert warnings == []
+        # Laterality (2C): present and empty, unknown at capture (docs/conformance-notes.md).
+        assert all("<Laterality>" in w for w in warnings) and len(warnings) == (iod == "mf-sc")
     dump = tools.dcmdump(built.temp, "0028,0008", "0002,0010")
     assert f"[{ts}]" in dump
 
@@ -285,3 +300,21 @@ def test_anamorphic_pal_keeps_its_aspect(tmp_path: Path, run_convert: Any, tools
     assert tools.dciodvfy(h264.temp) == ([], [])
     frames, width, height = tools.decoded(tools.extract_stream(h264.temp, tmp_path / "s.mp4"))
     assert (frames, width, height) == (10, 1024, 576)
+
+
+@pytest.mark.parametrize(
+    ("modality", "profile"),
+    [
+        ("ES", "vl-endoscopic"),
+        ("es", "vl-endoscopic"),
+        ("XC", "vl-photographic"),
+        ("OT", "mf-sc"),
+        ("", "mf-sc"),
+        (None, "mf-sc"),
+    ],
+)
+def test_standard_profile_follows_the_modality(modality: str | None, profile: str) -> None:
+    assert resolve_iod("standard", modality) == profile
+    assert resolve_iod("videostation", modality) == "videostation"
+    with pytest.raises(ValueError, match="unknown IOD profile"):
+        resolve_iod("ct", modality)

@@ -106,9 +106,23 @@ def test_refused_compressed_context_is_a_clear_permanent_failure(tmp_path: Path)
     make_instance(raw, kind="raw")
     with ScriptedScp(transfer_syntaxes=[ImplicitVRLittleEndian, ExplicitVRLittleEndian]) as scp:
         results = scu.send_batch(peer(scp), [item_for(video), item_for(raw)], FAST)
+        scp.wait_ended(1)
     assert results[0].outcome == "failed-permanent"
     assert results[0].error is not None and MPEG4HP41 in results[0].error
     assert results[1].outcome == "sent"
+    # Statement §4.2.2.3.1.3: the client aborts an association whose compressed context the SCP
+    # marked unsupported, after sending what it could.
+    assert (scp.aborted, scp.released) == (1, 0)
+
+
+def test_a_batch_whose_contexts_are_all_accepted_is_released(tmp_path: Path) -> None:
+    still = tmp_path / "s.dcm"
+    make_instance(still, kind="jpeg")
+    with ScriptedScp() as scp:
+        results = scu.send_batch(peer(scp), [item_for(still)], FAST)
+        scp.wait_ended(1)
+    assert results[0].outcome == "sent"
+    assert (scp.aborted, scp.released) == (0, 1)
 
 
 def test_decompress_option_sends_jpeg_stills_as_explicit_le(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from cinebridge_common.messages import WorklistItem
 from cinebridge_worklist import dcmjson
-from cinebridge_worklist.dcmjson import MalformedEntry, identifier_to_json
+from cinebridge_worklist.dcmjson import MalformedEntry, decode_identifier, identifier_to_json
 from cinebridge_worklist.matching import matches
 from cinebridge_worklist.query import SearchFields, ServerKeys, build_identifier
 from pydicom.dataset import Dataset
@@ -61,8 +61,12 @@ def test_truncated_streams_and_runaway_nesting_are_malformed() -> None:
         child = Dataset()
         inner.ReferencedStudySequence = Sequence([child])
         inner = child
-    with pytest.raises(MalformedEntry, match="deeper"):
-        identifier_to_json(encode(deep), implicit=False, little=True, fallback_charset="")
+    deep.PatientID = "P1"
+    # Over-nested: the top-level sequence is dropped with a note, the rest of the entry kept.
+    out, notes = decode_identifier(encode(deep), implicit=False, little=True, fallback_charset="")
+    assert out["00081110"] == {"vr": "SQ"} and out["00100020"]["Value"] == ["P1"]
+    assert [(key, action) for key, _, action in notes] == [("00081110", "sequence dropped")]
+    assert "deeper" in notes[0][1]
 
 
 def test_unknown_configured_character_set_is_reported() -> None:

@@ -171,7 +171,7 @@ def invalid_utf8() -> Dataset:
 
 
 @pytest.mark.filterwarnings("ignore:Unknown encoding:UserWarning")  # the SCP side encoding it
-def test_malformed_entries_are_skipped_with_a_warning_and_the_rest_shown(
+def test_unreadable_entries_are_skipped_undecodable_ones_kept_and_flagged(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     real_encode = service_class.encode
@@ -192,11 +192,22 @@ def test_malformed_entries_are_skipped_with_a_warning_and_the_rest_shown(
     with FakeRis(entries=answers, transfer_syntaxes=[ExplicitVRLittleEndian]) as ris:
         result = run(ris)
     assert result.outcome == "complete"
-    assert [item.patient_id for item in result.items] == ["PID00000", "PID00005"]
-    assert len(result.warnings) == 3, result.warnings
-    assert "VR US" in result.warnings[0]
-    assert "ISO_IR 999" in result.warnings[1]
-    assert "ISO_IR 192" in result.warnings[2] or "utf" in result.warnings[2].lower()
+    # A VR against the dictionary cannot be read: skipped with the reason. A character set
+    # problem keeps the patient, flagged (the configured set, or U+FFFD for what fails).
+    assert [item.patient_id for item in result.items] == [
+        "PID00000",
+        "PID00003",
+        "PID00004",
+        "PID00005",
+    ]
+    assert len(result.warnings) == 1 and "VR US" in result.warnings[0], result.warnings
+    unknown, undecodable = result.items[1], result.items[2]
+    assert [(f.tag, f.action) for f in unknown.flags] == [("(0008,0005)", "configured set used")]
+    assert "ISO_IR 999" in unknown.flags[0].problem
+    assert undecodable.patient_name == "M\ufffdLLER^JOHN"
+    assert [f.tag for f in undecodable.flags] == ["(0010,0010)"]
+    assert "REPLACEMENT" in undecodable.flags[0].action or "\ufffd" in undecodable.flags[0].action
+    assert not result.items[0].flags and not result.items[3].flags
 
 
 def test_names_decode_with_the_response_or_the_configured_character_set() -> None:

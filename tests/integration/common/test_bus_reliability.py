@@ -16,7 +16,7 @@ from cinebridge_common.bus import Bus, ConsumerSpec, Delivery, Poison, Retry
 from cinebridge_common.db import migrate
 from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres
 from cinebridge_common.outbox import OutboxRelay
-from cinebridge_common.service import record_dead_letter
+from cinebridge_common.service import mirror_dead_letters
 from cinebridge_common.testing import wait_for
 from cinebridge_common.testing.worker import WorkItem
 
@@ -169,10 +169,9 @@ async def test_nak_with_delay_is_honoured(nats_url: str) -> None:
 async def test_poison_message_dead_lettered_with_reason(
     nats_url: str, db_pool: asyncpg.Pool
 ) -> None:
-    bus = await Bus.connect(
-        nats_url, "poison", dead_letter_sink=lambda letter: record_dead_letter(db_pool, letter)
-    )
+    bus = await Bus.connect(nats_url, "poison")
     await bus.ensure_streams()
+    mirror_dead_letters(bus, db_pool)
     keys = {"fails": uuid.uuid4().hex, "poison": uuid.uuid4().hex}
     attempts: dict[str, int] = {}
 
@@ -198,7 +197,7 @@ async def test_poison_message_dead_lettered_with_reason(
     assert "database says no" in rows[keys["fails"]]["reason"]
     assert rows[keys["poison"]]["reason"] == "not a video: zero-length file"
     assert attempts[keys["fails"]] == 3 and attempts[keys["poison"]] == 1
-    # The dead letter is also kept on the bus (CB_DLQ) for ops tools.
+    # The dead letter is kept on the bus (CB_DLQ) first; the table is its mirror.
     info = await bus.js.stream_info("CB_DLQ")
     assert info.state.messages >= 2
     await bus.close()

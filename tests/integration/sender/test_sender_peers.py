@@ -3,6 +3,7 @@ Table 11 per status; Echo, destination management, Forward and retry over the bu
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from cinebridge_common.messages import (
     RetryDeliveryReply,
 )
 from cinebridge_common.testing import wait_for
+from cinebridge_sender import scu
 from cinebridge_sender.testharness import SenderHarness, tool, wait_states
 from cinebridge_sender.testpeers import (
     DcmtkStorescp,
@@ -31,7 +33,9 @@ from cinebridge_sender.testpeers import (
     ScriptedScp,
     dataset_bytes,
     dataset_bytes_of,
+    make_instance,
 )
+from pynetdicom.dsutils import split_dataset
 
 pytestmark = pytest.mark.integration
 
@@ -201,3 +205,46 @@ async def _attempts(pool: asyncpg.Pool, delivery_id: object, n: int) -> bool:
         delivery_id,
     )
     return bool(got >= n)
+
+
+def test_storescp_without_the_compressed_syntax_gets_an_abort(tmp_path: Path) -> None:
+    """Statement §4.2.2.3.1.3: a destination that marks the compressed context unsupported gets
+    the instances it can take, then an A-ABORT (not an A-RELEASE); the refused one fails."""
+    storescp = DcmtkStorescp(
+        tool("storescp"),
+        tmp_path / "storescp" / "out",
+        free_port(),
+        extra_args=("-v",),
+        accept_compressed=False,  # uncompressed syntaxes only, as storescp does by default
+    )
+    items = []
+    for name, kind in (("still", "jpeg"), ("raw", "raw")):
+        path = tmp_path / f"{name}.dcm"
+        make_instance(path, kind=kind)
+        meta, _ = split_dataset(path)
+        items.append(
+            scu.Item(
+                key=name,
+                path=path,
+                sop_class_uid=str(meta.MediaStorageSOPClassUID),
+                sop_instance_uid=str(meta.MediaStorageSOPInstanceUID),
+                transfer_syntax_uid=str(meta.TransferSyntaxUID),
+            )
+        )
+    storescp.start()
+    log = tmp_path / "storescp" / f"storescp-{storescp.port}.log"
+    try:
+        peer = scu.Peer(ae_title="STORESCP", host="127.0.0.1", port=storescp.port)
+        results = scu.send_batch(peer, items, scu.Timeouts())
+        deadline = time.monotonic() + 30  # storescp logs the ending after we have moved on
+        ended = ("Association Aborted", "Association Release")
+        while not any(e in log.read_text() for e in ended) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        received = storescp.received()
+    finally:
+        storescp.stop()
+    text = log.read_text()
+    assert [r.outcome for r in results] == ["failed-permanent", "sent"], results
+    assert set(received) == {items[1].sop_instance_uid}
+    assert "Association Aborted" in text, text
+    assert "Association Release" not in text, text

@@ -3,14 +3,16 @@
 Guarantees (docs/reliability.md §3): reconnect never gives up; every JetStream publish carries a
 `Nats-Msg-Id` and waits for its PubAck (retried with the same id); consumers are durable pull
 consumers with a finite `max_deliver`, ack after the work, nak with a delay on transient errors,
-`in_progress` heartbeats for long work, and a dead letter (with the reason) when a message is
-given up.
+`in_progress` heartbeats for long work, and a dead letter (with the reason) in the JetStream DLQ
+when a message is given up. Consume loops are supervised: one that fails or ends is restarted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -25,6 +27,7 @@ from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
+    ConsumerInfo,
     DeliverPolicy,
     DiscardPolicy,
     PubAck,
@@ -32,12 +35,14 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, NotFoundError
 from prometheus_client import Counter, Histogram
 
+from . import rpc
 from .logging import kv
 from .messages.base import Message, Reply, Request
 from .messages.service import DeadLetter
+from .supervise import supervised
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +158,28 @@ class Delivery:
                 await task
 
 
-DeadLetterSink = Callable[[DeadLetter], Awaitable[None]]
+def _consumer_config(spec: ConsumerSpec) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=spec.durable,
+        filter_subject=spec.filter_subject,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=spec.ack_wait_s,
+        max_deliver=spec.max_deliver,
+        max_ack_pending=spec.max_ack_pending,
+        deliver_policy=DeliverPolicy.NEW if spec.deliver_new_only else DeliverPolicy.ALL,
+    )
+
+
+def _settings_of(config: ConsumerConfig) -> tuple[object, ...]:
+    """The parts of a consumer's configuration that CineBridge sets (for change detection)."""
+    return (
+        config.filter_subject,
+        config.ack_policy,
+        float(config.ack_wait or 0),
+        config.max_deliver,
+        config.max_ack_pending,
+        config.deliver_policy,
+    )
 
 
 async def _unsubscribe(sub: Any) -> None:
@@ -165,11 +191,11 @@ async def _unsubscribe(sub: Any) -> None:
 class Bus:
     """One NATS connection with JetStream, typed for CineBridge messages."""
 
-    def __init__(self, nc: NatsClient, name: str, dead_letter_sink: DeadLetterSink | None) -> None:
+    def __init__(self, nc: NatsClient, name: str) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
         self.name = name
-        self.dead_letter_sink = dead_letter_sink
+        self._consumer_restarts = [0]
         self._tasks: set[asyncio.Task[None]] = set()
         self._subs: list[Any] = []
 
@@ -179,7 +205,6 @@ class Bus:
         url: str,
         name: str,
         *,
-        dead_letter_sink: DeadLetterSink | None = None,
         connect_timeout_s: float = 5.0,
     ) -> Bus:
         """Connect; reconnects forever afterwards (nats.py gives up after ~2 min by default)."""
@@ -207,7 +232,7 @@ class Bus:
             )
         except Exception as exc:
             raise BusError(f"cannot connect to NATS at {url}: {exc!r}") from exc
-        return cls(nc, name, dead_letter_sink)
+        return cls(nc, name)
 
     # -- streams -------------------------------------------------------------------------
     async def ensure_streams(self, specs: Sequence[StreamSpec] = DEFAULT_STREAMS) -> None:
@@ -256,14 +281,12 @@ class Bus:
 
     # -- request/reply -------------------------------------------------------------------
     async def request(self, msg: Request, reply_type: type[R], timeout_s: float = 10.0) -> R:
-        subject = msg.subject_for()
+        """Any size of reply: one larger than a bus message arrives in chunks (`rpc`)."""
         try:
-            response = await self.nc.request(subject, msg.to_bytes(), timeout=timeout_s)
-        except nats.errors.NoRespondersError as exc:
-            raise BusError(f"no service answers {subject}") from exc
-        except NatsTimeoutError as exc:
-            raise BusError(f"{subject} did not answer within {timeout_s:g} s") from exc
-        return reply_type.from_bytes(response.data)
+            data = await rpc.request(self.nc, msg.subject_for(), msg.to_bytes(), timeout_s)
+        except rpc.ReplyError as exc:
+            raise BusError(str(exc)) from exc
+        return reply_type.from_bytes(data)
 
     async def serve(
         self,
@@ -300,14 +323,14 @@ class Bus:
             try:
                 request = request_type.from_bytes(msg.data)
             except ValueError as exc:
-                await msg.respond(Reply(ok=False, error=f"bad request: {exc}").to_bytes())
+                await rpc.respond(self.nc, msg, Reply(ok=False, error=f"bad request: {exc}"))
                 return
             try:
                 reply = await handler(request)
             except Exception as exc:
                 log.exception("rpc handler failed", extra=kv(subject=msg.subject))
                 reply = Reply(ok=False, error=f"{type(exc).__name__}: {exc}")
-            await msg.respond(reply.to_bytes())
+            await rpc.respond(self.nc, msg, reply)  # chunked when large; never raises
 
         sub = await self.nc.subscribe(
             subject or request_type.wildcard(), queue=queue or self.name, cb=on_msg
@@ -328,20 +351,62 @@ class Bus:
 
     # -- durable consumers ---------------------------------------------------------------
     async def ensure_consumer(self, spec: ConsumerSpec) -> None:
-        config = ConsumerConfig(
-            durable_name=spec.durable,
-            filter_subject=spec.filter_subject,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=spec.ack_wait_s,
-            max_deliver=spec.max_deliver,
-            max_ack_pending=spec.max_ack_pending,
-            deliver_policy=DeliverPolicy.NEW if spec.deliver_new_only else DeliverPolicy.ALL,
-        )
+        """Create the durable, or bring an existing one to `spec`.
+
+        What the server can change in place (ack wait, max deliver, max ack pending, filter) is
+        updated. Where a durable started reading is fixed at creation and means nothing later,
+        so the server's own start is kept. A change the server refuses to apply in place (an
+        immutable field) recreates the durable from its ack floor: nothing acknowledged is
+        delivered again in bulk, nothing unacknowledged is skipped.
+        """
+        config = _consumer_config(spec)
+        try:
+            existing: ConsumerInfo | None = await self.js.consumer_info(spec.stream, spec.durable)
+        except NotFoundError:
+            existing = None
+        if existing is not None:
+            config = dataclasses.replace(
+                config,
+                deliver_policy=existing.config.deliver_policy,
+                opt_start_seq=existing.config.opt_start_seq,
+                opt_start_time=existing.config.opt_start_time,
+            )
+            if _settings_of(existing.config) == _settings_of(config):
+                return
         try:
             await self.js.add_consumer(spec.stream, config)
-        except BadRequestError:
-            # Exists with other settings: update what may change (durable config is idempotent).
-            await self.js.add_consumer(spec.stream, config)
+        except APIError as exc:  # "ack policy can not be updated" is a 500, others a 400
+            if existing is None:
+                raise BusError(f"cannot create consumer {spec.durable}: {exc}") from exc
+            await self._recreate_consumer(spec, existing, exc)
+            return
+        if existing is not None:
+            log.info(
+                "consumer configuration updated",
+                extra=kv(durable=spec.durable, was=_settings_of(existing.config)),
+            )
+
+    async def _recreate_consumer(
+        self, spec: ConsumerSpec, existing: ConsumerInfo, refused: Exception
+    ) -> None:
+        floor = existing.ack_floor.stream_seq if existing.ack_floor is not None else 0
+        log.warning(
+            "consumer configuration cannot be updated in place; recreating from its ack floor",
+            extra=kv(durable=spec.durable, ack_floor=floor, error=repr(refused)),
+        )
+        with contextlib.suppress(NotFoundError):
+            await self.js.delete_consumer(spec.stream, spec.durable)
+        config = dataclasses.replace(
+            _consumer_config(spec),
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=(floor or 0) + 1,
+        )
+        await self.js.add_consumer(spec.stream, config)
+
+    @property
+    def consumer_restarts(self) -> int:
+        """How often a consume task failed or ended and was started again (health detail)."""
+        return self._consumer_restarts[0]
 
     def start_consumer(
         self,
@@ -349,11 +414,18 @@ class Bus:
         model: type[M],
         handler: Callable[[M, Delivery], Awaitable[None]],
     ) -> list[asyncio.Task[None]]:
-        """Run `spec.workers` fetch loops in the background until `close()`."""
+        """Run `spec.workers` fetch loops in the background until `close()`, each supervised:
+        a loop that fails (the consumer cannot be created yet, a bus error) or ends is
+        restarted with backoff and counted in `consumer_restarts` and `cb_task_restarts_total`."""
         tasks = []
         for n in range(spec.workers):
             task = asyncio.create_task(
-                self._consume_loop(spec, model, handler), name=f"{spec.durable}-{n}"
+                supervised(
+                    spec.durable,
+                    functools.partial(self._consume_loop, spec, model, handler),
+                    restarts=self._consumer_restarts,
+                ),
+                name=f"{spec.durable}-{n}",
             )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -471,11 +543,23 @@ class Bus:
         log.error(
             "dead letter", extra=kv(durable=spec.durable, seq=letter.stream_seq, reason=reason)
         )
-        # Record first, then term: a crash in between redelivers and records again (idempotent
-        # by (stream, seq)), never the reverse.
-        if self.dead_letter_sink is not None:
-            await self.dead_letter_sink(letter)
-        await self.publish(letter, msg_id=f"dlq-{spec.stream}-{letter.stream_seq}")
+        # The letter goes to the JetStream DLQ first, which needs no database (the mirror
+        # consumer copies it into `dead_letters` when PostgreSQL answers), and the message is
+        # only then terminated. On a last delivery JetStream will not redeliver, so the publish
+        # is retried until it is acknowledged, keeping the message in progress meanwhile.
+        msg_id = f"dlq-{spec.stream}-{spec.durable}-{letter.stream_seq}"
+        failures = 0
+        while True:
+            try:
+                await self.publish(letter, msg_id=msg_id, attempts=3)
+                break
+            except BusError as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning("dead letter not stored yet", extra=kv(error=str(exc)))
+                with contextlib.suppress(Exception):
+                    await delivery.msg.in_progress()
+                await asyncio.sleep(min(5.0, 0.5 * failures))
         await delivery.msg.term()
 
     async def close(self) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import os
 import pwd
 import random
+import shlex
 import shutil
 import socket
 import subprocess
@@ -88,10 +89,14 @@ class EmbeddedNats:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "nats.conf"
+
+    def argv(self) -> list[str]:
+        """The server's command line (its configuration written first); runs in the foreground."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        conf = self.data_dir / "nats.conf"
-        conf.write_text(
+        self.config_path.write_text(
             f'listen: "127.0.0.1:{self.port}"\n'
             "max_payload: 1MB\n"
             "jetstream {\n"
@@ -99,10 +104,12 @@ class EmbeddedNats:
             "  sync_interval: always\n"
             "}\n"
         )
+        return [nats_server_binary(), "-c", str(self.config_path)]
+
+    def start(self) -> None:
+        argv = self.argv()
         log = open(self.data_dir / "nats.log", "ab")
-        self.proc = subprocess.Popen(
-            [nats_server_binary(), "-c", str(conf)], stdout=log, stderr=log
-        )
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=log)
         wait_port(self.port, 15, self.proc)
 
     def stop(self, kill: bool = False) -> None:
@@ -147,16 +154,31 @@ class EmbeddedPostgres:
             return ["runuser", "-u", self._run_as, "--", *args]
         return list(args)
 
-    def start(self) -> None:
-        initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-        if not (initdb and pg_ctl):
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    @property
+    def run_as(self) -> str | None:
+        """The user the server runs as: `postgres` when we are root (PostgreSQL refuses root)."""
+        return "postgres" if os.geteuid() == 0 else None
+
+    def _server_options(self) -> list[str]:
+        return [
+            *("-p", str(self.port), "-k", str(self.data_dir)),
+            *("-c", "listen_addresses=127.0.0.1", "-c", "fsync=on"),
+            *("-c", "synchronous_commit=on", "-c", "max_connections=300"),
+        ]
+
+    def init(self) -> None:
+        """Create the cluster on first use (initdb) and let the server's user reach it."""
+        initdb = _pg_bin("initdb")
+        if not (initdb and _pg_bin("pg_ctl") and _pg_bin("postgres")):
             raise EmbeddedServerError(
                 "PostgreSQL server binaries (initdb, pg_ctl) not found: "
                 "apt-get install postgresql, or point CB_DATABASE_URL at a server"
             )
-        if os.geteuid() == 0:
-            self._run_as = "postgres"
-        pgdata = self.data_dir / "pgdata"
+        self._run_as = self.run_as
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._run_as:
             entry = pwd.getpwnam(self._run_as)
@@ -167,36 +189,48 @@ class EmbeddedPostgres:
                 if not mode & 0o001:
                     with contextlib.suppress(PermissionError):
                         os.chmod(parent, mode | 0o001)
-        if not (pgdata / "PG_VERSION").exists():
+        if not (self.pgdata / "PG_VERSION").exists():
             self._check(
                 self._cmd(
                     initdb,
-                    "-D",
-                    str(pgdata),
-                    "-U",
-                    self.user,
-                    "-A",
-                    "trust",
-                    "-E",
-                    "UTF8",
+                    *("-D", str(self.pgdata), "-U", self.user, "-A", "trust", "-E", "UTF8"),
                     "--no-locale",
                 ),
                 "initdb",
             )
+
+    def argv(self) -> list[str]:
+        """The postmaster's command line in the foreground (run it as `run_as`), after init()."""
+        postgres = _pg_bin("postgres")
+        if not postgres:
+            raise EmbeddedServerError("postgres binary not found: apt-get install postgresql")
+        return [postgres, "-D", str(self.pgdata), *self._server_options()]
+
+    def start(self) -> None:
+        self.init()
+        pg_ctl = _pg_bin("pg_ctl")
+        assert pg_ctl  # init() checked it
         log = self.data_dir / "postgres.log"
-        opts = (
-            f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1 -c fsync=on "
-            "-c synchronous_commit=on -c max_connections=300"
-        )
+        opts = shlex.join(self._server_options())
         self._check(
             self._cmd(
-                pg_ctl, "-D", str(pgdata), "-l", str(log), "-o", opts, "-w", "-t", "30", "start"
+                pg_ctl,
+                "-D",
+                str(self.pgdata),
+                "-l",
+                str(log),
+                "-o",
+                opts,
+                "-w",
+                "-t",
+                "30",
+                "start",
             ),
             "pg_ctl start",
         )
-        self._ensure_database()
+        self.ensure_database()
 
-    def _ensure_database(self) -> None:
+    def ensure_database(self) -> None:
         psql = _pg_bin("psql")
         if not psql:
             raise EmbeddedServerError("psql not found")

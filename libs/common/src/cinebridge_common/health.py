@@ -1,4 +1,10 @@
-"""Per-service health and Prometheus metrics over a tiny HTTP endpoint (/healthz, /metrics)."""
+"""Per-service liveness, readiness and Prometheus metrics over a tiny HTTP endpoint.
+
+`/healthz` is liveness: 200 while the process answers at all (a container orchestrator restarts
+it otherwise). `/readyz` is readiness: 200 only when the service is up and its dependencies
+(PostgreSQL, NATS) are reachable, 503 with the state of each otherwise. Both bodies are the
+service's status JSON. `/metrics` is the Prometheus text format.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 
 class HealthServer:
-    """Serves GET /healthz (JSON from `status()`) and GET /metrics; nothing else."""
+    """Serves GET /healthz, /readyz (JSON from `status()`) and /metrics; nothing else."""
 
     def __init__(self, host: str, port: int, status: Callable[[], dict[str, object]]) -> None:
         self.host = host
@@ -38,10 +44,11 @@ class HealthServer:
                     break
             parts = line.decode("latin-1").split()
             path = parts[1] if len(parts) >= 2 else ""
-            if path == "/healthz":
+            if path in ("/healthz", "/readyz"):
                 status = self.status()
                 body = json.dumps(status, default=str).encode()
-                code = "200 OK" if status.get("state") == "up" else "503 Service Unavailable"
+                ok = path == "/healthz" or status.get("ready") is True
+                code = "200 OK" if ok else "503 Service Unavailable"
                 ctype = "application/json"
             elif path == "/metrics":
                 body, code, ctype = generate_latest(REGISTRY), "200 OK", CONTENT_TYPE_LATEST

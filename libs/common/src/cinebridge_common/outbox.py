@@ -4,7 +4,7 @@
 rows with `Nats-Msg-Id = msg_id`, waits for the PubAck, then marks them published. A crash
 between commit and publish leaves the row pending; the relay of any instance publishes it later
 (docs/reliability.md §2, crash window 3: a re-publish within the duplicate window is deduplicated,
-later ones are absorbed by idempotent consumers).
+later ones are absorbed by idempotent consumers). Published rows are deleted after a retention.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -39,43 +40,104 @@ async def enqueue(conn: Connection, msg: Message, msg_id: str) -> None:
 
 
 class OutboxRelay:
-    """Publishes pending outbox rows. Several relays may run: rows are claimed SKIP LOCKED."""
+    """Publishes pending outbox rows. Several relays may run: rows are claimed SKIP LOCKED.
+
+    Published rows are deleted once older than `retention_s` (kept a while for inspection and
+    so a late duplicate check can still find them), so the table stays bounded.
+    """
 
     def __init__(
-        self, pool: asyncpg.Pool, bus: Bus, *, poll_s: float = 1.0, batch: int = 100
+        self,
+        pool: asyncpg.Pool,
+        bus: Bus,
+        *,
+        poll_s: float = 1.0,
+        batch: int = 100,
+        retention_s: float = 24 * 3600.0,
+        purge_every_s: float = 300.0,
     ) -> None:
         self.pool = pool
         self.bus = bus
         self.poll_s = poll_s
         self.batch = batch
+        self.retention_s = retention_s
+        self.purge_every_s = purge_every_s
         self._wake = asyncio.Event()
+        self._next_purge = 0.0
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Publish until `stop`. Any error of the database or the bus (asyncpg's
+        InternalClientError after a connection died mid-COMMIT included) is caught here, logged
+        once per outage, and the pass is retried with backoff; the relay never ends early."""
         listener: Any = None  # a pooled connection kept for LISTEN
+        failures = 0
 
         def wake(*_: object) -> None:
             self._wake.set()
 
         try:
-            with contextlib.suppress(Exception):
-                listener = await self.pool.acquire()
-                await listener.add_listener(NOTIFY_CHANNEL, wake)
             while not stop.is_set():
                 try:
+                    if listener is None:
+                        listener = await self._listen(wake)
                     published = await self.publish_pending()
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    log.warning("outbox relay: database unavailable", extra=kv(error=repr(exc)))
-                    published = 0
+                    await self._purge_published()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    failures += 1
+                    if failures == 1:
+                        log.warning("outbox relay: pass failed", extra=kv(error=repr(exc)))
+                    await self._unlisten(listener, wake)
+                    listener = None
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), min(5.0, 0.25 * 2**failures))
+                    continue
+                if failures:
+                    log.info("outbox relay: recovered", extra=kv(failed_passes=failures))
+                    failures = 0
                 if published >= self.batch:
                     continue
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_s)
         finally:
-            if listener is not None:
-                with contextlib.suppress(Exception):
-                    await listener.remove_listener(NOTIFY_CHANNEL, wake)
-                    await self.pool.release(listener)
+            await self._unlisten(listener, wake)
+
+    async def _listen(self, wake: Callable[..., None]) -> Any:
+        listener = await self.pool.acquire()
+        try:
+            await listener.add_listener(NOTIFY_CHANNEL, wake)
+        except BaseException:
+            await self._release(listener)
+            raise
+        return listener
+
+    async def _unlisten(self, listener: Any, wake: Callable[..., None]) -> None:
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                await listener.remove_listener(NOTIFY_CHANNEL, wake)
+            await self._release(listener)
+
+    async def _release(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.pool.release(conn), 5.0)
+
+    async def _purge_published(self) -> int:
+        """Delete published rows older than the retention, at most every `purge_every_s`."""
+        now = asyncio.get_running_loop().time()
+        if now < self._next_purge:
+            return 0
+        status = await self.pool.execute(
+            """DELETE FROM outbox WHERE published_at IS NOT NULL
+                 AND published_at < now() - make_interval(secs => $1)""",
+            self.retention_s,
+        )
+        self._next_purge = now + self.purge_every_s
+        deleted = int(status.split()[-1])
+        if deleted:
+            log.info("outbox: published rows purged", extra=kv(rows=deleted))
+        return deleted
 
     async def publish_pending(self) -> int:
         """Publish up to `batch` pending rows in order; returns how many were published.

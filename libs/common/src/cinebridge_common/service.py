@@ -1,9 +1,12 @@
 """What every service process does the same way: signals, heartbeat, health, graceful stop.
 
 A service's `app.run(settings)` builds a `ServiceContext`, registers its consumers and servers,
-and awaits `ctx.wait_stopped()`. SIGTERM/SIGINT set the stop event; consumers are cancelled (a
-message in hand is nak'd and redelivered), the bus is drained, the pool closed, all within
-`shutdown_timeout_s` (< 10 s).
+and awaits `ctx.serve_forever()`. A service started while PostgreSQL or NATS is away waits for
+them (health answers meanwhile, not ready); afterwards a dependency probe keeps `/readyz` and the
+heartbeat true, and every background loop runs supervised (restarted with backoff, counted), so
+no dependency outage stops the process. SIGTERM/SIGINT set the stop event; consumers are
+cancelled (a message in hand is nak'd and redelivered), the bus is drained, the pool closed, all
+within `shutdown_timeout_s` (< 10 s).
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
 from . import __version__
-from .bus import Bus
+from .bus import DLQ, Bus, ConsumerSpec, Delivery, Retry
 from .db import create_pool, migrate
 from .health import HealthServer
 from .logging import kv
@@ -29,8 +32,13 @@ from .outbox import OutboxRelay
 from .settings import ServiceSettings
 from .station_metrics import StationMetrics
 from .store import MediaStore
+from .supervise import supervised
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+#: Dependency probes: how often, and how long one may take before it counts as down.
+PROBE_INTERVAL_S = 1.0
+PROBE_TIMEOUT_S = 2.0
 
 
 async def record_dead_letter(pool: asyncpg.Pool, letter: DeadLetter) -> None:
@@ -50,6 +58,36 @@ async def record_dead_letter(pool: asyncpg.Pool, letter: DeadLetter) -> None:
     )
 
 
+class StopRequested(Exception):
+    """SIGTERM/SIGINT arrived while the service was still waiting for its dependencies."""
+
+
+#: The dead-letter mirror: every service runs it on one shared durable, so each letter of the
+#: JetStream DLQ is copied once into the `dead_letters` table, as soon as PostgreSQL answers.
+#: It never gives up (the DLQ stream keeps the letter for 90 days meanwhile).
+DEAD_LETTER_MIRROR = ConsumerSpec(
+    stream=DLQ.name,
+    durable="dead-letter-mirror",
+    filter_subject="cb.dlq.>",
+    max_deliver=100_000,
+    backoff_s=(1.0, 2.0, 5.0, 10.0, 30.0),
+    batch=10,
+)
+
+
+def mirror_dead_letters(bus: Bus, pool: asyncpg.Pool) -> list[asyncio.Task[None]]:
+    """Copy every DLQ letter into `dead_letters`; while PostgreSQL is away it waits in the
+    stream and is retried."""
+
+    async def mirror(letter: DeadLetter, _: Delivery) -> None:
+        try:
+            await record_dead_letter(pool, letter)
+        except Exception as exc:
+            raise Retry(f"dead letter not mirrored yet: {type(exc).__name__}") from exc
+
+    return bus.start_consumer(DEAD_LETTER_MIRROR, DeadLetter, mirror)
+
+
 class ServiceContext:
     """The composition root's shared resources: bus, pool, store, stop event, heartbeat."""
 
@@ -66,29 +104,67 @@ class ServiceContext:
         self.pool: asyncpg.Pool
         self.store = MediaStore(settings.media_root)
         self.health = HealthServer(settings.health_host, settings.health_port, self.status)
+        self.dependencies = Dependencies()
+        self.restarts = [0]
         self._background: list[asyncio.Task[Any]] = []
 
     async def __aenter__(self) -> ServiceContext:
         await self.stack.__aenter__()
+        try:
+            await self._open()
+        except BaseException:
+            await self.stack.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def _open(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
-        self.pool = await create_pool(self.settings.database_url.get_secret_value())
-        self.stack.push_async_callback(self._close_pool)
-        await migrate(self.pool)
-        self.bus = await Bus.connect(
-            self.settings.nats_url,
-            f"{self.service}@{self.settings.instance_id}",
-            dead_letter_sink=lambda letter: record_dead_letter(self.pool, letter),
-        )
-        self.stack.push_async_callback(self.bus.close)
-        await self.bus.ensure_streams()
+        # Health answers first: while PostgreSQL or NATS is away, /readyz says which.
         await self.health.start()
         self.stack.push_async_callback(self.health.stop)
-        self.spawn(self._heartbeat_loop(), "heartbeat")
-        self.spawn(OutboxRelay(self.pool, self.bus).run(self.stop), "outbox-relay")
-        self.spawn(self._station_metrics().run(self.stop), "station-metrics")
-        return self
+        dsn = self.settings.database_url.get_secret_value()
+        self.pool = await self.until_ready("postgres", lambda: create_pool(dsn, timeout_s=2.0))
+        self.stack.push_async_callback(self._close_pool)
+        await self.until_ready("postgres", lambda: migrate(self.pool))
+        self.bus = await self.until_ready(
+            "nats",
+            lambda: Bus.connect(
+                self.settings.nats_url, f"{self.service}@{self.settings.instance_id}"
+            ),
+        )
+        self.stack.push_async_callback(self.bus.close)
+        await self.until_ready("nats", self.bus.ensure_streams)
+        self.spawn(self._heartbeat_loop, "heartbeat")
+        self.spawn(self._watch_dependencies, "dependencies")
+        relay = OutboxRelay(self.pool, self.bus, retention_s=self.settings.outbox_retention_s)
+        self.spawn(lambda: relay.run(self.stop), "outbox-relay")
+        mirror_dead_letters(self.bus, self.pool)
+        station_metrics = self._station_metrics()
+        self.spawn(lambda: station_metrics.run(self.stop), "station-metrics")
+
+    async def until_ready(self, name: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Retry `attempt` until it succeeds: a service started before its database or bus
+        waits for them (not ready, saying which) instead of exiting."""
+        failures = 0
+        while True:
+            if self.stop.is_set():
+                raise StopRequested(f"{self.service} stopped while waiting for {name}")
+            try:
+                result = await attempt()
+            except Exception as exc:  # unreachable, refused, or asyncpg's InterfaceError & kin
+                failures += 1
+                self.dependencies.mark(name, f"down: {exc}")
+                if failures == 1:
+                    log.warning("waiting for dependency", extra=kv(dependency=name, error=str(exc)))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), min(5.0, 0.5 * failures))
+                continue
+            self.dependencies.mark(name, "up")
+            if failures:
+                log.info("dependency ready", extra=kv(dependency=name, waited_tries=failures))
+            return result
 
     async def _close_pool(self) -> None:
         with contextlib.suppress(Exception):
@@ -106,12 +182,28 @@ class ServiceContext:
         await self.stack.__aexit__(None, None, None)
         log.info("stopped", extra=kv(service=self.service))
 
-    def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
-        """Run a background task for the life of the service; its crash stops the service."""
+    def spawn(
+        self, work: Callable[[], Awaitable[Any]] | Awaitable[Any], name: str
+    ) -> asyncio.Task[Any]:
+        """Run a background task for the life of the service.
+
+        Given a factory (a callable returning a fresh coroutine), the task is supervised: when
+        it fails or ends before the service stops, it is logged once, counted and started again
+        with backoff (`supervise.supervised`). Given a coroutine, it runs once (it cannot be
+        started twice), and its crash stops the service, for work that cannot be repeated.
+        """
+        if callable(work):
+            factory = work
+            task = asyncio.create_task(
+                supervised(name, factory, self.stop, restarts=self.restarts), name=name
+            )
+            self._background.append(task)
+            return task
+        once = work
 
         async def guard() -> None:
             try:
-                await coro
+                await once
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -121,6 +213,10 @@ class ServiceContext:
         task = asyncio.create_task(guard(), name=name)
         self._background.append(task)
         return task
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "up" and self.dependencies.all_up()
 
     def _station_metrics(self) -> StationMetrics:
         identity = (self.service, self.settings.instance_id, self.room)
@@ -132,27 +228,65 @@ class ServiceContext:
             "instance": self.settings.instance_id,
             "room": self.room,
             "state": self.state,
+            "ready": self.ready,
+            "dependencies": self.dependencies.snapshot(),
+            "restarts": self.restarts[0] + self._consumer_restarts(),
             "version": __version__,
             "started_at": self.started_at.isoformat(),
-            "detail": self.detail,
+            "detail": self._detail(),
         }
 
+    def _consumer_restarts(self) -> int:
+        bus = getattr(self, "bus", None)
+        return bus.consumer_restarts if bus is not None else 0
+
+    def _detail(self) -> dict[str, str]:
+        detail = dict(self.detail)
+        for name, state in self.dependencies.snapshot().items():
+            detail[name] = state
+        restarts = self.restarts[0] + self._consumer_restarts()
+        if restarts:
+            detail["restarts"] = str(restarts)
+        return detail
+
     def _heartbeat(self) -> ServiceHeartbeat:
+        state: ServiceState = self.state
+        if state == "up" and not self.dependencies.all_up():
+            state = "degraded"
         return ServiceHeartbeat(
             service=self.service,
             instance=self.settings.instance_id,
             version=__version__,
-            state=self.state,
+            state=state,
             room=self.room,
             started_at=self.started_at,
-            detail=self.detail,
+            detail=self._detail(),
             health_url=self.health.url,
         )
 
     async def _heartbeat_loop(self) -> None:
         while True:
             await self.bus.publish_core(self._heartbeat())
-            await asyncio.sleep(self.settings.heartbeat_interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.dependencies.changed.wait(), self.settings.heartbeat_interval_s
+                )
+            self.dependencies.changed.clear()
+
+    async def _watch_dependencies(self) -> None:
+        """Probe PostgreSQL and NATS every second; a change is heartbeated at once."""
+        while not self.stop.is_set():
+            try:
+                await asyncio.wait_for(self.pool.fetchval("SELECT 1"), PROBE_TIMEOUT_S)
+                self.dependencies.mark("postgres", "up")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.dependencies.mark("postgres", f"down: {type(exc).__name__}")
+            nats_up = self.bus.nc.is_connected
+            self.dependencies.mark("nats", "up" if nats_up else "down: disconnected")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), PROBE_INTERVAL_S)
 
     async def serve_forever(self) -> None:
         """Mark the service up and wait for SIGTERM/SIGINT."""
@@ -163,9 +297,33 @@ class ServiceContext:
         log.info("stopping", extra=kv(service=self.service))
 
 
+class Dependencies:
+    """The last known state of each dependency ("up" or "down: why"); `changed` wakes the
+    heartbeat so an outage reaches the gateway within a probe interval."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, str] = {"postgres": "starting", "nats": "starting"}
+        self.changed = asyncio.Event()
+
+    def mark(self, name: str, state: str) -> None:
+        if self._states.get(name) != state:
+            if state != "up" and self._states.get(name) == "up":
+                log.warning("dependency lost", extra=kv(dependency=name, state=state))
+            elif state == "up" and self._states.get(name, "").startswith("down"):
+                log.info("dependency back", extra=kv(dependency=name))
+            self._states[name] = state
+            self.changed.set()
+
+    def all_up(self) -> bool:
+        return all(state == "up" for state in self._states.values())
+
+    def snapshot(self) -> dict[str, str]:
+        return dict(self._states)
+
+
 def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Door of every service: run `main` and exit non-zero on a startup failure."""
     try:
         asyncio.run(main())
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StopRequested):
         pass

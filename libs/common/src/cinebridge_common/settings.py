@@ -41,6 +41,8 @@ class ServiceSettings(BaseSettings):
     health_host: str = "127.0.0.1"
     health_port: int = 0
     heartbeat_interval_s: float = 5.0
+    #: Published outbox rows are deleted after this many seconds (the table stays bounded).
+    outbox_retention_s: float = 24 * 3600.0
     #: DICOM UID root of the organisation; empty means UUID-derived `2.25.` UIDs (PS3.5 B.2).
     org_uid_root: str = ""
     #: Secret used to sign sessions/tokens; must be set when anything binds beyond loopback.

@@ -17,7 +17,9 @@ class StationSettings(BaseModel):
     local_ae_title: str = "SPACS"  # statement Table 25
     character_set: str = "ISO_IR 192"
     video_transfer_syntax: str = "1.2.840.10008.1.2.4.102"
-    iod: str = "sc"
+    #: IOD profile (converter README): "standard" picks the SOP classes by the study's Modality;
+    #: "videostation" (or "sc") is the statement's Secondary Capture for everything.
+    iod: str = "standard"
     worklist_character_set: str = "ISO_IR 192"
     wildcard_matching: bool = True
 

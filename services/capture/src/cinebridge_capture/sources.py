@@ -144,7 +144,7 @@ class AvSource:
         while True:
             try:
                 for packet in self.container.demux(self.stream):
-                    if packet.dts is None:  # end of input (flush packet)
+                    if packet.size == 0:  # end of input (flush packet)
                         break
                     yield from self._decode(packet, pacer)
             except (av.FFmpegError, OSError) as exc:
@@ -158,8 +158,11 @@ class AvSource:
         keep = packet if self.info.template is not None else None
         # A compressed file is paced by its packets: they may not be decoded at all.
         paced_packet = self.spec.paced and keep is not None
-        if paced_packet and packet.dts is not None and packet.time_base is not None:
-            pacer.wait(float(packet.dts * packet.time_base))
+        # Matroska gives the first packets of a stream with B-frames no DTS, raw H.264 none at
+        # all: such a packet is still media, paced by whichever time it has.
+        stamp = packet.dts if packet.dts is not None else packet.pts
+        if paced_packet and stamp is not None and packet.time_base is not None:
+            pacer.wait(float(stamp * packet.time_base))
         if keep is not None and not self._wants_picture(packet):
             yield Captured(None, keep, time.monotonic())
             return

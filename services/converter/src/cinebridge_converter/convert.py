@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import functools
 import hashlib
 import os
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+import av
+from av.codec.codec import UnknownCodecError
 from cinebridge_common.store import MediaStore, sha256_file
 from cinebridge_common.uids import make_uid
 from pydicom.dataset import Dataset
@@ -26,10 +29,28 @@ from pydicom.dataset import Dataset
 from . import probe as probing
 from . import rules, stills, video
 from .dicomize import Identity, Pixels, Station, build_dataset, sop_class_for, still_pixels
-from .errors import BadMedia
+from .errors import BadMedia, ConversionError, TransientFailure
 from .part10 import write_encapsulated
+from .timestamps import TimestampError
+from .verify import Unplayable, check_playable
 
 Progress = Callable[[float, str], None]
+#: errno values that mean "out of a resource", worth retrying later; any other error is final.
+RESOURCE_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EIO,
+        errno.EROFS,
+        errno.ENOMEM,
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.EAGAIN,
+        errno.EINTR,
+        errno.EBUSY,
+        errno.ESTALE,
+    }
+)
 LOSSY_METHOD = {
     rules.MPEG2_MPML: "ISO_13818_2",
     rules.MPEG2_MPHL: "ISO_13818_2",
@@ -103,11 +124,29 @@ def prepare(
     progress: Progress,
     cancel: threading.Event,
 ) -> Prepared:
-    if not media.path.is_file():
-        raise BadMedia("the media file is missing from the media store")
-    if media.kind == "snapshot":
-        return _prepare_still(media, store, limits)
-    return _prepare_video(media, ts_uid, store, limits, progress, cancel)
+    """Probe, then keep, remux or transcode; errors say whether retrying can help (`classify`)."""
+    try:
+        if not media.path.is_file():
+            raise BadMedia("the media file is missing from the media store")
+        if media.kind == "snapshot":
+            return _prepare_still(media, store, limits)
+        return _prepare_video(media, ts_uid, store, limits, progress, cancel)
+    except (ConversionError, TransientFailure, video.Cancelled):
+        raise
+    except (av.error.FFmpegError, OSError, UnknownCodecError) as exc:
+        raise classify(exc) from exc
+
+
+def classify(exc: BaseException) -> ConversionError | TransientFailure:
+    """Only a lack of resources (disk, memory, file handles) is worth a retry; anything else
+    that FFmpeg or the file system says about the input is final. Never names a file path."""
+    number = getattr(exc, "errno", None)
+    cause = getattr(exc, "strerror", None) or type(exc).__name__
+    if number in RESOURCE_ERRNOS:
+        return TransientFailure(f"out of resources: {cause}")
+    if isinstance(exc, UnknownCodecError):
+        return BadMedia(f"the recording uses a codec FFmpeg cannot decode: {exc}")
+    return BadMedia(f"the media cannot be converted: {cause}")
 
 
 def _verify(media: MediaInfo) -> None:
@@ -136,36 +175,33 @@ def _prepare_video(
     progress: Progress,
     cancel: threading.Event,
 ) -> Prepared:
-    found = probing.probe_video(
-        media.path, max_pixels=limits.max_pixels, max_duration_s=limits.max_duration_s
-    )
-    container = rules.container_for(ts_uid)
+    found = _probe(media.path, limits)
     prepared = Prepared([], [], False)
-    stream, derivation = media.path, None
+    derivation = None
     try:
-        if reasons := rules.misfits(found, ts_uid):
+        segments: list[video.Segment] | None = None
+        if not (reasons := rules.misfits(found, ts_uid)):
+            try:
+                segments = _keep_coding(
+                    media, media.path, found, ts_uid, store, limits, prepared, progress, cancel
+                )
+            except (TimestampError, Unplayable) as exc:
+                # Kept as coded it would not play as stated: re-encode instead.
+                reasons = [f"not playable as coded: {exc}"]
+                prepared.cleanup()
+                prepared.verbatim = False
+        if segments is None:
             _verify(media)
             stream, derivation = _transcode(
                 media, found, reasons, ts_uid, store, limits, prepared, progress, cancel
             )
-            found = probing.probe_video(
-                stream, max_pixels=limits.max_pixels, max_duration_s=limits.max_duration_s
-            )
-        if _needs_remux(found, ts_uid, container, limits):
-            if stream == media.path:
-                _verify(media)
-            segments = video.remux(
-                stream,
-                ts_uid=ts_uid,
-                container=container,
-                new_path=lambda: _temp(store, container, prepared),
-                max_bytes=limits.max_fragment_bytes,
-                progress=progress,
-                cancel=cancel,
-            )
-        else:
-            segments = [video.Segment(stream, found.frames, found.duration_s)]
-            prepared.verbatim = stream == media.path
+            found = _probe(stream, limits)
+            try:
+                segments = _keep_coding(
+                    media, stream, found, ts_uid, store, limits, prepared, progress, cancel
+                )
+            except (TimestampError, Unplayable) as exc:
+                raise BadMedia(f"the re-encoded recording does not play: {exc}") from exc
     except BaseException:
         prepared.cleanup()
         raise
@@ -174,6 +210,45 @@ def _prepare_video(
         prepared.streams.append(segment.path)
         prepared.pixels.append(_video_pixels(found, segment, ts_uid, rate, derivation))
     return prepared
+
+
+def _probe(path: Path, limits: Limits) -> probing.VideoProbe:
+    return probing.probe_video(
+        path, max_pixels=limits.max_pixels, max_duration_s=limits.max_duration_s
+    )
+
+
+def _keep_coding(
+    media: MediaInfo,
+    stream: Path,
+    found: probing.VideoProbe,
+    ts_uid: str,
+    store: MediaStore,
+    limits: Limits,
+    prepared: Prepared,
+    progress: Progress,
+    cancel: threading.Event,
+) -> list[video.Segment]:
+    """The stream as it is, or remuxed; each result checked to play with its frame count."""
+    container = rules.container_for(ts_uid)
+    if _needs_remux(found, ts_uid, container, limits):
+        if stream == media.path:
+            _verify(media)
+        segments = video.remux(
+            stream,
+            ts_uid=ts_uid,
+            container=container,
+            new_path=lambda: _temp(store, container, prepared),
+            max_bytes=limits.max_fragment_bytes,
+            progress=progress,
+            cancel=cancel,
+        )
+    else:
+        segments = [video.Segment(stream, found.frames, found.duration_s)]
+        prepared.verbatim = stream == media.path
+    for segment in segments:
+        check_playable(segment.path, segment.frames)
+    return segments
 
 
 def _transcode(
@@ -195,7 +270,7 @@ def _transcode(
         media.path,
         target,
         stream,
-        interlaced=found.interlaced,
+        fields=_fields(found, target),
         progress=progress,
         cancel=cancel,
         timeout_s=60 + limits.transcode_seconds_per_second * found.duration_s,
@@ -205,6 +280,15 @@ def _transcode(
         f"Transcoded by CineBridge from {found.codec} {found.width}x{found.height}{aspect}"
         f" at {float(found.rate):.3f} fps ({'; '.join(reasons)})"
     )
+
+
+def _fields(found: probing.VideoProbe, target: rules.EncodeTarget) -> str:
+    """What a transcode does with an interlaced source (converter README, "Timing")."""
+    if not found.interlaced:
+        return "progressive"
+    if rules.interlaced_target(found, target):
+        return "tff" if found.top_field_first else "bff"
+    return "field" if float(target.rate) > float(found.rate) * 1.5 else "frame"
 
 
 def _temp(store: MediaStore, container: str, prepared: Prepared) -> Path:

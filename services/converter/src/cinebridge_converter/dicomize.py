@@ -1,9 +1,15 @@
 """The data set of each instance we create: statement Annex 8.1 (SC) and the VL / Video IODs.
 
-Secondary Capture (statement Tables 27-37) is the default. Per destination the proper objects
-can be chosen: VL Endoscopic / VL Photographic Image for stills and Video Endoscopic / Video
-Photographic Image for recordings (PS3.3 A.32.1, A.32.4, A.32.5, A.32.7) with Acquisition
-Context, Multi-frame, Cine and (for video) Anatomic Region, as dciodvfy checks them.
+IOD profiles (`IODS`; the station's setting, or a job's explicit choice):
+
+- "standard" (default): chosen by the study's Modality — ES: VL Endoscopic / Video Endoscopic
+  Image (PS3.3 A.32.1, A.32.5); XC: VL Photographic / Video Photographic Image (A.32.4, A.32.7);
+  anything else: Secondary Capture for stills, Multi-frame True Color Secondary Capture for
+  recordings (A.8.1, A.8.5). Every object is a standard SOP class used as defined.
+- "videostation" (alias "sc"): the conformance statement's own behaviour, Secondary Capture for
+  stills and recordings alike (statement Table 9); a recording is then an SC object with Number
+  of Frames, which dciodvfy reports (docs/conformance-notes.md).
+- "mf-sc", "vl" = "vl-endoscopic", "vl-photographic": one family whatever the modality.
 """
 
 from __future__ import annotations
@@ -32,13 +38,31 @@ VL_ENDOSCOPIC = "1.2.840.10008.5.1.4.1.1.77.1.1"
 VIDEO_ENDOSCOPIC = "1.2.840.10008.5.1.4.1.1.77.1.1.1"
 VL_PHOTOGRAPHIC = "1.2.840.10008.5.1.4.1.1.77.1.4"
 VIDEO_PHOTOGRAPHIC = "1.2.840.10008.5.1.4.1.1.77.1.4.1"
-#: (still, video, modality) per IOD choice; dciodvfy strval/vl.tpl: ES endoscopic, XC photo.
+MF_TRUE_COLOR_SC = "1.2.840.10008.5.1.4.1.1.7.4"
+SC_FAMILY = (SC, MF_TRUE_COLOR_SC)
+#: (still, video, modality) per IOD profile; dciodvfy strval/vl.tpl: ES endoscopic, XC photo.
 IODS = {
+    "videostation": (SC, SC, None),
     "sc": (SC, SC, None),
+    "mf-sc": (SC, MF_TRUE_COLOR_SC, None),
     "vl": (VL_ENDOSCOPIC, VIDEO_ENDOSCOPIC, "ES"),
     "vl-endoscopic": (VL_ENDOSCOPIC, VIDEO_ENDOSCOPIC, "ES"),
     "vl-photographic": (VL_PHOTOGRAPHIC, VIDEO_PHOTOGRAPHIC, "XC"),
 }
+#: The "standard" profile by the study's Modality; other modalities get the SC family.
+STANDARD_BY_MODALITY = {"ES": "vl-endoscopic", "XC": "vl-photographic"}
+STATEMENT_PROFILES = ("videostation", "sc")
+
+
+def resolve_iod(choice: str, modality: str | None) -> str:
+    """The concrete profile of `IODS` for a choice ("standard" looks at the Modality)."""
+    if choice == "standard":
+        return STANDARD_BY_MODALITY.get((modality or "").strip().upper(), "mf-sc")
+    if choice not in IODS:
+        raise ValueError(f"unknown IOD profile {choice!r}")
+    return choice
+
+
 FRAME_TIME = Tag(0x0018, 0x1063)
 
 
@@ -73,6 +97,7 @@ class Identity:
 
 @dataclass(frozen=True)
 class Station:
+    #: Station Name (0008,1010): statement Table 33, the station's own AE title.
     station_name: str
     character_set: str
     iod: str
@@ -93,11 +118,19 @@ def build_dataset(study: Dataset, pixels: Pixels, ident: Identity, station: Stat
         ds.SpecificCharacterSet = station.character_set
     ds.update(study)
     _equipment_and_series(ds, ident, station, sop_class)
-    _image(ds, pixels, ident, video=video, sc=sop_class == SC)
+    _image(ds, pixels, ident, video=video, sc=sop_class in SC_FAMILY)
+    if video or station.iod not in STATEMENT_PROFILES:
+        # Statement Table 35: four values, the third and fourth empty; absent for its snapshots.
+        first = "DERIVED" if pixels.derivation else "ORIGINAL"
+        ds.ImageType = [first, "PRIMARY", "", ""]
     _image_pixel(ds, pixels)
     if video:
         _multiframe(ds, pixels)
-    if sop_class != SC:
+    if sop_class == MF_TRUE_COLOR_SC:
+        # PS3.3 C.8.6.3 (SC Multi-frame Image), Type 1. A device's video may show the patient's
+        # name or other text in the picture: say so rather than promise it does not.
+        ds.BurnedInAnnotation = "YES"
+    if sop_class not in SC_FAMILY:
         _vl(ds, station, video=video)
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = ident.sop_instance_uid
@@ -127,7 +160,7 @@ def _equipment_and_series(ds: Dataset, ident: Identity, station: Station, sop_cl
         ds.Modality = modality  # the VL IODs fix it (PS3.3 C.8.12.x); the worklist's is for SC
     ds.SeriesInstanceUID = ident.series_instance_uid
     ds.SeriesNumber = ident.series_number
-    if sop_class in (SC, VL_ENDOSCOPIC, VL_PHOTOGRAPHIC):
+    if sop_class in (SC, MF_TRUE_COLOR_SC, VL_ENDOSCOPIC, VL_PHOTOGRAPHIC):
         # Statement Table 32: always empty, the body part is unknown at capture; dciodvfy wants
         # it (2C) in the still IODs and warns that empty means unknown (conformance-notes.md).
         ds.Laterality = ""
@@ -137,17 +170,13 @@ def _equipment_and_series(ds: Dataset, ident: Identity, station: Station, sop_cl
     ds.Manufacturer = MANUFACTURER
     ds.StationName = station.station_name[:16]
     ds.SoftwareVersions = __version__
-    if sop_class == SC:
+    if sop_class in SC_FAMILY:
         ds.SecondaryCaptureDeviceManufacturer = MANUFACTURER
         ds.SecondaryCaptureDeviceManufacturerModelName = MODEL_NAME
         ds.SecondaryCaptureDeviceSoftwareVersions = __version__
 
 
 def _image(ds: Dataset, pixels: Pixels, ident: Identity, *, video: bool, sc: bool) -> None:
-    first = "DERIVED" if pixels.derivation else "ORIGINAL"
-    if video or not sc:
-        # Statement Table 35: ORIGINAL\PRIMARY for video, absent for SC snapshots.
-        ds.ImageType = [first, "PRIMARY"] if sc else [first, "PRIMARY", ""]
     if sc:
         ds.ConversionType = "DV" if video else "SI"  # statement Table 34
         ds.DateOfSecondaryCapture = ident.created.strftime("%Y%m%d")

@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 
 from . import convert, mwl
 from . import repository as repo
-from .dicomize import IODS, Station
+from .dicomize import IODS, Station, resolve_iod
 from .errors import ConversionError
 from .rules import JPEG_BASELINE, VIDEO_SYNTAXES
 from .settings import ConverterSettings
@@ -79,13 +79,17 @@ async def load_job(msg: ConvertMedia, deps: ConverterDeps) -> Job:
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ConversionError(f"the study's worklist item cannot be read: {exc}") from exc
-    station = _station(configured, iod, deps.settings)
+    try:
+        profile = resolve_iod(iod, attributes.get("Modality"))
+    except ValueError as exc:
+        raise ConversionError(str(exc)) from exc
+    station = _station(configured, profile, deps.settings)
     return Job(msg, media, info, study, station, ts_uid, attributes)
 
 
 def _station(configured: StationSettings, iod: str, settings: ConverterSettings) -> Station:
     return Station(
-        station_name=configured.station_name,
+        station_name=configured.local_ae_title,
         character_set=configured.character_set,
         iod=iod,
         anatomic_region=settings.anatomic_region(),

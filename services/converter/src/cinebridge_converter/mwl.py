@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cinebridge_common.dicom_values import check_dataset, valid_value
 from cinebridge_common.uids import is_valid_uid, make_uid
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -51,6 +52,13 @@ NEW_FLAT = (
     "AdmissionID",
     "PatientState",
 )
+#: "Exist" attributes whose local values are checked before writing (type 2 in the IODs).
+_CHECKED = {
+    "PatientBirthDate": ("DA", "00100030"),
+    "PatientSex": ("CS", "00100040"),
+    "StudyDate": ("DA", "00080020"),
+    "StudyTime": ("TM", "00080030"),
+}
 NEW_SEQUENCES = ("ReferencedStudySequence", "ReferencedPatientSequence")
 CODE_KEYWORDS = ("CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion", "CodeMeaning")
 
@@ -61,9 +69,13 @@ def timestamp_id(when: dt.datetime) -> str:
 
 
 def worklist_dataset(item: Mapping[str, Any] | None) -> Dataset | None:
+    """The item as a dataset, every value checked against its VR once more (the item may come
+    from an older cache or a client): invalid values are left empty or cut as
+    `cinebridge_common.dicom_values` documents, never written as they came."""
     if not item:
         return None
-    return Dataset.from_json(dict(item))
+    clean, _ = check_dataset(dict(item))
+    return Dataset.from_json(clean)
 
 
 def study_attributes(study: StudyInfo, *, default_modality: str, uid_root: str) -> Dataset:
@@ -74,7 +86,11 @@ def study_attributes(study: StudyInfo, *, default_modality: str, uid_root: str) 
     local = _local_values(study)
     for keyword, value in local.items():
         mwl_value = _mwl_exist(mwl, keyword) if use_mwl else None
-        setattr(ds, keyword, mwl_value if mwl_value not in (None, "") else value)
+        chosen = mwl_value if mwl_value not in (None, "") else value
+        vr, key = _CHECKED.get(keyword, ("", ""))
+        if vr and chosen and not valid_value(vr, str(chosen), key):
+            chosen = ""  # type 2: empty rather than invalid (a row written before the checks)
+        setattr(ds, keyword, chosen)
     ds.StudyInstanceUID = _study_uid(study, mwl, uid_root)
     ds.Modality = (_mwl_exist(mwl, "Modality") if use_mwl else None) or default_modality
     if use_mwl and mwl is not None:

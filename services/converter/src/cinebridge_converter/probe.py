@@ -11,6 +11,7 @@ import struct
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 
@@ -57,6 +58,12 @@ class VideoProbe:
     truncated: bool = False
     #: Sample (pixel) aspect ratio, width/height of one pixel; 1 = square.
     sar: Fraction = Fraction(1)
+    #: The finest rate all timestamps sit on (FFmpeg's r_frame_rate); = rate for constant rate.
+    base_rate: Fraction | None = None
+    #: Frame durations vary: the average rate is no rate the pictures were taken at.
+    vfr: bool = False
+    bit_rate: int = 0  # bits per second of the video stream (container's when not known)
+    top_field_first: bool = True
 
     @property
     def display_width(self) -> int:
@@ -138,7 +145,7 @@ def probe_video(path: Path, *, max_pixels: int, max_duration_s: float) -> VideoP
         if name in ("mp4", "mov") and frames <= 0:
             frames = fragmented_sample_count(path, stream.id) or 0
         exact = frames > 0
-        interlaced, counted, corrupt = _scan(container, stream, count=not exact)
+        (interlaced, tff), counted, corrupt = _scan(container, stream, count=not exact)
         frames = frames or counted
         truncated = corrupt or (name in ("mp4", "mov") and _box_overruns(path))
         if frames <= 0:
@@ -162,7 +169,29 @@ def probe_video(path: Path, *, max_pixels: int, max_duration_s: float) -> VideoP
             size=size,
             truncated=truncated,
             sar=_sar(stream),
+            base_rate=Fraction(stream.base_rate) if stream.base_rate else None,
+            vfr=variable_rate(Fraction(rate), stream.base_rate),
+            bit_rate=_bit_rate(stream, container, size, duration_s),
+            top_field_first=tff,
         )
+
+
+def _bit_rate(stream: Any, container: Any, size: int, duration_s: float) -> int:
+    if stream.bit_rate:
+        return int(stream.bit_rate)
+    if duration_s > 0:
+        return int(size * 8 / duration_s)
+    return int(container.bit_rate or 0)
+
+
+def variable_rate(average: Fraction, base: Fraction | None) -> bool:
+    """Whether the average rate is not the rate the timestamps tick at (beyond 1 %): frames were
+    left out or held (a `select` filter, a screen recorder). A base rate of twice the average
+    is a field rate (interlaced or field-coded), not a variable one."""
+    if not base or base <= 0:
+        return False
+    ratio = float(base) / float(average)
+    return not (abs(ratio - 1) <= 0.01 or abs(ratio - 2) <= 0.02)
 
 
 def _sar(stream: av.video.stream.VideoStream) -> Fraction:
@@ -239,10 +268,11 @@ def _duration(container: av.container.InputContainer, stream: av.video.stream.Vi
 
 def _scan(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, *, count: bool
-) -> tuple[bool, int, bool]:
-    """Decode the first frame (interlacing, proof the stream decodes); if asked, count the whole
-    packets and say whether a cut-off (corrupt) one was met."""
+) -> tuple[tuple[bool, bool], int, bool]:
+    """Decode the first frame (interlacing and field order, proof the stream decodes); if asked,
+    count the whole packets and say whether a cut-off (corrupt) one was met."""
     interlaced: bool | None = None
+    tff = True
     packets, corrupt = 0, False
     try:
         for packet in container.demux(stream):
@@ -255,6 +285,8 @@ def _scan(
             if interlaced is None:
                 for frame in packet.decode():
                     interlaced = bool(frame.interlaced_frame)
+                    # AVFieldOrder: BB (3) and TB (4) show the bottom field first.
+                    tff = stream.codec_context.field_order not in (3, 4)
                     break
             if interlaced is not None and not count:
                 break
@@ -262,7 +294,7 @@ def _scan(
         raise BadMedia(f"the video stream cannot be read (truncated?): {exc.strerror}") from exc
     if interlaced is None:
         raise BadMedia("no frame of the video stream decodes (truncated or corrupt file)")
-    return interlaced, packets, corrupt
+    return (interlaced, tff), packets, corrupt
 
 
 def _box_overruns(path: Path) -> bool:

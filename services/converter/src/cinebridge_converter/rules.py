@@ -75,13 +75,17 @@ def container_for(ts_uid: str) -> str:
 
 def misfits(p: VideoProbe, ts_uid: str) -> list[str]:
     """Why the stream's coding breaks `ts_uid` (empty: it fits and needs no transcode)."""
+    reasons = []
+    if p.vfr:
+        # Frame Time states one duration for every frame (PS3.3 C.7.6.5): resample.
+        reasons.append(f"variable frame rate (average {float(p.rate):.3f} fps)")
     if ts_uid in (H264_HP41, H264_BD):
-        reasons = _h264_misfits(p)
-        if ts_uid == H264_BD and not reasons and not _bd_combination(p):
-            reasons.append(f"{p.width}x{p.height} at {float(p.rate):.3f} fps is not a BD format")
+        reasons += _h264_misfits(p)
+        if ts_uid == H264_BD and not reasons:
+            reasons += _bd_misfits(p)
         return reasons
     if ts_uid in (MPEG2_MPML, MPEG2_MPHL):
-        return _mpeg2_misfits(p, high=ts_uid == MPEG2_MPHL)
+        return reasons + _mpeg2_misfits(p, high=ts_uid == MPEG2_MPHL)
     raise ValueError(f"not a supported video transfer syntax: {ts_uid}")
 
 
@@ -103,6 +107,24 @@ def _h264_misfits(p: VideoProbe) -> list[str]:
         reasons.append(f"{p.width}x{p.height} at {float(p.rate):.2f} fps exceeds level 4.1")
     if standard_rate(p.rate) is None:
         reasons.append(f"frame rate {float(p.rate):.3f} is not a standard rate")
+    return reasons
+
+
+#: Blu-ray video's highest bit rate (BD-ROM: 40 Mbit/s for the video elementary stream).
+BD_MAX_BIT_RATE = 40_000_000
+
+
+def _bd_misfits(p: VideoProbe) -> list[str]:
+    """PS3.5 8.2.7 BD-compatible: High (or Main) profile at level 4.1 or below, a Table 8-4
+    format, and no more than Blu-ray's video bit rate."""
+    reasons = []
+    if p.profile not in ("High", "Main"):
+        reasons.append(f"H.264 profile {p.profile} is not a BD profile")
+    if not _bd_combination(p):
+        scan = "i" if p.interlaced else "p"
+        reasons.append(f"{p.width}x{p.height}{scan} at {float(p.rate):.3f} fps is not a BD format")
+    if p.bit_rate > BD_MAX_BIT_RATE:
+        reasons.append(f"bit rate {p.bit_rate / 1e6:.1f} Mbit/s is above BD's 40 Mbit/s")
     return reasons
 
 
@@ -157,9 +179,11 @@ def audio_allowed(codec: str, ts_uid: str, container: str) -> bool:
 
 def encode_target(p: VideoProbe, ts_uid: str, preset: str) -> EncodeTarget:
     """The compliant stream closest to the source (size, rate) for `ts_uid`."""
-    rate = standard_rate(p.rate) or _nearest_rate(p.rate)
+    rate = source_rate(p)
     p = dataclasses.replace(p, width=p.display_width, sar=Fraction(1))  # encode square pixels
     if ts_uid == H264_HP41:
+        if p.interlaced and standard_rate(rate * 2) in (Fraction(50), NTSC60, Fraction(60)):
+            rate = rate * 2  # deinterlaced one frame per field: the motion of the source
         width, height = fit(p.width, p.height, 1920, 1080)
         if -(-width // 16) * -(-height // 16) * float(rate) > 245760:
             width, height = fit(p.width, p.height, 1280, 720)
@@ -231,6 +255,25 @@ def _mpeg2_options(rate: Fraction, vbv_bits: int) -> dict[str, str]:
         "bufsize": str(vbv_bits),
         "maxrate": str(9_800_000 if vbv_bits <= 1835008 else 40_000_000),
     }
+
+
+def source_rate(p: VideoProbe) -> Fraction:
+    """The standard rate a transcode starts from: the stream's own; for a variable rate the
+    rate its timestamps tick at when that is standard; else the nearest of 25/29.97/30."""
+    if p.vfr and p.base_rate is not None and (base := standard_rate(p.base_rate)):
+        return base
+    return standard_rate(p.rate) or _nearest_rate(p.rate)
+
+
+def interlaced_target(p: VideoProbe, target: EncodeTarget) -> bool:
+    """Whether a transcode keeps the fields (MPEG-2 at the source's frame rate) rather than
+    deinterlacing: MP@ML and 1080-line MP@HL are interlaced formats."""
+    return (
+        p.interlaced
+        and target.codec == "mpeg2video"
+        and near(target.rate, p.rate, 0.001)
+        and target.height in (480, 576, 1080)
+    )
 
 
 def _nearest_rate(rate: Fraction) -> Fraction:

@@ -23,6 +23,7 @@ import av
 from .errors import BadMedia, ConversionError
 from .probe import open_input
 from .rules import EncodeTarget, audio_allowed, fit
+from .timestamps import WINDOW, VideoClock, display_order, frame_ticks
 
 Progress = Callable[[float, str], None]
 MUX_FORMAT = {"mp4": "mp4", "mpegts": "mpegts"}
@@ -55,6 +56,7 @@ def remux(
 ) -> list[Segment]:
     """Copy the video (and allowed audio) packets into `container`, split at key frames."""
     budget = int(max_bytes * 0.9) - (1 << 16)
+    clock = _clock_for(src)
     with open_input(src) as inp:
         video = inp.streams.video[0]
         audio = [
@@ -62,18 +64,29 @@ def remux(
         ]
         duration = _seconds(video.duration, video.time_base)
         writer = _SegmentWriter(container, new_path, [video, *audio])
+
+        def put(packet: Any, is_video: bool) -> None:
+            if is_video and packet.is_keyframe and writer.bytes >= budget and writer.frames:
+                writer.cut(packet)
+            writer.write(packet, is_video)
+            if is_video and writer.frames % 256 == 0 and duration:
+                progress(min(1.0, _seconds(packet.dts, video.time_base) / duration), "remux")
+
         try:
             for packet in inp.demux([video, *audio]):
                 if cancel.is_set():
                     raise Cancelled()
-                if packet.dts is None or packet.size == 0 or packet.is_corrupt:
-                    continue  # a cut-off last packet would make the stream undecodable
-                is_video = packet.stream is video
-                if is_video and packet.is_keyframe and writer.bytes >= budget and writer.frames:
-                    writer.cut(packet)
-                writer.write(packet, is_video)
-                if is_video and writer.frames % 256 == 0 and duration:
-                    progress(min(1.0, _seconds(packet.dts, video.time_base) / duration), "remux")
+                if packet.size == 0 or packet.is_corrupt:
+                    continue  # flush packets; a cut-off last packet would not decode
+                if packet.stream is video:
+                    for ready in clock.feed(packet):
+                        put(ready, True)
+                elif packet.dts is not None or packet.pts is not None:
+                    packet.dts = packet.pts if packet.dts is None else packet.dts
+                    packet.pts = packet.dts if packet.pts is None else packet.pts
+                    put(packet, False)
+            for ready in clock.flush():
+                put(ready, True)
         except av.error.FFmpegError as exc:
             writer.abort()
             raise BadMedia(f"the recording cannot be remuxed: {exc.strerror}") from exc
@@ -87,6 +100,19 @@ def remux(
                 f"a key-frame interval is larger than the fragment limit of {max_bytes} bytes"
             )
     return segments
+
+
+def _clock_for(src: Path) -> VideoClock:
+    """A clock for the video stream; a stream without presentation times and with B-frames
+    first gets its display order from one decode pass."""
+    with open_input(src) as inp:
+        video = inp.streams.video[0]
+        reordered = bool(video.codec_context.has_b_frames)
+        ticks = frame_ticks(video)
+        head = list(itertools.islice((p for p in inp.demux(video) if p.size), WINDOW))
+        missing = any(p.pts is None for p in head)
+    ranks = display_order(src) if missing and reordered else None
+    return VideoClock(ticks, reordered=reordered, ranks=ranks)
 
 
 class _SegmentWriter:
@@ -153,12 +179,16 @@ def transcode(
     target: EncodeTarget,
     dest: Path,
     *,
-    interlaced: bool,
+    fields: str,
     progress: Progress,
     cancel: threading.Event,
     timeout_s: float,
 ) -> int:
-    """Re-encode the video stream to `target` (audio is not kept); returns the frame count."""
+    """Re-encode the video stream to `target` (audio is not kept); returns the frame count.
+
+    `fields` (interlaced sources): "frame" deinterlaces to one frame per frame, "field" to one
+    frame per field (50i -> 50p), "tff"/"bff" keep the fields in that order (MPEG-2 targets);
+    "progressive" for a progressive source."""
     deadline = time.monotonic() + timeout_s
     frames = 0
     try:
@@ -169,8 +199,11 @@ def transcode(
             video = inp.streams.video[0]
             video.thread_type = "AUTO"
             duration = _seconds(video.duration, video.time_base)
-            graph = _graph(video, target, interlaced)
-            enc: Any = out.add_stream(target.codec, rate=target.rate, options=target.options)
+            graph = _graph(video, target, fields)
+            options = dict(target.options)
+            if fields in ("tff", "bff"):
+                options["flags"] = "+ildct+ilme"  # field-based DCT and motion (ISO/IEC 13818-2)
+            enc: Any = out.add_stream(target.codec, rate=target.rate, options=options)
             enc.width, enc.height, enc.pix_fmt = target.width, target.height, "yuv420p"
             enc.codec_context.time_base = Fraction(1) / target.rate
             # PyAV defaults to slice threads; libx264 then runs sliced threading, slower than
@@ -205,7 +238,7 @@ def transcode(
 
 
 def _graph(
-    video: av.video.stream.VideoStream, target: EncodeTarget, interlaced: bool
+    video: av.video.stream.VideoStream, target: EncodeTarget, fields: str
 ) -> av.filter.Graph:
     ctx = video.codec_context
     sar = video.sample_aspect_ratio or ctx.sample_aspect_ratio or 1
@@ -213,13 +246,16 @@ def _graph(
     width, height = fit(shown, ctx.height, target.width, target.height, upscale=target.exact_size)
     graph = av.filter.Graph()
     chain = [graph.add_buffer(template=video)]
-    if interlaced:
-        chain.append(graph.add("bwdif", "mode=send_frame"))
+    if fields in ("frame", "field"):
+        chain.append(graph.add("bwdif", f"mode=send_{fields}"))
     chain.append(graph.add("fps", f"fps={target.rate.numerator}/{target.rate.denominator}"))
-    chain.append(graph.add("scale", f"{width}:{height}"))
+    keep = fields in ("tff", "bff")
+    chain.append(graph.add("scale", f"{width}:{height}" + (":interl=1" if keep else "")))
     if (width, height) != (target.width, target.height):
         chain.append(graph.add("pad", f"{target.width}:{target.height}:(ow-iw)/2:(oh-ih)/2"))
     chain.append(graph.add("setsar", "1"))
+    if keep:
+        chain.append(graph.add("setfield", fields))
     chain.append(graph.add("format", "yuv420p"))
     chain.append(graph.add("buffersink"))
     for a, b in itertools.pairwise(chain):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 from collections.abc import Callable, Generator
@@ -11,6 +12,7 @@ from collections.abc import Callable, Generator
 import uvicorn
 from cinebridge_common.logging import kv
 from cinebridge_common.service import ServiceContext
+from cinebridge_common.supervise import every
 
 from .bootstrap import ensure_admin
 from .deps import Gateway
@@ -50,11 +52,7 @@ def listen_socket(host: str, port: int) -> socket.socket:
 
 
 async def _purge_sessions(repo: Repository, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        with contextlib.suppress(Exception):
-            await repo.purge_expired_sessions()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), SESSION_PURGE_S)
+    await every("session-purge", SESSION_PURGE_S, repo.purge_expired_sessions, stop)
 
 
 async def run(
@@ -66,8 +64,10 @@ async def run(
         board = HealthBoard(settings.gateway_stale_after_s)
         hub = EventHub()
         for subject, handler in subscriptions(board, hub):
-            await ctx.bus.subscribe_events(subject, handler)
-        await ensure_admin(repo, settings)
+            await ctx.until_ready(
+                "nats", functools.partial(ctx.bus.subscribe_events, subject, handler)
+            )
+        await ctx.until_ready("postgres", lambda: ensure_admin(repo, settings))
         cache = PrincipalCache(settings.gateway_auth_cache_s)
         gw = Gateway(settings, ctx.pool, ctx.bus, ctx.store, repo, board, hub, cache)
         config = uvicorn.Config(
@@ -83,7 +83,7 @@ async def run(
         server = _Server(config)
         sock = listen_socket(settings.gateway_host, settings.gateway_port)
         port = sock.getsockname()[1]
-        ctx.spawn(_purge_sessions(repo, ctx.stop), "session-purge")
+        ctx.spawn(lambda: _purge_sessions(repo, ctx.stop), "session-purge")
         serving = ctx.spawn(server.serve(sockets=[sock]), "http")
         while not server.started:
             if serving.done():

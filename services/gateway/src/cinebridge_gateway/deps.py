@@ -17,6 +17,7 @@ from .hub import EventHub
 from .repository import Principal, Repository
 from .security import LoginThrottle, PrincipalCache, digest, role_allows
 from .settings import GatewaySettings
+from .worklist_pages import WorklistPages
 
 SESSION_COOKIE = "cb_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -53,6 +54,7 @@ class Gateway:
     hub: EventHub
     auth_cache: PrincipalCache
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    worklist_pages: WorklistPages = field(default_factory=WorklistPages)
 
 
 async def get_gateway(request: Request) -> Gateway:

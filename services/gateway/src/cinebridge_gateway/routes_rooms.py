@@ -1,5 +1,5 @@
-"""Rooms and sources: live status, capture actions, the room's current study, live preview,
-and the WORKLIST dialog's search (statement §4.1.3, Table 18)."""
+"""Rooms and sources: live status, capture actions, the room's current study, live preview
+(the WORKLIST dialog's search is in `routes_worklist`)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ from cinebridge_common.messages import (
     CaptureStatusRequest,
     SetRoomStudy,
     SetRoomStudyReply,
-    WorklistQuery,
-    WorklistQueryReply,
 )
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response, StreamingResponse
@@ -55,19 +53,6 @@ class CaptureResult(BaseModel):
 class RoomStudy(BaseModel):
     model_config = ConfigDict(extra="forbid")
     study_id: uuid.UUID | None
-
-
-class WorklistSearch(BaseModel):
-    """The WORKLIST dialog's fields (statement Table 18 matching keys, date or date range)."""
-
-    model_config = ConfigDict(extra="forbid")
-    server_id: Annotated[str | None, Field(max_length=64)] = None
-    patient_name: Annotated[str | None, Field(max_length=64)] = None
-    patient_id: Annotated[str | None, Field(max_length=64)] = None
-    accession_number: Annotated[str | None, Field(max_length=16)] = None
-    requested_procedure_id: Annotated[str | None, Field(max_length=16)] = None
-    date_from: DicomDateRange = None
-    date_to: DicomDateRange = None
 
 
 def known_rooms(gw: Gw) -> list[str]:
@@ -228,16 +213,3 @@ async def thumbnail(room: RoomName, source: SourceName, _: User, gw: Gw) -> Resp
         raise ApiError(502, "preview_unavailable", f"preview upstream said {upstream.status_code}")
     headers = {"Cache-Control": "no-store"}
     return Response(upstream.content, media_type="image/jpeg", headers=headers)
-
-
-@router.post("/worklist/query", response_model=WorklistQueryReply, tags=["worklist"])
-async def worklist_query(body: WorklistSearch, principal: User, gw: Gw) -> WorklistQueryReply:
-    reply = await gw.bus.request(
-        WorklistQuery(**body.model_dump()),
-        WorklistQueryReply,
-        # The worklist service may take connect + query limits (10 s + 10 s) per server.
-        gw.settings.gateway_rpc_timeout_s + 20,
-    )
-    if not reply.ok:
-        raise ApiError(502, "worklist_failed", reply.error or "the worklist query failed")
-    return reply

@@ -20,7 +20,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import routes_auth, routes_ops, routes_rooms, routes_settings, routes_studies
+from . import (
+    routes_auth,
+    routes_ops,
+    routes_rooms,
+    routes_settings,
+    routes_studies,
+    routes_worklist,
+)
 from .deps import ERROR_RESPONSES, ApiError, Gateway, error_body
 from .metrics import RequestMetrics
 
@@ -156,7 +163,15 @@ def create_app(gw: Gateway) -> FastAPI:
     )
     app.state.gateway = gw
     install_error_handlers(app)
-    for module in (routes_auth, routes_studies, routes_rooms, routes_settings, routes_ops):
+    routers = (
+        routes_auth,
+        routes_studies,
+        routes_rooms,
+        routes_worklist,
+        routes_settings,
+        routes_ops,
+    )
+    for module in routers:
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

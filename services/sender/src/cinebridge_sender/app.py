@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncpg
 from cinebridge_common.bus import ConsumerSpec
 from cinebridge_common.logging import kv
 from cinebridge_common.service import ServiceContext
+from cinebridge_common.supervise import every
 from prometheus_client import Gauge
 
 from . import repository as repo
@@ -55,23 +57,34 @@ async def seed_destinations(deps: SenderDeps) -> None:
         log.info("destination seeded", extra=kv(name=saved.name, ae=saved.ae_title))
 
 
-async def sweep_forever(deps: SenderDeps, ctx: ServiceContext) -> None:
-    """Re-publish jobs of deliveries overdue by far more than any backoff, and refresh metrics."""
+async def sweep_once(deps: SenderDeps, ctx: ServiceContext, sweep: int) -> None:
+    """Re-publish jobs of deliveries overdue by far more than any backoff (a `sending` row past
+    its lease included), and refresh the queue metrics."""
     settings = deps.settings
     grace = max(settings.sender_lease_s, settings.sender_backoff_cap_s) * 2
-    sweep = 0
-    while not ctx.stop.is_set():
+    rows = await repo.overdue(deps.pool, grace)
+    if rows:
+        await repo.republish(deps.pool, rows, sweep)
+        log.warning("overdue deliveries re-queued", extra=kv(count=len(rows)))
+    await refresh_metrics(deps, ctx)
+
+
+def sweeper(deps: SenderDeps, ctx: ServiceContext) -> Callable[[], Awaitable[None]]:
+    """The sweep loop: any database error of one pass is caught by `every`, which logs it once
+    and tries again; the sweeper itself never ends before the service."""
+    sweeps = itertools.count(1)
+
+    async def loop() -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(ctx.stop.wait(), settings.sender_sweep_interval_s)
-        sweep += 1
-        try:
-            rows = await repo.overdue(deps.pool, grace)
-            if rows:
-                await repo.republish(deps.pool, rows, sweep)
-                log.warning("overdue deliveries re-queued", extra=kv(count=len(rows)))
-            await refresh_metrics(deps, ctx)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("sweep failed", extra=kv(error=repr(exc)))
+            await asyncio.wait_for(ctx.stop.wait(), deps.settings.sender_sweep_interval_s)
+        await every(
+            "sender-sweeper",
+            deps.settings.sender_sweep_interval_s,
+            lambda: sweep_once(deps, ctx, next(sweeps)),
+            ctx.stop,
+        )
+
+    return loop
 
 
 async def refresh_metrics(deps: SenderDeps, ctx: ServiceContext) -> None:
@@ -88,14 +101,17 @@ async def refresh_metrics(deps: SenderDeps, ctx: ServiceContext) -> None:
 async def run(settings: SenderSettings) -> None:
     async with ServiceContext("sender", settings) as ctx:
         deps = SenderDeps(ctx.pool, ctx.store, settings, owner=f"sender@{settings.instance_id}")
-        await seed_destinations(deps)
+        await ctx.until_ready("postgres", lambda: seed_destinations(deps))
         for stream, durable, model, job_handler in CONSUMERS:
             spec = consumer_spec(stream, durable, model.subject, settings)
             handler: Any = functools.partial(_bind_job, job_handler, deps)
             ctx.bus.start_consumer(spec, model, handler)
         for request_type, rpc_handler in RPC:
-            await ctx.bus.serve(request_type, _bind_rpc(rpc_handler, deps))
-        ctx.spawn(sweep_forever(deps, ctx), "sweeper")
+            await ctx.until_ready(
+                "nats",
+                functools.partial(ctx.bus.serve, request_type, _bind_rpc(rpc_handler, deps)),
+            )
+        ctx.spawn(sweeper(deps, ctx), "sweeper")
         await ctx.serve_forever()
 
 

@@ -229,8 +229,25 @@ def send_batch(
     except BaseException:
         assoc.abort()  # the caller gave up mid-batch (stopping): no orderly release
         raise
-    assoc.release()
+    if _refused_compressed(assoc, items, decompress_stills):
+        # Statement §4.2.2.3.1.3: when the SCP marks the compression-related context unsupported
+        # the client aborts the association (it converts no transfer syntax); the instances that
+        # could be sent were sent first, since the client always tries all of them.
+        assoc.abort()
+    else:
+        assoc.release()
     return results
+
+
+def _refused_compressed(
+    assoc: ul.StoreAssociation, items: Sequence[Item], decompress_stills: bool
+) -> bool:
+    """Whether some item's own (compressed) transfer syntax has no accepted context."""
+    return any(
+        assoc.context_for(item.sop_class_uid, item.transfer_syntax_uid) is None
+        and not (decompress_stills and item.transfer_syntax_uid == JPEG_BASELINE)
+        for item in items
+    )
 
 
 def _store_one(assoc: ul.StoreAssociation, item: Item, decompress_stills: bool) -> ItemResult:

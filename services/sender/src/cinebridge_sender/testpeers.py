@@ -152,6 +152,9 @@ class ScriptedScp:
     received_ts: dict[str, str] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)
     associations: int = 0
+    #: How associations ended: A-RELEASE or A-ABORT (PS3.8 7.2, 7.3) from the requestor.
+    released: int = 0
+    aborted: int = 0
     port: int = 0
     _server: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -169,6 +172,8 @@ class ScriptedScp:
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_ECHO, lambda _e: 0x0000),
             (evt.EVT_ESTABLISHED, self._on_established),
+            (evt.EVT_RELEASED, lambda _e: self._count("released")),
+            (evt.EVT_ABORTED, lambda _e: self._count("aborted")),
         ]
         self._server = ae.start_server(
             ("127.0.0.1", port), block=False, evt_handlers=handlers, ssl_context=self.tls
@@ -179,6 +184,19 @@ class ScriptedScp:
     def _on_established(self, _event: Any) -> None:
         with self._lock:
             self.associations += 1
+
+    def wait_ended(self, count: int, timeout_s: float = 30.0) -> None:
+        """Wait until `count` associations ended (released or aborted): the SCP learns of an
+        ending after the requestor has moved on."""
+        deadline = time.monotonic() + timeout_s
+        while self.released + self.aborted < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.released + self.aborted} of {count} associations ended")
+            time.sleep(0.02)
+
+    def _count(self, ending: str) -> None:
+        with self._lock:
+            setattr(self, ending, getattr(self, ending) + 1)
 
     def _on_store(self, event: Any) -> int:
         uid = str(event.request.AffectedSOPInstanceUID)
@@ -235,19 +253,21 @@ class DcmtkStorescp:
     port: int
     ae_title: str = "STORESCP"
     extra_args: tuple[str, ...] = ()
+    #: +xa: accept every transfer syntax it knows (JPEG, MPEG-2/4 included), no conversion;
+    #: without it storescp accepts the uncompressed syntaxes only.
+    accept_compressed: bool = True
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "TCP_NODELAY": "1"}
-        # +xa: accept every transfer syntax it knows (JPEG, MPEG-2/4 included), no conversion.
         args = [
             self.binary,
             "-od",
             str(self.out_dir),
             "-aet",
             self.ae_title,
-            "+xa",
+            *(["+xa"] if self.accept_compressed else []),
             *self.extra_args,
             str(self.port),
         ]

@@ -1,7 +1,9 @@
 """Worklist responses → typed `WorklistItem`s (statement Table 18) with the full DICOM JSON.
 
-A malformed entry raises `MalformedEntry` (from `dcmjson`); the caller skips it with a warning
-and keeps the rest (issue 5: "the entry is skipped with a warning, the rest shown").
+An entry that cannot be read at all (truncated, a VR against the dictionary) raises
+`MalformedEntry` (from `dcmjson`); the caller skips it with a warning and keeps the rest. What
+can be kept is kept and flagged: text decoded by a fallback, a malformed sequence, invalid
+values (`cinebridge_common.dicom_values`).
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from cinebridge_common.messages import WorklistItem
+from cinebridge_common.dicom_values import check_dataset
+from cinebridge_common.messages import ValueFlag, WorklistItem
+from pydicom.datadict import keyword_for_tag
 
-from .dcmjson import MalformedEntry, identifier_to_json
+from .dcmjson import MalformedEntry, Note, decode_identifier, key_text
 
 __all__ = ["MalformedEntry", "decode_entry", "item_from_json", "item_key", "json_text"]
 
@@ -72,11 +76,30 @@ def item_from_json(dataset: dict[str, Any]) -> WorklistItem:
 def decode_entry(
     data: bytes, *, implicit: bool, little: bool, fallback_charset: str
 ) -> WorklistItem:
-    """One C-FIND response identifier (raw bytes) → WorklistItem, or MalformedEntry."""
-    dataset = identifier_to_json(
+    """One C-FIND response identifier (raw bytes) → WorklistItem, or MalformedEntry.
+
+    Every value is checked at the door (`cinebridge_common.dicom_values`): the item holds the
+    replacements of invalid values, and its `flags` say what was received and what was done."""
+    raw, notes = decode_identifier(
         data, implicit=implicit, little=little, fallback_charset=fallback_charset
     )
-    return item_from_json(dataset)
+    dataset, flags = check_dataset(raw)
+    noted = [_note_flag(note, raw) for note in notes]
+    if any(f.tag == "(0040,0100)" for f in noted):
+        flags = [f for f in flags if f.tag != "(0040,0100)"]  # said once: why it is empty
+    item = item_from_json(dataset)
+    item.flags = noted + flags
+    return item
+
+
+def _note_flag(note: Note, dataset: dict[str, Any]) -> ValueFlag:
+    key, problem, action = note
+    kept = action.startswith(("decoded", "undecodable"))  # the value shown is the fallback's
+    value = (json_text(dataset, key) or "") if kept else ""
+    keyword = keyword_for_tag(int(key, 16)) or "private"
+    return ValueFlag(
+        tag=key_text(key), keyword=keyword, problem=problem, action=action, value=value
+    )
 
 
 def key_of(*parts: str | None) -> str:

@@ -124,7 +124,38 @@ async def _query_one(
         return await _offer_cache(server, identifier, result, deps)
     if result.outcome == "complete":
         await deps.repo.cache_items(server.id, result.items)
+    flagged = log_flags(server, result.items)
+    if flagged:
+        result.warnings.append(f"{flagged} entries have flagged values (marked in the list)")
     return _reply(server, result)
+
+
+#: Flagged entries logged one by one per query; the rest are counted.
+LOGGED_FLAGS = 20
+
+
+def log_flags(server: WorklistServer, items: list[WorklistItem]) -> int:
+    """Log the flagged values of an answer with the server's name (the values themselves only
+    at DEBUG: they are patient data); returns how many entries have flags."""
+    flagged = [item for item in items if item.flags]
+    for item in flagged[:LOGGED_FLAGS]:
+        problems = "; ".join(f"{f.tag} {f.keyword}: {f.problem} → {f.action}" for f in item.flags)
+        log.warning(
+            "worklist entry with invalid values",
+            extra=kv(server=server.id, host=server.host, item_key=item.item_key, flags=problems),
+        )
+        log.debug(
+            "worklist values as received",
+            extra=kv(
+                server=server.id, item_key=item.item_key, values=[f.value for f in item.flags]
+            ),
+        )
+    if len(flagged) > LOGGED_FLAGS:
+        log.warning(
+            "more worklist entries with invalid values",
+            extra=kv(server=server.id, entries=len(flagged) - LOGGED_FLAGS),
+        )
+    return len(flagged)
 
 
 def _has_p_key(req: WorklistQuery) -> bool:

@@ -33,6 +33,7 @@ from .sender import (
 )
 from .service import DeadLetter, ServiceHeartbeat
 from .worklist import (
+    ValueFlag,
     WorklistEcho,
     WorklistEchoReply,
     WorklistItem,
@@ -125,6 +126,7 @@ __all__ = [
     "SetRoomStudy",
     "SetRoomStudyReply",
     "StudyChanged",
+    "ValueFlag",
     "WorklistEcho",
     "WorklistEchoReply",
     "WorklistItem",

@@ -6,9 +6,14 @@ from typing import ClassVar, Literal
 
 from .base import Event, Job
 
-#: "sc": statement Annex 8.1 Secondary Capture; "vl" = "vl-endoscopic": VL Endoscopic /
-#: Video Endoscopic (Modality ES); "vl-photographic": VL / Video Photographic (Modality XC).
-IodChoice = Literal["sc", "vl", "vl-endoscopic", "vl-photographic"]
+#: "standard": by the study's Modality (ES: VL/Video Endoscopic, XC: VL/Video Photographic,
+#: else SC stills and Multi-frame True Color SC recordings); "videostation" = "sc": the
+#: statement's Annex 8.1 Secondary Capture for everything; "mf-sc": SC / Multi-frame True Color
+#: SC; "vl" = "vl-endoscopic": VL Endoscopic / Video Endoscopic (Modality ES);
+#: "vl-photographic": VL / Video Photographic (Modality XC).
+IodChoice = Literal[
+    "standard", "videostation", "sc", "mf-sc", "vl", "vl-endoscopic", "vl-photographic"
+]
 
 
 class ConvertMedia(Job):
@@ -17,7 +22,7 @@ class ConvertMedia(Job):
     subject: ClassVar[str] = "cb.job.converter.convert"
     media_id: str
     study_id: str
-    iod: IodChoice = "sc"
+    iod: IodChoice = "standard"
     video_transfer_syntax: str = "1.2.840.10008.1.2.4.102"
     auto_send: bool = True
     requested_by: str | None = None

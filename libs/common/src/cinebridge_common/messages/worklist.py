@@ -13,6 +13,20 @@ from .base import Reply, Request
 QueryOutcome = Literal["complete", "too_many", "partial", "timeout", "unreachable", "failed"]
 
 
+class ValueFlag(BaseModel):
+    """A value of a worklist answer that broke its VR or the statement's Table 18 rules, or
+    that was decoded by a fallback: shown to the operator; the item carries the replacement."""
+
+    #: "(0010,0030)", nested "(0040,0100)>(0040,0002)".
+    tag: str
+    keyword: str = ""
+    problem: str
+    #: What the item holds instead: "left empty", "cut to 64 characters", "decoded as Latin-1".
+    action: str
+    #: The value as received (at most 200 characters); empty when it could not be kept.
+    value: str = ""
+
+
 class WorklistItem(BaseModel):
     """One Modality Worklist entry (statement Table 18), plus the full dataset as DICOM JSON."""
 
@@ -39,6 +53,8 @@ class WorklistItem(BaseModel):
     issuer_of_patient_id: str | None = None
     admission_id: str | None = None
     requested_procedure_priority: str | None = None
+    #: Values replaced or decoded by a fallback at the door (`dataset` holds the replacements).
+    flags: list[ValueFlag] = []
 
 
 class WorklistServer(BaseModel):

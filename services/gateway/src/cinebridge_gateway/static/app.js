@@ -300,18 +300,10 @@ async function viewWorklist(arg, setView) {
     const v = Object.fromEntries(Object.entries(formValues(e.target)).filter(([, x]) => x !== ""));
     for (const k of ["date_from", "date_to"]) if (v[k]) v[k] = v[k].replaceAll("-", "");
     results.replaceChildren(h("p", { class: "dim" }, "Searching…"));
+    v.limit = WORKLIST_PAGE;
     const r = await attempt(() => api("POST", "/api/v1/worklist/query", v));
     if (!r) { results.replaceChildren(); return; }
-    results.replaceChildren(
-      r.warnings?.length || r.too_many || r.incomplete ? h("p", { class: "error-text" }, [r.too_many ? "Too many results: refine the search. " : "", r.incomplete ? "Results are incomplete. " : "", ...(r.warnings || [])].join(" ")) : "",
-      h("table", {}, h("tr", {}, ["Patient", "ID", "Birth", "Accession", "Procedure", "Scheduled", ""].map((t) => h("th", {}, t))),
-        r.items.map((it) => h("tr", {}, h("td", {}, it.patient_name || ""), h("td", {}, it.patient_id || ""),
-          h("td", {}, dicomDate(it.patient_birth_date)), h("td", {}, it.accession_number || ""),
-          h("td", {}, it.requested_procedure_description || it.scheduled_procedure_step_description || ""),
-          h("td", {}, `${dicomDate(it.scheduled_procedure_step_start_date)} ${it.scheduled_procedure_step_start_time || ""}`),
-          h("td", { class: "row" }, h("button", { class: "primary small", onclick: () => startFromWorklist(it) }, "Start study"),
-            canTakeWorklist() ? h("button", { class: "small", onclick: () => reconcile(it) }, "Use for current study") : "")))),
-      r.items.length ? "" : h("p", { class: "dim" }, "No worklist entries match."));
+    showWorklistPage(results, r);
   } },
   h("h1", {}, "Worklist"),
   h("div", { class: "form" },
@@ -321,6 +313,36 @@ async function viewWorklist(arg, setView) {
     field("date_from", "Scheduled from", "", { type: "date" }), field("date_to", "Scheduled to", "", { type: "date" })),
   h("p", {}, h("button", { class: "primary", type: "submit", id: "worklist-search" }, "Search")));
   setView(form, h("section", { class: "panel" }, results));
+}
+// The answer is paged by the gateway (result_id); the banner and the flags come with each page.
+const WORKLIST_PAGE = 100;
+function showWorklistPage(results, r) {
+  const last = Math.min(r.offset + r.items.length, r.total);
+  const turn = async (offset) => {
+    const p = await attempt(() => api("GET", `/api/v1/worklist/results/${r.result_id}?offset=${offset}&limit=${WORKLIST_PAGE}`));
+    if (p) showWorklistPage(results, p);
+  };
+  const pager = r.total > r.items.length ? h("div", { class: "row pager" },
+    h("button", { class: "small", id: "worklist-prev", disabled: r.offset === 0, onclick: () => turn(Math.max(0, r.offset - WORKLIST_PAGE)) }, "Previous"),
+    h("span", { class: "dim", id: "worklist-range" }, `${r.offset + 1}–${last} of ${r.total}`),
+    h("button", { class: "small", id: "worklist-next", disabled: last >= r.total, onclick: () => turn(r.offset + WORKLIST_PAGE) }, "Next")) : "";
+  results.replaceChildren(
+    r.warnings?.length || r.too_many || r.incomplete ? h("p", { class: "error-text" }, [r.too_many ? "Too many results: refine the search. " : "", r.incomplete ? "Results are incomplete. " : "", ...(r.warnings || [])].join(" ")) : "",
+    pager,
+    h("table", { id: "worklist-table" }, h("tr", {}, ["Patient", "ID", "Birth", "Accession", "Procedure", "Scheduled", ""].map((t) => h("th", {}, t))),
+      r.items.map((it) => h("tr", { class: it.flags?.length ? "flagged" : null }, h("td", {}, it.patient_name || "", flagNote(it)), h("td", {}, it.patient_id || ""),
+        h("td", {}, dicomDate(it.patient_birth_date)), h("td", {}, it.accession_number || ""),
+        h("td", {}, it.requested_procedure_description || it.scheduled_procedure_step_description || ""),
+        h("td", {}, `${dicomDate(it.scheduled_procedure_step_start_date)} ${it.scheduled_procedure_step_start_time || ""}`),
+        h("td", { class: "row" }, h("button", { class: "primary small", onclick: () => startFromWorklist(it) }, "Start study"),
+          canTakeWorklist() ? h("button", { class: "small", onclick: () => reconcile(it) }, "Use for current study") : "")))),
+    r.total ? "" : h("p", { class: "dim" }, "No worklist entries match."));
+}
+// Values the worklist server sent wrong (or in another character set): what came, what is used.
+function flagNote(it) {
+  if (!it.flags?.length) return "";
+  const text = it.flags.map((f) => `${f.keyword || f.tag}: ${f.problem}${f.value ? ` (received “${f.value}”)` : ""} → ${f.action}`).join("; ");
+  return h("div", { class: "flag-note", title: text }, `⚠ ${text}`);
 }
 // A study begun before its patient data (statement §4.1.3) takes a worklist item later.
 function canTakeWorklist() { return !!state.study && (state.study.origin !== "worklist" || state.study.edited); }

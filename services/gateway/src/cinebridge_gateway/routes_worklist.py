@@ -1,0 +1,104 @@
+"""The WORKLIST dialog's search (statement §4.1.3, Table 18), answered a page at a time.
+
+The worklist service's whole answer (up to its entry cap, chunked over the bus when large)
+is kept briefly by this gateway (`worklist_pages`); the first page comes with the search, the
+others from `GET /worklist/results/{result_id}`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from cinebridge_common.messages import WorklistItem, WorklistQuery, WorklistQueryReply
+from cinebridge_common.messages.worklist import QueryOutcome
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from .deps import ApiError, Gw, User
+
+router = APIRouter(prefix="/api/v1", tags=["worklist"])
+
+DicomDateRange = Annotated[str | None, Field(pattern=r"^\d{8}$")]
+PageLimit = Annotated[int, Field(ge=1, le=500)]
+#: Entries per page unless the caller asks otherwise.
+DEFAULT_PAGE = 100
+
+
+class WorklistSearch(BaseModel):
+    """The WORKLIST dialog's fields (statement Table 18 matching keys, date or date range)."""
+
+    model_config = ConfigDict(extra="forbid")
+    server_id: Annotated[str | None, Field(max_length=64)] = None
+    patient_name: Annotated[str | None, Field(max_length=64)] = None
+    patient_id: Annotated[str | None, Field(max_length=64)] = None
+    accession_number: Annotated[str | None, Field(max_length=16)] = None
+    requested_procedure_id: Annotated[str | None, Field(max_length=16)] = None
+    date_from: DicomDateRange = None
+    date_to: DicomDateRange = None
+    #: Entries of the first page (the rest: `GET /worklist/results/{result_id}`).
+    limit: PageLimit = DEFAULT_PAGE
+
+
+class WorklistPage(BaseModel):
+    """One page of a worklist answer; `total` entries in all, `items` from `offset`."""
+
+    result_id: str
+    total: int
+    offset: int
+    limit: int
+    items: list[WorklistItem]
+    incomplete: bool = False
+    cached: bool = False
+    too_many: bool = False
+    warnings: list[str] = []
+    server_id: str | None = None
+    outcome: QueryOutcome | None = None
+    cached_at: dt.datetime | None = None
+
+
+def page_of(reply: WorklistQueryReply, result_id: str, offset: int, limit: int) -> WorklistPage:
+    return WorklistPage(
+        result_id=result_id,
+        total=len(reply.items),
+        offset=offset,
+        limit=limit,
+        items=reply.items[offset : offset + limit],
+        incomplete=reply.incomplete,
+        cached=reply.cached,
+        too_many=reply.too_many,
+        warnings=reply.warnings,
+        server_id=reply.server_id,
+        outcome=reply.outcome,
+        cached_at=reply.cached_at,
+    )
+
+
+@router.post("/worklist/query", response_model=WorklistPage)
+async def worklist_query(body: WorklistSearch, principal: User, gw: Gw) -> WorklistPage:
+    reply = await gw.bus.request(
+        WorklistQuery(**body.model_dump(exclude={"limit"})),
+        WorklistQueryReply,
+        # The worklist service may take connect + query limits (10 s + 10 s) per server.
+        gw.settings.gateway_rpc_timeout_s + 20,
+    )
+    if not reply.ok:
+        raise ApiError(502, "worklist_failed", reply.error or "the worklist query failed")
+    result_id = gw.worklist_pages.keep(principal.name, reply)
+    return page_of(reply, result_id, 0, body.limit)
+
+
+@router.get("/worklist/results/{result_id}", response_model=WorklistPage)
+async def worklist_page(
+    result_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")],
+    principal: User,
+    gw: Gw,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = DEFAULT_PAGE,
+) -> WorklistPage:
+    reply = gw.worklist_pages.get(principal.name, result_id)
+    if reply is None:
+        raise ApiError(
+            404, "worklist_result_gone", "this worklist answer has expired: search again"
+        )
+    return page_of(reply, result_id, offset, limit)

@@ -1,0 +1,294 @@
+"""A service survives its dependencies: relays, supervised loops, consumers, health and readiness
+against a real nats-server and a real PostgreSQL that the tests stop, restart and break."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from asyncpg.exceptions._base import InternalClientError
+from cinebridge_common.bus import Bus, ConsumerSpec, Delivery
+from cinebridge_common.db import create_pool, migrate
+from cinebridge_common.embedded import EmbeddedPostgres
+from cinebridge_common.messages import ServiceHeartbeat
+from cinebridge_common.outbox import OutboxRelay, enqueue
+from cinebridge_common.service import ServiceContext
+from cinebridge_common.settings import ServiceSettings
+from cinebridge_common.testing import wait_for
+from cinebridge_common.testing.worker import WorkItem
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+pytestmark = pytest.mark.integration
+
+
+class _FlakyRelay(OutboxRelay):
+    """A relay whose first passes die the way asyncpg does when the connection drops mid-COMMIT."""
+
+    def __init__(self, *args: Any, failures: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failures = failures
+
+    async def publish_pending(self) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise InternalClientError(
+                "cannot switch to state 15; another operation (2) is in progress"
+            )
+        return await super().publish_pending()
+
+
+async def _pending(pool: asyncpg.Pool) -> int:
+    return int(await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
+
+
+async def test_relay_survives_internal_client_error_and_terminated_backends(
+    nats_url: str, db_pool: asyncpg.Pool, database_url: str
+) -> None:
+    bus = await Bus.connect(nats_url, "relay-faults")
+    await bus.ensure_streams()
+    stop = asyncio.Event()
+    relay = _FlakyRelay(db_pool, bus, poll_s=0.2, batch=20, failures=3)
+    task = asyncio.create_task(relay.run(stop))
+    admin = await asyncpg.connect(database_url)
+    try:
+        for n in range(300):
+            async with admin.transaction():
+                await enqueue(admin, WorkItem(job_key=f"k{n}"), f"relay-faults-{uuid.uuid4()}")
+            if n % 60 == 30:
+                # Kill every backend of this database but the test's own, the relay's
+                # mid-transaction ones included: the next statement on them fails in its pass.
+                await admin.execute(
+                    """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                       WHERE datname = current_database() AND pid <> pg_backend_pid()"""
+                )
+        async with asyncio.timeout(60):
+            while await _pending(db_pool):
+                assert not task.done(), "the relay ended"
+                await asyncio.sleep(0.2)
+        assert relay.failures == 0
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await admin.close()
+        await bus.close()
+
+
+async def test_outbox_published_rows_are_purged_after_retention(
+    nats_url: str, db_pool: asyncpg.Pool
+) -> None:
+    bus = await Bus.connect(nats_url, "relay-retention")
+    await bus.ensure_streams()
+    async with db_pool.acquire() as conn, conn.transaction():
+        await enqueue(conn, WorkItem(job_key="old"), f"retention-old-{uuid.uuid4()}")
+        await enqueue(conn, WorkItem(job_key="new"), f"retention-new-{uuid.uuid4()}")
+    relay = OutboxRelay(db_pool, bus, retention_s=3600, purge_every_s=0)
+    assert await relay.publish_pending() == 2
+    await db_pool.execute(
+        "UPDATE outbox SET published_at = now() - interval '2 hours' "
+        "WHERE msg_id LIKE 'retention-old-%'"
+    )
+    assert await relay._purge_published() == 1
+    left = await db_pool.fetch("SELECT msg_id FROM outbox")
+    assert [r["msg_id"].startswith("retention-new-") for r in left] == [True]
+    await bus.close()
+
+
+async def _get(url: str) -> tuple[int, dict[str, Any]]:
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port.split("/")[0]))
+    path = "/" + url.split("/", 3)[3] if url.count("/") > 2 else "/"
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.fixture
+async def own_postgres(tmp_path: Path) -> Any:
+    """A PostgreSQL of this test alone, which it may stop and start."""
+    server = EmbeddedPostgres(tmp_path / "own-pg")
+    await asyncio.to_thread(server.start)
+    yield server
+    await asyncio.to_thread(server.stop, "immediate")
+
+
+async def test_service_waits_for_postgres_survives_its_outage_and_says_so(
+    nats_url: str, own_postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    await asyncio.to_thread(own_postgres.stop, "immediate")
+    settings = ServiceSettings(
+        nats_url=nats_url,
+        database_url=own_postgres.dsn,  # type: ignore[arg-type]
+        media_root=tmp_path / "media",
+        instance_id=f"faults-{uuid.uuid4().hex[:6]}",
+        heartbeat_interval_s=30.0,  # only a change of a dependency may explain a prompt beat
+    )
+    listener = await Bus.connect(nats_url, "faults-heartbeats")
+    beats: list[ServiceHeartbeat] = []
+
+    async def on_beat(msg: Any) -> None:
+        beat = ServiceHeartbeat.from_bytes(msg.data)
+        if beat.instance == settings.instance_id:
+            beats.append(beat)
+
+    await listener.subscribe_events(ServiceHeartbeat.subject, on_beat)
+    ctx = ServiceContext("faults", settings)
+    entered = asyncio.create_task(ctx.__aenter__())
+    try:
+        # Started while PostgreSQL is away: it waits (alive, not ready, saying why).
+        status = await wait_for(
+            lambda: _status_if(ctx, lambda s: s["dependencies"]["postgres"].startswith("down")),
+            30,
+            what="not ready because of postgres",
+        )
+        assert status == 503 and not entered.done()
+        await asyncio.to_thread(own_postgres.start)
+        async with asyncio.timeout(60):
+            await entered
+        runs: list[int] = []
+
+        async def flaky_loop() -> None:
+            runs.append(1)
+            if len(runs) < 3:
+                raise InternalClientError("cannot switch to state 15")
+            await ctx.stop.wait()
+
+        ctx.spawn(flaky_loop, "flaky")
+        serving = asyncio.create_task(ctx.serve_forever())
+        await wait_for(lambda: _status_if(ctx, lambda s: s["ready"]), 30, what="ready")
+        await wait_for(lambda: _value(len(runs) >= 3), 30, what="the loop restarted twice")
+        assert ctx.restarts[0] >= 2 and not ctx.stop.is_set()
+
+        # PostgreSQL goes away: not ready, the heartbeat names it at once; nothing stops.
+        await asyncio.to_thread(own_postgres.stop, "immediate")
+        await wait_for(
+            lambda: _value(
+                any(
+                    b.state == "degraded" and b.detail["postgres"].startswith("down") for b in beats
+                )
+            ),
+            30,
+            what="a degraded heartbeat naming postgres",
+        )
+        assert await _status_if(ctx, lambda s: not s["ready"]) == 503
+        await asyncio.to_thread(own_postgres.start)
+        await wait_for(lambda: _status_if(ctx, lambda s: s["ready"]), 60, what="ready again")
+        assert beats[-1].detail["postgres"] == "up" or await wait_for(
+            lambda: _value(beats[-1].detail["postgres"] == "up"), 30, what="an up heartbeat"
+        )
+        assert not ctx.stop.is_set() and not serving.done()
+        ctx.stop.set()
+        await asyncio.wait_for(serving, 10)
+    finally:
+        ctx.stop.set()
+        if entered.done() and entered.exception() is None:
+            await ctx.__aexit__(None, None, None)
+        else:
+            entered.cancel()
+        await listener.close()
+
+
+async def _value(ok: bool) -> bool:
+    return ok
+
+
+async def _status_if(ctx: ServiceContext, ok: Any) -> int | None:
+    try:
+        code, body = await _get(ctx.health.url + "/readyz")
+    except OSError:
+        return None
+    return code if ok(body) else None
+
+
+async def test_changed_consumer_configuration_is_applied_and_keeps_consuming(
+    nats_url: str,
+) -> None:
+    bus = await Bus.connect(nats_url, "consumer-change")
+    await bus.ensure_streams()
+    durable = f"change-{uuid.uuid4().hex[:8]}"
+    subject = WorkItem.subject
+    # An older release made the durable differently: acks of everything-before, a start at new
+    # messages only, fewer deliveries. Two messages were consumed and acknowledged with it.
+    await bus.js.add_consumer(
+        "CB_JOBS",
+        ConsumerConfig(
+            durable_name=durable,
+            filter_subject=subject,
+            ack_policy=AckPolicy.ALL,
+            deliver_policy=DeliverPolicy.NEW,
+            max_deliver=2,
+        ),
+    )
+    old = [uuid.uuid4().hex for _ in range(2)]
+    for key in old:
+        await bus.publish(WorkItem(job_key=key), msg_id=key)
+    sub = await bus.js.pull_subscribe_bind(durable, "CB_JOBS")
+    fetched = await sub.fetch(2, timeout=10)
+    await fetched[-1].ack_sync()
+    await sub.unsubscribe()
+
+    got: asyncio.Queue[str] = asyncio.Queue()
+
+    async def handle(job: WorkItem, _: Delivery) -> None:
+        await got.put(job.job_key)
+
+    spec = ConsumerSpec("CB_JOBS", durable, subject, max_deliver=5, backoff_s=(0.1,))
+    bus.start_consumer(spec, WorkItem, handle)
+    fresh = uuid.uuid4().hex
+    await bus.publish(WorkItem(job_key=fresh), msg_id=fresh)
+    async with asyncio.timeout(30):
+        first = await got.get()
+    # Recreated from its ack floor: what was acknowledged is not delivered again, and JetStream
+    # delivers in stream order, so a redelivery of the old ones would have come first.
+    assert first == fresh
+    info = await bus.js.consumer_info("CB_JOBS", durable)
+    assert info.config.ack_policy == AckPolicy.EXPLICIT and info.config.max_deliver == 5
+
+    # A change the server can make in place is an update; the running loop keeps consuming.
+    await bus.ensure_consumer(
+        ConsumerSpec("CB_JOBS", durable, subject, max_deliver=7, ack_wait_s=12)
+    )
+    info = await bus.js.consumer_info("CB_JOBS", durable)
+    assert info.config.max_deliver == 7 and info.config.ack_wait == 12
+    later = uuid.uuid4().hex
+    await bus.publish(WorkItem(job_key=later), msg_id=later)
+    async with asyncio.timeout(30):
+        assert await got.get() == later
+
+    # Deleted under the running loop: it is recreated and consuming goes on.
+    await bus.js.delete_consumer("CB_JOBS", durable)
+    last = uuid.uuid4().hex
+    await bus.publish(WorkItem(job_key=last), msg_id=last)
+    async with asyncio.timeout(60):
+        while await got.get() != last:
+            pass
+    await bus.close()
+
+
+async def test_migrated_pool_is_usable_after_postgres_restart(
+    own_postgres: EmbeddedPostgres,
+) -> None:
+    """The pool of a running service reconnects by itself after PostgreSQL restarts."""
+    pool = await create_pool(own_postgres.dsn)
+    try:
+        await migrate(pool)
+        await asyncio.to_thread(own_postgres.stop, "immediate")
+        await asyncio.to_thread(own_postgres.start)
+
+        async def answers() -> bool:
+            try:
+                return bool(await pool.fetchval("SELECT 1"))
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                return False
+
+        assert await wait_for(answers, 30, what="the pool answers again")
+    finally:
+        await pool.close()
