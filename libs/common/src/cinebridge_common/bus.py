@@ -416,7 +416,8 @@ class Bus:
     ) -> list[asyncio.Task[None]]:
         """Run `spec.workers` fetch loops in the background until `close()`, each supervised:
         a loop that fails (the consumer cannot be created yet, a bus error) or ends is
-        restarted with backoff and counted in `consumer_restarts` and `cinebridge_task_restarts_total`."""
+        restarted with backoff and counted in `consumer_restarts` and
+        `cinebridge_task_restarts_total`."""
         tasks = []
         for n in range(spec.workers):
             task = asyncio.create_task(

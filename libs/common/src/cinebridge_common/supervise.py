@@ -5,7 +5,8 @@ heartbeat) runs under `supervised(...)`, the one place where its errors are caug
 bus error of any kind (asyncpg `InternalClientError` after a connection died mid-COMMIT,
 `ConnectionDoesNotExistError`, `InterfaceError`, `OSError`, nats-py errors) is logged once per
 streak of failures, the loop is started again after a backoff that grows to `cap_s`, and
-`cinebridge_task_restarts_total` counts it. The service keeps running; its readiness says what is away.
+`cinebridge_task_restarts_total` counts it. The service keeps running; its readiness says what
+is away.
 """
 
 from __future__ import annotations
