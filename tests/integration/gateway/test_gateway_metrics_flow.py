@@ -32,6 +32,7 @@ EXPECTED: list[tuple[str, str, dict[str, str], float]] = [
     ("capture", "cinebridge_capture_input_frames_per_second", {"source": "endo"}, 1),
     ("converter", "cinebridge_converter_conversions_total", {"outcome": "converted"}, 1),
     ("converter", "cinebridge_converter_instances_written_total", {}, 1),
+    ("converter", "cinebridge_converter_conversion_paths_total", {}, 1),
     ("converter", "cinebridge_bus_messages_handled_total", {"outcome": "ack"}, 1),
     ("sender", "cinebridge_sender_delivery_attempts_total", {"destination": "PACS"}, 1),
     ("sender", "cinebridge_sender_delivery_attempts_total", {"destination": "LOCAL"}, 1),
