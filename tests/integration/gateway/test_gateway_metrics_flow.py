@@ -1,7 +1,9 @@
 """Every service's /metrics after a scripted flow through the API with every real service: a
 worklist query (DCMTK `wlmscpfs`), a study from its entry, a snapshot, Save, delivery to a PACS
 (DCMTK `storescp`), to CineBridge's own SCP (an instance received) and to a destination that
-is down (a failed delivery). The counters of each step must have moved (docs/metrics.md)."""
+is down (a failed delivery). The counters of each step must have moved (docs/metrics.md), and
+the SCP, run with CB_LOG_FORMAT=json, wrote JSON lines that join a stored instance to its
+association."""
 
 from __future__ import annotations
 
@@ -133,7 +135,13 @@ async def flow(storescp: str, wlmscpfs: str, nats_url: str, database_url: str, t
                     procs,
                     [sys.executable, "-m", f"cinebridge_{service}"],
                     tmp / f"{service}.log",
-                    {**env, "CB_INSTANCE_ID": f"flow-{service}", "CB_HEALTH_PORT": port},
+                    {
+                        **env,
+                        "CB_INSTANCE_ID": f"flow-{service}",
+                        "CB_HEALTH_PORT": port,
+                        # The SCP logs JSON lines (CB_LOG_FORMAT=json), checked below.
+                        "CB_LOG_FORMAT": "json" if service == "scp" else "text",
+                    },
                 )
             try:
                 await drive(gw, procs, metrics_urls)
@@ -143,6 +151,19 @@ async def flow(storescp: str, wlmscpfs: str, nats_url: str, database_url: str, t
         finally:
             gw.ctx.stop.set()
             await asyncio.wait_for(task, 15)
+    check_json_log(tmp / "scp.log")
+
+
+def check_json_log(path: Path) -> None:
+    """Every line of the SCP's log is a JSON object with its identity; the stored instance's
+    line carries the association id that its association's lines carry."""
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    assert lines and all(r["service"] == "scp" and r["instance"] == "flow-scp" for r in lines)
+    stored = [r for r in lines if r["event"] == "stored"]
+    assert stored and stored[0]["association"], stored
+    accepted = [r for r in lines if r["event"] == "association accepted"]
+    assert stored[0]["association"] in {r["association"] for r in accepted}
+    assert all(r["level"] in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") for r in lines)
 
 
 async def drive(gw: Any, procs: list[Any], metrics_urls: dict[str, str]) -> None:
