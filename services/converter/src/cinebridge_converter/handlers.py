@@ -12,7 +12,7 @@ from cinebridge_common.logging import kv
 from cinebridge_common.messages import ConvertMedia
 from cinebridge_common.store import UnsafePath
 
-from . import jobs, metrics
+from . import jobs, metrics, reconcile
 from . import repository as repo
 from .errors import ConversionError, TransientFailure
 from .video import Cancelled
@@ -33,8 +33,8 @@ async def handle_convert_media(
             log.info("already converted", extra=kv(media=msg.media_id))
             metrics.CONVERSIONS.labels("duplicate").inc()
             return
-        await repo.set_media_state(deps.pool, msg.media_id, "converting")
-        async with delivery.working():
+        await repo.start_job(deps.pool, msg, deps.settings.converter_job_lease_s)
+        async with delivery.working(), reconcile.leased(deps, msg.media_id):
             with metrics.SECONDS.labels(job.info.kind).time():
                 events = await jobs.run_conversion(job, deps)
     except jobs.MissingRows as exc:

@@ -9,6 +9,7 @@ report progress through a callback and stop when `cancel` is set.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import threading
 import time
@@ -20,13 +21,25 @@ from typing import Any
 
 import av
 
-from .errors import BadMedia, ConversionError
+from .errors import BadMedia, ConversionError, TransientFailure
 from .probe import open_input
 from .rules import EncodeTarget, audio_allowed, fit
 from .timestamps import WINDOW, VideoClock, display_order, frame_ticks
 
 Progress = Callable[[float, str], None]
 MUX_FORMAT = {"mp4": "mp4", "mpegts": "mpegts"}
+
+
+#: Errors of the output side: the media store is full (or a file size limit is hit). FFmpeg
+#: reports them like any other error, but they say nothing about the input: retry later.
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def _ffmpeg_failure(exc: av.error.FFmpegError, what: str) -> Exception:
+    """A transient failure when the disk is full, else the recording is bad media."""
+    if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+        return TransientFailure(f"{what}: {exc.strerror} (the media store is full)")
+    return BadMedia(f"{what}: {exc.strerror}")
 
 
 def _seconds(value: int | None, time_base: Fraction | None) -> float:
@@ -89,7 +102,7 @@ def remux(
                 put(ready, True)
         except av.error.FFmpegError as exc:
             writer.abort()
-            raise BadMedia(f"the recording cannot be remuxed: {exc.strerror}") from exc
+            raise _ffmpeg_failure(exc, "the recording cannot be remuxed") from exc
         except BaseException:
             writer.abort()
             raise
@@ -227,7 +240,7 @@ def transcode(
                 out.mux(packet)
     except av.error.FFmpegError as exc:
         dest.unlink(missing_ok=True)
-        raise BadMedia(f"the recording cannot be transcoded: {exc.strerror}") from exc
+        raise _ffmpeg_failure(exc, "the recording cannot be transcoded") from exc
     except BaseException:
         dest.unlink(missing_ok=True)
         raise

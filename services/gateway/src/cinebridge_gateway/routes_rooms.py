@@ -48,6 +48,8 @@ class CaptureResult(BaseModel):
     study_id: str | None = None
     media_id: str | None = None
     recording_id: str | None = None
+    #: Why a stopped recording ended before the request (e.g. disk full); what was written is kept.
+    detail: str | None = None
 
 
 class RoomStudy(BaseModel):
@@ -139,7 +141,11 @@ async def capture_action(
         client=client_of(request),
     )
     return CaptureResult(
-        ok=True, study_id=reply.study_id, media_id=reply.media_id, recording_id=reply.recording_id
+        ok=True,
+        study_id=reply.study_id,
+        media_id=reply.media_id,
+        recording_id=reply.recording_id,
+        detail=reply.detail,
     )
 
 

@@ -287,7 +287,7 @@ async def save_study(
     study_id: uuid.UUID, body: SaveRequest, principal: User, request: Request, gw: Gw
 ) -> Accepted:
     """ "Save" (§4.1.3): one ConvertMedia job per media item; the job key (media id + IOD +
-    transfer syntax) makes a second press harmless."""
+    transfer syntax) makes a second press harmless, and re-queues what is not converted."""
     station = await load_station_settings(gw.pool)
     iod = body.iod or station.iod
     syntax = body.video_transfer_syntax or station.video_transfer_syntax
@@ -306,10 +306,15 @@ async def save_study(
                 auto_send=body.auto_send,
                 requested_by=principal.name,
             )
-            # Same key, same result: a second Save is a no-op (one outbox row per key). A failed
-            # conversion is asked again under a new message id (the key, and so the UIDs, stay).
-            retry = f"-retry-{uuid.uuid4().hex}" if state == "failed" else ""
-            await enqueue(conn, job, f"convert-{key}{retry}")
+            # Same key, same result: for converted media a second Save is a no-op (one outbox
+            # row per key). Every other item already asked for is asked again under a new
+            # message id (the key, and so the UIDs, stay): a job lost or given up while it was
+            # `captured`, `converting` or `failed` is revived; a twin of one in flight is
+            # harmless (the converter finds the committed instance).
+            msg_id = f"convert-{key}"
+            if state != "converted" and await gw.repo.outbox_has(conn, msg_id):
+                msg_id = f"{msg_id}-retry-{uuid.uuid4().hex}"
+            await enqueue(conn, job, msg_id)
             keys.append(key)
         if not keys:
             raise ApiError(409, "nothing_to_save", "the study has no media to save")
