@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -130,3 +131,17 @@ def test_usage_errors_exit_2() -> None:
     with pytest.raises(SystemExit) as exc:
         main(["worklist"])
     assert exc.value.code == 2
+
+
+def test_users_add_reads_the_password_from_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("long-enough-pw\n"))
+    created = {"username": "nurse1", "role": "operator"}
+    code, out, seen = run(["users", "add", "nurse1"], created)
+    assert code == 0 and out == ["created nurse1 (operator)"]
+    assert json.loads(seen[0].content) == {
+        "username": "nurse1",
+        "password": "long-enough-pw",
+        "role": "operator",
+    }
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert run(["users", "add", "nurse2"], created)[0] == 2

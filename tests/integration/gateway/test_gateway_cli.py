@@ -4,10 +4,12 @@ services' RPCs are played on the bus. Exit codes as the CLI's README says."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import uuid
 from typing import Any
 
+import pytest
 from cinebridge_cli.__main__ import main
 from cinebridge_common.bus import Bus
 from cinebridge_common.messages import (
@@ -171,3 +173,18 @@ async def test_worklist_query(gateway: Any, admin: Any, peer_bus: Bus) -> None:
     assert out[0] == "1 entries" and "PID-1" in out[1] and "DOE^JANE" in out[1]
     code, out = await cli(gateway, token, "worklist", "query", "--patient-id", "DOWN")
     assert code == 1
+
+
+async def test_users_added_and_listed(
+    gateway: Any, admin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = await new_token(admin)
+    monkeypatch.setattr("sys.stdin", io.StringIO("nurse-password-1\n"))
+    code, out = await cli(gateway, token, "users", "add", "nurse1")
+    assert (code, out) == (0, ["created nurse1 (operator)"])
+    code, out = await cli(gateway, token, "users", "list")
+    assert code == 0 and any(line.split() == ["nurse1", "operator", "active"] for line in out)
+    nurse = await gateway.login("nurse1", "nurse-password-1")  # the new user can log in
+    await nurse.aclose()
+    operator = await new_token(admin, role="operator")
+    assert (await cli(gateway, operator, "users", "list"))[0] == 4

@@ -1,10 +1,11 @@
-"""`cinebridge`: status, echo, deliveries and worklist queries of a station, for people and
-scripts. Exit codes: 0 fine, 1 the answer is "no" (needs attention, unreachable, failed),
+"""`cinebridge`: status, echo, deliveries, worklist queries and users of a station, for people
+and scripts. Exit codes: 0 fine, 1 the answer is "no" (needs attention, unreachable, failed),
 2 usage, 3 gateway unreachable or failing, 4 token refused, 5 not found."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -60,7 +61,24 @@ def parser() -> argparse.ArgumentParser:
     query.add_argument("--date-from", help="scheduled date, YYYYMMDD")
     query.add_argument("--date-to", help="scheduled date, YYYYMMDD")
     query.set_defaults(run=commands.worklist_query)
+
+    users = sub.add_parser("users", help="the gateway's users (administrator token)")
+    usub = users.add_subparsers(dest="users_command", required=True, metavar="COMMAND")
+    usub.add_parser("list", help="every user with role and state").set_defaults(
+        run=commands.users_list
+    )
+    add = usub.add_parser("add", help="create a user; the password is read from stdin")
+    add.add_argument("username")
+    add.add_argument("--role", choices=("operator", "administrator"), default="operator")
+    add.set_defaults(run=commands.users_add, read_password=read_password)
     return top
+
+
+def read_password() -> str:
+    """A prompt on a terminal; otherwise the first line of stdin (`… | cinebridge users add`)."""
+    if sys.stdin.isatty():
+        return getpass.getpass("password: ")
+    return sys.stdin.readline().rstrip("\n")
 
 
 def main(

@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from .api import NO, NOT_FOUND, Api, CliError
+from .api import NO, NOT_FOUND, USAGE, Api, CliError
 
 Out = Callable[[str], None]
 #: AE@HOST:PORT of an ad-hoc echo (PS3.8 AE titles: up to 16 characters, no backslash).
@@ -175,4 +175,31 @@ def worklist_query(api: Api, args: argparse.Namespace, out: Out) -> int:
             f"{item.get('patient_id') or '':<12} {item.get('patient_name') or '':<28} "
             f"{item.get('accession_number') or ''}"
         )
+    return 0
+
+
+def users_list(api: Api, args: argparse.Namespace, out: Out) -> int:
+    """The gateway's users (administrator token)."""
+    users = api.get("/api/v1/users")
+    if args.json:
+        emit_json(out, users)
+        return 0
+    for user in users:
+        state = "disabled" if user.get("disabled") else "active"
+        out(f"{user['username']:<24} {user['role']:<14} {state}")
+    return 0
+
+
+def users_add(api: Api, args: argparse.Namespace, out: Out) -> int:
+    """Create a user; the password comes from stdin (never from the command line)."""
+    password = args.read_password()
+    if len(password) < 8:
+        raise CliError(USAGE, "the password needs at least 8 characters")
+    user = api.post(
+        "/api/v1/users", {"username": args.username, "password": password, "role": args.role}
+    )
+    if args.json:
+        emit_json(out, user)
+    else:
+        out(f"created {user['username']} ({user['role']})")
     return 0
