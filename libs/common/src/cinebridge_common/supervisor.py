@@ -107,8 +107,9 @@ class Supervisor:
         prefix = f"{time.strftime('%H:%M:%S')} {name:<10} |"
         if self.colour and colour:
             prefix = f"\x1b[{colour}m{prefix}\x1b[0m"
-        self.out.write(f"{prefix} {line}\n")
-        self.out.flush()
+        with contextlib.suppress(OSError, ValueError):  # a closed terminal must not stop the run
+            self.out.write(f"{prefix} {line}\n")
+            self.out.flush()
 
     def say(self, line: str) -> None:
         self.log("runner", line, 1)
