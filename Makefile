@@ -30,7 +30,7 @@ docs:
 	$(PY) scripts/env_example.py --check .env.example
 
 ## One area's tests only, e.g. `make area AREA=sender` (areas: common, scp, worklist, converter,
-## sender, capture, gateway, system).
+## sender, capture, gateway, cli, system).
 area: install
 	$(PY) scripts/run_tests.py --only $(AREA) -- $(PYTEST_ARGS)
 

@@ -246,6 +246,10 @@ async def _start_all(
         f"(SCP CINEBRIDGE@127.0.0.1:{ports['scp']}, NATS {nats.url}, "
         f"PostgreSQL {postgres.dsn}); PIDs in {run_dir / 'pids.json'}; Ctrl-C stops everything."
     )
+    metrics = ", ".join(
+        f"{svc} http://127.0.0.1:{ports[f'health_{svc}']}/metrics" for svc in only or SERVICES
+    )
+    sup.say(f"Prometheus metrics (docs/metrics.md): {metrics}")
 
 
 async def _run(run_dir: Path, only: list[str] | None, random_ports: bool) -> int:
