@@ -103,3 +103,18 @@ async def test_a_process_ignoring_sigterm_is_killed_after_its_grace(tmp_path: Pa
     await _until(lambda: "armed" in out.getvalue())
     await sup.stop_all([])
     assert "stubborn did not stop within 0.5 s: SIGKILL" in out.getvalue()
+
+
+async def test_an_overlong_output_line_does_not_stop_the_log(tmp_path: Path) -> None:
+    chatty = [
+        sys.executable,
+        "-c",
+        "import sys, time; sys.stdout.write('x' * (3 << 20) + '\\n'); print('after', flush=True);"
+        " time.sleep(600)",
+    ]
+    out = io.StringIO()
+    sup = Supervisor(tmp_path / "pids.json", out=out)
+    await sup.start(ProcessSpec("chatty", chatty))
+    await _until(lambda: "after" in out.getvalue())
+    await sup.stop_all([])
+    assert "left out" in out.getvalue()

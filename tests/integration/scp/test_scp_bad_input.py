@@ -4,8 +4,10 @@ and nothing may be stored (no file, no row, no temp file)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import struct
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
@@ -281,6 +283,34 @@ async def test_disk_full_mid_transfer(scp_factory: Any, dicom: Any, tmp_path: An
         rows = await scp.rows()
         assert rows["instances"] == 1 and len(scp.stored_files()) == 1
         await _no_temp_files(scp)
+
+
+async def test_a_really_full_volume_answers_a700_and_recovers(
+    tmp_path: Any, scp_factory: Any, dicom: Any
+) -> None:
+    """The media store on a small tmpfs filled to ENOSPC (a real full disk, not a seam): the
+    C-STORE is answered 0xA700 (out of resources, the peer retries), nothing half-written stays,
+    the SCP keeps serving, and the same instance is stored once space is back."""
+    media = tmp_path / "media"
+    media.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(media)], check=True)
+    try:
+        async with scp_factory() as scp:
+            filler = media / "filler"
+            with open(filler, "wb", buffering=0) as fh, contextlib.suppress(OSError):
+                while True:
+                    fh.write(b"\0" * (64 << 10))
+            big = dicom.make_ct(tmp_path / "big.dcm", size=512)  # 512 KB
+            statuses = await asyncio.to_thread(dicom.store, scp.port, scp.ae_title, [big])
+            assert statuses == [0xA700]
+            assert (await scp.rows())["instances"] == 0 and scp.stored_files() == []
+            await _no_temp_files(scp)
+            filler.unlink()
+            statuses = await asyncio.to_thread(dicom.store, scp.port, scp.ae_title, [big])
+            assert statuses == [0x0000]
+            assert (await scp.rows())["instances"] == 1 and len(scp.stored_files()) == 1
+    finally:
+        subprocess.run(["umount", "-l", str(media)], check=False)
 
 
 async def test_size_limit_answers_a700(scp_factory: Any, dicom: Any, tmp_path: Any) -> None:

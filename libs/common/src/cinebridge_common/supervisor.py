@@ -30,6 +30,8 @@ BACKOFF_MAX_S = 30.0
 STABLE_AFTER_S = 60.0
 COLOURS = (36, 33, 32, 35, 34, 31, 96, 93, 92, 95, 94, 91)
 PR_SET_PDEATHSIG = 1
+#: Longest output line passed on whole; a child must never block on a full pipe.
+LINE_LIMIT = 1 << 20
 
 
 class StartRefused(RuntimeError):
@@ -105,8 +107,9 @@ class Supervisor:
         prefix = f"{time.strftime('%H:%M:%S')} {name:<10} |"
         if self.colour and colour:
             prefix = f"\x1b[{colour}m{prefix}\x1b[0m"
-        self.out.write(f"{prefix} {line}\n")
-        self.out.flush()
+        with contextlib.suppress(OSError, ValueError):  # a closed terminal must not stop the run
+            self.out.write(f"{prefix} {line}\n")
+            self.out.flush()
 
     def say(self, line: str) -> None:
         self.log("runner", line, 1)
@@ -142,6 +145,7 @@ class Supervisor:
                 stdout=output,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                limit=LINE_LIMIT,
                 preexec_fn=_die_with_parent,  # prctl only: no lock to deadlock on
             )
         finally:
@@ -186,7 +190,14 @@ class Supervisor:
             raise TimeoutError(f"not ready after {spec.ready_timeout_s:g} s")
 
     async def _pump(self, child: _Child, stream: asyncio.StreamReader) -> None:
-        while line := await stream.readline():
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:  # longer than LINE_LIMIT: asyncio dropped it; keep reading
+                self.log(child.spec.name, f"[a line over {LINE_LIMIT} bytes left out]", 1)
+                continue
+            if not line:
+                return
             self.log(child.spec.name, line.decode(errors="replace").rstrip(), child.colour)
 
     async def _keep(self, child: _Child) -> None:
