@@ -298,7 +298,7 @@ class Bus:
             data = await rpc.request(self.nc, msg.subject_for(), msg.to_bytes(), timeout_s)
         except rpc.ReplyError as exc:
             raise BusError(str(exc)) from exc
-        return reply_type.from_bytes(data)
+        return await rpc.decode(reply_type, data)
 
     async def serve(
         self,
