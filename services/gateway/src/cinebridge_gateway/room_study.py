@@ -17,6 +17,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from cinebridge_common.bus import BusError
+from cinebridge_common.db import DB_DOWN
 from cinebridge_common.messages import (
     CaptureStatusReply,
     CaptureStatusRequest,
@@ -76,11 +77,21 @@ class OpenStudy(BaseModel):
     confirm: bool = False
 
 
+#: Errors of a database that is away (or too slow to answer a page).
+ROOMS_UNAVAILABLE: tuple[type[Exception], ...] = (TimeoutError, *DB_DOWN)
+
+
 async def known_rooms(gw: Gateway) -> list[str]:
-    """Rooms a capture instance reports, has a preview configured, or has served before."""
+    """Rooms a capture instance reports, has a preview configured, or has served before.
+
+    While PostgreSQL is away the rooms served before are left out rather than failing every
+    page that lists rooms (the ops page among them, which must show the outage)."""
     served: list[str] = []
-    if await gw.repo.has_table("capture_rooms"):
-        served = [r["room"] for r in await gw.pool.fetch("SELECT room FROM capture_rooms")]
+    try:
+        if await gw.repo.has_table("capture_rooms"):
+            served = [r["room"] for r in await gw.pool.fetch("SELECT room FROM capture_rooms")]
+    except ROOMS_UNAVAILABLE:
+        served = []
     return sorted(set(gw.board.rooms()) | set(gw.settings.gateway_preview_upstreams) | set(served))
 
 
