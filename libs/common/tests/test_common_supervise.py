@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from asyncpg.exceptions._base import InternalClientError
-from cinebridge_common.supervise import RESTARTS, supervised
+from cinebridge_common.supervise import RESTARTS, every, supervised
 
 
 async def test_a_failing_then_ending_task_is_restarted_and_counted() -> None:
@@ -44,3 +44,19 @@ async def test_supervised_stops_when_asked_and_propagates_cancellation() -> None
         except asyncio.CancelledError:
             pass
     assert task.cancelled()
+
+
+async def test_every_keeps_calling_through_failures_until_stopped() -> None:
+    stop = asyncio.Event()
+    calls: list[int] = []
+
+    async def body() -> None:
+        calls.append(1)
+        if len(calls) in (2, 3):
+            raise OSError("connection refused")
+        if len(calls) == 5:
+            stop.set()
+
+    async with asyncio.timeout(30):
+        await every("unit-every", 0.01, body, stop)
+    assert len(calls) == 5

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 from asyncpg.exceptions._base import InternalClientError
-from cinebridge_common.bus import Bus, ConsumerSpec, Delivery
+from cinebridge_common.bus import Bus, ConsumerSpec, Delivery, StreamSpec
 from cinebridge_common.db import create_pool, migrate
 from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres
 from cinebridge_common.messages import ServiceHeartbeat
@@ -357,3 +357,26 @@ async def test_service_waits_for_nats_and_its_consumers_survive_an_outage(
         else:
             entered.cancel()
         await asyncio.to_thread(nats.stop, True)
+
+
+async def test_consume_loop_that_cannot_start_is_restarted_counted_and_then_consumes(
+    nats_url: str,
+) -> None:
+    bus = await Bus.connect(nats_url, "consumer-supervised")
+    stream = f"T_{uuid.uuid4().hex[:8].upper()}"
+    subject = f"t.{stream.lower()}.work"
+    got: asyncio.Queue[str] = asyncio.Queue()
+
+    async def handle(job: WorkItem, _: Delivery) -> None:
+        await got.put(job.job_key)
+
+    # The stream does not exist yet: creating the consumer fails, the loop is restarted.
+    spec = ConsumerSpec(stream, "supervised", subject, backoff_s=(0.1,))
+    bus.start_consumer(spec, WorkItem, handle)
+    await wait_for(lambda: _value(bus.consumer_restarts >= 2), 30, what="restarts counted")
+    await bus.ensure_streams([StreamSpec(stream, [subject])])
+    await bus.js.publish(subject, WorkItem(job_key="late").to_bytes())
+    async with asyncio.timeout(60):
+        assert await got.get() == "late"
+    await bus.js.delete_stream(stream)
+    await bus.close()

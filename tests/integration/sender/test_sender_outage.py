@@ -1,6 +1,7 @@
 """PostgreSQL stopped for 60 s in the middle of 200 deliveries to DCMTK storescp: the sender keeps
 running, says it is not ready (naming PostgreSQL) while the database is away, and afterwards every
-instance is at the PACS and every delivery is recorded sent once."""
+instance is at the PACS and every delivery is recorded sent once. An announcement given up while
+the database was away is replayed from its dead letter."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ import pytest
 from cinebridge_common.bus import Bus
 from cinebridge_common.db import create_pool, migrate
 from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from cinebridge_common.messages import DeadLetter
 from cinebridge_common.store import MediaStore
 from cinebridge_common.testing import wait_for
 from cinebridge_sender.testharness import SenderHarness, tool, wait_states
-from cinebridge_sender.testpeers import DcmtkStorescp
+from cinebridge_sender.testpeers import DcmtkStorescp, ScriptedScp
 
 pytestmark = pytest.mark.integration
 
@@ -121,3 +123,34 @@ async def test_postgres_down_60_s_during_200_deliveries_to_storescp(
 
 async def _value(ok: bool) -> bool:
     return ok
+
+
+async def test_instance_announcement_given_up_is_replayed_from_its_dead_letter(
+    harness: SenderHarness, bus: Bus, db_pool: asyncpg.Pool
+) -> None:
+    with ScriptedScp() as scp:
+        harness.start(
+            destinations=[
+                {"name": "pacs", "ae_title": "SCRIPTED", "host": "127.0.0.1", "port": scp.port}
+            ]
+        )
+        poison, lost = harness.make(2)
+        # What the bus stores when JetStream gives an announcement up: first a poison one
+        # (stays a dead letter), then one whose deliveries ran out while the database was away.
+        for seq, (msg, reason) in enumerate(
+            [(poison, "undecodable InstanceCreated"), (lost, "gave up after 50 deliveries: ...")]
+        ):
+            letter = DeadLetter(
+                stream="CB_EVENTS",
+                consumer="sender-instance-created",
+                original_subject=msg.subject_for(),
+                stream_seq=1000 + seq,
+                deliveries=50,
+                reason=reason,
+                payload=msg.to_bytes().decode(),
+            )
+            await bus.publish(letter, msg_id=f"test-dlq-{seq}")
+        await wait_states(db_pool, {"sent": 1}, 60, harness)
+    assert set(scp.received) == {lost.sop_instance_uid}
+    rows = await db_pool.fetch("SELECT id FROM outgoing_instances")
+    assert [str(r["id"]) for r in rows] == [lost.instance_id]

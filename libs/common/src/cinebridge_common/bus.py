@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import logging
 import random
@@ -25,10 +24,6 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
-    AckPolicy,
-    ConsumerConfig,
-    ConsumerInfo,
-    DeliverPolicy,
     DiscardPolicy,
     PubAck,
     RetentionPolicy,
@@ -39,6 +34,8 @@ from nats.js.errors import APIError, BadRequestError, NotFoundError
 from prometheus_client import Counter, Histogram
 
 from . import rpc
+from .consumers import ConsumerSpec as ConsumerSpec  # re-exported: part of the bus API
+from .consumers import apply_consumer
 from .logging import kv
 from .messages.base import Message, Reply, Request
 from .messages.service import DeadLetter
@@ -103,23 +100,6 @@ DLQ = StreamSpec("CB_DLQ", ["cb.dlq.>"], max_age_s=90 * 24 * 3600)
 DEFAULT_STREAMS: tuple[StreamSpec, ...] = (EVENTS, JOBS, DLQ)
 
 
-@dataclass(frozen=True)
-class ConsumerSpec:
-    """A durable pull consumer. Several processes with the same durable share its work."""
-
-    stream: str
-    durable: str
-    filter_subject: str
-    max_deliver: int = 8
-    ack_wait_s: float = 30.0
-    #: nak delays by delivery attempt (last one repeats), used when the handler gives none.
-    backoff_s: Sequence[float] = (1.0, 5.0, 15.0, 30.0, 60.0)
-    max_ack_pending: int = 1000
-    batch: int = 10
-    workers: int = 1
-    deliver_new_only: bool = False
-
-
 @dataclass
 class Delivery:
     """What a handler knows about the message in hand, and how to keep it alive."""
@@ -156,30 +136,6 @@ class Delivery:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-def _consumer_config(spec: ConsumerSpec) -> ConsumerConfig:
-    return ConsumerConfig(
-        durable_name=spec.durable,
-        filter_subject=spec.filter_subject,
-        ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=spec.ack_wait_s,
-        max_deliver=spec.max_deliver,
-        max_ack_pending=spec.max_ack_pending,
-        deliver_policy=DeliverPolicy.NEW if spec.deliver_new_only else DeliverPolicy.ALL,
-    )
-
-
-def _settings_of(config: ConsumerConfig) -> tuple[object, ...]:
-    """The parts of a consumer's configuration that CineBridge sets (for change detection)."""
-    return (
-        config.filter_subject,
-        config.ack_policy,
-        float(config.ack_wait or 0),
-        config.max_deliver,
-        config.max_ack_pending,
-        config.deliver_policy,
-    )
 
 
 async def _unsubscribe(sub: Any) -> None:
@@ -363,57 +319,12 @@ class Bus:
 
     # -- durable consumers ---------------------------------------------------------------
     async def ensure_consumer(self, spec: ConsumerSpec) -> None:
-        """Create the durable, or bring an existing one to `spec`.
-
-        What the server can change in place (ack wait, max deliver, max ack pending, filter) is
-        updated. Where a durable started reading is fixed at creation and means nothing later,
-        so the server's own start is kept. A change the server refuses to apply in place (an
-        immutable field) recreates the durable from its ack floor: nothing acknowledged is
-        delivered again in bulk, nothing unacknowledged is skipped.
-        """
-        config = _consumer_config(spec)
+        """Create the durable, or bring an existing one to `spec` (`consumers.apply_consumer`:
+        updated in place, or recreated from its ack floor when the server refuses)."""
         try:
-            existing: ConsumerInfo | None = await self.js.consumer_info(spec.stream, spec.durable)
-        except NotFoundError:
-            existing = None
-        if existing is not None:
-            config = dataclasses.replace(
-                config,
-                deliver_policy=existing.config.deliver_policy,
-                opt_start_seq=existing.config.opt_start_seq,
-                opt_start_time=existing.config.opt_start_time,
-            )
-            if _settings_of(existing.config) == _settings_of(config):
-                return
-        try:
-            await self.js.add_consumer(spec.stream, config)
-        except APIError as exc:  # "ack policy can not be updated" is a 500, others a 400
-            if existing is None:
-                raise BusError(f"cannot create consumer {spec.durable}: {exc}") from exc
-            await self._recreate_consumer(spec, existing, exc)
-            return
-        if existing is not None:
-            log.info(
-                "consumer configuration updated",
-                extra=kv(durable=spec.durable, was=_settings_of(existing.config)),
-            )
-
-    async def _recreate_consumer(
-        self, spec: ConsumerSpec, existing: ConsumerInfo, refused: Exception
-    ) -> None:
-        floor = existing.ack_floor.stream_seq if existing.ack_floor is not None else 0
-        log.warning(
-            "consumer configuration cannot be updated in place; recreating from its ack floor",
-            extra=kv(durable=spec.durable, ack_floor=floor, error=repr(refused)),
-        )
-        with contextlib.suppress(NotFoundError):
-            await self.js.delete_consumer(spec.stream, spec.durable)
-        config = dataclasses.replace(
-            _consumer_config(spec),
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=(floor or 0) + 1,
-        )
-        await self.js.add_consumer(spec.stream, config)
+            await apply_consumer(self.js, spec)
+        except APIError as exc:
+            raise BusError(f"cannot create consumer {spec.durable}: {exc}") from exc
 
     @property
     def consumer_restarts(self) -> int:

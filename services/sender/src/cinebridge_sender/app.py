@@ -13,10 +13,12 @@ from typing import Any
 
 from cinebridge_common.bus import ConsumerSpec
 from cinebridge_common.logging import kv
+from cinebridge_common.messages import DeadLetter
 from cinebridge_common.service import ServiceContext
 from cinebridge_common.supervise import every
 from prometheus_client import Gauge
 
+from . import dead_letters
 from . import repository as repo
 from .batches import SenderDeps
 from .handlers import CONSUMERS, RPC
@@ -115,6 +117,8 @@ async def run(settings: SenderSettings) -> None:
                 "nats",
                 functools.partial(ctx.bus.serve, request_type, _bind_rpc(rpc_handler, deps)),
             )
+        replay: Any = functools.partial(dead_letters.replay_dead_letter, deps=deps)
+        ctx.bus.start_consumer(dead_letters.DEAD_LETTERS, DeadLetter, replay)
         ctx.spawn(sweeper(deps, ctx), "sweeper")
         await ctx.serve_forever()
 
