@@ -85,7 +85,15 @@ async def known_rooms(gw: Gateway) -> list[str]:
 
 
 async def require_room(gw: Gateway, room: str) -> None:
-    if room not in await known_rooms(gw):
+    """404 for a room nobody knows: not reported, configured or served before, and no capture
+    service answers for it."""
+    if room in await known_rooms(gw):
+        return
+    try:
+        reply = await gw.bus.request(CaptureStatusRequest(room=room), CaptureStatusReply, 2.0)
+    except BusError:
+        reply = None
+    if reply is None or not reply.ok:
         raise not_found(f"room {room!r}")
 
 
