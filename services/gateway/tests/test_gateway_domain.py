@@ -104,6 +104,8 @@ def test_edit_of_a_worklist_study_unlinks_it_once() -> None:
     }
     changes = apply_edit(study, PatientEdit(patient_name="DOE^JANET"), "")
     assert changes["edited"] is True and changes["patient_name"] == "DOE^JANET"
+    # The worklist data goes; the procedure's modality (its own column) is not touched.
+    assert changes["worklist_item"] is None and "modality" not in changes
     assert changes["study_instance_uid"] not in ("1.2.3", "") and is_valid_uid(
         changes["study_instance_uid"]
     )
@@ -172,6 +174,21 @@ def test_search_sql_takes_the_sides_the_filters_allow() -> None:
         build_search(StudyFilter(origin="received"), with_deliveries=True, with_received=False)
         is None
     )
+
+
+def test_the_operator_may_change_the_modality_and_a_bad_one_is_refused() -> None:
+    study = {"id": "5f1c", "origin": "worklist", "edited": False, "modality": "ES"}
+    assert apply_edit(study, PatientEdit(modality="XC"), "")["modality"] == "XC"
+    with pytest.raises(ValueError):
+        PatientEdit(modality="es")
+
+
+def test_a_worklist_study_keeps_the_procedures_modality_and_only_valid_values() -> None:
+    item = WorklistItem(
+        patient_birth_date="1980-13-45", patient_sex="FEMALE", modality="ES", patient_id="P"
+    )
+    row = new_study_from_worklist(item, "or1", "", NOW)
+    assert (row["patient_birth_date"], row["patient_sex"], row["modality"]) == ("", "", "ES")
 
 
 def test_person_names_read_family_comma_given() -> None:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import asyncpg
 from cinebridge_common.bus import Bus
+from cinebridge_common.service import Dependencies
 from cinebridge_common.store import MediaStore
 from fastapi import Depends, Request
 from pydantic import BaseModel
@@ -57,6 +58,8 @@ class Gateway:
     hub: EventHub
     auth_cache: PrincipalCache
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    #: This process's view of PostgreSQL and NATS (the components of /api/health).
+    dependencies: Dependencies = field(default_factory=Dependencies)
     worklist_pages: WorklistPages = field(default_factory=WorklistPages)
 
 

@@ -397,6 +397,11 @@ class Repository:
         )
         return [(r["id"], r["state"]) for r in rows]
 
+    async def outbox_has(self, conn: Conn, msg_id: str) -> bool:
+        """Whether a message with this id was enqueued (and not yet purged after publishing)."""
+        found = await conn.fetchval("SELECT 1 FROM outbox WHERE msg_id = $1", msg_id)
+        return found is not None
+
     # -- deliveries (sender's tables, read only) -----------------------------------------
     async def deliveries_for_study(self, study_id: uuid.UUID) -> list[dict[str, Any]]:
         if not await self.has_table("deliveries"):

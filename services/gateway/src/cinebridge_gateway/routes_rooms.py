@@ -50,6 +50,8 @@ class CaptureResult(BaseModel):
     study: StudySummary | None = None
     media_id: str | None = None
     recording_id: str | None = None
+    #: Why a stopped recording ended before the request (e.g. disk full); what was written is kept.
+    detail: str | None = None
 
 
 async def room_status(gw: Gw, room: str) -> dict[str, Any]:
@@ -123,6 +125,7 @@ async def capture_action(
         study=await study_summary(gw, study),
         media_id=reply.media_id,
         recording_id=reply.recording_id,
+        detail=reply.detail,
     )
 
 

@@ -22,6 +22,7 @@ from cinebridge_common.messages import (
     WorklistServersReply,
     WorklistServerUpsert,
 )
+from cinebridge_common.messages.converter import IodChoice
 from cinebridge_common.messages.sender import DestinationProfile
 from cinebridge_common.station import StationSettings, load_station_settings, save_station_settings
 from fastapi import APIRouter, Path, Request, Response
@@ -94,7 +95,7 @@ class StationChange(BaseModel):
     local_ae_title: AeTitle | None = None
     character_set: Charset | None = None
     video_transfer_syntax: VideoSyntax | None = None
-    iod: Literal["sc", "vl"] | None = None
+    iod: IodChoice | None = None
     worklist_character_set: Charset | None = None
     wildcard_matching: bool | None = None
 

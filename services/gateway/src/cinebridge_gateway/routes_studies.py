@@ -16,6 +16,7 @@ from cinebridge_common.messages import (
     WorklistReconcile,
     WorklistReconcileReply,
 )
+from cinebridge_common.messages.converter import IodChoice
 from cinebridge_common.outbox import enqueue
 from cinebridge_common.station import load_station_settings
 from cinebridge_common.store import UnsafePath
@@ -65,7 +66,7 @@ class NewStudy(BaseModel):
 
 class SaveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    iod: Literal["sc", "vl"] | None = None
+    iod: IodChoice | None = None
     video_transfer_syntax: Literal[VIDEO_SYNTAXES] | None = None  # type: ignore[valid-type]
     auto_send: bool = True
 
@@ -309,7 +310,7 @@ async def save_study(
     study_id: uuid.UUID, body: SaveRequest, principal: User, request: Request, gw: Gw
 ) -> Accepted:
     """ "Save" (§4.1.3): one ConvertMedia job per media item; the job key (media id + IOD +
-    transfer syntax) makes a second press harmless."""
+    transfer syntax) makes a second press harmless, and re-queues what is not converted."""
     station = await load_station_settings(gw.pool)
     iod = body.iod or station.iod
     syntax = body.video_transfer_syntax or station.video_transfer_syntax
@@ -328,10 +329,15 @@ async def save_study(
                 auto_send=body.auto_send,
                 requested_by=principal.name,
             )
-            # Same key, same result: a second Save is a no-op (one outbox row per key). A failed
-            # conversion is asked again under a new message id (the key, and so the UIDs, stay).
-            retry = f"-retry-{uuid.uuid4().hex}" if state == "failed" else ""
-            await enqueue(conn, job, f"convert-{key}{retry}")
+            # Same key, same result: for converted media a second Save is a no-op (one outbox
+            # row per key). Every other item already asked for is asked again under a new
+            # message id (the key, and so the UIDs, stay): a job lost or given up while it was
+            # `captured`, `converting` or `failed` is revived; a twin of one in flight is
+            # harmless (the converter finds the committed instance).
+            msg_id = f"convert-{key}"
+            if state != "converted" and await gw.repo.outbox_has(conn, msg_id):
+                msg_id = f"{msg_id}-retry-{uuid.uuid4().hex}"
+            await enqueue(conn, job, msg_id)
             keys.append(key)
         if not keys:
             raise ApiError(409, "nothing_to_save", "the study has no media to save")

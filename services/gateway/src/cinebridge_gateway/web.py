@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 from cinebridge_common.bus import BusError
-from cinebridge_common.db import DatabaseUnavailable
+from cinebridge_common.db import DB_DOWN
 from cinebridge_common.logging import kv
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -138,9 +138,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def bus_error(_: Request, exc: BusError) -> JSONResponse:
         return JSONResponse(error_body("service_unavailable", str(exc)), 503)
 
-    @app.exception_handler(DatabaseUnavailable)
-    async def db_down(_: Request, exc: DatabaseUnavailable) -> JSONResponse:
+    async def db_down(_: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(error_body("database_unavailable", "database unavailable"), 503)
+
+    for kind in DB_DOWN:
+        if kind is not OSError:  # a file error is not an outage; pool connects raise subclasses
+            app.add_exception_handler(kind, db_down)
+    app.add_exception_handler(ConnectionRefusedError, db_down)
 
     @app.exception_handler(asyncpg.DataError)
     async def bad_data(_: Request, exc: asyncpg.DataError) -> JSONResponse:

@@ -25,7 +25,7 @@ export async function viewSettings(arg, setView) {
     h("label", {}, "Character set (§6)", select("character_set", ["ISO_IR 192", "ISO_IR 100", "ISO_IR 101", "ISO_IR 144", "ISO_IR 126", "ISO_IR 6"].map((c) => [c, c]), station.character_set)),
     h("label", {}, "Worklist character set", select("worklist_character_set", ["ISO_IR 192", "ISO_IR 100", "ISO_IR 101", "ISO_IR 144", "ISO_IR 126", "ISO_IR 6"].map((c) => [c, c]), station.worklist_character_set)),
     h("label", {}, "Video transfer syntax", select("video_transfer_syntax", [["1.2.840.10008.1.2.4.100", "MPEG-2 MP@ML"], ["1.2.840.10008.1.2.4.101", "MPEG-2 MP@HL"], ["1.2.840.10008.1.2.4.102", "H.264 HP@L4.1"], ["1.2.840.10008.1.2.4.103", "H.264 BD HP@L4.1"]], station.video_transfer_syntax)),
-    h("label", {}, "IOD", select("iod", [["sc", "Secondary Capture"], ["vl", "VL Endoscopic / Video"]], station.iod)),
+    h("label", {}, "IOD", select("iod", [["standard", "Standard (by Modality)"], ["videostation", "Secondary Capture (VideoStation-compatible)"], ["mf-sc", "SC / Multi-frame True Color SC"], ["vl", "VL Endoscopic / Video"], ["vl-photographic", "VL Photographic / Video"]], station.iod === "sc" ? "videostation" : station.iod)),
     h("label", { class: "row" }, h("input", { type: "checkbox", name: "wildcard_matching", checked: station.wildcard_matching, disabled: !admin }), "Worklist wildcard matching")),
   admin ? h("p", {}, h("button", { class: "primary", id: "station-save" }, "Save settings")) : h("p", { class: "dim" }, "Only an administrator can change settings."));
 
