@@ -13,10 +13,12 @@ stray click.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Annotated, Any, Literal
 
 from cinebridge_common.bus import BusError
+from cinebridge_common.db import DB_DOWN
 from cinebridge_common.messages import (
     CaptureStatusReply,
     CaptureStatusRequest,
@@ -32,6 +34,7 @@ from .routes_studies import NewStudy, insert_new_study, study_values
 from .studies import PatientData, display_name
 
 router = APIRouter(prefix="/api/v1", tags=["rooms"])
+DB_UNAVAILABLE: tuple[type[Exception], ...] = (TimeoutError, *DB_DOWN)
 
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 RoomName = Annotated[str, Path(pattern=NAME_PATTERN)]
@@ -77,11 +80,19 @@ class OpenStudy(BaseModel):
 
 
 async def known_rooms(gw: Gateway) -> list[str]:
-    """Rooms a capture instance reports, has a preview configured, or has served before."""
-    served: list[str] = []
-    if await gw.repo.has_table("capture_rooms"):
-        served = [r["room"] for r in await gw.pool.fetch("SELECT room FROM capture_rooms")]
+    """Rooms a capture instance reports, has a preview configured, or has served before (the
+    last only while the database answers: the ops page lists rooms during its outage too)."""
+    try:
+        served = await asyncio.wait_for(_served_rooms(gw), 3.0)
+    except DB_UNAVAILABLE:
+        served = []
     return sorted(set(gw.board.rooms()) | set(gw.settings.gateway_preview_upstreams) | set(served))
+
+
+async def _served_rooms(gw: Gateway) -> list[str]:
+    if not await gw.repo.has_table("capture_rooms"):
+        return []
+    return [r["room"] for r in await gw.pool.fetch("SELECT room FROM capture_rooms")]
 
 
 async def require_room(gw: Gateway, room: str) -> None:
