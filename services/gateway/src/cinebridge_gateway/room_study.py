@@ -34,7 +34,6 @@ from .routes_studies import NewStudy, insert_new_study, study_values
 from .studies import PatientData, display_name
 
 router = APIRouter(prefix="/api/v1", tags=["rooms"])
-DB_UNAVAILABLE: tuple[type[Exception], ...] = (TimeoutError, *DB_DOWN)
 
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 RoomName = Annotated[str, Path(pattern=NAME_PATTERN)]
@@ -79,12 +78,16 @@ class OpenStudy(BaseModel):
     confirm: bool = False
 
 
+#: Errors of a database that is away (or too slow to answer a page).
+ROOMS_UNAVAILABLE: tuple[type[Exception], ...] = (TimeoutError, *DB_DOWN)
+
+
 async def known_rooms(gw: Gateway) -> list[str]:
     """Rooms a capture instance reports, has a preview configured, or has served before (the
     last only while the database answers: the ops page lists rooms during its outage too)."""
     try:
         served = await asyncio.wait_for(_served_rooms(gw), 3.0)
-    except DB_UNAVAILABLE:
+    except ROOMS_UNAVAILABLE:
         served = []
     return sorted(set(gw.board.rooms()) | set(gw.settings.gateway_preview_upstreams) | set(served))
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from .deps import ApiError, Gw, User, client_of, not_found
 from .room_study import (
-    DB_UNAVAILABLE,
+    ROOMS_UNAVAILABLE,
     RoomName,
     StudySummary,
     known_rooms,
@@ -94,7 +94,7 @@ async def _summary_if_db(gw: Gw, study_id: str | None) -> dict[str, Any] | None:
         return await asyncio.wait_for(
             study_summary(gw, uuid.UUID(study_id) if study_id else None), 3.0
         )
-    except DB_UNAVAILABLE:
+    except ROOMS_UNAVAILABLE:
         return None
 
 
