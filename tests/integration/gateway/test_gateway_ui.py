@@ -282,9 +282,13 @@ async def run_workflow(page: Page, gw: Any, room: FakeRoom) -> None:
     await page.fill("input[name=password]", "wrong")
     await page.click("#login-button")
     await expect(page.locator("#toast")).to_contain_text("wrong user name or password")
+    await expect(page.locator("#logout")).to_be_hidden()  # no nav on the login page
     await page.fill("input[name=password]", "admin-Password-1")
     await page.click("#login-button")
     await expect(page.locator("#live")).to_have_text("live", timeout=10_000)
+    await expect(page.locator("#toast")).to_be_hidden()  # the stale error went with success
+    icon = await page.get_attribute("link[rel=icon]", "href")
+    assert icon and (await page.request.get(gw.url + icon)).ok
     await expect(page.locator(".source h3")).to_have_text("cam1")
     await shot(page, "02-room-empty")
 

@@ -69,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
     )
     add = usub.add_parser("add", help="create a user; the password is read from stdin")
     add.add_argument("username")
-    add.add_argument("--role", choices=("operator", "administrator"), default="operator")
+    add.add_argument("--role", choices=("viewer", "operator", "administrator"), default="operator")
     add.set_defaults(run=commands.users_add, read_password=read_password)
     return top
 

@@ -13,6 +13,7 @@ stray click.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -82,21 +83,31 @@ ROOMS_UNAVAILABLE: tuple[type[Exception], ...] = (TimeoutError, *DB_DOWN)
 
 
 async def known_rooms(gw: Gateway) -> list[str]:
-    """Rooms a capture instance reports, has a preview configured, or has served before.
-
-    While PostgreSQL is away the rooms served before are left out rather than failing every
-    page that lists rooms (the ops page among them, which must show the outage)."""
-    served: list[str] = []
+    """Rooms a capture instance reports, has a preview configured, or has served before (the
+    last only while the database answers: the ops page lists rooms during its outage too)."""
     try:
-        if await gw.repo.has_table("capture_rooms"):
-            served = [r["room"] for r in await gw.pool.fetch("SELECT room FROM capture_rooms")]
+        served = await asyncio.wait_for(_served_rooms(gw), 3.0)
     except ROOMS_UNAVAILABLE:
         served = []
     return sorted(set(gw.board.rooms()) | set(gw.settings.gateway_preview_upstreams) | set(served))
 
 
+async def _served_rooms(gw: Gateway) -> list[str]:
+    if not await gw.repo.has_table("capture_rooms"):
+        return []
+    return [r["room"] for r in await gw.pool.fetch("SELECT room FROM capture_rooms")]
+
+
 async def require_room(gw: Gateway, room: str) -> None:
-    if room not in await known_rooms(gw):
+    """404 for a room nobody knows: not reported, configured or served before, and no capture
+    service answers for it."""
+    if room in await known_rooms(gw):
+        return
+    try:
+        reply = await gw.bus.request(CaptureStatusRequest(room=room), CaptureStatusReply, 2.0)
+    except BusError:
+        reply = None
+    if reply is None or not reply.ok:
         raise not_found(f"room {room!r}")
 
 

@@ -22,7 +22,14 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
 from .deps import ApiError, Gw, User, client_of, not_found
-from .room_study import RoomName, StudySummary, known_rooms, require_room, study_summary
+from .room_study import (
+    ROOMS_UNAVAILABLE,
+    RoomName,
+    StudySummary,
+    known_rooms,
+    require_room,
+    study_summary,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["rooms"])
 
@@ -73,11 +80,22 @@ async def room_status(gw: Gw, room: str) -> dict[str, Any]:
         "room": room,
         "reachable": reply.ok,
         "study_id": reply.study_id,
-        "study": await study_summary(gw, uuid.UUID(reply.study_id) if reply.study_id else None),
+        "study": await _summary_if_db(gw, reply.study_id),
         "sources": sources,
         "disk_free_bytes": reply.disk_free_bytes,
         "error": reply.error,
     }
+
+
+async def _summary_if_db(gw: Gw, study_id: str | None) -> dict[str, Any] | None:
+    """Who the room's study is for; none while the database is away (the ops page still shows
+    the room and its sources)."""
+    try:
+        return await asyncio.wait_for(
+            study_summary(gw, uuid.UUID(study_id) if study_id else None), 3.0
+        )
+    except ROOMS_UNAVAILABLE:
+        return None
 
 
 @router.get("/rooms", response_model=list[RoomOut])
