@@ -4,6 +4,7 @@ health aggregation, live events, settings and echo, deliveries, audit."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -48,6 +49,7 @@ WORKLIST_ITEM = {
     "requested_procedure_description": "Colonoscopy",
     "study_instance_uid": "1.2.3.4.5.6",
     "referring_physician_name": "WHO^DR",
+    "modality": "ES",
 }
 
 
@@ -221,6 +223,10 @@ async def test_study_lifecycle_with_worklist_edit_rule_and_audit(gateway: Any, a
     assert edited.status_code == 200, edited.text
     assert edited.json()["edited"] is True
     assert edited.json()["study_instance_uid"] != "1.2.3.4.5.6"
+    row = await gateway.ctx.pool.fetchrow(
+        "SELECT worklist_item, modality FROM studies WHERE id = $1", uuid.UUID(wl_study["id"])
+    )
+    assert row["worklist_item"] is None and row["modality"] == "ES"  # the procedure's
 
     found = (await admin.get("/api/v1/studies", params={"q": "doe"})).json()
     assert [s["id"] for s in found] == [wl_study["id"]]
@@ -327,15 +333,34 @@ async def test_capture_actions_go_to_the_rooms_capture_service(admin: Any, peer_
         return CaptureCommandReply(media_id=str(uuid.uuid4()), study_id=None)
 
     await peer_bus.serve(CaptureCommand, capture, subject="cb.rpc.capture.or7.command")
+    for room in ("or7", "or8"):  # or8: reported once, its capture service gone since
+        await peer_bus.publish_core(
+            ServiceHeartbeat(
+                service="capture",
+                instance=f"cap-{room}",
+                version="1",
+                state="up",
+                room=room,
+                started_at=dt.datetime.now(dt.UTC),
+            )
+        )
     await peer_bus.nc.flush()
+
+    async def rooms_known() -> bool:
+        rooms = (await admin.get("/api/health")).json()["instances"]
+        return {"or7", "or8"} <= {i["room"] for i in rooms}
+
+    await wait_for(rooms_known, 10, what="rooms or7 and or8 in the health board")
     ok = await admin.post("/api/v1/rooms/or7/sources/cam1/snapshot")
     assert ok.status_code == 200, ok.text
     assert ok.json()["media_id"]
     assert (seen[0].room, seen[0].action, seen[0].requested_by) == ("or7", "snapshot", "admin")
     refused = await admin.post("/api/v1/rooms/or7/sources/broken/record_start")
     assert refused.status_code == 409 and "no signal" in refused.json()["error"]["message"]
-    nobody = await admin.post("/api/v1/rooms/or9/sources/cam1/snapshot")
-    assert nobody.status_code == 503
+    gone = await admin.post("/api/v1/rooms/or8/sources/cam1/snapshot")
+    assert gone.status_code == 503, gone.text
+    unknown = await admin.post("/api/v1/rooms/or9/sources/cam1/snapshot")
+    assert unknown.status_code == 404 and "or9" in unknown.json()["error"]["message"]
     assert (await admin.post("/api/v1/rooms/or7/sources/cam1/explode")).status_code == 422
     assert (await admin.post("/api/v1/rooms/..%2F/sources/cam1/snapshot")).status_code in (404, 422)
 

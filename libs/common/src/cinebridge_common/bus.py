@@ -298,7 +298,7 @@ class Bus:
             data = await rpc.request(self.nc, msg.subject_for(), msg.to_bytes(), timeout_s)
         except rpc.ReplyError as exc:
             raise BusError(str(exc)) from exc
-        return reply_type.from_bytes(data)
+        return await rpc.decode(reply_type, data)
 
     async def serve(
         self,
@@ -459,6 +459,14 @@ class Bus:
                     continue
                 except asyncio.CancelledError:
                     raise
+                except TimeoutError:
+                    # nats.py lets a bare TimeoutError out of a fetch now and then when several
+                    # processes pull on one durable with nothing to deliver: not a failure, but
+                    # the subscription is rebuilt in case it is one (nats.py #504), quietly.
+                    log.debug("fetch timed out, resubscribing", extra=kv(durable=spec.durable))
+                    await _unsubscribe(sub)
+                    sub = None
+                    continue
                 except (NotFoundError, Exception) as exc:
                     # nats.py #504: pull subscriptions may not survive a server restart; rebuild.
                     log.warning(

@@ -14,8 +14,7 @@ from cinebridge_common.store import UnsafePath
 
 from . import jobs, metrics, reconcile
 from . import repository as repo
-from .errors import ConversionError, TransientFailure
-from .video import Cancelled
+from .errors import Cancelled, ConversionError, TransientFailure
 
 log = logging.getLogger(__name__)
 

@@ -66,6 +66,7 @@ async def load_study(pool: asyncpg.Pool, study_id: uuid.UUID) -> StudyInfo | Non
         worklist_item=row["worklist_item"],
         edited=row["edited"],
         created_at=row["created_at"],
+        modality=row.get("modality") or "",
     )
 
 

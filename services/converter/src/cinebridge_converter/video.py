@@ -21,7 +21,7 @@ from typing import Any
 
 import av
 
-from .errors import BadMedia, ConversionError, TransientFailure
+from .errors import RESOURCE_ERRNOS, BadMedia, Cancelled, ConversionError, TransientFailure
 from .probe import open_input
 from .rules import EncodeTarget, audio_allowed, fit
 from .timestamps import WINDOW, VideoClock, display_order, frame_ticks
@@ -30,24 +30,19 @@ Progress = Callable[[float, str], None]
 MUX_FORMAT = {"mp4": "mp4", "mpegts": "mpegts"}
 
 
-#: Errors of the output side: the media store is full (or a file size limit is hit). FFmpeg
-#: reports them like any other error, but they say nothing about the input: retry later.
-_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-
-
 def _ffmpeg_failure(exc: av.error.FFmpegError, what: str) -> Exception:
-    """A transient failure when the disk is full, else the recording is bad media."""
-    if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
-        return TransientFailure(f"{what}: {exc.strerror} (the media store is full)")
+    """A transient failure when a resource ran out (the media store is full, ...): FFmpeg reports
+    it like any other error, but it says nothing about the input. Otherwise the media is bad."""
+    if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        return TransientFailure(
+            f"{what}: {exc.strerror} ({'the media store is full' if full else 'out of resources'})"
+        )
     return BadMedia(f"{what}: {exc.strerror}")
 
 
 def _seconds(value: int | None, time_base: Fraction | None) -> float:
     return float(value * time_base) if value is not None and time_base is not None else 0.0
-
-
-class Cancelled(Exception):
-    """The service is stopping; the job will be redelivered."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +64,7 @@ def remux(
 ) -> list[Segment]:
     """Copy the video (and allowed audio) packets into `container`, split at key frames."""
     budget = int(max_bytes * 0.9) - (1 << 16)
-    clock = _clock_for(src)
+    clock = _clock_for(src, cancel)
     with open_input(src) as inp:
         video = inp.streams.video[0]
         audio = [
@@ -115,7 +110,7 @@ def remux(
     return segments
 
 
-def _clock_for(src: Path) -> VideoClock:
+def _clock_for(src: Path, cancel: threading.Event) -> VideoClock:
     """A clock for the video stream; a stream without presentation times and with B-frames
     first gets its display order from one decode pass."""
     with open_input(src) as inp:
@@ -124,7 +119,7 @@ def _clock_for(src: Path) -> VideoClock:
         ticks = frame_ticks(video)
         head = list(itertools.islice((p for p in inp.demux(video) if p.size), WINDOW))
         missing = any(p.pts is None for p in head)
-    ranks = display_order(src) if missing and reordered else None
+    ranks = display_order(src, cancel) if missing and reordered else None
     return VideoClock(ticks, reordered=reordered, ranks=ranks)
 
 

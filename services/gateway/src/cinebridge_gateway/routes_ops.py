@@ -19,7 +19,8 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 
 from .deps import SESSION_COOKIE, ApiError, Gateway, Gw, User, current_principal, not_found
-from .routes_rooms import known_rooms, room_status
+from .room_study import known_rooms
+from .routes_rooms import room_status
 from .security import digest
 
 router = APIRouter(tags=["ops"])
@@ -185,7 +186,7 @@ def _disk(gw: Gw) -> dict[str, Any]:
 @router.get("/api/v1/ops/summary")
 async def ops_summary(_: OpsReader, gw: Gw) -> dict[str, Any]:
     """The ops dashboard: rooms and sources, queues, oldest unsent, failures, disk, health."""
-    rooms = await asyncio.gather(*(room_status(gw, r) for r in known_rooms(gw)))
+    rooms = await asyncio.gather(*(room_status(gw, r) for r in await known_rooms(gw)))
     return {
         "health": health_view(gw),
         "rooms": rooms,

@@ -21,6 +21,8 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import (
+    room_study,
+    routes_audit,
     routes_auth,
     routes_ops,
     routes_rooms,
@@ -28,6 +30,7 @@ from . import (
     routes_studies,
     routes_worklist,
 )
+from .api_docs import install_api_docs
 from .deps import ERROR_RESPONSES, ApiError, Gateway, error_body
 from .metrics import RequestMetrics
 
@@ -161,15 +164,18 @@ def create_app(gw: Gateway) -> FastAPI:
         version="1",
         description="REST + server-sent events for the CineBridge web UI and ops tools.",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,
         redoc_url=None,
         responses=ERROR_RESPONSES,
     )
     app.state.gateway = gw
     install_error_handlers(app)
+    install_api_docs(app)
     routers = (
         routes_auth,
+        routes_audit,
         routes_studies,
+        room_study,
         routes_rooms,
         routes_worklist,
         routes_settings,
