@@ -17,6 +17,7 @@ import av
 import pytest
 from cinebridge_common.messages.capture import CaptureStateChanged, MediaCaptured
 from cinebridge_common.testing import wait_for
+from cinebridge_common.testing.metrics import Samples, scrape, value
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -136,6 +137,16 @@ async def test_snapshots_during_recording_land_in_an_unscheduled_study(
         get, f"http://127.0.0.1:{proc.health_port}/metrics", 1 << 20
     )
     assert b'cinebridge_capture_input_frames_per_second{room="or1",source="endo"}' in metrics
+
+    # The recording's seconds and the snapshots are counted (this process made them all).
+    async def counted() -> Samples | None:
+        got = await scrape(f"http://127.0.0.1:{proc.health_port}")
+        return got if value(got, "cinebridge_capture_recorded_seconds_total") > 0 else None
+
+    got = await wait_for(counted, 10, what="the recording counted in the metrics")
+    recorded = value(got, "cinebridge_capture_recorded_seconds_total", {"source": "endo"})
+    assert abs(recorded - rec["duration_s"]) < 0.01, (recorded, rec["duration_s"])
+    assert value(got, "cinebridge_capture_snapshot_duration_seconds_count", {"room": "or1"}) == 2
 
 
 async def _n(items: list[bytes], count: int) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from cinebridge_cli.__main__ import main
 from cinebridge_common.bus import Bus
+from cinebridge_common.embedded import free_port
 from cinebridge_common.messages import (
     Destination,
     DestinationListReply,
@@ -42,8 +43,12 @@ async def new_token(admin: Any, role: str = "administrator") -> str:
 
 
 async def until_gateway_reports_itself(admin: Any) -> None:
+    """Until the gateway's own heartbeat says "up" (the first one may say "starting")."""
     async with asyncio.timeout(30):
-        while not (await admin.get("/api/health")).json()["instances"]:
+        while True:
+            instances = (await admin.get("/api/health")).json()["instances"]
+            if instances and all(i["state"] == "up" for i in instances):
+                return
             await asyncio.sleep(0.2)
 
 
@@ -58,8 +63,8 @@ async def test_status_and_refused_tokens(gateway: Any, admin: Any) -> None:
     assert code == 0 and json.loads("\n".join(out))["problems"] == []
     assert (await cli(gateway, "not-a-token", "status"))[0] == 4
     assert await asyncio.to_thread(main, ["--url", gateway.url, "status"], out=print) == 4
-    # Nothing listens on port 9 (discard) of this box: the gateway is unreachable.
-    unreachable = ["--url", "http://127.0.0.1:9", "--token", token, "--timeout", "5", "status"]
+    nowhere = f"http://127.0.0.1:{free_port()}"  # a free port: nothing answers there
+    unreachable = ["--url", nowhere, "--token", token, "--timeout", "5", "status"]
     assert await asyncio.to_thread(main, unreachable, out=print) == 3
 
 

@@ -328,6 +328,9 @@ async def test_recovery_rebuilds_rows_from_received_files(
     async with scp_factory(scp_recover_interval_s=3600) as scp:
         assert await asyncio.to_thread(dicom.store, scp.port, scp.ae_title, made) == [0, 0, 0]
         assert scp.app.recovery is not None and not scp.app.recovery.counters
+        # Metrics are process-wide: counted from here, before the next start's sweep runs.
+        assert scp.app.ctx is not None
+        before = await scrape(scp.app.ctx.health.url)
         rows = {
             r["sop_instance_uid"]: r["rel_path"]
             for r in await scp.pool.fetch(
@@ -346,7 +349,6 @@ async def test_recovery_rebuilds_rows_from_received_files(
         (day / "fedcba9876543210fedcba9876543210.dcm").write_bytes(b"\0" * 300)
     async with scp_factory() as scp:
         assert scp.app.ctx is not None
-        before = await scrape(scp.app.ctx.health.url)
 
         async def rebuilt() -> bool:
             return (

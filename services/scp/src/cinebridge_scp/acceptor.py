@@ -342,8 +342,8 @@ class Association:
                     raise PduError("A-RELEASE-RQ with a wrong length")
                 self.conn.read(4, deadline)
                 self._discard_partial()
+                metrics.ASSOCIATIONS_ENDED.labels("released").inc()  # counted before the peer knows
                 self.conn.send(pdu.RELEASE_RP_PDU)
-                metrics.ASSOCIATIONS_ENDED.labels("released").inc()
                 log.info("association released", extra=kv(association=self.id, peer=self.peer))
                 return
             elif kind == pdu.ABORT:
