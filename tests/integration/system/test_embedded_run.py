@@ -1,5 +1,5 @@
 """`make run`'s runner brings every service to "up" in GET /api/health within 30 s, and Ctrl-C
-(SIGINT) stops all of it within 10 s per service, leaving no process behind (issue 8)."""
+(SIGINT) stops all of it within 10 s per service, leaving no process behind."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ class SenderSettings(ServiceSettings):
     #: JSON list of destinations upserted by name at start, e.g.
     #: `[{"name": "pacs", "ae_title": "PACS", "host": "10.0.0.5", "port": 104}]`.
     sender_seed_destinations: list[Destination] = []
-    #: Retry after a transient failure: base * factor**(n-1), capped, +-jitter (issue 4).
+    #: Retry after a transient failure: base * factor**(n-1), capped, +-jitter.
     sender_backoff_base_s: float = 30.0
     sender_backoff_factor: float = 2.0
     sender_backoff_cap_s: float = 600.0

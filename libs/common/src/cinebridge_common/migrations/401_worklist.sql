@@ -1,4 +1,4 @@
--- Worklist service (issue 5). Owner: worklist. The gateway may read both tables directly; it
+-- Worklist service. Owner: worklist. The gateway may read both tables directly; it
 -- changes servers only through the cb.rpc.worklist.servers.* RPCs.
 
 -- Configured worklist servers (RIS); seeded from CB_WORKLIST_SEED_SERVERS at start.
