@@ -204,3 +204,28 @@ def test_instance_with_full_worklist_passes_dciodvfy(
         # Laterality: statement Table 32 (conformance-notes.md). 99LOCAL: the RIS's private
         # coding scheme (PS3.16 8.2 allows "99" schemes), copied as the worklist gave it.
         assert all("<Laterality>" in w or "<99LOCAL>" in w for w in warnings), warnings
+
+
+def test_after_an_edit_the_modality_stays_the_procedures(study: mwl.StudyInfo) -> None:
+    # The edit removed the worklist item (§8.1.5); the row keeps the procedure's modality.
+    edited = dataclasses.replace(study, edited=True, worklist_item=None, modality="ES")
+    assert mwl.study_attributes(edited, default_modality="OT", uid_root="").Modality == "ES"
+    changed = dataclasses.replace(edited, modality="XC")  # the operator changed it
+    assert mwl.study_attributes(changed, default_modality="OT", uid_root="").Modality == "XC"
+    none = dataclasses.replace(edited, modality="")
+    assert mwl.study_attributes(none, default_modality="OT", uid_root="").Modality == "OT"
+
+
+def test_invalid_worklist_values_are_not_written(study: mwl.StudyInfo) -> None:
+    assert study.worklist_item is not None
+    item = {
+        **study.worklist_item,
+        "00100040": {"vr": "CS", "Value": ["FEMALEXXXXXXXXXXX"]},
+        "00100030": {"vr": "DA", "Value": ["1980-13-45"]},
+    }
+    # A row written before the checks, or an item from a client: neither value is written.
+    bad = dataclasses.replace(
+        study, worklist_item=item, patient_sex="X", patient_birth_date="1980-13-45"
+    )
+    ds = mwl.study_attributes(bad, default_modality="OT", uid_root="")
+    assert ds.PatientSex == "" and ds.PatientBirthDate == ""

@@ -49,3 +49,26 @@ def test_every_server_failing_is_an_error_naming_each() -> None:
     )
     assert not merged.ok and merged.outcome == "failed"
     assert merged.error == "a: 0xC001; b: refused"
+
+
+async def test_the_offline_answer_is_capped_like_a_live_one() -> None:
+    import datetime as dt
+    from typing import Any, cast
+
+    from cinebridge_common.messages import WorklistServer
+    from cinebridge_worklist.lookup import Deps, _offer_cache
+    from cinebridge_worklist.query import SearchFields, ServerKeys, build_identifier
+    from cinebridge_worklist.scu import FindResult
+    from cinebridge_worklist.settings import WorklistSettings
+
+    class Repo:
+        async def cached_items(self, server_id: str) -> tuple[list[WorklistItem], dt.datetime]:
+            return [item(f"{n:04d}") for n in range(30)], dt.datetime.now(dt.UTC)
+
+    server = WorklistServer(id="ris", host="h", port=104, called_ae="RIS", max_entries=10)
+    deps = Deps(pool=cast(Any, None), repo=cast(Any, Repo()), settings=WorklistSettings())
+    result = FindResult(outcome="unreachable", detail="connection refused")
+    identifier = build_identifier(SearchFields(), ServerKeys())
+    reply = await _offer_cache(server, identifier, result, deps)
+    assert reply.ok and reply.cached and reply.too_many and len(reply.items) == 10
+    assert "too many results" in reply.warnings[1]

@@ -336,7 +336,7 @@ async def test_console_process_converts_and_stops_on_sigterm(
 
         def health() -> dict[str, Any] | None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
                     import json
 
                     body: dict[str, Any] = json.loads(r.read())
@@ -347,7 +347,7 @@ async def test_console_process_converts_and_stops_on_sigterm(
         async def up() -> dict[str, Any] | None:
             return await asyncio.to_thread(health)
 
-        status = await wait_for(up, 30, 0.2, what="converter /healthz up")
+        status = await wait_for(up, 30, 0.2, what="converter /readyz ready")
         assert status["service"] == "converter" and status["state"] == "up"
         study = await client.add_study()
         clip = make_video(tmp_path / "c.mp4", frames=10, options={"preset": "ultrafast"})

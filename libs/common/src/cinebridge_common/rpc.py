@@ -19,19 +19,24 @@ fitting one message:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 import uuid
+from typing import TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from .gcpause import gc_paused
 from .logging import kv
 from .messages.base import Reply
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=Reply)
 
 ACCEPT_CHUNKS = "Cb-Accept-Chunks"
 CHUNK = "Cb-Chunk"
@@ -49,6 +54,24 @@ FLUSH_EVERY = 8
 
 class ReplyError(RuntimeError):
     """A reply did not arrive whole (no responder, timeout, missing chunk); says why."""
+
+
+#: Replies at least this large are parsed in a worker thread with the cyclic GC paused.
+LARGE_REPLY = 1 << 20
+
+
+async def decode(reply_type: type[R], data: bytes) -> R:
+    """The reply model from its bytes. A large one (a 5,000-entry worklist answer is ~20 MB
+    of nested JSON) is parsed in a thread, so the event loop keeps serving, with the cyclic
+    collector paused (`gcpause`: three times faster; the parsed tree holds no cycles)."""
+    if len(data) < LARGE_REPLY:
+        return reply_type.from_bytes(data)
+
+    def parse() -> R:
+        with gc_paused():
+            return reply_type.from_bytes(data)
+
+    return await asyncio.to_thread(parse)
 
 
 def chunk_size(nc: NatsClient) -> int:

@@ -39,6 +39,8 @@ class StudyInfo:
     worklist_item: Mapping[str, Any] | None
     edited: bool
     created_at: dt.datetime
+    #: The procedure's modality (Table 38 "Exist"); kept after an edit (§8.1.5). "": default.
+    modality: str = ""
 
 
 #: Table 38 "New" attributes copied as they are (keyword in the item = keyword in the instance).
@@ -92,10 +94,15 @@ def study_attributes(study: StudyInfo, *, default_modality: str, uid_root: str) 
             chosen = ""  # type 2: empty rather than invalid (a row written before the checks)
         setattr(ds, keyword, chosen)
     ds.StudyInstanceUID = _study_uid(study, mwl, uid_root)
-    ds.Modality = (_mwl_exist(mwl, "Modality") if use_mwl else None) or default_modality
+    mwl_modality = _mwl_exist(mwl, "Modality") if use_mwl else None
+    ds.Modality = mwl_modality or _valid_modality(study.modality) or default_modality
     if use_mwl and mwl is not None:
         _copy_new(ds, mwl)
     return ds
+
+
+def _valid_modality(value: str) -> str:
+    return value if value and valid_value("CS", value) else ""
 
 
 def _local_values(study: StudyInfo) -> dict[str, str]:

@@ -9,6 +9,7 @@ report progress through a callback and stop when `cancel` is set.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import threading
 import time
@@ -20,13 +21,24 @@ from typing import Any
 
 import av
 
-from .errors import BadMedia, Cancelled, ConversionError
+from .errors import RESOURCE_ERRNOS, BadMedia, Cancelled, ConversionError, TransientFailure
 from .probe import open_input
 from .rules import EncodeTarget, audio_allowed, fit
 from .timestamps import WINDOW, VideoClock, display_order, frame_ticks
 
 Progress = Callable[[float, str], None]
 MUX_FORMAT = {"mp4": "mp4", "mpegts": "mpegts"}
+
+
+def _ffmpeg_failure(exc: av.error.FFmpegError, what: str) -> Exception:
+    """A transient failure when a resource ran out (the media store is full, ...): FFmpeg reports
+    it like any other error, but it says nothing about the input. Otherwise the media is bad."""
+    if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        return TransientFailure(
+            f"{what}: {exc.strerror} ({'the media store is full' if full else 'out of resources'})"
+        )
+    return BadMedia(f"{what}: {exc.strerror}")
 
 
 def _seconds(value: int | None, time_base: Fraction | None) -> float:
@@ -85,7 +97,7 @@ def remux(
                 put(ready, True)
         except av.error.FFmpegError as exc:
             writer.abort()
-            raise BadMedia(f"the recording cannot be remuxed: {exc.strerror}") from exc
+            raise _ffmpeg_failure(exc, "the recording cannot be remuxed") from exc
         except BaseException:
             writer.abort()
             raise
@@ -223,7 +235,7 @@ def transcode(
                 out.mux(packet)
     except av.error.FFmpegError as exc:
         dest.unlink(missing_ok=True)
-        raise BadMedia(f"the recording cannot be transcoded: {exc.strerror}") from exc
+        raise _ffmpeg_failure(exc, "the recording cannot be transcoded") from exc
     except BaseException:
         dest.unlink(missing_ok=True)
         raise

@@ -8,6 +8,7 @@ import re
 import uuid
 from typing import Annotated, Any, Literal
 
+from cinebridge_common.dicom_values import valid_value
 from cinebridge_common.messages import WorklistItem
 from cinebridge_common.uids import is_valid_uid, make_uid
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -67,6 +68,8 @@ class PatientEdit(BaseModel):
     accession_number: ShortString | None = None
     study_description: LongString | None = None
     referring_physician: PersonName | None = None
+    #: (0008,0060) of the instances; kept from the worklist unless changed here (§8.1.5).
+    modality: Annotated[str, Field(pattern=r"^[A-Z0-9 _]{0,16}$")] | None = None
 
 
 def _now_parts(now: dt.datetime) -> dict[str, str]:
@@ -92,6 +95,11 @@ def _clip(value: str | None, limit: int) -> str:
     return _FORBIDDEN.sub(" ", value or "").strip()[:limit]
 
 
+def _valid(vr: str, value: str | None, key: str) -> str:
+    """The item's value when it is valid for its VR (the item may come from a client)."""
+    return value if value and valid_value(vr, value, key) else ""
+
+
 def new_study_from_worklist(
     item: WorklistItem, room: str | None, org_root: str, now: dt.datetime
 ) -> dict[str, Any]:
@@ -108,8 +116,10 @@ def new_study_from_worklist(
         "room": room,
         "patient_name": _clip(item.patient_name, 64),
         "patient_id": _clip(item.patient_id, 64),
-        "patient_birth_date": _clip(item.patient_birth_date, 8),
-        "patient_sex": (item.patient_sex or "") if item.patient_sex in ("M", "F", "O") else "",
+        "patient_birth_date": _valid("DA", item.patient_birth_date, "00100030"),
+        "patient_sex": _valid("CS", item.patient_sex, "00100040"),
+        # Table 38 "Exist" (0008,0060): stays when an edit unlinks the study (§8.1.5).
+        "modality": _valid("CS", item.modality, "00080060"),
         "accession_number": _clip(item.accession_number, 16),
         # Table 30: Study ID from (0040,1001) Requested Procedure ID, description from (0032,1060).
         "study_id": _clip(item.requested_procedure_id, 16),
@@ -140,6 +150,33 @@ def new_study_from_local(
     }
 
 
+def new_unscheduled_study(room: str | None, org_root: str, now: dt.datetime) -> dict[str, Any]:
+    """An unscheduled study (patient data later, statement §4.1.3), identified like the one a
+    capture makes: Study ID and Accession Number are the timestamp `YYYYMMDDHHIISSss` (Table 30,
+    16 characters = SH maximum)."""
+    study_id = uuid.uuid4()
+    local = now.astimezone()
+    stamp = f"{local:%Y%m%d%H%M%S}{local.microsecond // 10000:02d}"
+    return {
+        "id": study_id,
+        "study_instance_uid": make_uid("study", str(study_id), root=org_root),
+        "origin": "unscheduled",
+        "room": room,
+        "study_id": stamp,
+        "accession_number": stamp,
+        **_now_parts(now),
+    }
+
+
+def display_name(name: str) -> str:
+    """A DICOM PN (`FAMILY^Given^Middle^Prefix^Suffix`) as people read it: "FAMILY, Given"."""
+    parts = [p.strip() for p in (name or "").split("=")[0].split("^")]
+    family, given = [*parts, "", ""][:2]
+    rest = " ".join(p for p in parts[2:] if p)
+    given = " ".join(p for p in (given, rest) if p)
+    return f"{family}, {given}" if family and given else family or given
+
+
 def apply_edit(study: dict[str, Any], edit: PatientEdit, org_root: str) -> dict[str, Any]:
     """The column changes of a manual edit.
 
@@ -156,5 +193,8 @@ def apply_edit(study: dict[str, Any], edit: PatientEdit, org_root: str) -> dict[
         return {}
     if study.get("origin") == "worklist" and not study.get("edited"):
         changes["study_instance_uid"] = make_uid("study", str(study["id"]), "edited", root=org_root)
+        # The worklist data goes (the instances lose the "New" attributes); the "Exist" ones
+        # stay in the row, the procedure's modality among them.
+        changes["worklist_item"] = None
     changes["edited"] = True
     return changes

@@ -223,6 +223,14 @@ async def _offer_cache(
             incomplete=True,
         )
     note = f"showing cached entries from today (last fetched {fetched_at:%H:%M} UTC)"
+    warnings = [f"{down}; {note}"]
+    # The day's cache grows with every search: the same cap as a live answer.
+    cap = limits_of(server, deps.settings).max_entries
+    if len(items) > cap:
+        warnings.append(
+            f"more than {cap} cached entries match: too many results, narrow the search"
+        )
+        items = items[:cap]
     return WorklistQueryReply(
         ok=True,
         server_id=server.id,
@@ -231,7 +239,8 @@ async def _offer_cache(
         cached=True,
         cached_at=fetched_at,
         incomplete=True,
-        warnings=[f"{down}; {note}"],
+        too_many=len(warnings) > 1,
+        warnings=warnings,
     )
 
 

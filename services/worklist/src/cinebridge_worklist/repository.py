@@ -8,9 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from cinebridge_common.dicom_values import check_dataset, valid_value
 from cinebridge_common.messages import StudyChanged, WorklistItem, WorklistServer
 from cinebridge_common.outbox import enqueue
 from cinebridge_common.uids import is_valid_uid
+
+from .items import item_from_json
 
 _SERVER_COLUMNS = (
     "id",
@@ -45,7 +48,7 @@ _RECONCILE = """
 UPDATE studies SET study_instance_uid = $2, origin = 'worklist', patient_name = $3,
     patient_id = $4, patient_birth_date = $5, patient_sex = $6, accession_number = $7,
     study_id = $8, study_description = $9, referring_physician = $10, worklist_item = $11,
-    edited = false, updated_at = now()
+    modality = $12, edited = false, updated_at = now()
 WHERE id = $1"""
 
 
@@ -135,7 +138,9 @@ class WorklistRepository:
             study_uuid = uuid.UUID(study_id)
         except ValueError:
             raise ReconcileError(f"study id {study_id!r} is not a UUID") from None
-        uid = item.study_instance_uid or ""
+        # The item comes from a client: its values are checked again as at the door.
+        item = item_from_json(check_dataset(item.dataset)[0]) if item.dataset else item
+        uid, modality = item.study_instance_uid or "", item.modality or ""
         if not is_valid_uid(uid):
             raise ReconcileError(f"the worklist item has no valid Study Instance UID: {uid!r}")
         async with self.pool.acquire() as conn, conn.transaction():
@@ -170,6 +175,7 @@ class WorklistRepository:
                 item.requested_procedure_description or "",
                 item.referring_physician_name or "",
                 item.dataset,
+                modality if valid_value("CS", modality) else "",
             )
             event = StudyChanged(study_id=study_id, change="reconciled", by=by)
             await enqueue(conn, event, msg_id=f"study-reconciled:{study_id}:{uid}")

@@ -11,13 +11,11 @@ Blocking (one socket, no threads); the service calls these through `asyncio.to_t
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from cinebridge_common.gcpause import gc_paused
 from cinebridge_common.logging import kv
 from cinebridge_common.messages import WorklistItem
 from cinebridge_common.messages.worklist import QueryOutcome
@@ -227,59 +225,6 @@ class _Collector:
             self.result.outcome = "failed"
             self.result.detail = f"the server failed the query with status 0x{code:04X}"
         return self.result
-
-
-class CyclicGcPause:
-    """Python's cyclic garbage collector off while any worklist query runs.
-
-    A 1,000-entry answer builds ~130,000 dicts and lists (DICOM JSON) that stay alive in the
-    result; the collector, triggered by those allocations, ran full collections over the whole
-    heap and the growing result and took half of the decoding time. The trees hold no
-    reference cycles, so reference counting frees them exactly as before. The pause nests
-    across concurrent queries (threads) and is bounded: one query lasts at most its deadlines
-    (Table 26), and when queries overlap without a break for longer than `max_pause_s`, the
-    query that ends runs a full collection (so cyclic garbage made elsewhere in the process
-    meanwhile cannot pile up).
-
-    On resuming, `gc.freeze()` + `gc.unfreeze()` (documented: the objects go "back into the
-    oldest generation") file the young objects, the result among them, with the long-lived
-    ones; otherwise the first allocation after `gc.enable()` would scan all 130,000 at once
-    (25 ms). Cyclic garbage made meanwhile elsewhere is still found, at the next full
-    collection. Nothing else in the services uses `gc.freeze`.
-    """
-
-    def __init__(self, max_pause_s: float = 5.0) -> None:
-        self.max_pause_s = max_pause_s
-        self._lock = threading.Lock()
-        self._active = 0
-        self._was_enabled = False
-        self._since = 0.0
-
-    @contextlib.contextmanager
-    def __call__(self) -> Iterator[None]:
-        with self._lock:
-            if self._active == 0:
-                self._was_enabled = gc.isenabled()
-                self._since = time.monotonic()
-                gc.disable()
-            self._active += 1
-        try:
-            yield
-        finally:
-            overdue = False
-            with self._lock:
-                self._active -= 1
-                if self._active == 0 and self._was_enabled:
-                    gc.freeze()
-                    gc.unfreeze()
-                    gc.enable()
-                elif self._was_enabled and time.monotonic() - self._since > self.max_pause_s:
-                    overdue, self._since = True, time.monotonic()
-            if overdue:
-                gc.collect()  # runs while disabled too; outside the lock
-
-
-gc_paused = CyclicGcPause()
 
 
 def _associate(peer: Peer, abstract_syntax: str, limits: FindLimits) -> ul.Association:

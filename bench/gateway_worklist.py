@@ -1,0 +1,155 @@
+"""Worklist part of `bench/gateway.py`: N realistic entries from DCMTK wlmscpfs to the gateway
+API answer and to a rendered table in headless Chromium.
+
+The entries are the demo worklist's (~4 KB each, every Table 18 attribute); no Modality C key,
+so all N match. The worklist service runs as its own process, the answer crosses the bus in
+chunks when it is over one NATS message, the gateway keeps it and answers the first page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from cinebridge_worklist.demo_worklist import DEMO_AE, write_worklist
+from cinebridge_worklist.testpeers import Wlmscpfs
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+
+
+async def session(base: str, password: str) -> httpx.AsyncClient:
+    client = httpx.AsyncClient(base_url=base, timeout=120)
+    me = await client.post("/api/v1/auth/login", json={"username": "admin", "password": password})
+    me.raise_for_status()
+    client.headers["X-CSRF-Token"] = me.json()["csrf_token"]
+    return client
+
+
+async def wait_answering(client: httpx.AsyncClient, entries: int) -> None:
+    """The worklist service is up and its server answers with every entry."""
+    deadline = time.monotonic() + 120
+    while True:
+        reply = await client.post("/api/v1/worklist/query", json={"limit": 1})
+        if reply.status_code == 200 and reply.json()["total"] == entries:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"worklist not answering: {reply.status_code} {reply.text[:300]}")
+        await asyncio.sleep(1.0)
+
+
+async def api_rounds(client: httpx.AsyncClient, entries: int, rounds: int) -> list[float]:
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        reply = await client.post("/api/v1/worklist/query", json={"limit": 100})
+        times.append(time.perf_counter() - t0)
+        body = reply.json()
+        assert reply.status_code == 200 and body["total"] == entries, reply.text[:300]
+        assert len(body["items"]) == min(100, entries)
+    return times
+
+
+async def browser_rounds(base: str, password: str, entries: int, rounds: int) -> list[float]:
+    from playwright.async_api import async_playwright
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        raise RuntimeError("chromium is not installed")
+    rows = min(100, entries) + 1  # the header row
+    times = []
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            # The page's CSP forbids string evaluation; the bench's probes need it.
+            page = await browser.new_page(bypass_csp=True)
+            await page.goto(base)
+            await page.fill("input[name=username]", "admin")
+            await page.fill("input[name=password]", password)
+            await page.click("#login-button")
+            await page.wait_for_function(
+                "(document.querySelector('#whoami')?.textContent || '').includes('admin')",
+                timeout=60_000,
+            )
+            for _ in range(rounds):
+                await page.goto(f"{base}/#/worklist")
+                await page.reload()
+                await page.wait_for_selector("#worklist-search", timeout=60_000)
+                t0 = time.perf_counter()
+                await page.click("#worklist-search")
+                await page.wait_for_function(
+                    f"document.querySelectorAll('#worklist-table tr').length === {rows}",
+                    polling="raf",
+                    timeout=120_000,
+                )
+                times.append(time.perf_counter() - t0)
+        finally:
+            await browser.close()
+    return times
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def show(name: str, times: list[float]) -> float:
+    ms = [t * 1000 for t in times]
+    median = statistics.median(ms)
+    print(f"  {name:<34} median {median:7.1f} ms  (runs: {', '.join(f'{x:.0f}' for x in ms)})")
+    return median
+
+
+async def bench_worklist(
+    root: Path, env: dict[str, str], base: str, password: str, entries: int, rounds: int
+) -> bool:
+    """Returns whether the rendered table took under 1 s (median)."""
+    folder = root / "worklist" / DEMO_AE
+    t0 = time.perf_counter()
+    write_worklist(folder, entries, dt.date.today())
+    print(f"wrote {entries} worklist files in {time.perf_counter() - t0:.1f} s")
+    size = sum(p.stat().st_size for p in folder.glob("*.wl")) / entries
+    with Wlmscpfs(root / "worklist", root / "wlmscpfs.log") as ris:
+        seed = [{"id": "ris", "host": "127.0.0.1", "port": ris.port, "called_ae": DEMO_AE}]
+        service_env = {
+            **env,
+            "CB_WORKLIST_SEED_SERVERS": json.dumps(seed),
+            "CB_WORKLIST_MAX_ENTRIES": str(max(1000, entries)),
+            "CB_INSTANCE_ID": "bench-worklist",
+            "CB_HEALTH_PORT": "0",
+        }
+        service = subprocess.Popen([sys.executable, "-m", "cinebridge_worklist"], env=service_env)
+        try:
+            client = await session(base, password)
+            try:
+                await wait_answering(client, entries)
+                print(
+                    f"{entries} entries from wlmscpfs (~{size / 1024:.1f} KB each on disk), "
+                    f"load average {load_average()}:"
+                )
+                api = show(
+                    "search → API answer (first page)", await api_rounds(client, entries, rounds)
+                )
+            finally:
+                await client.aclose()
+            rendered = show(
+                "search → rendered table (Chromium)",
+                await browser_rounds(base, password, entries, rounds),
+            )
+        finally:
+            service.terminate()
+            service.wait(15)
+    print(f"  load average after: {load_average()}")
+    verdict = "PASS" if rendered < 1000 else "FAIL"
+    print(
+        f"target {entries} entries to a rendered table < 1 s: {verdict} "
+        f"({rendered:.0f} ms; API {api:.0f} ms)"
+    )
+    return rendered < 1000
