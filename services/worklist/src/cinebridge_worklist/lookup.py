@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 from cinebridge_common.logging import kv
@@ -45,6 +46,8 @@ class Deps:
     find: FindFn = find_worklist
     echo: EchoFn = echo
     detail: dict[str, str] = field(default_factory=dict)
+    #: Cache writes in flight (kept referenced until done).
+    background: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 def server_keys(server: WorklistServer, station: StationSettings) -> ServerKeys:
@@ -123,7 +126,9 @@ async def _query_one(
     if result.outcome == "unreachable":
         return await _offer_cache(server, identifier, result, deps)
     if result.outcome == "complete":
-        await deps.repo.cache_items(server.id, result.items)
+        # Written beside the reply, not before it: the operator waits for the list, not for
+        # the cache (1,000 entries take a few hundred ms to store).
+        _in_background(deps, deps.repo.cache_items(server.id, result.items), server.id)
     flagged = log_flags(server, result.items)
     if flagged:
         result.warnings.append(f"{flagged} entries have flagged values (marked in the list)")
@@ -156,6 +161,18 @@ def log_flags(server: WorklistServer, items: list[WorklistItem]) -> int:
             extra=kv(server=server.id, entries=len(flagged) - LOGGED_FLAGS),
         )
     return len(flagged)
+
+
+def _in_background(deps: Deps, work: Coroutine[Any, Any, None], server_id: str) -> None:
+    async def run() -> None:
+        try:
+            await work
+        except Exception as exc:
+            log.warning("worklist cache not written", extra=kv(server=server_id, error=repr(exc)))
+
+    task = asyncio.create_task(run())
+    deps.background.add(task)
+    task.add_done_callback(deps.background.discard)
 
 
 def _has_p_key(req: WorklistQuery) -> bool:
