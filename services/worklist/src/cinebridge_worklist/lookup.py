@@ -8,9 +8,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import asyncpg
 from cinebridge_common.logging import kv
@@ -128,7 +127,7 @@ async def _query_one(
     if result.outcome == "complete":
         # Written beside the reply, not before it: the operator waits for the list, not for
         # the cache (1,000 entries take a few hundred ms to store).
-        _in_background(deps, deps.repo.cache_items(server.id, result.items), server.id)
+        _cache_later(deps, server.id, result.items)
     flagged = log_flags(server, result.items)
     if flagged:
         result.warnings.append(f"{flagged} entries have flagged values (marked in the list)")
@@ -163,10 +162,15 @@ def log_flags(server: WorklistServer, items: list[WorklistItem]) -> int:
     return len(flagged)
 
 
-def _in_background(deps: Deps, work: Coroutine[Any, Any, None], server_id: str) -> None:
+#: How long a cache write waits, so that the reply is sent before the CPU goes to the cache.
+CACHE_DELAY_S = 0.5
+
+
+def _cache_later(deps: Deps, server_id: str, items: list[WorklistItem]) -> None:
     async def run() -> None:
         try:
-            await work
+            await asyncio.sleep(CACHE_DELAY_S)  # the reply goes out first
+            await deps.repo.cache_items(server_id, items)
         except Exception as exc:
             log.warning("worklist cache not written", extra=kv(server=server_id, error=repr(exc)))
 
