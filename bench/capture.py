@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from capture_snapshots import print_latency, snapshot_latency
+from report import Figures, add_json_flag
 
 SOURCE = "testsrc2=size=1920x1080:rate=30"
 PRESET, TUNE, PARAMS, CRF = "ultrafast", "zerolatency", "8x8dct=1", 23
@@ -250,9 +251,34 @@ def ffmpeg_copy_side(url: str, seconds: float, out: Path) -> dict[str, Any]:
     return ffmpeg_measured(cmd, seconds, out)
 
 
-def report(title: str, cb: dict[str, Any], ff: dict[str, Any], peer: str) -> None:
+#: The figures of this run, for --json (docs/benchmarks.md).
+FIGURES = Figures("capture")
+
+
+def side_figures(m: dict[str, Any], cpu_per_s: float) -> dict[str, Any]:
+    out = {
+        "video_s": m["duration"],
+        "frames": m["frames"],
+        "dropped": m["dropped"],
+        "encoded_fps": m["frames"] / m["duration"],
+        "cpu_s_per_video_s": cpu_per_s,
+        "peak_rss_mb": m["rss"],
+    }
+    for key in ("queue_peak", "thumbnails", "previews"):
+        if key in m:
+            out[key] = m[key]
+    if "max_lag" in m:
+        out["encoder_lag_max_s"] = m["max_lag"]
+    return out
+
+
+def report(title: str, cb: dict[str, Any], ff: dict[str, Any], peer: str, key: str) -> None:
     cb_cpu = cb["cpu"] / max(cb["duration"], 1e-9)
     ff_cpu = ff["cpu"] / max(ff["duration"], 1e-9)
+    FIGURES.put(key, "cinebridge", side_figures(cb, cb_cpu))
+    FIGURES.put(key, "peer", side_figures(ff, ff_cpu))
+    FIGURES.put(key, "passthrough", bool(cb.get("passthrough")))
+    FIGURES.put(key, "ratio_cpu", cb_cpu / ff_cpu)
     print(f"\n== {title}")
     print(f"{'':24}{'CineBridge':>14}  {peer:>26}")
     print(f"{'video seconds':24}{cb['duration']:>14.2f}{ff['duration']:>28.2f}")
@@ -283,6 +309,12 @@ def report(title: str, cb: dict[str, Any], ff: dict[str, Any], peer: str) -> Non
             else f"n/a; ratio to its whole run {steady / ff_cpu:.2f}"
         )
         print(f"steady state, CPU s per video s: CineBridge {steady:.4f}, {peer.strip()} {versus}")
+        FIGURES.put(key, "cinebridge", "steady_cpu_s_per_video_s", steady)
+        if ff_steady:
+            FIGURES.put(key, "peer", "steady_cpu_s_per_video_s", ff_steady)
+            FIGURES.put(key, "ratio_steady_cpu", steady / ff_steady)
+        else:
+            FIGURES.put(key, "ratio_steady_cpu_to_peer_whole_run", steady / ff_cpu)
 
 
 @contextlib.contextmanager
@@ -311,6 +343,7 @@ def main() -> None:
     parser.add_argument("--viewer", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--dashboard", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
+    add_json_flag(parser)
     args = parser.parse_args()
     if args.child and args.floor:
         floor_child(args.child, args.seconds, Path(args.out))
@@ -326,6 +359,7 @@ def main() -> None:
             run_all(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    FIGURES.emit(args.json)
 
 
 def run_all(args: argparse.Namespace, work: Path) -> None:
@@ -342,13 +376,13 @@ def run_all(args: argparse.Namespace, work: Path) -> None:
     if not args.only_snapshots:
         cb = cinebridge_side(f"lavfi:{SOURCE}", args.seconds, work / "cb.mp4")
         ff = ffmpeg_encode_side(args.seconds, work / "ff.mp4")
-        report("1080p30 recording, encoded", cb, ff, "ffmpeg -re (same x264)")
+        report("1080p30 recording, encoded", cb, ff, "ffmpeg -re (same x264)", "encoded")
     if not (args.skip_passthrough or args.only_snapshots or args.only_encode):
         passthrough(args.seconds, work)
     if args.only_encode:
         return
     lat = asyncio.run(snapshot_latency(args.snapshots, work, f"lavfi:{SOURCE}"))
-    print_latency("while recording 1080p30 (encoded)", lat)
+    FIGURES.put("snapshots_encoded", print_latency("while recording 1080p30 (encoded)", lat))
     if not args.skip_passthrough:
         port = free_port()
         sender = udp_sender(port)
@@ -357,7 +391,8 @@ def run_all(args: argparse.Namespace, work: Path) -> None:
         finally:
             sender.terminate()
             sender.wait(10)
-        print_latency("while recording network 1080p30 by pass-through (decoded on demand)", lat)
+        title = "while recording network 1080p30 by pass-through (decoded on demand)"
+        FIGURES.put("snapshots_passthrough", print_latency(title, lat))
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
@@ -380,21 +415,34 @@ def passthrough(seconds: float, work: Path) -> None:
     finally:
         sender.terminate()
         sender.wait(10)
-    report("network H.264 1080p30 (UDP MPEG-TS), pass-through", cb, ff, "ffmpeg -c copy")
+    report(
+        "network H.264 1080p30 (UDP MPEG-TS), pass-through", cb, ff, "ffmpeg -c copy", "passthrough"
+    )
     print(
         f"  (decode on demand: {cb['thumbnails']} thumbnails (nobody asked), no preview "
         "watcher; snapshots decode keyframe -> latest packet)"
     )
-    report(f"floor: PyAV demux -> mux loop alone, {short:g} s", floor, ff, "ffmpeg -c copy")
+    report(
+        f"floor: PyAV demux -> mux loop alone, {short:g} s",
+        floor,
+        ff,
+        "ffmpeg -c copy",
+        "passthrough_floor",
+    )
     report(
         f"pass-through, a dashboard polling the thumbnail every 5 s, {short:g} s",
         polled,
         ff,
         "ffmpeg -c copy",
+        "passthrough_dashboard",
     )
     print(f"  ({polled['thumbnails']} thumbnails made)")
     report(
-        f"pass-through with one live preview watcher, {short:g} s", watched, ff, "ffmpeg -c copy"
+        f"pass-through with one live preview watcher, {short:g} s",
+        watched,
+        ff,
+        "ffmpeg -c copy",
+        "passthrough_viewer",
     )
     print(f"  ({watched['previews']} preview JPEGs made)")
     report(
@@ -402,6 +450,7 @@ def passthrough(seconds: float, work: Path) -> None:
         cb_all,
         ff,
         "ffmpeg -c copy",
+        "passthrough_decode_all",
     )
 
 

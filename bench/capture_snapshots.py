@@ -90,10 +90,17 @@ async def snapshot_latency(count: int, work: Path, url: str) -> list[float]:
         nats.stop()
 
 
-def print_latency(title: str, lat: list[float]) -> None:
+def print_latency(title: str, lat: list[float]) -> dict[str, float]:
+    """Print the latency line; return its figures (milliseconds) for --json."""
     q = statistics.quantiles(lat, n=20, method="inclusive")  # never above the max
     print(
         f"\n== snapshot latency {title}, {len(lat)} snapshots, request -> JPEG fsync'd + "
         f"registered: p50 {statistics.median(lat) * 1000:.1f} ms, "
         f"p95 {q[18] * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms"
     )
+    return {
+        "snapshots": len(lat),
+        "p50_ms": statistics.median(lat) * 1000,
+        "p95_ms": q[18] * 1000,
+        "max_ms": max(lat) * 1000,
+    }

@@ -28,6 +28,8 @@ import threading
 import time
 from pathlib import Path
 
+from report import Figures, add_json_flag
+
 WORK = Path(os.environ.get("CB_BENCH_DIR", "/tmp/cb-bench-convert"))
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 
@@ -210,9 +212,22 @@ def median_run(args: list[str], repeat: int) -> tuple[float, int, float | None]:
     return statistics.median(walls), rss, statistics.median(works) if works else None
 
 
-def remux_section(long: Path, as_ts: Path, fragmented: Path, repeat: int) -> None:
+#: Text label of a remux run → its name in the JSON figures.
+REMUX_KEYS = {
+    "cp": "cp",
+    "cp + fsync (durable floor)": "cp_fsync",
+    "ffmpeg -c copy MP4 -> MPEG-TS": "ffmpeg_copy_mp4_to_ts",
+    "ffmpeg -c copy TS -> MP4": "ffmpeg_copy_ts_to_mp4",
+    "CineBridge MP4 -> DICOM (as is)": "cinebridge_mp4_as_is",
+    "CineBridge capture fMP4 (as is)": "cinebridge_fmp4_as_is",
+    "CineBridge TS -> MP4 -> DICOM": "cinebridge_ts_remux",
+}
+
+
+def remux_section(long: Path, as_ts: Path, fragmented: Path, repeat: int, figures: Figures) -> None:
     size_mb = long.stat().st_size / 1e6
     print(f"\n== Remux path: {long.name} ({size_mb:.0f} MB, 1080p30 H.264), median of {repeat} ==")
+    figures.put("remux", "source_mb", size_mb)
     out = WORK / "out.bin"
     me = [sys.executable, __file__, "--child"]
     runs = [
@@ -234,6 +249,17 @@ def remux_section(long: Path, as_ts: Path, fragmented: Path, repeat: int) -> Non
     for name, wall, rss, work in rows:
         seconds = work if work is not None else wall
         work_s = f"{work:7.2f}" if work is not None else f"{'':7}"
+        figures.put(
+            "remux",
+            REMUX_KEYS[name],
+            {
+                "wall_s": wall,
+                "work_s": work,
+                "rss_mb": rss,
+                "x_cp": seconds / cp_wall,
+                "x_cp_fsync": seconds / durable,
+            },
+        )
         print(
             f"{name:32} {wall:7.2f} {work_s} {rss:7d} {seconds / cp_wall:6.2f} "
             f"{seconds / durable:10.2f}"
@@ -244,7 +270,7 @@ def remux_section(long: Path, as_ts: Path, fragmented: Path, repeat: int) -> Non
     )
 
 
-def transcode_section(mjpeg: Path, seconds: int, repeat: int) -> None:
+def transcode_section(mjpeg: Path, seconds: int, repeat: int, figures: Figures) -> None:
     print(
         f"\n== Transcode path: {mjpeg.name} ({seconds} s 1080p30 MJPEG) -> H.264 High@4.1 "
         f"veryfast CRF 20, median of {repeat} =="
@@ -289,6 +315,18 @@ def transcode_section(mjpeg: Path, seconds: int, repeat: int) -> None:
         f"{rss_ours:7d}"
     )
     print(f"CineBridge speed / ffmpeg speed: {peer_s / ours_s:.2f} (target >= 0.9)")
+    figures.put("transcode", "source_s", seconds)
+    figures.put(
+        "transcode",
+        "ffmpeg",
+        {"wall_s": peer_s, "x_realtime": seconds / peer_s, "rss_mb": rss_peer},
+    )
+    figures.put(
+        "transcode",
+        "cinebridge",
+        {"wall_s": ours_s, "x_realtime": seconds / ours_s, "rss_mb": rss_ours},
+    )
+    figures.put("transcode", "ratio_speed", peer_s / ours_s)
 
 
 def main() -> None:
@@ -297,15 +335,18 @@ def main() -> None:
     parser.add_argument("--transcode-seconds", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--child", nargs=2, metavar=("SOURCE", "KIND"), help=argparse.SUPPRESS)
+    add_json_flag(parser)
     args = parser.parse_args()
     if args.child:
         child_convert(*args.child)
         return
+    figures = Figures("convert")
     long, as_ts, mjpeg, fragmented = make_sources(args.minutes, args.transcode_seconds)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"{os.cpu_count()} CPUs, load average {load} (figures are only comparable within a run)")
-    remux_section(long, as_ts, fragmented, args.repeat)
-    transcode_section(mjpeg, args.transcode_seconds, max(1, args.repeat - 1))
+    remux_section(long, as_ts, fragmented, args.repeat, figures)
+    transcode_section(mjpeg, args.transcode_seconds, max(1, args.repeat - 1), figures)
+    figures.emit(args.json)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import asyncpg
 from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import MPEG4HP41, ExplicitVRLittleEndian, generate_uid
+from report import Figures, add_json_flag
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 VIDEO = "1.2.840.10008.5.1.4.1.1.77.1.1.1"
@@ -336,7 +337,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="interleaved rounds (median)")
     parser.add_argument("--workers", type=int, default=1, help="CB_SCP_WORKERS for CineBridge")
     parser.add_argument("--only", default="", help="comma list of receivers")
+    add_json_flag(parser)
     args = parser.parse_args()
+    figures = Figures("scp")
     for tool in ("storescu", "storescp", "Orthanc"):
         if not shutil.which(tool):
             sys.exit(f"{tool} not installed (see .ci/packages.txt)")
@@ -345,14 +348,19 @@ def main() -> None:
     nats.start()
     pg.start()
     try:
-        run(args, work, nats.url, pg.dsn)
+        run(args, work, nats.url, pg.dsn, figures)
     finally:
         nats.stop()
         pg.stop("immediate")
         shutil.rmtree(work, ignore_errors=True)
+    figures.emit(args.json)
 
 
-def run(args: argparse.Namespace, work: Path, nats_url: str, dsn: str) -> None:
+#: Scenario of a run (by position) → its name in the JSON figures.
+SCENARIO_KEYS = ("small_1_sender", "video", "small_n_senders")
+
+
+def run(args: argparse.Namespace, work: Path, nats_url: str, dsn: str, figures: Figures) -> None:
     data = work / "data"
     small = make_small(data / "small", args.small)
     small_mb = sum(p.stat().st_size for p in small) / 1e6
@@ -403,7 +411,9 @@ def run(args: argparse.Namespace, work: Path, nats_url: str, dsn: str) -> None:
         for key, values in runs.items()
     }
     floor = durability_floor(small, work / "floor")
-    report(scenarios, receivers, results, floor)
+    figures.put("senders", args.senders)
+    figures.put("workers", args.workers)
+    report(scenarios, receivers, results, floor, figures)
 
 
 def report(
@@ -411,6 +421,7 @@ def report(
     receivers: list[Receiver],
     results: dict[tuple[str, str], tuple[float, int, float]],
     floor_s: float,
+    figures: Figures,
 ) -> None:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\nload average after the run: {load} on {os.cpu_count()} CPUs (shared machine)")
@@ -418,9 +429,23 @@ def report(
         f"{'scenario':28} {'receiver':11} {'s':>8} {'inst/s':>8} {'MB/s':>8} "
         f"{'CPU s':>7} {'peak RSS':>9}"
     )
-    for title, _, count, megabytes, _ in scenarios:
+    for key, (title, _, count, megabytes, _) in zip(SCENARIO_KEYS, scenarios, strict=True):
+        figures.put("scenarios", key, "instances", count)
+        figures.put("scenarios", key, "mb", megabytes)
         for receiver in receivers:
             seconds, rss_kb, cpu = results[(receiver.name, title)]
+            figures.put(
+                "scenarios",
+                key,
+                receiver.name,
+                {
+                    "seconds": seconds,
+                    "instances_per_s": count / seconds,
+                    "mb_per_s": megabytes / seconds,
+                    "cpu_s": cpu,
+                    "peak_rss_mb": rss_kb / 1024,
+                },
+            )
             print(
                 f"{title:28} {receiver.name:11} {seconds:8.2f} {count / seconds:8.1f} "
                 f"{megabytes / seconds:8.1f} {cpu:7.2f} {rss_kb / 1024:7.0f} MB"
@@ -429,8 +454,11 @@ def report(
     if "cinebridge" not in names:
         return
     print("\nratio = peer seconds / CineBridge seconds (>= 1: CineBridge as fast or faster)")
-    for title, *_ in scenarios:
+    for key, (title, *_) in zip(SCENARIO_KEYS, scenarios, strict=True):
         ours = results[("cinebridge", title)][0]
+        for peer in names:
+            if peer != "cinebridge":
+                figures.put("scenarios", key, f"ratio_{peer}", results[(peer, title)][0] / ours)
         line = ", ".join(
             f"vs {peer}: {results[(peer, title)][0] / ours:.2f}x"
             for peer in names
@@ -438,6 +466,8 @@ def report(
         )
         print(f"{title:28} {line}")
     small_title, _, count, _, _ = scenarios[0]
+    figures.put("durability_floor", "ms_per_instance", floor_s * 1000)
+    figures.put("durability_floor", "seconds_small", floor_s * count)
     print(
         f"\ndurability floor on this disk: {floor_s * 1000:.2f} ms per small instance "
         f"(write + fsync + rename + directory fsync, which CineBridge does before 0x0000 and "
@@ -450,6 +480,8 @@ def report(
             f"receiver that syncs each instance could reach here: "
             f"{peer / (peer + floor_s * count):.2f}x"
         )
+        figures.put("durability_floor", "storescp_plus_floor_s", peer + floor_s * count)
+        figures.put("durability_floor", "best_ratio_syncing", peer / (peer + floor_s * count))
 
 
 if __name__ == "__main__":

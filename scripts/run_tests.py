@@ -17,7 +17,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = ("scp", "worklist", "converter", "sender", "capture", "gateway")
+SERVICES = ("scp", "worklist", "converter", "sender", "capture", "gateway", "cli")
 
 
 def areas() -> list[tuple[str, list[str]]]:

@@ -11,6 +11,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 from cinebridge_converter import convert
 from cinebridge_converter.dicomize import resolve_iod
@@ -318,3 +319,36 @@ def test_standard_profile_follows_the_modality(modality: str | None, profile: st
     assert resolve_iod("videostation", modality) == "videostation"
     with pytest.raises(ValueError, match="unknown IOD profile"):
         resolve_iod("ct", modality)
+
+
+def test_interlaced_source_keeps_fields_in_mpeg2_and_its_motion_in_h264(
+    tmp_path: Path, run_convert: Any, tools: Any
+) -> None:
+    """576i25 in H.264 High 4:2:2 (fits neither): MPEG-2 MP@ML keeps 25 interlaced frames, top
+    field first; H.264 deinterlaces one frame per field, 50 frames a second."""
+    source = make_video(
+        tmp_path / "i576-422.mp4",
+        width=720,
+        height=576,
+        rate=25,
+        frames=25,
+        interlaced=True,
+        pix_fmt="yuv422p",
+        options={"preset": "ultrafast", "flags": "+ildct+ilme", "x264-params": "tff=1"},
+    )
+    [ml] = run_convert(source, ts=MPEG2_ML, iod="vl")
+    ds = dcmread(ml.temp, stop_before_pixels=True)
+    stream = tools.extract_stream(ml.temp, tmp_path / "ml.ts")
+    with av.open(str(stream)) as out:
+        frames = list(out.decode(video=0))
+        assert out.streams.video[0].codec_context.field_order == 2  # AV_FIELD_TT
+    assert len(frames) == ds.NumberOfFrames == 25
+    assert all(f.interlaced_frame for f in frames)
+    assert float(ds.FrameTime) == pytest.approx(40.0)
+
+    [h264] = run_convert(source, ts=H264, iod="vl")
+    ds = dcmread(h264.temp, stop_before_pixels=True)
+    frames, width, height = tools.decoded(tools.extract_stream(h264.temp, tmp_path / "h.mp4"))
+    assert frames == ds.NumberOfFrames == 50
+    assert float(ds.FrameTime) == pytest.approx(20.0)
+    assert (width, height) == (ds.Columns, ds.Rows)

@@ -13,6 +13,7 @@ from cinebridge_gateway.security import (
     digest,
     hash_password,
     new_api_token,
+    role_allows,
     verify_password,
 )
 from cinebridge_gateway.settings import GatewaySettings
@@ -20,9 +21,11 @@ from cinebridge_gateway.studies import (
     PatientData,
     PatientEdit,
     apply_edit,
+    display_name,
     new_study_from_form,
     new_study_from_local,
     new_study_from_worklist,
+    new_unscheduled_study,
 )
 from pydantic import ValidationError
 
@@ -186,3 +189,26 @@ def test_a_worklist_study_keeps_the_procedures_modality_and_only_valid_values() 
     )
     row = new_study_from_worklist(item, "or1", "", NOW)
     assert (row["patient_birth_date"], row["patient_sex"], row["modality"]) == ("", "", "ES")
+
+
+def test_person_names_read_family_comma_given() -> None:
+    assert display_name("DOE^JANE") == "DOE, JANE"
+    assert display_name("POE^EDGAR^ALLAN^MR") == "POE, EDGAR ALLAN MR"
+    assert display_name("DOE") == "DOE"
+    assert display_name("^JANE") == "JANE"
+    assert display_name("YAMADA^TARO=山田^太郎") == "YAMADA, TARO"
+    assert display_name("") == ""
+
+
+def test_an_unscheduled_study_is_identified_by_its_timestamp() -> None:
+    study = new_unscheduled_study("or1", "", NOW)
+    assert study["origin"] == "unscheduled" and study["room"] == "or1"
+    # Table 30: YYYYMMDDHHIISSss, 16 characters (SH).
+    assert len(study["study_id"]) == 16 and study["accession_number"] == study["study_id"]
+    assert is_valid_uid(study["study_instance_uid"])
+
+
+def test_roles_are_ordered_viewer_operator_administrator() -> None:
+    assert role_allows("administrator", "operator") and role_allows("operator", "viewer")
+    assert not role_allows("viewer", "operator") and not role_allows("operator", "administrator")
+    assert not role_allows("guest", "viewer")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -182,6 +183,14 @@ def test_echo_reachable_and_not(tmp_path: Path) -> None:
     assert ok.reachable and ok.rtt_ms is not None
     down = scu.echo(scu.Peer(ae_title="X", host="127.0.0.1", port=free_port()), timeout_s=2)
     assert not down.reachable and down.reason and "cannot connect" in down.reason
+
+
+def test_echo_to_an_unknown_host_gives_the_reason(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    result = scu.echo(scu.Peer(ae_title="X", host="no-such-host.invalid", port=104), timeout_s=2)
+    assert not result.reachable
+    assert result.reason and result.reason.startswith("cannot reach X@no-such-host.invalid:104: ")
+    assert not [r for r in caplog.records if r.exc_info], "no traceback in the log"
 
 
 def test_tls_destination_verified_against_the_configured_ca(tmp_path: Path) -> None:

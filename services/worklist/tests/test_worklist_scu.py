@@ -107,14 +107,15 @@ def test_abort_mid_response_keeps_the_entries_received_and_flags_the_list() -> N
 
 
 def test_a_server_slower_than_the_limit_is_reported_as_a_timeout() -> None:
-    with FakeRis(entries=lambda: entries(10), sleep_after=3, sleep_s=3.0) as ris:
+    with FakeRis(entries=lambda: entries(10), sleep_after=3, sleep_s=10.0) as ris:
         started = time.monotonic()
         result = run(ris, FindLimits(timeout_s=0.8))
         elapsed = time.monotonic() - started
     assert result.outcome == "timeout"
     assert len(result.items) == 3
     assert "0.8 s" in result.detail
-    assert elapsed < 2.0, f"the 0.8 s limit took {elapsed:.2f} s"
+    # Far below the server's 10 s stall, with room for a loaded machine.
+    assert elapsed < 6.0, f"the 0.8 s limit took {elapsed:.2f} s"
 
 
 def test_100000_matches_are_capped_cancelled_and_memory_stays_bounded() -> None:

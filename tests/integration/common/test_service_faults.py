@@ -14,7 +14,7 @@ import pytest
 from asyncpg.exceptions._base import InternalClientError
 from cinebridge_common.bus import Bus, ConsumerSpec, Delivery
 from cinebridge_common.db import create_pool, migrate
-from cinebridge_common.embedded import EmbeddedPostgres
+from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres
 from cinebridge_common.messages import ServiceHeartbeat
 from cinebridge_common.outbox import OutboxRelay, enqueue
 from cinebridge_common.service import ServiceContext
@@ -52,7 +52,9 @@ async def test_relay_survives_internal_client_error_and_terminated_backends(
     bus = await Bus.connect(nats_url, "relay-faults")
     await bus.ensure_streams()
     stop = asyncio.Event()
-    relay = _FlakyRelay(db_pool, bus, poll_s=0.2, batch=20, failures=3)
+    # No polling within the test's bounds: only NOTIFY (listened again after its connection was
+    # terminated) and the retry of failed passes move the rows.
+    relay = _FlakyRelay(db_pool, bus, poll_s=600, batch=20, failures=3)
     task = asyncio.create_task(relay.run(stop))
     admin = await asyncpg.connect(database_url)
     try:
@@ -292,3 +294,66 @@ async def test_migrated_pool_is_usable_after_postgres_restart(
         assert await wait_for(answers, 30, what="the pool answers again")
     finally:
         await pool.close()
+
+
+async def test_service_waits_for_nats_and_its_consumers_survive_an_outage(
+    database_url: str, tmp_path: Path
+) -> None:
+    nats = EmbeddedNats(tmp_path / "own-nats")  # not started: the service starts first
+    settings = ServiceSettings(
+        nats_url=nats.url,
+        database_url=database_url,  # type: ignore[arg-type]
+        media_root=tmp_path / "media",
+        instance_id=f"faults-{uuid.uuid4().hex[:6]}",
+    )
+    ctx = ServiceContext("faults", settings)
+    entered = asyncio.create_task(ctx.__aenter__())
+    publisher: Bus | None = None
+    try:
+        await wait_for(
+            lambda: _status_if(ctx, lambda s: s["dependencies"]["nats"].startswith("down")),
+            30,
+            what="not ready because of nats",
+        )
+        assert not entered.done()
+        await asyncio.to_thread(nats.start)
+        async with asyncio.timeout(60):
+            await entered
+        got: asyncio.Queue[str] = asyncio.Queue()
+
+        async def handle(job: WorkItem, _: Delivery) -> None:
+            await got.put(job.job_key)
+
+        spec = ConsumerSpec("CB_JOBS", "faults-nats", WorkItem.subject, backoff_s=(0.1,))
+        ctx.bus.start_consumer(spec, WorkItem, handle)
+        serving = asyncio.create_task(ctx.serve_forever())
+        await wait_for(lambda: _status_if(ctx, lambda s: s["ready"]), 30, what="ready")
+        publisher = await Bus.connect(nats.url, "faults-publisher")
+        await publisher.publish(WorkItem(job_key="before"), msg_id="before")
+        async with asyncio.timeout(30):
+            assert await got.get() == "before"
+
+        await asyncio.to_thread(nats.stop)
+        await wait_for(
+            lambda: _status_if(ctx, lambda s: s["dependencies"]["nats"].startswith("down")),
+            30,
+            what="readiness naming nats",
+        )
+        await asyncio.to_thread(nats.start)
+        await wait_for(lambda: _status_if(ctx, lambda s: s["ready"]), 60, what="ready again")
+        await publisher.publish(WorkItem(job_key="after"), msg_id="after")
+        async with asyncio.timeout(60):
+            while await got.get() != "after":
+                pass
+        assert not ctx.stop.is_set() and not serving.done()
+        ctx.stop.set()
+        await asyncio.wait_for(serving, 10)
+    finally:
+        ctx.stop.set()
+        if publisher is not None:
+            await publisher.close()
+        if entered.done() and entered.exception() is None:
+            await ctx.__aexit__(None, None, None)
+        else:
+            entered.cancel()
+        await asyncio.to_thread(nats.stop, True)

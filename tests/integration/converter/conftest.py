@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import json
 import subprocess
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from cinebridge_common.testing import require_tool, wait_for_sync
 from cinebridge_converter import app
 from cinebridge_converter.settings import ConverterSettings
 from nats.aio.msg import Msg
+from pydicom import dcmread
 
 
 @dataclass
@@ -162,11 +164,61 @@ class Orthanc:
     http_port: int
 
     def get(self, path: str) -> bytes:
-        import urllib.request
-
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=30) as r:
             body: bytes = r.read()
             return body
+
+    def store_and_fetch(self, path: Path) -> bytes:
+        """C-STORE `path` with DCMTK storescu proposing exactly its transfer syntax (no
+        conversion), then the data set of the file Orthanc serves back (after its own meta)."""
+        ts = str(dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+        sent = subprocess.run(
+            [
+                require_tool("storescu"),
+                "-R",
+                PROPOSE[ts],
+                "-aec",
+                "ORTHANC",
+                "127.0.0.1",
+                str(self.dicom_port),
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"TCP_NODELAY": "1"},
+        )
+        assert sent.returncode == 0, sent.stderr
+        uid = str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}/tools/lookup", data=uid.encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            [hit] = json.loads(response.read())
+        return self.data_set(self.get(f"/instances/{hit['ID']}/file"))
+
+    @staticmethod
+    def data_set(part10: bytes) -> bytes:
+        """The data set after the File Meta group (Orthanc writes its own meta information)."""
+        # Group 0002 is explicit VR LE: walk its elements to find where the data set starts.
+        pos = 132
+        while part10[pos : pos + 2] == b"\x02\x00":
+            vr = part10[pos + 4 : pos + 6]
+            if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
+                pos += 12 + int.from_bytes(part10[pos + 8 : pos + 12], "little")
+            else:
+                pos += 8 + int.from_bytes(part10[pos + 6 : pos + 8], "little")
+        return part10[pos:]
+
+
+#: storescu's option proposing exactly the file's transfer syntax (no conversion).
+PROPOSE = {
+    "1.2.840.10008.1.2.4.102": "-xn",
+    "1.2.840.10008.1.2.4.103": "-xl",
+    "1.2.840.10008.1.2.4.100": "-xm",
+    "1.2.840.10008.1.2.4.101": "-xh",
+    "1.2.840.10008.1.2.4.50": "-xy",
+}
 
 
 @pytest.fixture

@@ -7,17 +7,15 @@ the service keeps converting; Orthanc accepts every kind of object and serves it
 from __future__ import annotations
 
 import asyncio
-import io
 import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cinebridge_common.testing import require_tool, wait_for
+from cinebridge_common.testing import wait_for
 from cinebridge_converter.testmedia import huge_jpeg_header, make_still, make_video
 from pydicom import dcmread
-from pydicom.filereader import read_preamble
 
 pytestmark = pytest.mark.integration
 
@@ -171,7 +169,6 @@ async def test_bad_media_fail_with_reason_and_service_stays_up(
 async def test_orthanc_accepts_and_returns_each_object(
     converter: Any, orthanc: Any, tmp_path: Path
 ) -> None:
-    storescu = require_tool("storescu")
     study = await converter.add_study()
     sources = [
         (
@@ -212,69 +209,7 @@ async def test_orthanc_accepts_and_returns_each_object(
         await converter.submit(media, study, **options)
         files += [converter.store.resolve(r["rel_path"]) for r in await converted(converter, media)]
     for path in files:
-        sent = subprocess.run(
-            [
-                storescu,
-                "-R",
-                PROPOSE[ts_of(path)],
-                "-aec",
-                "ORTHANC",
-                "127.0.0.1",
-                str(orthanc.dicom_port),
-                str(path),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={"TCP_NODELAY": "1"},
-        )
-        assert sent.returncode == 0, sent.stderr
-        uid = dcmread(path, stop_before_pixels=True).SOPInstanceUID
-        stored = _orthanc_file(orthanc, uid)
-        assert _data_set(stored) == _data_set(path.read_bytes()), path.name
-
-
-#: storescu's option proposing exactly the file's transfer syntax (no conversion).
-PROPOSE = {H264: "-xn", MPEG2_ML: "-xm", "1.2.840.10008.1.2.4.50": "-xy"}
-
-
-def ts_of(path: Path) -> str:
-    return str(dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID)
-
-
-def _orthanc_file(orthanc: Any, sop_instance_uid: str) -> bytes:
-    import json
-    import urllib.request
-
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{orthanc.http_port}/tools/lookup",
-        data=sop_instance_uid.encode(),
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        [hit] = json.loads(response.read())
-    body: bytes = orthanc.get(f"/instances/{hit['ID']}/file")
-    return body
-
-
-def _data_set(part10: bytes | Path) -> bytes:
-    """The data set after the File Meta group (Orthanc writes its own meta information)."""
-    data = part10 if isinstance(part10, bytes) else part10.read_bytes()
-    fh = io.BytesIO(data)
-    read_preamble(fh, False)
-    meta = dcmread(io.BytesIO(data), stop_before_pixels=True).file_meta
-    del meta
-    # Group 0002 is explicit VR LE: walk its elements to find where the data set starts.
-    pos = 132
-    while data[pos : pos + 2] == b"\x02\x00":
-        vr = data[pos + 4 : pos + 6]
-        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"):
-            length = int.from_bytes(data[pos + 8 : pos + 12], "little")
-            pos += 12 + length
-        else:
-            length = int.from_bytes(data[pos + 6 : pos + 8], "little")
-            pos += 8 + length
-    return data[pos:]
+        assert orthanc.store_and_fetch(path) == orthanc.data_set(path.read_bytes()), path.name
 
 
 def _worklist_json() -> dict[str, Any]:
@@ -401,7 +336,7 @@ async def test_console_process_converts_and_stops_on_sigterm(
 
         def health() -> dict[str, Any] | None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
                     import json
 
                     body: dict[str, Any] = json.loads(r.read())
@@ -412,7 +347,7 @@ async def test_console_process_converts_and_stops_on_sigterm(
         async def up() -> dict[str, Any] | None:
             return await asyncio.to_thread(health)
 
-        status = await wait_for(up, 30, 0.2, what="converter /healthz up")
+        status = await wait_for(up, 30, 0.2, what="converter /readyz ready")
         assert status["service"] == "converter" and status["state"] == "up"
         study = await client.add_study()
         clip = make_video(tmp_path / "c.mp4", frames=10, options={"preset": "ultrafast"})

@@ -30,6 +30,7 @@ ROWS = [
 METRIC_MODULES = [
     "cinebridge_common.bus",
     "cinebridge_common.station_metrics",
+    "cinebridge_common.supervise",
     "cinebridge_scp.metrics",
     "cinebridge_worklist.metrics",
     "cinebridge_converter.metrics",

@@ -4,6 +4,7 @@ health aggregation, live events, settings and echo, deliveries, audit."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -256,43 +257,49 @@ async def test_save_publishes_idempotent_convert_jobs(
     await forwards.start(peer_bus, ForwardStudy.subject)
     first = await admin.post(f"/api/v1/studies/{study['id']}/save", json={"iod": "vl"})
     assert first.status_code == 202, first.text
-    second = await admin.post(f"/api/v1/studies/{study['id']}/save", json={"iod": "vl"})
-    assert second.json()["job_keys"] == first.json()["job_keys"]
 
     async def published() -> list[dict[str, Any]] | None:
         return converts.of_study(study["id"]) or None
 
-    jobs = await wait_for(published, 10, what="ConvertMedia jobs on CB_JOBS")
-
-    # One job per media item although Save was pressed twice (same key: one outbox row, one
-    # Nats-Msg-Id).
-    async def marked() -> bool:  # the relay marks its rows once the batch's PubAcks are in
-        rows = await gateway.ctx.pool.fetchval(
-            "SELECT count(*) FROM outbox WHERE subject = $1 AND published_at IS NOT NULL",
-            ConvertMedia.subject,
-        )
-        assert rows <= len(media)
-        return bool(rows == len(media))
-
-    await wait_for(marked, 5, what="one published outbox row per media item")
+    await wait_for(published, 10, what="ConvertMedia jobs on CB_JOBS")
+    await wait_for(
+        lambda: _value(len(converts.of_study(study["id"])) == len(media)),
+        10,
+        what="one job per media item",
+    )
+    jobs = converts.of_study(study["id"])
     assert sorted(j["media_id"] for j in jobs) == sorted(media)
     assert {j["iod"] for j in jobs} == {"vl"}
     assert all(j["job_key"].startswith(j["media_id"] + ":vl:") for j in jobs)
 
-    # A failed conversion is asked again by the next Save (same job key, new message).
+    # Save again: converted media are left alone (same key: one outbox row, one Nats-Msg-Id);
+    # every other item is asked again (same job key, so the same UIDs; a new message), whether
+    # it failed or its job was lost while it was captured or converting.
     await gateway.ctx.pool.execute(
-        "UPDATE media SET state = 'failed' WHERE id = $1", uuid.UUID(media[0])
+        "UPDATE media SET state = 'converted' WHERE id = $1", uuid.UUID(media[0])
+    )
+    second = await admin.post(f"/api/v1/studies/{study['id']}/save", json={"iod": "vl"})
+    assert second.json()["job_keys"] == first.json()["job_keys"]
+    await gateway.ctx.pool.execute(
+        "UPDATE media SET state = 'failed' WHERE id = $1", uuid.UUID(media[1])
     )
     await admin.post(f"/api/v1/studies/{study['id']}/save", json={"iod": "vl"})
 
     async def retried() -> bool:
-        return len(converts.of_study(study["id"])) == len(media) + 1
+        return len(converts.of_study(study["id"])) == len(media) + 2
 
-    await wait_for(retried, 10, what="the failed media's job sent again")
-    assert (
-        converts.of_study(study["id"])[-1]["job_key"]
-        == f"{media[0]}:vl:" + (jobs[0]["job_key"].split(":", 2)[2])
+    await wait_for(retried, 10, what="the unconverted media's job sent again twice")
+    again = converts.of_study(study["id"])[len(media) :]
+    assert [j["media_id"] for j in again] == [media[1], media[1]]
+    assert {j["job_key"] for j in again} == {
+        j["job_key"] for j in jobs if j["media_id"] == media[1]
+    }
+    converted_rows = await gateway.ctx.pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE subject = $1 AND msg_id LIKE $2",
+        ConvertMedia.subject,
+        f"convert-{media[0]}:%",
     )
+    assert converted_rows == 1
 
     content = await admin.get(f"/api/v1/media/{media[0]}/content")
     assert content.status_code == 200 and content.content.startswith(b"\xff\xd8")
@@ -326,15 +333,34 @@ async def test_capture_actions_go_to_the_rooms_capture_service(admin: Any, peer_
         return CaptureCommandReply(media_id=str(uuid.uuid4()), study_id=None)
 
     await peer_bus.serve(CaptureCommand, capture, subject="cb.rpc.capture.or7.command")
+    for room in ("or7", "or8"):  # or8: reported once, its capture service gone since
+        await peer_bus.publish_core(
+            ServiceHeartbeat(
+                service="capture",
+                instance=f"cap-{room}",
+                version="1",
+                state="up",
+                room=room,
+                started_at=dt.datetime.now(dt.UTC),
+            )
+        )
     await peer_bus.nc.flush()
+
+    async def rooms_known() -> bool:
+        rooms = (await admin.get("/api/health")).json()["instances"]
+        return {"or7", "or8"} <= {i["room"] for i in rooms}
+
+    await wait_for(rooms_known, 10, what="rooms or7 and or8 in the health board")
     ok = await admin.post("/api/v1/rooms/or7/sources/cam1/snapshot")
     assert ok.status_code == 200, ok.text
     assert ok.json()["media_id"]
     assert (seen[0].room, seen[0].action, seen[0].requested_by) == ("or7", "snapshot", "admin")
     refused = await admin.post("/api/v1/rooms/or7/sources/broken/record_start")
     assert refused.status_code == 409 and "no signal" in refused.json()["error"]["message"]
-    nobody = await admin.post("/api/v1/rooms/or9/sources/cam1/snapshot")
-    assert nobody.status_code == 503
+    gone = await admin.post("/api/v1/rooms/or8/sources/cam1/snapshot")
+    assert gone.status_code == 503, gone.text
+    unknown = await admin.post("/api/v1/rooms/or9/sources/cam1/snapshot")
+    assert unknown.status_code == 404 and "or9" in unknown.json()["error"]["message"]
     assert (await admin.post("/api/v1/rooms/or7/sources/cam1/explode")).status_code == 422
     assert (await admin.post("/api/v1/rooms/..%2F/sources/cam1/snapshot")).status_code in (404, 422)
 
@@ -524,6 +550,10 @@ async def test_deliveries_per_instance_and_study_status(gateway: Any, admin: Any
     assert [a["outcome"] for a in attempts] == ["failed-retrying", "sent"]
     listed = (await admin.get("/api/v1/studies", params={"status": "sent"})).json()
     assert [s["id"] for s in listed] == [study["id"]]
+    # One more media item, not converted yet: the study is not `sent` any more.
+    await add_media(pool, study["id"], gateway.settings.media_root, n=1)
+    assert (await admin.get(f"/api/v1/studies/{study['id']}")).json()["status"] == "non-converted"
+    assert (await admin.get("/api/v1/studies", params={"status": "sent"})).json() == []
 
 
 async def test_local_search_includes_studies_received_by_the_scp(gateway: Any, admin: Any) -> None:
@@ -565,3 +595,7 @@ async def test_first_start_creates_the_admin_once(db_pool: asyncpg.Pool, capsys:
     assert await ensure_admin(repo, settings) is None  # never again once a user exists
     with pytest.raises(ValueError, match="placeholder"):
         GatewaySettings(gateway_admin_password="changeme")
+
+
+async def _value(ok: bool) -> bool:
+    return ok

@@ -214,7 +214,7 @@ async def run_loop(page: Page, gw: Any, api: Any, pacs_dir: Path) -> None:
     await shot(page, "01-worklist")
     await row.locator("button:text('Start study')").click()
     await expect(page.locator("#study-card")).to_contain_text("PID00002")
-    study_id = await page.evaluate("localStorage.getItem('cb.study.or1')")
+    study_id = await page.get_attribute("#study-card", "data-study")
 
     # ACQUIRE from the test pattern: button, pedal key, a short recording.
     await expect(page.locator(".source img.preview")).to_have_js_property("complete", True)
@@ -257,10 +257,11 @@ async def run_loop(page: Page, gw: Any, api: Any, pacs_dir: Path) -> None:
     await page.fill("#patient-form input[name=patient_name]", "EDITED^PATIENT")
     await shot(page, "04-patient")
     await page.click("#patient-submit")
-    await expect(page.locator("#study-patient")).to_have_text("EDITED^PATIENT")
+    await expect(page.locator("#study-patient")).to_have_text("EDITED, PATIENT")
 
     # FORWARD to the PACS again: the sender records a second attempt per delivery.
     await page.click("#forward-button")
+    await page.check("#forward-dialog input[type=checkbox]")  # none is ticked beforehand
     await page.click("#forward-go")
     await expect(page.locator("#toast")).to_contain_text("Forward queued")
 

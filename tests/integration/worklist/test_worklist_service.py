@@ -217,20 +217,26 @@ async def test_a_slow_ris_does_not_hold_up_another_rooms_query(
 ) -> None:
     slow_entries = [build_identifier(SearchFields(), ServerKeys())]
     slow_entries[0].PatientID, slow_entries[0].PatientName = "SLOW1", "SLOW^RIS"
-    with FakeRis(entries=lambda: iter(slow_entries), sleep_after=0, sleep_s=3.0) as ris:
+    with FakeRis(entries=lambda: iter(slow_entries), sleep_after=0, sleep_s=6.0) as ris:
         slow = WorklistServer(id="slow", host="127.0.0.1", port=ris.port, called_ae="FAKERIS")
         await client.request(WorklistServerUpsert(server=slow), WorklistServersReply, 10)
         started = time.monotonic()
         slow_task = asyncio.create_task(query(client, server_id="slow"))
-        await asyncio.sleep(0.2)  # the slow query is in progress first
+        await asyncio.wait_for(_until_requested(ris), 10)  # the slow query is in progress first
         fast = await query(client, server_id="dcmtk", accession_number="ACC000040")
-        fast_elapsed = time.monotonic() - started
+        # Answered while the slow RIS still stalls (6 s, under the 10 s query limit): not queued.
+        fast_first = not slow_task.done()
         slow_reply = await slow_task
         slow_elapsed = time.monotonic() - started
     assert fast.ok and [i.accession_number for i in fast.items] == ["ACC000040"]
     assert slow_reply.ok and [i.patient_id for i in slow_reply.items] == ["SLOW1"]
-    assert slow_elapsed >= 3.0
-    assert fast_elapsed < 2.5, f"the fast query waited {fast_elapsed:.1f} s for the slow one"
+    assert slow_elapsed >= 6.0
+    assert fast_first, "the fast query waited for the slow one"
+
+
+async def _until_requested(ris: FakeRis) -> None:
+    while not ris.requests:
+        await asyncio.sleep(0.05)
 
 
 async def test_an_id_search_finds_the_patient_on_a_server_without_id_wildcards(

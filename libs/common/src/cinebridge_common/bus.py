@@ -209,26 +209,38 @@ class Bus:
     ) -> Bus:
         """Connect; reconnects forever afterwards (nats.py gives up after ~2 min by default)."""
 
+        # While NATS is away every reconnect attempt (one a second) reports an error: the first
+        # of a streak is logged, the rest are debug lines until the connection is back.
+        errors_in_streak = [0]
+
         async def on_error(exc: Exception) -> None:
-            log.warning("nats error", extra=kv(error=repr(exc)))
+            errors_in_streak[0] += 1
+            level = logging.WARNING if errors_in_streak[0] == 1 else logging.DEBUG
+            log.log(level, "nats error", extra=kv(error=repr(exc)))
 
         async def on_disconnect() -> None:
             log.warning("nats disconnected", extra=kv(name=name))
 
         async def on_reconnect() -> None:
+            errors_in_streak[0] = 0
             log.info("nats reconnected", extra=kv(name=name))
 
         try:
-            nc = await nats.connect(
-                url,
-                name=name,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=1,
-                connect_timeout=connect_timeout_s,
-                allow_reconnect=True,
-                error_cb=on_error,
-                disconnected_cb=on_disconnect,
-                reconnected_cb=on_reconnect,
+            # With unlimited reconnects nats-py also retries the first connection forever;
+            # bounded here, so that a caller waiting for NATS can say it is away.
+            nc = await asyncio.wait_for(
+                nats.connect(
+                    url,
+                    name=name,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,
+                    connect_timeout=connect_timeout_s,
+                    allow_reconnect=True,
+                    error_cb=on_error,
+                    disconnected_cb=on_disconnect,
+                    reconnected_cb=on_reconnect,
+                ),
+                connect_timeout_s + 1.0,
             )
         except Exception as exc:
             raise BusError(f"cannot connect to NATS at {url}: {exc!r}") from exc
@@ -416,7 +428,7 @@ class Bus:
     ) -> list[asyncio.Task[None]]:
         """Run `spec.workers` fetch loops in the background until `close()`, each supervised:
         a loop that fails (the consumer cannot be created yet, a bus error) or ends is
-        restarted with backoff and counted in `consumer_restarts` and `cb_task_restarts_total`."""
+        restarted with backoff and counted (`consumer_restarts`, cinebridge_task_restarts_total)."""
         tasks = []
         for n in range(spec.workers):
             task = asyncio.create_task(
@@ -447,6 +459,14 @@ class Bus:
                     continue
                 except asyncio.CancelledError:
                     raise
+                except TimeoutError:
+                    # nats.py lets a bare TimeoutError out of a fetch now and then when several
+                    # processes pull on one durable with nothing to deliver: not a failure, but
+                    # the subscription is rebuilt in case it is one (nats.py #504), quietly.
+                    log.debug("fetch timed out, resubscribing", extra=kv(durable=spec.durable))
+                    await _unsubscribe(sub)
+                    sub = None
+                    continue
                 except (NotFoundError, Exception) as exc:
                     # nats.py #504: pull subscriptions may not survive a server restart; rebuild.
                     log.warning(
@@ -514,7 +534,10 @@ class Bus:
                 steps = spec.backoff_s
                 delay = steps[min(delivery.attempt - 1, len(steps) - 1)]
                 delay *= random.uniform(0.8, 1.2)  # jitter: retries of a batch spread out
-            log.warning(
+            # A message's first failure is a warning; its later retries (an outage makes
+            # hundreds) are debug lines, and giving up is an error with the reason.
+            log.log(
+                logging.WARNING if delivery.attempt == 1 else logging.DEBUG,
                 "handler failed, retrying",
                 extra=kv(
                     durable=spec.durable,

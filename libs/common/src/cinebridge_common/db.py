@@ -42,6 +42,20 @@ class DatabaseUnavailable(RuntimeError):
     """PostgreSQL cannot be reached (or refuses us); says where and why."""
 
 
+#: What asyncpg raises when PostgreSQL is away or the connection died: refused or reset sockets,
+#: a connection closed under a query (InterfaceError and kin), "cannot switch to state"
+#: (InternalClientError, a connection dropped mid-COMMIT), server shutdown or start-up.
+DB_DOWN: tuple[type[Exception], ...] = (
+    DatabaseUnavailable,
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions._base.InternalClientError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
 class MigrationMismatch(RuntimeError):
     """An applied migration file was edited afterwards; the schema no longer matches the code."""
 

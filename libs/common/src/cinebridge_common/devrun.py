@@ -38,6 +38,9 @@ from .supervisor import ProcessSpec, StartRefused, Supervisor
 SERVICES = ("scp", "worklist", "converter", "sender", "capture", "gateway")
 DEMO_RIS_AE = "CBWORKLIST"
 DEMO_RIS_ENTRIES = 40
+#: Demo settings the caller's environment replaces (e.g. a real PACS as the destination);
+#: everything else of the run's CB_ environment (ports, NATS, PostgreSQL) is the run's own.
+DEMO_OVERRIDES = ("CB_SENDER_SEED_DESTINATIONS", "CB_CAPTURE_SOURCES", "CB_WORKLIST_SEED_SERVERS")
 
 
 def _demo_ris(run_dir: Path, port: int) -> list[str] | None:
@@ -178,6 +181,7 @@ def _nats_spec(nats: EmbeddedNats) -> ProcessSpec:
 
 def _postgres_spec(postgres: EmbeddedPostgres) -> ProcessSpec:
     def precheck() -> None:
+        postgres.make_reachable()
         pidfile = postgres.pgdata / "postmaster.pid"
         first = pidfile.read_text().split("\n", 1)[0].strip() if pidfile.exists() else ""
         if first.isdigit() and pid_alive(int(first)):
@@ -224,6 +228,7 @@ async def _start_all(
     await asyncio.to_thread(postgres.ensure_database)
     ris = await asyncio.to_thread(_demo_ris, run_dir, ports["ris"])
     env = os.environ | service_env(run_dir, ports, nats.url, postgres.dsn, demo_ris=bool(ris))
+    env |= {key: os.environ[key] for key in DEMO_OVERRIDES if key in os.environ}
     if ris:
         await sup.start(ProcessSpec("demo-ris", ris, env=env | {"TCP_NODELAY": "1"}))
     for svc in only or SERVICES:
@@ -241,6 +246,10 @@ async def _start_all(
         f"(SCP CINEBRIDGE@127.0.0.1:{ports['scp']}, NATS {nats.url}, "
         f"PostgreSQL {postgres.dsn}); PIDs in {run_dir / 'pids.json'}; Ctrl-C stops everything."
     )
+    metrics = ", ".join(
+        f"{svc} http://127.0.0.1:{ports[f'health_{svc}']}/metrics" for svc in only or SERVICES
+    )
+    sup.say(f"Prometheus metrics (docs/metrics.md): {metrics}")
 
 
 async def _run(run_dir: Path, only: list[str] | None, random_ports: bool) -> int:

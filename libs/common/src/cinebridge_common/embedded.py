@@ -180,15 +180,7 @@ class EmbeddedPostgres:
             )
         self._run_as = self.run_as
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self._run_as:
-            entry = pwd.getpwnam(self._run_as)
-            os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
-            # The postgres user must be able to reach the data directory.
-            for parent in self.data_dir.parents:
-                mode = parent.stat().st_mode
-                if not mode & 0o001:
-                    with contextlib.suppress(PermissionError):
-                        os.chmod(parent, mode | 0o001)
+        self.make_reachable()
         if not (self.pgdata / "PG_VERSION").exists():
             self._check(
                 self._cmd(
@@ -198,6 +190,19 @@ class EmbeddedPostgres:
                 ),
                 "initdb",
             )
+
+    def make_reachable(self) -> None:
+        """Let the server's user reach the data directory: it owns it, and may pass through
+        every parent (again before each start: a parent's mode may have been reset)."""
+        if not self.run_as:
+            return
+        entry = pwd.getpwnam(self.run_as)
+        os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+        for parent in self.data_dir.parents:
+            mode = parent.stat().st_mode
+            if not mode & 0o001:
+                with contextlib.suppress(PermissionError):
+                    os.chmod(parent, mode | 0o001)
 
     def argv(self) -> list[str]:
         """The postmaster's command line in the foreground (run it as `run_as`), after init()."""

@@ -119,6 +119,10 @@ def configure_logging(
     # pynetdicom logs identifiers (PHI) at INFO/DEBUG; keep it at WARNING unless debugging.
     if level.upper() != "DEBUG":
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+        # While PostgreSQL is away asyncpg's pool logs a traceback every second for its lost
+        # floor connection; the service's dependency watcher already says "dependency lost"
+        # once and /readyz names the cause.
+        logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
 
 
 def configure_service_logging(

@@ -75,9 +75,17 @@ class OutboxRelay:
         def wake(*_: object) -> None:
             self._wake.set()
 
+        # Stopping wakes the idle wait too (the poll interval may be long).
+        stopping = asyncio.ensure_future(stop.wait())
+        stopping.add_done_callback(lambda _: self._wake.set())
         try:
             while not stop.is_set():
                 try:
+                    if listener is not None and listener.is_closed():
+                        # Its server went away (a restart): LISTEN again on a fresh connection
+                        # (found at the next pass; `poll_s` bounds the wait meanwhile).
+                        await self._unlisten(listener, wake)
+                        listener = None
                     if listener is None:
                         listener = await self._listen(wake)
                     published = await self.publish_pending()
@@ -102,6 +110,7 @@ class OutboxRelay:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_s)
         finally:
+            stopping.cancel()
             await self._unlisten(listener, wake)
 
     async def _listen(self, wake: Callable[..., None]) -> Any:

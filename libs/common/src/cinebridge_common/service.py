@@ -21,10 +21,11 @@ from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
 import asyncpg
+import nats.errors
 
 from . import __version__
-from .bus import DLQ, Bus, ConsumerSpec, Delivery, Retry
-from .db import create_pool, migrate
+from .bus import DLQ, Bus, BusError, ConsumerSpec, Delivery, Retry
+from .db import DB_DOWN, create_pool, migrate
 from .health import HealthServer
 from .logging import kv
 from .messages.service import DeadLetter, ServiceHeartbeat, ServiceState
@@ -39,6 +40,8 @@ T = TypeVar("T")
 #: Dependency probes: how often, and how long one may take before it counts as down.
 PROBE_INTERVAL_S = 1.0
 PROBE_TIMEOUT_S = 2.0
+#: Errors that mean "PostgreSQL or NATS is not reachable (yet)": worth waiting for.
+UNREACHABLE: tuple[type[Exception], ...] = (*DB_DOWN, BusError, nats.errors.Error)
 
 
 async def record_dead_letter(pool: asyncpg.Pool, letter: DeadLetter) -> None:
@@ -145,15 +148,16 @@ class ServiceContext:
         self.spawn(lambda: station_metrics.run(self.stop), "station-metrics")
 
     async def until_ready(self, name: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Retry `attempt` until it succeeds: a service started before its database or bus
-        waits for them (not ready, saying which) instead of exiting."""
+        """Retry `attempt` while `name` is unreachable: a service started before its database
+        or bus waits for them (not ready, saying which) instead of exiting. Other errors (a bad
+        setting, an edited migration) still stop the start."""
         failures = 0
         while True:
             if self.stop.is_set():
                 raise StopRequested(f"{self.service} stopped while waiting for {name}")
             try:
                 result = await attempt()
-            except Exception as exc:  # unreachable, refused, or asyncpg's InterfaceError & kin
+            except UNREACHABLE as exc:
                 failures += 1
                 self.dependencies.mark(name, f"down: {exc}")
                 if failures == 1:

@@ -4,8 +4,9 @@ Every long-running loop of a service (outbox relay, sweepers, reconcilers, consu
 heartbeat) runs under `supervised(...)`, the one place where its errors are caught. A database or
 bus error of any kind (asyncpg `InternalClientError` after a connection died mid-COMMIT,
 `ConnectionDoesNotExistError`, `InterfaceError`, `OSError`, nats-py errors) is logged once per
-streak of failures, the loop is started again after a backoff that grows to `cap_s`, and
-`cb_task_restarts_total` counts it. The service keeps running; its readiness says what is away.
+streak, the loop is started again after a backoff that grows to `cap_s`, and
+`cinebridge_task_restarts_total` counts it. The service keeps running; its readiness says what
+is away.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .logging import kv
 log = logging.getLogger(__name__)
 
 RESTARTS = Counter(
-    "cb_task_restarts_total",
+    "cinebridge_task_restarts_total",
     "Background tasks restarted after they failed or ended, by task and reason",
     ["task", "reason"],
 )

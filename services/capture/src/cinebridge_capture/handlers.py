@@ -66,6 +66,7 @@ async def handle_capture_command(msg: CaptureCommand, deps: Deps) -> CaptureComm
             study_id=str(stopped.study_id),
             media_id=str(stopped.media_id),
             recording_id=str(stopped.recording_id),
+            detail=stopped.finished.reason,
         )
     except REFUSALS as exc:
         return CaptureCommandReply(ok=False, error=str(exc))

@@ -43,7 +43,7 @@ from .pipeline_types import (
     StateCallback,
 )
 from .priority import receive_threads, renice, set_thread_nice
-from .recorder import RecordingWriter
+from .recorder import RecordingWriter, describe_write_error
 from .ring import GopBuffer, PacketRing
 from .settings import SourceConfig
 from .sources import (
@@ -212,8 +212,14 @@ class SourcePipeline:
             with contextlib.suppress(FileNotFoundError):
                 rec.path.unlink()
             return None
-        rec.writer.close()
+        failed = rec.writer.close()
         w = rec.writer
+        reason = reason or rec.broken or (describe_write_error(failed) if failed else None)
+        if failed is not None:
+            log.warning(
+                "recording cut short by a write error; what was written is kept",
+                extra=kv(source=self.config.name, error=describe_write_error(failed)),
+            )
         return FinishedRecording(
             rec.recording_id,
             rec.path,
@@ -224,7 +230,7 @@ class SourcePipeline:
             w.width,
             w.height,
             float(w.fps),
-            reason or rec.broken,
+            reason,
         )
 
     # -- reader thread -----------------------------------------------------------------
@@ -384,6 +390,9 @@ class SourcePipeline:
                 rec.writer.write(old)
         if rec.writer.write(packet) and not rec.passthrough:
             self.stats.frames_encoded += 1
+        if rec.writer.failed is not None and rec.broken is None:
+            # The room's supervisor ends the recording with this reason; what was written stays.
+            rec.broken = describe_write_error(rec.writer.failed)
 
     # -- encoder thread ----------------------------------------------------------------
     def _encode_loop(self) -> None:

@@ -10,6 +10,7 @@ duration.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 import time
@@ -43,6 +44,17 @@ SINK_LIMIT_BYTES = 64 << 20
 #: in one or two Python write calls (and writer wake-ups) instead of ~20 at FFmpeg's 32 KB.
 #: Crash safety is unchanged: FFmpeg flushes it after every packet (`flush_packets`).
 IO_BUFFER_BYTES = 1 << 20
+
+
+#: Write errors that mean "no room left" (disk or quota full, file size limit): a state of the
+#: volume, not a fault of the recording; what was written before stays.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def describe_write_error(exc: OSError) -> str:
+    """`disk full (No space left on device)` or `write failed (...)`, for logs and operators."""
+    kind = "disk full" if exc.errno in DISK_FULL_ERRNOS else "write failed"
+    return f"{kind} ({exc.strerror or exc})"
 
 
 class BackgroundFile:
@@ -83,6 +95,11 @@ class BackgroundFile:
     def tell(self) -> int:
         with self._cond:
             return self._written + self._queued
+
+    @property
+    def error(self) -> OSError | None:
+        """The write error that stopped the file (nothing after it is written)."""
+        return self._error
 
     def flush(self) -> None:
         """FFmpeg flushes after each packet; the bytes are already on their way."""
@@ -195,7 +212,7 @@ class RecordingWriter:
 
     def write(self, packet: Any) -> bool:
         """Write one packet (skipped until the first keyframe); returns whether it was written."""
-        if packet.dts is None and packet.pts is None:
+        if self._sink.error is not None or (packet.dts is None and packet.pts is None):
             return False
         dts = packet.dts if packet.dts is not None else packet.pts
         assert dts is not None
@@ -246,20 +263,40 @@ class RecordingWriter:
             return 0.0
         return float((self._end - self._start) * self._time_base)
 
-    def close(self) -> None:
+    @property
+    def failed(self) -> OSError | None:
+        """The write error (disk full, I/O error) that cut the file short, if one happened."""
+        return self._sink.error
+
+    def close(self) -> OSError | None:
+        """Finish and close the file; returns the write error that cut it short, if any.
+
+        A disk that fills up is a state, not a crash: the fragments written before the error
+        stay playable (each is complete on its own), so the error is returned for the caller to
+        record, never raised. Other failures of the muxer are raised as before.
+        """
+        error: OSError | None = None
         try:
             try:
                 self.container.close()
+            except (av.FFmpegError, OSError):
+                if self._sink.error is None:
+                    raise  # not a write failure: a fault of ours
             finally:
-                self._sink.close()  # every queued byte written (or the write error raised)
+                with contextlib.suppress(OSError):  # the same error, kept in _sink.error
+                    self._sink.close()
+            error = self._sink.error
         finally:
             if self._sync is not None:
                 with contextlib.suppress(OSError):
                     self._sync.result()  # never close the descriptor under a running fsync
             try:
                 os.fsync(self._fd)
+            except OSError as exc:  # delayed allocation may report a full disk only here
+                error = error or exc
             finally:
                 self._sink.release()
+        return error
 
 
 def probe(path: Path) -> VideoFacts:

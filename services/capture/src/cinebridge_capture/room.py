@@ -33,12 +33,17 @@ from .encoding import EncoderSettings, Mode, RecordingFormat, mode_for, recordin
 from .pipeline import SourcePipeline
 from .pipeline_types import AlreadyRecording, FinishedRecording, NoSignal, PipelineOptions
 from .priority import set_thread_nice
-from .recorder import probe
+from .recorder import DISK_FULL_ERRNOS, describe_write_error, probe
 from .settings import CaptureSettings, KeyAction
 from .snapshot import jpeg_from_frame
 
 log = logging.getLogger(__name__)
 
+#: A finished recording whose registration hits a full disk is retried this often, this far
+#: apart (10 min in all); past that, the next start of the service registers it (recovery).
+REGISTER_DISK_FULL_TRIES = 120
+REGISTER_DISK_FULL_WAIT_S = 5.0
+CLOSE_REGISTER_WAIT_S = 60.0
 
 Emit = Callable[[Message], Coroutine[Any, Any, None]]
 
@@ -110,6 +115,8 @@ class Room:
             initargs=(settings.capture_thread_nice,),
         )
         self.active: dict[str, RecordingMeta] = {}
+        #: Why each source's last recording ended without the operator asking (disk full...).
+        self.ended: dict[str, str] = {}
         self._locks = {name: asyncio.Lock() for name in self.pipelines}
         self._tasks: set[asyncio.Task[None]] = set()
         self._registrations: set[asyncio.Task[None]] = set()
@@ -126,6 +133,10 @@ class Room:
             with contextlib.suppress(Exception):
                 await self.record_stop(name, reason="service stopping")
         if self._registrations:
+            # One waiting for disk space is left to the next start (its journal row says so).
+            _, waiting = await asyncio.wait(self._registrations, timeout=CLOSE_REGISTER_WAIT_S)
+            for task in waiting:
+                task.cancel()
             await asyncio.gather(*self._registrations, return_exceptions=True)
         await asyncio.gather(*(asyncio.to_thread(p.close) for p in self.pipelines.values()))
         self._snapshots.shutdown(wait=False)
@@ -161,7 +172,13 @@ class Room:
             await asyncio.gather(written, return_exceptions=True)
             await asyncio.to_thread(self.store.delete, rel)
             raise
-        sha, size, (width, height) = await written
+        try:
+            sha, size, (width, height) = await written
+        except OSError as exc:
+            if exc.errno not in DISK_FULL_ERRNOS:
+                raise
+            # Nothing half-written stays (the store writes a temporary file, then renames).
+            raise CaptureRefused(f"snapshot not stored: {describe_write_error(exc)}") from exc
         stored = time.perf_counter()
         event = MediaCaptured(
             media_id=str(uuid.uuid4()),
@@ -200,6 +217,7 @@ class Room:
     async def record_start(self, source: str, study: uuid.UUID | None) -> RecordingMeta:
         pipeline = self.pipeline(source)
         async with self._locks[source]:
+            self.ended.pop(source, None)
             if source in self.active:
                 raise CaptureRefused(f"source {source} is already recording")
             free = self.disk_free()
@@ -246,8 +264,14 @@ class Room:
         async with self._locks[source]:
             meta = self.active.pop(source, None)
             if meta is None:
-                raise CaptureRefused(f"source {source} is not recording")
+                ended = self.ended.get(source)
+                raise CaptureRefused(
+                    f"source {source} is not recording"
+                    + (f" (the last recording ended early: {ended})" if ended else "")
+                )
             finished = await asyncio.to_thread(pipeline.stop_recording, reason)
+            if finished is not None and finished.reason and reason != "service stopping":
+                self.ended[source] = finished.reason
             if finished is None or finished.frames == 0:
                 await repo.finish_recording(self.pool, meta.recording_id, None, "empty")
                 return None
@@ -262,9 +286,7 @@ class Room:
         self, source: str, meta: RecordingMeta, finished: FinishedRecording, media_id: uuid.UUID
     ) -> None:
         try:
-            event = await self.commit_recording(
-                source, meta, finished.path, finished.passthrough, media_id, recovered=False
-            )
+            event = await self._commit_when_room(source, meta, finished, media_id)
         except Exception:
             # The journal still says "recording": the next start registers it under media_id.
             log.exception(
@@ -283,6 +305,32 @@ class Room:
             ),
         )
 
+    async def _commit_when_room(
+        self, source: str, meta: RecordingMeta, finished: FinishedRecording, media_id: uuid.UUID
+    ) -> MediaCaptured:
+        """Register a finished recording; a full disk (the final directory cannot be made) is
+        waited out for a while, since the operator is told to free space."""
+        for attempt in range(REGISTER_DISK_FULL_TRIES):
+            try:
+                return await self.commit_recording(
+                    source,
+                    meta,
+                    finished.path,
+                    finished.passthrough,
+                    media_id,
+                    recovered=False,
+                    ended=finished.reason,
+                )
+            except OSError as exc:
+                if exc.errno not in DISK_FULL_ERRNOS or attempt == REGISTER_DISK_FULL_TRIES - 1:
+                    raise
+                log.warning(
+                    "recording waits for disk space to be registered",
+                    extra=kv(recording_id=str(meta.recording_id), error=describe_write_error(exc)),
+                )
+                await asyncio.sleep(REGISTER_DISK_FULL_WAIT_S)
+        raise AssertionError("unreachable")
+
     async def commit_recording(
         self,
         source: str,
@@ -292,6 +340,7 @@ class Room:
         media_id: uuid.UUID,
         *,
         recovered: bool,
+        ended: str | None = None,
     ) -> MediaCaptured:
         """Move a complete file into place and register it (media row + event, one commit)."""
         facts = await asyncio.to_thread(probe, path)
@@ -319,8 +368,9 @@ class Room:
             recovered=recovered,
         )
         state = "recovered" if recovered else "done"
+        # Why it ended early (disk full, maximum duration, source lost) stays on the journal.
         await repo.finish_recording(
-            self.pool, meta.recording_id, event, state, passthrough=passthrough
+            self.pool, meta.recording_id, event, state, error=ended, passthrough=passthrough
         )
         metrics.RECORDED_SECONDS.labels(self.name, source).inc(facts.duration_s)
         return event

@@ -44,16 +44,30 @@ def source_status(room: Room, preview_base: str | None) -> list[SourceStatus]:
 async def supervise(room: Room, stop: asyncio.Event, interval_s: float = 0.5) -> None:
     """End recordings that hit the maximum duration, a low disk, a lost or changed source."""
     while not stop.is_set():
-        free = await asyncio.to_thread(room.disk_free)
+        try:
+            free = await asyncio.to_thread(room.disk_free)
+        except OSError as exc:  # the media volume is away: no recording can go on
+            log.warning("media store unreadable", extra=kv(room=room.name, error=str(exc)))
+            free = 0
         for name, p in room.pipelines.items():
             reason = _stop_reason(room, p, free)
             if reason and name in room.active:
-                log.warning("recording ended", extra=kv(room=room.name, source=name, reason=reason))
-                with contextlib.suppress(CaptureRefused):
-                    await room.record_stop(name, reason=reason)
+                await _end_recording(room, name, reason)
         _update_metrics(room, free)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)
+
+
+async def _end_recording(room: Room, source: str, reason: str) -> None:
+    """End one recording; whatever goes wrong is logged here, never ends the supervisor."""
+    log.warning("recording ended", extra=kv(room=room.name, source=source, reason=reason))
+    try:
+        await room.record_stop(source, reason=reason)
+    except CaptureRefused:
+        pass  # the operator stopped it meanwhile
+    except Exception:
+        # The journal row stays "recording": the next start of the service salvages the file.
+        log.exception("ending the recording failed", extra=kv(room=room.name, source=source))
 
 
 def _stop_reason(room: Room, p: SourcePipeline, free: int) -> str | None:

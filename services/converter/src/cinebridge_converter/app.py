@@ -1,16 +1,30 @@
-"""Composition root of the converter: the convert-job consumer on a ServiceContext."""
+"""Composition root of the converter: the convert-job consumer, the dead-letter parking and the
+reconciler on a ServiceContext."""
 
 from __future__ import annotations
 
 import functools
 from typing import Any
 
-from cinebridge_common.bus import JOBS, ConsumerSpec
+from cinebridge_common.bus import DLQ, JOBS, ConsumerSpec
+from cinebridge_common.messages import DeadLetter
 from cinebridge_common.service import ServiceContext
+from cinebridge_common.supervise import every
 
+from . import reconcile
 from .handlers import CONSUMERS
 from .jobs import ConverterDeps
 from .settings import ConverterSettings
+
+#: Dead letters of job consumers: the converter's own are parked for its reconciler. It never
+#: gives up (the DLQ stream keeps the letter meanwhile).
+DEAD_LETTERS = ConsumerSpec(
+    stream=DLQ.name,
+    durable="converter-dead-letters",
+    filter_subject=f"cb.dlq.{JOBS.name}",
+    max_deliver=100_000,
+    backoff_s=(1.0, 2.0, 5.0, 10.0, 30.0),
+)
 
 
 def consumer_spec(durable: str, subject: str, settings: ConverterSettings) -> ConsumerSpec:
@@ -34,6 +48,17 @@ async def run(settings: ConverterSettings) -> None:
         for durable, model, handler in CONSUMERS:
             bound: Any = functools.partial(_bind, handler, deps)
             ctx.bus.start_consumer(consumer_spec(durable, model.subject, settings), model, bound)
+        dead_letters = functools.partial(reconcile.park_dead_letter, deps=deps)
+        ctx.bus.start_consumer(DEAD_LETTERS, DeadLetter, dead_letters)
+        ctx.spawn(
+            lambda: every(
+                "converter-reconciler",
+                settings.converter_reconcile_interval_s,
+                lambda: reconcile.reconcile_once(deps),
+                ctx.stop,
+            ),
+            "reconciler",
+        )
         ctx.detail["workers"] = str(settings.converter_workers)
         ctx.spawn(_cancel_on_stop(ctx, deps), "cancel-on-stop")
         await ctx.serve_forever()

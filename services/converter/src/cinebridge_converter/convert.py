@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import errno
 import functools
 import hashlib
 import os
@@ -29,28 +28,12 @@ from pydicom.dataset import Dataset
 from . import probe as probing
 from . import rules, stills, video
 from .dicomize import Identity, Pixels, Station, build_dataset, sop_class_for, still_pixels
-from .errors import BadMedia, ConversionError, TransientFailure
+from .errors import RESOURCE_ERRNOS, BadMedia, Cancelled, ConversionError, TransientFailure
 from .part10 import write_encapsulated
 from .timestamps import TimestampError
 from .verify import Unplayable, check_playable
 
 Progress = Callable[[float, str], None]
-#: errno values that mean "out of a resource", worth retrying later; any other error is final.
-RESOURCE_ERRNOS = frozenset(
-    {
-        errno.ENOSPC,
-        errno.EDQUOT,
-        errno.EIO,
-        errno.EROFS,
-        errno.ENOMEM,
-        errno.EMFILE,
-        errno.ENFILE,
-        errno.EAGAIN,
-        errno.EINTR,
-        errno.EBUSY,
-        errno.ESTALE,
-    }
-)
 LOSSY_METHOD = {
     rules.MPEG2_MPML: "ISO_13818_2",
     rules.MPEG2_MPHL: "ISO_13818_2",
@@ -131,7 +114,7 @@ def prepare(
         if media.kind == "snapshot":
             return _prepare_still(media, store, limits)
         return _prepare_video(media, ts_uid, store, limits, progress, cancel)
-    except (ConversionError, TransientFailure, video.Cancelled):
+    except (ConversionError, TransientFailure, Cancelled):
         raise
     except (av.error.FFmpegError, OSError, UnknownCodecError) as exc:
         raise classify(exc) from exc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class ConversionError(Exception):
     """The input can never become a DICOM instance (poison): the reason is shown to the user."""
@@ -17,3 +19,26 @@ class BadMedia(ConversionError):
 
 class TransientFailure(Exception):
     """Something outside the input failed (disk full, database away): retry later."""
+
+
+class Cancelled(Exception):
+    """The service is stopping; the job will be redelivered."""
+
+
+#: errno values that mean "out of a resource", worth retrying later; any other error is final.
+RESOURCE_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EFBIG,  # a file size limit of the media store
+        errno.EIO,
+        errno.EROFS,
+        errno.ENOMEM,
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.EAGAIN,
+        errno.EINTR,
+        errno.EBUSY,
+        errno.ESTALE,
+    }
+)

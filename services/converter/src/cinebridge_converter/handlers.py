@@ -12,10 +12,9 @@ from cinebridge_common.logging import kv
 from cinebridge_common.messages import ConvertMedia
 from cinebridge_common.store import UnsafePath
 
-from . import jobs, metrics
+from . import jobs, metrics, reconcile
 from . import repository as repo
-from .errors import ConversionError, TransientFailure
-from .video import Cancelled
+from .errors import Cancelled, ConversionError, TransientFailure
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +32,8 @@ async def handle_convert_media(
             log.info("already converted", extra=kv(media=msg.media_id))
             metrics.CONVERSIONS.labels("duplicate").inc()
             return
-        await repo.set_media_state(deps.pool, msg.media_id, "converting")
-        async with delivery.working():
+        await repo.start_job(deps.pool, msg, deps.settings.converter_job_lease_s)
+        async with delivery.working(), reconcile.leased(deps, msg.media_id):
             with metrics.SECONDS.labels(job.info.kind).time():
                 events = await jobs.run_conversion(job, deps)
     except jobs.MissingRows as exc:
@@ -46,11 +45,11 @@ async def handle_convert_media(
     except (ConversionError, UnsafePath) as exc:
         error = exc if isinstance(exc, ConversionError) else ConversionError(f"bad path: {exc}")
         await jobs.fail(msg, deps, error)
-        metrics.CONVERSIONS.labels("failed").inc()
+        metrics.failed(exc, retried=False)
         raise Poison(error.reason) from exc
     except (TransientFailure, Cancelled, OSError, asyncpg.PostgresError) as exc:
         await _fail_if_last(msg, delivery, deps, exc)
-        metrics.CONVERSIONS.labels("retry").inc()
+        metrics.failed(exc, retried=True)
         raise Retry(f"{type(exc).__name__}: {exc}", delay=10.0) from exc
     except Exception as exc:
         await _fail_if_last(msg, delivery, deps, exc)

@@ -17,7 +17,7 @@ from cinebridge_common.station import StationSettings, load_station_settings
 from cinebridge_common.store import MediaStore
 from pydicom.dataset import Dataset
 
-from . import convert, mwl
+from . import convert, metrics, mwl
 from . import repository as repo
 from .dicomize import IODS, Station, resolve_iod
 from .errors import ConversionError
@@ -147,13 +147,10 @@ async def run_conversion(job: Job, deps: ConverterDeps) -> list[InstanceCreated]
         )
     finally:
         prepared.cleanup()
-    return await _commit(
-        job,
-        deps,
-        built,
-        numbers,
-        transcoded=bool(prepared.notes) or any(p.derivation for p in prepared.pixels),
-    )
+    transcoded = bool(prepared.notes) or any(p.derivation for p in prepared.pixels)
+    events = await _commit(job, deps, built, numbers, transcoded=transcoded)
+    metrics.record_path(job.info.kind, prepared.verbatim, transcoded)
+    return events
 
 
 async def _commit(

@@ -1,4 +1,5 @@
-"""All SQL of the converter: media/study loading, number reservation, instance commit."""
+"""All SQL of the converter: media/study loading, number reservation, instance commit, and the
+job in hand (leases, dead-lettered jobs, re-queues)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import asyncpg
 from cinebridge_common import outbox
-from cinebridge_common.messages import ConversionFailed, InstanceCreated
+from cinebridge_common.messages import ConversionFailed, ConvertMedia, InstanceCreated
 
 from .mwl import StudyInfo
 
@@ -75,14 +76,6 @@ async def instance_exists(pool: asyncpg.Pool, sop_instance_uid: str) -> bool:
         "SELECT 1 FROM instances WHERE sop_instance_uid = $1", sop_instance_uid
     )
     return found is not None
-
-
-async def set_media_state(pool: asyncpg.Pool, media_id: str, state: str) -> None:
-    await pool.execute(
-        "UPDATE media SET state = $2, error = NULL WHERE id = $1 AND state <> 'deleted'",
-        uuid.UUID(media_id),
-        state,
-    )
 
 
 async def reserve_numbers(
@@ -179,6 +172,7 @@ async def announce(
     await conn.execute(
         "UPDATE media SET state = 'converted', error = NULL WHERE id = $1", media["id"]
     )
+    await conn.execute("DELETE FROM converter_jobs WHERE media_id = $1", media["id"])
     return events
 
 
@@ -199,11 +193,93 @@ def instance_event(row: Any, auto_send: bool) -> InstanceCreated:
 
 async def record_failure(pool: asyncpg.Pool, media: MediaRow, reason: str, job_key: str) -> None:
     """media.state = failed with the reason, and ConversionFailed, in one transaction."""
-    event = ConversionFailed(
-        media_id=str(media["id"]), study_id=str(media["study_id"]), reason=reason
+    async with pool.acquire() as conn, conn.transaction():
+        await fail_in(conn, media["id"], media["study_id"], reason, f"conversion-failed-{job_key}")
+
+
+async def fail_in(
+    conn: Any, media_id: uuid.UUID, study_id: uuid.UUID, reason: str, msg_id: str
+) -> None:
+    """Mark the media failed and announce it, in the caller's transaction; the job is done."""
+    event = ConversionFailed(media_id=str(media_id), study_id=str(study_id), reason=reason)
+    await conn.execute(
+        "UPDATE media SET state = 'failed', error = $2 WHERE id = $1", media_id, reason
     )
+    await conn.execute("DELETE FROM converter_jobs WHERE media_id = $1", media_id)
+    await outbox.enqueue(conn, event, msg_id=msg_id)
+
+
+# -- the job in hand (converter_jobs): leases, parking, reconciliation -------------------------
+async def start_job(pool: asyncpg.Pool, job: ConvertMedia, lease_s: float) -> None:
+    """media.state = converting and the job's lease, together: while the lease runs a converter
+    holds the job; once it ran out, the reconciler finds the media and re-queues it."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
-            "UPDATE media SET state = 'failed', error = $2 WHERE id = $1", media["id"], reason
+            "UPDATE media SET state = 'converting', error = NULL "
+            "WHERE id = $1 AND state <> 'deleted'",
+            uuid.UUID(job.media_id),
         )
-        await outbox.enqueue(conn, event, msg_id=f"conversion-failed-{job_key}")
+        await conn.execute(
+            """INSERT INTO converter_jobs (media_id, job, lease_until)
+               VALUES ($1, $2, now() + make_interval(secs => $3))
+               ON CONFLICT (media_id) DO UPDATE
+                 SET job = EXCLUDED.job, lease_until = EXCLUDED.lease_until, updated_at = now()""",
+            uuid.UUID(job.media_id),
+            job.model_dump(mode="json"),
+            lease_s,
+        )
+
+
+async def renew_lease(pool: asyncpg.Pool, media_id: str, lease_s: float) -> None:
+    await pool.execute(
+        """UPDATE converter_jobs SET lease_until = now() + make_interval(secs => $2),
+                  updated_at = now() WHERE media_id = $1""",
+        uuid.UUID(media_id),
+        lease_s,
+    )
+
+
+async def park_job(pool: asyncpg.Pool, job: ConvertMedia, reason: str) -> bool:
+    """A dead-lettered job of a media item not yet converted or failed: hand it to the
+    reconciler at once (lease already over). False when there is nothing left to do."""
+    done = await pool.fetchval(
+        """INSERT INTO converter_jobs (media_id, job, lease_until, last_error)
+           SELECT id, $2, now(), $3 FROM media
+           WHERE id = $1 AND state NOT IN ('converted', 'failed', 'deleted')
+           ON CONFLICT (media_id) DO UPDATE
+             SET lease_until = now(), last_error = EXCLUDED.last_error, updated_at = now()
+           RETURNING 1""",
+        uuid.UUID(job.media_id),
+        job.model_dump(mode="json"),
+        reason[:2000],
+    )
+    return done is not None
+
+
+async def lapsed_jobs(conn: Any, limit: int) -> list[asyncpg.Record]:
+    """Jobs whose lease ran out (no converter holds them), locked for this reconciler pass."""
+    return list(
+        await conn.fetch(
+            """SELECT j.media_id, j.job, j.requeues, j.last_error, m.state, m.study_id
+               FROM converter_jobs j JOIN media m ON m.id = j.media_id
+               WHERE j.lease_until < now() ORDER BY j.lease_until
+               LIMIT $1 FOR UPDATE OF j SKIP LOCKED""",
+            limit,
+        )
+    )
+
+
+async def requeue(conn: Any, job: ConvertMedia, lease_s: float) -> None:
+    """The job again, under a new message id (JetStream would drop the old one as a duplicate
+    within its window), with a fresh lease so it is not re-queued twice."""
+    await outbox.enqueue(conn, job, msg_id=f"convert-{job.job_key}-requeue-{uuid.uuid4().hex}")
+    await conn.execute(
+        """UPDATE converter_jobs SET requeues = requeues + 1, updated_at = now(),
+                  lease_until = now() + make_interval(secs => $2) WHERE media_id = $1""",
+        uuid.UUID(job.media_id),
+        lease_s,
+    )
+
+
+async def drop_job(conn: Any, media_id: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM converter_jobs WHERE media_id = $1", media_id)

@@ -13,6 +13,12 @@ class ConverterSettings(ServiceSettings):
     #: JetStream ack wait; `in_progress` heartbeats every third of it keep long jobs alive.
     converter_ack_wait_s: float = 60.0
     converter_max_deliver: int = 6
+    #: A conversion's lease on its media, renewed while it works; one that ran out is re-queued.
+    converter_job_lease_s: float = 120.0
+    #: How often the reconciler looks for jobs nobody holds.
+    converter_reconcile_interval_s: float = 15.0
+    #: Re-queues of one stuck job before its media is marked failed.
+    converter_max_requeues: int = 3
     #: Hostile-input bounds: picture size, recording length, transcode time per second of video.
     converter_max_pixels: int = 8192 * 8192
     converter_max_duration_s: float = 12 * 3600

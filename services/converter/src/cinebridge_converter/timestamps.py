@@ -16,13 +16,14 @@ caller then re-encodes instead of writing a stream that would not play.
 from __future__ import annotations
 
 import heapq
+import threading
 from array import array
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import BadMedia
+from .errors import BadMedia, Cancelled
 from .probe import open_input
 
 #: Packets looked at before the first one is released (reordering depth of H.264 is at most 16).
@@ -40,7 +41,7 @@ def frame_ticks(stream: Any) -> int:
     return max(1, round(1 / (rate * tb))) if tb else 1
 
 
-def display_order(src: Path) -> array[int]:
+def display_order(src: Path, cancel: threading.Event) -> array[int]:
     """Rank in display order of each video packet (in decode order), by decoding once.
 
     Each packet is stamped with its decode index; the decoder hands the pictures back in display
@@ -55,6 +56,8 @@ def display_order(src: Path) -> array[int]:
         for packet in inp.demux(stream):
             if packet.size == 0:
                 continue
+            if cancel.is_set():
+                raise Cancelled()
             packet.pts = packet.dts = seen
             seen += 1
             order.extend(int(f.pts) for f in packet.decode() if f.pts is not None)

@@ -49,16 +49,20 @@ def check_playable(path: Path, expected_frames: int) -> Checked:
                 if not scan.add(packet) and indexed is not None:
                     break  # the first GOP is checked; the index gives the count
             scan.finish_first()
-            if indexed is not None:
-                scan.last = _last_gop_by_seek(path)
+            frames = indexed if indexed is not None else scan.packets
+            if frames != expected_frames:
+                raise Unplayable(
+                    f"the converted stream holds {frames} frames where {expected_frames} are stated"
+                )
+            if indexed is None and scan.last:
+                # The decoder that read the stream has its parameter sets (a TS or elementary
+                # stream may repeat them only at its start).
+                stream.codec_context.flush_buffers()
+                _decode_last(stream.codec_context, scan.last)
+        if indexed is not None:
+            _last_gop_by_seek(path)
     except av.error.FFmpegError as exc:
         raise Unplayable(f"the converted stream cannot be read: {exc.strerror}") from exc
-    frames = indexed if indexed is not None else scan.packets
-    if frames != expected_frames:
-        raise Unplayable(
-            f"the converted stream holds {frames} frames where {expected_frames} are stated"
-        )
-    _decode_last(stream_of=path, packets=scan.last)
     return Checked(frames, "index" if indexed is not None else "packets")
 
 
@@ -124,8 +128,8 @@ class _Scan:
             )
 
 
-def _last_gop_by_seek(path: Path) -> list[Any] | None:
-    """The packets from the last key frame on, found through the container's index."""
+def _last_gop_by_seek(path: Path) -> None:
+    """Decode the packets from the last key frame on, found through the container's index."""
     with open_input(path) as inp:
         stream = inp.streams.video[0]
         end = (stream.start_time or 0) + (stream.duration or 0)
@@ -140,20 +144,18 @@ def _last_gop_by_seek(path: Path) -> list[Any] | None:
             packets.append(packet)
             size += packet.size
             if size > LAST_GOP_BYTES:
-                return None
-        return packets
+                return  # one long GOP: the first GOP's check covered its start
+        stream.codec_context.flush_buffers()
+        _decode_last(stream.codec_context, packets)
 
 
-def _decode_last(stream_of: Path, packets: list[Any] | None) -> None:
-    """Decode the last GOP with a fresh decoder; every picture from its key frame on must come
-    out (leading pictures before the key frame in display order may need the GOP before)."""
+def _decode_last(ctx: Any, packets: list[Any]) -> None:
+    """Decode the last GOP; every picture from its key frame on must come out (leading
+    pictures before the key frame in display order may need the GOP before)."""
     if not packets:
         return
     key_pts = packets[0].pts
     needed = sum(1 for p in packets if p.pts is None or key_pts is None or p.pts >= key_pts)
-    with open_input(stream_of) as inp:
-        ctx: Any = av.CodecContext.create(inp.streams.video[0].codec_context.name, "r")
-        ctx.extradata = inp.streams.video[0].codec_context.extradata
     shown = 0
     try:
         for packet in [*packets, None]:

@@ -9,6 +9,7 @@ report progress through a callback and stop when `cancel` is set.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import threading
 import time
@@ -20,7 +21,7 @@ from typing import Any
 
 import av
 
-from .errors import BadMedia, ConversionError
+from .errors import RESOURCE_ERRNOS, BadMedia, Cancelled, ConversionError, TransientFailure
 from .probe import open_input
 from .rules import EncodeTarget, audio_allowed, fit
 from .timestamps import WINDOW, VideoClock, display_order, frame_ticks
@@ -29,12 +30,19 @@ Progress = Callable[[float, str], None]
 MUX_FORMAT = {"mp4": "mp4", "mpegts": "mpegts"}
 
 
+def _ffmpeg_failure(exc: av.error.FFmpegError, what: str) -> Exception:
+    """A transient failure when a resource ran out (the media store is full, ...): FFmpeg reports
+    it like any other error, but it says nothing about the input. Otherwise the media is bad."""
+    if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        return TransientFailure(
+            f"{what}: {exc.strerror} ({'the media store is full' if full else 'out of resources'})"
+        )
+    return BadMedia(f"{what}: {exc.strerror}")
+
+
 def _seconds(value: int | None, time_base: Fraction | None) -> float:
     return float(value * time_base) if value is not None and time_base is not None else 0.0
-
-
-class Cancelled(Exception):
-    """The service is stopping; the job will be redelivered."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,7 @@ def remux(
 ) -> list[Segment]:
     """Copy the video (and allowed audio) packets into `container`, split at key frames."""
     budget = int(max_bytes * 0.9) - (1 << 16)
-    clock = _clock_for(src)
+    clock = _clock_for(src, cancel)
     with open_input(src) as inp:
         video = inp.streams.video[0]
         audio = [
@@ -89,7 +97,7 @@ def remux(
                 put(ready, True)
         except av.error.FFmpegError as exc:
             writer.abort()
-            raise BadMedia(f"the recording cannot be remuxed: {exc.strerror}") from exc
+            raise _ffmpeg_failure(exc, "the recording cannot be remuxed") from exc
         except BaseException:
             writer.abort()
             raise
@@ -102,7 +110,7 @@ def remux(
     return segments
 
 
-def _clock_for(src: Path) -> VideoClock:
+def _clock_for(src: Path, cancel: threading.Event) -> VideoClock:
     """A clock for the video stream; a stream without presentation times and with B-frames
     first gets its display order from one decode pass."""
     with open_input(src) as inp:
@@ -111,7 +119,7 @@ def _clock_for(src: Path) -> VideoClock:
         ticks = frame_ticks(video)
         head = list(itertools.islice((p for p in inp.demux(video) if p.size), WINDOW))
         missing = any(p.pts is None for p in head)
-    ranks = display_order(src) if missing and reordered else None
+    ranks = display_order(src, cancel) if missing and reordered else None
     return VideoClock(ticks, reordered=reordered, ranks=ranks)
 
 
@@ -227,7 +235,7 @@ def transcode(
                 out.mux(packet)
     except av.error.FFmpegError as exc:
         dest.unlink(missing_ok=True)
-        raise BadMedia(f"the recording cannot be transcoded: {exc.strerror}") from exc
+        raise _ffmpeg_failure(exc, "the recording cannot be transcoded") from exc
     except BaseException:
         dest.unlink(missing_ok=True)
         raise

@@ -70,6 +70,7 @@ async def run(
         await ctx.until_ready("postgres", lambda: ensure_admin(repo, settings))
         cache = PrincipalCache(settings.gateway_auth_cache_s)
         gw = Gateway(settings, ctx.pool, ctx.bus, ctx.store, repo, board, hub, cache)
+        gw.dependencies = ctx.dependencies
         config = uvicorn.Config(
             create_app(gw),
             host=settings.gateway_host,

@@ -21,12 +21,15 @@ async def ensure_admin(repo: Repository, settings: GatewaySettings) -> str | Non
         return None
     configured = settings.gateway_admin_password
     password = configured.get_secret_value() if configured else new_one_time_password()
-    created = await repo.create_user(ADMIN, hash_password(password), "administrator")
+    # A printed one-time password is changed at the first log-in (the UI asks for it).
+    created = await repo.create_user(
+        ADMIN, hash_password(password), "administrator", must_change_password=configured is None
+    )
     if not created:
         return None  # another gateway instance created it first
     log.info("administrator created", extra=kv(user=ADMIN, from_env=configured is not None))
     if configured is None:
-        # Printed once to the console, never logged; change it on the settings page.
+        # Printed once to the console, never logged; the first log-in must replace it.
         print(
             f"CineBridge gateway: one-time password for user 'admin': {password}",
             file=sys.stderr,

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import asyncpg
 from cinebridge_common.bus import Bus
+from cinebridge_common.service import Dependencies
 from cinebridge_common.store import MediaStore
 from fastapi import Depends, Request
 from pydantic import BaseModel
@@ -22,6 +23,9 @@ from .worklist_pages import WorklistPages
 SESSION_COOKIE = "cb_session"
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: The only writes a read-only (`viewer`) caller, or a user who must first change a one-time
+#: password, may make.
+OWN_ACCOUNT_WRITES = frozenset({"/api/v1/auth/logout", "/api/v1/auth/password"})
 
 
 class ApiError(Exception):
@@ -54,6 +58,8 @@ class Gateway:
     hub: EventHub
     auth_cache: PrincipalCache
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    #: This process's view of PostgreSQL and NATS (the components of /api/health).
+    dependencies: Dependencies = field(default_factory=Dependencies)
     worklist_pages: WorklistPages = field(default_factory=WorklistPages)
 
 
@@ -71,6 +77,16 @@ def client_of(request: Request) -> str:
 
 
 async def current_principal(request: Request, gw: Gw) -> Principal:
+    principal = await _authenticate(request, gw)
+    if request.method in UNSAFE_METHODS and request.url.path not in OWN_ACCOUNT_WRITES:
+        if principal.must_change_password:
+            raise ApiError(403, "password_change_required", "change your password first")
+        if not role_allows(principal.role, "operator"):
+            raise ApiError(403, "forbidden", f"the {principal.role} role is read-only")
+    return principal
+
+
+async def _authenticate(request: Request, gw: Gw) -> Principal:
     """Bearer API token, or the session cookie plus the CSRF header on state-changing calls.
 
     The cookie is SameSite=Strict and HttpOnly; the CSRF header is a per-session secret the page

@@ -25,6 +25,8 @@ from .search_sql import (
 )
 
 Conn = asyncpg.Pool | Connection
+USER_COLUMNS = "id, username, role, disabled, must_change_password, created_at"
+BEARER_COLUMNS = "id, name, role, created_by, created_at, expires_at, last_used, revoked_at"
 #: Sessions and tokens record their use at most this often (a write per request would cost an
 #: fsync'd commit on every API call).
 TOUCH_EVERY_S = 30
@@ -39,6 +41,19 @@ class Principal:
     kind: str  # "session" | "token"
     csrf_token: str | None = None
     session_hash: str | None = None
+    must_change_password: bool = False
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    study_id: uuid.UUID | None = None
+    actor: str | None = None
+    action: str | None = None
+    patient: str = ""
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    before_id: int | None = None
+    limit: int = 100
 
 
 class Repository:
@@ -57,49 +72,69 @@ class Repository:
     async def count_users(self) -> int:
         return int(await self.pool.fetchval("SELECT count(*) FROM gateway_users"))
 
-    async def create_user(self, username: str, password_hash: str, role: str) -> dict[str, Any]:
+    async def create_user(
+        self, username: str, password_hash: str, role: str, must_change_password: bool = False
+    ) -> dict[str, Any]:
         row = await self.pool.fetchrow(
-            """INSERT INTO gateway_users (id, username, password_hash, role)
-               VALUES ($1, $2, $3, $4) ON CONFLICT (username) DO NOTHING
-               RETURNING id, username, role, disabled, created_at""",
+            f"""INSERT INTO gateway_users (id, username, password_hash, role, must_change_password)
+               VALUES ($1, $2, $3, $4, $5) ON CONFLICT (username) DO NOTHING
+               RETURNING {USER_COLUMNS}""",
             uuid.uuid4(),
             username,
             password_hash,
             role,
+            must_change_password,
         )
         return dict(row) if row else {}
 
     async def user_by_name(self, username: str) -> dict[str, Any] | None:
         row = await self.pool.fetchrow(
-            "SELECT id, username, password_hash, role, disabled FROM gateway_users "
-            "WHERE username = $1",
+            "SELECT id, username, password_hash, role, disabled, must_change_password "
+            "FROM gateway_users WHERE username = $1",
             username,
         )
         return dict(row) if row else None
 
     async def list_users(self) -> list[dict[str, Any]]:
-        rows = await self.pool.fetch(
-            "SELECT id, username, role, disabled, created_at FROM gateway_users ORDER BY username"
-        )
+        rows = await self.pool.fetch(f"SELECT {USER_COLUMNS} FROM gateway_users ORDER BY username")
         return [dict(r) for r in rows]
 
     async def update_user(
         self, username: str, *, password_hash: str | None, role: str | None, disabled: bool | None
     ) -> dict[str, Any] | None:
+        """An administrator's change; a password set here must be changed at the next log-in."""
         row = await self.pool.fetchrow(
-            """UPDATE gateway_users SET password_hash = coalesce($2, password_hash),
+            f"""UPDATE gateway_users SET password_hash = coalesce($2, password_hash),
                       role = coalesce($3, role), disabled = coalesce($4, disabled),
+                      must_change_password = must_change_password OR $2 IS NOT NULL,
                       updated_at = now()
-               WHERE username = $1 RETURNING id, username, role, disabled, created_at""",
+               WHERE username = $1 RETURNING {USER_COLUMNS}""",
             username,
             password_hash,
             role,
             disabled,
         )
-        if row is not None and (disabled or password_hash):
-            # A disabled user or a changed password ends every open session of that user.
+        if row is not None and (disabled or password_hash or role):
+            # A disabled user, a new password or another role ends every open session.
             await self.pool.execute("DELETE FROM gateway_sessions WHERE user_id = $1", row["id"])
         return dict(row) if row else None
+
+    async def change_own_password(
+        self, username: str, password_hash: str, keep_session: str | None
+    ) -> None:
+        """The user's own change: other sessions end, this one stays."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            user_id = await conn.fetchval(
+                """UPDATE gateway_users SET password_hash = $2, must_change_password = false,
+                          updated_at = now() WHERE username = $1 RETURNING id""",
+                username,
+                password_hash,
+            )
+            await conn.execute(
+                "DELETE FROM gateway_sessions WHERE user_id = $1 AND id_hash IS DISTINCT FROM $2",
+                user_id,
+                keep_session,
+            )
 
     # -- sessions ------------------------------------------------------------------------
     async def create_session(
@@ -123,7 +158,7 @@ class Repository:
         The slide is written at most every TOUCH_EVERY_S, so reads stay reads (no commit per
         request)."""
         row = await self.pool.fetchrow(
-            f"""SELECT u.username, u.role, s.csrf_token, s.expires_at,
+            f"""SELECT u.username, u.role, s.csrf_token, s.expires_at, u.must_change_password,
                        s.last_seen < now() - interval '{TOUCH_EVERY_S} seconds' AS stale
                 FROM gateway_sessions s JOIN gateway_users u ON u.id = s.user_id
                 WHERE s.id_hash = $1 AND s.expires_at > now() AND NOT u.disabled""",
@@ -145,7 +180,14 @@ class Repository:
                 )
                 or expires_at
             )
-        principal = Principal(row["username"], row["role"], "session", row["csrf_token"], id_hash)
+        principal = Principal(
+            row["username"],
+            row["role"],
+            "session",
+            row["csrf_token"],
+            id_hash,
+            row["must_change_password"],
+        )
         return principal, expires_at
 
     async def delete_session(self, id_hash: str) -> None:
@@ -156,16 +198,18 @@ class Repository:
         return int(result.split()[-1])
 
     # -- API tokens ----------------------------------------------------------------------
-    async def create_token(self, name: str, token_hash: str, role: str, by: str) -> dict[str, Any]:
+    async def create_token(
+        self, name: str, token_hash: str, role: str, by: str, expires_at: dt.datetime | None
+    ) -> dict[str, Any]:
         row = await self.pool.fetchrow(
-            """INSERT INTO gateway_api_tokens (id, name, token_hash, role, created_by)
-               VALUES ($1, $2, $3, $4, $5)
-               RETURNING id, name, role, created_by, created_at, last_used, revoked_at""",
+            f"""INSERT INTO gateway_api_tokens (id, name, token_hash, role, created_by, expires_at)
+               VALUES ($1, $2, $3, $4, $5, $6) RETURNING {BEARER_COLUMNS}""",
             uuid.uuid4(),
             name,
             token_hash,
             role,
             by,
+            expires_at,
         )
         return dict(row) if row else {}
 
@@ -174,7 +218,8 @@ class Repository:
             f"""SELECT id, name, role,
                        coalesce(last_used < now() - interval '{TOUCH_EVERY_S} seconds', true)
                          AS stale
-                FROM gateway_api_tokens WHERE token_hash = $1 AND revoked_at IS NULL""",
+                FROM gateway_api_tokens WHERE token_hash = $1 AND revoked_at IS NULL
+                  AND (expires_at IS NULL OR expires_at > now())""",
             token_hash,
         )
         if row is None:
@@ -187,8 +232,7 @@ class Repository:
 
     async def list_tokens(self) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(
-            "SELECT id, name, role, created_by, created_at, last_used, revoked_at "
-            "FROM gateway_api_tokens ORDER BY created_at DESC"
+            f"SELECT {BEARER_COLUMNS} FROM gateway_api_tokens ORDER BY created_at DESC"
         )
         return [dict(r) for r in rows]
 
@@ -222,17 +266,29 @@ class Repository:
             client,
         )
 
-    async def list_audit(
-        self, study_id: uuid.UUID | None, limit: int, before_id: int | None
-    ) -> list[dict[str, Any]]:
+    async def list_audit(self, f: AuditFilter) -> list[dict[str, Any]]:
+        """The audit log, newest first; `patient` matches the study's patient name or ID
+        (prefix, case-insensitive)."""
+        patient = f.patient.lower().replace("\\", "").replace("%", "").replace("_", "\\_")
         rows = await self.pool.fetch(
-            """SELECT id, at, actor, action, study_id, target, detail, client
-               FROM gateway_audit_log
-               WHERE ($1::uuid IS NULL OR study_id = $1) AND ($2::bigint IS NULL OR id < $2)
-               ORDER BY id DESC LIMIT $3""",
-            study_id,
-            before_id,
-            limit,
+            """SELECT a.id, a.at, a.actor, a.action, a.study_id, a.target, a.detail, a.client,
+                      s.patient_name, s.patient_id
+               FROM gateway_audit_log a LEFT JOIN studies s ON s.id = a.study_id
+               WHERE ($1::uuid IS NULL OR a.study_id = $1) AND ($2::bigint IS NULL OR a.id < $2)
+                 AND ($3::text IS NULL OR a.actor = $3) AND ($4::text IS NULL OR a.action = $4)
+                 AND ($5::timestamptz IS NULL OR a.at >= $5)
+                 AND ($6::timestamptz IS NULL OR a.at < $6)
+                 AND ($7 = '' OR lower(s.patient_name) LIKE $7 || '%'
+                      OR lower(s.patient_id) LIKE $7 || '%')
+               ORDER BY a.id DESC LIMIT $8""",
+            f.study_id,
+            f.before_id,
+            f.actor,
+            f.action,
+            f.since,
+            f.until,
+            patient,
+            f.limit,
         )
         return [dict(r) for r in rows]
 
@@ -341,17 +397,30 @@ class Repository:
         )
         return [(r["id"], r["state"]) for r in rows]
 
+    async def outbox_has(self, conn: Conn, msg_id: str) -> bool:
+        """Whether a message with this id was enqueued (and not yet purged after publishing)."""
+        found = await conn.fetchval("SELECT 1 FROM outbox WHERE msg_id = $1", msg_id)
+        return found is not None
+
     # -- deliveries (sender's tables, read only) -----------------------------------------
     async def deliveries_for_study(self, study_id: uuid.UUID) -> list[dict[str, Any]]:
         if not await self.has_table("deliveries"):
             return []
+        # The converter's instance row names the media item a delivery carries (the UI shows
+        # its thumbnail and kind).
+        media = "NULL::uuid"
+        join = ""
+        if await self.has_table("instances"):
+            media = "ci.media_id"
+            join = "LEFT JOIN instances ci ON ci.sop_instance_uid = i.sop_instance_uid"
         rows = await self.pool.fetch(
-            """SELECT d.id, d.instance_id, d.destination_id, dst.name AS destination_name,
+            f"""SELECT d.id, d.instance_id, d.destination_id, dst.name AS destination_name,
                       d.state, d.attempts, d.last_status, d.last_error, d.updated_at,
-                      d.delivered_at, i.sop_instance_uid, i.sop_class_uid
+                      d.delivered_at, i.sop_instance_uid, i.sop_class_uid, {media} AS media_id
                FROM deliveries d
                JOIN outgoing_instances i ON i.id = d.instance_id
                JOIN destinations dst ON dst.id = d.destination_id
+               {join}
                WHERE d.study_id = $1 ORDER BY i.created_at, dst.name""",
             study_id,
         )

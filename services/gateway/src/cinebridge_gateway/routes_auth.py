@@ -7,7 +7,7 @@ import secrets
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from .deps import SESSION_COOKIE, Admin, ApiError, Gw, User, client_of, not_found
@@ -18,7 +18,8 @@ router = APIRouter(prefix="/api/v1", tags=["auth"])
 
 Username = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
 Password = Annotated[str, Field(min_length=1, max_length=256)]
-Role = Literal["operator", "administrator"]
+Role = Literal["viewer", "operator", "administrator"]
+NewPassword = Annotated[str, Field(min_length=8, max_length=256)]
 
 
 class Login(BaseModel):
@@ -32,18 +33,31 @@ class Me(BaseModel):
     role: str
     kind: str
     csrf_token: str | None = None
+    #: A first-run or reset password: the UI asks for a new one before anything else.
+    must_change_password: bool = False
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    current_password: Password
+    new_password: NewPassword
 
 
 class NewUser(BaseModel):
+    """A new user logs in with this password once, then sets their own."""
+
     model_config = ConfigDict(extra="forbid")
     username: Username
-    password: Annotated[str, Field(min_length=8, max_length=256)]
+    password: NewPassword
     role: Role = "operator"
 
 
 class UserChange(BaseModel):
+    """An administrator's change: role, disable/enable, or a reset password (to be changed at
+    the next log-in)."""
+
     model_config = ConfigDict(extra="forbid")
-    password: Annotated[str, Field(min_length=8, max_length=256)] | None = None
+    password: NewPassword | None = None
     role: Role | None = None
     disabled: bool | None = None
 
@@ -53,13 +67,16 @@ class UserOut(BaseModel):
     username: str
     role: str
     disabled: bool
+    must_change_password: bool
     created_at: dt.datetime
 
 
 class NewToken(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Annotated[str, Field(min_length=1, max_length=64)]
-    role: Role = "operator"
+    role: Role = "viewer"
+    #: Days until the token stops working; none: until revoked.
+    expires_in_days: Annotated[int, Field(ge=1, le=3650)] | None = None
 
 
 class TokenOut(BaseModel):
@@ -68,21 +85,11 @@ class TokenOut(BaseModel):
     role: str
     created_by: str | None
     created_at: dt.datetime
+    expires_at: dt.datetime | None
     last_used: dt.datetime | None
     revoked_at: dt.datetime | None
     #: Only in the answer to the creation; never stored, never shown again.
     token: str | None = None
-
-
-class AuditEntry(BaseModel):
-    id: int
-    at: dt.datetime
-    actor: str
-    action: str
-    study_id: uuid.UUID | None
-    target: str | None
-    detail: dict[str, Any]
-    client: str | None
 
 
 @router.post("/auth/login", response_model=Me)
@@ -116,7 +123,13 @@ async def login(body: Login, request: Request, response: Response, gw: Gw) -> Me
         secure=gw.settings.gateway_cookie_secure,
         max_age=int(gw.settings.gateway_session_max_s),
     )
-    return Me(username=user["username"], role=user["role"], kind="session", csrf_token=csrf)
+    return Me(
+        username=user["username"],
+        role=user["role"],
+        kind="session",
+        csrf_token=csrf,
+        must_change_password=user["must_change_password"],
+    )
 
 
 @router.post("/auth/logout", status_code=204)
@@ -136,7 +149,29 @@ async def me(principal: User) -> Me:
         role=principal.role,
         kind=principal.kind,
         csrf_token=principal.csrf_token,
+        must_change_password=principal.must_change_password,
     )
+
+
+@router.post("/auth/password", status_code=204)
+async def change_password(
+    body: PasswordChange, principal: User, request: Request, gw: Gw
+) -> Response:
+    """Change one's own password (needs the current one); other sessions of the user end."""
+    if principal.kind != "session":
+        raise ApiError(403, "forbidden", "an API token has no password")
+    user = await gw.repo.user_by_name(principal.name)
+    if user is None or not verify_password(user["password_hash"], body.current_password):
+        gw.throttle.failed(principal.name)
+        raise ApiError(403, "bad_credentials", "the current password is wrong")
+    if body.new_password == body.current_password:
+        raise ApiError(422, "validation_error", "new_password: must differ from the current one")
+    await gw.repo.change_own_password(
+        principal.name, hash_password(body.new_password), principal.session_hash
+    )
+    gw.auth_cache.evict()
+    await gw.repo.audit(gw.pool, principal.name, "password_changed", client=client_of(request))
+    return Response(status_code=204)
 
 
 @router.get("/users", response_model=list[UserOut])
@@ -146,7 +181,9 @@ async def list_users(_: Admin, gw: Gw) -> list[dict[str, Any]]:
 
 @router.post("/users", response_model=UserOut, status_code=201)
 async def create_user(body: NewUser, principal: Admin, request: Request, gw: Gw) -> dict[str, Any]:
-    row = await gw.repo.create_user(body.username, hash_password(body.password), body.role)
+    row = await gw.repo.create_user(
+        body.username, hash_password(body.password), body.role, must_change_password=True
+    )
     if not row:
         raise ApiError(409, "conflict", f"user {body.username!r} exists")
     await gw.repo.audit(
@@ -195,13 +232,18 @@ async def create_token(
     body: NewToken, principal: Admin, request: Request, gw: Gw
 ) -> dict[str, Any]:
     token = new_api_token()
-    row = await gw.repo.create_token(body.name, digest(token), body.role, principal.name)
+    expires = (
+        dt.datetime.now(dt.UTC) + dt.timedelta(days=body.expires_in_days)
+        if body.expires_in_days
+        else None
+    )
+    row = await gw.repo.create_token(body.name, digest(token), body.role, principal.name, expires)
     await gw.repo.audit(
         gw.pool,
         principal.name,
         "token_created",
         target=body.name,
-        detail={"role": body.role},
+        detail={"role": body.role, "expires_at": expires.isoformat() if expires else None},
         client=client_of(request),
     )
     return {**row, "token": token}
@@ -216,14 +258,3 @@ async def revoke_token(token_id: uuid.UUID, principal: Admin, request: Request, 
         gw.pool, principal.name, "token_revoked", target=str(token_id), client=client_of(request)
     )
     return Response(status_code=204)
-
-
-@router.get("/audit", response_model=list[AuditEntry], tags=["ops"])
-async def audit_log(
-    _: User,
-    gw: Gw,
-    study_id: uuid.UUID | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
-) -> list[dict[str, Any]]:
-    return await gw.repo.list_audit(study_id, limit, before_id)

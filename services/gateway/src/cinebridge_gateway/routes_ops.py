@@ -6,19 +6,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hmac
 import shutil
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+import time
+from collections.abc import AsyncIterator, Awaitable
+from typing import Annotated, Any, TypeVar
 
 import httpx
-from fastapi import APIRouter, Path, Request
+from cinebridge_common.db import DB_DOWN
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 
-from .deps import ApiError, Gw, User, not_found
-from .routes_rooms import known_rooms, room_status
+from .deps import SESSION_COOKIE, ApiError, Gateway, Gw, User, current_principal, not_found
+from .room_study import known_rooms
+from .routes_rooms import room_status
+from .security import digest
 
 router = APIRouter(tags=["ops"])
+T = TypeVar("T")
+UNAVAILABLE: tuple[type[Exception], ...] = (TimeoutError, *DB_DOWN)
 Name = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.@-]{1,128}$")]
 SSE_KEEPALIVE_S = 15.0
 SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -39,16 +46,84 @@ class InstanceHealthOut(BaseModel):
     health_url: str | None
 
 
+class ComponentOut(BaseModel):
+    state: str  # up, down
+    detail: str
+
+
 class HealthOut(BaseModel):
     status: str
+    components: dict[str, ComponentOut]
     instances: list[InstanceHealthOut]
+
+
+#: Session cookies / API tokens (by digest) this process verified against the database, and
+#: when: while the database is away, they may still read health and the ops summary (read-only,
+#: within the session idle timeout), so an operator sees the outage instead of a login error.
+_VERIFIED: dict[str, float] = {}
+
+
+def _credential(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return "t:" + digest(auth[7:].strip())
+    cookie = request.cookies.get(SESSION_COOKIE)
+    return "s:" + digest(cookie) if cookie else None
+
+
+async def ops_reader(request: Request, gw: Gw) -> None:
+    """A logged-in user or API token; during a database outage, one verified before."""
+    key = _credential(request)
+    try:
+        await current_principal(request, gw)
+    except DB_DOWN:
+        seen = _VERIFIED.get(key or "")
+        if seen is None or time.monotonic() - seen > gw.settings.gateway_session_idle_s:
+            raise
+        return
+    if key is not None:
+        if len(_VERIFIED) >= 10_000:
+            _VERIFIED.clear()
+        _VERIFIED[key] = time.monotonic()
+
+
+async def health_reader(request: Request, gw: Gw) -> None:
+    """Who may read health: anyone when it is public by setting, the health token (compared
+    without the database, so it works during an outage), or an ops reader."""
+    if gw.settings.gateway_public_health:
+        return
+    token = gw.settings.gateway_health_token
+    auth = request.headers.get("authorization", "")
+    if token is not None and auth.lower().startswith("bearer "):
+        if hmac.compare_digest(auth[7:].strip().encode(), token.get_secret_value().encode()):
+            return
+    await ops_reader(request, gw)
+
+
+OpsReader = Annotated[None, Depends(ops_reader)]
+HealthReader = Annotated[None, Depends(health_reader)]
+
+
+def health_view(gw: Gateway) -> dict[str, Any]:
+    """The box's health without the database: PostgreSQL and NATS as this gateway sees them
+    (probed every second), and every service instance from its heartbeats."""
+    components = {}
+    for name, state in gw.dependencies.snapshot().items():
+        up = state == "up"
+        components[name] = {"state": "up" if up else "down", "detail": state}
+    status = gw.board.overall()
+    if any(c["state"] != "up" for c in components.values()):
+        status = "degraded"
+    return {"status": status, "components": components, "instances": gw.board.snapshot()}
 
 
 @router.get("/api/health", response_model=HealthOut)
 @router.get("/api/v1/health", response_model=HealthOut)
-async def health(_: User, gw: Gw) -> dict[str, Any]:
-    """Every service instance from its heartbeats: service, instance, room, last seen, state."""
-    return {"status": gw.board.overall(), "instances": gw.board.snapshot()}
+async def health(_: HealthReader, gw: Gw) -> dict[str, Any]:
+    """PostgreSQL and NATS as components, and every service instance from its heartbeats:
+    service, instance, room, last seen, state (a service that lost a dependency is degraded
+    and its detail names it). Served without the database."""
+    return health_view(gw)
 
 
 @router.get(
@@ -72,7 +147,7 @@ async def service_metrics(service: Name, instance: Name, _: User, gw: Gw) -> Pla
 
 async def _job_queues(gw: Gw) -> list[dict[str, Any]]:
     with contextlib.suppress(Exception):
-        infos = await gw.bus.js.consumers_info("CB_JOBS")
+        infos = await asyncio.wait_for(gw.bus.js.consumers_info("CB_JOBS"), 2.0)
         return [
             {
                 "consumer": i.name,
@@ -109,22 +184,30 @@ def _disk(gw: Gw) -> dict[str, Any]:
 
 
 @router.get("/api/v1/ops/summary")
-async def ops_summary(_: User, gw: Gw) -> dict[str, Any]:
+async def ops_summary(_: OpsReader, gw: Gw) -> dict[str, Any]:
     """The ops dashboard: rooms and sources, queues, oldest unsent, failures, disk, health."""
-    rooms = await asyncio.gather(*(room_status(gw, r) for r in known_rooms(gw)))
+    rooms = await asyncio.gather(*(room_status(gw, r) for r in await known_rooms(gw)))
     return {
-        "health": {"status": gw.board.overall(), "instances": gw.board.snapshot()},
+        "health": health_view(gw),
         "rooms": rooms,
         "queues": await _job_queues(gw),
-        "outbox": await gw.repo.outbox_backlog(),
-        "deliveries": await gw.repo.delivery_backlog(),
-        "failed_deliveries": await gw.repo.failed_deliveries(),
-        "dead_letters": await gw.repo.dead_letter_count(),
-        "received": await _received_counts(gw),
+        # What the database holds is null while it is away; health above says so.
+        "outbox": await _from_db(gw.repo.outbox_backlog()),
+        "deliveries": await _from_db(gw.repo.delivery_backlog()),
+        "failed_deliveries": await _from_db(gw.repo.failed_deliveries()),
+        "dead_letters": await _from_db(gw.repo.dead_letter_count()),
+        "received": await _from_db(_received_counts(gw)),
         "disk": _disk(gw),
-        "studies": await gw.repo.count_studies(),
+        "studies": await _from_db(gw.repo.count_studies()),
         "live_listeners": gw.hub.listeners,
     }
+
+
+async def _from_db(query: Awaitable[T]) -> T | None:
+    try:
+        return await asyncio.wait_for(query, 3.0)
+    except UNAVAILABLE:
+        return None
 
 
 @router.get(

@@ -16,28 +16,28 @@ from cinebridge_common.messages import (
     CaptureCommandReply,
     CaptureStatusReply,
     CaptureStatusRequest,
-    SetRoomStudy,
-    SetRoomStudyReply,
 )
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from .deps import ApiError, Gw, User, client_of, not_found
+from .room_study import RoomName, StudySummary, known_rooms, require_room, study_summary
 
 router = APIRouter(prefix="/api/v1", tags=["rooms"])
 
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-RoomName = Annotated[str, Path(pattern=NAME_PATTERN)]
 SourceName = Annotated[str, Path(pattern=NAME_PATTERN)]
 Action = Literal["snapshot", "record_start", "record_stop"]
-DicomDateRange = Annotated[str | None, Field(pattern=r"^\d{8}$")]
 
 
 class RoomOut(BaseModel):
     room: str
     reachable: bool
     study_id: str | None = None
+    #: The room's current study (who the next capture is for); none: the next capture
+    #: creates an unscheduled study.
+    study: StudySummary | None = None
     sources: list[dict[str, Any]] = []
     disk_free_bytes: int | None = None
     error: str | None = None
@@ -46,17 +46,12 @@ class RoomOut(BaseModel):
 class CaptureResult(BaseModel):
     ok: bool
     study_id: str | None = None
+    #: The study the media was attached to (patient name, ID, accession).
+    study: StudySummary | None = None
     media_id: str | None = None
     recording_id: str | None = None
-
-
-class RoomStudy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    study_id: uuid.UUID | None
-
-
-def known_rooms(gw: Gw) -> list[str]:
-    return sorted(set(gw.board.rooms()) | set(gw.settings.gateway_preview_upstreams))
+    #: Why a stopped recording ended before the request (e.g. disk full); what was written is kept.
+    detail: str | None = None
 
 
 async def room_status(gw: Gw, room: str) -> dict[str, Any]:
@@ -68,6 +63,8 @@ async def room_status(gw: Gw, room: str) -> dict[str, Any]:
         )
     except BusError as exc:
         return {"room": room, "reachable": False, "error": str(exc)}
+    if not reply.ok:
+        return {"room": room, "reachable": False, "error": reply.error}
     sources = [s.model_dump() for s in reply.sources]
     for src in sources:
         src["preview_url"] = f"/api/v1/rooms/{room}/sources/{src['name']}/preview.mjpg"
@@ -76,6 +73,7 @@ async def room_status(gw: Gw, room: str) -> dict[str, Any]:
         "room": room,
         "reachable": reply.ok,
         "study_id": reply.study_id,
+        "study": await study_summary(gw, uuid.UUID(reply.study_id) if reply.study_id else None),
         "sources": sources,
         "disk_free_bytes": reply.disk_free_bytes,
         "error": reply.error,
@@ -84,34 +82,14 @@ async def room_status(gw: Gw, room: str) -> dict[str, Any]:
 
 @router.get("/rooms", response_model=list[RoomOut])
 async def list_rooms(_: User, gw: Gw) -> list[dict[str, Any]]:
-    return list(await asyncio.gather(*(room_status(gw, r) for r in known_rooms(gw))))
+    rooms = await known_rooms(gw)
+    return list(await asyncio.gather(*(room_status(gw, r) for r in rooms)))
 
 
 @router.get("/rooms/{room}", response_model=RoomOut)
 async def get_room(room: RoomName, _: User, gw: Gw) -> dict[str, Any]:
+    await require_room(gw, room)
     return await room_status(gw, room)
-
-
-@router.put("/rooms/{room}/study", response_model=RoomStudy)
-async def set_room_study(
-    room: RoomName, body: RoomStudy, principal: User, request: Request, gw: Gw
-) -> RoomStudy:
-    """Make a study the room's current one: new snapshots and recordings attach to it."""
-    if body.study_id is not None and await gw.repo.get_study(gw.pool, body.study_id) is None:
-        raise not_found("study")
-    msg = SetRoomStudy(room=room, study_id=str(body.study_id) if body.study_id else None)
-    reply = await gw.bus.request(msg, SetRoomStudyReply, gw.settings.gateway_rpc_timeout_s)
-    if not reply.ok:
-        raise ApiError(409, "capture_refused", reply.error or "the capture service refused")
-    await gw.repo.audit(
-        gw.pool,
-        principal.name,
-        "room_study_set",
-        study_id=body.study_id,
-        target=room,
-        client=client_of(request),
-    )
-    return body
 
 
 @router.post("/rooms/{room}/sources/{source}/{action}", response_model=CaptureResult)
@@ -123,7 +101,10 @@ async def capture_action(
     request: Request,
     gw: Gw,
 ) -> CaptureResult:
-    """Snapshot / Record / Stop on one source (the operator's buttons and pedal shortcuts)."""
+    """Snapshot / Record / Stop on one source (the operator's buttons and pedal shortcuts).
+    The answer names the study the media went to (the current one, or a new unscheduled
+    study when the room had none)."""
+    await require_room(gw, room)
     cmd = CaptureCommand(room=room, source=source, action=action, requested_by=principal.name)
     reply = await gw.bus.request(cmd, CaptureCommandReply, gw.settings.gateway_rpc_timeout_s)
     if not reply.ok:
@@ -139,7 +120,12 @@ async def capture_action(
         client=client_of(request),
     )
     return CaptureResult(
-        ok=True, study_id=reply.study_id, media_id=reply.media_id, recording_id=reply.recording_id
+        ok=True,
+        study_id=reply.study_id,
+        study=await study_summary(gw, study),
+        media_id=reply.media_id,
+        recording_id=reply.recording_id,
+        detail=reply.detail,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from cinebridge_common.messages import (
@@ -21,15 +22,42 @@ from cinebridge_common.messages import (
     WorklistServersReply,
     WorklistServerUpsert,
 )
+from cinebridge_common.messages.converter import IodChoice
+from cinebridge_common.messages.sender import DestinationProfile
 from cinebridge_common.station import StationSettings, load_station_settings, save_station_settings
 from fastapi import APIRouter, Path, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from .deps import Admin, ApiError, Gw, User, client_of
 
 router = APIRouter(prefix="/api/v1/settings", tags=["settings"])
 
-AeTitle = Annotated[str, Field(pattern=r"^[\x20-\x5b\x5d-\x7e]{1,16}$")]
+
+def _ae_title(value: str) -> str:
+    if "\\" in value:
+        raise ValueError("an AE title must not contain a backslash (PS3.5 6.2)")
+    if any(not 0x20 <= ord(c) <= 0x7E for c in value):
+        raise ValueError("an AE title holds printable ASCII characters only (PS3.5 6.2)")
+    if not value.strip():
+        raise ValueError("an AE title must not be blank")
+    return value
+
+
+def _host(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9.:_-]+", value):
+        raise ValueError("a host name or IP address: letters, digits and . : _ - only")
+    return value
+
+
+#: PS3.5 6.2 AE: up to 16 characters of the default repertoire, no backslash, no control
+#: characters; the message says so instead of quoting the pattern.
+AeTitle = Annotated[
+    str,
+    Field(min_length=1, max_length=16, description="AE title: 1 to 16 characters, no backslash"),
+    AfterValidator(_ae_title),
+]
+Host = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(_host)]
+Port = Annotated[int, Field(ge=1, le=65535)]
 CHARACTER_SETS = (
     "ISO_IR 6",
     "ISO_IR 100",
@@ -67,7 +95,7 @@ class StationChange(BaseModel):
     local_ae_title: AeTitle | None = None
     character_set: Charset | None = None
     video_transfer_syntax: VideoSyntax | None = None
-    iod: Literal["sc", "vl"] | None = None
+    iod: IodChoice | None = None
     worklist_character_set: Charset | None = None
     wildcard_matching: bool | None = None
 
@@ -75,9 +103,47 @@ class StationChange(BaseModel):
 class AdHocEcho(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ae_title: AeTitle
-    host: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:_-]+$")]
-    port: Annotated[int, Field(ge=1, le=65535)]
+    host: Host
+    port: Port
     calling_ae_title: AeTitle | None = None
+
+
+class DestinationIn(BaseModel):
+    """A C-STORE destination as the settings page sends it: every field checked here, so a
+    bad value is a 422 naming the field (the sender's table never sees it)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: Annotated[str, Field(pattern=r"^[0-9a-fA-F-]{36}$")] | None = None
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    ae_title: AeTitle
+    host: Host
+    port: Port
+    calling_ae_title: AeTitle | None = None
+    tls: bool = False
+    profile: DestinationProfile = "statement"
+    enabled: bool = True
+    auto_send: bool = True
+    max_associations: Annotated[int, Field(ge=1, le=16)] = 2
+
+
+class WorklistServerIn(BaseModel):
+    """A worklist server as the settings page sends it (checked like DestinationIn)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+    name: Annotated[str, Field(max_length=64)] = ""
+    host: Host
+    port: Port
+    called_ae: AeTitle
+    calling_ae: AeTitle | None = None
+    modality: Annotated[str, Field(max_length=16)] = ""
+    station_ae: Annotated[str, Field(max_length=16)] = ""
+    character_set: Charset | None = None
+    wildcards: bool | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=600)] | None = None
+    max_entries: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    enabled: bool = True
+    position: Annotated[int, Field(ge=0, le=1000)] = 0
 
 
 class EchoResult(BaseModel):
@@ -130,10 +196,12 @@ async def list_destinations(_: User, gw: Gw) -> list[Destination]:
 
 @router.post("/destinations", response_model=Destination, status_code=201)
 async def upsert_destination(
-    body: Destination, principal: Admin, request: Request, gw: Gw
+    body: DestinationIn, principal: Admin, request: Request, gw: Gw
 ) -> Destination:
+    """Add a destination, or edit one (with its `id`; `enabled: false` disables it)."""
+    destination = Destination(**body.model_dump())
     reply = await gw.bus.request(
-        DestinationUpsert(destination=body), DestinationReply, _timeout(gw)
+        DestinationUpsert(destination=destination), DestinationReply, _timeout(gw)
     )
     if not reply.ok or reply.destination is None:
         raise ApiError(409, "destination_refused", reply.error or "the sender refused it")
@@ -142,7 +210,7 @@ async def upsert_destination(
         principal.name,
         "destination_saved",
         target=reply.destination.id,
-        detail={"name": body.name},
+        detail={"name": body.name, "enabled": body.enabled},
         client=client_of(request),
     )
     return reply.destination
@@ -185,10 +253,11 @@ async def list_worklist_servers(_: User, gw: Gw) -> list[WorklistServer]:
 
 @router.post("/worklist-servers", response_model=list[WorklistServer], status_code=201)
 async def upsert_worklist_server(
-    body: WorklistServer, principal: Admin, request: Request, gw: Gw
+    body: WorklistServerIn, principal: Admin, request: Request, gw: Gw
 ) -> list[WorklistServer]:
+    server = WorklistServer(**body.model_dump())
     reply = await gw.bus.request(
-        WorklistServerUpsert(server=body, by=principal.name), WorklistServersReply, _timeout(gw)
+        WorklistServerUpsert(server=server, by=principal.name), WorklistServersReply, _timeout(gw)
     )
     if not reply.ok:
         raise ApiError(409, "worklist_server_refused", reply.error or "the worklist refused it")

@@ -16,6 +16,7 @@ from cinebridge_common.messages import (
     WorklistReconcile,
     WorklistReconcileReply,
 )
+from cinebridge_common.messages.converter import IodChoice
 from cinebridge_common.outbox import enqueue
 from cinebridge_common.station import load_station_settings
 from cinebridge_common.store import UnsafePath
@@ -23,7 +24,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from .deps import ApiError, Gw, User, client_of, not_found
+from .deps import ApiError, Gateway, Gw, User, client_of, not_found
 from .repository import received_study
 from .schemas import DeliveryOut, MediaOut, StudyDetail, StudyOut
 from .search_sql import StudyFilter
@@ -34,6 +35,7 @@ from .studies import (
     new_study_from_form,
     new_study_from_local,
     new_study_from_worklist,
+    new_unscheduled_study,
 )
 
 router = APIRouter(prefix="/api/v1", tags=["studies"])
@@ -51,10 +53,11 @@ VIDEO_SYNTAXES = (
 
 
 class NewStudy(BaseModel):
-    """Start a study: from the PATIENT form, a WORKLIST item, or a LOCAL study (§4.1.3)."""
+    """Start a study: from the PATIENT form, a WORKLIST item, a LOCAL study, or unscheduled
+    (patient data later; statement §4.1.3)."""
 
     model_config = ConfigDict(extra="forbid")
-    origin: Literal["form", "worklist", "local"] = "form"
+    origin: Literal["form", "worklist", "local", "unscheduled"] = "form"
     room: Room | None = None
     patient: PatientData | None = None
     worklist_item: WorklistItem | None = None
@@ -63,7 +66,7 @@ class NewStudy(BaseModel):
 
 class SaveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    iod: Literal["sc", "vl"] | None = None
+    iod: IodChoice | None = None
     video_transfer_syntax: Literal[VIDEO_SYNTAXES] | None = None  # type: ignore[valid-type]
     auto_send: bool = True
 
@@ -90,41 +93,61 @@ def _media_out(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "content_url": f"/api/v1/media/{row['id']}/content"}
 
 
-@router.post("/studies", response_model=StudyOut, status_code=201)
-async def create_study(body: NewStudy, principal: User, request: Request, gw: Gw) -> dict[str, Any]:
+async def study_values(gw: Gateway, body: NewStudy, room: str | None) -> dict[str, Any]:
+    """The new study's columns for one of the ways a study begins (statement §4.1.3)."""
     root, now = gw.settings.org_uid_root, dt.datetime.now(dt.UTC)
     if body.origin == "form":
-        values = new_study_from_form(body.patient or PatientData(), body.room, root, now)
-    elif body.origin == "worklist":
+        return new_study_from_form(body.patient or PatientData(), room, root, now)
+    if body.origin == "unscheduled":
+        return new_unscheduled_study(room, root, now)
+    if body.origin == "worklist":
         if body.worklist_item is None:
             raise ApiError(422, "validation_error", "worklist_item: required for origin=worklist")
-        values = new_study_from_worklist(body.worklist_item, body.room, root, now)
-    else:
-        if body.from_study_id is None:
-            raise ApiError(422, "validation_error", "from_study_id: required for origin=local")
-        source = await gw.repo.get_study(gw.pool, body.from_study_id)
-        if source is None and await gw.repo.has_table("received_studies"):
-            source = await received_study(gw.pool, body.from_study_id)
-        if source is None:
-            raise not_found("study")
-        values = new_study_from_local(source, body.room, root, now)
+        return new_study_from_worklist(body.worklist_item, room, root, now)
+    if body.from_study_id is None:
+        raise ApiError(422, "validation_error", "from_study_id: required for origin=local")
+    source = await gw.repo.get_study(gw.pool, body.from_study_id)
+    if source is None and await gw.repo.has_table("received_studies"):
+        source = await received_study(gw.pool, body.from_study_id)
+    if source is None:
+        raise not_found("study")
+    return new_study_from_local(source, room, root, now)
+
+
+async def insert_new_study(
+    gw: Gateway, values: dict[str, Any], origin: str, actor: str, client: str
+) -> dict[str, Any]:
+    """The study row, its audit entry and its StudyChanged event, in one transaction."""
     async with gw.pool.acquire() as conn, conn.transaction():
         if await conn.fetchval(
             "SELECT 1 FROM studies WHERE study_instance_uid = $1", values["study_instance_uid"]
         ):
-            raise ApiError(409, "conflict", "a study with this Study Instance UID exists already")
+            raise ApiError(
+                409,
+                "conflict",
+                "a study with this Study Instance UID exists already (this worklist item was "
+                "started before: open it from Local search)",
+            )
         study = await gw.repo.insert_study(conn, values)
         await gw.repo.audit(
             conn,
-            principal.name,
+            actor,
             "study_created",
             study_id=study["id"],
-            detail={"origin": body.origin},
-            client=client_of(request),
+            detail={"origin": origin},
+            client=client,
         )
-        event = StudyChanged(study_id=str(study["id"]), change="created", by=principal.name)
+        event = StudyChanged(study_id=str(study["id"]), change="created", by=actor)
         await enqueue(conn, event, f"study-created-{study['id']}")
     return study
+
+
+@router.post("/studies", response_model=StudyOut, status_code=201)
+async def create_study(body: NewStudy, principal: User, request: Request, gw: Gw) -> dict[str, Any]:
+    """Create a study without making it a room's current one (`POST /rooms/{room}/study` does
+    both in one request)."""
+    values = await study_values(gw, body, body.room)
+    return await insert_new_study(gw, values, body.origin, principal.name, client_of(request))
 
 
 @router.get("/studies", response_model=list[StudyOut])
@@ -287,7 +310,7 @@ async def save_study(
     study_id: uuid.UUID, body: SaveRequest, principal: User, request: Request, gw: Gw
 ) -> Accepted:
     """ "Save" (§4.1.3): one ConvertMedia job per media item; the job key (media id + IOD +
-    transfer syntax) makes a second press harmless."""
+    transfer syntax) makes a second press harmless, and re-queues what is not converted."""
     station = await load_station_settings(gw.pool)
     iod = body.iod or station.iod
     syntax = body.video_transfer_syntax or station.video_transfer_syntax
@@ -306,10 +329,15 @@ async def save_study(
                 auto_send=body.auto_send,
                 requested_by=principal.name,
             )
-            # Same key, same result: a second Save is a no-op (one outbox row per key). A failed
-            # conversion is asked again under a new message id (the key, and so the UIDs, stay).
-            retry = f"-retry-{uuid.uuid4().hex}" if state == "failed" else ""
-            await enqueue(conn, job, f"convert-{key}{retry}")
+            # Same key, same result: for converted media a second Save is a no-op (one outbox
+            # row per key). Every other item already asked for is asked again under a new
+            # message id (the key, and so the UIDs, stay): a job lost or given up while it was
+            # `captured`, `converting` or `failed` is revived; a twin of one in flight is
+            # harmless (the converter finds the committed instance).
+            msg_id = f"convert-{key}"
+            if state != "converted" and await gw.repo.outbox_has(conn, msg_id):
+                msg_id = f"{msg_id}-retry-{uuid.uuid4().hex}"
+            await enqueue(conn, job, msg_id)
             keys.append(key)
         if not keys:
             raise ApiError(409, "nothing_to_save", "the study has no media to save")

@@ -64,6 +64,8 @@ class DeliveryOut(BaseModel):
     delivered_at: dt.datetime | None
     sop_instance_uid: str
     sop_class_uid: str
+    #: The captured item the instance was made from (none for instances received elsewhere).
+    media_id: uuid.UUID | None = None
 
 
 class StudyDetail(StudyOut):

@@ -31,11 +31,14 @@ STUDY_COLUMNS = (
 )
 
 #: Study-level status derived from its media and deliveries (statement §4.1.3: "non-converted
-#: and converted studies are marked accordingly among local search results").
+#: and converted studies are marked accordingly among local search results"). `sent` needs
+#: every media item converted and every instance of the study with deliveries, all delivered:
+#: a study with an undelivered or unconverted item never shows `sent`.
 STATUS_SQL = """
     CASE
       WHEN m.failed > 0 OR d.failed > 0 THEN 'failed'
-      WHEN d.total > 0 AND d.sent = d.total THEN 'sent'
+      WHEN m.total > 0 AND m.converted = m.total AND d.total > 0 AND d.sent = d.total
+           AND d.instances >= m.instances THEN 'sent'
       WHEN m.total > 0 AND m.converted = m.total THEN 'converted'
       ELSE 'non-converted'
     END"""
@@ -44,17 +47,21 @@ MEDIA_AGG = """
     LEFT JOIN LATERAL (
       SELECT count(*) FILTER (WHERE state <> 'deleted') AS total,
              count(*) FILTER (WHERE state = 'converted') AS converted,
-             count(*) FILTER (WHERE state = 'failed') AS failed
+             count(*) FILTER (WHERE state = 'failed') AS failed,
+             (SELECT count(*) FROM instances WHERE instances.study_id = s.id) AS instances
       FROM media WHERE media.study_id = s.id) m ON true"""
 
 DELIVERY_AGG = """
     LEFT JOIN LATERAL (
       SELECT count(*) AS total,
              count(*) FILTER (WHERE state IN ('sent', 'warning')) AS sent,
-             count(*) FILTER (WHERE state = 'failed-permanent') AS failed
+             count(*) FILTER (WHERE state = 'failed-permanent') AS failed,
+             count(DISTINCT instance_id) AS instances
       FROM deliveries WHERE deliveries.study_id = s.id) d ON true"""
 
-NO_DELIVERIES = " LEFT JOIN LATERAL (SELECT 0 AS total, 0 AS sent, 0 AS failed) d ON true"
+NO_DELIVERIES = (
+    " LEFT JOIN LATERAL (SELECT 0 AS total, 0 AS sent, 0 AS failed, 0 AS instances) d ON true"
+)
 
 
 def like_prefix(value: str) -> str:

@@ -10,7 +10,9 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-ROLES = ("operator", "administrator")
+#: Each role may do what the ones before it may: `viewer` reads (dashboards, ops page),
+#: `operator` captures and handles studies, `administrator` manages settings, users, tokens.
+ROLES = ("viewer", "operator", "administrator")
 TOKEN_PREFIX = "cbt_"  # noqa: S105 - a marker that makes leaked tokens greppable, no secret
 
 _hasher = PasswordHasher()
@@ -51,7 +53,9 @@ def digest(secret: str) -> str:
 
 
 def role_allows(role: str, needed: str) -> bool:
-    return needed == "operator" or role == "administrator"
+    if role not in ROLES or needed not in ROLES:
+        return False
+    return ROLES.index(role) >= ROLES.index(needed)
 
 
 class PrincipalCache:

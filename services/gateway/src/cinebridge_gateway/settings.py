@@ -28,6 +28,11 @@ class GatewaySettings(ServiceSettings):
     gateway_stale_after_s: float = 15.0
     #: Seconds a session/token lookup is cached in memory (0: every request asks the database).
     gateway_auth_cache_s: float = 5.0
+    #: /api/health without a login (it shows service names, states and versions, no patient
+    #: data): for monitoring that cannot log in. Off: a session, an API token, or the token below.
+    gateway_public_health: bool = False
+    #: A bearer token that reads /api/health without the database (monitoring during outages).
+    gateway_health_token: SecretStr | None = None
     #: Timeout of RPCs to other services (capture, worklist, sender echo).
     gateway_rpc_timeout_s: float = 10.0
 

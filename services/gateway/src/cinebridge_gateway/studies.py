@@ -150,6 +150,33 @@ def new_study_from_local(
     }
 
 
+def new_unscheduled_study(room: str | None, org_root: str, now: dt.datetime) -> dict[str, Any]:
+    """An unscheduled study (patient data later, statement §4.1.3), identified like the one a
+    capture makes: Study ID and Accession Number are the timestamp `YYYYMMDDHHIISSss` (Table 30,
+    16 characters = SH maximum)."""
+    study_id = uuid.uuid4()
+    local = now.astimezone()
+    stamp = f"{local:%Y%m%d%H%M%S}{local.microsecond // 10000:02d}"
+    return {
+        "id": study_id,
+        "study_instance_uid": make_uid("study", str(study_id), root=org_root),
+        "origin": "unscheduled",
+        "room": room,
+        "study_id": stamp,
+        "accession_number": stamp,
+        **_now_parts(now),
+    }
+
+
+def display_name(name: str) -> str:
+    """A DICOM PN (`FAMILY^Given^Middle^Prefix^Suffix`) as people read it: "FAMILY, Given"."""
+    parts = [p.strip() for p in (name or "").split("=")[0].split("^")]
+    family, given = [*parts, "", ""][:2]
+    rest = " ".join(p for p in parts[2:] if p)
+    given = " ".join(p for p in (given, rest) if p)
+    return f"{family}, {given}" if family and given else family or given
+
+
 def apply_edit(study: dict[str, Any], edit: PatientEdit, org_root: str) -> dict[str, Any]:
     """The column changes of a manual edit.
 

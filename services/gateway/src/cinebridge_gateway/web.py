@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 from cinebridge_common.bus import BusError
-from cinebridge_common.db import DatabaseUnavailable
+from cinebridge_common.db import DB_DOWN
 from cinebridge_common.logging import kv
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,6 +21,8 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import (
+    room_study,
+    routes_audit,
     routes_auth,
     routes_ops,
     routes_rooms,
@@ -28,6 +30,7 @@ from . import (
     routes_studies,
     routes_worklist,
 )
+from .api_docs import install_api_docs
 from .deps import ERROR_RESPONSES, ApiError, Gateway, error_body
 from .metrics import RequestMetrics
 
@@ -135,9 +138,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def bus_error(_: Request, exc: BusError) -> JSONResponse:
         return JSONResponse(error_body("service_unavailable", str(exc)), 503)
 
-    @app.exception_handler(DatabaseUnavailable)
-    async def db_down(_: Request, exc: DatabaseUnavailable) -> JSONResponse:
+    async def db_down(_: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(error_body("database_unavailable", "database unavailable"), 503)
+
+    for kind in DB_DOWN:
+        if kind is not OSError:  # a file error is not an outage; pool connects raise subclasses
+            app.add_exception_handler(kind, db_down)
+    app.add_exception_handler(ConnectionRefusedError, db_down)
 
     @app.exception_handler(asyncpg.DataError)
     async def bad_data(_: Request, exc: asyncpg.DataError) -> JSONResponse:
@@ -157,15 +164,18 @@ def create_app(gw: Gateway) -> FastAPI:
         version="1",
         description="REST + server-sent events for the CineBridge web UI and ops tools.",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,
         redoc_url=None,
         responses=ERROR_RESPONSES,
     )
     app.state.gateway = gw
     install_error_handlers(app)
+    install_api_docs(app)
     routers = (
         routes_auth,
+        routes_audit,
         routes_studies,
+        room_study,
         routes_rooms,
         routes_worklist,
         routes_settings,

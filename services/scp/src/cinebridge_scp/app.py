@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import sys
@@ -116,7 +117,7 @@ class ScpApp:
                     "ports": ",".join(map(str, listener.ports)),
                 }
             )
-            ctx.spawn(self._report(ctx, listener, ingest), "scp-status")
+            ctx.spawn(lambda: self._report(ctx, listener, ingest), "scp-status")
             if settings.scp_worker_index == 0:  # one sweeper per service, never its workers
                 self.recovery = Recovery(
                     ctx.store,
@@ -125,7 +126,7 @@ class ScpApp:
                     settings.scp_max_nesting_depth,
                     in_flight_s=settings.scp_db_timeout_s + 60.0,
                 )
-                ctx.spawn(self._recover(self.recovery), "scp-recover")
+                ctx.spawn(functools.partial(self._recover, self.recovery), "scp-recover")
             if settings.scp_workers > 1 and settings.scp_worker_index == 0:
                 workers = self.workers = Workers(settings)
                 ctx.stack.push_async_callback(workers.stop)

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -72,7 +73,10 @@ async def sweep_once(deps: SenderDeps, ctx: ServiceContext, sweep: int) -> None:
 def sweeper(deps: SenderDeps, ctx: ServiceContext) -> Callable[[], Awaitable[None]]:
     """The sweep loop: any database error of one pass is caught by `every`, which logs it once
     and tries again; the sweeper itself never ends before the service."""
-    sweeps = itertools.count(1)
+    # Each pass gets a number no earlier pass of any sender process had (milliseconds since
+    # the epoch): the re-published job's message id must be new, or the outbox (one row per
+    # id) would silently keep the old, already published row.
+    sweeps = (time.time_ns() // 1_000_000 + n for n in itertools.count())
 
     async def loop() -> None:
         with contextlib.suppress(TimeoutError):

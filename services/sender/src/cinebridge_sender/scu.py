@@ -144,17 +144,21 @@ def _associate(ae: AE, peer: Peer) -> Association:
         (evt.EVT_CONN_OPEN, lambda _e: opened.set()),
     ]
     tls_args = (peer.tls, peer.host) if peer.tls is not None else None
-    assoc = ae.associate(
-        peer.host,
-        peer.port,
-        ae_title=peer.ae_title,
-        max_pdu=0,
-        evt_handlers=handlers,
-        tls_args=tls_args,
-    )
+    where = f"{peer.ae_title}@{peer.host}:{peer.port}"
+    try:
+        assoc = ae.associate(
+            peer.host,
+            peer.port,
+            ae_title=peer.ae_title,
+            max_pdu=0,
+            evt_handlers=handlers,
+            tls_args=tls_args,
+        )
+    except OSError as exc:  # an unknown host name fails in the address lookup
+        reason = exc.strerror or str(exc)
+        raise AssociationFailed(f"cannot reach {where}: {reason}", transient=True) from None
     if assoc.is_established:
         return assoc
-    where = f"{peer.ae_title}@{peer.host}:{peer.port}"
     if assoc.is_rejected:
         rj = assoc.acceptor.primitive
         # PS3.8 7.1.1.9: result 1 rejected-permanent, 2 rejected-transient.

@@ -63,7 +63,12 @@ class WorklistApp:
         """C-ECHO each enabled server once at start: reachability in the heartbeat and the log."""
         assert self.deps is not None
         deps = self.deps
-        for server in await deps.repo.list_servers():
+        try:
+            servers = await deps.repo.list_servers()
+        except Exception as exc:  # the database may be away: a probe never stops the service
+            log.warning("worklist echo skipped", extra=kv(error=repr(exc)))
+            return
+        for server in servers:
             if not server.enabled:
                 continue
             try:

@@ -60,6 +60,8 @@ class CaptureCommandReply(Reply):
     study_id: str | None = None
     media_id: str | None = None
     recording_id: str | None = None
+    #: Why a stopped recording ended before the request (e.g. disk full); what was written is kept.
+    detail: str | None = None
 
 
 class SourceStatus(BaseModel):

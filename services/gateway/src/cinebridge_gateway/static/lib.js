@@ -1,0 +1,141 @@
+// Shared by every view: the API client, DOM helpers, formatting, toasts, the router's registry
+// and the room's study lifecycle. Every text from the server goes through textContent (never
+// innerHTML), so patient names cannot inject markup.
+
+// state.room is only which room this screen shows (a preference of the cart); the room's
+// current study is always read from the server, never kept here.
+export const state = { me: null, csrf: null, room: localStorage.getItem("cb.room") || "", rooms: [],
+                       study: null, events: null, timer: null, recording: {} };
+
+// ---------------------------------------------------------------- DOM helpers
+export function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+export const $ = (sel) => document.querySelector(sel);
+export const badge = (text) => h("span", { class: `badge b-${String(text).replace(/[^a-z-]/g, "")}` }, text);
+export function field(name, label, value, extra) {
+  return h("label", {}, label, h("input", { name, value: value ?? "", ...(extra || {}) }));
+}
+export function formValues(form) { return Object.fromEntries(new FormData(form).entries()); }
+
+// ---------------------------------------------------------------- formatting
+export const fmtBytes = (n) => n == null ? "–" : n > 1e9 ? `${(n / 1e9).toFixed(1)} GB` : `${(n / 1e6).toFixed(1)} MB`;
+const dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+export const fmtTime = (t) => t ? dateTimeFormat.format(new Date(t)) : "–";
+// DA (YYYYMMDD) as an ISO date: unambiguous in every locale.
+export const dicomDate = (d) => d && d.length === 8 ? `${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6)}` : (d || "");
+// TM (HHMMSS.FFFFFF) as HH:MM.
+export const dicomTime = (t) => t && t.length >= 4 ? `${t.slice(0, 2)}:${t.slice(2, 4)}` : (t || "");
+// PN "FAMILY^Given^Middle" as people read it: "FAMILY, Given Middle".
+export function personName(pn) {
+  const parts = String(pn || "").split("=")[0].split("^").map((p) => p.trim());
+  const family = parts[0] || "";
+  const given = parts.slice(1).filter(Boolean).join(" ");
+  return family && given ? `${family}, ${given}` : family || given;
+}
+export const fmtSeconds = (s) => {
+  const total = Math.max(0, Math.floor(s));
+  return `${Math.floor(total / 60)}:${String(total % 60).padStart(2, "0")}`;
+};
+
+// ---------------------------------------------------------------- toasts
+export function toast(text, isError) {
+  const el = $("#toast");
+  el.textContent = text;
+  el.className = isError ? "error" : "";
+  el.hidden = false;
+  clearTimeout(toast.t);
+  toast.t = setTimeout(() => { el.hidden = true; }, isError ? 6000 : 3000);
+}
+// A success takes an error toast off the screen: it no longer describes the state.
+export function clearErrorToast() {
+  const el = $("#toast");
+  if (el.className === "error") { el.hidden = true; clearTimeout(toast.t); }
+}
+
+// ---------------------------------------------------------------- API client
+export class ApiFailure extends Error {
+  constructor(status, code, message) { super(message); this.status = status; this.code = code; }
+}
+export async function api(method, path, body) {
+  const opts = { method, headers: {}, credentials: "same-origin" };
+  if (state.csrf) opts.headers["X-CSRF-Token"] = state.csrf;
+  if (body !== undefined) { opts.headers["Content-Type"] = "application/json"; opts.body = JSON.stringify(body); }
+  const res = await fetch(path, opts);
+  if (res.status === 401 && !path.endsWith("/auth/login")) { state.me = null; route("#/login"); throw new ApiFailure(401, "unauthenticated", "log in again"); }
+  if (res.status === 204) return null;
+  const data = res.headers.get("content-type")?.includes("json") ? await res.json() : await res.text();
+  if (!res.ok) throw new ApiFailure(res.status, data?.error?.code || "", data?.error?.message || `${res.status}`);
+  return data;
+}
+export async function attempt(fn, ok) {
+  try {
+    const r = await fn();
+    if (ok) toast(ok); else clearErrorToast();
+    return r;
+  } catch (e) { toast(e.message, true); return undefined; }
+}
+
+// ---------------------------------------------------------------- routing registry
+export const routes = {};
+export function route(hash) { if (location.hash !== hash) location.hash = hash; else render(); }
+let renderer = async () => {};
+export function setRenderer(fn) { renderer = fn; }
+export function render() { return renderer(); }
+export function scheduleRefresh() {
+  clearTimeout(state.timer);
+  state.timer = setTimeout(() => render(), 300);
+}
+
+// ---------------------------------------------------------------- the room's study
+// The room this screen works for, known on every page (a worklist opened by its URL too).
+export async function ensureRoom() {
+  if (!state.rooms.length) state.rooms = await api("GET", "/api/v1/rooms");
+  if (!state.rooms.some((r) => r.room === state.room)) state.room = state.rooms[0]?.room || "";
+  if (state.room) localStorage.setItem("cb.room", state.room);
+  return state.room;
+}
+// Asks before leaving a study that holds captured media (the server insists on `confirm`).
+async function withSwitchConfirmation(send) {
+  try {
+    return await send(false);
+  } catch (e) {
+    if (e.code !== "confirmation_required") throw e;
+    if (!confirm(`${e.message.replace(/ only with confirm=true$/, "")}.\n\nSwitch the room to the new patient?`)) return null;
+    return await send(true);
+  }
+}
+function whoOf(study) {
+  return study ? `${personName(study.patient_name) || "(no name)"} · ID ${study.patient_id || "–"}` : "";
+}
+// Start a study (form, worklist item, local study, unscheduled) as the room's current one: one
+// request naming the room.
+export async function startStudy(body, label) {
+  const r = await attempt(async () => {
+    const room = await ensureRoom();
+    if (!room) throw new Error("no room reports a capture service: start the study in a room");
+    return await withSwitchConfirmation((confirm) => api("POST", `/api/v1/rooms/${room}/study`, { ...body, confirm }));
+  });
+  if (r) { toast(`${label}: ${whoOf(r.study)} is the current study of ${r.room}`); route("#/room"); }
+  return r;
+}
+export async function openStudy(studyId) {
+  const r = await attempt(async () => {
+    const room = await ensureRoom();
+    if (!room) throw new Error("no room reports a capture service");
+    return await withSwitchConfirmation((confirm) => api("PUT", `/api/v1/rooms/${room}/study`, { study_id: studyId, confirm }));
+  });
+  if (r) { toast(`${whoOf(r.study)} is the current study of ${r.room}`); route("#/room"); }
+  return r;
+}

@@ -1,0 +1,200 @@
+// The Room: the operator's screen at the cart. The room's current study is the server's (the
+// room status names it); this page only shows it and asks the server to change it.
+import { api, attempt, badge, clearErrorToast, dicomDate, field, fmtSeconds, fmtTime, formValues, h, personName,
+         render, route, scheduleRefresh, startStudy, state, toast } from "./lib.js";
+
+export async function viewRoom(arg, setView) {
+  state.rooms = await api("GET", "/api/v1/rooms");
+  if (!state.rooms.some((r) => r.room === state.room)) state.room = state.rooms[0]?.room || "";
+  const info = state.rooms.find((r) => r.room === state.room);
+  const study = state.study = info?.study
+    ? await api("GET", `/api/v1/studies/${info.study.id}`).catch(() => null) : null;
+  const picker = h("select", { id: "room-picker", onchange: (e) => {
+    state.room = e.target.value; localStorage.setItem("cb.room", state.room); render(); } },
+  state.rooms.map((r) => h("option", { value: r.room, selected: r.room === state.room }, r.room)));
+  const header = h("div", { class: "row" }, h("h1", {}, "Room"), h("div", {}, picker),
+    h("span", { class: "spacer" }),
+    h("span", { class: "dim" }, "Pedal keys: ", h("span", { class: "kbd" }, "S/F9"), " snapshot · ",
+      h("span", { class: "kbd" }, "R/F10"), " record · ", h("span", { class: "kbd" }, "X/F11"), " stop"));
+  setView(header, studyCard(study), sourcesPanel(info), mediaPanel(study), deliveriesPanel(study));
+}
+
+// A viewer watches: every button that changes something is off (the server refuses anyway).
+const readOnly = () => state.me?.role === "viewer";
+
+// Who the next capture is for: always on screen, read from the server.
+function studyCard(study) {
+  const actions = readOnly() ? h("p", { class: "dim" }, "Read-only (viewer role).") : h("div", { class: "row" },
+    study ? h("button", { id: "edit-patient", onclick: () => route("#/patient") }, "Edit patient") : "",
+    h("button", { id: "new-study", onclick: () => route("#/patient/new") }, "New study"),
+    h("button", { onclick: () => route("#/worklist") }, "Worklist"),
+    h("button", { onclick: () => route("#/local") }, "Local search"),
+    study ? h("button", { id: "close-study", onclick: () => closeStudy(study) }, "Close study") : "",
+    h("span", { class: "spacer" }),
+    h("button", { class: "primary", id: "save-button", disabled: !study, onclick: () => saveStudy(study) }, "Save"),
+    h("button", { id: "forward-button", disabled: !study, onclick: () => forwardDialog(study) }, "Forward"));
+  if (!study) {
+    return h("section", { class: "panel study-card", id: "study-card" },
+      h("div", { class: "name", id: "study-patient" }, "No current study"),
+      h("p", { class: "dim" }, "Start one from the patient form, the worklist or a local study — or just capture: an unscheduled study is created."), actions);
+  }
+  const fact = (label, value, id) => h("span", { class: "fact" }, h("span", { class: "dim" }, `${label} `), h("strong", { id }, value || "–"));
+  return h("section", { class: "panel study-card", id: "study-card", "data-study": study.id },
+    h("div", { class: "row" }, h("span", { class: "name", id: "study-patient" }, personName(study.patient_name) || "(no name yet)"),
+      badge(study.status || "non-converted"), study.edited ? badge("edited") : null, badge(study.origin)),
+    h("div", { class: "row facts" }, fact("Patient ID", study.patient_id, "study-patient-id"),
+      fact("Born", dicomDate(study.patient_birth_date), "study-birth-date"), fact("Sex", study.patient_sex),
+      fact("Accession", study.accession_number, "study-accession"), study.study_description ? fact("Study", study.study_description) : ""),
+    h("div", { class: "dim small" }, `Study UID ${study.study_instance_uid} · started ${dicomDate(study.study_date)} ${fmtTime(study.created_at).split(", ").pop()}`),
+    h("div", { id: "last-capture", class: "dim small" }, state.lastCapture?.studyId === study.id ? state.lastCapture.text : ""),
+    actions);
+}
+
+async function closeStudy(study) {
+  const r = await attempt(() => api("DELETE", `/api/v1/rooms/${state.room}/study`));
+  if (r) { toast(`Study of ${personName(study.patient_name) || "(no name)"} closed; its images stay in Local search`); render(); }
+}
+
+function sourcesPanel(info) {
+  if (!info) return h("section", { class: "panel" }, h("h2", {}, "Sources"), h("p", { class: "dim" }, "No capture service reports this room."));
+  if (!info.reachable) return h("section", { class: "panel" }, h("h2", {}, "Sources"), h("p", { class: "error-text" }, `Capture for ${info.room} is not reachable: ${info.error || ""}`));
+  return h("section", { class: "sources" }, info.sources.map((s) => {
+    // The timer counts from the recording's real start (the status says how long it has run).
+    if (s.state === "recording") state.recording[s.name] ??= Date.now() - (s.recording_seconds || 0) * 1000;
+    else delete state.recording[s.name];
+    return h("div", { class: "panel source", "data-source": s.name },
+      h("div", { class: "row" }, h("h3", {}, s.name), badge(s.state), h("span", { class: "spacer" }),
+        h("span", { class: "dim" }, `${s.width || "?"}×${s.height || "?"} · ${s.fps_in ? s.fps_in.toFixed(1) : "–"} fps · ${s.dropped_frames} dropped`)),
+      h("img", { class: "preview", alt: `live preview of ${s.name}`, src: s.preview_url }),
+      readOnly() ? "" : h("div", { class: "row controls" },
+        h("button", { class: "primary", "data-action": "snapshot", onclick: () => capture(s.name, "snapshot") }, "Snapshot"),
+        s.state === "recording"
+          ? h("button", { class: "rec", "data-action": "record_stop", onclick: () => capture(s.name, "record_stop") }, "Stop ",
+            h("span", { class: "rec-timer", "data-timer": s.name }, fmtSeconds((Date.now() - state.recording[s.name]) / 1000)))
+          : h("button", { class: "rec", "data-action": "record_start", onclick: () => capture(s.name, "record_start") }, "Record")));
+  }));
+}
+setInterval(() => {
+  for (const el of document.querySelectorAll("[data-timer]")) {
+    const started = state.recording[el.dataset.timer];
+    if (started) el.textContent = fmtSeconds((Date.now() - started) / 1000);
+  }
+}, 500);
+
+const DONE = { snapshot: "Snapshot", record_start: "Recording started", record_stop: "Recording stopped" };
+export async function capture(source, action) {
+  const r = await attempt(() => api("POST", `/api/v1/rooms/${state.room}/sources/${source}/${action}`));
+  if (!r) return;
+  // Every capture answer names the study the media went to; the operator sees it.
+  const s = r.study;
+  const who = s ? `${personName(s.patient_name) || "(no name)"} · ID ${s.patient_id || "–"} · accession ${s.accession_number || "–"}` : "the room's study";
+  const text = `${DONE[action]} → ${who}`;
+  state.lastCapture = { studyId: r.study_id, text: `Last capture: ${text}` };
+  toast(text);
+  const line = document.getElementById("last-capture");
+  if (line) line.textContent = state.lastCapture.text;
+  scheduleRefresh();
+}
+
+function mediaPanel(study) {
+  if (!study) return "";
+  const items = study.media.map((m) => h("div", { class: "thumb", "data-media": m.id },
+    m.kind === "snapshot" ? h("img", { src: m.content_url, alt: "snapshot", loading: "lazy" })
+      : h("video", { src: m.content_url, controls: true, preload: "metadata" }),
+    h("div", { class: "meta" }, h("span", {}, m.kind === "recording" ? `video ${fmtSeconds(m.duration_s || 0)}` : `image ${m.width || ""}×${m.height || ""}`),
+      h("span", { id: `progress-${m.id}` }, m.state),
+      h("button", { class: "small danger", title: "delete", onclick: () => deleteMedia(m) }, "✕"))));
+  return h("section", { class: "panel" }, h("h2", {}, `Images and videos (${study.media.length})`),
+    items.length ? h("div", { class: "thumbs", id: "thumbs" }, items) : h("p", { class: "dim" }, "Nothing captured yet."));
+}
+async function deleteMedia(m) {
+  if (!confirm(`Delete this ${m.kind}? This cannot be undone.`)) return;
+  await attempt(() => api("DELETE", `/api/v1/media/${m.id}?confirm=true`), "Deleted");
+  scheduleRefresh();
+}
+
+// Which captured item a delivery carries: its thumbnail and kind (not a UID tail).
+function deliveryItem(d, study) {
+  const m = study.media.find((x) => x.id === d.media_id);
+  const video = m ? m.kind === "recording" : /\.77\.1\.\d\.1$/.test(d.sop_class_uid || "");
+  return h("span", { class: "row item", title: d.sop_instance_uid },
+    m && m.kind === "snapshot" ? h("img", { class: "delivery-thumb", src: m.content_url, alt: "" }) : "",
+    `${video ? "video" : "image"}${m ? ` #${study.media.indexOf(m) + 1}` : ""}`);
+}
+function deliveriesPanel(study) {
+  if (!study || !study.deliveries.length) return "";
+  return h("section", { class: "panel" }, h("h2", {}, "Delivery"),
+    h("table", { id: "deliveries" }, h("tr", {}, ["Instance", "Destination", "State", "Attempts", "Last error", ""].map((t) => h("th", {}, t))),
+      study.deliveries.map((d) => h("tr", { "data-delivery": d.id },
+        h("td", {}, deliveryItem(d, study)), h("td", {}, d.destination_name), h("td", {}, badge(d.state)),
+        h("td", {}, d.attempts), h("td", { class: "dim" }, ["sent", "queued"].includes(d.state) ? "" : (d.last_error || "")),
+        h("td", { class: "row" }, h("button", { class: "small", onclick: () => attemptsDialog(d) }, "Attempts"),
+          d.state.startsWith("failed") ? h("button", { class: "small", onclick: () => retry(d.id) }, "Retry") : "")))));
+}
+async function attemptsDialog(d) {
+  const rows = await attempt(() => api("GET", `/api/v1/deliveries/${d.id}/attempts`));
+  if (!rows) return;
+  const dlg = h("dialog", { id: "attempts-dialog" }, h("h2", {}, `${d.destination_name}: ${d.sop_instance_uid}`),
+    h("table", {}, h("tr", {}, ["#", "Finished", "Outcome", "Status", "Error"].map((t) => h("th", {}, t))),
+      rows.map((a) => h("tr", {}, h("td", {}, a.attempt), h("td", {}, fmtTime(a.finished_at)), h("td", {}, badge(a.outcome)),
+        h("td", {}, a.status_code == null ? "–" : a.status_code.toString(16).padStart(4, "0")), h("td", { class: "dim" }, a.error || "")))),
+    h("form", { method: "dialog" }, h("button", {}, "Close")));
+  document.body.append(dlg);
+  dlg.addEventListener("close", () => dlg.remove());
+  dlg.showModal();
+}
+async function retry(id) { await attempt(() => api("POST", `/api/v1/deliveries/${id}/retry`), "Retry queued"); scheduleRefresh(); }
+
+async function saveStudy(study) {
+  const r = await attempt(() => api("POST", `/api/v1/studies/${study.id}/save`, {}));
+  if (r) toast(`Saving ${r.accepted} item(s): converting to DICOM, then sending`);
+}
+async function forwardDialog(study) {
+  const dests = await attempt(() => api("GET", "/api/v1/settings/destinations"));
+  if (!dests) return;
+  const dlg = h("dialog", { id: "forward-dialog" }, h("h2", {}, "Forward to"),
+    h("form", { method: "dialog", onsubmit: async (e) => {
+      const ids = [...e.target.querySelectorAll("input:checked")].map((i) => i.value);
+      if (!ids.length) {
+        if (e.submitter?.value !== "cancel") { e.preventDefault(); toast("Tick the destinations to forward to", true); }
+        return;
+      }
+      await attempt(() => api("POST", `/api/v1/studies/${study.id}/forward`, { destination_ids: ids }), "Forward queued");
+    } },
+    dests.length ? dests.map((d) => h("label", { class: "row" }, h("input", { type: "checkbox", value: d.id }), ` ${d.name} (${d.ae_title}@${d.host}:${d.port})`))
+      : h("p", { class: "dim" }, "No destinations configured (Settings)."),
+    h("div", { class: "row" }, h("button", { value: "cancel", formnovalidate: true }, "Cancel"), h("button", { class: "primary", id: "forward-go" }, "Forward"))));
+  document.body.append(dlg);
+  dlg.addEventListener("close", () => dlg.remove());
+  dlg.showModal();
+}
+
+// #/patient edits the current study's patient; #/patient/new starts a new study in the room.
+export async function viewPatient(arg, setView) {
+  const study = arg === "new" ? null : state.study;
+  const p = study || {};
+  const form = h("form", { class: "panel", id: "patient-form", onsubmit: async (e) => {
+    e.preventDefault();
+    const v = formValues(e.target);
+    if (study) {
+      const r = await attempt(() => api("PATCH", `/api/v1/studies/${study.id}`, v), "Patient data updated");
+      if (r) route("#/room");
+    } else {
+      await startStudy({ origin: "form", patient: v }, "Study started");
+    }
+  } },
+  h("h1", {}, study ? "Edit patient data" : `New study in ${state.room || "the room"} — patient`),
+  study && study.origin === "worklist" && !study.edited ? h("p", { class: "dim" }, "This study came from the worklist: editing it unlinks it (new Study UID, statement §8.1.5).") : "",
+  h("div", { class: "form" },
+    field("patient_name", "Patient name (FAMILY^Given)", p.patient_name, { maxlength: 64 }),
+    field("patient_id", "Patient ID", p.patient_id, { maxlength: 64 }),
+    field("patient_birth_date", "Birth date", dicomDate(p.patient_birth_date), { type: "date" }),
+    h("label", {}, "Sex", h("select", { name: "patient_sex" }, ["", "M", "F", "O"].map((s) => h("option", { value: s, selected: p.patient_sex === s }, s || "–")))),
+    field("accession_number", "Accession number", p.accession_number, { maxlength: 16 }),
+    field("study_description", "Study description", p.study_description, { maxlength: 64 }),
+    field("referring_physician", "Referring physician", p.referring_physician, { maxlength: 64 })),
+  h("p", { class: "row" }, h("button", { type: "button", onclick: () => route("#/room") }, "Cancel"),
+    study ? "" : h("button", { type: "button", id: "start-unscheduled", onclick: () => startStudy({ origin: "unscheduled" }, "Unscheduled study started") }, "Start without patient data"),
+    h("button", { class: "primary", type: "submit", id: "patient-submit" }, study ? "Save changes" : "Start study")));
+  setView(form);
+}

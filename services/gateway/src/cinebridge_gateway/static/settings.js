@@ -1,0 +1,88 @@
+// Settings: station, the station's own SCP, C-STORE destinations, worklist servers (Echo on
+// each). Administrators edit; others read.
+import { api, attempt, badge, field, formValues, h, render, state } from "./lib.js";
+
+export async function viewSettings(arg, setView) {
+  const admin = state.me.role === "administrator";
+  const station = await api("GET", "/api/v1/settings/station");
+  const dests = (await attempt(() => api("GET", "/api/v1/settings/destinations"))) || [];
+  const servers = (await attempt(() => api("GET", "/api/v1/settings/worklist-servers"))) || [];
+  const health = (await attempt(() => api("GET", "/api/health"))) || { instances: [] };
+  const scps = health.instances.filter((i) => i.service === "scp" && i.detail.ae_title);
+  const echoResult = (el, r) => { el.replaceChildren(r ? badge(r.reachable ? "ok" : "bad") : "", r ? ` ${r.reachable ? `${(r.rtt_ms || 0).toFixed(0)} ms` : r.reason || "unreachable"}` : ""); };
+  const echoButton = (path, body) => { const out = h("span", { class: "echo-result" });
+    return [h("button", { class: "small echo", onclick: async () => { out.textContent = "…"; echoResult(out, await attempt(() => api("POST", path, body))); } }, "Echo"), out]; };
+  const select = (name, options, value) => h("select", { name, disabled: !admin }, options.map(([v, t]) => h("option", { value: v, selected: v === value }, t)));
+  const stationForm = h("form", { class: "panel", id: "station-form", onsubmit: async (e) => {
+    e.preventDefault();
+    const v = formValues(e.target); v.wildcard_matching = !!e.target.wildcard_matching.checked;
+    await attempt(() => api("PUT", "/api/v1/settings/station", v), "Settings saved");
+  } },
+  h("h2", {}, "Station"),
+  h("div", { class: "form" },
+    field("station_name", "Station name", station.station_name, { disabled: !admin, maxlength: 16 }),
+    field("local_ae_title", "Calling AE title of this station (C-STORE, C-FIND, C-ECHO requests)", station.local_ae_title, { disabled: !admin, maxlength: 16 }),
+    h("label", {}, "Character set (§6)", select("character_set", ["ISO_IR 192", "ISO_IR 100", "ISO_IR 101", "ISO_IR 144", "ISO_IR 126", "ISO_IR 6"].map((c) => [c, c]), station.character_set)),
+    h("label", {}, "Worklist character set", select("worklist_character_set", ["ISO_IR 192", "ISO_IR 100", "ISO_IR 101", "ISO_IR 144", "ISO_IR 126", "ISO_IR 6"].map((c) => [c, c]), station.worklist_character_set)),
+    h("label", {}, "Video transfer syntax", select("video_transfer_syntax", [["1.2.840.10008.1.2.4.100", "MPEG-2 MP@ML"], ["1.2.840.10008.1.2.4.101", "MPEG-2 MP@HL"], ["1.2.840.10008.1.2.4.102", "H.264 HP@L4.1"], ["1.2.840.10008.1.2.4.103", "H.264 BD HP@L4.1"]], station.video_transfer_syntax)),
+    h("label", {}, "IOD", select("iod", [["standard", "Standard (by Modality)"], ["videostation", "Secondary Capture (VideoStation-compatible)"], ["mf-sc", "SC / Multi-frame True Color SC"], ["vl", "VL Endoscopic / Video"], ["vl-photographic", "VL Photographic / Video"]], station.iod === "sc" ? "videostation" : station.iod)),
+    h("label", { class: "row" }, h("input", { type: "checkbox", name: "wildcard_matching", checked: station.wildcard_matching, disabled: !admin }), "Worklist wildcard matching")),
+  admin ? h("p", {}, h("button", { class: "primary", id: "station-save" }, "Save settings")) : h("p", { class: "dim" }, "Only an administrator can change settings."));
+
+  // Add, or edit the destination picked with "Edit" (its other settings are kept).
+  let editing = null;
+  const destSubmit = h("button", { class: "primary", id: "destination-save" }, "Add");
+  const destForm = h("form", { class: "row", id: "destination-form", onsubmit: async (e) => {
+    e.preventDefault(); const v = formValues(e.target); v.port = Number(v.port);
+    const { health, last_error, ...kept } = editing || {};
+    const body = editing ? { ...kept, ...v, id: editing.id } : v;
+    if (await attempt(() => api("POST", "/api/v1/settings/destinations", body), editing ? "Destination updated" : "Destination saved")) render();
+  } }, field("name", "Name", "", { required: true }), field("ae_title", "Called AE title (the destination's)", "", { required: true, maxlength: 16 }),
+  field("host", "Host", "", { required: true }), field("port", "Port", "104", { type: "number", min: 1, max: 65535 }),
+  destSubmit,
+  ...echoButtonFromForm());
+  const editDestination = (d) => {
+    editing = d;
+    for (const k of ["name", "ae_title", "host", "port"]) destForm.elements[k].value = d[k];
+    destSubmit.textContent = `Save ${d.name}`;
+    destForm.scrollIntoView({ block: "center" });
+  };
+  const setEnabled = async (d, enabled) => {
+    const { health, last_error, ...kept } = d;
+    if (await attempt(() => api("POST", "/api/v1/settings/destinations", { ...kept, enabled }), `${d.name} ${enabled ? "enabled" : "disabled"}`)) render();
+  };
+  function echoButtonFromForm() {
+    const out = h("span", { class: "echo-result", id: "adhoc-echo-result" });
+    return [h("button", { type: "button", id: "adhoc-echo", onclick: async () => {
+      const v = formValues(destForm); out.textContent = "…";
+      echoResult(out, await attempt(() => api("POST", "/api/v1/settings/echo", { ae_title: v.ae_title, host: v.host, port: Number(v.port) })));
+    } }, "Echo"), out];
+  }
+  const destTable = h("table", { id: "destinations" }, h("tr", {}, ["Name", "AE title", "Host", "Port", "Enabled", ""].map((t) => h("th", {}, t))),
+    dests.map((d) => h("tr", { "data-destination": d.id }, h("td", {}, d.name), h("td", {}, d.ae_title), h("td", {}, d.host), h("td", {}, d.port),
+      h("td", {}, d.enabled ? badge("enabled") : badge("disabled")), h("td", { class: "row" }, ...echoButton(`/api/v1/settings/destinations/${d.id}/echo`),
+        admin ? h("button", { class: "small", "data-action": "edit", onclick: () => editDestination(d) }, "Edit") : "",
+        admin ? h("button", { class: "small", "data-action": "toggle", onclick: () => setEnabled(d, !d.enabled) }, d.enabled ? "Disable" : "Enable") : "",
+        admin ? h("button", { class: "small danger", onclick: async () => { if (confirm(`Delete ${d.name}?`) && await attempt(() => api("DELETE", `/api/v1/settings/destinations/${d.id}`), "Deleted") !== undefined) render(); } }, "Delete") : ""))));
+  const serverTable = h("table", { id: "worklist-servers" }, h("tr", {}, ["Name", "Called AE", "Host", "Port", ""].map((t) => h("th", {}, t))),
+    servers.map((s) => h("tr", {}, h("td", {}, s.name || s.id), h("td", {}, s.called_ae), h("td", {}, s.host), h("td", {}, s.port),
+      h("td", { class: "row" }, ...echoButton(`/api/v1/settings/worklist-servers/${s.id}/echo`),
+        admin ? h("button", { class: "small danger", "data-action": "delete", onclick: async () => {
+          if (confirm(`Delete worklist server ${s.name || s.id}?`) && await attempt(() => api("DELETE", `/api/v1/settings/worklist-servers/${s.id}`), "Worklist server deleted") !== undefined) render();
+        } }, "Delete") : ""))));
+  const serverForm = admin ? h("form", { class: "row", id: "worklist-server-form", onsubmit: async (e) => {
+    e.preventDefault(); const v = formValues(e.target); v.port = Number(v.port);
+    if (await attempt(() => api("POST", "/api/v1/settings/worklist-servers", v), "Worklist server saved")) render();
+  } }, field("id", "Id (a-z0-9)", "", { required: true, pattern: "[a-z0-9][a-z0-9_-]{0,31}" }), field("name", "Name", ""),
+  field("called_ae", "Called AE", "", { required: true, maxlength: 16 }), field("host", "Host", "", { required: true }),
+  field("port", "Port", "104", { type: "number", min: 1, max: 65535 }), h("button", { class: "primary" }, "Add")) : "";
+  const scpPanel = h("section", { class: "panel", id: "local-scp" }, h("h2", {}, "Storage SCP of this station (statement Table 25)"),
+    h("p", { class: "dim" }, "The AE title peers call to send to this station (set by CB_SCP_AE_TITLE); it is not the calling AE title above."),
+    scps.length ? h("table", {}, h("tr", {}, ["Instance", "AE title", "Ports", "State", ""].map((t) => h("th", {}, t))),
+      scps.map((i) => h("tr", {}, h("td", {}, i.instance), h("td", {}, i.detail.ae_title), h("td", {}, i.detail.ports || ""), h("td", {}, badge(i.state)),
+        h("td", { class: "row" }, ...echoButton("/api/v1/settings/echo", { ae_title: i.detail.ae_title, host: i.detail.host || "127.0.0.1", port: Number((i.detail.ports || "").split(",")[0]) })))))
+      : h("p", { class: "dim" }, "No SCP instance reports (its AE title and port are set by CB_SCP_AE_TITLE / CB_SCP_PORT)."));
+  setView(h("h1", {}, "Settings"), stationForm, scpPanel,
+    h("section", { class: "panel" }, h("h2", {}, "Destinations (C-STORE)"), destTable, admin ? destForm : ""),
+    h("section", { class: "panel" }, h("h2", {}, "Worklist servers"), serverTable, serverForm));
+}

@@ -1,0 +1,123 @@
+"""/api/health tells the truth without the database: PostgreSQL and NATS as components, the
+services that lost one degraded, on a PostgreSQL the test stops and starts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cinebridge_common.embedded import EmbeddedPostgres
+from cinebridge_common.testing import wait_for
+
+from .conftest import RunningGateway, gateway_settings, start_gateway
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "health-token-for-monitoring-0123456789"
+
+
+@pytest.fixture
+async def own_gateway(
+    nats_url: str, tmp_path: Path
+) -> AsyncIterator[tuple[RunningGateway, EmbeddedPostgres]]:
+    server = EmbeddedPostgres(tmp_path / "pg")
+    await asyncio.to_thread(server.start)
+    settings = gateway_settings(
+        nats_url,
+        server.dsn,
+        tmp_path / "media",
+        gateway_health_token=TOKEN,
+        gateway_auth_cache_s=0.0,
+    )
+    gw, task = await start_gateway(settings)
+    try:
+        yield gw, server
+    finally:
+        gw.ctx.stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 15)
+        await asyncio.to_thread(server.stop, "immediate")
+
+
+async def _health(client: httpx.AsyncClient, **kw: Any) -> dict[str, Any]:
+    reply = await client.get("/api/health", **kw)
+    assert reply.status_code == 200, reply.text
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+async def test_health_names_postgres_during_its_outage_without_needing_it(
+    own_gateway: tuple[RunningGateway, EmbeddedPostgres],
+) -> None:
+    gw, server = own_gateway
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with gw.client() as client:
+        assert (await client.get("/api/health")).status_code == 401
+        bad = await client.get("/api/health", headers={"Authorization": "Bearer wrong"})
+        assert bad.status_code == 401
+
+        async def all_up() -> dict[str, Any] | None:
+            body = await _health(client, headers=auth)
+            states = {name: c["state"] for name, c in body["components"].items()}
+            mine = [i for i in body["instances"] if i["instance"] == "gw-test"]
+            ok = states == {"postgres": "up", "nats": "up"} and mine and mine[0]["state"] == "up"
+            return body if ok else None
+
+        await wait_for(all_up, 30, 0.2, what="postgres and nats up")
+        session = await gw.login()
+        assert (await session.get("/api/v1/ops/summary")).status_code == 200
+        await asyncio.to_thread(server.stop, "immediate")
+
+        async def outage_shown() -> dict[str, Any] | None:
+            body = await _health(client, headers=auth)
+            mine = [i for i in body["instances"] if i["instance"] == "gw-test"]
+            shown = (
+                body["components"]["postgres"]["state"] == "down"
+                and body["components"]["nats"]["state"] == "up"
+                and body["status"] == "degraded"
+                and mine
+                and mine[0]["state"] == "degraded"
+                and mine[0]["detail"]["postgres"].startswith("down")
+            )
+            return body if shown else None
+
+        # The probe runs every second; the generous bound only absorbs a loaded machine.
+        await wait_for(outage_shown, 20, 0.2, what="the outage in /api/health")
+        # The ops page of a user verified before the outage shows it; what the database
+        # holds is null meanwhile.
+        summary = await session.get("/api/v1/ops/summary")
+        assert summary.status_code == 200, summary.text
+        assert summary.json()["health"]["components"]["postgres"]["state"] == "down"
+        assert summary.json()["outbox"] is None
+        # Someone never verified gets no health from a database that cannot check them.
+        async with gw.client() as stranger:
+            stranger.cookies.set("cb_session", "not-a-session")
+            assert (await stranger.get("/api/v1/ops/summary")).status_code == 503
+        # A logged-in call that needs the database says so (503), not an internal error.
+        studies = await session.get("/api/v1/studies")
+        assert studies.status_code == 503, studies.text
+        assert studies.json()["error"]["code"] == "database_unavailable"
+        assert not gw.ctx.stop.is_set()
+
+        await asyncio.to_thread(server.start)
+        await wait_for(all_up, 60, 0.2, what="postgres back in /api/health")
+        assert (await session.get("/api/v1/studies")).status_code == 200
+        await session.aclose()
+
+
+async def test_public_health_by_setting(nats_url: str, database_url: str, tmp_path: Path) -> None:
+    gw, task = await start_gateway(
+        gateway_settings(nats_url, database_url, tmp_path / "media", gateway_public_health=True)
+    )
+    try:
+        async with gw.client() as client:
+            body = await _health(client)
+            assert set(body["components"]) == {"postgres", "nats"}
+    finally:
+        gw.ctx.stop.set()
+        await asyncio.wait_for(task, 15)

@@ -1,0 +1,266 @@
+"""The room's current study in headless Chromium, with the real capture service (test pattern)
+deciding it: open the Worklist by its URL, start a study, switch patient (confirmed), capture,
+close, new study — each step checked in the page and in PostgreSQL (`capture_rooms`, `media`).
+The worklist service is played by a peer that answers its bus contract with two items."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cinebridge_common.bus import Bus
+from cinebridge_common.embedded import free_port
+from cinebridge_common.messages import (
+    Reply,
+    WorklistItem,
+    WorklistQuery,
+    WorklistQueryReply,
+    WorklistServersList,
+    WorklistServersReply,
+)
+from cinebridge_common.testing import require_tool, wait_for
+from playwright.async_api import Dialog, Page, async_playwright, expect
+
+from .conftest import RunningGateway
+from .test_gateway_ui import CHROMIUM_ARGS, shot
+
+pytestmark = pytest.mark.integration
+
+ITEMS = [
+    WorklistItem(
+        patient_name="DOE^JANE",
+        patient_id="PID-1",
+        patient_birth_date="19800102",
+        patient_sex="F",
+        accession_number="ACC-1",
+        requested_procedure_description="Gastroscopy",
+        study_instance_uid="1.2.826.0.1.3680043.8.498.101",
+    ),
+    WorklistItem(
+        patient_name="ROE^RICHARD",
+        patient_id="PID-2",
+        patient_birth_date="19701231",
+        patient_sex="M",
+        accession_number="ACC-2",
+        requested_procedure_description="Colonoscopy",
+        study_instance_uid="1.2.826.0.1.3680043.8.498.102",
+    ),
+]
+
+
+async def serve_worklist(bus: Bus) -> None:
+    async def query(q: WorklistQuery) -> Reply:
+        prefix = (q.patient_name or "").rstrip("*")
+        return WorklistQueryReply(items=[i for i in ITEMS if i.patient_name.startswith(prefix)])
+
+    async def servers(_: WorklistServersList) -> Reply:
+        return WorklistServersReply(servers=[])
+
+    await bus.serve(WorklistQuery, query)
+    await bus.serve(WorklistServersList, servers)
+
+
+def start_capture(gw: RunningGateway, preview_port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "CB_NATS_URL": gw.settings.nats_url,
+        "CB_DATABASE_URL": gw.settings.database_url.get_secret_value(),
+        "CB_MEDIA_ROOT": str(gw.settings.media_root),
+        "CB_INSTANCE_ID": "room-study-or1",
+        "CB_HEALTH_PORT": str(free_port()),
+        "CB_HEARTBEAT_INTERVAL_S": "1",
+        "CB_CAPTURE_ROOM": "or1",
+        "CB_CAPTURE_SOURCES": json.dumps(
+            [{"name": "endo", "url": "lavfi:testsrc2=size=320x240:rate=10"}]
+        ),
+        "CB_CAPTURE_PREVIEW_PORT": str(preview_port),
+        "CB_CAPTURE_DISK_RESERVE_BYTES": "0",
+        "CB_LOG_LEVEL": "INFO",
+    }
+    out = log.open("ab")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cinebridge_capture"], env=env, stdout=out, stderr=out
+        )
+    finally:
+        out.close()
+
+
+async def test_room_study_lifecycle_in_the_browser(
+    gateway_factory: Any, peer_bus: Bus, tmp_path: Path
+) -> None:
+    chromium = require_tool("chromium")
+    require_tool("ffmpeg")
+    preview_port = free_port()
+    gw = await gateway_factory(
+        gateway_preview_upstreams={"or1": f"http://127.0.0.1:{preview_port}"}
+    )
+    await serve_worklist(peer_bus)
+    log = tmp_path / "capture.log"
+    capture = start_capture(gw, preview_port, log)
+    api = await gw.login()
+    try:
+
+        async def room_up() -> bool:
+            assert capture.poll() is None, log.read_text(errors="replace")
+            room = (await api.get("/api/v1/rooms/or1")).json()
+            return bool(room.get("reachable")) and room["sources"][0]["signal"]
+
+        await wait_for(room_up, 60, interval_s=0.5, what="capture of or1 with a picture")
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            await lifecycle(page, gw, api)
+            await browser.close()
+        await api_edges(api)
+    except BaseException:
+        print(log.read_text(errors="replace")[-4000:])
+        raise
+    finally:
+        await api.aclose()
+        capture.terminate()
+        await asyncio.to_thread(capture.wait, 20)
+        for running, task in gateway_factory.running:
+            running.ctx.stop.set()
+            await asyncio.wait_for(task, 15)
+
+
+async def current_patient(gw: RunningGateway) -> str | None:
+    """The room's current study as the capture service keeps it (the one place it lives)."""
+    value = await gw.ctx.pool.fetchval(
+        """SELECT s.patient_name FROM capture_rooms r JOIN studies s ON s.id = r.study_id
+           WHERE r.room = 'or1'"""
+    )
+    return str(value) if value is not None else None
+
+
+async def media_of(gw: RunningGateway, patient_name: str) -> int:
+    return int(
+        await gw.ctx.pool.fetchval(
+            """SELECT count(*) FROM media m JOIN studies s ON s.id = m.study_id
+               WHERE s.patient_name = $1""",
+            patient_name,
+        )
+    )
+
+
+async def start_from_worklist(page: Page, gw: RunningGateway, name: str) -> None:
+    """The reproduction: the Worklist opened by its URL (a reload: the page has never shown
+    the Room), a search, "Start study"."""
+    await page.goto(f"{gw.url}/#/worklist")
+    await page.reload()
+    await page.fill("#worklist-form input[name=patient_name]", name)
+    await page.click("#worklist-search")
+    row = page.locator("#worklist-results tr", has_text=name)
+    await expect(row).to_have_count(1, timeout=15_000)
+    await row.locator("button:text('Start study')").click()
+
+
+async def lifecycle(page: Page, gw: RunningGateway, api: Any) -> None:
+    dialogs: list[str] = []
+
+    async def accept(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        await dialog.accept()
+
+    page.on("dialog", accept)
+    await page.goto(f"{gw.url}/#/worklist")
+    await page.fill("input[name=username]", "admin")
+    await page.fill("input[name=password]", "admin-Password-1")
+    await page.click("#login-button")
+    await expect(page.locator("#nav-room")).to_be_visible()
+
+    # First patient from the worklist: the Room and the database name DOE as current.
+    await start_from_worklist(page, gw, "DOE")
+    await expect(page.locator("#study-patient")).to_have_text("DOE, JANE", timeout=15_000)
+    await expect(page.locator("#study-patient-id")).to_have_text("PID-1")
+    await expect(page.locator("#study-birth-date")).to_have_text("1980-01-02")
+    await expect(page.locator("#study-accession")).to_have_text("ACC-1")
+    assert await current_patient(gw) == "DOE^JANE"
+    await page.click("[data-action=snapshot]")
+    await expect(page.locator("#thumbs .thumb")).to_have_count(1, timeout=20_000)
+    await expect(page.locator("#last-capture")).to_contain_text("DOE, JANE")
+    assert await media_of(gw, "DOE^JANE") == 1
+    assert dialogs == []
+
+    # Second patient while DOE's study holds an image: the switch asks, then happens.
+    await start_from_worklist(page, gw, "ROE")
+    await expect(page.locator("#study-patient")).to_have_text("ROE, RICHARD", timeout=15_000)
+    assert len(dialogs) == 1 and "DOE, JANE" in dialogs[0], dialogs
+    assert await current_patient(gw) == "ROE^RICHARD"
+    await page.click("[data-action=snapshot]")
+    await expect(page.locator("#thumbs .thumb")).to_have_count(1, timeout=20_000)
+    await expect(page.locator("#last-capture")).to_contain_text("ROE, RICHARD")
+    await expect(page.locator("#last-capture")).to_contain_text("PID-2")
+    assert await media_of(gw, "ROE^RICHARD") == 1
+    assert await media_of(gw, "DOE^JANE") == 1, "the first study keeps only its own image"
+    await shot(page, "room-study-switched")
+
+    # Close study: no current study, in the page and in the database.
+    await page.click("#close-study")
+    await expect(page.locator("#study-patient")).to_have_text("No current study")
+    assert await current_patient(gw) is None
+    assert (
+        await gw.ctx.pool.fetchval("SELECT study_id FROM capture_rooms WHERE room = 'or1'") is None
+    )
+
+    # New study from the patient form: current at once (the closed room asks nothing).
+    await page.click("#new-study")
+    await page.fill("#patient-form input[name=patient_name]", "POE^EDGAR^ALLAN")
+    await page.fill("#patient-form input[name=patient_id]", "PID-3")
+    await page.click("#patient-submit")
+    await expect(page.locator("#study-patient")).to_have_text("POE, EDGAR ALLAN", timeout=15_000)
+    assert await current_patient(gw) == "POE^EDGAR^ALLAN"
+    assert len(dialogs) == 1
+
+    # New study while POE's study is still empty: no question, and "Start without patient
+    # data" makes an unscheduled study current; a capture goes to it.
+    await page.click("#new-study")
+    await page.click("#start-unscheduled")
+    await expect(page.locator("#study-card .badge", has_text="unscheduled")).to_be_visible()
+    assert await current_patient(gw) == ""
+    await page.click("[data-action=snapshot]")
+    await expect(page.locator("#thumbs .thumb")).to_have_count(1, timeout=20_000)
+    assert len(dialogs) == 1
+    # Record: the Stop button counts the recording's real running time.
+    await page.click("[data-action=record_start]")
+    timer = page.locator(".rec-timer")
+    await expect(timer).to_have_text(re.compile(r"^0:0[1-9]$"), timeout=20_000)
+    await shot(page, "room-study-unscheduled")
+    await page.click("[data-action=record_stop]")
+    await expect(page.locator("#thumbs .thumb")).to_have_count(2, timeout=30_000)
+    await expect(page.locator("#thumbs video")).to_have_count(1)
+
+
+async def api_edges(api: Any) -> None:
+    """What the page relies on, at the API: confirmation, one request per start, 404s."""
+    current = (await api.get("/api/v1/rooms/or1/study")).json()["study"]
+    assert current["media_count"] == 2  # the snapshot and the recording
+    refused = await api.post(
+        "/api/v1/rooms/or1/study",
+        json={"origin": "form", "patient": {"patient_name": "NEW^ONE"}},
+    )
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "confirmation_required"
+    assert (await api.get("/api/v1/rooms/or1/study")).json()["study"]["id"] == current["id"]
+    found = (await api.get("/api/v1/studies", params={"q": "NEW"})).json()
+    assert found == [], "a refused start leaves no study behind"
+    unknown = await api.post(
+        "/api/v1/rooms/nowhere/study", json={"origin": "unscheduled", "confirm": True}
+    )
+    assert unknown.status_code == 404, unknown.text
+    assert (await api.get("/api/v1/rooms/nowhere")).status_code == 404
+    snapshot = await api.post("/api/v1/rooms/nowhere/sources/endo/snapshot")
+    assert snapshot.status_code == 404, snapshot.text
+    opened = await api.put(
+        "/api/v1/rooms/or1/study", json={"study_id": str(uuid.uuid4()), "confirm": True}
+    )
+    assert opened.status_code == 404, opened.text

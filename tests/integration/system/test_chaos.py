@@ -1,0 +1,193 @@
+"""Chaos on the embedded run: 200 snapshots saved and sent to DCMTK `storescp` while every service,
+then NATS, then PostgreSQL is SIGKILLed once (each by its own PID from the runner's pids.json).
+
+Each killed process must be running and ready again within 15 s without anyone's help, and at the
+end the PACS holds exactly the 200 instances, every media item is converted, every delivery is
+sent and nothing waits in the outbox. Runs in `make test` and alone with `make chaos`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from cinebridge_common.devrun import SERVICES
+from cinebridge_common.embedded import free_port
+from cinebridge_common.testing.embedded_run import EmbeddedRun, embedded_runs
+from cinebridge_sender.testharness import tool
+from cinebridge_sender.testpeers import DcmtkStorescp
+from pydicom import dcmread
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(900)]
+
+SNAPSHOTS = 200
+RECOVERY_S = 15.0
+ADMIN_PASSWORD = "chaos-test-admin-password"
+#: Services first, those with work in flight at the front; then the bus, then the database.
+KILL_ORDER = ("converter", "sender", "scp", "worklist", "capture", "gateway", "nats", "postgres")
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[DcmtkStorescp]:
+    peer = DcmtkStorescp(tool("storescp"), tmp_path / "pacs" / "out", free_port(), "PACS")
+    peer.start()
+    try:
+        yield peer
+    finally:
+        peer.stop()
+
+
+@pytest.fixture
+def run(tmp_path: Path, storescp: DcmtkStorescp) -> Iterator[EmbeddedRun]:
+    pacs = {
+        "name": "pacs",
+        "ae_title": "PACS",
+        "host": "127.0.0.1",
+        "port": storescp.port,
+        "enabled": True,
+        "auto_send": True,
+    }
+    env = {
+        "CB_GATEWAY_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "CB_SENDER_SEED_DESTINATIONS": json.dumps([pacs]),
+        "CB_CAPTURE_SOURCES": json.dumps(
+            [{"name": "endo", "url": "lavfi:testsrc2=size=640x360:rate=15"}]
+        ),
+    }
+    with embedded_runs(tmp_path) as start:
+        yield start(env=env)
+
+
+def _ready_all(run: EmbeddedRun) -> bool:
+    return all(run.healthy(name) for name in SERVICES)
+
+
+def _kill_and_time_recovery(run: EmbeddedRun, name: str) -> float:
+    """SIGKILL `name` by its PID; seconds until it runs again (new PID) and the station is
+    ready: the service's own /readyz, or for NATS and PostgreSQL every service's /readyz."""
+    pid = run.pid(name)
+    assert pid, f"{name} is not running: {run.processes()}"
+    killed = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+
+    def back() -> bool:
+        if run.pid(name) in (None, pid):
+            return False
+        return run.healthy(name) if name in SERVICES else _ready_all(run)
+
+    run.wait(back, 120, f"{name} did not recover after SIGKILL")
+    return time.monotonic() - killed
+
+
+def _login(client: httpx.Client) -> None:
+    reply = client.post(
+        "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+    )
+    assert reply.is_success, reply.text
+    client.headers["X-CSRF-Token"] = reply.json()["csrf_token"]  # as the web UI sends it
+
+
+def _snapshots(client: httpx.Client, count: int) -> str:
+    study_id = None
+    for _ in range(count):
+        reply = client.post("/api/v1/rooms/room1/sources/endo/snapshot")
+        assert reply.is_success, reply.text
+        body = reply.json()
+        assert study_id in (None, body["study_id"]), "snapshots spread over studies"
+        study_id = body["study_id"]
+    assert study_id
+    return str(study_id)
+
+
+async def _end_state(dsn: str, study_id: str) -> dict[str, Any]:
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        media = await conn.fetch(
+            "SELECT state, count(*) AS n FROM media WHERE study_id = $1::uuid GROUP BY state",
+            study_id,
+        )
+        deliveries = await conn.fetch(
+            "SELECT state, count(*) AS n FROM deliveries WHERE study_id = $1::uuid GROUP BY state",
+            study_id,
+        )
+        uids = await conn.fetch(
+            "SELECT sop_instance_uid FROM instances WHERE study_id = $1::uuid", study_id
+        )
+        outbox = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+    finally:
+        await conn.close()
+    return {
+        "media": {r["state"]: r["n"] for r in media},
+        "deliveries": {r["state"]: r["n"] for r in deliveries},
+        "instances": {r["sop_instance_uid"] for r in uids},
+        "outbox_pending": outbox,
+    }
+
+
+def _received_uids(storescp: DcmtkStorescp) -> list[str]:
+    """SOP Instance UIDs of every file storescp wrote (a resent duplicate counts twice)."""
+    return [
+        str(dcmread(p, stop_before_pixels=True).SOPInstanceUID)
+        for p in storescp.out_dir.iterdir()
+        if p.is_file()
+    ]
+
+
+def _settled(state: dict[str, Any], received: set[str]) -> bool:
+    return (
+        state["media"] == {"converted": SNAPSHOTS}
+        and state["deliveries"] == {"sent": SNAPSHOTS}
+        and state["outbox_pending"] == 0
+        and len(state["instances"]) == SNAPSHOTS
+        and received == state["instances"]
+    )
+
+
+def test_every_process_killed_once_loses_nothing_and_recovers_alone(
+    run: EmbeddedRun, storescp: DcmtkStorescp
+) -> None:
+    ports = run.ports()
+    run.wait(lambda: _ready_all(run), 120, "the station did not become ready")
+    dsn = f"postgresql://cinebridge@127.0.0.1:{ports['postgres']}/cinebridge"
+    with httpx.Client(base_url=f"http://127.0.0.1:{ports['gateway']}", timeout=30) as client:
+        _login(client)
+        study_id = _snapshots(client, SNAPSHOTS)
+        saved = client.post(f"/api/v1/studies/{study_id}/save", json={})
+        assert saved.status_code == 202 and saved.json()["accepted"] == SNAPSHOTS, saved.text
+
+    recovery = {name: _kill_and_time_recovery(run, name) for name in KILL_ORDER}
+    print("recovery seconds:", {name: round(s, 1) for name, s in recovery.items()})
+
+    deadline = time.monotonic() + 300
+    state: dict[str, Any] = {}
+    received: list[str] = []
+    while time.monotonic() < deadline:
+        try:
+            state = asyncio.run(_end_state(dsn, study_id))
+        except (OSError, asyncpg.PostgresError):  # still recovering: look again
+            time.sleep(2)
+            continue
+        received = _received_uids(storescp)
+        if _settled(state, set(received)):
+            break
+        time.sleep(2)
+    summary = {k: v for k, v in state.items() if k != "instances"}
+    assert _settled(state, set(received)), (
+        f"not settled: {summary}, PACS has {len(set(received))} distinct of {SNAPSHOTS}\n"
+        + run.log()[-5000:]
+    )
+    assert len(set(received)) == SNAPSHOTS
+    slow = {name: round(s, 1) for name, s in recovery.items() if s > RECOVERY_S}
+    assert not slow, f"recovered later than {RECOVERY_S} s: {slow} (all: {recovery})"
+    log = run.log()
+    for name in KILL_ORDER:  # the runner said which process exited and why
+        assert f"{name} exited (killed by SIGKILL)" in log, name
