@@ -20,7 +20,6 @@ What replaces an invalid value (the documented fallbacks; nothing invalid reache
 from __future__ import annotations
 
 import calendar
-import functools
 import re
 from collections.abc import Callable
 from typing import Any
@@ -128,27 +127,43 @@ _PN_GROUP = re.compile(
 )
 
 
-@functools.lru_cache(maxsize=4096)
-def _valid_date(value: str) -> bool:
-    return _check_da(value) is None
+#: Values already found valid, per (attribute, VR, value): dates, codes, descriptions and
+#: station names repeat across a day's entries (UIDs and identifiers are not kept). Bounded:
+#: cleared when full.
+_KNOWN_VALID: set[tuple[str, str, str]] = set()
+_MAX_KNOWN = 65536
 
 
 def _valid(key: str, vr: str, value: Any) -> bool:
     """The fast answer for the common case: this value is valid as it is."""
     if type(value) is str:
-        if vr == "DA":
-            return _valid_date(value)
-        pattern = _VALID.get(vr)
-        if pattern is None:
-            return vr not in _FORMATS  # DT and the rest: the full checks
-        return pattern.fullmatch(value) is not None and (
-            key not in _ENUMERATED or value in _ENUMERATED[key]
-        )
+        probe = (key, vr, value)
+        if probe in _KNOWN_VALID:
+            return True
+        if _valid_text(key, vr, value):
+            if vr == "UI" or key in _IDENTIFIERS:
+                return True  # unique per entry: not worth remembering
+            if len(_KNOWN_VALID) >= _MAX_KNOWN:
+                _KNOWN_VALID.clear()
+            _KNOWN_VALID.add(probe)
+            return True
+        return False
     if type(value) is dict:
         return vr == "PN" and all(
             type(g) is str and _PN_GROUP.fullmatch(g) is not None for g in value.values()
         )
     return vr != "PN"  # numbers and binary: checked by the reader
+
+
+def _valid_text(key: str, vr: str, value: str) -> bool:
+    if vr == "DA":
+        return _check_da(value) is None
+    pattern = _VALID.get(vr)
+    if pattern is None:
+        return vr not in _FORMATS  # DT and the rest: the full checks
+    return pattern.fullmatch(value) is not None and (
+        key not in _ENUMERATED or value in _ENUMERATED[key]
+    )
 
 
 #: Enumerated values that objects must hold (PS3.3 C.7.1.1: Patient's Sex).
@@ -178,7 +193,9 @@ class _Checker:
                 inner = f"{path}({key[:4]},{key[4:]})>"
                 items = [self.dataset(item, inner) for item in values if isinstance(item, dict)]
                 out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
-            elif all(_valid(key, vr, v) for v in values):
+            elif _valid(key, vr, values[0]) and (
+                len(values) == 1 or all(_valid(key, vr, v) for v in values)
+            ):
                 out[key] = element
             else:
                 kept = [v for v in (self.value(path, key, vr, v) for v in values) if v is not None]
