@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 import httpx
 from cinebridge_common.db import create_pool, migrate
 from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres, free_port, wait_port
-from gateway_worklist import bench_worklist
+from gateway_worklist import bench_worklist, cpu_seconds
 
 PASSWORD = "bench-Password-1"
 SURNAMES = [
@@ -179,12 +179,6 @@ async def drive(
     return latencies, errors, time.perf_counter() - started
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (and its reaped children) from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
 def summary(name: str, lat: list[float], errors: int, elapsed: float) -> dict[str, float]:
     lat_ms = sorted(x * 1000 for x in lat)
     p99 = lat_ms[min(len(lat_ms) - 1, int(len(lat_ms) * 0.99))]
@@ -240,7 +234,9 @@ async def main() -> int:
                 ok = await bench_search(port, base, args, gateway.pid)
             if args.worklist:
                 rounds = args.worklist_rounds
-                ok &= await bench_worklist(root, env, base, PASSWORD, args.worklist, rounds)
+                ok &= await bench_worklist(
+                    root, env, base, PASSWORD, args.worklist, rounds, gateway.pid
+                )
             return 0 if ok else 1
         finally:
             if gateway is not None:

@@ -52,9 +52,11 @@ def test_invalid_values_are_left_empty_and_flagged(key: str, vr: str, value: str
         ("0020000D", "UI", "1.2.840.10008.5.1.4.31"),
         ("00101010", "AS", "045Y"),
         ("00100020", "LO", "P" * 64),
+        ("00400400", "LT", "line one\r\nline two\tend"),
+        ("00100010", "PN", {"Alphabetic": "A^B^C^D^E", "Ideographic": "山田^太郎"}),
     ],
 )
-def test_valid_values_pass_untouched(key: str, vr: str, value: str) -> None:
+def test_valid_values_pass_untouched(key: str, vr: str, value: Any) -> None:
     element, flags = one(key, vr, value)
     assert element == {"vr": vr, "Value": [value]} and flags == []
 

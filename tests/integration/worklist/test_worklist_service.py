@@ -97,7 +97,11 @@ async def test_query_serves_typed_items_and_the_cache_answers_when_the_server_is
     assert len(live.items) == 200  # C key Modality = ES: every fifth of the 1,000 entries
     assert {item.modality for item in live.items} == {"ES"}
     assert all(item.dataset["00400100"]["Value"] for item in live.items)
-    assert await db_pool.fetchval("SELECT count(*) FROM worklist_cache") == 200
+
+    async def cached() -> bool:  # written beside the reply
+        return await db_pool.fetchval("SELECT count(*) FROM worklist_cache") == 200
+
+    await wait_for(cached, timeout_s=30, what="200 cached entries")
 
     # The RIS goes away (same server id, a port where nothing listens).
     down = dcmtk_server(free_port())

@@ -45,6 +45,9 @@ _AS = re.compile(r"[0-9]{3}[DWMY]")
 _IS = re.compile(r"[+-]?[0-9]+")
 _DS = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _CONTROL = re.compile(r"[\x00-\x1a\x1c-\x1f\x7f]")  # ESC (0x1b) belongs to ISO 2022 text
+#: ST, LT, UT may also hold TAB, LF, FF and CR (PS3.5 6.1.3).
+_TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
+_LONG_TEXT = frozenset({"ST", "LT", "UT"})
 _PRINTABLE = re.compile(r"[\x20-\x5b\x5d-\x7e]*")  # default repertoire without backslash
 
 
@@ -102,6 +105,67 @@ _FORMATS: dict[str, Callable[[str], str | None]] = {
     "AE": _check_pattern(_PRINTABLE, "characters outside the default repertoire (AE)"),
 }
 _NUMBER_MAX = {"IS": 12, "DS": 16}
+#: What a valid value of each VR matches as a whole (length included): most values are valid,
+#: and one match decides them; a value that fails goes through the checks that say why.
+_VALID = {
+    "CS": re.compile(r"[A-Z0-9 _]{0,16}"),
+    "UI": re.compile(r"(?=.{0,64}\Z)(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*"),
+    "TM": re.compile(r"([01][0-9]|2[0-3])(?:[0-5][0-9](?:(?:[0-5][0-9]|60)(?:\.[0-9]{1,6})?)?)?"),
+    "AE": re.compile(r"[\x20-\x5b\x5d-\x7e]{0,16}"),
+    "AS": _AS,
+    "IS": re.compile(r"(?=.{0,12}\Z)[+-]?[0-9]+"),
+    "DS": re.compile(r"(?=.{0,16}\Z)[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?"),
+    "SH": re.compile(r"[^\x00-\x1a\x1c-\x1f\x7f]{0,16}"),
+    "LO": re.compile(r"[^\x00-\x1a\x1c-\x1f\x7f]{0,64}"),
+    "UC": re.compile(r"[^\x00-\x1a\x1c-\x1f\x7f]*"),
+    "ST": re.compile(r"[^\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]{0,1024}"),
+    "LT": re.compile(r"[^\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]{0,10240}"),
+    "UT": re.compile(r"[^\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]*"),
+}
+_PN_GROUP = re.compile(
+    r"(?=.{0,64}\Z)[^\x00-\x1a\x1c-\x1f\x7f^]*(\^[^\x00-\x1a\x1c-\x1f\x7f^]*){0,4}"
+)
+
+
+#: Values already found valid, per (attribute, VR, value): dates, codes, descriptions and
+#: station names repeat across a day's entries (UIDs and identifiers are not kept). Bounded:
+#: cleared when full.
+_KNOWN_VALID: set[tuple[str, str, str]] = set()
+_MAX_KNOWN = 65536
+
+
+def _valid(key: str, vr: str, value: Any) -> bool:
+    """The fast answer for the common case: this value is valid as it is."""
+    if type(value) is str:
+        probe = (key, vr, value)
+        if probe in _KNOWN_VALID:
+            return True
+        if _valid_text(key, vr, value):
+            if vr == "UI" or key in _IDENTIFIERS:
+                return True  # unique per entry: not worth remembering
+            if len(_KNOWN_VALID) >= _MAX_KNOWN:
+                _KNOWN_VALID.clear()
+            _KNOWN_VALID.add(probe)
+            return True
+        return False
+    if type(value) is dict:
+        return vr == "PN" and all(
+            type(g) is str and _PN_GROUP.fullmatch(g) is not None for g in value.values()
+        )
+    return vr != "PN"  # numbers and binary: checked by the reader
+
+
+def _valid_text(key: str, vr: str, value: str) -> bool:
+    if vr == "DA":
+        return _check_da(value) is None
+    pattern = _VALID.get(vr)
+    if pattern is None:
+        return vr not in _FORMATS  # DT and the rest: the full checks
+    return pattern.fullmatch(value) is not None and (
+        key not in _ENUMERATED or value in _ENUMERATED[key]
+    )
+
+
 #: Enumerated values that objects must hold (PS3.3 C.7.1.1: Patient's Sex).
 _ENUMERATED = {"00100040": frozenset({"M", "F", "O"})}
 
@@ -129,6 +193,10 @@ class _Checker:
                 inner = f"{path}({key[:4]},{key[4:]})>"
                 items = [self.dataset(item, inner) for item in values if isinstance(item, dict)]
                 out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+            elif _valid(key, vr, values[0]) and (
+                len(values) == 1 or all(_valid(key, vr, v) for v in values)
+            ):
+                out[key] = element
             else:
                 kept = [v for v in (self.value(path, key, vr, v) for v in values) if v is not None]
                 out[key] = {"vr": vr, "Value": kept} if kept else {"vr": vr}
@@ -156,9 +224,10 @@ class _Checker:
 
     def text(self, path: str, key: str, vr: str, value: str) -> str | None:
         """SH, LO, ST, LT (UC, UT: no limit): control characters and length."""
-        if _CONTROL.search(value):
+        control = _TEXT_CONTROL if vr in _LONG_TEXT else _CONTROL
+        if control.search(value):
             self.flag(path, key, value, f"control characters ({vr})", "replaced by spaces")
-            value = _CONTROL.sub(" ", value)
+            value = control.sub(" ", value)
         limit = _MAX.get(vr)
         if limit is None or len(value) <= limit:
             return value

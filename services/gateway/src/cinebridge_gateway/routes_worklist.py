@@ -7,6 +7,7 @@ others from `GET /worklist/results/{result_id}`.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from .deps import ApiError, Gw, User
+from .worklist_pages import StoredAnswer
 
 router = APIRouter(prefix="/api/v1", tags=["worklist"])
 
@@ -57,20 +59,21 @@ class WorklistPage(BaseModel):
     cached_at: dt.datetime | None = None
 
 
-def page_of(reply: WorklistQueryReply, result_id: str, offset: int, limit: int) -> WorklistPage:
+def page_of(answer: StoredAnswer, result_id: str, offset: int, limit: int) -> WorklistPage:
+    meta = answer.meta
     return WorklistPage(
         result_id=result_id,
-        total=len(reply.items),
+        total=answer.total,
         offset=offset,
         limit=limit,
-        items=reply.items[offset : offset + limit],
-        incomplete=reply.incomplete,
-        cached=reply.cached,
-        too_many=reply.too_many,
-        warnings=reply.warnings,
-        server_id=reply.server_id,
-        outcome=reply.outcome,
-        cached_at=reply.cached_at,
+        items=answer.page(offset, limit),
+        incomplete=meta.incomplete,
+        cached=meta.cached,
+        too_many=meta.too_many,
+        warnings=meta.warnings,
+        server_id=meta.server_id,
+        outcome=meta.outcome,
+        cached_at=meta.cached_at,
     )
 
 
@@ -84,8 +87,9 @@ async def worklist_query(body: WorklistSearch, principal: User, gw: Gw) -> Workl
     )
     if not reply.ok:
         raise ApiError(502, "worklist_failed", reply.error or "the worklist query failed")
-    result_id = gw.worklist_pages.keep(principal.name, reply)
-    return page_of(reply, result_id, 0, body.limit)
+    answer = await asyncio.to_thread(StoredAnswer.of, reply)  # 5,000 entries: ~0.2 s of CPU
+    result_id = gw.worklist_pages.keep(principal.name, answer)
+    return page_of(answer, result_id, 0, body.limit)
 
 
 @router.get("/worklist/results/{result_id}", response_model=WorklistPage)
@@ -96,9 +100,9 @@ async def worklist_page(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = DEFAULT_PAGE,
 ) -> WorklistPage:
-    reply = gw.worklist_pages.get(principal.name, result_id)
-    if reply is None:
+    answer = gw.worklist_pages.get(principal.name, result_id)
+    if answer is None:
         raise ApiError(
             404, "worklist_result_gone", "this worklist answer has expired: search again"
         )
-    return page_of(reply, result_id, offset, limit)
+    return page_of(answer, result_id, offset, limit)

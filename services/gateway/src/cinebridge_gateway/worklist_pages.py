@@ -1,10 +1,12 @@
 """The last worklist answers of each user, kept briefly so the table pages without asking the
 worklist server again (a C-FIND per page would be slower and could answer differently).
 
-Bounded: at most `MAX_RESULTS` answers and `MAX_ITEMS` entries in all, each for `TTL_S`;
-the oldest go first. An answer is paged only by the user who asked for it. Another gateway
-instance (or a restart) does not have it: the page request answers 404 and the UI searches
-again.
+An answer is kept as one JSON text per entry (~4 KB each; parsed, 1,000 entries take ~38 MB
+of Python objects, as text 3.7 MB), and a page parses only its own entries. Bounded: at most
+`MAX_RESULTS` answers and `MAX_BYTES` of entries in all, each for `TTL_S`; the oldest go
+first (the newest answer always stays: its size was bounded by the worklist's entry cap). An
+answer is paged only by the user who asked for it. Another gateway instance (or a restart)
+does not have it: the page request answers 404 and the UI searches again.
 """
 
 from __future__ import annotations
@@ -14,46 +16,69 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from cinebridge_common.messages import WorklistQueryReply
+from cinebridge_common.messages import WorklistItem, WorklistQueryReply
 
 MAX_RESULTS = 32
-MAX_ITEMS = 50_000
+MAX_BYTES = 96 << 20
 TTL_S = 15 * 60.0
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    """A worklist answer without its entries (`meta`) and each entry as JSON text."""
+
+    meta: WorklistQueryReply
+    items: list[bytes]
+    size: int
+
+    @classmethod
+    def of(cls, reply: WorklistQueryReply) -> StoredAnswer:
+        """CPU-bound for a large answer: callers run it in a worker thread."""
+        items = [item.model_dump_json().encode() for item in reply.items]
+        return cls(reply.model_copy(update={"items": []}), items, sum(map(len, items)))
+
+    @property
+    def total(self) -> int:
+        return len(self.items)
+
+    def page(self, offset: int, limit: int) -> list[WorklistItem]:
+        return [
+            WorklistItem.model_validate_json(raw) for raw in self.items[offset : offset + limit]
+        ]
 
 
 @dataclass(frozen=True)
 class _Kept:
     owner: str
     stored_at: float
-    reply: WorklistQueryReply
+    answer: StoredAnswer
 
 
 class WorklistPages:
     def __init__(self) -> None:
         self._results: OrderedDict[str, _Kept] = OrderedDict()
 
-    def keep(self, owner: str, reply: WorklistQueryReply) -> str:
+    def keep(self, owner: str, answer: StoredAnswer) -> str:
         result_id = uuid.uuid4().hex
-        self._results[result_id] = _Kept(owner, time.monotonic(), reply)
+        self._results[result_id] = _Kept(owner, time.monotonic(), answer)
         self._trim()
         return result_id
 
-    def get(self, owner: str, result_id: str) -> WorklistQueryReply | None:
+    def get(self, owner: str, result_id: str) -> StoredAnswer | None:
         self._trim()
         kept = self._results.get(result_id)
         if kept is None or kept.owner != owner:
             return None
-        return kept.reply
+        return kept.answer
 
     def _trim(self) -> None:
         now = time.monotonic()
-        total = sum(len(k.reply.items) for k in self._results.values())
+        size = sum(k.answer.size for k in self._results.values())
         while self._results:
             oldest = next(iter(self._results.values()))
             expired = now - oldest.stored_at > TTL_S
-            if not (expired or len(self._results) > MAX_RESULTS or total > MAX_ITEMS):
+            over = len(self._results) > MAX_RESULTS or size > MAX_BYTES
+            if not expired and not (over and len(self._results) > 1):
                 break
-            if len(self._results) == 1 and not expired:
-                break  # the newest answer stays, however large (its query was bounded)
             _, dropped = self._results.popitem(last=False)
-            total -= len(dropped.reply.items)
+            size -= dropped.answer.size

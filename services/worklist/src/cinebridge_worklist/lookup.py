@@ -45,6 +45,8 @@ class Deps:
     find: FindFn = find_worklist
     echo: EchoFn = echo
     detail: dict[str, str] = field(default_factory=dict)
+    #: Cache writes in flight (kept referenced until done).
+    background: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 def server_keys(server: WorklistServer, station: StationSettings) -> ServerKeys:
@@ -123,7 +125,9 @@ async def _query_one(
     if result.outcome == "unreachable":
         return await _offer_cache(server, identifier, result, deps)
     if result.outcome == "complete":
-        await deps.repo.cache_items(server.id, result.items)
+        # Written beside the reply, not before it: the operator waits for the list, not for
+        # the cache (1,000 entries take a few hundred ms to store).
+        _cache_later(deps, server.id, result.items)
     flagged = log_flags(server, result.items)
     if flagged:
         result.warnings.append(f"{flagged} entries have flagged values (marked in the list)")
@@ -156,6 +160,23 @@ def log_flags(server: WorklistServer, items: list[WorklistItem]) -> int:
             extra=kv(server=server.id, entries=len(flagged) - LOGGED_FLAGS),
         )
     return len(flagged)
+
+
+#: How long a cache write waits, so that the reply is sent before the CPU goes to the cache.
+CACHE_DELAY_S = 0.5
+
+
+def _cache_later(deps: Deps, server_id: str, items: list[WorklistItem]) -> None:
+    async def run() -> None:
+        try:
+            await asyncio.sleep(CACHE_DELAY_S)  # the reply goes out first
+            await deps.repo.cache_items(server_id, items)
+        except Exception as exc:
+            log.warning("worklist cache not written", extra=kv(server=server_id, error=repr(exc)))
+
+    task = asyncio.create_task(run())
+    deps.background.add(task)
+    task.add_done_callback(deps.background.discard)
 
 
 def _has_p_key(req: WorklistQuery) -> bool:

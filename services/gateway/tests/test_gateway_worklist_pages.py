@@ -1,0 +1,48 @@
+"""The gateway's short-lived store of worklist answers: pages, owners and bounds."""
+
+from __future__ import annotations
+
+import pytest
+from cinebridge_common.messages import ValueFlag, WorklistItem, WorklistQueryReply
+from cinebridge_gateway import worklist_pages
+from cinebridge_gateway.worklist_pages import StoredAnswer, WorklistPages
+
+
+def answer(count: int) -> StoredAnswer:
+    flag = ValueFlag(tag="(0010,0030)", problem="not a date", action="left empty", value="x")
+    items = [
+        WorklistItem(
+            patient_id=f"P{n:04d}",
+            dataset={"00100020": {"vr": "LO", "Value": [f"P{n}"]}},
+            flags=[flag] if n == 3 else [],
+        )
+        for n in range(count)
+    ]
+    return StoredAnswer.of(WorklistQueryReply(items=items, too_many=True, warnings=["w"]))
+
+
+def test_pages_come_back_as_they_were_with_the_answers_banner() -> None:
+    stored = answer(250)
+    assert stored.total == 250 and stored.meta.items == [] and stored.meta.too_many
+    page = stored.page(200, 100)
+    assert [i.patient_id for i in page] == [f"P{n:04d}" for n in range(200, 250)]
+    assert stored.page(0, 5)[3].flags[0].value == "x"
+    assert stored.page(0, 1)[0].dataset == {"00100020": {"vr": "LO", "Value": ["P0"]}}
+
+
+def test_only_the_owner_pages_and_the_store_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pages = WorklistPages()
+    first = pages.keep("anna", answer(10))
+    assert pages.get("anna", first) is not None and pages.get("ben", first) is None
+    monkeypatch.setattr(worklist_pages, "MAX_RESULTS", 2)
+    second, third = pages.keep("anna", answer(1)), pages.keep("anna", answer(1))
+    assert pages.get("anna", first) is None  # the oldest went first
+    assert pages.get("anna", second) is not None and pages.get("anna", third) is not None
+    monkeypatch.setattr(worklist_pages, "MAX_BYTES", 1)
+    newest = pages.keep("anna", answer(20))
+    assert pages.get("anna", newest) is not None  # over the bound alone: the newest stays
+    assert pages.get("anna", third) is None
+    monkeypatch.setattr(worklist_pages, "TTL_S", -1.0)
+    assert pages.get("anna", newest) is None  # expired
