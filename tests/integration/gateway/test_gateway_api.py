@@ -599,3 +599,28 @@ async def test_first_start_creates_the_admin_once(db_pool: asyncpg.Pool, capsys:
 
 async def _value(ok: bool) -> bool:
     return ok
+
+
+async def test_a_study_received_back_by_the_own_scp_is_one_row_marked_as_such(
+    gateway: Any, admin: Any
+) -> None:
+    """The embedded run sends to the station's own SCP: the study comes back with the same
+    Study Instance UID and must not be listed as a second study."""
+    created = await admin.post(
+        "/api/v1/studies", json={"origin": "form", "patient": {"patient_name": "ROUNDTRIP^R"}}
+    )
+    assert created.status_code == 201, created.text
+    local = created.json()
+    await gateway.ctx.pool.execute(
+        "INSERT INTO received_studies (id, study_instance_uid, patient_name, patient_id) "
+        "VALUES ($1, $2, 'ROUNDTRIP^R', $3)",
+        uuid.uuid4(),
+        local["study_instance_uid"],
+        local["patient_id"],
+    )
+    rows = (await admin.get("/api/v1/studies", params={"q": "roundtrip"})).json()
+    assert [(r["id"], r["origin"], r["received_back"]) for r in rows] == [
+        (local["id"], "form", True)
+    ]
+    received = (await admin.get("/api/v1/studies", params={"status": "received"})).json()
+    assert local["study_instance_uid"] not in {r["study_instance_uid"] for r in received}

@@ -29,6 +29,8 @@ class StudyOut(BaseModel):
     updated_at: dt.datetime
     status: str | None = None
     media_count: int | None = None
+    #: A local study that the station's own SCP received back (one row, not a second study).
+    received_back: bool = False
 
 
 class MediaOut(BaseModel):

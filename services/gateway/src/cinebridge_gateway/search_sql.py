@@ -76,6 +76,8 @@ def build_search(
 ) -> tuple[str, list[Any]] | None:
     """The LOCAL dialog's page: local studies and (statement §4.1.3 LOCAL: "created or
     received") studies the SCP received, newest first; each side is cut in SQL, then merged.
+    A local study that came back through the station's own SCP (the default destination of an
+    embedded run, or a PACS that forwards) is one row marked `received_back`, not a second one.
     Returns (SQL, arguments), or None when the filters exclude both sides."""
     args: list[Any] = []
 
@@ -95,7 +97,7 @@ def build_search(
     window = f"({limit}::int + {offset}::int)"
     parts = []
     if want_local:
-        parts.append(_local_page(f, common, arg, window, with_deliveries))
+        parts.append(_local_page(f, common, arg, window, with_deliveries, with_received))
     if want_received:
         parts.append(_received_page(common, window))
     if not parts:
@@ -106,7 +108,12 @@ def build_search(
 
 
 def _local_page(
-    f: StudyFilter, common: list[str], arg: Any, window: str, with_deliveries: bool
+    f: StudyFilter,
+    common: list[str],
+    arg: Any,
+    window: str,
+    with_deliveries: bool,
+    with_received: bool,
 ) -> str:
     where = list(common)
     if f.origin:
@@ -117,9 +124,16 @@ def _local_page(
     # Without a status filter the page is cut before the lateral aggregates run.
     status_filter = f"WHERE status = {arg(f.status)}" if f.status else ""
     inner_limit = "" if f.status else f"ORDER BY s.created_at DESC LIMIT {window}"
+    received_back = (
+        "EXISTS (SELECT 1 FROM received_studies r"
+        " WHERE r.study_instance_uid = p.study_instance_uid)"
+        if with_received
+        else "false"
+    )
     return f"""
         SELECT * FROM (
-          SELECT p.*, m.total AS media_count, {STATUS_SQL} AS status
+          SELECT p.*, m.total AS media_count, {STATUS_SQL} AS status,
+                 {received_back} AS received_back
           FROM (SELECT {_prefixed("s")} FROM studies s WHERE {" AND ".join(where)}
                 {inner_limit}) p
           {MEDIA_AGG.replace("s.id", "p.id")}
@@ -158,8 +172,9 @@ def _received_page(common: list[str], window: str) -> str:
                s.study_date, s.study_time, false AS edited, 'received' AS state,
                s.first_received_at AS created_at, s.last_received_at AS updated_at,
                (SELECT count(*) FROM received_instances i WHERE i.study_id = s.id) AS media_count,
-               'received' AS status
+               'received' AS status, false AS received_back
         FROM received_studies s WHERE {" AND ".join(common)}
+          AND NOT EXISTS (SELECT 1 FROM studies l WHERE l.study_instance_uid = s.study_instance_uid)
         ORDER BY s.first_received_at DESC LIMIT {window}"""
 
 
