@@ -123,3 +123,16 @@ async def test_no_responder_is_named(nats_url: str) -> None:
             await client.request(Fill(size=10), FillReply, timeout_s=5)
     finally:
         await client.close()
+
+
+async def test_a_responder_that_just_subscribed_is_found(nats_url: str) -> None:
+    """Right after a fresh subscribe (flushed), a request from another connection was told
+    "no responders" about once in 25 tries; the request asks again within its grace period."""
+    for _ in range(100):
+        server, client = await _served(nats_url)
+        try:
+            reply = await client.request(Fill(size=1000), FillReply, timeout_s=10)
+            assert reply.ok and len(reply.blocks) == 1
+        finally:
+            await client.close()
+            await server.close()
