@@ -50,6 +50,9 @@ class InstanceCreated(Event):
     size: int
     sha256: str
     auto_send: bool = True
+    #: Deliver to exactly these destinations instead of the auto-send ones (an instance handed
+    #: in by `cinebridge send`, which names its destination).
+    destination_ids: list[str] | None = None
 
 
 class ConversionFailed(Event):
