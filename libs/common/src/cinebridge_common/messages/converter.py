@@ -37,7 +37,8 @@ class ConversionProgressed(Event):
 
 
 class InstanceCreated(Event):
-    """A DICOM Part 10 instance is durable in the media store and indexed."""
+    """A DICOM Part 10 instance is durable in the media store: made by the converter (and
+    indexed), or handed in through the gateway by `cinebridge send` (no media, no study)."""
 
     subject: ClassVar[str] = "cb.evt.instance.created"
     instance_id: str
