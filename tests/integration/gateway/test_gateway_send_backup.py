@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -352,3 +353,44 @@ async def test_backup_during_deliveries_restores_into_an_empty_station(
         sender.stop()
         storescp.stop()
         nats.stop(kill=True)
+
+
+async def test_upload_bounds_and_unknown_destination(
+    gateway_factory: Any, database_url: str, tmp_path: Path
+) -> None:
+    gateway = await gateway_factory(gateway_send_max_bytes=1000)
+    try:
+        destination = uuid.uuid4()
+        conn = await asyncpg.connect(database_url)
+        try:  # the sender's row, as the sender would have written it
+            await conn.execute(
+                "INSERT INTO destinations (id, name, ae_title, host, port) "
+                "VALUES ($1, 'PACS', 'STORESCP', '127.0.0.1', 104)",
+                destination,
+            )
+        finally:
+            await conn.close()
+        admin = await gateway.login()
+        token = await new_token(admin, "operator")
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/dicom"}
+        async with gateway.client(headers=headers) as client:
+            declared = await client.post(f"/api/v1/send/{destination}", content=b"x" * 2000)
+            assert declared.status_code == 413, declared.text
+
+            async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted
+                for _ in range(20):
+                    yield b"x" * 100
+
+            counted = await client.post(f"/api/v1/send/{destination}", content=chunks())
+            assert counted.status_code == 413, counted.text
+            junk = await client.post(f"/api/v1/send/{destination}", content=b"x" * 500)
+            assert junk.status_code == 422 and "PS3.10" in junk.json()["error"]["message"]
+            unknown = await client.post(f"/api/v1/send/{uuid.uuid4()}", content=b"x")
+            assert unknown.status_code == 404
+        await admin.aclose()
+        media = tmp_path / "media"
+        assert not (media / "dicom").exists() and list((media / ".tmp").iterdir()) == []
+    finally:
+        for running, task in gateway_factory.running:
+            running.ctx.stop.set()
+            await asyncio.wait_for(task, 15)

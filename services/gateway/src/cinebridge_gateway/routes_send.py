@@ -133,13 +133,17 @@ async def send_file(
 
     202: stored and queued; 404: no such destination; 413: larger than the station takes;
     422: not a Part 10 file with SOP Class and Instance UIDs. The viewer role is refused."""
+    limit = gw.settings.gateway_send_max_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "too_large", f"a file may have up to {limit} bytes")
     destination = await send_sql.destination_name(gw.pool, destination_id)
     if destination is None:
         raise not_found("destination")
     tmp = gw.store.temp_path(".dcm")
     try:
         try:
-            size, sha256 = await _receive(request, tmp, gw.settings.gateway_send_max_bytes)
+            size, sha256 = await _receive(request, tmp, limit)
         except ClientDisconnect:
             raise ApiError(400, "incomplete", "the upload ended before the file did") from None
         try:
@@ -165,16 +169,21 @@ async def send_file(
         auto_send=False,
         destination_ids=[str(destination_id)],
     )
-    async with gw.pool.acquire() as conn, conn.transaction():
-        await enqueue(conn, event, f"instance-sent-{instance_id}")
-        await gw.repo.audit(
-            conn,
-            principal.name,
-            "instance_sent",
-            target=identity.sop_instance_uid,
-            detail={"destination": destination, "instance_id": instance_id, "size": size},
-            client=client_of(request),
-        )
+    try:
+        async with gw.pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, event, f"instance-sent-{instance_id}")
+            await gw.repo.audit(
+                conn,
+                principal.name,
+                "instance_sent",
+                target=identity.sop_instance_uid,
+                detail={"destination": destination, "instance_id": instance_id, "size": size},
+                client=client_of(request),
+            )
+    except BaseException:
+        # Not announced: no row will ever name the file, so it must not stay in the store.
+        await asyncio.to_thread(gw.store.delete, rel)
+        raise
     return SentInstance(
         instance_id=instance_id,
         destination_id=str(destination_id),
