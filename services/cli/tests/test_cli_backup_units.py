@@ -85,3 +85,9 @@ def test_backup_and_restore_say_what_is_missing(tmp_path: Path) -> None:
         )
         == 2
     )  # not a new directory
+
+
+def test_a_step_without_measure_is_one_line_on_a_terminal() -> None:
+    screen = Terminal()
+    Progress("backup", 0, stream=screen).say("dumping the database")
+    assert screen.getvalue() == "backup: dumping the database\n"

@@ -221,6 +221,7 @@ def backup(args: argparse.Namespace, out: Out) -> int:
         raise CliError(USAGE, f"media store {target.media_root} is not a directory")
     folder.mkdir(parents=True, exist_ok=True)
     started = dt.datetime.now(dt.UTC)
+    Progress("backup", 0).say("dumping the database (one snapshot) …")
     facts = asyncio.run(_dump(target, folder / DUMP))
     files = list(store_files(target.media_root))
     progress = Progress("backup", sum(p.stat().st_size for _, p in files))
@@ -370,6 +371,7 @@ def restore(args: argparse.Namespace, out: Out) -> int:
     manifest = load_manifest(folder)
     asyncio.run(_refuse_unless_empty(target))
     check_backup(folder, manifest)
+    Progress("restore", 0).say("restoring the database (pg_restore) …")
     _run_tool(
         ["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error", str(folder / DUMP)],
         target.database_url,

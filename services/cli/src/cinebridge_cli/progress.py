@@ -55,6 +55,12 @@ class Progress:
         self.stream.write(line[:200].ljust(100))
         self.stream.flush()
 
+    def say(self, text: str) -> None:
+        """One line about a step whose progress cannot be measured (a dump, a restore)."""
+        if self.enabled:
+            self.stream.write(f"{self.label}: {text}\n")
+            self.stream.flush()
+
     def close(self) -> None:
         if self.enabled:
             self._draw(force=True)
