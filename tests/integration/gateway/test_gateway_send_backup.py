@@ -132,7 +132,9 @@ def dicom_files(folder: Path, n: int, first_seed: int = 0) -> dict[str, Path]:
 async def test_send_files_to_storescp(station: Station, tmp_path: Path) -> None:
     url = station.gateway.url
     operator = await new_token(station.admin, "operator")
-    files = dicom_files(tmp_path / "in", 3)
+    files = dicom_files(tmp_path / "in", 2)
+    big = make_instance(tmp_path / "in" / "big.dcm", kind="raw", payload_bytes=5_000_000)
+    files[str(big.SOPInstanceUID)] = tmp_path / "in" / "big.dcm"  # several chunks each way
     code, out = await cli(
         "--url",
         url,
