@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+
+CHUNK = 1 << 20
 
 #: Exit codes (README): the answer was "no" (degraded, unreachable peer, failures present).
 NO = 1
@@ -92,3 +96,18 @@ class Api:
 
     def post(self, path: str, body: Any = None) -> Any:
         return self.call("POST", path, json=body)
+
+    def upload(self, path: str, file: Path, on_chunk: Callable[[int], None]) -> Any:
+        """POST a file as `application/dicom`, streamed in 1 MB chunks (never whole in memory)."""
+
+        def chunks() -> Iterator[bytes]:
+            with open(file, "rb") as fh:
+                while block := fh.read(CHUNK):
+                    yield block
+                    on_chunk(len(block))
+
+        headers = {
+            "Content-Type": "application/dicom",
+            "Content-Length": str(file.stat().st_size),
+        }
+        return self.call("POST", path, content=chunks(), headers=headers)

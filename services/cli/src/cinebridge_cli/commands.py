@@ -77,6 +77,17 @@ def status(api: Api, args: argparse.Namespace, out: Out) -> int:
     return NO if problems else 0
 
 
+def find_destination(api: Api, target: str) -> dict[str, Any]:
+    """A configured destination by name or AE title; exit 5 naming the ones there are."""
+    destinations = api.get("/api/v1/settings/destinations")
+    found = [d for d in destinations if d["name"] == target or d["ae_title"] == target]
+    if not found:
+        names = ", ".join(sorted(d["name"] for d in destinations)) or "none"
+        raise CliError(NOT_FOUND, f"no destination {target!r} (destinations: {names})")
+    destination: dict[str, Any] = found[0]
+    return destination
+
+
 def echo(api: Api, args: argparse.Namespace, out: Out) -> int:
     """C-ECHO a destination by name, or any AE given as AE@HOST:PORT; 1 when not reachable."""
     target: str = args.target
@@ -85,12 +96,8 @@ def echo(api: Api, args: argparse.Namespace, out: Out) -> int:
         body = {"ae_title": match["ae"], "host": match["host"], "port": int(match["port"])}
         result = api.post("/api/v1/settings/echo", body)
     else:
-        destinations = api.get("/api/v1/settings/destinations")
-        found = [d for d in destinations if d["name"] == target or d["ae_title"] == target]
-        if not found:
-            names = ", ".join(sorted(d["name"] for d in destinations)) or "none"
-            raise CliError(NOT_FOUND, f"no destination {target!r} (destinations: {names})")
-        result = api.post(f"/api/v1/settings/destinations/{found[0]['id']}/echo")
+        destination = find_destination(api, target)
+        result = api.post(f"/api/v1/settings/destinations/{destination['id']}/echo")
     if args.json:
         emit_json(out, {"target": target, **result})
     elif result.get("reachable"):

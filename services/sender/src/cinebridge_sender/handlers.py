@@ -39,12 +39,16 @@ log = logging.getLogger(__name__)
 
 
 async def handle_instance_created(msg: InstanceCreated, _d: Delivery, deps: SenderDeps) -> None:
-    """Record the instance; queue one delivery per enabled auto-send destination."""
+    """Record the instance; queue one delivery per enabled auto-send destination, or per
+    destination the announcement names."""
     async with deps.pool.acquire() as conn, conn.transaction():
         await repo.record_instance(conn, msg)
-        if not msg.auto_send:
+        if msg.destination_ids is not None:
+            destinations = await repo.existing_destination_ids(conn, msg.destination_ids)
+        elif msg.auto_send:
+            destinations = await repo.auto_send_destination_ids(conn)
+        else:
             return
-        destinations = await repo.auto_send_destination_ids(conn)
         queued = await repo.ensure_deliveries(
             conn, [uuid.UUID(msg.instance_id)], destinations, resend=False
         )
