@@ -1,6 +1,6 @@
-"""`cinebridge`: status, echo, deliveries, worklist queries and users of a station, for people
-and scripts. Exit codes: 0 fine, 1 the answer is "no" (needs attention, unreachable, failed),
-2 usage, 3 gateway unreachable or failing, 4 token refused, 5 not found."""
+"""`cinebridge`: status, echo, deliveries, worklist queries, users and the conformance statement
+of a station, for people and scripts. Exit codes: 0 fine, 1 the answer is "no" (needs attention,
+unreachable, failed), 2 usage, 3 gateway unreachable or failing, 4 token refused, 5 not found."""
 
 from __future__ import annotations
 
@@ -71,6 +71,13 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("username")
     add.add_argument("--role", choices=("viewer", "operator", "administrator"), default="operator")
     add.set_defaults(run=commands.users_add, read_password=read_password)
+
+    conformance = sub.add_parser(
+        "statement", help="the DICOM Conformance Statement of the running station (Markdown)"
+    )
+    conformance.add_argument("--html", action="store_true", help="the HTML page instead")
+    conformance.add_argument("-o", "--output", help="write to this file instead of stdout")
+    conformance.set_defaults(run=commands.statement)
     return top
 
 

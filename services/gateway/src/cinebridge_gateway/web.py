@@ -27,6 +27,7 @@ from . import (
     routes_ops,
     routes_rooms,
     routes_settings,
+    routes_statement,
     routes_studies,
     routes_worklist,
 )
@@ -180,6 +181,7 @@ def create_app(gw: Gateway) -> FastAPI:
         routes_worklist,
         routes_settings,
         routes_ops,
+        routes_statement,
     )
     for module in routers:
         app.include_router(module.router)
