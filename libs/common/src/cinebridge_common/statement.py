@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from .messages.conformance import ApplicationEntity, ConformanceReply, CreatedObject
 
 TITLE = "CineBridge DICOM Conformance Statement"
-_STORAGE_ROOT = "1.2.840.10008.5.1.4.1.1."
 
 
 @dataclass(frozen=True)
@@ -132,9 +131,9 @@ def _overview(doc: _Doc, station: Station, aes: list[ApplicationEntity]) -> None
     ordered = sorted(rows.values(), key=lambda r: (r[2] != "Yes", r[0]))
     if len(ordered) > 12:
         # The Storage Server's long list is in 4.2; the overview names what the station makes.
-        many = [r for r in ordered if r[2] == "No" and r[1].startswith(_STORAGE_ROOT)]
+        many = [r for r in ordered if r[2] == "No"]
         ordered = [r for r in ordered if r not in many] + [
-            [f"{len(many)} further Storage SOP classes", "section 4.2", "No", "Yes"]
+            [f"{len(many)} further SOP classes (Storage Server)", "section 4.2", "No", "Yes"]
         ]
     doc.table("Network Services", ["SOP Class", "UID", "User (SCU)", "Provider (SCP)"], ordered)
 
@@ -281,7 +280,7 @@ def _annexes(doc: _Doc, objects: list[CreatedObject], profile: str) -> None:
         " their source)."
     )
     for obj in objects:
-        doc.h(3, f"{obj.sop_class.name}: {obj.kind} ({obj.profile} profile)")
+        doc.h(3, f"{obj.sop_class.name}: {obj.kind}, Modality {obj.modality or '-'}")
         doc.p(
             f"SOP Class UID {obj.sop_class.uid}; Modality {obj.modality or 'from the study'};"
             " transfer syntaxes: " + ", ".join(f"{t.name} ({t.uid})" for t in obj.transfer_syntaxes)
@@ -327,7 +326,9 @@ def to_markdown(blocks: Sequence[Block]) -> str:
 
 
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ") or " "
+    # Names typed by users (destinations, servers) must not become markup in a Markdown viewer.
+    text = text.replace("|", "\\|").replace("<", "&lt;").replace("\n", " ")
+    return text or " "
 
 
 def to_html(blocks: Sequence[Block]) -> str:
