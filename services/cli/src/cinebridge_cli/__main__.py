@@ -1,7 +1,8 @@
-"""`cinebridge`: status, echo, send, deliveries, worklist queries, users, backup and restore of a
-station, for people and scripts. Exit codes: 0 fine, 1 the answer is "no" (needs attention,
-unreachable, failed), 2 usage, 3 gateway (or, for backup/restore, database) unreachable or
-failing, 4 token refused, 5 not found, 6 restore refused: the station is not empty."""
+"""`cinebridge`: status, echo, send, deliveries, worklist queries, users, the conformance statement,
+backup and restore of a station, for people and scripts. Exit codes: 0 fine, 1 the answer is "no"
+(needs attention, unreachable, failed), 2 usage, 3 gateway (or, for backup/restore, database)
+unreachable or failing, 4 token refused, 5 not found, 6 restore refused: the station is not
+empty."""
 
 from __future__ import annotations
 
@@ -103,6 +104,13 @@ def parser() -> argparse.ArgumentParser:
             help="the station's media store (default: $CB_MEDIA_ROOT)",
         )
         direct.set_defaults(run=run, direct=True)
+
+    conformance = sub.add_parser(
+        "statement", help="the DICOM Conformance Statement of the running station (Markdown)"
+    )
+    conformance.add_argument("--html", action="store_true", help="the HTML page instead")
+    conformance.add_argument("-o", "--output", help="write to this file instead of stdout")
+    conformance.set_defaults(run=commands.statement)
     return top
 
 

@@ -70,6 +70,17 @@ class Api:
         self.client.close()
 
     def call(self, method: str, path: str, **kw: Any) -> Any:
+        response = self._send(method, path, **kw)
+        try:
+            return response.json()
+        except ValueError:
+            raise CliError(UNAVAILABLE, f"not a JSON answer from {path}") from None
+
+    def text(self, path: str, accept: str) -> str:
+        """A document (Markdown, HTML) rather than JSON."""
+        return self._send("GET", path, headers={"Accept": accept}).text
+
+    def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
         try:
             response = self.client.request(method, path, **kw)
         except httpx.HTTPError as exc:
@@ -86,10 +97,7 @@ class Api:
             )
         if response.status_code >= 400:
             raise CliError(NO, f"refused ({response.status_code}): {_message(response)}")
-        try:
-            return response.json()
-        except ValueError:
-            raise CliError(UNAVAILABLE, f"not a JSON answer from {path}") from None
+        return response
 
     def get(self, path: str) -> Any:
         return self.call("GET", path)

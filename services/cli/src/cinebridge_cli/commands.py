@@ -210,3 +210,25 @@ def users_add(api: Api, args: argparse.Namespace, out: Out) -> int:
     else:
         out(f"created {user['username']} ({user['role']})")
     return 0
+
+
+def statement(api: Api, args: argparse.Namespace, out: Out) -> int:
+    """The station's DICOM Conformance Statement (Markdown, HTML or JSON), generated now by the
+    gateway from the running services; 1 when a service did not answer (incomplete)."""
+    data = api.get("/api/v1/statement")
+    missing = data.get("missing") or []
+    if args.json:
+        text = json.dumps(data, indent=2, sort_keys=True)
+    elif args.html:
+        text = api.text("/statement", "text/html")
+    else:
+        text = api.text("/api/v1/statement.md", "text/markdown")
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+        out(f"statement written to {args.output}")
+    else:
+        out(text)
+    for service in missing:
+        out(f"incomplete: no answer from {service}")
+    return NO if missing else 0

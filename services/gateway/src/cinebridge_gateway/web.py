@@ -28,6 +28,7 @@ from . import (
     routes_rooms,
     routes_send,
     routes_settings,
+    routes_statement,
     routes_studies,
     routes_worklist,
 )
@@ -184,6 +185,7 @@ def create_app(gw: Gateway) -> FastAPI:
         routes_settings,
         routes_ops,
         routes_send,
+        routes_statement,
     )
     for module in routers:
         app.include_router(module.router)

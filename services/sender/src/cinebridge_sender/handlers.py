@@ -27,12 +27,13 @@ from cinebridge_common.messages import (
     Request,
     RetryDelivery,
     RetryDeliveryReply,
+    SenderConformance,
     SendInstance,
 )
 from cinebridge_common.station import load_station_settings
 
 from . import repository as repo
-from . import scu
+from . import scu, statement
 from .batches import DestinationGone, DestinationResting, SenderDeps, peer_for, send_batch_from
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,11 @@ async def handle_destination_delete(req: DestinationDelete, deps: SenderDeps) ->
     return DestinationReply()
 
 
+async def handle_conformance(req: SenderConformance, deps: SenderDeps) -> Reply:
+    destinations = await repo.list_destinations(deps.pool)
+    return statement.describe(req, destinations, await _local_ae(deps), deps.settings)
+
+
 async def handle_retry_delivery(req: RetryDelivery, deps: SenderDeps) -> Reply:
     async with deps.pool.acquire() as conn, conn.transaction():
         state = await repo.retry_now(conn, req.delivery_id)
@@ -166,4 +172,5 @@ RPC: list[tuple[type[Request], RpcHandler]] = [
     (DestinationUpsert, handle_destination_upsert),
     (DestinationDelete, handle_destination_delete),
     (RetryDelivery, handle_retry_delivery),
+    (SenderConformance, handle_conformance),
 ]
