@@ -328,3 +328,65 @@ async def test_service_retries_a_delivery_that_met_an_abort(
     assert received == [msgs[0].sop_instance_uid]
     first = await db_pool.fetchrow("SELECT * FROM delivery_attempts WHERE attempt = 1")
     assert first["outcome"] == "failed-retrying"
+
+
+# ------------------------------------------------------------------ outside acceptors drive it
+
+
+@pytest.mark.parametrize("when", ["--abort-during", "--abort-after"])
+async def test_dcmtk_storescp_aborting_means_retry(tmp_path: Path, when: str) -> None:
+    """DCMTK storescp sends A-ABORT during the data set or after it, before its C-STORE-RSP:
+    every instance of the batch is left for a retry, and a storescp that behaves takes them."""
+    from cinebridge_common.embedded import free_port
+    from cinebridge_common.testing import require_tool
+    from cinebridge_sender.testpeers import DcmtkStorescp
+
+    batch = items(tmp_path)
+    exe = require_tool("storescp")
+    aborting = DcmtkStorescp(exe, tmp_path / "abort" / "out", free_port(), extra_args=(when,))
+    aborting.start()
+    try:
+        first = await asyncio.to_thread(send, aborting.port, batch)
+    finally:
+        aborting.stop()
+    assert not isinstance(first, AssociationFailed), first
+    assert [r.outcome for r in first] == ["failed-retrying", "failed-retrying"]
+    good = DcmtkStorescp(exe, tmp_path / "good" / "out", free_port())
+    good.start()
+    try:
+        second = await asyncio.to_thread(send, good.port, batch)
+        received = good.received()
+    finally:
+        good.stop()
+    assert not isinstance(second, AssociationFailed), second
+    assert [r.outcome for r in second] == ["sent", "sent"]
+    assert set(received) == {item.sop_instance_uid for item in batch}
+
+
+async def test_pynetdicom_acceptor_aborting_in_its_store_handler(tmp_path: Path) -> None:
+    """pynetdicom (the reference peer) aborts from its C-STORE handler after the first
+    instance: the first is delivered, the second left for a retry."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import SecondaryCaptureImageStorage
+
+    batch = items(tmp_path)
+    seen: list[str] = []
+
+    def on_store(event: Any) -> int:
+        seen.append(str(event.request.AffectedSOPInstanceUID))
+        if len(seen) == 2:
+            event.assoc.abort()
+        return 0x0000
+
+    ae = AE(ae_title="RAWSCP")
+    ae.add_supported_context(SecondaryCaptureImageStorage, [batch[0].transfer_syntax_uid])
+    server = ae.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    try:
+        port = server.server_address[1]
+        outcome = await asyncio.to_thread(send, port, batch)
+    finally:
+        server.shutdown()
+    assert not isinstance(outcome, AssociationFailed), outcome
+    assert [r.outcome for r in outcome] == ["sent", "failed-retrying"]

@@ -228,3 +228,29 @@ async def test_the_next_query_after_an_abort_is_served() -> None:
     first, second = await asyncio.to_thread(run)
     assert first.incomplete and len(first.items) == 1
     assert second.outcome == "complete" and len(second.items) == 3
+
+
+async def test_pynetdicom_acceptor_aborting_mid_answer() -> None:
+    """pynetdicom (the reference peer) as the worklist SCP aborts after two pending responses:
+    the two entries are kept and flagged incomplete. (DCMTK wlmscpfs dying mid answer is
+    test_worklist_faults.py.)"""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import ModalityWorklistInformationFind
+
+    def on_find(event: Any) -> Any:
+        for n in range(2):
+            yield PENDING, entry(n)
+        event.assoc.abort()
+        yield PENDING, entry(2)
+
+    ae = AE(ae_title="RAWRIS")
+    ae.add_supported_context(ModalityWorklistInformationFind)
+    server = ae.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_FIND, on_find)]
+    )
+    try:
+        result = await asyncio.to_thread(query, server.server_address[1])
+    finally:
+        server.shutdown()
+    assert result.incomplete
+    assert sorted(item.patient_id or "" for item in result.items) == ["PID00000", "PID00001"]
