@@ -113,7 +113,7 @@ async def test_sta2_a_abort_closes_without_answering(scp: Any, raw: Any) -> None
 async def test_sta2_artim_expiry_closes_a_silent_connection(scp_factory: Any, raw: Any) -> None:
     """Evt18 (ARTIM expired) in Sta2 is AA-2: close the transport. The ARTIM period here is the
     SCP's association timeout (CB_SCP_ACSE_TIMEOUT_S)."""
-    async with scp_factory(scp_acse_timeout_s=1.0) as scp:
+    async with scp_factory(scp_acse_timeout_s=3.0) as scp:
 
         def silent() -> bool:
             peer = raw.Peer(scp.port, timeout_s=30.0)
@@ -128,7 +128,7 @@ async def test_sta2_artim_expiry_closes_a_silent_connection(scp_factory: Any, ra
 
 async def test_sta2_half_sent_associate_rq_expires(scp_factory: Any, raw: Any) -> None:
     """ARTIM also bounds an A-ASSOCIATE-RQ that stops half way (Sta2, then silence)."""
-    async with scp_factory(scp_acse_timeout_s=1.0) as scp:
+    async with scp_factory(scp_acse_timeout_s=3.0) as scp:
 
         def half() -> bool:
             peer = raw.Peer(scp.port, timeout_s=30.0)
@@ -214,7 +214,7 @@ async def test_mid_store_pdu_drops_the_instance(
 
 async def test_sta6_idle_association_is_ended(scp_factory: Any, raw: Any) -> None:
     """An established association that stays silent past the network timeout is aborted."""
-    async with scp_factory(scp_network_timeout_s=1.0) as scp:
+    async with scp_factory(scp_network_timeout_s=3.0) as scp:
 
         def idle() -> tuple[int, bytes] | None:
             peer = raw.Peer(scp.port, timeout_s=30.0)

@@ -44,7 +44,8 @@ from cinebridge_sender.testpeers import make_instance
 pytestmark = pytest.mark.integration
 
 STORE_RSP = 0x8001
-TIMEOUTS = Timeouts(connect_s=10.0, acse_s=3.0, dimse_s=3.0, network_s=3.0)
+#: Short enough for the silent-peer cases, long enough that load never fakes a silence.
+TIMEOUTS = Timeouts(connect_s=10.0, acse_s=10.0, dimse_s=10.0, network_s=10.0)
 
 
 def items(tmp_path: Path, count: int = 2, payload: int = 200_000) -> list[Item]:
