@@ -23,7 +23,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.fixture(scope="session")
 def fuzz_seconds(request: pytest.FixtureRequest) -> float:
-    return float(request.config.getoption("--fuzz-seconds"))
+    # default: the option exists only when tests/fuzz is named on the command line
+    return float(request.config.getoption("--fuzz-seconds", default=0.0))
 
 
 def load_targets() -> ModuleType:
