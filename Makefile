@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint types imports area chaos docs pins bench clean
+.PHONY: install run test lint types imports area chaos fuzz docs pins bench clean
 
 install:
 	bash scripts/install.sh
@@ -30,13 +30,17 @@ docs:
 	$(PY) scripts/env_example.py --check .env.example
 
 ## One area's tests only, e.g. `make area AREA=sender` (areas: common, scp, worklist, converter,
-## sender, capture, gateway, cli, system).
+## sender, capture, gateway, cli, system, fuzz).
 area: install
 	$(PY) scripts/run_tests.py --only $(AREA) -- $(PYTEST_ARGS)
 
 ## The chaos test alone (it also runs in `make test`): every process of the embedded run killed once.
 chaos: install
 	$(PY) -m pytest -m chaos tests/integration/system $(PYTEST_ARGS)
+
+## Every fuzz target for 60 s (tests/fuzz); `scripts/fuzz.py --seed` rewrites the seed corpus.
+fuzz: install
+	$(PY) scripts/fuzz.py --seconds 60 -- $(PYTEST_ARGS)
 
 pins:
 	python3 scripts/pin.py

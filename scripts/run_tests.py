@@ -18,6 +18,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("scp", "worklist", "converter", "sender", "capture", "gateway", "cli")
+#: Generated inputs per fuzz target in the test command: five targets, about five minutes.
+FUZZ_SECONDS_PER_TARGET = 60
 
 
 def areas() -> list[tuple[str, list[str]]]:
@@ -28,6 +30,8 @@ def areas() -> list[tuple[str, list[str]]]:
         paths = [p for p in (f"services/{svc}", f"tests/integration/{svc}") if (ROOT / p).exists()]
         found.append((svc, paths))
     found.append(("system", ["tests/integration/system"]))
+    # Every fuzz target for its time budget (tests/fuzz, the same run as scripts/fuzz.py).
+    found.append(("fuzz", ["tests/fuzz", f"--fuzz-seconds={FUZZ_SECONDS_PER_TARGET}"]))
     return found
 
 
