@@ -1,6 +1,6 @@
-"""`cinebridge`: status, echo, deliveries, worklist queries and users of a station, for people
-and scripts. Exit codes: 0 fine, 1 the answer is "no" (needs attention, unreachable, failed),
-2 usage, 3 gateway unreachable or failing, 4 token refused, 5 not found."""
+"""`cinebridge`: status, echo, deliveries, worklist queries, users and study exports of a
+station, for people and scripts. Exit codes: 0 fine, 1 the answer is "no" (needs attention,
+unreachable, failed), 2 usage, 3 gateway unreachable or failing, 4 token refused, 5 not found."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import httpx
 
-from . import commands
+from . import commands, exporting
 from .api import Api, CliError
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -71,6 +71,7 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("username")
     add.add_argument("--role", choices=("viewer", "operator", "administrator"), default="operator")
     add.set_defaults(run=commands.users_add, read_password=read_password)
+    exporting.add_parser(sub)
     return top
 
 

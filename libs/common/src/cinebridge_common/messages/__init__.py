@@ -13,7 +13,14 @@ from .capture import (
     SetRoomStudy,
     SetRoomStudyReply,
 )
-from .converter import ConversionFailed, ConversionProgressed, ConvertMedia, InstanceCreated
+from .converter import (
+    ConversionFailed,
+    ConversionProgressed,
+    ConvertMedia,
+    ExportStudy,
+    ExportStudyReply,
+    InstanceCreated,
+)
 from .gateway import StudyChanged
 from .scp import InstanceReceived
 from .sender import (
@@ -64,6 +71,8 @@ CATALOGUE: tuple[type[Message], ...] = (
     ConversionProgressed,
     InstanceCreated,
     ConversionFailed,
+    ExportStudy,
+    ExportStudyReply,
     SendInstance,
     ForwardStudy,
     DeliveryStateChanged,
@@ -111,6 +120,8 @@ __all__ = [
     "EchoReply",
     "EchoRequest",
     "Event",
+    "ExportStudy",
+    "ExportStudyReply",
     "ForwardStudy",
     "InstanceCreated",
     "InstanceReceived",
