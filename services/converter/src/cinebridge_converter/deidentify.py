@@ -113,7 +113,7 @@ def identifying_values(ds: Dataset) -> list[str]:
     must not contain."""
     values: list[str] = []
     name = str(ds.get("PatientName", "") or "")
-    values += [part for part in re.split(r"[\^=]", name) if len(part) > 1]
+    values += [part for part in [name, *re.split(r"[\^=]", name)] if len(part) > 1]
     for keyword in ("PatientID", "PatientBirthDate", "AccessionNumber", "OtherPatientIDs"):
         value = ds.get(keyword)
         if value:
@@ -124,6 +124,7 @@ def identifying_values(ds: Dataset) -> list[str]:
 def clean_text(text: str, identifying: Iterable[str]) -> str:
     for value in sorted(identifying, key=len, reverse=True):
         text = re.sub(re.escape(value), "", text, flags=re.IGNORECASE)
+    text = re.sub(r"(?<!\w)[\^=]+|[\^=]+(?!\w)", "", text)  # separators of a removed name
     return re.sub(r"\s{2,}", " ", text).strip()
 
 
