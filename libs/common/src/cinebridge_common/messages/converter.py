@@ -85,6 +85,9 @@ class ExportStudy(Request):
 
 
 class ExportStudyReply(Reply):
+    """What an export wrote: where, how much, and what the user must check before sharing."""
+
+    subject: ClassVar[str] = "cb.rpc.converter.reply"
     export_id: str = ""
     #: Relative path of the ZIP in the media store (download), or the folder written (folder).
     location: str = ""
