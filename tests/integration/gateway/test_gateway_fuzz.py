@@ -31,6 +31,8 @@ from cinebridge_common.messages import (
     DestinationUpsert,
     EchoReply,
     EchoRequest,
+    ExportStudy,
+    ExportStudyReply,
     Reply,
     RetryDelivery,
     RetryDeliveryReply,
@@ -84,6 +86,7 @@ async def serve_contract_peers(bus: Bus) -> None:
         (WorklistServerDelete, _const(WorklistServersReply(ok=False, error="no such server"))),
         (WorklistEcho, _const(WorklistEchoReply(reachable=False, reason="unknown server"))),
         (WorklistReconcile, _const(WorklistReconcileReply(ok=False, error="no such study"))),
+        (ExportStudy, _const(ExportStudyReply(ok=False, error="no such study"))),
     ]
     for request_type, handler in handlers:
         await bus.serve(request_type, handler)
