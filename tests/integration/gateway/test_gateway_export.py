@@ -22,7 +22,7 @@ import pytest
 from cinebridge_cli.__main__ import main as cli_main
 from cinebridge_common.bus import Bus
 from cinebridge_common.messages import ServiceHeartbeat
-from cinebridge_common.store import MediaStore
+from cinebridge_common.store import MediaStore, sha256_file
 from cinebridge_common.testing import require_tool, wait_for
 from cinebridge_converter import app as converter_app
 from cinebridge_converter.settings import ConverterSettings
@@ -191,7 +191,7 @@ def _referenced_files(dump: str) -> list[str]:
 
 
 async def test_dicomdir_export_is_read_back_by_dcmtk(
-    station: dict[str, Any], tmp_path: Path
+    gateway: RunningGateway, station: dict[str, Any], tmp_path: Path
 ) -> None:
     admin, study = station["admin"], station["study"]
     result = await _export(admin, study["id"], kind="dicomdir")
@@ -222,6 +222,11 @@ async def test_dicomdir_export_is_read_back_by_dcmtk(
         assert each.returncode == 0 and "SOPInstanceUID" in each.stdout, each.stderr
         uids.add(re.findall(r"\[([0-9.]+)\]", each.stdout)[0])
     assert uids == set(re.findall(r"\(0004,1511\) UI \[([0-9.]+)\]", dump.stdout))
+    stored = await gateway.ctx.pool.fetch(
+        "SELECT sha256 FROM instances WHERE study_id = $1", uuid.UUID(study["id"])
+    )
+    exported = {sha256_file(out / file_id) for file_id in referenced}
+    assert exported == {r["sha256"] for r in stored}, "each instance byte for byte"
     verified = subprocess.run(
         [require_tool("dciodvfy"), str(out / "DICOMDIR")],
         capture_output=True,

@@ -132,7 +132,10 @@ def _write_media(
         if cancel.is_set():
             raise ExportRefused("the converter is stopping")
         if deid is None:
-            fs.add(path)
+            # The directory records need the header only; the staged file is then the original
+            # copied as is (pydicom stages every added instance as a file, and `write` copies).
+            instance = fs.add(dcmread(path, stop_before_pixels=True))
+            shutil.copyfile(path, instance.path)
             continue
         ds = dcmread(path)
         why = burned_in_warning(ds, plan.overlay_sources)
