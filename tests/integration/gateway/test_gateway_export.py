@@ -339,6 +339,7 @@ async def test_viewer_refused_and_every_export_audited(
     assert row["detail"]["export_id"] in url
     downloads = (await admin.get("/api/v1/audit", params={"action": "export_downloaded"})).json()
     assert [d["actor"] for d in downloads] == ["token:x-operator"]
+    assert downloads[0]["patient_id"] == SEEDED["patient_id"], "the download names its patient"
 
 
 async def test_refused_export_is_audited_with_its_reason(

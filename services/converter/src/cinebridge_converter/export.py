@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import secrets
 import shutil
 import threading
 import time
@@ -31,6 +32,7 @@ from .deidentify import Deidentifier, DeidOptions, burned_in_warning
 from .export_media import export_recording, export_still
 from .jobs import ConverterDeps
 from .mwl import StudyInfo
+from .settings import ConverterSettings
 
 log = logging.getLogger(__name__)
 EXPORT_AREA = "exports"
@@ -187,19 +189,7 @@ async def run_export(req: ExportStudy, deps: ConverterDeps) -> ExportStudyReply:
         deps.store.resolve(r["rel_path"])
         for r in await repo.export_instances(deps.pool, uuid.UUID(req.study_id))
     ]
-    plan = ExportPlan(
-        kind=req.kind,
-        caption=req.caption,
-        deid=DeidOptions(
-            retain_dates=_choose(req.retain_dates, settings.converter_export_retain_dates),
-            clean_descriptors=_choose(
-                req.clean_descriptors, settings.converter_export_clean_descriptors
-            ),
-        ),
-        seed=export_id,
-        overlay_sources=tuple(settings.converter_export_overlay_sources),
-        preset=settings.converter_x264_preset,
-    )
+    plan = plan_for(req, settings, export_id)
     area = deps.store.resolve(EXPORT_AREA)
     area.mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(purge_old_exports, area, settings.converter_export_keep_s)
@@ -234,6 +224,25 @@ async def run_export(req: ExportStudy, deps: ConverterDeps) -> ExportStudyReply:
         files=result.files,
         bytes=result.bytes,
         warnings=result.warnings,
+    )
+
+
+def plan_for(req: ExportStudy, settings: ConverterSettings, export_id: str) -> ExportPlan:
+    """The request's options, the station's settings where the request leaves them open."""
+    return ExportPlan(
+        kind=req.kind,
+        caption=req.caption,
+        deid=DeidOptions(
+            retain_dates=_choose(req.retain_dates, settings.converter_export_retain_dates),
+            clean_descriptors=_choose(
+                req.clean_descriptors, settings.converter_export_clean_descriptors
+            ),
+        ),
+        # The seed of the UID and value replacement: secret to the recipient (never written
+        # into the export), one per export.
+        seed=export_id + secrets.token_hex(16),
+        overlay_sources=tuple(settings.converter_export_overlay_sources),
+        preset=settings.converter_x264_preset,
     )
 
 

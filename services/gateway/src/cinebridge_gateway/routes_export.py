@@ -120,6 +120,7 @@ async def export_download(
         gw.pool,
         principal.name,
         "export_downloaded",
+        study_id=await gw.repo.exported_study(str(export_id)),
         target=str(export_id),
         client=client_of(request),
     )
