@@ -238,7 +238,7 @@ def plan_for(req: ExportStudy, settings: ConverterSettings, export_id: str) -> E
                 req.clean_descriptors, settings.converter_export_clean_descriptors
             ),
         ),
-        # The seed of the UID and value replacement: secret to the recipient (never written
+        # What the UID and value replacement is keyed on: secret to the recipient (never written
         # into the export), one per export.
         seed=export_id + secrets.token_hex(16),
         overlay_sources=tuple(settings.converter_export_overlay_sources),
