@@ -8,17 +8,28 @@ import os
 import subprocess
 import threading
 import time
+import uuid
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cinebridge_common.testing import require_tool
+from cinebridge_converter.deidentify import DeidOptions
 from cinebridge_converter.errors import Cancelled
-from cinebridge_converter.export import caption_text, purge_old_exports, zip_folder
+from cinebridge_converter.export import (
+    ExportPlan,
+    _pixels_last,
+    caption_text,
+    purge_old_exports,
+    write_export,
+    zip_folder,
+)
 from cinebridge_converter.export_media import export_recording, export_still
 from cinebridge_converter.testmedia import make_still, make_video
 from PIL import Image, ImageChops, ImageStat
+from pydicom import dcmread
 
 from .conftest import STUDY
 
@@ -143,3 +154,36 @@ def test_zip_and_purge(tmp_path: Path) -> None:
     os.utime(tmp_path / "area" / "one.zip", (old, old))
     assert purge_old_exports(tmp_path / "area", keep_s=3600) == 1
     assert [p.name for p in (tmp_path / "area").iterdir()] == ["fresh.zip"]
+
+
+def test_deid_media_copy_pixel_data_as_bytes(
+    run_convert: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The de-identified header is written, the video's Pixel Data copied after it unchanged:
+    the copy is a valid file with the same pictures and none of the header's identity."""
+    video = make_video(tmp_path / "v.mp4", frames=250, width=640, height=480)
+    [built] = run_convert(video, "recording", iod="vl")
+    still = make_still(tmp_path / "s.jpg")
+    [snap] = run_convert(still, "snapshot", iod="vl", media_id=str(uuid.uuid4()))
+    sources = [built.temp, snap.temp]
+    original = dcmread(built.temp, defer_size=1 << 16)
+    assert _pixels_last(original, built.temp) is not None, "the station's video qualifies"
+    plan = ExportPlan("deid", "none", DeidOptions(), seed="k")
+    out = tmp_path / "out"
+    out.mkdir()
+    result = write_export(plan, STUDY, [], sources, out, threading.Event())
+    assert result.files == 3
+    copies = {dcmread(p).SOPClassUID: p for p in out.rglob("IM*")}
+    for src in sources:
+        before = dcmread(src)
+        after = dcmread(copies[before.SOPClassUID])
+        assert after.PixelData == before.PixelData
+        assert after.PatientName != before.PatientName and after.PatientIdentityRemoved == "YES"
+        assert after.SOPInstanceUID != before.SOPInstanceUID
+        dump = subprocess.run(
+            [require_tool("dcmdump"), "-q", str(copies[before.SOPClassUID])],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert dump.returncode == 0 and "PixelData" in dump.stdout, dump.stderr

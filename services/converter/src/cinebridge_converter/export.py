@@ -25,7 +25,10 @@ from pathlib import Path
 from cinebridge_common.logging import kv
 from cinebridge_common.messages import ExportStudy, ExportStudyReply
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
 from pydicom.fileset import FileSet
+from pydicom.tag import Tag
 
 from . import repository as repo
 from .deidentify import Deidentifier, DeidOptions, burned_in_warning
@@ -38,6 +41,8 @@ log = logging.getLogger(__name__)
 EXPORT_AREA = "exports"
 #: File-set ID of the media (PS3.3 F.3.2.1: up to 16 characters of CS, no patient data).
 FILE_SET_ID = "CINEBRIDGE"
+PIXEL_DATA = Tag(0x7FE0, 0x0010)
+UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 class ExportRefused(Exception):
@@ -139,18 +144,47 @@ def _write_media(
             instance = fs.add(dcmread(path, stop_before_pixels=True))
             shutil.copyfile(path, instance.path)
             continue
-        ds = dcmread(path)
+        # Values over 64 KB (the video) stay in the file until written: see _pixels_last.
+        ds = dcmread(path, defer_size=1 << 16)
         why = burned_in_warning(ds, plan.overlay_sources)
         if why is not None:
             warned[why] = warned.get(why, 0) + 1
+        pixels_at = _pixels_last(ds, path)
+        if pixels_at is not None:
+            del ds[PIXEL_DATA]
         deid.apply(ds)
-        fs.add(ds)
+        instance = fs.add(ds)
+        if pixels_at is not None:
+            with path.open("rb") as src, open(instance.path, "ab") as staged:
+                src.seek(pixels_at)
+                shutil.copyfileobj(src, staged, 1 << 20)
     fs.write(out)
     for why, count in warned.items():
         result.warnings.append(
             f"{count} instance(s): {why}; the pixels are not cleaned (PS3.15 E.3.1 Clean Pixel"
             " Data is not applied): check every picture before sharing"
         )
+
+
+def _pixels_last(ds: Dataset, path: Path) -> int | None:
+    """Where the encapsulated Pixel Data element begins in `path`, when nothing follows it and
+    it can be copied as bytes after the de-identified header (a recording of gigabytes is then
+    never in memory); None: the data set is written whole.
+
+    Only an undefined-length Explicit VR element (PS3.5 A.4: encapsulated, 12-byte header)
+    qualifies; an element after it (a private group 7FE1, trailing padding) would be copied
+    without de-identification, so such a file is written whole too."""
+    raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
+    if not isinstance(raw, RawDataElement) or raw.length != UNDEFINED_LENGTH:
+        return None
+    implicit, little = ds.original_encoding
+    if implicit or not little or any(tag > PIXEL_DATA for tag in ds.keys()):
+        return None
+    start = raw.value_tell - 12
+    with path.open("rb") as fh:
+        fh.seek(start)
+        header = fh.read(8)
+    return start if header == b"\xe0\x7f\x10\x00OB\x00\x00" else None
 
 
 def zip_folder(folder: Path, dest: Path) -> None:
