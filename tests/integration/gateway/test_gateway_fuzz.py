@@ -33,6 +33,8 @@ from cinebridge_common.messages import (
     DestinationUpsert,
     EchoReply,
     EchoRequest,
+    ExportStudy,
+    ExportStudyReply,
     Reply,
     RetryDelivery,
     RetryDeliveryReply,
@@ -93,6 +95,7 @@ async def serve_contract_peers(bus: Bus) -> None:
         (SenderConformance, _const(ConformanceReply(service="sender"))),
         (WorklistConformance, _const(ConformanceReply(service="worklist"))),
         (ConverterConformance, _const(ConformanceReply(service="converter"))),
+        (ExportStudy, _const(ExportStudyReply(ok=False, error="no such study"))),
     ]
     for request_type, handler in handlers:
         await bus.serve(request_type, handler)

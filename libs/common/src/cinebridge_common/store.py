@@ -20,7 +20,8 @@ from typing import BinaryIO
 
 #: Only generated path components: lower-case hex ids, dates, and a short known extension.
 _SAFE_COMPONENT = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,79}$")
-ALLOWED_AREAS = frozenset({"media", "dicom", "received", "recordings", "quarantine"})
+#: `exports`: finished study exports waiting to be downloaded (the converter purges them).
+ALLOWED_AREAS = frozenset({"media", "dicom", "received", "recordings", "quarantine", "exports"})
 
 
 class UnsafePath(ValueError):

@@ -1,8 +1,8 @@
 """`cinebridge`: status, echo, send, deliveries, worklist queries, users, the conformance statement,
-backup and restore of a station, for people and scripts. Exit codes: 0 fine, 1 the answer is "no"
-(needs attention, unreachable, failed), 2 usage, 3 gateway (or, for backup/restore, database)
-unreachable or failing, 4 token refused, 5 not found, 6 restore refused: the station is not
-empty."""
+study exports, backup and restore of a station, for people and scripts. Exit codes: 0 fine, 1 the
+answer is "no" (needs attention, unreachable, failed), 2 usage, 3 gateway (or, for
+backup/restore, database) unreachable or failing, 4 token refused, 5 not found, 6 restore
+refused: the station is not empty."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import httpx
 
-from . import backup, commands, send
+from . import backup, commands, exporting, send
 from .api import Api, CliError
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -111,6 +111,7 @@ def parser() -> argparse.ArgumentParser:
     conformance.add_argument("--html", action="store_true", help="the HTML page instead")
     conformance.add_argument("-o", "--output", help="write to this file instead of stdout")
     conformance.set_defaults(run=commands.statement)
+    exporting.add_parser(sub)
     return top
 
 

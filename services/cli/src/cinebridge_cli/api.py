@@ -119,3 +119,20 @@ class Api:
             "Content-Length": str(file.stat().st_size),
         }
         return self.call("POST", path, content=chunks(), headers=headers)
+
+    def download(self, path: str, dest: Path, *, timeout_s: float) -> int:
+        """Stream `path` into `dest` (never whole in memory); returns the byte count."""
+        try:
+            with self.client.stream("GET", path, timeout=timeout_s) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    code = REFUSED if response.status_code in (401, 403) else NO
+                    raise CliError(code, f"download refused: {_message(response)}")
+                size = 0
+                with dest.open("wb") as fh:
+                    for chunk in response.iter_bytes(1 << 20):
+                        fh.write(chunk)
+                        size += len(chunk)
+                return size
+        except httpx.HTTPError as exc:
+            raise CliError(UNAVAILABLE, f"gateway {self.url} unreachable: {exc}") from None

@@ -14,7 +14,7 @@ from cinebridge_common.station import load_station_settings
 from cinebridge_common.supervise import every
 
 from . import reconcile, statement
-from .handlers import CONSUMERS
+from .handlers import CONSUMERS, RPC
 from .jobs import ConverterDeps
 from .settings import ConverterSettings
 
@@ -50,6 +50,14 @@ async def run(settings: ConverterSettings) -> None:
         for durable, model, handler in CONSUMERS:
             bound: Any = functools.partial(_bind, handler, deps)
             ctx.bus.start_consumer(consumer_spec(durable, model.subject, settings), model, bound)
+        for request_type, rpc_handler in RPC:
+            answer = _bind_rpc(rpc_handler, deps)
+            await ctx.until_ready(
+                "nats",
+                functools.partial(
+                    ctx.bus.serve, request_type, answer, concurrency=settings.converter_workers
+                ),
+            )
         dead_letters = functools.partial(reconcile.park_dead_letter, deps=deps)
         ctx.bus.start_consumer(DEAD_LETTERS, DeadLetter, dead_letters)
         ctx.spawn(
@@ -81,6 +89,13 @@ async def _cancel_on_stop(ctx: ServiceContext, deps: ConverterDeps) -> None:
         await ctx.stop.wait()
     finally:
         deps.cancel.set()  # also when the service task itself is cancelled
+
+
+def _bind_rpc(rpc_handler: Any, deps: ConverterDeps) -> Any:
+    async def answer(request: Any) -> Any:
+        return await rpc_handler(request, deps)
+
+    return answer
 
 
 async def _bind(handler: Any, deps: ConverterDeps, msg: Any, delivery: Any) -> None:

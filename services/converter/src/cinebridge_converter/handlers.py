@@ -9,10 +9,11 @@ from typing import Any
 import asyncpg
 from cinebridge_common.bus import Delivery, Poison, Retry
 from cinebridge_common.logging import kv
-from cinebridge_common.messages import ConvertMedia
+from cinebridge_common.messages import ConvertMedia, ExportStudy, ExportStudyReply
+from cinebridge_common.messages.base import Request
 from cinebridge_common.store import UnsafePath
 
-from . import jobs, metrics, reconcile
+from . import export, jobs, metrics, reconcile
 from . import repository as repo
 from .errors import Cancelled, ConversionError, TransientFailure
 
@@ -68,9 +69,25 @@ async def _fail_if_last(
         await jobs.fail(msg, deps, ConversionError(f"gave up: {type(exc).__name__}: {exc}"))
 
 
+async def handle_export_study(req: ExportStudy, deps: jobs.ConverterDeps) -> ExportStudyReply:
+    """Write one export; a refusal or a failure is the reply's error (the gateway audits it)."""
+    try:
+        return await export.run_export(req, deps)
+    except (export.ExportRefused, ConversionError, UnsafePath, ValueError) as exc:
+        log.info("export refused", extra=kv(export=req.export_id, reason=str(exc)))
+        return ExportStudyReply(ok=False, error=str(exc), export_id=req.export_id)
+
+
 JobHandler = Callable[[Any, Delivery, jobs.ConverterDeps], Awaitable[None]]
 
 #: (durable consumer, message type, handler): the converter's subscriptions.
 CONSUMERS: list[tuple[str, type[ConvertMedia], JobHandler]] = [
     ("converter-convert", ConvertMedia, handle_convert_media),
+]
+
+RpcHandler = Callable[[Any, jobs.ConverterDeps], Awaitable[Any]]
+
+#: Request/reply subjects the converter answers.
+RPC: list[tuple[type[Request], RpcHandler]] = [
+    (ExportStudy, handle_export_study),
 ]

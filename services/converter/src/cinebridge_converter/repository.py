@@ -283,3 +283,23 @@ async def requeue(conn: Any, job: ConvertMedia, lease_s: float) -> None:
 
 async def drop_job(conn: Any, media_id: uuid.UUID) -> None:
     await conn.execute("DELETE FROM converter_jobs WHERE media_id = $1", media_id)
+
+
+# -- exports -----------------------------------------------------------------------------
+async def export_media(pool: asyncpg.Pool, study_id: uuid.UUID) -> list[asyncpg.Record]:
+    """The study's media items in capture order (an export's MP4/JPEG files)."""
+    return await pool.fetch(
+        "SELECT id, kind, rel_path, source FROM media WHERE study_id = $1 AND state <> 'deleted'"
+        " ORDER BY captured_at, id",
+        study_id,
+    )
+
+
+async def export_instances(pool: asyncpg.Pool, study_id: uuid.UUID) -> list[asyncpg.Record]:
+    """The study's DICOM instances, series by series (an export's DICOM media)."""
+    return await pool.fetch(
+        """SELECT i.rel_path FROM instances i JOIN media m ON m.id = i.media_id
+           WHERE i.study_id = $1 AND m.state <> 'deleted'
+           ORDER BY i.series_number, i.instance_number, i.part""",
+        study_id,
+    )

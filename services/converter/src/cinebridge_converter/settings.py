@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from cinebridge_common.settings import ServiceSettings
 
 from .convert import Limits
@@ -32,6 +34,17 @@ class ConverterSettings(ServiceSettings):
     converter_default_modality: str = "OT"
     #: Anatomic Region of video VL instances (PS3.3 C.8.12.1: one item) "value^scheme^meaning".
     converter_anatomic_region: str = "38266002^SCT^Entire body"
+    #: Exports: the folder "to folder" exports are written to (a mounted USB stick or network
+    #: share; unset: downloads only), and how long a download stays in the media store.
+    converter_export_folder: Path | None = None
+    converter_export_keep_s: float = 24 * 3600
+    #: De-identified exports: PS3.15 E.3.6 Retain Longitudinal Temporal Information (Modified
+    #: Dates) and E.3.5 Clean Descriptors options, unless the request says otherwise.
+    converter_export_retain_dates: bool = False
+    converter_export_clean_descriptors: bool = False
+    #: Capture sources (series names) known to overlay patient data on their picture: their
+    #: instances get a warning in de-identified exports even when Burned In Annotation is NO.
+    converter_export_overlay_sources: list[str] = []
 
     def limits(self) -> Limits:
         return Limits(

@@ -292,6 +292,15 @@ class Repository:
         )
         return [dict(r) for r in rows]
 
+    async def exported_study(self, export_id: str) -> uuid.UUID | None:
+        """The study an export was made of (its `study_exported` entry), for the download's."""
+        found: uuid.UUID | None = await self.pool.fetchval(
+            """SELECT study_id FROM gateway_audit_log
+               WHERE action = 'study_exported' AND detail->>'export_id' = $1 LIMIT 1""",
+            export_id,
+        )
+        return found
+
     # -- studies -------------------------------------------------------------------------
     async def insert_study(self, conn: Conn, values: dict[str, Any]) -> dict[str, Any]:
         columns = ", ".join(values)

@@ -37,6 +37,9 @@ class GatewaySettings(ServiceSettings):
     gateway_health_token: SecretStr | None = None
     #: Timeout of RPCs to other services (capture, worklist, sender echo).
     gateway_rpc_timeout_s: float = 10.0
+    #: Longest wait for the converter to write an export (a burned-in caption re-encodes
+    #: every recording of the study).
+    gateway_export_timeout_s: float = 1800.0
 
     def bound_beyond_loopback(self) -> bool:
         return super().bound_beyond_loopback() or not is_loopback_host(self.gateway_host)

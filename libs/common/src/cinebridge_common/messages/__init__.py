@@ -20,7 +20,14 @@ from .conformance import (
     SenderConformance,
     WorklistConformance,
 )
-from .converter import ConversionFailed, ConversionProgressed, ConvertMedia, InstanceCreated
+from .converter import (
+    ConversionFailed,
+    ConversionProgressed,
+    ConvertMedia,
+    ExportStudy,
+    ExportStudyReply,
+    InstanceCreated,
+)
 from .gateway import StudyChanged
 from .scp import InstanceReceived
 from .sender import (
@@ -71,6 +78,8 @@ CATALOGUE: tuple[type[Message], ...] = (
     ConversionProgressed,
     InstanceCreated,
     ConversionFailed,
+    ExportStudy,
+    ExportStudyReply,
     SendInstance,
     ForwardStudy,
     DeliveryStateChanged,
@@ -125,6 +134,8 @@ __all__ = [
     "EchoReply",
     "EchoRequest",
     "Event",
+    "ExportStudy",
+    "ExportStudyReply",
     "ForwardStudy",
     "InstanceCreated",
     "InstanceReceived",

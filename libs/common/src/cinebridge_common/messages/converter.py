@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from .base import Event, Job
+from .base import Event, Job, Reply, Request
 
 #: "standard": by the study's Modality (ES: VL/Video Endoscopic, XC: VL/Video Photographic,
 #: else SC stills and Multi-frame True Color SC recordings); "videostation" = "sc": the
@@ -61,3 +61,40 @@ class ConversionFailed(Event):
     media_id: str
     study_id: str
     reason: str
+
+
+ExportKind = Literal["mp4", "dicomdir", "deid"]
+
+
+class ExportStudy(Request):
+    """Export a study's media or instances (gateway → converter): MP4/JPEG files, DICOM media
+    with a DICOMDIR (PS3.10/PS3.11 STD-GEN-USB/CD), or a de-identified copy (PS3.15 Annex E).
+    The converter writes under the media store's `exports/` (then zipped for a download) or into
+    its configured export folder; `export_id` names the result, never a patient's data."""
+
+    subject: ClassVar[str] = "cb.rpc.converter.export"
+    export_id: str
+    study_id: str
+    kind: ExportKind
+    #: "download": a ZIP in the media store for the gateway to stream; "folder": the
+    #: converter's export folder (a mounted USB stick or network share).
+    target: Literal["download", "folder"] = "download"
+    #: mp4 only: patient/date caption "none", burned into the pictures, or a side-car text file.
+    caption: Literal["none", "burned", "sidecar"] = "none"
+    #: deid only: PS3.15 E.3.6 Retain Longitudinal Temporal Information (Modified Dates) and
+    #: E.3.5 Clean Descriptors options; None takes the station's settings.
+    retain_dates: bool | None = None
+    clean_descriptors: bool | None = None
+    requested_by: str | None = None
+
+
+class ExportStudyReply(Reply):
+    """What an export wrote: where, how much, and what the user must check before sharing."""
+
+    subject: ClassVar[str] = "cb.rpc.converter.reply"
+    export_id: str = ""
+    #: Relative path of the ZIP in the media store (download), or the folder written (folder).
+    location: str = ""
+    files: int = 0
+    bytes: int = 0
+    warnings: list[str] = []

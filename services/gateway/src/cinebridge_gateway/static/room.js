@@ -2,6 +2,7 @@
 // room status names it); this page only shows it and asks the server to change it.
 import { api, attempt, badge, clearErrorToast, dicomDate, field, fmtSeconds, fmtTime, formValues, h, personName,
          render, route, scheduleRefresh, startStudy, state, toast } from "./lib.js";
+import { exportDialog } from "./export.js";
 
 export async function viewRoom(arg, setView) {
   state.rooms = await api("GET", "/api/v1/rooms");
@@ -32,7 +33,8 @@ function studyCard(study) {
     study ? h("button", { id: "close-study", onclick: () => closeStudy(study) }, "Close study") : "",
     h("span", { class: "spacer" }),
     h("button", { class: "primary", id: "save-button", disabled: !study, onclick: () => saveStudy(study) }, "Save"),
-    h("button", { id: "forward-button", disabled: !study, onclick: () => forwardDialog(study) }, "Forward"));
+    h("button", { id: "forward-button", disabled: !study, onclick: () => forwardDialog(study) }, "Forward"),
+    h("button", { id: "export-button", disabled: !study, onclick: () => exportDialog(study) }, "Export"));
   if (!study) {
     return h("section", { class: "panel study-card", id: "study-card" },
       h("div", { class: "name", id: "study-patient" }, "No current study"),
