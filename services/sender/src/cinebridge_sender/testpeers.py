@@ -6,6 +6,7 @@ imports it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
@@ -290,20 +291,42 @@ class DcmtkStorescp:
         self.proc = None
 
 
+#: Where Debian's `orthanc-dicomweb` puts the DICOMweb plugin.
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+
+def dicomweb_plugin() -> Path:
+    """The Orthanc DICOMweb plugin (Debian `orthanc-dicomweb`, .ci/packages.txt); a missing one
+    fails the test that needs it."""
+    if not DICOMWEB_PLUGIN.is_file():
+        raise FileNotFoundError(f"{DICOMWEB_PLUGIN} missing: install orthanc-dicomweb")
+    return DICOMWEB_PLUGIN
+
+
 @dataclass
 class OrthancPeer:
-    """An Orthanc with its own storage, DICOM on `dicom_port`, REST on `http_port` (loopback)."""
+    """An Orthanc with its own storage, DICOM on `dicom_port`, REST on `http_port` (loopback).
+    With `dicomweb`, its DICOMweb plugin serves STOW-RS/QIDO-RS under `/dicom-web`; with `users`,
+    HTTP basic authentication guards REST and DICOMweb alike; `lua` is a script of callbacks
+    (e.g. `ReceivedInstanceFilter`, which rejects instances)."""
 
     binary: str
     work_dir: Path
     dicom_port: int
     http_port: int
     ae_title: str = "ORTHANC"
+    dicomweb: bool = False
+    users: dict[str, str] = field(default_factory=dict)
+    lua: str = ""
     proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def dicomweb_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/dicom-web"
 
     def start(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        config = {
+        config: dict[str, Any] = {
             "Name": "cinebridge-test",
             "StorageDirectory": str(self.work_dir / "db"),
             "IndexDirectory": str(self.work_dir / "db"),
@@ -312,10 +335,17 @@ class OrthancPeer:
             "HttpPort": self.http_port,
             "HttpBindAddress": "127.0.0.1",
             "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
-            "Plugins": [],
+            "AuthenticationEnabled": bool(self.users),
+            "RegisteredUsers": self.users,
+            "Plugins": [str(dicomweb_plugin())] if self.dicomweb else [],
             "DicomCheckCalledAet": False,
         }
+        if self.dicomweb:
+            config["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/"}
+        if self.lua:
+            script = self.work_dir / "callbacks.lua"
+            script.write_text(self.lua)
+            config["LuaScripts"] = [str(script)]
         path = self.work_dir / "orthanc.json"
         path.write_text(json.dumps(config))
         log = open(self.work_dir / "orthanc.log", "ab")
@@ -324,10 +354,17 @@ class OrthancPeer:
         _wait_port(self.http_port, self.proc, 30)
 
     def _get(self, path: str) -> bytes:
-        url = f"http://127.0.0.1:{self.http_port}{path}"
-        with urllib.request.urlopen(url, timeout=10) as response:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}")
+        if self.users:
+            user, password = next(iter(self.users.items()))
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - loopback http
             body: bytes = response.read()
             return body
+
+    def instance_count(self) -> int:
+        return len(json.loads(self._get("/instances")))
 
     def received(self) -> dict[str, bytes]:
         """SOP Instance UID -> the stored Part 10 file, fetched over REST."""
