@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -27,28 +26,8 @@ from pathlib import Path
 
 from cinebridge_common.embedded import free_port
 from cinebridge_sender.testpeers import DcmtkStorescp, make_instance
+from cinebridge_sender.testpeers import write_large_video as write_video
 from report import Figures, add_json_flag
-
-
-def write_video(path: Path, size: int) -> None:
-    """A Part 10 MPEG-4 AVC instance with `size` bytes of opaque stream, written in 1 MB pieces
-    (the generator never holds the video in memory)."""
-    make_instance(path, kind="video", payload_bytes=2)
-    data = path.read_bytes()
-    cut = data.rfind(b"\xe0\x7f\x10\x00")  # (7FE0,0010) Pixel Data, the last element
-    size += size % 2
-    with open(path, "wb") as fh:
-        fh.write(data[:cut])
-        fh.write(b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff")  # OB, undefined length
-        fh.write(b"\xfe\xff\x00\xe0" + struct.pack("<I", 0))  # empty Basic Offset Table
-        fh.write(b"\xfe\xff\x00\xe0" + struct.pack("<I", size))  # one fragment
-        block = bytes(range(256)) * 4096
-        left = size
-        while left:
-            n = min(left, len(block))
-            fh.write(block[:n])
-            left -= n
-        fh.write(b"\xfe\xff\xdd\xe0" + struct.pack("<I", 0))  # sequence delimiter
 
 
 def _hwm(pid: int) -> int:

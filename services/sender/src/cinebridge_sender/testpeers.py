@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import io
 import json
 import os
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -116,6 +118,28 @@ def make_instance(
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return ds
+
+
+def write_large_video(path: Path, size: int) -> None:
+    """A Part 10 MPEG-4 AVC instance with `size` bytes of opaque stream, written in 1 MB pieces
+    (the generator never holds the video in memory): the multi-GB case of the sender's tests
+    and benchmark."""
+    make_instance(path, kind="video", payload_bytes=2)
+    data = path.read_bytes()
+    cut = data.rfind(b"\xe0\x7f\x10\x00")  # (7FE0,0010) Pixel Data, the last element
+    size += size % 2
+    with open(path, "wb") as fh:
+        fh.write(data[:cut])
+        fh.write(b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff")  # OB, undefined length
+        fh.write(b"\xfe\xff\x00\xe0" + struct.pack("<I", 0))  # empty Basic Offset Table
+        fh.write(b"\xfe\xff\x00\xe0" + struct.pack("<I", size))  # one fragment
+        block = bytes(range(256)) * 4096
+        left = size
+        while left:
+            n = min(left, len(block))
+            fh.write(block[:n])
+            left -= n
+        fh.write(b"\xfe\xff\xdd\xe0" + struct.pack("<I", 0))  # sequence delimiter
 
 
 def dataset_bytes(path: Path) -> bytes:
@@ -307,8 +331,7 @@ def dicomweb_plugin() -> Path:
 class OrthancPeer:
     """An Orthanc with its own storage, DICOM on `dicom_port`, REST on `http_port` (loopback).
     With `dicomweb`, its DICOMweb plugin serves STOW-RS/QIDO-RS under `/dicom-web`; with `users`,
-    HTTP basic authentication guards REST and DICOMweb alike; `lua` is a script of callbacks
-    (e.g. `ReceivedInstanceFilter`, which rejects instances)."""
+    HTTP basic authentication guards REST and DICOMweb alike."""
 
     binary: str
     work_dir: Path
@@ -317,7 +340,6 @@ class OrthancPeer:
     ae_title: str = "ORTHANC"
     dicomweb: bool = False
     users: dict[str, str] = field(default_factory=dict)
-    lua: str = ""
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -342,10 +364,6 @@ class OrthancPeer:
         }
         if self.dicomweb:
             config["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/"}
-        if self.lua:
-            script = self.work_dir / "callbacks.lua"
-            script.write_text(self.lua)
-            config["LuaScripts"] = [str(script)]
         path = self.work_dir / "orthanc.json"
         path.write_text(json.dumps(config))
         log = open(self.work_dir / "orthanc.log", "ab")
@@ -353,18 +371,38 @@ class OrthancPeer:
         _wait_port(self.dicom_port, self.proc, 30)
         _wait_port(self.http_port, self.proc, 30)
 
-    def _get(self, path: str) -> bytes:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}")
+    def _open(self, path: str, data: bytes | None = None) -> Any:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data)
         if self.users:
             user, password = next(iter(self.users.items()))
             token = base64.b64encode(f"{user}:{password}".encode()).decode()
             request.add_header("Authorization", f"Basic {token}")
-        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - loopback http
+        return urllib.request.urlopen(request, timeout=60)  # noqa: S310 - loopback http
+
+    def _get(self, path: str) -> bytes:
+        with self._open(path) as response:
+            body: bytes = response.read()
+            return body
+
+    def _post(self, path: str, data: bytes) -> bytes:
+        with self._open(path, data) as response:
             body: bytes = response.read()
             return body
 
     def instance_count(self) -> int:
         return len(json.loads(self._get("/instances")))
+
+    def file_digest(self, sop_instance_uid: str) -> tuple[int, str]:
+        """(size, SHA-256) of one stored file, read over REST in pieces (for multi-GB files)."""
+        found = json.loads(self._post("/tools/lookup", sop_instance_uid.encode()).decode() or "[]")
+        orthanc_id = next(f["ID"] for f in found if f["Type"] == "Instance")
+        digest = hashlib.sha256()
+        size = 0
+        with self._open(f"/instances/{orthanc_id}/file") as response:
+            while block := response.read(1 << 20):
+                digest.update(block)
+                size += len(block)
+        return size, digest.hexdigest()
 
     def received(self) -> dict[str, bytes]:
         """SOP Instance UID -> the stored Part 10 file, fetched over REST."""
