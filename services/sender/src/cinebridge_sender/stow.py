@@ -35,8 +35,8 @@ WARNING_REASON = "00081196"
 #: HTTP statuses after which the same request later may pass: the archive is busy, restarting or
 #: behind a gateway that lost it (PS3.18 §8.7.3 lists 503 "Busy").
 TRANSIENT_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
-#: Without a Failed SOP Sequence a 409 still means "none stored" (PS3.18 §10.5.3.1); the code
-#: recorded for each instance is the C-STORE "processing failure" equivalent.
+#: A Failed SOP Sequence item without a Failure Reason: recorded as the C-STORE "processing
+#: failure" (PS3.7 C.4.2), which the C-STORE rules retry.
 GENERIC_FAILURE = 0x0110
 
 OnResult = Callable[[ItemResult], Awaitable[None]]
