@@ -371,13 +371,16 @@ class OrthancPeer:
         _wait_port(self.dicom_port, self.proc, 30)
         _wait_port(self.http_port, self.proc, 30)
 
-    def _open(self, path: str, data: bytes | None = None) -> Any:
+    def _request(self, path: str, data: bytes | None = None) -> urllib.request.Request:
         request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data)
         if self.users:
             user, password = next(iter(self.users.items()))
             token = base64.b64encode(f"{user}:{password}".encode()).decode()
             request.add_header("Authorization", f"Basic {token}")
-        return urllib.request.urlopen(request, timeout=60)  # noqa: S310 - loopback http
+        return request
+
+    def _open(self, path: str, data: bytes | None = None) -> Any:
+        return urllib.request.urlopen(self._request(path, data), timeout=60)  # noqa: S310
 
     def _get(self, path: str) -> bytes:
         with self._open(path) as response:
@@ -388,6 +391,15 @@ class OrthancPeer:
         with self._open(path, data) as response:
             body: bytes = response.read()
             return body
+
+    def clear(self) -> None:
+        """Delete every stored patient (and with them every instance): a benchmark's next run
+        stores again instead of finding each SOP Instance UID already there."""
+        for patient in json.loads(self._get("/patients")):
+            request = self._request(f"/patients/{patient}")
+            request.method = "DELETE"
+            with urllib.request.urlopen(request, timeout=60):  # noqa: S310 - loopback http
+                pass
 
     def instance_count(self) -> int:
         return len(json.loads(self._get("/instances")))
