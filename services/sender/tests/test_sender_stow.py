@@ -120,3 +120,6 @@ def test_destination_kinds_and_urls_are_checked() -> None:
         Destination(name="a", kind="dicomweb", base_url="https://pacs/dw", auth="basic")
     secret = Destination(name="a", kind="dicomweb", base_url="http://p/dw", secret="s3cr3t!")
     assert "s3cr3t!" not in repr(secret)
+    with pytest.raises(ValidationError) as refused:
+        Destination(name="a", kind="dicomweb", base_url="ftp://p/dw", secret="s3cr3t!")
+    assert "s3cr3t!" not in str(refused.value)

@@ -126,7 +126,7 @@ class DestinationIn(BaseModel):
     basic password or bearer token) is write-only: left out on an edit, the stored one is kept;
     no response carries it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
     id: Annotated[str, Field(pattern=r"^[0-9a-fA-F-]{36}$")] | None = None
     name: Annotated[str, Field(min_length=1, max_length=64)]
     kind: DestinationKind = "dimse"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .base import Event, Job, Reply, Request
 
@@ -90,6 +90,9 @@ class Destination(BaseModel):
     """A destination as stored in the sender's `destinations` table: a DIMSE Storage SCP
     (`kind="dimse"`: AE title, host, port) or a DICOMweb STOW-RS archive (`kind="dicomweb"`:
     base URL, authentication, TLS verification)."""
+
+    # A refused destination's error must not quote its secret back (replies, logs).
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     id: str | None = None
     name: str
