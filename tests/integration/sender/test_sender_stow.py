@@ -4,6 +4,7 @@ a rejected instance, a video larger than the sender's memory budget."""
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -22,7 +23,12 @@ from cinebridge_common.messages import (
 )
 from cinebridge_common.testing import wait_for
 from cinebridge_sender.testharness import SenderHarness, tool, wait_states
-from cinebridge_sender.testpeers import OrthancPeer, make_instance, write_large_video
+from cinebridge_sender.testpeers import (
+    OrthancPeer,
+    TlsRelay,
+    make_instance,
+    write_large_video,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +46,21 @@ def orthanc(tmp_path: Path, users: dict[str, str] | None = None) -> OrthancPeer:
         dicomweb=True,
         users=users or {},
     )
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """(certificate, key) of an archive at 127.0.0.1, signed by itself."""
+    cert, key = tmp_path / "archive.pem", tmp_path / "archive.key"
+    subprocess.run(
+        [
+            *(tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
 
 
 def archive(peer: OrthancPeer, **extra: object) -> dict[str, object]:
@@ -201,3 +222,51 @@ async def test_video_larger_than_the_memory_budget_is_streamed(
     print(f"sender peak RSS {peak / 1e6:.1f} MB for a {msg.size / 1e6:.0f} MB video")
     assert (size, digest) == (msg.size, msg.sha256)
     assert peak < RSS_BUDGET
+
+
+async def test_https_archive_verified_with_the_destinations_ca_file(
+    harness: SenderHarness, bus: Bus, db_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """An https archive with a certificate of its own: stored when the destination names the CA
+    file (or turns verification off); an unverified certificate is failed-permanent, shown."""
+    cert, key = self_signed(tmp_path)
+    peer = orthanc(tmp_path)
+    peer.start()
+    relay = TlsRelay(peer.http_port, cert, key)
+    try:
+        url = f"https://127.0.0.1:{relay.port}/dicom-web"
+        harness.start(
+            destinations=[
+                {"name": "trusted", "kind": "dicomweb", "base_url": url, "ca_file": str(cert)},
+                {"name": "unverified", "kind": "dicomweb", "base_url": url},
+                {"name": "unchecked", "kind": "dicomweb", "base_url": url, "tls_verify": False},
+            ]
+        )
+        msgs = harness.make(2)
+        await harness.announce(bus, msgs)
+        await wait_states(db_pool, {"sent": 4, "failed-permanent": 2}, 60, harness)
+        listed = await bus.request(DestinationListRequest(), DestinationListReply, 10)
+        by_name = {d.name: d for d in listed.destinations}
+        trusted = await bus.request(
+            EchoRequest(destination_id=by_name["trusted"].id), EchoReply, 20
+        )
+        unverified = await bus.request(
+            EchoRequest(destination_id=by_name["unverified"].id), EchoReply, 20
+        )
+        assert peer.instance_count() == len(msgs)
+    finally:
+        harness.stop()
+        relay.close()
+        peer.stop()
+    assert trusted.reachable, trusted.reason
+    assert not unverified.reachable and "certificate" in (unverified.reason or "")
+    rows = await db_pool.fetch(
+        """SELECT dst.name, d.state, d.last_error FROM deliveries d
+           JOIN destinations dst ON dst.id = d.destination_id"""
+    )
+    for row in rows:
+        if row["name"] == "unverified":
+            assert row["state"] == "failed-permanent"
+            assert "certificate was not verified" in row["last_error"]
+        else:
+            assert row["state"] == "sent"

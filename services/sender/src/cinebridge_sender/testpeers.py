@@ -13,6 +13,7 @@ import io
 import json
 import os
 import socket
+import ssl
 import struct
 import subprocess
 import tempfile
@@ -494,6 +495,50 @@ class StallingProxy:
             # shutdown, not just close: a close() does not wake a recv() blocked in another
             # thread nor send the FIN, so the PACS behind us would wait on its socket forever
             # and keep the test process from exiting.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+class TlsRelay:
+    """An https front for a plain-http peer on loopback (Debian's Orthanc 1.10 with `SslEnabled`
+    logs that it listens but accepts no connection, docs/peers.md): TLS with `cert`/`key` on
+    `port`, relayed to `target_port`."""
+
+    def __init__(self, target_port: int, cert: Path, key: Path) -> None:
+        self.target_port = target_port
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(cert, key)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                raw, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw: socket.socket) -> None:
+        try:
+            client = self.context.wrap_socket(raw, server_side=True)
+        except (OSError, ssl.SSLError):
+            raw.close()  # a client that refused our certificate
+            return
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        self._open += [client, upstream]
+        threading.Thread(
+            target=StallingProxy._pipe, args=(upstream, client, None), daemon=True
+        ).start()
+        StallingProxy._pipe(client, upstream, None)
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self._open:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
