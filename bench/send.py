@@ -112,7 +112,7 @@ def child(spec_json: str) -> None:
         )
     started = time.perf_counter()
     if spec.get("url"):
-        results = asyncio.run(stow_send(spec["url"], items))
+        results = asyncio.run(stow_send(spec["url"], items, spec["assoc"]))
     else:
         peer = scu.Peer(spec.get("ae", "STORESCP"), "127.0.0.1", spec["port"])
         results = scu.send_parallel(peer, items, scu.Timeouts(), associations=spec["assoc"])
@@ -121,8 +121,9 @@ def child(spec_json: str) -> None:
     print(json.dumps({"seconds": seconds, "failed": failed}))
 
 
-async def stow_send(url: str, items: list[Any]) -> list[Any]:
-    """What the service does per STOW-RS batch: `stow.send` with the default request bound."""
+async def stow_send(url: str, items: list[Any], lanes: int) -> list[Any]:
+    """What the service does per STOW-RS batch: `stow.send` with the default request bound and
+    up to `lanes` concurrent request streams."""
     from cinebridge_sender import scu, stow
     from cinebridge_sender.settings import SenderSettings
 
@@ -134,7 +135,7 @@ async def stow_send(url: str, items: list[Any]) -> list[Any]:
     archive = stow.Archive(url)
     max_bytes = SenderSettings.model_fields["sender_stow_request_max_mb"].default << 20
     async with stow.client(archive, scu.Timeouts(dimse_s=600, network_s=600)) as http:
-        await stow.send(http, archive, items, record, max_request_bytes=max_bytes)
+        await stow.send(http, archive, items, record, max_request_bytes=max_bytes, lanes=lanes)
     return results
 
 
@@ -254,7 +255,7 @@ Row = tuple[str, int, float, tuple[float, int], tuple[float, int]]
 
 def into_orthanc(args: argparse.Namespace, loads: list[Any], work: Path) -> list[Row]:
     """The same files into one Orthanc with its DICOMweb plugin, by C-STORE (`--associations`)
-    and by STOW-RS (one request stream, as a batch of the service), interleaved; Orthanc's
+    and by STOW-RS (as many request streams, as a batch of the service), interleaved; Orthanc's
     store is emptied before each run so every run stores everything."""
     binary = shutil.which("Orthanc")
     if not binary:
@@ -271,7 +272,7 @@ def into_orthanc(args: argparse.Namespace, loads: list[Any], work: Path) -> list
                     cinebridge(files, peer.dicom_port, args.associations, ae="ORTHANC")
                 )
                 peer.clear()
-                stow_runs.append(cinebridge(files, 0, 1, url=peer.dicomweb_url))
+                stow_runs.append(cinebridge(files, 0, args.associations, url=peer.dicomweb_url))
             rows.append((label, len(files), size, median(cstore_runs), median(stow_runs)))
     finally:
         peer.stop()
@@ -281,7 +282,7 @@ def into_orthanc(args: argparse.Namespace, loads: list[Any], work: Path) -> list
 def print_orthanc(rows: list[Row], args: argparse.Namespace, figures: Figures) -> None:
     print(
         f"receiver: Orthanc with its DICOMweb plugin (stores to disk); C-STORE up to "
-        f"{args.associations} associations, STOW-RS one request at a time"
+        f"{args.associations} associations, STOW-RS up to {args.associations} request streams"
     )
     for (label, count, size, cstore, stow), load in zip(rows, ("small", "video"), strict=True):
         for side, (secs, rss) in (("orthanc_cstore", cstore), ("orthanc_stow", stow)):

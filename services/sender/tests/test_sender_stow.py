@@ -93,6 +93,16 @@ def test_requests_are_split_by_bytes_with_a_large_instance_alone() -> None:
     assert [[i.key for i in g] for g in groups] == [["0", "1"], ["2"], ["3", "4"]]
 
 
+def test_a_batch_is_dealt_over_lanes_only_when_it_is_worth_it() -> None:
+    assert [[i.key for i in lane] for lane in stow.lanes_of([item("a"), item("b")], 4)] == [
+        ["a", "b"]
+    ]
+    many = [item(str(n)) for n in range(20)]
+    lanes = stow.lanes_of(many, 4)
+    assert len(lanes) == 2  # 20 // 8
+    assert sorted(i.key for lane in lanes for i in lane) == sorted(i.key for i in many)
+
+
 async def test_multipart_body_is_the_files_between_boundaries(tmp_path: Path) -> None:
     files = []
     for n, content in enumerate([b"DICM-one", b"DICM-two-longer" * 100_000]):

@@ -217,6 +217,7 @@ async def _run_stow(
                 [_item(deps, r) for r in batch],
                 record,
                 max_request_bytes=deps.settings.sender_stow_request_max_mb << 20,
+                lanes=destination.max_associations,
             )
     except (stow.ArchiveFailed, OSError) as exc:
         failure = exc if isinstance(exc, stow.ArchiveFailed) else _ca_unreadable(exc)

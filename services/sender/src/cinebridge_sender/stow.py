@@ -94,6 +94,8 @@ def verify_context(tls_verify: bool, ca_file: str | None) -> ssl.SSLContext | bo
 def client(archive: Archive, timeouts: Timeouts) -> httpx.AsyncClient:
     """One client per batch: its connection is kept across the batch's requests."""
     return httpx.AsyncClient(
+        # One connection per concurrent request stream (destination `max_associations`).
+        limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
         auth=archive.auth,
         verify=archive.verify,
         timeout=httpx.Timeout(
@@ -125,6 +127,13 @@ def requests_of(items: Sequence[Item], sizes: dict[str, int], max_bytes: int) ->
     return out
 
 
+def lanes_of(items: Sequence[Item], lanes: int) -> list[list[Item]]:
+    """Deal a batch over up to `lanes` concurrent request streams (like the associations of a
+    C-STORE batch: a handful of small instances is not worth a second connection)."""
+    count = max(1, min(lanes, len(items) // 8))
+    return [list(items[n::count]) for n in range(count) if items[n::count]]
+
+
 async def send(
     http: httpx.AsyncClient,
     archive: Archive,
@@ -132,10 +141,12 @@ async def send(
     on_result: OnResult,
     *,
     max_request_bytes: int,
+    lanes: int = 1,
 ) -> None:
-    """Store `items` (PS3.18 §10.5, POST {base}/studies) in as few requests as `max_request_bytes`
-    allows; `on_result` gets every instance's outcome once its request was answered. Raises
-    ArchiveFailed when a request fails as a whole (the items answered before it were reported)."""
+    """Store `items` (PS3.18 §10.5, POST {base}/studies) over up to `lanes` concurrent request
+    streams, each in as few requests as `max_request_bytes` allows; `on_result` gets every
+    instance's outcome once its request was answered. Raises ArchiveFailed when a request fails
+    as a whole (after the other streams finished; what was answered was reported)."""
     sizes: dict[str, int] = {}
     present: list[Item] = []
     for item in items:
@@ -147,11 +158,20 @@ async def send(
             await on_result(
                 ItemResult(item.key, "failed-permanent", None, f"file missing: {exc}", now, now)
             )
-    for group in requests_of(present, sizes, max_request_bytes):
-        started = time.time()
-        status, body = await _post(http, archive, group, sizes)
-        for result in answer(status, body, group, started):
-            await on_result(result)
+
+    async def stream(lane: list[Item]) -> None:
+        for group in requests_of(lane, sizes, max_request_bytes):
+            started = time.time()
+            status, body = await _post(http, archive, group, sizes)
+            for result in answer(status, body, group, started):
+                await on_result(result)
+
+    outcomes = await asyncio.gather(
+        *(stream(lane) for lane in lanes_of(present, lanes)), return_exceptions=True
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 async def _post(
