@@ -47,13 +47,21 @@ async def test_1080p30_for_60_s_matches_wall_time_frame_for_frame(
 ) -> None:
     proc = capture_factory("or9", [{"name": "hd", "url": "lavfi:testsrc2=size=1920x1080:rate=30"}])
     await client.wait_signal(proc)
+    # The recording starts somewhere inside the start command's round trip and ends inside the
+    # stop command's: on a loaded machine each round trip can take seconds, so the clock-true
+    # check brackets the file's duration between the inner and the outer span of the two.
+    t_start_sent, cpu0 = time.monotonic(), proc.cpu_seconds()
     started = await client.command("or9", "hd", "record_start")
+    t_start_done = time.monotonic()
     assert started.ok, started.error
-    t0, cpu0 = time.monotonic(), proc.cpu_seconds()
     await asyncio.sleep(SECONDS)
     status = await client.status("or9")
+    t_stop_sent = time.monotonic()
     stopped = await client.command("or9", "hd", "record_stop")
-    wall, cpu = time.monotonic() - t0, proc.cpu_seconds() - cpu0
+    t_stop_done = time.monotonic()
+    cpu = proc.cpu_seconds() - cpu0
+    inner, outer = t_stop_sent - t_start_done, t_stop_done - t_start_sent
+    wall = outer
     assert stopped.ok, stopped.error
 
     async def registered() -> asyncpg.Record | None:
@@ -65,13 +73,14 @@ async def test_1080p30_for_60_s_matches_wall_time_frame_for_frame(
     assert facts["level"] <= 41 and (facts["width"], facts["height"]) == (1920, 1080)
     frames = int(facts["nb_read_packets"])
     assert frames == row["frames"]
-    # Frame slots follow the clock, so the timeline covers the wall time even where a starved
-    # encoder skipped frames (the stop command's round trip included), and no frame is invented.
-    assert abs(facts["duration"] - wall) <= wall / 30 + 1.0, (facts["duration"], wall)
-    assert frames <= wall * 30 + 30, (frames, wall)
+    # Frame slots follow the clock, so the timeline covers the recorded span even where a starved
+    # encoder skipped frames, and no frame is invented (one second of slack each side for the
+    # container's rounding and the first and last frame slots).
+    assert inner - 1.0 <= facts["duration"] <= outer + 1.0, (facts["duration"], inner, outer)
+    assert frames <= outer * 30 + 30, (frames, outer)
     # Real-time encoding without drops is a performance target, measured by bench/capture.py on
     # a quiet machine; here a loaded CI box may starve the encoder, so only a floor far below it.
-    assert frames >= wall * 30 / 4, (frames, wall)
+    assert frames >= inner * 30 / 4, (frames, inner)
     print(
         f"\n1080p30 {wall:.1f} s: {frames} frames, {facts['duration']:.2f} s, "
         f"dropped {status.sources[0].dropped_frames}, CPU {cpu / wall:.2f} s per video second"

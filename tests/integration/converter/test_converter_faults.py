@@ -50,6 +50,22 @@ async def outage(
     running = RunningConverter(pool, bus, MediaStore(tmp_path / "media"))
     settings = make_settings(database_url=server.dsn, **FAST)
     task = asyncio.create_task(app.run(settings))
+
+    async def consuming() -> bool:
+        # The service has started (its database and bus reached, its consumers created) before
+        # a test stops PostgreSQL: otherwise a slow start would wait out the outage in
+        # `until_ready` and never fetch the job the test means to exhaust.
+        for durable, stream in (
+            ("converter-convert", "CB_JOBS"),
+            ("converter-dead-letters", "CB_DLQ"),
+        ):
+            try:
+                await bus.js.consumer_info(stream, durable)
+            except Exception:
+                return False
+        return True
+
+    await wait_for(consuming, 120, 0.2, what="the converter's consumers")
     try:
         yield running, server, task
     finally:

@@ -179,7 +179,9 @@ async def drive_browser(
             up = {i["service"] for i in health["instances"] if i["state"] == "up"}
             return set(SERVICES) <= up
 
-        await wait_for(all_up, 60, interval_s=0.5, what="every service up in /api/health")
+        # A bound that catches a service that never comes up, not a timing of the start: on a
+        # loaded machine six Python services importing at once took over a minute.
+        await wait_for(all_up, 180, interval_s=0.5, what="every service up in /api/health")
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             page = await browser.new_page(viewport={"width": 1280, "height": 900})

@@ -24,6 +24,8 @@ from cinebridge_common.messages import (
     CaptureCommandReply,
     CaptureStatusReply,
     CaptureStatusRequest,
+    ConformanceReply,
+    ConverterConformance,
     DestinationDelete,
     DestinationListReply,
     DestinationListRequest,
@@ -34,8 +36,11 @@ from cinebridge_common.messages import (
     Reply,
     RetryDelivery,
     RetryDeliveryReply,
+    ScpConformance,
+    SenderConformance,
     SetRoomStudy,
     SetRoomStudyReply,
+    WorklistConformance,
     WorklistEcho,
     WorklistEchoReply,
     WorklistQuery,
@@ -84,6 +89,10 @@ async def serve_contract_peers(bus: Bus) -> None:
         (WorklistServerDelete, _const(WorklistServersReply(ok=False, error="no such server"))),
         (WorklistEcho, _const(WorklistEchoReply(reachable=False, reason="unknown server"))),
         (WorklistReconcile, _const(WorklistReconcileReply(ok=False, error="no such study"))),
+        (ScpConformance, _const(ConformanceReply(service="scp"))),
+        (SenderConformance, _const(ConformanceReply(service="sender"))),
+        (WorklistConformance, _const(ConformanceReply(service="worklist"))),
+        (ConverterConformance, _const(ConformanceReply(service="converter"))),
     ]
     for request_type, handler in handlers:
         await bus.serve(request_type, handler)

@@ -1,6 +1,8 @@
-"""`cinebridge`: status, echo, deliveries, worklist queries and users of a station, for people
-and scripts. Exit codes: 0 fine, 1 the answer is "no" (needs attention, unreachable, failed),
-2 usage, 3 gateway unreachable or failing, 4 token refused, 5 not found."""
+"""`cinebridge`: status, echo, send, deliveries, worklist queries, users, the conformance statement,
+backup and restore of a station, for people and scripts. Exit codes: 0 fine, 1 the answer is "no"
+(needs attention, unreachable, failed), 2 usage, 3 gateway (or, for backup/restore, database)
+unreachable or failing, 4 token refused, 5 not found, 6 restore refused: the station is not
+empty."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import httpx
 
-from . import commands
+from . import backup, commands, send
 from .api import Api, CliError
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -23,7 +25,8 @@ def parser() -> argparse.ArgumentParser:
         prog="cinebridge",
         description=(__doc__ or "").split("\n\n")[0].replace("\n", " "),
         epilog="Exit codes: 0 fine, 1 needs attention / unreachable / failed, 2 usage, "
-        "3 gateway unreachable or failing, 4 token refused, 5 not found.",
+        "3 gateway (backup/restore: database) unreachable or failing, 4 token refused, "
+        "5 not found, 6 restore refused: the station is not empty.",
     )
     top.add_argument(
         "--url",
@@ -47,6 +50,19 @@ def parser() -> argparse.ArgumentParser:
     )
     echo.add_argument("target", metavar="DEST|AE@HOST:PORT")
     echo.set_defaults(run=commands.echo)
+    sending = sub.add_parser(
+        "send", help="send DICOM Part 10 files to a destination through the station's sender"
+    )
+    sending.add_argument("files", nargs="+", metavar="FILE", help="files, or directories of them")
+    sending.add_argument("--to", required=True, metavar="DEST", help="destination name or AE")
+    sending.add_argument(
+        "--wait",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="seconds to wait for the deliveries to finish (default %(default)s; 0: do not wait)",
+    )
+    sending.set_defaults(run=send.send)
     deliveries = sub.add_parser("deliveries", help="unsent and failed deliveries")
     deliveries.add_argument("--failed", action="store_true", help="only the failed ones")
     deliveries.add_argument("--retry", action="store_true", help="queue every failed one again")
@@ -73,6 +89,30 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("username")
     add.add_argument("--role", choices=("viewer", "operator", "administrator"), default="operator")
     add.set_defaults(run=commands.users_add, read_password=read_password)
+    for name, run, what in (
+        ("backup", backup.backup, "database, settings, media and DICOM files into a new DIR"),
+        ("restore", backup.restore, "a backup DIR into an EMPTY station, then verify it"),
+    ):
+        direct = sub.add_parser(name, help=what)
+        direct.add_argument("dir", metavar="DIR")
+        direct.add_argument(
+            "--database-url",
+            default=os.environ.get("CB_DATABASE_URL"),
+            help="the station's PostgreSQL (default: $CB_DATABASE_URL)",
+        )
+        direct.add_argument(
+            "--media-root",
+            default=os.environ.get("CB_MEDIA_ROOT"),
+            help="the station's media store (default: $CB_MEDIA_ROOT)",
+        )
+        direct.set_defaults(run=run, direct=True)
+
+    conformance = sub.add_parser(
+        "statement", help="the DICOM Conformance Statement of the running station (Markdown)"
+    )
+    conformance.add_argument("--html", action="store_true", help="the HTML page instead")
+    conformance.add_argument("-o", "--output", help="write to this file instead of stdout")
+    conformance.set_defaults(run=commands.statement)
     return top
 
 
@@ -92,6 +132,9 @@ def main(
     """Run one command; returns its exit code (the console script exits with it)."""
     args = parser().parse_args(argv)
     try:
+        if getattr(args, "direct", False):  # backup/restore: no gateway, no token
+            direct: int = args.run(args, out)
+            return direct
         api = Api(args.url, args.token, timeout_s=args.timeout, transport=transport)
         try:
             code: int = args.run(api, args, out)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+
+CHUNK = 1 << 20
 
 #: Exit codes (README): the answer was "no" (degraded, unreachable peer, failures present).
 NO = 1
@@ -66,6 +70,17 @@ class Api:
         self.client.close()
 
     def call(self, method: str, path: str, **kw: Any) -> Any:
+        response = self._send(method, path, **kw)
+        try:
+            return response.json()
+        except ValueError:
+            raise CliError(UNAVAILABLE, f"not a JSON answer from {path}") from None
+
+    def text(self, path: str, accept: str) -> str:
+        """A document (Markdown, HTML) rather than JSON."""
+        return self._send("GET", path, headers={"Accept": accept}).text
+
+    def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
         try:
             response = self.client.request(method, path, **kw)
         except httpx.HTTPError as exc:
@@ -82,13 +97,25 @@ class Api:
             )
         if response.status_code >= 400:
             raise CliError(NO, f"refused ({response.status_code}): {_message(response)}")
-        try:
-            return response.json()
-        except ValueError:
-            raise CliError(UNAVAILABLE, f"not a JSON answer from {path}") from None
+        return response
 
     def get(self, path: str) -> Any:
         return self.call("GET", path)
 
     def post(self, path: str, body: Any = None) -> Any:
         return self.call("POST", path, json=body)
+
+    def upload(self, path: str, file: Path, on_chunk: Callable[[int], None]) -> Any:
+        """POST a file as `application/dicom`, streamed in 1 MB chunks (never whole in memory)."""
+
+        def chunks() -> Iterator[bytes]:
+            with open(file, "rb") as fh:
+                while block := fh.read(CHUNK):
+                    yield block
+                    on_chunk(len(block))
+
+        headers = {
+            "Content-Type": "application/dicom",
+            "Content-Length": str(file.stat().st_size),
+        }
+        return self.call("POST", path, content=chunks(), headers=headers)

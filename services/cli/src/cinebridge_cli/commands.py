@@ -77,6 +77,17 @@ def status(api: Api, args: argparse.Namespace, out: Out) -> int:
     return NO if problems else 0
 
 
+def find_destination(api: Api, target: str) -> dict[str, Any]:
+    """A configured destination by name or AE title; exit 5 naming the ones there are."""
+    destinations = api.get("/api/v1/settings/destinations")
+    found = [d for d in destinations if d["name"] == target or d["ae_title"] == target]
+    if not found:
+        names = ", ".join(sorted(d["name"] for d in destinations)) or "none"
+        raise CliError(NOT_FOUND, f"no destination {target!r} (destinations: {names})")
+    destination: dict[str, Any] = found[0]
+    return destination
+
+
 def echo(api: Api, args: argparse.Namespace, out: Out) -> int:
     """Echo a destination by name (C-ECHO, or a QIDO-RS search for a DICOMweb one), or C-ECHO
     any AE given as AE@HOST:PORT; 1 when not reachable."""
@@ -86,12 +97,8 @@ def echo(api: Api, args: argparse.Namespace, out: Out) -> int:
         body = {"ae_title": match["ae"], "host": match["host"], "port": int(match["port"])}
         result = api.post("/api/v1/settings/echo", body)
     else:
-        destinations = api.get("/api/v1/settings/destinations")
-        found = [d for d in destinations if d["name"] == target or d["ae_title"] == target]
-        if not found:
-            names = ", ".join(sorted(d["name"] for d in destinations)) or "none"
-            raise CliError(NOT_FOUND, f"no destination {target!r} (destinations: {names})")
-        result = api.post(f"/api/v1/settings/destinations/{found[0]['id']}/echo")
+        destination = find_destination(api, target)
+        result = api.post(f"/api/v1/settings/destinations/{destination['id']}/echo")
     if args.json:
         emit_json(out, {"target": target, **result})
     elif result.get("reachable"):
@@ -204,3 +211,25 @@ def users_add(api: Api, args: argparse.Namespace, out: Out) -> int:
     else:
         out(f"created {user['username']} ({user['role']})")
     return 0
+
+
+def statement(api: Api, args: argparse.Namespace, out: Out) -> int:
+    """The station's DICOM Conformance Statement (Markdown, HTML or JSON), generated now by the
+    gateway from the running services; 1 when a service did not answer (incomplete)."""
+    data = api.get("/api/v1/statement")
+    missing = data.get("missing") or []
+    if args.json:
+        text = json.dumps(data, indent=2, sort_keys=True)
+    elif args.html:
+        text = api.text("/statement", "text/html")
+    else:
+        text = api.text("/api/v1/statement.md", "text/markdown")
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+        out(f"statement written to {args.output}")
+    else:
+        out(text)
+    for service in missing:
+        out(f"incomplete: no answer from {service}")
+    return NO if missing else 0

@@ -3,15 +3,17 @@ reconciler on a ServiceContext."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from typing import Any
 
 from cinebridge_common.bus import DLQ, JOBS, ConsumerSpec
-from cinebridge_common.messages import DeadLetter
+from cinebridge_common.messages import ConformanceReply, ConverterConformance, DeadLetter
 from cinebridge_common.service import ServiceContext
+from cinebridge_common.station import load_station_settings
 from cinebridge_common.supervise import every
 
-from . import reconcile
+from . import reconcile, statement
 from .handlers import CONSUMERS
 from .jobs import ConverterDeps
 from .settings import ConverterSettings
@@ -58,6 +60,15 @@ async def run(settings: ConverterSettings) -> None:
                 ctx.stop,
             ),
             "reconciler",
+        )
+
+        async def conformance(_: ConverterConformance) -> ConformanceReply:
+            configured = await load_station_settings(ctx.pool)
+            return await asyncio.to_thread(statement.describe, configured, settings)
+
+        await ctx.until_ready(
+            "nats",
+            functools.partial(ctx.bus.serve, ConverterConformance, conformance, queue="converter"),
         )
         ctx.detail["workers"] = str(settings.converter_workers)
         ctx.spawn(_cancel_on_stop(ctx, deps), "cancel-on-stop")

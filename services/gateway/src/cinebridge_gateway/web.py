@@ -26,7 +26,9 @@ from . import (
     routes_auth,
     routes_ops,
     routes_rooms,
+    routes_send,
     routes_settings,
+    routes_statement,
     routes_studies,
     routes_worklist,
 )
@@ -42,12 +44,14 @@ class BodySizeLimit:
     """Refuses bodies over `limit` bytes with 413: by Content-Length before reading, and by
     counting while streaming (chunked bodies have no Content-Length; starlette#2155)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, own_limit: tuple[str, ...] = ()) -> None:
         self.app = app
         self.limit = limit
+        #: Path prefixes of routes that stream large bodies and bound them themselves.
+        self.own_limit = own_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"].startswith(self.own_limit):
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", []):
@@ -180,6 +184,8 @@ def create_app(gw: Gateway) -> FastAPI:
         routes_worklist,
         routes_settings,
         routes_ops,
+        routes_send,
+        routes_statement,
     )
     for module in routers:
         app.include_router(module.router)
@@ -189,7 +195,11 @@ def create_app(gw: Gateway) -> FastAPI:
         return FileResponse(str(STATIC / "index.html"), headers=_UI_HEADERS)
 
     app.mount("/ui", StaticFiles(directory=str(STATIC)), name="ui")
-    app.add_middleware(BodySizeLimit, limit=gw.settings.gateway_max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        limit=gw.settings.gateway_max_body_bytes,
+        own_limit=(routes_send.UPLOAD_PREFIX,),
+    )
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestMetrics)
     return app

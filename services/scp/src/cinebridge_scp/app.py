@@ -12,6 +12,7 @@ from pathlib import Path
 
 import asyncpg
 from cinebridge_common.logging import kv
+from cinebridge_common.messages import ConformanceReply, ScpConformance
 from cinebridge_common.service import ServiceContext
 
 from . import repository
@@ -20,6 +21,7 @@ from .listener import ScpListener
 from .receive import ReceiveConfig
 from .recover import Recovery
 from .settings import ScpSettings
+from .statement import describe
 from .workers import Workers
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,12 @@ class ScpApp:
             listener.start()
             ctx.stack.callback(listener.stop)
             self.listener = listener
+
+            async def conformance(_: ScpConformance) -> ConformanceReply:
+                return describe(settings, listener.ports)
+
+            # Queue group: one answer whatever the number of SCP processes.
+            await ctx.bus.serve(ScpConformance, conformance, queue="scp")
             ctx.detail.update(
                 {
                     "ae_title": settings.scp_ae_title,

@@ -27,12 +27,13 @@ from cinebridge_common.messages import (
     Request,
     RetryDelivery,
     RetryDeliveryReply,
+    SenderConformance,
     SendInstance,
 )
 from cinebridge_common.station import load_station_settings
 
 from . import repository as repo
-from . import scu, stow
+from . import scu, statement, stow
 from .batches import (
     DestinationGone,
     DestinationResting,
@@ -46,12 +47,16 @@ log = logging.getLogger(__name__)
 
 
 async def handle_instance_created(msg: InstanceCreated, _d: Delivery, deps: SenderDeps) -> None:
-    """Record the instance; queue one delivery per enabled auto-send destination."""
+    """Record the instance; queue one delivery per enabled auto-send destination, or per
+    destination the announcement names."""
     async with deps.pool.acquire() as conn, conn.transaction():
         await repo.record_instance(conn, msg)
-        if not msg.auto_send:
+        if msg.destination_ids is not None:
+            destinations = await repo.existing_destination_ids(conn, msg.destination_ids)
+        elif msg.auto_send:
+            destinations = await repo.auto_send_destination_ids(conn)
+        else:
             return
-        destinations = await repo.auto_send_destination_ids(conn)
         queued = await repo.ensure_deliveries(
             conn, [uuid.UUID(msg.instance_id)], destinations, resend=False
         )
@@ -153,6 +158,11 @@ async def handle_destination_delete(req: DestinationDelete, deps: SenderDeps) ->
     return DestinationReply()
 
 
+async def handle_conformance(req: SenderConformance, deps: SenderDeps) -> Reply:
+    destinations = await repo.list_destinations(deps.pool)
+    return statement.describe(req, destinations, await _local_ae(deps), deps.settings)
+
+
 async def handle_retry_delivery(req: RetryDelivery, deps: SenderDeps) -> Reply:
     async with deps.pool.acquire() as conn, conn.transaction():
         state = await repo.retry_now(conn, req.delivery_id)
@@ -178,4 +188,5 @@ RPC: list[tuple[type[Request], RpcHandler]] = [
     (DestinationUpsert, handle_destination_upsert),
     (DestinationDelete, handle_destination_delete),
     (RetryDelivery, handle_retry_delivery),
+    (SenderConformance, handle_conformance),
 ]

@@ -159,6 +159,15 @@ async def record_instance(conn: Conn, msg: InstanceCreated) -> None:
     )
 
 
+async def existing_destination_ids(conn: Conn, wanted: Sequence[str]) -> list[uuid.UUID]:
+    """The named destinations that still exist (one deleted since is simply not sent to)."""
+    keys = [key for key in map(_uuid_or_none, wanted) if key is not None]
+    rows = await conn.fetch(
+        "SELECT id FROM destinations WHERE id = ANY($1::uuid[]) ORDER BY name", keys
+    )
+    return [r["id"] for r in rows]
+
+
 def _uuid_or_none(value: str | None) -> uuid.UUID | None:
     if not value:
         return None

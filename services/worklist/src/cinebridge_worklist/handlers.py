@@ -9,6 +9,7 @@ from typing import Any
 from cinebridge_common.messages import (
     Reply,
     Request,
+    WorklistConformance,
     WorklistEcho,
     WorklistEchoReply,
     WorklistQuery,
@@ -20,8 +21,9 @@ from cinebridge_common.messages import (
     WorklistServersReply,
     WorklistServerUpsert,
 )
+from cinebridge_common.station import load_station_settings
 
-from . import metrics
+from . import metrics, statement
 from .lookup import Deps, echo_server, query_worklist
 from .repository import ReconcileError
 
@@ -70,6 +72,12 @@ async def handle_reconcile(req: WorklistReconcile, deps: Deps) -> WorklistReconc
     )
 
 
+async def handle_conformance(_req: WorklistConformance, deps: Deps) -> Reply:
+    servers = await deps.repo.list_servers()
+    station = await load_station_settings(deps.pool)
+    return statement.describe(servers, station, deps.settings)
+
+
 Handler = Callable[[Any, Deps], Awaitable[Reply]]
 
 #: Request type → handler, and how many requests it answers at once: queries and echoes wait
@@ -82,4 +90,5 @@ RPC_HANDLERS: list[tuple[type[Request], Handler, int]] = [
     (WorklistServerUpsert, handle_server_upsert, 1),
     (WorklistServerDelete, handle_server_delete, 1),
     (WorklistReconcile, handle_reconcile, 1),
+    (WorklistConformance, handle_conformance, 1),
 ]

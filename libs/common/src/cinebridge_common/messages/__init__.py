@@ -13,6 +13,13 @@ from .capture import (
     SetRoomStudy,
     SetRoomStudyReply,
 )
+from .conformance import (
+    ConformanceReply,
+    ConverterConformance,
+    ScpConformance,
+    SenderConformance,
+    WorklistConformance,
+)
 from .converter import ConversionFailed, ConversionProgressed, ConvertMedia, InstanceCreated
 from .gateway import StudyChanged
 from .scp import InstanceReceived
@@ -88,6 +95,11 @@ CATALOGUE: tuple[type[Message], ...] = (
     WorklistServersReply,
     WorklistReconcile,
     WorklistReconcileReply,
+    ScpConformance,
+    SenderConformance,
+    WorklistConformance,
+    ConverterConformance,
+    ConformanceReply,
 )
 
 __all__ = [
@@ -97,9 +109,11 @@ __all__ = [
     "CaptureStateChanged",
     "CaptureStatusReply",
     "CaptureStatusRequest",
+    "ConformanceReply",
     "ConversionFailed",
     "ConversionProgressed",
     "ConvertMedia",
+    "ConverterConformance",
     "DeadLetter",
     "DeliveryStateChanged",
     "Destination",
@@ -121,12 +135,15 @@ __all__ = [
     "Request",
     "RetryDelivery",
     "RetryDeliveryReply",
+    "ScpConformance",
     "SendInstance",
+    "SenderConformance",
     "ServiceHeartbeat",
     "SetRoomStudy",
     "SetRoomStudyReply",
     "StudyChanged",
     "ValueFlag",
+    "WorklistConformance",
     "WorklistEcho",
     "WorklistEchoReply",
     "WorklistItem",

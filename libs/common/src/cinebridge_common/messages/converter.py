@@ -37,7 +37,8 @@ class ConversionProgressed(Event):
 
 
 class InstanceCreated(Event):
-    """A DICOM Part 10 instance is durable in the media store and indexed."""
+    """A DICOM Part 10 instance is durable in the media store: made by the converter (and
+    indexed), or handed in through the gateway by `cinebridge send` (no media, no study)."""
 
     subject: ClassVar[str] = "cb.evt.instance.created"
     instance_id: str
@@ -50,6 +51,9 @@ class InstanceCreated(Event):
     size: int
     sha256: str
     auto_send: bool = True
+    #: Deliver to exactly these destinations instead of the auto-send ones (an instance handed
+    #: in by `cinebridge send`, which names its destination).
+    destination_ids: list[str] | None = None
 
 
 class ConversionFailed(Event):

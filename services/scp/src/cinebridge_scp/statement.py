@@ -1,0 +1,91 @@
+"""The Storage Server's part of the conformance statement (PS3.2 A.4.2), from the table it
+negotiates with (`listener.supported_syntaxes`) and its settings; answered on
+`cb.rpc.scp.conformance`."""
+
+from __future__ import annotations
+
+from cinebridge_common import __version__, conformance
+from cinebridge_common.messages.conformance import (
+    ApplicationEntity,
+    ConformanceReply,
+    NamedUid,
+    SopClassSupport,
+)
+
+from .listener import (
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    preferred_transfer_syntaxes,
+    supported_syntaxes,
+)
+from .settings import ScpSettings
+
+_SOP_NAMES = dict(
+    (uid, name)
+    for name, uid in [conformance.VERIFICATION_SOP_CLASS, *conformance.STORAGE_SOP_CLASSES]
+)
+_TS_NAMES = dict((uid, name) for name, uid in conformance.SCP_TRANSFER_SYNTAXES)
+
+
+def sop_classes() -> list[SopClassSupport]:
+    """Every SOP class the acceptor accepts, with its transfer syntaxes in order of preference."""
+    order = preferred_transfer_syntaxes()
+    out = []
+    for uid, syntaxes in supported_syntaxes().items():
+        ts = [NamedUid(name=_TS_NAMES.get(t, t), uid=t) for t in order if t in syntaxes]
+        out.append(
+            SopClassSupport(
+                name=_SOP_NAMES.get(uid, uid), uid=uid, role="SCP", transfer_syntaxes=ts
+            )
+        )
+    return out
+
+
+def describe(settings: ScpSettings, ports: list[int]) -> ConformanceReply:
+    s = settings
+    listen = (
+        ", ".join(f"{s.advertised_host}:{p}" for p in ports) or f"{s.advertised_host}:{s.scp_port}"
+    )
+    tls = (
+        f"TLS Secure Transport Connection Profile (PS3.15 B.1; TLS 1.2 or later) on port"
+        f" {s.scp_tls_port}"
+        + (", client certificates required" if s.scp_tls_client_ca else "")
+        + f"; port {s.scp_port} without TLS"
+        if s.tls_enabled
+        else "none (no TLS certificate configured: CB_SCP_TLS_CERT, CB_SCP_TLS_KEY)"
+    )
+    callers = ", ".join(t for t in s.scp_allowed_calling_ae_titles if t.strip()) or "any"
+    policies = {
+        "Application Context Name": conformance.APPLICATION_CONTEXT_NAME,
+        "Maximum PDU size received": f"{s.scp_max_pdu} bytes",
+        "Number of associations (acceptor)": str(s.effective_max_associations()),
+        "Asynchronous operations window": "1 (no asynchronous operations negotiated)",
+        "Implementation Class UID": IMPLEMENTATION_CLASS_UID,
+        "Implementation Version Name": IMPLEMENTATION_VERSION_NAME,
+        "ARTIM / association request timeout": f"{s.scp_acse_timeout_s:g} s",
+        "Network idle timeout": f"{s.scp_network_timeout_s:g} s",
+        "Called AE Title check": "required" if s.scp_require_called_ae else "not checked",
+        "Accepted Calling AE Titles": callers,
+        "Accepted addresses": ", ".join(s.scp_allowed_addresses) or "any",
+    }
+    ae = ApplicationEntity(
+        name="Storage Server",
+        service="scp",
+        ae_title=s.scp_ae_title,
+        function=(
+            "Verification SCP and Storage SCP: receives instances of any listed SOP class,"
+            " stores each on disk and indexes it before answering success (0000)."
+        ),
+        listen=listen,
+        sop_classes=sop_classes(),
+        policies=policies,
+        acceptance=(
+            "Accepts associations whose Called AE Title matches (when checked) from allowed"
+            " callers; each presentation context is accepted with the requestor's first syntax"
+            " the SCP supports. C-STORE answers 0000 only after the file is fsync'd and its index"
+            " row committed; otherwise 0110 (processing failure) or A700 (out of resources)."
+        ),
+        character_sets=["any (stored as received, not converted)"],
+        security=tls,
+    )
+    return ConformanceReply(service="scp", version=__version__, application_entities=[ae])
