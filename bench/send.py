@@ -10,45 +10,30 @@ nothing, so disk speed is not measured) with TCP_NODELAY=1 (docs/peers.md "Nagle
 
 CineBridge runs in a child process (its own RSS) and sends with `scu.send_parallel`, i.e. the
 code the service runs per batch: files streamed as they are, up to `--associations` at once.
+
+Then the same files go into Orthanc with its DICOMweb plugin twice per run, side by side:
+CineBridge's C-STORE and CineBridge's STOW-RS (`stow.send`, PS3.18 §10.5), with the ratio
+(STOW-RS / C-STORE, higher is better) and each side's peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from cinebridge_common.embedded import free_port
-from cinebridge_sender.testpeers import DcmtkStorescp, make_instance
+from cinebridge_sender.testpeers import DcmtkStorescp, OrthancPeer, make_instance
+from cinebridge_sender.testpeers import write_large_video as write_video
 from report import Figures, add_json_flag
-
-
-def write_video(path: Path, size: int) -> None:
-    """A Part 10 MPEG-4 AVC instance with `size` bytes of opaque stream, written in 1 MB pieces
-    (the generator never holds the video in memory)."""
-    make_instance(path, kind="video", payload_bytes=2)
-    data = path.read_bytes()
-    cut = data.rfind(b"\xe0\x7f\x10\x00")  # (7FE0,0010) Pixel Data, the last element
-    size += size % 2
-    with open(path, "wb") as fh:
-        fh.write(data[:cut])
-        fh.write(b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff")  # OB, undefined length
-        fh.write(b"\xfe\xff\x00\xe0" + struct.pack("<I", 0))  # empty Basic Offset Table
-        fh.write(b"\xfe\xff\x00\xe0" + struct.pack("<I", size))  # one fragment
-        block = bytes(range(256)) * 4096
-        left = size
-        while left:
-            n = min(left, len(block))
-            fh.write(block[:n])
-            left -= n
-        fh.write(b"\xfe\xff\xdd\xe0" + struct.pack("<I", 0))  # sequence delimiter
 
 
 def _hwm(pid: int) -> int:
@@ -91,8 +76,14 @@ def storescu(files: list[Path], port: int, propose: tuple[str, ...]) -> tuple[fl
     return wall, rss
 
 
-def cinebridge(files: list[Path], port: int, associations: int) -> tuple[float, int]:
-    spec = json.dumps({"files": [str(f) for f in files], "port": port, "assoc": associations})
+def cinebridge(
+    files: list[Path], port: int, associations: int, **target: object
+) -> tuple[float, int]:
+    """One CineBridge send in a child process: C-STORE to `port` (AE `ae`, default STORESCP),
+    or STOW-RS to `url` when given."""
+    spec = json.dumps(
+        {"files": [str(f) for f in files], "port": port, "assoc": associations, **target}
+    )
     _wall, rss, out = run_child([sys.executable, __file__, "--child", spec])
     result = json.loads(out.strip().splitlines()[-1])
     if result["failed"]:
@@ -119,12 +110,33 @@ def child(spec_json: str) -> None:
                 transfer_syntax_uid=str(meta.TransferSyntaxUID),
             )
         )
-    peer = scu.Peer("STORESCP", "127.0.0.1", spec["port"])
     started = time.perf_counter()
-    results = scu.send_parallel(peer, items, scu.Timeouts(), associations=spec["assoc"])
+    if spec.get("url"):
+        results = asyncio.run(stow_send(spec["url"], items, spec["assoc"]))
+    else:
+        peer = scu.Peer(spec.get("ae", "STORESCP"), "127.0.0.1", spec["port"])
+        results = scu.send_parallel(peer, items, scu.Timeouts(), associations=spec["assoc"])
     seconds = time.perf_counter() - started
     failed = sum(1 for r in results if r.outcome not in ("sent", "warning"))
     print(json.dumps({"seconds": seconds, "failed": failed}))
+
+
+async def stow_send(url: str, items: list[Any], lanes: int) -> list[Any]:
+    """What the service does per STOW-RS batch: `stow.send` with the default request bound and
+    up to `lanes` concurrent request streams."""
+    from cinebridge_sender import scu, stow
+    from cinebridge_sender.settings import SenderSettings
+
+    results: list[scu.ItemResult] = []
+
+    async def record(result: scu.ItemResult) -> None:
+        results.append(result)
+
+    archive = stow.Archive(url)
+    max_bytes = SenderSettings.model_fields["sender_stow_request_max_mb"].default << 20
+    async with stow.client(archive, scu.Timeouts(dimse_s=600, network_s=600)) as http:
+        await stow.send(http, archive, items, record, max_request_bytes=max_bytes, lanes=lanes)
+    return results
 
 
 def median(results: list[tuple[float, int]]) -> tuple[float, int]:
@@ -200,6 +212,8 @@ def main() -> None:
                 )
         finally:
             scp.stop()
+        loads = [(row[0], small if n == 0 else [video], row[2]) for n, row in enumerate(rows)]
+        archive_rows = into_orthanc(args, loads, root / "orthanc")
     print(
         f"receiver: storescp --fork --ignore, TCP_NODELAY=1; CineBridge up to "
         f"{args.associations} associations (and 1 for reference)"
@@ -232,7 +246,57 @@ def main() -> None:
         "storescu's time includes its process start and exit (~10 ms); CineBridge's is the send "
         "in a running service (the interpreter start is not counted)."
     )
+    print_orthanc(archive_rows, args, figures)
     figures.emit(args.json)
+
+
+Row = tuple[str, int, float, tuple[float, int], tuple[float, int]]
+
+
+def into_orthanc(args: argparse.Namespace, loads: list[Any], work: Path) -> list[Row]:
+    """The same files into one Orthanc with its DICOMweb plugin, by C-STORE (`--associations`)
+    and by STOW-RS (as many request streams, as a batch of the service), interleaved; Orthanc's
+    store is emptied before each run so every run stores everything."""
+    binary = shutil.which("Orthanc")
+    if not binary:
+        raise SystemExit("Orthanc not found: apt-get install orthanc orthanc-dicomweb")
+    peer = OrthancPeer(binary, work, free_port(), free_port(), dicomweb=True)
+    peer.start()
+    rows: list[Row] = []
+    try:
+        for label, files, size in loads:
+            cstore_runs, stow_runs = [], []
+            for _ in range(args.runs):
+                peer.clear()
+                cstore_runs.append(
+                    cinebridge(files, peer.dicom_port, args.associations, ae="ORTHANC")
+                )
+                peer.clear()
+                stow_runs.append(cinebridge(files, 0, args.associations, url=peer.dicomweb_url))
+            rows.append((label, len(files), size, median(cstore_runs), median(stow_runs)))
+    finally:
+        peer.stop()
+    return rows
+
+
+def print_orthanc(rows: list[Row], args: argparse.Namespace, figures: Figures) -> None:
+    print(
+        f"receiver: Orthanc with its DICOMweb plugin (stores to disk); C-STORE up to "
+        f"{args.associations} associations, STOW-RS up to {args.associations} request streams"
+    )
+    for (label, count, size, cstore, stow), load in zip(rows, ("small", "video"), strict=True):
+        for side, (secs, rss) in (("orthanc_cstore", cstore), ("orthanc_stow", stow)):
+            figures.put(load, side, "seconds", secs)
+            figures.put(load, side, "instances_per_s", count / secs)
+            figures.put(load, side, "mb_per_s", size / secs)
+            figures.put(load, side, "peak_rss_mb", rss / 1e6)
+            name = "CineBridge C-STORE" if side == "orthanc_cstore" else "CineBridge STOW-RS"
+            print(
+                f"{label:<22} {name:<24} {secs:7.2f} {count / secs:8.1f} {size / secs:8.1f} "
+                f"{rss / 1e6:12.1f}"
+            )
+        figures.put(load, "ratio_stow_cstore", cstore[0] / stow[0])
+        print(f"{label:<22} ratio STOW-RS/C-STORE into Orthanc = {cstore[0] / stow[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -39,3 +39,15 @@ def test_own_syntax_then_implicit_vr_and_decompressed_stills_when_a_destination_
     reply = statement.describe(request, [viewer], "SPACS", SenderSettings())
     assert _syntaxes(reply, VL_ENDOSCOPIC) == [JPEG, ILE, ELE]
     assert reply.application_entities[0].security.startswith("none")
+
+
+def test_dicomweb_destinations_are_listed_apart_from_the_associations() -> None:
+    request = SenderConformance(objects=[(VL_ENDOSCOPIC, JPEG)])
+    pacs = Destination(name="PACS", ae_title="PACS", host="pacs", port=104)
+    web = Destination(name="cloud", kind="dicomweb", base_url="https://archive/dicom-web")
+    storage, _ = statement.describe(
+        request, [pacs, web], "SPACS", SenderSettings()
+    ).application_entities
+    assert storage.peers == ["PACS@pacs:104 [PACS]"]
+    policy = storage.policies["DICOMweb destinations (STOW-RS, PS3.18 §10.5; echo by QIDO-RS)"]
+    assert policy == "https://archive/dicom-web [cloud]"

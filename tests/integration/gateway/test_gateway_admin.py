@@ -211,6 +211,17 @@ async def test_settings_values_are_checked_field_by_field(
         ({"ae_title": "A" * 17}, "body.ae_title"),
         ({"calling_ae_title": "X\\Y"}, "body.calling_ae_title"),
         ({"host": "pacs local"}, "body.host"),
+        ({"kind": "dicomweb", "base_url": "ftp://pacs.local/dicom-web"}, "body.base_url"),
+        ({"kind": "dicomweb", "base_url": "https://u:pw@pacs.local/dw"}, "body.base_url"),
+        ({"kind": "dicomweb", "base_url": "https://pacs.local/dw?x=1"}, "body.base_url"),
+        ({"kind": "dicomweb", "base_url": "https://pacs.local/dw", "auth": "digest"}, "body.auth"),
+        (
+            {"kind": "dicomweb", "base_url": "https://pacs.local/", "ca_file": "ca.pem"},
+            "body.ca_file",
+        ),
+        ({"kind": "dicomweb", "ae_title": None}, "body"),
+        ({"kind": "dimse", "host": None}, "body"),
+        ({"kind": "dicomweb", "base_url": "https://pacs.local/dw", "auth": "basic"}, "body"),
     ]
     caplog.set_level(logging.INFO)
     for change, named in cases:
@@ -230,6 +241,24 @@ async def test_settings_values_are_checked_field_by_field(
     )
     assert edited.status_code == 201, edited.text
     assert upserts[-1].enabled is False and upserts[-1].id == str(uuid.UUID(int=7))
+    # A STOW-RS destination: the password reaches the sender, no response or log line holds it.
+    password = "Never-Echoed-7f3a"
+    web = {
+        "name": "archive",
+        "kind": "dicomweb",
+        "base_url": "https://archive.local/dicom-web/",
+        "auth": "basic",
+        "username": "station",
+        "secret": password,
+        "ca_file": "/etc/cinebridge/archive-ca.pem",
+    }
+    saved = await admin.post("/api/v1/settings/destinations", json=web)
+    assert saved.status_code == 201, saved.text
+    assert (
+        upserts[-1].secret == password and upserts[-1].base_url == "https://archive.local/dicom-web"
+    )
+    assert "secret" not in saved.json() and password not in saved.text
+    assert password not in caplog.text and password not in repr(upserts[-1])
     # Echo to an unknown host: the reason, no traceback.
     echoed = await admin.post(
         "/api/v1/settings/echo", json={"ae_title": "X", "host": "no-such-host.invalid", "port": 104}

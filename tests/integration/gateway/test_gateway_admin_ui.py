@@ -181,8 +181,29 @@ async def settings_screen(page: Page, peers: SettingsPeers) -> None:
     await expect(page.locator("#destinations")).to_contain_text("disabled")
     (dest,) = peers.destinations.values()
     assert (dest.host, dest.enabled, dest.name) == ("10.0.0.8", False, "PACS")
+    # A DICOMweb (STOW-RS) destination: its own fields, the password sent once, never shown.
+    form = "#destination-form"
+    await page.select_option(f"{form} select[name=kind]", "dicomweb")
+    await expect(page.locator(f"{form} input[name=host]")).to_be_hidden()
+    await page.fill(f"{form} input[name=name]", "Archive")
+    await page.fill(f"{form} input[name=base_url]", "https://archive.local/dicom-web")
+    await page.select_option(f"{form} select[name=auth]", "basic")
+    await page.fill(f"{form} input[name=username]", "station")
+    await page.fill(f"{form} input[name=secret]", "Ui-Secret-9")
+    await page.click("#destination-save")
+    await expect(page.locator("#destinations")).to_contain_text("https://archive.local/dicom-web")
+    web = peers.destinations["new"]
+    assert (web.kind, web.auth, web.username, web.secret) == (
+        "dicomweb",
+        "basic",
+        "station",
+        "Ui-Secret-9",
+    )
+    assert "Ui-Secret-9" not in await page.content()
     await page.fill("#destination-form input[name=port]", "70000")
     await shot(page, "admin-settings")
+    # The toast sits over the bottom of the viewport, where the scrolled-to button lands.
+    await expect(page.locator("#toast")).to_be_hidden(timeout=15_000)
     await page.locator("#worklist-servers [data-action=delete]").click()
     await expect(page.locator("#toast")).to_contain_text("Worklist server deleted")
     assert peers.servers == {}

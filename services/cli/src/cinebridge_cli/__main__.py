@@ -45,7 +45,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="services, queues, deliveries, dead letters, disk").set_defaults(
         run=commands.status
     )
-    echo = sub.add_parser("echo", help="C-ECHO a destination (name) or AE@HOST:PORT")
+    echo = sub.add_parser(
+        "echo", help="echo a destination (name; C-ECHO, or QIDO-RS for DICOMweb) or AE@HOST:PORT"
+    )
     echo.add_argument("target", metavar="DEST|AE@HOST:PORT")
     echo.set_defaults(run=commands.echo)
     sending = sub.add_parser(

@@ -89,7 +89,8 @@ def find_destination(api: Api, target: str) -> dict[str, Any]:
 
 
 def echo(api: Api, args: argparse.Namespace, out: Out) -> int:
-    """C-ECHO a destination by name, or any AE given as AE@HOST:PORT; 1 when not reachable."""
+    """Echo a destination by name (C-ECHO, or a QIDO-RS search for a DICOMweb one), or C-ECHO
+    any AE given as AE@HOST:PORT; 1 when not reachable."""
     target: str = args.target
     match = AE_ADDRESS.match(target)
     if match:

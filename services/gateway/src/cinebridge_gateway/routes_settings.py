@@ -23,10 +23,15 @@ from cinebridge_common.messages import (
     WorklistServerUpsert,
 )
 from cinebridge_common.messages.converter import IodChoice
-from cinebridge_common.messages.sender import DestinationProfile
+from cinebridge_common.messages.sender import (
+    DestinationKind,
+    DestinationProfile,
+    DicomwebAuth,
+    check_dicomweb_url,
+)
 from cinebridge_common.station import StationSettings, load_station_settings, save_station_settings
 from fastapi import APIRouter, Path, Request, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from .deps import Admin, ApiError, Gw, User, client_of
 
@@ -46,6 +51,12 @@ def _ae_title(value: str) -> str:
 def _host(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9.:_-]+", value):
         raise ValueError("a host name or IP address: letters, digits and . : _ - only")
+    return value
+
+
+def _ca_file(value: str) -> str:
+    if not value.startswith("/") or "\x00" in value:
+        raise ValueError("the CA file is an absolute path on the sender's host")
     return value
 
 
@@ -109,21 +120,45 @@ class AdHocEcho(BaseModel):
 
 
 class DestinationIn(BaseModel):
-    """A C-STORE destination as the settings page sends it: every field checked here, so a
-    bad value is a 422 naming the field (the sender's table never sees it)."""
+    """A destination as the settings page sends it: every field checked here, so a bad value
+    is a 422 naming the field (the sender's table never sees it). DIMSE: AE title, host, port;
+    DICOMweb (STOW-RS, PS3.18 §10.5): base URL, authentication, TLS verification. `secret` (the
+    basic password or bearer token) is write-only: left out on an edit, the stored one is kept;
+    no response carries it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
     id: Annotated[str, Field(pattern=r"^[0-9a-fA-F-]{36}$")] | None = None
     name: Annotated[str, Field(min_length=1, max_length=64)]
-    ae_title: AeTitle
-    host: Host
-    port: Port
+    kind: DestinationKind = "dimse"
+    ae_title: AeTitle | None = None
+    host: Host | None = None
+    port: Port | None = None
     calling_ae_title: AeTitle | None = None
     tls: bool = False
     profile: DestinationProfile = "statement"
     enabled: bool = True
     auto_send: bool = True
     max_associations: Annotated[int, Field(ge=1, le=16)] = 2
+    base_url: Annotated[str, Field(max_length=2048), AfterValidator(check_dicomweb_url)] | None = (
+        None
+    )
+    auth: DicomwebAuth = "none"
+    username: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    secret: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
+        default=None, repr=False
+    )
+    tls_verify: bool = True
+    ca_file: Annotated[str, Field(max_length=1024), AfterValidator(_ca_file)] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> DestinationIn:
+        if self.kind == "dimse" and not (self.ae_title and self.host and self.port):
+            raise ValueError("a DIMSE destination needs ae_title, host and port")
+        if self.kind == "dicomweb" and not self.base_url:
+            raise ValueError("a DICOMweb destination needs base_url")
+        if self.auth == "basic" and not self.username:
+            raise ValueError("basic authentication needs a username")
+        return self
 
 
 class WorklistServerIn(BaseModel):
@@ -188,13 +223,18 @@ async def echo_ae(body: AdHocEcho, _: User, gw: Gw) -> EchoResult:
     )
 
 
-@router.get("/destinations", response_model=list[Destination])
+@router.get("/destinations", response_model=list[Destination], response_model_exclude={"secret"})
 async def list_destinations(_: User, gw: Gw) -> list[Destination]:
     reply = await gw.bus.request(DestinationListRequest(), DestinationListReply, _timeout(gw))
     return reply.destinations
 
 
-@router.post("/destinations", response_model=Destination, status_code=201)
+@router.post(
+    "/destinations",
+    response_model=Destination,
+    response_model_exclude={"secret"},
+    status_code=201,
+)
 async def upsert_destination(
     body: DestinationIn, principal: Admin, request: Request, gw: Gw
 ) -> Destination:

@@ -27,7 +27,7 @@ from cinebridge_common.messages.sender import DeliveryState
 from cinebridge_common.station import load_station_settings
 from cinebridge_common.store import MediaStore, UnsafePath
 
-from . import metrics, scu
+from . import metrics, scu, stow
 from . import repository as repo
 from .policy import Outcome
 from .settings import SenderSettings
@@ -58,6 +58,7 @@ async def peer_for(deps: SenderDeps, destination: Destination) -> scu.Peer:
     calling = destination.calling_ae_title
     if not calling:
         calling = (await load_station_settings(deps.pool)).local_ae_title
+    assert destination.ae_title and destination.host and destination.port  # kind "dimse"
     return scu.Peer(
         ae_title=destination.ae_title,
         host=destination.host,
@@ -138,6 +139,8 @@ class Cancelled(Exception):
 async def _run(
     deps: SenderDeps, destination: Destination, batch: Sequence[repo.DeliveryRow]
 ) -> dict[uuid.UUID, DeliveryState]:
+    if destination.kind == "dicomweb":
+        return await _run_stow(deps, destination, batch)
     loop = asyncio.get_running_loop()
     attempts = {r.id: r.attempts for r in batch}
     states: dict[uuid.UUID, DeliveryState] = {}
@@ -183,11 +186,57 @@ async def _run(
     return states
 
 
+async def archive_for(deps: SenderDeps, destination: Destination) -> stow.Archive:
+    assert destination.id is not None and destination.base_url is not None
+    secret = await repo.destination_secret(deps.pool, destination.id)
+    return stow.Archive(
+        base_url=destination.base_url,
+        auth=stow.make_auth(destination.auth, destination.username, secret),
+        verify=stow.verify_context(destination.tls_verify, destination.ca_file),
+    )
+
+
+async def _run_stow(
+    deps: SenderDeps, destination: Destination, batch: Sequence[repo.DeliveryRow]
+) -> dict[uuid.UUID, DeliveryState]:
+    """The batch over STOW-RS (PS3.18 §10.5): the same records, states and destination backoff
+    as an association; a request failing as a whole counts as a failed association."""
+    attempts = {r.id: r.attempts for r in batch}
+    states: dict[uuid.UUID, DeliveryState] = {}
+
+    async def record(result: scu.ItemResult) -> None:
+        key = uuid.UUID(result.key)
+        states[key] = await _record(deps, destination.name, key, attempts[key], result)
+
+    try:
+        archive = await archive_for(deps, destination)
+        async with stow.client(archive, deps.settings.timeouts()) as http:
+            await stow.send(
+                http,
+                archive,
+                [_item(deps, r) for r in batch],
+                record,
+                max_request_bytes=deps.settings.sender_stow_request_max_mb << 20,
+                lanes=destination.max_associations,
+            )
+    except (stow.ArchiveFailed, OSError) as exc:
+        failure = exc if isinstance(exc, stow.ArchiveFailed) else _ca_unreadable(exc)
+        await _association_failed(deps, destination, batch, failure, states)
+    else:
+        await repo.destination_ok(deps.pool, batch[0].destination_id)
+    return states
+
+
+def _ca_unreadable(exc: OSError) -> stow.ArchiveFailed:
+    # ssl.create_default_context(cafile=...) of a missing or unreadable CA file.
+    return stow.ArchiveFailed(f"CA file unusable: {exc.strerror or exc}", transient=False)
+
+
 async def _association_failed(
     deps: SenderDeps,
     destination: Destination,
     batch: Sequence[repo.DeliveryRow],
-    exc: scu.AssociationFailed,
+    exc: scu.AssociationFailed | stow.ArchiveFailed,
     states: dict[uuid.UUID, DeliveryState],
 ) -> None:
     log.warning("association failed", extra=kv(destination=destination.name, reason=exc.reason))

@@ -33,8 +33,15 @@ from cinebridge_common.messages import (
 from cinebridge_common.station import load_station_settings
 
 from . import repository as repo
-from . import scu, statement
-from .batches import DestinationGone, DestinationResting, SenderDeps, peer_for, send_batch_from
+from . import scu, statement, stow
+from .batches import (
+    DestinationGone,
+    DestinationResting,
+    SenderDeps,
+    archive_for,
+    peer_for,
+    send_batch_from,
+)
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +117,9 @@ async def handle_echo(req: EchoRequest, deps: SenderDeps) -> EchoReply:
         destination = await repo.get_destination(deps.pool, req.destination_id)
         if destination is None:
             return EchoReply(ok=False, error=f"unknown destination {req.destination_id}")
+        if destination.kind == "dicomweb":
+            found = await stow.echo(await archive_for(deps, destination), req.timeout_s)
+            return EchoReply(reachable=found.reachable, rtt_ms=found.rtt_ms, reason=found.reason)
         peer = await peer_for(deps, destination)
     elif req.ae_title and req.host and req.port:
         calling = req.calling_ae_title or (await _local_ae(deps))
@@ -129,6 +139,12 @@ async def handle_destination_list(_req: DestinationListRequest, deps: SenderDeps
 
 
 async def handle_destination_upsert(req: DestinationUpsert, deps: SenderDeps) -> Reply:
+    if req.destination.auth != "none" and not req.destination.secret:
+        # An edit may leave the secret out to keep the stored one; a new one must give it.
+        kept = await repo.secret_kept(deps.pool, req.destination)
+        if not kept:
+            what = "password" if req.destination.auth == "basic" else "token"
+            return DestinationReply(ok=False, error=f"{req.destination.auth} needs a {what}")
     try:
         saved = await repo.upsert_destination(deps.pool, req.destination)
     except LookupError as exc:

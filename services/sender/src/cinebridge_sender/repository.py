@@ -31,8 +31,9 @@ Db = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
 TERMINAL = ("sent", "warning", "failed-permanent")
 
 _DEST_COLUMNS = (
-    "id, name, ae_title, host, port, calling_ae_title, tls, profile, enabled, auto_send, "
-    "max_associations"
+    "id, name, kind, ae_title, host, port, calling_ae_title, tls, profile, enabled, auto_send, "
+    "max_associations, base_url, auth, username, secret IS NOT NULL AS secret_set, tls_verify, "
+    "ca_file"
 )
 
 
@@ -54,8 +55,30 @@ async def get_destination(conn: Db, destination_id: str) -> Destination | None:
     return _destination(row) if row else None
 
 
+async def destination_secret(conn: Db, destination_id: str) -> str | None:
+    """The password or token of a DICOMweb destination: read only to send, never replied."""
+    value = await conn.fetchval(
+        "SELECT secret FROM destinations WHERE id = $1", uuid.UUID(destination_id)
+    )
+    return str(value) if value is not None else None
+
+
+async def secret_kept(conn: Db, d: Destination) -> bool:
+    """Whether the destination being saved (by id, else by name) already holds a secret."""
+    if d.id is not None:
+        found = await conn.fetchval(
+            "SELECT secret IS NOT NULL FROM destinations WHERE id = $1", uuid.UUID(d.id)
+        )
+    else:
+        found = await conn.fetchval(
+            "SELECT secret IS NOT NULL FROM destinations WHERE name = $1", d.name
+        )
+    return bool(found)
+
+
 async def upsert_destination(conn: Db, d: Destination) -> Destination:
-    """Insert, or update by id (when given) else by name."""
+    """Insert, or update by id (when given) else by name. A secret left out (None) keeps the
+    stored one, so an edit need not retype it; authentication `none` clears it."""
     values = (
         d.name,
         d.ae_title,
@@ -67,12 +90,22 @@ async def upsert_destination(conn: Db, d: Destination) -> Destination:
         d.enabled,
         d.auto_send,
         d.max_associations,
+        d.kind,
+        d.base_url,
+        d.auth,
+        d.username,
+        d.secret,
+        d.tls_verify,
+        d.ca_file,
     )
     if d.id is not None:
         row = await conn.fetchrow(
             f"""UPDATE destinations SET name = $2, ae_title = $3, host = $4, port = $5,
                    calling_ae_title = $6, tls = $7, profile = $8, enabled = $9, auto_send = $10,
-                   max_associations = $11, updated_at = now()
+                   max_associations = $11, kind = $12, base_url = $13, auth = $14,
+                   username = $15,
+                   secret = CASE WHEN $14 = 'none' THEN NULL ELSE coalesce($16, secret) END,
+                   tls_verify = $17, ca_file = $18, updated_at = now()
                 WHERE id = $1 RETURNING {_DEST_COLUMNS}""",
             uuid.UUID(d.id),
             *values,
@@ -82,11 +115,17 @@ async def upsert_destination(conn: Db, d: Destination) -> Destination:
         return _destination(row)
     row = await conn.fetchrow(
         f"""INSERT INTO destinations (id, name, ae_title, host, port, calling_ae_title, tls,
-                                      profile, enabled, auto_send, max_associations)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                                      profile, enabled, auto_send, max_associations, kind,
+                                      base_url, auth, username, secret, tls_verify, ca_file)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                    CASE WHEN $14 = 'none' THEN NULL ELSE $16 END, $17, $18)
             ON CONFLICT (name) DO UPDATE SET ae_title = $3, host = $4, port = $5,
                 calling_ae_title = $6, tls = $7, profile = $8, enabled = $9, auto_send = $10,
-                max_associations = $11, updated_at = now()
+                max_associations = $11, kind = $12, base_url = $13, auth = $14,
+                username = $15,
+                secret = CASE WHEN $14 = 'none' THEN NULL
+                              ELSE coalesce($16, destinations.secret) END,
+                tls_verify = $17, ca_file = $18, updated_at = now()
             RETURNING {_DEST_COLUMNS}""",
         uuid.uuid4(),
         *values,

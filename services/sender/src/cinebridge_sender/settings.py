@@ -38,6 +38,9 @@ class SenderSettings(ServiceSettings):
     sender_lease_s: float = 60.0
     #: Period of the sweeper re-publishing overdue deliveries and of the metrics refresh.
     sender_sweep_interval_s: float = 30.0
+    #: STOW-RS destinations: instances per request are bounded by the batch and by this many MB
+    #: (one larger instance goes alone); the bytes are streamed, so this bounds retries, not memory.
+    sender_stow_request_max_mb: int = 256
     sender_tls_ca_file: Path | None = None
     sender_tls_cert_file: Path | None = None
     sender_tls_key_file: Path | None = None

@@ -48,7 +48,9 @@ def describe(
     local_ae_title: str,
     settings: SenderSettings,
 ) -> ConformanceReply:
-    enabled = [d for d in destinations if d.enabled]
+    # DICOMweb destinations take no association: they are listed apart (PS3.18 §10.5, STOW-RS).
+    web = [d for d in destinations if d.enabled and d.kind == "dicomweb"]
+    enabled = [d for d in destinations if d.enabled and d.kind == "dimse"]
     decompress = any(d.profile == "decompress-stills" for d in enabled)
     timeouts = scu.Timeouts()
     tls = [d.name for d in enabled if d.tls]
@@ -69,6 +71,10 @@ def describe(
         "Timeouts": f"connect {timeouts.connect_s:g} s, association {timeouts.acse_s:g} s,"
         f" DIMSE {timeouts.dimse_s:g} s, network {timeouts.network_s:g} s",
     }
+    if web:
+        policies["DICOMweb destinations (STOW-RS, PS3.18 §10.5; echo by QIDO-RS)"] = ", ".join(
+            f"{d.base_url} [{d.name}]" for d in web
+        )
     peers = [
         f"{d.ae_title}@{d.host}:{d.port}" + (" (TLS)" if d.tls else "") + f" [{d.name}]"
         for d in enabled

@@ -20,6 +20,7 @@ from cinebridge_common.embedded import EmbeddedNats
 from cinebridge_common.messages import InstanceCreated
 from cinebridge_common.store import MediaStore
 from cinebridge_common.testing import wait_for
+from pydicom import dcmread
 
 from .testpeers import make_instance
 
@@ -101,24 +102,34 @@ class SenderHarness:
         for i in range(n):
             rel = self.store.new_relative("dicom", "dcm")
             path = self.store.resolve(rel)
-            ds = make_instance(
-                path, kind=kind, study_uid=study_uid, payload_bytes=payload_bytes, seed=i
-            )
-            out.append(
-                InstanceCreated(
-                    instance_id=str(uuid.uuid4()),
-                    media_id=str(uuid.uuid4()),
-                    study_id=study_id,
-                    sop_instance_uid=str(ds.SOPInstanceUID),
-                    sop_class_uid=str(ds.SOPClassUID),
-                    transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
-                    rel_path=rel,
-                    size=path.stat().st_size,
-                    sha256=self.store.sha256(rel),
-                    auto_send=auto_send,
-                )
-            )
+            make_instance(path, kind=kind, study_uid=study_uid, payload_bytes=payload_bytes, seed=i)
+            out.append(self.created(rel, study_id, auto_send=auto_send))
         return out
+
+    def created(self, rel: str, study_id: str, *, auto_send: bool = True) -> InstanceCreated:
+        """The announcement of a Part 10 file already written at `rel` in the media store."""
+        path = self.store.resolve(rel)
+        ds = dcmread(path, stop_before_pixels=True)
+        return InstanceCreated(
+            instance_id=str(uuid.uuid4()),
+            media_id=str(uuid.uuid4()),
+            study_id=study_id,
+            sop_instance_uid=str(ds.SOPInstanceUID),
+            sop_class_uid=str(ds.SOPClassUID),
+            transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+            rel_path=rel,
+            size=path.stat().st_size,
+            sha256=self.store.sha256(rel),
+            auto_send=auto_send,
+        )
+
+    def peak_rss(self) -> int:
+        """VmHWM (peak resident memory) of the running sender process, in bytes."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmHWM in /proc status")
 
     async def announce(self, bus: Bus, msgs: list[InstanceCreated]) -> None:
         for msg in msgs:

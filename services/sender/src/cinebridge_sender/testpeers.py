@@ -6,11 +6,15 @@ imports it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import io
 import json
 import os
 import socket
+import ssl
+import struct
 import subprocess
 import tempfile
 import threading
@@ -115,6 +119,28 @@ def make_instance(
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return ds
+
+
+def write_large_video(path: Path, size: int) -> None:
+    """A Part 10 MPEG-4 AVC instance with `size` bytes of opaque stream, written in 1 MB pieces
+    (the generator never holds the video in memory): the multi-GB case of the sender's tests
+    and benchmark."""
+    make_instance(path, kind="video", payload_bytes=2)
+    data = path.read_bytes()
+    cut = data.rfind(b"\xe0\x7f\x10\x00")  # (7FE0,0010) Pixel Data, the last element
+    size += size % 2
+    with open(path, "wb") as fh:
+        fh.write(data[:cut])
+        fh.write(b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff")  # OB, undefined length
+        fh.write(b"\xfe\xff\x00\xe0" + struct.pack("<I", 0))  # empty Basic Offset Table
+        fh.write(b"\xfe\xff\x00\xe0" + struct.pack("<I", size))  # one fragment
+        block = bytes(range(256)) * 4096
+        left = size
+        while left:
+            n = min(left, len(block))
+            fh.write(block[:n])
+            left -= n
+        fh.write(b"\xfe\xff\xdd\xe0" + struct.pack("<I", 0))  # sequence delimiter
 
 
 def dataset_bytes(path: Path) -> bytes:
@@ -290,20 +316,40 @@ class DcmtkStorescp:
         self.proc = None
 
 
+#: Where Debian's `orthanc-dicomweb` puts the DICOMweb plugin.
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+
+
+def dicomweb_plugin() -> Path:
+    """The Orthanc DICOMweb plugin (Debian `orthanc-dicomweb`, .ci/packages.txt); a missing one
+    fails the test that needs it."""
+    if not DICOMWEB_PLUGIN.is_file():
+        raise FileNotFoundError(f"{DICOMWEB_PLUGIN} missing: install orthanc-dicomweb")
+    return DICOMWEB_PLUGIN
+
+
 @dataclass
 class OrthancPeer:
-    """An Orthanc with its own storage, DICOM on `dicom_port`, REST on `http_port` (loopback)."""
+    """An Orthanc with its own storage, DICOM on `dicom_port`, REST on `http_port` (loopback).
+    With `dicomweb`, its DICOMweb plugin serves STOW-RS/QIDO-RS under `/dicom-web`; with `users`,
+    HTTP basic authentication guards REST and DICOMweb alike."""
 
     binary: str
     work_dir: Path
     dicom_port: int
     http_port: int
     ae_title: str = "ORTHANC"
+    dicomweb: bool = False
+    users: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def dicomweb_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/dicom-web"
 
     def start(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        config = {
+        config: dict[str, Any] = {
             "Name": "cinebridge-test",
             "StorageDirectory": str(self.work_dir / "db"),
             "IndexDirectory": str(self.work_dir / "db"),
@@ -312,10 +358,13 @@ class OrthancPeer:
             "HttpPort": self.http_port,
             "HttpBindAddress": "127.0.0.1",
             "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
-            "Plugins": [],
+            "AuthenticationEnabled": bool(self.users),
+            "RegisteredUsers": self.users,
+            "Plugins": [str(dicomweb_plugin())] if self.dicomweb else [],
             "DicomCheckCalledAet": False,
         }
+        if self.dicomweb:
+            config["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/"}
         path = self.work_dir / "orthanc.json"
         path.write_text(json.dumps(config))
         log = open(self.work_dir / "orthanc.log", "ab")
@@ -323,11 +372,50 @@ class OrthancPeer:
         _wait_port(self.dicom_port, self.proc, 30)
         _wait_port(self.http_port, self.proc, 30)
 
+    def _request(self, path: str, data: bytes | None = None) -> urllib.request.Request:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data)
+        if self.users:
+            user, password = next(iter(self.users.items()))
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        return request
+
+    def _open(self, path: str, data: bytes | None = None) -> Any:
+        return urllib.request.urlopen(self._request(path, data), timeout=60)  # noqa: S310
+
     def _get(self, path: str) -> bytes:
-        url = f"http://127.0.0.1:{self.http_port}{path}"
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with self._open(path) as response:
             body: bytes = response.read()
             return body
+
+    def _post(self, path: str, data: bytes) -> bytes:
+        with self._open(path, data) as response:
+            body: bytes = response.read()
+            return body
+
+    def clear(self) -> None:
+        """Delete every stored patient (and with them every instance): a benchmark's next run
+        stores again instead of finding each SOP Instance UID already there."""
+        for patient in json.loads(self._get("/patients")):
+            request = self._request(f"/patients/{patient}")
+            request.method = "DELETE"
+            with urllib.request.urlopen(request, timeout=60):  # noqa: S310 - loopback http
+                pass
+
+    def instance_count(self) -> int:
+        return len(json.loads(self._get("/instances")))
+
+    def file_digest(self, sop_instance_uid: str) -> tuple[int, str]:
+        """(size, SHA-256) of one stored file, read over REST in pieces (for multi-GB files)."""
+        found = json.loads(self._post("/tools/lookup", sop_instance_uid.encode()).decode() or "[]")
+        orthanc_id = next(f["ID"] for f in found if f["Type"] == "Instance")
+        digest = hashlib.sha256()
+        size = 0
+        with self._open(f"/instances/{orthanc_id}/file") as response:
+            while block := response.read(1 << 20):
+                digest.update(block)
+                size += len(block)
+        return size, digest.hexdigest()
 
     def received(self) -> dict[str, bytes]:
         """SOP Instance UID -> the stored Part 10 file, fetched over REST."""
@@ -407,6 +495,50 @@ class StallingProxy:
             # shutdown, not just close: a close() does not wake a recv() blocked in another
             # thread nor send the FIN, so the PACS behind us would wait on its socket forever
             # and keep the test process from exiting.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+class TlsRelay:
+    """An https front for a plain-http peer on loopback (Debian's Orthanc 1.10 with `SslEnabled`
+    logs that it listens but accepts no connection, docs/peers.md): TLS with `cert`/`key` on
+    `port`, relayed to `target_port`."""
+
+    def __init__(self, target_port: int, cert: Path, key: Path) -> None:
+        self.target_port = target_port
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(cert, key)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                raw, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw: socket.socket) -> None:
+        try:
+            client = self.context.wrap_socket(raw, server_side=True)
+        except (OSError, ssl.SSLError):
+            raw.close()  # a client that refused our certificate
+            return
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        self._open += [client, upstream]
+        threading.Thread(
+            target=StallingProxy._pipe, args=(upstream, client, None), daemon=True
+        ).start()
+        StallingProxy._pipe(client, upstream, None)
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self._open:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import ClassVar, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .base import Event, Job, Reply, Request
 
@@ -62,16 +63,43 @@ class EchoReply(Reply):
 
 
 DestinationProfile = Literal["statement", "decompress-stills"]
+DestinationKind = Literal["dimse", "dicomweb"]
+DicomwebAuth = Literal["none", "basic", "bearer"]
+
+
+def check_dicomweb_url(value: str) -> str:
+    """A DICOMweb base URL (PS3.18 §8.2): http or https, a host, no user information (credentials
+    go in `username`/`secret`, never in a URL that is listed and logged), no query or fragment."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("a DICOMweb base URL starts with http:// or https://")
+    if not parts.hostname:
+        raise ValueError("a DICOMweb base URL names a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("credentials go in the authentication fields, not in the URL")
+    if parts.query or parts.fragment:
+        raise ValueError("a DICOMweb base URL has no query or fragment")
+    try:
+        parts.port  # noqa: B018 - raises on a port out of range
+    except ValueError as exc:
+        raise ValueError(f"a DICOMweb base URL with a bad port: {exc}") from None
+    return value.rstrip("/")
 
 
 class Destination(BaseModel):
-    """A C-STORE destination as stored in the sender's `destinations` table."""
+    """A destination as stored in the sender's `destinations` table: a DIMSE Storage SCP
+    (`kind="dimse"`: AE title, host, port) or a DICOMweb STOW-RS archive (`kind="dicomweb"`:
+    base URL, authentication, TLS verification)."""
+
+    # A refused destination's error must not quote its secret back (replies, logs).
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     id: str | None = None
     name: str
-    ae_title: str
-    host: str
-    port: int
+    kind: DestinationKind = "dimse"
+    ae_title: str | None = None
+    host: str | None = None
+    port: int | None = None
     #: None: the station's local AE title (statement Table 25, "SPACS").
     calling_ae_title: str | None = None
     tls: bool = False
@@ -79,6 +107,34 @@ class Destination(BaseModel):
     enabled: bool = True
     auto_send: bool = True
     max_associations: int = 2
+    #: DICOMweb service root, e.g. `https://pacs.example/dicom-web` (PS3.18 §8.2).
+    base_url: str | None = None
+    auth: DicomwebAuth = "none"
+    #: Basic authentication user (RFC 7617).
+    username: str | None = None
+    #: Write-only: the basic password or the bearer token. The sender stores it and never sends
+    #: it back (replies carry `secret_set`); None on an edit keeps the stored one.
+    secret: str | None = Field(default=None, repr=False)
+    secret_set: bool = False
+    #: Verify the archive's certificate (https); `ca_file` (on the sender's host) replaces the
+    #: system's trusted CAs.
+    tls_verify: bool = True
+    ca_file: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Destination:
+        if self.kind == "dimse":
+            if not (self.ae_title and self.host and self.port):
+                raise ValueError("a DIMSE destination needs ae_title, host and port")
+            return self
+        if not self.base_url:
+            raise ValueError("a DICOMweb destination needs base_url")
+        self.base_url = check_dicomweb_url(self.base_url)
+        if self.auth == "basic" and not self.username:
+            raise ValueError("basic authentication needs a username")
+        if self.ca_file is not None and not self.ca_file.startswith("/"):
+            raise ValueError("ca_file is an absolute path on the sender's host")
+        return self
 
 
 class DestinationListRequest(Request):

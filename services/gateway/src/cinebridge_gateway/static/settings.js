@@ -1,4 +1,4 @@
-// Settings: station, the station's own SCP, C-STORE destinations, worklist servers (Echo on
+// Settings: station, the station's own SCP, destinations (C-STORE or STOW-RS), worklist servers (Echo on
 // each). Administrators edit; others read.
 import { api, attempt, badge, field, formValues, h, render, state } from "./lib.js";
 
@@ -29,26 +29,45 @@ export async function viewSettings(arg, setView) {
     h("label", { class: "row" }, h("input", { type: "checkbox", name: "wildcard_matching", checked: station.wildcard_matching, disabled: !admin }), "Worklist wildcard matching")),
   admin ? h("p", {}, h("button", { class: "primary", id: "station-save" }, "Save settings")) : h("p", { class: "dim" }, "Only an administrator can change settings."));
 
-  // Add, or edit the destination picked with "Edit" (its other settings are kept).
+  // Add, or edit the destination picked with "Edit" (its other settings are kept). A DIMSE
+  // destination has an AE title, host and port; a DICOMweb one (STOW-RS) a base URL and its
+  // authentication. The password/token is write-only: left empty on an edit, the stored one stays.
   let editing = null;
   const destSubmit = h("button", { class: "primary", id: "destination-save" }, "Add");
+  const dimseFields = [field("ae_title", "Called AE title (the destination's)", "", { maxlength: 16 }),
+    field("host", "Host", ""), field("port", "Port", "104", { type: "number", min: 1, max: 65535 })];
+  const webFields = [field("base_url", "DICOMweb base URL", "", { type: "url", placeholder: "https://archive/dicom-web" }),
+    h("label", {}, "Authentication", select("auth", [["none", "None"], ["basic", "Basic"], ["bearer", "Bearer token"]], "none")),
+    field("username", "User", "", { autocomplete: "off" }),
+    field("secret", "Password or token (empty: keep)", "", { type: "password", autocomplete: "new-password" }),
+    h("label", { class: "row" }, h("input", { type: "checkbox", name: "tls_verify", checked: true }), "Verify the certificate"),
+    field("ca_file", "CA file on the sender (optional)", "")];
+  const showKind = (kind) => { for (const el of dimseFields) el.hidden = kind !== "dimse"; for (const el of webFields) el.hidden = kind === "dimse"; };
+  const kindSelect = select("kind", [["dimse", "DIMSE (C-STORE)"], ["dicomweb", "DICOMweb (STOW-RS)"]], "dimse");
+  kindSelect.addEventListener("change", () => showKind(kindSelect.value));
   const destForm = h("form", { class: "row", id: "destination-form", onsubmit: async (e) => {
-    e.preventDefault(); const v = formValues(e.target); v.port = Number(v.port);
-    const { health, last_error, ...kept } = editing || {};
+    e.preventDefault();
+    const v = Object.fromEntries(Object.entries(formValues(e.target)).filter(([, x]) => x !== ""));
+    if (v.port) v.port = Number(v.port);
+    v.tls_verify = !!e.target.tls_verify.checked;
+    const { health, last_error, secret_set, ...kept } = editing || {};
     const body = editing ? { ...kept, ...v, id: editing.id } : v;
     if (await attempt(() => api("POST", "/api/v1/settings/destinations", body), editing ? "Destination updated" : "Destination saved")) render();
-  } }, field("name", "Name", "", { required: true }), field("ae_title", "Called AE title (the destination's)", "", { required: true, maxlength: 16 }),
-  field("host", "Host", "", { required: true }), field("port", "Port", "104", { type: "number", min: 1, max: 65535 }),
+  } }, field("name", "Name", "", { required: true }), h("label", {}, "Type", kindSelect), ...dimseFields, ...webFields,
   destSubmit,
   ...echoButtonFromForm());
+  showKind("dimse");
   const editDestination = (d) => {
     editing = d;
-    for (const k of ["name", "ae_title", "host", "port"]) destForm.elements[k].value = d[k];
+    for (const k of ["name", "kind", "ae_title", "host", "port", "base_url", "auth", "username", "ca_file"]) destForm.elements[k].value = d[k] ?? "";
+    destForm.elements.secret.value = "";
+    destForm.elements.tls_verify.checked = d.tls_verify !== false;
+    showKind(d.kind || "dimse");
     destSubmit.textContent = `Save ${d.name}`;
     destForm.scrollIntoView({ block: "center" });
   };
   const setEnabled = async (d, enabled) => {
-    const { health, last_error, ...kept } = d;
+    const { health, last_error, secret_set, ...kept } = d;
     if (await attempt(() => api("POST", "/api/v1/settings/destinations", { ...kept, enabled }), `${d.name} ${enabled ? "enabled" : "disabled"}`)) render();
   };
   function echoButtonFromForm() {
@@ -58,8 +77,10 @@ export async function viewSettings(arg, setView) {
       echoResult(out, await attempt(() => api("POST", "/api/v1/settings/echo", { ae_title: v.ae_title, host: v.host, port: Number(v.port) })));
     } }, "Echo"), out];
   }
-  const destTable = h("table", { id: "destinations" }, h("tr", {}, ["Name", "AE title", "Host", "Port", "Enabled", ""].map((t) => h("th", {}, t))),
-    dests.map((d) => h("tr", { "data-destination": d.id }, h("td", {}, d.name), h("td", {}, d.ae_title), h("td", {}, d.host), h("td", {}, d.port),
+  const destTable = h("table", { id: "destinations" }, h("tr", {}, ["Name", "AE title", "Host or URL", "Port", "Enabled", ""].map((t) => h("th", {}, t))),
+    dests.map((d) => h("tr", { "data-destination": d.id }, h("td", {}, d.name),
+      ...(d.kind === "dicomweb" ? [h("td", {}, "STOW-RS"), h("td", {}, d.base_url), h("td", {}, d.auth === "none" ? "" : d.auth)]
+        : [h("td", {}, d.ae_title), h("td", {}, d.host), h("td", {}, d.port)]),
       h("td", {}, d.enabled ? badge("enabled") : badge("disabled")), h("td", { class: "row" }, ...echoButton(`/api/v1/settings/destinations/${d.id}/echo`),
         admin ? h("button", { class: "small", "data-action": "edit", onclick: () => editDestination(d) }, "Edit") : "",
         admin ? h("button", { class: "small", "data-action": "toggle", onclick: () => setEnabled(d, !d.enabled) }, d.enabled ? "Disable" : "Enable") : "",
@@ -83,6 +104,6 @@ export async function viewSettings(arg, setView) {
         h("td", { class: "row" }, ...echoButton("/api/v1/settings/echo", { ae_title: i.detail.ae_title, host: i.detail.host || "127.0.0.1", port: Number((i.detail.ports || "").split(",")[0]) })))))
       : h("p", { class: "dim" }, "No SCP instance reports (its AE title and port are set by CB_SCP_AE_TITLE / CB_SCP_PORT)."));
   setView(h("h1", {}, "Settings"), stationForm, scpPanel,
-    h("section", { class: "panel" }, h("h2", {}, "Destinations (C-STORE)"), destTable, admin ? destForm : ""),
+    h("section", { class: "panel" }, h("h2", {}, "Destinations (C-STORE, STOW-RS)"), destTable, admin ? destForm : ""),
     h("section", { class: "panel" }, h("h2", {}, "Worklist servers"), serverTable, serverForm));
 }
