@@ -55,7 +55,10 @@ def ffmpeg(*args: str) -> list[str]:
 
 def make_sources(minutes: float, transcode_s: int) -> tuple[Path, Path, Path, Path]:
     WORK.mkdir(parents=True, exist_ok=True)
-    piece = WORK / "piece-10s.mp4"
+    # 10 s pieces, or one shorter piece for a recording under 10 s (a concat of no pieces fails)
+    piece_s = min(10.0, minutes * 60)
+    pieces = max(1, round(minutes * 60 / piece_s))
+    piece = WORK / f"piece-{piece_s:g}s.mp4"
     if not piece.exists():
         subprocess.run(
             ffmpeg(
@@ -64,7 +67,7 @@ def make_sources(minutes: float, transcode_s: int) -> tuple[Path, Path, Path, Pa
                 "-i",
                 "testsrc2=size=1920x1080:rate=30",
                 "-t",
-                "10",
+                f"{piece_s:g}",
                 "-c:v",
                 "libx264",
                 "-preset",
@@ -86,7 +89,7 @@ def make_sources(minutes: float, transcode_s: int) -> tuple[Path, Path, Path, Pa
     long = WORK / f"recording-{minutes:g}min.mp4"
     if not long.exists():
         listing = WORK / "concat.txt"
-        listing.write_text("".join(f"file '{piece}'\n" for _ in range(int(minutes * 6))))
+        listing.write_text("".join(f"file '{piece}'\n" for _ in range(pieces)))
         subprocess.run(
             ffmpeg("-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", str(long)),
             check=True,
@@ -337,6 +340,8 @@ def main() -> None:
     parser.add_argument("--child", nargs=2, metavar=("SOURCE", "KIND"), help=argparse.SUPPRESS)
     add_json_flag(parser)
     args = parser.parse_args()
+    if args.minutes <= 0:
+        parser.error("--minutes must be above 0")
     if args.child:
         child_convert(*args.child)
         return
