@@ -20,6 +20,9 @@ class GatewaySettings(ServiceSettings):
     gateway_session_max_s: float = 24 * 3600
     #: Largest accepted request body (JSON); bigger bodies get 413 before they are read.
     gateway_max_body_bytes: int = 1 << 20
+    #: Largest file the Room page's "Add file" accepts (streamed to the media store, not held
+    #: in memory); bigger uploads get 413 and leave nothing behind.
+    gateway_upload_max_bytes: int = 4 << 30
     #: Mark the session cookie Secure (set when a TLS proxy fronts the gateway).
     gateway_cookie_secure: bool = False
     #: {room: base_url} of each capture instance's MJPEG preview server (`/preview/<src>.mjpg`).
