@@ -15,9 +15,11 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 from av.codec.codec import UnknownCodecError
@@ -34,6 +36,8 @@ from .timestamps import TimestampError
 from .verify import Unplayable, check_playable
 
 Progress = Callable[[float, str], None]
+#: Decode checks of streams kept as they are run here, beside the write that copies them.
+_CHECKS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode-check")
 LOSSY_METHOD = {
     rules.MPEG2_MPML: "ISO_13818_2",
     rules.MPEG2_MPHL: "ISO_13818_2",
@@ -61,6 +65,10 @@ class MediaInfo:
     captured_at: dt.datetime
 
 
+class NotAsCoded(Exception):
+    """The source kept as it is failed the decode check that ran beside its write."""
+
+
 @dataclass
 class Prepared:
     """Conforming bit streams ready to encapsulate (one per instance)."""
@@ -70,8 +78,32 @@ class Prepared:
     verbatim: bool  # the source itself is the stream (its hash is checked while copying)
     temporaries: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: The decode check of a source kept as it is, running while `write` copies it (the check
+    #: is CPU, the copy is I/O and hashing: side by side the as-is path costs about the longer
+    #: of the two). `write` waits for it before anything is returned.
+    pending: Future[Any] | None = None
+    #: Prepares again with a re-encode (the reason given) when the pending check fails.
+    redo: Callable[[str], Prepared] | None = None
+
+    def settle(self) -> None:
+        """Wait for the pending decode check; NotAsCoded with its reason if it failed."""
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return
+        try:
+            pending.result()
+        except (TimestampError, Unplayable) as exc:
+            raise NotAsCoded(f"not playable as coded: {exc}") from exc
+
+    def adopt(self, other: Prepared) -> None:
+        """Take `other`'s streams in place (the caller's reference sees the re-encode)."""
+        self.cleanup()
+        self.streams, self.pixels, self.verbatim = other.streams, other.pixels, other.verbatim
+        self.temporaries, self.notes, self.redo = other.temporaries, other.notes, None
 
     def cleanup(self) -> None:
+        with contextlib.suppress(Exception):
+            self.settle()  # no check left reading a stream that goes away
         for path in self.temporaries:
             path.unlink(missing_ok=True)
 
@@ -106,14 +138,18 @@ def prepare(
     limits: Limits,
     progress: Progress,
     cancel: threading.Event,
+    reencode: str | None = None,
 ) -> Prepared:
-    """Probe, then keep, remux or transcode; errors say whether retrying can help (`classify`)."""
+    """Probe, then keep, remux or transcode (always transcode with a `reencode` reason);
+    errors say whether retrying can help (`classify`)."""
     try:
         if not media.path.is_file():
             raise BadMedia("the media file is missing from the media store")
         if media.kind == "snapshot":
             return _prepare_still(media, store, limits)
-        return _prepare_video(media, ts_uid, store, limits, progress, cancel)
+        prepared = _prepare_video(media, ts_uid, store, limits, progress, cancel, reencode)
+        prepared.redo = functools.partial(prepare, media, ts_uid, store, limits, progress, cancel)
+        return prepared
     except (ConversionError, TransientFailure, Cancelled):
         raise
     except (av.error.FFmpegError, OSError, UnknownCodecError) as exc:
@@ -157,13 +193,15 @@ def _prepare_video(
     limits: Limits,
     progress: Progress,
     cancel: threading.Event,
+    reencode: str | None = None,
 ) -> Prepared:
     found = _probe(media.path, limits)
     prepared = Prepared([], [], False)
     derivation = None
     try:
         segments: list[video.Segment] | None = None
-        if not (reasons := rules.misfits(found, ts_uid)):
+        reasons = rules.misfits(found, ts_uid) or ([reencode] if reencode else [])
+        if not reasons:
             try:
                 segments = _keep_coding(
                     media, media.path, found, ts_uid, store, limits, prepared, progress, cancel
@@ -229,6 +267,9 @@ def _keep_coding(
     else:
         segments = [video.Segment(stream, found.frames, found.duration_s)]
         prepared.verbatim = stream == media.path
+        if prepared.verbatim:
+            prepared.pending = _CHECKS.submit(check_playable, stream, found.frames)
+            return segments
     for segment in segments:
         check_playable(segment.path, segment.frames)
     return segments
@@ -323,7 +364,33 @@ def write(
     root: str,
     progress: Progress,
 ) -> list[Built]:
-    """Write every instance to an fsync'd temporary file; the caller commits or deletes them."""
+    """Write every instance to an fsync'd temporary file; the caller commits or deletes them.
+    A source kept as it is that fails its decode check is re-encoded here (`prepared` then
+    describes the re-encode) and written again under the same numbers."""
+    args = (media, study, station, numbers, store, root, progress)
+    try:
+        return _write_all(prepared, *args)
+    except NotAsCoded as exc:
+        if prepared.redo is None:
+            raise BadMedia(str(exc)) from exc
+        redone = prepared.redo(str(exc))
+        if len(redone.streams) != len(prepared.streams):
+            redone.cleanup()
+            raise BadMedia(f"{exc}; re-encoded it needs {len(redone.streams)} instances") from exc
+        prepared.adopt(redone)
+        return _write_all(prepared, *args)
+
+
+def _write_all(
+    prepared: Prepared,
+    media: MediaInfo,
+    study: Dataset,
+    station: Station,
+    numbers: tuple[int, int],
+    store: MediaStore,
+    root: str,
+    progress: Progress,
+) -> list[Built]:
     series_number, first_instance = numbers
     study_uid = str(study.StudyInstanceUID)
     uids = [
@@ -358,6 +425,7 @@ def write(
                     functools.partial(_part_progress, progress, index, len(uids)),
                 )
             )
+        prepared.settle()
     except BaseException:
         for item in built:
             item.temp.unlink(missing_ok=True)
