@@ -203,16 +203,24 @@ def child_convert(source: str, kind: str) -> None:
     )
 
 
-def median_run(args: list[str], repeat: int) -> tuple[float, int, float | None]:
-    """Median wall time, max peak RSS and median in-process time ("seconds") of `repeat` runs."""
-    walls, works, rss = [], [], 0
+def round_robin(
+    runs: list[tuple[str, list[str]]], repeat: int
+) -> list[tuple[str, float, int, float | None]]:
+    """Each run once per round, `repeat` rounds: on a shared machine whose load moves, every
+    run sees the same neighbours as its floor (all `cp` first, then all CineBridge, does not)."""
+    samples: dict[str, list[tuple[float, int, str]]] = {name: [] for name, _ in runs}
     for _ in range(repeat):
-        wall, peak, out = run_child(args)
-        walls.append(wall)
-        rss = max(rss, peak)
-        if out.strip().startswith("{"):
-            works.append(json.loads(out)["seconds"])
-    return statistics.median(walls), rss, statistics.median(works) if works else None
+        for name, args in runs:
+            samples[name].append(run_child(args))
+    rows = []
+    for name, _ in runs:
+        walls = [wall for wall, _, _ in samples[name]]
+        works = [json.loads(out)["seconds"] for _, _, out in samples[name] if out.strip()]
+        rss = max(peak for _, peak, _ in samples[name])
+        rows.append(
+            (name, statistics.median(walls), rss, statistics.median(works) if works else None)
+        )
+    return rows
 
 
 #: Text label of a remux run → its name in the JSON figures.
@@ -245,7 +253,7 @@ def remux_section(long: Path, as_ts: Path, fragmented: Path, repeat: int, figure
         ("CineBridge capture fMP4 (as is)", [*me, str(fragmented), "fragmented"]),
         ("CineBridge TS -> MP4 -> DICOM", [*me, str(as_ts), "remux"]),
     ]
-    rows = [(name, *median_run(args, repeat)) for name, args in runs]
+    rows = round_robin(runs, repeat)
     out.unlink(missing_ok=True)
     cp_wall, durable = rows[0][1], rows[1][1]
     print(f"{'':32} {'wall s':>7} {'work s':>7} {'RSS MB':>7} {'x cp':>6} {'x cp+fsync':>10}")

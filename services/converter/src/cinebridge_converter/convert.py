@@ -15,7 +15,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -36,8 +36,10 @@ from .timestamps import TimestampError
 from .verify import Unplayable, check_playable
 
 Progress = Callable[[float, str], None]
-#: Decode checks of streams kept as they are run here, beside the write that copies them.
-_CHECKS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode-check")
+#: The write of a source kept as it is runs here while the calling thread decode-checks it.
+#: (This way round the decoder allocates in the caller's malloc arena, as it did before the
+#: two ran side by side: a decoder in a new thread's arena added ~30 MB of peak RSS.)
+_COPIES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="part10-copy")
 LOSSY_METHOD = {
     rules.MPEG2_MPML: "ISO_13818_2",
     rules.MPEG2_MPHL: "ISO_13818_2",
@@ -78,32 +80,21 @@ class Prepared:
     verbatim: bool  # the source itself is the stream (its hash is checked while copying)
     temporaries: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    #: The decode check of a source kept as it is, running while `write` copies it (the check
-    #: is CPU, the copy is I/O and hashing: side by side the as-is path costs about the longer
-    #: of the two). `write` waits for it before anything is returned.
-    pending: Future[Any] | None = None
-    #: Prepares again with a re-encode (the reason given) when the pending check fails.
+    #: The decode check (stream, frames) of a source kept as it is: `write` runs it while it
+    #: copies the stream (the check is decoding, the copy I/O and hashing: side by side the as-is
+    #: path costs about the longer of the two, not their sum).
+    deferred_check: tuple[Path, int] | None = None
+    #: Prepares again with a re-encode (the reason given) when the deferred check fails.
     redo: Callable[[str], Prepared] | None = None
-
-    def settle(self) -> None:
-        """Wait for the pending decode check; NotAsCoded with its reason if it failed."""
-        pending, self.pending = self.pending, None
-        if pending is None:
-            return
-        try:
-            pending.result()
-        except (TimestampError, Unplayable) as exc:
-            raise NotAsCoded(f"not playable as coded: {exc}") from exc
 
     def adopt(self, other: Prepared) -> None:
         """Take `other`'s streams in place (the caller's reference sees the re-encode)."""
         self.cleanup()
         self.streams, self.pixels, self.verbatim = other.streams, other.pixels, other.verbatim
-        self.temporaries, self.notes, self.redo = other.temporaries, other.notes, None
+        self.temporaries, self.notes = other.temporaries, other.notes
+        self.deferred_check, self.redo = other.deferred_check, None
 
     def cleanup(self) -> None:
-        with contextlib.suppress(Exception):
-            self.settle()  # no check left reading a stream that goes away
         for path in self.temporaries:
             path.unlink(missing_ok=True)
 
@@ -268,7 +259,7 @@ def _keep_coding(
         segments = [video.Segment(stream, found.frames, found.duration_s)]
         prepared.verbatim = stream == media.path
         if prepared.verbatim:
-            prepared.pending = _CHECKS.submit(check_playable, stream, found.frames)
+            prepared.deferred_check = (stream, found.frames)
             return segments
     for segment in segments:
         check_playable(segment.path, segment.frames)
@@ -369,7 +360,7 @@ def write(
     describes the re-encode) and written again under the same numbers."""
     args = (media, study, station, numbers, store, root, progress)
     try:
-        return _write_all(prepared, *args)
+        return _write_checked(prepared, *args)
     except NotAsCoded as exc:
         if prepared.redo is None:
             raise BadMedia(str(exc)) from exc
@@ -378,7 +369,25 @@ def write(
             redone.cleanup()
             raise BadMedia(f"{exc}; re-encoded it needs {len(redone.streams)} instances") from exc
         prepared.adopt(redone)
+        return _write_checked(prepared, *args)
+
+
+def _write_checked(prepared: Prepared, *args: Any) -> list[Built]:
+    """`_write_all`, with the deferred decode check in this thread while another copies."""
+    check, prepared.deferred_check = prepared.deferred_check, None
+    if check is None:
         return _write_all(prepared, *args)
+    copying = _COPIES.submit(_write_all, prepared, *args)
+    try:
+        check_playable(*check)
+    except BaseException as exc:
+        with contextlib.suppress(BaseException):
+            for item in copying.result():
+                item.temp.unlink(missing_ok=True)
+        if isinstance(exc, (TimestampError, Unplayable)):
+            raise NotAsCoded(f"not playable as coded: {exc}") from exc
+        raise
+    return copying.result()
 
 
 def _write_all(
@@ -425,7 +434,6 @@ def _write_all(
                     functools.partial(_part_progress, progress, index, len(uids)),
                 )
             )
-        prepared.settle()
     except BaseException:
         for item in built:
             item.temp.unlink(missing_ok=True)
