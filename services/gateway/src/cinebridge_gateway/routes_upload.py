@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 
 from . import uploads
-from .deps import ApiError, Gw, User, client_of
+from .deps import ApiError, ErrorBody, Gw, User, client_of
 from .room_study import RoomName, StudySummary, current_study_id, require_room, study_summary
 
 router = APIRouter(prefix="/api/v1", tags=["rooms"])
@@ -49,9 +49,9 @@ class UploadOut(BaseModel):
         }
     },
     responses={
-        409: {"description": "the room has no current study"},
-        413: {"description": "larger than CB_GATEWAY_UPLOAD_MAX_BYTES"},
-        415: {"description": "not a video or an image"},
+        409: {"model": ErrorBody, "description": "the room has no current study"},
+        413: {"model": ErrorBody, "description": "larger than CB_GATEWAY_UPLOAD_MAX_BYTES"},
+        415: {"model": ErrorBody, "description": "empty, or not a video or an image"},
     },
 )
 async def upload_media(
