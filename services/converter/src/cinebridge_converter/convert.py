@@ -386,6 +386,8 @@ def _write_checked(prepared: Prepared, *args: Any) -> list[Built]:
                 item.temp.unlink(missing_ok=True)
         if isinstance(exc, (TimestampError, Unplayable)):
             raise NotAsCoded(f"not playable as coded: {exc}") from exc
+        if isinstance(exc, (av.error.FFmpegError, OSError)):
+            raise classify(exc) from exc  # as when the check ran in `prepare`
         raise
     return copying.result()
 
