@@ -34,8 +34,8 @@ WORK = Path(os.environ.get("CB_BENCH_DIR", "/tmp/cb-bench-convert"))
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 
 
-def run_child(args: list[str]) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS in MB, stdout) of a child process, from wait4's rusage."""
+def run_child(args: list[str]) -> tuple[float, int, str, float]:
+    """(wall seconds, peak RSS in MB, stdout, CPU seconds) of a child, from wait4's rusage."""
     os.sync()  # earlier runs' dirty pages must not be written back on this run's clock
     start = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -46,7 +46,7 @@ def run_child(args: list[str]) -> tuple[float, int, str]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{args[:3]} failed: {err[-2000:]}")
-    return wall, usage.ru_maxrss // 1024, out
+    return wall, usage.ru_maxrss // 1024, out, usage.ru_utime + usage.ru_stime
 
 
 def ffmpeg(*args: str) -> list[str]:
@@ -55,7 +55,10 @@ def ffmpeg(*args: str) -> list[str]:
 
 def make_sources(minutes: float, transcode_s: int) -> tuple[Path, Path, Path, Path]:
     WORK.mkdir(parents=True, exist_ok=True)
-    piece = WORK / "piece-10s.mp4"
+    # 10 s pieces, or one shorter piece for a recording under 10 s (a concat of no pieces fails)
+    piece_s = min(10.0, minutes * 60)
+    pieces = max(1, round(minutes * 60 / piece_s))
+    piece = WORK / f"piece-{piece_s:g}s.mp4"
     if not piece.exists():
         subprocess.run(
             ffmpeg(
@@ -64,7 +67,7 @@ def make_sources(minutes: float, transcode_s: int) -> tuple[Path, Path, Path, Pa
                 "-i",
                 "testsrc2=size=1920x1080:rate=30",
                 "-t",
-                "10",
+                f"{piece_s:g}",
                 "-c:v",
                 "libx264",
                 "-preset",
@@ -86,7 +89,7 @@ def make_sources(minutes: float, transcode_s: int) -> tuple[Path, Path, Path, Pa
     long = WORK / f"recording-{minutes:g}min.mp4"
     if not long.exists():
         listing = WORK / "concat.txt"
-        listing.write_text("".join(f"file '{piece}'\n" for _ in range(int(minutes * 6))))
+        listing.write_text("".join(f"file '{piece}'\n" for _ in range(pieces)))
         subprocess.run(
             ffmpeg("-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", str(long)),
             check=True,
@@ -170,7 +173,7 @@ def child_convert(source: str, kind: str) -> None:
         source="bench",
         captured_at=dt.datetime.now(dt.UTC),
     )
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     prepared = convert.prepare(
         media,
         "1.2.840.10008.1.2.4.102",
@@ -185,13 +188,14 @@ def child_convert(source: str, kind: str) -> None:
         built = convert.write(prepared, media, ds, station, (1, 1), store, "", lambda f, s: None)
     finally:
         prepared.cleanup()
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     for item in built:
         item.temp.unlink()
     print(
         json.dumps(
             {
                 "seconds": seconds,
+                "cpu_s": cpu,
                 "verbatim": prepared.verbatim,
                 "bytes": sum(b.size for b in built),
                 "parts": len(built),
@@ -200,16 +204,26 @@ def child_convert(source: str, kind: str) -> None:
     )
 
 
-def median_run(args: list[str], repeat: int) -> tuple[float, int, float | None]:
-    """Median wall time, max peak RSS and median in-process time ("seconds") of `repeat` runs."""
-    walls, works, rss = [], [], 0
+def round_robin(
+    runs: list[tuple[str, list[str]]], repeat: int
+) -> list[tuple[str, float, int, float | None, float]]:
+    """Each run once per round, `repeat` rounds: on a shared machine whose load moves, every
+    run sees the same neighbours as its floor (all `cp` first, then all CineBridge, does not)."""
+    samples: dict[str, list[tuple[float, int, str, float]]] = {name: [] for name, _ in runs}
     for _ in range(repeat):
-        wall, peak, out = run_child(args)
-        walls.append(wall)
-        rss = max(rss, peak)
-        if out.strip().startswith("{"):
-            works.append(json.loads(out)["seconds"])
-    return statistics.median(walls), rss, statistics.median(works) if works else None
+        for name, args in runs:
+            samples[name].append(run_child(args))
+    rows = []
+    for name, _ in runs:
+        walls = [wall for wall, _, _, _ in samples[name]]
+        works = [json.loads(out) for _, _, out, _ in samples[name] if out.strip()]
+        # CPU seconds: the conversion's own (in the child) or the whole child's (cp, ffmpeg);
+        # unlike wall time they hardly move with the machine's load.
+        cpus = [w["cpu_s"] for w in works] or [cpu for _, _, _, cpu in samples[name]]
+        rss = max(peak for _, peak, _, _ in samples[name])
+        work = statistics.median(w["seconds"] for w in works) if works else None
+        rows.append((name, statistics.median(walls), rss, work, statistics.median(cpus)))
+    return rows
 
 
 #: Text label of a remux run → its name in the JSON figures.
@@ -242,11 +256,14 @@ def remux_section(long: Path, as_ts: Path, fragmented: Path, repeat: int, figure
         ("CineBridge capture fMP4 (as is)", [*me, str(fragmented), "fragmented"]),
         ("CineBridge TS -> MP4 -> DICOM", [*me, str(as_ts), "remux"]),
     ]
-    rows = [(name, *median_run(args, repeat)) for name, args in runs]
+    rows = round_robin(runs, repeat)
     out.unlink(missing_ok=True)
-    cp_wall, durable = rows[0][1], rows[1][1]
-    print(f"{'':32} {'wall s':>7} {'work s':>7} {'RSS MB':>7} {'x cp':>6} {'x cp+fsync':>10}")
-    for name, wall, rss, work in rows:
+    cp_wall, durable, durable_cpu = rows[0][1], rows[1][1], rows[1][4]
+    print(
+        f"{'':32} {'wall s':>7} {'work s':>7} {'RSS MB':>7} {'x cp':>6} {'x cp+fsync':>10} "
+        f"{'cpu s':>6} {'cpu x cp+fsync':>14}"
+    )
+    for name, wall, rss, work, cpu in rows:
         seconds = work if work is not None else wall
         work_s = f"{work:7.2f}" if work is not None else f"{'':7}"
         figures.put(
@@ -258,15 +275,19 @@ def remux_section(long: Path, as_ts: Path, fragmented: Path, repeat: int, figure
                 "rss_mb": rss,
                 "x_cp": seconds / cp_wall,
                 "x_cp_fsync": seconds / durable,
+                "cpu_s": cpu,
+                "cpu_x_cp_fsync": cpu / max(durable_cpu, 1e-3),
             },
         )
         print(
             f"{name:32} {wall:7.2f} {work_s} {rss:7d} {seconds / cp_wall:6.2f} "
-            f"{seconds / durable:10.2f}"
+            f"{seconds / durable:10.2f} {cpu:6.2f} {cpu / max(durable_cpu, 1e-3):14.2f}"
         )
     print(
         "work s = the conversion alone (no interpreter start/imports); CineBridge fsyncs its "
-        "output and hashes source and output. Targets: within 3x of cp, RSS < 150 MB."
+        "output and hashes source and output; cpu s = CPU seconds of the same (all threads), "
+        "which a loaded machine moves far less than wall time. Targets: within 3x of cp, "
+        "RSS < 150 MB."
     )
 
 
@@ -300,10 +321,10 @@ def transcode_section(mjpeg: Path, seconds: int, repeat: int, figures: Figures) 
     )
     peer_walls, ours, rss_peer, rss_ours = [], [], 0, 0
     for _ in range(repeat):  # alternate, so both see the same neighbours on a shared machine
-        wall, rss, _ = run_child(peer_args)
+        wall, rss, _, _ = run_child(peer_args)
         peer_walls.append(wall)
         rss_peer = max(rss_peer, rss)
-        _, rss, out = run_child([sys.executable, __file__, "--child", str(mjpeg), "transcode"])
+        _, rss, out, _ = run_child([sys.executable, __file__, "--child", str(mjpeg), "transcode"])
         ours.append(json.loads(out)["seconds"])
         rss_ours = max(rss_ours, rss)
     peer.unlink(missing_ok=True)
@@ -337,6 +358,8 @@ def main() -> None:
     parser.add_argument("--child", nargs=2, metavar=("SOURCE", "KIND"), help=argparse.SUPPRESS)
     add_json_flag(parser)
     args = parser.parse_args()
+    if args.minutes <= 0:
+        parser.error("--minutes must be above 0")
     if args.child:
         child_convert(*args.child)
         return

@@ -45,6 +45,12 @@ class Converted:
 
 
 @pytest.fixture
+def study_info() -> mwl.StudyInfo:
+    """The study every conversion of these tests goes to."""
+    return STUDY
+
+
+@pytest.fixture
 def store(tmp_path: Path) -> MediaStore:
     return MediaStore(tmp_path / "store")
 

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
+import threading
 from pathlib import Path
 from typing import Any
 
 import av
 import pytest
-from cinebridge_converter import convert
+from cinebridge_common.store import sha256_file
+from cinebridge_converter import convert, mwl
+from cinebridge_converter.dicomize import Station
 from cinebridge_converter.errors import BadMedia, TransientFailure
 from cinebridge_converter.testmedia import make_video
 from cinebridge_converter.verify import Unplayable, check_playable
 from pydicom import dcmread
+
+H264 = "1.2.840.10008.1.2.4.102"
 
 
 def _without_first_key_frame(src: Path, dest: Path) -> int:
@@ -45,6 +51,43 @@ def test_a_stream_that_does_not_play_whole_is_re_encoded(
     assert "not playable as coded" in ds.DerivationDescription
     stream = tools.extract_stream(built.temp, tmp_path / "s.mp4")
     assert tools.decoded(stream)[0] == ds.NumberOfFrames > 0
+
+
+def test_the_as_is_check_runs_beside_the_write_and_a_failure_re_encodes(
+    tmp_path: Path, store: Any, study_info: Any
+) -> None:
+    """A source kept as it is is checked while it is copied: a good one comes out verbatim;
+    one that fails is re-encoded in `write` under the same numbers, and what the first write
+    made is gone."""
+    good = make_video(tmp_path / "good.mp4", frames=30, options={"preset": "ultrafast", "g": "10"})
+    broken = tmp_path / "broken.mp4"
+    _without_first_key_frame(good, broken)
+    for path, verbatim in ((good, True), (broken, False)):
+        media = convert.MediaInfo(
+            id=path.stem,
+            kind="recording",
+            path=path,
+            sha256=sha256_file(path),
+            source="tower-1",
+            captured_at=dt.datetime(2026, 12, 7, tzinfo=dt.UTC),
+        )
+        lim = convert.Limits(preset="ultrafast")
+        prepared = convert.prepare(media, H264, store, lim, lambda f, s: None, threading.Event())
+        assert prepared.verbatim and prepared.deferred_check == (path, prepared.pixels[0].frames)
+        try:
+            ds = mwl.study_attributes(study_info, default_modality="OT", uid_root="")
+            station = Station("ROOM1", "ISO_IR 192", "sc", ("38266002", "SCT", "Entire body"))
+            [built] = convert.write(
+                prepared, media, ds, station, (3, 7), store, "", lambda f, s: None
+            )
+        finally:
+            prepared.cleanup()
+        assert prepared.verbatim is verbatim
+        head = dcmread(built.temp, stop_before_pixels=True)
+        assert (head.SeriesNumber, head.InstanceNumber) == (3, 7)
+        assert ("not playable as coded" in head.get("DerivationDescription", "")) is not verbatim
+        assert [p for p in store.tmp.iterdir() if p != built.temp] == []
+        built.temp.unlink()
 
 
 def test_a_frame_count_that_differs_from_the_stream_is_refused(tmp_path: Path) -> None:

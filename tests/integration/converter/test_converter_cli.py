@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cinebridge_common.embedded import EmbeddedNats, free_port
+from cinebridge_common.store import MediaStore
 from cinebridge_common.testing import require_tool
 from cinebridge_converter.testmedia import make_still, make_video
+from cinebridge_sender.testharness import SenderHarness, tool
+from cinebridge_sender.testpeers import DcmtkStorescp, dataset_bytes
 from pydicom import dcmread
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -90,3 +97,78 @@ def test_bad_arguments_exit_2(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "--patient-name" in result.stderr
+
+
+async def test_send_hands_the_files_to_the_stations_sender(
+    own_nats: EmbeddedNats, database_url: str, tmp_path: Path
+) -> None:
+    """--send: the files reach DCMTK storescp through the running sender, byte for byte; a
+    destination that does not answer is reported as still retrying, with exit status 1."""
+    harness = SenderHarness(own_nats, database_url, MediaStore(tmp_path / "media"), tmp_path)
+    storescp = DcmtkStorescp(tool("storescp"), tmp_path / "storescp" / "out", free_port())
+    storescp.start()
+    video = make_video(tmp_path / "scope.mp4", frames=15, options={"preset": "ultrafast"})
+    still = make_still(tmp_path / "photo.jpg", width=320, height=240)
+    env = {
+        **os.environ,
+        "CB_NATS_URL": own_nats.url,
+        "CB_DATABASE_URL": database_url,
+        "CB_MEDIA_ROOT": str(harness.store.root),
+    }
+    base = [*_command(), "--patient-name", "Doe^Jane", "--patient-id", "P-9", "-q"]
+    try:
+        harness.start(
+            destinations=[
+                {
+                    "name": "pacs",
+                    "ae_title": "STORESCP",
+                    "host": "127.0.0.1",
+                    "port": storescp.port,
+                },
+                {"name": "down", "ae_title": "NOBODY", "host": "127.0.0.1", "port": free_port()},
+            ]
+        )
+        sent = await _run(
+            [*base, str(video), str(still), "--send", "pacs", "-o", str(tmp_path / "a")], env
+        )
+        down = await _run(
+            [*base, str(still), "--send", "down", "--send-timeout", "8", "-o", str(tmp_path / "b")],
+            env,
+        )
+        unknown = await _run(
+            [*base, str(still), "--send", "nowhere", "-o", str(tmp_path / "c")], env
+        )
+        received = storescp.received()
+    finally:
+        storescp.stop()
+        harness.stop()
+    assert sent.returncode == 0, sent.stdout + sent.stderr + harness.log_text()[-4000:]
+    assert sent.stdout.splitlines()[-1] == "2 sent, 0 not sent -> pacs"
+    outputs = sorted((tmp_path / "a").glob("*.dcm"))
+    assert len(outputs) == 2
+    for path in outputs:
+        ds = dcmread(path, stop_before_pixels=True)
+        assert dataset_bytes(received[str(ds.SOPInstanceUID)]) == dataset_bytes(path)
+
+    assert down.returncode == 1, down.stdout + down.stderr
+    assert down.stdout.splitlines()[-1] == "0 sent, 1 not sent -> down"
+    assert "WAITING photo.dcm -> down: still " in down.stdout
+
+    assert unknown.returncode == 2
+    assert "no enabled destination named 'nowhere' (configured: down, pacs)" in unknown.stderr
+    assert not (tmp_path / "c").exists()  # nothing converted for a destination that is not there
+
+
+async def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run, args, capture_output=True, text=True, timeout=240, env=env
+    )
+
+
+@pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    """A NATS of this test alone (the sender's durable consumers and the station's streams)."""
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    yield server
+    server.stop(kill=True)

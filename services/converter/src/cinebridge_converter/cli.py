@@ -2,16 +2,20 @@
 
     cinebridge-convert FILE... --patient-name NAME --patient-id ID [--accession NUMBER]
         [--worklist-item JSON] [--iod PROFILE] [--transfer-syntax UID] [--modality CODE]
-        [--station-name AE] -o DIR
+        [--station-name AE] [--send DESTINATION [--send-timeout S]] -o DIR
 
-All files of one run form one study (the worklist item's, or a new one) and one series. Exit
-status: 0 every file converted, 1 at least one file could not be converted (the summary says
-why), 2 bad arguments, 3 out of resources (disk full ...) — worth running again.
+All files of one run form one study (the worklist item's, or a new one) and one series. With
+`--send`, the files are handed to the running station's sender for the configured destination of
+that name (`handoff`) and the run waits for their delivery states. Exit status: 0 every file
+converted (and delivered), 1 at least one file could not be converted or delivered (the summary
+says why), 2 bad arguments or an unknown destination, 3 out of resources (disk full, the station
+unreachable ...) — worth running again.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import json
 import shutil
@@ -26,7 +30,7 @@ from typing import Any, TextIO
 from cinebridge_common.store import MediaStore, sha256_file
 from pydicom.uid import UID
 
-from . import convert, mwl
+from . import convert, handoff, mwl
 from .dicomize import IODS, Station, resolve_iod
 from .errors import ConversionError, TransientFailure
 from .rules import VIDEO_SYNTAXES
@@ -68,6 +72,19 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--modality", default="OT", help="Modality without a worklist item")
     p.add_argument("--station-name", default="CINEBRIDGE", help="Station Name (AE title)")
+    p.add_argument(
+        "--send",
+        metavar="DESTINATION",
+        help="hand the files to the running station's sender for this configured destination "
+        "(CB_DATABASE_URL, CB_NATS_URL and CB_MEDIA_ROOT of the station) and wait for delivery",
+    )
+    p.add_argument(
+        "--send-timeout",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="seconds to wait for the delivery states (the station keeps retrying after it)",
+    )
     p.add_argument("-o", "--output", required=True, type=Path, help="output directory")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     return p
@@ -81,6 +98,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cinebridge-convert: --worklist-item: {exc}", file=sys.stderr)
         return EXIT_USAGE
     settings = ConverterSettings()
+    if args.send:
+        # Checked before any work: a wrong name or a station that is down is said at once.
+        try:
+            asyncio.run(_destination(settings, args.send))
+        except handoff.UnknownDestination as exc:
+            print(f"cinebridge-convert: --send: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except handoff.StationUnavailable as exc:
+            print(f"cinebridge-convert: --send: {exc}", file=sys.stderr)
+            return EXIT_RESOURCES
     args.output.mkdir(parents=True, exist_ok=True)
     # A private work area beside the output (same file system: the final rename is atomic).
     store = MediaStore(args.output / f".cinebridge-convert-{uuid.uuid4().hex}")
@@ -114,9 +141,62 @@ def main(argv: list[str] | None = None) -> int:
         _cleanup(store)
     failed = [o for o in outcomes if o.failed]
     print(f"{len(outcomes) - len(failed)} converted, {len(failed)} failed -> {args.output}")
+    status = EXIT_FAILED if failed else EXIT_OK
     if any(o.transient for o in failed):
+        status = EXIT_RESOURCES
+    written = [p for o in outcomes for p in o.written]
+    if args.send and written:
+        status = max(status, _send(settings, args, written, show))
+    return status
+
+
+async def _destination(settings: ConverterSettings, name: str) -> None:
+    async with handoff.Station(settings) as station:
+        await station.destination(name)
+
+
+def _send(
+    settings: ConverterSettings, args: argparse.Namespace, files: list[Path], show: _Progress
+) -> int:
+    """Deliver through the station's sender; one line per file and a summary line."""
+    try:
+        states = asyncio.run(_deliver(settings, args, files, show))
+    except handoff.StationUnavailable as exc:
+        show.clear()
+        print(f"NOT SENT: {exc}")
         return EXIT_RESOURCES
-    return EXIT_FAILED if failed else EXIT_OK
+    show.clear()
+    sent = 0
+    for path, (state, error) in states:
+        if state in handoff.DELIVERED:
+            sent += 1
+            print(f"SENT   {path.name} -> {args.send} ({state})")
+        elif state == "failed-permanent":
+            print(f"FAILED {path.name} -> {args.send}: {error or 'refused'}")
+        else:
+            why = f": {error}" if error else ""
+            print(
+                f"WAITING {path.name} -> {args.send}: still {state} after "
+                f"{args.send_timeout:g} s{why} (the station keeps trying)"
+            )
+    print(f"{sent} sent, {len(states) - sent} not sent -> {args.send}")
+    return EXIT_OK if sent == len(states) else EXIT_FAILED
+
+
+async def _deliver(
+    settings: ConverterSettings, args: argparse.Namespace, files: list[Path], show: _Progress
+) -> list[tuple[Path, tuple[str, str | None]]]:
+    progress = show.bind(f"send to {args.send}")
+
+    def report(states: dict[str, str]) -> None:
+        done = sum(1 for s in states.values() if s in handoff.FINAL)
+        progress(done / max(1, len(states)), "sending")
+
+    async with handoff.Station(settings) as station:
+        destination = await station.destination(args.send)
+        ids = await station.hand_over(files, destination)
+        states = await station.wait_delivered(ids, destination, args.send_timeout, report)
+    return [(p, states.get(i, ("queued", None))) for p, i in zip(files, ids, strict=True)]
 
 
 def convert_file(

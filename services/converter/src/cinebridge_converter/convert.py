@@ -15,9 +15,11 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 from av.codec.codec import UnknownCodecError
@@ -34,6 +36,10 @@ from .timestamps import TimestampError
 from .verify import Unplayable, check_playable
 
 Progress = Callable[[float, str], None]
+#: The write of a source kept as it is runs here while the calling thread decode-checks it.
+#: (This way round the decoder allocates in the caller's malloc arena, as it did before the
+#: two ran side by side: a decoder in a new thread's arena added ~30 MB of peak RSS.)
+_COPIES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="part10-copy")
 LOSSY_METHOD = {
     rules.MPEG2_MPML: "ISO_13818_2",
     rules.MPEG2_MPHL: "ISO_13818_2",
@@ -61,6 +67,10 @@ class MediaInfo:
     captured_at: dt.datetime
 
 
+class NotAsCoded(Exception):
+    """The source kept as it is failed the decode check that ran beside its write."""
+
+
 @dataclass
 class Prepared:
     """Conforming bit streams ready to encapsulate (one per instance)."""
@@ -70,6 +80,19 @@ class Prepared:
     verbatim: bool  # the source itself is the stream (its hash is checked while copying)
     temporaries: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: The decode check (stream, frames) of a source kept as it is: `write` runs it while it
+    #: copies the stream (the check is decoding, the copy I/O and hashing: side by side the as-is
+    #: path costs about the longer of the two, not their sum).
+    deferred_check: tuple[Path, int] | None = None
+    #: Prepares again with a re-encode (the reason given) when the deferred check fails.
+    redo: Callable[[str], Prepared] | None = None
+
+    def adopt(self, other: Prepared) -> None:
+        """Take `other`'s streams in place (the caller's reference sees the re-encode)."""
+        self.cleanup()
+        self.streams, self.pixels, self.verbatim = other.streams, other.pixels, other.verbatim
+        self.temporaries, self.notes = other.temporaries, other.notes
+        self.deferred_check, self.redo = other.deferred_check, None
 
     def cleanup(self) -> None:
         for path in self.temporaries:
@@ -106,14 +129,18 @@ def prepare(
     limits: Limits,
     progress: Progress,
     cancel: threading.Event,
+    reencode: str | None = None,
 ) -> Prepared:
-    """Probe, then keep, remux or transcode; errors say whether retrying can help (`classify`)."""
+    """Probe, then keep, remux or transcode (always transcode with a `reencode` reason);
+    errors say whether retrying can help (`classify`)."""
     try:
         if not media.path.is_file():
             raise BadMedia("the media file is missing from the media store")
         if media.kind == "snapshot":
             return _prepare_still(media, store, limits)
-        return _prepare_video(media, ts_uid, store, limits, progress, cancel)
+        prepared = _prepare_video(media, ts_uid, store, limits, progress, cancel, reencode)
+        prepared.redo = functools.partial(prepare, media, ts_uid, store, limits, progress, cancel)
+        return prepared
     except (ConversionError, TransientFailure, Cancelled):
         raise
     except (av.error.FFmpegError, OSError, UnknownCodecError) as exc:
@@ -157,13 +184,15 @@ def _prepare_video(
     limits: Limits,
     progress: Progress,
     cancel: threading.Event,
+    reencode: str | None = None,
 ) -> Prepared:
     found = _probe(media.path, limits)
     prepared = Prepared([], [], False)
     derivation = None
     try:
         segments: list[video.Segment] | None = None
-        if not (reasons := rules.misfits(found, ts_uid)):
+        reasons = rules.misfits(found, ts_uid) or ([reencode] if reencode else [])
+        if not reasons:
             try:
                 segments = _keep_coding(
                     media, media.path, found, ts_uid, store, limits, prepared, progress, cancel
@@ -229,6 +258,9 @@ def _keep_coding(
     else:
         segments = [video.Segment(stream, found.frames, found.duration_s)]
         prepared.verbatim = stream == media.path
+        if prepared.verbatim:
+            prepared.deferred_check = (stream, found.frames)
+            return segments
     for segment in segments:
         check_playable(segment.path, segment.frames)
     return segments
@@ -323,7 +355,53 @@ def write(
     root: str,
     progress: Progress,
 ) -> list[Built]:
-    """Write every instance to an fsync'd temporary file; the caller commits or deletes them."""
+    """Write every instance to an fsync'd temporary file; the caller commits or deletes them.
+    A source kept as it is that fails its decode check is re-encoded here (`prepared` then
+    describes the re-encode) and written again under the same numbers."""
+    args = (media, study, station, numbers, store, root, progress)
+    try:
+        return _write_checked(prepared, *args)
+    except NotAsCoded as exc:
+        if prepared.redo is None:
+            raise BadMedia(str(exc)) from exc
+        redone = prepared.redo(str(exc))
+        if len(redone.streams) != len(prepared.streams):
+            redone.cleanup()
+            raise BadMedia(f"{exc}; re-encoded it needs {len(redone.streams)} instances") from exc
+        prepared.adopt(redone)
+        return _write_checked(prepared, *args)
+
+
+def _write_checked(prepared: Prepared, *args: Any) -> list[Built]:
+    """`_write_all`, with the deferred decode check in this thread while another copies."""
+    check, prepared.deferred_check = prepared.deferred_check, None
+    if check is None:
+        return _write_all(prepared, *args)
+    copying = _COPIES.submit(_write_all, prepared, *args)
+    try:
+        check_playable(*check)
+    except BaseException as exc:
+        with contextlib.suppress(BaseException):
+            for item in copying.result():
+                item.temp.unlink(missing_ok=True)
+        if isinstance(exc, (TimestampError, Unplayable)):
+            raise NotAsCoded(f"not playable as coded: {exc}") from exc
+        if isinstance(exc, (av.error.FFmpegError, OSError)):
+            raise classify(exc) from exc  # as when the check ran in `prepare`
+        raise
+    return copying.result()
+
+
+def _write_all(
+    prepared: Prepared,
+    media: MediaInfo,
+    study: Dataset,
+    station: Station,
+    numbers: tuple[int, int],
+    store: MediaStore,
+    root: str,
+    progress: Progress,
+) -> list[Built]:
     series_number, first_instance = numbers
     study_uid = str(study.StudyInstanceUID)
     uids = [

@@ -32,8 +32,8 @@ from . import send_sql
 from .deps import ApiError, Gw, User, client_of, not_found
 
 router = APIRouter(prefix="/api/v1/send", tags=["send"])
-#: The upload route: the body-size middleware lets it through up to `gateway_send_max_bytes`.
-UPLOAD_PREFIX = "/api/v1/send/"
+#: The upload route's path: its body is bounded here, not by the body-size middleware.
+UPLOAD_PATH = r"^/api/v1/send/[^/]+$"
 MAX_STATUS_IDS = 500
 
 

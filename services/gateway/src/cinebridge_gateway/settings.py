@@ -22,6 +22,9 @@ class GatewaySettings(ServiceSettings):
     gateway_max_body_bytes: int = 1 << 20
     #: Largest DICOM file `POST /api/v1/send/{destination}` takes (streamed to disk, not memory).
     gateway_send_max_bytes: int = 8 << 30
+    #: Largest file the Room page's "Add file" accepts (streamed to the media store, not held
+    #: in memory); bigger uploads get 413 and leave nothing behind.
+    gateway_upload_max_bytes: int = 4 << 30
     #: Mark the session cookie Secure (set when a TLS proxy fronts the gateway).
     gateway_cookie_secure: bool = False
     #: {room: base_url} of each capture instance's MJPEG preview server (`/preview/<src>.mjpg`).

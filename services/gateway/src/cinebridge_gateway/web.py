@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import uuid
 from importlib import resources
 from typing import Any
@@ -31,6 +32,7 @@ from . import (
     routes_settings,
     routes_statement,
     routes_studies,
+    routes_upload,
     routes_worklist,
 )
 from .api_docs import install_api_docs
@@ -45,20 +47,22 @@ class BodySizeLimit:
     """Refuses bodies over `limit` bytes with 413: by Content-Length before reading, and by
     counting while streaming (chunked bodies have no Content-Length; starlette#2155)."""
 
-    def __init__(self, app: ASGIApp, limit: int, own_limit: tuple[str, ...] = ()) -> None:
+    def __init__(self, app: ASGIApp, limit: int, streamed: tuple[str, ...] = ()) -> None:
         self.app = app
         self.limit = limit
-        #: Path prefixes of routes that stream large bodies and bound them themselves.
-        self.own_limit = own_limit
+        #: Path patterns of routes that stream their body to disk and enforce their own limit
+        #: with their own error (file uploads): passed through untouched.
+        self.streamed = tuple(re.compile(pattern) for pattern in streamed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(self.own_limit):
+        if scope["type"] != "http" or any(rx.match(scope.get("path", "")) for rx in self.streamed):
             await self.app(scope, receive, send)
             return
+        limit = self.limit
         for name, value in scope.get("headers", []):
             if name == b"content-length":
-                if not value.isdigit() or int(value) > self.limit:
-                    await self._refuse(send)
+                if not value.isdigit() or int(value) > limit:
+                    await self._refuse(send, limit)
                     return
         seen = 0
         started = refused = False
@@ -70,12 +74,12 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     # Answer now and tell the app the client left: whatever it does next
                     # (FastAPI turns body errors into 400) must not reach the client.
                     refused = True
                     if not started:
-                        await self._refuse(send)
+                        await self._refuse(send, limit)
                     return {"type": "http.disconnect"}
             return message
 
@@ -89,9 +93,9 @@ class BodySizeLimit:
         with contextlib.suppress(ClientDisconnect):
             await self.app(scope, counting_receive, tracking_send)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, limit: int) -> None:
         response = JSONResponse(
-            error_body("body_too_large", f"request body exceeds {self.limit} bytes"), 413
+            error_body("body_too_large", f"request body exceeds {limit} bytes"), 413
         )
         await response({"type": "http"}, _no_receive, send)
 
@@ -188,6 +192,7 @@ def create_app(gw: Gateway) -> FastAPI:
         routes_ops,
         routes_send,
         routes_statement,
+        routes_upload,
     )
     for module in routers:
         app.include_router(module.router)
@@ -200,7 +205,7 @@ def create_app(gw: Gateway) -> FastAPI:
     app.add_middleware(
         BodySizeLimit,
         limit=gw.settings.gateway_max_body_bytes,
-        own_limit=(routes_send.UPLOAD_PREFIX,),
+        streamed=(routes_send.UPLOAD_PATH, routes_upload.UPLOAD_PATH),
     )
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestMetrics)

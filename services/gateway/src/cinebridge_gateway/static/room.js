@@ -3,6 +3,7 @@
 import { api, attempt, badge, clearErrorToast, dicomDate, field, fmtSeconds, fmtTime, formValues, h, personName,
          render, route, scheduleRefresh, startStudy, state, toast } from "./lib.js";
 import { exportDialog } from "./export.js";
+import { addFileButton } from "./upload.js";
 
 export async function viewRoom(arg, setView) {
   state.rooms = await api("GET", "/api/v1/rooms");
@@ -31,6 +32,7 @@ function studyCard(study) {
     h("button", { onclick: () => route("#/worklist") }, "Worklist"),
     h("button", { onclick: () => route("#/local") }, "Local search"),
     study ? h("button", { id: "close-study", onclick: () => closeStudy(study) }, "Close study") : "",
+    study ? addFileButton() : "",
     h("span", { class: "spacer" }),
     h("button", { class: "primary", id: "save-button", disabled: !study, onclick: () => saveStudy(study) }, "Save"),
     h("button", { id: "forward-button", disabled: !study, onclick: () => forwardDialog(study) }, "Forward"),
