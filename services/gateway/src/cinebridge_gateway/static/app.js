@@ -1,8 +1,8 @@
 // CineBridge web UI: plain ES modules, no build step. This module is the shell (live events,
 // routing, log-in, pedal keys) and the Worklist view; each other view has its module, and
 // lib.js holds the API client and the helpers they share.
-import { $, api, attempt, badge, dicomDate, dicomTime, field, formValues, h, personName, route, routes, scheduleRefresh,
-         setRenderer, startStudy, state, toast } from "./lib.js";
+import { $, api, attempt, dicomDate, dicomTime, field, formValues, h, personName, route, routes, scheduleRefresh,
+         setRenderer, startStudy, state } from "./lib.js";
 import { capture, viewPatient, viewRoom } from "./room.js";
 import { viewLocal } from "./local.js";
 import { viewSettings } from "./settings.js";
@@ -48,7 +48,8 @@ Object.assign(routes, { login: viewLogin, room: viewRoom, local: viewLocal, work
                         patient: viewPatient, settings: viewSettings, ops: viewOps, admin: viewAdmin,
                         password: viewPassword });
 async function render() {
-  let [, name, arg] = (location.hash || "#/room").split("/");
+  const [, page, arg] = (location.hash || "#/room").split("/");
+  let name = page;
   if (!state.me && name !== "login") {
     const me = await fetch("/api/v1/auth/me", { credentials: "same-origin" });
     if (!me.ok) return route("#/login");

@@ -1,6 +1,6 @@
 // The Room: the operator's screen at the cart. The room's current study is the server's (the
 // room status names it); this page only shows it and asks the server to change it.
-import { api, attempt, badge, clearErrorToast, dicomDate, field, fmtSeconds, fmtTime, formValues, h, personName,
+import { api, attempt, badge, dicomDate, field, fmtSeconds, fmtTime, formValues, h, personName,
          render, route, scheduleRefresh, startStudy, state, toast } from "./lib.js";
 
 export async function viewRoom(arg, setView) {
