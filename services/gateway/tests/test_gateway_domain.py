@@ -182,6 +182,12 @@ def test_the_operator_may_change_the_modality_and_a_bad_one_is_refused() -> None
     assert apply_edit(study, PatientEdit(modality="XC"), "")["modality"] == "XC"
     with pytest.raises(ValueError):
         PatientEdit(modality="es")
+    # The patient form (a new study) takes a modality too, checked as a CS (PS3.5 6.2).
+    assert PatientData(modality=" ES ").modality == "ES"
+    for bad in ("E\\S", "ENDOSCOPY-VIDEO-1", "X" * 17):
+        with pytest.raises(ValueError):
+            PatientData(modality=bad)
+    assert new_study_from_form(PatientData(modality="XC"), "or1", "", NOW)["modality"] == "XC"
 
 
 def test_a_worklist_study_keeps_the_procedures_modality_and_only_valid_values() -> None:

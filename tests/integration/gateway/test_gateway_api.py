@@ -191,11 +191,17 @@ async def test_study_lifecycle_with_worklist_edit_rule_and_audit(gateway: Any, a
                 "patient_id": "P100",
                 "patient_sex": "M",
                 "patient_birth_date": "1970-05-04",
+                "modality": "XC",
             },
         },
     )
     assert form.status_code == 201, form.text
     assert form.json()["patient_birth_date"] == "19700504"
+    assert form.json()["modality"] == "XC"  # the patient form's Modality (a CS, checked)
+    bad = await admin.post(
+        "/api/v1/studies", json={"origin": "form", "patient": {"modality": "X\\C"}}
+    )
+    assert bad.status_code == 422 and "modality" in bad.text, bad.text
 
     wl = await admin.post(
         "/api/v1/studies",

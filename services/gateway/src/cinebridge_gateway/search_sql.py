@@ -27,7 +27,7 @@ class StudyFilter:
 STUDY_COLUMNS = (
     "id, study_instance_uid, origin, room, patient_name, patient_id, patient_birth_date, "
     "patient_sex, accession_number, study_id, study_description, referring_physician, "
-    "study_date, study_time, edited, state, created_at, updated_at"
+    "study_date, study_time, edited, state, created_at, updated_at, modality"
 )
 
 #: Study-level status derived from its media and deliveries (statement §4.1.3: "non-converted
@@ -171,6 +171,7 @@ def _received_page(common: list[str], window: str) -> str:
                s.accession_number, s.study_id, s.study_description, s.referring_physician,
                s.study_date, s.study_time, false AS edited, 'received' AS state,
                s.first_received_at AS created_at, s.last_received_at AS updated_at,
+               ''::text AS modality,
                (SELECT count(*) FROM received_instances i WHERE i.study_id = s.id) AS media_count,
                'received' AS status, false AS received_back
         FROM received_studies s WHERE {" AND ".join(common)}
