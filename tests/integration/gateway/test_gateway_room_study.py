@@ -254,9 +254,19 @@ async def lifecycle(page: Page, gw: RunningGateway, api: Any, reconciled: list[s
     await page.click("#new-study")
     await page.fill("#patient-form input[name=patient_name]", "POE^EDGAR^ALLAN")
     await page.fill("#patient-form input[name=patient_id]", "PID-3")
+    await page.fill("#patient-form input[name=modality]", "es")
     await page.click("#patient-submit")
     await expect(page.locator("#study-patient")).to_have_text("POE, EDGAR ALLAN", timeout=15_000)
     assert await current_patient(gw) == "POE^EDGAR^ALLAN"
+    # The form's Modality (a CS, upper case) is the study's: on the Room page and in the row.
+    await expect(page.locator("#study-modality")).to_have_text("ES")
+    await page.click("#edit-patient")
+    await expect(page.locator("#patient-form input[name=modality]")).to_have_value("ES")
+    await page.fill("#patient-form input[name=modality]", "XC")
+    await page.click("#patient-submit")
+    await expect(page.locator("#study-modality")).to_have_text("XC", timeout=15_000)
+    modality = "SELECT modality FROM studies WHERE patient_name = 'POE^EDGAR^ALLAN'"
+    assert await gw.ctx.pool.fetchval(modality) == "XC"
     assert len(dialogs) == 1
 
     # New study while POE's study is still empty: no question, and "Start without patient
