@@ -33,6 +33,13 @@ from cinebridge_common.testing import wait_for
 from cinebridge_gateway.bootstrap import ensure_admin
 from cinebridge_gateway.repository import Repository
 from cinebridge_gateway.schemas import StudyOut
+from cinebridge_gateway.search_sql import (
+    SPARSE_MATCHES,
+    StudyFilter,
+    build_probe,
+    build_search,
+    estimated_rows,
+)
 from cinebridge_gateway.security import verify_password
 from cinebridge_gateway.settings import GatewaySettings
 from pydantic import TypeAdapter
@@ -630,3 +637,44 @@ async def test_a_study_received_back_by_the_own_scp_is_one_row_marked_as_such(
     ]
     received = (await admin.get("/api/v1/studies", params={"status": "received"})).json()
     assert local["study_instance_uid"] not in {r["study_instance_uid"] for r in received}
+
+
+async def test_a_sparse_search_finds_the_same_page_through_its_matches_first(
+    gateway: Any, admin: Any
+) -> None:
+    """Accessions grow with time: an old accession's matches lie together far from the newest
+    studies. The search takes such matches first when the planner expects few (search_sql
+    build_probe); the page is the one the time-ordered walk gives."""
+    pool = gateway.ctx.pool
+    await pool.execute(
+        """INSERT INTO studies (id, study_instance_uid, origin, patient_name, patient_id,
+                                accession_number, study_date, created_at)
+           SELECT gen_random_uuid(), '2.25.' || (777000 + g)::text, 'form',
+                  'SPARSE^P' || (g % 7), 'SP' || g, 'SPA' || lpad(g::text, 5, '0'),
+                  to_char(date '2020-01-01' + g, 'YYYYMMDD'), now() - make_interval(mins => g)
+           FROM generate_series(1, 3000) g"""
+    )
+    await pool.execute("ANALYZE studies")
+    filters = [
+        StudyFilter(q="SPA029"),  # 100 old matches
+        StudyFilter(q="sparse^p3", limit=20, offset=40),
+        StudyFilter(accession_number="SPA0001*", date_from="20200105"),
+        StudyFilter(q="nobody"),
+    ]
+    for f in filters:
+        pages = []
+        for sparse in (False, True):
+            built = build_search(f, with_deliveries=True, with_received=True, sparse=sparse)
+            assert built is not None
+            pages.append([r["id"] for r in await pool.fetch(*[built[0], *built[1]])])
+        assert pages[0] == pages[1], f
+
+    async def estimate(f: StudyFilter) -> float:
+        probe, args = build_probe(f)
+        return estimated_rows(await pool.fetchval(probe, *args))
+
+    # The old accession's 100 matches take the sparse way; all 3,000 the time-ordered one.
+    assert await estimate(StudyFilter(q="SPA029")) < SPARSE_MATCHES
+    assert await estimate(StudyFilter(q="SPARSE")) >= SPARSE_MATCHES
+    rare = (await admin.get("/api/v1/studies", params={"q": "SPA029", "limit": 200})).json()
+    assert [r["accession_number"] for r in rare] == [f"SPA029{n:02d}" for n in range(100)]

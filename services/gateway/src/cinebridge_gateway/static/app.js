@@ -130,7 +130,10 @@ function showWorklistPage(results, r) {
     h("span", { class: "dim", id: "worklist-range" }, `${r.offset + 1}–${last} of ${r.total}`),
     h("button", { class: "small", id: "worklist-next", disabled: last >= r.total, onclick: () => turn(r.offset + WORKLIST_PAGE) }, "Next")) : "";
   results.replaceChildren(
-    r.warnings?.length || r.too_many || r.incomplete ? h("p", { class: r.too_many || r.incomplete ? "error-text" : "note" }, [r.too_many ? "Too many results: refine the search. " : "", r.incomplete ? "Results are incomplete. " : "", ...(r.warnings || [])].join(" ")) : "",
+    // What went wrong (cut answer) in red; what is only said about the answer (no partial
+    // matches, flagged values, an offline copy) as a note.
+    r.too_many || r.incomplete ? h("p", { class: "error-text", id: "worklist-problem" }, [r.too_many ? "Too many results: refine the search." : "", r.incomplete ? "Results are incomplete." : ""].join(" ").trim()) : "",
+    r.warnings?.length ? h("p", { class: "note", id: "worklist-note" }, r.warnings.join(" ")) : "",
     pager,
     h("table", { id: "worklist-table" }, h("tr", {}, ["Patient", "ID", "Birth", "Accession", "Procedure", "Scheduled", ""].map((t) => h("th", {}, t))),
       r.items.map((it) => h("tr", { class: it.flags?.length ? "flagged" : null }, h("td", {}, personName(it.patient_name), flagNote(it)), h("td", {}, it.patient_id || ""),
