@@ -7,7 +7,14 @@ import datetime as dt
 import pytest
 from cinebridge_common.messages import WorklistItem
 from cinebridge_common.uids import is_valid_uid
-from cinebridge_gateway.search_sql import StudyFilter, build_search, like_prefix
+from cinebridge_gateway.search_sql import (
+    StudyFilter,
+    build_probe,
+    build_search,
+    estimated_rows,
+    has_match_conditions,
+    like_prefix,
+)
 from cinebridge_gateway.security import (
     LoginThrottle,
     digest,
@@ -175,6 +182,19 @@ def test_search_sql_takes_the_sides_the_filters_allow() -> None:
         build_search(StudyFilter(origin="received"), with_deliveries=True, with_received=False)
         is None
     )
+
+
+def test_a_sparse_search_matches_before_it_orders_and_the_probe_is_only_planned() -> None:
+    f = StudyFilter(q="acc0009", date_from="20200101")
+    ordered = build_search(f, with_deliveries=True, with_received=False)
+    sparse = build_search(f, with_deliveries=True, with_received=False, sparse=True)
+    assert ordered is not None and sparse is not None
+    assert "OFFSET 0" in sparse[0] and "OFFSET 0" not in ordered[0]
+    assert sparse[1] == ordered[1]  # the same values, used by both the fence and the page
+    probe, args = build_probe(f)
+    assert probe.startswith("EXPLAIN (FORMAT JSON) ") and args == ["acc0009%"] * 3 + ["20200101"]
+    assert estimated_rows('[{"Plan": {"Plan Rows": 1030}}]') == 1030.0
+    assert has_match_conditions(f) and not has_match_conditions(StudyFilter(room="or1"))
 
 
 def test_the_operator_may_change_the_modality_and_a_bad_one_is_refused() -> None:
