@@ -9,9 +9,7 @@ from cinebridge_common.messages import WorklistItem
 from cinebridge_common.uids import is_valid_uid
 from cinebridge_gateway.search_sql import (
     StudyFilter,
-    build_probe,
     build_search,
-    estimated_rows,
     has_match_conditions,
     like_prefix,
 )
@@ -184,17 +182,16 @@ def test_search_sql_takes_the_sides_the_filters_allow() -> None:
     )
 
 
-def test_a_sparse_search_matches_before_it_orders_and_the_probe_is_only_planned() -> None:
-    f = StudyFilter(q="acc0009", date_from="20200101")
-    ordered = build_search(f, with_deliveries=True, with_received=False)
-    sparse = build_search(f, with_deliveries=True, with_received=False, sparse=True)
-    assert ordered is not None and sparse is not None
-    assert "OFFSET 0" in sparse[0] and "OFFSET 0" not in ordered[0]
-    assert sparse[1] == ordered[1]  # the same values, used by both the fence and the page
-    probe, args = build_probe(f)
-    assert probe.startswith("EXPLAIN (FORMAT JSON) ") and args == ["acc0009%"] * 3 + ["20200101"]
-    assert estimated_rows('[{"Plan": {"Plan Rows": 1030}}]') == 1030.0
-    assert has_match_conditions(f) and not has_match_conditions(StudyFilter(room="or1"))
+def test_a_search_with_conditions_looks_at_the_newest_studies_first() -> None:
+    matched = build_search(StudyFilter(q="acc0009"), with_deliveries=True, with_received=False)
+    newest = build_search(StudyFilter(room="or1"), with_deliveries=True, with_received=False)
+    assert matched is not None and newest is not None
+    # Two bounded branches (the newest studies filtered; else the matches sorted) ...
+    assert "WITH recent AS MATERIALIZED" in matched[0] and "OFFSET 0" in matched[0]
+    # ... and the plain walk by time when nothing narrows the search.
+    assert "WITH recent" not in newest[0]
+    assert has_match_conditions(StudyFilter(date_to="20201231"))
+    assert not has_match_conditions(StudyFilter(room="or1", origin="form"))
 
 
 def test_the_operator_may_change_the_modality_and_a_bad_one_is_refused() -> None:

@@ -33,13 +33,7 @@ from cinebridge_common.testing import wait_for
 from cinebridge_gateway.bootstrap import ensure_admin
 from cinebridge_gateway.repository import Repository
 from cinebridge_gateway.schemas import StudyOut
-from cinebridge_gateway.search_sql import (
-    SPARSE_MATCHES,
-    StudyFilter,
-    build_probe,
-    build_search,
-    estimated_rows,
-)
+from cinebridge_gateway.search_sql import RECENT_STUDIES, StudyFilter, build_search
 from cinebridge_gateway.security import verify_password
 from cinebridge_gateway.settings import GatewaySettings
 from pydantic import TypeAdapter
@@ -639,12 +633,10 @@ async def test_a_study_received_back_by_the_own_scp_is_one_row_marked_as_such(
     assert local["study_instance_uid"] not in {r["study_instance_uid"] for r in received}
 
 
-async def test_a_sparse_search_finds_the_same_page_through_its_matches_first(
-    gateway: Any, admin: Any
-) -> None:
-    """Accessions grow with time: an old accession's matches lie together far from the newest
-    studies. The search takes such matches first when the planner expects few (search_sql
-    build_probe); the page is the one the time-ordered walk gives."""
+async def test_a_search_finds_old_and_common_matches_alike(gateway: Any, admin: Any) -> None:
+    """Accessions grow with time: an old accession's matches lie together far behind the newest
+    studies, a common name's among them. Both ways of finding the page (search_sql
+    `_matches_page`) give what a plain filter and sort of every study gives."""
     pool = gateway.ctx.pool
     await pool.execute(
         """INSERT INTO studies (id, study_instance_uid, origin, patient_name, patient_id,
@@ -652,29 +644,37 @@ async def test_a_sparse_search_finds_the_same_page_through_its_matches_first(
            SELECT gen_random_uuid(), '2.25.' || (777000 + g)::text, 'form',
                   'SPARSE^P' || (g % 7), 'SP' || g, 'SPA' || lpad(g::text, 5, '0'),
                   to_char(date '2020-01-01' + g, 'YYYYMMDD'), now() - make_interval(mins => g)
-           FROM generate_series(1, 3000) g"""
+           FROM generate_series(1, $1) g""",
+        RECENT_STUDIES + 1000,
     )
     await pool.execute("ANALYZE studies")
-    filters = [
-        StudyFilter(q="SPA029"),  # 100 old matches
-        StudyFilter(q="sparse^p3", limit=20, offset=40),
-        StudyFilter(accession_number="SPA0001*", date_from="20200105"),
-        StudyFilter(q="nobody"),
+    every = await pool.fetch(
+        "SELECT id, patient_name, accession_number, study_date, created_at FROM studies"
+    )
+
+    def expected(f: StudyFilter, prefix: str, column: str) -> list[uuid.UUID]:
+        hits = [
+            r
+            for r in every
+            if r[column].lower().startswith(prefix) and r["study_date"] >= (f.date_from or "")
+        ]
+        hits.sort(key=lambda r: r["created_at"], reverse=True)
+        return [r["id"] for r in hits[f.offset : f.offset + f.limit]]
+
+    cases = [
+        (StudyFilter(q="SPA029"), "spa029", "accession_number"),  # 100, all far back
+        (StudyFilter(q="sparse^p3", limit=20, offset=40), "sparse^p3", "patient_name"),
+        (
+            StudyFilter(accession_number="SPA0001*", date_from="20200115"),
+            "spa0001",
+            "accession_number",
+        ),
+        (StudyFilter(q="nobody"), "nobody", "patient_name"),
     ]
-    for f in filters:
-        pages = []
-        for sparse in (False, True):
-            built = build_search(f, with_deliveries=True, with_received=True, sparse=sparse)
-            assert built is not None
-            pages.append([r["id"] for r in await pool.fetch(*[built[0], *built[1]])])
-        assert pages[0] == pages[1], f
-
-    async def estimate(f: StudyFilter) -> float:
-        probe, args = build_probe(f)
-        return estimated_rows(await pool.fetchval(probe, *args))
-
-    # The old accession's 100 matches take the sparse way; all 3,000 the time-ordered one.
-    assert await estimate(StudyFilter(q="SPA029")) < SPARSE_MATCHES
-    assert await estimate(StudyFilter(q="SPARSE")) >= SPARSE_MATCHES
+    for f, prefix, column in cases:
+        built = build_search(f, with_deliveries=True, with_received=True)
+        assert built is not None
+        found = [r["id"] for r in await pool.fetch(built[0], *built[1])]
+        assert found == expected(f, prefix, column), f
     rare = (await admin.get("/api/v1/studies", params={"q": "SPA029", "limit": 200})).json()
     assert [r["accession_number"] for r in rare] == [f"SPA029{n:02d}" for n in range(100)]

@@ -18,14 +18,10 @@ from .search_sql import (
     DELIVERY_AGG,
     MEDIA_AGG,
     NO_DELIVERIES,
-    SPARSE_MATCHES,
     STATUS_SQL,
     STUDY_COLUMNS,
     StudyFilter,
-    build_probe,
     build_search,
-    estimated_rows,
-    has_match_conditions,
 )
 
 Conn = asyncpg.Pool | Connection
@@ -327,16 +323,10 @@ class Repository:
         return dict(row)
 
     async def _search_sql(self, f: StudyFilter) -> tuple[str, list[Any]] | None:
-        sparse = False
-        if has_match_conditions(f):
-            probe, args = build_probe(f)
-            plan = await self._fetch_planned(probe, args, "fetchval")
-            sparse = estimated_rows(plan) < SPARSE_MATCHES
         return build_search(
             f,
             with_deliveries=await self.has_table("deliveries"),
             with_received=await self.has_table("received_studies"),
-            sparse=sparse,
         )
 
     async def search_studies(self, f: StudyFilter) -> list[dict[str, Any]]:
