@@ -15,9 +15,15 @@ run: install
 test: install lint types imports docs
 	$(PY) scripts/run_tests.py -- $(PYTEST_ARGS)
 
-lint:
+lint: node_modules/.bin/eslint
 	.venv/bin/ruff check libs services tests bench scripts
 	.venv/bin/ruff format --check libs services tests bench scripts
+	node_modules/.bin/eslint services/gateway/src/cinebridge_gateway/static
+
+## ESLint for the web UI, pinned exactly in package.json (no lockfile is kept).
+node_modules/.bin/eslint: package.json
+	npm install --no-package-lock --no-audit --no-fund
+	touch $@
 
 types:
 	.venv/bin/mypy -p cinebridge_common $(foreach s,$(notdir $(wildcard services/*)),-p cinebridge_$(s))

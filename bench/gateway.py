@@ -29,6 +29,7 @@ import httpx
 from cinebridge_common.db import create_pool, migrate
 from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres, free_port, wait_port
 from gateway_worklist import bench_worklist, cpu_seconds
+from report import Figures, add_json_flag
 
 PASSWORD = "bench-Password-1"
 SURNAMES = [
@@ -204,7 +205,16 @@ async def main() -> int:
     parser.add_argument("--worklist", type=int, default=1000, help="worklist entries (0: skip)")
     parser.add_argument("--worklist-rounds", type=int, default=5)
     parser.add_argument("--no-search", action="store_true", help="skip the local-search part")
+    add_json_flag(parser)
     args = parser.parse_args()
+    figures = Figures("gateway")
+    try:
+        return await run(args, figures)
+    finally:
+        figures.emit(args.json)
+
+
+async def run(args: argparse.Namespace, figures: Figures) -> int:
     with tempfile.TemporaryDirectory(prefix="cb-bench-gw-") as tmp:
         root = Path(tmp)
         nats, pg = EmbeddedNats(root / "nats"), EmbeddedPostgres(root / "pg")
@@ -213,8 +223,9 @@ async def main() -> int:
         gateway = None
         try:
             t0 = time.perf_counter()
-            await fill(pg.dsn, args.studies)
-            print(f"filled {args.studies} studies in {time.perf_counter() - t0:.1f} s")
+            studies = 0 if args.no_search else args.studies
+            await fill(pg.dsn, studies)
+            print(f"filled {studies} studies in {time.perf_counter() - t0:.1f} s")
             port = free_port()
             env = {
                 **os.environ,
@@ -227,15 +238,15 @@ async def main() -> int:
                 "CB_INSTANCE_ID": "bench-gw",
             }
             gateway = subprocess.Popen([sys.executable, "-m", "cinebridge_gateway"], env=env)
-            wait_port(port, 30, gateway)
+            wait_port(port, 180, gateway)  # a loaded machine starts it slowly
             base = f"http://127.0.0.1:{port}"
             ok = True
             if not args.no_search:
-                ok = await bench_search(port, base, args, gateway.pid)
+                ok = await bench_search(port, base, args, gateway.pid, figures)
             if args.worklist:
                 rounds = args.worklist_rounds
                 ok &= await bench_worklist(
-                    root, env, base, PASSWORD, args.worklist, rounds, gateway.pid
+                    root, env, base, PASSWORD, args.worklist, rounds, gateway.pid, figures
                 )
             return 0 if ok else 1
         finally:
@@ -246,13 +257,17 @@ async def main() -> int:
             nats.stop()
 
 
-async def bench_search(port: int, base: str, args: argparse.Namespace, gateway_pid: int) -> bool:
+async def bench_search(
+    port: int, base: str, args: argparse.Namespace, gateway_pid: int, figures: Figures
+) -> bool:
     """Local search at 100k studies with N clients against the health endpoint."""
     token = await login_token(base)
     await drive(port, token, "/api/v1/studies", 4, 2.0, True)  # warm-up
     print("one client (service time without queueing):")
-    summary("  search", *await drive(port, token, "/api/v1/studies", 1, 3.0, True))
-    summary("  health", *await drive(port, token, "/api/health", 1, 3.0, False))
+    one = summary("  search", *await drive(port, token, "/api/v1/studies", 1, 3.0, True))
+    figures.put("search", "one_client", "search", one)
+    one = summary("  health", *await drive(port, token, "/api/health", 1, 3.0, False))
+    figures.put("search", "one_client", "health", one)
     print(f"{args.clients} concurrent clients, {args.seconds:g} s per endpoint:")
     results = {}
     for name, path, is_search in (
@@ -265,7 +280,11 @@ async def bench_search(port: int, base: str, args: argparse.Namespace, gateway_p
         row["cpu_ms"] = (cpu_seconds(gateway_pid) - cpu0) * 1000 / max(1, row["n"])
         print(f"    gateway CPU per request: {row['cpu_ms']:.2f} ms")
         results[is_search] = row
+        figures.put("search", "clients", "search" if is_search else "health", row)
     search, health = results[True], results[False]
+    figures.put("search", "studies", args.studies)
+    figures.put("search", "client_count", args.clients)
+    figures.put("search", "ratio_p99_search_to_health", search["p99"] / health["p99"])
     print(
         f"ratio search/health: p50 {search['p50'] / health['p50']:.2f}x, "
         f"p99 {search['p99'] / health['p99']:.2f}x, "

@@ -7,7 +7,12 @@ import datetime as dt
 import pytest
 from cinebridge_common.messages import WorklistItem
 from cinebridge_common.uids import is_valid_uid
-from cinebridge_gateway.search_sql import StudyFilter, build_search, like_prefix
+from cinebridge_gateway.search_sql import (
+    StudyFilter,
+    build_search,
+    has_match_conditions,
+    like_prefix,
+)
 from cinebridge_gateway.security import (
     LoginThrottle,
     digest,
@@ -177,11 +182,29 @@ def test_search_sql_takes_the_sides_the_filters_allow() -> None:
     )
 
 
+def test_a_search_with_conditions_looks_at_the_newest_studies_first() -> None:
+    matched = build_search(StudyFilter(q="acc0009"), with_deliveries=True, with_received=False)
+    newest = build_search(StudyFilter(room="or1"), with_deliveries=True, with_received=False)
+    assert matched is not None and newest is not None
+    # Two bounded branches (the newest studies filtered; else the matches sorted) ...
+    assert "WITH recent AS MATERIALIZED" in matched[0] and "OFFSET 0" in matched[0]
+    # ... and the plain walk by time when nothing narrows the search.
+    assert "WITH recent" not in newest[0]
+    assert has_match_conditions(StudyFilter(date_to="20201231"))
+    assert not has_match_conditions(StudyFilter(room="or1", origin="form"))
+
+
 def test_the_operator_may_change_the_modality_and_a_bad_one_is_refused() -> None:
     study = {"id": "5f1c", "origin": "worklist", "edited": False, "modality": "ES"}
     assert apply_edit(study, PatientEdit(modality="XC"), "")["modality"] == "XC"
     with pytest.raises(ValueError):
         PatientEdit(modality="es")
+    # The patient form (a new study) takes a modality too, checked as a CS (PS3.5 6.2).
+    assert PatientData(modality=" ES ").modality == "ES"
+    for bad in ("E\\S", "ENDOSCOPY-VIDEO-1", "X" * 17):
+        with pytest.raises(ValueError):
+            PatientData(modality=bad)
+    assert new_study_from_form(PatientData(modality="XC"), "or1", "", NOW)["modality"] == "XC"
 
 
 def test_a_worklist_study_keeps_the_procedures_modality_and_only_valid_values() -> None:

@@ -46,3 +46,23 @@ def test_only_the_owner_pages_and_the_store_stays_bounded(
     assert pages.get("anna", third) is None
     monkeypatch.setattr(worklist_pages, "TTL_S", -1.0)
     assert pages.get("anna", newest) is None  # expired
+
+
+def test_an_answer_kept_from_its_bytes_pages_like_the_parsed_one() -> None:
+    reply = WorklistQueryReply(
+        items=[
+            WorklistItem(
+                patient_name=f"MÜLLER^Jörg{n}",
+                dataset={"00100010": {"vr": "PN", "Value": [{"Alphabetic": f"MÜLLER^Jörg{n}"}]}},
+                flags=[ValueFlag(tag="(0010,0040)", problem="too long", action="left empty")],
+            )
+            for n in range(30)
+        ],
+        incomplete=True,
+        warnings=["one server did not answer"],
+    )
+    kept, parsed = StoredAnswer.from_reply_bytes(reply.to_bytes()), StoredAnswer.of(reply)
+    assert kept.meta == parsed.meta and kept.meta.items == [] and kept.meta.incomplete
+    assert kept.page(10, 15) == parsed.page(10, 15) == reply.items[10:25]
+    failed = StoredAnswer.from_reply_bytes(b'{"ok": false, "error": "no server"}')
+    assert not failed.meta.ok and failed.meta.error == "no server" and failed.total == 0

@@ -130,6 +130,17 @@ async def users_screen(page: Page, gw: RunningGateway) -> None:
     await expect(page.locator("#users tr[data-user=nurse] [data-action=toggle]")).to_have_text(
         "Disable"
     )
+    # Reset password (the prompt is answered "Reset-Pass-9"): one-time, and it logs in.
+    await page.locator("#users tr[data-user=nurse] [data-action=reset]").click()
+    await expect(page.locator("#toast")).to_contain_text("Password of nurse reset")
+    nurse = gw.client()
+    try:
+        login = {"username": "nurse", "password": "Reset-Pass-9"}
+        me = await nurse.post("/api/v1/auth/login", json=login)
+        assert me.status_code == 200, me.text
+        assert me.json()["must_change_password"] is True
+    finally:
+        await nurse.aclose()
 
 
 async def tokens_screen(page: Page, gw: RunningGateway) -> None:

@@ -33,6 +33,7 @@ from cinebridge_common.testing import wait_for
 from cinebridge_gateway.bootstrap import ensure_admin
 from cinebridge_gateway.repository import Repository
 from cinebridge_gateway.schemas import StudyOut
+from cinebridge_gateway.search_sql import RECENT_STUDIES, StudyFilter, build_search
 from cinebridge_gateway.security import verify_password
 from cinebridge_gateway.settings import GatewaySettings
 from pydantic import TypeAdapter
@@ -191,11 +192,17 @@ async def test_study_lifecycle_with_worklist_edit_rule_and_audit(gateway: Any, a
                 "patient_id": "P100",
                 "patient_sex": "M",
                 "patient_birth_date": "1970-05-04",
+                "modality": "XC",
             },
         },
     )
     assert form.status_code == 201, form.text
     assert form.json()["patient_birth_date"] == "19700504"
+    assert form.json()["modality"] == "XC"  # the patient form's Modality (a CS, checked)
+    bad = await admin.post(
+        "/api/v1/studies", json={"origin": "form", "patient": {"modality": "X\\C"}}
+    )
+    assert bad.status_code == 422 and "modality" in bad.text, bad.text
 
     wl = await admin.post(
         "/api/v1/studies",
@@ -624,3 +631,50 @@ async def test_a_study_received_back_by_the_own_scp_is_one_row_marked_as_such(
     ]
     received = (await admin.get("/api/v1/studies", params={"status": "received"})).json()
     assert local["study_instance_uid"] not in {r["study_instance_uid"] for r in received}
+
+
+async def test_a_search_finds_old_and_common_matches_alike(gateway: Any, admin: Any) -> None:
+    """Accessions grow with time: an old accession's matches lie together far behind the newest
+    studies, a common name's among them. Both ways of finding the page (search_sql
+    `_matches_page`) give what a plain filter and sort of every study gives."""
+    pool = gateway.ctx.pool
+    await pool.execute(
+        """INSERT INTO studies (id, study_instance_uid, origin, patient_name, patient_id,
+                                accession_number, study_date, created_at)
+           SELECT gen_random_uuid(), '2.25.' || (777000 + g)::text, 'form',
+                  'SPARSE^P' || (g % 7), 'SP' || g, 'SPA' || lpad(g::text, 5, '0'),
+                  to_char(date '2020-01-01' + g, 'YYYYMMDD'), now() - make_interval(mins => g)
+           FROM generate_series(1, $1) g""",
+        RECENT_STUDIES + 1000,
+    )
+    await pool.execute("ANALYZE studies")
+    every = await pool.fetch(
+        "SELECT id, patient_name, accession_number, study_date, created_at FROM studies"
+    )
+
+    def expected(f: StudyFilter, prefix: str, column: str) -> list[uuid.UUID]:
+        hits = [
+            r
+            for r in every
+            if r[column].lower().startswith(prefix) and r["study_date"] >= (f.date_from or "")
+        ]
+        hits.sort(key=lambda r: r["created_at"], reverse=True)
+        return [r["id"] for r in hits[f.offset : f.offset + f.limit]]
+
+    cases = [
+        (StudyFilter(q="SPA029"), "spa029", "accession_number"),  # 100, all far back
+        (StudyFilter(q="sparse^p3", limit=20, offset=40), "sparse^p3", "patient_name"),
+        (
+            StudyFilter(accession_number="SPA0001*", date_from="20200115"),
+            "spa0001",
+            "accession_number",
+        ),
+        (StudyFilter(q="nobody"), "nobody", "patient_name"),
+    ]
+    for f, prefix, column in cases:
+        built = build_search(f, with_deliveries=True, with_received=True)
+        assert built is not None
+        found = [r["id"] for r in await pool.fetch(built[0], *built[1])]
+        assert found == expected(f, prefix, column), f
+    rare = (await admin.get("/api/v1/studies", params={"q": "SPA029", "limit": 200})).json()
+    assert [r["accession_number"] for r in rare] == [f"SPA029{n:02d}" for n in range(100)]

@@ -23,6 +23,8 @@ from cinebridge_common.messages import (
     WorklistItem,
     WorklistQuery,
     WorklistQueryReply,
+    WorklistReconcile,
+    WorklistReconcileReply,
     WorklistServersList,
     WorklistServersReply,
 )
@@ -56,7 +58,7 @@ ITEMS = [
 ]
 
 
-async def serve_worklist(bus: Bus) -> None:
+async def serve_worklist(bus: Bus, reconciled: list[str]) -> None:
     async def query(q: WorklistQuery) -> Reply:
         prefix = (q.patient_name or "").rstrip("*")
         return WorklistQueryReply(items=[i for i in ITEMS if i.patient_name.startswith(prefix)])
@@ -64,8 +66,15 @@ async def serve_worklist(bus: Bus) -> None:
     async def servers(_: WorklistServersList) -> Reply:
         return WorklistServersReply(servers=[])
 
+    async def reconcile(r: WorklistReconcile) -> Reply:
+        # Which study the page asked to link is what the test checks; the linking itself is
+        # the worklist service's (its own tests).
+        reconciled.append(r.study_id)
+        return WorklistReconcileReply(study_id=r.study_id)
+
     await bus.serve(WorklistQuery, query)
     await bus.serve(WorklistServersList, servers)
+    await bus.serve(WorklistReconcile, reconcile)
 
 
 def start_capture(gw: RunningGateway, preview_port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -103,7 +112,8 @@ async def test_room_study_lifecycle_in_the_browser(
     gw = await gateway_factory(
         gateway_preview_upstreams={"or1": f"http://127.0.0.1:{preview_port}"}
     )
-    await serve_worklist(peer_bus)
+    reconciled: list[str] = []
+    await serve_worklist(peer_bus, reconciled)
     log = tmp_path / "capture.log"
     capture = start_capture(gw, preview_port, log)
     api = await gw.login()
@@ -118,7 +128,7 @@ async def test_room_study_lifecycle_in_the_browser(
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             page = await browser.new_page(viewport={"width": 1280, "height": 900})
-            await lifecycle(page, gw, api)
+            await lifecycle(page, gw, api, reconciled)
             await browser.close()
         await api_edges(api)
     except BaseException:
@@ -164,7 +174,18 @@ async def start_from_worklist(page: Page, gw: RunningGateway, name: str) -> None
     await row.locator("button:text('Start study')").click()
 
 
-async def lifecycle(page: Page, gw: RunningGateway, api: Any) -> None:
+async def current_study_id(gw: RunningGateway) -> str | None:
+    value = await gw.ctx.pool.fetchval("SELECT study_id FROM capture_rooms WHERE room = 'or1'")
+    return str(value) if value is not None else None
+
+
+async def study_id_of(gw: RunningGateway, patient_name: str) -> str:
+    return str(
+        await gw.ctx.pool.fetchval("SELECT id FROM studies WHERE patient_name = $1", patient_name)
+    )
+
+
+async def lifecycle(page: Page, gw: RunningGateway, api: Any, reconciled: list[str]) -> None:
     dialogs: list[str] = []
 
     async def accept(dialog: Dialog) -> None:
@@ -177,6 +198,11 @@ async def lifecycle(page: Page, gw: RunningGateway, api: Any) -> None:
     await page.fill("input[name=password]", "admin-Password-1")
     await page.click("#login-button")
     await expect(page.locator("#nav-room")).to_be_visible()
+
+    # The Worklist opened by its URL knows its room, and that the room has no current study.
+    await page.goto(f"{gw.url}/#/worklist")
+    await page.reload()
+    await expect(page.locator("#room-current")).to_have_text("Room or1 · current study: none")
 
     # First patient from the worklist: the Room and the database name DOE as current.
     await start_from_worklist(page, gw, "DOE")
@@ -204,6 +230,18 @@ async def lifecycle(page: Page, gw: RunningGateway, api: Any) -> None:
     assert await media_of(gw, "DOE^JANE") == 1, "the first study keeps only its own image"
     await shot(page, "room-study-switched")
 
+    # Another screen makes DOE current again while this page still shows ROE (or has just
+    # refreshed): the snapshot goes to DOE, and the page says DOE — never ROE.
+    doe = await study_id_of(gw, "DOE^JANE")
+    switched = await api.put("/api/v1/rooms/or1/study", json={"study_id": doe, "confirm": True})
+    assert switched.status_code == 200, switched.text
+    await page.click("[data-action=snapshot]")
+    await expect(page.locator("#study-patient")).to_have_text("DOE, JANE", timeout=15_000)
+    await expect(page.locator("#last-capture")).to_contain_text("DOE, JANE", timeout=15_000)
+    await expect(page.locator("#last-capture")).to_contain_text("PID-1")
+    await expect(page.locator("#thumbs .thumb")).to_have_count(2, timeout=20_000)
+    assert (await media_of(gw, "DOE^JANE"), await media_of(gw, "ROE^RICHARD")) == (2, 1)
+
     # Close study: no current study, in the page and in the database.
     await page.click("#close-study")
     await expect(page.locator("#study-patient")).to_have_text("No current study")
@@ -216,9 +254,19 @@ async def lifecycle(page: Page, gw: RunningGateway, api: Any) -> None:
     await page.click("#new-study")
     await page.fill("#patient-form input[name=patient_name]", "POE^EDGAR^ALLAN")
     await page.fill("#patient-form input[name=patient_id]", "PID-3")
+    await page.fill("#patient-form input[name=modality]", "es")
     await page.click("#patient-submit")
     await expect(page.locator("#study-patient")).to_have_text("POE, EDGAR ALLAN", timeout=15_000)
     assert await current_patient(gw) == "POE^EDGAR^ALLAN"
+    # The form's Modality (a CS, upper case) is the study's: on the Room page and in the row.
+    await expect(page.locator("#study-modality")).to_have_text("ES")
+    await page.click("#edit-patient")
+    await expect(page.locator("#patient-form input[name=modality]")).to_have_value("ES")
+    await page.fill("#patient-form input[name=modality]", "XC")
+    await page.click("#patient-submit")
+    await expect(page.locator("#study-modality")).to_have_text("XC", timeout=15_000)
+    modality = "SELECT modality FROM studies WHERE patient_name = 'POE^EDGAR^ALLAN'"
+    assert await gw.ctx.pool.fetchval(modality) == "XC"
     assert len(dialogs) == 1
 
     # New study while POE's study is still empty: no question, and "Start without patient
@@ -238,6 +286,19 @@ async def lifecycle(page: Page, gw: RunningGateway, api: Any) -> None:
     await page.click("[data-action=record_stop]")
     await expect(page.locator("#thumbs .thumb")).to_have_count(2, timeout=30_000)
     await expect(page.locator("#thumbs video")).to_have_count(1)
+
+    # The Worklist opened by its URL offers the unscheduled current study its worklist item
+    # (statement §4.1.3) and links that study, the room's current one, to it.
+    unscheduled = await current_study_id(gw)
+    await page.goto(f"{gw.url}/#/worklist")
+    await page.reload()
+    await expect(page.locator("#room-current")).to_contain_text("Room or1 · current study: ")
+    await page.fill("#worklist-form input[name=patient_name]", "DOE")
+    await page.click("#worklist-search")
+    row = page.locator("#worklist-results tr", has_text="DOE")
+    await row.locator("button:text('Use for current study')").click()
+    await expect(page.locator("#study-card")).to_be_visible(timeout=15_000)
+    assert reconciled == [unscheduled], (reconciled, unscheduled)
 
 
 async def api_edges(api: Any) -> None:

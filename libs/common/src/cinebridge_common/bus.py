@@ -250,11 +250,14 @@ class Bus:
     # -- request/reply -------------------------------------------------------------------
     async def request(self, msg: Request, reply_type: type[R], timeout_s: float = 10.0) -> R:
         """Any size of reply: one larger than a bus message arrives in chunks (`rpc`)."""
+        return await rpc.decode(reply_type, await self.request_bytes(msg, timeout_s))
+
+    async def request_bytes(self, msg: Request, timeout_s: float = 10.0) -> bytes:
+        """The reply's JSON as it came, for a caller that decodes a large reply its own way."""
         try:
-            data = await rpc.request(self.nc, msg.subject_for(), msg.to_bytes(), timeout_s)
+            return await rpc.request(self.nc, msg.subject_for(), msg.to_bytes(), timeout_s)
         except rpc.ReplyError as exc:
             raise BusError(str(exc)) from exc
-        return await rpc.decode(reply_type, data)
 
     async def serve(
         self,

@@ -45,6 +45,10 @@ class StudySummary(BaseModel):
     id: uuid.UUID
     study_instance_uid: str
     origin: str
+    #: Edited by hand since it began (statement §8.1.5: a worklist study is then unlinked).
+    edited: bool = False
+    #: (0008,0060) the instances will carry (empty: the converter's default).
+    modality: str = ""
     patient_name: str
     patient_display_name: str
     patient_id: str
@@ -115,8 +119,8 @@ async def study_summary(gw: Gateway, study_id: uuid.UUID | None) -> dict[str, An
     if study_id is None:
         return None
     row = await gw.pool.fetchrow(
-        """SELECT s.id, s.study_instance_uid, s.origin, s.patient_name, s.patient_id,
-                  s.patient_birth_date, s.accession_number,
+        """SELECT s.id, s.study_instance_uid, s.origin, s.edited, s.modality, s.patient_name,
+                  s.patient_id, s.patient_birth_date, s.accession_number,
                   (SELECT count(*) FROM media m
                     WHERE m.study_id = s.id AND m.state <> 'deleted') AS media_count
            FROM studies s WHERE s.id = $1""",

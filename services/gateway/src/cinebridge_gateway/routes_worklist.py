@@ -11,7 +11,7 @@ import asyncio
 import datetime as dt
 from typing import Annotated
 
-from cinebridge_common.messages import WorklistItem, WorklistQuery, WorklistQueryReply
+from cinebridge_common.messages import WorklistItem, WorklistQuery
 from cinebridge_common.messages.worklist import QueryOutcome
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -79,15 +79,15 @@ def page_of(answer: StoredAnswer, result_id: str, offset: int, limit: int) -> Wo
 
 @router.post("/worklist/query", response_model=WorklistPage)
 async def worklist_query(body: WorklistSearch, principal: User, gw: Gw) -> WorklistPage:
-    reply = await gw.bus.request(
+    data = await gw.bus.request_bytes(
         WorklistQuery(**body.model_dump(exclude={"limit"})),
-        WorklistQueryReply,
         # The worklist service may take connect + query limits (10 s + 10 s) per server.
         gw.settings.gateway_rpc_timeout_s + 20,
     )
-    if not reply.ok:
-        raise ApiError(502, "worklist_failed", reply.error or "the worklist query failed")
-    answer = await asyncio.to_thread(StoredAnswer.of, reply)  # 5,000 entries: ~0.2 s of CPU
+    # Entries are validated a page at a time (worklist_pages); 5,000 entries: ~0.1 s of CPU.
+    answer = await asyncio.to_thread(StoredAnswer.from_reply_bytes, data)
+    if not answer.meta.ok:
+        raise ApiError(502, "worklist_failed", answer.meta.error or "the worklist query failed")
     result_id = gw.worklist_pages.keep(principal.name, answer)
     return page_of(answer, result_id, 0, body.limit)
 

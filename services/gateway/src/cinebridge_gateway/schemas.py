@@ -27,6 +27,8 @@ class StudyOut(BaseModel):
     state: str
     created_at: dt.datetime
     updated_at: dt.datetime
+    #: (0008,0060) the instances carry: the procedure's (worklist) or the operator's.
+    modality: str = ""
     status: str | None = None
     media_count: int | None = None
     #: A local study that the station's own SCP received back (one row, not a second study).

@@ -27,7 +27,7 @@ class StudyFilter:
 STUDY_COLUMNS = (
     "id, study_instance_uid, origin, room, patient_name, patient_id, patient_birth_date, "
     "patient_sex, accession_number, study_id, study_description, referring_physician, "
-    "study_date, study_time, edited, state, created_at, updated_at"
+    "study_date, study_time, edited, state, created_at, updated_at, modality"
 )
 
 #: Study-level status derived from its media and deliveries (statement §4.1.3: "non-converted
@@ -69,6 +69,39 @@ def like_prefix(value: str) -> str:
     escaped = value.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     escaped = escaped.replace("*", "%").replace("?", "_")
     return escaped if escaped.endswith("%") else escaped + "%"
+
+
+#: How many of the newest studies a search looks through first (`_matches_page`).
+RECENT_STUDIES = 2000
+
+
+def _matches_page(where: str, window: str) -> str:
+    """The newest `window` local studies matching `where`, at a bounded cost whatever the data.
+
+    Walking the studies by time and filtering (what the planner picks for a LIMIT) is fast when
+    matches are common among the newest studies, but accession numbers and study dates grow with
+    time: the matches of an old accession lie together far back, and that walk filtered ~90,000
+    rows for them (220 ms at 100,000 studies). Taking the matches through the prefix and date
+    indexes and sorting them is fast when they are few, and slow for a common name. So: the
+    newest `RECENT_STUDIES` are filtered first; when they hold a whole page it is the page (any
+    match further back is older); otherwise the matches are taken through the indexes (OFFSET 0
+    keeps the planner from turning that back into the walk) and sorted. PostgreSQL runs the
+    second branch only when the first comes short (a one-time filter)."""
+    columns = _prefixed("s")
+    return f"""
+        WITH recent AS MATERIALIZED (
+          SELECT {columns} FROM (SELECT * FROM studies s ORDER BY s.created_at DESC
+                                 LIMIT {RECENT_STUDIES}) s
+          WHERE {where} ORDER BY s.created_at DESC LIMIT {window})
+        SELECT * FROM recent WHERE (SELECT count(*) FROM recent) >= {window}
+        UNION ALL
+        (SELECT {columns} FROM (SELECT * FROM studies s WHERE {where} OFFSET 0) s
+         WHERE (SELECT count(*) FROM recent) < {window}
+         ORDER BY s.created_at DESC LIMIT {window})"""
+
+
+def has_match_conditions(f: StudyFilter) -> bool:
+    return any((f.q, f.patient_id, f.accession_number, f.date_from, f.date_to))
 
 
 def build_search(
@@ -123,7 +156,15 @@ def _local_page(
     deliveries = DELIVERY_AGG if with_deliveries else NO_DELIVERIES
     # Without a status filter the page is cut before the lateral aggregates run.
     status_filter = f"WHERE status = {arg(f.status)}" if f.status else ""
-    inner_limit = "" if f.status else f"ORDER BY s.created_at DESC LIMIT {window}"
+    if f.status:
+        page = f"SELECT {_prefixed('s')} FROM studies s WHERE {' AND '.join(where)}"
+    elif has_match_conditions(f):
+        page = _matches_page(" AND ".join(where), window)
+    else:
+        page = (
+            f"SELECT {_prefixed('s')} FROM studies s WHERE {' AND '.join(where)}"
+            f" ORDER BY s.created_at DESC LIMIT {window}"
+        )
     received_back = (
         "EXISTS (SELECT 1 FROM received_studies r"
         " WHERE r.study_instance_uid = p.study_instance_uid)"
@@ -134,8 +175,7 @@ def _local_page(
         SELECT * FROM (
           SELECT p.*, m.total AS media_count, {STATUS_SQL} AS status,
                  {received_back} AS received_back
-          FROM (SELECT {_prefixed("s")} FROM studies s WHERE {" AND ".join(where)}
-                {inner_limit}) p
+          FROM ({page}) p
           {MEDIA_AGG.replace("s.id", "p.id")}
           {deliveries.replace("s.id", "p.id")}
         ) x {status_filter}
@@ -171,6 +211,7 @@ def _received_page(common: list[str], window: str) -> str:
                s.accession_number, s.study_id, s.study_description, s.referring_physician,
                s.study_date, s.study_time, false AS edited, 'received' AS state,
                s.first_received_at AS created_at, s.last_received_at AS updated_at,
+               ''::text AS modality,
                (SELECT count(*) FROM received_instances i WHERE i.study_id = s.id) AS media_count,
                'received' AS status, false AS received_back
         FROM received_studies s WHERE {" AND ".join(common)}

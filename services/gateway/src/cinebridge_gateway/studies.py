@@ -36,10 +36,19 @@ def _dicom_date(value: str) -> str:
     return text
 
 
+def _modality(value: str) -> str:
+    """(0008,0060) Modality, a CS (PS3.5 6.2: upper case, digits, space, underscore, 16 at most)."""
+    text = value.strip()
+    if text and not valid_value("CS", text, "00080060"):
+        raise ValueError("must be a code string (A-Z, 0-9, space, underscore; 16 at most)")
+    return text
+
+
 PersonName = Annotated[str, Field(max_length=64), AfterValidator(_no_delimiters)]
 LongString = Annotated[str, Field(max_length=64), AfterValidator(_no_delimiters)]
 ShortString = Annotated[str, Field(max_length=16), AfterValidator(_no_delimiters)]
 DicomDate = Annotated[str, Field(max_length=10), AfterValidator(_dicom_date)]
+Modality = Annotated[str, Field(max_length=16), AfterValidator(_modality)]
 
 
 class PatientData(BaseModel):
@@ -54,6 +63,8 @@ class PatientData(BaseModel):
     accession_number: ShortString = ""
     study_description: LongString = ""
     referring_physician: PersonName = ""
+    #: (0008,0060) of the instances; empty: the converter's default (statement Table 38).
+    modality: Modality = ""
 
 
 class PatientEdit(BaseModel):
@@ -69,7 +80,7 @@ class PatientEdit(BaseModel):
     study_description: LongString | None = None
     referring_physician: PersonName | None = None
     #: (0008,0060) of the instances; kept from the worklist unless changed here (§8.1.5).
-    modality: Annotated[str, Field(pattern=r"^[A-Z0-9 _]{0,16}$")] | None = None
+    modality: Modality | None = None
 
 
 def _now_parts(now: dt.datetime) -> dict[str, str]:

@@ -1,8 +1,8 @@
 // CineBridge web UI: plain ES modules, no build step. This module is the shell (live events,
 // routing, log-in, pedal keys) and the Worklist view; each other view has its module, and
 // lib.js holds the API client and the helpers they share.
-import { $, api, attempt, badge, dicomDate, dicomTime, field, formValues, h, personName, route, routes, scheduleRefresh,
-         setRenderer, startStudy, state, toast } from "./lib.js";
+import { $, api, attempt, dicomDate, dicomTime, field, formValues, h, loadCurrentStudy, personName, roomLine,
+         route, routes, scheduleRefresh, setRenderer, startStudy, state, whoOf } from "./lib.js";
 import { capture, viewPatient, viewRoom } from "./room.js";
 import { viewLocal } from "./local.js";
 import { viewSettings } from "./settings.js";
@@ -13,7 +13,11 @@ import { viewAdmin, viewPassword } from "./admin.js";
 // on must not paint over the newer page.
 let viewToken = 0;
 function viewSetter(token) {
-  return (...nodes) => { if (token === viewToken) $("#view").replaceChildren(...nodes); };
+  return (...nodes) => {
+    if (token !== viewToken) return false;
+    $("#view").replaceChildren(...nodes);
+    return true;
+  };
 }
 
 // ---------------------------------------------------------------- live updates (SSE)
@@ -48,7 +52,8 @@ Object.assign(routes, { login: viewLogin, room: viewRoom, local: viewLocal, work
                         patient: viewPatient, settings: viewSettings, ops: viewOps, admin: viewAdmin,
                         password: viewPassword });
 async function render() {
-  let [, name, arg] = (location.hash || "#/room").split("/");
+  const [, page, arg] = (location.hash || "#/room").split("/");
+  let name = page;
   if (!state.me && name !== "login") {
     const me = await fetch("/api/v1/auth/me", { credentials: "same-origin" });
     if (!me.ok) return route("#/login");
@@ -90,6 +95,8 @@ function viewLogin(arg, setView) {
 // ---------------------------------------------------------------- worklist dialog
 async function viewWorklist(arg, setView) {
   const results = h("div", { id: "worklist-results" });
+  // Opened by its URL (or reloaded) the page knows its room and the room's current study.
+  const current = await loadCurrentStudy();
   const servers = (await attempt(() => api("GET", "/api/v1/settings/worklist-servers"))) || [];
   const form = h("form", { class: "panel", id: "worklist-form", onsubmit: async (e) => {
     e.preventDefault();
@@ -101,7 +108,7 @@ async function viewWorklist(arg, setView) {
     if (!r) { results.replaceChildren(); return; }
     showWorklistPage(results, r);
   } },
-  h("h1", {}, "Worklist"),
+  h("h1", {}, "Worklist"), roomLine(current),
   h("div", { class: "form" },
     servers.length ? h("label", {}, "Server", h("select", { name: "server_id" }, h("option", { value: "" }, "all"), servers.map((s) => h("option", { value: s.id }, s.name || s.id)))) : "",
     field("patient_name", "Patient name (wildcards * ?)", ""), field("patient_id", "Patient ID", ""),
@@ -123,7 +130,10 @@ function showWorklistPage(results, r) {
     h("span", { class: "dim", id: "worklist-range" }, `${r.offset + 1}–${last} of ${r.total}`),
     h("button", { class: "small", id: "worklist-next", disabled: last >= r.total, onclick: () => turn(r.offset + WORKLIST_PAGE) }, "Next")) : "";
   results.replaceChildren(
-    r.warnings?.length || r.too_many || r.incomplete ? h("p", { class: r.too_many || r.incomplete ? "error-text" : "note" }, [r.too_many ? "Too many results: refine the search. " : "", r.incomplete ? "Results are incomplete. " : "", ...(r.warnings || [])].join(" ")) : "",
+    // What went wrong (cut answer) in red; what is only said about the answer (no partial
+    // matches, flagged values, an offline copy) as a note.
+    r.too_many || r.incomplete ? h("p", { class: "error-text", id: "worklist-problem" }, [r.too_many ? "Too many results: refine the search." : "", r.incomplete ? "Results are incomplete." : ""].join(" ").trim()) : "",
+    r.warnings?.length ? h("p", { class: "note", id: "worklist-note" }, r.warnings.join(" ")) : "",
     pager,
     h("table", { id: "worklist-table" }, h("tr", {}, ["Patient", "ID", "Birth", "Accession", "Procedure", "Scheduled", ""].map((t) => h("th", {}, t))),
       r.items.map((it) => h("tr", { class: it.flags?.length ? "flagged" : null }, h("td", {}, personName(it.patient_name), flagNote(it)), h("td", {}, it.patient_id || ""),
@@ -142,9 +152,16 @@ function flagNote(it) {
 }
 // A study begun before its patient data (statement §4.1.3) takes a worklist item later.
 function canTakeWorklist() { return !!state.study && (state.study.origin !== "worklist" || state.study.edited); }
+// The study linked is the one this page named as current: if the room moved on meanwhile (another
+// screen started or closed a study), nothing is linked and the page shows the new state.
 async function reconcile(item) {
-  const r = await attempt(() => api("POST", `/api/v1/studies/${state.study.id}/reconcile`, { worklist_item: item }), "Current study linked to the worklist item");
-  if (r) route("#/room");
+  const shown = state.study;
+  const r = await attempt(async () => {
+    const now = await loadCurrentStudy();
+    if (now?.id !== shown.id) throw new Error(`The current study of ${state.room} changed (now: ${whoOf(now) || "none"}); nothing was linked`);
+    return api("POST", `/api/v1/studies/${shown.id}/reconcile`, { worklist_item: item });
+  }, "Current study linked to the worklist item");
+  if (r) route("#/room"); else render();
 }
 async function startFromWorklist(item) {
   await startStudy({ origin: "worklist", worklist_item: item }, "Started from the worklist");

@@ -106,6 +106,20 @@ export async function ensureRoom() {
   if (state.room) localStorage.setItem("cb.room", state.room);
   return state.room;
 }
+// The room's current study as the server has it now (a summary: who it is for), for pages
+// opened by their URL that never showed the Room; state.study follows it.
+export async function loadCurrentStudy() {
+  const room = await ensureRoom().catch(() => "");
+  const current = room ? await api("GET", `/api/v1/rooms/${room}/study`).catch(() => null) : null;
+  state.study = current?.study || null;
+  return state.study;
+}
+// "Room · current patient" line of the dialogs that act on the room's study.
+export function roomLine(study) {
+  return h("p", { class: "dim", id: "room-current" }, state.room
+    ? [`Room ${state.room} · current study: `, study ? h("strong", {}, whoOf(study)) : "none"]
+    : "No room reports a capture service.");
+}
 // Asks before leaving a study that holds captured media (the server insists on `confirm`).
 async function withSwitchConfirmation(send) {
   try {
@@ -116,7 +130,7 @@ async function withSwitchConfirmation(send) {
     return await send(true);
   }
 }
-function whoOf(study) {
+export function whoOf(study) {
   return study ? `${personName(study.patient_name) || "(no name)"} · ID ${study.patient_id || "–"}` : "";
 }
 // Start a study (form, worklist item, local study, unscheduled) as the room's current one: one

@@ -1,16 +1,13 @@
 // The LOCAL dialog (statement §4.1.3): search the station's studies, open one as the room's
 // current study, start a new study for its patient, or give its patient to the current study.
-import { api, attempt, badge, dicomDate, ensureRoom, field, formValues, h, openStudy, personName, route,
+import { api, attempt, badge, dicomDate, field, formValues, h, loadCurrentStudy, openStudy, personName, route,
          startStudy, state } from "./lib.js";
 
 // ---------------------------------------------------------------- local search dialog
 export async function viewLocal(arg, setView) {
   const results = h("div", { id: "local-results" });
   // Opened by its URL the page still knows the room's current study (from the server).
-  if (!state.study && await ensureRoom().catch(() => "")) {
-    const current = await api("GET", `/api/v1/rooms/${state.room}/study`).catch(() => null);
-    state.study = current?.study || null;
-  }
+  await loadCurrentStudy();
   const search = async (form) => {
     const v = Object.entries(formValues(form)).filter(([, x]) => x !== "");
     const q = new URLSearchParams(v.map(([k, x]) => [k, k.startsWith("date") ? x.replaceAll("-", "") : x]));

@@ -1,6 +1,6 @@
 // The Room: the operator's screen at the cart. The room's current study is the server's (the
 // room status names it); this page only shows it and asks the server to change it.
-import { api, attempt, badge, clearErrorToast, dicomDate, field, fmtSeconds, fmtTime, formValues, h, personName,
+import { api, attempt, badge, dicomDate, field, fmtSeconds, fmtTime, formValues, h, personName,
          render, route, scheduleRefresh, startStudy, state, toast } from "./lib.js";
 import { exportDialog } from "./export.js";
 import { addFileButton } from "./upload.js";
@@ -8,9 +8,13 @@ import { addFileButton } from "./upload.js";
 export async function viewRoom(arg, setView) {
   state.rooms = await api("GET", "/api/v1/rooms");
   if (!state.rooms.some((r) => r.room === state.room)) state.room = state.rooms[0]?.room || "";
-  const info = state.rooms.find((r) => r.room === state.room);
-  const study = state.study = info?.study
+  const room = state.room;
+  const info = state.rooms.find((r) => r.room === room);
+  const study = info?.study
     ? await api("GET", `/api/v1/studies/${info.study.id}`).catch(() => null) : null;
+  // A render that the operator overtook (another room picked, a newer render) paints nothing
+  // and leaves state.study to the page on screen.
+  if (room !== state.room) return;
   const picker = h("select", { id: "room-picker", onchange: (e) => {
     state.room = e.target.value; localStorage.setItem("cb.room", state.room); render(); } },
   state.rooms.map((r) => h("option", { value: r.room, selected: r.room === state.room }, r.room)));
@@ -18,7 +22,7 @@ export async function viewRoom(arg, setView) {
     h("span", { class: "spacer" }),
     h("span", { class: "dim" }, "Pedal keys: ", h("span", { class: "kbd" }, "S/F9"), " snapshot · ",
       h("span", { class: "kbd" }, "R/F10"), " record · ", h("span", { class: "kbd" }, "X/F11"), " stop"));
-  setView(header, studyCard(study), sourcesPanel(info), mediaPanel(study), deliveriesPanel(study));
+  if (setView(header, studyCard(study), sourcesPanel(info), mediaPanel(study), deliveriesPanel(study))) state.study = study;
 }
 
 // A viewer watches: every button that changes something is off (the server refuses anyway).
@@ -48,9 +52,10 @@ function studyCard(study) {
       badge(study.status || "non-converted"), study.edited ? badge("edited") : null, badge(study.origin)),
     h("div", { class: "row facts" }, fact("Patient ID", study.patient_id, "study-patient-id"),
       fact("Born", dicomDate(study.patient_birth_date), "study-birth-date"), fact("Sex", study.patient_sex),
-      fact("Accession", study.accession_number, "study-accession"), study.study_description ? fact("Study", study.study_description) : ""),
+      fact("Accession", study.accession_number, "study-accession"), fact("Modality", study.modality, "study-modality"),
+      study.study_description ? fact("Study", study.study_description) : ""),
     h("div", { class: "dim small" }, `Study UID ${study.study_instance_uid} · started ${dicomDate(study.study_date)} ${fmtTime(study.created_at).split(", ").pop()}`),
-    h("div", { id: "last-capture", class: "dim small" }, state.lastCapture?.studyId === study.id ? state.lastCapture.text : ""),
+    h("div", { id: "last-capture", class: "dim small" }, state.lastCapture?.studyId === study.id && state.lastCapture.room === state.room ? state.lastCapture.text : ""),
     actions);
 }
 
@@ -86,18 +91,26 @@ setInterval(() => {
 }, 500);
 
 const DONE = { snapshot: "Snapshot", record_start: "Recording started", record_stop: "Recording stopped" };
+// The server attaches the media to the room's current study at the moment it captures and names
+// that study in its answer; the page reports that answer, never what it showed when the button
+// was pressed. The room is fixed when the request leaves: another room picked while it is in
+// flight does not take the answer, and an answer naming another study than the one on screen
+// (the current study changed on another screen) says so and refreshes the page.
 export async function capture(source, action) {
-  const r = await attempt(() => api("POST", `/api/v1/rooms/${state.room}/sources/${source}/${action}`));
+  const room = state.room;
+  const shown = state.study?.id ?? null;
+  const r = await attempt(() => api("POST", `/api/v1/rooms/${room}/sources/${source}/${action}`));
   if (!r) return;
-  // Every capture answer names the study the media went to; the operator sees it.
   const s = r.study;
   const who = s ? `${personName(s.patient_name) || "(no name)"} · ID ${s.patient_id || "–"} · accession ${s.accession_number || "–"}` : "the room's study";
-  const text = `${DONE[action]} → ${who}`;
-  state.lastCapture = { studyId: r.study_id, text: `Last capture: ${text}` };
-  toast(text);
+  const text = `${DONE[action]} in ${room} → ${who}`;
+  state.lastCapture = { room, studyId: r.study_id, text: `Last capture: ${text}` };
+  const elsewhere = room !== state.room;
+  const other = !elsewhere && shown && r.study_id && r.study_id !== shown;
+  toast(other ? `${text} — not the patient that was shown: the room's current study changed` : text, !!other);
   const line = document.getElementById("last-capture");
-  if (line) line.textContent = state.lastCapture.text;
-  scheduleRefresh();
+  if (line && !elsewhere && line.closest("[data-study]")?.dataset.study === r.study_id) line.textContent = state.lastCapture.text;
+  if (!elsewhere) scheduleRefresh();
 }
 
 function mediaPanel(study) {
@@ -180,6 +193,7 @@ export async function viewPatient(arg, setView) {
   const form = h("form", { class: "panel", id: "patient-form", onsubmit: async (e) => {
     e.preventDefault();
     const v = formValues(e.target);
+    v.modality = v.modality.trim().toUpperCase();  // a CS is upper case (PS3.5 6.2)
     if (study) {
       const r = await attempt(() => api("PATCH", `/api/v1/studies/${study.id}`, v), "Patient data updated");
       if (r) route("#/room");
@@ -196,6 +210,12 @@ export async function viewPatient(arg, setView) {
     h("label", {}, "Sex", h("select", { name: "patient_sex" }, ["", "M", "F", "O"].map((s) => h("option", { value: s, selected: p.patient_sex === s }, s || "–")))),
     field("accession_number", "Accession number", p.accession_number, { maxlength: 16 }),
     field("study_description", "Study description", p.study_description, { maxlength: 64 }),
+    // §8.1.5: the procedure's modality stays unless changed here (empty: the station's default).
+    field("modality", "Modality", p.modality, { maxlength: 16, list: "modality-codes", pattern: "[A-Za-z0-9 _]{0,16}",
+      title: "a DICOM modality code (CS), e.g. ES endoscopy, XC external camera, GM microscopy" }),
+    h("datalist", { id: "modality-codes" }, [["ES", "Endoscopy"], ["XC", "External-camera photography"], ["GM", "General microscopy"],
+      ["SM", "Slide microscopy"], ["US", "Ultrasound"], ["OP", "Ophthalmic photography"], ["OT", "Other"]]
+      .map(([code, label]) => h("option", { value: code }, label))),
     field("referring_physician", "Referring physician", p.referring_physician, { maxlength: 64 })),
   h("p", { class: "row" }, h("button", { type: "button", onclick: () => route("#/room") }, "Cancel"),
     study ? "" : h("button", { type: "button", id: "start-unscheduled", onclick: () => startStudy({ origin: "unscheduled" }, "Unscheduled study started") }, "Start without patient data"),
