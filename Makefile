@@ -20,7 +20,7 @@ lint:
 	.venv/bin/ruff format --check libs services tests bench scripts
 
 types:
-	.venv/bin/mypy -p cinebridge_common $(foreach s,$(notdir $(wildcard services/*)),-p cinebridge_$(s))
+	.venv/bin/mypy -p cinebridge_common -p cinebridge_dicom $(foreach s,$(notdir $(wildcard services/*)),-p cinebridge_$(s))
 
 imports:
 	.venv/bin/lint-imports
@@ -29,7 +29,7 @@ docs:
 	$(PY) -m cinebridge_common.messages.catalogue --check docs/messages.md
 	$(PY) scripts/env_example.py --check .env.example
 
-## One area's tests only, e.g. `make area AREA=sender` (areas: common, scp, worklist, converter,
+## One area's tests only, e.g. `make area AREA=sender` (areas: common, dicom, scp, worklist, converter,
 ## sender, capture, gateway, cli, system).
 area: install
 	$(PY) scripts/run_tests.py --only $(AREA) -- $(PYTEST_ARGS)

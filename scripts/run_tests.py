@@ -23,6 +23,7 @@ SERVICES = ("scp", "worklist", "converter", "sender", "capture", "gateway", "cli
 def areas() -> list[tuple[str, list[str]]]:
     found = [
         ("common", ["libs/common", "tests/integration/common", "tests/integration/deploy"]),
+        ("dicom", ["libs/dicom"]),
     ]
     for svc in SERVICES:
         paths = [p for p in (f"services/{svc}", f"tests/integration/{svc}") if (ROOT / p).exists()]

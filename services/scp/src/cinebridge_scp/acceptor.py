@@ -23,10 +23,11 @@ from typing import Protocol
 
 from cinebridge_common.conformance import STATUS_SUCCESS, VERIFICATION_SOP_CLASS
 from cinebridge_common.logging import kv
+from cinebridge_dicom import dimse, negotiation, pdu
+from cinebridge_dicom.pdu import ProtocolError
 
-from . import metrics, pdu
+from . import metrics
 from .ingest import Command
-from .pdu import PduError
 from .receive import ReceiveConfig, ReceiveFile, file_meta_bytes
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ class Association:
             if self._associate():
                 self.established = True
                 self._serve()
-        except PduError as exc:
+        except ProtocolError as exc:
             metrics.ASSOCIATIONS_ENDED.labels("protocol_error").inc()
             log.warning(
                 "protocol error, aborting",
@@ -279,7 +280,7 @@ class Association:
             metrics.rejected(why)
             self.conn.send(pdu.associate_rj(result, source, reason))
             return False
-        results, roles = pdu.negotiate(rq, self.config.supported)
+        results, roles = negotiation.negotiate(rq, self.config.supported)
         self._contexts = {r.id: r for r in results if r.result == pdu.ACCEPTANCE}
         self._peer_max_pdu = rq.max_pdu
         self.conn.send(
@@ -333,13 +334,13 @@ class Association:
             deadline = time.monotonic() + limits.pdu_timeout_s
             if kind == pdu.P_DATA_TF:
                 if length > limits.max_pdu:
-                    raise PduError(
+                    raise ProtocolError(
                         f"P-DATA-TF of {length} bytes exceeds the negotiated {limits.max_pdu}"
                     )
                 self._p_data(length, deadline)
             elif kind == pdu.RELEASE_RQ:
                 if length != 4:
-                    raise PduError("A-RELEASE-RQ with a wrong length")
+                    raise ProtocolError("A-RELEASE-RQ with a wrong length")
                 self.conn.read(4, deadline)
                 self._discard_partial()
                 metrics.ASSOCIATIONS_ENDED.labels("released").inc()  # counted before the peer knows
@@ -353,24 +354,24 @@ class Association:
                 )
                 return
             elif kind in (pdu.ASSOCIATE_RQ, pdu.ASSOCIATE_AC, pdu.ASSOCIATE_RJ, pdu.RELEASE_RP):
-                raise PduError(f"unexpected PDU type 0x{kind:02X}", pdu.UNEXPECTED_PDU)
+                raise ProtocolError(f"unexpected PDU type 0x{kind:02X}", pdu.UNEXPECTED_PDU)
             else:
-                raise PduError(f"unrecognised PDU type 0x{kind:02X}", pdu.UNRECOGNISED_PDU)
+                raise ProtocolError(f"unrecognised PDU type 0x{kind:02X}", pdu.UNRECOGNISED_PDU)
 
     def _p_data(self, length: int, deadline: float) -> None:
         if length < 6:
-            raise PduError("P-DATA-TF without a complete PDV")
+            raise ProtocolError("P-DATA-TF without a complete PDV")
         left = length
         while left > 0:
             if left < 6:
-                raise PduError("PDV header runs past the end of its P-DATA-TF")
+                raise ProtocolError("PDV header runs past the end of its P-DATA-TF")
             pdv_length, context_id, control = struct.unpack(">IBB", self.conn.read(6, deadline))
             if pdv_length < 2 or pdv_length + 4 > left:
-                raise PduError(f"PDV length {pdv_length} does not fit its P-DATA-TF")
+                raise ProtocolError(f"PDV length {pdv_length} does not fit its P-DATA-TF")
             left -= 4 + pdv_length
             context = self._contexts.get(context_id)
             if context is None:
-                raise PduError(f"PDV for presentation context {context_id}, not accepted")
+                raise ProtocolError(f"PDV for presentation context {context_id}, not accepted")
             size, last = pdv_length - 2, bool(control & 0x02)
             if control & 0x01:
                 self._command_fragment(context, size, last, deadline)
@@ -381,34 +382,36 @@ class Association:
         self, context: pdu.ContextResult, size: int, last: bool, deadline: float
     ) -> None:
         if self._store is not None:
-            raise PduError("command fragment while a data set is being received")
+            raise ProtocolError("command fragment while a data set is being received")
         if self._command and context.id != self._command_context:
-            raise PduError("command fragments on two presentation contexts")
+            raise ProtocolError("command fragments on two presentation contexts")
         if len(self._command) + size > MAX_COMMAND_BYTES:
-            raise PduError("command set larger than any command set can be")
+            raise ProtocolError("command set larger than any command set can be")
         self._command_context = context.id
         self._command += self.conn.read(size, deadline)
         if last:
             command = bytes(self._command)
             self._command.clear()
-            self._dispatch(context, pdu.parse_command(command))
+            self._dispatch(context, dimse.parse_command(command))
 
     def _dispatch(self, context: pdu.ContextResult, elements: dict[int, bytes]) -> None:
-        field = pdu.command_us(elements, 0x0100)
-        message_id = pdu.command_us(elements, 0x0110)
-        data_set_type = pdu.command_us(elements, 0x0800)
+        field = dimse.command_us(elements, 0x0100)
+        message_id = dimse.command_us(elements, 0x0110)
+        data_set_type = dimse.command_us(elements, 0x0800)
         if field is None or message_id is None or data_set_type is None:
-            raise PduError("command set lacks Command Field, Message ID or Data Set Type")
-        has_data = data_set_type != pdu.NO_DATA_SET
-        if field == pdu.C_ECHO_RQ and not has_data:
+            raise ProtocolError("command set lacks Command Field, Message ID or Data Set Type")
+        has_data = data_set_type != dimse.NO_DATA_SET
+        if field == dimse.C_ECHO_RQ and not has_data:
             ok = context.abstract_syntax == VERIFICATION
             status = STATUS_SUCCESS if ok else STATUS_SOP_CLASS_NOT_SUPPORTED
             metrics.ECHOES.inc()
-            self._respond(context, pdu.response(pdu.C_ECHO_RSP, message_id, status, VERIFICATION))
-        elif field == pdu.C_STORE_RQ and has_data:
+            self._respond(
+                context, dimse.response(dimse.C_ECHO_RSP, message_id, status, VERIFICATION)
+            )
+        elif field == dimse.C_STORE_RQ and has_data:
             command = Command(
-                sop_class_uid=pdu.command_ui(elements, 0x0002),
-                sop_instance_uid=pdu.command_ui(elements, 0x1000),
+                sop_class_uid=dimse.command_ui(elements, 0x0002),
+                sop_instance_uid=dimse.command_ui(elements, 0x1000),
                 calling_ae=self.calling_ae,
                 source_address=self.peer,
                 association=self.id,
@@ -428,20 +431,22 @@ class Association:
                 )
             )
         else:
-            raise PduError(f"unsupported DIMSE command 0x{field:04X} (data set: {has_data})")
+            raise ProtocolError(f"unsupported DIMSE command 0x{field:04X} (data set: {has_data})")
 
     def _data_fragment(
         self, context: pdu.ContextResult, size: int, last: bool, deadline: float
     ) -> None:
         store = self._store
         if store is None or store.context.id != context.id:
-            raise PduError("data set fragment without a C-STORE-RQ on its presentation context")
+            raise ProtocolError(
+                "data set fragment without a C-STORE-RQ on its presentation context"
+            )
         self.conn.stream(size, store.file.write, deadline)
         if last:
             self._store = None
             status = self.config.ingest.store_instance(store.file, store.command)
-            rsp = pdu.response(
-                pdu.C_STORE_RSP,
+            rsp = dimse.response(
+                dimse.C_STORE_RSP,
                 store.message_id,
                 status,
                 store.command.sop_class_uid,

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from cinebridge_common import dicom_ul
-from cinebridge_common.dicom_ul import APPLICATION_CONTEXT
+from cinebridge_dicom import dimse, pdu
+from cinebridge_dicom.pdu import APPLICATION_CONTEXT
 
 __all__ = [
     "APPLICATION_CONTEXT",
@@ -63,14 +63,14 @@ def associate_rq(
     impl_version: str,
 ) -> bytes:
     """A-ASSOCIATE-RQ (PS3.8 9.3.2) with the given (id, abstract, transfer syntaxes)."""
-    return dicom_ul.associate_rq(called, calling, contexts, OUR_MAX_PDU, impl_uid, impl_version)
+    return pdu.associate_rq(called, calling, contexts, OUR_MAX_PDU, impl_uid, impl_version)
 
 
 def parse_associate_ac(body: bytes, proposed: dict[int, str]) -> tuple[dict[int, Context], int]:
     """Accepted contexts by id and the peer's maximum PDU length (0: unlimited)."""
     try:
-        ac = dicom_ul.parse_associate_ac(body)
-    except dicom_ul.ProtocolError as exc:
+        ac = pdu.parse_associate_ac(body)
+    except pdu.ProtocolError as exc:
         raise UlError(f"malformed A-ASSOCIATE-AC: {exc}") from exc
     accepted = {
         cid: Context(cid, proposed[cid], syntax) for cid in proposed if (syntax := ac.accepted(cid))
@@ -80,14 +80,14 @@ def parse_associate_ac(body: bytes, proposed: dict[int, str]) -> tuple[dict[int,
 
 def c_store_rq(message_id: int, sop_class: str, sop_instance: str) -> bytes:
     """C-STORE-RQ command set, Implicit VR Little Endian (PS3.7 9.3.1.1, E.1)."""
-    return dicom_ul.command_set(
+    return dimse.command_set(
         [
-            (0x0002, dicom_ul.uid_value(sop_class)),
-            (0x0100, dicom_ul.us(dicom_ul.C_STORE_RQ)),
-            (0x0110, dicom_ul.us(message_id)),
-            (0x0700, dicom_ul.us(0x0000)),  # priority medium
-            (0x0800, dicom_ul.us(0x0000)),  # a data set follows
-            (0x1000, dicom_ul.uid_value(sop_instance)),
+            (0x0002, pdu.uid_value(sop_class)),
+            (0x0100, dimse.us(dimse.C_STORE_RQ)),
+            (0x0110, dimse.us(message_id)),
+            (0x0700, dimse.us(0x0000)),  # priority medium
+            (0x0800, dimse.us(0x0000)),  # a data set follows
+            (0x1000, pdu.uid_value(sop_instance)),
         ]
     )
 
@@ -95,11 +95,11 @@ def c_store_rq(message_id: int, sop_class: str, sop_instance: str) -> bytes:
 def response_status(command: bytes) -> tuple[int, int]:
     """(Command Field, Status) from a response command set (Implicit VR LE); -1 if absent."""
     try:
-        elements = dicom_ul.parse_command(command)
-    except dicom_ul.ProtocolError:
+        elements = dimse.parse_command(command)
+    except pdu.ProtocolError:
         return -1, -1
-    field = dicom_ul.command_us(elements, 0x0100)
-    status = dicom_ul.command_us(elements, 0x0900)
+    field = dimse.command_us(elements, 0x0100)
+    status = dimse.command_us(elements, 0x0900)
     return (-1 if field is None else field), (-1 if status is None else status)
 
 
@@ -161,20 +161,20 @@ class StoreAssociation:
                 raise
             raise UlError(f"association with {called}@{host}:{port} failed: {exc}") from exc
         where = f"{called}@{host}:{port}"
-        if kind == dicom_ul.ASSOCIATE_RJ:
+        if kind == pdu.ASSOCIATE_RJ:
             sock.close()
-            permanent, why = dicom_ul.rejection(body)
+            permanent, why = pdu.rejection(body)
             kind_text = "permanent" if permanent else "transient"
             raise UlError(
                 f"association rejected ({kind_text}) by {where}: {why}", transient=not permanent
             )
-        if kind != dicom_ul.ASSOCIATE_AC:
+        if kind != pdu.ASSOCIATE_AC:
             sock.close()
             raise UlError(f"{where} answered the association request with PDU type {kind:#x}")
         accepted, max_pdu = parse_associate_ac(body, {cid: a for cid, a, _ in numbered})
         if not accepted:
             with contextlib.suppress(OSError):
-                sock.sendall(dicom_ul.a_abort())
+                sock.sendall(pdu.a_abort())
             sock.close()
             raise UlError(
                 f"{where} accepted none of the proposed presentation contexts", transient=False
@@ -271,7 +271,7 @@ class StoreAssociation:
         self.is_established = False
         with contextlib.suppress(OSError, UlError):
             self.sock.settimeout(2.0)
-            self.sock.sendall(dicom_ul.RELEASE_RQ_PDU)
+            self.sock.sendall(pdu.RELEASE_RQ_PDU)
             _read_pdu(self.sock, self._buffer)
         self.sock.close()
 
@@ -281,7 +281,7 @@ class StoreAssociation:
         self.is_established = False
         with contextlib.suppress(OSError):
             self.sock.settimeout(1.0)
-            self.sock.sendall(dicom_ul.a_abort())
+            self.sock.sendall(pdu.a_abort())
         self.sock.close()
 
 
@@ -292,7 +292,7 @@ _IOV_MAX = 512
 
 def _pdv(context_id: int, control: int, data: bytes | memoryview) -> list[bytes | memoryview]:
     """A P-DATA-TF PDU holding one PDV (PS3.8 9.3.5): its header, then the data as it is."""
-    return [dicom_ul.p_data_header(context_id, control, len(data)), data]
+    return [pdu.p_data_header(context_id, control, len(data)), data]
 
 
 def _read_exact(sock: socket.socket, buffer: bytearray, n: int) -> bytes:

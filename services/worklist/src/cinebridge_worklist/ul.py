@@ -23,16 +23,16 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from cinebridge_common import dicom_ul
-from cinebridge_common.dicom_ul import (
-    APPLICATION_CONTEXT,
+from cinebridge_common.uids import make_uid
+from cinebridge_dicom import dimse, pdu
+from cinebridge_dicom.dimse import (
     C_CANCEL_RQ,
     C_ECHO_RQ,
     C_ECHO_RSP,
     C_FIND_RQ,
     C_FIND_RSP,
 )
-from cinebridge_common.uids import make_uid
+from cinebridge_dicom.pdu import APPLICATION_CONTEXT
 
 __all__ = [
     "APPLICATION_CONTEXT",
@@ -59,7 +59,7 @@ IMPLEMENTATION_VERSION = "CINEBRIDGE_01"
 CONTEXT_ID = 1
 _MAX_OTHER_PDU = 64 * 1024
 _MAX_COMMAND = 64 * 1024
-_NO_DATASET = dicom_ul.NO_DATA_SET
+_NO_DATASET = dimse.NO_DATA_SET
 
 
 class UpperLayerError(Exception):
@@ -87,7 +87,7 @@ def associate_rq(
 ) -> bytes:
     """A-ASSOCIATE-RQ (PS3.8 9.3.2) with one presentation context."""
     try:
-        return dicom_ul.associate_rq(
+        return pdu.associate_rq(
             called_ae,
             calling_ae,
             [(CONTEXT_ID, abstract_syntax, transfer_syntaxes)],
@@ -101,8 +101,8 @@ def associate_rq(
 
 def command(fields: list[tuple[int, str, Any]]) -> bytes:
     """A DIMSE command set: group 0000, Implicit VR Little Endian (PS3.7 6.3.1)."""
-    return dicom_ul.command_set(
-        (elem, dicom_ul.uid_value(value) if vr == "UI" else dicom_ul.us(value))
+    return dimse.command_set(
+        (elem, pdu.uid_value(value) if vr == "UI" else dimse.us(value))
         for elem, vr, value in fields
     )
 
@@ -255,7 +255,7 @@ class Association:
         if not self.open:
             return
         with contextlib.suppress(OSError, UpperLayerError):
-            self.sock.sendall(dicom_ul.RELEASE_RQ_PDU)
+            self.sock.sendall(pdu.RELEASE_RQ_PDU)
             deadline = time.monotonic() + timeout_s
             while True:
                 kind, _ = self.read_pdu(deadline)
@@ -266,7 +266,7 @@ class Association:
     def abort(self) -> None:
         if self.open:
             with contextlib.suppress(OSError):
-                self.sock.sendall(dicom_ul.a_abort())  # source 0: service user (PS3.8 9.3.8)
+                self.sock.sendall(pdu.a_abort())  # source 0: service user (PS3.8 9.3.8)
         self.close()
 
     def close(self) -> None:
@@ -303,17 +303,17 @@ def associate(
     except (OSError, UpperLayerError) as exc:
         assoc.close()
         raise UpperLayerError(f"no association with {where}: {exc}") from None
-    if kind == dicom_ul.ASSOCIATE_RJ and len(body) >= 4:
+    if kind == pdu.ASSOCIATE_RJ and len(body) >= 4:
         assoc.close()
-        permanent, why = dicom_ul.rejection(body)
+        permanent, why = pdu.rejection(body)
         kind_text = "permanently" if permanent else "transiently"
         raise Rejected(f"{where} {kind_text} rejected the association: {why}")
-    if kind != dicom_ul.ASSOCIATE_AC or len(body) < 68:
+    if kind != pdu.ASSOCIATE_AC or len(body) < 68:
         assoc.abort()
         raise UpperLayerError(f"{where} answered the association request with PDU {kind:#04x}")
     try:
-        ac = dicom_ul.parse_associate_ac(body)
-    except dicom_ul.ProtocolError as exc:
+        ac = pdu.parse_associate_ac(body)
+    except pdu.ProtocolError as exc:
         assoc.abort()
         raise UpperLayerError(f"{where} sent a malformed A-ASSOCIATE-AC: {exc}") from None
     syntax = ac.accepted(CONTEXT_ID)
