@@ -197,11 +197,17 @@ class StateMachine:
         user: ServiceUser,
         artim_s: float,
         clock: Callable[[], float] = time.monotonic,
+        closing_artim_s: float | None = None,
     ) -> None:
         self.state = State.STA1
         self.transport = transport
         self.user = user
+        #: ARTIM while the transport is open and no A-ASSOCIATE-RQ has come (AE-5).
         self.artim_s = artim_s
+        #: ARTIM once the association ends and the peer's close is awaited in Sta13 (AE-8,
+        #: AR-4, AA-1, AA-8). PS3.8 9.1.5 leaves both values to the implementation; a short one
+        #: here bounds how long a peer that never closes holds the connection.
+        self.closing_artim_s = artim_s if closing_artim_s is None else closing_artim_s
         self.clock = clock
         #: When ARTIM expires (monotonic seconds), or None when it is not running.
         self.artim_deadline: float | None = None
@@ -229,6 +235,9 @@ class StateMachine:
 
     def _start_artim(self) -> None:
         self.artim_deadline = self.clock() + self.artim_s
+
+    def _start_closing_artim(self) -> None:
+        self.artim_deadline = self.clock() + self.closing_artim_s
 
     def _stop_artim(self) -> None:
         self.artim_deadline = None
@@ -278,7 +287,7 @@ def _ae_6(m: StateMachine, payload: object) -> State:
     m._stop_artim()
     if isinstance(payload, ProviderRejection):
         m._send(payload.associate_rj)
-        m._start_artim()
+        m._start_closing_artim()
         return S.STA13
     m.user.indicate(Primitive.ASSOCIATE_INDICATION, payload)
     return S.STA3
@@ -293,7 +302,7 @@ def _ae_7(m: StateMachine, payload: object) -> State:
 def _ae_8(m: StateMachine, payload: object) -> State:
     """Send A-ASSOCIATE-RJ PDU and start ARTIM timer."""
     m._send(payload)
-    m._start_artim()
+    m._start_closing_artim()
     return S.STA13
 
 
@@ -331,7 +340,7 @@ def _ar_3(m: StateMachine, payload: object) -> State:
 def _ar_4(m: StateMachine, payload: object) -> State:
     """Issue A-RELEASE-RP PDU and start ARTIM timer."""
     m._send(pdu.RELEASE_RP_PDU)
-    m._start_artim()
+    m._start_closing_artim()
     return S.STA13
 
 
@@ -381,7 +390,7 @@ def _aa_1(m: StateMachine, payload: object) -> State:
     """Send A-ABORT PDU (service-user source, or the provider's reason that a protocol error
     carries, PS3.8 9.3.8) and start (or restart) ARTIM timer."""
     m._send(_abort_pdu(payload, 0, 0))
-    m._start_artim()
+    m._start_closing_artim()
     return S.STA13
 
 
@@ -427,7 +436,7 @@ def _aa_8(m: StateMachine, payload: object) -> State:
     ARTIM timer."""
     m._send(_abort_pdu(payload, 2, pdu.UNEXPECTED_PDU))
     m.user.indicate(Primitive.PROVIDER_ABORT, payload)
-    m._start_artim()
+    m._start_closing_artim()
     return S.STA13
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from .pdu import (
     ABSTRACT_NOT_SUPPORTED,
     ACCEPTANCE,
@@ -13,7 +15,7 @@ from .pdu import (
 
 
 def negotiate(
-    rq: AssociateRq, supported: dict[str, frozenset[str]]
+    rq: AssociateRq, supported: Mapping[str, frozenset[str]]
 ) -> tuple[list[ContextResult], dict[str, tuple[int, int]]]:
     """Per proposed context, the first transfer syntax *in the requestor's order* that we
     support, so an instance is stored as sent (PS3.8 9.3.3.2). Our role is SCP only: a context
