@@ -112,7 +112,8 @@ class AcceptorAssociation:
     def connect(self) -> None:  # pragma: no cover - an acceptor never connects (AE-1)
         raise RuntimeError("an acceptor does not open transport connections")
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: object) -> None:
+        assert isinstance(data, bytes)
         self.conn.send(data)
 
     def close(self) -> None:

@@ -114,7 +114,7 @@ class Transport(Protocol):
 
     def connect(self) -> None: ...
 
-    def send(self, data: bytes) -> None: ...
+    def send(self, data: object) -> None: ...
 
     def close(self) -> None: ...
 
@@ -243,8 +243,7 @@ class StateMachine:
         self.artim_deadline = None
 
     def _send(self, data: object) -> None:
-        assert isinstance(data, bytes | bytearray | memoryview), "a PDU to send is bytes"
-        self.transport.send(bytes(data))
+        self.transport.send(data)
 
 
 def _ae_1(m: StateMachine, payload: object) -> State:
