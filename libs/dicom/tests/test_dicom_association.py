@@ -246,3 +246,16 @@ def test_a_response_to_another_message_aborts() -> None:
         assoc.send_c_echo()
     thread.join(10)
     assert got_abort.is_set()
+
+
+def test_a_c_cancel_after_the_final_response_is_ignored(ours: Any) -> None:
+    server, _ = ours
+    assoc = requestor_ae().associate("127.0.0.1", server.port, "OURS")
+    mwl = assoc.context_for(MWL)
+    assert mwl is not None
+    responses = assoc.send_c_find(mwl, b"", time.monotonic() + 5)
+    assert next(responses).status == 0xFF00
+    assoc.cancel(mwl, assoc.message_id)
+    assert [m.status for m in responses] == [0xFF00, 0x0000]
+    assert assoc.send_c_echo() == 0x0000  # still established: the C-CANCEL aborted nothing
+    assoc.release()

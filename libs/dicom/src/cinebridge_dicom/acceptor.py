@@ -309,6 +309,10 @@ class AcceptorAssociation:
             self._request(context, dimse.decode_command(raw))
 
     def _request(self, context: pdu.ContextResult, command: dimse.Command) -> None:
+        if command.field == dimse.C_CANCEL_RQ:
+            # The C-FIND it cancels was answered whole before this was read (one thread per
+            # association); a C-CANCEL may arrive after the final response (PS3.7 9.3.2.3).
+            return
         event = _REQUEST_EVENT.get(command.field)
         handler = self.handlers.get(event) if event is not None else None
         if command.field == dimse.C_ECHO_RQ and not command.has_data_set:

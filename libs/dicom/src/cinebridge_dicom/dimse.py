@@ -151,7 +151,9 @@ def decode_command(data: bytes | bytearray) -> Command:
     data_set_type = command_us(elements, COMMAND_DATA_SET_TYPE)
     if field is None or data_set_type is None:
         raise ProtocolError("command set lacks Command Field or Command Data Set Type")
-    key = MESSAGE_ID_BEING_RESPONDED_TO if field & 0x8000 else MESSAGE_ID
+    # A response, and a C-CANCEL-RQ (PS3.7 9.3.2.3), name the message they answer or cancel.
+    answers = field & 0x8000 or field == C_CANCEL_RQ
+    key = MESSAGE_ID_BEING_RESPONDED_TO if answers else MESSAGE_ID
     message_id = command_us(elements, key)
     if message_id is None:
         raise ProtocolError("command set lacks its Message ID")

@@ -35,6 +35,8 @@ MAX_COMMAND = 1 << 16
 #: Bytes read from a file at once, and the most buffers one sendmsg takes (Linux UIO_MAXIOV 1024).
 _BLOCK = 1 << 20
 _IOV_MAX = 512
+#: The Verification SOP Class (PS3.4 A.4).
+VERIFICATION = "1.2.840.10008.1.1"
 
 
 class AssociationError(Exception):
@@ -248,7 +250,7 @@ class Association:
 
     def send_c_echo(self, context: Context | None = None) -> int:
         """C-ECHO (PS3.7 9.1.5): the status of the C-ECHO-RSP."""
-        context = context or self.context_for(dimse_verification())
+        context = context or self.context_for(VERIFICATION)
         if context is None:
             raise AssociationError("Verification was not accepted", transient=False)
         mid = self.next_message_id()
@@ -535,11 +537,6 @@ class Association:
         with contextlib.suppress(AssociationError):
             self._await_close()
         self.close()
-
-
-def dimse_verification() -> str:
-    """The Verification SOP Class (PS3.4 A.4)."""
-    return "1.2.840.10008.1.1"
 
 
 def _gather(sock: socket.socket, buffers: list[bytes | memoryview]) -> None:
