@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import struct
 import threading
@@ -326,3 +327,28 @@ def test_rejections_say_why() -> None:
         no_mwl = run(ris)
     assert no_mwl.outcome == "unreachable"
     assert "accepted no presentation context" in no_mwl.detail
+
+
+def test_the_cyclic_gc_is_paused_during_a_query_and_restored_after() -> None:
+    seen: list[bool] = []
+
+    def answers() -> Iterator[Dataset]:
+        seen.append(gc.isenabled())  # the SCP runs in this process: same collector
+        yield from entries(3)
+
+    assert gc.isenabled()
+    with FakeRis(entries=answers) as ris:
+        assert run(ris).outcome == "complete"
+        assert seen == [False] and gc.isenabled()
+        # Also when the exchange breaks (abort mid-response).
+        ris.abort_after = 1
+        assert run(ris).outcome == "partial"
+        assert gc.isenabled()
+        # A caller that switched it off keeps it off.
+        gc.disable()
+        try:
+            ris.abort_after = None
+            assert run(ris).outcome == "complete"
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
