@@ -26,7 +26,7 @@ node_modules/.bin/eslint: package.json
 	touch $@
 
 types:
-	.venv/bin/mypy -p cinebridge_common $(foreach s,$(notdir $(wildcard services/*)),-p cinebridge_$(s))
+	.venv/bin/mypy -p cinebridge_common -p cinebridge_dicom $(foreach s,$(notdir $(wildcard services/*)),-p cinebridge_$(s))
 
 imports:
 	.venv/bin/lint-imports
@@ -35,8 +35,8 @@ docs:
 	$(PY) -m cinebridge_common.messages.catalogue --check docs/messages.md
 	$(PY) scripts/env_example.py --check .env.example
 
-## One area's tests only, e.g. `make area AREA=sender` (areas: common, scp, worklist, converter,
-## sender, capture, gateway, cli, system, fuzz).
+## One area's tests only, e.g. `make area AREA=sender` (areas: common, dicom, scp, worklist,
+## converter, sender, capture, gateway, cli, system, fuzz).
 area: install
 	$(PY) scripts/run_tests.py --only $(AREA) -- $(PYTEST_ARGS)
 

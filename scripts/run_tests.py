@@ -1,8 +1,8 @@
 """Run the test suite one area at a time, each in its own pytest process, and sum up.
 
-Why separate processes: a service's tests may configure process-wide state (the SCP sets the
-GIL switch interval, for instance) that another service's in-process test peers must not
-inherit — exactly as in production, where every service is its own process.
+Why separate processes: a service's tests may configure process-wide state (logging, metric
+registries, environment) that another service's in-process test peers must not inherit —
+exactly as in production, where every service is its own process.
 Prints one closing line `N passed, N failed, N skipped` and exits non-zero if any area failed.
 """
 
@@ -25,6 +25,7 @@ FUZZ_SECONDS_PER_TARGET = 60
 def areas() -> list[tuple[str, list[str]]]:
     found = [
         ("common", ["libs/common", "tests/integration/common", "tests/integration/deploy"]),
+        ("dicom", ["libs/dicom"]),
     ]
     for svc in SERVICES:
         paths = [p for p in (f"services/{svc}", f"tests/integration/{svc}") if (ROOT / p).exists()]

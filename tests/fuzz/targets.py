@@ -4,12 +4,12 @@ A target takes one input and either returns or raises the decoder's documented e
 anything else is a defect. The decoders are imported here and nowhere else in tests/fuzz, so
 that a decoder that moves is re-pointed in one line:
 
-- associate_rq: the SCP's A-ASSOCIATE-RQ parser (PS3.8 9.3.2); error: PduError.
+- associate_rq: the A-ASSOCIATE-RQ parser of cinebridge_dicom (PS3.8 9.3.2); error: ProtocolError.
 - p_data: the SCP acceptor reading a whole association after a valid A-ASSOCIATE-RQ: P-DATA-TF
   and its PDVs (PS3.8 9.3.5), command fragments, C-STORE data sets into a file; error: none,
   every fault must end the association inside `Association.run()`.
 - command_set: the DIMSE command-set decoder (PS3.7 6.3) and the field reads the SCP does on
-  it; error: ProtocolError (PduError).
+  it; error: ProtocolError.
 - dataset_walk: the walk the SCP runs over each received Part 10 file (PS3.5 7, PS3.10 7.1);
   error: MalformedDataset.
 - worklist_json: the worklist's C-FIND identifier to DICOM JSON codec (PS3.18 F.2); error:
@@ -18,22 +18,24 @@ that a decoder that moves is re-pointed in one line:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import socket
 import struct
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from cinebridge_common.dicom_ul import ProtocolError
+from cinebridge_dicom.dcmjson import MalformedEntry, decode_identifier
+from cinebridge_dicom.dimse import command_ui, command_us, parse_command
+from cinebridge_dicom.pdu import ProtocolError, parse_associate_rq
 from cinebridge_scp.acceptor import AcceptorConfig, Association, Limits
 from cinebridge_scp.ingest import TAGS, Command
 from cinebridge_scp.listener import supported_syntaxes
-from cinebridge_scp.pdu import PduError, command_ui, command_us, parse_associate_rq, parse_command
 from cinebridge_scp.receive import ReceiveConfig, ReceiveFile
 from cinebridge_scp.walk import MalformedDataset, walk_file
-from cinebridge_worklist.dcmjson import MalformedEntry, decode_identifier
 
 #: The top-level values the SCP asks of each file: the walk collects these.
 WANTED = set(TAGS.values())
@@ -44,14 +46,14 @@ WORKLIST_SYNTAXES = ((True, True), (False, True), (False, False))
 def associate_rq(data: bytes) -> None:
     try:
         parse_associate_rq(data)
-    except PduError:
+    except ProtocolError:
         pass
 
 
 def command_set(data: bytes) -> None:
     try:
         elements = parse_command(data)
-    except (PduError, ProtocolError):
+    except ProtocolError:
         return
     for element in (0x0100, 0x0110, 0x0800, 0x0700, 0x0900):
         command_us(elements, element)
@@ -136,14 +138,26 @@ class AcceptorTarget:
 
     def __call__(self, data: bytes) -> None:
         ours, theirs = socket.socketpair()
+        # The peer writes the input and closes its side, and reads whatever the acceptor answers
+        # (as a peer does): an acceptor that answers each bad PDU of a long input with an
+        # A-ABORT (AA-7 in Sta13) must not wait out a full socket buffer.
+        peer = threading.Thread(target=_peer, args=(theirs, self.prefix[6:] + data), daemon=True)
+        peer.start()
         try:
-            theirs.sendall(self.prefix[6:] + data)
-            theirs.shutdown(socket.SHUT_WR)
             assoc = Association(ours, "fuzz", self.config, self.prefix[:6], lambda: True)
             assoc.run()  # every fault must end inside run(): nothing may escape
         finally:
             ours.close()
+            peer.join(10)
             theirs.close()
+
+
+def _peer(sock: socket.socket, data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(1 << 16):
+            pass
 
 
 def p_data_target() -> Callable[[bytes], None]:

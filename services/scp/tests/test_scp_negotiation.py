@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from cinebridge_common import conformance
+from cinebridge_dicom.negotiation import negotiate as pdu_negotiate
+from cinebridge_dicom.pdu import AssociateRq, ProposedContext
 from cinebridge_scp.listener import preferred_transfer_syntaxes, supported_syntaxes
-from cinebridge_scp.pdu import AssociateRq, ProposedContext
-from cinebridge_scp.pdu import negotiate as pdu_negotiate
 from cinebridge_scp.settings import ScpSettings
 from pydantic import ValidationError
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 # The codec under test, today in the worklist service: the one place to re-point.
-from cinebridge_worklist.dcmjson import identifier_to_json
+from cinebridge_dicom.dcmjson import identifier_to_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom.datadict import dictionary_VR, tag_for_keyword

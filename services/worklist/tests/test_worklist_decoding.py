@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from cinebridge_common.messages import WorklistItem
-from cinebridge_worklist import dcmjson
-from cinebridge_worklist.dcmjson import MalformedEntry, decode_identifier, identifier_to_json
+from cinebridge_dicom import dcmjson
+from cinebridge_dicom.dcmjson import MalformedEntry, decode_identifier, identifier_to_json
 from cinebridge_worklist.matching import matches
 from cinebridge_worklist.query import SearchFields, ServerKeys, build_identifier
 from pydicom.dataset import Dataset

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from cinebridge_worklist import scu
 from cinebridge_worklist.settings import WorklistSettings
-from cinebridge_worklist.ul import UpperLayerError, associate_rq
 from pydantic import ValidationError
+from pydicom.dataset import Dataset
 
 
 def test_seed_servers_come_from_json_and_limits_default_to_table_26(
@@ -39,5 +40,6 @@ def test_bad_seed_servers_are_refused(monkeypatch: pytest.MonkeyPatch, server: s
 
 def test_invalid_ae_titles_never_reach_the_wire() -> None:
     for title in ("", "ÄRZTE", "A\\B", "X" * 17, "NUL\x00"):
-        with pytest.raises(UpperLayerError):
-            associate_rq(title, "RIS", "1.2.840.10008.5.1.4.31", ["1.2.840.10008.1.2"], 16384)
+        peer = scu.Peer(host="127.0.0.1", port=9, called_ae="RIS", calling_ae=title)
+        result = scu.find_worklist(peer, Dataset(), scu.FindLimits(connect_timeout_s=1), "")
+        assert result.outcome == "unreachable" and "AE title" in result.detail

@@ -6,7 +6,6 @@ import asyncio
 import functools
 import hashlib
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -25,9 +24,6 @@ from .statement import describe
 from .workers import Workers
 
 log = logging.getLogger(__name__)
-
-#: GIL switch interval of the SCP process (Python's default is 5 ms).
-SWITCH_INTERVAL_S = 0.0005
 
 
 def temp_dir(store_tmp: Path, instance_id: str) -> Path:
@@ -89,10 +85,6 @@ class ScpApp:
 
     async def run(self) -> None:
         settings = self.settings
-        # Association threads make short system calls (recv, fsync, send) between bits of
-        # Python; with the default 5 ms switch interval each one may then wait that long for
-        # the event loop's thread to hand back the GIL. The SCP runs alone in its process.
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
         async with ServiceContext("scp", settings) as ctx:
             self.ctx = ctx
             loop = asyncio.get_running_loop()

@@ -21,8 +21,9 @@ import time
 from collections.abc import Sequence
 
 from cinebridge_common.logging import kv
+from cinebridge_dicom import pdu
 
-from . import metrics, pdu
+from . import metrics
 from .acceptor import AcceptorConfig, Association
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
-"""C-STORE SCU (our lean Upper Layer client, `ul.py`) and C-ECHO SCU (pynetdicom): files streamed
-as they are, one association per batch.
+"""C-STORE and C-ECHO SCU on cinebridge_dicom's requestor: files streamed as they are, one
+association per batch.
 
 Blocking code, run in a worker thread (`asyncio.to_thread`). No NATS or database here: results
 go to a callback as each instance is answered, so the caller can record progress mid-batch.
@@ -7,27 +7,23 @@ go to a callback as each instance is answered, so the caller can record progress
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
-from typing import Any
 
 from cinebridge_common import conformance
+from cinebridge_dicom import requestor
+from cinebridge_dicom.files import data_set_offset
 from pydicom import dcmread
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom import AE, evt
-from pynetdicom.association import Association
-from pynetdicom.dsutils import split_dataset
 
-from . import ul
 from .policy import Outcome, classify_status
 
 VERIFICATION = conformance.VERIFICATION_SOP_CLASS[1]
@@ -38,6 +34,8 @@ MAX_CONTEXTS = 128
 #: Our implementation identity (CineBridge is not VideoStation: conformance.py, Tables 4/8).
 IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1351.1"
 IMPLEMENTATION_VERSION_NAME = "CINEBRIDGE_01"
+#: Largest P-DATA we accept, announced in A-ASSOCIATE-RQ (PS3.8 D.1); responses are tiny.
+OUR_MAX_PDU = 65536
 
 
 @dataclass(frozen=True)
@@ -93,14 +91,6 @@ class AssociationFailed(Exception):
 OnResult = Callable[[ItemResult], None]
 
 
-def _nodelay(event: Any) -> None:
-    # docs/peers.md, "Nagle": without TCP_NODELAY every small C-STORE waits for a delayed ACK.
-    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 def contexts_for(items: Sequence[Item], decompress_stills: bool) -> list[tuple[str, list[str]]]:
     """Tables 9/10: per (SOP class, transfer syntax) a context offering the instance's own
     syntax plus Implicit VR Little Endian (footnote 1), preceded by one with the own syntax
@@ -126,76 +116,29 @@ def contexts_for(items: Sequence[Item], decompress_stills: bool) -> list[tuple[s
     return out
 
 
-def _make_ae(peer: Peer, timeouts: Timeouts) -> AE:
-    ae = AE(ae_title=peer.calling_ae_title)
-    ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
-    ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
-    ae.connection_timeout = timeouts.connect_s
-    ae.acse_timeout = timeouts.acse_s
-    ae.dimse_timeout = timeouts.dimse_s
-    ae.network_timeout = timeouts.network_s
-    return ae
+def _settings(peer: Peer, timeouts: Timeouts) -> requestor.Settings:
+    return requestor.Settings(
+        calling_ae=peer.calling_ae_title,
+        called_ae=peer.ae_title,
+        implementation_class_uid=IMPLEMENTATION_CLASS_UID,
+        implementation_version_name=IMPLEMENTATION_VERSION_NAME,
+        max_pdu=OUR_MAX_PDU,
+        connect_s=timeouts.connect_s,
+        acse_s=timeouts.acse_s,
+        network_s=timeouts.network_s,
+        dimse_s=timeouts.dimse_s,
+        tls=peer.tls,
+    )
 
 
-def _associate(ae: AE, peer: Peer) -> Association:
-    opened = threading.Event()
-    handlers: list[Any] = [
-        (evt.EVT_CONN_OPEN, _nodelay),
-        (evt.EVT_CONN_OPEN, lambda _e: opened.set()),
-    ]
-    tls_args = (peer.tls, peer.host) if peer.tls is not None else None
-    where = f"{peer.ae_title}@{peer.host}:{peer.port}"
+def _associate(
+    peer: Peer, timeouts: Timeouts, contexts: Sequence[tuple[str, Sequence[str]]]
+) -> requestor.Association:
     try:
-        assoc = ae.associate(
-            peer.host,
-            peer.port,
-            ae_title=peer.ae_title,
-            max_pdu=0,
-            evt_handlers=handlers,
-            tls_args=tls_args,
+        return requestor.Association.request(
+            peer.host, peer.port, _settings(peer, timeouts), contexts
         )
-    except OSError as exc:  # an unknown host name fails in the address lookup
-        reason = exc.strerror or str(exc)
-        raise AssociationFailed(f"cannot reach {where}: {reason}", transient=True) from None
-    if assoc.is_established:
-        return assoc
-    if assoc.is_rejected:
-        rj = assoc.acceptor.primitive
-        # PS3.8 7.1.1.9: result 1 rejected-permanent, 2 rejected-transient.
-        transient = getattr(rj, "result", 2) == 0x02
-        kind = "transient" if transient else "permanent"
-        raise AssociationFailed(
-            f"association rejected ({kind}) by {where}: {getattr(rj, 'reason_str', '?')}",
-            transient=transient,
-        )
-    if not opened.is_set():
-        raise AssociationFailed(f"cannot connect to {where} (refused or timed out)", transient=True)
-    if assoc.is_aborted and not assoc.accepted_contexts and assoc.rejected_contexts:
-        raise AssociationFailed(
-            f"{where} accepted none of the proposed presentation contexts", transient=False
-        )
-    raise AssociationFailed(f"association with {where} aborted during negotiation", transient=True)
-
-
-def _open_store(
-    peer: Peer, items: Sequence[Item], timeouts: Timeouts, decompress_stills: bool
-) -> ul.StoreAssociation:
-    try:
-        return ul.StoreAssociation.open(
-            peer.host,
-            peer.port,
-            peer.ae_title,
-            peer.calling_ae_title,
-            contexts_for(items, decompress_stills),
-            connect_s=timeouts.connect_s,
-            acse_s=timeouts.acse_s,
-            network_s=timeouts.network_s,
-            dimse_s=timeouts.dimse_s,
-            tls=peer.tls,
-            impl_uid=IMPLEMENTATION_CLASS_UID,
-            impl_version=IMPLEMENTATION_VERSION_NAME,
-        )
-    except ul.UlError as exc:
+    except requestor.AssociationError as exc:
         raise AssociationFailed(exc.reason, transient=exc.transient) from exc
 
 
@@ -213,7 +156,7 @@ def send_batch(
     one instance does not stop the others (statement §4.2.2.3.1.3); if the association itself
     is lost, the instance in flight and the rest fail transiently.
     """
-    assoc = _open_store(peer, items, timeouts, decompress_stills)
+    assoc = _associate(peer, timeouts, contexts_for(items, decompress_stills))
     results: list[ItemResult] = []
 
     def report(result: ItemResult) -> None:
@@ -244,7 +187,7 @@ def send_batch(
 
 
 def _refused_compressed(
-    assoc: ul.StoreAssociation, items: Sequence[Item], decompress_stills: bool
+    assoc: requestor.Association, items: Sequence[Item], decompress_stills: bool
 ) -> bool:
     """Whether some item's own (compressed) transfer syntax has no accepted context."""
     return any(
@@ -254,7 +197,7 @@ def _refused_compressed(
     )
 
 
-def _store_one(assoc: ul.StoreAssociation, item: Item, decompress_stills: bool) -> ItemResult:
+def _store_one(assoc: requestor.Association, item: Item, decompress_stills: bool) -> ItemResult:
     started = time.time()
 
     def done(outcome: Outcome, status: int | None, why: str) -> ItemResult:
@@ -265,10 +208,9 @@ def _store_one(assoc: ul.StoreAssociation, item: Item, decompress_stills: bool) 
             return done("failed-permanent", None, "file missing from the media store")
         context = assoc.context_for(item.sop_class_uid, item.transfer_syntax_uid)
         if context is not None:
-            _, offset = split_dataset(item.path)
-            status = assoc.store_file(
-                context, item.sop_class_uid, item.sop_instance_uid, item.path, offset
-            )
+            with open(item.path, "rb") as fh:
+                data_set_offset(fh)  # the data set as it is on disk, after the Part 10 header
+                status = assoc.send_c_store(context, item.sop_class_uid, item.sop_instance_uid, fh)
         elif decompress_stills and item.transfer_syntax_uid == JPEG_BASELINE:
             status = _store_decompressed(assoc, item)
         else:
@@ -278,17 +220,17 @@ def _store_one(assoc: ul.StoreAssociation, item: Item, decompress_stills: bool) 
                 f"destination refused {item.transfer_syntax_uid} for {item.sop_class_uid}; "
                 "the sender does not convert transfer syntaxes (statement Table 10 note 1)",
             )
+    except requestor.AssociationError as exc:
+        # A-ABORT, a lost connection, a timeout or a response to another message: the
+        # association is over and this instance is tried again later (its reason recorded).
+        return done("failed-retrying", None, f"no C-STORE response: {exc.reason}")
     except (OSError, ValueError, AttributeError, KeyError) as exc:
         return done("failed-permanent", None, f"cannot send: {exc}")
-    if status is None:
-        return done(
-            "failed-retrying", None, "no C-STORE response (timeout, abort or connection lost)"
-        )
     verdict = classify_status(status)
     return done(verdict.outcome, status, verdict.reason)
 
 
-def _store_decompressed(assoc: ul.StoreAssociation, item: Item) -> int | None:
+def _store_decompressed(assoc: requestor.Association, item: Item) -> int:
     """A JPEG still decoded to native pixels and sent over an uncompressed context. Only for
     stills: video is never decoded (the option exists for PACS without JPEG support)."""
     context = assoc.context_for(item.sop_class_uid, ExplicitVRLittleEndian) or assoc.context_for(
@@ -304,7 +246,8 @@ def _store_decompressed(assoc: ul.StoreAssociation, item: Item) -> int | None:
     buffer.is_little_endian = True
     buffer.is_implicit_VR = context.transfer_syntax == ILE
     write_dataset(buffer, ds)
-    return assoc.store_bytes(context, item.sop_class_uid, item.sop_instance_uid, buffer.getvalue())
+    data = BytesIO(buffer.getvalue())
+    return assoc.send_c_store(context, item.sop_class_uid, item.sop_instance_uid, data)
 
 
 def send_parallel(
@@ -372,24 +315,17 @@ def echo(peer: Peer, timeout_s: float = 10.0) -> EchoResult:
     within the 10 s client limit of Table 26."""
     limit = max(0.5, min(timeout_s, 10.0))
     timeouts = Timeouts(connect_s=limit, acse_s=limit, dimse_s=limit, network_s=limit)
-    ae = _make_ae(peer, timeouts)
-    ae.add_requested_context(VERIFICATION, ILE)
     started = time.monotonic()
     try:
-        assoc = _associate(ae, peer)
+        assoc = _associate(peer, timeouts, [(VERIFICATION, [ILE])])
     except AssociationFailed as exc:
         return EchoResult(False, None, exc.reason)
     try:
-        status = assoc.send_c_echo()
-        rtt = (time.monotonic() - started) * 1000
-        if "Status" not in status:
-            return EchoResult(False, None, "no C-ECHO response (timeout or abort)")
-        code = int(status.Status)
-        if code != 0:
-            return EchoResult(False, rtt, f"C-ECHO status {code:04X}")
-        return EchoResult(True, round(rtt, 2), None)
-    finally:
-        if assoc.is_established:
-            assoc.release()
-        else:
-            assoc.abort()
+        code = assoc.send_c_echo()
+    except requestor.AssociationError as exc:
+        return EchoResult(False, None, f"no C-ECHO response: {exc.reason}")
+    rtt = (time.monotonic() - started) * 1000
+    assoc.release()
+    if code != 0:
+        return EchoResult(False, rtt, f"C-ECHO status {code:04X}")
+    return EchoResult(True, round(rtt, 2), None)

@@ -17,7 +17,7 @@ from cinebridge_common.messages.conformance import (
 )
 from pydicom.uid import UID
 
-from . import scu, ul
+from . import scu
 from .settings import SenderSettings
 
 
@@ -61,7 +61,7 @@ def describe(
     )
     policies = {
         "Application Context Name": conformance.APPLICATION_CONTEXT_NAME,
-        "Maximum PDU size received": f"{ul.OUR_MAX_PDU} bytes",
+        "Maximum PDU size received": f"{scu.OUR_MAX_PDU} bytes",
         "Number of associations (requestor)": "per destination, its max_associations ("
         + (", ".join(f"{d.name}: {d.max_associations}" for d in enabled) or "none configured")
         + ")",

@@ -13,9 +13,8 @@ from typing import Any
 
 from cinebridge_common.dicom_values import check_dataset
 from cinebridge_common.messages import ValueFlag, WorklistItem
+from cinebridge_dicom.dcmjson import MalformedEntry, Note, decode_identifier, key_text
 from pydicom.datadict import keyword_for_tag
-
-from .dcmjson import MalformedEntry, Note, decode_identifier, key_text
 
 __all__ = ["MalformedEntry", "decode_entry", "item_from_json", "item_key", "json_text"]
 

@@ -17,7 +17,7 @@ from cinebridge_common.station import StationSettings
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from . import scu, ul
+from . import scu
 from .query import SearchFields, ServerKeys, build_identifier
 from .settings import WorklistSettings
 
@@ -70,8 +70,8 @@ def describe(
             "Maximum PDU size received": f"{scu.FindLimits().max_pdu} bytes",
             "Number of associations (requestor)": "one per query and server",
             "Asynchronous operations window": "1 (one outstanding C-FIND per association)",
-            "Implementation Class UID": ul.IMPLEMENTATION_CLASS_UID,
-            "Implementation Version Name": ul.IMPLEMENTATION_VERSION,
+            "Implementation Class UID": scu.IMPLEMENTATION_CLASS_UID,
+            "Implementation Version Name": scu.IMPLEMENTATION_VERSION,
             "Timeouts": f"connect {settings.worklist_connect_timeout_s:g} s,"
             f" query {settings.worklist_timeout_s:g} s",
             "Largest answer": f"{settings.worklist_max_entries} entries, then C-CANCEL",

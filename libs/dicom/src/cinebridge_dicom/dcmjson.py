@@ -1,15 +1,16 @@
 """A strict, fast reader: one C-FIND response identifier (raw bytes) → DICOM JSON (PS3.18 F.2).
 
-Why not pydicom's reader: decoding 1,000 worklist entries through `Dataset` objects costs ~1.7 s
-on the edge box, four times what the network exchange takes, and pydicom substitutes
-replacement characters silently where the operator must be told. This reader handles the
-three transfer syntaxes of statement Table 15 (Implicit VR LE, Explicit VR LE and BE, PS3.5
-7.1 and A.1-A.3), defined and undefined lengths (PS3.5 7.5), and raises `MalformedEntry` on a
-truncated stream or a VR that contradicts the data dictionary (explicit VR). What can be kept
-is kept with a note (`decode_identifier`): text that does not decode in its character set
-(Latin-1 when the entry declares none, else U+FFFD for the bytes that do not decode), an
-unknown Specific Character Set (the configured one is used), and a malformed top-level
-sequence (left empty, the rest of the entry read).
+It lives in cinebridge_dicom beside the DIMSE codec because it reads DIMSE identifiers; the
+worklist service is its user. Why not pydicom's reader: decoding 1,000 worklist entries
+through `Dataset` objects costs ~1.7 s on the edge box, four times what the network exchange
+takes, and pydicom substitutes replacement characters silently where the operator must be
+told. This reader handles the three transfer syntaxes of statement Table 15 (Implicit VR LE,
+Explicit VR LE and BE, PS3.5 7.1 and A.1-A.3), defined and undefined lengths (PS3.5 7.5), and
+raises `MalformedEntry` on a truncated stream or a VR that contradicts the data dictionary
+(explicit VR). What can be kept is kept with a note (`decode_identifier`): text that does not
+decode in its character set (Latin-1 when the entry declares none, else U+FFFD for the bytes
+that do not decode), an unknown Specific Character Set (the configured one is used), and a
+malformed top-level sequence (left empty, the rest of the entry read).
 """
 
 from __future__ import annotations

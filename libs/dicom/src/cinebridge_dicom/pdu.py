@@ -1,10 +1,10 @@
-"""DICOM Upper Layer PDUs and DIMSE command sets as bytes (PS3.8 9.3, PS3.7 E.1), shared.
+"""Upper Layer PDUs as bytes (PS3.8 9.3): the one codec of the product's DICOM networking.
 
-The station speaks DICOM through three lean state machines of its own, each sized to its job:
-the SCP's acceptor (C-STORE and C-ECHO in), the sender's requestor (C-STORE out) and the
-worklist's requestor (C-FIND, C-ECHO). They share the encodings here: items and their bounded
-parsing, A-ASSOCIATE-RQ/AC/RJ, A-ABORT, A-RELEASE, P-DATA-TF, and command sets (group 0000,
-always Implicit VR Little Endian). Pure functions; no sockets.
+Items and their bounded parsing, A-ASSOCIATE-RQ/AC/RJ, A-ABORT, A-RELEASE and P-DATA-TF in both
+directions. Every length a peer announces is checked against what is really there before it is
+used. `ProtocolError` carries the A-ABORT reason to send (PS3.8 Table 9-26: 1 unrecognised PDU,
+2 unexpected PDU, 4 unrecognised PDU parameter, 6 invalid PDU parameter value). Pure functions;
+no sockets.
 """
 
 from __future__ import annotations
@@ -22,12 +22,6 @@ P_DATA_TF, RELEASE_RQ, RELEASE_RP, ABORT = 0x04, 0x05, 0x06, 0x07
 
 # A-ABORT reasons when the source is the service provider (PS3.8 Table 9-26).
 UNRECOGNISED_PDU, UNEXPECTED_PDU, UNRECOGNISED_PARAMETER, INVALID_PARAMETER = 1, 2, 4, 6
-
-# DIMSE (PS3.7 E.1): Command Data Set Type "no data set", and the command fields we use.
-NO_DATA_SET = 0x0101
-C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
-C_FIND_RQ, C_FIND_RSP, C_CANCEL_RQ = 0x0020, 0x8020, 0x0FFF
-C_ECHO_RQ, C_ECHO_RSP = 0x0030, 0x8030
 
 #: A-ASSOCIATE-RJ (source, reason) → words for an operator (PS3.8 Table 9-21).
 REJECT_REASONS = {
@@ -192,41 +186,151 @@ def p_data(context_id: int, control: int, data: bytes) -> bytes:
     return p_data_header(context_id, control, len(data)) + data
 
 
-def us(value: int) -> bytes:
-    return struct.pack("<H", value)
+# ------------------------------------------------------------------ acceptor side
+
+# Presentation context results (PS3.8 Table 9-18).
+ACCEPTANCE, USER_REJECTION, ABSTRACT_NOT_SUPPORTED, TRANSFER_NOT_SUPPORTED = 0, 1, 3, 4
 
 
-def command_set(elements: Iterable[tuple[int, bytes]]) -> bytes:
-    """A command set from (element, value bytes), group 0000, with its group length."""
-    body = b"".join(struct.pack("<HHI", 0, element, len(v)) + v for element, v in elements)
-    return struct.pack("<HHII", 0, 0, 4, len(body)) + body
+@dataclass(frozen=True)
+class ProposedContext:
+    id: int
+    abstract_syntax: str
+    transfer_syntaxes: tuple[str, ...]
 
 
-def parse_command(data: bytes | bytearray) -> dict[int, bytes]:
-    """Element → value bytes of a command set; anything malformed is a ProtocolError."""
-    elements: dict[int, bytes] = {}
-    pos, end = 0, len(data)
-    while pos < end:
-        if pos + 8 > end:
-            raise ProtocolError("command set truncated in an element header")
-        group, element, length = struct.unpack_from("<HHI", data, pos)
-        if group != 0:
-            raise ProtocolError(f"command set holds a group {group:04X} element")
-        if pos + 8 + length > end:
-            raise ProtocolError(f"command element (0000,{element:04X}) runs past the command set")
-        elements[element] = bytes(data[pos + 8 : pos + 8 + length])
-        pos += 8 + length
-    return elements
+@dataclass(frozen=True)
+class AssociateRq:
+    """What an A-ASSOCIATE-RQ says (PS3.8 9.3.2), decoded and checked."""
+
+    protocol_version: int
+    called_ae: str
+    calling_ae: str
+    application_context: str
+    contexts: tuple[ProposedContext, ...]
+    #: Requestor's Maximum Length Received (0 = no limit, PS3.8 D.1).
+    max_pdu: int
+    implementation_class_uid: str
+    implementation_version_name: str
+    #: SCP/SCU Role Selection (PS3.7 D.3.3.4): abstract syntax → (SCU role, SCP role).
+    roles: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
-def command_us(elements: dict[int, bytes], element: int) -> int | None:
-    value = elements.get(element)
-    return struct.unpack("<H", value)[0] if value is not None and len(value) == 2 else None
+@dataclass(frozen=True)
+class ContextResult:
+    id: int
+    result: int
+    transfer_syntax: str
+    abstract_syntax: str
 
 
-def command_ui(elements: dict[int, bytes], element: int) -> str:
-    value = elements.get(element, b"")
-    try:
-        return value.rstrip(b"\x00 ").decode("ascii")
-    except UnicodeDecodeError:
-        return ""
+def parse_associate_rq(body: bytes) -> AssociateRq:
+    """Decode the body (after the 6-byte PDU header) of an A-ASSOCIATE-RQ."""
+    if len(body) < 68:
+        raise ProtocolError("A-ASSOCIATE-RQ shorter than its fixed fields")
+    (version,) = struct.unpack_from(">H", body, 0)
+    called, calling = ae_title(body[4:20]), ae_title(body[20:36])
+    app_context = ""
+    contexts: list[ProposedContext] = []
+    seen_ids: set[int] = set()
+    max_pdu = 0
+    impl_uid = impl_version = ""
+    roles: dict[str, tuple[int, int]] = {}
+    user_info = False
+    for kind, value in items(body[68:], "A-ASSOCIATE-RQ"):
+        if kind == 0x10:
+            app_context = text(value, "application context name")
+        elif kind == 0x20:
+            if len(value) < 4:
+                raise ProtocolError("presentation context item too short")
+            cid = value[0]
+            if cid % 2 == 0 or cid in seen_ids:  # PS3.8 9.3.2.2: odd and unique
+                raise ProtocolError(f"presentation context id {cid} is even or repeated")
+            seen_ids.add(cid)
+            abstract = ""
+            syntaxes: list[str] = []
+            for sub, sub_value in items(value[4:], "presentation context"):
+                if sub == 0x30:
+                    abstract = text(sub_value, "abstract syntax")
+                elif sub == 0x40:
+                    syntaxes.append(text(sub_value, "transfer syntax"))
+                else:
+                    raise ProtocolError(
+                        f"unexpected sub-item 0x{sub:02X} in a presentation context"
+                    )
+            if not abstract or not syntaxes:
+                raise ProtocolError(f"presentation context {cid} lacks its syntaxes")
+            contexts.append(ProposedContext(cid, abstract, tuple(syntaxes)))
+        elif kind == 0x50:
+            user_info = True
+            for sub, sub_value in items(value, "user information"):
+                if sub == 0x51:
+                    if len(sub_value) != 4:
+                        raise ProtocolError("maximum length sub-item is not 4 bytes")
+                    (max_pdu,) = struct.unpack(">I", sub_value)
+                elif sub == 0x52:
+                    impl_uid = text(sub_value, "implementation class UID")
+                elif sub == 0x55:
+                    impl_version = text(sub_value, "implementation version name")
+                elif sub == 0x54 and len(sub_value) >= 4:
+                    (uid_length,) = struct.unpack_from(">H", sub_value, 0)
+                    if 2 + uid_length + 2 != len(sub_value):
+                        raise ProtocolError("role selection sub-item length lies")
+                    uid = text(sub_value[2 : 2 + uid_length], "role selection UID")
+                    roles[uid] = (sub_value[2 + uid_length], sub_value[3 + uid_length])
+                # 0x53 asynchronous operations, 0x56/0x57 extended negotiation, 0x58 user
+                # identity: not supported; leaving them out of the A-ASSOCIATE-AC declines them.
+        else:
+            raise ProtocolError(
+                f"unexpected item 0x{kind:02X} in A-ASSOCIATE-RQ", UNRECOGNISED_PARAMETER
+            )
+    if not app_context:
+        raise ProtocolError("A-ASSOCIATE-RQ has no application context")
+    if not contexts:
+        raise ProtocolError("A-ASSOCIATE-RQ proposes no presentation context")
+    if not user_info:
+        raise ProtocolError("A-ASSOCIATE-RQ has no user information item")
+    return AssociateRq(
+        version,
+        called,
+        calling,
+        app_context,
+        tuple(contexts),
+        max_pdu,
+        impl_uid,
+        impl_version,
+        roles,
+    )
+
+
+def _echo_ae(title: str) -> bytes:
+    """An AE title echoed in the A-ASSOCIATE-AC as received (already printable ASCII)."""
+    return title.encode("ascii")[:16].ljust(16, b" ")
+
+
+def associate_ac(
+    rq: AssociateRq,
+    results: list[ContextResult],
+    roles: dict[str, tuple[int, int]],
+    max_pdu: int,
+    implementation_class_uid: str,
+    implementation_version_name: str,
+) -> bytes:
+    """A-ASSOCIATE-AC (PS3.8 9.3.3): called/calling AE echoed as received, one item per context."""
+    body = struct.pack(">HH", 1, 0) + _echo_ae(rq.called_ae) + _echo_ae(rq.calling_ae) + bytes(32)
+    body += item(0x10, APPLICATION_CONTEXT.encode("ascii"))
+    for r in results:
+        body += item(
+            0x21,
+            struct.pack(">BBBB", r.id, 0, r.result, 0)
+            + item(0x40, r.transfer_syntax.encode("ascii")),
+        )
+    user = item(0x51, struct.pack(">I", max_pdu)) + item(
+        0x52, implementation_class_uid.encode("ascii")
+    )
+    for uid, (scu, scp) in sorted(roles.items()):
+        raw = uid.encode("ascii")
+        user += item(0x54, struct.pack(">H", len(raw)) + raw + bytes([scu, scp]))
+    user += item(0x55, implementation_version_name.encode("ascii")[:16])
+    body += item(0x50, user)
+    return struct.pack(">BBI", ASSOCIATE_AC, 0, len(body)) + body

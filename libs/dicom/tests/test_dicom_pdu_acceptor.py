@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from cinebridge_scp import pdu
+from cinebridge_dicom import dimse, negotiation, pdu
 from pydicom.dataset import Dataset
 from pynetdicom import build_context
 from pynetdicom.dsutils import encode as pydicom_encode
@@ -64,7 +64,7 @@ def test_parse_associate_rq_from_pynetdicom() -> None:
 
 def test_associate_ac_decodes_in_pynetdicom() -> None:
     rq = pdu.parse_associate_rq(pynetdicom_rq(roles=True)[6:])
-    results, roles = pdu.negotiate(
+    results, roles = negotiation.negotiate(
         rq, {"1.2.840.10008.1.1": frozenset([ILE]), CT: frozenset([ILE])}
     )
     raw = pdu.associate_ac(rq, results, roles, 1 << 20, "1.2.3.4", "CINEBRIDGE_01")
@@ -98,7 +98,7 @@ def test_associate_ac_decodes_in_pynetdicom() -> None:
 )
 def test_malformed_associate_rq_raises(mutate: object) -> None:
     body = pynetdicom_rq()[6:]
-    with pytest.raises(pdu.PduError):
+    with pytest.raises(pdu.ProtocolError):
         pdu.parse_associate_rq(mutate(body))  # type: ignore[operator]
 
 
@@ -106,7 +106,7 @@ def test_even_or_repeated_context_id_refused() -> None:
     body = bytearray(pynetdicom_rq()[6:])
     first = body.index(b"\x20\x00", 68)
     body[first + 4] = 2
-    with pytest.raises(pdu.PduError, match="even or repeated"):
+    with pytest.raises(pdu.ProtocolError, match="even or repeated"):
         pdu.parse_associate_rq(bytes(body))
 
 
@@ -126,7 +126,7 @@ def _command(**elements: object) -> bytes:
 @pytest.mark.parametrize("instance", ["1.2.3.4", "1.2.3.45"])
 @pytest.mark.parametrize("status", [0x0000, 0xA700, 0x0110])
 def test_store_response_equals_pydicom_encoding(instance: str, status: int) -> None:
-    ours = pdu.response(pdu.C_STORE_RSP, 7, status, CT, instance)
+    ours = dimse.response(dimse.C_STORE_RSP, 7, status, CT, instance)
     theirs = _command(
         AffectedSOPClassUID=CT,
         CommandField=0x8001,
@@ -139,7 +139,7 @@ def test_store_response_equals_pydicom_encoding(instance: str, status: int) -> N
 
 
 def test_echo_response_equals_pydicom_encoding() -> None:
-    ours = pdu.response(pdu.C_ECHO_RSP, 65535, 0, "1.2.840.10008.1.1")
+    ours = dimse.response(dimse.C_ECHO_RSP, 65535, 0, "1.2.840.10008.1.1")
     theirs = _command(
         AffectedSOPClassUID="1.2.840.10008.1.1",
         CommandField=0x8030,
@@ -159,7 +159,9 @@ def test_parse_command_reads_pydicom_encoding() -> None:
         CommandDataSetType=0,
         AffectedSOPInstanceUID="1.2.3",
     )
-    elements = pdu.parse_command(raw)
-    assert pdu.command_us(elements, 0x0100) == 1 and pdu.command_us(elements, 0x0110) == 9
-    assert pdu.command_ui(elements, 0x0002) == CT and pdu.command_ui(elements, 0x1000) == "1.2.3"
-    assert pdu.command_us(elements, 0x0900) is None
+    elements = dimse.parse_command(raw)
+    assert dimse.command_us(elements, 0x0100) == 1 and dimse.command_us(elements, 0x0110) == 9
+    assert (
+        dimse.command_ui(elements, 0x0002) == CT and dimse.command_ui(elements, 0x1000) == "1.2.3"
+    )
+    assert dimse.command_us(elements, 0x0900) is None

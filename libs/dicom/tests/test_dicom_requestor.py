@@ -1,5 +1,5 @@
-"""The lean Upper Layer client's encodings, checked by independent decoders (pynetdicom, pydicom),
-and its refusal of hostile peers."""
+"""The requestor: its encodings checked by independent decoders (pynetdicom, pydicom), its
+refusal of hostile peers, and DIMSE against pynetdicom's SCP (the reference peer)."""
 
 from __future__ import annotations
 
@@ -9,36 +9,39 @@ import threading
 from io import BytesIO
 
 import pytest
-from cinebridge_sender import ul
+from cinebridge_dicom import dimse, pdu, requestor
 from pydicom.filereader import read_dataset
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 
 
 def test_associate_rq_decodes_with_pynetdicom() -> None:
-    raw = ul.associate_rq(
+    raw = pdu.associate_rq(
         "PACS",
         "SPACS",
         [
             (1, "1.2.840.10008.5.1.4.1.1.7", ["1.2.840.10008.1.2.4.50"]),
             (3, "1.2.840.10008.5.1.4.1.1.7", ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2"]),
         ],
+        65536,
         "1.2.3.4",
         "CB_TEST",
     )
-    pdu = A_ASSOCIATE_RQ()
-    pdu.decode(raw)
-    assert pdu.called_ae_title == "PACS"
-    assert pdu.calling_ae_title == "SPACS"
-    assert pdu.application_context_name == ul.APPLICATION_CONTEXT
-    contexts = {cx.context_id: cx for cx in pdu.presentation_context}
+    rq = A_ASSOCIATE_RQ()
+    rq.decode(raw)
+    assert rq.called_ae_title == "PACS"
+    assert rq.calling_ae_title == "SPACS"
+    assert rq.application_context_name == pdu.APPLICATION_CONTEXT
+    contexts = {cx.context_id: cx for cx in rq.presentation_context}
     assert contexts[3].transfer_syntax == ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2"]
-    user = pdu.user_information
-    assert user.maximum_length == ul.OUR_MAX_PDU
+    user = rq.user_information
+    assert user.maximum_length == 65536
     assert user.implementation_class_uid == "1.2.3.4"
 
 
 def test_c_store_rq_is_a_valid_implicit_le_command_set() -> None:
-    raw = ul.c_store_rq(7, "1.2.840.10008.5.1.4.1.1.7", "1.2.3.45")
+    raw = dimse.request(
+        dimse.C_STORE_RQ, 7, "1.2.840.10008.5.1.4.1.1.7", "1.2.3.45", has_data_set=True, priority=0
+    )
     ds = read_dataset(BytesIO(raw), is_implicit_VR=True, is_little_endian=True)
     assert ds.CommandField == 0x0001
     assert ds.MessageID == 7
@@ -47,14 +50,20 @@ def test_c_store_rq_is_a_valid_implicit_le_command_set() -> None:
     assert ds.CommandDataSetType != 0x0101
 
 
-def test_response_status_reads_the_status() -> None:
+def test_decode_command_reads_a_response() -> None:
     body = (
         struct.pack("<HHI", 0, 0x0100, 2)
         + struct.pack("<H", 0x8001)
+        + struct.pack("<HHI", 0, 0x0120, 2)
+        + struct.pack("<H", 7)
+        + struct.pack("<HHI", 0, 0x0800, 2)
+        + struct.pack("<H", 0x0101)
         + struct.pack("<HHI", 0, 0x0900, 2)
         + struct.pack("<H", 0xB007)
     )
-    assert ul.response_status(body) == (0x8001, 0xB007)
+    command = dimse.decode_command(body)
+    assert (command.field, command.message_id, command.status) == (0x8001, 7, 0xB007)
+    assert command.is_response and not command.has_data_set
 
 
 def _one_shot_server(reply: bytes) -> int:
@@ -73,32 +82,33 @@ def _one_shot_server(reply: bytes) -> int:
     return port
 
 
-def _open(port: int) -> ul.StoreAssociation:
-    return ul.StoreAssociation.open(
-        "127.0.0.1",
-        port,
-        "PACS",
-        "SPACS",
-        [("1.2.840.10008.5.1.4.1.1.7", ["1.2.840.10008.1.2"])],
-        connect_s=2,
-        acse_s=2,
-        network_s=2,
-        dimse_s=2,
-        tls=None,
-        impl_uid="1.2.3",
-        impl_version="T",
+SETTINGS = requestor.Settings(
+    calling_ae="SPACS",
+    called_ae="PACS",
+    implementation_class_uid="1.2.3",
+    implementation_version_name="T",
+    connect_s=2,
+    acse_s=2,
+    network_s=2,
+    dimse_s=2,
+)
+
+
+def _open(port: int) -> requestor.Association:
+    return requestor.Association.request(
+        "127.0.0.1", port, SETTINGS, [("1.2.840.10008.5.1.4.1.1.7", ["1.2.840.10008.1.2"])]
     )
 
 
 def test_hostile_pdu_length_is_refused() -> None:
     port = _one_shot_server(struct.pack(">BBI", 0x02, 0, 0x7FFFFFFF))
-    with pytest.raises(ul.UlError, match="refused"):
+    with pytest.raises(requestor.AssociationError, match="limit"):
         _open(port)
 
 
 def test_rejection_reason_and_kind() -> None:
     port = _one_shot_server(struct.pack(">BBIBBBB", 0x03, 0, 4, 0, 1, 1, 7))
-    with pytest.raises(ul.UlError) as info:
+    with pytest.raises(requestor.Rejected) as info:
         _open(port)
     assert not info.value.transient
     assert "called AE title not recognised" in info.value.reason
