@@ -128,6 +128,7 @@ async def test_send_hands_the_files_to_the_stations_sender(
                 {"name": "down", "ae_title": "NOBODY", "host": "127.0.0.1", "port": free_port()},
             ]
         )
+        await harness.answering()
         sent = await _run(
             [*base, str(video), str(still), "--send", "pacs", "-o", str(tmp_path / "a")], env
         )

@@ -17,7 +17,11 @@ from typing import Any
 import asyncpg
 from cinebridge_common.bus import Bus
 from cinebridge_common.embedded import EmbeddedNats
-from cinebridge_common.messages import InstanceCreated
+from cinebridge_common.messages import (
+    DestinationListReply,
+    DestinationListRequest,
+    InstanceCreated,
+)
 from cinebridge_common.store import MediaStore
 from cinebridge_common.testing import wait_for
 from pydicom import dcmread
@@ -68,6 +72,24 @@ class SenderHarness:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cinebridge_sender"], env=full, stdout=log, stderr=log
         )
+
+    async def answering(self, timeout_s: float = 120.0) -> None:
+        """Wait until the started sender answers on the bus (its RPC handlers subscribed): a
+        process importing and connecting on a loaded machine takes seconds, and a client that
+        asks before then is told that no service answers."""
+        bus = await Bus.connect(self.nats.url, "sender-harness-probe")
+        try:
+
+            async def answers() -> bool:
+                try:
+                    reply = await bus.request(DestinationListRequest(), DestinationListReply, 2.0)
+                except Exception:
+                    return False
+                return reply.ok
+
+            await wait_for(answers, timeout_s, 0.2, what="the sender answering on the bus")
+        finally:
+            await bus.close()
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
