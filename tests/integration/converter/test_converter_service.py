@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cinebridge_common.station import save_station_settings
 from cinebridge_common.testing import wait_for
+from cinebridge_converter.dicomize import VIDEO_ENDOSCOPIC, VL_ENDOSCOPIC
 from cinebridge_converter.testmedia import huge_jpeg_header, make_still, make_video
 from pydicom import dcmread
 
@@ -70,6 +72,32 @@ async def test_job_makes_one_instance_and_events(converter: Any, tmp_path: Path)
     ]
     assert len(converter.events.get("cb.evt.instance.created", [])) == 1
     assert await converter.pool.fetchval("SELECT count(*) FROM instances") == 1
+
+
+async def test_job_without_options_takes_the_stations_profile_and_syntax(
+    converter: Any, tmp_path: Path
+) -> None:
+    """A job that names no IOD or transfer syntax (a converter CLI hand-off, an older producer)
+    is converted with the station's settings at the time it runs, not the message defaults."""
+    await save_station_settings(
+        converter.pool, {"iod": "vl", "video_transfer_syntax": MPEG2_ML}, by="test"
+    )
+    study = await converter.add_study()
+    still = make_still(tmp_path / "still.jpg", width=320, height=240)
+    clip = make_video(
+        tmp_path / "clip.mp4", width=352, height=288, frames=6, options={"preset": "ultrafast"}
+    )
+    snap = await converter.add_media(study, still, "snapshot")
+    rec = await converter.add_media(study, clip, "recording")
+    await converter.submit(snap, study)
+    await converter.submit(rec, study)
+    [snap_row] = await converted(converter, snap)
+    [rec_row] = await converted(converter, rec)
+    snap_ds = dcmread(converter.store.resolve(snap_row["rel_path"]), stop_before_pixels=True)
+    rec_ds = dcmread(converter.store.resolve(rec_row["rel_path"]), stop_before_pixels=True)
+    assert snap_ds.SOPClassUID == VL_ENDOSCOPIC and snap_ds.Modality == "ES"
+    assert rec_ds.SOPClassUID == VIDEO_ENDOSCOPIC
+    assert rec_ds.file_meta.TransferSyntaxUID == MPEG2_ML
 
 
 async def test_numbers_series_per_source_and_worklist_study(converter: Any, tmp_path: Path) -> None:

@@ -1,10 +1,11 @@
-"""The conformance statement's tables as data (seed: MedDream VideoStation DICOM conformance).
+"""The reference conformance statement's tables as data (MedDream VideoStation's DICOM
+Conformance Statement, kept as text in services/scp/tests/data/conformance_statement.txt).
 
 Single source for the presentation contexts of the Storage SCP (Tables 19/22/23), the Storage
 Client's proposals (Tables 9/10) and the AE defaults (Table 25).  A test parses the statement
 text itself and compares it with these lists, so they are never typed twice.
 
-Two text-extraction artefacts of the seed are repaired here (and by the same rule in the test):
+Two text-extraction artefacts of that text are repaired here (and by the same rule in the test):
 Table 22 merges "X-Ray 3D Angiographic" (...13.1.1) and "X-Ray 3D Craniofacial" (...13.1.2) into
 one row, and spells "Intravascular" as "IntravaSCPlar".
 """

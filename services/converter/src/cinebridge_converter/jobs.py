@@ -57,12 +57,8 @@ async def load_job(msg: ConvertMedia, deps: ConverterDeps) -> Job:
     if media is None or study is None:
         raise MissingRows(f"media {msg.media_id} or its study is not in the database")
     configured = await load_station_settings(deps.pool)
-    iod = msg.iod if "iod" in msg.model_fields_set else configured.iod
-    ts_uid = (
-        msg.video_transfer_syntax
-        if "video_transfer_syntax" in msg.model_fields_set
-        else configured.video_transfer_syntax
-    )
+    iod = msg.iod or configured.iod
+    ts_uid = msg.video_transfer_syntax or configured.video_transfer_syntax
     info = convert.MediaInfo(
         id=str(media["id"]),
         kind=media["kind"],

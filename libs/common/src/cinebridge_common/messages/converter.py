@@ -22,8 +22,10 @@ class ConvertMedia(Job):
     subject: ClassVar[str] = "cb.job.converter.convert"
     media_id: str
     study_id: str
-    iod: IodChoice = "standard"
-    video_transfer_syntax: str = "1.2.840.10008.1.2.4.102"
+    #: None: the station's setting when the job runs (a job travels as JSON, where a field left
+    #: at its default cannot be told from one set to the same value).
+    iod: IodChoice | None = None
+    video_transfer_syntax: str | None = None
     auto_send: bool = True
     requested_by: str | None = None
 
