@@ -13,7 +13,8 @@
 # 3. `docker compose up -d`, and waits until Docker reports each of the eight containers healthy;
 # 4. logs in, creates a study in room1, takes a snapshot of the test-pattern source, saves the
 #    study, and waits until its delivery to the local SCP is `sent` and the study shows in the
-#    local search as received back through the SCP (statement §4.1.3 LOCAL);
+#    local search as received back through the SCP (statement §4.1.3 LOCAL); fetches the
+#    conformance statement (every DICOM service answered) and its PDF;
 # 5. runs `cinebridge status` inside the gateway container with an API token it creates;
 # 6. `docker compose down -v` (containers, volumes) and removes its temporary files.
 #
@@ -169,7 +170,8 @@ log "all ${#containers[@]} containers healthy after $(( $(date +%s) - started ))
 token_file=$work/token
 "$python" - "http://127.0.0.1:$CB_SMOKE_GATEWAY_PORT" "$admin_password" "$flow_timeout_s" \
     "$token_file" <<'PY'
-"""Study → snapshot → Save → delivered to the local SCP and indexed there; an API token for step 5."""
+"""Study, snapshot, Save: delivered to the local SCP and indexed there; the statement and its
+PDF; an API token for step 5."""
 import sys
 import time
 import uuid
@@ -207,6 +209,12 @@ with httpx.Client(base_url=url, timeout=30) as api:
         time.sleep(2)
     else:
         sys.exit(f"not delivered within {timeout_s:.0f} s: deliveries {deliveries}, search {rows}")
+    statement = api.get("/api/v1/statement").json()
+    assert statement["missing"] == [], statement["missing"]
+    pdf = api.get("/api/v1/statement.pdf")
+    pdf.raise_for_status()
+    assert pdf.content.startswith(b"%PDF-"), pdf.content[:20]
+    print(f"conformance statement from {len(statement['services'])} services; PDF {len(pdf.content)} bytes")
     token = api.post("/api/v1/tokens", json={"name": f"smoke-{patient_id}", "role": "administrator"})
     token.raise_for_status()
     with open(token_file, "w") as f:
