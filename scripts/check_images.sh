@@ -9,9 +9,9 @@
 #    (or uses --nats-url / --database-url);
 # 3. runs one container per image with host networking, each on its own health/DICOM/HTTP port,
 #    and waits until Docker reports every container "healthy" (the images' HEALTHCHECK: /readyz);
-# 4. checks that every container runs as a non-root user, that the SCP answers C-ECHO
-#    (DCMTK echoscu, PS3.4 Annex A) and that the gateway's conformance statement has the part of
-#    every DICOM service (they answer over the bus);
+# 4. checks that every container runs as a non-root user and carries no test suite under /app,
+#    that the SCP answers C-ECHO (DCMTK echoscu, PS3.4 Annex A) and that the gateway's
+#    conformance statement has the part of every DICOM service (they answer over the bus);
 # 5. removes the containers, the servers it started and its temporary files (images are kept:
 #    --remove-images removes them too).
 #
@@ -192,12 +192,18 @@ while :; do
 done
 log "all ${#containers[@]} containers healthy after $(( $(date +%s) - started )) s"
 
-# --- 4. non-root, C-ECHO ----------------------------------------------------------------------
+# --- 4. non-root, no test suites, C-ECHO ------------------------------------------------------
 for c in "${containers[@]}"; do
     uid=$(docker exec "$c" id -u)
     user=$(docker inspect -f '{{.Config.User}}' "$c")
     if [[ $uid == 0 || -z $user || $user == root || $user == 0 ]]; then
         log "$c runs as root (uid $uid, USER '$user')"
+        exit 1
+    fi
+    # The members' sources copied for the install must come without their tests (.dockerignore).
+    tests=$(docker exec "$c" find /app \( -name tests -o -name 'test_*.py' -o -name conftest.py \))
+    if [[ -n $tests ]]; then
+        log "$c carries test code: $(echo "$tests" | head -n 5 | tr '\n' ' ')"
         exit 1
     fi
     log "$c: uid $uid (USER $user), $(docker inspect -f '{{.State.Health.Status}}' "$c")"
