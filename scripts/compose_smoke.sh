@@ -15,7 +15,8 @@
 #    study, and waits until its delivery to the local SCP is `sent` and the study shows in the
 #    local search as received back through the SCP (statement §4.1.3 LOCAL); fetches the
 #    conformance statement (every DICOM service answered) and its PDF;
-# 5. runs `cinebridge status` inside the gateway container with an API token it creates;
+# 5. runs `cinebridge status` and `cinebridge statement --format pdf` inside the gateway
+#    container with an API token it creates;
 # 6. `docker compose down -v` (containers, volumes) and removes its temporary files.
 #
 # Usage: scripts/compose_smoke.sh [--base IMAGE] [--extra-ca PEM] [--jobs N] [--tag TAG]
@@ -223,7 +224,9 @@ PY
 log "flow passed: study, snapshot, Save, delivery to the local SCP"
 
 # --- 5. the admin CLI inside the gateway container --------------------------------------------
-compose exec -T -e "CINEBRIDGE_TOKEN=$(cat "$token_file")" gateway cinebridge status \
-    | sed 's/^/  /'
+token=$(cat "$token_file")
+compose exec -T -e "CINEBRIDGE_TOKEN=$token" gateway cinebridge status | sed 's/^/  /'
+compose exec -T -e "CINEBRIDGE_TOKEN=$token" gateway \
+    cinebridge statement --format pdf -o /tmp/statement.pdf | sed 's/^/  /'
 log "OK: docker-compose.yml up with the smoke profile, ${#containers[@]} containers healthy;" \
     "a snapshot saved and delivered to the local SCP; cinebridge status in the gateway container"
