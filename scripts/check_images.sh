@@ -9,14 +9,19 @@
 #    (or uses --nats-url / --database-url);
 # 3. runs one container per image with host networking, each on its own health/DICOM/HTTP port,
 #    and waits until Docker reports every container "healthy" (the images' HEALTHCHECK: /readyz);
-# 4. checks that every container runs as a non-root user, that the SCP answers C-ECHO
-#    (DCMTK echoscu, PS3.4 Annex A) and that the gateway's conformance statement has the part of
-#    every DICOM service (they answer over the bus);
+# 4. checks that every container runs as a non-root user and carries no test suite under /app,
+#    that the SCP answers C-ECHO (DCMTK echoscu, PS3.4 Annex A) and that the gateway's
+#    conformance statement has the part of every DICOM service (they answer over the bus);
 # 5. removes the containers, the servers it started and its temporary files (images are kept:
 #    --remove-images removes them too).
 #
+# --build-only stops after step 1; --stand-ins also builds cinebridge-smoke-nats and
+# cinebridge-smoke-postgres from deploy/smoke/ (the registry's NATS and PostgreSQL images, for
+# scripts/compose_smoke.sh where none can be pulled).
+#
 # Usage: scripts/check_images.sh [--base IMAGE] [--extra-ca PEM] [--jobs N] [--tag TAG]
 #                               [--nats-url URL] [--database-url DSN] [--remove-images]
+#                               [--build-only] [--stand-ins]
 # Exit status 0 only when every step passed; the last line says how long it took.
 set -euo pipefail
 
@@ -29,6 +34,8 @@ tag=check
 nats_url=""
 database_url=""
 remove_images=0
+build_only=0
+stand_ins=0
 health_timeout_s=240
 
 while (($#)); do
@@ -40,14 +47,18 @@ while (($#)); do
         --nats-url) nats_url=$2; shift 2 ;;
         --database-url) database_url=$2; shift 2 ;;
         --remove-images) remove_images=1; shift ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        --build-only) build_only=1; shift ;;
+        --stand-ins) stand_ins=1; shift ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
 
 python=${PYTHON:-$repo/.venv/bin/python}
 [[ -x $python ]] || python=python3
-for tool in docker echoscu curl "$python"; do
+tools=(docker "$python")
+((build_only)) || tools+=(echoscu curl)
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }
 done
 [[ -z $extra_ca || -s $extra_ca ]] || { echo "no such certificate: $extra_ca" >&2; exit 2; }
@@ -57,6 +68,7 @@ docker buildx version >/dev/null 2>&1 || export DOCKER_BUILDKIT=0
 started=$(date +%s)
 work=$(mktemp -d /tmp/cinebridge-check.XXXXXX)
 containers=()
+images=()
 nats_pid=""
 own_pg=0
 
@@ -73,7 +85,7 @@ pg = EmbeddedPostgres(Path(sys.argv[1]), int(sys.argv[2])); pg.init(); pg.stop()
             "$work/pg" "$pg_port" || true
     fi
     if ((remove_images)); then
-        for s in "${services[@]}"; do docker rmi "cinebridge-$s:$tag" >/dev/null 2>&1 || true; done
+        for s in "${images[@]}"; do docker rmi "cinebridge-${s%%=*}:$tag" >/dev/null 2>&1 || true; done
     fi
     rm -rf "$work"
     log "finished rc=$rc in $(( $(date +%s) - started )) s"
@@ -92,26 +104,34 @@ mkdir -p "$context"
 if [[ -n $extra_ca ]]; then
     cp "$extra_ca" "$context/deploy/ca-certificates/extra-ca.crt"
 fi
-log "building ${#services[@]} images from $base ($jobs at a time)"
+# name=Dockerfile; the image is cinebridge-<name>:<tag>.
+for s in "${services[@]}"; do images+=("$s=services/$s/Dockerfile"); done
+((stand_ins)) && images+=(smoke-nats=deploy/smoke/nats.Dockerfile
+    smoke-postgres=deploy/smoke/postgres.Dockerfile)
+log "building ${#images[@]} images from $base ($jobs at a time)"
 build_one() {
-    local s=$1
+    local s=${1%%=*} dockerfile=${1#*=}
     docker build --network host --build-arg "BASE_IMAGE=$base" \
-        -f "$context/services/$s/Dockerfile" -t "cinebridge-$s:$tag" "$context" \
+        -f "$context/$dockerfile" -t "cinebridge-$s:$tag" "$context" \
         >"$work/build-$s.log" 2>&1 || { echo "build of $s failed:"; tail -n 30 "$work/build-$s.log"; return 1; }
     echo "built cinebridge-$s:$tag"
 }
 export -f build_one
 export base context tag work
 build_started=$(date +%s)
-printf '%s\n' "${services[@]}" | xargs -P "$jobs" -I{} bash -c 'build_one "$@"' _ {}
+printf '%s\n' "${images[@]}" | xargs -P "$jobs" -I{} bash -c 'build_one "$@"' _ {}
 log "images built in $(( $(date +%s) - build_started )) s"
+((build_only)) && exit 0
 
 # --- 2. NATS and PostgreSQL -------------------------------------------------------------------
 if [[ -z $nats_url ]]; then
     nats_port=$(free_port)
     nats_bin=$("$python" -c 'from cinebridge_common.embedded import nats_server_binary as b; print(b())')
     mkdir -p "$work/nats"
-    "$nats_bin" -js -a 127.0.0.1 -p "$nats_port" -sd "$work/nats" >"$work/nats.log" 2>&1 &
+    # JetStream as deploy/nats.conf configures it (fsync always, a fixed storage limit).
+    printf 'listen: "127.0.0.1:%s"\njetstream {\n  store_dir: "%s"\n  sync_interval: always\n  max_file_store: 4GB\n}\n' \
+        "$nats_port" "$work/nats" >"$work/nats.conf"
+    "$nats_bin" -c "$work/nats.conf" >"$work/nats.log" 2>&1 &
     nats_pid=$!
     nats_url=nats://127.0.0.1:$nats_port
 fi
@@ -172,12 +192,18 @@ while :; do
 done
 log "all ${#containers[@]} containers healthy after $(( $(date +%s) - started )) s"
 
-# --- 4. non-root, C-ECHO ----------------------------------------------------------------------
+# --- 4. non-root, no test suites, C-ECHO ------------------------------------------------------
 for c in "${containers[@]}"; do
     uid=$(docker exec "$c" id -u)
     user=$(docker inspect -f '{{.Config.User}}' "$c")
     if [[ $uid == 0 || -z $user || $user == root || $user == 0 ]]; then
         log "$c runs as root (uid $uid, USER '$user')"
+        exit 1
+    fi
+    # The members' sources copied for the install must come without their tests (.dockerignore).
+    tests=$(docker exec "$c" find /app \( -name tests -o -name 'test_*.py' -o -name conftest.py \))
+    if [[ -n $tests ]]; then
+        log "$c carries test code: $(echo "$tests" | head -n 5 | tr '\n' ' ')"
         exit 1
     fi
     log "$c: uid $uid (USER $user), $(docker inspect -f '{{.State.Health.Status}}' "$c")"

@@ -111,3 +111,30 @@ def test_every_container_restarts_and_reports_its_health() -> None:
             assert svc["environment"]["CB_HEALTH_PORT"] == "9000", name
         elif name in ("nats", "postgres"):
             assert svc["healthcheck"]["test"], name
+
+
+def _smoke() -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / "deploy" / "compose.smoke.yml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_smoke_profile_overrides_only_services_of_the_compose_file() -> None:
+    """deploy/compose.smoke.yml (scripts/compose_smoke.sh) is valid Compose, runs every service
+    of the station and NATS/PostgreSQL on the host's network from the images the check builds,
+    and gives each listener its own port, so nothing collides on the host."""
+    smoke = _smoke()
+    jsonschema.validate(smoke, _schema())
+    station = {n for n, s in _compose()["services"].items() if "profiles" not in s}
+    assert set(smoke["services"]) == station
+    for name, svc in smoke["services"].items():
+        assert svc["network_mode"] == "host", name
+        assert svc["image"].startswith("cinebridge-"), name
+    text = (ROOT / "deploy" / "compose.smoke.yml").read_text()
+    ports = re.findall(r"\$\{(CB_SMOKE_[A-Z_]+_PORT)", text)
+    health = {svc["environment"]["CB_HEALTH_PORT"] for n, svc in smoke["services"].items()
+              if n in BUILT}  # fmt: skip
+    assert len(health) == len(BUILT)
+    assert {"CB_SMOKE_NATS_PORT", "CB_SMOKE_POSTGRES_PORT", "CB_SMOKE_SCP_PORT"} <= set(ports)
+    for stand_in in ("nats", "postgres"):
+        assert (ROOT / "deploy" / "smoke" / f"{stand_in}.Dockerfile").exists()

@@ -1,10 +1,11 @@
-"""The conformance statement as the gateway serves it (HTML page, Markdown, JSON) and as
+"""The conformance statement as the gateway serves it (HTML page, Markdown, PDF, JSON) and as
 `cinebridge statement` prints it. The services' parts are answered on the bus by their own
 `statement.describe` functions (the SCP's and the converter's contents are compared with a real
 association and real objects in tests/integration/scp and tests/integration/converter)."""
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from cinebridge_sender import statement as sender_statement
 from cinebridge_sender.settings import SenderSettings
 from cinebridge_worklist import statement as worklist_statement
 from cinebridge_worklist.settings import WorklistSettings
+from pypdf import PdfReader
 
 from .test_gateway_cli import cli, new_token
 
@@ -111,3 +113,42 @@ async def test_a_silent_service_makes_it_incomplete(
     code, out = await cli(gateway, await new_token(admin), "statement")
     assert code == 1
     assert out[-1].startswith("incomplete: no answer from worklist")
+
+
+async def test_pdf_download_and_cli(
+    gateway: Any, admin: Any, peer_bus: Bus, tmp_path: Path
+) -> None:
+    """The PDF is a valid PDF (read back with pypdf) with every section heading in its outline
+    and text, and a row of each SOP class table: the SCP's and the converter's SOP classes."""
+    await serve_parts(peer_bus)
+    answer = await admin.get("/api/v1/statement.pdf")
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/pdf"
+    assert "attachment" in answer.headers["content-disposition"]
+    reader = PdfReader(io.BytesIO(answer.content))
+    text = " ".join(" ".join(page.extract_text().split()) for page in reader.pages)
+    assert [o.title for o in reader.outline if not isinstance(o, list)] == SECTIONS
+    for heading in SECTIONS:
+        assert heading in text
+    assert "ROOMSCP" in text
+
+    data = (await admin.get("/api/v1/statement")).json()
+    [scp] = [s for s in data["services"] if s["service"] == "scp"]
+    [converter] = [s for s in data["services"] if s["service"] == "converter"]
+    received = [sop for ae in scp["application_entities"] for sop in ae["sop_classes"]]
+    assert received
+    # The first and last row of the Storage Server's SOP class table, and every object the
+    # converter writes (its section 8.1 headings and table rows).
+    for sop in [received[0], received[-1]]:
+        assert sop["uid"] in text and sop["name"] in text
+    for obj in converter["created_objects"]:
+        assert obj["sop_class"]["uid"] in text and obj["sop_class"]["name"] in text
+
+    token = await new_token(admin)
+    target = tmp_path / "statement.pdf"
+    code, out = await cli(gateway, token, "statement", "--format", "pdf", "-o", str(target))
+    assert code == 0, out
+    assert target.read_bytes().startswith(b"%PDF-")
+    assert len(PdfReader(target).pages) == len(reader.pages)
+    code, out = await cli(gateway, token, "statement", "--format", "pdf")
+    assert code == 2 and out == []  # a PDF is never printed to a terminal

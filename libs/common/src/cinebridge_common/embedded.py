@@ -102,6 +102,9 @@ class EmbeddedNats:
             "jetstream {\n"
             f'  store_dir: "{self.data_dir / "js"}"\n'
             "  sync_interval: always\n"
+            # As deploy/nats.conf: the streams' 3 GiB of reservations must not depend on how
+            # much disk happens to be free when the server starts.
+            "  max_file_store: 4GB\n"
             "}\n"
         )
         return [nats_server_binary(), "-c", str(self.config_path)]

@@ -110,7 +110,15 @@ def parser() -> argparse.ArgumentParser:
     conformance = sub.add_parser(
         "statement", help="the DICOM Conformance Statement of the running station (Markdown)"
     )
-    conformance.add_argument("--html", action="store_true", help="the HTML page instead")
+    conformance.add_argument(
+        "--format",
+        choices=("markdown", "html", "pdf"),
+        default="markdown",
+        help="Markdown (default), the HTML page, or a PDF file (needs -o)",
+    )
+    conformance.add_argument(
+        "--html", action="store_const", const="html", dest="format", help="= --format html"
+    )
     conformance.add_argument("-o", "--output", help="write to this file instead of stdout")
     conformance.set_defaults(run=commands.statement)
     exporting.add_parser(sub)

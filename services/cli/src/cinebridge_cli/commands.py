@@ -6,6 +6,7 @@ import argparse
 import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .api import NO, NOT_FOUND, USAGE, Api, CliError
@@ -214,13 +215,19 @@ def users_add(api: Api, args: argparse.Namespace, out: Out) -> int:
 
 
 def statement(api: Api, args: argparse.Namespace, out: Out) -> int:
-    """The station's DICOM Conformance Statement (Markdown, HTML or JSON), generated now by the
-    gateway from the running services; 1 when a service did not answer (incomplete)."""
+    """The station's DICOM Conformance Statement (Markdown, HTML, PDF or JSON), generated now by
+    the gateway from the running services; 1 when a service did not answer (incomplete)."""
+    if args.format == "pdf" and not args.output and not args.json:
+        raise CliError(USAGE, "a PDF is written to a file: add -o FILE")
     data = api.get("/api/v1/statement")
     missing = data.get("missing") or []
     if args.json:
         text = json.dumps(data, indent=2, sort_keys=True)
-    elif args.html:
+    elif args.format == "pdf":
+        size = api.download("/api/v1/statement.pdf", Path(args.output), timeout_s=args.timeout)
+        out(f"statement written to {args.output} ({size} bytes)")
+        return _incomplete(missing, out)
+    elif args.format == "html":
         text = api.text("/statement", "text/html")
     else:
         text = api.text("/api/v1/statement.md", "text/markdown")
@@ -230,6 +237,10 @@ def statement(api: Api, args: argparse.Namespace, out: Out) -> int:
         out(f"statement written to {args.output}")
     else:
         out(text)
+    return _incomplete(missing, out)
+
+
+def _incomplete(missing: list[str], out: Out) -> int:
     for service in missing:
         out(f"incomplete: no answer from {service}")
     return NO if missing else 0

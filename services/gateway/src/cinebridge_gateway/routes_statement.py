@@ -1,6 +1,6 @@
 """The station's DICOM Conformance Statement (PS3.2), generated on request: the gateway asks each
 DICOM service to describe itself (`cb.rpc.<service>.conformance`) and renders the answers with
-`cinebridge_common.statement` as an HTML page, a Markdown download, or JSON for tools."""
+`cinebridge_common.statement` as an HTML page, a Markdown or PDF download, or JSON for tools."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ from cinebridge_common.messages.conformance import (
     WorklistConformance,
 )
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 
 from .deps import Gw, User
+from .statement_pdf import to_pdf
 
 router = APIRouter(tags=["statement"])
 
@@ -99,6 +100,24 @@ async def statement_markdown(_: User, gw: Gw) -> PlainTextResponse:
     )
 
 
+@router.get(
+    "/api/v1/statement.pdf",
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}}},
+)
+async def statement_pdf(_: User, gw: Gw) -> Response:
+    """The conformance statement as a PDF file (A4; the same sections and tables)."""
+    out = await gather(gw)
+    # Tens of pages of tables take seconds to lay out: off the event loop.
+    data = await asyncio.to_thread(to_pdf, blocks(out), out.generated_at)
+    name = f"cinebridge-conformance-{out.generated_at:%Y%m%d}.pdf"
+    return Response(
+        data,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
 @router.get("/statement", response_class=HTMLResponse, include_in_schema=False)
 async def statement_page(_: User, gw: Gw) -> HTMLResponse:
     """The statement as a page of its own (the site's stylesheet; no script)."""
@@ -111,7 +130,8 @@ _PAGE = """<!doctype html>
 <title>CineBridge DICOM Conformance Statement</title>
 <link rel="stylesheet" href="/ui/style.css"></head>
 <body class="statement"><main>
-<p><a href="/api/v1/statement.md" download>Download as Markdown</a></p>
+<p><a href="/api/v1/statement.md" download>Download as Markdown</a> ·
+<a href="/api/v1/statement.pdf" download>Download as PDF</a></p>
 {body}
 </main></body></html>
 """
