@@ -85,7 +85,7 @@ class Prepared:
     #: The decode check (stream, frames) of a source kept as it is: `write` runs it while it
     #: copies the stream (the check is decoding, the copy I/O and hashing: side by side the as-is
     #: path costs about the longer of the two, not their sum).
-    deferred_check: tuple[Path, int] | None = None
+    deferred_check: tuple[Path, int, probing.CountedPass | None] | None = None
     #: Prepares again with a re-encode (the reason given) when the deferred check fails.
     redo: Callable[[str], Prepared] | None = None
 
@@ -287,7 +287,7 @@ def _keep_coding(
         segments = [video.Segment(stream, found.frames, found.duration_s)]
         prepared.verbatim = stream == media.path
         if prepared.verbatim:
-            prepared.deferred_check = (stream, found.frames)
+            prepared.deferred_check = (stream, found.frames, found.counted)
             return segments
     for segment in segments:
         check_playable(segment.path, segment.frames)
