@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import errno
 import threading
@@ -73,7 +74,10 @@ def test_the_as_is_check_runs_beside_the_write_and_a_failure_re_encodes(
         )
         lim = convert.Limits(preset="ultrafast")
         prepared = convert.prepare(media, H264, store, lim, lambda f, s: None, threading.Event())
-        assert prepared.verbatim and prepared.deferred_check == (path, prepared.pixels[0].frames)
+        assert prepared.verbatim and prepared.deferred_check[:2] == (
+            path,
+            prepared.pixels[0].frames,
+        )
         try:
             ds = mwl.study_attributes(study_info, default_modality="OT", uid_root="")
             station = Station("ROOM1", "ISO_IR 192", "sc", ("38266002", "SCT", "Entire body"))
@@ -105,3 +109,37 @@ def test_only_resource_errors_are_transient(tmp_path: Path) -> None:
     assert ".tmp" not in gone.reason and "No such file" in gone.reason
     bad = convert.classify(av.error.InvalidDataError(errno.EINVAL, "Invalid data", "/x/a.h264"))
     assert isinstance(bad, BadMedia) and "/x" not in bad.reason
+
+
+def test_a_ts_kept_as_it_is_is_checked_with_the_probes_pass(tmp_path: Path, store: Any) -> None:
+    """MPEG-TS has no index: the probe counted its packets and kept its last GOP, which the
+    check decodes after the first GOP instead of demuxing the file again; a last GOP that does
+    not decode, or another count, still fails the check."""
+    source = make_video(
+        tmp_path / "kept.ts",
+        frames=40,
+        container="mpegts",
+        options={"preset": "ultrafast", "g": "10"},
+    )
+    media = convert.MediaInfo(
+        id="ts",
+        kind="recording",
+        path=source,
+        sha256=sha256_file(source),
+        source="tower-1",
+        captured_at=dt.datetime(2026, 12, 7, tzinfo=dt.UTC),
+    )
+    lim = convert.Limits(preset="ultrafast")
+    prepared = convert.prepare(media, H264, store, lim, lambda f, s: None, threading.Event())
+    assert prepared.verbatim and prepared.deferred_check is not None
+    path, frames, counted = prepared.deferred_check
+    assert (path, frames) == (source, 40)
+    assert counted is not None and counted.packets == 40 and counted.last_gop is not None
+    assert len(counted.last_gop) == 10 and counted.last_gop[0].is_keyframe
+    assert check_playable(source, 40, counted) == check_playable(source, 40)
+    with pytest.raises(Unplayable, match="holds 39 frames where 40"):
+        check_playable(source, 40, dataclasses.replace(counted, packets=39))
+    # The last GOP without its key frame: its pictures cannot decode.
+    headless = dataclasses.replace(counted, last_gop=counted.last_gop[1:])
+    with pytest.raises(Unplayable, match="last GOP"):
+        check_playable(source, 40, headless)

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import av
 from av.codec.codec import UnknownCodecError
@@ -36,9 +36,11 @@ from .timestamps import TimestampError
 from .verify import Unplayable, check_playable
 
 Progress = Callable[[float, str], None]
-#: The write of a source kept as it is runs here while the calling thread decode-checks it.
-#: (This way round the decoder allocates in the caller's malloc arena, as it did before the
-#: two ran side by side: a decoder in a new thread's arena added ~30 MB of peak RSS.)
+_T = TypeVar("_T")
+#: The write of a source kept as it is runs here while the calling thread decode-checks it,
+#: and the SHA-256 check of a source while it is remuxed or transcoded. (This way round the
+#: decoder allocates in the caller's malloc arena, as it did before the two ran side by side:
+#: a decoder in a new thread's arena added ~30 MB of peak RSS.)
 _COPIES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="part10-copy")
 LOSSY_METHOD = {
     rules.MPEG2_MPML: "ISO_13818_2",
@@ -83,7 +85,7 @@ class Prepared:
     #: The decode check (stream, frames) of a source kept as it is: `write` runs it while it
     #: copies the stream (the check is decoding, the copy I/O and hashing: side by side the as-is
     #: path costs about the longer of the two, not their sum).
-    deferred_check: tuple[Path, int] | None = None
+    deferred_check: tuple[Path, int, probing.CountedPass | None] | None = None
     #: Prepares again with a re-encode (the reason given) when the deferred check fails.
     redo: Callable[[str], Prepared] | None = None
 
@@ -164,6 +166,21 @@ def _verify(media: MediaInfo) -> None:
         raise BadMedia("the media file does not match its recorded SHA-256 (changed or corrupt)")
 
 
+def _verified_while(media: MediaInfo, work: Callable[[], _T]) -> _T:
+    """`work()` (a remux or transcode of the source) while another thread checks the source
+    against its SHA-256: the hash is a pass over the file that needs no result of the work, and
+    hashlib releases the GIL, so the two overlap instead of adding up. Nothing made from a
+    source that fails the check is returned; that failure wins over the work's own."""
+    verifying = _COPIES.submit(_verify, media)
+    try:
+        result = work()
+    except BaseException:
+        verifying.result()  # a changed or corrupt source is the reason to report
+        raise
+    verifying.result()
+    return result
+
+
 def _prepare_still(media: MediaInfo, store: MediaStore, limits: Limits) -> Prepared:
     info = probing.probe_still(media.path, max_pixels=limits.max_pixels)
     plan = stills.plan_still(info)
@@ -203,9 +220,20 @@ def _prepare_video(
                 prepared.cleanup()
                 prepared.verbatim = False
         if segments is None:
-            _verify(media)
-            stream, derivation = _transcode(
-                media, found, reasons, ts_uid, store, limits, prepared, progress, cancel
+            stream, derivation = _verified_while(
+                media,
+                functools.partial(
+                    _transcode,
+                    media,
+                    found,
+                    reasons,
+                    ts_uid,
+                    store,
+                    limits,
+                    prepared,
+                    progress,
+                    cancel,
+                ),
             )
             found = _probe(stream, limits)
             try:
@@ -244,9 +272,8 @@ def _keep_coding(
     """The stream as it is, or remuxed; each result checked to play with its frame count."""
     container = rules.container_for(ts_uid)
     if _needs_remux(found, ts_uid, container, limits):
-        if stream == media.path:
-            _verify(media)
-        segments = video.remux(
+        remux = functools.partial(
+            video.remux,
             stream,
             ts_uid=ts_uid,
             container=container,
@@ -255,11 +282,12 @@ def _keep_coding(
             progress=progress,
             cancel=cancel,
         )
+        segments = _verified_while(media, remux) if stream == media.path else remux()
     else:
         segments = [video.Segment(stream, found.frames, found.duration_s)]
         prepared.verbatim = stream == media.path
         if prepared.verbatim:
-            prepared.deferred_check = (stream, found.frames)
+            prepared.deferred_check = (stream, found.frames, found.counted)
             return segments
     for segment in segments:
         check_playable(segment.path, segment.frames)
@@ -460,7 +488,9 @@ def _write_one(
     tmp = store.temp_path(".dcm")
     try:
         with open(tmp, "xb") as out:
-            written = write_encapsulated(out, ds, stream, progress=progress)
+            written = write_encapsulated(
+                out, ds, stream, progress=progress, hash_source=prepared.verbatim
+            )
             out.flush()
             os.fsync(out.fileno())
         if prepared.verbatim and written.source_sha256 != media.sha256:

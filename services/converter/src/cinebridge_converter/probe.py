@@ -1,14 +1,15 @@
 """Probing captured media with PyAV (videos) and the JPEG/PNG headers (stills), within limits.
 
 Nothing here decodes a whole file: a video is demuxed header-first (plus one decoded frame for
-interlacing), a still is read up to its frame header. Every failure is a `BadMedia` with a reason
-a clinician's IT team can act on.
+interlacing; a container without an index is demuxed to its end to count its packets, and that
+pass keeps its last GOP for the decode check), a still is read up to its frame header. Every
+failure is a `BadMedia` with a reason a clinician's IT team can act on.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,19 @@ MP4_BRANDS = frozenset(
         b"msnv",
     }
 )
+
+#: The last GOP is kept in memory to decode it; longer GOPs skip that half of the check.
+LAST_GOP_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class CountedPass:
+    """What the probe's pass over every packet (a container without an index) leaves to the
+    decode check of the same file, so that the check need not demux the whole file again."""
+
+    packets: int  # whole packets of the video stream
+    #: The packets from the last key frame to the end; None when they exceed LAST_GOP_BYTES.
+    last_gop: tuple[Any, ...] | None
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,8 @@ class VideoProbe:
     vfr: bool = False
     bit_rate: int = 0  # bits per second of the video stream (container's when not known)
     top_field_first: bool = True
+    #: Set when `frames` was counted packet by packet (no index).
+    counted: CountedPass | None = field(default=None, compare=False, repr=False)
 
     @property
     def display_width(self) -> int:
@@ -145,7 +161,7 @@ def probe_video(path: Path, *, max_pixels: int, max_duration_s: float) -> VideoP
         if name in ("mp4", "mov") and frames <= 0:
             frames = fragmented_sample_count(path, stream.id) or 0
         exact = frames > 0
-        (interlaced, tff), counted, corrupt = _scan(container, stream, count=not exact)
+        (interlaced, tff), counted, corrupt, last_gop = _scan(container, stream, count=not exact)
         frames = frames or counted
         truncated = corrupt or (name in ("mp4", "mov") and _box_overruns(path))
         if frames <= 0:
@@ -173,6 +189,7 @@ def probe_video(path: Path, *, max_pixels: int, max_duration_s: float) -> VideoP
             vfr=variable_rate(Fraction(rate), stream.base_rate),
             bit_rate=_bit_rate(stream, container, size, duration_s),
             top_field_first=tff,
+            counted=None if exact else CountedPass(counted, last_gop),
         )
 
 
@@ -268,12 +285,15 @@ def _duration(container: av.container.InputContainer, stream: av.video.stream.Vi
 
 def _scan(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, *, count: bool
-) -> tuple[tuple[bool, bool], int, bool]:
+) -> tuple[tuple[bool, bool], int, bool, tuple[Any, ...] | None]:
     """Decode the first frame (interlacing and field order, proof the stream decodes); if asked,
-    count the whole packets and say whether a cut-off (corrupt) one was met."""
+    count the whole packets, say whether a cut-off (corrupt) one was met, and keep the packets
+    from the last key frame on (None when over LAST_GOP_BYTES)."""
     interlaced: bool | None = None
     tff = True
     packets, corrupt = 0, False
+    last: list[Any] | None = []
+    last_bytes = 0
     try:
         for packet in container.demux(stream):
             if packet.size == 0:
@@ -290,11 +310,18 @@ def _scan(
                     break
             if interlaced is not None and not count:
                 break
+            if packet.is_keyframe:
+                last, last_bytes = [], 0
+            if last is not None:
+                last.append(packet)
+                last_bytes += packet.size
+                if last_bytes > LAST_GOP_BYTES:
+                    last = None
     except av.error.FFmpegError as exc:
         raise BadMedia(f"the video stream cannot be read (truncated?): {exc.strerror}") from exc
     if interlaced is None:
         raise BadMedia("no frame of the video stream decodes (truncated or corrupt file)")
-    return (interlaced, tff), packets, corrupt
+    return (interlaced, tff), packets, corrupt, tuple(last) if last is not None else None
 
 
 def _box_overruns(path: Path) -> bool:

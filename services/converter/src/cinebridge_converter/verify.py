@@ -2,9 +2,11 @@
 frames the instance will state.
 
 Counting uses the container's index when it has one (MP4 `stsz`, fragmented MP4 `trun`) and a
-packet count otherwise. Decoding covers the first GOP (from the start, up to the second key frame)
-and the last GOP (from the last key frame to the end); its leading pictures, which may refer to
-the GOP before, are not required. A stream that fails is never encapsulated: the caller
+packet count otherwise; a source kept as it is was counted by the probe's pass over the same
+file (its packets then are not demuxed a second time: the probe hands over its last GOP).
+Decoding covers the first GOP (from the start, up to the second key frame) and the last GOP
+(from the last key frame to the end); its leading pictures, which may refer to the GOP before,
+are not required. A stream that fails is never encapsulated: the caller
 re-encodes it, or fails the job with the reason.
 """
 
@@ -16,12 +18,10 @@ from typing import Any
 
 import av
 
-from .probe import container_of, fragmented_sample_count, open_input
+from .probe import LAST_GOP_BYTES, CountedPass, container_of, fragmented_sample_count, open_input
 
 #: The first GOP check decodes at most this many packets (a stream with one key frame only).
 FIRST_GOP_LIMIT = 600
-#: The last GOP is kept in memory to decode it; longer GOPs skip that half of the check.
-LAST_GOP_BYTES = 64 << 20
 #: Decoder options of the check: the deblocking filter changes how pictures look, not whether
 #: they decode, and skipping it halves the work. One thread keeps memory low.
 CHECK_OPTIONS = {"skip_loop_filter": "all"}
@@ -37,31 +37,37 @@ class Checked:
     counted_by: str  # "index" | "packets"
 
 
-def check_playable(path: Path, expected_frames: int) -> Checked:
-    """Raise `Unplayable` with the reason unless `path` decodes and has `expected_frames`."""
+def check_playable(path: Path, expected_frames: int, counted: CountedPass | None = None) -> Checked:
+    """Raise `Unplayable` with the reason unless `path` decodes and has `expected_frames`.
+
+    `counted`: the probe's pass over every packet of this same file (a source kept as it is,
+    whose bytes the copy checks against their SHA-256): its count stands for a count here, and
+    its last GOP is decoded after the first; only the first GOP is demuxed here."""
     try:
         with open_input(path) as inp:
             if not inp.streams.video:
                 raise Unplayable("the converted stream has no video stream")
             stream = inp.streams.video[0]
             indexed = _index_count(path, inp, stream)
+            known = indexed if indexed is not None else counted.packets if counted else None
             scan = _Scan(stream)
             for packet in inp.demux(stream):
                 if packet.size == 0:
                     continue
-                if not scan.add(packet) and indexed is not None:
-                    break  # the first GOP is checked; the index gives the count
+                if not scan.add(packet) and known is not None:
+                    break  # the first GOP is checked; the index (or the probe) gives the count
             scan.finish_first()
-            frames = indexed if indexed is not None else scan.packets
+            frames = known if known is not None else scan.packets
             if frames != expected_frames:
                 raise Unplayable(
                     f"the converted stream holds {frames} frames where {expected_frames} are stated"
                 )
-            if indexed is None and scan.last:
+            last = scan.last if counted is None else counted.last_gop
+            if indexed is None and last:
                 # The decoder that read the stream has its parameter sets (a TS or elementary
                 # stream may repeat them only at its start).
                 stream.codec_context.flush_buffers()
-                _decode_last(stream.codec_context, scan.last)
+                _decode_last(stream.codec_context, list(last))
         if indexed is not None:
             _last_gop_by_seek(path)
     except av.error.FFmpegError as exc:
