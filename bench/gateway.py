@@ -60,21 +60,6 @@ SURNAMES = [
 ]
 
 
-class BenchNats(EmbeddedNats):
-    """The embedded server with its JetStream store limit stated: left to itself, nats-server
-    takes 75 % of the disk's free space, and on a nearly full shared disk the services' three
-    1 GiB streams are then refused ("insufficient storage resources"). The bench stores a few
-    kilobytes."""
-
-    def argv(self) -> list[str]:
-        argv = super().argv()
-        config = self.config_path.read_text()
-        self.config_path.write_text(
-            config.replace("jetstream {\n", "jetstream {\n  max_file_store: 64GB\n")
-        )
-        return argv
-
-
 async def fill(dsn: str, studies: int) -> None:
     pool = await create_pool(dsn)
     try:
@@ -232,7 +217,7 @@ async def main() -> int:
 async def run(args: argparse.Namespace, figures: Figures) -> int:
     with tempfile.TemporaryDirectory(prefix="cb-bench-gw-") as tmp:
         root = Path(tmp)
-        nats, pg = BenchNats(root / "nats"), EmbeddedPostgres(root / "pg")
+        nats, pg = EmbeddedNats(root / "nats"), EmbeddedPostgres(root / "pg")
         nats.start()
         pg.start()
         gateway = None
