@@ -12,10 +12,11 @@ from __future__ import annotations
 import functools
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from cinebridge_common import commitment as sc
 from cinebridge_common.conformance import STATUS_SUCCESS
 from cinebridge_common.logging import kv
 from cinebridge_dicom import dimse, pdu
@@ -23,6 +24,7 @@ from cinebridge_dicom.acceptor import AcceptorAssociation, AcceptorPolicy
 from cinebridge_dicom.events import Binding, Evt, Rejection, binding_table
 
 from . import metrics
+from .commitment import CommitmentService
 from .ingest import Command
 from .receive import ReceiveConfig, ReceiveFile, file_meta_bytes
 
@@ -59,6 +61,8 @@ class AcceptorConfig:
     implementation_version_name: str
     receive: ReceiveConfig
     ingest: StoreSink
+    #: Storage Commitment Push Model in both roles (commitment.py); None: not offered.
+    commitment: CommitmentService | None = None
 
     @functools.cached_property
     def policy(self) -> AcceptorPolicy:
@@ -73,6 +77,8 @@ class AcceptorConfig:
             network_timeout_s=limits.network_timeout_s,
             pdu_timeout_s=limits.pdu_timeout_s,
             dimse_timeout_s=limits.dimse_timeout_s,
+            # An archive reporting on its own association is the SCP of the class (J.3.3).
+            both_roles=frozenset([sc.STORAGE_COMMITMENT]),
         )
 
 
@@ -197,6 +203,109 @@ def handle_store(
     return ReceivedInstance(assoc, command, rf)
 
 
+#: N-ACTION / N-EVENT-REPORT statuses (PS3.7 10.1.4.1.10, 10.1.1.1.8; Annex C).
+STATUS_PROCESSING_FAILURE = 0x0110
+STATUS_NO_SUCH_SOP_CLASS = 0x0118
+STATUS_NO_SUCH_ACTION = 0x0123
+STATUS_NO_SUCH_EVENT = 0x0113
+STATUS_INVALID_ARGUMENT = 0x0115
+
+Answers = Iterator[tuple[int, bytes | None]]
+
+
+def handle_n_action(
+    assoc: Association, context: pdu.ContextResult, rq: dimse.Command, data: bytes | None
+) -> Answers:
+    """Storage Commitment request (PS3.4 J.3.2): answered from the index, the N-ACTION-RSP
+    first, then the N-EVENT-REPORT (J.3.3) here or on a new association."""
+    service = assoc.config.commitment
+    if service is None or context.abstract_syntax != sc.STORAGE_COMMITMENT:
+        yield STATUS_NO_SUCH_SOP_CLASS, None
+        return
+    if dimse.command_us(rq.elements, dimse.ACTION_TYPE_ID) != sc.ACTION_REQUEST:
+        yield STATUS_NO_SUCH_ACTION, None
+        return
+    try:
+        uid, refs = sc.parse_action(data or b"", context.transfer_syntax)
+        report = service.answer(uid, refs)
+    except sc.MalformedCommitment as exc:
+        log.warning("commitment request refused", extra=kv(association=assoc.id, reason=str(exc)))
+        yield STATUS_INVALID_ARGUMENT, None
+        return
+    except Exception as exc:  # the index is unreachable: the requester asks again later
+        log.warning("commitment lookup failed", extra=kv(association=assoc.id, error=repr(exc)))
+        yield STATUS_PROCESSING_FAILURE, None
+        return
+    metrics.COMMITMENT_REQUESTS.labels("committed" if not report.failed else "failures").inc()
+    yield STATUS_SUCCESS, None
+    to = service.report_to(assoc.calling_ae)
+    log.info(
+        "commitment requested",
+        extra=kv(
+            association=assoc.id,
+            calling_ae=assoc.calling_ae,
+            transaction=uid,
+            committed=len(report.committed),
+            failed=len(report.failed),
+            report="new association" if to else "same association",
+        ),
+    )
+    if to is not None:
+        service.report_later(to, report)
+        return
+    assoc.send_request(
+        context,
+        dimse.N_EVENT_REPORT_RQ,
+        sc.STORAGE_COMMITMENT_INSTANCE,
+        sc.event_information(report, context.transfer_syntax),
+        report.event_type,
+    )
+
+
+def handle_n_event_report(
+    assoc: Association, context: pdu.ContextResult, rq: dimse.Command, data: bytes | None
+) -> Answers:
+    """An archive's Storage Commitment result for the sender (PS3.4 J.3.3): answered 0000 only
+    once it is stored in JetStream, so it is never lost while the sender is down."""
+    service = assoc.config.commitment
+    if service is None or context.abstract_syntax != sc.STORAGE_COMMITMENT:
+        yield STATUS_NO_SUCH_SOP_CLASS, None
+        return
+    if dimse.command_us(rq.elements, dimse.EVENT_TYPE_ID) not in (
+        sc.EVENT_SUCCESS,
+        sc.EVENT_FAILURES,
+    ):
+        yield STATUS_NO_SUCH_EVENT, None
+        return
+    try:
+        report = sc.parse_report(data or b"", context.transfer_syntax)
+    except sc.MalformedCommitment as exc:
+        log.warning("commitment report refused", extra=kv(association=assoc.id, reason=str(exc)))
+        yield STATUS_INVALID_ARGUMENT, None
+        return
+    stored = service.publish(report, assoc.calling_ae)
+    metrics.COMMITMENT_REPORTS.labels("stored" if stored else "failed").inc()
+    log.info(
+        "commitment report received",
+        extra=kv(
+            association=assoc.id,
+            calling_ae=assoc.calling_ae,
+            transaction=report.transaction_uid,
+            committed=len(report.committed),
+            failed=len(report.failed),
+            stored=stored,
+        ),
+    )
+    yield (STATUS_SUCCESS if stored else STATUS_PROCESSING_FAILURE), None
+
+
+def handle_response(assoc: Association, context: pdu.ContextResult, rsp: dimse.Command) -> None:
+    log.info(
+        "commitment report answered",
+        extra=kv(association=assoc.id, calling_ae=assoc.calling_ae, status=rsp.status),
+    )
+
+
 def handle_released(assoc: Association) -> None:
     metrics.ASSOCIATIONS_ENDED.labels("released").inc()  # counted before the peer knows
     log.info("association released", extra=kv(association=assoc.id, peer=assoc.peer))
@@ -235,6 +344,9 @@ BINDINGS: list[Binding] = [
     (Evt.ACCEPTED, handle_accepted),
     (Evt.C_ECHO, handle_echo),
     (Evt.C_STORE, handle_store),
+    (Evt.N_ACTION, handle_n_action),
+    (Evt.N_EVENT_REPORT, handle_n_event_report),
+    (Evt.RESPONSE, handle_response),
     (Evt.RELEASED, handle_released),
     (Evt.ABORTED, handle_aborted),
     (Evt.PROTOCOL_ERROR, handle_protocol_error),

@@ -279,7 +279,14 @@ class CommitmentScp:
         ae.add_supported_context(
             STORAGE_COMMITMENT, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
         )
-        handlers: list[Any] = [(evt.EVT_N_ACTION, self._on_action)]
+        # An archive: it stores what the sender sends (the stills' syntaxes), then commits.
+        ae.add_supported_context(
+            SECONDARY_CAPTURE, [ImplicitVRLittleEndian, ExplicitVRLittleEndian, JPEGBaseline8Bit]
+        )
+        handlers: list[Any] = [
+            (evt.EVT_N_ACTION, self._on_action),
+            (evt.EVT_C_STORE, lambda _e: 0x0000),
+        ]
         self._server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
         self.port = int(self._server.server_address[1])
         return self.port
