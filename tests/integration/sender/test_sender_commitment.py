@@ -23,7 +23,15 @@ import asyncpg
 import pytest
 from cinebridge_common.bus import Bus
 from cinebridge_common.embedded import EmbeddedNats, free_port
-from cinebridge_common.messages import Destination, DestinationReply, DestinationUpsert
+from cinebridge_common.messages import (
+    CommitmentStatusReply,
+    CommitmentStatusRequest,
+    CommittedStudiesReply,
+    CommittedStudiesRequest,
+    Destination,
+    DestinationReply,
+    DestinationUpsert,
+)
 from cinebridge_common.testing import wait_for
 from cinebridge_scp.app import ScpApp
 from cinebridge_scp.settings import ScpSettings
@@ -131,6 +139,15 @@ async def test_orthanc_commits_every_instance(
             await wait_commitments(db_pool, {"committed": 3}, harness)
         finally:
             orthanc.stop()
+        # What a purge policy asks, and the study's badge, over the bus.
+        committed = await bus.request(CommittedStudiesRequest(), CommittedStudiesReply)
+        assert committed.study_ids == [msgs[0].study_id]
+        status = await bus.request(
+            CommitmentStatusRequest(study_ids=[msgs[0].study_id]), CommitmentStatusReply
+        )
+        assert [(s.destination, s.state, s.instances, s.committed) for s in status.studies] == [
+            ("orthanc", "committed", 3, 3)
+        ]
     txns = await db_pool.fetch("SELECT state, request FROM commitment_transactions")
     assert [(t["state"], t["request"]) for t in txns] == [("answered", 1)]
     sent = await db_pool.fetchval("SELECT count(*) FROM deliveries WHERE state = 'sent'")
@@ -232,6 +249,45 @@ async def test_no_report_is_asked_again_then_shown_commit_failed(
     assert {r["commitment_reason"] for r in rows} == {"no N-EVENT-REPORT after 2 requests"}
     txns = await db_pool.fetch("SELECT state FROM commitment_transactions ORDER BY request")
     assert [t["state"] for t in txns] == ["superseded", "failed"]
+
+
+async def test_archive_down_during_commitment_is_asked_again_until_it_answers(
+    harness: SenderHarness, bus: Bus, db_pool: asyncpg.Pool
+) -> None:
+    port = free_port()
+    archive = CommitmentScp()
+    archive.start(port)
+    with archive:
+        dest = destination("flaky", archive.ae_title, port, commitment_required=False)
+        harness.start([dest], **COMMIT_ENV)
+        await harness.answering()
+        await harness.announce(bus, harness.make(2))
+        await wait_for(
+            lambda: _count(db_pool, "SELECT count(*) FROM deliveries WHERE state = 'sent'", 2),
+            60,
+            what="2 sent",
+        )
+    # The archive is down when commitment is asked for: retried with backoff, shown, nothing
+    # committed; the study is not one a purge may take.
+    await _upsert(bus, db_pool, {**dest, "commitment_required": True})
+    await wait_for(
+        lambda: _count(
+            db_pool,
+            "SELECT count(*) FROM commitment_transactions WHERE state = 'pending'"
+            " AND attempts >= 2 AND last_error IS NOT NULL",
+            1,
+        ),
+        60,
+        what="the N-ACTION tried twice and the failure recorded",
+    )
+    assert await commitments(db_pool) == {"requested": 2}
+    reply = await bus.request(CommittedStudiesRequest(), CommittedStudiesReply)
+    assert reply.study_ids == []
+    back = CommitmentScp()
+    back.start(port)
+    with back:
+        await wait_commitments(db_pool, {"committed": 2}, harness)
+    assert len(back.requests) == 1
 
 
 async def test_an_archive_without_the_sop_class_is_unsupported_not_failed(
