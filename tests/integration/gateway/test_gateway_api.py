@@ -629,6 +629,18 @@ async def test_study_commitment_badge_and_the_ops_list_of_uncommitted_studies(
     assert await badge() == "commit-failed"
     await set_commitment("committed")
     assert await badge() == "committed"
+    # The archive failed one instance: it is sent again, the study is not committed meanwhile.
+    resent = next(d for d, dest in deliveries if dest == archive)
+    await pool.execute(
+        "UPDATE deliveries SET state = 'queued', commitment = NULL, commitment_requests = 1"
+        " WHERE id = $1",
+        resent,
+    )
+    assert await badge() == "requested"
+    await pool.execute(
+        "UPDATE deliveries SET state = 'sent', commitment = 'committed' WHERE id = $1", resent
+    )
+    assert await badge() == "committed"
     assert (await admin.get("/api/v1/ops/summary")).json()["uncommitted"] == []
     detail = (await admin.get(f"/api/v1/studies/{study['id']}")).json()
     by_destination = {d["destination_name"]: d["commitment"] for d in detail["deliveries"]}

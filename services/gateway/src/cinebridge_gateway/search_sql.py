@@ -52,15 +52,16 @@ MEDIA_AGG = """
       FROM media WHERE media.study_id = s.id) m ON true"""
 
 #: One Storage Commitment badge per study (PS3.4 Annex J; services/sender/README.md): over the
-#: stored deliveries to destinations that require commitment, the worst state shows; NULL when
-#: no such destination has the study.
+#: deliveries to destinations that require commitment, the worst state shows; NULL while none
+#: of them is stored. An instance sent again because the archive did not commit it keeps the
+#: study `requested`, never `committed`.
 COMMITMENT_SQL = """
     CASE
       WHEN d.to_commit = 0 THEN NULL
       WHEN d.commit_failed > 0 THEN 'commit-failed'
       WHEN d.unsupported > 0 THEN 'unsupported'
-      WHEN d.committed = d.to_commit THEN 'committed'
-      WHEN d.requested > 0 THEN 'requested'
+      WHEN d.committed = d.to_commit AND d.commit_underway = 0 THEN 'committed'
+      WHEN d.requested > 0 OR d.commit_resending > 0 THEN 'requested'
       ELSE 'sent'
     END"""
 
@@ -79,13 +80,20 @@ DELIVERY_AGG = """
              count(*) FILTER (WHERE dst.commitment_required
                               AND commitment = 'unsupported') AS unsupported,
              count(*) FILTER (WHERE dst.commitment_required
-                              AND commitment = 'requested') AS requested
+                              AND commitment = 'requested') AS requested,
+             count(*) FILTER (WHERE dst.commitment_required
+                              AND state IN ('queued', 'sending', 'failed-retrying'))
+                 AS commit_underway,
+             count(*) FILTER (WHERE dst.commitment_required AND commitment_requests > 0
+                              AND state IN ('queued', 'sending', 'failed-retrying'))
+                 AS commit_resending
       FROM deliveries JOIN destinations dst ON dst.id = deliveries.destination_id
       WHERE deliveries.study_id = s.id) d ON true"""
 
 NO_DELIVERIES = (
     " LEFT JOIN LATERAL (SELECT 0 AS total, 0 AS sent, 0 AS failed, 0 AS instances,"
-    " 0 AS to_commit, 0 AS committed, 0 AS commit_failed, 0 AS unsupported, 0 AS requested)"
+    " 0 AS to_commit, 0 AS committed, 0 AS commit_failed, 0 AS unsupported, 0 AS requested,"
+    " 0 AS commit_underway, 0 AS commit_resending)"
     " d ON true"
 )
 
