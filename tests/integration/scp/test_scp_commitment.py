@@ -191,8 +191,14 @@ async def test_an_archive_report_is_stored_in_jetstream_before_it_is_answered(
     scp: Any, nats_url: str
 ) -> None:
     uid, ok, bad = generate_uid(), generate_uid(), generate_uid()
-    status = await asyncio.to_thread(send_report, scp.port, scp.ae_title, uid, [ok], [bad])
+    # Addressed to the AE title the archive knows the station by (the sender's calling AE,
+    # statement Table 25 SPACS), not this SCP's: accepted for a report, refused for storage.
+    status = await asyncio.to_thread(send_report, scp.port, "SPACS", uid, [ok], [bad])
     assert status == 0x0000
+    refused = AE(ae_title="ARCHIVE")
+    refused.add_requested_context(CT, [ExplicitVRLittleEndian])
+    storage = await asyncio.to_thread(refused.associate, "127.0.0.1", scp.port, ae_title="SPACS")
+    assert storage.is_rejected
     bus = await Bus.connect(nats_url, "scp-commitment-test")
     try:
         # Read back from the stream itself: the report is there for a sender that starts later.

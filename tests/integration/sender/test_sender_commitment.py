@@ -111,13 +111,13 @@ async def wait_commitments(
         raise
 
 
-def orthanc_for(tmp_path: Path, scp_port: int) -> OrthancPeer:
+def orthanc_for(tmp_path: Path, scp_port: int, calling_ae: str = STATION_AE) -> OrthancPeer:
     return OrthancPeer(
         tool("Orthanc"),
         tmp_path / "orthanc",
         free_port(),
         free_port(),
-        modalities={"station": [STATION_AE, "127.0.0.1", scp_port]},
+        modalities={"station": [calling_ae, "127.0.0.1", scp_port]},
     )
 
 
@@ -130,10 +130,15 @@ async def test_orthanc_commits_every_instance(
     tmp_path: Path,
 ) -> None:
     async with station_scp(own_nats, database_url, tmp_path) as scp_port:
-        orthanc = orthanc_for(tmp_path, scp_port)
+        # The station calls as SPACS (statement Table 25), its SCP is CINEBRIDGE: Orthanc
+        # reports to the AE it knows, SPACS, at the SCP's address, and the SCP takes it.
+        orthanc = orthanc_for(tmp_path, scp_port, "SPACS")
         orthanc.start()
         try:
-            harness.start([destination("orthanc", "ORTHANC", orthanc.dicom_port)], **COMMIT_ENV)
+            archive = destination(
+                "orthanc", "ORTHANC", orthanc.dicom_port, calling_ae_title="SPACS"
+            )
+            harness.start([archive], **COMMIT_ENV)
             msgs = harness.make(3)
             await harness.announce(bus, msgs)
             await wait_commitments(db_pool, {"committed": 3}, harness)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cinebridge_common import commitment as sc
-from cinebridge_common.conformance import STATUS_SUCCESS
+from cinebridge_common.conformance import STATUS_SUCCESS, VERIFICATION_SOP_CLASS
 from cinebridge_common.logging import kv
 from cinebridge_dicom import dimse, pdu
 from cinebridge_dicom.acceptor import AcceptorAssociation, AcceptorPolicy
@@ -29,6 +29,8 @@ from .ingest import Command
 from .receive import ReceiveConfig, ReceiveFile, file_meta_bytes
 
 log = logging.getLogger(__name__)
+
+VERIFICATION = VERIFICATION_SOP_CLASS[1]
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ class ReceivedInstance:
 def handle_requested(assoc: Association, rq: pdu.AssociateRq) -> Rejection | None:
     """Whom this AE accepts (PS3.8 Table 9-21 reasons); then the association limit."""
     cfg = assoc.config
-    if cfg.require_called_ae and rq.called_ae != cfg.ae_title:
+    if cfg.require_called_ae and rq.called_ae != cfg.ae_title and not _reporting(cfg, rq):
         return Rejection(1, 1, 7, "called AE title not recognised")
     if not rq.calling_ae:
         return Rejection(1, 1, 3, "calling AE title empty")
@@ -138,6 +140,17 @@ def handle_requested(assoc: Association, rq: pdu.AssociateRq) -> Rejection | Non
     if not assoc.admitted:
         return Rejection(2, 3, 2, "too many associations")  # transient, local limit exceeded
     return None
+
+
+def _reporting(cfg: AcceptorConfig, rq: pdu.AssociateRq) -> bool:
+    """An archive bringing a Storage Commitment report (PS3.4 J.3.3) addresses the AE title it
+    knows the station by: the sender's calling AE title, which need not be this AE's. Such an
+    association (Storage Commitment, perhaps Verification, nothing else) is accepted whatever
+    its called AE title; the calling AE allow-list still applies."""
+    if cfg.commitment is None:
+        return False
+    offered = {cx.abstract_syntax for cx in rq.contexts}
+    return sc.STORAGE_COMMITMENT in offered and offered <= {sc.STORAGE_COMMITMENT, VERIFICATION}
 
 
 def handle_rejected(assoc: Association, rq: pdu.AssociateRq, rejection: Rejection) -> None:
