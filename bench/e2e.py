@@ -135,6 +135,16 @@ def main() -> None:
     if not orthanc_bin or not storescu_bin:
         raise SystemExit("needs Orthanc and DCMTK storescu (apt-get install orthanc dcmtk)")
     work = Path(tempfile.mkdtemp(prefix="cb-bench-e2e-"))
+    try:
+        measure(args, figures, orthanc_bin, storescu_bin, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    figures.emit(args.json)
+
+
+def measure(
+    args: argparse.Namespace, figures: Figures, orthanc_bin: str, storescu_bin: str, work: Path
+) -> None:
     dicom_port, http_port = free_port(), free_port()
     archive = {
         "name": "orthanc",
@@ -215,8 +225,6 @@ def main() -> None:
     figures.put("studies", args.studies)
     figures.put("instances", instances)
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    shutil.rmtree(work, ignore_errors=True)
-    figures.emit(args.json)
 
 
 if __name__ == "__main__":
