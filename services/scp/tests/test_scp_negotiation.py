@@ -129,3 +129,19 @@ def test_advertised_host_for_the_settings_page_echo() -> None:
     assert ScpSettings(scp_host="0.0.0.0").advertised_host == "127.0.0.1"
     assert ScpSettings(scp_host="10.1.2.3").advertised_host == "10.1.2.3"
     assert ScpSettings(scp_host="0.0.0.0", scp_advertised_host="scp").advertised_host == "scp"
+
+
+def test_storage_commitment_requestor_may_be_the_scp() -> None:
+    """PS3.4 J.3.3: an archive reporting on its own association proposes SCU 0 / SCP 1 for the
+    Storage Commitment Push Model; it gets both roles back as proposed, other classes do not."""
+    sc_class = "1.2.840.10008.1.20.1"
+    supported = {**supported_syntaxes(), sc_class: frozenset([ELE, ILE])}
+    both = frozenset([sc_class])
+    rq = request((sc_class, [ELE]), (CT, [ELE]), roles={sc_class: (0, 1), CT: (0, 1)})
+    results, roles = pdu_negotiate(rq, supported, both)
+    assert [r.result for r in results] == [0, 1]
+    assert roles == {sc_class: (0, 1), CT: (0, 0)}
+    results, roles = pdu_negotiate(
+        request((sc_class, [ELE]), roles={sc_class: (1, 1)}), supported, both
+    )
+    assert results[0].result == 0 and roles == {sc_class: (1, 1)}

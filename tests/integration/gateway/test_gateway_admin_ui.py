@@ -186,12 +186,17 @@ async def settings_screen(page: Page, peers: SettingsPeers) -> None:
     row = page.locator("#destinations tr[data-destination]")
     await row.locator("[data-action=edit]").click()
     await page.fill("#destination-form input[name=host]", "10.0.0.8")
+    # Storage Commitment (PS3.4 Annex J) for this archive, with its report time-out.
+    await page.check("#destination-form input[name=commitment_required]")
+    await page.fill("#destination-form input[name=commitment_timeout_s]", "900")
     await page.click("#destination-save")
     await expect(page.locator("#destinations")).to_contain_text("10.0.0.8")
+    await expect(page.locator("#destinations")).to_contain_text("commitment required")
     await page.locator("#destinations [data-action=toggle]").click()
     await expect(page.locator("#destinations")).to_contain_text("disabled")
     (dest,) = peers.destinations.values()
     assert (dest.host, dest.enabled, dest.name) == ("10.0.0.8", False, "PACS")
+    assert (dest.commitment_required, dest.commitment_timeout_s) == (True, 900)
     # A DICOMweb (STOW-RS) destination: its own fields, the password sent once, never shown.
     form = "#destination-form"
     await page.select_option(f"{form} select[name=kind]", "dicomweb")

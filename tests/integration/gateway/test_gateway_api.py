@@ -563,6 +563,90 @@ async def test_deliveries_per_instance_and_study_status(gateway: Any, admin: Any
     assert (await admin.get("/api/v1/studies", params={"status": "sent"})).json() == []
 
 
+async def test_study_commitment_badge_and_the_ops_list_of_uncommitted_studies(
+    gateway: Any, admin: Any
+) -> None:
+    """Storage Commitment (PS3.4 Annex J) as the UI sees it: one badge per study over its
+    deliveries to destinations that require commitment; the ops page lists the studies not
+    committed CB_GATEWAY_COMMITMENT_OVERDUE_S (default 1 h) after they were sent."""
+    study = (await admin.post("/api/v1/studies", json={"origin": "form"})).json()
+    sid = uuid.UUID(study["id"])
+    pool = gateway.ctx.pool
+    archive, plain = uuid.uuid4(), uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO destinations (id, name, ae_title, host, port, commitment_required) "
+        "VALUES ($1, 'ARCHIVE', 'ARCHIVE', '127.0.0.1', 104, true), "
+        "($2, 'PLAIN', 'PLAIN', '127.0.0.1', 105, false)",
+        archive,
+        plain,
+    )
+    deliveries = []
+    for n in range(2):
+        inst = uuid.uuid4()
+        await pool.execute(
+            "INSERT INTO outgoing_instances (id, study_id, sop_instance_uid, sop_class_uid, "
+            "transfer_syntax_uid, rel_path, size, sha256) VALUES ($1, $2, $3, "
+            "'1.2.840.10008.5.1.4.1.1.7', '1.2.840.10008.1.2.4.50', 'dicom/x.dcm', 1, 'x')",
+            inst,
+            sid,
+            f"1.2.3.{n}",
+        )
+        for dest in (archive, plain):
+            delivery = uuid.uuid4()
+            deliveries.append((delivery, dest))
+            await pool.execute(
+                "INSERT INTO deliveries (id, instance_id, destination_id, study_id, state, "
+                "delivered_at) VALUES ($1, $2, $3, $4, 'sent', now() - interval '2 hours')",
+                delivery,
+                inst,
+                dest,
+                sid,
+            )
+
+    async def badge() -> str | None:
+        detail = (await admin.get(f"/api/v1/studies/{study['id']}")).json()
+        listed = (await admin.get("/api/v1/studies", params={"q": ""})).json()
+        [row] = [r for r in listed if r["id"] == study["id"]]
+        assert row["commitment"] == detail["commitment"]
+        return detail["commitment"]  # type: ignore[no-any-return]
+
+    async def set_commitment(value: str) -> None:
+        await pool.execute(
+            "UPDATE deliveries SET commitment = $1 WHERE destination_id = $2", value, archive
+        )
+
+    assert await badge() == "sent"  # stored, not asked yet
+    overdue = (await admin.get("/api/v1/ops/summary")).json()["uncommitted"]
+    assert [(u["study_id"], u["destination"], u["instances"]) for u in overdue] == [
+        (study["id"], "ARCHIVE", 2)
+    ]
+    await set_commitment("requested")
+    assert await badge() == "requested"
+    await set_commitment("unsupported")
+    assert await badge() == "unsupported"
+    assert (await admin.get("/api/v1/ops/summary")).json()["uncommitted"] == []
+    await set_commitment("failed")
+    assert await badge() == "commit-failed"
+    await set_commitment("committed")
+    assert await badge() == "committed"
+    # The archive failed one instance: it is sent again, the study is not committed meanwhile.
+    resent = next(d for d, dest in deliveries if dest == archive)
+    await pool.execute(
+        "UPDATE deliveries SET state = 'queued', commitment = NULL, commitment_requests = 1"
+        " WHERE id = $1",
+        resent,
+    )
+    assert await badge() == "requested"
+    await pool.execute(
+        "UPDATE deliveries SET state = 'sent', commitment = 'committed' WHERE id = $1", resent
+    )
+    assert await badge() == "committed"
+    assert (await admin.get("/api/v1/ops/summary")).json()["uncommitted"] == []
+    detail = (await admin.get(f"/api/v1/studies/{study['id']}")).json()
+    by_destination = {d["destination_name"]: d["commitment"] for d in detail["deliveries"]}
+    assert by_destination == {"ARCHIVE": "committed", "PLAIN": None}
+
+
 async def test_local_search_includes_studies_received_by_the_scp(gateway: Any, admin: Any) -> None:
     pool = gateway.ctx.pool
     received = uuid.uuid4()

@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 #: Neither is a DICOM UID (PS3.6 Annex A): no SCP may accept them.
 UNKNOWN_SOP_CLASS = "1.2.826.0.1.3680043.10.1351.424242.1"
 UNKNOWN_SYNTAX = "1.2.826.0.1.3680043.10.1351.424242.2"
+STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
 #: PS3.8 9.3.2.2: at most 128 presentation contexts in one A-ASSOCIATE-RQ.
 PER_ASSOCIATION = 128
 
@@ -29,7 +30,9 @@ def statement_pairs(blocks: list[doc.Block]) -> set[tuple[str, str]]:
     """(SOP class UID, transfer syntax UID) of the rendered Storage Server section: each SOP
     class table is followed by the table of its transfer syntaxes."""
     pairs: set[tuple[str, str]] = set()
+    # The Storage Server's tables, then the Storage Commitment Server's (same AE, same port).
     sops = doc.tables(blocks, "SOP Classes of Storage Server")
+    sops += doc.tables(blocks, "SOP Classes of Storage Commitment Server")
     syntaxes = doc.tables(blocks, "Transfer Syntaxes of these")
     assert sops and len(sops) == len(syntaxes)
     for sop_table, ts_table in zip(sops, syntaxes, strict=True):
@@ -65,15 +68,18 @@ async def test_statement_tables_equal_what_the_scp_negotiates(scp: Any, nats_url
     finally:
         await bus.close()
     assert reply.ok, reply.error
-    [server] = reply.application_entities
+    server, commitment = reply.application_entities
     assert server.ae_title == scp.ae_title and server.listen.endswith(f":{scp.port}")
+    assert commitment.ae_title == scp.ae_title and commitment.listen == server.listen
     blocks = doc.build(doc.Station("test", dt.datetime.now(dt.UTC)), [reply])
     listed = statement_pairs(blocks)
     sop_classes = sorted({sop for sop, _ in listed} | {UNKNOWN_SOP_CLASS})
     syntaxes = sorted({ts for _, ts in listed} | {UNKNOWN_SYNTAX})
     proposed = list(itertools.product(sop_classes, syntaxes))
-    # Verification and the 236 storage classes of Table 22; the 45 syntaxes of Table 23.
-    assert (len(sop_classes), len(syntaxes)) == (238, 46)
+    # Verification, the 236 storage classes of Table 22 and Storage Commitment Push Model
+    # (PS3.4 Annex J), plus the unknown one; the 45 syntaxes of Table 23 and the unknown one.
+    assert STORAGE_COMMITMENT in sop_classes
+    assert (len(sop_classes), len(syntaxes)) == (239, 46)
 
     accepted = await asyncio.to_thread(negotiate, scp.port, scp.ae_title, proposed)
 

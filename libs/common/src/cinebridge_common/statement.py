@@ -185,7 +185,11 @@ def _networking(doc: _Doc, aes: list[ApplicationEntity]) -> None:
         "A study exists (from the worklist, the patient form or unscheduled) before objects are"
         " made; the converter writes each still or recording as an instance of the study; the"
         " Storage Client sends each instance to every enabled destination and retries transient"
-        " failures. The Storage Server receives independently of the other AEs."
+        " failures. Once a destination that requires Storage Commitment acknowledged every"
+        " instance of a study, the Storage Commitment Client asks it to commit them; the report"
+        " may come back on that association or on a new one to the Storage Server's AE. The"
+        " Storage Server receives, and answers commitment requests, independently of the other"
+        " AEs."
     )
     doc.h(2, "AE Specifications")
     for ae in aes:
@@ -236,6 +240,15 @@ def _ae(doc: _Doc, ae: ApplicationEntity) -> None:
     if ae.acceptance:
         doc.h(4, "Association Acceptance Policy")
         doc.p(ae.acceptance)
+    if ae.activity:
+        doc.h(4, "Real-World Activity")
+        doc.p(ae.activity)
+    if ae.statuses:
+        doc.table(
+            f"Status handling of {ae.name}",
+            ["Service", "Status", "Code", "Behaviour"],
+            [[r.service, r.status, r.code, r.behaviour] for r in ae.statuses],
+        )
     if ae.query_keys:
         doc.table(
             f"Query keys of {ae.name}",

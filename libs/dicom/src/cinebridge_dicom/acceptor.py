@@ -62,6 +62,8 @@ class AcceptorPolicy:
     closing_timeout_s: float = 1.0
     #: Largest data set of a non-streamed request (C-FIND identifier, N-* attribute lists).
     max_request_data_set: int = 1 << 24
+    #: Abstract syntaxes whose requestor may take the SCP role too (negotiation.negotiate).
+    both_roles: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -106,6 +108,9 @@ class AcceptorAssociation:
         self._command_context = 0
         self._pending: _Pending | None = None
         self._indicated: tuple[Primitive, object] | None = None
+        #: Message IDs of the requests this acceptor sent whose responses are still due.
+        self._requests: set[int] = set()
+        self._message_id = 0
 
     # ------------------------------------------------------------------ fsm.Transport, ServiceUser
 
@@ -257,7 +262,7 @@ class AcceptorAssociation:
             self._notify(Evt.REJECTED, rq, rejection)
             self.fsm.fire(Event.EVT8, _rj(rejection))
             return
-        results, roles = negotiation.negotiate(rq, self.policy.supported)
+        results, roles = negotiation.negotiate(rq, self.policy.supported, self.policy.both_roles)
         self.contexts = {r.id: r for r in results if r.result == pdu.ACCEPTANCE}
         self._peer_max_pdu = rq.max_pdu
         ac = pdu.associate_ac(
@@ -320,6 +325,12 @@ class AcceptorAssociation:
             self._request(context, dimse.decode_command(raw))
 
     def _request(self, context: pdu.ContextResult, command: dimse.Command) -> None:
+        if command.field == dimse.N_EVENT_REPORT_RSP and command.message_id in self._requests:
+            # The answer to an N-EVENT-REPORT this acceptor sent (`send_request`); its status
+            # is logged by the notification, nothing waits for it (PS3.4 J.3.3.1).
+            self._requests.discard(command.message_id)
+            self._notify(Evt.RESPONSE, context, command)
+            return
         if command.field == dimse.C_CANCEL_RQ:
             # The C-FIND it cancels was answered whole before this was read (one thread per
             # association); a C-CANCEL may arrive after the final response (PS3.7 9.3.2.3).
@@ -399,6 +410,33 @@ class AcceptorAssociation:
                     context.id, flags | (0x02 if last else 0), payload[start : start + piece]
                 )
         self.fsm.fire(Event.EVT9, bytes(out))
+
+    def send_request(
+        self,
+        context: pdu.ContextResult,
+        command_field: int,
+        sop_instance: str,
+        data_set: bytes | None,
+        type_id: int | None = None,
+    ) -> int:
+        """An N-EVENT-REPORT request from the acceptor on the same association (PS3.4 J.3.3:
+        a Storage Commitment SCP may report on the association of the N-ACTION while it is
+        open); its response comes back through `_request` (Evt.RESPONSE). Returns its
+        Message ID."""
+        if command_field != dimse.N_EVENT_REPORT_RQ:
+            raise ValueError("an acceptor only sends N-EVENT-REPORT requests")
+        self._message_id = (self._message_id % 0xFFFF) + 1
+        command = dimse.request(
+            command_field,
+            self._message_id,
+            context.abstract_syntax,
+            sop_instance,
+            has_data_set=data_set is not None,
+            type_id=type_id,
+        )
+        self._requests.add(self._message_id)
+        self.respond(context, command, data_set)
+        return self._message_id
 
 
 def _ignore(data: memoryview) -> None:

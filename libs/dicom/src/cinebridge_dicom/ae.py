@@ -60,7 +60,13 @@ class ApplicationEntity:
 
     # ------------------------------------------------------------------ requestor
 
-    def associate(self, host: str, port: int, ae_title: str) -> requestor.Association:
+    def associate(
+        self,
+        host: str,
+        port: int,
+        ae_title: str,
+        roles: Mapping[str, tuple[int, int]] | None = None,
+    ) -> requestor.Association:
         settings = requestor.Settings(
             calling_ae=self.ae_title,
             called_ae=ae_title,
@@ -72,7 +78,7 @@ class ApplicationEntity:
             network_s=self.network_timeout_s,
             dimse_s=self.dimse_timeout_s,
         )
-        return requestor.Association.request(host, port, settings, self.requested_contexts)
+        return requestor.Association.request(host, port, settings, self.requested_contexts, roles)
 
     # ------------------------------------------------------------------ acceptor
 

@@ -29,6 +29,8 @@ class Evt(enum.Enum):
     PROTOCOL_ERROR = "protocol error"
     TIMEOUT = "timeout"
     CONN_CLOSED = "connection closed"
+    #: The response to a request the acceptor sent (`send_request`): (context, command).
+    RESPONSE = "response received"
     # Interventions.
     REQUESTED = "association requested"
     C_ECHO = "C-ECHO"

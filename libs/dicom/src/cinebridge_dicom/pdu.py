@@ -10,7 +10,7 @@ no sockets.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 #: PS3.7 A.2.1: the DICOM Application Context Name.
@@ -106,8 +106,10 @@ def associate_rq(
     max_pdu: int,
     implementation_class_uid: str,
     implementation_version_name: str,
+    roles: Mapping[str, tuple[int, int]] | None = None,
 ) -> bytes:
-    """A-ASSOCIATE-RQ (PS3.8 9.3.2) proposing (id, abstract syntax, transfer syntaxes)."""
+    """A-ASSOCIATE-RQ (PS3.8 9.3.2) proposing (id, abstract syntax, transfer syntaxes), with an
+    SCP/SCU Role Selection item (PS3.7 D.3.3.4) per abstract syntax in `roles`."""
     body = struct.pack(">HH", 1, 0) + ae_field(called_ae) + ae_field(calling_ae) + bytes(32)
     body += item(0x10, APPLICATION_CONTEXT.encode("ascii"))
     for cid, abstract, syntaxes in contexts:
@@ -116,6 +118,9 @@ def associate_rq(
         body += item(0x20, struct.pack(">BBBB", cid, 0, 0, 0) + sub)
     user = item(0x51, struct.pack(">I", max_pdu))
     user += item(0x52, implementation_class_uid.encode("ascii"))
+    for uid, (scu, scp) in sorted((roles or {}).items()):
+        raw = uid.encode("ascii")
+        user += item(0x54, struct.pack(">H", len(raw)) + raw + bytes([scu, scp]))
     user += item(0x55, implementation_version_name.encode("ascii")[:16])
     body += item(0x50, user)
     return struct.pack(">BBI", ASSOCIATE_RQ, 0, len(body)) + body

@@ -18,7 +18,7 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, NoReturn
 
@@ -170,9 +170,12 @@ class Association:
         port: int,
         settings: Settings,
         contexts: Sequence[tuple[str, Sequence[str]]],
+        roles: Mapping[str, tuple[int, int]] | None = None,
     ) -> Association:
         """Connect and negotiate (AE-1, AE-2, then AE-3 or AE-4); raises `Rejected` when the
-        peer refuses or accepts no context, `AssociationError` when it cannot be reached."""
+        peer refuses or accepts no context, `AssociationError` when it cannot be reached.
+        `roles`: abstract syntax → (SCU role, SCP role) proposed (PS3.7 D.3.3.4), e.g. (0, 1)
+        to send a Storage Commitment N-EVENT-REPORT as the SCP (PS3.4 J.3.3)."""
         assoc = cls(host, port, settings)
         numbered = [(2 * n + 1, a, list(ts)) for n, (a, ts) in enumerate(contexts)]
         try:
@@ -183,6 +186,7 @@ class Association:
                 settings.max_pdu,
                 settings.implementation_class_uid,
                 settings.implementation_version_name,
+                roles,
             )
         except ValueError as exc:  # an AE title outside the PS3.5 repertoire
             raise AssociationError(str(exc), transient=False) from None

@@ -15,6 +15,7 @@ import asyncpg
 from cinebridge_common.db import Connection
 
 from .search_sql import (
+    COMMITMENT_SQL,
     DELIVERY_AGG,
     MEDIA_AGG,
     NO_DELIVERIES,
@@ -370,6 +371,39 @@ class Repository:
         )
         return str(value or "non-converted")
 
+    async def study_commitment(self, study_id: uuid.UUID) -> str | None:
+        if not await self.has_table("deliveries"):
+            return None
+        value = await self.pool.fetchval(
+            f"SELECT {COMMITMENT_SQL} FROM studies s {DELIVERY_AGG} WHERE s.id = $1", study_id
+        )
+        return str(value) if value is not None else None
+
+    async def uncommitted_studies(
+        self, older_than_s: float, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """Studies stored at a destination that requires Storage Commitment and not committed
+        `older_than_s` after they were sent (the ops page; sender tables, read only)."""
+        if not await self.has_table("commitment_transactions"):
+            return []
+        rows = await self.pool.fetch(
+            """SELECT d.study_id, dst.name AS destination, min(d.delivered_at) AS sent_at,
+                      count(*) AS instances,
+                      count(*) FILTER (WHERE d.commitment = 'failed') AS failed,
+                      max(d.commitment_reason) AS reason,
+                      min(s.patient_id) AS patient_id, min(s.accession_number) AS accession_number
+               FROM deliveries d JOIN destinations dst ON dst.id = d.destination_id
+                    LEFT JOIN studies s ON s.id = d.study_id
+               WHERE dst.commitment_required AND d.state IN ('sent', 'warning')
+                 AND d.commitment IS DISTINCT FROM 'committed'
+                 AND d.commitment IS DISTINCT FROM 'unsupported'
+                 AND d.delivered_at < now() - make_interval(secs => $1)
+               GROUP BY d.study_id, dst.name ORDER BY min(d.delivered_at) LIMIT $2""",
+            float(older_than_s),
+            limit,
+        )
+        return [dict(r) for r in rows]
+
     async def count_studies(self) -> int:
         return int(await self.pool.fetchval("SELECT count(*) FROM studies"))
 
@@ -425,7 +459,9 @@ class Repository:
         rows = await self.pool.fetch(
             f"""SELECT d.id, d.instance_id, d.destination_id, dst.name AS destination_name,
                       d.state, d.attempts, d.last_status, d.last_error, d.updated_at,
-                      d.delivered_at, i.sop_instance_uid, i.sop_class_uid, {media} AS media_id
+                      d.delivered_at, i.sop_instance_uid, i.sop_class_uid, {media} AS media_id,
+                      CASE WHEN dst.commitment_required THEN d.commitment END AS commitment,
+                      d.commitment_reason
                FROM deliveries d
                JOIN outgoing_instances i ON i.id = d.instance_id
                JOIN destinations dst ON dst.id = d.destination_id

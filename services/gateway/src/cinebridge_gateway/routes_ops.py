@@ -195,6 +195,10 @@ async def ops_summary(_: OpsReader, gw: Gw) -> dict[str, Any]:
         "outbox": await _from_db(gw.repo.outbox_backlog()),
         "deliveries": await _from_db(gw.repo.delivery_backlog()),
         "failed_deliveries": await _from_db(gw.repo.failed_deliveries()),
+        "uncommitted": await _from_db(
+            gw.repo.uncommitted_studies(gw.settings.gateway_commitment_overdue_s)
+        ),
+        "uncommitted_after_s": gw.settings.gateway_commitment_overdue_s,
         "dead_letters": await _from_db(gw.repo.dead_letter_count()),
         "received": await _from_db(_received_counts(gw)),
         "disk": _disk(gw),

@@ -149,6 +149,11 @@ class DestinationIn(BaseModel):
     )
     tls_verify: bool = True
     ca_file: Annotated[str, Field(max_length=1024), AfterValidator(_ca_file)] | None = None
+    #: Storage Commitment (PS3.4 Annex J), DIMSE destinations only (the sender refuses it for
+    #: a DICOMweb one): ask, wait for the report this long, ask again this many times.
+    commitment_required: bool = False
+    commitment_timeout_s: Annotated[int, Field(ge=1, le=604800)] = 300
+    commitment_retries: Annotated[int, Field(ge=0, le=100)] = 3
 
     @model_validator(mode="after")
     def _complete(self) -> DestinationIn:
@@ -158,6 +163,8 @@ class DestinationIn(BaseModel):
             raise ValueError("a DICOMweb destination needs base_url")
         if self.auth == "basic" and not self.username:
             raise ValueError("basic authentication needs a username")
+        if self.kind == "dicomweb" and self.commitment_required:
+            raise ValueError("Storage Commitment is a DIMSE service: not for a DICOMweb archive")
         return self
 
 

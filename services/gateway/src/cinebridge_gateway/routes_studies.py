@@ -192,6 +192,7 @@ async def get_study(study_id: uuid.UUID, _: User, gw: Gw) -> dict[str, Any]:
     return {
         **study,
         "status": await gw.repo.study_status(study_id),
+        "commitment": await gw.repo.study_commitment(study_id),
         "media": [_media_out(m) for m in await gw.repo.list_media(study_id)],
         "deliveries": await gw.repo.deliveries_for_study(study_id),
     }

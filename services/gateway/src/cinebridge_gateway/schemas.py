@@ -33,6 +33,9 @@ class StudyOut(BaseModel):
     media_count: int | None = None
     #: A local study that the station's own SCP received back (one row, not a second study).
     received_back: bool = False
+    #: Storage Commitment of the study at the destinations that require it (one badge):
+    #: sent (not asked yet), requested, committed, commit-failed, unsupported; None: none.
+    commitment: str | None = None
 
 
 class MediaOut(BaseModel):
@@ -70,6 +73,10 @@ class DeliveryOut(BaseModel):
     sop_class_uid: str
     #: The captured item the instance was made from (none for instances received elsewhere).
     media_id: uuid.UUID | None = None
+    #: Storage Commitment at a destination that requires it (PS3.4 Annex J): requested,
+    #: committed, failed, unsupported; None: not asked (yet, or not required).
+    commitment: str | None = None
+    commitment_reason: str | None = None
 
 
 class StudyDetail(StudyOut):

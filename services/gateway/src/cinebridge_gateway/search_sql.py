@@ -51,16 +51,50 @@ MEDIA_AGG = """
              (SELECT count(*) FROM instances WHERE instances.study_id = s.id) AS instances
       FROM media WHERE media.study_id = s.id) m ON true"""
 
+#: One Storage Commitment badge per study (PS3.4 Annex J; services/sender/README.md): over the
+#: deliveries to destinations that require commitment, the worst state shows; NULL while none
+#: of them is stored. An instance sent again because the archive did not commit it keeps the
+#: study `requested`, never `committed`.
+COMMITMENT_SQL = """
+    CASE
+      WHEN d.to_commit = 0 THEN NULL
+      WHEN d.commit_failed > 0 THEN 'commit-failed'
+      WHEN d.unsupported > 0 THEN 'unsupported'
+      WHEN d.committed = d.to_commit AND d.commit_underway = 0 THEN 'committed'
+      WHEN d.requested > 0 OR d.commit_resending > 0 THEN 'requested'
+      ELSE 'sent'
+    END"""
+
 DELIVERY_AGG = """
     LEFT JOIN LATERAL (
       SELECT count(*) AS total,
              count(*) FILTER (WHERE state IN ('sent', 'warning')) AS sent,
              count(*) FILTER (WHERE state = 'failed-permanent') AS failed,
-             count(DISTINCT instance_id) AS instances
-      FROM deliveries WHERE deliveries.study_id = s.id) d ON true"""
+             count(DISTINCT instance_id) AS instances,
+             count(*) FILTER (WHERE dst.commitment_required
+                              AND state IN ('sent', 'warning')) AS to_commit,
+             count(*) FILTER (WHERE dst.commitment_required
+                              AND commitment = 'committed') AS committed,
+             count(*) FILTER (WHERE dst.commitment_required
+                              AND commitment = 'failed') AS commit_failed,
+             count(*) FILTER (WHERE dst.commitment_required
+                              AND commitment = 'unsupported') AS unsupported,
+             count(*) FILTER (WHERE dst.commitment_required
+                              AND commitment = 'requested') AS requested,
+             count(*) FILTER (WHERE dst.commitment_required
+                              AND state IN ('queued', 'sending', 'failed-retrying'))
+                 AS commit_underway,
+             count(*) FILTER (WHERE dst.commitment_required AND commitment_requests > 0
+                              AND state IN ('queued', 'sending', 'failed-retrying'))
+                 AS commit_resending
+      FROM deliveries JOIN destinations dst ON dst.id = deliveries.destination_id
+      WHERE deliveries.study_id = s.id) d ON true"""
 
 NO_DELIVERIES = (
-    " LEFT JOIN LATERAL (SELECT 0 AS total, 0 AS sent, 0 AS failed, 0 AS instances) d ON true"
+    " LEFT JOIN LATERAL (SELECT 0 AS total, 0 AS sent, 0 AS failed, 0 AS instances,"
+    " 0 AS to_commit, 0 AS committed, 0 AS commit_failed, 0 AS unsupported, 0 AS requested,"
+    " 0 AS commit_underway, 0 AS commit_resending)"
+    " d ON true"
 )
 
 
@@ -174,7 +208,7 @@ def _local_page(
     return f"""
         SELECT * FROM (
           SELECT p.*, m.total AS media_count, {STATUS_SQL} AS status,
-                 {received_back} AS received_back
+                 {received_back} AS received_back, {COMMITMENT_SQL} AS commitment
           FROM ({page}) p
           {MEDIA_AGG.replace("s.id", "p.id")}
           {deliveries.replace("s.id", "p.id")}
@@ -213,7 +247,7 @@ def _received_page(common: list[str], window: str) -> str:
                s.first_received_at AS created_at, s.last_received_at AS updated_at,
                ''::text AS modality,
                (SELECT count(*) FROM received_instances i WHERE i.study_id = s.id) AS media_count,
-               'received' AS status, false AS received_back
+               'received' AS status, false AS received_back, NULL::text AS commitment
         FROM received_studies s WHERE {" AND ".join(common)}
           AND NOT EXISTS (SELECT 1 FROM studies l WHERE l.study_instance_uid = s.study_instance_uid)
         ORDER BY s.first_received_at DESC LIMIT {window}"""

@@ -25,6 +25,9 @@ class GatewaySettings(ServiceSettings):
     #: Largest file the Room page's "Add file" accepts (streamed to the media store, not held
     #: in memory); bigger uploads get 413 and leave nothing behind.
     gateway_upload_max_bytes: int = 4 << 30
+    #: The ops page lists studies stored at a destination that requires Storage Commitment and
+    #: not committed this long after they were sent (PS3.4 Annex J).
+    gateway_commitment_overdue_s: float = 3600.0
     #: Mark the session cookie Secure (set when a TLS proxy fronts the gateway).
     gateway_cookie_secure: bool = False
     #: {room: base_url} of each capture instance's MJPEG preview server (`/preview/<src>.mjpg`).

@@ -12,21 +12,25 @@ from __future__ import annotations
 import functools
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from cinebridge_common.conformance import STATUS_SUCCESS
+from cinebridge_common import commitment as sc
+from cinebridge_common.conformance import STATUS_SUCCESS, VERIFICATION_SOP_CLASS
 from cinebridge_common.logging import kv
 from cinebridge_dicom import dimse, pdu
 from cinebridge_dicom.acceptor import AcceptorAssociation, AcceptorPolicy
 from cinebridge_dicom.events import Binding, Evt, Rejection, binding_table
 
 from . import metrics
+from .commitment import CommitmentService
 from .ingest import Command
 from .receive import ReceiveConfig, ReceiveFile, file_meta_bytes
 
 log = logging.getLogger(__name__)
+
+VERIFICATION = VERIFICATION_SOP_CLASS[1]
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,8 @@ class AcceptorConfig:
     implementation_version_name: str
     receive: ReceiveConfig
     ingest: StoreSink
+    #: Storage Commitment Push Model in both roles (commitment.py); None: not offered.
+    commitment: CommitmentService | None = None
 
     @functools.cached_property
     def policy(self) -> AcceptorPolicy:
@@ -73,6 +79,8 @@ class AcceptorConfig:
             network_timeout_s=limits.network_timeout_s,
             pdu_timeout_s=limits.pdu_timeout_s,
             dimse_timeout_s=limits.dimse_timeout_s,
+            # An archive reporting on its own association is the SCP of the class (J.3.3).
+            both_roles=frozenset([sc.STORAGE_COMMITMENT]),
         )
 
 
@@ -121,7 +129,7 @@ class ReceivedInstance:
 def handle_requested(assoc: Association, rq: pdu.AssociateRq) -> Rejection | None:
     """Whom this AE accepts (PS3.8 Table 9-21 reasons); then the association limit."""
     cfg = assoc.config
-    if cfg.require_called_ae and rq.called_ae != cfg.ae_title:
+    if cfg.require_called_ae and rq.called_ae != cfg.ae_title and not _reporting(cfg, rq):
         return Rejection(1, 1, 7, "called AE title not recognised")
     if not rq.calling_ae:
         return Rejection(1, 1, 3, "calling AE title empty")
@@ -132,6 +140,17 @@ def handle_requested(assoc: Association, rq: pdu.AssociateRq) -> Rejection | Non
     if not assoc.admitted:
         return Rejection(2, 3, 2, "too many associations")  # transient, local limit exceeded
     return None
+
+
+def _reporting(cfg: AcceptorConfig, rq: pdu.AssociateRq) -> bool:
+    """An archive bringing a Storage Commitment report (PS3.4 J.3.3) addresses the AE title it
+    knows the station by: the sender's calling AE title, which need not be this AE's. Such an
+    association (Storage Commitment, perhaps Verification, nothing else) is accepted whatever
+    its called AE title; the calling AE allow-list still applies."""
+    if cfg.commitment is None:
+        return False
+    offered = {cx.abstract_syntax for cx in rq.contexts}
+    return sc.STORAGE_COMMITMENT in offered and offered <= {sc.STORAGE_COMMITMENT, VERIFICATION}
 
 
 def handle_rejected(assoc: Association, rq: pdu.AssociateRq, rejection: Rejection) -> None:
@@ -197,6 +216,109 @@ def handle_store(
     return ReceivedInstance(assoc, command, rf)
 
 
+#: N-ACTION / N-EVENT-REPORT statuses (PS3.7 10.1.4.1.10, 10.1.1.1.8; Annex C).
+STATUS_PROCESSING_FAILURE = 0x0110
+STATUS_NO_SUCH_SOP_CLASS = 0x0118
+STATUS_NO_SUCH_ACTION = 0x0123
+STATUS_NO_SUCH_EVENT = 0x0113
+STATUS_INVALID_ARGUMENT = 0x0115
+
+Answers = Iterator[tuple[int, bytes | None]]
+
+
+def handle_n_action(
+    assoc: Association, context: pdu.ContextResult, rq: dimse.Command, data: bytes | None
+) -> Answers:
+    """Storage Commitment request (PS3.4 J.3.2): answered from the index, the N-ACTION-RSP
+    first, then the N-EVENT-REPORT (J.3.3) here or on a new association."""
+    service = assoc.config.commitment
+    if service is None or context.abstract_syntax != sc.STORAGE_COMMITMENT:
+        yield STATUS_NO_SUCH_SOP_CLASS, None
+        return
+    if dimse.command_us(rq.elements, dimse.ACTION_TYPE_ID) != sc.ACTION_REQUEST:
+        yield STATUS_NO_SUCH_ACTION, None
+        return
+    try:
+        uid, refs = sc.parse_action(data or b"", context.transfer_syntax)
+        report = service.answer(uid, refs)
+    except sc.MalformedCommitment as exc:
+        log.warning("commitment request refused", extra=kv(association=assoc.id, reason=str(exc)))
+        yield STATUS_INVALID_ARGUMENT, None
+        return
+    except Exception as exc:  # the index is unreachable: the requester asks again later
+        log.warning("commitment lookup failed", extra=kv(association=assoc.id, error=repr(exc)))
+        yield STATUS_PROCESSING_FAILURE, None
+        return
+    metrics.COMMITMENT_REQUESTS.labels("committed" if not report.failed else "failures").inc()
+    yield STATUS_SUCCESS, None
+    to = service.report_to(assoc.calling_ae)
+    log.info(
+        "commitment requested",
+        extra=kv(
+            association=assoc.id,
+            calling_ae=assoc.calling_ae,
+            transaction=uid,
+            committed=len(report.committed),
+            failed=len(report.failed),
+            report="new association" if to else "same association",
+        ),
+    )
+    if to is not None:
+        service.report_later(to, report)
+        return
+    assoc.send_request(
+        context,
+        dimse.N_EVENT_REPORT_RQ,
+        sc.STORAGE_COMMITMENT_INSTANCE,
+        sc.event_information(report, context.transfer_syntax),
+        report.event_type,
+    )
+
+
+def handle_n_event_report(
+    assoc: Association, context: pdu.ContextResult, rq: dimse.Command, data: bytes | None
+) -> Answers:
+    """An archive's Storage Commitment result for the sender (PS3.4 J.3.3): answered 0000 only
+    once it is stored in JetStream, so it is never lost while the sender is down."""
+    service = assoc.config.commitment
+    if service is None or context.abstract_syntax != sc.STORAGE_COMMITMENT:
+        yield STATUS_NO_SUCH_SOP_CLASS, None
+        return
+    if dimse.command_us(rq.elements, dimse.EVENT_TYPE_ID) not in (
+        sc.EVENT_SUCCESS,
+        sc.EVENT_FAILURES,
+    ):
+        yield STATUS_NO_SUCH_EVENT, None
+        return
+    try:
+        report = sc.parse_report(data or b"", context.transfer_syntax)
+    except sc.MalformedCommitment as exc:
+        log.warning("commitment report refused", extra=kv(association=assoc.id, reason=str(exc)))
+        yield STATUS_INVALID_ARGUMENT, None
+        return
+    stored = service.publish(report, assoc.calling_ae)
+    metrics.COMMITMENT_REPORTS.labels("stored" if stored else "failed").inc()
+    log.info(
+        "commitment report received",
+        extra=kv(
+            association=assoc.id,
+            calling_ae=assoc.calling_ae,
+            transaction=report.transaction_uid,
+            committed=len(report.committed),
+            failed=len(report.failed),
+            stored=stored,
+        ),
+    )
+    yield (STATUS_SUCCESS if stored else STATUS_PROCESSING_FAILURE), None
+
+
+def handle_response(assoc: Association, context: pdu.ContextResult, rsp: dimse.Command) -> None:
+    log.info(
+        "commitment report answered",
+        extra=kv(association=assoc.id, calling_ae=assoc.calling_ae, status=rsp.status),
+    )
+
+
 def handle_released(assoc: Association) -> None:
     metrics.ASSOCIATIONS_ENDED.labels("released").inc()  # counted before the peer knows
     log.info("association released", extra=kv(association=assoc.id, peer=assoc.peer))
@@ -235,6 +357,9 @@ BINDINGS: list[Binding] = [
     (Evt.ACCEPTED, handle_accepted),
     (Evt.C_ECHO, handle_echo),
     (Evt.C_STORE, handle_store),
+    (Evt.N_ACTION, handle_n_action),
+    (Evt.N_EVENT_REPORT, handle_n_event_report),
+    (Evt.RESPONSE, handle_response),
     (Evt.RELEASED, handle_released),
     (Evt.ABORTED, handle_aborted),
     (Evt.PROTOCOL_ERROR, handle_protocol_error),

@@ -7,16 +7,25 @@ import functools
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
+from cinebridge_common import commitment as sc
+from cinebridge_common.bus import Bus
 from cinebridge_common.logging import kv
-from cinebridge_common.messages import ConformanceReply, ScpConformance
+from cinebridge_common.messages import (
+    CommitmentReported,
+    CommittedReference,
+    ConformanceReply,
+    ScpConformance,
+)
 from cinebridge_common.service import ServiceContext
 
 from . import repository
+from .commitment import CommitmentService
 from .ingest import Indexer, IndexOutcome, Ingest, InstanceFacts
-from .listener import ScpListener
+from .listener import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, ScpListener
 from .receive import ReceiveConfig
 from .recover import Recovery
 from .settings import ScpSettings
@@ -72,6 +81,60 @@ def index_on_loop(
     return index
 
 
+def commitment_on_loop(
+    loop: asyncio.AbstractEventLoop, pool: asyncpg.Pool, bus: Bus, settings: ScpSettings
+) -> CommitmentService:
+    """Storage Commitment for association threads: index lookups and report publishing run
+    on the event loop, each bounded (STYLE: one small bridge)."""
+
+    def lookup(uids: Sequence[str]) -> dict[str, str]:
+        future = asyncio.run_coroutine_threadsafe(repository.stored_classes(pool, uids), loop)
+        try:
+            return future.result(settings.scp_db_timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def publish(report: sc.Report, calling_ae: str) -> bool:
+        event = CommitmentReported(
+            transaction_uid=report.transaction_uid,
+            calling_ae=calling_ae,
+            references=[
+                CommittedReference(
+                    sop_class_uid=r.sop_class_uid, sop_instance_uid=r.sop_instance_uid
+                )
+                for r in report.committed
+            ]
+            + [
+                CommittedReference(
+                    sop_class_uid=f.sop_class_uid,
+                    sop_instance_uid=f.sop_instance_uid,
+                    failure_reason=f.reason,
+                )
+                for f in report.failed
+            ],
+        )
+        # The same report sent twice is one message (JetStream de-duplicates by Nats-Msg-Id).
+        digest = hashlib.sha256(event.model_dump_json(exclude={"occurred_at"}).encode()).hexdigest()
+        msg_id = f"commitment-{digest[:32]}"
+        future = asyncio.run_coroutine_threadsafe(bus.publish(event, msg_id=msg_id), loop)
+        try:
+            future.result(settings.scp_commitment_publish_timeout_s)
+        except Exception as exc:
+            future.cancel()
+            log.warning("commitment report not stored", extra=kv(error=repr(exc)[:200]))
+            return False
+        return True
+
+    return CommitmentService(
+        lookup,
+        publish,
+        settings.scp_commitment_peers,
+        settings.scp_ae_title,
+        (IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME),
+    )
+
+
 class ScpApp:
     """Runs until stopped; `listener` is set once the DICOM ports are open."""
 
@@ -100,7 +163,8 @@ class ScpApp:
                 log.warning("stale partial files removed", extra=kv(count=removed))
             config = self.receive_config or ReceiveConfig(tmp, settings.scp_max_instance_bytes)
             ingest = Ingest(ctx.store, index, settings.scp_max_nesting_depth)
-            listener = ScpListener(settings, ingest, config)
+            commitment = commitment_on_loop(loop, pool, ctx.bus, settings)
+            listener = ScpListener(settings, ingest, config, commitment)
             listener.start()
             ctx.stack.callback(listener.stop)
             self.listener = listener

@@ -7,11 +7,13 @@ import logging
 import ssl
 import threading
 
+from cinebridge_common import commitment as sc
 from cinebridge_common import conformance
 from cinebridge_common.logging import kv
 from cinebridge_common.uids import make_uid
 
 from .acceptor import AcceptorConfig, Limits, StoreSink
+from .commitment import CommitmentService
 from .receive import ReceiveConfig
 from .server import ScpServer, parse_networks
 from .settings import ScpSettings
@@ -67,18 +69,25 @@ class ScpListener:
     """One AE, one or two servers (plain on scp_port, TLS on scp_tls_port)."""
 
     def __init__(
-        self, settings: ScpSettings, ingest: StoreSink, receive_config: ReceiveConfig
+        self,
+        settings: ScpSettings,
+        ingest: StoreSink,
+        receive_config: ReceiveConfig,
+        commitment: CommitmentService | None = None,
     ) -> None:
         self.settings = settings
         self.servers: list[ScpServer] = []
         s = settings
+        supported = supported_syntaxes()
+        if commitment is not None:
+            supported[sc.STORAGE_COMMITMENT] = frozenset(sc.TRANSFER_SYNTAXES)
         self.config = AcceptorConfig(
             ae_title=s.scp_ae_title,
             require_called_ae=s.scp_require_called_ae,
             allowed_calling_ae_titles=frozenset(
                 t.strip() for t in s.scp_allowed_calling_ae_titles if t.strip()
             ),
-            supported=supported_syntaxes(),
+            supported=supported,
             limits=Limits(
                 max_pdu=s.scp_max_pdu,
                 acse_timeout_s=s.scp_acse_timeout_s,
@@ -92,6 +101,7 @@ class ScpListener:
             implementation_version_name=IMPLEMENTATION_VERSION_NAME,
             receive=receive_config,
             ingest=ingest,
+            commitment=commitment,
         )
 
     def start(self) -> None:

@@ -23,6 +23,16 @@ ASSOCIATIONS_ENDED = Counter(
     "Associations that ended, by how (released, peer_abort, protocol_error, timeout, closed)",
     ("how",),
 )
+COMMITMENT_REQUESTS = Counter(
+    "cinebridge_scp_commitment_requests_total",
+    "Storage Commitment requests answered (PS3.4 J.3), by result (committed, failures)",
+    ("result",),
+)
+COMMITMENT_REPORTS = Counter(
+    "cinebridge_scp_commitment_reports_total",
+    "Storage Commitment reports received for the sender, by outcome (stored, failed)",
+    ("outcome",),
+)
 ECHOES = Counter("cinebridge_scp_echo_requests_total", "C-ECHO requests answered")
 INSTANCES_RECEIVED = Counter(
     "cinebridge_scp_instances_received_total", "Instances stored and acknowledged with success"

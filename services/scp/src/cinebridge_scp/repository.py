@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Literal
 
 import asyncpg
@@ -108,3 +109,14 @@ def _event(f: InstanceFacts, instance_id: str, *, replaced: bool) -> InstanceRec
         sha256=f.sha256,
         replaced=replaced,
     )
+
+
+async def stored_classes(pool: asyncpg.Pool, sop_instance_uids: Sequence[str]) -> dict[str, str]:
+    """SOP Instance UID → SOP Class UID of those indexed: each has a durable file (ingest.py),
+    which is what Storage Commitment promises (PS3.4 J.3.2)."""
+    rows = await pool.fetch(
+        """SELECT sop_instance_uid, sop_class_uid FROM received_instances
+           WHERE sop_instance_uid = ANY($1::text[])""",
+        list(sop_instance_uids),
+    )
+    return {r["sop_instance_uid"]: r["sop_class_uid"] for r in rows}

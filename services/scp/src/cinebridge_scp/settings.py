@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import resource
 from pathlib import Path
 from typing import Literal, Self
 
 from cinebridge_common import conformance
 from cinebridge_common.settings import ServiceSettings
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
+
+from .commitment import CommitmentPeer
 
 
 class ScpSettings(ServiceSettings):
@@ -66,6 +69,18 @@ class ScpSettings(ServiceSettings):
     #: PostgreSQL lost) are indexed again: at start over this many days, then every interval.
     scp_recover_days: int = 7
     scp_recover_interval_s: float = 300.0
+    #: Storage Commitment (PS3.4 Annex J): modalities that ask this SCP for commitment and
+    #: want the report on a new association (`report: "new"`, with host and port), e.g.
+    #: `[{"ae_title": "ENDO1", "host": "10.0.0.7", "port": 104, "report": "new"}]`. Others
+    #: get it on the association of their request.
+    scp_commitment_peers: list[CommitmentPeer] = []
+    #: Longest wait for JetStream to store a report received for the sender before answering.
+    scp_commitment_publish_timeout_s: float = 10.0
+
+    @field_validator("scp_commitment_peers", mode="before")
+    @classmethod
+    def _parse_peers(cls, value: object) -> object:
+        return json.loads(value) if isinstance(value, str) else value
 
     def effective_max_associations(self) -> int:
         if self.scp_max_associations > 0:

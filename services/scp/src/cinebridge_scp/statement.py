@@ -5,11 +5,13 @@ negotiates with (`listener.supported_syntaxes`) and its settings; answered on
 from __future__ import annotations
 
 from cinebridge_common import __version__, conformance
+from cinebridge_common import commitment as sc
 from cinebridge_common.messages.conformance import (
     ApplicationEntity,
     ConformanceReply,
     NamedUid,
     SopClassSupport,
+    StatusRow,
 )
 
 from .listener import (
@@ -88,4 +90,111 @@ def describe(settings: ScpSettings, ports: list[int]) -> ConformanceReply:
         character_sets=["any (stored as received, not converted)"],
         security=tls,
     )
-    return ConformanceReply(service="scp", version=__version__, application_entities=[ae])
+    return ConformanceReply(
+        service="scp",
+        version=__version__,
+        application_entities=[ae, commitment(s, listen, policies)],
+    )
+
+
+def commitment(s: ScpSettings, listen: str, policies: dict[str, str]) -> ApplicationEntity:
+    """The Storage Commitment Push Model SCP of the same AE (PS3.4 Annex J, IHE RAD-10)."""
+    peers = [
+        f"{p.ae_title}@{p.host}:{p.port} (report on a new association)"
+        for p in s.scp_commitment_peers
+        if p.report == "new" and p.host and p.port
+    ]
+    syntaxes = [NamedUid(name=_TS_NAMES.get(t, t), uid=t) for t in sc.TRANSFER_SYNTAXES]
+    return ApplicationEntity(
+        name="Storage Commitment Server",
+        service="scp",
+        ae_title=s.scp_ae_title,
+        function=(
+            "Storage Commitment Push Model SCP for modalities that stored here; also accepts the"
+            " reports archives send to the station's Storage Commitment Client (role selection,"
+            " PS3.4 J.3.3)."
+        ),
+        listen=listen,
+        sop_classes=[
+            SopClassSupport(
+                name="Storage Commitment Push Model SOP Class",
+                uid=sc.STORAGE_COMMITMENT,
+                role="SCP",
+                transfer_syntaxes=syntaxes,
+            )
+        ],
+        policies={
+            **policies,
+            "SCP/SCU role selection": "Storage Commitment Push Model: the requestor's SCU and"
+            " SCP roles are accepted as proposed (an archive reporting proposes SCU 0, SCP 1)",
+            "Report association": "the association of the N-ACTION; a new one for the peers"
+            " configured so (CB_SCP_COMMITMENT_PEERS), proposing the SCP role",
+        },
+        acceptance=(
+            "Accepts N-ACTION Request Storage Commitment (Action Type ID 1) on the Storage"
+            " Server's associations and answers from the index. Accepts N-EVENT-REPORT (Event"
+            " Type ID 1 or 2) from archives on associations they open, stores it for the"
+            " Storage Commitment Client, then answers."
+        ),
+        activity=(
+            "An instance is committed when it is in the index: its file was fsync'd and its row"
+            " committed before its C-STORE was answered 0000, so commitment adds no delay and"
+            " never promises what a crash could lose. After the N-ACTION-RSP the N-EVENT-REPORT"
+            " lists every committed instance in the Referenced SOP Sequence and every other one"
+            " in the Failed SOP Sequence: 0112 (no such object instance) when it is not in the"
+            " index, 0119 (class-instance conflict) when it is stored under another SOP class."
+            " The commitment lasts as long as the instance is kept (no automatic deletion)."
+        ),
+        statuses=[
+            StatusRow(
+                service="N-ACTION-RSP",
+                status="Success",
+                code="0000",
+                behaviour="request accepted; the report follows",
+            ),
+            StatusRow(
+                service="N-ACTION-RSP",
+                status="Failure",
+                code="0110",
+                behaviour="the index could not be read; ask again later",
+            ),
+            StatusRow(
+                service="N-ACTION-RSP",
+                status="Failure",
+                code="0115",
+                behaviour="Action Information without Transaction UID or references",
+            ),
+            StatusRow(
+                service="N-ACTION-RSP",
+                status="Failure",
+                code="0123",
+                behaviour="Action Type ID other than 1",
+            ),
+            StatusRow(
+                service="N-EVENT-REPORT (sent)",
+                status="any",
+                code="-",
+                behaviour="logged; the report is not sent again",
+            ),
+            StatusRow(
+                service="N-EVENT-REPORT-RSP (sent by us)",
+                status="Success",
+                code="0000",
+                behaviour="the archive's report is stored for the sender",
+            ),
+            StatusRow(
+                service="N-EVENT-REPORT-RSP (sent by us)",
+                status="Failure",
+                code="0110",
+                behaviour="the report could not be stored (bus down): the archive may"
+                " send it again; the sender asks again after its time-out",
+            ),
+        ],
+        peers=peers,
+        character_sets=["none needed (UIDs only)"],
+        security=policies_security(s),
+    )
+
+
+def policies_security(s: ScpSettings) -> str:
+    return f"as the Storage Server (TLS on port {s.scp_tls_port})" if s.tls_enabled else "none"

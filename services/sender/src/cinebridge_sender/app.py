@@ -18,7 +18,7 @@ from cinebridge_common.service import ServiceContext
 from cinebridge_common.supervise import every
 from prometheus_client import Gauge
 
-from . import dead_letters
+from . import commitment_handlers, dead_letters
 from . import repository as repo
 from .batches import SenderDeps
 from .handlers import CONSUMERS, RPC
@@ -50,7 +50,7 @@ def consumer_spec(
         max_deliver=max(50, settings.sender_max_attempts * 20),
         ack_wait_s=60.0,
         batch=1,
-        workers=settings.sender_workers if durable == "sender-send" else 1,
+        workers=settings.sender_workers if durable in ("sender-send", "sender-commit") else 1,
     )
 
 
@@ -69,6 +69,7 @@ async def sweep_once(deps: SenderDeps, ctx: ServiceContext, sweep: int) -> None:
     if rows:
         await repo.republish(deps.pool, rows, sweep)
         log.warning("overdue deliveries re-queued", extra=kv(count=len(rows)))
+    await commitment_handlers.sweep(deps, sweep)
     await refresh_metrics(deps, ctx)
 
 

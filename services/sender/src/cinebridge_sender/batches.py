@@ -27,7 +27,7 @@ from cinebridge_common.messages.sender import DeliveryState
 from cinebridge_common.station import load_station_settings
 from cinebridge_common.store import MediaStore, UnsafePath
 
-from . import metrics, scu, stow
+from . import commitment_repository, metrics, scu, stow
 from . import repository as repo
 from .policy import Outcome
 from .settings import SenderSettings
@@ -45,6 +45,9 @@ class SenderDeps:
     owner: str
     #: One batch per destination at a time in this process; more associations go inside it.
     busy: dict[uuid.UUID, asyncio.Lock] = field(default_factory=dict)
+    #: Storage Commitment transactions whose N-ACTION association waits for a report: set
+    #: when the report arrives another way (on the SCP), so the wait ends.
+    answered: dict[str, threading.Event] = field(default_factory=dict)
 
     def lock_for(self, destination_id: uuid.UUID) -> asyncio.Lock:
         return self.busy.setdefault(destination_id, asyncio.Lock())
@@ -285,6 +288,7 @@ async def _record(
         error=error,
         started_at=started,
         retry_in_s=retry_in,
+        on_stored=commitment_repository.after_sent,
     )
     metrics.record_attempt(
         destination, stored, result.status, result.started_at, result.finished_at

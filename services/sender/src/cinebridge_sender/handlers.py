@@ -32,8 +32,8 @@ from cinebridge_common.messages import (
 )
 from cinebridge_common.station import load_station_settings
 
+from . import commitment_handlers, scu, statement, stow
 from . import repository as repo
-from . import scu, statement, stow
 from .batches import (
     DestinationGone,
     DestinationResting,
@@ -179,6 +179,7 @@ CONSUMERS: list[tuple[str, str, type[Message], JobHandler]] = [
     ("CB_EVENTS", "sender-instance-created", InstanceCreated, handle_instance_created),
     ("CB_JOBS", "sender-send", SendInstance, handle_send_instance),
     ("CB_JOBS", "sender-forward", ForwardStudy, handle_forward_study),
+    *commitment_handlers.CONSUMERS,
 ]
 
 #: Request/reply subjects the sender answers.
@@ -189,4 +190,5 @@ RPC: list[tuple[type[Request], RpcHandler]] = [
     (DestinationDelete, handle_destination_delete),
     (RetryDelivery, handle_retry_delivery),
     (SenderConformance, handle_conformance),
+    *commitment_handlers.RPC,
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -29,11 +29,13 @@ Conn = asyncpg.Connection | PoolConnectionProxy
 Db = asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy
 
 TERMINAL = ("sent", "warning", "failed-permanent")
+#: Called in the transaction that records a delivery as stored: (conn, destination, study).
+OnStored = Callable[[Conn, uuid.UUID, uuid.UUID | None], Awaitable[object]]
 
 _DEST_COLUMNS = (
     "id, name, kind, ae_title, host, port, calling_ae_title, tls, profile, enabled, auto_send, "
     "max_associations, base_url, auth, username, secret IS NOT NULL AS secret_set, tls_verify, "
-    "ca_file"
+    "ca_file, commitment_required, commitment_timeout_s, commitment_retries"
 )
 
 
@@ -97,6 +99,9 @@ async def upsert_destination(conn: Db, d: Destination) -> Destination:
         d.secret,
         d.tls_verify,
         d.ca_file,
+        d.commitment_required,
+        d.commitment_timeout_s,
+        d.commitment_retries,
     )
     if d.id is not None:
         row = await conn.fetchrow(
@@ -105,7 +110,8 @@ async def upsert_destination(conn: Db, d: Destination) -> Destination:
                    max_associations = $11, kind = $12, base_url = $13, auth = $14,
                    username = $15,
                    secret = CASE WHEN $14 = 'none' THEN NULL ELSE coalesce($16, secret) END,
-                   tls_verify = $17, ca_file = $18, updated_at = now()
+                   tls_verify = $17, ca_file = $18, commitment_required = $19,
+                   commitment_timeout_s = $20, commitment_retries = $21, updated_at = now()
                 WHERE id = $1 RETURNING {_DEST_COLUMNS}""",
             uuid.UUID(d.id),
             *values,
@@ -116,16 +122,19 @@ async def upsert_destination(conn: Db, d: Destination) -> Destination:
     row = await conn.fetchrow(
         f"""INSERT INTO destinations (id, name, ae_title, host, port, calling_ae_title, tls,
                                       profile, enabled, auto_send, max_associations, kind,
-                                      base_url, auth, username, secret, tls_verify, ca_file)
+                                      base_url, auth, username, secret, tls_verify, ca_file,
+                                      commitment_required, commitment_timeout_s,
+                                      commitment_retries)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                    CASE WHEN $14 = 'none' THEN NULL ELSE $16 END, $17, $18)
+                    CASE WHEN $14 = 'none' THEN NULL ELSE $16 END, $17, $18, $19, $20, $21)
             ON CONFLICT (name) DO UPDATE SET ae_title = $3, host = $4, port = $5,
                 calling_ae_title = $6, tls = $7, profile = $8, enabled = $9, auto_send = $10,
                 max_associations = $11, kind = $12, base_url = $13, auth = $14,
                 username = $15,
                 secret = CASE WHEN $14 = 'none' THEN NULL
                               ELSE coalesce($16, destinations.secret) END,
-                tls_verify = $17, ca_file = $18, updated_at = now()
+                tls_verify = $17, ca_file = $18, commitment_required = $19,
+                commitment_timeout_s = $20, commitment_retries = $21, updated_at = now()
             RETURNING {_DEST_COLUMNS}""",
         uuid.uuid4(),
         *values,
@@ -299,7 +308,9 @@ async def ensure_deliveries(
                 row = await conn.fetchrow(
                     """UPDATE deliveries SET state = 'queued', attempts = 0,
                            next_attempt_at = now(), generation = generation + 1,
-                           last_status = NULL, last_error = NULL, updated_at = now()
+                           last_status = NULL, last_error = NULL, commitment = NULL,
+                           commitment_reason = NULL, committed_at = NULL,
+                           commitment_requests = 0, updated_at = now()
                        WHERE instance_id = $1 AND destination_id = $2
                          AND state IN ('sent', 'warning', 'failed-permanent')
                        RETURNING id, instance_id, destination_id, study_id, state, attempts,
@@ -417,9 +428,11 @@ async def record_result(
     error: str | None,
     started_at: dt.datetime,
     retry_in_s: float,
+    on_stored: OnStored | None = None,
 ) -> DeliveryState:
     """Record one attempt and the delivery's new state (idempotent for a lost lease: a row that
-    another sender took over is left to it). Returns the state now stored."""
+    another sender took over is left to it). Returns the state now stored. `on_stored` runs in
+    the same transaction when the archive acknowledged the instance (sent or warning)."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             """UPDATE deliveries SET state = $3, attempts = attempts + 1, last_status = $4,
@@ -453,6 +466,8 @@ async def record_result(
             owner,
         )
         await _announce(conn, dict(row), status=status, error=error)
+        if on_stored is not None and state in ("sent", "warning"):
+            await on_stored(conn, row["destination_id"], row["study_id"])
         return state
 
 

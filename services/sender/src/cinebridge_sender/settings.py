@@ -41,6 +41,12 @@ class SenderSettings(ServiceSettings):
     #: STOW-RS destinations: instances per request are bounded by the batch and by this many MB
     #: (one larger instance goes alone); the bytes are streamed, so this bounds retries, not memory.
     sender_stow_request_max_mb: int = 256
+    #: Storage Commitment (PS3.4 Annex J): how long the N-ACTION association stays open for an
+    #: N-EVENT-REPORT on it (a report on a new association to the SCP ends the wait at once).
+    sender_commitment_same_association_wait_s: float = 10.0
+    #: A study stored at a destination that requires commitment and not committed this long
+    #: after it was sent is overdue: listed for the ops page, counted in the metrics.
+    sender_commitment_overdue_s: float = 3600.0
     sender_tls_ca_file: Path | None = None
     sender_tls_cert_file: Path | None = None
     sender_tls_key_file: Path | None = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cinebridge_common import __version__, conformance
+from cinebridge_common import commitment as sc
 from cinebridge_common.messages import Destination
 from cinebridge_common.messages.conformance import (
     ApplicationEntity,
@@ -14,6 +15,7 @@ from cinebridge_common.messages.conformance import (
     NamedUid,
     SenderConformance,
     SopClassSupport,
+    StatusRow,
 )
 from pydicom.uid import UID
 
@@ -115,5 +117,118 @@ def describe(
         security=security,
     )
     return ConformanceReply(
-        service="sender", version=__version__, application_entities=[storage, echo]
+        service="sender",
+        version=__version__,
+        application_entities=[
+            storage,
+            echo,
+            commitment(enabled, local_ae_title, policies, settings),
+        ],
+    )
+
+
+def commitment(
+    enabled: list[Destination],
+    local_ae_title: str,
+    policies: dict[str, str],
+    settings: SenderSettings,
+) -> ApplicationEntity:
+    """The Storage Commitment Push Model SCU (PS3.4 Annex J, IHE RAD-10)."""
+    asking = [d for d in enabled if d.commitment_required]
+    wait = settings.sender_commitment_same_association_wait_s
+    return ApplicationEntity(
+        name="Storage Commitment Client",
+        service="sender",
+        ae_title=local_ae_title,
+        function=(
+            "Storage Commitment Push Model SCU: asks each destination marked 'commitment"
+            " required' to commit every study it acknowledged, and records the answer per"
+            " instance."
+        ),
+        sop_classes=[
+            SopClassSupport(
+                name="Storage Commitment Push Model SOP Class",
+                uid=sc.STORAGE_COMMITMENT,
+                role="SCU",
+                transfer_syntaxes=[_named(t) for t in sc.TRANSFER_SYNTAXES],
+            )
+        ],
+        policies={
+            **policies,
+            "Report on the N-ACTION association": f"awaited up to {wait:g} s"
+            " (CB_SENDER_COMMITMENT_SAME_ASSOCIATION_WAIT_S)",
+            "Report on a new association": "accepted by the Storage Commitment Server's AE"
+            " (same AE title), which accepts the archive's SCP role (PS3.4 J.3.3)",
+            "Report time-out, retries": ", ".join(
+                f"{d.name}: {d.commitment_timeout_s} s, {d.commitment_retries}" for d in asking
+            )
+            or "no destination requires commitment",
+        },
+        initiation=(
+            "Proposes the Storage Commitment Push Model context (Explicit, then Implicit VR"
+            " Little Endian) with Verification; an archive that accepts the association but"
+            " not Storage Commitment does not support it: the study shows 'not committed"
+            " (unsupported)', its delivery stays sent."
+        ),
+        activity=(
+            "Once a destination acknowledged every instance of a study (C-STORE 0000 or a"
+            " B-range warning), one N-ACTION Request Storage Commitment (Action Type ID 1)"
+            " carries a new Transaction UID and the Referenced SOP Sequence of those instances."
+            " The transaction is recorded before it is sent and survives restarts. Instances in"
+            " the report's Referenced SOP Sequence are committed; instances in the Failed SOP"
+            " Sequence (or missing from the report) are sent again and asked for again, up to"
+            " the destination's retries, then shown commit-failed. No report within the"
+            " destination's time-out: asked again in a new transaction with the wait doubled,"
+            " up to the retries, then commit-failed. Committed studies are the ones a local"
+            " purge may remove."
+        ),
+        statuses=[
+            StatusRow(
+                service="N-ACTION-RSP",
+                status="Success",
+                code="0000",
+                behaviour="requested; the report is awaited",
+            ),
+            StatusRow(
+                service="N-ACTION-RSP",
+                status="any other",
+                code="*",
+                behaviour="asked again with the destination backoff",
+            ),
+            StatusRow(
+                service="N-EVENT-REPORT",
+                status="Event Type 1",
+                code="-",
+                behaviour="every listed instance committed",
+            ),
+            StatusRow(
+                service="N-EVENT-REPORT",
+                status="Event Type 2",
+                code="-",
+                behaviour="Referenced SOP Sequence committed; Failed SOP Sequence sent"
+                " again and asked again (Failure Reason recorded)",
+            ),
+            StatusRow(
+                service="N-EVENT-REPORT-RSP (sent by us)",
+                status="Success",
+                code="0000",
+                behaviour="a report that could be read",
+            ),
+            StatusRow(
+                service="N-EVENT-REPORT-RSP (sent by us)",
+                status="Failure",
+                code="0110",
+                behaviour="a report that could not be read (its transaction is asked"
+                " again after the time-out)",
+            ),
+            StatusRow(
+                service="Association",
+                status="not established or aborted",
+                code="-",
+                behaviour="asked again with the destination backoff",
+            ),
+        ],
+        peers=[f"{d.ae_title}@{d.host}:{d.port} [{d.name}]" for d in asking],
+        character_sets=["none needed (UIDs only)"],
+        security="as the Storage Client",
     )

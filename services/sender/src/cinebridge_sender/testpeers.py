@@ -253,6 +253,94 @@ class ScriptedScp:
         self.stop()
 
 
+STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
+STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
+
+
+@dataclass
+class CommitmentScp:
+    """A Storage Commitment Push Model SCP (PS3.4 J.3) on pynetdicom that answers every
+    N-ACTION with 0000 and, unless `report` is False, sends its N-EVENT-REPORT on the same
+    association right after: every referenced instance committed but those in `fail` (Failure
+    Reason 0112, no such object instance). `requests` keeps each Action Information received."""
+
+    report: bool = True
+    fail: set[str] = field(default_factory=set)
+    ae_title: str = "COMMIT"
+    requests: list[Dataset] = field(default_factory=list)
+    reports_answered: list[int] = field(default_factory=list)
+    port: int = 0
+    _server: Any = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self, port: int = 0) -> int:
+        ae = AE(ae_title=self.ae_title)
+        ae.add_supported_context(VERIFICATION)
+        ae.add_supported_context(
+            STORAGE_COMMITMENT, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+        )
+        # An archive: it stores what the sender sends (the stills' syntaxes), then commits.
+        ae.add_supported_context(
+            SECONDARY_CAPTURE, [ImplicitVRLittleEndian, ExplicitVRLittleEndian, JPEGBaseline8Bit]
+        )
+        handlers: list[Any] = [
+            (evt.EVT_N_ACTION, self._on_action),
+            (evt.EVT_C_STORE, lambda _e: 0x0000),
+        ]
+        self._server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
+        self.port = int(self._server.server_address[1])
+        return self.port
+
+    def _on_action(self, event: Any) -> tuple[int, None]:
+        info = event.action_information
+        with self._lock:
+            self.requests.append(info)
+        if self.report:
+            threading.Thread(
+                target=self._send_report, args=(event.assoc, info), daemon=True
+            ).start()
+        return 0x0000, None
+
+    def _send_report(self, assoc: Any, info: Dataset) -> None:
+        # After the N-ACTION-RSP has gone out (PS3.4 J.3.3): the handler returns it first.
+        time.sleep(0.2)
+        report = Dataset()
+        report.TransactionUID = info.TransactionUID
+        ok, failed = [], []
+        for ref in info.ReferencedSOPSequence:
+            item = Dataset()
+            item.ReferencedSOPClassUID = ref.ReferencedSOPClassUID
+            item.ReferencedSOPInstanceUID = ref.ReferencedSOPInstanceUID
+            if str(ref.ReferencedSOPInstanceUID) in self.fail:
+                item.FailureReason = 0x0112
+                failed.append(item)
+            else:
+                ok.append(item)
+        if ok:
+            report.ReferencedSOPSequence = ok
+        if failed:
+            report.FailedSOPSequence = failed
+        status = assoc.send_n_event_report(
+            report, 2 if failed else 1, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE
+        )
+        answer = status[0] if status else None
+        with self._lock:
+            self.reports_answered.append(int(answer.Status) if answer else -1)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    def __enter__(self) -> CommitmentScp:
+        if self._server is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 def instances(root: Path, count: int, **kwargs: Any) -> Iterator[tuple[Path, Dataset]]:
     for n in range(count):
         path = root / f"i{n:05d}.dcm"
@@ -341,6 +429,9 @@ class OrthancPeer:
     ae_title: str = "ORTHANC"
     dicomweb: bool = False
     users: dict[str, str] = field(default_factory=dict)
+    #: Orthanc's DicomModalities: name -> [AE title, host, port]. A Storage Commitment
+    #: requester must be listed: Orthanc sends its report to the AE it knows by that title.
+    modalities: dict[str, list[Any]] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -362,6 +453,7 @@ class OrthancPeer:
             "RegisteredUsers": self.users,
             "Plugins": [str(dicomweb_plugin())] if self.dicomweb else [],
             "DicomCheckCalledAet": False,
+            "DicomModalities": self.modalities,
         }
         if self.dicomweb:
             config["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/"}
@@ -401,6 +493,15 @@ class OrthancPeer:
             request.method = "DELETE"
             with urllib.request.urlopen(request, timeout=60):  # noqa: S310 - loopback http
                 pass
+
+    def delete_instance(self, sop_instance_uid: str) -> None:
+        """Remove one stored instance over REST (a commitment request then lists it failed)."""
+        found = json.loads(self._post("/tools/lookup", sop_instance_uid.encode()).decode() or "[]")
+        orthanc_id = next(f["ID"] for f in found if f["Type"] == "Instance")
+        request = self._request(f"/instances/{orthanc_id}")
+        request.method = "DELETE"
+        with urllib.request.urlopen(request, timeout=60):  # noqa: S310 - loopback http
+            pass
 
     def instance_count(self) -> int:
         return len(json.loads(self._get("/instances")))

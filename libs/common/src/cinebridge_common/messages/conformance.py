@@ -43,6 +43,15 @@ class QueryKey(_Row):
     kind: str  # "matching" or "return"
 
 
+class StatusRow(_Row):
+    """One row of a status handling table (PS3.2 A.4.2.x.3): what the AE does on a status."""
+
+    service: str  # "N-ACTION-RSP", "N-EVENT-REPORT" ...
+    status: str  # "Success", "Failure" ...
+    code: str  # "0000", "0110" ...
+    behaviour: str
+
+
 class ApplicationEntity(_Row):
     """PS3.2 A.4.2: one Application Entity as it is configured on this station."""
 
@@ -64,6 +73,11 @@ class ApplicationEntity(_Row):
     character_sets: list[str] = []
     #: The security profile in effect (PS3.15 Annex B), or "none".
     security: str = "none"
+    #: The real-world activity and its sequencing (PS3.2 A.4.2.x.3), when the policies above
+    #: do not say it all (Storage Commitment: request, report, re-request).
+    activity: str = ""
+    #: Status handling of the activity's DIMSE services.
+    statuses: list[StatusRow] = []
 
 
 class ObjectAttribute(_Row):

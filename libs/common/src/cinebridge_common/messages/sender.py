@@ -120,6 +120,12 @@ class Destination(BaseModel):
     #: system's trusted CAs.
     tls_verify: bool = True
     ca_file: str | None = None
+    #: Ask the archive to commit every study sent to it (Storage Commitment Push Model, PS3.4
+    #: Annex J; DIMSE only): wait `commitment_timeout_s` for its report, ask again up to
+    #: `commitment_retries` times, then show the study as commit-failed.
+    commitment_required: bool = False
+    commitment_timeout_s: int = Field(default=300, ge=1, le=604800)
+    commitment_retries: int = Field(default=3, ge=0, le=100)
 
     @model_validator(mode="after")
     def _complete(self) -> Destination:
@@ -129,6 +135,8 @@ class Destination(BaseModel):
             return self
         if not self.base_url:
             raise ValueError("a DICOMweb destination needs base_url")
+        if self.commitment_required:
+            raise ValueError("Storage Commitment is a DIMSE service: not for a DICOMweb archive")
         self.base_url = check_dicomweb_url(self.base_url)
         if self.auth == "basic" and not self.username:
             raise ValueError("basic authentication needs a username")

@@ -104,12 +104,14 @@ def embedded_runs(tmp_path: Path) -> Iterator[Callable[..., EmbeddedRun]]:
         runs.append(run)
         return run
 
-    yield start
-    for run in runs:
-        if run.proc.poll() is None:
-            run.proc.send_signal(signal.SIGINT)
-            try:
-                run.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                run.proc.kill()
-                run.proc.wait()
+    try:
+        yield start
+    finally:  # also when the block raised: a run left behind keeps its servers running
+        for run in runs:
+            if run.proc.poll() is None:
+                run.proc.send_signal(signal.SIGINT)
+                try:
+                    run.proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    run.proc.kill()
+                    run.proc.wait()

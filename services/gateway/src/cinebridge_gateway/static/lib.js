@@ -24,6 +24,10 @@ export function h(tag, attrs, ...children) {
 }
 export const $ = (sel) => document.querySelector(sel);
 export const badge = (text) => h("span", { class: `badge b-${String(text).replace(/[^a-z-]/g, "")}` }, text);
+// A study's or an instance's Storage Commitment state (PS3.4 Annex J) as the operator reads it.
+const COMMITMENT_LABELS = { sent: "commit pending", requested: "commit requested", committed: "committed",
+  "commit-failed": "commit failed", failed: "commit failed", unsupported: "not committed (unsupported)" };
+export const commitmentLabel = (state) => COMMITMENT_LABELS[state] || state;
 export function field(name, label, value, extra) {
   return h("label", {}, label, h("input", { name, value: value ?? "", ...(extra || {}) }));
 }

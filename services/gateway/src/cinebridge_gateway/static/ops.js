@@ -1,5 +1,5 @@
 // Ops: health of every service, rooms and sources, job queues, unsent and failed deliveries,
-// dead letters, SCP received counts, disk headroom.
+// studies not committed in time, dead letters, SCP received counts, disk headroom.
 import { api, attempt, badge, fmtBytes, fmtTime, h, render, scheduleRefresh } from "./lib.js";
 
 // Heartbeats refresh the page over the event stream; while NATS is away none arrive, so the
@@ -37,5 +37,12 @@ export async function viewOps(arg, setView) {
     h("section", { class: "panel" }, h("h2", {}, "Failed deliveries"), tbl("failed", ["When", "Destination", "State", "Attempts", "Status", "Error", ""],
       (s.failed_deliveries || []).map((d) => h("tr", {}, h("td", {}, fmtTime(d.updated_at)), h("td", {}, d.destination_name), h("td", {}, badge(d.state)),
         h("td", {}, d.attempts), h("td", {}, d.last_status ?? ""), h("td", { class: "dim" }, d.last_error || ""),
-        h("td", {}, h("button", { class: "small", onclick: async () => { await attempt(() => api("POST", `/api/v1/deliveries/${d.id}/retry`), "Retry queued"); render(); } }, "Retry")))))));
+        h("td", {}, h("button", { class: "small", onclick: async () => { await attempt(() => api("POST", `/api/v1/deliveries/${d.id}/retry`), "Retry queued"); render(); } }, "Retry")))))),
+    // Storage Commitment (PS3.4 Annex J): studies an archive that must commit has not committed
+    // CB_GATEWAY_COMMITMENT_OVERDUE_S after they were sent.
+    h("section", { class: "panel" }, h("h2", {}, `Not committed after ${Math.round(s.uncommitted_after_s / 60)} min`),
+      orNA(s.uncommitted, (rows) => tbl("uncommitted", ["Sent", "Destination", "Study", "Patient ID", "Accession", "Instances", "Commit-failed", "Reason"],
+        rows.map((u) => h("tr", {}, h("td", {}, fmtTime(u.sent_at)), h("td", {}, u.destination),
+          h("td", { class: "dim" }, u.study_id ? u.study_id.slice(0, 8) : ""), h("td", {}, u.patient_id || ""),
+          h("td", {}, u.accession_number || ""), h("td", {}, u.instances), h("td", {}, u.failed), h("td", { class: "dim" }, u.reason || "")))))));
 }

@@ -1,6 +1,6 @@
 // The Room: the operator's screen at the cart. The room's current study is the server's (the
 // room status names it); this page only shows it and asks the server to change it.
-import { api, attempt, badge, dicomDate, field, fmtSeconds, fmtTime, formValues, h, personName,
+import { api, attempt, badge, commitmentLabel, dicomDate, field, fmtSeconds, fmtTime, formValues, h, personName,
          render, route, scheduleRefresh, startStudy, state, toast } from "./lib.js";
 import { exportDialog } from "./export.js";
 import { addFileButton } from "./upload.js";
@@ -49,7 +49,7 @@ function studyCard(study) {
   const fact = (label, value, id) => h("span", { class: "fact" }, h("span", { class: "dim" }, `${label} `), h("strong", { id }, value || "–"));
   return h("section", { class: "panel study-card", id: "study-card", "data-study": study.id },
     h("div", { class: "row" }, h("span", { class: "name", id: "study-patient" }, personName(study.patient_name) || "(no name yet)"),
-      badge(study.status || "non-converted"), study.edited ? badge("edited") : null, badge(study.origin)),
+      badge(study.status || "non-converted"), study.commitment ? badge(commitmentLabel(study.commitment)) : null, study.edited ? badge("edited") : null, badge(study.origin)),
     h("div", { class: "row facts" }, fact("Patient ID", study.patient_id, "study-patient-id"),
       fact("Born", dicomDate(study.patient_birth_date), "study-birth-date"), fact("Sex", study.patient_sex),
       fact("Accession", study.accession_number, "study-accession"), fact("Modality", study.modality, "study-modality"),
@@ -143,7 +143,7 @@ function deliveriesPanel(study) {
   return h("section", { class: "panel" }, h("h2", {}, "Delivery"),
     h("table", { id: "deliveries" }, h("tr", {}, ["Instance", "Destination", "State", "Attempts", "Last error", ""].map((t) => h("th", {}, t))),
       study.deliveries.map((d) => h("tr", { "data-delivery": d.id },
-        h("td", {}, deliveryItem(d, study)), h("td", {}, d.destination_name), h("td", {}, badge(d.state)),
+        h("td", {}, deliveryItem(d, study)), h("td", {}, d.destination_name), h("td", {}, badge(d.state), d.commitment ? [" ", badge(commitmentLabel(d.commitment))] : ""),
         h("td", {}, d.attempts), h("td", { class: "dim" }, ["sent", "queued"].includes(d.state) ? "" : (d.last_error || "")),
         h("td", { class: "row" }, h("button", { class: "small", onclick: () => attemptsDialog(d) }, "Attempts"),
           d.state.startsWith("failed") ? h("button", { class: "small", onclick: () => retry(d.id) }, "Retry") : "")))));

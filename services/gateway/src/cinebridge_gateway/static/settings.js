@@ -34,8 +34,12 @@ export async function viewSettings(arg, setView) {
   // authentication. The password/token is write-only: left empty on an edit, the stored one stays.
   let editing = null;
   const destSubmit = h("button", { class: "primary", id: "destination-save" }, "Add");
+  // Storage Commitment (PS3.4 Annex J): ask the archive to commit each study it acknowledged.
   const dimseFields = [field("ae_title", "Called AE title (the destination's)", "", { maxlength: 16 }),
-    field("host", "Host", ""), field("port", "Port", "104", { type: "number", min: 1, max: 65535 })];
+    field("host", "Host", ""), field("port", "Port", "104", { type: "number", min: 1, max: 65535 }),
+    h("label", { class: "row" }, h("input", { type: "checkbox", name: "commitment_required" }), "Commitment required"),
+    field("commitment_timeout_s", "Commitment report time-out (s)", "300", { type: "number", min: 1, max: 604800 }),
+    field("commitment_retries", "Commitment retries", "3", { type: "number", min: 0, max: 100 })];
   const webFields = [field("base_url", "DICOMweb base URL", "", { type: "url", placeholder: "https://archive/dicom-web" }),
     h("label", {}, "Authentication", select("auth", [["none", "None"], ["basic", "Basic"], ["bearer", "Bearer token"]], "none")),
     field("username", "User", "", { autocomplete: "off" }),
@@ -50,6 +54,8 @@ export async function viewSettings(arg, setView) {
     const v = Object.fromEntries(Object.entries(formValues(e.target)).filter(([, x]) => x !== ""));
     if (v.port) v.port = Number(v.port);
     v.tls_verify = !!e.target.tls_verify.checked;
+    v.commitment_required = v.kind !== "dicomweb" && !!e.target.commitment_required.checked;
+    for (const k of ["commitment_timeout_s", "commitment_retries"]) if (v[k] !== undefined) v[k] = Number(v[k]);
     const { health, last_error, secret_set, ...kept } = editing || {};
     const body = editing ? { ...kept, ...v, id: editing.id } : v;
     if (await attempt(() => api("POST", "/api/v1/settings/destinations", body), editing ? "Destination updated" : "Destination saved")) render();
@@ -59,7 +65,8 @@ export async function viewSettings(arg, setView) {
   showKind("dimse");
   const editDestination = (d) => {
     editing = d;
-    for (const k of ["name", "kind", "ae_title", "host", "port", "base_url", "auth", "username", "ca_file"]) destForm.elements[k].value = d[k] ?? "";
+    for (const k of ["name", "kind", "ae_title", "host", "port", "base_url", "auth", "username", "ca_file", "commitment_timeout_s", "commitment_retries"]) destForm.elements[k].value = d[k] ?? "";
+    destForm.elements.commitment_required.checked = !!d.commitment_required;
     destForm.elements.secret.value = "";
     destForm.elements.tls_verify.checked = d.tls_verify !== false;
     showKind(d.kind || "dimse");
@@ -81,7 +88,7 @@ export async function viewSettings(arg, setView) {
     dests.map((d) => h("tr", { "data-destination": d.id }, h("td", {}, d.name),
       ...(d.kind === "dicomweb" ? [h("td", {}, "STOW-RS"), h("td", {}, d.base_url), h("td", {}, d.auth === "none" ? "" : d.auth)]
         : [h("td", {}, d.ae_title), h("td", {}, d.host), h("td", {}, d.port)]),
-      h("td", {}, d.enabled ? badge("enabled") : badge("disabled")), h("td", { class: "row" }, ...echoButton(`/api/v1/settings/destinations/${d.id}/echo`),
+      h("td", {}, d.enabled ? badge("enabled") : badge("disabled"), d.commitment_required ? [" ", badge("commitment required")] : ""), h("td", { class: "row" }, ...echoButton(`/api/v1/settings/destinations/${d.id}/echo`),
         admin ? h("button", { class: "small", "data-action": "edit", onclick: () => editDestination(d) }, "Edit") : "",
         admin ? h("button", { class: "small", "data-action": "toggle", onclick: () => setEnabled(d, !d.enabled) }, d.enabled ? "Disable" : "Enable") : "",
         admin ? h("button", { class: "small danger", onclick: async () => { if (confirm(`Delete ${d.name}?`) && await attempt(() => api("DELETE", `/api/v1/settings/destinations/${d.id}`), "Deleted") !== undefined) render(); } }, "Delete") : ""))));
