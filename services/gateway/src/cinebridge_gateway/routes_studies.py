@@ -7,17 +7,21 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from cinebridge_common.messages import (
+    CodedReason,
     ConvertMedia,
     ForwardStudy,
     RetryDelivery,
     RetryDeliveryReply,
     StudyChanged,
+    StudyDiscontinued,
+    StudySaved,
     WorklistItem,
     WorklistReconcile,
     WorklistReconcileReply,
 )
 from cinebridge_common.messages.converter import IodChoice
 from cinebridge_common.outbox import enqueue
+from cinebridge_common.procedure_codes import DISCONTINUATION_REASONS
 from cinebridge_common.station import load_station_settings
 from cinebridge_common.store import UnsafePath
 from fastapi import APIRouter, Query, Request, Response
@@ -194,6 +198,7 @@ async def get_study(study_id: uuid.UUID, _: User, gw: Gw) -> dict[str, Any]:
         "status": await gw.repo.study_status(study_id),
         "media": [_media_out(m) for m in await gw.repo.list_media(study_id)],
         "deliveries": await gw.repo.deliveries_for_study(study_id),
+        "mpps": await gw.repo.mpps_for_study(study_id),
     }
 
 
@@ -344,6 +349,14 @@ async def save_study(
         await conn.execute(
             "UPDATE studies SET state = 'saved', updated_at = now() WHERE id = $1", study_id
         )
+        # The procedure is over once these are converted (the worklist's MPPS N-SET COMPLETED,
+        # PS3.4 F.7.2); each press is announced, the worklist keeps the first.
+        saved = StudySaved(
+            study_id=str(study_id),
+            media_ids=[key.split(":", 1)[0] for key in keys],
+            by=principal.name,
+        )
+        await enqueue(conn, saved, f"study-saved-{study_id}-{uuid.uuid4().hex}")
         await gw.repo.audit(
             conn,
             principal.name,
@@ -353,6 +366,40 @@ async def save_study(
             client=client_of(request),
         )
     return Accepted(accepted=len(keys), job_keys=keys)
+
+
+class DiscontinueRequest(BaseModel):
+    """Why the study is abandoned: a code of PS3.16 CID 9300 "Procedure Discontinuation
+    Reasons" (scheme DCM), e.g. 110513 "Discontinued for unspecified reason"."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: Literal[tuple(DISCONTINUATION_REASONS)] = "110513"  # type: ignore[valid-type]
+
+
+@router.post("/studies/{study_id}/discontinue", response_model=Accepted, status_code=202)
+async def discontinue_study(
+    study_id: uuid.UUID, body: DiscontinueRequest, principal: User, request: Request, gw: Gw
+) -> Accepted:
+    """The operator abandons the study: its performed procedure step ends DISCONTINUED with
+    the reason (PS3.4 F.7.2, IHE RAD-7); media already captured stay."""
+    reason = CodedReason(
+        value=body.reason, scheme="DCM", meaning=DISCONTINUATION_REASONS[body.reason]
+    )
+    key = f"study-discontinued-{study_id}"
+    async with gw.pool.acquire() as conn, conn.transaction():
+        if await gw.repo.get_study(conn, study_id) is None:
+            raise not_found("study")
+        event = StudyDiscontinued(study_id=str(study_id), reason=reason, by=principal.name)
+        await enqueue(conn, event, key)
+        await gw.repo.audit(
+            conn,
+            principal.name,
+            "study_discontinued",
+            study_id=study_id,
+            detail={"reason": body.reason, "meaning": reason.meaning},
+            client=client_of(request),
+        )
+    return Accepted(accepted=1, job_keys=[key])
 
 
 @router.post("/studies/{study_id}/forward", response_model=Accepted, status_code=202)

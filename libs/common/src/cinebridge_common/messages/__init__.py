@@ -28,7 +28,7 @@ from .converter import (
     ExportStudyReply,
     InstanceCreated,
 )
-from .gateway import StudyChanged
+from .gateway import CodedReason, StudyChanged, StudyDiscontinued, StudySaved
 from .scp import InstanceReceived
 from .sender import (
     DeliveryStateChanged,
@@ -47,6 +47,8 @@ from .sender import (
 )
 from .service import DeadLetter, ServiceHeartbeat
 from .worklist import (
+    MppsStateChanged,
+    MppsStepDue,
     ValueFlag,
     WorklistEcho,
     WorklistEchoReply,
@@ -91,6 +93,10 @@ CATALOGUE: tuple[type[Message], ...] = (
     WorklistEcho,
     WorklistEchoReply,
     StudyChanged,
+    StudySaved,
+    StudyDiscontinued,
+    MppsStepDue,
+    MppsStateChanged,
     DestinationListRequest,
     DestinationListReply,
     DestinationUpsert,
@@ -118,6 +124,7 @@ __all__ = [
     "CaptureStateChanged",
     "CaptureStatusReply",
     "CaptureStatusRequest",
+    "CodedReason",
     "ConformanceReply",
     "ConversionFailed",
     "ConversionProgressed",
@@ -142,6 +149,8 @@ __all__ = [
     "Job",
     "MediaCaptured",
     "Message",
+    "MppsStateChanged",
+    "MppsStepDue",
     "Reply",
     "Request",
     "RetryDelivery",
@@ -153,6 +162,8 @@ __all__ = [
     "SetRoomStudy",
     "SetRoomStudyReply",
     "StudyChanged",
+    "StudyDiscontinued",
+    "StudySaved",
     "ValueFlag",
     "WorklistConformance",
     "WorklistEcho",
