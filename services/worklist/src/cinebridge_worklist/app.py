@@ -109,10 +109,12 @@ class WorklistApp:
                     request_type, _bind(handler, self.deps), queue=QUEUE, concurrency=concurrency
                 )
             for stream, durable, model, job_handler in CONSUMERS:
+                spec = consumer_spec(stream, durable, model.subject)
+                # Made before the service says it is ready: an event consumer delivers what is
+                # published from its creation on, so an event sent once we are ready is seen.
+                await ctx.until_ready("nats", functools.partial(ctx.bus.ensure_consumer, spec))
                 ctx.bus.start_consumer(
-                    consumer_spec(stream, durable, model.subject),
-                    model,
-                    functools.partial(_bind_job, job_handler, self.deps),
+                    spec, model, functools.partial(_bind_job, job_handler, self.deps)
                 )
             self.ready.set()
             ctx.spawn(self._echo_servers(ctx), "worklist-echo")

@@ -202,7 +202,7 @@ async def record_instance(conn: Conn, msg: InstanceCreated) -> Step | None:
     # A recording split into `parts` instances is converted once every part is here.
     await conn.execute(
         """INSERT INTO mpps_media (step_id, media_id, parts, outcome)
-           SELECT $1, $2, $3, CASE WHEN count(*) >= $3 THEN 'converted' END
+           SELECT $1, $2, $3::int, CASE WHEN count(*) >= $3::int THEN 'converted' END
            FROM mpps_instances WHERE step_id = $1 AND media_id = $2
            ON CONFLICT (step_id, media_id) DO UPDATE
                SET parts = EXCLUDED.parts, outcome = EXCLUDED.outcome""",
