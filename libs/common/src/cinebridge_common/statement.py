@@ -185,7 +185,10 @@ def _networking(doc: _Doc, aes: list[ApplicationEntity]) -> None:
         "A study exists (from the worklist, the patient form or unscheduled) before objects are"
         " made; the converter writes each still or recording as an instance of the study; the"
         " Storage Client sends each instance to every enabled destination and retries transient"
-        " failures. The Storage Server receives independently of the other AEs."
+        " failures. The Storage Server receives independently of the other AEs. When a"
+        " worklist server has an MPPS SCP, the Performed Procedure Step Client reports each"
+        " study's procedure step to it (IN PROGRESS at the first capture or at the start of the"
+        " study, COMPLETED once the saved study is converted, or DISCONTINUED)."
     )
     doc.h(2, "AE Specifications")
     for ae in aes:
@@ -241,6 +244,12 @@ def _ae(doc: _Doc, ae: ApplicationEntity) -> None:
             f"Query keys of {ae.name}",
             ["Attribute", "Tag", "Kind"],
             [[k.name, k.tag, k.kind] for k in ae.query_keys],
+        )
+    if ae.status_handling:
+        doc.table(
+            f"Status handling of {ae.name}",
+            ["Service Status", "Code", "Meaning", "Behaviour"],
+            [[r.status, r.code, r.meaning, r.behaviour] for r in ae.status_handling],
         )
 
 

@@ -43,6 +43,16 @@ class QueryKey(_Row):
     kind: str  # "matching" or "return"
 
 
+class StatusHandling(_Row):
+    """One row of an AE's status handling table (PS3.2 A.4.2.x.3.y): what the service does
+    with a status it receives."""
+
+    status: str  # "Success", "Failure", "Warning", "No answer"
+    code: str  # "0000", "0110", "A710 (Error ID)" ...
+    meaning: str
+    behaviour: str
+
+
 class ApplicationEntity(_Row):
     """PS3.2 A.4.2: one Application Entity as it is configured on this station."""
 
@@ -64,6 +74,8 @@ class ApplicationEntity(_Row):
     character_sets: list[str] = []
     #: The security profile in effect (PS3.15 Annex B), or "none".
     security: str = "none"
+    #: Requestors: how each status of the peer's answer is handled.
+    status_handling: list[StatusHandling] = []
 
 
 class ObjectAttribute(_Row):
