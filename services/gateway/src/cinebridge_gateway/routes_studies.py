@@ -368,6 +368,21 @@ async def save_study(
     return Accepted(accepted=len(keys), job_keys=keys)
 
 
+class CodeOut(BaseModel):
+    value: str
+    scheme: str
+    meaning: str
+
+
+@router.get("/codes/discontinuation-reasons", response_model=list[CodeOut])
+async def discontinuation_reasons(_: User) -> list[CodeOut]:
+    """PS3.16 CID 9300 "Procedure Discontinuation Reasons", for the Discontinue dialog."""
+    return [
+        CodeOut(value=value, scheme="DCM", meaning=meaning)
+        for value, meaning in DISCONTINUATION_REASONS.items()
+    ]
+
+
 class DiscontinueRequest(BaseModel):
     """Why the study is abandoned: a code of PS3.16 CID 9300 "Procedure Discontinuation
     Reasons" (scheme DCM), e.g. 110513 "Discontinued for unspecified reason"."""

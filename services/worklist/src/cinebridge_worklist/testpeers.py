@@ -7,6 +7,7 @@ never imports it.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -147,7 +148,7 @@ class FakeMpps:
         ds = event.attribute_list
         status = self._answer("N-CREATE", uid, ds)
         if status == 0x0000:
-            self.steps[uid] = ds
+            self.steps[uid] = copy.deepcopy(ds)  # the request stays as it was received
         return status, (ds if status == 0x0000 else None)
 
     def _handle_set(self, event: Any) -> tuple[Any, Dataset | None]:

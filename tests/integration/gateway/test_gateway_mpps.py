@@ -1,0 +1,169 @@
+"""The study's performed procedure step through the gateway API, with the worklist service and a
+pynetdicom MPPS SCP running: Save announces the media to convert (the step completes once the
+converter's instances are in), Discontinue sends the CID 9300 reason, and the study API shows
+the step's state and last error."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cinebridge_common.bus import Bus
+from cinebridge_common.embedded import free_port
+from cinebridge_common.messages import InstanceCreated, MediaCaptured, WorklistServer
+from cinebridge_common.testing import wait_for
+from cinebridge_worklist.app import WorklistApp
+from cinebridge_worklist.settings import WorklistSettings
+from cinebridge_worklist.testpeers import FakeMpps
+
+from .test_gateway_api import add_media
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def scp() -> Any:
+    with FakeMpps() as peer:
+        yield peer
+
+
+@pytest.fixture
+async def worklist(
+    nats_url: str, database_url: str, tmp_path: Path, scp: FakeMpps
+) -> AsyncIterator[WorklistApp]:
+    server = WorklistServer(
+        id="ris",
+        host="127.0.0.1",
+        port=free_port(),
+        called_ae="RIS",
+        mpps_enabled=True,
+        mpps_ae="FAKEMPPS",
+        mpps_port=scp.port,
+    )
+    app = WorklistApp(
+        WorklistSettings(
+            nats_url=nats_url,
+            database_url=database_url,
+            media_root=tmp_path / "media",
+            instance_id="worklist-gw-test",
+            worklist_seed_servers=[server],
+            worklist_mpps_backoff_s=0.5,
+            worklist_mpps_backoff_cap_s=2,
+        )
+    )
+    task = asyncio.create_task(app.run())
+    async with asyncio.timeout(30):
+        await app.ready.wait()
+    yield app
+    app.stop()
+    await asyncio.wait_for(task, 15)
+
+
+def mpps_state(admin: Any, study_id: str, state: str) -> Any:
+    async def check() -> dict[str, Any] | None:
+        step = (await admin.get(f"/api/v1/studies/{study_id}")).json().get("mpps")
+        return step if step and step["state"] == state else None
+
+    return check
+
+
+async def captured(bus: Bus, study_id: str, media_id: str) -> None:
+    """What the capture service announces for each snapshot."""
+    await bus.publish(
+        MediaCaptured(
+            media_id=media_id,
+            study_id=study_id,
+            room="or1",
+            source="cam1",
+            kind="snapshot",
+            rel_path=f"media/{media_id}.jpg",
+            size=10,
+            sha256="x",
+            mime="image/jpeg",
+        )
+    )
+
+
+async def converted(bus: Bus, study_id: str, media_id: str) -> str:
+    """What the converter announces for each instance it made."""
+    uid = f"2.25.{uuid.uuid4().int}"
+    await bus.publish(
+        InstanceCreated(
+            instance_id=str(uuid.uuid4()),
+            media_id=media_id,
+            study_id=study_id,
+            sop_instance_uid=uid,
+            sop_class_uid="1.2.840.10008.5.1.4.1.1.77.1.1",
+            transfer_syntax_uid="1.2.840.10008.1.2.4.50",
+            rel_path=f"d/{uid}",
+            size=1,
+            sha256="x",
+            auto_send=False,
+            series_instance_uid="2.25.7",
+            series_description="cam1",
+        )
+    )
+    return uid
+
+
+async def test_save_completes_and_discontinue_reports_the_reason(
+    gateway: Any, admin: Any, peer_bus: Bus, worklist: WorklistApp, scp: FakeMpps
+) -> None:
+    study = (await admin.post("/api/v1/studies", json={"origin": "form"})).json()
+    assert (await admin.get(f"/api/v1/studies/{study['id']}")).json()["mpps"] is None
+    media = await add_media(gateway.ctx.pool, study["id"], gateway.settings.media_root)
+    for media_id in media:
+        await captured(peer_bus, study["id"], media_id)
+    step = await wait_for(mpps_state(admin, study["id"], "in-progress"), 30, what="IN PROGRESS")
+    assert step["last_error"] is None and len(step["pps_id"]) == 16
+
+    saved = await admin.post(f"/api/v1/studies/{study['id']}/save", json={})
+    assert saved.status_code == 202, saved.text
+    uids = [await converted(peer_bus, study["id"], media_id) for media_id in media]
+    done = await wait_for(mpps_state(admin, study["id"], "completed"), 30, what="COMPLETED")
+    assert done["final_status"] == "COMPLETED" and done["ended_at"]
+    [series] = scp.requests[-1].dataset.PerformedSeriesSequence
+    assert sorted(r.ReferencedSOPInstanceUID for r in series.ReferencedImageSequence) == sorted(
+        uids
+    )
+    # The procedure is over: discontinuing it now changes nothing at the RIS.
+    late = await admin.post(f"/api/v1/studies/{study['id']}/discontinue", json={"reason": "110501"})
+    assert late.status_code == 202
+
+    reasons = (await admin.get("/api/v1/codes/discontinuation-reasons")).json()
+    assert {"value": "110501", "scheme": "DCM", "meaning": "Equipment failure"} in reasons
+    other = (await admin.post("/api/v1/studies", json={"origin": "unscheduled"})).json()
+    bad = await admin.post(f"/api/v1/studies/{other['id']}/discontinue", json={"reason": "999"})
+    assert bad.status_code == 422
+    [media_id] = await add_media(gateway.ctx.pool, other["id"], gateway.settings.media_root, 1)
+    await captured(peer_bus, other["id"], media_id)
+    await wait_for(mpps_state(admin, other["id"], "in-progress"), 30, what="IN PROGRESS")
+    stop = await admin.post(f"/api/v1/studies/{other['id']}/discontinue", json={"reason": "110501"})
+    assert stop.status_code == 202, stop.text
+    ended = await wait_for(mpps_state(admin, other["id"], "discontinued"), 30, what="DISCONTINUED")
+    assert ended["reason"] == {"value": "110501", "scheme": "DCM", "meaning": "Equipment failure"}
+    audit = (await admin.get("/api/v1/audit", params={"study_id": other["id"]})).json()
+    assert "study_discontinued" in [a["action"] for a in audit]
+
+    statuses = [(r.operation, r.dataset.get("PerformedProcedureStepStatus")) for r in scp.requests]
+    assert statuses == [
+        ("N-CREATE", "IN PROGRESS"),
+        ("N-SET", "COMPLETED"),
+        ("N-CREATE", "IN PROGRESS"),
+        ("N-SET", "DISCONTINUED"),
+    ]
+
+
+async def test_a_refused_step_shows_the_error(
+    gateway: Any, admin: Any, peer_bus: Bus, worklist: WorklistApp, scp: FakeMpps
+) -> None:
+    scp.statuses = [0x0106]  # invalid attribute value: permanent
+    study = (await admin.post("/api/v1/studies", json={"origin": "unscheduled"})).json()
+    await captured(peer_bus, study["id"], str(uuid.uuid4()))
+    step = await wait_for(mpps_state(admin, study["id"], "failed"), 30, what="the failure")
+    assert step["last_status"] == 0x0106
+    assert "N-CREATE 0x0106 invalid attribute value" in step["last_error"]
