@@ -1,11 +1,12 @@
 """The study's performed procedure step through the gateway API, with the worklist service and a
 pynetdicom MPPS SCP running: Save announces the media to convert (the step completes once the
-converter's instances are in), Discontinue sends the CID 9300 reason, and the study API shows
-the step's state and last error."""
+converter's instances are in), Discontinue sends the CID 9300 reason, and the study API and the
+Room (headless Chromium) show the step's state and last error."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,13 +15,22 @@ from typing import Any
 import pytest
 from cinebridge_common.bus import Bus
 from cinebridge_common.embedded import free_port
-from cinebridge_common.messages import InstanceCreated, MediaCaptured, WorklistServer
-from cinebridge_common.testing import wait_for
+from cinebridge_common.messages import (
+    InstanceCreated,
+    MediaCaptured,
+    ServiceHeartbeat,
+    WorklistServer,
+)
+from cinebridge_common.store import MediaStore
+from cinebridge_common.testing import require_tool, wait_for
 from cinebridge_worklist.app import WorklistApp
 from cinebridge_worklist.settings import WorklistSettings
 from cinebridge_worklist.testpeers import FakeMpps
+from playwright.async_api import async_playwright, expect
 
+from .conftest import ADMIN_PASSWORD
 from .test_gateway_api import add_media
+from .test_gateway_ui import CHROMIUM_ARGS, FakeRoom
 
 pytestmark = pytest.mark.integration
 
@@ -167,3 +177,55 @@ async def test_a_refused_step_shows_the_error(
     step = await wait_for(mpps_state(admin, study["id"], "failed"), 30, what="the failure")
     assert step["last_status"] == 0x0106
     assert "N-CREATE 0x0106 invalid attribute value" in step["last_error"]
+
+
+async def test_room_shows_the_step_and_discontinues_it(
+    gateway: Any, admin: Any, peer_bus: Bus, worklist: WorklistApp, scp: FakeMpps
+) -> None:
+    """In the browser: the Room shows the step's state; Discontinue sends the chosen reason."""
+    chromium = require_tool("chromium")
+    room = FakeRoom(peer_bus, gateway.ctx.pool, MediaStore(gateway.settings.media_root))
+    await room.start()
+    started = await admin.post("/api/v1/rooms/or1/study", json={"origin": "unscheduled"})
+    assert started.status_code == 201, started.text
+    study_id = started.json()["study"]["id"]
+    snap = await admin.post("/api/v1/rooms/or1/sources/cam1/snapshot")
+    assert snap.status_code == 200, snap.text
+    await wait_for(mpps_state(admin, study_id, "in-progress"), 30, what="IN PROGRESS")
+    # The room's capture service says it is up (the Room lists the rooms that do).
+    await peer_bus.publish_core(
+        ServiceHeartbeat(
+            service="capture",
+            instance="cap-or1",
+            version="1",
+            state="up",
+            room="or1",
+            started_at=dt.datetime.now(dt.UTC),
+        )
+    )
+
+    async def listed() -> bool:
+        rooms = (await admin.get("/api/v1/rooms")).json()
+        return any(r["room"] == "or1" for r in rooms)
+
+    await wait_for(listed, 10, what="room or1 listed")
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await page.goto(gateway.url)
+        await page.fill("input[name=username]", "admin")
+        await page.fill("input[name=password]", ADMIN_PASSWORD)
+        await page.click("#login-button")
+        step = page.locator("#study-mpps")
+        await expect(step).to_have_attribute("data-mpps-state", "in-progress", timeout=15_000)
+        await page.click("#discontinue-button")
+        await page.select_option("#discontinue-reason", "110501")
+        await page.click("#discontinue-go")
+        await expect(page.locator("#toast")).to_contain_text("Procedure discontinued")
+        await wait_for(mpps_state(admin, study_id, "discontinued"), 30, what="DISCONTINUED")
+        await page.reload()
+        await expect(step).to_have_attribute("data-mpps-state", "discontinued", timeout=15_000)
+        await expect(step).to_contain_text("Equipment failure")
+        await browser.close()
+    code = scp.requests[-1].dataset.PerformedProcedureStepDiscontinuationReasonCodeSequence[0]
+    assert code.CodeValue == "110501"
