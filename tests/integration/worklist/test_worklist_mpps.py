@@ -37,8 +37,15 @@ from cinebridge_common.testing import wait_for
 from cinebridge_worklist.app import WorklistApp
 from cinebridge_worklist.settings import WorklistSettings
 from cinebridge_worklist.testpeers import FakeMpps
+from prometheus_client import REGISTRY
 
 pytestmark = pytest.mark.integration
+
+
+def sample(name: str, **labels: str) -> float:
+    """A metric of the service running in this process (its /metrics shows the same)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
 
 VIDEO_ENDOSCOPIC = "1.2.840.10008.5.1.4.1.1.77.1.1.1"
 VL_ENDOSCOPIC = "1.2.840.10008.5.1.4.1.1.77.1.1"
@@ -345,10 +352,20 @@ async def test_failure_status_is_shown_and_transient_one_retried(
     scp: FakeMpps,
 ) -> None:
     scp.statuses = [0x0110, 0x0120]  # processing failure (retried), then missing attribute
+    requests = "cinebridge_worklist_mpps_requests_total"
+    retried = sample(requests, server="ris", operation="create", outcome="retry")
+    failed = sample(requests, server="ris", operation="create", outcome="failed")
     async with running(nats_url, database_url, tmp_path, scp.port):
         study_id, _ = await new_study(db_pool, scheduled=False)
         await client.publish(captured(study_id, uuid.uuid4()))
         row = await wait_for(step_in(db_pool, study_id, "failed"), 30, what="permanent failure")
+
+        async def gauged() -> bool:
+            return sample("cinebridge_worklist_mpps_steps", state="failed") == 1
+
+        await wait_for(gauged, 20, what="the steps gauge refreshed by the sweeper")
+    assert sample(requests, server="ris", operation="create", outcome="retry") == retried + 1
+    assert sample(requests, server="ris", operation="create", outcome="failed") == failed + 1
     assert row["last_status"] == 0x0120
     assert "0x0120 missing attribute" in row["last_error"]
     assert [r.status for r in scp.requests] == [0x0110, 0x0120]
