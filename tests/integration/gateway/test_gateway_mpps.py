@@ -168,7 +168,7 @@ async def test_save_completes_and_discontinue_reports_the_reason(
     ]
 
 
-async def test_a_refused_step_shows_the_error(
+async def test_a_refused_step_shows_the_error_and_is_retried(
     gateway: Any, admin: Any, peer_bus: Bus, worklist: WorklistApp, scp: FakeMpps
 ) -> None:
     scp.statuses = [0x0106]  # invalid attribute value: permanent
@@ -177,6 +177,15 @@ async def test_a_refused_step_shows_the_error(
     step = await wait_for(mpps_state(admin, study["id"], "failed"), 30, what="the failure")
     assert step["last_status"] == 0x0106
     assert "N-CREATE 0x0106 invalid attribute value" in step["last_error"]
+    # The RIS was fixed: the operator sends the step again, and it goes through.
+    retried = await admin.post(f"/api/v1/studies/{study['id']}/mpps/retry")
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["state"] == "pending-create"
+    again = await wait_for(mpps_state(admin, study["id"], "in-progress"), 30, what="IN PROGRESS")
+    assert again["last_error"] is None and again["attempts"] == 1
+    assert [r.status for r in scp.requests] == [0x0106, 0x0000]
+    refused = await admin.post(f"/api/v1/studies/{study['id']}/mpps/retry")
+    assert refused.status_code == 409 and "in-progress" in refused.text
 
 
 async def test_room_shows_the_step_and_discontinues_it(

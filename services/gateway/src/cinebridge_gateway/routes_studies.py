@@ -10,6 +10,8 @@ from cinebridge_common.messages import (
     CodedReason,
     ConvertMedia,
     ForwardStudy,
+    MppsRetry,
+    MppsRetryReply,
     RetryDelivery,
     RetryDeliveryReply,
     StudyChanged,
@@ -415,6 +417,23 @@ async def discontinue_study(
             client=client_of(request),
         )
     return Accepted(accepted=1, job_keys=[key])
+
+
+@router.post("/studies/{study_id}/mpps/retry")
+async def retry_mpps(
+    study_id: uuid.UUID, principal: User, request: Request, gw: Gw
+) -> dict[str, Any]:
+    """Send a failed performed procedure step again now (the RIS or its settings were fixed)."""
+    await _study_or_404(gw, study_id)
+    reply = await gw.bus.request(
+        MppsRetry(study_id=str(study_id)), MppsRetryReply, gw.settings.gateway_rpc_timeout_s
+    )
+    if not reply.ok:
+        raise ApiError(409, "retry_refused", reply.error or "the worklist service refused")
+    await gw.repo.audit(
+        gw.pool, principal.name, "mpps_retried", study_id=study_id, client=client_of(request)
+    )
+    return {"study_id": str(study_id), "state": reply.state}
 
 
 @router.post("/studies/{study_id}/forward", response_model=Accepted, status_code=202)

@@ -14,6 +14,8 @@ from cinebridge_common.messages import (
     InstanceCreated,
     MediaCaptured,
     Message,
+    MppsRetry,
+    MppsRetryReply,
     MppsStepDue,
     Reply,
     Request,
@@ -90,6 +92,16 @@ async def handle_conformance(_req: WorklistConformance, deps: Deps) -> Reply:
     return statement.describe(servers, station, deps.settings)
 
 
+async def handle_mpps_retry(req: MppsRetry, deps: Deps) -> MppsRetryReply:
+    async with deps.pool.acquire() as conn, conn.transaction():
+        step = await mpps_repo.retry_now(conn, req.study_id)
+    if step is None:
+        return MppsRetryReply(ok=False, error=f"study {req.study_id} has no procedure step")
+    if step.state not in ("pending-create", "pending-set"):
+        return MppsRetryReply(ok=False, error=f"the step is {step.state}: nothing to retry")
+    return MppsRetryReply(state=step.state)
+
+
 Handler = Callable[[Any, Deps], Awaitable[Reply]]
 
 #: Request type → handler, and how many requests it answers at once: queries and echoes wait
@@ -103,6 +115,7 @@ RPC_HANDLERS: list[tuple[type[Request], Handler, int]] = [
     (WorklistServerDelete, handle_server_delete, 1),
     (WorklistReconcile, handle_reconcile, 1),
     (WorklistConformance, handle_conformance, 1),
+    (MppsRetry, handle_mpps_retry, 1),
 ]
 
 

@@ -301,6 +301,34 @@ async def server(db: asyncpg.Pool | Conn, server_id: str) -> WorklistServer | No
     return _server(row) if row else None
 
 
+async def retry_now(conn: Conn, study_id: str) -> Step | None:
+    """The operator's retry of a failed step: due now, attempts counted afresh; a step not yet
+    created goes to the MPPS SCP configured now (its server may have been fixed or replaced)."""
+    step = await _locked_step(conn, study_id)
+    if step is None or step.state not in ("failed", "failed-retrying"):
+        return step
+    server_id = step.server_id
+    if not step.created:
+        uid = await conn.fetchval(
+            "SELECT study_instance_uid FROM studies WHERE id = $1", step.study_id
+        )
+        server = await mpps_server(conn, uid or "")
+        server_id = server.id if server is not None else server_id
+    await conn.execute(
+        """UPDATE mpps_steps SET state = CASE WHEN created THEN 'pending-set'
+                                              ELSE 'pending-create' END,
+               server_id = $2, attempts = 0, next_attempt_at = now(),
+               generation = generation + 1, updated_at = now()
+           WHERE id = $1""",
+        step.id,
+        server_id,
+    )
+    again = await get_step(conn, str(step.id))
+    assert again is not None
+    await _announce(conn, again)
+    return again
+
+
 # -- claiming and answers ---------------------------------------------------------------------
 
 

@@ -47,6 +47,8 @@ from .sender import (
 )
 from .service import DeadLetter, ServiceHeartbeat
 from .worklist import (
+    MppsRetry,
+    MppsRetryReply,
     MppsStateChanged,
     MppsStepDue,
     ValueFlag,
@@ -97,6 +99,8 @@ CATALOGUE: tuple[type[Message], ...] = (
     StudyDiscontinued,
     MppsStepDue,
     MppsStateChanged,
+    MppsRetry,
+    MppsRetryReply,
     DestinationListRequest,
     DestinationListReply,
     DestinationUpsert,
@@ -149,6 +153,8 @@ __all__ = [
     "Job",
     "MediaCaptured",
     "Message",
+    "MppsRetry",
+    "MppsRetryReply",
     "MppsStateChanged",
     "MppsStepDue",
     "Reply",

@@ -203,3 +203,16 @@ class MppsStateChanged(Event):
     state: MppsState
     status_code: int | None = None
     error: str | None = None
+
+
+class MppsRetry(Request):
+    """Send a study's failed performed procedure step again now (after the RIS or its
+    settings were fixed): the request it owes, from its first attempt."""
+
+    subject: ClassVar[str] = "cb.rpc.worklist.mpps.retry"
+    study_id: str
+
+
+class MppsRetryReply(Reply):
+    subject: ClassVar[str] = "cb.rpc.worklist.reply"
+    state: MppsState | None = None

@@ -68,7 +68,11 @@ function mppsLine(study) {
   const reason = m.reason ? ` (${m.reason.meaning})` : "";
   return h("div", { class: "row small", id: "study-mpps", "data-mpps-state": m.state },
     h("span", { class: "dim" }, "Procedure step (MPPS) "), badge(m.state), h("span", { class: "dim" }, `${m.pps_id}${reason}`),
-    m.last_error ? h("span", { class: "error-text", id: "study-mpps-error" }, m.last_error) : "");
+    m.last_error ? h("span", { class: "error-text", id: "study-mpps-error" }, m.last_error) : "",
+    !readOnly() && ["failed", "failed-retrying"].includes(m.state)
+      ? h("button", { class: "small", id: "mpps-retry", onclick: async () => {
+        if (await attempt(() => api("POST", `/api/v1/studies/${study.id}/mpps/retry`), "Procedure step sent again")) scheduleRefresh();
+      } }, "Retry") : "");
 }
 
 // The operator abandons the study: the RIS is told DISCONTINUED with a reason of PS3.16 CID 9300.
