@@ -237,3 +237,29 @@ async def test_room_shows_the_step_and_discontinues_it(
         await browser.close()
     code = scp.requests[-1].dataset.PerformedProcedureStepDiscontinuationReasonCodeSequence[0]
     assert code.CodeValue == "110501"
+
+
+async def test_the_mpps_scp_is_a_worklist_server_setting(
+    gateway: Any, admin: Any, worklist: WorklistApp
+) -> None:
+    """Settings page: each worklist server's MPPS SCP, checked at the door and stored by the
+    worklist service; the station's trigger."""
+    server = {"id": "ris2", "host": "ris.local", "port": 104, "called_ae": "RIS",
+              "mpps_enabled": True, "mpps_ae": "RISMPPS", "mpps_port": 70000}  # fmt: skip
+    bad = await admin.post("/api/v1/settings/worklist-servers", json=server)
+    assert bad.status_code == 422
+    assert bad.json()["error"]["details"][0]["field"] == "body.mpps_port"
+    saved = await admin.post("/api/v1/settings/worklist-servers", json={**server, "mpps_port": 105})
+    assert saved.status_code == 201, saved.text
+    listed = {s["id"]: s for s in (await admin.get("/api/v1/settings/worklist-servers")).json()}
+    ris2 = listed["ris2"]
+    assert (ris2["mpps_enabled"], ris2["mpps_ae"], ris2["mpps_host"], ris2["mpps_port"]) == (
+        True,
+        "RISMPPS",
+        None,
+        105,
+    )
+    station = await admin.put("/api/v1/settings/station", json={"mpps_trigger": "study-start"})
+    assert station.status_code == 200 and station.json()["mpps_trigger"] == "study-start"
+    wrong = await admin.put("/api/v1/settings/station", json={"mpps_trigger": "never"})
+    assert wrong.status_code == 422
