@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any, cast
 
 from cinebridge_common.logging import kv
 from cinebridge_common.messages.worklist import MppsState
-from cinebridge_common.station import load_station_settings
+from cinebridge_common.station import StationSettings, load_station_settings
 from cinebridge_common.supervise import backoff_delay
 from cinebridge_dicom import dimse
+from pydicom.dataset import Dataset
 
 from . import metrics, mpps, mpps_scu, scu
 from . import mpps_repository as repo
@@ -35,28 +37,7 @@ async def perform(step: repo.Step, deps: Deps) -> MppsState | None:
         called_ae=server.mpps_ae or server.called_ae,
         calling_ae=server.calling_ae or station.local_ae_title,
     )
-    if operation == "create":
-        facts = mpps.StepFacts(
-            pps_id=step.pps_id,
-            started_at=step.started_at,
-            station_ae=peer.calling_ae,
-            station_name=station.station_name,
-            location=study.get("room") or "",
-            character_set=station.character_set,
-        )
-        ds, field, sent_before = mpps.n_create(study, facts), dimse.N_CREATE_RQ, step.create_sent
-    else:
-        assert step.final_status in ("COMPLETED", "DISCONTINUED") and step.ended_at is not None
-        ds = mpps.n_set(
-            study,
-            step.final_status,  # type: ignore[arg-type]
-            step.ended_at,
-            await repo.performed_instances(deps.pool, step.id),
-            operator=step.operator,
-            reason=step.reason,
-            character_set=station.character_set,
-        )
-        field, sent_before = dimse.N_SET_RQ, step.set_sent
+    ds, field = await _attributes(step, study, station, peer, deps)
     await repo.mark_sent(deps.pool, step.id, operation)
     timeout = deps.settings.worklist_mpps_timeout_s
     answer = await asyncio.to_thread(mpps_scu.send, peer, field, step.sop_instance_uid, ds, timeout)
@@ -69,10 +50,38 @@ async def perform(step: repo.Step, deps: Deps) -> MppsState | None:
             answer.status,
             error_id=answer.error_id,
             comment=answer.comment,
-            sent_before=sent_before,
+            sent_before=step.set_sent if step.created else step.create_sent,
         )
     metrics.MPPS_REQUESTS.labels(server.id, operation, verdict).inc()
     return await _record(deps, step, operation, verdict, answer.status, text)
+
+
+async def _attributes(
+    step: repo.Step, study: dict[str, Any], station: StationSettings, peer: scu.Peer, deps: Deps
+) -> tuple[Dataset, int]:
+    """The N-CREATE attribute list of a step not yet created, else its final N-SET."""
+    if not step.created:
+        facts = mpps.StepFacts(
+            pps_id=step.pps_id,
+            started_at=step.started_at,
+            station_ae=peer.calling_ae,
+            station_name=station.station_name,
+            location=study.get("room") or "",
+            character_set=station.character_set,
+        )
+        return mpps.n_create(study, facts), dimse.N_CREATE_RQ
+    # Claimed as pending-set (or retrying one): the study's end is recorded (_set_due).
+    assert step.final_status in ("COMPLETED", "DISCONTINUED") and step.ended_at is not None
+    ds = mpps.n_set(
+        study,
+        cast(mpps.FinalStatus, step.final_status),
+        step.ended_at,
+        await repo.performed_instances(deps.pool, step.id),
+        operator=step.operator,
+        reason=step.reason,
+        character_set=station.character_set,
+    )
+    return ds, dimse.N_SET_RQ
 
 
 def next_state(
