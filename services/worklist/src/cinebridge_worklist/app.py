@@ -17,7 +17,7 @@ from cinebridge_common.messages import Reply, Request
 from cinebridge_common.service import ServiceContext
 from cinebridge_common.supervise import every
 
-from . import metrics
+from . import metrics, mpps_queue
 from . import mpps_repository as mpps_repo
 from .handlers import CONSUMERS, RPC_HANDLERS, Handler, JobHandler
 from .lookup import Deps, echo_server
@@ -52,11 +52,11 @@ def mpps_sweeper(deps: Deps, ctx: ServiceContext) -> Callable[[], Awaitable[None
     sweeps = (time.time_ns() // 1_000_000 + n for n in itertools.count())
 
     async def sweep_once() -> None:
-        rows = await mpps_repo.overdue(deps.pool, grace)
+        rows = await mpps_queue.overdue(deps.pool, grace)
         if rows:
-            await mpps_repo.republish(deps.pool, rows, next(sweeps))
+            await mpps_queue.republish(deps.pool, rows, next(sweeps))
             log.warning("overdue mpps steps re-queued", extra=kv(count=len(rows)))
-        counts = await mpps_repo.state_counts(deps.pool)
+        counts = await mpps_queue.state_counts(deps.pool)
         for state in mpps_repo.DUE + mpps_repo.FINAL + ("in-progress",):
             metrics.MPPS_STEPS.labels(state).set(counts.get(state, 0))
 

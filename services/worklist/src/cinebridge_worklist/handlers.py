@@ -36,7 +36,7 @@ from cinebridge_common.messages import (
 )
 from cinebridge_common.station import load_station_settings
 
-from . import metrics, mpps_work, statement
+from . import metrics, mpps_queue, mpps_work, statement
 from . import mpps_repository as mpps_repo
 from .lookup import Deps, echo_server, query_worklist
 from .repository import ReconcileError
@@ -169,7 +169,7 @@ async def handle_mpps_step_due(msg: MppsStepDue, delivery: Delivery, deps: Deps)
     if wait > 0:
         raise Retry("not due yet", delay=wait)
     lease = deps.settings.worklist_mpps_lease_s
-    claimed = await mpps_repo.claim(deps.pool, step.id, deps.owner, lease)
+    claimed = await mpps_queue.claim(deps.pool, step.id, deps.owner, lease)
     if claimed is None:
         raise Retry("held elsewhere", delay=min(lease, 30.0))
     async with delivery.working():

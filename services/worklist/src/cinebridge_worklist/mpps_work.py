@@ -14,7 +14,7 @@ from cinebridge_common.supervise import backoff_delay
 from cinebridge_dicom import dimse
 from pydicom.dataset import Dataset
 
-from . import metrics, mpps, mpps_scu, scu
+from . import metrics, mpps, mpps_queue, mpps_scu, scu
 from . import mpps_repository as repo
 from .lookup import Deps
 
@@ -38,7 +38,7 @@ async def perform(step: repo.Step, deps: Deps) -> MppsState | None:
         calling_ae=server.calling_ae or station.local_ae_title,
     )
     ds, field = await _attributes(step, study, station, peer, deps)
-    await repo.mark_sent(deps.pool, step.id, operation)
+    await mpps_queue.mark_sent(deps.pool, step.id, operation)
     timeout = deps.settings.worklist_mpps_timeout_s
     answer = await asyncio.to_thread(mpps_scu.send, peer, field, step.sop_instance_uid, ds, timeout)
     if answer.status is None:
@@ -119,7 +119,7 @@ async def _record(
         else 0.0
     )
     error = None if verdict == "done" else text
-    stored = await repo.record_answer(
+    stored = await mpps_queue.record_answer(
         deps.pool,
         step,
         deps.owner,
