@@ -56,6 +56,10 @@ async def test_job_makes_one_instance_and_events(converter: Any, tmp_path: Path)
     [event] = await wait_for(announced, 10, what="InstanceCreated")
     assert event["sop_instance_uid"] == row["sop_instance_uid"]
     assert event["rel_path"] == row["rel_path"] and event["media_id"] == media
+    # What the worklist's MPPS Performed Series Sequence lists (PS3.4 F.7.2).
+    assert event["series_instance_uid"] == ds.SeriesInstanceUID
+    assert event["series_description"] == ds.SeriesDescription
+    assert (event["part"], event["parts"]) == (1, 1)
     assert converter.events.get("cb.evt.conversion.progressed")
 
     # A redelivered job (same job, new delivery): same UID, still one row, no second event.

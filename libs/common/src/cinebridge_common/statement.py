@@ -189,7 +189,9 @@ def _networking(doc: _Doc, aes: list[ApplicationEntity]) -> None:
         " instance of a study, the Storage Commitment Client asks it to commit them; the report"
         " may come back on that association or on a new one to the Storage Server's AE. The"
         " Storage Server receives, and answers commitment requests, independently of the other"
-        " AEs."
+        " AEs. When a worklist server has an MPPS SCP, the Performed Procedure Step Client"
+        " reports each study's procedure step to it (IN PROGRESS at the first capture or at the"
+        " start of the study, COMPLETED once the saved study is converted, or DISCONTINUED)."
     )
     doc.h(2, "AE Specifications")
     for ae in aes:
@@ -246,8 +248,8 @@ def _ae(doc: _Doc, ae: ApplicationEntity) -> None:
     if ae.statuses:
         doc.table(
             f"Status handling of {ae.name}",
-            ["Service", "Status", "Code", "Behaviour"],
-            [[r.service, r.status, r.code, r.behaviour] for r in ae.statuses],
+            ["Service", "Status", "Code", "Meaning", "Behaviour"],
+            [[r.service, r.status, r.code, r.meaning or "-", r.behaviour] for r in ae.statuses],
         )
     if ae.query_keys:
         doc.table(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from pydantic import BaseModel
@@ -22,6 +22,10 @@ class StationSettings(BaseModel):
     iod: str = "standard"
     worklist_character_set: str = "ISO_IR 192"
     wildcard_matching: bool = True
+    #: When a study's Modality Performed Procedure Step is created IN PROGRESS (PS3.4 F.7.2,
+    #: IHE RAD-6): at the first snapshot or recording ("first-capture"), or as soon as the
+    #: operator starts the study ("study-start").
+    mpps_trigger: Literal["first-capture", "study-start"] = "first-capture"
 
 
 async def load_station_settings(conn: asyncpg.Pool | Connection) -> StationSettings:

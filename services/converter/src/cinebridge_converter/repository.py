@@ -165,7 +165,11 @@ async def announce(
     """InstanceCreated for each new row and media.state = converted, in the caller's transaction."""
     events = []
     for uid in sop_instance_uids:
-        row = await conn.fetchrow("SELECT * FROM instances WHERE sop_instance_uid = $1", uid)
+        row = await conn.fetchrow(
+            """SELECT i.*, m.source FROM instances i JOIN media m ON m.id = i.media_id
+               WHERE i.sop_instance_uid = $1""",
+            uid,
+        )
         event = instance_event(row, auto_send)
         await outbox.enqueue(conn, event, msg_id=f"instance-created-{uid}")
         events.append(event)
@@ -188,6 +192,11 @@ def instance_event(row: Any, auto_send: bool) -> InstanceCreated:
         size=int(row["size"]),
         sha256=row["sha256"],
         auto_send=auto_send,
+        series_instance_uid=row["series_instance_uid"],
+        # The Series Description the converter wrote (dicomize: the source's name, 64 chars).
+        series_description=str(row.get("source") or "")[:64],
+        part=int(row["part"]),
+        parts=int(row["parts"]),
     )
 
 

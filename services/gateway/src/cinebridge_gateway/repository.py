@@ -7,6 +7,7 @@ when they exist: `Repository.has_table` checks once and remembers.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -446,6 +447,23 @@ class Repository:
         return found is not None
 
     # -- deliveries (sender's tables, read only) -----------------------------------------
+    async def mpps_for_study(self, study_id: uuid.UUID) -> dict[str, Any] | None:
+        """The study's performed procedure step (the worklist service's `mpps_steps`)."""
+        if not await self.has_table("mpps_steps"):
+            return None
+        row = await self.pool.fetchrow(
+            """SELECT id, server_id, sop_instance_uid, pps_id, state, final_status, reason,
+                      attempts, last_status, last_error, started_at, ended_at, updated_at
+               FROM mpps_steps WHERE study_id = $1""",
+            study_id,
+        )
+        if row is None:
+            return None
+        step = dict(row)
+        if isinstance(step["reason"], str):
+            step["reason"] = json.loads(step["reason"])
+        return step
+
     async def deliveries_for_study(self, study_id: uuid.UUID) -> list[dict[str, Any]]:
         if not await self.has_table("deliveries"):
             return []

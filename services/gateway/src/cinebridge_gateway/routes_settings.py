@@ -109,6 +109,7 @@ class StationChange(BaseModel):
     iod: IodChoice | None = None
     worklist_character_set: Charset | None = None
     wildcard_matching: bool | None = None
+    mpps_trigger: Literal["first-capture", "study-start"] | None = None
 
 
 class AdHocEcho(BaseModel):
@@ -186,6 +187,10 @@ class WorklistServerIn(BaseModel):
     max_entries: Annotated[int, Field(ge=1, le=100_000)] | None = None
     enabled: bool = True
     position: Annotated[int, Field(ge=0, le=1000)] = 0
+    mpps_enabled: bool = False
+    mpps_ae: AeTitle | None = None
+    mpps_host: Host | None = None
+    mpps_port: Port | None = None
 
 
 class EchoResult(BaseModel):

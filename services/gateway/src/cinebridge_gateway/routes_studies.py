@@ -7,17 +7,23 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from cinebridge_common.messages import (
+    CodedReason,
     ConvertMedia,
     ForwardStudy,
+    MppsRetry,
+    MppsRetryReply,
     RetryDelivery,
     RetryDeliveryReply,
     StudyChanged,
+    StudyDiscontinued,
+    StudySaved,
     WorklistItem,
     WorklistReconcile,
     WorklistReconcileReply,
 )
 from cinebridge_common.messages.converter import IodChoice
 from cinebridge_common.outbox import enqueue
+from cinebridge_common.procedure_codes import DISCONTINUATION_REASONS
 from cinebridge_common.station import load_station_settings
 from cinebridge_common.store import UnsafePath
 from fastapi import APIRouter, Query, Request, Response
@@ -195,6 +201,7 @@ async def get_study(study_id: uuid.UUID, _: User, gw: Gw) -> dict[str, Any]:
         "commitment": await gw.repo.study_commitment(study_id),
         "media": [_media_out(m) for m in await gw.repo.list_media(study_id)],
         "deliveries": await gw.repo.deliveries_for_study(study_id),
+        "mpps": await gw.repo.mpps_for_study(study_id),
     }
 
 
@@ -345,6 +352,14 @@ async def save_study(
         await conn.execute(
             "UPDATE studies SET state = 'saved', updated_at = now() WHERE id = $1", study_id
         )
+        # The procedure is over once these are converted (the worklist's MPPS N-SET COMPLETED,
+        # PS3.4 F.7.2); each press is announced, the worklist keeps the first.
+        saved = StudySaved(
+            study_id=str(study_id),
+            media_ids=[key.split(":", 1)[0] for key in keys],
+            by=principal.name,
+        )
+        await enqueue(conn, saved, f"study-saved-{study_id}-{uuid.uuid4().hex}")
         await gw.repo.audit(
             conn,
             principal.name,
@@ -354,6 +369,72 @@ async def save_study(
             client=client_of(request),
         )
     return Accepted(accepted=len(keys), job_keys=keys)
+
+
+class CodeOut(BaseModel):
+    value: str
+    scheme: str
+    meaning: str
+
+
+@router.get("/codes/discontinuation-reasons", response_model=list[CodeOut])
+async def discontinuation_reasons(_: User) -> list[CodeOut]:
+    """PS3.16 CID 9300 "Procedure Discontinuation Reasons", for the Discontinue dialog."""
+    return [
+        CodeOut(value=value, scheme="DCM", meaning=meaning)
+        for value, meaning in DISCONTINUATION_REASONS.items()
+    ]
+
+
+class DiscontinueRequest(BaseModel):
+    """Why the study is abandoned: a code of PS3.16 CID 9300 "Procedure Discontinuation
+    Reasons" (scheme DCM), e.g. 110513 "Discontinued for unspecified reason"."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: Literal[tuple(DISCONTINUATION_REASONS)] = "110513"  # type: ignore[valid-type]
+
+
+@router.post("/studies/{study_id}/discontinue", response_model=Accepted, status_code=202)
+async def discontinue_study(
+    study_id: uuid.UUID, body: DiscontinueRequest, principal: User, request: Request, gw: Gw
+) -> Accepted:
+    """The operator abandons the study: its performed procedure step ends DISCONTINUED with
+    the reason (PS3.4 F.7.2, IHE RAD-7); media already captured stay."""
+    reason = CodedReason(
+        value=body.reason, scheme="DCM", meaning=DISCONTINUATION_REASONS[body.reason]
+    )
+    key = f"study-discontinued-{study_id}"
+    async with gw.pool.acquire() as conn, conn.transaction():
+        if await gw.repo.get_study(conn, study_id) is None:
+            raise not_found("study")
+        event = StudyDiscontinued(study_id=str(study_id), reason=reason, by=principal.name)
+        await enqueue(conn, event, key)
+        await gw.repo.audit(
+            conn,
+            principal.name,
+            "study_discontinued",
+            study_id=study_id,
+            detail={"reason": body.reason, "meaning": reason.meaning},
+            client=client_of(request),
+        )
+    return Accepted(accepted=1, job_keys=[key])
+
+
+@router.post("/studies/{study_id}/mpps/retry")
+async def retry_mpps(
+    study_id: uuid.UUID, principal: User, request: Request, gw: Gw
+) -> dict[str, Any]:
+    """Send a failed performed procedure step again now (the RIS or its settings were fixed)."""
+    await _study_or_404(gw, study_id)
+    reply = await gw.bus.request(
+        MppsRetry(study_id=str(study_id)), MppsRetryReply, gw.settings.gateway_rpc_timeout_s
+    )
+    if not reply.ok:
+        raise ApiError(409, "retry_refused", reply.error or "the worklist service refused")
+    await gw.repo.audit(
+        gw.pool, principal.name, "mpps_retried", study_id=study_id, client=client_of(request)
+    )
+    return {"study_id": str(study_id), "state": reply.state}
 
 
 @router.post("/studies/{study_id}/forward", response_model=Accepted, status_code=202)

@@ -79,6 +79,27 @@ class DeliveryOut(BaseModel):
     commitment_reason: str | None = None
 
 
+class MppsOut(BaseModel):
+    """The study's Modality Performed Procedure Step (PS3.4 Annex F) as the RIS was told."""
+
+    id: uuid.UUID
+    server_id: str
+    sop_instance_uid: str
+    pps_id: str
+    #: pending-create, in-progress, pending-set, completed, discontinued, failed-retrying, failed
+    state: str
+    final_status: str | None = None
+    #: The CID 9300 discontinuation reason: {"value", "scheme", "meaning"}.
+    reason: dict[str, str] | None = None
+    attempts: int = 0
+    last_status: int | None = None
+    last_error: str | None = None
+    started_at: dt.datetime
+    ended_at: dt.datetime | None = None
+    updated_at: dt.datetime
+
+
 class StudyDetail(StudyOut):
     media: list[MediaOut] = []
     deliveries: list[DeliveryOut] = []
+    mpps: MppsOut | None = None

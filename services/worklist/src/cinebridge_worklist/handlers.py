@@ -1,14 +1,27 @@
-"""RPC handlers of the worklist service; the subscription table is at the bottom."""
+"""RPC handlers of the worklist service and the MPPS SCU's event and job handlers; the
+subscription tables are at the bottom of each part."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from cinebridge_common.bus import Delivery, Retry
 from cinebridge_common.messages import (
+    ConversionFailed,
+    InstanceCreated,
+    MediaCaptured,
+    Message,
+    MppsRetry,
+    MppsRetryReply,
+    MppsStepDue,
     Reply,
     Request,
+    StudyChanged,
+    StudyDiscontinued,
+    StudySaved,
     WorklistConformance,
     WorklistEcho,
     WorklistEchoReply,
@@ -23,7 +36,8 @@ from cinebridge_common.messages import (
 )
 from cinebridge_common.station import load_station_settings
 
-from . import metrics, statement
+from . import metrics, mpps_queue, mpps_work, statement
+from . import mpps_repository as mpps_repo
 from .lookup import Deps, echo_server, query_worklist
 from .repository import ReconcileError
 
@@ -78,6 +92,16 @@ async def handle_conformance(_req: WorklistConformance, deps: Deps) -> Reply:
     return statement.describe(servers, station, deps.settings)
 
 
+async def handle_mpps_retry(req: MppsRetry, deps: Deps) -> MppsRetryReply:
+    async with deps.pool.acquire() as conn, conn.transaction():
+        step = await mpps_repo.retry_now(conn, req.study_id)
+    if step is None:
+        return MppsRetryReply(ok=False, error=f"study {req.study_id} has no procedure step")
+    if step.state not in ("pending-create", "pending-set"):
+        return MppsRetryReply(ok=False, error=f"the step is {step.state}: nothing to retry")
+    return MppsRetryReply(state=step.state)
+
+
 Handler = Callable[[Any, Deps], Awaitable[Reply]]
 
 #: Request type → handler, and how many requests it answers at once: queries and echoes wait
@@ -91,4 +115,82 @@ RPC_HANDLERS: list[tuple[type[Request], Handler, int]] = [
     (WorklistServerDelete, handle_server_delete, 1),
     (WorklistReconcile, handle_reconcile, 1),
     (WorklistConformance, handle_conformance, 1),
+    (MppsRetry, handle_mpps_retry, 1),
+]
+
+
+# -- Modality Performed Procedure Step (PS3.4 Annex F; IHE RAD-6, RAD-7) ----------------------
+
+
+async def handle_media_captured(msg: MediaCaptured, _d: Delivery, deps: Deps) -> None:
+    """The first snapshot or recording of a study: its step is created IN PROGRESS."""
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await mpps_repo.ensure_step(conn, msg.study_id, msg.occurred_at)
+
+
+async def handle_study_changed(msg: StudyChanged, _d: Delivery, deps: Deps) -> None:
+    """With the station's `mpps_trigger` "study-start", a started study creates its step."""
+    if msg.change != "created":
+        return
+    if (await load_station_settings(deps.pool)).mpps_trigger != "study-start":
+        return
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await mpps_repo.ensure_step(conn, msg.study_id, msg.occurred_at)
+
+
+async def handle_study_saved(msg: StudySaved, _d: Delivery, deps: Deps) -> None:
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await mpps_repo.record_saved(conn, msg.study_id, msg.media_ids, msg.occurred_at, msg.by)
+
+
+async def handle_instance_created(msg: InstanceCreated, _d: Delivery, deps: Deps) -> None:
+    if not msg.study_id:
+        return  # handed in by `cinebridge send`: no study of the station's, no procedure
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await mpps_repo.record_instance(conn, msg)
+
+
+async def handle_conversion_failed(msg: ConversionFailed, _d: Delivery, deps: Deps) -> None:
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await mpps_repo.record_media_failed(conn, msg.study_id, msg.media_id)
+
+
+async def handle_study_discontinued(msg: StudyDiscontinued, _d: Delivery, deps: Deps) -> None:
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await mpps_repo.discontinue(conn, msg.study_id, msg.reason, msg.occurred_at)
+
+
+async def handle_mpps_step_due(msg: MppsStepDue, delivery: Delivery, deps: Deps) -> None:
+    """Load, check it is due, claim, send, decide retry: the shape of the sender's deliveries."""
+    step = await mpps_repo.get_step(deps.pool, msg.step_id)
+    if step is None or step.state not in mpps_repo.DUE:
+        return  # done, failed for good, or waiting for the study to end: nothing is owed
+    wait = (step.next_attempt_at - dt.datetime.now(dt.UTC)).total_seconds()
+    if wait > 0:
+        raise Retry("not due yet", delay=wait)
+    lease = deps.settings.worklist_mpps_lease_s
+    claimed = await mpps_queue.claim(deps.pool, step.id, deps.owner, lease)
+    if claimed is None:
+        raise Retry("held elsewhere", delay=min(lease, 30.0))
+    async with delivery.working():
+        state = await mpps_work.perform(claimed, deps)
+    if state == "failed-retrying":
+        again = await mpps_repo.get_step(deps.pool, msg.step_id)
+        delay = (again.next_attempt_at - dt.datetime.now(dt.UTC)).total_seconds() if again else 1
+        raise Retry("transient MPPS failure", delay=max(delay, 0.1))
+
+
+JobHandler = Callable[[Any, Delivery, Deps], Awaitable[None]]
+
+#: (stream, durable, message, handler): the durable consumers of the MPPS SCU. Events are
+#: read from when each consumer is first made (a station that enables MPPS does not replay
+#: the history of its studies); the job is paced by `mpps_steps.next_attempt_at`.
+CONSUMERS: list[tuple[str, str, type[Message], JobHandler]] = [
+    ("CB_EVENTS", "worklist-mpps-media-captured", MediaCaptured, handle_media_captured),
+    ("CB_EVENTS", "worklist-mpps-study-changed", StudyChanged, handle_study_changed),
+    ("CB_EVENTS", "worklist-mpps-study-saved", StudySaved, handle_study_saved),
+    ("CB_EVENTS", "worklist-mpps-instance-created", InstanceCreated, handle_instance_created),
+    ("CB_EVENTS", "worklist-mpps-conversion-failed", ConversionFailed, handle_conversion_failed),
+    ("CB_EVENTS", "worklist-mpps-discontinued", StudyDiscontinued, handle_study_discontinued),
+    ("CB_JOBS", "worklist-mpps", MppsStepDue, handle_mpps_step_due),
 ]

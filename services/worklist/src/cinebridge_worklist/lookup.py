@@ -45,6 +45,8 @@ class Deps:
     find: FindFn = find_worklist
     echo: EchoFn = echo
     detail: dict[str, str] = field(default_factory=dict)
+    #: Who holds an MPPS step's lease (this process).
+    owner: str = "worklist"
     #: Cache writes in flight (kept referenced until done).
     background: set[asyncio.Task[None]] = field(default_factory=set)
 

@@ -49,3 +49,17 @@ def observe_query(reply: WorklistQueryReply, seconds: float) -> None:
         CACHE_AGE.labels(server).set(max(0.0, age))
     elif reply.ok:
         CACHE_AGE.labels(server).set(0)
+
+
+MPPS_REQUESTS = Counter(
+    "cinebridge_worklist_mpps_requests_total",
+    "MPPS requests (operation create = N-CREATE, set = N-SET) by outcome: done, warning, "
+    "retry (transient failure or no answer), failed (permanent, shown with its error)",
+    ("server", "operation", "outcome"),
+)
+MPPS_STEPS = Gauge(
+    "cinebridge_worklist_mpps_steps",
+    "Performed procedure steps by state (pending-create, in-progress, pending-set, completed, "
+    "discontinued, failed-retrying, failed)",
+    ("state",),
+)

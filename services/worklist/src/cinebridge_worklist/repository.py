@@ -30,6 +30,10 @@ _SERVER_COLUMNS = (
     "max_entries",
     "enabled",
     "position",
+    "mpps_enabled",
+    "mpps_ae",
+    "mpps_host",
+    "mpps_port",
 )
 _UPSERT_SERVER = f"""
 INSERT INTO worklist_servers ({", ".join(_SERVER_COLUMNS)}, updated_by)

@@ -12,12 +12,13 @@ from cinebridge_common.messages.conformance import (
     NamedUid,
     QueryKey,
     SopClassSupport,
+    StatusRow,
 )
 from cinebridge_common.station import StationSettings
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from . import scu
+from . import mpps, mpps_scu, scu
 from .query import SearchFields, ServerKeys, build_identifier
 from .settings import WorklistSettings
 
@@ -89,4 +90,121 @@ def describe(
             "answers: decoded by their own Specific Character Set (0008,0005)",
         ],
     )
-    return ConformanceReply(service="worklist", version=__version__, application_entities=[ae])
+    return ConformanceReply(
+        service="worklist",
+        version=__version__,
+        application_entities=[ae, performed_procedure_step(servers, station, settings)],
+    )
+
+
+def performed_procedure_step(
+    servers: list[WorklistServer], station: StationSettings, settings: WorklistSettings
+) -> ApplicationEntity:
+    """The MPPS SCU (PS3.4 Annex F; IHE RAD-6, RAD-7): the SOP class and syntaxes it proposes
+    (`mpps_scu`), the trigger set now, and what each answer status does (`mpps.STATUS_TABLE`)."""
+    enabled = [s for s in servers if s.enabled and s.mpps_enabled]
+    sop = SopClassSupport(
+        name="Modality Performed Procedure Step",
+        uid=mpps.MPPS_SOP_CLASS,
+        role="SCU",
+        transfer_syntaxes=[
+            NamedUid(name=UID(t).name, uid=str(t)) for t in mpps_scu.TRANSFER_SYNTAXES
+        ],
+    )
+    start = {
+        "first-capture": "the first snapshot or recording of the study",
+        "study-start": "the start of the study",
+    }[station.mpps_trigger]
+    return ApplicationEntity(
+        name="Performed Procedure Step Client",
+        service="worklist",
+        ae_title=station.local_ae_title,
+        function="Modality Performed Procedure Step SCU: tells the RIS that a procedure is in"
+        " progress, completed (with every series and instance made) or discontinued.",
+        sop_classes=[sop],
+        policies={
+            "Application Context Name": conformance.APPLICATION_CONTEXT_NAME,
+            "Maximum PDU size received": f"{scu.FindLimits().max_pdu} bytes",
+            "Number of associations (requestor)": "one per N-CREATE or N-SET",
+            "Asynchronous operations window": "1 (one request per association)",
+            "Implementation Class UID": scu.IMPLEMENTATION_CLASS_UID,
+            "Implementation Version Name": scu.IMPLEMENTATION_VERSION,
+            "Timeouts": f"association and answer {settings.worklist_mpps_timeout_s:g} s",
+            "Retries": f"after {settings.worklist_mpps_backoff_s:g} s, doubling up to"
+            f" {settings.worklist_mpps_backoff_cap_s:g} s, at most"
+            f" {settings.worklist_mpps_max_attempts} attempts; kept across restarts",
+        },
+        initiation=(
+            f"Activity 'Procedure step in progress' (IHE RAD-6): at {start}, N-CREATE with"
+            " status IN PROGRESS, the Scheduled Step Attributes Sequence copied from the"
+            " worklist item (one item holding only the study's Study Instance UID for an"
+            " unscheduled study, IHE RAD TF-2 4.6.4.1.2.4), the patient, the Performed Station"
+            " AE Title and Name, the room as Performed Location, the start date and time."
+            " Activity 'Procedure step completed/discontinued' (IHE RAD-7): once the saved"
+            " study's media are converted (or failed), N-SET COMPLETED with the end date and"
+            " time and the Performed Series Sequence listing every series and instance made;"
+            " when the operator abandons the study, N-SET DISCONTINUED with the reason (PS3.16"
+            " CID 9300). The N-SET is sent only after a successful N-CREATE; a step that is"
+            " COMPLETED or DISCONTINUED is never set again."
+        ),
+        peers=[
+            f"{s.mpps_ae or s.called_ae}@{s.mpps_host or s.host}:{s.mpps_port or s.port}"
+            f" [{s.name or s.id}]"
+            for s in enabled
+        ],
+        character_sets=[station.character_set, "(0008,0005) sent only when a value needs it"],
+        statuses=status_handling(),
+    )
+
+
+_BEHAVIOUR = {
+    "done": "the step moves on (IN PROGRESS, or final)",
+    "warning": "the step moves on; the warning is shown with the step",
+    "retry": "retried with backoff; the error is shown with the step",
+    "failed": "not retried; the step is shown failed with the error",
+}
+_KIND = {"done": "Success", "warning": "Warning", "retry": "Failure", "failed": "Failure"}
+
+
+def status_handling() -> list[StatusRow]:
+    rows = [
+        StatusRow(
+            service="N-CREATE, N-SET",
+            status=_KIND[verdict],
+            code=f"{code:04X}",
+            meaning=text,
+            behaviour=_BEHAVIOUR[verdict],
+        )
+        for code, (verdict, text) in mpps.STATUS_TABLE.items()
+    ]
+    rows += [
+        StatusRow(
+            service="N-CREATE, N-SET",
+            status="Failure",
+            code=f"0110 + Error ID {mpps.NO_LONGER_UPDATABLE:04X}",
+            meaning="may no longer be updated (PS3.4 F.7.2.2.2)",
+            behaviour="after our own earlier N-SET: the step is final; else shown failed",
+        ),
+        StatusRow(
+            service="N-CREATE, N-SET",
+            status="Failure",
+            code="0111 on a repeated N-CREATE",
+            meaning="duplicate SOP instance",
+            behaviour="our earlier N-CREATE arrived: the step is in progress",
+        ),
+        StatusRow(
+            service="N-CREATE, N-SET",
+            status="Failure",
+            code="any other",
+            meaning="unrecognised status",
+            behaviour=_BEHAVIOUR["failed"],
+        ),
+        StatusRow(
+            service="N-CREATE, N-SET",
+            status="No answer",
+            code="-",
+            meaning="unreachable, rejected transiently, aborted or timed out",
+            behaviour=_BEHAVIOUR["retry"],
+        ),
+    ]
+    return rows

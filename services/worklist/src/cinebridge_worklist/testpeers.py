@@ -1,4 +1,5 @@
-"""Test and benchmark peers: a programmable in-process worklist SCP, `wlmscpfs` and Orthanc.
+"""Test and benchmark peers: a programmable in-process worklist SCP, an in-process MPPS SCP,
+`wlmscpfs` and Orthanc.
 
 Used by the worklist's unit and integration tests and by `bench/worklist.py`; the service
 never imports it.
@@ -6,6 +7,7 @@ never imports it.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -21,6 +23,8 @@ from cinebridge_common.embedded import free_port
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 
+from .mpps import MPPS_SOP_CLASS
+from .mpps_scu import TRANSFER_SYNTAXES as MPPS_TRANSFER_SYNTAXES
 from .scu import TRANSFER_SYNTAXES, ModalityWorklistInformationFind, Verification
 
 ORTHANC_PLUGIN = Path("/usr/share/orthanc/plugins/libModalityWorklists.so")
@@ -94,6 +98,91 @@ class FakeRis:
             self._server = None
 
     def __enter__(self) -> FakeRis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class MppsRequest:
+    """One N-CREATE or N-SET the MPPS SCP received, and the status it answered."""
+
+    operation: str  # "N-CREATE" or "N-SET"
+    sop_instance_uid: str
+    dataset: Dataset
+    status: int
+
+
+@dataclass
+class FakeMpps:
+    """An in-process Modality Performed Procedure Step SCP (PS3.4 F.7.2.1, F.7.2.2) that
+    records every request. It keeps each step like a RIS would: N-CREATE of a known instance
+    answers 0111, N-SET of an unknown one 0112, N-SET of a step already COMPLETED or
+    DISCONTINUED 0110 with Error ID A710. `statuses` answers the next requests with the given
+    codes instead (then success again), as a failing or refusing RIS would.
+    """
+
+    statuses: list[int] = field(default_factory=list)
+    requests: list[MppsRequest] = field(default_factory=list)
+    steps: dict[str, Dataset] = field(default_factory=dict)
+    port: int = 0
+    _server: Any = None
+
+    def _answer(self, operation: str, uid: str, ds: Dataset) -> int:
+        if self.statuses:
+            status = self.statuses.pop(0)
+        elif operation == "N-CREATE":
+            status = 0x0111 if uid in self.steps else 0x0000
+        elif uid not in self.steps:
+            status = 0x0112
+        elif self.steps[uid].PerformedProcedureStepStatus != "IN PROGRESS":
+            status = 0x0110
+        else:
+            status = 0x0000
+        self.requests.append(MppsRequest(operation, uid, ds, status))
+        return status
+
+    def _handle_create(self, event: Any) -> tuple[Any, Dataset | None]:
+        uid = str(event.request.AffectedSOPInstanceUID)
+        ds = event.attribute_list
+        status = self._answer("N-CREATE", uid, ds)
+        if status == 0x0000:
+            self.steps[uid] = copy.deepcopy(ds)  # the request stays as it was received
+        return status, (ds if status == 0x0000 else None)
+
+    def _handle_set(self, event: Any) -> tuple[Any, Dataset | None]:
+        uid = str(event.request.RequestedSOPInstanceUID)
+        ds = event.modification_list
+        status = self._answer("N-SET", uid, ds)
+        if status == 0x0110 and not self.statuses and uid in self.steps:
+            answer = Dataset()
+            answer.Status = 0x0110
+            answer.ErrorID = 0xA710  # PS3.4 F.7.2.2.2: may no longer be updated
+            return answer, None
+        if status == 0x0000:
+            self.steps[uid].update(ds)
+        return status, (self.steps[uid] if status == 0x0000 else None)
+
+    def start(self) -> FakeMpps:
+        ae = AE(ae_title="FAKEMPPS")
+        ae.add_supported_context(MPPS_SOP_CLASS, list(MPPS_TRANSFER_SYNTAXES))
+        ae.add_supported_context(Verification)
+        ae.network_timeout = 30
+        handlers: list[Any] = [
+            (evt.EVT_N_CREATE, self._handle_create),
+            (evt.EVT_N_SET, self._handle_set),
+        ]
+        self._server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
+        self.port = int(self._server.socket.getsockname()[1])
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    def __enter__(self) -> FakeMpps:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

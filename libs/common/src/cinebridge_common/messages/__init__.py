@@ -38,7 +38,7 @@ from .converter import (
     ExportStudyReply,
     InstanceCreated,
 )
-from .gateway import StudyChanged
+from .gateway import CodedReason, StudyChanged, StudyDiscontinued, StudySaved
 from .scp import InstanceReceived
 from .sender import (
     DeliveryStateChanged,
@@ -57,6 +57,10 @@ from .sender import (
 )
 from .service import DeadLetter, ServiceHeartbeat
 from .worklist import (
+    MppsRetry,
+    MppsRetryReply,
+    MppsStateChanged,
+    MppsStepDue,
     ValueFlag,
     WorklistEcho,
     WorklistEchoReply,
@@ -107,6 +111,12 @@ CATALOGUE: tuple[type[Message], ...] = (
     WorklistEcho,
     WorklistEchoReply,
     StudyChanged,
+    StudySaved,
+    StudyDiscontinued,
+    MppsStepDue,
+    MppsStateChanged,
+    MppsRetry,
+    MppsRetryReply,
     DestinationListRequest,
     DestinationListReply,
     DestinationUpsert,
@@ -134,6 +144,7 @@ __all__ = [
     "CaptureStateChanged",
     "CaptureStatusReply",
     "CaptureStatusRequest",
+    "CodedReason",
     "CommitmentReported",
     "CommitmentStatusReply",
     "CommitmentStatusRequest",
@@ -164,6 +175,10 @@ __all__ = [
     "Job",
     "MediaCaptured",
     "Message",
+    "MppsRetry",
+    "MppsRetryReply",
+    "MppsStateChanged",
+    "MppsStepDue",
     "Reply",
     "Request",
     "RequestCommitment",
@@ -177,6 +192,8 @@ __all__ = [
     "SetRoomStudyReply",
     "StudyChanged",
     "StudyCommitment",
+    "StudyDiscontinued",
+    "StudySaved",
     "ValueFlag",
     "WorklistConformance",
     "WorklistEcho",

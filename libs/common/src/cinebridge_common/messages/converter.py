@@ -56,6 +56,13 @@ class InstanceCreated(Event):
     #: Deliver to exactly these destinations instead of the auto-send ones (an instance handed
     #: in by `cinebridge send`, which names its destination).
     destination_ids: list[str] | None = None
+    #: The instance's series (one per source, statement Table 37) and Series Description (the
+    #: source's name); `part` of `parts` instances made from one recording. What the worklist's
+    #: Performed Series Sequence lists (PS3.4 F.7.2); absent for a handed-in instance.
+    series_instance_uid: str | None = None
+    series_description: str | None = None
+    part: int = 1
+    parts: int = 1
 
 
 class ConversionFailed(Event):

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
-from .base import Reply, Request
+from .base import Event, Job, Reply, Request
 
 #: What became of a live query (the gateway words its banner from it).
 QueryOutcome = Literal["complete", "too_many", "partial", "timeout", "unreachable", "failed"]
@@ -80,6 +80,13 @@ class WorklistServer(BaseModel):
     max_entries: int | None = Field(default=None, ge=1, le=100_000)
     enabled: bool = True
     position: int = 0
+    #: The RIS's Modality Performed Procedure Step SCP (PS3.4 Annex F; IHE RAD-6/RAD-7):
+    #: when enabled, the station reports each study's procedure step there. Host and port
+    #: default to the worklist server's own, the AE title to `called_ae`.
+    mpps_enabled: bool = False
+    mpps_ae: str | None = Field(default=None, pattern=r"^[\x20-\x5b\x5d-\x7e]{1,16}$")
+    mpps_host: str | None = Field(default=None, min_length=1, max_length=253)
+    mpps_port: int | None = Field(default=None, ge=1, le=65535)
 
 
 class WorklistQuery(Request):
@@ -164,3 +171,48 @@ class WorklistReconcileReply(Reply):
     study_id: str | None = None
     study_instance_uid: str | None = None
     previous_study_instance_uid: str | None = None
+
+
+#: Where a study's Modality Performed Procedure Step is (table `mpps_steps`).
+MppsState = Literal[
+    "pending-create",
+    "in-progress",
+    "pending-set",
+    "completed",
+    "discontinued",
+    "failed-retrying",
+    "failed",
+]
+
+
+class MppsStepDue(Job):
+    """Send what a performed procedure step owes its SCP (N-CREATE, then N-SET); the table
+    `mpps_steps` says what and when, so a repeated job does nothing twice."""
+
+    subject: ClassVar[str] = "cb.job.worklist.mpps"
+    step_id: str
+
+
+class MppsStateChanged(Event):
+    """A study's performed procedure step changed state (after an N-CREATE or N-SET, or a
+    failure with the SCP's status and error)."""
+
+    subject: ClassVar[str] = "cb.evt.mpps.state_changed"
+    step_id: str
+    study_id: str
+    state: MppsState
+    status_code: int | None = None
+    error: str | None = None
+
+
+class MppsRetry(Request):
+    """Send a study's failed performed procedure step again now (after the RIS or its
+    settings were fixed): the request it owes, from its first attempt."""
+
+    subject: ClassVar[str] = "cb.rpc.worklist.mpps.retry"
+    study_id: str
+
+
+class MppsRetryReply(Reply):
+    subject: ClassVar[str] = "cb.rpc.worklist.reply"
+    state: MppsState | None = None

@@ -29,7 +29,7 @@ function connectEvents() {
   es.onerror = () => { $("#live").textContent = "offline"; $("#live").className = "badge b-down"; };
   for (const subject of ["cb.evt.media.captured", "cb.evt.capture.state_changed", "cb.evt.instance.created",
                          "cb.evt.conversion.progressed", "cb.evt.conversion.failed",
-                         "cb.evt.delivery.state_changed", "cb.evt.study.changed"]) {
+                         "cb.evt.delivery.state_changed", "cb.evt.study.changed", "cb.evt.mpps.state_changed"]) {
     es.addEventListener(subject, (ev) => onLiveEvent(subject, JSON.parse(ev.data)));
   }
   es.addEventListener("cb.evt.service.heartbeat", () => { if (location.hash.startsWith("#/ops")) scheduleRefresh(); });

@@ -36,6 +36,7 @@ function studyCard(study) {
     h("button", { onclick: () => route("#/worklist") }, "Worklist"),
     h("button", { onclick: () => route("#/local") }, "Local search"),
     study ? h("button", { id: "close-study", onclick: () => closeStudy(study) }, "Close study") : "",
+    study ? h("button", { id: "discontinue-button", onclick: () => discontinueDialog(study) }, "Discontinue") : "",
     study ? addFileButton() : "",
     h("span", { class: "spacer" }),
     h("button", { class: "primary", id: "save-button", disabled: !study, onclick: () => saveStudy(study) }, "Save"),
@@ -55,8 +56,42 @@ function studyCard(study) {
       fact("Accession", study.accession_number, "study-accession"), fact("Modality", study.modality, "study-modality"),
       study.study_description ? fact("Study", study.study_description) : ""),
     h("div", { class: "dim small" }, `Study UID ${study.study_instance_uid} · started ${dicomDate(study.study_date)} ${fmtTime(study.created_at).split(", ").pop()}`),
+    mppsLine(study),
     h("div", { id: "last-capture", class: "dim small" }, state.lastCapture?.studyId === study.id && state.lastCapture.room === state.room ? state.lastCapture.text : ""),
     actions);
+}
+
+// What the RIS was told about the procedure (Modality Performed Procedure Step, PS3.4 Annex F).
+function mppsLine(study) {
+  const m = study.mpps;
+  if (!m) return "";
+  const reason = m.reason ? ` (${m.reason.meaning})` : "";
+  return h("div", { class: "row small", id: "study-mpps", "data-mpps-state": m.state },
+    h("span", { class: "dim" }, "Procedure step (MPPS) "), badge(m.state), h("span", { class: "dim" }, `${m.pps_id}${reason}`),
+    m.last_error ? h("span", { class: "error-text", id: "study-mpps-error" }, m.last_error) : "",
+    !readOnly() && ["failed", "failed-retrying"].includes(m.state)
+      ? h("button", { class: "small", id: "mpps-retry", onclick: async () => {
+        if (await attempt(() => api("POST", `/api/v1/studies/${study.id}/mpps/retry`), "Procedure step sent again")) scheduleRefresh();
+      } }, "Retry") : "");
+}
+
+// The operator abandons the study: the RIS is told DISCONTINUED with a reason of PS3.16 CID 9300.
+async function discontinueDialog(study) {
+  const reasons = await attempt(() => api("GET", "/api/v1/codes/discontinuation-reasons"));
+  if (!reasons) return;
+  const dlg = h("dialog", { id: "discontinue-dialog" }, h("h2", {}, "Discontinue the procedure"),
+    h("form", { method: "dialog", onsubmit: async (e) => {
+      if (e.submitter?.value === "cancel") return;
+      const reason = e.target.reason.value;
+      if (await attempt(() => api("POST", `/api/v1/studies/${study.id}/discontinue`, { reason }), "Procedure discontinued")) scheduleRefresh();
+    } },
+    h("label", {}, "Reason", h("select", { name: "reason", id: "discontinue-reason" },
+      reasons.map((r) => h("option", { value: r.value, selected: r.value === "110513" }, r.meaning)))),
+    h("p", { class: "dim" }, "The captured images stay; the worklist server is told the procedure was discontinued."),
+    h("div", { class: "row" }, h("button", { value: "cancel", formnovalidate: true }, "Cancel"), h("button", { class: "danger", id: "discontinue-go" }, "Discontinue"))));
+  document.body.append(dlg);
+  dlg.addEventListener("close", () => dlg.remove());
+  dlg.showModal();
 }
 
 async function closeStudy(study) {

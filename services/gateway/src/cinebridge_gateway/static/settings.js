@@ -26,7 +26,8 @@ export async function viewSettings(arg, setView) {
     h("label", {}, "Worklist character set", select("worklist_character_set", ["ISO_IR 192", "ISO_IR 100", "ISO_IR 101", "ISO_IR 144", "ISO_IR 126", "ISO_IR 6"].map((c) => [c, c]), station.worklist_character_set)),
     h("label", {}, "Video transfer syntax", select("video_transfer_syntax", [["1.2.840.10008.1.2.4.100", "MPEG-2 MP@ML"], ["1.2.840.10008.1.2.4.101", "MPEG-2 MP@HL"], ["1.2.840.10008.1.2.4.102", "H.264 HP@L4.1"], ["1.2.840.10008.1.2.4.103", "H.264 BD HP@L4.1"]], station.video_transfer_syntax)),
     h("label", {}, "IOD", select("iod", [["standard", "Standard (by Modality)"], ["videostation", "Secondary Capture (VideoStation-compatible)"], ["mf-sc", "SC / Multi-frame True Color SC"], ["vl", "VL Endoscopic / Video"], ["vl-photographic", "VL Photographic / Video"]], station.iod === "sc" ? "videostation" : station.iod)),
-    h("label", { class: "row" }, h("input", { type: "checkbox", name: "wildcard_matching", checked: station.wildcard_matching, disabled: !admin }), "Worklist wildcard matching")),
+    h("label", { class: "row" }, h("input", { type: "checkbox", name: "wildcard_matching", checked: station.wildcard_matching, disabled: !admin }), "Worklist wildcard matching"),
+    h("label", {}, "Performed procedure step (MPPS) starts", select("mpps_trigger", [["first-capture", "at the first snapshot or recording"], ["study-start", "when the study is started"]], station.mpps_trigger))),
   admin ? h("p", {}, h("button", { class: "primary", id: "station-save" }, "Save settings")) : h("p", { class: "dim" }, "Only an administrator can change settings."));
 
   // Add, or edit the destination picked with "Edit" (its other settings are kept). A DIMSE
@@ -92,18 +93,26 @@ export async function viewSettings(arg, setView) {
         admin ? h("button", { class: "small", "data-action": "edit", onclick: () => editDestination(d) }, "Edit") : "",
         admin ? h("button", { class: "small", "data-action": "toggle", onclick: () => setEnabled(d, !d.enabled) }, d.enabled ? "Disable" : "Enable") : "",
         admin ? h("button", { class: "small danger", onclick: async () => { if (confirm(`Delete ${d.name}?`) && await attempt(() => api("DELETE", `/api/v1/settings/destinations/${d.id}`), "Deleted") !== undefined) render(); } }, "Delete") : ""))));
-  const serverTable = h("table", { id: "worklist-servers" }, h("tr", {}, ["Name", "Called AE", "Host", "Port", ""].map((t) => h("th", {}, t))),
-    servers.map((s) => h("tr", {}, h("td", {}, s.name || s.id), h("td", {}, s.called_ae), h("td", {}, s.host), h("td", {}, s.port),
+  const mppsOf = (s) => (s.mpps_enabled ? `${s.mpps_ae || s.called_ae}@${s.mpps_host || s.host}:${s.mpps_port || s.port}` : "off");
+  const serverTable = h("table", { id: "worklist-servers" }, h("tr", {}, ["Name", "Called AE", "Host", "Port", "MPPS SCP", ""].map((t) => h("th", {}, t))),
+    servers.map((s) => h("tr", {}, h("td", {}, s.name || s.id), h("td", {}, s.called_ae), h("td", {}, s.host), h("td", {}, s.port), h("td", { "data-mpps": s.id }, mppsOf(s)),
       h("td", { class: "row" }, ...echoButton(`/api/v1/settings/worklist-servers/${s.id}/echo`),
         admin ? h("button", { class: "small danger", "data-action": "delete", onclick: async () => {
           if (confirm(`Delete worklist server ${s.name || s.id}?`) && await attempt(() => api("DELETE", `/api/v1/settings/worklist-servers/${s.id}`), "Worklist server deleted") !== undefined) render();
         } }, "Delete") : ""))));
   const serverForm = admin ? h("form", { class: "row", id: "worklist-server-form", onsubmit: async (e) => {
     e.preventDefault(); const v = formValues(e.target); v.port = Number(v.port);
+    // MPPS SCP (PS3.4 Annex F): AE title, host and port left empty take the worklist server's.
+    v.mpps_enabled = !!e.target.mpps_enabled.checked;
+    for (const k of ["mpps_ae", "mpps_host", "mpps_port"]) if (!v[k]) delete v[k];
+    if (v.mpps_port) v.mpps_port = Number(v.mpps_port);
     if (await attempt(() => api("POST", "/api/v1/settings/worklist-servers", v), "Worklist server saved")) render();
   } }, field("id", "Id (a-z0-9)", "", { required: true, pattern: "[a-z0-9][a-z0-9_-]{0,31}" }), field("name", "Name", ""),
   field("called_ae", "Called AE", "", { required: true, maxlength: 16 }), field("host", "Host", "", { required: true }),
-  field("port", "Port", "104", { type: "number", min: 1, max: 65535 }), h("button", { class: "primary" }, "Add")) : "";
+  field("port", "Port", "104", { type: "number", min: 1, max: 65535 }),
+  h("label", { class: "row" }, h("input", { type: "checkbox", name: "mpps_enabled" }), "MPPS SCP"),
+  field("mpps_ae", "MPPS AE title", "", { maxlength: 16 }), field("mpps_host", "MPPS host", ""),
+  field("mpps_port", "MPPS port", "", { type: "number", min: 1, max: 65535 }), h("button", { class: "primary" }, "Add")) : "";
   const scpPanel = h("section", { class: "panel", id: "local-scp" }, h("h2", {}, "Storage SCP of this station (statement Table 25)"),
     h("p", { class: "dim" }, "The AE title peers call to send to this station (set by CB_SCP_AE_TITLE); it is not the calling AE title above."),
     scps.length ? h("table", {}, h("tr", {}, ["Instance", "AE title", "Ports", "State", ""].map((t) => h("th", {}, t))),
