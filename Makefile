@@ -26,7 +26,7 @@ node_modules/.bin/eslint: package.json
 	touch $@
 
 types:
-	.venv/bin/mypy -p cinebridge_common -p cinebridge_dicom $(foreach s,$(notdir $(wildcard services/*)),-p cinebridge_$(s))
+	.venv/bin/mypy -p cinebridge_common -p cinebridge_dicom -p cinebridge_testkit $(foreach s,$(notdir $(wildcard services/*)),-p cinebridge_$(s))
 
 imports:
 	.venv/bin/lint-imports

@@ -17,15 +17,15 @@ from cinebridge_common.db import migrate
 from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres
 from cinebridge_common.outbox import OutboxRelay
 from cinebridge_common.service import mirror_dead_letters
-from cinebridge_common.testing import wait_for
-from cinebridge_common.testing.worker import WorkItem
+from cinebridge_testkit import wait_for
+from cinebridge_testkit.worker import WorkItem
 
 pytestmark = pytest.mark.integration
 
 
 def _start_worker(nats_url: str, dsn: str, mode: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cinebridge_common.testing.worker", nats_url, dsn, mode],
+        [sys.executable, "-m", "cinebridge_testkit.worker", nats_url, dsn, mode],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -94,7 +94,7 @@ async def test_crash_between_commit_and_publish_still_publishes(
         "import asyncio, os, signal, sys\n"
         "from cinebridge_common.db import create_pool\n"
         "from cinebridge_common.outbox import enqueue\n"
-        "from cinebridge_common.testing.worker import WorkItem\n"
+        "from cinebridge_testkit.worker import WorkItem\n"
         "async def main():\n"
         "    pool = await create_pool(sys.argv[1])\n"
         "    async with pool.acquire() as conn, conn.transaction():\n"

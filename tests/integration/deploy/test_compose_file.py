@@ -111,3 +111,17 @@ def test_every_container_restarts_and_reports_its_health() -> None:
             assert svc["environment"]["CB_HEALTH_PORT"] == "9000", name
         elif name in ("nats", "postgres"):
             assert svc["healthcheck"]["test"], name
+
+
+@pytest.mark.parametrize("name", sorted(BUILT))
+def test_production_image_has_no_testkit(name: str) -> None:
+    """Test peers, harnesses and the demo worklist stay out of the images: the Dockerfile copies
+    and installs no libs/testkit, and no member it installs depends on it."""
+    dockerfile = ROOT / BUILT[name]["build"]["dockerfile"]
+    text = dockerfile.read_text()
+    assert "testkit" not in text, f"{dockerfile} installs the testkit"
+    copied = re.findall(r"^COPY (libs/[a-z]+|services/[a-z]+) ", text, re.M)
+    assert copied, f"{dockerfile} copies no workspace member"
+    for member in copied:
+        project = tomllib.loads((ROOT / member / "pyproject.toml").read_text())["project"]
+        assert "cinebridge-testkit" not in project.get("dependencies", []), member

@@ -12,13 +12,13 @@ Fixtures:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-
 from cinebridge_common.db import create_pool, migrate
 from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres
 from cinebridge_common.store import MediaStore
@@ -73,6 +73,19 @@ async def database_url(postgres: EmbeddedPostgres) -> AsyncIterator[str]:
     finally:
         await admin.close()
     yield postgres.dsn_for(name)
+    await _drop(postgres, name)
+
+
+async def _drop(postgres: EmbeddedPostgres, name: str) -> None:
+    """Drop a test's database: the whole suite shares one server in one process, and a
+    database per test left behind would fill the disk. Best effort: a server a test stopped
+    (and the session restarts) or a connection still closing must not fail the test."""
+    with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        admin = await asyncpg.connect(postgres.dsn_for("postgres"), timeout=10)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await admin.close()
 
 
 @pytest.fixture
