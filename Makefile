@@ -1,6 +1,8 @@
 # Thin wrappers: everything runs inside .venv, created by scripts/install.sh from requirements.txt.
 PY := .venv/bin/python
 PYTEST_ARGS ?=
+## `--one-process` or `--separate` (scripts/run_tests.py: how the areas of `make test` share processes).
+TEST_MODE ?=
 
 .PHONY: install run test lint types imports area chaos fuzz docs pins bench clean
 
@@ -13,7 +15,7 @@ run: install
 
 ## Lint, types, import boundaries, unit and integration tests.
 test: install lint types imports docs
-	$(PY) scripts/run_tests.py -- $(PYTEST_ARGS)
+	$(PY) scripts/run_tests.py $(TEST_MODE) -- $(PYTEST_ARGS)
 
 lint: node_modules/.bin/eslint
 	.venv/bin/ruff check libs services tests bench scripts
