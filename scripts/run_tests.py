@@ -1,9 +1,9 @@
-"""Run the test suite — every area in one pytest process — and sum up per area.
+"""Run the test suite area by area and sum up: one pytest process per area, or all in one.
 
-One process: collection, the session's NATS and PostgreSQL and the template database are paid
-once, and nothing a test leaves process-wide may leak into another area (tests put back what
-they change; services configure logging in `__main__` only). `--separate` runs each area in its
-own process instead, as a check that an area stands alone.
+`--one-process` runs every area in one pytest process: collection, the session's NATS and
+PostgreSQL and the template database are paid once, and nothing a test leaves process-wide may
+leak into another area (tests put back what they change; services configure logging in
+`__main__` only). `--separate` runs each area in its own process, one after another.
 Prints one line per area, then `N passed, N failed, N skipped`; exits non-zero if anything
 failed, including a collection error (the other areas still run).
 """
