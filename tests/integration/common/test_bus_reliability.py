@@ -273,11 +273,9 @@ async def test_consumer_lives_on_when_an_ack_cannot_be_sent(
 async def test_migrations_apply_once_under_concurrency(postgres: EmbeddedPostgres) -> None:
     """Three services starting at once on an empty database: every migration applied once."""
     from cinebridge_common.db import available_migrations, create_pool, repeatable_migrations
+    from cinebridge_testkit.databases import create_database, drop_database
 
-    name = f"m_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres.dsn_for("postgres"))
-    await admin.execute(f"CREATE DATABASE {name}")
-    await admin.close()
+    name = await create_database(postgres, "m")
     pools = [await create_pool(postgres.dsn_for(name)) for _ in range(3)]
     try:
         results = await asyncio.gather(*(migrate(p) for p in pools))
@@ -292,6 +290,7 @@ async def test_migrations_apply_once_under_concurrency(postgres: EmbeddedPostgre
     finally:
         for p in pools:
             await p.close()
+        await drop_database(postgres, name)
 
 
 async def test_unreachable_database_gives_clear_error() -> None:

@@ -4,7 +4,6 @@ beside their owners."""
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -18,6 +17,7 @@ from cinebridge_common.db import (
     repeatable_migrations,
 )
 from cinebridge_common.embedded import EmbeddedPostgres
+from cinebridge_testkit.databases import create_database, drop_database
 
 pytestmark = pytest.mark.integration
 
@@ -31,13 +31,11 @@ VIEW_V2 = (
 
 @pytest.fixture
 async def pool(postgres: EmbeddedPostgres) -> AsyncIterator[asyncpg.Pool]:
-    name = f"m_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres.dsn_for("postgres"))
-    await admin.execute(f"CREATE DATABASE {name}")
-    await admin.close()
+    name = await create_database(postgres, "m")
     pool = await create_pool(postgres.dsn_for(name))
     yield pool
     await pool.close()
+    await drop_database(postgres, name)
 
 
 async def test_edited_applied_migration_is_refused_before_anything_runs(pool: asyncpg.Pool) -> None:

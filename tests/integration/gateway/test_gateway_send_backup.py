@@ -21,6 +21,7 @@ from cinebridge_cli.__main__ import main
 from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from cinebridge_common.store import MediaStore
 from cinebridge_testkit import wait_for
+from cinebridge_testkit.databases import create_database
 from cinebridge_testkit.instances import dataset_bytes_of, make_instance
 from cinebridge_testkit.sender_harness import SenderHarness, delivery_states, tool
 from cinebridge_testkit.storage_peers import DcmtkStorescp
@@ -277,13 +278,7 @@ async def test_backup_during_deliveries_restores_into_an_empty_station(
     before = {str(r["id"]) for r in await _fetch(station.database_url, "SELECT id FROM deliveries")}
     await station.stop()  # the station is lost; a new one is built from the backup
 
-    name = f"restored_{uuid.uuid4().hex[:8]}"
-    admin_conn = await asyncpg.connect(postgres.dsn_for("postgres"))
-    try:
-        await admin_conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin_conn.close()
-    restored_url = postgres.dsn_for(name)
+    restored_url = postgres.dsn_for(await create_database(postgres, "restored"))
     restored_media = tmp_path / "restored-media"
     code, out = await cli(
         "restore",

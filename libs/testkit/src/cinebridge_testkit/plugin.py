@@ -12,8 +12,6 @@ Fixtures:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -22,6 +20,8 @@ import pytest
 from cinebridge_common.db import create_pool, migrate
 from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres
 from cinebridge_common.store import MediaStore
+
+from .databases import create_database, drop_database
 
 TEMPLATE = "cb_template"
 
@@ -66,26 +66,9 @@ async def _make_template(server: EmbeddedPostgres) -> None:
 
 @pytest.fixture
 async def database_url(postgres: EmbeddedPostgres) -> AsyncIterator[str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres.dsn_for("postgres"))
-    try:
-        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
-    finally:
-        await admin.close()
+    name = await create_database(postgres, "t", TEMPLATE)
     yield postgres.dsn_for(name)
-    await _drop(postgres, name)
-
-
-async def _drop(postgres: EmbeddedPostgres, name: str) -> None:
-    """Drop a test's database: the whole suite shares one server in one process, and a
-    database per test left behind would fill the disk. Best effort: a server a test stopped
-    (and the session restarts) or a connection still closing must not fail the test."""
-    with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-        admin = await asyncpg.connect(postgres.dsn_for("postgres"), timeout=10)
-        try:
-            await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        finally:
-            await admin.close()
+    await drop_database(postgres, name)
 
 
 @pytest.fixture
