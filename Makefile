@@ -1,7 +1,7 @@
 # Thin wrappers: everything runs inside .venv, created by scripts/install.sh from requirements.txt.
 PY := .venv/bin/python
 PYTEST_ARGS ?=
-## `--one-process` or `--separate` (scripts/run_tests.py: how the areas of `make test` share processes).
+## `--separate`: one pytest process per area instead of one for all (scripts/run_tests.py).
 TEST_MODE ?=
 
 .PHONY: install run test lint types imports area chaos fuzz docs pins bench clean

@@ -1,9 +1,10 @@
-"""Run the test suite area by area and sum up: one pytest process per area, or all in one.
+"""Run the test suite — every area in one pytest process — and sum up per area.
 
-`--one-process` runs every area in one pytest process: collection, the session's NATS and
-PostgreSQL and the template database are paid once, and nothing a test leaves process-wide may
-leak into another area (tests put back what they change; services configure logging in
-`__main__` only). `--separate` runs each area in its own process, one after another.
+One process (the default, `--one-process`): collection, the session's NATS and PostgreSQL and
+the template database are paid once, and nothing a test leaves process-wide may leak into
+another area (tests put back what they change; services configure logging in `__main__` only).
+`--separate` runs each area in its own process, one after another: a check that an area stands
+alone, and what `make area` does for one area.
 Prints one line per area, then `N passed, N failed, N skipped`; exits non-zero if anything
 failed, including a collection error (the other areas still run).
 """
@@ -24,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("scp", "worklist", "converter", "sender", "capture", "gateway", "cli")
 #: Generated inputs per fuzz target in the test command: five targets, about five minutes.
 FUZZ_SECONDS_PER_TARGET = 60
-#: Whether `make test` runs one pytest process per area (`--one-process` overrides it).
-SEPARATE_BY_DEFAULT = True
+#: Whether `make test` runs one pytest process per area (`--separate`), or all areas in one.
+SEPARATE_BY_DEFAULT = False
 #: Where a test whose area cannot be told from its module is counted (a collection error).
 UNKNOWN = "collection"
 
