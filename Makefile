@@ -1,6 +1,8 @@
 # Thin wrappers: everything runs inside .venv, created by scripts/install.sh from requirements.txt.
 PY := .venv/bin/python
 PYTEST_ARGS ?=
+## `--separate`: one pytest process per area instead of one for all (scripts/run_tests.py).
+TEST_MODE ?=
 
 .PHONY: install run test lint types imports area chaos fuzz docs pins bench clean
 
@@ -13,7 +15,7 @@ run: install
 
 ## Lint, types, import boundaries, unit and integration tests.
 test: install lint types imports docs
-	$(PY) scripts/run_tests.py -- $(PYTEST_ARGS)
+	$(PY) scripts/run_tests.py $(TEST_MODE) -- $(PYTEST_ARGS)
 
 lint: node_modules/.bin/eslint
 	.venv/bin/ruff check libs services tests bench scripts
@@ -26,7 +28,7 @@ node_modules/.bin/eslint: package.json
 	touch $@
 
 types:
-	.venv/bin/mypy -p cinebridge_common -p cinebridge_dicom $(foreach s,$(notdir $(wildcard services/*)),-p cinebridge_$(s))
+	.venv/bin/mypy -p cinebridge_common -p cinebridge_dicom -p cinebridge_testkit $(foreach s,$(notdir $(wildcard services/*)),-p cinebridge_$(s))
 
 imports:
 	.venv/bin/lint-imports

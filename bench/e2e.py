@@ -32,8 +32,8 @@ import asyncpg
 import httpx
 from cinebridge_common.devrun import SERVICES
 from cinebridge_common.embedded import free_port
-from cinebridge_common.testing.embedded_run import embedded_runs
-from cinebridge_sender.testpeers import OrthancPeer
+from cinebridge_testkit.embedded_run import embedded_runs
+from cinebridge_testkit.storage_peers import OrthancPeer
 from report import Figures, add_json_flag
 
 ADMIN_PASSWORD = "bench-e2e-admin-password"

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import httpx
-from cinebridge_worklist.demo_worklist import DEMO_AE, write_worklist
-from cinebridge_worklist.testpeers import Wlmscpfs
+from cinebridge_testkit.demo_worklist import DEMO_AE, write_worklist
+from cinebridge_testkit.worklist_peers import Wlmscpfs
 from report import Figures
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]

@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from cinebridge_common.embedded import free_port
-from cinebridge_sender.testpeers import DcmtkStorescp, OrthancPeer, make_instance
-from cinebridge_sender.testpeers import write_large_video as write_video
+from cinebridge_testkit.instances import make_instance
+from cinebridge_testkit.instances import write_large_video as write_video
+from cinebridge_testkit.storage_peers import DcmtkStorescp, OrthancPeer
 from report import Figures, add_json_flag
 
 

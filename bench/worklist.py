@@ -35,10 +35,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cinebridge_worklist.demo_worklist import DEFAULT_COUNT, DEMO_AE, write_worklist
+from cinebridge_testkit.demo_worklist import DEFAULT_COUNT, DEMO_AE, write_worklist
+from cinebridge_testkit.worklist_peers import Wlmscpfs
 from cinebridge_worklist.query import SearchFields, ServerKeys, build_identifier
 from cinebridge_worklist.scu import FindLimits, Peer, find_worklist
-from cinebridge_worklist.testpeers import Wlmscpfs
 from report import Figures, add_json_flag
 
 #: (wall seconds, CPU seconds, answers)

@@ -80,8 +80,12 @@ def test_json_includes_the_exception_and_odd_values() -> None:
 
 
 def test_configure_logging_json_writes_json_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    # configure_logging is for a whole service process: put back the root logger and the
+    # levels it sets, since the rest of the suite runs in this process.
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
+    quieted = [logging.getLogger(name) for name in ("pynetdicom", "asyncpg.pool")]
+    levels = [logger.level for logger in quieted]
     try:
         configure_logging("sender", "INFO", fmt="json", instance="i1")
         logging.getLogger("cinebridge_sender").info("sent", extra=kv(delivery="d-1"))
@@ -89,6 +93,8 @@ def test_configure_logging_json_writes_json_lines(capsys: pytest.CaptureFixture[
     finally:
         root.handlers[:], level = saved
         root.setLevel(level)
+        for logger, old_level in zip(quieted, levels, strict=True):
+            logger.setLevel(old_level)
     lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
     assert lines == [
         {**lines[0], "service": "sender", "instance": "i1", "event": "sent", "delivery": "d-1"}

@@ -12,9 +12,9 @@ from pathlib import Path
 import av
 import pytest
 from cinebridge_common.store import MediaStore, sha256_file
-from cinebridge_common.testing import require_tool
 from cinebridge_converter import convert, mwl
 from cinebridge_converter.dicomize import Station
+from cinebridge_testkit import require_tool
 from pydicom import dcmread
 from pydicom.encaps import generate_fragments
 

@@ -9,7 +9,7 @@ import av
 import pytest
 from cinebridge_common.store import MediaStore
 from cinebridge_converter.errors import BadMedia
-from cinebridge_converter.testmedia import huge_jpeg_header, make_video
+from cinebridge_testkit.media import huge_jpeg_header, make_video
 
 
 def _truncated_mp4(folder: Path) -> Path:

@@ -17,7 +17,7 @@ from cinebridge_converter.deidentify import (
     burned_in_warning,
     clean_text,
 )
-from cinebridge_converter.testmedia import make_still, make_video
+from cinebridge_testkit.media import make_still, make_video
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileDataset
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cinebridge_converter import video
 from cinebridge_converter.errors import TransientFailure
-from cinebridge_converter.testmedia import make_video
+from cinebridge_testkit.media import make_video
 
 H264 = "1.2.840.10008.1.2.4.102"
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cinebridge_common.testing import require_tool
 from cinebridge_converter.deidentify import DeidOptions
 from cinebridge_converter.errors import Cancelled
 from cinebridge_converter.export import (
@@ -27,7 +26,8 @@ from cinebridge_converter.export import (
     zip_folder,
 )
 from cinebridge_converter.export_media import export_recording, export_still
-from cinebridge_converter.testmedia import make_still, make_video
+from cinebridge_testkit import require_tool
+from cinebridge_testkit.media import make_still, make_video
 from PIL import Image, ImageChops, ImageStat
 from pydicom import dcmread
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from cinebridge_converter import mwl
-from cinebridge_converter.testmedia import make_still
+from cinebridge_testkit.media import make_still
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence

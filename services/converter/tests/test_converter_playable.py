@@ -15,8 +15,8 @@ from cinebridge_common.store import sha256_file
 from cinebridge_converter import convert, mwl
 from cinebridge_converter.dicomize import Station
 from cinebridge_converter.errors import BadMedia, TransientFailure
-from cinebridge_converter.testmedia import make_video
 from cinebridge_converter.verify import Unplayable, check_playable
+from cinebridge_testkit.media import make_video
 from pydicom import dcmread
 
 H264 = "1.2.840.10008.1.2.4.102"

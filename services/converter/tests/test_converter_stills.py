@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from cinebridge_converter.probe import probe_still
-from cinebridge_converter.testmedia import make_still
+from cinebridge_testkit.media import make_still
 from PIL import Image
 from pydicom import dcmread
 from pydicom.encaps import generate_fragments

@@ -8,8 +8,8 @@ from typing import Any
 
 import av
 import pytest
-from cinebridge_converter.testmedia import make_video
 from cinebridge_converter.timestamps import TimestampError, VideoClock
+from cinebridge_testkit.media import make_video
 from pydicom import dcmread
 
 

@@ -15,7 +15,7 @@ import av
 import pytest
 from cinebridge_converter import convert
 from cinebridge_converter.dicomize import resolve_iod
-from cinebridge_converter.testmedia import make_video
+from cinebridge_testkit.media import make_video
 from pydicom import dcmread
 
 H264, BD, MPEG2_ML, MPEG2_HL = (f"1.2.840.10008.1.2.4.{n}" for n in (102, 103, 100, 101))

@@ -95,7 +95,7 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.scp_port == 104 and s.scp_allowed_calling_ae_titles == ["ENDO1", "US2"]
 
 
-def test_worker_environment_carries_the_effective_settings() -> None:
+def test_worker_environment_carries_the_effective_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     from cinebridge_scp.workers import child_environment
     from pydantic import SecretStr
 
@@ -113,15 +113,13 @@ def test_worker_environment_carries_the_effective_settings() -> None:
     assert env["CB_INSTANCE_ID"] == "box1-w1" and env["CB_HEALTH_PORT"] == "0"
     assert env["CB_SCP_REQUIRE_CALLED_AE"] == "false"
     assert "CB_SCP_TLS_CERT" not in env
-    import os
-
-    os.environ.update({k: v for k, v in env.items() if k.startswith("CB_")})
-    try:
-        again = ScpSettings()
-        assert again.scp_allowed_calling_ae_titles == ["A", "B"] and again.scp_worker_index == 1
-    finally:
-        for key in [k for k in env if k.startswith("CB_")]:
-            os.environ.pop(key, None)
+    # monkeypatch puts back what the environment held before (several services share a test
+    # process; none may inherit another's settings).
+    for key, value in env.items():
+        if key.startswith("CB_"):
+            monkeypatch.setenv(key, value)
+    again = ScpSettings()
+    assert again.scp_allowed_calling_ae_titles == ["A", "B"] and again.scp_worker_index == 1
 
 
 def test_advertised_host_for_the_settings_page_echo() -> None:

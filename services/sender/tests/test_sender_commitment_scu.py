@@ -8,7 +8,7 @@ import threading
 
 from cinebridge_common import commitment as sc
 from cinebridge_sender import commitment, scu
-from cinebridge_sender.testpeers import CommitmentScp, ScriptedScp
+from cinebridge_testkit.storage_peers import CommitmentScp, ScriptedScp
 from pydicom.uid import generate_uid
 
 TIMEOUTS = scu.Timeouts(connect_s=10, acse_s=10, dimse_s=10, network_s=10)

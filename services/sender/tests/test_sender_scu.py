@@ -9,7 +9,8 @@ import pytest
 from cinebridge_common.embedded import free_port
 from cinebridge_sender import scu
 from cinebridge_sender.policy import Backoff, classify_status
-from cinebridge_sender.testpeers import ScriptedScp, dataset_bytes, make_instance
+from cinebridge_testkit.instances import dataset_bytes, make_instance
+from cinebridge_testkit.storage_peers import ScriptedScp
 from pydicom.uid import MPEG4HP41, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 FAST = scu.Timeouts(connect_s=2, acse_s=2, dimse_s=2, network_s=2)
@@ -197,9 +198,9 @@ def test_tls_destination_verified_against_the_configured_ca(tmp_path: Path) -> N
     import ssl
     import subprocess
 
-    from cinebridge_common.testing import require_tool
     from cinebridge_sender.batches import tls_context
     from cinebridge_sender.settings import SenderSettings
+    from cinebridge_testkit import require_tool
 
     openssl = require_tool("openssl")
     cert, key = tmp_path / "pacs.pem", tmp_path / "pacs.key"

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from cinebridge_common.procedure_codes import DISCONTINUATION_REASONS
 from cinebridge_dicom import dimse
+from cinebridge_testkit.worklist_peers import FakeMpps
 from cinebridge_worklist import mpps, mpps_scu, scu
-from cinebridge_worklist.testpeers import FakeMpps
 from pydicom.dataset import Dataset
 from pydicom.sr._concepts_dict import concepts
 

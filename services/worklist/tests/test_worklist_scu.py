@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from cinebridge_common.embedded import free_port
+from cinebridge_testkit.worklist_peers import FakeRis
 from cinebridge_worklist.query import SearchFields, ServerKeys, build_identifier
 from cinebridge_worklist.scu import FindLimits, Peer, echo, find_worklist
-from cinebridge_worklist.testpeers import FakeRis
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence

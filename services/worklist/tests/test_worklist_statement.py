@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from cinebridge_common.messages import WorklistServer
 from cinebridge_common.station import StationSettings
+from cinebridge_testkit.worklist_peers import FakeMpps
 from cinebridge_worklist import mpps_scu, scu, statement
 from cinebridge_worklist.settings import WorklistSettings
-from cinebridge_worklist.testpeers import FakeMpps
 
 SPS = "(0040,0100) > "
 

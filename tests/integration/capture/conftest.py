@@ -24,7 +24,7 @@ from cinebridge_common.messages.capture import (
     CaptureStatusReply,
     CaptureStatusRequest,
 )
-from cinebridge_common.testing import require_tool, wait_for
+from cinebridge_testkit import require_tool, wait_for
 
 
 @dataclass

@@ -14,7 +14,7 @@ import asyncpg
 import av
 import pytest
 from cinebridge_common.messages.capture import CaptureStateChanged
-from cinebridge_common.testing import wait_for
+from cinebridge_testkit import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from cinebridge_common.testing import require_tool, wait_for
+from cinebridge_testkit import require_tool, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(200)]
 

@@ -16,8 +16,8 @@ import asyncpg
 import av
 import pytest
 from cinebridge_common.messages.capture import CaptureStateChanged, MediaCaptured
-from cinebridge_common.testing import wait_for
-from cinebridge_common.testing.metrics import Samples, scrape, value
+from cinebridge_testkit import wait_for
+from cinebridge_testkit.metrics import Samples, scrape, value
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

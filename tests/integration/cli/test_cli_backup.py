@@ -13,6 +13,7 @@ import pytest
 from cinebridge_cli.__main__ import main
 from cinebridge_common.embedded import EmbeddedPostgres
 from cinebridge_common.store import MediaStore
+from cinebridge_testkit.databases import create_database
 
 pytestmark = pytest.mark.integration
 
@@ -39,13 +40,7 @@ async def record_instance(database_url: str, rel_path: str) -> None:
 
 
 async def empty_database(postgres: EmbeddedPostgres) -> str:
-    name = f"empty_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(postgres.dsn_for("postgres"))
-    try:
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    return postgres.dsn_for(name)
+    return postgres.dsn_for(await create_database(postgres, "empty"))
 
 
 async def table_count(database_url: str) -> int:

@@ -17,15 +17,15 @@ from cinebridge_common.db import migrate
 from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres
 from cinebridge_common.outbox import OutboxRelay
 from cinebridge_common.service import mirror_dead_letters
-from cinebridge_common.testing import wait_for
-from cinebridge_common.testing.worker import WorkItem
+from cinebridge_testkit import wait_for
+from cinebridge_testkit.worker import WorkItem
 
 pytestmark = pytest.mark.integration
 
 
 def _start_worker(nats_url: str, dsn: str, mode: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cinebridge_common.testing.worker", nats_url, dsn, mode],
+        [sys.executable, "-m", "cinebridge_testkit.worker", nats_url, dsn, mode],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -94,7 +94,7 @@ async def test_crash_between_commit_and_publish_still_publishes(
         "import asyncio, os, signal, sys\n"
         "from cinebridge_common.db import create_pool\n"
         "from cinebridge_common.outbox import enqueue\n"
-        "from cinebridge_common.testing.worker import WorkItem\n"
+        "from cinebridge_testkit.worker import WorkItem\n"
         "async def main():\n"
         "    pool = await create_pool(sys.argv[1])\n"
         "    async with pool.acquire() as conn, conn.transaction():\n"
@@ -273,11 +273,9 @@ async def test_consumer_lives_on_when_an_ack_cannot_be_sent(
 async def test_migrations_apply_once_under_concurrency(postgres: EmbeddedPostgres) -> None:
     """Three services starting at once on an empty database: every migration applied once."""
     from cinebridge_common.db import available_migrations, create_pool, repeatable_migrations
+    from cinebridge_testkit.databases import create_database, drop_database
 
-    name = f"m_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres.dsn_for("postgres"))
-    await admin.execute(f"CREATE DATABASE {name}")
-    await admin.close()
+    name = await create_database(postgres, "m")
     pools = [await create_pool(postgres.dsn_for(name)) for _ in range(3)]
     try:
         results = await asyncio.gather(*(migrate(p) for p in pools))
@@ -292,6 +290,7 @@ async def test_migrations_apply_once_under_concurrency(postgres: EmbeddedPostgre
     finally:
         for p in pools:
             await p.close()
+        await drop_database(postgres, name)
 
 
 async def test_unreachable_database_gives_clear_error() -> None:

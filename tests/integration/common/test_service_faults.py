@@ -19,8 +19,8 @@ from cinebridge_common.messages import ServiceHeartbeat
 from cinebridge_common.outbox import OutboxRelay, enqueue
 from cinebridge_common.service import ServiceContext
 from cinebridge_common.settings import ServiceSettings
-from cinebridge_common.testing import wait_for
-from cinebridge_common.testing.worker import WorkItem
+from cinebridge_testkit import wait_for
+from cinebridge_testkit.worker import WorkItem
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 pytestmark = pytest.mark.integration

@@ -21,9 +21,9 @@ from cinebridge_common.db import create_pool
 from cinebridge_common.embedded import free_port
 from cinebridge_common.messages import ConvertMedia
 from cinebridge_common.store import MediaStore
-from cinebridge_common.testing import require_tool, wait_for_sync
 from cinebridge_converter import app
 from cinebridge_converter.settings import ConverterSettings
+from cinebridge_testkit import require_tool, wait_for_sync
 from nats.aio.msg import Msg
 from pydicom import dcmread
 

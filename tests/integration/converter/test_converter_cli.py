@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from cinebridge_common.embedded import EmbeddedNats, free_port
 from cinebridge_common.store import MediaStore
-from cinebridge_common.testing import require_tool
-from cinebridge_converter.testmedia import make_still, make_video
-from cinebridge_sender.testharness import SenderHarness, tool
-from cinebridge_sender.testpeers import DcmtkStorescp, dataset_bytes
+from cinebridge_testkit import require_tool
+from cinebridge_testkit.instances import dataset_bytes
+from cinebridge_testkit.media import make_still, make_video
+from cinebridge_testkit.sender_harness import SenderHarness, tool
+from cinebridge_testkit.storage_peers import DcmtkStorescp
 from pydicom import dcmread
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

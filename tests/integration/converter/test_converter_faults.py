@@ -18,9 +18,9 @@ from cinebridge_common.db import create_pool, migrate
 from cinebridge_common.embedded import EmbeddedPostgres
 from cinebridge_common.messages import ConvertMedia
 from cinebridge_common.store import MediaStore
-from cinebridge_common.testing import wait_for
 from cinebridge_converter import app
-from cinebridge_converter.testmedia import make_still
+from cinebridge_testkit import wait_for
+from cinebridge_testkit.media import make_still
 
 from .conftest import RunningConverter, _purge_jobs
 

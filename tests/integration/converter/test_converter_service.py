@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 from cinebridge_common.station import save_station_settings
-from cinebridge_common.testing import wait_for
 from cinebridge_converter.dicomize import VIDEO_ENDOSCOPIC, VL_ENDOSCOPIC
-from cinebridge_converter.testmedia import huge_jpeg_header, make_still, make_video
+from cinebridge_testkit import wait_for
+from cinebridge_testkit.media import huge_jpeg_header, make_still, make_video
 from pydicom import dcmread
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ from typing import Any
 
 import av
 import pytest
-from cinebridge_common.testing import require_tool, wait_for
 from cinebridge_converter import app
+from cinebridge_testkit import require_tool, wait_for
 from PIL import Image
 from pydicom import dcmread
 from pydicom.encaps import generate_fragments

@@ -138,3 +138,17 @@ def test_smoke_profile_overrides_only_services_of_the_compose_file() -> None:
     assert {"CB_SMOKE_NATS_PORT", "CB_SMOKE_POSTGRES_PORT", "CB_SMOKE_SCP_PORT"} <= set(ports)
     for stand_in in ("nats", "postgres"):
         assert (ROOT / "deploy" / "smoke" / f"{stand_in}.Dockerfile").exists()
+
+
+@pytest.mark.parametrize("name", sorted(BUILT))
+def test_production_image_has_no_testkit(name: str) -> None:
+    """Test peers, harnesses and the demo worklist stay out of the images: the Dockerfile copies
+    and installs no libs/testkit, and no member it installs depends on it."""
+    dockerfile = ROOT / BUILT[name]["build"]["dockerfile"]
+    text = dockerfile.read_text()
+    assert "testkit" not in text, f"{dockerfile} installs the testkit"
+    copied = re.findall(r"^COPY (libs/[a-z]+|services/[a-z]+) ", text, re.M)
+    assert copied, f"{dockerfile} copies no workspace member"
+    for member in copied:
+        project = tomllib.loads((ROOT / member / "pyproject.toml").read_text())["project"]
+        assert "cinebridge-testkit" not in project.get("dependencies", []), member

@@ -22,9 +22,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 MEMBERS = sorted(p.parent for p in (*ROOT.glob("libs/*/pyproject.toml"),
                                     *ROOT.glob("services/*/pyproject.toml")))  # fmt: skip
-#: Test helpers shipped inside a member's package for the test suites, never imported by the
-#: service itself (pytest and httpx come from the development environment).
-TEST_HELPERS = {"cinebridge_common.testing"}
+#: Test helpers shipped inside a member's package, never imported by the service itself: none
+#: since the test support moved to libs/testkit, which declares its own requirements.
+TEST_HELPERS: set[str] = set()
 
 
 def _name(requirement: str) -> str:

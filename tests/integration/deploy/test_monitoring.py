@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from cinebridge_common.testing import require_tool
+from cinebridge_testkit import require_tool
 from prometheus_client import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -24,7 +24,7 @@ from cinebridge_common.messages import (
     WorklistServersList,
     WorklistServersReply,
 )
-from cinebridge_common.testing import require_tool
+from cinebridge_testkit import require_tool
 from playwright.async_api import Dialog, Page, Route, async_playwright, expect
 
 from .conftest import ADMIN_PASSWORD, RunningGateway

@@ -29,13 +29,13 @@ from cinebridge_common.messages import (
     WorklistReconcile,
     WorklistReconcileReply,
 )
-from cinebridge_common.testing import wait_for
 from cinebridge_gateway.bootstrap import ensure_admin
 from cinebridge_gateway.repository import Repository
 from cinebridge_gateway.schemas import StudyOut
 from cinebridge_gateway.search_sql import RECENT_STUDIES, StudyFilter, build_search
 from cinebridge_gateway.security import verify_password
 from cinebridge_gateway.settings import GatewaySettings
+from cinebridge_testkit import wait_for
 from pydantic import TypeAdapter
 
 pytestmark = pytest.mark.integration

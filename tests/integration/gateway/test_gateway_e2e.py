@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from cinebridge_common.embedded import EmbeddedNats, free_port, wait_port
-from cinebridge_common.testing import require_tool, wait_for
+from cinebridge_testkit import require_tool, wait_for
 from playwright.async_api import Page, async_playwright, expect
 
 from .conftest import gateway_settings, start_gateway
@@ -123,7 +123,7 @@ async def whole_loop(
     pacs_port, wl_port, preview_port = free_port(), free_port(), free_port()
     env = service_env(nats_url, database_url, media, pacs_port, wl_port, preview_port)
     subprocess.run(
-        [sys.executable, "-m", "cinebridge_worklist.demo_worklist", str(wl_dir), "6"],
+        [sys.executable, "-m", "cinebridge_testkit.demo_worklist", str(wl_dir), "6"],
         check=True,
         env=env,
         capture_output=True,

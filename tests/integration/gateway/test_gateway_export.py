@@ -23,10 +23,10 @@ from cinebridge_cli.__main__ import main as cli_main
 from cinebridge_common.bus import Bus
 from cinebridge_common.messages import ServiceHeartbeat
 from cinebridge_common.store import MediaStore, sha256_file
-from cinebridge_common.testing import require_tool, wait_for
 from cinebridge_converter import app as converter_app
 from cinebridge_converter.settings import ConverterSettings
-from cinebridge_converter.testmedia import make_still, make_video
+from cinebridge_testkit import require_tool, wait_for
+from cinebridge_testkit.media import make_still, make_video
 from playwright.async_api import async_playwright, expect
 from pydicom import dcmread
 from pydicom.dataset import Dataset

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from cinebridge_common.embedded import EmbeddedPostgres
-from cinebridge_common.testing import wait_for
+from cinebridge_testkit import wait_for
 
 from .conftest import RunningGateway, gateway_settings, start_gateway
 

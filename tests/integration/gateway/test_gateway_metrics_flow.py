@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 from cinebridge_common.embedded import EmbeddedNats, free_port, wait_port
-from cinebridge_common.testing import require_tool
-from cinebridge_common.testing.metrics import Samples, scrape, value
+from cinebridge_testkit import require_tool
+from cinebridge_testkit.metrics import Samples, scrape, value
 
 from .conftest import gateway_settings, start_gateway
 from .test_gateway_e2e import _logs, processes, service_env, spawn
@@ -97,7 +97,7 @@ async def flow(storescp: str, wlmscpfs: str, nats_url: str, database_url: str, t
         "CB_SCP_AE_TITLE": "CBSCP",
     }
     subprocess.run(
-        [sys.executable, "-m", "cinebridge_worklist.demo_worklist", str(wl_dir), "6"],
+        [sys.executable, "-m", "cinebridge_testkit.demo_worklist", str(wl_dir), "6"],
         check=True,
         env=env,
         capture_output=True,

@@ -22,10 +22,10 @@ from cinebridge_common.messages import (
     WorklistServer,
 )
 from cinebridge_common.store import MediaStore
-from cinebridge_common.testing import require_tool, wait_for
+from cinebridge_testkit import require_tool, wait_for
+from cinebridge_testkit.worklist_peers import FakeMpps
 from cinebridge_worklist.app import WorklistApp
 from cinebridge_worklist.settings import WorklistSettings
-from cinebridge_worklist.testpeers import FakeMpps
 from playwright.async_api import async_playwright, expect
 
 from .conftest import ADMIN_PASSWORD

@@ -28,7 +28,7 @@ from cinebridge_common.messages import (
     WorklistServersList,
     WorklistServersReply,
 )
-from cinebridge_common.testing import require_tool, wait_for
+from cinebridge_testkit import require_tool, wait_for
 from playwright.async_api import Dialog, Page, async_playwright, expect
 
 from .conftest import RunningGateway

@@ -9,7 +9,7 @@ import asyncio
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,11 @@ import pytest
 from cinebridge_cli.__main__ import main
 from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from cinebridge_common.store import MediaStore
-from cinebridge_common.testing import wait_for
-from cinebridge_sender.testharness import SenderHarness, delivery_states, tool
-from cinebridge_sender.testpeers import DcmtkStorescp, dataset_bytes_of, make_instance
+from cinebridge_testkit import wait_for
+from cinebridge_testkit.databases import create_database
+from cinebridge_testkit.instances import dataset_bytes_of, make_instance
+from cinebridge_testkit.sender_harness import SenderHarness, delivery_states, tool
+from cinebridge_testkit.storage_peers import DcmtkStorescp
 
 from .conftest import RunningGateway, gateway_settings, start_gateway
 
@@ -117,6 +119,22 @@ async def cli(*argv: str) -> tuple[int, list[str]]:
     return code, "\n".join(lines).splitlines()
 
 
+async def send(url: str, token: str, files: Iterable[Path], wait_s: int) -> tuple[int, list[str]]:
+    """`cinebridge send FILES --to PACS --wait WAIT_S` against the gateway at `url`."""
+    return await cli(
+        "--url",
+        url,
+        "--token",
+        token,
+        "send",
+        *map(str, files),
+        "--to",
+        "PACS",
+        "--wait",
+        str(wait_s),
+    )
+
+
 def dicom_files(folder: Path, n: int, first_seed: int = 0) -> dict[str, Path]:
     """`n` Part 10 files (JPEG stills of one study): SOP Instance UID -> file."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -135,18 +153,7 @@ async def test_send_files_to_storescp(station: Station, tmp_path: Path) -> None:
     files = dicom_files(tmp_path / "in", 2)
     big = make_instance(tmp_path / "in" / "big.dcm", kind="raw", payload_bytes=5_000_000)
     files[str(big.SOPInstanceUID)] = tmp_path / "in" / "big.dcm"  # several chunks each way
-    code, out = await cli(
-        "--url",
-        url,
-        "--token",
-        operator,
-        "send",
-        *map(str, files.values()),
-        "--to",
-        "PACS",
-        "--wait",
-        "120",
-    )
+    code, out = await send(url, operator, files.values(), wait_s=120)
     assert code == 0, out
     assert out[-1] == "PACS: 3 of 3 files accepted; 3 sent"
     received = station.storescp.received()
@@ -214,18 +221,7 @@ async def test_backup_during_deliveries_restores_into_an_empty_station(
     url = station.gateway.url
     token = await new_token(station.admin, "operator")
     delivered = dicom_files(tmp_path / "first", 2)
-    code, out = await cli(
-        "--url",
-        url,
-        "--token",
-        token,
-        "send",
-        *map(str, delivered.values()),
-        "--to",
-        "PACS",
-        "--wait",
-        "120",
-    )
+    code, out = await send(url, token, delivered.values(), wait_s=120)
     assert code == 0, out
     await _fetch(
         station.database_url,
@@ -237,18 +233,7 @@ async def test_backup_during_deliveries_restores_into_an_empty_station(
     # The archive goes down: the next files stay in flight, retried by the running sender.
     station.storescp.stop()
     interrupted = dicom_files(tmp_path / "second", 3, first_seed=20)
-    code, out = await cli(
-        "--url",
-        url,
-        "--token",
-        token,
-        "send",
-        *map(str, interrupted.values()),
-        "--to",
-        "PACS",
-        "--wait",
-        "0",
-    )
+    code, out = await send(url, token, interrupted.values(), wait_s=0)
     assert code == 1, out  # not delivered yet
 
     async def retrying() -> bool:
@@ -293,13 +278,7 @@ async def test_backup_during_deliveries_restores_into_an_empty_station(
     before = {str(r["id"]) for r in await _fetch(station.database_url, "SELECT id FROM deliveries")}
     await station.stop()  # the station is lost; a new one is built from the backup
 
-    name = f"restored_{uuid.uuid4().hex[:8]}"
-    admin_conn = await asyncpg.connect(postgres.dsn_for("postgres"))
-    try:
-        await admin_conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin_conn.close()
-    restored_url = postgres.dsn_for(name)
+    restored_url = postgres.dsn_for(await create_database(postgres, "restored"))
     restored_media = tmp_path / "restored-media"
     code, out = await cli(
         "restore",

@@ -44,7 +44,7 @@ from cinebridge_common.messages import (
 )
 from cinebridge_common.messages.capture import SourceStatus
 from cinebridge_common.store import MediaStore
-from cinebridge_common.testing import require_tool
+from cinebridge_testkit import require_tool
 from PIL import Image
 from playwright.async_api import Page, async_playwright, expect
 

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 from cinebridge_common.embedded import free_port
-from cinebridge_common.testing import require_tool, wait_for
-from cinebridge_converter.testmedia import make_still, make_video
+from cinebridge_testkit import require_tool, wait_for
+from cinebridge_testkit.media import make_still, make_video
 from playwright.async_api import async_playwright, expect
 
 from .conftest import RunningGateway

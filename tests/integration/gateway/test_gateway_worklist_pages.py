@@ -20,12 +20,11 @@ from typing import Any
 import pytest
 from cinebridge_common.bus import Bus
 from cinebridge_common.messages import WorklistServer, WorklistServersReply, WorklistServerUpsert
-from cinebridge_common.testing import require_tool
-from cinebridge_worklist import demo_worklist
+from cinebridge_testkit import demo_worklist, require_tool
+from cinebridge_testkit.demo_worklist import DEMO_AE, write_worklist
+from cinebridge_testkit.worklist_peers import Wlmscpfs
 from cinebridge_worklist.app import WorklistApp
-from cinebridge_worklist.demo_worklist import DEMO_AE, write_worklist
 from cinebridge_worklist.settings import WorklistSettings
-from cinebridge_worklist.testpeers import Wlmscpfs
 
 pytestmark = pytest.mark.integration
 

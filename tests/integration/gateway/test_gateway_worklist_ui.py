@@ -13,7 +13,7 @@ from cinebridge_common.messages import (
     WorklistQuery,
     WorklistQueryReply,
 )
-from cinebridge_common.testing import require_tool
+from cinebridge_testkit import require_tool
 from playwright.async_api import async_playwright, expect
 
 pytestmark = pytest.mark.integration

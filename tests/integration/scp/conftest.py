@@ -17,10 +17,10 @@ import asyncpg
 import pydicom
 import pytest
 from cinebridge_common.embedded import free_port
-from cinebridge_common.testing import require_tool
 from cinebridge_scp.app import ScpApp
 from cinebridge_scp.receive import ReceiveConfig
 from cinebridge_scp.settings import ScpSettings
+from cinebridge_testkit import require_tool
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.filebase import DicomBytesIO

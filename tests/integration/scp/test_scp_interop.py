@@ -12,31 +12,9 @@ import httpx
 import pydicom
 from cinebridge_common.conformance import SCP_TRANSFER_SYNTAXES, STORAGE_SOP_CLASSES
 from cinebridge_common.embedded import free_port
-from cinebridge_common.testing import require_tool, wait_for
+from cinebridge_testkit import require_tool, wait_for
+from cinebridge_testkit.dcmtk import STILLS_AND_VIDEO, storescu_profile
 from pynetdicom import AE, build_context
-
-#: storescu proposes only uncompressed syntaxes unless told; this profile proposes each
-#: instance's own syntax so nothing is converted on the way (byte-identical check below).
-STORESCU_CONFIG = """
-[[TransferSyntaxes]]
-[Explicit]
-TransferSyntax1 = LittleEndianExplicit
-[Implicit]
-TransferSyntax1 = LittleEndianImplicit
-[JPEGBaseline]
-TransferSyntax1 = JPEGBaseline
-[MPEG4]
-TransferSyntax1 = MPEG4HighProfile/Level4.1
-[[PresentationContexts]]
-[Folder]
-PresentationContext1 = CTImageStorage\\Explicit
-PresentationContext2 = CTImageStorage\\Implicit
-PresentationContext3 = SecondaryCaptureImageStorage\\JPEGBaseline
-PresentationContext4 = VideoEndoscopicImageStorage\\MPEG4
-[[Profiles]]
-[Folder]
-PresentationContexts = Folder
-"""
 
 
 async def dcmtk(tool: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -70,8 +48,8 @@ async def test_storescu_folder_of_classes_and_syntaxes(
         dicom.make_jpeg_sc(folder / "sc.dcm", study=study),
         dicom.make_video(folder / "video.dcm", study=study),
     ]
-    config = tmp_path / "storescu.cfg"
-    config.write_text(STORESCU_CONFIG)
+    contexts = [("CTImageStorage", "LittleEndianExplicit"), *STILLS_AND_VIDEO]
+    config = storescu_profile(tmp_path / "storescu.cfg", "Folder", contexts)
     result = await dcmtk(
         "storescu",
         "-aec",

@@ -19,35 +19,17 @@ from typing import Any
 
 import pydicom
 import pytest
-from cinebridge_common.testing import require_tool
-from cinebridge_common.testing.nodepeer import node_peer
+from cinebridge_testkit import require_tool
+from cinebridge_testkit.dcmtk import STILLS_AND_VIDEO, storescu_profile
+from cinebridge_testkit.nodepeer import node_peer
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[3]
-#: storescu proposes each file's own syntax (no conversion on the way), as in test_scp_interop.
-STORESCU_CONFIG = """
-[[TransferSyntaxes]]
-[Implicit]
-TransferSyntax1 = LittleEndianImplicit
-[JPEGBaseline]
-TransferSyntax1 = JPEGBaseline
-[MPEG4]
-TransferSyntax1 = MPEG4HighProfile/Level4.1
-[[PresentationContexts]]
-[Matrix]
-PresentationContext1 = CTImageStorage\\Implicit
-PresentationContext2 = SecondaryCaptureImageStorage\\JPEGBaseline
-PresentationContext3 = VideoEndoscopicImageStorage\\MPEG4
-[[Profiles]]
-[Matrix]
-PresentationContexts = Matrix
-"""
 
 
 def _storescu(port: int, ae: str, files: list[Path], tmp: Path) -> list[str]:
-    config = tmp / "storescu.cfg"
-    config.write_text(STORESCU_CONFIG)
+    config = storescu_profile(tmp / "storescu.cfg", "Matrix", STILLS_AND_VIDEO)
     exe = require_tool("storescu")
     return [exe, "-xf", str(config), "Matrix", "-aec", ae, "127.0.0.1", str(port), *map(str, files)]
 

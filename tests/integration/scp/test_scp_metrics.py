@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from cinebridge_common.testing import wait_for
-from cinebridge_common.testing.metrics import moved, scrape, value
+from cinebridge_testkit import wait_for
+from cinebridge_testkit.metrics import moved, scrape, value
 from pynetdicom import AE
 
 ECHO = "1.2.840.10008.1.1"

@@ -16,8 +16,8 @@ import pytest
 from cinebridge_common.bus import Bus
 from cinebridge_common.embedded import EmbeddedPostgres
 from cinebridge_common.messages import InstanceReceived
-from cinebridge_common.testing import require_tool, wait_for
-from cinebridge_common.testing.metrics import moved, scrape
+from cinebridge_testkit import require_tool, wait_for
+from cinebridge_testkit.metrics import moved, scrape
 
 ECHO = "1.2.840.10008.1.1"
 

@@ -18,7 +18,7 @@ import subprocess
 from typing import Any
 
 import pytest
-from cinebridge_common.testing import require_tool
+from cinebridge_testkit import require_tool
 from pynetdicom import AE
 
 pytestmark = pytest.mark.integration

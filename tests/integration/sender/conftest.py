@@ -9,7 +9,7 @@ import pytest
 from cinebridge_common.bus import Bus
 from cinebridge_common.embedded import EmbeddedNats
 from cinebridge_common.store import MediaStore
-from cinebridge_sender.testharness import SenderHarness
+from cinebridge_testkit.sender_harness import SenderHarness
 
 
 @pytest.fixture

@@ -32,11 +32,11 @@ from cinebridge_common.messages import (
     DestinationReply,
     DestinationUpsert,
 )
-from cinebridge_common.testing import wait_for
 from cinebridge_scp.app import ScpApp
 from cinebridge_scp.settings import ScpSettings
-from cinebridge_sender.testharness import SenderHarness, tool
-from cinebridge_sender.testpeers import CommitmentScp, OrthancPeer, ScriptedScp
+from cinebridge_testkit import wait_for
+from cinebridge_testkit.sender_harness import SenderHarness, tool
+from cinebridge_testkit.storage_peers import CommitmentScp, OrthancPeer, ScriptedScp
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, build_context

@@ -14,9 +14,10 @@ import asyncpg
 import pytest
 from cinebridge_common.bus import Bus
 from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres, free_port
-from cinebridge_common.testing import wait_for
-from cinebridge_sender.testharness import SenderHarness, wait_states
-from cinebridge_sender.testpeers import ScriptedScp, StallingProxy
+from cinebridge_testkit import wait_for
+from cinebridge_testkit.relays import StallingProxy
+from cinebridge_testkit.sender_harness import SenderHarness, wait_states
+from cinebridge_testkit.storage_peers import ScriptedScp
 
 pytestmark = pytest.mark.integration
 

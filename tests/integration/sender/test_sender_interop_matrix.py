@@ -24,18 +24,13 @@ from pathlib import Path
 import pydicom
 import pytest
 from cinebridge_common.embedded import free_port
-from cinebridge_common.testing import require_tool
-from cinebridge_common.testing.nodepeer import node_peer
 
 # The station's C-STORE requestor, today in the sender service: the one place to re-point.
 from cinebridge_sender.scu import Item, Peer, Timeouts, send_batch
-from cinebridge_sender.testpeers import (
-    DcmtkStorescp,
-    OrthancPeer,
-    dataset_bytes,
-    dataset_bytes_of,
-    make_instance,
-)
+from cinebridge_testkit import require_tool
+from cinebridge_testkit.instances import dataset_bytes, dataset_bytes_of, make_instance
+from cinebridge_testkit.nodepeer import node_peer
+from cinebridge_testkit.storage_peers import DcmtkStorescp, OrthancPeer
 
 pytestmark = pytest.mark.integration
 

@@ -21,9 +21,9 @@ from cinebridge_common.db import create_pool, migrate
 from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from cinebridge_common.messages import DeadLetter
 from cinebridge_common.store import MediaStore
-from cinebridge_common.testing import wait_for
-from cinebridge_sender.testharness import SenderHarness, tool, wait_states
-from cinebridge_sender.testpeers import DcmtkStorescp, ScriptedScp
+from cinebridge_testkit import wait_for
+from cinebridge_testkit.sender_harness import SenderHarness, tool, wait_states
+from cinebridge_testkit.storage_peers import DcmtkStorescp, ScriptedScp
 
 pytestmark = pytest.mark.integration
 

@@ -24,17 +24,11 @@ from cinebridge_common.messages import (
     RetryDelivery,
     RetryDeliveryReply,
 )
-from cinebridge_common.testing import wait_for
 from cinebridge_sender import scu
-from cinebridge_sender.testharness import SenderHarness, tool, wait_states
-from cinebridge_sender.testpeers import (
-    DcmtkStorescp,
-    OrthancPeer,
-    ScriptedScp,
-    dataset_bytes,
-    dataset_bytes_of,
-    make_instance,
-)
+from cinebridge_testkit import wait_for
+from cinebridge_testkit.instances import dataset_bytes, dataset_bytes_of, make_instance
+from cinebridge_testkit.sender_harness import SenderHarness, tool, wait_states
+from cinebridge_testkit.storage_peers import DcmtkStorescp, OrthancPeer, ScriptedScp
 from pynetdicom.dsutils import split_dataset
 
 pytestmark = pytest.mark.integration

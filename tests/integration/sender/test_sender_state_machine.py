@@ -1,6 +1,6 @@
 """The sender as association requestor against the PS3.8 9.2 state machine (Table 9-10).
 
-A scripted raw acceptor (`cinebridge_common.testing.rawpeer`) answers the sender's C-STORE
+A scripted raw acceptor (`cinebridge_testkit.rawpeer`) answers the sender's C-STORE
 association with whatever PDU a case needs: in Sta5 (awaiting A-ASSOCIATE-AC), in Sta6 while a
 data set is being sent or its C-STORE-RSP awaited, in Sta7 (awaiting A-RELEASE-RP), a release
 collision, and silence (ARTIM / the sender's time-outs). Each case asserts what the standard
@@ -19,7 +19,11 @@ from typing import Any
 import asyncpg
 import pytest
 from cinebridge_common.bus import Bus
-from cinebridge_common.testing.rawpeer import (
+
+# The station's C-STORE requestor, today in the sender service: the one place to re-point.
+from cinebridge_sender.scu import AssociationFailed, Item, ItemResult, Peer, Timeouts, send_batch
+from cinebridge_testkit.instances import make_instance
+from cinebridge_testkit.rawpeer import (
     ABORT,
     ASSOCIATE_RQ,
     P_DATA,
@@ -35,11 +39,7 @@ from cinebridge_common.testing.rawpeer import (
     parse_contexts,
     pdu,
 )
-
-# The station's C-STORE requestor, today in the sender service: the one place to re-point.
-from cinebridge_sender.scu import AssociationFailed, Item, ItemResult, Peer, Timeouts, send_batch
-from cinebridge_sender.testharness import SenderHarness, wait_states
-from cinebridge_sender.testpeers import make_instance
+from cinebridge_testkit.sender_harness import SenderHarness, wait_states
 
 pytestmark = pytest.mark.integration
 
@@ -339,8 +339,8 @@ async def test_dcmtk_storescp_aborting_means_retry(tmp_path: Path, when: str) ->
     """DCMTK storescp sends A-ABORT during the data set or after it, before its C-STORE-RSP:
     every instance of the batch is left for a retry, and a storescp that behaves takes them."""
     from cinebridge_common.embedded import free_port
-    from cinebridge_common.testing import require_tool
-    from cinebridge_sender.testpeers import DcmtkStorescp
+    from cinebridge_testkit import require_tool
+    from cinebridge_testkit.storage_peers import DcmtkStorescp
 
     batch = items(tmp_path)
     exe = require_tool("storescp")

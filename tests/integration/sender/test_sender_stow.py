@@ -21,14 +21,11 @@ from cinebridge_common.messages import (
     EchoRequest,
     ForwardStudy,
 )
-from cinebridge_common.testing import wait_for
-from cinebridge_sender.testharness import SenderHarness, tool, wait_states
-from cinebridge_sender.testpeers import (
-    OrthancPeer,
-    TlsRelay,
-    make_instance,
-    write_large_video,
-)
+from cinebridge_testkit import wait_for
+from cinebridge_testkit.instances import make_instance, write_large_video
+from cinebridge_testkit.relays import TlsRelay
+from cinebridge_testkit.sender_harness import SenderHarness, tool, wait_states
+from cinebridge_testkit.storage_peers import OrthancPeer
 
 pytestmark = pytest.mark.integration
 

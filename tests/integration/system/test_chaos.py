@@ -28,9 +28,9 @@ import httpx
 import pytest
 from cinebridge_common.devrun import SERVICES
 from cinebridge_common.embedded import free_port
-from cinebridge_common.testing.embedded_run import EmbeddedRun, embedded_runs
-from cinebridge_sender.testharness import tool
-from cinebridge_sender.testpeers import DcmtkStorescp
+from cinebridge_testkit.embedded_run import EmbeddedRun, embedded_runs
+from cinebridge_testkit.sender_harness import tool
+from cinebridge_testkit.storage_peers import DcmtkStorescp
 from pydicom import dcmread
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(900)]

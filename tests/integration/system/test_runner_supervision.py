@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from cinebridge_common.embedded import EmbeddedNats
-from cinebridge_common.testing.embedded_run import EmbeddedRun, embedded_runs, start_run
+from cinebridge_testkit.embedded_run import EmbeddedRun, embedded_runs, start_run
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cinebridge_common.testing import require_tool
-from cinebridge_worklist import demo_worklist
-from cinebridge_worklist.demo_worklist import DEFAULT_COUNT, DEMO_AE, write_worklist
-from cinebridge_worklist.testpeers import (
+from cinebridge_testkit import demo_worklist, require_tool
+from cinebridge_testkit.demo_worklist import DEFAULT_COUNT, DEMO_AE, write_worklist
+from cinebridge_testkit.worklist_peers import (
     ORTHANC_PLUGIN,
     OrthancWorklists,
     Wlmscpfs,

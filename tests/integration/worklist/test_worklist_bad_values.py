@@ -27,13 +27,13 @@ from cinebridge_common.messages import (
     WorklistServer,
 )
 from cinebridge_common.store import MediaStore, sha256_file
-from cinebridge_common.testing import require_tool
 from cinebridge_converter import convert, mwl
 from cinebridge_converter.dicomize import Station
 from cinebridge_gateway.studies import new_study_from_worklist
+from cinebridge_testkit import require_tool
+from cinebridge_testkit.worklist_peers import FakeRis
 from cinebridge_worklist.app import WorklistApp
 from cinebridge_worklist.settings import WorklistSettings
-from cinebridge_worklist.testpeers import FakeRis
 from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from cinebridge_common.testing import require_tool
-from cinebridge_worklist.demo_worklist import DEMO_AE
+from cinebridge_testkit import require_tool
+from cinebridge_testkit.demo_worklist import DEMO_AE
+from cinebridge_testkit.worklist_peers import Wlmscpfs
 from cinebridge_worklist.query import SearchFields, ServerKeys, build_identifier
 from cinebridge_worklist.scu import FindLimits, FindResult, Peer, find_worklist
-from cinebridge_worklist.testpeers import Wlmscpfs
 
 pytestmark = pytest.mark.integration
 

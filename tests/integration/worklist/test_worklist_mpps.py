@@ -33,10 +33,10 @@ from cinebridge_common.messages import (
     WorklistServer,
 )
 from cinebridge_common.station import save_station_settings
-from cinebridge_common.testing import wait_for
+from cinebridge_testkit import wait_for
+from cinebridge_testkit.worklist_peers import FakeMpps
 from cinebridge_worklist.app import WorklistApp
 from cinebridge_worklist.settings import WorklistSettings
-from cinebridge_worklist.testpeers import FakeMpps
 from prometheus_client import REGISTRY
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 """Table 18 matching against DCMTK wlmscpfs and Orthanc's worklists plugin (same 1,000 files).
 
-Every entry's values follow `cinebridge_worklist.demo_worklist` (entry i: modality
+Every entry's values follow `cinebridge_testkit.demo_worklist` (entry i: modality
 MODALITIES[i % 5], station STATIONS[i % 4], date today + (i % 7 - 3), PID%05d, ACC%06d, RP%05d),
 so each test computes what must match. Where the two servers differ (docs/dicom.md, worklist
 matching), the test asserts each one's behaviour and says which.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from cinebridge_worklist.demo_worklist import (
+from cinebridge_testkit.demo_worklist import (
     DEFAULT_COUNT,
     FIRST_NAMES,
     LAST_NAMES,
@@ -21,9 +21,9 @@ from cinebridge_worklist.demo_worklist import (
     UTF8_NAME,
     sps_date,
 )
+from cinebridge_testkit.worklist_peers import WorklistPeer
 from cinebridge_worklist.query import SearchFields, ServerKeys, build_identifier
 from cinebridge_worklist.scu import FindLimits, FindResult, Peer, find_worklist
-from cinebridge_worklist.testpeers import WorklistPeer
 
 pytestmark = pytest.mark.integration
 

@@ -32,12 +32,12 @@ from cinebridge_common.messages import (
     WorklistServersReply,
     WorklistServerUpsert,
 )
-from cinebridge_common.testing import wait_for
+from cinebridge_testkit import wait_for
+from cinebridge_testkit.demo_worklist import DEMO_AE
+from cinebridge_testkit.worklist_peers import FakeRis, WorklistPeer
 from cinebridge_worklist.app import WorklistApp
-from cinebridge_worklist.demo_worklist import DEMO_AE
 from cinebridge_worklist.query import SearchFields, ServerKeys, build_identifier
 from cinebridge_worklist.settings import WorklistSettings
-from cinebridge_worklist.testpeers import FakeRis, WorklistPeer
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """The worklist's C-FIND requestor against the PS3.8 9.2 state machine (Table 9-10).
 
-A scripted raw acceptor (`cinebridge_common.testing.rawpeer`) answers the Modality Worklist
+A scripted raw acceptor (`cinebridge_testkit.rawpeer`) answers the Modality Worklist
 association and sends any PDU a case needs: in Sta5 (awaiting A-ASSOCIATE-AC), in Sta6 between
 pending C-FIND responses, an A-ABORT mid answer, a release collision, and silence. Each case
 asserts the standard's action seen from the wire (A-ABORT or the transport closed) and what the
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from cinebridge_common.testing.rawpeer import (
+from cinebridge_testkit.rawpeer import (
     ABORT,
     ASSOCIATE_RQ,
     RELEASE_RP_PDU,

@@ -1,16 +1,23 @@
 """PostgreSQL access: an asyncpg pool with a clear error, and migrations under a lock.
 
-Migrations live in `cinebridge_common/migrations/`:
+Migrations live beside the owner of their tables: `cinebridge_<owner>/migrations/` (the common
+tables in `cinebridge_common/migrations/`), each such package registered in its member's
+`pyproject.toml` under the entry-point group `cinebridge.migrations`. The runner gathers the
+files of every installed package and applies them in one order:
 
 - `NNN_name.sql`: one numbered sequence for the whole database (ranges per owner: 0xx common,
   1xx scp, 2xx converter, 3xx sender, 4xx worklist, 5xx capture, 6xx gateway). Each file is
   applied once, in its own transaction, by whichever service gets the advisory lock first, and
-  its SHA-256 is recorded: a service refuses to start when an applied file was edited since
-  (change the schema with a new file instead).
+  its name and SHA-256 are recorded: a service refuses to start when an applied file was edited
+  since (change the schema with a new file instead). The file name is the identity, not the
+  folder: a file may move to another package without being applied again.
 - `R_name.sql`: repeatable files for functions and views (`CREATE OR REPLACE ...`), applied
   after the numbered ones whenever their text changed, so a function is edited in place instead
   of copied into a new numbered file. A numbered file whose only content is now carried by a
   repeatable file may be retired (removed); its row stays in `schema_migrations`.
+
+A production image installs one service, so its start applies the common files and that
+service's own; the other owners' tables come with their services.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import hashlib
 import json
 import logging
 import re
-from importlib import resources
+from importlib import metadata, resources
 from typing import Any
 
 import asyncpg
@@ -100,14 +107,38 @@ def _checksum(sql: str) -> str:
     return hashlib.sha256(sql.encode()).hexdigest()
 
 
-def available_migrations() -> list[tuple[int, str, str]]:
-    """(number, file name, SQL) for every numbered migration shipped in the package, in order."""
+#: Entry-point group under which each member registers the package holding its SQL files.
+MIGRATIONS_GROUP = "cinebridge.migrations"
+
+
+def migration_packages() -> dict[str, str]:
+    """Owner -> package of its migrations, for every installed member that registers one."""
+    found = {ep.name: ep.value for ep in metadata.entry_points(group=MIGRATIONS_GROUP)}
+    if "common" not in found:
+        raise RuntimeError(
+            f"no {MIGRATIONS_GROUP} entry points: cinebridge-common is not installed as a "
+            "distribution (make install)"
+        )
+    return found
+
+
+def _sql_files(pattern: re.Pattern[str]) -> list[tuple[str, str, str]]:
+    """(file name, SQL, owner) of every file matching `pattern` in every migrations package."""
     found = []
-    for entry in resources.files("cinebridge_common.migrations").iterdir():
-        match = _NAME.match(entry.name)
-        if match:
-            found.append((int(match.group(1)), entry.name, entry.read_text()))
-    found.sort()
+    for owner, package in sorted(migration_packages().items()):
+        for entry in resources.files(package).iterdir():
+            if pattern.match(entry.name):
+                found.append((entry.name, entry.read_text(), owner))
+    names = [name for name, _, _ in found]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise RuntimeError(f"migration files shipped by more than one owner: {clashes}")
+    return found
+
+
+def available_migrations() -> list[tuple[int, str, str]]:
+    """(number, file name, SQL) of every numbered migration installed, in global order."""
+    found = sorted((int(name[:3]), name, sql) for name, sql, _ in _sql_files(_NAME))
     numbers = [n for n, _, _ in found]
     if len(numbers) != len(set(numbers)):
         raise RuntimeError(f"duplicate migration numbers: {numbers}")
@@ -115,9 +146,8 @@ def available_migrations() -> list[tuple[int, str, str]]:
 
 
 def repeatable_migrations() -> list[tuple[str, str]]:
-    """(file name, SQL) of every repeatable migration (`R_*.sql`), in name order."""
-    entries = resources.files("cinebridge_common.migrations").iterdir()
-    return sorted((e.name, e.read_text()) for e in entries if _REPEATABLE.match(e.name))
+    """(file name, SQL) of every repeatable migration (`R_*.sql`) installed, in name order."""
+    return sorted((name, sql) for name, sql, _ in _sql_files(_REPEATABLE))
 
 
 async def migrate(
@@ -127,7 +157,7 @@ async def migrate(
 ) -> list[str]:
     """Apply pending migrations once, whoever calls first; returns the names applied now.
 
-    `numbered` and `repeatable` default to the files shipped in the package (tests pass their own).
+    `numbered` and `repeatable` default to the installed files (tests pass their own).
     Raises MigrationMismatch, before applying anything, when an applied numbered file changed.
     """
     numbered = available_migrations() if numbered is None else numbered

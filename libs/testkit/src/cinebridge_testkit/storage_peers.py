@@ -1,155 +1,33 @@
-"""Test and benchmark helpers: sample Part 10 instances and a programmable in-process C-STORE SCP.
-
-Used by the sender's unit and integration tests and by `bench/send.py`; the service never
-imports it.
-"""
+"""Storage peers for tests and benchmarks: a programmable in-process C-STORE SCP, DCMTK
+`storescp` and Orthanc (DIMSE and DICOMweb)."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
 import hashlib
-import io
 import json
 import os
-import socket
-import ssl
-import struct
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
+from pydicom.dataset import Dataset
 from pydicom.uid import (
     MPEG4HP41,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEGBaseline8Bit,
-    generate_uid,
 )
 from pynetdicom import AE, evt
-from pynetdicom.dsutils import split_dataset
 
-SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
-VERIFICATION = "1.2.840.10008.1.1"
-
-
-def jpeg_bytes(width: int = 64, height: int = 48, seed: int = 0) -> bytes:
-    from PIL import Image  # only tests and the benchmark make JPEGs
-
-    img = Image.new("RGB", (width, height), ((seed * 37) % 256, (seed * 91) % 256, 128))
-    out = io.BytesIO()
-    img.save(out, format="JPEG", quality=90)
-    return out.getvalue()
-
-
-def make_instance(
-    path: Path,
-    *,
-    kind: str = "jpeg",
-    study_uid: str | None = None,
-    sop_instance_uid: str | None = None,
-    payload_bytes: int = 0,
-    seed: int = 0,
-) -> Dataset:
-    """Write a Secondary Capture Part 10 file: `jpeg` (JPEG Baseline still), `raw` (Explicit VR
-    LE, `payload_bytes` of 8-bit grey pixels) or `video` (MPEG-4 AVC, `payload_bytes` of opaque
-    stream bytes: nothing here decodes it). Returns the dataset (pixel data included)."""
-    ds = Dataset()
-    ds.SOPClassUID = SECONDARY_CAPTURE
-    ds.SOPInstanceUID = sop_instance_uid or generate_uid()
-    ds.StudyInstanceUID = study_uid or generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.PatientName = "Test^Sender"
-    ds.PatientID = "SENDER-1"
-    ds.Modality = "OT"
-    ds.ConversionType = "WSD"
-    ds.InstanceNumber = seed + 1
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 8
-    ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
-    if kind == "jpeg":
-        ts = JPEGBaseline8Bit
-        ds.Rows, ds.Columns = 48, 64
-        ds.SamplesPerPixel = 3
-        ds.PhotometricInterpretation = "YBR_FULL_422"
-        ds.PlanarConfiguration = 0
-        ds.PixelData = encapsulate([jpeg_bytes(seed=seed)])
-        ds["PixelData"].VR = "OB"
-        ds["PixelData"].is_undefined_length = True
-    elif kind == "raw":
-        ts = ExplicitVRLittleEndian
-        side = max(2, int((payload_bytes or 4096) ** 0.5))
-        side += side % 2
-        ds.Rows = ds.Columns = side
-        ds.PixelData = bytes((i * 7 + seed) % 256 for i in range(256)) * (
-            side * side // 256
-        ) + bytes(side * side % 256)
-    elif kind == "video":
-        ts = MPEG4HP41
-        ds.Rows, ds.Columns = 1080, 1920
-        ds.SamplesPerPixel = 3
-        ds.PhotometricInterpretation = "YBR_PARTIAL_420"
-        ds.PlanarConfiguration = 0
-        ds.NumberOfFrames = 1
-        ds.FrameIncrementPointer = 0x00181063
-        ds.FrameTime = 33.3
-        size = payload_bytes or 65536
-        size += size % 2
-        ds.PixelData = encapsulate([(bytes(range(256)) * (size // 256 + 1))[:size]], has_bot=False)
-        ds["PixelData"].VR = "OB"
-        ds["PixelData"].is_undefined_length = True
-    else:
-        raise ValueError(f"unknown kind {kind!r}")
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ts
-    ds.file_meta = meta
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return ds
-
-
-def write_large_video(path: Path, size: int) -> None:
-    """A Part 10 MPEG-4 AVC instance with `size` bytes of opaque stream, written in 1 MB pieces
-    (the generator never holds the video in memory): the multi-GB case of the sender's tests
-    and benchmark."""
-    make_instance(path, kind="video", payload_bytes=2)
-    data = path.read_bytes()
-    cut = data.rfind(b"\xe0\x7f\x10\x00")  # (7FE0,0010) Pixel Data, the last element
-    size += size % 2
-    with open(path, "wb") as fh:
-        fh.write(data[:cut])
-        fh.write(b"\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff")  # OB, undefined length
-        fh.write(b"\xfe\xff\x00\xe0" + struct.pack("<I", 0))  # empty Basic Offset Table
-        fh.write(b"\xfe\xff\x00\xe0" + struct.pack("<I", size))  # one fragment
-        block = bytes(range(256)) * 4096
-        left = size
-        while left:
-            n = min(left, len(block))
-            fh.write(block[:n])
-            left -= n
-        fh.write(b"\xfe\xff\xdd\xe0" + struct.pack("<I", 0))  # sequence delimiter
-
-
-def dataset_bytes(path: Path) -> bytes:
-    """The data set part of a Part 10 file (after the file meta): what crosses the wire."""
-    _, offset = split_dataset(path)
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        return fh.read()
-
+from . import wait_port
+from .instances import SECONDARY_CAPTURE, VERIFICATION
 
 StatusScript = Callable[[str, int], int | float]
 
@@ -341,23 +219,6 @@ class CommitmentScp:
         self.stop()
 
 
-def instances(root: Path, count: int, **kwargs: Any) -> Iterator[tuple[Path, Dataset]]:
-    for n in range(count):
-        path = root / f"i{n:05d}.dcm"
-        yield path, make_instance(path, seed=n, **kwargs)
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"peer exited with {proc.returncode} before listening")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"peer not listening on {port} after {timeout_s} s")
-
-
 @dataclass
 class DcmtkStorescp:
     """DCMTK `storescp` writing what it receives to `out_dir` (TCP_NODELAY on, docs/peers.md)."""
@@ -387,7 +248,7 @@ class DcmtkStorescp:
         ]
         log = open(self.out_dir.parent / f"storescp-{self.port}.log", "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, env=env)
-        _wait_port(self.port, self.proc)
+        wait_port(self.port, self.proc, "storescp")
 
     def received(self) -> dict[str, Path]:
         """SOP Instance UID -> received file (storescp names files `<modality>.<uid>`)."""
@@ -461,8 +322,8 @@ class OrthancPeer:
         path.write_text(json.dumps(config))
         log = open(self.work_dir / "orthanc.log", "ab")
         self.proc = subprocess.Popen([self.binary, str(path)], stdout=log, stderr=log)
-        _wait_port(self.dicom_port, self.proc, 30)
-        _wait_port(self.http_port, self.proc, 30)
+        wait_port(self.dicom_port, self.proc, "Orthanc", 30)
+        wait_port(self.http_port, self.proc, "Orthanc", 30)
 
     def _request(self, path: str, data: bytes | None = None) -> urllib.request.Request:
         request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data)
@@ -535,112 +396,3 @@ class OrthancPeer:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
-
-
-def dataset_bytes_of(part10: bytes) -> bytes:
-    """The data set part of a Part 10 file held in memory."""
-    with tempfile.NamedTemporaryFile(suffix=".dcm") as fh:
-        fh.write(part10)
-        fh.flush()
-        return dataset_bytes(Path(fh.name))
-
-
-class StallingProxy:
-    """A TCP relay to `target_port` that, on its first `stall_connections` connections, stops
-    relaying after `stall_after` bytes from the client while keeping the socket open: a PACS
-    that hangs mid-transfer."""
-
-    def __init__(self, target_port: int, stall_after: int, stall_connections: int = 1) -> None:
-        self.target_port = target_port
-        self.stall_after = stall_after
-        self.stall_connections = stall_connections
-        self.connections = 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.listener.getsockname()[1])
-        self._open: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            stall = self.connections <= self.stall_connections
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            self._open += [client, upstream]
-            limit = self.stall_after if stall else None
-            threading.Thread(target=self._pipe, args=(client, upstream, limit), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, None), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket, limit: int | None) -> None:
-        sent = 0
-        with contextlib.suppress(OSError):
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if limit is not None and sent + len(data) > limit:
-                    dst.sendall(data[: limit - sent])
-                    threading.Event().wait()  # hang: read nothing more, close nothing
-                dst.sendall(data)
-                sent += len(data)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        self.listener.close()
-        for sock in self._open:
-            # shutdown, not just close: a close() does not wake a recv() blocked in another
-            # thread nor send the FIN, so the PACS behind us would wait on its socket forever
-            # and keep the test process from exiting.
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                sock.close()
-
-
-class TlsRelay:
-    """An https front for a plain-http peer on loopback (Debian's Orthanc 1.10 with `SslEnabled`
-    logs that it listens but accepts no connection, docs/peers.md): TLS with `cert`/`key` on
-    `port`, relayed to `target_port`."""
-
-    def __init__(self, target_port: int, cert: Path, key: Path) -> None:
-        self.target_port = target_port
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(cert, key)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.listener.getsockname()[1])
-        self._open: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                raw, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
-
-    def _serve(self, raw: socket.socket) -> None:
-        try:
-            client = self.context.wrap_socket(raw, server_side=True)
-        except (OSError, ssl.SSLError):
-            raw.close()  # a client that refused our certificate
-            return
-        upstream = socket.create_connection(("127.0.0.1", self.target_port))
-        self._open += [client, upstream]
-        threading.Thread(
-            target=StallingProxy._pipe, args=(upstream, client, None), daemon=True
-        ).start()
-        StallingProxy._pipe(client, upstream, None)
-
-    def close(self) -> None:
-        self.listener.close()
-        for sock in self._open:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                sock.close()

@@ -4,7 +4,7 @@ The same folder serves DCMTK `wlmscpfs` (`--data-files-path`, one sub-folder per
 title) and Orthanc's folder-based worklists plugin. Files are made with DCMTK `dump2dcm` from
 dcmdump-format text written in each entry's own character set, so the bytes on disk are what a
 RIS would send. Used by the integration tests, `bench/worklist.py` and demo setups:
-`python -m cinebridge_worklist.demo_worklist OUT_DIR [COUNT]`.
+`python -m cinebridge_testkit.demo_worklist OUT_DIR [COUNT]`.
 
 Layout of entry i (the tests rely on it):
 - modality `MODALITIES[i % 5]`, station AE `STATIONS[i % 4]`, start date today + (i % 7 - 3);

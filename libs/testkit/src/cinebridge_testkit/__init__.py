@@ -1,10 +1,16 @@
-"""Shared test helpers: real NATS/PostgreSQL servers, outside DICOM tools, bounded waits."""
+"""Test support for CineBridge: outside tools and bounded waits; peers and harnesses in its modules.
+
+Tests, benchmarks and the demo run (`make run`) use it; no production package imports it and no
+production image installs it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
+import socket
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -65,3 +71,19 @@ def wait_for_sync(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(interval_s)
+
+
+def wait_port(
+    port: int, proc: subprocess.Popen[bytes], what: str = "peer", timeout_s: float = 20.0
+) -> None:
+    """Wait until `proc` listens on loopback `port`; fail early when it exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before listening")
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout_s} s")

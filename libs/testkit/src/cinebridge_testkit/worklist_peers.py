@@ -11,7 +11,6 @@ import copy
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -21,11 +20,20 @@ from typing import Any
 
 from cinebridge_common.embedded import free_port
 from pydicom.dataset import Dataset
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 
-from .mpps import MPPS_SOP_CLASS
-from .mpps_scu import TRANSFER_SYNTAXES as MPPS_TRANSFER_SYNTAXES
-from .scu import TRANSFER_SYNTAXES, ModalityWorklistInformationFind, Verification
+from . import wait_port
+
+#: Modality Worklist Information Model - FIND (PS3.4 K.6.1.2) and Verification (PS3.4 A.4).
+ModalityWorklistInformationFind = UID("1.2.840.10008.5.1.4.31")
+Verification = UID("1.2.840.10008.1.1")
+#: The uncompressed syntaxes a worklist SCU proposes (PS3.5 A.1, A.2, A.3).
+TRANSFER_SYNTAXES = [ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian]
+#: Modality Performed Procedure Step SOP Class (PS3.4 F.7.1), taken from the standard rather than
+#: from the code under test, and the syntaxes the peer accepts for it.
+MPPS_SOP_CLASS = UID("1.2.840.10008.3.1.2.3.3")
+MPPS_TRANSFER_SYNTAXES = [ImplicitVRLittleEndian, ExplicitVRLittleEndian]
 
 ORTHANC_PLUGIN = Path("/usr/share/orthanc/plugins/libModalityWorklists.so")
 
@@ -189,19 +197,6 @@ class FakeMpps:
         self.stop()
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        with socket.socket() as sock:
-            sock.settimeout(0.2)
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on port {port} within {timeout_s} s")
-
-
 class _Process:
     """A peer process in its own process group, stopped on exit."""
 
@@ -243,7 +238,7 @@ class Wlmscpfs(_Process):
             stderr=subprocess.STDOUT,
             env=env,
         )
-        _wait_port(self.port, self.proc, "wlmscpfs", 10)
+        wait_port(self.port, self.proc, "wlmscpfs", 10)
 
     def stop(self) -> None:
         super().stop()
@@ -290,7 +285,7 @@ class OrthancWorklists(_Process):
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        _wait_port(self.port, self.proc, "Orthanc", 30)
+        wait_port(self.port, self.proc, "Orthanc", 30)
 
     def stop(self) -> None:
         super().stop()

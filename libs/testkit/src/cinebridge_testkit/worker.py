@@ -1,6 +1,6 @@
 """A minimal durable consumer process for the bus/outbox crash tests (not a service).
 
-    python -m cinebridge_common.testing.worker NATS_URL DATABASE_URL MODE
+    python -m cinebridge_testkit.worker NATS_URL DATABASE_URL MODE
 
 It consumes `cb.job.test.work`; in one transaction it claims the job key and adds one row to
 `test_work_done`. MODE `hang-after-commit` sleeps after the commit (before the ack) so a test can

@@ -12,16 +12,16 @@ Fixtures:
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-
 from cinebridge_common.db import create_pool, migrate
 from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres
 from cinebridge_common.store import MediaStore
+
+from .databases import create_database, drop_database
 
 TEMPLATE = "cb_template"
 
@@ -66,13 +66,9 @@ async def _make_template(server: EmbeddedPostgres) -> None:
 
 @pytest.fixture
 async def database_url(postgres: EmbeddedPostgres) -> AsyncIterator[str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres.dsn_for("postgres"))
-    try:
-        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
-    finally:
-        await admin.close()
+    name = await create_database(postgres, "t", TEMPLATE)
     yield postgres.dsn_for(name)
+    await drop_database(postgres, name)
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""SQL migrations of the tables the converter service owns (applied by cinebridge_common.db)."""
