@@ -8,7 +8,9 @@ a connection the peer closed (or that broke) raises `Closed`.
 
 from __future__ import annotations
 
+import select
 import socket
+import ssl
 import time
 from collections.abc import Callable
 
@@ -96,6 +98,20 @@ class Connection:
             count = self._recv_into(big[: min(n, CHUNK)], deadline)
             sink(big[:count])
             n -= count
+
+    def readable(self) -> bool:
+        """Whether bytes wait to be read (buffered here, in TLS, or on the socket), without
+        blocking: a peer's closing counts, the read then raises `Closed`."""
+        if self._end > self._start:
+            return True
+        sock = self.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        try:
+            ready, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):  # closed meanwhile: the read says so
+            return True
+        return bool(ready)
 
     def send(self, data: bytes) -> None:
         try:
