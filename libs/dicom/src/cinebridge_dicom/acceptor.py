@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from . import dimse, negotiation, pdu
 from .connection import Closed, Connection, TooSlow
 from .events import Evt, Handler, Rejection, StoreSink
-from .fsm import AbortReason, Event, Primitive, ProviderRejection, State, StateMachine
+from .fsm import PDU_EVENT, AbortReason, Event, Primitive, ProviderRejection, State, StateMachine
 
 #: A command set is a handful of elements; more than this is not a command set.
 MAX_COMMAND_BYTES = 1 << 16
@@ -214,7 +214,7 @@ class AcceptorAssociation:
 
     def _receive(self, header: bytes) -> None:
         kind, _, length = struct.unpack(">BBL", header)
-        event = _PDU_EVENT.get(kind)
+        event = PDU_EVENT.get(kind)
         deadline = self.fsm.clock() + self.policy.pdu_timeout_s
         if self.fsm.artim_deadline is not None:
             deadline = min(deadline, self.fsm.artim_deadline)
@@ -465,15 +465,6 @@ def _rj(rejection: Rejection) -> bytes:
     return pdu.associate_rj(rejection.result, rejection.source, rejection.reason)
 
 
-_PDU_EVENT = {
-    pdu.ASSOCIATE_RQ: Event.EVT6,
-    pdu.ASSOCIATE_AC: Event.EVT3,
-    pdu.ASSOCIATE_RJ: Event.EVT4,
-    pdu.P_DATA_TF: Event.EVT10,
-    pdu.RELEASE_RQ: Event.EVT12,
-    pdu.RELEASE_RP: Event.EVT13,
-    pdu.ABORT: Event.EVT16,
-}
 _REQUEST_EVENT = {
     dimse.C_ECHO_RQ: Evt.C_ECHO,
     dimse.C_STORE_RQ: Evt.C_STORE,

@@ -18,6 +18,8 @@ from collections.abc import Callable
 SMALL = 1 << 16
 #: Largest read of data set bytes; this buffer is allocated at an association's first data set.
 CHUNK = 1 << 18
+#: The most buffers one sendmsg takes (Linux UIO_MAXIOV is 1024).
+IOV_MAX = 512
 
 
 class Closed(Exception):
@@ -118,3 +120,19 @@ class Connection:
             self.sock.sendall(data)
         except OSError as exc:
             raise Closed(str(exc)) from exc
+
+
+def send_gathered(sock: socket.socket, buffers: list[bytes | memoryview]) -> None:
+    """Send every buffer with as few system calls as possible (sendmsg may send part); TLS
+    sockets cannot gather, and copying is cheap next to encryption."""
+    if isinstance(sock, ssl.SSLSocket):
+        sock.sendall(b"".join(buffers))
+        return
+    views = [memoryview(b) for b in buffers]
+    while views:
+        sent = sock.sendmsg(views[:IOV_MAX])
+        while views and sent >= len(views[0]):
+            sent -= len(views[0])
+            views.pop(0)
+        if sent:
+            views[0] = views[0][sent:]
