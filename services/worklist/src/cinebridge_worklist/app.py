@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 
 from cinebridge_common.logging import kv
-from cinebridge_common.messages import Reply, Request
 from cinebridge_common.service import ServiceContext
 
-from .handlers import RPC_HANDLERS, Handler
+from .handlers import RPC_HANDLERS
 from .lookup import Deps, echo_server
 from .repository import WorklistRepository
 from .settings import WorklistSettings
@@ -19,13 +17,6 @@ log = logging.getLogger(__name__)
 
 #: Queue group shared by every instance: each request is answered once (DESIGN "Beyond one box").
 QUEUE = "worklist"
-
-
-def _bind(handler: Handler, deps: Deps) -> Callable[[Request], Awaitable[Reply]]:
-    async def serve(request: Request) -> Reply:
-        return await handler(request, deps)
-
-    return serve
 
 
 class WorklistApp:
@@ -53,7 +44,10 @@ class WorklistApp:
             ctx.detail["servers"] = ",".join(s.id for s in servers)
             for request_type, handler, concurrency in RPC_HANDLERS:
                 await ctx.bus.serve(
-                    request_type, _bind(handler, self.deps), queue=QUEUE, concurrency=concurrency
+                    request_type,
+                    ctx.bind_rpc(handler, self.deps),
+                    queue=QUEUE,
+                    concurrency=concurrency,
                 )
             self.ready.set()
             ctx.spawn(self._echo_servers(ctx), "worklist-echo")
