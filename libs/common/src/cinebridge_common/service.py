@@ -118,9 +118,7 @@ class ServiceContext:
         self._background: list[asyncio.Task[Any]] = []
 
     @staticmethod
-    def bind_rpc(
-        handler: Callable[[Q, D], Awaitable[R]], deps: D
-    ) -> Callable[[Q], Awaitable[R]]:
+    def bind_rpc(handler: Callable[[Q, D], Awaitable[R]], deps: D) -> Callable[[Q], Awaitable[R]]:
         """A table's `handle_<x>(request, deps)` as the one-argument answer `bus.serve` calls."""
 
         async def answer(request: Q) -> R:
