@@ -15,8 +15,7 @@ from cinebridge_common.messages import ConformanceReply, ScpConformance
 from cinebridge_common.service import ServiceContext
 
 from . import repository
-from .indexer import IndexLoop
-from .ingest import Ingest
+from .ingest import Indexer, IndexOutcome, Ingest, InstanceFacts
 from .listener import ScpListener
 from .receive import ReceiveConfig
 from .recover import Recovery
@@ -53,6 +52,26 @@ async def close_pool(pool: asyncpg.Pool, timeout_s: float = 5.0) -> None:
         pool.terminate()
 
 
+def index_on_loop(
+    loop: asyncio.AbstractEventLoop, pool: asyncpg.Pool, settings: ScpSettings
+) -> Indexer:
+    """The Indexer for association threads: one statement on the event loop (row and outbox
+    event, one round trip), committed without waiting for PostgreSQL's WAL flush
+    (repository.open_index_pool: the file is the record, recover.py rebuilds a lost row).
+    Waits at most `scp_db_timeout_s`."""
+
+    def index(facts: InstanceFacts) -> IndexOutcome:
+        coro = repository.index_instance(pool, facts, settings.scp_duplicates)
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result(settings.scp_db_timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    return index
+
+
 class ScpApp:
     """Runs until stopped; `listener` is set once the DICOM ports are open."""
 
@@ -68,15 +87,13 @@ class ScpApp:
         settings = self.settings
         async with ServiceContext("scp", settings) as ctx:
             self.ctx = ctx
+            loop = asyncio.get_running_loop()
             dsn = settings.database_url.get_secret_value()
             pool = await repository.open_index_pool(dsn)
             ctx.stack.push_async_callback(close_pool, pool)
 
-            # association thread → the index's own event loop (STYLE: one small bridge).
-            index_loop = IndexLoop()
-            ctx.stack.push_async_callback(index_loop.close)
-            await index_loop.open(dsn)
-            index = index_loop.indexer(settings)
+            # association thread → event loop (STYLE: one small bridge).
+            index = index_on_loop(loop, pool, settings)
 
             tmp = temp_dir(ctx.store.tmp, settings.instance_id)
             if removed := remove_stale(tmp):
