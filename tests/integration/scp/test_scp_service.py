@@ -4,6 +4,7 @@ allow-lists and TLS."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 import subprocess
@@ -145,7 +146,7 @@ async def test_200_idle_connections_do_not_block_a_real_peer(
             capture_output=True,
             text=True,
             timeout=60,
-            env={"TCP_NODELAY": "1"},
+            env={**os.environ, "TCP_NODELAY": "1"},
         )
         took = time.monotonic() - started
         assert result.returncode == 0, result.stderr
@@ -256,6 +257,40 @@ async def test_tls_listener(scp_factory: Any, tmp_path: Path, dicom: Any) -> Non
         assert (await scp.rows())["instances"] == 1
 
 
+async def test_dcmtk_storescu_over_mutual_tls(scp_factory: Any, tmp_path: Path, dicom: Any) -> None:
+    """PS3.15 B.9: DCMTK's storescu (+tls, its BCP 195 profile) stores over TLS with a client
+    certificate of the configured CA; one with a certificate nobody issued is refused in the
+    handshake and stores nothing."""
+    from cinebridge_common.embedded import free_port
+    from cinebridge_testkit.certs import make_pki
+
+    storescu = require_tool("storescu")
+    pki = make_pki(tmp_path / "pki")
+    tls_port = free_port()
+    path = dicom.make_ct(tmp_path / "mtls.dcm", size=32)
+    async with scp_factory(
+        scp_tls_cert=pki.server.certificate,
+        scp_tls_key=pki.server.private_key,
+        scp_tls_client_ca=pki.ca,
+        scp_tls_port=tls_port,
+    ) as scp:
+
+        def storescu_with(pair: Any) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [storescu, "-aec", scp.ae_title, "+tls", str(pair.private_key),
+                 str(pair.certificate), "+cf", str(pki.ca), "127.0.0.1", str(tls_port),
+                 str(path)],
+                capture_output=True, text=True, timeout=60, env={**os.environ, "TCP_NODELAY": "1"},
+            )  # fmt: skip
+
+        refused = await asyncio.to_thread(storescu_with, pki.stranger)
+        assert refused.returncode != 0, refused.stdout + refused.stderr
+        assert (await scp.rows())["instances"] == 0
+        done = await asyncio.to_thread(storescu_with, pki.client)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert (await scp.rows())["instances"] == 1
+
+
 async def test_worker_processes_share_the_port(
     scp_factory: Any, dicom: Any, tmp_path: Path, nats_url: str
 ) -> None:
@@ -290,7 +325,7 @@ async def test_worker_processes_share_the_port(
                     capture_output=True,
                     text=True,
                     timeout=60,
-                    env={"TCP_NODELAY": "1"},
+                    env={**os.environ, "TCP_NODELAY": "1"},
                 )
                 for folder in folders
             ]

@@ -242,3 +242,53 @@ def test_storescp_without_the_compressed_syntax_gets_an_abort(tmp_path: Path) ->
     assert set(received) == {items[1].sop_instance_uid}
     assert "Association Aborted" in text, text
     assert "Association Release" not in text, text
+
+
+def test_sender_to_dcmtk_storescp_over_mutual_tls(tmp_path: Path) -> None:
+    """PS3.15 B.9: DCMTK's storescp (+tls, BCP 195, client certificate required) receives from
+    the sender's TLS context (its CA bundle, certificate and key settings); without our
+    certificate the association never starts."""
+    from cinebridge_testkit.certs import make_pki
+    from cinebridge_sender.batches import tls_context
+    from cinebridge_sender.settings import SenderSettings
+
+    pki = make_pki(tmp_path / "pki")
+    storescp = DcmtkStorescp(
+        tool("storescp"),
+        tmp_path / "storescp" / "out",
+        free_port(),
+        extra_args=("+tls", str(pki.server.private_key), str(pki.server.certificate),
+                    "+cf", str(pki.ca), "--require-peer-cert"),
+    )  # fmt: skip
+    path = tmp_path / "a.dcm"
+    meta = make_instance(path).file_meta
+    item = scu.Item(
+        key="a",
+        path=path,
+        sop_class_uid=str(meta.MediaStorageSOPClassUID),
+        sop_instance_uid=str(meta.MediaStorageSOPInstanceUID),
+        transfer_syntax_uid=str(meta.TransferSyntaxUID),
+    )
+    ours = SenderSettings(
+        sender_tls_ca_file=pki.ca,
+        sender_tls_cert_file=pki.client.certificate,
+        sender_tls_key_file=pki.client.private_key,
+    )
+    storescp.start()
+    try:
+        anonymous = scu.Peer(
+            "STORESCP",
+            "127.0.0.1",
+            storescp.port,
+            tls=tls_context(SenderSettings(sender_tls_ca_file=pki.ca)),
+        )
+        with pytest.raises(scu.AssociationFailed):
+            scu.send_batch(anonymous, [item], scu.Timeouts())
+        assert storescp.received() == {}
+        peer = scu.Peer("STORESCP", "127.0.0.1", storescp.port, tls=tls_context(ours))
+        assert [r.outcome for r in scu.send_batch(peer, [item], scu.Timeouts())] == ["sent"]
+        received = storescp.received()
+    finally:
+        storescp.stop()
+    assert set(received) == {item.sop_instance_uid}
+    assert received[item.sop_instance_uid].read_bytes().endswith(dataset_bytes(path))

@@ -1,5 +1,9 @@
 """The CineBridge bus over nats-py: typed publish/request/serve, durable JetStream consumers.
 
+One `Bus` object over three modules: `streams` (stream specifications, `BusError`),
+`consumers` (durable consumers, their fetch loop, dead letters) and `rpc` (request/reply of any
+size); this module keeps the connection, publishing and the public import paths.
+
 Guarantees (docs/reliability.md §3): reconnect never gives up; every JetStream publish carries a
 `Nats-Msg-Id` and waits for its PubAck (retried with the same id); consumers are durable pull
 consumers with a finite `max_deliver`, ack after the work, nak with a delay on transient errors,
@@ -13,9 +17,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import nats
@@ -23,125 +25,47 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import (
-    DiscardPolicy,
-    PubAck,
-    RetentionPolicy,
-    StorageType,
-    StreamConfig,
-)
-from nats.js.errors import APIError, BadRequestError, NotFoundError
-from prometheus_client import Counter, Histogram
+from nats.js.api import PubAck
+from nats.js.errors import APIError
 
-from . import rpc
+from . import rpc, streams
+from .consumers import (
+    HANDLE_SECONDS,
+    HANDLED,
+    Delivery,
+    Poison,
+    Retry,
+    apply_consumer,
+    consume_loop,
+)
 from .consumers import ConsumerSpec as ConsumerSpec  # re-exported: part of the bus API
-from .consumers import apply_consumer
 from .logging import kv
 from .messages.base import Message, Reply, Request
-from .messages.service import DeadLetter
+from .streams import DEFAULT_STREAMS, DLQ, EVENTS, JOBS, BusError, StreamSpec
 from .supervise import supervised
 
-log = logging.getLogger(__name__)
+#: The bus API in one place: streams, consumers and RPC live in their modules.
+__all__ = [
+    "DEFAULT_STREAMS",
+    "DLQ",
+    "EVENTS",
+    "HANDLED",
+    "HANDLE_SECONDS",
+    "JOBS",
+    "Bus",
+    "BusError",
+    "ConsumerSpec",
+    "Delivery",
+    "Poison",
+    "Retry",
+    "StreamSpec",
+]
 
-HANDLED = Counter(
-    "cinebridge_bus_messages_handled_total",
-    "Durable messages handled, by consumer and outcome",
-    ["durable", "outcome"],
-)
-HANDLE_SECONDS = Histogram(
-    "cinebridge_bus_handle_duration_seconds",
-    "Time spent in a durable consumer's handler",
-    ["durable"],
-)
+log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
 R = TypeVar("R", bound=Reply)
 Q = TypeVar("Q", bound=Request)
-
-
-class Retry(Exception):
-    """Raised by a handler: transient failure, redeliver after `delay` seconds."""
-
-    def __init__(self, reason: str, delay: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.delay = delay
-
-
-class Poison(Exception):
-    """Raised by a handler: this message can never succeed; dead-letter it with the reason."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class BusError(RuntimeError):
-    """The bus could not do what was asked (with the subject and the cause)."""
-
-
-@dataclass(frozen=True)
-class StreamSpec:
-    name: str
-    subjects: list[str]
-    retention: RetentionPolicy = RetentionPolicy.LIMITS
-    max_age_s: float = 7 * 24 * 3600
-    max_bytes: int = 1 << 30
-    duplicate_window_s: float = 120.0
-    discard: DiscardPolicy = DiscardPolicy.NEW  # backpressure instead of silent loss
-
-
-#: Streams of the system: events are kept a week for late consumers; jobs until acked.
-EVENTS = StreamSpec("CB_EVENTS", ["cb.evt.>"])
-#: Jobs use limits retention (not work-queue) so several durables may filter the same subject
-#: (e.g. a second sender instance group, a test) and acked jobs stay inspectable for a week.
-JOBS = StreamSpec("CB_JOBS", ["cb.job.>"])
-DLQ = StreamSpec("CB_DLQ", ["cb.dlq.>"], max_age_s=90 * 24 * 3600)
-DEFAULT_STREAMS: tuple[StreamSpec, ...] = (EVENTS, JOBS, DLQ)
-
-
-@dataclass
-class Delivery:
-    """What a handler knows about the message in hand, and how to keep it alive."""
-
-    msg: Msg
-    spec: ConsumerSpec
-    _heartbeat: asyncio.Task[None] | None = field(default=None, repr=False)
-
-    @property
-    def attempt(self) -> int:
-        return int(self.msg.metadata.num_delivered)
-
-    @property
-    def last_attempt(self) -> bool:
-        return self.attempt >= self.spec.max_deliver
-
-    async def in_progress(self) -> None:
-        await self.msg.in_progress()
-
-    @contextlib.asynccontextmanager
-    async def working(self) -> AsyncIterator[None]:
-        """Send in_progress every ack_wait/3 while the block runs (long conversions, sends)."""
-
-        async def beat() -> None:
-            while True:
-                await asyncio.sleep(self.spec.ack_wait_s / 3)
-                with contextlib.suppress(Exception):
-                    await self.msg.in_progress()
-
-        task = asyncio.create_task(beat())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
-async def _unsubscribe(sub: Any) -> None:
-    if sub is not None:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
 
 
 class Bus:
@@ -204,22 +128,8 @@ class Bus:
 
     # -- streams -------------------------------------------------------------------------
     async def ensure_streams(self, specs: Sequence[StreamSpec] = DEFAULT_STREAMS) -> None:
-        """Create or update streams; safe to call from every service at every start."""
-        for spec in specs:
-            config = StreamConfig(
-                name=spec.name,
-                subjects=spec.subjects,
-                retention=spec.retention,
-                storage=StorageType.FILE,
-                max_age=spec.max_age_s,
-                max_bytes=spec.max_bytes,
-                duplicate_window=spec.duplicate_window_s,
-                discard=spec.discard,
-            )
-            try:
-                await self.js.add_stream(config)
-            except BadRequestError:
-                await self.js.update_stream(config)
+        """Create or update streams (`streams.ensure_streams`)."""
+        await streams.ensure_streams(self.js, specs)
 
     # -- publishing ----------------------------------------------------------------------
     async def publish(
@@ -274,42 +184,16 @@ class Bus:
         up to that many requests at once (e.g. slow outside peers: one room's worklist query
         must not wait for another's), further requests wait for a free slot.
         """
-        slots = asyncio.Semaphore(concurrency) if concurrency > 1 else None
-
-        async def on_msg(msg: Msg) -> None:
-            if slots is None:
-                await answer(msg)
-                return
-            await slots.acquire()
-            task = asyncio.create_task(answer(msg))
-            self._tasks.add(task)
-
-            def finished(done: asyncio.Task[None]) -> None:
-                self._tasks.discard(done)
-                slots.release()
-
-            task.add_done_callback(finished)
-
-        async def answer(msg: Msg) -> None:
-            try:
-                request = request_type.from_bytes(msg.data)
-            except ValueError as exc:
-                await rpc.respond(self.nc, msg, Reply(ok=False, error=f"bad request: {exc}"))
-                return
-            try:
-                reply = await handler(request)
-            except Exception as exc:
-                log.exception("rpc handler failed", extra=kv(subject=msg.subject))
-                reply = Reply(ok=False, error=f"{type(exc).__name__}: {exc}")
-            await rpc.respond(self.nc, msg, reply)  # chunked when large; never raises
-
-        sub = await self.nc.subscribe(
-            subject or request_type.wildcard(), queue=queue or self.name, cb=on_msg
+        sub = await rpc.serve(
+            self.nc,
+            subject or request_type.wildcard(),
+            queue or self.name,
+            request_type,
+            handler,
+            concurrency,
+            self._tasks,
         )
         self._subs.append(sub)
-        # The SUB travels asynchronously: flush so the server knows us before serve() returns,
-        # else a request sent right after gets "no responders".
-        await self.nc.flush()
 
     async def subscribe_events(
         self, subject: str, handler: Callable[[Msg], Awaitable[None]]
@@ -344,11 +228,14 @@ class Bus:
         a loop that fails (the consumer cannot be created yet, a bus error) or ends is
         restarted with backoff and counted (`consumer_restarts`, cinebridge_task_restarts_total)."""
         tasks = []
+        loop = functools.partial(
+            consume_loop, self.js, spec, model, handler, self.publish, self.ensure_consumer
+        )
         for n in range(spec.workers):
             task = asyncio.create_task(
                 supervised(
                     spec.durable,
-                    functools.partial(self._consume_loop, spec, model, handler),
+                    loop,
                     restarts=self._consumer_restarts,
                 ),
                 name=f"{spec.durable}-{n}",
@@ -357,147 +244,6 @@ class Bus:
             task.add_done_callback(self._tasks.discard)
             tasks.append(task)
         return tasks
-
-    async def _consume_loop(
-        self, spec: ConsumerSpec, model: type[M], handler: Callable[[M, Delivery], Awaitable[None]]
-    ) -> None:
-        await self.ensure_consumer(spec)
-        sub = None
-        try:
-            while True:
-                try:
-                    if sub is None:
-                        sub = await self.js.pull_subscribe_bind(spec.durable, spec.stream)
-                    msgs = await sub.fetch(spec.batch, timeout=2.0)
-                except NatsTimeoutError:
-                    continue
-                except asyncio.CancelledError:
-                    raise
-                except TimeoutError:
-                    # nats.py lets a bare TimeoutError out of a fetch now and then when several
-                    # processes pull on one durable with nothing to deliver: not a failure, but
-                    # the subscription is rebuilt in case it is one (nats.py #504), quietly.
-                    log.debug("fetch timed out, resubscribing", extra=kv(durable=spec.durable))
-                    await _unsubscribe(sub)
-                    sub = None
-                    continue
-                except (NotFoundError, Exception) as exc:
-                    # nats.py #504: pull subscriptions may not survive a server restart; rebuild.
-                    log.warning(
-                        "fetch failed, resubscribing",
-                        extra=kv(durable=spec.durable, error=repr(exc)),
-                    )
-                    await _unsubscribe(sub)
-                    sub = None
-                    await asyncio.sleep(1.0)
-                    with contextlib.suppress(Exception):
-                        await self.ensure_consumer(spec)
-                    continue
-                for msg in msgs:
-                    try:
-                        await self._handle(spec, model, handler, msg)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as exc:
-                        # The handler ran, but its ack, nak or dead letter did not reach the
-                        # server (a NATS restart, a timeout). Nothing is lost: unsettled, the
-                        # message comes back after ack_wait, and handlers are idempotent. The
-                        # loop must live on, or the consumer would be dead until a restart.
-                        log.warning(
-                            "settling a message failed; it will be redelivered",
-                            extra=kv(durable=spec.durable, error=repr(exc)),
-                        )
-        finally:
-            # A pull subscription left registered makes `drain()` wait its full 30 s timeout.
-            await _unsubscribe(sub)
-
-    async def _handle(
-        self,
-        spec: ConsumerSpec,
-        model: type[M],
-        handler: Callable[[M, Delivery], Awaitable[None]],
-        msg: Msg,
-    ) -> None:
-        delivery = Delivery(msg, spec)
-        try:
-            message = model.from_bytes(msg.data)
-        except ValueError as exc:
-            await self._dead_letter(spec, delivery, f"undecodable {model.__name__}: {exc}")
-            return
-        try:
-            with HANDLE_SECONDS.labels(spec.durable).time():
-                await handler(message, delivery)
-        except Poison as exc:
-            HANDLED.labels(spec.durable, "poison").inc()
-            await self._dead_letter(spec, delivery, exc.reason)
-        except asyncio.CancelledError:
-            # Shutting down mid-message: let it be redelivered at once to another worker.
-            with contextlib.suppress(Exception):
-                await msg.nak()
-            raise
-        except Exception as exc:
-            reason = exc.reason if isinstance(exc, Retry) else f"{type(exc).__name__}: {exc}"
-            HANDLED.labels(spec.durable, "retry").inc()
-            if delivery.last_attempt:
-                await self._dead_letter(
-                    spec, delivery, f"gave up after {delivery.attempt} deliveries: {reason}"
-                )
-                return
-            delay = exc.delay if isinstance(exc, Retry) and exc.delay is not None else None
-            if delay is None:
-                steps = spec.backoff_s
-                delay = steps[min(delivery.attempt - 1, len(steps) - 1)]
-                delay *= random.uniform(0.8, 1.2)  # jitter: retries of a batch spread out
-            # A message's first failure is a warning; its later retries (an outage makes
-            # hundreds) are debug lines, and giving up is an error with the reason.
-            log.log(
-                logging.WARNING if delivery.attempt == 1 else logging.DEBUG,
-                "handler failed, retrying",
-                extra=kv(
-                    durable=spec.durable,
-                    attempt=delivery.attempt,
-                    delay_s=round(delay, 2),
-                    reason=reason,
-                ),
-            )
-            with contextlib.suppress(Exception):
-                await msg.nak(delay=delay)
-        else:
-            HANDLED.labels(spec.durable, "ack").inc()
-            await msg.ack_sync()
-
-    async def _dead_letter(self, spec: ConsumerSpec, delivery: Delivery, reason: str) -> None:
-        meta = delivery.msg.metadata
-        letter = DeadLetter(
-            stream=spec.stream,
-            consumer=spec.durable,
-            original_subject=delivery.msg.subject,
-            stream_seq=int(meta.sequence.stream),
-            deliveries=delivery.attempt,
-            reason=reason[:2000],
-            payload=delivery.msg.data.decode(errors="replace")[:100_000],
-        )
-        log.error(
-            "dead letter", extra=kv(durable=spec.durable, seq=letter.stream_seq, reason=reason)
-        )
-        # The letter goes to the JetStream DLQ first, which needs no database (the mirror
-        # consumer copies it into `dead_letters` when PostgreSQL answers), and the message is
-        # only then terminated. On a last delivery JetStream will not redeliver, so the publish
-        # is retried until it is acknowledged, keeping the message in progress meanwhile.
-        msg_id = f"dlq-{spec.stream}-{spec.durable}-{letter.stream_seq}"
-        failures = 0
-        while True:
-            try:
-                await self.publish(letter, msg_id=msg_id, attempts=3)
-                break
-            except BusError as exc:
-                failures += 1
-                if failures == 1:
-                    log.warning("dead letter not stored yet", extra=kv(error=str(exc)))
-                with contextlib.suppress(Exception):
-                    await delivery.msg.in_progress()
-                await asyncio.sleep(min(5.0, 0.5 * failures))
-        await delivery.msg.term()
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -24,19 +24,20 @@ import contextlib
 import logging
 import time
 import uuid
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from .gcpause import gc_paused
 from .logging import kv
-from .messages.base import Reply
+from .messages.base import Reply, Request
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Reply)
+Q = TypeVar("Q", bound=Request)
 
 ACCEPT_CHUNKS = "Cb-Accept-Chunks"
 CHUNK = "Cb-Chunk"
@@ -56,24 +57,20 @@ class ReplyError(RuntimeError):
     """A reply did not arrive whole (no responder, timeout, missing chunk); says why."""
 
 
-#: Replies at least this large are parsed in a worker thread with the cyclic GC paused.
+#: Replies at least this large are parsed in a worker thread.
 LARGE_REPLY = 1 << 20
 #: How long a request keeps asking while the bus says nobody serves its subject.
 NO_RESPONDERS_GRACE_S = 2.0
 
 
 async def decode(reply_type: type[R], data: bytes) -> R:
-    """The reply model from its bytes. A large one (a 5,000-entry worklist answer is ~20 MB
-    of nested JSON) is parsed in a thread, so the event loop keeps serving, with the cyclic
-    collector paused (`gcpause`: three times faster; the parsed tree holds no cycles)."""
+    """The reply model from its bytes. A large one is parsed in a thread, so the event loop
+    keeps serving. The cyclic collector stays on here: the one large reply measured to need
+    the pause, the worklist's, is parsed by the gateway's page store, which pauses it itself
+    (`gcpause`, `bench/worklist.py`)."""
     if len(data) < LARGE_REPLY:
         return reply_type.from_bytes(data)
-
-    def parse() -> R:
-        with gc_paused():
-            return reply_type.from_bytes(data)
-
-    return await asyncio.to_thread(parse)
+    return await asyncio.to_thread(reply_type.from_bytes, data)
 
 
 def chunk_size(nc: NatsClient) -> int:
@@ -219,3 +216,52 @@ async def _send_chunks(nc: NatsClient, inbox: str, payload: bytes, size: int) ->
         "rpc reply sent in chunks",
         extra=kv(bytes=len(payload), chunks=count, ms=round((time.monotonic() - started) * 1e3)),
     )
+
+
+async def serve(
+    nc: NatsClient,
+    subject: str,
+    queue: str,
+    request_type: type[Q],
+    handler: Callable[[Q], Awaitable[Reply]],
+    concurrency: int,
+    tasks: set[asyncio.Task[None]],
+) -> Any:
+    """Answer requests of one type on `subject` (queue group `queue`); a handler error becomes
+    Reply(ok=False, error=reason); replies of any size go out through `respond`. With
+    `concurrency` > 1 up to that many are answered at once, their tasks kept in `tasks` (the
+    bus cancels them on close). Returns the subscription."""
+    slots = asyncio.Semaphore(concurrency) if concurrency > 1 else None
+
+    async def on_msg(msg: Msg) -> None:
+        if slots is None:
+            await answer(msg)
+            return
+        await slots.acquire()
+        task = asyncio.create_task(answer(msg))
+        tasks.add(task)
+
+        def finished(done: asyncio.Task[None]) -> None:
+            tasks.discard(done)
+            slots.release()
+
+        task.add_done_callback(finished)
+
+    async def answer(msg: Msg) -> None:
+        try:
+            request = request_type.from_bytes(msg.data)
+        except ValueError as exc:
+            await respond(nc, msg, Reply(ok=False, error=f"bad request: {exc}"))
+            return
+        try:
+            reply = await handler(request)
+        except Exception as exc:
+            log.exception("rpc handler failed", extra=kv(subject=msg.subject))
+            reply = Reply(ok=False, error=f"{type(exc).__name__}: {exc}")
+        await respond(nc, msg, reply)  # chunked when large; never raises
+
+    sub = await nc.subscribe(subject, queue=queue, cb=on_msg)
+    # The SUB travels asynchronously: flush so the server knows us before serve() returns,
+    # else a request sent right after gets "no responders".
+    await nc.flush()
+    return sub

@@ -28,6 +28,7 @@ from .bus import DLQ, Bus, BusError, ConsumerSpec, Delivery, Retry
 from .db import DB_DOWN, create_pool, migrate
 from .health import HealthServer
 from .logging import kv
+from .messages.base import Message, Reply, Request
 from .messages.service import DeadLetter, ServiceHeartbeat, ServiceState
 from .outbox import OutboxRelay
 from .settings import ServiceSettings
@@ -37,6 +38,11 @@ from .supervise import supervised
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: A handler's dependencies, a message, a request and a reply (the binding helpers' types).
+D = TypeVar("D")
+M = TypeVar("M", bound=Message)
+Q = TypeVar("Q", bound=Request)
+R = TypeVar("R", bound=Reply)
 #: Dependency probes: how often, and how long one may take before it counts as down.
 PROBE_INTERVAL_S = 1.0
 PROBE_TIMEOUT_S = 2.0
@@ -110,6 +116,27 @@ class ServiceContext:
         self.dependencies = Dependencies()
         self.restarts = [0]
         self._background: list[asyncio.Task[Any]] = []
+
+    @staticmethod
+    def bind_rpc(handler: Callable[[Q, D], Awaitable[R]], deps: D) -> Callable[[Q], Awaitable[R]]:
+        """A table's `handle_<x>(request, deps)` as the one-argument answer `bus.serve` calls."""
+
+        async def answer(request: Q) -> R:
+            return await handler(request, deps)
+
+        return answer
+
+    @staticmethod
+    def bind_job(
+        handler: Callable[[M, Delivery, D], Awaitable[None]], deps: D
+    ) -> Callable[[M, Delivery], Awaitable[None]]:
+        """A table's `handle_<x>(msg, delivery, deps)` as the handler `bus.start_consumer`
+        calls with the message and its delivery."""
+
+        async def handle(msg: M, delivery: Delivery) -> None:
+            await handler(msg, delivery, deps)
+
+        return handle
 
     async def __aenter__(self) -> ServiceContext:
         await self.stack.__aenter__()

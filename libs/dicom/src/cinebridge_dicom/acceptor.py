@@ -9,8 +9,12 @@ peer announces is checked before anything is allocated or read; a C-STORE data s
 the application's `StoreSink` as its fragments arrive, never held whole.
 
 DIMSE requests go to the handlers bound per event (`events.Evt`); a request nobody handles is a
-protocol error and aborts the association (PS3.8 9.3.8). Asynchronous operations are not
-offered (PS3.7 D.3.3.3: leaving the item out of the A-ASSOCIATE-AC declines it), and user
+protocol error and aborts the association (PS3.8 9.3.8). A C-FIND handler is a generator: each
+match it yields goes out as a pending response at once, and between two responses the socket
+is looked at without blocking, so a C-CANCEL-RQ (PS3.7 9.3.2.3) ends the operation with status
+Cancel (FE00) instead of the next match; the handler sees `is_cancelled` and its generator is
+closed. Another request before the final response is a protocol error. Asynchronous operations
+are not offered (PS3.7 D.3.3.3: leaving the item out of the A-ASSOCIATE-AC declines it), and user
 identity negotiation is read past and never answered (PS3.7 D.3.3.7: the requestor then knows
 the identity was not used).
 """
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 from . import dimse, negotiation, pdu
 from .connection import Closed, Connection, TooSlow
 from .events import Evt, Handler, Rejection, StoreSink
-from .fsm import AbortReason, Event, Primitive, ProviderRejection, State, StateMachine
+from .fsm import PDU_EVENT, AbortReason, Event, Primitive, ProviderRejection, State, StateMachine
 
 #: A command set is a handful of elements; more than this is not a command set.
 MAX_COMMAND_BYTES = 1 << 16
@@ -37,6 +41,10 @@ MAX_ASSOCIATE_RQ = 1 << 20
 STATUS_SUCCESS = 0x0000
 #: C-ECHO-RSP status when the context is not Verification: SOP class not supported (PS3.7 C.4).
 STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122
+#: C-FIND: matching ended by a C-CANCEL (PS3.4 C.4.1.1.4, PS3.7 9.1.2.1.6).
+STATUS_CANCEL = 0xFE00
+#: Pending statuses of a C-FIND response (PS3.4 C.4.1.1.4).
+PENDING = frozenset({0xFF00, 0xFF01})
 VERIFICATION = "1.2.840.10008.1.1"
 
 
@@ -64,6 +72,16 @@ class AcceptorPolicy:
     max_request_data_set: int = 1 << 24
     #: Abstract syntaxes whose requestor may take the SCP role too (negotiation.negotiate).
     both_roles: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A complete non-C-STORE request, answered once the PDU that completed it is consumed."""
+
+    context: pdu.ContextResult
+    command: dimse.Command
+    handler: Handler
+    data_set: bytes | None
 
 
 @dataclass
@@ -111,6 +129,10 @@ class AcceptorAssociation:
         #: Message IDs of the requests this acceptor sent whose responses are still due.
         self._requests: set[int] = set()
         self._message_id = 0
+        self._ready: _Ready | None = None
+        #: Message ID of the C-FIND being answered, and whether a C-CANCEL named it.
+        self._finding: int | None = None
+        self.is_cancelled = False
 
     # ------------------------------------------------------------------ fsm.Transport, ServiceUser
 
@@ -197,7 +219,7 @@ class AcceptorAssociation:
 
     def _receive(self, header: bytes) -> None:
         kind, _, length = struct.unpack(">BBL", header)
-        event = _PDU_EVENT.get(kind)
+        event = PDU_EVENT.get(kind)
         deadline = self.fsm.clock() + self.policy.pdu_timeout_s
         if self.fsm.artim_deadline is not None:
             deadline = min(deadline, self.fsm.artim_deadline)
@@ -210,6 +232,9 @@ class AcceptorAssociation:
                 )
             self.fsm.fire(event, length)  # DT-2: the P-DATA indication reads the PDVs
             self._p_data(length, deadline)
+            ready, self._ready = self._ready, None
+            if ready is not None:  # the PDU is consumed: the next bytes are a new PDU
+                self._answer(ready)
             return
         if self.fsm.state is State.STA13 or (event is Event.EVT10):
             # Only the header matters: AA-6 ignores the PDU, AA-1/AA-7/AA-8 abort.
@@ -332,9 +357,16 @@ class AcceptorAssociation:
             self._notify(Evt.RESPONSE, context, command)
             return
         if command.field == dimse.C_CANCEL_RQ:
-            # The C-FIND it cancels was answered whole before this was read (one thread per
-            # association); a C-CANCEL may arrive after the final response (PS3.7 9.3.2.3).
+            # PS3.7 9.3.2.3: it names the C-FIND in Message ID Being Responded To. One that
+            # arrives after the final response, or names another message, changes nothing.
+            if command.message_id == self._finding:
+                self.is_cancelled = True
             return
+        if self._finding is not None or self._ready is not None:
+            raise pdu.ProtocolError(
+                f"request 0x{command.field:04X} while message {self._finding} is being answered"
+                " (no asynchronous operations window was negotiated)"
+            )
         event = _REQUEST_EVENT.get(command.field)
         handler = self.handlers.get(event) if event is not None else None
         if command.field == dimse.C_ECHO_RQ and not command.has_data_set:
@@ -356,7 +388,7 @@ class AcceptorAssociation:
         elif command.has_data_set:
             self._pending = _Pending(context, command, None, bytearray())
         else:
-            self._answer(context, command, handler, None)
+            self._expect_answer(_Ready(context, command, handler, None))
 
     def _data_fragment(
         self, context: pdu.ContextResult, size: int, last: bool, deadline: float
@@ -381,18 +413,42 @@ class AcceptorAssociation:
             self.respond(context, dimse.response_to(pending.command, status))
             return
         event = _REQUEST_EVENT[pending.command.field]
-        self._answer(context, pending.command, self.handlers[event], bytes(pending.data or b""))
+        data = bytes(pending.data or b"")
+        self._expect_answer(_Ready(context, pending.command, self.handlers[event], data))
 
-    def _answer(
-        self,
-        context: pdu.ContextResult,
-        command: dimse.Command,
-        handler: Handler,
-        data_set: bytes | None,
-    ) -> None:
-        for status, identifier in handler(self, context, command, data_set):
-            rsp = dimse.response_to(command, status, has_data_set=identifier is not None)
-            self.respond(context, rsp, identifier)
+    def _expect_answer(self, ready: _Ready) -> None:
+        self._ready = ready
+        if ready.command.field == dimse.C_FIND_RQ:
+            self._finding, self.is_cancelled = ready.command.message_id, False
+
+    def _answer(self, ready: _Ready) -> None:
+        """The handler's responses as it yields them; a C-FIND's pending ones stop at a
+        C-CANCEL (FE00), or when the association ends meanwhile (A-ABORT: nothing more)."""
+        context, command = ready.context, ready.command
+        responses = iter(ready.handler(self, context, command, ready.data_set))
+        try:
+            for status, identifier in responses:
+                if self._finding is not None and not self._still_wanted():
+                    break
+                rsp = dimse.response_to(command, status, has_data_set=identifier is not None)
+                self.respond(context, rsp, identifier)
+                if status not in PENDING:
+                    return
+        finally:
+            close = getattr(responses, "close", None)
+            if close is not None:
+                close()  # the generator's own cleanup (a cursor, a file) runs now
+            cancelled, self._finding = self.is_cancelled, None
+        if cancelled and self.fsm.state is State.STA6:
+            self.respond(context, dimse.response_to(command, STATUS_CANCEL))
+
+    def _still_wanted(self) -> bool:
+        """Read whatever the requestor sent meanwhile (a C-CANCEL-RQ, an A-ABORT…) without
+        waiting; False once the C-FIND was cancelled or the association is no longer up."""
+        while not self.is_cancelled and self.fsm.state is State.STA6 and self.conn.readable():
+            header = self.conn.read(6, self._deadline_for_header())
+            self._receive(header)
+        return not self.is_cancelled and self.fsm.state is State.STA6
 
     def respond(
         self, context: pdu.ContextResult, command: bytes, data_set: bytes | None = None
@@ -447,15 +503,6 @@ def _rj(rejection: Rejection) -> bytes:
     return pdu.associate_rj(rejection.result, rejection.source, rejection.reason)
 
 
-_PDU_EVENT = {
-    pdu.ASSOCIATE_RQ: Event.EVT6,
-    pdu.ASSOCIATE_AC: Event.EVT3,
-    pdu.ASSOCIATE_RJ: Event.EVT4,
-    pdu.P_DATA_TF: Event.EVT10,
-    pdu.RELEASE_RQ: Event.EVT12,
-    pdu.RELEASE_RP: Event.EVT13,
-    pdu.ABORT: Event.EVT16,
-}
 _REQUEST_EVENT = {
     dimse.C_ECHO_RQ: Evt.C_ECHO,
     dimse.C_STORE_RQ: Evt.C_STORE,

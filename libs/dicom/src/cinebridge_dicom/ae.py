@@ -20,11 +20,12 @@ from __future__ import annotations
 import contextlib
 import socket
 import socketserver
+import ssl
 import struct
 import threading
 from collections.abc import Mapping, Sequence
 
-from . import pdu, requestor
+from . import pdu, requestor, tls
 from .acceptor import MAX_ASSOCIATE_RQ, AcceptorAssociation, AcceptorPolicy
 from .events import Binding, Evt, Handler, binding_table
 
@@ -66,7 +67,11 @@ class ApplicationEntity:
         port: int,
         ae_title: str,
         roles: Mapping[str, tuple[int, int]] | None = None,
+        *,
+        tls: ssl.SSLContext | None = None,
     ) -> requestor.Association:
+        """An established association (DICOM TLS when `tls`, see `tls.client_context`); `roles`
+        proposes SCU/SCP role selection per abstract syntax (PS3.7 D.3.3.4)."""
         settings = requestor.Settings(
             calling_ae=self.ae_title,
             called_ae=ae_title,
@@ -77,6 +82,7 @@ class ApplicationEntity:
             acse_s=self.acse_timeout_s,
             network_s=self.network_timeout_s,
             dimse_s=self.dimse_timeout_s,
+            tls=tls,
         )
         return requestor.Association.request(host, port, settings, self.requested_contexts, roles)
 
@@ -95,8 +101,15 @@ class ApplicationEntity:
             dimse_timeout_s=self.dimse_timeout_s,
         )
 
-    def start_server(self, address: tuple[str, int], evt_handlers: Sequence[Binding]) -> Server:
-        server = Server(address, self.policy(), binding_table(evt_handlers))
+    def start_server(
+        self,
+        address: tuple[str, int],
+        evt_handlers: Sequence[Binding],
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> Server:
+        """Listen on `address` (DICOM TLS when `ssl_context`, see `tls.server_context`)."""
+        server = Server(address, self.policy(), binding_table(evt_handlers), ssl_context)
         thread = threading.Thread(target=server.serve_forever, name="dicom-server", daemon=True)
         thread.start()
         return server
@@ -112,6 +125,7 @@ class _Handler(socketserver.BaseRequestHandler):
         header = b""
         sock.settimeout(policy.acse_timeout_s)
         with contextlib.suppress(OSError):  # Sta2: closed, or ARTIM expired (AA-5, AA-2)
+            tls.handshake(sock, policy.acse_timeout_s)  # a refused handshake: closed
             while len(header) < 6:
                 chunk = sock.recv(6 - len(header))  # exactly the header: the rest is the RQ's
                 if not chunk:
@@ -144,13 +158,24 @@ class Server(socketserver.ThreadingTCPServer):
     block_on_close = False
 
     def __init__(
-        self, address: tuple[str, int], policy: AcceptorPolicy, handlers: Mapping[Evt, Handler]
+        self,
+        address: tuple[str, int],
+        policy: AcceptorPolicy,
+        handlers: Mapping[Evt, Handler],
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.policy = policy
+        self.ssl_context = ssl_context
         self.handlers = handlers
         self.lock = threading.Lock()
         self.active: set[AcceptorAssociation] = set()
         super().__init__(address, _Handler)
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        client, address = self.socket.accept()
+        if self.ssl_context is not None:
+            client = tls.accept(self.ssl_context, client)
+        return client, address
 
     @property
     def port(self) -> int:

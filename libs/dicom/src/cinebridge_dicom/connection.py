@@ -8,7 +8,9 @@ a connection the peer closed (or that broke) raises `Closed`.
 
 from __future__ import annotations
 
+import select
 import socket
+import ssl
 import time
 from collections.abc import Callable
 
@@ -16,6 +18,8 @@ from collections.abc import Callable
 SMALL = 1 << 16
 #: Largest read of data set bytes; this buffer is allocated at an association's first data set.
 CHUNK = 1 << 18
+#: The most buffers one sendmsg takes (Linux UIO_MAXIOV is 1024).
+IOV_MAX = 512
 
 
 class Closed(Exception):
@@ -97,8 +101,38 @@ class Connection:
             sink(big[:count])
             n -= count
 
+    def readable(self) -> bool:
+        """Whether bytes wait to be read (buffered here, in TLS, or on the socket), without
+        blocking: a peer's closing counts, the read then raises `Closed`."""
+        if self._end > self._start:
+            return True
+        sock = self.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        try:
+            ready, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):  # closed meanwhile: the read says so
+            return True
+        return bool(ready)
+
     def send(self, data: bytes) -> None:
         try:
             self.sock.sendall(data)
         except OSError as exc:
             raise Closed(str(exc)) from exc
+
+
+def send_gathered(sock: socket.socket, buffers: list[bytes | memoryview]) -> None:
+    """Send every buffer with as few system calls as possible (sendmsg may send part); TLS
+    sockets cannot gather, and copying is cheap next to encryption."""
+    if isinstance(sock, ssl.SSLSocket):
+        sock.sendall(b"".join(buffers))
+        return
+    views = [memoryview(b) for b in buffers]
+    while views:
+        sent = sock.sendmsg(views[:IOV_MAX])
+        while views and sent >= len(views[0]):
+            sent -= len(views[0])
+            views.pop(0)
+        if sent:
+            views[0] = views[0][sent:]

@@ -469,3 +469,14 @@ _ACTIONS: dict[str, Callable[[StateMachine, object], State]] = {
     "AA-7": _aa_7,
     "AA-8": _aa_8,
 }
+
+#: PS3.8 Table 9-2: the event each received PDU type is (an unrecognised type is Evt19).
+PDU_EVENT = {
+    pdu.ASSOCIATE_RQ: Event.EVT6,
+    pdu.ASSOCIATE_AC: Event.EVT3,
+    pdu.ASSOCIATE_RJ: Event.EVT4,
+    pdu.P_DATA_TF: Event.EVT10,
+    pdu.RELEASE_RQ: Event.EVT12,
+    pdu.RELEASE_RP: Event.EVT13,
+    pdu.ABORT: Event.EVT16,
+}

@@ -186,6 +186,14 @@ def p_data_header(context_id: int, control: int, size: int) -> bytes:
     return struct.pack(">BBIIBB", P_DATA_TF, 0, size + 6, size + 2, context_id, control)
 
 
+def p_data_gathered(
+    context_id: int, control: int, data: bytes | memoryview
+) -> list[bytes | memoryview]:
+    """A P-DATA-TF PDU holding one PDV as two buffers to send gathered: its headers, then the
+    data as it is (not copied)."""
+    return [p_data_header(context_id, control, len(data)), data]
+
+
 def p_data(context_id: int, control: int, data: bytes) -> bytes:
     """A P-DATA-TF PDU holding one PDV."""
     return p_data_header(context_id, control, len(data)) + data

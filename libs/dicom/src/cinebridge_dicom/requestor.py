@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import io
 import socket
-import ssl
 import struct
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,82 +22,40 @@ from dataclasses import dataclass
 from typing import BinaryIO, NoReturn
 
 from . import dimse, pdu
-from .fsm import AbortReason, Event, Primitive, State, StateMachine
+from .connection import send_gathered
+from .fsm import PDU_EVENT, AbortReason, Event, Primitive, State, StateMachine
+from .requestor_types import (
+    DEFAULT_MAX_PDU,
+    Aborted,
+    AssociationError,
+    Context,
+    Expired,
+    Message,
+    Rejected,
+    Settings,
+)
 
-#: Largest P-DATA we accept unless told otherwise, announced in A-ASSOCIATE-RQ (PS3.8 D.1).
-DEFAULT_MAX_PDU = 1 << 20
+__all__ = [
+    "DEFAULT_MAX_PDU",
+    "Aborted",
+    "Association",
+    "AssociationError",
+    "Context",
+    "Expired",
+    "Message",
+    "Rejected",
+    "Settings",
+]
+
 #: Piece size when the peer announces no limit (max length 0, PS3.8 D.1.1).
 UNLIMITED_PIECE = 1 << 20
 #: Any PDU but P-DATA-TF longer than this is refused (an A-ASSOCIATE-AC is a few KB).
 MAX_OTHER_PDU = 1 << 20
 MAX_COMMAND = 1 << 16
-#: Bytes read from a file at once, and the most buffers one sendmsg takes (Linux UIO_MAXIOV 1024).
+#: Bytes read from a file at once.
 _BLOCK = 1 << 20
-_IOV_MAX = 512
 #: The Verification SOP Class (PS3.4 A.4).
 VERIFICATION = "1.2.840.10008.1.1"
-
-
-class AssociationError(Exception):
-    """The association failed or broke; `transient` says whether trying later may help."""
-
-    def __init__(self, reason: str, *, transient: bool = True) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.transient = transient
-
-
-class Rejected(AssociationError):
-    """A-ASSOCIATE-RJ, or no proposed presentation context accepted."""
-
-
-class Aborted(AssociationError):
-    """A-ABORT from the peer, an unexpected or invalid PDU, or the connection lost."""
-
-
-class Expired(AssociationError):
-    """A deadline passed while waiting for the peer."""
-
-
-@dataclass(frozen=True)
-class Context:
-    id: int
-    abstract_syntax: str
-    transfer_syntax: str
-
-
-@dataclass(frozen=True)
-class Message:
-    """One complete DIMSE message received: its command set and data set (if any)."""
-
-    command: dimse.Command
-    dataset: bytes | None
-
-    @property
-    def field(self) -> int:
-        return self.command.field
-
-    @property
-    def status(self) -> int | None:
-        return self.command.status
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What one association asks for and how long it waits (PS3.8 9.1.5 ARTIM; DIMSE)."""
-
-    calling_ae: str
-    called_ae: str
-    implementation_class_uid: str
-    implementation_version_name: str
-    max_pdu: int = DEFAULT_MAX_PDU
-    connect_s: float = 10.0
-    acse_s: float = 10.0
-    network_s: float = 60.0
-    dimse_s: float = 120.0
-    #: Largest data set of one response (C-FIND identifier, N-* attribute list).
-    max_dataset: int = 4 << 20
-    tls: ssl.SSLContext | None = None
 
 
 class Association:
@@ -140,11 +97,11 @@ class Association:
         self.sock = sock
 
     def send(self, data: object) -> None:
-        """DT-1 and every other PDU: one buffer, or a list of them gathered (`_gather`)."""
+        """DT-1 and every other PDU: one buffer, or a list of them (`send_gathered`)."""
         sock = self.sock
         assert sock is not None
         if isinstance(data, list):
-            _gather(sock, data)
+            send_gathered(sock, data)
         else:
             assert isinstance(data, bytes)
             sock.sendall(data)
@@ -347,19 +304,21 @@ class Association:
         pending: list[bytes | memoryview] = []
         for start in range(0, len(command), self.piece):
             last = start + self.piece >= len(command)
-            pending += _pdv(context.id, 0x03 if last else 0x01, command[start : start + self.piece])
+            pending += pdu.p_data_gathered(
+                context.id, 0x03 if last else 0x01, command[start : start + self.piece]
+            )
         block_size = self.piece * max(1, _BLOCK // self.piece)
         try:
             block = source.read(block_size) if source is not None else b""
             if source is not None and not block:
-                pending += _pdv(context.id, 0x02, b"")
+                pending += pdu.p_data_gathered(context.id, 0x02, b"")
             while block:
                 assert source is not None
                 following = source.read(block_size)
                 view = memoryview(block)
                 for start in range(0, len(view), self.piece):
                     last = not following and start + self.piece >= len(view)
-                    pending += _pdv(
+                    pending += pdu.p_data_gathered(
                         context.id, 0x02 if last else 0x00, view[start : start + self.piece]
                     )
                 self._p_data(pending)
@@ -483,7 +442,7 @@ class Association:
 
     def _abort_on(self, kind: int, body: bytes) -> NoReturn:
         """A PDU other than P-DATA-TF where a DIMSE message was awaited."""
-        event = _PDU_EVENT.get(kind, Event.EVT19)
+        event = PDU_EVENT.get(kind, Event.EVT19)
         payload = AbortReason(2, pdu.UNRECOGNISED_PDU) if event is Event.EVT19 else body
         self.fsm.fire(event, payload)
         indicated, self._indicated = self._indicated, None
@@ -501,7 +460,7 @@ class Association:
         while self.fsm.state is State.STA13:
             try:
                 kind, _ = self._next_pdu(self.fsm.artim_deadline or time.monotonic())
-                self.fsm.fire(_PDU_EVENT.get(kind, Event.EVT19))
+                self.fsm.fire(PDU_EVENT.get(kind, Event.EVT19))
             except (Expired, pdu.ProtocolError):
                 # ARTIM expired, or a peer sending garbage while we wait: AA-2 closes.
                 self.fsm.fire(Event.EVT18)
@@ -522,7 +481,7 @@ class Association:
         with contextlib.suppress(AssociationError, OSError, pdu.ProtocolError):
             while self.fsm.state not in (State.STA1, State.STA13):
                 kind, body = self._next_pdu(deadline)
-                self.fsm.fire(_PDU_EVENT.get(kind, Event.EVT19), body)
+                self.fsm.fire(PDU_EVENT.get(kind, Event.EVT19), body)
                 if self.fsm.state is State.STA9:
                     self.fsm.fire(Event.EVT14)  # AR-9: our A-RELEASE-RP, then await theirs
         if self.fsm.state not in (State.STA1, State.STA13):
@@ -541,35 +500,3 @@ class Association:
         with contextlib.suppress(AssociationError):
             self._await_close()
         self.close()
-
-
-def _gather(sock: socket.socket, buffers: list[bytes | memoryview]) -> None:
-    """Send every buffer with as few system calls as possible (sendmsg may send part); TLS
-    sockets cannot gather, and copying is cheap next to encryption."""
-    if isinstance(sock, ssl.SSLSocket):
-        sock.sendall(b"".join(buffers))
-        return
-    views = [memoryview(b) for b in buffers]
-    while views:
-        sent = sock.sendmsg(views[:_IOV_MAX])
-        while views and sent >= len(views[0]):
-            sent -= len(views[0])
-            views.pop(0)
-        if sent:
-            views[0] = views[0][sent:]
-
-
-def _pdv(context_id: int, control: int, data: bytes | memoryview) -> list[bytes | memoryview]:
-    """A P-DATA-TF PDU holding one PDV (PS3.8 9.3.5): its header, then the data as it is."""
-    return [pdu.p_data_header(context_id, control, len(data)), data]
-
-
-_PDU_EVENT = {
-    pdu.ASSOCIATE_RQ: Event.EVT6,
-    pdu.ASSOCIATE_AC: Event.EVT3,
-    pdu.ASSOCIATE_RJ: Event.EVT4,
-    pdu.P_DATA_TF: Event.EVT10,
-    pdu.RELEASE_RQ: Event.EVT12,
-    pdu.RELEASE_RP: Event.EVT13,
-    pdu.ABORT: Event.EVT16,
-}

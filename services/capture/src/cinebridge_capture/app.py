@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from cinebridge_common.logging import kv
-from cinebridge_common.messages.base import Message, Reply
+from cinebridge_common.messages.base import Message
 from cinebridge_common.service import ServiceContext
 
 from . import repository as repo
-from .handlers import RPC_HANDLERS, Deps, Handler
+from .handlers import RPC_HANDLERS, Deps
 from .keys import InputReader, key_code
 from .preview import PreviewServer, PreviewWorker
 from .recovery import recover_recordings
@@ -60,7 +58,7 @@ async def run(settings: CaptureSettings) -> None:
         deps = Deps(room, preview.url)
         for request_type, handler in RPC_HANDLERS:
             subject = request_type.subject.format(room=room_name)
-            await ctx.bus.serve(request_type, _bind(handler, deps), subject=subject)
+            await ctx.bus.serve(request_type, ctx.bind_rpc(handler, deps), subject=subject)
         ctx.spawn(supervise(room, ctx.stop), "supervise")
         if settings.capture_input_device is not None:
             reader = recording_keys(settings, room)
@@ -68,13 +66,6 @@ async def run(settings: CaptureSettings) -> None:
             ctx.stack.callback(reader.close)
         log.info("room ready", extra=kv(room=room_name, preview=preview.url))
         await ctx.serve_forever()
-
-
-def _bind(handler: Handler, deps: Deps) -> Callable[[Any], Awaitable[Reply]]:
-    async def serve(msg: Any) -> Reply:
-        return await handler(msg, deps)
-
-    return serve
 
 
 def recording_keys(settings: CaptureSettings, room: Room) -> InputReader:

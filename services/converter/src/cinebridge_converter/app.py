@@ -48,10 +48,10 @@ async def run(settings: ConverterSettings) -> None:
     async with ServiceContext("converter", settings) as ctx:
         deps = ConverterDeps(ctx.pool, ctx.store, ctx.bus, settings)
         for durable, model, handler in CONSUMERS:
-            bound: Any = functools.partial(_bind, handler, deps)
+            bound: Any = ctx.bind_job(handler, deps)
             ctx.bus.start_consumer(consumer_spec(durable, model.subject, settings), model, bound)
         for request_type, rpc_handler in RPC:
-            answer = _bind_rpc(rpc_handler, deps)
+            answer = ctx.bind_rpc(rpc_handler, deps)
             await ctx.until_ready(
                 "nats",
                 functools.partial(
@@ -89,14 +89,3 @@ async def _cancel_on_stop(ctx: ServiceContext, deps: ConverterDeps) -> None:
         await ctx.stop.wait()
     finally:
         deps.cancel.set()  # also when the service task itself is cancelled
-
-
-def _bind_rpc(rpc_handler: Any, deps: ConverterDeps) -> Any:
-    async def answer(request: Any) -> Any:
-        return await rpc_handler(request, deps)
-
-    return answer
-
-
-async def _bind(handler: Any, deps: ConverterDeps, msg: Any, delivery: Any) -> None:
-    await handler(msg, delivery, deps)

@@ -11,6 +11,7 @@ from cinebridge_common import commitment as sc
 from cinebridge_common import conformance
 from cinebridge_common.logging import kv
 from cinebridge_common.uids import make_uid
+from cinebridge_dicom import tls
 
 from .acceptor import AcceptorConfig, Limits, StoreSink
 from .commitment import CommitmentService
@@ -54,15 +55,12 @@ def supported_syntaxes() -> dict[str, frozenset[str]]:
 
 
 def tls_context(settings: ScpSettings) -> ssl.SSLContext:
-    """PS3.15 B.12 (BCP 195): TLS 1.2 or later, certificates from files."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    """PS3.15 B.9 (BCP 195) from `cinebridge_dicom.tls`; a client CA bundle makes client
+    certificates required."""
     assert settings.scp_tls_cert is not None and settings.scp_tls_key is not None
-    ctx.load_cert_chain(settings.scp_tls_cert, settings.scp_tls_key)
-    if settings.scp_tls_client_ca is not None:
-        ctx.load_verify_locations(settings.scp_tls_client_ca)
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
+    return tls.server_context(
+        settings.scp_tls_cert, settings.scp_tls_key, client_ca=settings.scp_tls_client_ca
+    )
 
 
 class ScpListener:

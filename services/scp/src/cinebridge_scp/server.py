@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 
 from cinebridge_common.logging import kv
-from cinebridge_dicom import pdu
+from cinebridge_dicom import pdu, tls
 
 from . import metrics
 from .acceptor import AcceptorConfig, Association
@@ -75,9 +75,7 @@ class GatedRequestHandler(socketserver.BaseRequestHandler):
         limits = self.server.config.limits
         deadline = time.monotonic() + limits.acse_timeout_s
         try:
-            if isinstance(sock, ssl.SSLSocket):
-                sock.settimeout(limits.acse_timeout_s)
-                sock.do_handshake()
+            tls.handshake(sock, limits.acse_timeout_s)
             header = _recv_until(sock, 6, deadline)
         except (OSError, ValueError) as exc:
             log.info(
@@ -173,9 +171,7 @@ class ScpServer(socketserver.ThreadingTCPServer):
         client.settimeout(self.config.limits.network_timeout_s)
         if self.ssl_context is not None:
             # The handshake runs in the connection's own thread (gate), not in the accept loop.
-            client = self.ssl_context.wrap_socket(
-                client, server_side=True, do_handshake_on_connect=False
-            )
+            client = tls.accept(self.ssl_context, client)
         return client, address
 
     def handle_error(self, request: object, client_address: object) -> None:

@@ -111,25 +111,14 @@ async def run(settings: SenderSettings) -> None:
         await ctx.until_ready("postgres", lambda: seed_destinations(deps))
         for stream, durable, model, job_handler in CONSUMERS:
             spec = consumer_spec(stream, durable, model.subject, settings)
-            handler: Any = functools.partial(_bind_job, job_handler, deps)
+            handler: Any = ctx.bind_job(job_handler, deps)
             ctx.bus.start_consumer(spec, model, handler)
         for request_type, rpc_handler in RPC:
             await ctx.until_ready(
                 "nats",
-                functools.partial(ctx.bus.serve, request_type, _bind_rpc(rpc_handler, deps)),
+                functools.partial(ctx.bus.serve, request_type, ctx.bind_rpc(rpc_handler, deps)),
             )
         replay: Any = functools.partial(dead_letters.replay_dead_letter, deps=deps)
         ctx.bus.start_consumer(dead_letters.DEAD_LETTERS, DeadLetter, replay)
         ctx.spawn(sweeper(deps, ctx), "sweeper")
         await ctx.serve_forever()
-
-
-def _bind_rpc(rpc_handler: Any, deps: SenderDeps) -> Any:
-    async def answer(request: Any) -> Any:
-        return await rpc_handler(request, deps)
-
-    return answer
-
-
-async def _bind_job(job_handler: Any, deps: SenderDeps, msg: Any, delivery: Any) -> None:
-    await job_handler(msg, delivery, deps)

@@ -26,6 +26,7 @@ from cinebridge_common.messages import Destination
 from cinebridge_common.messages.sender import DeliveryState
 from cinebridge_common.station import load_station_settings
 from cinebridge_common.store import MediaStore, UnsafePath
+from cinebridge_dicom import tls
 
 from . import commitment_repository, metrics, scu, stow
 from . import repository as repo
@@ -72,17 +73,13 @@ async def peer_for(deps: SenderDeps, destination: Destination) -> scu.Peer:
 
 
 def tls_context(settings: SenderSettings) -> ssl.SSLContext:
-    """PS3.15 B.1 secure transport: TLS 1.2+, the peer's certificate checked against the CA."""
-    context = ssl.create_default_context(
-        cafile=str(settings.sender_tls_ca_file) if settings.sender_tls_ca_file else None
+    """PS3.15 B.9 secure transport (`cinebridge_dicom.tls`): the PACS's certificate checked
+    against the CA bundle (the system's when none is set), ours presented when configured."""
+    return tls.client_context(
+        ca_bundle=settings.sender_tls_ca_file,
+        certificate=settings.sender_tls_cert_file,
+        private_key=settings.sender_tls_key_file,
     )
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if settings.sender_tls_cert_file:
-        context.load_cert_chain(
-            str(settings.sender_tls_cert_file),
-            str(settings.sender_tls_key_file) if settings.sender_tls_key_file else None,
-        )
-    return context
 
 
 def _item(deps: SenderDeps, row: repo.DeliveryRow) -> scu.Item:

@@ -9,17 +9,15 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from cinebridge_common.bus import ConsumerSpec, Delivery
 from cinebridge_common.logging import kv
-from cinebridge_common.messages import Reply, Request
 from cinebridge_common.service import ServiceContext
 from cinebridge_common.supervise import every
 
 from . import metrics, mpps_queue
 from . import mpps_repository as mpps_repo
-from .handlers import CONSUMERS, RPC_HANDLERS, Handler, JobHandler
+from .handlers import CONSUMERS, RPC_HANDLERS
 from .lookup import Deps, echo_server
 from .repository import WorklistRepository
 from .settings import WorklistSettings
@@ -37,10 +35,6 @@ def consumer_spec(stream: str, durable: str, subject: str) -> ConsumerSpec:
     if stream == "CB_JOBS":
         return ConsumerSpec(stream, durable, subject, max_deliver=1000, ack_wait_s=60.0, batch=1)
     return ConsumerSpec(stream, durable, subject, max_deliver=20, batch=10, deliver_new_only=True)
-
-
-async def _bind_job(handler: JobHandler, deps: Deps, msg: Any, delivery: Delivery) -> None:
-    await handler(msg, delivery, deps)
 
 
 def mpps_sweeper(deps: Deps, ctx: ServiceContext) -> Callable[[], Awaitable[None]]:
@@ -66,13 +60,6 @@ def mpps_sweeper(deps: Deps, ctx: ServiceContext) -> Callable[[], Awaitable[None
         await every("mpps-sweeper", settings.worklist_mpps_sweep_interval_s, sweep_once, ctx.stop)
 
     return loop
-
-
-def _bind(handler: Handler, deps: Deps) -> Callable[[Request], Awaitable[Reply]]:
-    async def serve(request: Request) -> Reply:
-        return await handler(request, deps)
-
-    return serve
 
 
 class WorklistApp:
@@ -106,7 +93,10 @@ class WorklistApp:
             ctx.detail["servers"] = ",".join(s.id for s in servers)
             for request_type, handler, concurrency in RPC_HANDLERS:
                 await ctx.bus.serve(
-                    request_type, _bind(handler, self.deps), queue=QUEUE, concurrency=concurrency
+                    request_type,
+                    ctx.bind_rpc(handler, self.deps),
+                    queue=QUEUE,
+                    concurrency=concurrency,
                 )
             for stream, durable, model, job_handler in CONSUMERS:
                 spec = consumer_spec(stream, durable, model.subject)
@@ -114,7 +104,7 @@ class WorklistApp:
                 # published from its creation on, so an event sent once we are ready is seen.
                 await ctx.until_ready("nats", functools.partial(ctx.bus.ensure_consumer, spec))
                 ctx.bus.start_consumer(
-                    spec, model, functools.partial(_bind_job, job_handler, self.deps)
+                    spec, model, ctx.bind_job(job_handler, self.deps)
                 )
             self.ready.set()
             ctx.spawn(self._echo_servers(ctx), "worklist-echo")
