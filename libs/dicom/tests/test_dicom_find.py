@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cinebridge_testkit import require_tool
 from cinebridge_dicom import dimse, requestor
 from cinebridge_dicom.acceptor import AcceptorAssociation
 from cinebridge_dicom.ae import ApplicationEntity, Server
 from cinebridge_dicom.events import Evt
+from cinebridge_testkit import require_tool
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cinebridge_testkit import require_tool
-from cinebridge_testkit.certs import Pki, make_pki
 from cinebridge_dicom import requestor, tls
 from cinebridge_dicom.acceptor import AcceptorAssociation
 from cinebridge_dicom.ae import ApplicationEntity, Server
 from cinebridge_dicom.events import Evt
+from cinebridge_testkit import require_tool
+from cinebridge_testkit.certs import Pki, make_pki
 
 VERIFICATION = "1.2.840.10008.1.1"
 ILE = "1.2.840.10008.1.2"

@@ -248,9 +248,9 @@ def test_sender_to_dcmtk_storescp_over_mutual_tls(tmp_path: Path) -> None:
     """PS3.15 B.9: DCMTK's storescp (+tls, BCP 195, client certificate required) receives from
     the sender's TLS context (its CA bundle, certificate and key settings); without our
     certificate the association never starts."""
-    from cinebridge_testkit.certs import make_pki
     from cinebridge_sender.batches import tls_context
     from cinebridge_sender.settings import SenderSettings
+    from cinebridge_testkit.certs import make_pki
 
     pki = make_pki(tmp_path / "pki")
     storescp = DcmtkStorescp(

@@ -18,7 +18,6 @@ import socket
 import struct
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import BinaryIO, NoReturn
 
 from . import dimse, pdu

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from cinebridge_common.bus import ConsumerSpec, Delivery
+from cinebridge_common.bus import ConsumerSpec
 from cinebridge_common.logging import kv
 from cinebridge_common.service import ServiceContext
 from cinebridge_common.supervise import every
@@ -103,9 +103,7 @@ class WorklistApp:
                 # Made before the service says it is ready: an event consumer delivers what is
                 # published from its creation on, so an event sent once we are ready is seen.
                 await ctx.until_ready("nats", functools.partial(ctx.bus.ensure_consumer, spec))
-                ctx.bus.start_consumer(
-                    spec, model, ctx.bind_job(job_handler, self.deps)
-                )
+                ctx.bus.start_consumer(spec, model, ctx.bind_job(job_handler, self.deps))
             self.ready.set()
             ctx.spawn(self._echo_servers(ctx), "worklist-echo")
             ctx.spawn(mpps_sweeper(self.deps, ctx), "mpps-sweeper")
