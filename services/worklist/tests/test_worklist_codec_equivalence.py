@@ -253,3 +253,17 @@ def test_codec_equals_pydicom_json(ds: Dataset, implicit: bool, little: bool) ->
     )
     ours = identifier_to_json(data, implicit=implicit, little=little, fallback_charset="")
     assert ours == expected
+
+
+@pytest.mark.parametrize(
+    "name", ["Doe^John", "=Yamada^Tarou", "Doe^John==", "Doe==Phon", "A=B=C", "Doe\\=Kim", "=", ""]
+)
+def test_person_name_groups_equal_pydicom_json(name: str) -> None:
+    """Component groups of a Person Name (PS3.5 6.2.1): an empty group before a present one is
+    kept, trailing empty groups are not, as pydicom writes them (PS3.18 F.2.2)."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = name
+    data = _encode(ds, False, True)
+    expected = read_dataset(DicomBytesIO(data), False, True).to_json_dict()
+    assert identifier_to_json(data, implicit=False, little=True, fallback_charset="") == expected

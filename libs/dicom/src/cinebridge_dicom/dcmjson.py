@@ -406,9 +406,12 @@ def _text(raw: bytes, vr: str, encodings: list[str], tag: int) -> str:
 
 
 def _person_name(value: str) -> dict[str, str]:
-    groups = value.split("=")
-    names = dict(zip(("Alphabetic", "Ideographic", "Phonetic"), groups, strict=False))
-    return {key: name for key, name in names.items() if name}
+    """PS3.18 F.2.2 person name object, as pydicom's `to_json_dict` writes it: trailing empty
+    component groups are dropped, an empty group before a present one is kept ("=Yamada")."""
+    groups = value.split("=")[:3]
+    while groups and not groups[-1]:
+        groups.pop()
+    return dict(zip(("Alphabetic", "Ideographic", "Phonetic"), groups, strict=False))
 
 
 def _number(text: str, vr: str, tag: int) -> int | float:
