@@ -24,7 +24,15 @@ FUZZ_SECONDS_PER_TARGET = 60
 
 def areas() -> list[tuple[str, list[str]]]:
     found = [
-        ("common", ["libs/common", "tests/integration/common", "tests/integration/deploy"]),
+        (
+            "common",
+            [
+                "libs/common",
+                "tests/architecture",
+                "tests/integration/common",
+                "tests/integration/deploy",
+            ],
+        ),
         ("dicom", ["libs/dicom"]),
     ]
     for svc in SERVICES:
