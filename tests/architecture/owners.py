@@ -119,12 +119,6 @@ PENDING: list[Excuse] = [
         "gateway", "media", f"{_GATEWAY}/uploads.py", f"an uploaded file's media row {_TO_CATALOG}"
     ),
     Excuse(
-        "worklist",
-        "studies",
-        "services/worklist/src/cinebridge_worklist/repository.py",
-        "reconciliation moves to capture's catalog",
-    ),
-    Excuse(
         "common",
         "studies",
         f"{_MIGRATIONS}/002_studies.sql",

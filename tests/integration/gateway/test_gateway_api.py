@@ -13,10 +13,12 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from cinebridge_capture.catalog import QUEUE, CatalogDeps, handle_catalog_reconcile
 from cinebridge_common.bus import Bus
 from cinebridge_common.messages import (
     CaptureCommand,
     CaptureCommandReply,
+    CatalogReconcile,
     ConvertMedia,
     EchoReply,
     EchoRequest,
@@ -24,10 +26,11 @@ from cinebridge_common.messages import (
     MediaCaptured,
     Reply,
     ServiceHeartbeat,
+    WorklistCheckItem,
+    WorklistCheckItemReply,
+    WorklistItem,
     WorklistQuery,
     WorklistQueryReply,
-    WorklistReconcile,
-    WorklistReconcileReply,
 )
 from cinebridge_common.testing import wait_for
 from cinebridge_gateway.bootstrap import ensure_admin
@@ -474,34 +477,50 @@ async def test_settings_roles_echo_and_tokens(gateway: Any, admin: Any, peer_bus
     assert {"settings_changed", "user_created", "token_created", "token_revoked"} <= set(actions)
 
 
-async def test_reconcile_links_a_begun_study_to_a_worklist_item(admin: Any, peer_bus: Bus) -> None:
-    asked: list[WorklistReconcile] = []
+async def test_reconcile_links_a_begun_study_to_a_worklist_item(
+    admin: Any, peer_bus: Bus, db_pool: asyncpg.Pool
+) -> None:
+    """The gateway has the worklist service check the item, then asks the study catalog's
+    owner (capture's catalog handler, served here against the same database) to apply it."""
+    checked: list[WorklistItem] = []
 
-    async def reconcile(req: WorklistReconcile) -> Reply:
-        asked.append(req)
-        if req.item.accession_number == "TAKEN":
-            return WorklistReconcileReply(ok=False, error="item linked to another study")
-        return WorklistReconcileReply(
-            study_id=req.study_id,
-            study_instance_uid="1.2.3.4.5.6",
-            previous_study_instance_uid="2.25.1",
-        )
+    async def check_item(req: WorklistCheckItem) -> Reply:
+        checked.append(req.item)
+        if req.item.accession_number == "BAD":
+            return WorklistCheckItemReply(ok=False, error="the item's dataset is malformed")
+        return WorklistCheckItemReply(item=req.item)
 
-    await peer_bus.serve(WorklistReconcile, reconcile)
+    catalog = CatalogDeps(db_pool)
+
+    async def reconcile(req: CatalogReconcile) -> Reply:
+        return await handle_catalog_reconcile(req, catalog)
+
+    await peer_bus.serve(WorklistCheckItem, check_item)
+    await peer_bus.serve(CatalogReconcile, reconcile, queue=QUEUE)
     await peer_bus.nc.flush()
     study = (await admin.post("/api/v1/studies", json={"origin": "form"})).json()
     ok = await admin.post(
         f"/api/v1/studies/{study['id']}/reconcile", json={"worklist_item": WORKLIST_ITEM}
     )
     assert ok.status_code == 200, ok.text
-    assert (asked[0].study_id, asked[0].by) == (study["id"], "admin")
-    refused = await admin.post(
-        f"/api/v1/studies/{study['id']}/reconcile",
-        json={"worklist_item": {**WORKLIST_ITEM, "accession_number": "TAKEN"}},
+    linked = ok.json()
+    assert (linked["study_instance_uid"], linked["origin"]) == ("1.2.3.4.5.6", "worklist")
+    assert (linked["patient_name"], linked["accession_number"]) == ("DOE^JANE", "ACC-1")
+    assert [i.accession_number for i in checked] == ["ACC-1"]
+    other = (await admin.post("/api/v1/studies", json={"origin": "form"})).json()
+    taken = await admin.post(
+        f"/api/v1/studies/{other['id']}/reconcile", json={"worklist_item": WORKLIST_ITEM}
     )
-    assert refused.status_code == 409 and "another study" in refused.json()["error"]["message"]
+    assert taken.status_code == 409 and "already has Study Instance UID" in taken.text
+    refused = await admin.post(
+        f"/api/v1/studies/{other['id']}/reconcile",
+        json={"worklist_item": {**WORKLIST_ITEM, "accession_number": "BAD"}},
+    )
+    assert refused.status_code == 409 and "malformed" in refused.json()["error"]["message"]
     audit = (await admin.get("/api/v1/audit", params={"study_id": study["id"]})).json()
     assert audit[0]["action"] == "study_reconciled"
+    row = await db_pool.fetchrow("SELECT origin FROM studies WHERE id = $1", uuid.UUID(other["id"]))
+    assert row["origin"] == "form"
 
 
 async def test_worklist_search_relays_to_the_worklist_service(admin: Any, peer_bus: Bus) -> None:

@@ -1,4 +1,5 @@
-"""Composition root of one capture process (one room): context, room, RPC, preview, recovery."""
+"""Composition root of one capture process (one room): context, room, RPC, the study catalog's
+RPC, preview, recovery."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from cinebridge_common.messages.base import Message, Reply
 from cinebridge_common.service import ServiceContext
 
 from . import repository as repo
-from .handlers import RPC_HANDLERS, Deps, Handler
+from .catalog import CATALOG_HANDLERS, QUEUE, CatalogDeps
+from .handlers import RPC_HANDLERS, Deps
 from .keys import InputReader, key_code
 from .preview import PreviewServer, PreviewWorker
 from .recovery import recover_recordings
@@ -61,6 +63,9 @@ async def run(settings: CaptureSettings) -> None:
         for request_type, handler in RPC_HANDLERS:
             subject = request_type.subject.format(room=room_name)
             await ctx.bus.serve(request_type, _bind(handler, deps), subject=subject)
+        catalog_deps = CatalogDeps(ctx.pool)
+        for request_type, catalog_handler in CATALOG_HANDLERS:
+            await ctx.bus.serve(request_type, _bind(catalog_handler, catalog_deps), queue=QUEUE)
         ctx.spawn(supervise(room, ctx.stop), "supervise")
         if settings.capture_input_device is not None:
             reader = recording_keys(settings, room)
@@ -70,7 +75,9 @@ async def run(settings: CaptureSettings) -> None:
         await ctx.serve_forever()
 
 
-def _bind(handler: Handler, deps: Deps) -> Callable[[Any], Awaitable[Reply]]:
+def _bind(
+    handler: Callable[[Any, Any], Awaitable[Reply]], deps: object
+) -> Callable[[Any], Awaitable[Reply]]:
     async def serve(msg: Any) -> Reply:
         return await handler(msg, deps)
 

@@ -7,14 +7,16 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from cinebridge_common.messages import (
+    CatalogReconcile,
+    CatalogReconcileReply,
     ConvertMedia,
     ForwardStudy,
     RetryDelivery,
     RetryDeliveryReply,
     StudyChanged,
+    WorklistCheckItem,
+    WorklistCheckItemReply,
     WorklistItem,
-    WorklistReconcile,
-    WorklistReconcileReply,
 )
 from cinebridge_common.messages.converter import IodChoice
 from cinebridge_common.outbox import enqueue
@@ -232,13 +234,20 @@ async def reconcile_study(
     study_id: uuid.UUID, body: ReconcileRequest, principal: User, request: Request, gw: Gw
 ) -> dict[str, Any]:
     """WORKLIST dialog on a study already begun (statement §4.1.3: acquisition may start before
-    the patient data; the operator then picks the worklist item): the worklist service gives the
-    study the item's Study Instance UID and attributes."""
+    the patient data; the operator then picks the worklist item): the worklist service checks
+    the item as it checks a RIS answer, and the study catalog (capture) gives the study the
+    item's Study Instance UID and attributes."""
     await _study_or_404(gw, study_id)
-    msg = WorklistReconcile(study_id=str(study_id), item=body.worklist_item, by=principal.name)
-    reply = await gw.bus.request(msg, WorklistReconcileReply, gw.settings.gateway_rpc_timeout_s)
+    timeout = gw.settings.gateway_rpc_timeout_s
+    checked = await gw.bus.request(
+        WorklistCheckItem(item=body.worklist_item), WorklistCheckItemReply, timeout
+    )
+    if not checked.ok or checked.item is None:
+        raise ApiError(409, "reconcile_refused", checked.error or "the worklist service refused")
+    msg = CatalogReconcile(study_id=str(study_id), item=checked.item, by=principal.name)
+    reply = await gw.bus.request(msg, CatalogReconcileReply, timeout)
     if not reply.ok:
-        raise ApiError(409, "reconcile_refused", reply.error or "the worklist service refused")
+        raise ApiError(409, "reconcile_refused", reply.error or "the study catalog refused")
     await gw.repo.audit(
         gw.pool,
         principal.name,

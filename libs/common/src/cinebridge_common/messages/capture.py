@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel
 
 from .base import Event, Reply, Request
+from .worklist import WorklistItem
 
 MediaKind = Literal["snapshot", "recording"]
 
@@ -104,3 +105,21 @@ class SetRoomStudy(Request):
 class SetRoomStudyReply(Reply):
     subject: ClassVar[str] = "cb.rpc.capture.reply"
     study_id: str | None = None
+
+
+class CatalogReconcile(Request):
+    """Link a local study (e.g. unscheduled) to a worklist item: the study takes the item's
+    Study Instance UID and its statement Table 38 attributes. Answered by any capture process
+    (the study catalog's owner); the item was checked by the worklist service before."""
+
+    subject: ClassVar[str] = "cb.rpc.capture.catalog.reconcile"
+    study_id: str
+    item: WorklistItem
+    by: str | None = None
+
+
+class CatalogReconcileReply(Reply):
+    subject: ClassVar[str] = "cb.rpc.capture.reply"
+    study_id: str | None = None
+    study_instance_uid: str | None = None
+    previous_study_instance_uid: str | None = None

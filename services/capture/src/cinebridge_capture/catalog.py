@@ -1,0 +1,46 @@
+"""RPC handlers of the study catalog (`cb.rpc.capture.catalog.*`): what other services ask of
+`studies` and `media`, which capture owns. Every capture process answers them, in one queue
+group, so the catalog answers while any room runs. The subscription table is at the bottom."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from cinebridge_common.messages.base import Reply, Request
+from cinebridge_common.messages.capture import CatalogReconcile, CatalogReconcileReply
+
+from . import catalog_repository as catalog
+
+#: The queue group of every capture process's catalog subscription.
+QUEUE = "capture-catalog"
+
+
+@dataclass(frozen=True)
+class CatalogDeps:
+    pool: asyncpg.Pool
+
+
+async def handle_catalog_reconcile(
+    req: CatalogReconcile, deps: CatalogDeps
+) -> CatalogReconcileReply:
+    try:
+        done = await catalog.reconcile_study(deps.pool, req.study_id, req.item, req.by or "capture")
+    except catalog.ReconcileError as exc:
+        # A domain refusal, not a fault: the operator sees why (unknown study, UID taken ...).
+        return CatalogReconcileReply(ok=False, error=str(exc), study_id=req.study_id)
+    return CatalogReconcileReply(
+        study_id=done.study_id,
+        study_instance_uid=done.study_instance_uid,
+        previous_study_instance_uid=done.previous_study_instance_uid,
+    )
+
+
+CatalogHandler = Callable[[Any, CatalogDeps], Awaitable[Reply]]
+
+#: (request type, handler); each is served on its own subject in the queue group QUEUE.
+CATALOG_HANDLERS: list[tuple[type[Request], CatalogHandler]] = [
+    (CatalogReconcile, handle_catalog_reconcile),
+]
