@@ -137,12 +137,6 @@ PENDING: list[Excuse] = [
         "the shared migrations of the first release; it moves beside its owner (gateway)",
     ),
     Excuse(
-        "common",
-        "station_settings",
-        "libs/common/src/cinebridge_common/station.py",
-        "saving settings moves into the gateway's repository",
-    ),
-    Excuse(
         "worklist",
         "studies",
         f"{_MIGRATIONS}/402_studies_modality.sql",
