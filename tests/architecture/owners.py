@@ -112,11 +112,16 @@ PENDING: list[Excuse] = [
     ),
     Excuse("gateway", "media", f"{_GATEWAY}/repository.py", f"media deletion {_TO_CATALOG}"),
     Excuse(
-        "gateway", "studies", f"{_GATEWAY}/room_study.py", f"an empty study's removal {_TO_CATALOG}"
+        "gateway",
+        "studies",
+        f"{_GATEWAY}/studies_repository.py",
+        f"an empty study's removal and the saved state {_TO_CATALOG}",
     ),
-    Excuse("gateway", "studies", f"{_GATEWAY}/routes_studies.py", f"the saved state {_TO_CATALOG}"),
     Excuse(
-        "gateway", "media", f"{_GATEWAY}/uploads.py", f"an uploaded file's media row {_TO_CATALOG}"
+        "gateway",
+        "media",
+        f"{_GATEWAY}/studies_repository.py",
+        f"an uploaded file's media row {_TO_CATALOG}",
     ),
     Excuse(
         "common",
@@ -157,17 +162,4 @@ SQL_OUTSIDE_REPOSITORIES: dict[str, str] = {
         "backup counts and lists every table of the database by name, whoever owns it: it is "
         "the one reader of the whole schema and speaks to PostgreSQL directly (docs/backup.md)"
     ),
-    **{
-        f"services/{path}": "moves into the service's repository"
-        for path in (
-            "converter/src/cinebridge_converter/handoff.py",
-            "gateway/src/cinebridge_gateway/room_study.py",
-            "gateway/src/cinebridge_gateway/routes_ops.py",
-            "gateway/src/cinebridge_gateway/routes_studies.py",
-            "gateway/src/cinebridge_gateway/search_sql.py",
-            "gateway/src/cinebridge_gateway/send_sql.py",
-            "gateway/src/cinebridge_gateway/uploads.py",
-            "scp/src/cinebridge_scp/recover.py",
-        )
-    },
 }

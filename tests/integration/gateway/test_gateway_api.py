@@ -36,7 +36,7 @@ from cinebridge_common.testing import wait_for
 from cinebridge_gateway.bootstrap import ensure_admin
 from cinebridge_gateway.repository import Repository
 from cinebridge_gateway.schemas import StudyOut
-from cinebridge_gateway.search_sql import RECENT_STUDIES, StudyFilter, build_search
+from cinebridge_gateway.search_repository import RECENT_STUDIES, StudyFilter, build_search
 from cinebridge_gateway.security import verify_password
 from cinebridge_gateway.settings import GatewaySettings
 from pydantic import TypeAdapter
@@ -654,7 +654,7 @@ async def test_a_study_received_back_by_the_own_scp_is_one_row_marked_as_such(
 
 async def test_a_search_finds_old_and_common_matches_alike(gateway: Any, admin: Any) -> None:
     """Accessions grow with time: an old accession's matches lie together far behind the newest
-    studies, a common name's among them. Both ways of finding the page (search_sql
+    studies, a common name's among them. Both ways of finding the page (search_repository
     `_matches_page`) give what a plain filter and sort of every study gives."""
     pool = gateway.ctx.pool
     await pool.execute(

@@ -26,10 +26,11 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import studies_repository
 from .deps import ApiError, Gateway, Gw, User, client_of, not_found
 from .repository import received_study
 from .schemas import DeliveryOut, MediaOut, StudyDetail, StudyOut
-from .search_sql import StudyFilter
+from .search_repository import StudyFilter
 from .studies import (
     PatientData,
     PatientEdit,
@@ -121,9 +122,7 @@ async def insert_new_study(
 ) -> dict[str, Any]:
     """The study row, its audit entry and its StudyChanged event, in one transaction."""
     async with gw.pool.acquire() as conn, conn.transaction():
-        if await conn.fetchval(
-            "SELECT 1 FROM studies WHERE study_instance_uid = $1", values["study_instance_uid"]
-        ):
+        if await studies_repository.uid_taken(conn, values["study_instance_uid"]):
             raise ApiError(
                 409,
                 "conflict",
@@ -204,7 +203,7 @@ async def edit_study(
     study_id: uuid.UUID, body: PatientEdit, principal: User, request: Request, gw: Gw
 ) -> dict[str, Any]:
     async with gw.pool.acquire() as conn, conn.transaction():
-        study = await conn.fetchrow("SELECT * FROM studies WHERE id = $1 FOR UPDATE", study_id)
+        study = await studies_repository.lock_study(conn, study_id)
         if study is None:
             raise not_found("study")
         changes = apply_edit(dict(study), body, gw.settings.org_uid_root)
@@ -350,9 +349,7 @@ async def save_study(
             keys.append(key)
         if not keys:
             raise ApiError(409, "nothing_to_save", "the study has no media to save")
-        await conn.execute(
-            "UPDATE studies SET state = 'saved', updated_at = now() WHERE id = $1", study_id
-        )
+        await studies_repository.mark_saved(conn, study_id)
         await gw.repo.audit(
             conn,
             principal.name,

@@ -25,6 +25,8 @@ from cinebridge_common.messages import MediaCaptured
 from cinebridge_common.outbox import enqueue
 from cinebridge_common.store import MediaStore
 
+from . import studies_repository
+
 #: FFmpeg reads local files only, through these demuxers (a playlist posing as a video cannot
 #: make it fetch URLs; the converter opens recordings with the same video list).
 VIDEO_DEMUXERS = "mov,mpegts,mpeg,matroska,avi,mpegvideo,h264,hevc,mjpeg"
@@ -181,25 +183,6 @@ async def register(
         fps=found.fps,
         codec=found.codec,
     )
-    await conn.execute(
-        """INSERT INTO media (id, study_id, room, source, kind, rel_path, size, sha256, mime,
-                              width, height, frames, duration_s, fps, codec)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)""",
-        uuid.UUID(event.media_id),
-        study_id,
-        room,
-        SOURCE,
-        event.kind,
-        event.rel_path,
-        event.size,
-        event.sha256,
-        event.mime,
-        event.width,
-        event.height,
-        event.frames,
-        event.duration_s,
-        event.fps,
-        event.codec,
-    )
+    await studies_repository.insert_uploaded_media(conn, event)
     await enqueue(conn, event, f"media-{event.media_id}")
     return event
