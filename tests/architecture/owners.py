@@ -110,7 +110,6 @@ PENDING: list[Excuse] = [
     Excuse(
         "gateway", "studies", f"{_GATEWAY}/repository.py", f"study forms and edits {_TO_CATALOG}"
     ),
-    Excuse("gateway", "media", f"{_GATEWAY}/repository.py", f"media deletion {_TO_CATALOG}"),
     Excuse(
         "gateway",
         "studies",

@@ -11,6 +11,8 @@ from typing import Any
 import asyncpg
 import pytest
 from cinebridge_common.messages import (
+    CatalogDeleteMedia,
+    CatalogDeleteMediaReply,
     CatalogReconcile,
     CatalogReconcileReply,
     SetRoomStudy,
@@ -136,3 +138,28 @@ async def test_the_catalog_answers_while_any_room_runs(
     assert reply.ok, reply.error
     row = await db_pool.fetchrow("SELECT origin FROM studies WHERE id = $1", uuid.UUID(study_id))
     assert row["origin"] == "worklist"
+
+
+async def test_delete_media_marks_the_item_deleted_once(
+    capture_factory: Any, client: Any, db_pool: asyncpg.Pool
+) -> None:
+    await client.wait_signal(capture_factory("or1", [{"name": "endo", "url": SMALL}]))
+    shot = await client.command("or1", "endo", "snapshot")
+    assert shot.ok, shot.error
+
+    async def delete(media_id: str) -> CatalogDeleteMediaReply:
+        msg = CatalogDeleteMedia(media_id=media_id, by="nurse")
+        return await client.bus.request(msg, CatalogDeleteMediaReply, 10)
+
+    first = await delete(str(shot.media_id))
+    assert first.ok and first.deleted and first.study_id == shot.study_id, first
+    state = await db_pool.fetchval(
+        "SELECT state FROM media WHERE id = $1", uuid.UUID(shot.media_id)
+    )
+    assert state == "deleted"
+    again = await delete(str(shot.media_id))
+    assert again.ok and not again.deleted
+    unknown = await delete(str(uuid.uuid4()))
+    assert unknown.ok and not unknown.deleted
+    malformed = await delete("not-a-uuid")
+    assert not malformed.ok and "not a UUID" in (malformed.error or "")

@@ -13,12 +13,11 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from cinebridge_capture.catalog import QUEUE, CatalogDeps, handle_catalog_reconcile
+from cinebridge_capture.catalog import CATALOG_HANDLERS, QUEUE, CatalogDeps
 from cinebridge_common.bus import Bus
 from cinebridge_common.messages import (
     CaptureCommand,
     CaptureCommandReply,
-    CatalogReconcile,
     ConvertMedia,
     EchoReply,
     EchoRequest,
@@ -55,6 +54,19 @@ WORKLIST_ITEM = {
     "referring_physician_name": "WHO^DR",
     "modality": "ES",
 }
+
+
+async def serve_catalog(bus: Bus, pool: asyncpg.Pool) -> None:
+    """The study catalog's RPCs, answered by capture's own handlers against the test database
+    (capture owns `studies` and `media`; these tests run no room)."""
+    deps = CatalogDeps(pool)
+    for request_type, handler in CATALOG_HANDLERS:
+
+        async def serve(req: Any, handler: Any = handler) -> Reply:
+            return await handler(req, deps)  # type: ignore[no-any-return]
+
+        await bus.serve(request_type, serve, queue=QUEUE)
+    await bus.nc.flush()
 
 
 class JobTap:
@@ -258,6 +270,7 @@ async def test_study_lifecycle_with_worklist_edit_rule_and_audit(gateway: Any, a
 async def test_save_publishes_idempotent_convert_jobs(
     gateway: Any, admin: Any, peer_bus: Bus
 ) -> None:
+    await serve_catalog(peer_bus, gateway.ctx.pool)
     study = (await admin.post("/api/v1/studies", json={"origin": "form"})).json()
     assert (await admin.post(f"/api/v1/studies/{study['id']}/save", json={})).status_code == 409
     media = await add_media(gateway.ctx.pool, study["id"], gateway.settings.media_root)
@@ -319,6 +332,12 @@ async def test_save_publishes_idempotent_convert_jobs(
     ).status_code == 204
     detail = (await admin.get(f"/api/v1/studies/{study['id']}")).json()
     assert [m["id"] for m in detail["media"]] == [media[1]]
+    assert (
+        await admin.delete(f"/api/v1/media/{media[0]}", params={"confirm": "true"})
+    ).status_code == 404  # deleted before
+    assert (
+        await admin.delete(f"/api/v1/media/{uuid.uuid4()}", params={"confirm": "true"})
+    ).status_code == 404
 
     dest = str(uuid.uuid4())
     fwd = await admin.post(
@@ -490,14 +509,8 @@ async def test_reconcile_links_a_begun_study_to_a_worklist_item(
             return WorklistCheckItemReply(ok=False, error="the item's dataset is malformed")
         return WorklistCheckItemReply(item=req.item)
 
-    catalog = CatalogDeps(db_pool)
-
-    async def reconcile(req: CatalogReconcile) -> Reply:
-        return await handle_catalog_reconcile(req, catalog)
-
     await peer_bus.serve(WorklistCheckItem, check_item)
-    await peer_bus.serve(CatalogReconcile, reconcile, queue=QUEUE)
-    await peer_bus.nc.flush()
+    await serve_catalog(peer_bus, db_pool)
     study = (await admin.post("/api/v1/studies", json={"origin": "form"})).json()
     ok = await admin.post(
         f"/api/v1/studies/{study['id']}/reconcile", json={"worklist_item": WORKLIST_ITEM}

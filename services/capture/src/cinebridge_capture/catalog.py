@@ -4,13 +4,19 @@ group, so the catalog answers while any room runs. The subscription table is at 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from cinebridge_common.messages.base import Reply, Request
-from cinebridge_common.messages.capture import CatalogReconcile, CatalogReconcileReply
+from cinebridge_common.messages.capture import (
+    CatalogDeleteMedia,
+    CatalogDeleteMediaReply,
+    CatalogReconcile,
+    CatalogReconcileReply,
+)
 
 from . import catalog_repository as catalog
 
@@ -38,9 +44,25 @@ async def handle_catalog_reconcile(
     )
 
 
+async def handle_catalog_delete_media(
+    req: CatalogDeleteMedia, deps: CatalogDeps
+) -> CatalogDeleteMediaReply:
+    try:
+        media_id = uuid.UUID(req.media_id)
+    except ValueError:
+        return CatalogDeleteMediaReply(
+            ok=False, error=f"media id {req.media_id[:40]!r} is not a UUID"
+        )
+    study = await catalog.delete_media(deps.pool, media_id)
+    return CatalogDeleteMediaReply(
+        deleted=study is not None, study_id=str(study) if study else None
+    )
+
+
 CatalogHandler = Callable[[Any, CatalogDeps], Awaitable[Reply]]
 
 #: (request type, handler); each is served on its own subject in the queue group QUEUE.
 CATALOG_HANDLERS: list[tuple[type[Request], CatalogHandler]] = [
     (CatalogReconcile, handle_catalog_reconcile),
+    (CatalogDeleteMedia, handle_catalog_delete_media),
 ]

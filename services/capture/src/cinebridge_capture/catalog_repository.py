@@ -77,3 +77,13 @@ async def reconcile_study(
         event = StudyChanged(study_id=study_id, change="reconciled", by=by)
         await enqueue(conn, event, msg_id=f"study-reconciled:{study_id}:{uid}")
     return Reconciled(study_id, uid, previous)
+
+
+async def delete_media(pool: asyncpg.Pool, media_id: uuid.UUID) -> uuid.UUID | None:
+    """Mark a media item deleted; its study's id, or None when it is unknown or gone already."""
+    study: uuid.UUID | None = await pool.fetchval(
+        "UPDATE media SET state = 'deleted' WHERE id = $1 AND state <> 'deleted' "
+        "RETURNING study_id",
+        media_id,
+    )
+    return study

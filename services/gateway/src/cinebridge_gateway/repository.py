@@ -389,12 +389,6 @@ class Repository:
         )
         return dict(row) if row else None
 
-    async def mark_media_deleted(self, conn: Conn, media_id: uuid.UUID) -> bool:
-        result = await conn.execute(
-            "UPDATE media SET state = 'deleted' WHERE id = $1 AND state <> 'deleted'", media_id
-        )
-        return result.endswith(" 1")
-
     async def media_to_convert(
         self, conn: Conn, study_id: uuid.UUID
     ) -> list[tuple[uuid.UUID, str]]:

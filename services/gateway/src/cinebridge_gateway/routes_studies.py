@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
+from cinebridge_common.bus import BusError
 from cinebridge_common.messages import (
+    CatalogDeleteMedia,
+    CatalogDeleteMediaReply,
     CatalogReconcile,
     CatalogReconcileReply,
     ConvertMedia,
@@ -18,6 +21,8 @@ from cinebridge_common.messages import (
     WorklistCheckItemReply,
     WorklistItem,
 )
+from cinebridge_common.messages.base import Reply
+from cinebridge_common.messages.base import Request as BusRequest
 from cinebridge_common.messages.converter import IodChoice
 from cinebridge_common.outbox import enqueue
 from cinebridge_common.station import load_station_settings
@@ -223,6 +228,18 @@ async def edit_study(
     return updated
 
 
+CatalogReply = TypeVar("CatalogReply", bound=Reply)
+
+
+async def ask_catalog(gw: Gateway, msg: BusRequest, reply_type: type[CatalogReply]) -> CatalogReply:
+    """A request to the study catalog (capture owns `studies` and `media`): 503 while no
+    capture process answers."""
+    try:
+        return await gw.bus.request(msg, reply_type, gw.settings.gateway_rpc_timeout_s)
+    except BusError as exc:
+        raise ApiError(503, "catalog_unavailable", f"the study catalog (capture): {exc}") from None
+
+
 class ReconcileRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     worklist_item: WorklistItem
@@ -244,7 +261,7 @@ async def reconcile_study(
     if not checked.ok or checked.item is None:
         raise ApiError(409, "reconcile_refused", checked.error or "the worklist service refused")
     msg = CatalogReconcile(study_id=str(study_id), item=checked.item, by=principal.name)
-    reply = await gw.bus.request(msg, CatalogReconcileReply, timeout)
+    reply = await ask_catalog(gw, msg, CatalogReconcileReply)
     if not reply.ok:
         raise ApiError(409, "reconcile_refused", reply.error or "the study catalog refused")
     await gw.repo.audit(
@@ -299,17 +316,21 @@ async def delete_media(
     media = await gw.repo.get_media(media_id)
     if media is None:
         raise not_found("media")
-    async with gw.pool.acquire() as conn, conn.transaction():
-        if not await gw.repo.mark_media_deleted(conn, media_id):
-            raise not_found("media")
-        await gw.repo.audit(
-            conn,
-            principal.name,
-            "media_deleted",
-            study_id=media["study_id"],
-            target=str(media_id),
-            client=client_of(request),
-        )
+    # The catalog (capture) owns media rows: it marks the item deleted; the audit is ours.
+    msg = CatalogDeleteMedia(media_id=str(media_id), by=principal.name)
+    reply = await ask_catalog(gw, msg, CatalogDeleteMediaReply)
+    if not reply.ok:
+        raise ApiError(503, "catalog_unavailable", reply.error or "the study catalog refused")
+    if not reply.deleted:
+        raise not_found("media")
+    await gw.repo.audit(
+        gw.pool,
+        principal.name,
+        "media_deleted",
+        study_id=media["study_id"],
+        target=str(media_id),
+        client=client_of(request),
+    )
     return Response(status_code=204)
 
 

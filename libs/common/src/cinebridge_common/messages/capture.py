@@ -123,3 +123,19 @@ class CatalogReconcileReply(Reply):
     study_id: str | None = None
     study_instance_uid: str | None = None
     previous_study_instance_uid: str | None = None
+
+
+class CatalogDeleteMedia(Request):
+    """Delete a media item of a study (the operator confirmed it): it is no longer listed,
+    converted or exported; the file stays until the study is purged."""
+
+    subject: ClassVar[str] = "cb.rpc.capture.catalog.delete_media"
+    media_id: str
+    by: str | None = None
+
+
+class CatalogDeleteMediaReply(Reply):
+    subject: ClassVar[str] = "cb.rpc.capture.reply"
+    #: False when there is no such media item, or it was deleted before.
+    deleted: bool = False
+    study_id: str | None = None
