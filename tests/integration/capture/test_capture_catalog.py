@@ -18,6 +18,7 @@ from cinebridge_common.messages import (
     SetRoomStudy,
     SetRoomStudyReply,
     StudyChanged,
+    StudySaved,
     WorklistItem,
 )
 from cinebridge_common.testing import wait_for
@@ -163,3 +164,26 @@ async def test_delete_media_marks_the_item_deleted_once(
     assert unknown.ok and not unknown.deleted
     malformed = await delete("not-a-uuid")
     assert not malformed.ok and "not a UUID" in (malformed.error or "")
+
+
+async def test_a_saved_study_is_recorded_from_the_durable_event(
+    capture_factory: Any, client: Any, db_pool: asyncpg.Pool
+) -> None:
+    """The gateway announces a Save with cb.evt.study.saved (through its outbox, with the
+    convert jobs); capture's catalog records the state, also for a Save made while no room ran."""
+    proc = capture_factory("or1", [{"name": "endo", "url": SMALL}])
+    await client.wait_signal(proc)
+    first = await unscheduled_study(client, "or1")
+    proc.stop()
+    await client.bus.publish(StudySaved(study_id=first, by="nurse"), msg_id=f"saved-{first}")
+    await client.bus.publish(StudySaved(study_id=str(uuid.uuid4())), msg_id="saved-unknown")
+
+    async def saved() -> bool:
+        state = await db_pool.fetchval("SELECT state FROM studies WHERE id = $1", uuid.UUID(first))
+        return state == "saved"
+
+    assert await db_pool.fetchval("SELECT state FROM studies WHERE id = $1", uuid.UUID(first)) == (
+        "open"
+    )
+    await client.wait_signal(capture_factory("or2", [{"name": "endo", "url": SMALL}]))
+    await wait_for(saved, 30, what="the catalog to record the saved state")

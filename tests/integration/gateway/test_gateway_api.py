@@ -25,6 +25,7 @@ from cinebridge_common.messages import (
     MediaCaptured,
     Reply,
     ServiceHeartbeat,
+    StudySaved,
     WorklistCheckItem,
     WorklistCheckItemReply,
     WorklistItem,
@@ -323,6 +324,13 @@ async def test_save_publishes_idempotent_convert_jobs(
         f"convert-{media[0]}:%",
     )
     assert converted_rows == 1
+    saved_events = await gateway.ctx.pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE subject = $1 "
+        "AND convert_from(payload, 'UTF8')::jsonb->>'study_id' = $2",
+        StudySaved.subject,
+        study["id"],
+    )
+    assert saved_events == 3  # one per accepted Save; the catalog (capture) records the state
 
     content = await admin.get(f"/api/v1/media/{media[0]}/content")
     assert content.status_code == 200 and content.content.startswith(b"\xff\xd8")

@@ -13,7 +13,7 @@ from cinebridge_common.messages.base import Message, Reply
 from cinebridge_common.service import ServiceContext
 
 from . import repository as repo
-from .catalog import CATALOG_HANDLERS, QUEUE, CatalogDeps
+from .catalog import CATALOG_CONSUMERS, CATALOG_HANDLERS, QUEUE, CatalogDeps, consumer_spec
 from .handlers import RPC_HANDLERS, Deps
 from .keys import InputReader, key_code
 from .preview import PreviewServer, PreviewWorker
@@ -66,6 +66,9 @@ async def run(settings: CaptureSettings) -> None:
         catalog_deps = CatalogDeps(ctx.pool)
         for request_type, catalog_handler in CATALOG_HANDLERS:
             await ctx.bus.serve(request_type, _bind(catalog_handler, catalog_deps), queue=QUEUE)
+        for durable, event_type, event_handler in CATALOG_CONSUMERS:
+            spec = consumer_spec(durable, event_type.subject)
+            ctx.bus.start_consumer(spec, event_type, _bind_event(event_handler, catalog_deps))
         ctx.spawn(supervise(room, ctx.stop), "supervise")
         if settings.capture_input_device is not None:
             reader = recording_keys(settings, room)
@@ -82,6 +85,15 @@ def _bind(
         return await handler(msg, deps)
 
     return serve
+
+
+def _bind_event(
+    handler: Callable[[Any, Any], Awaitable[None]], deps: object
+) -> Callable[[Any, Any], Awaitable[None]]:
+    async def consume(msg: Any, _delivery: Any) -> None:
+        await handler(msg, deps)
+
+    return consume
 
 
 def recording_keys(settings: CaptureSettings, room: Room) -> InputReader:

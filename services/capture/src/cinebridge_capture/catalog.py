@@ -4,21 +4,27 @@ group, so the catalog answers while any room runs. The subscription table is at 
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from cinebridge_common.messages.base import Reply, Request
+from cinebridge_common.consumers import ConsumerSpec
+from cinebridge_common.logging import kv
+from cinebridge_common.messages.base import Event, Reply, Request
 from cinebridge_common.messages.capture import (
     CatalogDeleteMedia,
     CatalogDeleteMediaReply,
     CatalogReconcile,
     CatalogReconcileReply,
 )
+from cinebridge_common.messages.gateway import StudySaved
 
 from . import catalog_repository as catalog
+
+log = logging.getLogger(__name__)
 
 #: The queue group of every capture process's catalog subscription.
 QUEUE = "capture-catalog"
@@ -59,6 +65,17 @@ async def handle_catalog_delete_media(
     )
 
 
+async def handle_study_saved(msg: StudySaved, deps: CatalogDeps) -> None:
+    """A durable event, so a Save made while no room ran is recorded when one starts."""
+    try:
+        study_id = uuid.UUID(msg.study_id)
+    except ValueError:
+        log.warning("saved study id is not a UUID", extra=kv(study=msg.study_id[:40]))
+        return  # acked: a redelivery would not make it one
+    if not await catalog.mark_saved(deps.pool, study_id):
+        log.warning("saved study is not in the catalog", extra=kv(study=msg.study_id))
+
+
 CatalogHandler = Callable[[Any, CatalogDeps], Awaitable[Reply]]
 
 #: (request type, handler); each is served on its own subject in the queue group QUEUE.
@@ -66,3 +83,15 @@ CATALOG_HANDLERS: list[tuple[type[Request], CatalogHandler]] = [
     (CatalogReconcile, handle_catalog_reconcile),
     (CatalogDeleteMedia, handle_catalog_delete_media),
 ]
+
+EventHandler = Callable[[Any, CatalogDeps], Awaitable[None]]
+
+#: (durable consumer on CB_EVENTS, event type, handler): events other services publish for the
+#: catalog to apply. Every capture process runs the same durable, so each event is applied once.
+CATALOG_CONSUMERS: list[tuple[str, type[Event], EventHandler]] = [
+    ("capture-catalog-study-saved", StudySaved, handle_study_saved),
+]
+
+
+def consumer_spec(durable: str, subject: str) -> ConsumerSpec:
+    return ConsumerSpec(stream="CB_EVENTS", durable=durable, filter_subject=subject)

@@ -87,3 +87,11 @@ async def delete_media(pool: asyncpg.Pool, media_id: uuid.UUID) -> uuid.UUID | N
         media_id,
     )
     return study
+
+
+async def mark_saved(pool: asyncpg.Pool, study_id: uuid.UUID) -> bool:
+    """Record that the study was saved; False for a study that does not exist. Idempotent."""
+    result = await pool.execute(
+        "UPDATE studies SET state = 'saved', updated_at = now() WHERE id = $1", study_id
+    )
+    return str(result).endswith(" 1")

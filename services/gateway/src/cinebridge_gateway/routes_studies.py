@@ -17,6 +17,7 @@ from cinebridge_common.messages import (
     RetryDelivery,
     RetryDeliveryReply,
     StudyChanged,
+    StudySaved,
     WorklistCheckItem,
     WorklistCheckItemReply,
     WorklistItem,
@@ -370,7 +371,9 @@ async def save_study(
             keys.append(key)
         if not keys:
             raise ApiError(409, "nothing_to_save", "the study has no media to save")
-        await studies_repository.mark_saved(conn, study_id)
+        # The catalog (capture) records the saved state; the event is durable with the jobs.
+        saved = StudySaved(study_id=str(study_id), by=principal.name)
+        await enqueue(conn, saved, f"study-saved-{study_id}-{uuid.uuid4().hex}")
         await gw.repo.audit(
             conn,
             principal.name,

@@ -1,7 +1,7 @@
 """The gateway's SQL on the study catalog (`studies`, `media`), which capture owns.
 
 Reads use the tables as the catalog's published read model. The writes here (an empty study
-dropped again, the saved state, an uploaded file's media row) are the ones still to move behind
+dropped again, an uploaded file's media row) are the ones still to move behind
 capture's catalog RPCs (docs/architecture.md, tests/architecture/owners.py); they sit in this
 one module so that the move has one place to start from.
 """
@@ -52,12 +52,6 @@ async def drop_if_empty(pool: asyncpg.Pool, study_id: uuid.UUID) -> None:
         "DELETE FROM studies s WHERE s.id = $1 AND NOT EXISTS "
         "(SELECT 1 FROM media m WHERE m.study_id = s.id)",
         study_id,
-    )
-
-
-async def mark_saved(conn: Any, study_id: uuid.UUID) -> None:
-    await conn.execute(
-        "UPDATE studies SET state = 'saved', updated_at = now() WHERE id = $1", study_id
     )
 
 

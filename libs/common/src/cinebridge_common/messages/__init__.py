@@ -32,7 +32,7 @@ from .converter import (
     ExportStudyReply,
     InstanceCreated,
 )
-from .gateway import StudyChanged
+from .gateway import StudyChanged, StudySaved
 from .scp import InstanceReceived
 from .sender import (
     DeliveryStateChanged,
@@ -95,6 +95,7 @@ CATALOGUE: tuple[type[Message], ...] = (
     WorklistEcho,
     WorklistEchoReply,
     StudyChanged,
+    StudySaved,
     DestinationListRequest,
     DestinationListReply,
     DestinationUpsert,
@@ -165,6 +166,7 @@ __all__ = [
     "SetRoomStudy",
     "SetRoomStudyReply",
     "StudyChanged",
+    "StudySaved",
     "ValueFlag",
     "WorklistCheckItem",
     "WorklistCheckItemReply",

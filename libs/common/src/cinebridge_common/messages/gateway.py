@@ -14,3 +14,12 @@ class StudyChanged(Event):
     study_id: str
     change: Literal["created", "edited", "reconciled", "deleted"]
     by: str | None = None
+
+
+class StudySaved(Event):
+    """The operator saved a study (statement §4.1.3 "Save"): its convert jobs are queued. The
+    study catalog (capture) records the study's state as `saved`."""
+
+    subject: ClassVar[str] = "cb.evt.study.saved"
+    study_id: str
+    by: str | None = None
