@@ -117,12 +117,6 @@ PENDING: list[Excuse] = [
         f"an empty study's removal {_TO_CATALOG}",
     ),
     Excuse(
-        "gateway",
-        "media",
-        f"{_GATEWAY}/studies_repository.py",
-        f"an uploaded file's media row {_TO_CATALOG}",
-    ),
-    Excuse(
         "common",
         "studies",
         f"{_MIGRATIONS}/002_studies.sql",

@@ -11,10 +11,13 @@ from typing import Any
 import asyncpg
 import pytest
 from cinebridge_common.messages import (
+    CatalogAddMedia,
+    CatalogAddMediaReply,
     CatalogDeleteMedia,
     CatalogDeleteMediaReply,
     CatalogReconcile,
     CatalogReconcileReply,
+    MediaCaptured,
     SetRoomStudy,
     SetRoomStudyReply,
     StudyChanged,
@@ -187,3 +190,50 @@ async def test_a_saved_study_is_recorded_from_the_durable_event(
     )
     await client.wait_signal(capture_factory("or2", [{"name": "endo", "url": SMALL}]))
     await wait_for(saved, 30, what="the catalog to record the saved state")
+
+
+async def test_add_media_registers_an_uploaded_file_once(
+    capture_factory: Any, client: Any, db_pool: asyncpg.Pool
+) -> None:
+    await client.wait_signal(capture_factory("or1", [{"name": "endo", "url": SMALL}]))
+    study_id = await unscheduled_study(client, "or1")
+    captured: list[bytes] = []
+
+    async def on_media(msg: Any) -> None:
+        captured.append(msg.data)
+
+    await client.bus.subscribe_events(MediaCaptured.subject, on_media)
+    media = MediaCaptured(
+        media_id=str(uuid.uuid4()),
+        study_id=study_id,
+        room="or1",
+        source="upload",
+        kind="snapshot",
+        rel_path="media/2026/01/01/upload.jpg",
+        size=3,
+        sha256="0" * 64,
+        mime="image/jpeg",
+        width=2,
+        height=2,
+    )
+
+    async def add(event: MediaCaptured) -> CatalogAddMediaReply:
+        return await client.bus.request(CatalogAddMedia(media=event), CatalogAddMediaReply, 10)
+
+    for _ in range(2):  # asked again with the same media id: answered the same, one row
+        reply = await add(media)
+        assert reply.ok and reply.media_id == media.media_id, reply
+    rows = await db_pool.fetch("SELECT * FROM media WHERE id = $1", uuid.UUID(media.media_id))
+    assert [(r["study_id"], r["source"], r["state"]) for r in rows] == [
+        (uuid.UUID(study_id), "upload", "captured")
+    ]
+
+    async def announced() -> bool:
+        return any(MediaCaptured.from_bytes(d).media_id == media.media_id for d in captured)
+
+    await wait_for(announced, 15, what="MediaCaptured of the added media")
+    elsewhere = media.model_copy(
+        update={"media_id": str(uuid.uuid4()), "study_id": str(uuid.uuid4())}
+    )
+    refused = await add(elsewhere)
+    assert not refused.ok and "does not exist" in (refused.error or "")

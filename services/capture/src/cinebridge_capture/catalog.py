@@ -15,6 +15,8 @@ from cinebridge_common.consumers import ConsumerSpec
 from cinebridge_common.logging import kv
 from cinebridge_common.messages.base import Event, Reply, Request
 from cinebridge_common.messages.capture import (
+    CatalogAddMedia,
+    CatalogAddMediaReply,
     CatalogDeleteMedia,
     CatalogDeleteMediaReply,
     CatalogReconcile,
@@ -23,6 +25,7 @@ from cinebridge_common.messages.capture import (
 from cinebridge_common.messages.gateway import StudySaved
 
 from . import catalog_repository as catalog
+from .repository import StudyNotFound
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,14 @@ async def handle_catalog_delete_media(
     )
 
 
+async def handle_catalog_add_media(req: CatalogAddMedia, deps: CatalogDeps) -> CatalogAddMediaReply:
+    try:
+        await catalog.add_media(deps.pool, req.media)
+    except (StudyNotFound, ValueError) as exc:
+        return CatalogAddMediaReply(ok=False, error=str(exc))
+    return CatalogAddMediaReply(media_id=req.media.media_id)
+
+
 async def handle_study_saved(msg: StudySaved, deps: CatalogDeps) -> None:
     """A durable event, so a Save made while no room ran is recorded when one starts."""
     try:
@@ -82,6 +93,7 @@ CatalogHandler = Callable[[Any, CatalogDeps], Awaitable[Reply]]
 CATALOG_HANDLERS: list[tuple[type[Request], CatalogHandler]] = [
     (CatalogReconcile, handle_catalog_reconcile),
     (CatalogDeleteMedia, handle_catalog_delete_media),
+    (CatalogAddMedia, handle_catalog_add_media),
 ]
 
 EventHandler = Callable[[Any, CatalogDeps], Awaitable[None]]

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 
 import asyncpg
 from cinebridge_common.dicom_values import valid_value
-from cinebridge_common.messages import StudyChanged, WorklistItem
+from cinebridge_common.messages import MediaCaptured, StudyChanged, WorklistItem
 from cinebridge_common.outbox import enqueue
 from cinebridge_common.uids import is_valid_uid
+
+from .repository import StudyNotFound, insert_media
 
 # Statement Table 38: the study takes the item's identity; Study ID ← Requested Procedure ID,
 # Study Description ← Requested Procedure Description. A reconciled study is no longer "edited"
@@ -95,3 +97,16 @@ async def mark_saved(pool: asyncpg.Pool, study_id: uuid.UUID) -> bool:
         "UPDATE studies SET state = 'saved', updated_at = now() WHERE id = $1", study_id
     )
     return str(result).endswith(" 1")
+
+
+async def add_media(pool: asyncpg.Pool, event: MediaCaptured) -> None:
+    """The media row and its MediaCaptured, as for a capture; nothing when the row exists (the
+    same request asked again)."""
+    async with pool.acquire() as conn, conn.transaction():
+        if await conn.fetchval("SELECT 1 FROM media WHERE id = $1", uuid.UUID(event.media_id)):
+            return
+        if not await conn.fetchval(
+            "SELECT 1 FROM studies WHERE id = $1", uuid.UUID(event.study_id)
+        ):
+            raise StudyNotFound(f"study {event.study_id} does not exist")
+        await insert_media(conn, event)

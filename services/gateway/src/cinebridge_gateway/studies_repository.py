@@ -1,9 +1,8 @@
 """The gateway's SQL on the study catalog (`studies`, `media`), which capture owns.
 
-Reads use the tables as the catalog's published read model. The writes here (an empty study
-dropped again, an uploaded file's media row) are the ones still to move behind
-capture's catalog RPCs (docs/architecture.md, tests/architecture/owners.py); they sit in this
-one module so that the move has one place to start from.
+Reads use the tables as the catalog's published read model. The write here (an empty study
+dropped again) is one still to move behind capture's catalog RPCs (docs/architecture.md,
+tests/architecture/owners.py); it sits in this module so that the move starts in one place.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import uuid
 from typing import Any
 
 import asyncpg
-from cinebridge_common.messages import MediaCaptured
 
 
 async def served_rooms(pool: asyncpg.Pool) -> list[str]:
@@ -52,28 +50,4 @@ async def drop_if_empty(pool: asyncpg.Pool, study_id: uuid.UUID) -> None:
         "DELETE FROM studies s WHERE s.id = $1 AND NOT EXISTS "
         "(SELECT 1 FROM media m WHERE m.study_id = s.id)",
         study_id,
-    )
-
-
-async def insert_uploaded_media(conn: Any, event: MediaCaptured) -> None:
-    """An uploaded file's media row, as capture writes a captured one (no `recovered`)."""
-    await conn.execute(
-        """INSERT INTO media (id, study_id, room, source, kind, rel_path, size, sha256, mime,
-                              width, height, frames, duration_s, fps, codec)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)""",
-        uuid.UUID(event.media_id),
-        uuid.UUID(event.study_id),
-        event.room,
-        event.source,
-        event.kind,
-        event.rel_path,
-        event.size,
-        event.sha256,
-        event.mime,
-        event.width,
-        event.height,
-        event.frames,
-        event.duration_s,
-        event.fps,
-        event.codec,
     )

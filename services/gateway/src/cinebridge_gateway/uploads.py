@@ -22,10 +22,7 @@ from typing import Any, BinaryIO
 
 import av
 from cinebridge_common.messages import MediaCaptured
-from cinebridge_common.outbox import enqueue
 from cinebridge_common.store import MediaStore
-
-from . import studies_repository
 
 #: FFmpeg reads local files only, through these demuxers (a playlist posing as a video cannot
 #: make it fetch URLs; the converter opens recordings with the same video list).
@@ -155,17 +152,11 @@ def _described(container: Any, *, still: bool) -> Probed | None:
     )
 
 
-async def register(
-    conn: Any,
-    store: MediaStore,
-    received: Received,
-    found: Probed,
-    *,
-    study_id: uuid.UUID,
-    room: str,
+def media_event(
+    store: MediaStore, received: Received, found: Probed, *, study_id: uuid.UUID, room: str
 ) -> MediaCaptured:
-    """The media row and MediaCaptured as capture writes them, and the file at its final name,
-    in the caller's transaction (a failed commit leaves the caller to delete the file)."""
+    """The MediaCaptured of an uploaded file, as capture announces a captured one, with a new
+    name in the media store for it."""
     event = MediaCaptured(
         media_id=str(uuid.uuid4()),
         study_id=str(study_id),
@@ -183,6 +174,4 @@ async def register(
         fps=found.fps,
         codec=found.codec,
     )
-    await studies_repository.insert_uploaded_media(conn, event)
-    await enqueue(conn, event, f"media-{event.media_id}")
     return event

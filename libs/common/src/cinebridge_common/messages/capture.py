@@ -139,3 +139,18 @@ class CatalogDeleteMediaReply(Reply):
     #: False when there is no such media item, or it was deleted before.
     deleted: bool = False
     study_id: str | None = None
+
+
+class CatalogAddMedia(Request):
+    """Register a media item that did not come from a room's sources (a file added with "Add
+    file"): the catalog writes its row and announces `media` exactly as for a capture. The file
+    is at `media.rel_path` in the media store before this is asked. Asking again with the same
+    media id is answered the same."""
+
+    subject: ClassVar[str] = "cb.rpc.capture.catalog.add_media"
+    media: MediaCaptured
+
+
+class CatalogAddMediaReply(Reply):
+    subject: ClassVar[str] = "cb.rpc.capture.reply"
+    media_id: str | None = None
