@@ -33,7 +33,15 @@ UNKNOWN = "collection"
 
 def areas() -> list[tuple[str, list[str]]]:
     found = [
-        ("common", ["libs/common", "tests/integration/common", "tests/integration/deploy"]),
+        (
+            "common",
+            [
+                "libs/common",
+                "tests/architecture",
+                "tests/integration/common",
+                "tests/integration/deploy",
+            ],
+        ),
         ("dicom", ["libs/dicom"]),
     ]
     for svc in SERVICES:

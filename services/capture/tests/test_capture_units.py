@@ -56,6 +56,12 @@ def test_duplicate_source_names_are_refused() -> None:
         )
 
 
+def test_no_room_takes_the_study_catalogs_subject_name() -> None:
+    with pytest.raises(ValidationError, match="catalog"):
+        CaptureSettings(capture_room="catalog")
+    assert CaptureSettings(capture_room="catalog2").capture_room == "catalog2"
+
+
 def test_preview_beyond_loopback_needs_a_real_secret() -> None:
     with pytest.raises(ValidationError):
         CaptureSettings(capture_preview_host="0.0.0.0")

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from cinebridge_common.messages import WorklistItem
 from cinebridge_common.uids import is_valid_uid
-from cinebridge_gateway.search_sql import (
+from cinebridge_gateway.search_repository import (
     StudyFilter,
     build_search,
     has_match_conditions,
@@ -162,7 +162,7 @@ def test_listening_beyond_loopback_needs_a_real_secret(monkeypatch: pytest.Monke
     assert GatewaySettings().gateway_preview_upstreams == {"or1": "http://capture-or1:8091"}
 
 
-def test_search_sql_takes_the_sides_the_filters_allow() -> None:
+def test_search_repository_takes_the_sides_the_filters_allow() -> None:
     both = build_search(StudyFilter(q="doe"), with_deliveries=True, with_received=True)
     assert both is not None
     sql, args = both

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cinebridge_common.station import save_station_settings
 from cinebridge_converter.dicomize import VIDEO_ENDOSCOPIC, VL_ENDOSCOPIC
+from cinebridge_gateway.settings_repository import save_station_settings
 from cinebridge_testkit import wait_for
 from cinebridge_testkit.media import huge_jpeg_header, make_still, make_video
 from pydicom import dcmread

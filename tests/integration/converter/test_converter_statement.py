@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from cinebridge_common import statement as doc
 from cinebridge_common.messages.conformance import ConformanceReply, ConverterConformance
-from cinebridge_common.station import save_station_settings
 from cinebridge_converter.statement import UNLISTED, sample_worklist_item
+from cinebridge_gateway.settings_repository import save_station_settings
 from cinebridge_testkit.media import make_still, make_video
 from pydicom import dcmread
 from pydicom.dataset import Dataset

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from cinebridge_capture.catalog import CATALOG_HANDLERS, QUEUE, CatalogDeps
 from cinebridge_common.bus import Bus
 from cinebridge_common.messages import (
     CaptureCommand,
@@ -24,15 +25,17 @@ from cinebridge_common.messages import (
     MediaCaptured,
     Reply,
     ServiceHeartbeat,
+    StudySaved,
+    WorklistCheckItem,
+    WorklistCheckItemReply,
+    WorklistItem,
     WorklistQuery,
     WorklistQueryReply,
-    WorklistReconcile,
-    WorklistReconcileReply,
 )
 from cinebridge_gateway.bootstrap import ensure_admin
 from cinebridge_gateway.repository import Repository
 from cinebridge_gateway.schemas import StudyOut
-from cinebridge_gateway.search_sql import RECENT_STUDIES, StudyFilter, build_search
+from cinebridge_gateway.search_repository import RECENT_STUDIES, StudyFilter, build_search
 from cinebridge_gateway.security import verify_password
 from cinebridge_gateway.settings import GatewaySettings
 from cinebridge_testkit import wait_for
@@ -52,6 +55,19 @@ WORKLIST_ITEM = {
     "referring_physician_name": "WHO^DR",
     "modality": "ES",
 }
+
+
+async def serve_catalog(bus: Bus, pool: asyncpg.Pool) -> None:
+    """The study catalog's RPCs, answered by capture's own handlers against the test database
+    (capture owns `studies` and `media`; these tests run no room)."""
+    deps = CatalogDeps(pool)
+    for request_type, handler in CATALOG_HANDLERS:
+
+        async def serve(req: Any, handler: Any = handler) -> Reply:
+            return await handler(req, deps)  # type: ignore[no-any-return]
+
+        await bus.serve(request_type, serve, queue=QUEUE)
+    await bus.nc.flush()
 
 
 class JobTap:
@@ -255,6 +271,7 @@ async def test_study_lifecycle_with_worklist_edit_rule_and_audit(gateway: Any, a
 async def test_save_publishes_idempotent_convert_jobs(
     gateway: Any, admin: Any, peer_bus: Bus
 ) -> None:
+    await serve_catalog(peer_bus, gateway.ctx.pool)
     study = (await admin.post("/api/v1/studies", json={"origin": "form"})).json()
     assert (await admin.post(f"/api/v1/studies/{study['id']}/save", json={})).status_code == 409
     media = await add_media(gateway.ctx.pool, study["id"], gateway.settings.media_root)
@@ -307,6 +324,13 @@ async def test_save_publishes_idempotent_convert_jobs(
         f"convert-{media[0]}:%",
     )
     assert converted_rows == 1
+    saved_events = await gateway.ctx.pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE subject = $1 "
+        "AND convert_from(payload, 'UTF8')::jsonb->>'study_id' = $2",
+        StudySaved.subject,
+        study["id"],
+    )
+    assert saved_events == 3  # one per accepted Save; the catalog (capture) records the state
 
     content = await admin.get(f"/api/v1/media/{media[0]}/content")
     assert content.status_code == 200 and content.content.startswith(b"\xff\xd8")
@@ -316,6 +340,12 @@ async def test_save_publishes_idempotent_convert_jobs(
     ).status_code == 204
     detail = (await admin.get(f"/api/v1/studies/{study['id']}")).json()
     assert [m["id"] for m in detail["media"]] == [media[1]]
+    assert (
+        await admin.delete(f"/api/v1/media/{media[0]}", params={"confirm": "true"})
+    ).status_code == 404  # deleted before
+    assert (
+        await admin.delete(f"/api/v1/media/{uuid.uuid4()}", params={"confirm": "true"})
+    ).status_code == 404
 
     dest = str(uuid.uuid4())
     fwd = await admin.post(
@@ -474,34 +504,44 @@ async def test_settings_roles_echo_and_tokens(gateway: Any, admin: Any, peer_bus
     assert {"settings_changed", "user_created", "token_created", "token_revoked"} <= set(actions)
 
 
-async def test_reconcile_links_a_begun_study_to_a_worklist_item(admin: Any, peer_bus: Bus) -> None:
-    asked: list[WorklistReconcile] = []
+async def test_reconcile_links_a_begun_study_to_a_worklist_item(
+    admin: Any, peer_bus: Bus, db_pool: asyncpg.Pool
+) -> None:
+    """The gateway has the worklist service check the item, then asks the study catalog's
+    owner (capture's catalog handler, served here against the same database) to apply it."""
+    checked: list[WorklistItem] = []
 
-    async def reconcile(req: WorklistReconcile) -> Reply:
-        asked.append(req)
-        if req.item.accession_number == "TAKEN":
-            return WorklistReconcileReply(ok=False, error="item linked to another study")
-        return WorklistReconcileReply(
-            study_id=req.study_id,
-            study_instance_uid="1.2.3.4.5.6",
-            previous_study_instance_uid="2.25.1",
-        )
+    async def check_item(req: WorklistCheckItem) -> Reply:
+        checked.append(req.item)
+        if req.item.accession_number == "BAD":
+            return WorklistCheckItemReply(ok=False, error="the item's dataset is malformed")
+        return WorklistCheckItemReply(item=req.item)
 
-    await peer_bus.serve(WorklistReconcile, reconcile)
-    await peer_bus.nc.flush()
+    await peer_bus.serve(WorklistCheckItem, check_item)
+    await serve_catalog(peer_bus, db_pool)
     study = (await admin.post("/api/v1/studies", json={"origin": "form"})).json()
     ok = await admin.post(
         f"/api/v1/studies/{study['id']}/reconcile", json={"worklist_item": WORKLIST_ITEM}
     )
     assert ok.status_code == 200, ok.text
-    assert (asked[0].study_id, asked[0].by) == (study["id"], "admin")
-    refused = await admin.post(
-        f"/api/v1/studies/{study['id']}/reconcile",
-        json={"worklist_item": {**WORKLIST_ITEM, "accession_number": "TAKEN"}},
+    linked = ok.json()
+    assert (linked["study_instance_uid"], linked["origin"]) == ("1.2.3.4.5.6", "worklist")
+    assert (linked["patient_name"], linked["accession_number"]) == ("DOE^JANE", "ACC-1")
+    assert [i.accession_number for i in checked] == ["ACC-1"]
+    other = (await admin.post("/api/v1/studies", json={"origin": "form"})).json()
+    taken = await admin.post(
+        f"/api/v1/studies/{other['id']}/reconcile", json={"worklist_item": WORKLIST_ITEM}
     )
-    assert refused.status_code == 409 and "another study" in refused.json()["error"]["message"]
+    assert taken.status_code == 409 and "already has Study Instance UID" in taken.text
+    refused = await admin.post(
+        f"/api/v1/studies/{other['id']}/reconcile",
+        json={"worklist_item": {**WORKLIST_ITEM, "accession_number": "BAD"}},
+    )
+    assert refused.status_code == 409 and "malformed" in refused.json()["error"]["message"]
     audit = (await admin.get("/api/v1/audit", params={"study_id": study["id"]})).json()
     assert audit[0]["action"] == "study_reconciled"
+    row = await db_pool.fetchrow("SELECT origin FROM studies WHERE id = $1", uuid.UUID(other["id"]))
+    assert row["origin"] == "form"
 
 
 async def test_worklist_search_relays_to_the_worklist_service(admin: Any, peer_bus: Bus) -> None:
@@ -719,7 +759,7 @@ async def test_a_study_received_back_by_the_own_scp_is_one_row_marked_as_such(
 
 async def test_a_search_finds_old_and_common_matches_alike(gateway: Any, admin: Any) -> None:
     """Accessions grow with time: an old accession's matches lie together far behind the newest
-    studies, a common name's among them. Both ways of finding the page (search_sql
+    studies, a common name's among them. Both ways of finding the page (search_repository
     `_matches_page`) give what a plain filter and sort of every study gives."""
     pool = gateway.ctx.pool
     await pool.execute(

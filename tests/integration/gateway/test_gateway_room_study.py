@@ -20,11 +20,11 @@ from cinebridge_common.bus import Bus
 from cinebridge_common.embedded import free_port
 from cinebridge_common.messages import (
     Reply,
+    WorklistCheckItem,
+    WorklistCheckItemReply,
     WorklistItem,
     WorklistQuery,
     WorklistQueryReply,
-    WorklistReconcile,
-    WorklistReconcileReply,
     WorklistServersList,
     WorklistServersReply,
 )
@@ -55,6 +55,16 @@ ITEMS = [
         requested_procedure_description="Colonoscopy",
         study_instance_uid="1.2.826.0.1.3680043.8.498.102",
     ),
+    # Not started from the list: the unscheduled study is linked to it at the end.
+    WorklistItem(
+        patient_name="MOE^MARY",
+        patient_id="PID-3",
+        patient_birth_date="19900315",
+        patient_sex="F",
+        accession_number="ACC-3",
+        requested_procedure_description="Bronchoscopy",
+        study_instance_uid="1.2.826.0.1.3680043.8.498.103",
+    ),
 ]
 
 
@@ -66,15 +76,14 @@ async def serve_worklist(bus: Bus, reconciled: list[str]) -> None:
     async def servers(_: WorklistServersList) -> Reply:
         return WorklistServersReply(servers=[])
 
-    async def reconcile(r: WorklistReconcile) -> Reply:
-        # Which study the page asked to link is what the test checks; the linking itself is
-        # the worklist service's (its own tests).
-        reconciled.append(r.study_id)
-        return WorklistReconcileReply(study_id=r.study_id)
+    async def check_item(r: WorklistCheckItem) -> Reply:
+        # The item the page picked; the room's capture process (the study catalog) links it.
+        reconciled.append(r.item.study_instance_uid or "")
+        return WorklistCheckItemReply(item=r.item)
 
     await bus.serve(WorklistQuery, query)
     await bus.serve(WorklistServersList, servers)
-    await bus.serve(WorklistReconcile, reconcile)
+    await bus.serve(WorklistCheckItem, check_item)
 
 
 def start_capture(gw: RunningGateway, preview_port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -293,12 +302,16 @@ async def lifecycle(page: Page, gw: RunningGateway, api: Any, reconciled: list[s
     await page.goto(f"{gw.url}/#/worklist")
     await page.reload()
     await expect(page.locator("#room-current")).to_contain_text("Room or1 · current study: ")
-    await page.fill("#worklist-form input[name=patient_name]", "DOE")
+    await page.fill("#worklist-form input[name=patient_name]", "MOE")
     await page.click("#worklist-search")
-    row = page.locator("#worklist-results tr", has_text="DOE")
+    row = page.locator("#worklist-results tr", has_text="MOE")
     await row.locator("button:text('Use for current study')").click()
     await expect(page.locator("#study-card")).to_be_visible(timeout=15_000)
-    assert reconciled == [unscheduled], (reconciled, unscheduled)
+    assert reconciled == ["1.2.826.0.1.3680043.8.498.103"], reconciled
+    linked = await gw.ctx.pool.fetchrow(
+        "SELECT study_instance_uid, origin FROM studies WHERE id = $1", uuid.UUID(unscheduled)
+    )
+    assert tuple(linked) == ("1.2.826.0.1.3680043.8.498.103", "worklist"), tuple(linked)
 
 
 async def api_edges(api: Any) -> None:

@@ -21,6 +21,8 @@ from cinebridge_common.messages import (
     CaptureCommandReply,
     CaptureStatusReply,
     CaptureStatusRequest,
+    CatalogReconcile,
+    CatalogReconcileReply,
     Destination,
     DestinationListReply,
     DestinationListRequest,
@@ -31,13 +33,13 @@ from cinebridge_common.messages import (
     ServiceHeartbeat,
     SetRoomStudy,
     SetRoomStudyReply,
+    WorklistCheckItem,
+    WorklistCheckItemReply,
     WorklistEcho,
     WorklistEchoReply,
     WorklistItem,
     WorklistQuery,
     WorklistQueryReply,
-    WorklistReconcile,
-    WorklistReconcileReply,
     WorklistServer,
     WorklistServersList,
     WorklistServersReply,
@@ -165,8 +167,11 @@ async def serve_peers(bus: Bus) -> None:
     async def wl_echo(_: WorklistEcho) -> Reply:
         return WorklistEchoReply(reachable=True, rtt_ms=3.0)
 
-    async def reconcile(req: WorklistReconcile) -> Reply:
-        return WorklistReconcileReply(
+    async def check_item(req: WorklistCheckItem) -> Reply:
+        return WorklistCheckItemReply(item=req.item)
+
+    async def reconcile(req: CatalogReconcile) -> Reply:
+        return CatalogReconcileReply(
             study_id=req.study_id, study_instance_uid=item.study_instance_uid
         )
 
@@ -190,7 +195,8 @@ async def serve_peers(bus: Bus) -> None:
         (WorklistQuery, query),
         (WorklistServersList, servers),
         (WorklistEcho, wl_echo),
-        (WorklistReconcile, reconcile),
+        (WorklistCheckItem, check_item),
+        (CatalogReconcile, reconcile),
         (DestinationListRequest, destinations),
         (EchoRequest, echo),
     ]:

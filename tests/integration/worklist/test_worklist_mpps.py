@@ -32,7 +32,7 @@ from cinebridge_common.messages import (
     StudySaved,
     WorklistServer,
 )
-from cinebridge_common.station import save_station_settings
+from cinebridge_gateway.settings_repository import save_station_settings
 from cinebridge_testkit import wait_for
 from cinebridge_testkit.worklist_peers import FakeMpps
 from cinebridge_worklist.app import WorklistApp

@@ -2,13 +2,12 @@
 
 Query → typed items and the offline cache; server down → clear error and today's cached
 entries (marked cached, filtered by the same search); C-ECHO per server; server management
-RPCs; reconciling an unscheduled study with a worklist item (studies row + StudyChanged).
+RPCs; an item sent back for reconciliation is checked again from its dataset.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,13 +18,12 @@ import pytest
 from cinebridge_common.bus import Bus
 from cinebridge_common.embedded import free_port
 from cinebridge_common.messages import (
-    StudyChanged,
+    WorklistCheckItem,
+    WorklistCheckItemReply,
     WorklistEcho,
     WorklistEchoReply,
     WorklistQuery,
     WorklistQueryReply,
-    WorklistReconcile,
-    WorklistReconcileReply,
     WorklistServer,
     WorklistServerDelete,
     WorklistServersList,
@@ -153,63 +151,22 @@ async def test_echo_list_and_delete_servers(
     assert not none.ok and "no enabled" in (none.error or "")
 
 
-async def test_unscheduled_study_is_reconciled_with_a_worklist_item(
-    service: WorklistApp, client: Bus, db_pool: asyncpg.Pool
+async def test_an_item_sent_back_is_checked_again_from_its_dataset(
+    service: WorklistApp, client: Bus
 ) -> None:
+    """Reconciliation takes an item back from a client: the worklist service decodes it again
+    from its dataset (as at the door), so values edited on the way do not reach the catalog."""
     (item,) = (await query(client, accession_number="ACC000040")).items
-    study_id = uuid.uuid4()
-    await db_pool.execute(
-        """INSERT INTO studies (id, study_instance_uid, origin, room, patient_name)
-           VALUES ($1, '2.25.1234', 'unscheduled', 'room1', 'EMERGENCY')""",
-        study_id,
-    )
-    events: asyncio.Queue[StudyChanged] = asyncio.Queue()
-
-    async def on_event(msg) -> None:  # type: ignore[no-untyped-def]
-        await events.put(StudyChanged.from_bytes(msg.data))
-
-    await client.subscribe_events(StudyChanged.subject, on_event)
-
-    reply = await client.request(
-        WorklistReconcile(study_id=str(study_id), item=item, by="nurse"),
-        WorklistReconcileReply,
-        10,
-    )
+    tampered = item.model_copy(update={"patient_name": "MALLORY", "accession_number": "X"})
+    reply = await client.request(WorklistCheckItem(item=tampered), WorklistCheckItemReply, 10)
     assert reply.ok, reply.error
-    assert reply.study_instance_uid == item.study_instance_uid
-    assert reply.previous_study_instance_uid == "2.25.1234"
-    row = await db_pool.fetchrow("SELECT * FROM studies WHERE id = $1", study_id)
-    assert row["study_instance_uid"] == item.study_instance_uid
-    assert row["origin"] == "worklist"
-    assert (row["patient_name"], row["patient_id"]) == (item.patient_name, "PID00040")
-    assert row["accession_number"] == "ACC000040"
-    assert row["study_id"] == "RP00040"  # Table 38: Study ID ← Requested Procedure ID
-    assert row["study_description"] == item.requested_procedure_description
-    stored = row["worklist_item"]
-    stored = json.loads(stored) if isinstance(stored, str) else stored
-    assert stored == item.dataset
-    event = await asyncio.wait_for(events.get(), 10)
-    assert (event.study_id, event.change, event.by) == (str(study_id), "reconciled", "nurse")
-
-    other = uuid.uuid4()
-    await db_pool.execute(
-        """INSERT INTO studies (id, study_instance_uid, origin) VALUES ($1, '2.25.99', 'form')""",
-        other,
+    assert reply.item is not None
+    assert (reply.item.patient_name, reply.item.accession_number) == (
+        item.patient_name,
+        "ACC000040",
     )
-    taken = await client.request(
-        WorklistReconcile(study_id=str(other), item=item), WorklistReconcileReply, 10
-    )
-    assert not taken.ok and "already has Study Instance UID" in (taken.error or "")
-    missing = await client.request(
-        WorklistReconcile(study_id=str(uuid.uuid4()), item=item), WorklistReconcileReply, 10
-    )
-    assert not missing.ok and "does not exist" in (missing.error or "")
-    count = await wait_for(
-        lambda: db_pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL"),
-        10,
-        what="the outbox relay to publish StudyChanged",
-    )
-    assert count == 1
+    assert reply.item.study_instance_uid == item.study_instance_uid
+    assert reply.item.requested_procedure_id == "RP00040"
 
 
 async def test_a_slow_ris_does_not_hold_up_another_rooms_query(

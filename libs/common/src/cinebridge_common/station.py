@@ -1,4 +1,5 @@
-"""Station-wide settings (table `station_settings`), with defaults when a key is unset."""
+"""Station-wide settings (table `station_settings`, owned by the gateway, whose settings page
+edits them), read by every service, with defaults when a key is unset."""
 
 from __future__ import annotations
 
@@ -33,20 +34,3 @@ async def load_station_settings(conn: asyncpg.Pool | Connection) -> StationSetti
     values: dict[str, Any] = {r["key"]: r["value"] for r in rows}
     known = {k: v for k, v in values.items() if k in StationSettings.model_fields}
     return StationSettings.model_validate(known)
-
-
-async def save_station_settings(
-    conn: asyncpg.Pool | Connection, changes: dict[str, Any], by: str | None
-) -> StationSettings:
-    merged = (await load_station_settings(conn)).model_copy(update=changes)
-    StationSettings.model_validate(merged.model_dump())  # re-validate the merged values
-    for key, value in changes.items():
-        await conn.execute(
-            """INSERT INTO station_settings (key, value, updated_by) VALUES ($1, $2, $3)
-               ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now(),
-                                               updated_by = EXCLUDED.updated_by""",
-            key,
-            value,
-            by,
-        )
-    return merged

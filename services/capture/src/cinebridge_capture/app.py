@@ -1,4 +1,5 @@
-"""Composition root of one capture process (one room): context, room, RPC, preview, recovery."""
+"""Composition root of one capture process (one room): context, room, RPC, the study catalog's
+RPC, preview, recovery."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from cinebridge_common.messages.base import Message
 from cinebridge_common.service import ServiceContext
 
 from . import repository as repo
+from .catalog import CATALOG_CONSUMERS, CATALOG_HANDLERS, QUEUE, CatalogDeps, consumer_spec
 from .handlers import RPC_HANDLERS, Deps
 from .keys import InputReader, key_code
 from .preview import PreviewServer, PreviewWorker
@@ -59,6 +61,14 @@ async def run(settings: CaptureSettings) -> None:
         for request_type, handler in RPC_HANDLERS:
             subject = request_type.subject.format(room=room_name)
             await ctx.bus.serve(request_type, ctx.bind_rpc(handler, deps), subject=subject)
+        catalog_deps = CatalogDeps(ctx.pool)
+        for request_type, catalog_handler in CATALOG_HANDLERS:
+            await ctx.bus.serve(
+                request_type, ctx.bind_rpc(catalog_handler, catalog_deps), queue=QUEUE
+            )
+        for durable, event_type, event_handler in CATALOG_CONSUMERS:
+            spec = consumer_spec(durable, event_type.subject)
+            ctx.bus.start_consumer(spec, event_type, ctx.bind_job(event_handler, catalog_deps))
         ctx.spawn(supervise(room, ctx.stop), "supervise")
         if settings.capture_input_device is not None:
             reader = recording_keys(settings, room)

@@ -12,6 +12,8 @@ from .keys import key_code
 
 #: Room and source names become NATS subject tokens, metric labels and URL path parts.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+#: The subject token of the study catalog's requests, which no room may take.
+CATALOG_SUBJECT_NAME = "catalog"
 ALLOWED_SCHEMES = (
     "lavfi:",
     "v4l2://",
@@ -118,6 +120,14 @@ class CaptureSettings(ServiceSettings):
 
     def source(self, name: str) -> SourceConfig | None:
         return next((s for s in self.capture_sources if s.name == name), None)
+
+    @field_validator("capture_room")
+    @classmethod
+    def _not_the_catalog(cls, room: str) -> str:
+        # cb.rpc.capture.catalog.* are the study catalog's subjects, beside cb.rpc.capture.<room>.*
+        if room == CATALOG_SUBJECT_NAME:
+            raise ValueError(f"a room may not be named {CATALOG_SUBJECT_NAME!r}")
+        return room
 
     @field_validator("capture_input_keys")
     @classmethod

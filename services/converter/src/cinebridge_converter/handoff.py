@@ -35,6 +35,7 @@ from cinebridge_common.settings import ServiceSettings
 from cinebridge_common.store import MediaStore
 from pydicom import dcmread
 
+from . import handoff_repository
 from .convert import final_relative
 
 #: Delivery states after which the sender does nothing more on its own (Table 11 outcomes).
@@ -154,9 +155,7 @@ class Station:
         wanted = [uuid.UUID(i) for i in ids]
         deadline = time.monotonic() + timeout_s
         while True:
-            count = await self.pool.fetchval(
-                "SELECT count(*) FROM outgoing_instances WHERE id = ANY($1::uuid[])", wanted
-            )
+            count = await handoff_repository.recorded_count(self.pool, wanted)
             if count == len(wanted):
                 return
             if time.monotonic() > deadline:
@@ -174,13 +173,9 @@ class Station:
         deadline = time.monotonic() + timeout_s
         states: dict[str, tuple[str, str | None]] = {}
         while True:
-            rows = await self.pool.fetch(
-                """SELECT instance_id, state, last_error FROM deliveries
-                   WHERE destination_id = $1 AND instance_id = ANY($2::uuid[])""",
-                uuid.UUID(str(destination.id)),
-                [uuid.UUID(i) for i in ids],
+            states = await handoff_repository.delivery_states(
+                self.pool, uuid.UUID(str(destination.id)), [uuid.UUID(i) for i in ids]
             )
-            states = {str(r["instance_id"]): (r["state"], r["last_error"]) for r in rows}
             report({i: states.get(i, ("queued", None))[0] for i in ids})
             if len(states) == len(ids) and all(s in FINAL for s, _ in states.values()):
                 return states

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 from cinebridge_common.db import Connection
 
-from .search_sql import (
+from .search_repository import (
     COMMITMENT_SQL,
     DELIVERY_AGG,
     MEDIA_AGG,
@@ -333,7 +333,7 @@ class Repository:
         assert row is not None
         return dict(row)
 
-    async def _search_sql(self, f: StudyFilter) -> tuple[str, list[Any]] | None:
+    async def _search_repository(self, f: StudyFilter) -> tuple[str, list[Any]] | None:
         return build_search(
             f,
             with_deliveries=await self.has_table("deliveries"),
@@ -341,8 +341,8 @@ class Repository:
         )
 
     async def search_studies(self, f: StudyFilter) -> list[dict[str, Any]]:
-        """The LOCAL dialog's page as rows (see `search_sql.build_search`)."""
-        built = await self._search_sql(f)
+        """The LOCAL dialog's page as rows (see `search_repository.build_search`)."""
+        built = await self._search_repository(f)
         if built is None:
             return []
         rows = await self._fetch_planned(built[0], built[1], "fetch")
@@ -351,7 +351,7 @@ class Repository:
     async def search_studies_json(self, f: StudyFilter) -> str:
         """The same page as a JSON array made by PostgreSQL: the hot path of the LOCAL dialog
         then costs the gateway no row decoding, validation or encoding."""
-        built = await self._search_sql(f)
+        built = await self._search_repository(f)
         if built is None:
             return "[]"
         sql = f"SELECT coalesce(json_agg(page), '[]'::json)::text FROM ({built[0]}) page"
@@ -423,12 +423,6 @@ class Repository:
             "SELECT id, study_id, kind, rel_path, mime, state FROM media WHERE id = $1", media_id
         )
         return dict(row) if row else None
-
-    async def mark_media_deleted(self, conn: Conn, media_id: uuid.UUID) -> bool:
-        result = await conn.execute(
-            "UPDATE media SET state = 'deleted' WHERE id = $1 AND state <> 'deleted'", media_id
-        )
-        return result.endswith(" 1")
 
     async def media_to_convert(
         self, conn: Conn, study_id: uuid.UUID

@@ -29,6 +29,7 @@ from cinebridge_common.messages import (
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict
 
+from . import studies_repository
 from .deps import ApiError, Gateway, Gw, User, client_of, not_found
 from .routes_studies import NewStudy, insert_new_study, study_values
 from .studies import PatientData, display_name
@@ -99,7 +100,7 @@ async def known_rooms(gw: Gateway) -> list[str]:
 async def _served_rooms(gw: Gateway) -> list[str]:
     if not await gw.repo.has_table("capture_rooms"):
         return []
-    return [r["room"] for r in await gw.pool.fetch("SELECT room FROM capture_rooms")]
+    return await studies_repository.served_rooms(gw.pool)
 
 
 async def require_room(gw: Gateway, room: str) -> None:
@@ -118,14 +119,7 @@ async def require_room(gw: Gateway, room: str) -> None:
 async def study_summary(gw: Gateway, study_id: uuid.UUID | None) -> dict[str, Any] | None:
     if study_id is None:
         return None
-    row = await gw.pool.fetchrow(
-        """SELECT s.id, s.study_instance_uid, s.origin, s.edited, s.modality, s.patient_name,
-                  s.patient_id, s.patient_birth_date, s.accession_number,
-                  (SELECT count(*) FROM media m
-                    WHERE m.study_id = s.id AND m.state <> 'deleted') AS media_count
-           FROM studies s WHERE s.id = $1""",
-        study_id,
-    )
+    row = await studies_repository.study_summary(gw.pool, study_id)
     if row is None:
         return None
     return {**dict(row), "patient_display_name": display_name(row["patient_name"])}
@@ -197,11 +191,7 @@ async def start_room_study(
         await _set_current(gw, room, study["id"])
     except ApiError:
         # The room did not take it: the new study (no media can be attached yet) goes again.
-        await gw.pool.execute(
-            "DELETE FROM studies s WHERE s.id = $1 AND NOT EXISTS "
-            "(SELECT 1 FROM media m WHERE m.study_id = s.id)",
-            study["id"],
-        )
+        await studies_repository.drop_if_empty(gw.pool, study["id"])
         raise
     await _audit(gw, principal.name, request, room, study["id"], previous)
     return await _answer(gw, room, study["id"], previous)

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 
+from . import received_repository
 from .deps import SESSION_COOKIE, ApiError, Gateway, Gw, User, current_principal, not_found
 from .room_study import known_rooms
 from .routes_rooms import room_status
@@ -163,11 +164,7 @@ async def _job_queues(gw: Gw) -> list[dict[str, Any]]:
 async def _received_counts(gw: Gw) -> dict[str, Any] | None:
     if not await gw.repo.has_table("received_instances"):
         return None
-    row = await gw.pool.fetchrow(
-        "SELECT count(*) AS instances, count(*) FILTER (WHERE received_at > now() - interval "
-        "'1 day') AS last_24h FROM received_instances"
-    )
-    return dict(row) if row else None
+    return await received_repository.received_counts(gw.pool)
 
 
 def _disk(gw: Gw) -> dict[str, Any]:

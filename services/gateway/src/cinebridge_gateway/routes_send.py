@@ -28,7 +28,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from starlette.requests import ClientDisconnect
 
-from . import send_sql
+from . import send_repository
 from .deps import ApiError, Gw, User, client_of, not_found
 
 router = APIRouter(prefix="/api/v1/send", tags=["send"])
@@ -137,7 +137,7 @@ async def send_file(
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "too_large", f"a file may have up to {limit} bytes")
-    destination = await send_sql.destination_name(gw.pool, destination_id)
+    destination = await send_repository.destination_name(gw.pool, destination_id)
     if destination is None:
         raise not_found("destination")
     tmp = gw.store.temp_path(".dcm")
@@ -200,4 +200,4 @@ async def send_deliveries(
     instance_id: Annotated[list[uuid.UUID], Query(max_length=MAX_STATUS_IDS)],
 ) -> list[dict[str, Any]]:
     """The delivery of each handed-in instance (none yet: the sender has not taken it up)."""
-    return await send_sql.deliveries_of(gw.pool, instance_id)
+    return await send_repository.deliveries_of(gw.pool, instance_id)

@@ -29,11 +29,12 @@ from cinebridge_common.messages.sender import (
     DicomwebAuth,
     check_dicomweb_url,
 )
-from cinebridge_common.station import StationSettings, load_station_settings, save_station_settings
+from cinebridge_common.station import StationSettings, load_station_settings
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from .deps import Admin, ApiError, Gw, User, client_of
+from .settings_repository import save_station_settings
 
 router = APIRouter(prefix="/api/v1/settings", tags=["settings"])
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
+from cinebridge_common.bus import BusError
 from cinebridge_common.messages import (
+    CatalogDeleteMedia,
+    CatalogDeleteMediaReply,
+    CatalogReconcile,
+    CatalogReconcileReply,
     CodedReason,
     ConvertMedia,
     ForwardStudy,
@@ -17,10 +22,12 @@ from cinebridge_common.messages import (
     StudyChanged,
     StudyDiscontinued,
     StudySaved,
+    WorklistCheckItem,
+    WorklistCheckItemReply,
     WorklistItem,
-    WorklistReconcile,
-    WorklistReconcileReply,
 )
+from cinebridge_common.messages.base import Reply
+from cinebridge_common.messages.base import Request as BusRequest
 from cinebridge_common.messages.converter import IodChoice
 from cinebridge_common.outbox import enqueue
 from cinebridge_common.procedure_codes import DISCONTINUATION_REASONS
@@ -30,10 +37,11 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from . import studies_repository
 from .deps import ApiError, Gateway, Gw, User, client_of, not_found
 from .repository import received_study
 from .schemas import DeliveryOut, MediaOut, StudyDetail, StudyOut
-from .search_sql import StudyFilter
+from .search_repository import StudyFilter
 from .studies import (
     PatientData,
     PatientEdit,
@@ -125,9 +133,7 @@ async def insert_new_study(
 ) -> dict[str, Any]:
     """The study row, its audit entry and its StudyChanged event, in one transaction."""
     async with gw.pool.acquire() as conn, conn.transaction():
-        if await conn.fetchval(
-            "SELECT 1 FROM studies WHERE study_instance_uid = $1", values["study_instance_uid"]
-        ):
+        if await studies_repository.uid_taken(conn, values["study_instance_uid"]):
             raise ApiError(
                 409,
                 "conflict",
@@ -210,7 +216,7 @@ async def edit_study(
     study_id: uuid.UUID, body: PatientEdit, principal: User, request: Request, gw: Gw
 ) -> dict[str, Any]:
     async with gw.pool.acquire() as conn, conn.transaction():
-        study = await conn.fetchrow("SELECT * FROM studies WHERE id = $1 FOR UPDATE", study_id)
+        study = await studies_repository.lock_study(conn, study_id)
         if study is None:
             raise not_found("study")
         changes = apply_edit(dict(study), body, gw.settings.org_uid_root)
@@ -230,6 +236,18 @@ async def edit_study(
     return updated
 
 
+CatalogReply = TypeVar("CatalogReply", bound=Reply)
+
+
+async def ask_catalog(gw: Gateway, msg: BusRequest, reply_type: type[CatalogReply]) -> CatalogReply:
+    """A request to the study catalog (capture owns `studies` and `media`): 503 while no
+    capture process answers."""
+    try:
+        return await gw.bus.request(msg, reply_type, gw.settings.gateway_rpc_timeout_s)
+    except BusError as exc:
+        raise ApiError(503, "catalog_unavailable", f"the study catalog (capture): {exc}") from None
+
+
 class ReconcileRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     worklist_item: WorklistItem
@@ -240,13 +258,20 @@ async def reconcile_study(
     study_id: uuid.UUID, body: ReconcileRequest, principal: User, request: Request, gw: Gw
 ) -> dict[str, Any]:
     """WORKLIST dialog on a study already begun (statement §4.1.3: acquisition may start before
-    the patient data; the operator then picks the worklist item): the worklist service gives the
-    study the item's Study Instance UID and attributes."""
+    the patient data; the operator then picks the worklist item): the worklist service checks
+    the item as it checks a RIS answer, and the study catalog (capture) gives the study the
+    item's Study Instance UID and attributes."""
     await _study_or_404(gw, study_id)
-    msg = WorklistReconcile(study_id=str(study_id), item=body.worklist_item, by=principal.name)
-    reply = await gw.bus.request(msg, WorklistReconcileReply, gw.settings.gateway_rpc_timeout_s)
+    timeout = gw.settings.gateway_rpc_timeout_s
+    checked = await gw.bus.request(
+        WorklistCheckItem(item=body.worklist_item), WorklistCheckItemReply, timeout
+    )
+    if not checked.ok or checked.item is None:
+        raise ApiError(409, "reconcile_refused", checked.error or "the worklist service refused")
+    msg = CatalogReconcile(study_id=str(study_id), item=checked.item, by=principal.name)
+    reply = await ask_catalog(gw, msg, CatalogReconcileReply)
     if not reply.ok:
-        raise ApiError(409, "reconcile_refused", reply.error or "the worklist service refused")
+        raise ApiError(409, "reconcile_refused", reply.error or "the study catalog refused")
     await gw.repo.audit(
         gw.pool,
         principal.name,
@@ -299,17 +324,21 @@ async def delete_media(
     media = await gw.repo.get_media(media_id)
     if media is None:
         raise not_found("media")
-    async with gw.pool.acquire() as conn, conn.transaction():
-        if not await gw.repo.mark_media_deleted(conn, media_id):
-            raise not_found("media")
-        await gw.repo.audit(
-            conn,
-            principal.name,
-            "media_deleted",
-            study_id=media["study_id"],
-            target=str(media_id),
-            client=client_of(request),
-        )
+    # The catalog (capture) owns media rows: it marks the item deleted; the audit is ours.
+    msg = CatalogDeleteMedia(media_id=str(media_id), by=principal.name)
+    reply = await ask_catalog(gw, msg, CatalogDeleteMediaReply)
+    if not reply.ok:
+        raise ApiError(503, "catalog_unavailable", reply.error or "the study catalog refused")
+    if not reply.deleted:
+        raise not_found("media")
+    await gw.repo.audit(
+        gw.pool,
+        principal.name,
+        "media_deleted",
+        study_id=media["study_id"],
+        target=str(media_id),
+        client=client_of(request),
+    )
     return Response(status_code=204)
 
 
@@ -349,11 +378,9 @@ async def save_study(
             keys.append(key)
         if not keys:
             raise ApiError(409, "nothing_to_save", "the study has no media to save")
-        await conn.execute(
-            "UPDATE studies SET state = 'saved', updated_at = now() WHERE id = $1", study_id
-        )
-        # The procedure is over once these are converted (the worklist's MPPS N-SET COMPLETED,
-        # PS3.4 F.7.2); each press is announced, the worklist keeps the first.
+        # The catalog (capture) records the saved state; the procedure is over once these are
+        # converted (the worklist's MPPS N-SET COMPLETED, PS3.4 F.7.2). Each press is announced,
+        # durable with the jobs; the worklist keeps the first.
         saved = StudySaved(
             study_id=str(study_id),
             media_ids=[key.split(":", 1)[0] for key in keys],

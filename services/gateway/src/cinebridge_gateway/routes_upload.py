@@ -2,8 +2,9 @@
 
 `POST /api/v1/rooms/{room}/upload?filename=NAME` with the file as the raw request body
 (`Content-Type: application/octet-stream`; the browser sends the File object itself). The body
-is streamed to the media store (`uploads.receive`), probed by content and registered as the
-capture service registers a snapshot or recording; "Save" converts it with the study's other
+is streamed to the media store (`uploads.receive`), probed by content, put in place, and
+registered by the study catalog (capture, `cb.rpc.capture.catalog.add_media`) as it registers a
+snapshot or recording; "Save" converts it with the study's other
 media (same ConvertMedia job, same decode check, same IOD profile).
 """
 
@@ -13,6 +14,8 @@ import asyncio
 import uuid
 from typing import Annotated, Any
 
+from cinebridge_common.bus import BusError
+from cinebridge_common.messages import CatalogAddMedia, CatalogAddMediaReply
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
@@ -111,33 +114,34 @@ async def _register(
     request: Request,
 ) -> Any:
     filename = request.query_params.get("filename", "")[:255]
-    placed: str | None = None
+    event = uploads.media_event(gw.store, received, found, study_id=study_id, room=room)
+    # In place before the catalog records it: a media row always has its file.
+    await asyncio.to_thread(gw.store.commit_temp, received.temp, event.rel_path)
     try:
-        async with gw.pool.acquire() as conn, conn.transaction():
-            event = await uploads.register(
-                conn, gw.store, received, found, study_id=study_id, room=room
-            )
-            await gw.repo.audit(
-                conn,
-                actor,
-                "media_uploaded",
-                study_id=study_id,
-                target=f"{room}/{uploads.SOURCE}",
-                detail={
-                    "media_id": event.media_id,
-                    "kind": event.kind,
-                    "size": event.size,
-                    "filename": filename,
-                },
-                client=client_of(request),
-            )
-            # In place before the row commits: a committed row always has its file.
-            await asyncio.to_thread(gw.store.commit_temp, received.temp, event.rel_path)
-            placed = event.rel_path
-    except BaseException:
-        if placed is not None:  # the commit failed after the rename: no file without a row
-            await asyncio.to_thread(gw.store.delete, placed)
-        raise
+        reply = await gw.bus.request(
+            CatalogAddMedia(media=event), CatalogAddMediaReply, gw.settings.gateway_rpc_timeout_s
+        )
+    except BusError as exc:
+        # No answer is no proof that no row was written: the file stays (a file without a row
+        # is harmless; a row without its file is not).
+        raise ApiError(503, "catalog_unavailable", f"the study catalog (capture): {exc}") from None
+    if not reply.ok:
+        await asyncio.to_thread(gw.store.delete, event.rel_path)
+        raise ApiError(409, "catalog_refused", reply.error or "the study catalog refused")
+    await gw.repo.audit(
+        gw.pool,
+        actor,
+        "media_uploaded",
+        study_id=study_id,
+        target=f"{room}/{uploads.SOURCE}",
+        detail={
+            "media_id": event.media_id,
+            "kind": event.kind,
+            "size": event.size,
+            "filename": filename,
+        },
+        client=client_of(request),
+    )
     return event
 
 

@@ -22,7 +22,6 @@ from typing import Any, BinaryIO
 
 import av
 from cinebridge_common.messages import MediaCaptured
-from cinebridge_common.outbox import enqueue
 from cinebridge_common.store import MediaStore
 
 #: FFmpeg reads local files only, through these demuxers (a playlist posing as a video cannot
@@ -153,17 +152,11 @@ def _described(container: Any, *, still: bool) -> Probed | None:
     )
 
 
-async def register(
-    conn: Any,
-    store: MediaStore,
-    received: Received,
-    found: Probed,
-    *,
-    study_id: uuid.UUID,
-    room: str,
+def media_event(
+    store: MediaStore, received: Received, found: Probed, *, study_id: uuid.UUID, room: str
 ) -> MediaCaptured:
-    """The media row and MediaCaptured as capture writes them, and the file at its final name,
-    in the caller's transaction (a failed commit leaves the caller to delete the file)."""
+    """The MediaCaptured of an uploaded file, as capture announces a captured one, with a new
+    name in the media store for it."""
     event = MediaCaptured(
         media_id=str(uuid.uuid4()),
         study_id=str(study_id),
@@ -181,25 +174,4 @@ async def register(
         fps=found.fps,
         codec=found.codec,
     )
-    await conn.execute(
-        """INSERT INTO media (id, study_id, room, source, kind, rel_path, size, sha256, mime,
-                              width, height, frames, duration_s, fps, codec)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)""",
-        uuid.UUID(event.media_id),
-        study_id,
-        room,
-        SOURCE,
-        event.kind,
-        event.rel_path,
-        event.size,
-        event.sha256,
-        event.mime,
-        event.width,
-        event.height,
-        event.frames,
-        event.duration_s,
-        event.fps,
-        event.codec,
-    )
-    await enqueue(conn, event, f"media-{event.media_id}")
     return event

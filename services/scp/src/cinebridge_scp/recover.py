@@ -99,10 +99,7 @@ class Recovery:
         return found
 
     async def _indexed(self, rel_paths: list[str]) -> set[str]:
-        rows = await self.pool.fetch(
-            "SELECT rel_path FROM received_instances WHERE rel_path = ANY($1::text[])", rel_paths
-        )
-        return {row["rel_path"] for row in rows}
+        return await repository.indexed_paths(self.pool, rel_paths)
 
     async def _recover(self, orphan: Orphan) -> str:
         try:
@@ -112,10 +109,7 @@ class Recovery:
         except (MalformedDataset, ValueError, OSError) as exc:
             await asyncio.to_thread(self._quarantine, orphan, str(exc))
             return "quarantined"
-        existing = await self.pool.fetchval(
-            "SELECT rel_path FROM received_instances WHERE sop_instance_uid = $1",
-            facts["sop_instance_uid"],
-        )
+        existing = await repository.path_of(self.pool, facts["sop_instance_uid"])
         policy = self.duplicates
         if existing is not None and not await asyncio.to_thread(self._exists, existing):
             policy = "replace"  # the row names a file that is gone: this copy takes its place

@@ -95,6 +95,22 @@ async def index_instance(
 _INDEX_SQL = "SELECT * FROM scp_index_instance($1, $2, $3, $4, $5, $6, $7)"
 
 
+async def indexed_paths(pool: asyncpg.Pool, rel_paths: list[str]) -> set[str]:
+    """Which of these stored files have an index row (the recovery sweep's question)."""
+    rows = await pool.fetch(
+        "SELECT rel_path FROM received_instances WHERE rel_path = ANY($1::text[])", rel_paths
+    )
+    return {row["rel_path"] for row in rows}
+
+
+async def path_of(pool: asyncpg.Pool, sop_instance_uid: str) -> str | None:
+    """The stored file of an indexed instance, if it is indexed."""
+    path: str | None = await pool.fetchval(
+        "SELECT rel_path FROM received_instances WHERE sop_instance_uid = $1", sop_instance_uid
+    )
+    return path
+
+
 def _event(f: InstanceFacts, instance_id: str, *, replaced: bool) -> InstanceReceived:
     return InstanceReceived(
         instance_id=instance_id,

@@ -15,7 +15,8 @@ from cinebridge_common.logging import kv
 from cinebridge_common.service import ServiceContext
 from cinebridge_common.supervise import every
 
-from . import metrics, mpps_queue
+from . import metrics
+from . import mpps_queue_repository as mpps_queue
 from . import mpps_repository as mpps_repo
 from .handlers import CONSUMERS, RPC_HANDLERS
 from .lookup import Deps, echo_server

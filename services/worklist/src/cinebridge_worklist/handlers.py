@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cinebridge_common.bus import Delivery, Retry
+from cinebridge_common.dicom_values import check_dataset
 from cinebridge_common.messages import (
     ConversionFailed,
     InstanceCreated,
@@ -22,13 +23,13 @@ from cinebridge_common.messages import (
     StudyChanged,
     StudyDiscontinued,
     StudySaved,
+    WorklistCheckItem,
+    WorklistCheckItemReply,
     WorklistConformance,
     WorklistEcho,
     WorklistEchoReply,
     WorklistQuery,
     WorklistQueryReply,
-    WorklistReconcile,
-    WorklistReconcileReply,
     WorklistServerDelete,
     WorklistServersList,
     WorklistServersReply,
@@ -36,10 +37,11 @@ from cinebridge_common.messages import (
 )
 from cinebridge_common.station import load_station_settings
 
-from . import metrics, mpps_queue, mpps_work, statement
+from . import metrics, mpps_work, statement
+from . import mpps_queue_repository as mpps_queue
 from . import mpps_repository as mpps_repo
+from .items import item_from_json
 from .lookup import Deps, echo_server, query_worklist
-from .repository import ReconcileError
 
 
 async def handle_worklist_query(req: WorklistQuery, deps: Deps) -> WorklistQueryReply:
@@ -73,17 +75,12 @@ async def handle_server_delete(req: WorklistServerDelete, deps: Deps) -> Worklis
     return WorklistServersReply(servers=servers)
 
 
-async def handle_reconcile(req: WorklistReconcile, deps: Deps) -> WorklistReconcileReply:
-    try:
-        done = await deps.repo.reconcile_study(req.study_id, req.item, req.by or "worklist")
-    except ReconcileError as exc:
-        # A domain refusal, not a fault: the operator sees why (unknown study, UID taken ...).
-        return WorklistReconcileReply(ok=False, error=str(exc), study_id=req.study_id)
-    return WorklistReconcileReply(
-        study_id=done.study_id,
-        study_instance_uid=done.study_instance_uid,
-        previous_study_instance_uid=done.previous_study_instance_uid,
-    )
+async def handle_check_item(req: WorklistCheckItem, _deps: Deps) -> WorklistCheckItemReply:
+    """The item as the door would have made it from its dataset: a client may send back any
+    values, and the study catalog stores them (statement Table 38 mapping)."""
+    item = req.item
+    checked = item_from_json(check_dataset(item.dataset)[0]) if item.dataset else item
+    return WorklistCheckItemReply(item=checked)
 
 
 async def handle_conformance(_req: WorklistConformance, deps: Deps) -> Reply:
@@ -113,7 +110,7 @@ RPC_HANDLERS: list[tuple[type[Request], Handler, int]] = [
     (WorklistServersList, handle_servers_list, 1),
     (WorklistServerUpsert, handle_server_upsert, 1),
     (WorklistServerDelete, handle_server_delete, 1),
-    (WorklistReconcile, handle_reconcile, 1),
+    (WorklistCheckItem, handle_check_item, 1),
     (WorklistConformance, handle_conformance, 1),
     (MppsRetry, handle_mpps_retry, 1),
 ]

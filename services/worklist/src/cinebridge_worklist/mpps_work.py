@@ -14,7 +14,8 @@ from cinebridge_common.supervise import backoff_delay
 from cinebridge_dicom import dimse
 from pydicom.dataset import Dataset
 
-from . import metrics, mpps, mpps_queue, mpps_scu, scu
+from . import metrics, mpps, mpps_scu, scu
+from . import mpps_queue_repository as mpps_queue
 from . import mpps_repository as repo
 from .lookup import Deps
 

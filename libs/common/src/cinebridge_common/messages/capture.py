@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel
 
 from .base import Event, Reply, Request
+from .worklist import WorklistItem
 
 MediaKind = Literal["snapshot", "recording"]
 
@@ -104,3 +105,52 @@ class SetRoomStudy(Request):
 class SetRoomStudyReply(Reply):
     subject: ClassVar[str] = "cb.rpc.capture.reply"
     study_id: str | None = None
+
+
+class CatalogReconcile(Request):
+    """Link a local study (e.g. unscheduled) to a worklist item: the study takes the item's
+    Study Instance UID and its statement Table 38 attributes. Answered by any capture process
+    (the study catalog's owner); the item was checked by the worklist service before."""
+
+    subject: ClassVar[str] = "cb.rpc.capture.catalog.reconcile"
+    study_id: str
+    item: WorklistItem
+    by: str | None = None
+
+
+class CatalogReconcileReply(Reply):
+    subject: ClassVar[str] = "cb.rpc.capture.reply"
+    study_id: str | None = None
+    study_instance_uid: str | None = None
+    previous_study_instance_uid: str | None = None
+
+
+class CatalogDeleteMedia(Request):
+    """Delete a media item of a study (the operator confirmed it): it is no longer listed,
+    converted or exported; the file stays until the study is purged."""
+
+    subject: ClassVar[str] = "cb.rpc.capture.catalog.delete_media"
+    media_id: str
+    by: str | None = None
+
+
+class CatalogDeleteMediaReply(Reply):
+    subject: ClassVar[str] = "cb.rpc.capture.reply"
+    #: False when there is no such media item, or it was deleted before.
+    deleted: bool = False
+    study_id: str | None = None
+
+
+class CatalogAddMedia(Request):
+    """Register a media item that did not come from a room's sources (a file added with "Add
+    file"): the catalog writes its row and announces `media` exactly as for a capture. The file
+    is at `media.rel_path` in the media store before this is asked. Asking again with the same
+    media id is answered the same."""
+
+    subject: ClassVar[str] = "cb.rpc.capture.catalog.add_media"
+    media: MediaCaptured
+
+
+class CatalogAddMediaReply(Reply):
+    subject: ClassVar[str] = "cb.rpc.capture.reply"
+    media_id: str | None = None

@@ -19,8 +19,9 @@ class StudyChanged(Event):
 
 
 class StudySaved(Event):
-    """The operator pressed Save (statement §4.1.3): these media items are being converted;
-    the procedure is over once each is converted or failed (PS3.4 F.7.2: PPS COMPLETED)."""
+    """The operator pressed Save (statement §4.1.3): these media items are being converted.
+    The study catalog (capture) records the study's state as `saved`; the procedure is over
+    once each item is converted or failed (PS3.4 F.7.2: PPS COMPLETED)."""
 
     subject: ClassVar[str] = "cb.evt.study.saved"
     study_id: str

@@ -157,20 +157,17 @@ class WorklistServersReply(Reply):
     servers: list[WorklistServer] = []
 
 
-class WorklistReconcile(Request):
-    """Link a local (e.g. unscheduled) study to a worklist item; it takes the item UID and data."""
+class WorklistCheckItem(Request):
+    """Check a worklist item that came back from a client as the door checks a RIS answer: the
+    item is decoded again from its dataset (DICOM JSON), whose values are bounded and checked."""
 
-    subject: ClassVar[str] = "cb.rpc.worklist.reconcile"
-    study_id: str
+    subject: ClassVar[str] = "cb.rpc.worklist.check_item"
     item: WorklistItem
-    by: str | None = None
 
 
-class WorklistReconcileReply(Reply):
+class WorklistCheckItemReply(Reply):
     subject: ClassVar[str] = "cb.rpc.worklist.reply"
-    study_id: str | None = None
-    study_instance_uid: str | None = None
-    previous_study_instance_uid: str | None = None
+    item: WorklistItem | None = None
 
 
 #: Where a study's Modality Performed Procedure Step is (table `mpps_steps`).

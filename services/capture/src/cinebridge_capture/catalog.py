@@ -1,0 +1,109 @@
+"""RPC handlers of the study catalog (`cb.rpc.capture.catalog.*`): what other services ask of
+`studies` and `media`, which capture owns. Every capture process answers them, in one queue
+group, so the catalog answers while any room runs. The subscription table is at the bottom."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from cinebridge_common.consumers import ConsumerSpec, Delivery
+from cinebridge_common.logging import kv
+from cinebridge_common.messages.base import Event, Reply, Request
+from cinebridge_common.messages.capture import (
+    CatalogAddMedia,
+    CatalogAddMediaReply,
+    CatalogDeleteMedia,
+    CatalogDeleteMediaReply,
+    CatalogReconcile,
+    CatalogReconcileReply,
+)
+from cinebridge_common.messages.gateway import StudySaved
+
+from . import catalog_repository as catalog
+from .repository import StudyNotFound
+
+log = logging.getLogger(__name__)
+
+#: The queue group of every capture process's catalog subscription.
+QUEUE = "capture-catalog"
+
+
+@dataclass(frozen=True)
+class CatalogDeps:
+    pool: asyncpg.Pool
+
+
+async def handle_catalog_reconcile(
+    req: CatalogReconcile, deps: CatalogDeps
+) -> CatalogReconcileReply:
+    try:
+        done = await catalog.reconcile_study(deps.pool, req.study_id, req.item, req.by or "capture")
+    except catalog.ReconcileError as exc:
+        # A domain refusal, not a fault: the operator sees why (unknown study, UID taken ...).
+        return CatalogReconcileReply(ok=False, error=str(exc), study_id=req.study_id)
+    return CatalogReconcileReply(
+        study_id=done.study_id,
+        study_instance_uid=done.study_instance_uid,
+        previous_study_instance_uid=done.previous_study_instance_uid,
+    )
+
+
+async def handle_catalog_delete_media(
+    req: CatalogDeleteMedia, deps: CatalogDeps
+) -> CatalogDeleteMediaReply:
+    try:
+        media_id = uuid.UUID(req.media_id)
+    except ValueError:
+        return CatalogDeleteMediaReply(
+            ok=False, error=f"media id {req.media_id[:40]!r} is not a UUID"
+        )
+    study = await catalog.delete_media(deps.pool, media_id)
+    return CatalogDeleteMediaReply(
+        deleted=study is not None, study_id=str(study) if study else None
+    )
+
+
+async def handle_catalog_add_media(req: CatalogAddMedia, deps: CatalogDeps) -> CatalogAddMediaReply:
+    try:
+        await catalog.add_media(deps.pool, req.media)
+    except (StudyNotFound, ValueError) as exc:
+        return CatalogAddMediaReply(ok=False, error=str(exc))
+    return CatalogAddMediaReply(media_id=req.media.media_id)
+
+
+async def handle_study_saved(msg: StudySaved, _d: Delivery, deps: CatalogDeps) -> None:
+    """A durable event, so a Save made while no room ran is recorded when one starts."""
+    try:
+        study_id = uuid.UUID(msg.study_id)
+    except ValueError:
+        log.warning("saved study id is not a UUID", extra=kv(study=msg.study_id[:40]))
+        return  # acked: a redelivery would not make it one
+    if not await catalog.mark_saved(deps.pool, study_id):
+        log.warning("saved study is not in the catalog", extra=kv(study=msg.study_id))
+
+
+CatalogHandler = Callable[[Any, CatalogDeps], Awaitable[Reply]]
+
+#: (request type, handler); each is served on its own subject in the queue group QUEUE.
+CATALOG_HANDLERS: list[tuple[type[Request], CatalogHandler]] = [
+    (CatalogReconcile, handle_catalog_reconcile),
+    (CatalogDeleteMedia, handle_catalog_delete_media),
+    (CatalogAddMedia, handle_catalog_add_media),
+]
+
+EventHandler = Callable[[Any, Delivery, CatalogDeps], Awaitable[None]]
+
+#: (durable consumer on CB_EVENTS, event type, handler): events other services publish for the
+#: catalog to apply. Every capture process runs the same durable, so each event is applied once.
+CATALOG_CONSUMERS: list[tuple[str, type[Event], EventHandler]] = [
+    ("capture-catalog-study-saved", StudySaved, handle_study_saved),
+]
+
+
+def consumer_spec(durable: str, subject: str) -> ConsumerSpec:
+    return ConsumerSpec(stream="CB_EVENTS", durable=durable, filter_subject=subject)
