@@ -25,6 +25,7 @@ TABLE_OWNERS: dict[str, str] = {
     # file — and capture must keep capturing while the gateway, converter or worklist is down.
     "capture_rooms": "capture",
     "capture_recordings": "capture",
+    "capture_purges": "capture",
     "studies": "capture",
     "media": "capture",
     # Converter: the instances it makes and its numbering and job journal.

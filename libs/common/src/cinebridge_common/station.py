@@ -3,10 +3,10 @@ edits them), read by every service, with defaults when a key is unset."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import asyncpg
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, model_validator
 
 from .db import Connection
 
@@ -27,6 +27,21 @@ class StationSettings(BaseModel):
     #: IHE RAD-6): at the first snapshot or recording ("first-capture"), or as soon as the
     #: operator starts the study ("study-start").
     mpps_trigger: Literal["first-capture", "study-start"] = "first-capture"
+    #: Local purge policy (docs/purge.md): off until an administrator turns it on. A study is
+    #: purged only once every destination marked "commitment required" committed it, and
+    #: `purge_retention_days` after that; below `purge_low_watermark_percent` of free space in
+    #: the media store the oldest committed studies go first, regardless of retention, until
+    #: free space is back above `purge_high_watermark_percent`.
+    purge_enabled: bool = False
+    purge_retention_days: float = Field(default=30.0, ge=0, le=36500)
+    purge_low_watermark_percent: float = Field(default=10.0, ge=0, le=100)
+    purge_high_watermark_percent: float = Field(default=15.0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _watermarks_ordered(self) -> Self:
+        if self.purge_high_watermark_percent < self.purge_low_watermark_percent:
+            raise ValueError("the high watermark must not be below the low watermark")
+        return self
 
 
 async def load_station_settings(conn: asyncpg.Pool | Connection) -> StationSettings:

@@ -1,5 +1,5 @@
 """Composition root of one capture process (one room): context, room, RPC, the study catalog's
-RPC, preview, recovery."""
+RPC, the purge policy, preview, recovery."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import logging
 from cinebridge_common.logging import kv
 from cinebridge_common.messages.base import Message
 from cinebridge_common.service import ServiceContext
+from cinebridge_common.supervise import every
 
 from . import repository as repo
 from .catalog import CATALOG_CONSUMERS, CATALOG_HANDLERS, QUEUE, CatalogDeps, consumer_spec
 from .handlers import RPC_HANDLERS, Deps
 from .keys import InputReader, key_code
 from .preview import PreviewServer, PreviewWorker
+from .purge import PurgeDeps, purge_once
+from .purge_handlers import PURGE_CONSUMERS, PURGE_RPC
 from .recovery import recover_recordings
 from .room import Room
 from .settings import CaptureSettings
@@ -69,6 +72,7 @@ async def run(settings: CaptureSettings) -> None:
         for durable, event_type, event_handler in CATALOG_CONSUMERS:
             spec = consumer_spec(durable, event_type.subject)
             ctx.bus.start_consumer(spec, event_type, ctx.bind_job(event_handler, catalog_deps))
+        await start_purge_policy(ctx, settings)
         ctx.spawn(supervise(room, ctx.stop), "supervise")
         if settings.capture_input_device is not None:
             reader = recording_keys(settings, room)
@@ -76,6 +80,19 @@ async def run(settings: CaptureSettings) -> None:
             ctx.stack.callback(reader.close)
         log.info("room ready", extra=kv(room=room_name, preview=preview.url))
         await ctx.serve_forever()
+
+
+async def start_purge_policy(ctx: ServiceContext, settings: CaptureSettings) -> None:
+    """The purge planner (one runner at a time across rooms), the hold RPC and the converter's
+    report (docs/purge.md)."""
+    deps = PurgeDeps(ctx.pool, ctx.store, ctx.bus, batch=settings.capture_purge_batch)
+    for request_type, handler in PURGE_RPC:
+        await ctx.bus.serve(request_type, ctx.bind_rpc(handler, deps), queue=QUEUE)
+    for durable, event_type, event_handler in PURGE_CONSUMERS:
+        spec = consumer_spec(durable, event_type.subject)
+        ctx.bus.start_consumer(spec, event_type, ctx.bind_job(event_handler, deps))
+    interval = settings.capture_purge_interval_s
+    ctx.spawn(lambda: every("capture-purge", interval, lambda: purge_once(deps), ctx.stop), "purge")
 
 
 def recording_keys(settings: CaptureSettings, room: Room) -> InputReader:

@@ -51,3 +51,13 @@ def advance(counter: Counter, labels: tuple[str, ...], total: float) -> None:
     if total > last:
         counter.labels(*labels).inc(total - last)
     _last_totals[key] = total
+
+
+#: The local purge policy (docs/purge.md), shared by every room's process (one runs it at a time).
+PURGED = Counter(
+    "cinebridge_capture_purged_studies_total", "Studies whose local data was purged", ("reason",)
+)
+STORE_LOW = Gauge(
+    "cinebridge_capture_media_store_low",
+    "1 while the media store is below the low watermark and nothing more may be purged",
+)

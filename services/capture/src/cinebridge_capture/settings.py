@@ -114,6 +114,10 @@ class CaptureSettings(ServiceSettings):
     #: Recording keys: a Linux input device and {key name or code: action}.
     capture_input_device: Path | None = None
     capture_input_keys: dict[str, KeyAction] = Field(default_factory=dict)
+    #: Local purge policy (docs/purge.md; the policy itself is in the station settings): how
+    #: often the planner runs, and how many studies one run considers (oldest first).
+    capture_purge_interval_s: float = Field(default=300.0, gt=0)
+    capture_purge_batch: int = Field(default=200, ge=1, le=10000)
 
     def bound_beyond_loopback(self) -> bool:
         return super().bound_beyond_loopback() or not is_loopback_host(self.capture_preview_host)

@@ -10,10 +10,11 @@ import asyncpg
 from cinebridge_common.bus import Delivery, Poison, Retry
 from cinebridge_common.logging import kv
 from cinebridge_common.messages import ConvertMedia, ExportStudy, ExportStudyReply
-from cinebridge_common.messages.base import Request
+from cinebridge_common.messages.base import Job, Request
+from cinebridge_common.messages.purge import PurgeStudyFiles
 from cinebridge_common.store import UnsafePath
 
-from . import export, jobs, metrics, reconcile
+from . import export, jobs, metrics, purge, reconcile
 from . import repository as repo
 from .errors import Cancelled, ConversionError, TransientFailure
 
@@ -81,8 +82,9 @@ async def handle_export_study(req: ExportStudy, deps: jobs.ConverterDeps) -> Exp
 JobHandler = Callable[[Any, Delivery, jobs.ConverterDeps], Awaitable[None]]
 
 #: (durable consumer, message type, handler): the converter's subscriptions.
-CONSUMERS: list[tuple[str, type[ConvertMedia], JobHandler]] = [
+CONSUMERS: list[tuple[str, type[Job], JobHandler]] = [
     ("converter-convert", ConvertMedia, handle_convert_media),
+    ("converter-purge", PurgeStudyFiles, purge.handle_purge_study),
 ]
 
 RpcHandler = Callable[[Any, jobs.ConverterDeps], Awaitable[Any]]

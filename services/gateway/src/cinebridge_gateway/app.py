@@ -11,9 +11,11 @@ from collections.abc import Callable, Generator
 
 import uvicorn
 from cinebridge_common.logging import kv
+from cinebridge_common.messages.purge import StudyPurged
 from cinebridge_common.service import ServiceContext
 from cinebridge_common.supervise import every
 
+from . import purge_audit
 from .bootstrap import ensure_admin
 from .deps import Gateway
 from .handlers import subscriptions
@@ -68,6 +70,8 @@ async def run(
                 "nats", functools.partial(ctx.bus.subscribe_events, subject, handler)
             )
         await ctx.until_ready("postgres", lambda: ensure_admin(repo, settings))
+        audit_purge = ctx.bind_job(purge_audit.handle_study_purged, ctx.pool)
+        ctx.bus.start_consumer(purge_audit.SPEC, StudyPurged, audit_purge)
         cache = PrincipalCache(settings.gateway_auth_cache_s)
         gw = Gateway(settings, ctx.pool, ctx.bus, ctx.store, repo, board, hub, cache)
         gw.dependencies = ctx.dependencies

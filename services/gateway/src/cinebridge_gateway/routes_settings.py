@@ -31,7 +31,14 @@ from cinebridge_common.messages.sender import (
 )
 from cinebridge_common.station import StationSettings, load_station_settings
 from fastapi import APIRouter, Path, Request, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from .deps import Admin, ApiError, Gw, User, client_of
 from .settings_repository import save_station_settings
@@ -111,6 +118,11 @@ class StationChange(BaseModel):
     worklist_character_set: Charset | None = None
     wildcard_matching: bool | None = None
     mpps_trigger: Literal["first-capture", "study-start"] | None = None
+    #: Local purge policy (docs/purge.md).
+    purge_enabled: bool | None = None
+    purge_retention_days: Annotated[float, Field(ge=0, le=36500)] | None = None
+    purge_low_watermark_percent: Annotated[float, Field(ge=0, le=100)] | None = None
+    purge_high_watermark_percent: Annotated[float, Field(ge=0, le=100)] | None = None
 
 
 class AdHocEcho(BaseModel):
@@ -215,7 +227,12 @@ async def put_station(
 ) -> StationSettings:
     changes = body.model_dump(exclude_none=True)
     async with gw.pool.acquire() as conn, conn.transaction():
-        saved = await save_station_settings(conn, changes, principal.name)
+        try:
+            saved = await save_station_settings(conn, changes, principal.name)
+        except ValidationError as exc:
+            # A combination no single field shows (a high watermark below the low one).
+            message = "; ".join(str(e["msg"]) for e in exc.errors())
+            raise ApiError(422, "invalid_settings", message) from exc
         await gw.repo.audit(
             conn,
             principal.name,

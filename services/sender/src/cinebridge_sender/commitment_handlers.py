@@ -174,7 +174,14 @@ async def refresh_metrics(deps: SenderDeps) -> None:
 
 async def handle_committed_studies(req: CommittedStudiesRequest, deps: SenderDeps) -> Reply:
     limit = max(1, min(req.limit, 10000))
-    studies = await crepo.committed_studies(deps.pool, req.committed_before_s, limit)
+    if len(req.study_ids) > 1000:
+        return CommittedStudiesReply(ok=False, error="at most 1000 studies per request")
+    try:
+        studies = await crepo.committed_studies(
+            deps.pool, req.committed_before_s, limit, req.study_ids or None
+        )
+    except ValueError as exc:
+        return CommittedStudiesReply(ok=False, error=f"bad study id: {exc}")
     return CommittedStudiesReply(study_ids=studies)
 
 

@@ -366,14 +366,19 @@ async def open_missing(pool: asyncpg.Pool) -> int:
 # -- the ledger's questions ---------------------------------------------------------------------
 
 
-async def committed_studies(pool: asyncpg.Pool, before_s: float, limit: int) -> list[str]:
+async def committed_studies(
+    pool: asyncpg.Pool, before_s: float, limit: int, of: Sequence[str] | None = None
+) -> list[str]:
     """Studies every enabled destination marked "commitment required" has committed whole
-    (a delivery per instance, each committed `before_s` ago or more). None while no
-    destination requires commitment: nothing is proven kept anywhere."""
+    (a delivery per instance, each committed `before_s` ago or more), of `of` when given. None
+    while no destination requires commitment: nothing is proven kept anywhere."""
+    only = [uuid.UUID(s) for s in of] if of is not None else None
     rows = await pool.fetch(
         """WITH req AS (SELECT id FROM destinations WHERE commitment_required AND enabled),
                 studies AS (SELECT study_id, count(*) AS n FROM outgoing_instances
-                            WHERE study_id IS NOT NULL GROUP BY study_id)
+                            WHERE study_id IS NOT NULL
+                              AND ($3::uuid[] IS NULL OR study_id = ANY($3::uuid[]))
+                            GROUP BY study_id)
            SELECT s.study_id FROM studies s
            WHERE EXISTS (SELECT 1 FROM req)
              AND NOT EXISTS (
@@ -385,6 +390,7 @@ async def committed_studies(pool: asyncpg.Pool, before_s: float, limit: int) -> 
            ORDER BY s.study_id LIMIT $2""",
         float(before_s),
         limit,
+        only,
     )
     return [str(r["study_id"]) for r in rows]
 

@@ -36,6 +36,9 @@ class CommittedStudiesRequest(Request):
     #: Only studies whose last commitment is older than this many seconds (0: any).
     committed_before_s: float = 0.0
     limit: int = 1000
+    #: Of these studies only (at most 1000; empty: any study). A purge asks about its candidates,
+    #: so that the answer never depends on which studies a limit cut off.
+    study_ids: list[str] = []
 
 
 class CommittedStudiesReply(Reply):

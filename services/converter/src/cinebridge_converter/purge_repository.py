@@ -1,0 +1,48 @@
+"""SQL of the converter's half of a purge (docs/purge.md): the study's DICOM files still on
+disk, and their rows marked purged with the report to capture in the same transaction."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+from cinebridge_common.messages.purge import InstancesPurged
+from cinebridge_common.outbox import enqueue
+
+
+@dataclass(frozen=True)
+class DicomFile:
+    instance_id: uuid.UUID
+    rel_path: str
+
+
+async def unpurged_files(pool: asyncpg.Pool, study_id: uuid.UUID) -> list[DicomFile]:
+    rows = await pool.fetch(
+        "SELECT id, rel_path FROM instances WHERE study_id = $1 AND purged_at IS NULL", study_id
+    )
+    return [DicomFile(r["id"], r["rel_path"]) for r in rows]
+
+
+async def mark_purged(
+    pool: asyncpg.Pool, study_id: uuid.UUID, removed: list[DicomFile]
+) -> InstancesPurged:
+    """Mark the removed files' rows and announce the study's totals (every instance purged so
+    far: a repeated job reports the same), in one transaction."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "UPDATE instances SET purged_at = now() WHERE id = ANY($1::uuid[]) "
+            "AND purged_at IS NULL",
+            [f.instance_id for f in removed],
+        )
+        row = await conn.fetchrow(
+            """SELECT count(*) AS n, coalesce(sum(size), 0)::bigint AS bytes FROM instances
+               WHERE study_id = $1 AND purged_at IS NOT NULL""",
+            study_id,
+        )
+        assert row is not None  # an aggregate always answers one row
+        event = InstancesPurged(
+            study_id=str(study_id), instances=int(row["n"]), bytes=int(row["bytes"])
+        )
+        await enqueue(conn, event, msg_id=f"instances-purged:{study_id}")
+    return event
