@@ -1,0 +1,401 @@
+"""The local purge policy end to end (docs/purge.md) on real processes: capture (a room, the
+study catalog, the planner), the converter (its DICOM files), the sender (Storage Commitment
+with a pynetdicom archive that commits, PS3.4 Annex J), NATS and PostgreSQL; the gateway's audit
+consumer on the same bus. Studies are captured, saved and converted as a Save does; a study is
+purged only once the sender lists it as committed.
+
+Planner runs that the test needs to see happen are called here (`purge_once` with the capture
+process's own dependencies: the same lock, bus and database), so that no assertion depends on
+when a periodic run falls; the restart and converter-down cases wait on the running processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from cinebridge_capture import purge_repository
+from cinebridge_capture.purge import PurgeDeps, PurgeRun, SenderUnavailable, purge_once
+from cinebridge_common.bus import Bus
+from cinebridge_common.embedded import EmbeddedNats
+from cinebridge_common.messages import (
+    CommittedStudiesReply,
+    CommittedStudiesRequest,
+    ConvertMedia,
+    SetRoomStudy,
+    SetRoomStudyReply,
+    StudySaved,
+)
+from cinebridge_common.messages.purge import (
+    CatalogHoldStudy,
+    CatalogHoldStudyReply,
+    MediaStoreLow,
+    StudyPurged,
+)
+from cinebridge_common.store import MediaStore
+from cinebridge_converter import app as converter_app
+from cinebridge_converter.settings import ConverterSettings
+from cinebridge_gateway import purge_audit
+from cinebridge_testkit import wait_for
+from cinebridge_testkit.sender_harness import SenderHarness
+from cinebridge_testkit.storage_peers import CommitmentScp
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+SMALL = "lavfi:testsrc2=size=320x240:rate=10"
+ROOM = "or1"
+
+
+@dataclass
+class Study:
+    study_id: str
+    media_rel: list[str] = field(default_factory=list)
+
+    @property
+    def uuid(self) -> uuid.UUID:
+        return uuid.UUID(self.study_id)
+
+
+@dataclass
+class Station:
+    client: Any
+    pool: asyncpg.Pool
+    store: MediaStore
+    sender: SenderHarness
+    archive: CommitmentScp
+    capture: Any
+    converter_settings: ConverterSettings
+    converter: asyncio.Task[None] | None = None
+    purged_events: list[StudyPurged] = field(default_factory=list)
+    low_events: list[MediaStoreLow] = field(default_factory=list)
+
+    @property
+    def bus(self) -> Bus:
+        bus: Bus = self.client.bus
+        return bus
+
+    def deps(self) -> PurgeDeps:
+        return PurgeDeps(self.pool, self.store, self.bus)
+
+    def start_converter(self) -> None:
+        self.converter = asyncio.create_task(converter_app.run(self.converter_settings))
+
+    async def stop_converter(self) -> None:
+        if self.converter is not None:
+            self.converter.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self.converter, 30)
+            self.converter = None
+
+    async def study(self, *, send: bool = True, snapshots: int = 1) -> Study:
+        """A study captured, saved and converted as the gateway's Save does; sent when `send`."""
+        left = await self.bus.request(SetRoomStudy(room=ROOM, study_id=None), SetRoomStudyReply)
+        assert left.ok, left.error
+        study: Study | None = None
+        for _ in range(snapshots):
+            kw = {"study_id": study.study_id} if study else {}
+            shot = await self.client.command(ROOM, "endo", "snapshot", **kw)
+            assert shot.ok, shot.error
+            study = study or Study(str(shot.study_id))
+            job = ConvertMedia(
+                job_key=f"convert:{shot.media_id}",
+                media_id=str(shot.media_id),
+                study_id=study.study_id,
+                auto_send=send,
+            )
+            await self.bus.publish(job, msg_id=job.job_key)
+        assert study is not None
+        saved = StudySaved(study_id=study.study_id, by="nurse")
+        await self.bus.publish(saved, msg_id=f"saved:{study.study_id}")
+        study.media_rel = [
+            r["rel_path"]
+            for r in await self.pool.fetch(
+                "SELECT rel_path FROM media WHERE study_id = $1", study.uuid
+            )
+        ]
+        await wait_for(lambda: self._converted(study, snapshots), 120, 0.2, what="conversion")
+        return study
+
+    async def _converted(self, study: Study, n: int) -> bool:
+        row = await self.pool.fetchrow(
+            """SELECT s.state, count(*) FILTER (WHERE m.state = 'converted') AS done
+               FROM studies s JOIN media m ON m.study_id = s.id WHERE s.id = $1
+               GROUP BY s.state""",
+            study.uuid,
+        )
+        return row is not None and row["state"] == "saved" and row["done"] == n
+
+    async def committed(self, *studies: Study) -> None:
+        """Wait until the sender lists every one as committed (asked as the planner asks)."""
+        ids = [s.study_id for s in studies]
+
+        async def listed() -> bool:
+            request = CommittedStudiesRequest(study_ids=ids)
+            try:
+                reply = await self.bus.request(request, CommittedStudiesReply, 5)
+            except Exception:
+                return False
+            return reply.ok and set(reply.study_ids) == set(ids)
+
+        await wait_for(listed, 180, 0.3, what=f"studies {ids} committed")
+
+    async def policy(self, **values: Any) -> None:
+        """The station settings the gateway's settings page writes."""
+        for key, value in values.items():
+            await self.pool.execute(
+                """INSERT INTO station_settings (key, value) VALUES ($1, $2)
+                   ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value""",
+                key,
+                value,
+            )
+
+    async def run(self) -> PurgeRun:
+        """One planner run of this test's own (the capture process may hold the lock)."""
+
+        async def locked() -> PurgeRun | None:
+            run = await purge_once(self.deps())
+            return run if run.locked else None
+
+        return await wait_for(locked, 60, 0.2, what="a planner run holding the lock")
+
+    async def purged(self, study: Study) -> bool:
+        at = await self.pool.fetchval("SELECT purged_at FROM studies WHERE id = $1", study.uuid)
+        return at is not None
+
+    async def dicom_files(self, study: Study) -> list[str]:
+        rows = await self.pool.fetch(
+            "SELECT rel_path FROM instances WHERE study_id = $1", study.uuid
+        )
+        return [r["rel_path"] for r in rows]
+
+    async def intact(self, study: Study) -> None:
+        """Every file of the study on disk, nothing of it marked purged."""
+        assert not await self.purged(study)
+        files = study.media_rel + await self.dicom_files(study)
+        assert len(files) >= 2
+        assert all(self.store.resolve(rel).is_file() for rel in files), files
+        marked = await self.pool.fetchval(
+            """SELECT (SELECT count(*) FROM media WHERE study_id = $1 AND purged_at IS NOT NULL)
+                    + (SELECT count(*) FROM instances WHERE study_id = $1
+                       AND purged_at IS NOT NULL)""",
+            study.uuid,
+        )
+        assert marked == 0
+
+    async def gone(self, study: Study, reason: str) -> None:
+        """Every file of the study removed, rows marked, announced and audited once."""
+        await wait_for(lambda: self.purged(study), 120, 0.2, what=f"study {study.study_id} purged")
+        dicom = await self.dicom_files(study)
+        assert dicom and study.media_rel
+        assert not any(self.store.resolve(rel).exists() for rel in study.media_rel + dicom)
+        left = await self.pool.fetchval(
+            """SELECT (SELECT count(*) FROM media WHERE study_id = $1 AND purged_at IS NULL)
+                    + (SELECT count(*) FROM instances WHERE study_id = $1 AND purged_at IS NULL)""",
+            study.uuid,
+        )
+        assert left == 0
+
+        async def audited() -> asyncpg.Record | None:
+            rows = await self.pool.fetch(
+                """SELECT actor, detail FROM gateway_audit_log
+                   WHERE study_id = $1 AND action = 'study_purged'""",
+                study.uuid,
+            )
+            return rows[0] if len(rows) == 1 else None
+
+        row = await wait_for(audited, 60, 0.2, what="the purge audited")
+        assert row["actor"] == "purge-policy"
+        detail = row["detail"]
+        assert detail["reason"] == reason
+        assert detail["media_files"] == len(study.media_rel)
+        assert detail["instances"] == len(dicom)
+        assert detail["media_bytes"] > 0 and detail["instance_bytes"] > 0
+
+
+@pytest.fixture
+async def station(
+    capture_factory: Any,
+    client: Any,
+    nats_server: EmbeddedNats,
+    database_url: str,
+    db_pool: asyncpg.Pool,
+    tmp_path: Path,
+) -> AsyncIterator[Station]:
+    store = MediaStore(tmp_path / "media")
+    archive = CommitmentScp()
+    archive.start()
+    sender = SenderHarness(nats_server, database_url, store, tmp_path)
+    destination = {
+        "name": "archive",
+        "ae_title": archive.ae_title,
+        "host": "127.0.0.1",
+        "port": archive.port,
+        "commitment_required": True,
+    }
+    sender.start([destination], CB_SENDER_COMMITMENT_SAME_ASSOCIATION_WAIT_S="5")
+    # Secondary Capture: the SOP class the scripted archive stores (statement's profile).
+    await db_pool.execute(
+        "INSERT INTO station_settings (key, value) VALUES ('iod', '\"videostation\"')"
+    )
+    capture = capture_factory(
+        ROOM, [{"name": "endo", "url": SMALL}], CB_CAPTURE_PURGE_INTERVAL_S="3600"
+    )
+    converter_settings = ConverterSettings(
+        nats_url=nats_server.url,
+        database_url=database_url,
+        media_root=tmp_path / "media",
+        instance_id=f"test-converter-{uuid.uuid4().hex[:6]}",
+        converter_ack_wait_s=10.0,
+    )
+    st = Station(client, db_pool, store, sender, archive, capture, converter_settings)
+    await client.bus.js.purge_stream("CB_JOBS", subject="cb.job.converter.>")
+    st.start_converter()
+
+    async def audit(msg: StudyPurged, delivery: Any) -> None:
+        st.purged_events.append(msg)
+        await purge_audit.handle_study_purged(msg, delivery, db_pool)
+
+    async def on_low(msg: Any) -> None:
+        st.low_events.append(MediaStoreLow.from_bytes(msg.data))
+
+    tasks = client.bus.start_consumer(purge_audit.SPEC, StudyPurged, audit)
+    await client.bus.subscribe_events(MediaStoreLow.subject, on_low)
+    await client.wait_signal(capture)
+    await sender.answering()
+    try:
+        yield st
+    finally:
+        for task in tasks:
+            task.cancel()
+        await st.stop_converter()
+        sender.stop()
+        archive.stop()
+
+
+async def test_committed_past_retention_is_purged_uncommitted_and_held_are_kept(
+    station: Station,
+) -> None:
+    committed = await station.study(snapshots=2)
+    unsent = await station.study(send=False)
+    held = await station.study()
+    await station.committed(committed, held)
+    hold = await station.bus.request(
+        CatalogHoldStudy(study_id=held.study_id, by="admin"), CatalogHoldStudyReply
+    )
+    assert hold.ok and hold.held and not hold.purged, hold
+
+    # Off: nothing is purged, whatever is committed.
+    assert (await station.run()).started == []
+    # Retention not reached: kept.
+    await station.policy(purge_enabled=True, purge_retention_days=1, purge_low_watermark_percent=0)
+    assert (await station.run()).started == []
+    for study in (committed, unsent, held):
+        await station.intact(study)
+
+    await station.policy(purge_retention_days=0)
+    run = await station.run()
+    assert run.started == [committed.study_id]
+    await station.gone(committed, "retention")
+    await station.intact(unsent)  # the sender never listed it
+    await station.intact(held)
+
+    released = await station.bus.request(
+        CatalogHoldStudy(study_id=held.study_id, held=False, by="admin"), CatalogHoldStudyReply
+    )
+    assert released.ok and not released.held
+    assert (await station.run()).started == [held.study_id]
+    await station.gone(held, "retention")
+    await station.intact(unsent)
+    assert sorted(e.study_id for e in station.purged_events) == sorted(
+        [committed.study_id, held.study_id]
+    )
+
+
+async def test_below_the_low_watermark_the_oldest_committed_go_first_and_the_operator_is_warned(
+    station: Station,
+) -> None:
+    older = await station.study()
+    unsent = await station.study(send=False)
+    newer = await station.study()
+    await station.committed(older, newer)
+    # Every volume is below 100 % free: the watermark case, with a retention not reached.
+    await station.policy(
+        purge_enabled=True,
+        purge_retention_days=365,
+        purge_low_watermark_percent=100,
+        purge_high_watermark_percent=100,
+    )
+    run = await station.run()
+    assert run.started == [older.study_id, newer.study_id]  # oldest first
+    assert not run.store_low
+    await station.gone(older, "watermark")
+    await station.gone(newer, "watermark")
+    await station.intact(unsent)
+
+    # Still below, nothing left that may go: warned (event and gauge), the uncommitted kept.
+    again = await station.run()
+    assert again.started == [] and again.store_low
+
+    async def warned() -> MediaStoreLow | None:
+        return station.low_events[-1] if station.low_events else None
+
+    low = await wait_for(warned, 30, 0.1, what="the low-space warning")
+    assert low.kept_uncommitted == 1 and low.low_watermark_percent == 100
+    await station.intact(unsent)
+
+
+async def test_the_sender_unreachable_purges_nothing(station: Station) -> None:
+    study = await station.study()
+    await station.committed(study)
+    station.sender.stop()
+    await station.policy(purge_enabled=True, purge_retention_days=0)
+    with pytest.raises(SenderUnavailable):
+        await purge_once(station.deps())
+    await station.intact(study)
+    assert await station.pool.fetchval("SELECT count(*) FROM capture_purges") == 0
+
+
+async def test_a_converter_down_when_the_job_is_sent_finishes_when_it_returns(
+    station: Station,
+) -> None:
+    study = await station.study()
+    await station.committed(study)
+    await station.stop_converter()
+    await station.policy(purge_enabled=True, purge_retention_days=0)
+    assert (await station.run()).started == [study.study_id]
+    # Capture's half is done; the DICOM files wait for the converter, and the study is not
+    # marked purged meanwhile.
+    assert not any(station.store.resolve(rel).exists() for rel in study.media_rel)
+    assert all(station.store.resolve(r).is_file() for r in await station.dicom_files(study))
+    assert not await station.purged(study)
+    station.start_converter()
+    await station.gone(study, "retention")
+
+
+async def test_capture_killed_between_removing_files_and_marking_is_finished_on_restart(
+    station: Station, capture_factory: Any
+) -> None:
+    study = await station.study(snapshots=2)
+    await station.committed(study)
+    await station.policy(purge_enabled=True, purge_retention_days=0)
+    station.capture.kill()
+    # What a kill right after the purge started and one file was removed leaves: the journal
+    # row and the converter's job committed, one media file gone, no row marked.
+    assert await purge_repository.start_purge(station.pool, study.study_id, "retention")
+    station.store.delete(study.media_rel[0])
+    marked = await station.pool.fetchval(
+        "SELECT count(*) FROM media WHERE study_id = $1 AND purged_at IS NOT NULL", study.uuid
+    )
+    assert marked == 0
+    # The restarted room's planner (its first run is at start) finishes the purge.
+    restarted = capture_factory(
+        "or2", [{"name": "endo", "url": SMALL}], CB_CAPTURE_PURGE_INTERVAL_S="1"
+    )
+    await station.client.wait_signal(restarted)
+    await station.gone(study, "retention")
