@@ -147,6 +147,14 @@ async def test_orthanc_commits_every_instance(
         # What a purge policy asks, and the study's badge, over the bus.
         committed = await bus.request(CommittedStudiesRequest(), CommittedStudiesReply)
         assert committed.study_ids == [msgs[0].study_id]
+        assert committed.instances == {msgs[0].study_id: 3}
+        assert msgs[0].study_id in committed.committed_at
+        # Asked about given studies (as a purge asks about its candidates).
+        other = str(uuid.uuid4())
+        asked = CommittedStudiesRequest(study_ids=[other, msgs[0].study_id])
+        assert (await bus.request(asked, CommittedStudiesReply)).study_ids == [msgs[0].study_id]
+        alone = CommittedStudiesRequest(study_ids=[other])
+        assert (await bus.request(alone, CommittedStudiesReply)).study_ids == []
         status = await bus.request(
             CommitmentStatusRequest(study_ids=[msgs[0].study_id]), CommitmentStatusReply
         )

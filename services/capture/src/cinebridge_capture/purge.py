@@ -91,9 +91,12 @@ def pick_for_space(
 async def committed_of(
     deps: PurgeDeps, candidates: list[repo.Candidate], before_s: float
 ) -> set[str]:
-    """Which of the candidates the sender lists as committed at least `before_s` ago."""
+    """Which of the candidates the sender lists as committed at least `before_s` ago, with as
+    many instances as the converter made for it: an instance made but not yet handed to the
+    sender (its announcement still on the bus) would not count against the study there."""
     ids = [c.study_id for c in candidates]
     committed: set[str] = set()
+    made = await repo.instance_counts(deps.pool, ids)
     for start in range(0, len(ids), ASK_BATCH):
         chunk = ids[start : start + ASK_BATCH]
         request = CommittedStudiesRequest(
@@ -105,7 +108,9 @@ async def committed_of(
             raise SenderUnavailable(f"{type(exc).__name__}: {exc}") from exc
         if not reply.ok:
             raise SenderUnavailable(reply.error or "refused")
-        committed.update(reply.study_ids)
+        committed.update(
+            s for s in reply.study_ids if reply.instances.get(s, -1) >= made.get(s, 0) > 0
+        )
     return committed
 
 

@@ -72,6 +72,17 @@ async def candidates(pool: asyncpg.Pool, limit: int) -> list[Candidate]:
     return [Candidate(str(r["id"]), r["study_instance_uid"], int(r["bytes"])) for r in rows]
 
 
+async def instance_counts(pool: asyncpg.Pool, study_ids: list[str]) -> dict[str, int]:
+    """How many instances the converter made per study (its `instances`, read as the ledger's
+    source; written only by the converter)."""
+    rows = await pool.fetch(
+        """SELECT study_id, count(*) AS n FROM instances
+           WHERE study_id = ANY($1::uuid[]) GROUP BY study_id""",
+        [uuid.UUID(s) for s in study_ids],
+    )
+    return {str(r["study_id"]): int(r["n"]) for r in rows}
+
+
 async def held_count(pool: asyncpg.Pool) -> int:
     n: int = await pool.fetchval("SELECT count(*) FROM studies WHERE held AND purged_at IS NULL")
     return n
@@ -87,15 +98,17 @@ async def start_purge(pool: asyncpg.Pool, study_id: str, reason: PurgeReason) ->
         )
         if row is None or row["held"] or row["purged_at"] is not None:
             return False
-        inserted = await conn.fetchval(
+        started_at = await conn.fetchval(
             """INSERT INTO capture_purges (study_id, reason) VALUES ($1, $2)
-               ON CONFLICT DO NOTHING RETURNING 1""",
+               ON CONFLICT DO NOTHING RETURNING started_at""",
             sid,
             reason,
         )
-        if inserted is None:
+        if started_at is None:
             return False
-        job = PurgeStudyFiles(job_key=f"purge:{study_id}", study_id=study_id, reason=reason)
+        job = PurgeStudyFiles(
+            job_key=f"purge:{study_id}", study_id=study_id, reason=reason, started_at=started_at
+        )
         await enqueue(conn, job, msg_id=job.job_key)
     return True
 
@@ -117,9 +130,12 @@ async def open_purges(pool: asyncpg.Pool) -> list[OpenPurge]:
 
 
 async def media_files(pool: asyncpg.Pool, study_id: uuid.UUID) -> list[MediaFile]:
-    """Every media file of the study still on disk (deleted items' files too: they stayed)."""
+    """Every media file of the study still on disk (deleted items' files too: they stayed) that
+    was there when its purge started: one captured into the study later was never committed."""
     rows = await pool.fetch(
-        "SELECT id, rel_path, size FROM media WHERE study_id = $1 AND purged_at IS NULL",
+        """SELECT m.id, m.rel_path, m.size FROM media m
+           JOIN capture_purges p ON p.study_id = m.study_id
+           WHERE m.study_id = $1 AND m.purged_at IS NULL AND m.captured_at <= p.started_at""",
         study_id,
     )
     return [MediaFile(r["id"], r["rel_path"], int(r["size"])) for r in rows]

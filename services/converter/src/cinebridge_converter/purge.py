@@ -25,7 +25,7 @@ async def handle_purge_study(msg: PurgeStudyFiles, _d: Delivery, deps: Converter
         study_id = uuid.UUID(msg.study_id)
     except ValueError as exc:
         raise Poison(f"study id {msg.study_id[:40]!r} is not a UUID") from exc
-    files = await repo.unpurged_files(deps.pool, study_id)
+    files = await repo.unpurged_files(deps.pool, study_id, msg.started_at)
     for item in files:
         try:
             await asyncio.to_thread(deps.store.delete, item.rel_path)

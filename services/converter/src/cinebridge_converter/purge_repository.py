@@ -3,6 +3,7 @@ disk, and their rows marked purged with the report to capture in the same transa
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
 
@@ -17,9 +18,16 @@ class DicomFile:
     rel_path: str
 
 
-async def unpurged_files(pool: asyncpg.Pool, study_id: uuid.UUID) -> list[DicomFile]:
+async def unpurged_files(
+    pool: asyncpg.Pool, study_id: uuid.UUID, made_by: dt.datetime | None
+) -> list[DicomFile]:
+    """The study's DICOM files not purged yet, made by `made_by` (None: any)."""
     rows = await pool.fetch(
-        "SELECT id, rel_path FROM instances WHERE study_id = $1 AND purged_at IS NULL", study_id
+        """SELECT id, rel_path FROM instances
+           WHERE study_id = $1 AND purged_at IS NULL
+             AND ($2::timestamptz IS NULL OR created_at <= $2)""",
+        study_id,
+        made_by,
     )
     return [DicomFile(r["id"], r["rel_path"]) for r in rows]
 

@@ -182,7 +182,11 @@ async def handle_committed_studies(req: CommittedStudiesRequest, deps: SenderDep
         )
     except ValueError as exc:
         return CommittedStudiesReply(ok=False, error=f"bad study id: {exc}")
-    return CommittedStudiesReply(study_ids=studies)
+    return CommittedStudiesReply(
+        study_ids=[s.study_id for s in studies],
+        instances={s.study_id: s.instances for s in studies},
+        committed_at={s.study_id: s.committed_at for s in studies},
+    )
 
 
 async def handle_commitment_status(req: CommitmentStatusRequest, deps: SenderDeps) -> Reply:

@@ -8,6 +8,7 @@ archive lists as failed are queued to be sent again (a new generation, as Forwar
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -366,9 +367,16 @@ async def open_missing(pool: asyncpg.Pool) -> int:
 # -- the ledger's questions ---------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class CommittedStudy:
+    study_id: str
+    instances: int
+    committed_at: dt.datetime
+
+
 async def committed_studies(
     pool: asyncpg.Pool, before_s: float, limit: int, of: Sequence[str] | None = None
-) -> list[str]:
+) -> list[CommittedStudy]:
     """Studies every enabled destination marked "commitment required" has committed whole
     (a delivery per instance, each committed `before_s` ago or more), of `of` when given. None
     while no destination requires commitment: nothing is proven kept anywhere."""
@@ -379,7 +387,11 @@ async def committed_studies(
                             WHERE study_id IS NOT NULL
                               AND ($3::uuid[] IS NULL OR study_id = ANY($3::uuid[]))
                             GROUP BY study_id)
-           SELECT s.study_id FROM studies s
+           SELECT s.study_id, s.n,
+                  (SELECT max(d.committed_at) FROM deliveries d
+                   WHERE d.study_id = s.study_id
+                     AND d.destination_id IN (SELECT id FROM req)) AS committed_at
+           FROM studies s
            WHERE EXISTS (SELECT 1 FROM req)
              AND NOT EXISTS (
                  SELECT 1 FROM req r
@@ -392,7 +404,7 @@ async def committed_studies(
         limit,
         only,
     )
-    return [str(r["study_id"]) for r in rows]
+    return [CommittedStudy(str(r["study_id"]), r["n"], r["committed_at"]) for r in rows]
 
 
 def badge(states: Sequence[str], commitments: Sequence[str | None], required: bool) -> str:

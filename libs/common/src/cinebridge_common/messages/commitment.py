@@ -3,6 +3,7 @@ the sender's answer to "which studies are committed"."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import ClassVar
 
 from pydantic import BaseModel
@@ -44,6 +45,12 @@ class CommittedStudiesRequest(Request):
 class CommittedStudiesReply(Reply):
     subject: ClassVar[str] = "cb.rpc.sender.commitment.committed.reply"
     study_ids: list[str] = []
+    #: Per listed study, how many instances the sender has for it (each committed): a purge
+    #: compares it with the instances made, so that one not yet handed to the sender is never
+    #: taken as committed.
+    instances: dict[str, int] = {}
+    #: Per listed study, its last commitment (the retention runs from it).
+    committed_at: dict[str, dt.datetime] = {}
 
 
 class CommitmentStatusRequest(Request):

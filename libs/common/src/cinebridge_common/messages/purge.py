@@ -4,6 +4,7 @@ it (docs/purge.md)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import ClassVar, Literal
 
 from .base import Event, Job, Reply, Request
@@ -19,6 +20,9 @@ class PurgeStudyFiles(Job):
     subject: ClassVar[str] = "cb.job.converter.purge"
     study_id: str
     reason: PurgeReason = "retention"
+    #: When the purge started: instances made later (a capture into the study after its purge
+    #: began) were never committed and are kept.
+    started_at: dt.datetime | None = None
 
 
 class InstancesPurged(Event):
