@@ -1,8 +1,8 @@
 """The local purge policy end to end (docs/purge.md) on real processes: capture (a room, the
 study catalog, the planner), the converter (its DICOM files), the sender (Storage Commitment
-with a pynetdicom archive that commits, PS3.4 Annex J), NATS and PostgreSQL; the gateway's audit
-consumer on the same bus. Studies are captured, saved and converted as a Save does; a study is
-purged only once the sender lists it as committed.
+with a pynetdicom archive that commits, PS3.4 Annex J), NATS and PostgreSQL, and the gateway
+(app.run: the audit, the hold and ledger routes). Studies are captured, saved and converted as a
+Save does; a study is purged only once the sender lists it as committed.
 
 Planner runs that the test needs to see happen are called here (`purge_once` with the capture
 process's own dependencies: the same lock, bus and database), so that no assertion depends on
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from cinebridge_capture import purge_repository
 from cinebridge_capture.purge import PurgeDeps, PurgeRun, SenderUnavailable, purge_once
@@ -33,21 +35,20 @@ from cinebridge_common.messages import (
     StudySaved,
 )
 from cinebridge_common.messages.purge import (
-    CatalogHoldStudy,
-    CatalogHoldStudyReply,
     MediaStoreLow,
-    StudyPurged,
 )
 from cinebridge_common.store import MediaStore
 from cinebridge_converter import app as converter_app
 from cinebridge_converter.settings import ConverterSettings
-from cinebridge_gateway import purge_audit
+from cinebridge_gateway import app as gateway_app
+from cinebridge_gateway.settings import GatewaySettings
 from cinebridge_testkit import wait_for
 from cinebridge_testkit.sender_harness import SenderHarness
 from cinebridge_testkit.storage_peers import CommitmentScp
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
+ADMIN_PASSWORD = "admin-Password-1"
 SMALL = "lavfi:testsrc2=size=320x240:rate=10"
 ROOM = "or1"
 
@@ -71,8 +72,8 @@ class Station:
     archive: CommitmentScp
     capture: Any
     converter_settings: ConverterSettings
+    admin: httpx.AsyncClient
     converter: asyncio.Task[None] | None = None
-    purged_events: list[StudyPurged] = field(default_factory=list)
     low_events: list[MediaStoreLow] = field(default_factory=list)
 
     @property
@@ -82,6 +83,18 @@ class Station:
 
     def deps(self) -> PurgeDeps:
         return PurgeDeps(self.pool, self.store, self.bus)
+
+    async def ledger(self, study: Study) -> dict[str, Any]:
+        reply = await self.admin.get(f"/api/v1/studies/{study.study_id}/ledger")
+        assert reply.status_code == 200, reply.text
+        body: dict[str, Any] = reply.json()
+        return body
+
+    async def ops(self) -> dict[str, Any]:
+        reply = await self.admin.get("/api/v1/ops/purge")
+        assert reply.status_code == 200, reply.text
+        body: dict[str, Any] = reply.json()
+        return body
 
     def start_converter(self) -> None:
         self.converter = asyncio.create_task(converter_app.run(self.converter_settings))
@@ -253,29 +266,65 @@ async def station(
         instance_id=f"test-converter-{uuid.uuid4().hex[:6]}",
         converter_ack_wait_s=10.0,
     )
-    st = Station(client, db_pool, store, sender, archive, capture, converter_settings)
     await client.bus.js.purge_stream("CB_JOBS", subject="cb.job.converter.>")
-    st.start_converter()
+    async with contextlib.AsyncExitStack() as stack:
+        gateway = await stack.enter_async_context(running_gateway(nats_server, database_url, store))
+        admin = await stack.enter_async_context(logged_in(gateway))
+        st = Station(client, db_pool, store, sender, archive, capture, converter_settings, admin)
+        st.start_converter()
 
-    async def audit(msg: StudyPurged, delivery: Any) -> None:
-        st.purged_events.append(msg)
-        await purge_audit.handle_study_purged(msg, delivery, db_pool)
+        async def on_low(msg: Any) -> None:
+            st.low_events.append(MediaStoreLow.from_bytes(msg.data))
 
-    async def on_low(msg: Any) -> None:
-        st.low_events.append(MediaStoreLow.from_bytes(msg.data))
+        await client.bus.subscribe_events(MediaStoreLow.subject, on_low)
+        await client.wait_signal(capture)
+        await sender.answering()
+        try:
+            yield st
+        finally:
+            await st.stop_converter()
+            sender.stop()
+            archive.stop()
 
-    tasks = client.bus.start_consumer(purge_audit.SPEC, StudyPurged, audit)
-    await client.bus.subscribe_events(MediaStoreLow.subject, on_low)
-    await client.wait_signal(capture)
-    await sender.answering()
+
+@contextlib.asynccontextmanager
+async def running_gateway(
+    nats: EmbeddedNats, database_url: str, store: MediaStore
+) -> AsyncIterator[str]:
+    """The gateway (app.run) on a free port: the audit consumer, the hold and ledger routes."""
+    settings = GatewaySettings(
+        nats_url=nats.url,
+        database_url=database_url,
+        media_root=store.root,
+        gateway_port=0,
+        gateway_admin_password=ADMIN_PASSWORD,
+        instance_id=f"gw-purge-{uuid.uuid4().hex[:6]}",
+    )
+    started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        gateway_app.run(settings, on_started=lambda _ctx, url: started.set_result(url))
+    )
     try:
-        yield st
+        waiters: set[asyncio.Future[Any]] = {task, started}
+        await asyncio.wait(waiters, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()
+        yield await asyncio.wait_for(started, 1)
     finally:
-        for task in tasks:
-            task.cancel()
-        await st.stop_converter()
-        sender.stop()
-        archive.stop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(task, 15)
+
+
+@contextlib.asynccontextmanager
+async def logged_in(url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=url, timeout=30.0) as admin:
+        reply = await admin.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+        )
+        assert reply.status_code == 200, reply.text
+        admin.headers["X-CSRF-Token"] = reply.json()["csrf_token"]
+        yield admin
 
 
 async def test_committed_past_retention_is_purged_uncommitted_and_held_are_kept(
@@ -285,36 +334,57 @@ async def test_committed_past_retention_is_purged_uncommitted_and_held_are_kept(
     unsent = await station.study(send=False)
     held = await station.study()
     await station.committed(committed, held)
-    hold = await station.bus.request(
-        CatalogHoldStudy(study_id=held.study_id, by="admin"), CatalogHoldStudyReply
-    )
-    assert hold.ok and hold.held and not hold.purged, hold
+    hold = await station.admin.post(f"/api/v1/studies/{held.study_id}/hold")
+    assert hold.status_code == 200, hold.text
+    assert hold.json() == {"study_id": held.study_id, "held": True, "purge_started": False}
+    unknown = await station.admin.post(f"/api/v1/studies/{uuid.uuid4()}/hold")
+    assert unknown.status_code == 404, unknown.text
 
-    # Off: nothing is purged, whatever is committed.
+    # Off: nothing is purged, whatever is committed; the ledger says so per study.
     assert (await station.run()).started == []
-    # Retention not reached: kept.
+    assert await ledger_of(station, committed, unsent, held) == [
+        ("committed", "policy-off"),
+        ("converted", "kept-uncommitted"),
+        ("committed", "held"),
+    ]
+    # Retention not reached: kept, and the ledger says when it will go.
     await station.policy(purge_enabled=True, purge_retention_days=1, purge_low_watermark_percent=0)
     assert (await station.run()).started == []
     for study in (committed, unsent, held):
         await station.intact(study)
+    scheduled = await station.ledger(committed)
+    assert (scheduled["ledger"], scheduled["purge"]) == ("committed", "scheduled")
+    assert scheduled["purge_at"] > datetime.datetime.now(datetime.UTC).isoformat()
 
     await station.policy(purge_retention_days=0)
+    assert (await station.ledger(committed))["ledger"] == "purgeable"
     run = await station.run()
     assert run.started == [committed.study_id]
     await station.gone(committed, "retention")
     await station.intact(unsent)  # the sender never listed it
     await station.intact(held)
+    assert (await station.ledger(committed))["ledger"] == "purged"
 
-    released = await station.bus.request(
-        CatalogHoldStudy(study_id=held.study_id, held=False, by="admin"), CatalogHoldStudyReply
-    )
-    assert released.ok and not released.held
+    released = await station.admin.delete(f"/api/v1/studies/{held.study_id}/hold")
+    assert released.status_code == 200 and released.json()["held"] is False, released.text
     assert (await station.run()).started == [held.study_id]
     await station.gone(held, "retention")
     await station.intact(unsent)
-    assert sorted(e.study_id for e in station.purged_events) == sorted(
-        [committed.study_id, held.study_id]
+    ops = await station.ops()
+    assert ops["ledger"]["purged"] == 2 and ops["ledger"]["converted"] == 1, ops
+    assert ops["kept_uncommitted"] == 1 and not ops["warning"]
+    actions = await station.pool.fetch(
+        "SELECT action FROM gateway_audit_log WHERE study_id = $1 ORDER BY at", held.uuid
     )
+    assert [a["action"] for a in actions] == ["study_held", "study_released", "study_purged"]
+
+
+async def ledger_of(station: Station, *studies: Study) -> list[tuple[str, str]]:
+    out = []
+    for study in studies:
+        entry = await station.ledger(study)
+        out.append((entry["ledger"], entry["purge"]))
+    return out
 
 
 async def test_below_the_low_watermark_the_oldest_committed_go_first_and_the_operator_is_warned(
@@ -341,6 +411,8 @@ async def test_below_the_low_watermark_the_oldest_committed_go_first_and_the_ope
     # Still below, nothing left that may go: warned (event and gauge), the uncommitted kept.
     again = await station.run()
     assert again.started == [] and again.store_low
+    ops = await station.ops()
+    assert ops["below_low_watermark"] and ops["warning"] and ops["kept_uncommitted"] == 1, ops
 
     async def warned() -> MediaStoreLow | None:
         return station.low_events[-1] if station.low_events else None

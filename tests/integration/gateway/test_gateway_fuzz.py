@@ -28,8 +28,14 @@ from cinebridge_common.messages import (
     CatalogAddMediaReply,
     CatalogDeleteMedia,
     CatalogDeleteMediaReply,
+    CatalogHoldStudy,
+    CatalogHoldStudyReply,
     CatalogReconcile,
     CatalogReconcileReply,
+    CommitmentStatusReply,
+    CommitmentStatusRequest,
+    CommittedStudiesReply,
+    CommittedStudiesRequest,
     ConformanceReply,
     ConverterConformance,
     DestinationDelete,
@@ -105,6 +111,9 @@ async def serve_contract_peers(bus: Bus) -> None:
         (WorklistConformance, _const(ConformanceReply(service="worklist"))),
         (ConverterConformance, _const(ConformanceReply(service="converter"))),
         (ExportStudy, _const(ExportStudyReply(ok=False, error="no such study"))),
+        (CatalogHoldStudy, _const(CatalogHoldStudyReply(ok=False, error="no such study"))),
+        (CommitmentStatusRequest, _const(CommitmentStatusReply())),
+        (CommittedStudiesRequest, _const(CommittedStudiesReply())),
     ]
     for request_type, handler in handlers:
         await bus.serve(request_type, handler)

@@ -44,3 +44,12 @@ class RequestMetrics:
             REQUEST_SECONDS.labels(scope["method"], route, str(status)).observe(
                 time.perf_counter() - started
             )
+
+
+#: The delivery ledger (docs/purge.md): studies per state, refreshed by `GET /api/v1/ops/purge`
+#: (the ops page polls it) over the latest 1000 studies not purged, and every purged one.
+LEDGER_STUDIES = Gauge(
+    "cinebridge_gateway_ledger_studies",
+    "Studies per delivery ledger state (captured, converted, sent, committed, purgeable, purged)",
+    ("state",),
+)
