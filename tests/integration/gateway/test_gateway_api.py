@@ -466,6 +466,14 @@ async def test_settings_roles_echo_and_tokens(gateway: Any, admin: Any, peer_bus
     assert put.status_code == 200 and put.json()["station_name"] == "OR1-TOWER"
     bad = await admin.put("/api/v1/settings/station", json={"character_set": "KLINGON"})
     assert bad.status_code == 422
+    # The purge policy (docs/purge.md): a high watermark below the low one is refused, whole.
+    policy = {"purge_enabled": True, "purge_retention_days": 7, "purge_low_watermark_percent": 5}
+    put = await admin.put("/api/v1/settings/station", json=policy)
+    assert put.status_code == 200 and put.json()["purge_retention_days"] == 7, put.text
+    crossed = await admin.put("/api/v1/settings/station", json={"purge_high_watermark_percent": 4})
+    assert crossed.status_code == 422 and "watermark" in crossed.text, crossed.text
+    kept = (await admin.get("/api/v1/settings/station")).json()
+    assert (kept["purge_low_watermark_percent"], kept["purge_high_watermark_percent"]) == (5, 15)
 
     created = await admin.post(
         "/api/v1/users", json={"username": "op1", "password": "op1-secret", "role": "operator"}

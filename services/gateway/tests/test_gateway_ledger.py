@@ -1,0 +1,64 @@
+"""The delivery ledger's derivation (docs/purge.md "Ledger"): one state per study from the
+catalog's, the converter's and the sender's answers, and what the purge policy will do."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from cinebridge_common.station import StationSettings
+from cinebridge_gateway.ledger import SenderView, derive
+from cinebridge_gateway.ledger_repository import LocalStudy
+
+NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
+ON = StationSettings(purge_enabled=True, purge_retention_days=2)
+
+
+def study(**kw: object) -> LocalStudy:
+    values: dict[str, object] = {
+        "study_id": "s1",
+        "held": False,
+        "purged_at": None,
+        "purging": False,
+        "media": 2,
+        "converted": 2,
+        "instances": 2,
+    }
+    values.update(kw)
+    return LocalStudy(**values)  # type: ignore[arg-type]
+
+
+def sender(
+    badges: list[str] | None = None, committed_at: dt.datetime | None = None, instances: int = 2
+) -> SenderView:
+    return SenderView(
+        {"s1": badges} if badges else {},
+        {"s1": committed_at} if committed_at else {},
+        {"s1": instances} if committed_at else {},
+    )
+
+
+def test_states_along_the_way() -> None:
+    assert derive(study(converted=1), sender(), ON, NOW).state == "captured"
+    assert derive(study(), sender(), ON, NOW).state == "converted"
+    assert derive(study(), sender(["sending", "sent"]), ON, NOW).state == "converted"
+    assert derive(study(), sender(["sent", "requested"]), ON, NOW).state == "sent"
+    fresh = derive(study(), sender(["committed"], NOW - dt.timedelta(hours=1)), ON, NOW)
+    assert (fresh.state, fresh.purge) == ("committed", "scheduled")
+    assert fresh.purge_at == NOW + dt.timedelta(days=2, hours=-1)
+    due = derive(study(), sender(["committed"], NOW - dt.timedelta(days=3)), ON, NOW)
+    assert (due.state, due.purge) == ("purgeable", "scheduled")
+    gone = derive(study(purged_at=NOW, purging=True), sender(["committed"], NOW), ON, NOW)
+    assert (gone.state, gone.purge) == ("purged", "purged")
+
+
+def test_what_keeps_a_committed_study() -> None:
+    old = NOW - dt.timedelta(days=30)
+    held = derive(study(held=True), sender(["committed"], old), ON, NOW)
+    assert (held.state, held.purge, held.held) == ("committed", "held", True)
+    off = derive(study(), sender(["committed"], old), StationSettings(), NOW)
+    assert (off.state, off.purge) == ("committed", "policy-off")
+    # An instance the sender has not heard of: not all of the study is committed.
+    partial = derive(study(instances=3), sender(["committed"], old, instances=2), ON, NOW)
+    assert (partial.state, partial.purge) == ("sent", "kept-uncommitted")
+    underway = derive(study(purging=True), sender(["committed"], old), ON, NOW)
+    assert (underway.state, underway.purge) == ("purgeable", "purging")
