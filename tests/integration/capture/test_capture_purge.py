@@ -42,13 +42,15 @@ from cinebridge_converter import app as converter_app
 from cinebridge_converter.settings import ConverterSettings
 from cinebridge_gateway import app as gateway_app
 from cinebridge_gateway.settings import GatewaySettings
-from cinebridge_testkit import wait_for
+from cinebridge_testkit import require_tool, wait_for
 from cinebridge_testkit.sender_harness import SenderHarness
 from cinebridge_testkit.storage_peers import CommitmentScp
+from playwright.async_api import Page, async_playwright, expect
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 ADMIN_PASSWORD = "admin-Password-1"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 SMALL = "lavfi:testsrc2=size=320x240:rate=10"
 ROOM = "or1"
 
@@ -95,6 +97,23 @@ class Station:
         assert reply.status_code == 200, reply.text
         body: dict[str, Any] = reply.json()
         return body
+
+    @contextlib.asynccontextmanager
+    async def browser(self) -> AsyncIterator[Page]:
+        """The web UI in headless Chromium (Debian's), logged in as the administrator."""
+        chromium = require_tool("chromium")
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            await page.goto(str(self.admin.base_url))
+            await page.fill("input[name=username]", "admin")
+            await page.fill("input[name=password]", ADMIN_PASSWORD)
+            await page.click("#login-button")
+            await expect(page.locator("#logout")).to_be_visible()
+            try:
+                yield page
+            finally:
+                await browser.close()
 
     def start_converter(self) -> None:
         self.converter = asyncio.create_task(converter_app.run(self.converter_settings))
@@ -365,7 +384,15 @@ async def test_committed_past_retention_is_purged_uncommitted_and_held_are_kept(
     await station.intact(held)
     assert (await station.ledger(committed))["ledger"] == "purged"
 
-    released = await station.admin.delete(f"/api/v1/studies/{held.study_id}/hold")
+    # The room's current study is the held one: its line says so, Release ends the hold.
+    async with station.browser() as page:
+        line = page.locator("#study-ledger")
+        await expect(line).to_have_attribute("data-purge", "held", timeout=20_000)
+        await expect(line).to_contain_text("held: kept until released")
+        await page.click("#hold-button")
+        await expect(page.locator("#toast")).to_contain_text("Study released")
+        await expect(line).to_have_attribute("data-purge", "scheduled", timeout=20_000)
+    released = await station.admin.get(f"/api/v1/studies/{held.study_id}/ledger")
     assert released.status_code == 200 and released.json()["held"] is False, released.text
     assert (await station.run()).started == [held.study_id]
     await station.gone(held, "retention")
@@ -413,6 +440,9 @@ async def test_below_the_low_watermark_the_oldest_committed_go_first_and_the_ope
     assert again.started == [] and again.store_low
     ops = await station.ops()
     assert ops["below_low_watermark"] and ops["warning"] and ops["kept_uncommitted"] == 1, ops
+    async with station.browser() as page:
+        await page.click("#nav-ops")
+        await expect(page.locator("#purge-warning")).to_contain_text("nothing may be purged")
 
     async def warned() -> MediaStoreLow | None:
         return station.low_events[-1] if station.low_events else None

@@ -1,6 +1,7 @@
 // Ops: health of every service, rooms and sources, job queues, unsent and failed deliveries,
 // studies not committed in time, dead letters, SCP received counts, disk headroom.
 import { api, attempt, badge, fmtBytes, fmtTime, h, render, scheduleRefresh } from "./lib.js";
+import { purgePanel } from "./retention.js";
 
 // Heartbeats refresh the page over the event stream; while NATS is away none arrive, so the
 // page also asks every 4 s and shows a dependency outage by itself.
@@ -11,6 +12,7 @@ const orNA = (value, show) => (value === null || value === undefined ? h("span",
 // ---------------------------------------------------------------- ops dashboard
 export async function viewOps(arg, setView) {
   const s = await api("GET", "/api/v1/ops/summary");
+  const purge = purgePanel();
   const tbl = (id, head, rows) => h("table", { id }, h("tr", {}, head.map((t) => h("th", {}, t))), rows);
   setView(h("h1", {}, "Operations"),
     h("div", { class: "grid" },
@@ -23,6 +25,7 @@ export async function viewOps(arg, setView) {
       h("div", { class: "panel" }, h("h2", {}, "Dead letters"), h("div", {}, orNA(s.dead_letters, (n) => String(n)))),
       h("div", { class: "panel" }, h("h2", {}, "SCP received"), h("div", {}, s.received ? `${s.received.instances} instances (${s.received.last_24h} in 24 h)` : "–")),
       h("div", { class: "panel" }, h("h2", {}, "Local studies"), h("div", {}, orNA(s.studies, (n) => String(n))))),
+    purge,
     h("section", { class: "panel" }, h("h2", {}, "Services"), tbl("health", ["Service", "Instance", "Room", "State", "Last seen", "Version", ""],
       s.health.instances.map((i) => h("tr", {}, h("td", {}, i.service), h("td", {}, i.instance), h("td", {}, i.room || ""), h("td", {}, badge(i.state)),
         h("td", {}, `${i.age_s} s ago`), h("td", { class: "dim" }, i.version),

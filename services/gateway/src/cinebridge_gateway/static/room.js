@@ -3,6 +3,7 @@
 import { api, attempt, badge, commitmentLabel, dicomDate, field, fmtSeconds, fmtTime, formValues, h, personName,
          render, route, scheduleRefresh, startStudy, state, toast } from "./lib.js";
 import { exportDialog } from "./export.js";
+import { ledgerLine } from "./retention.js";
 import { addFileButton } from "./upload.js";
 
 export async function viewRoom(arg, setView) {
@@ -57,6 +58,7 @@ function studyCard(study) {
       study.study_description ? fact("Study", study.study_description) : ""),
     h("div", { class: "dim small" }, `Study UID ${study.study_instance_uid} · started ${dicomDate(study.study_date)} ${fmtTime(study.created_at).split(", ").pop()}`),
     mppsLine(study),
+    ledgerLine(study),
     h("div", { id: "last-capture", class: "dim small" }, state.lastCapture?.studyId === study.id && state.lastCapture.room === state.room ? state.lastCapture.text : ""),
     actions);
 }

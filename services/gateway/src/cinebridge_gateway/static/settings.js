@@ -16,6 +16,7 @@ export async function viewSettings(arg, setView) {
   const stationForm = h("form", { class: "panel", id: "station-form", onsubmit: async (e) => {
     e.preventDefault();
     const v = formValues(e.target); v.wildcard_matching = !!e.target.wildcard_matching.checked;
+    v.purge_enabled = !!e.target.purge_enabled.checked;
     await attempt(() => api("PUT", "/api/v1/settings/station", v), "Settings saved");
   } },
   h("h2", {}, "Station"),
@@ -27,7 +28,12 @@ export async function viewSettings(arg, setView) {
     h("label", {}, "Video transfer syntax", select("video_transfer_syntax", [["1.2.840.10008.1.2.4.100", "MPEG-2 MP@ML"], ["1.2.840.10008.1.2.4.101", "MPEG-2 MP@HL"], ["1.2.840.10008.1.2.4.102", "H.264 HP@L4.1"], ["1.2.840.10008.1.2.4.103", "H.264 BD HP@L4.1"]], station.video_transfer_syntax)),
     h("label", {}, "IOD", select("iod", [["standard", "Standard (by Modality)"], ["videostation", "Secondary Capture (VideoStation-compatible)"], ["mf-sc", "SC / Multi-frame True Color SC"], ["vl", "VL Endoscopic / Video"], ["vl-photographic", "VL Photographic / Video"]], station.iod === "sc" ? "videostation" : station.iod)),
     h("label", { class: "row" }, h("input", { type: "checkbox", name: "wildcard_matching", checked: station.wildcard_matching, disabled: !admin }), "Worklist wildcard matching"),
-    h("label", {}, "Performed procedure step (MPPS) starts", select("mpps_trigger", [["first-capture", "at the first snapshot or recording"], ["study-start", "when the study is started"]], station.mpps_trigger))),
+    h("label", {}, "Performed procedure step (MPPS) starts", select("mpps_trigger", [["first-capture", "at the first snapshot or recording"], ["study-start", "when the study is started"]], station.mpps_trigger)),
+    // Local purge policy (docs/purge.md): only what every destination requiring commitment committed.
+    h("label", { class: "row" }, h("input", { type: "checkbox", name: "purge_enabled", checked: station.purge_enabled, disabled: !admin }), "Purge local data of committed studies"),
+    field("purge_retention_days", "Retention after commitment (days)", station.purge_retention_days, { type: "number", min: 0, max: 36500, step: "any", disabled: !admin }),
+    field("purge_low_watermark_percent", "Purge the oldest committed first below (% free)", station.purge_low_watermark_percent, { type: "number", min: 0, max: 100, step: "any", disabled: !admin }),
+    field("purge_high_watermark_percent", "... until free space is back above (% free)", station.purge_high_watermark_percent, { type: "number", min: 0, max: 100, step: "any", disabled: !admin })),
   admin ? h("p", {}, h("button", { class: "primary", id: "station-save" }, "Save settings")) : h("p", { class: "dim" }, "Only an administrator can change settings."));
 
   // Add, or edit the destination picked with "Edit" (its other settings are kept). A DIMSE
