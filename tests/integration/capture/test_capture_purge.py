@@ -466,7 +466,7 @@ async def test_the_sender_unreachable_purges_nothing(station: Station) -> None:
 async def test_a_converter_down_when_the_job_is_sent_finishes_when_it_returns(
     station: Station,
 ) -> None:
-    study = await station.study()
+    study = await station.study(snapshots=2)
     await station.committed(study)
     await station.stop_converter()
     await station.policy(purge_enabled=True, purge_retention_days=0)
@@ -476,6 +476,10 @@ async def test_a_converter_down_when_the_job_is_sent_finishes_when_it_returns(
     assert not any(station.store.resolve(rel).exists() for rel in study.media_rel)
     assert all(station.store.resolve(r).is_file() for r in await station.dicom_files(study))
     assert not await station.purged(study)
+    # A converter killed in the middle of the job leaves some files removed and no row marked:
+    # the job, never acknowledged, comes back and finishes (the totals count every instance).
+    dicom = await station.dicom_files(study)
+    station.store.delete(dicom[0])
     station.start_converter()
     await station.gone(study, "retention")
 
