@@ -15,7 +15,7 @@ from cinebridge_common.messages.purge import StudyPurged
 from cinebridge_common.service import ServiceContext
 from cinebridge_common.supervise import every
 
-from . import purge_audit
+from . import purge_audit, routes_purge
 from .bootstrap import ensure_admin
 from .deps import Gateway
 from .handlers import subscriptions
@@ -57,6 +57,15 @@ async def _purge_sessions(repo: Repository, stop: asyncio.Event) -> None:
     await every("session-purge", SESSION_PURGE_S, repo.purge_expired_sessions, stop)
 
 
+async def _ledger_gauge(ctx: ServiceContext, settings: GatewaySettings) -> None:
+    """Studies per ledger state for Prometheus, also while nobody reads the ops page."""
+
+    async def refresh() -> None:
+        await routes_purge.ledger_counts(ctx.pool, ctx.bus, settings.gateway_rpc_timeout_s)
+
+    await every("ledger-gauge", routes_purge.LEDGER_REFRESH_S, refresh, ctx.stop)
+
+
 async def run(
     settings: GatewaySettings, *, on_started: Callable[[ServiceContext, str], None] | None = None
 ) -> None:
@@ -89,6 +98,7 @@ async def run(
         sock = listen_socket(settings.gateway_host, settings.gateway_port)
         port = sock.getsockname()[1]
         ctx.spawn(lambda: _purge_sessions(repo, ctx.stop), "session-purge")
+        ctx.spawn(lambda: _ledger_gauge(ctx, settings), "ledger-gauge")
         serving = ctx.spawn(server.serve(sockets=[sock]), "http")
         while not server.started:
             if serving.done():

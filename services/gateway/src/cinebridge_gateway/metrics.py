@@ -46,8 +46,8 @@ class RequestMetrics:
             )
 
 
-#: The delivery ledger (docs/purge.md): studies per state, refreshed by `GET /api/v1/ops/purge`
-#: (the ops page polls it) over the latest 1000 studies not purged, and every purged one.
+#: The delivery ledger (docs/purge.md): studies per state, refreshed every minute and by
+#: `GET /api/v1/ops/purge`, over the latest 1000 studies not purged and every purged one.
 LEDGER_STUDIES = Gauge(
     "cinebridge_gateway_ledger_studies",
     "Studies per delivery ledger state (captured, converted, sent, committed, purgeable, purged)",

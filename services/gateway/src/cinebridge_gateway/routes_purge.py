@@ -12,7 +12,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from cinebridge_common.bus import BusError
+import asyncpg
+from cinebridge_common.bus import Bus, BusError
 from cinebridge_common.messages.purge import CatalogHoldStudy, CatalogHoldStudyReply
 from cinebridge_common.station import load_station_settings
 from fastapi import APIRouter, Request
@@ -27,6 +28,8 @@ router = APIRouter(prefix="/api/v1", tags=["purge"])
 
 #: The sender answers about at most this many studies at once.
 LEDGER_PAGE = 1000
+#: How often the gateway refreshes the ledger gauge by itself.
+LEDGER_REFRESH_S = 60.0
 
 
 async def _hold(gw: Gw, study_id: uuid.UUID, held: bool, by: str) -> CatalogHoldStudyReply:
@@ -91,6 +94,21 @@ async def study_ledger(study_id: uuid.UUID, _: User, gw: Gw) -> dict[str, Any]:
     }
 
 
+async def ledger_counts(
+    pool: asyncpg.Pool, bus: Bus, timeout_s: float
+) -> tuple[list[ledger.Ledger], Counter[str]]:
+    """Studies per ledger state (the latest LEDGER_PAGE not purged, every purged one), also set
+    as the Prometheus gauge; the gateway refreshes it every LEDGER_REFRESH_S as well."""
+    station = await load_station_settings(pool)
+    recent = await repo.unpurged_study_ids(pool, LEDGER_PAGE)
+    entries = await ledger.ledgers(pool, bus, recent, station, timeout_s)
+    counts: Counter[str] = Counter(e.state for e in entries)
+    counts["purged"] = await repo.purged_count(pool)
+    for state in ledger.STATES:
+        LEDGER_STUDIES.labels(state).set(counts.get(state, 0))
+    return entries, counts
+
+
 def _existing(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -101,12 +119,10 @@ def _existing(path: Path) -> Path:
 async def ops_purge(_: OpsReader, gw: Gw) -> dict[str, Any]:
     """Free space of the media store against the watermarks, the warning, studies per state."""
     station = await load_station_settings(gw.pool)
-    recent = await repo.unpurged_study_ids(gw.pool, LEDGER_PAGE)
-    entries = await _ledgers(gw, recent)
-    counts = Counter(e.state for e in entries)
-    counts["purged"] = await repo.purged_count(gw.pool)
-    for state in ledger.STATES:
-        LEDGER_STUDIES.labels(state).set(counts.get(state, 0))
+    try:
+        entries, counts = await ledger_counts(gw.pool, gw.bus, gw.settings.gateway_rpc_timeout_s)
+    except ledger.SenderUnavailable as exc:
+        raise ApiError(503, "sender_unavailable", f"the sender: {exc}") from None
     usage = await asyncio.to_thread(shutil.disk_usage, _existing(gw.store.root))
     free_percent = 100.0 * usage.free / usage.total if usage.total else 100.0
     low = free_percent < station.purge_low_watermark_percent
