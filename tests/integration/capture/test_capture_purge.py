@@ -84,7 +84,8 @@ class Station:
         return bus
 
     def deps(self) -> PurgeDeps:
-        return PurgeDeps(self.pool, self.store, self.bus)
+        # One candidate per page: a committed study behind an uncommitted one is still found.
+        return PurgeDeps(self.pool, self.store, self.bus, batch=1)
 
     async def ledger(self, study: Study) -> dict[str, Any]:
         reply = await self.admin.get(f"/api/v1/studies/{study.study_id}/ledger")

@@ -130,21 +130,44 @@ async def purge_once(deps: PurgeDeps) -> PurgeRun:
     return run
 
 
+@dataclass
+class _Plan:
+    retention: list[repo.Candidate] = field(default_factory=list)
+    #: Committed, retention not reached: what the watermark may take, oldest first.
+    committed: list[repo.Candidate] = field(default_factory=list)
+    kept: int = 0
+
+
+async def _survey(deps: PurgeDeps, station: StationSettings, low: bool) -> _Plan:
+    """Every candidate, a page at a time (oldest first), so that old studies kept uncommitted
+    never hide newer committed ones behind a page limit."""
+    plan = _Plan()
+    retention_s = station.purge_retention_days * DAY_S
+    after: repo.Candidate | None = None
+    while True:
+        page = await repo.candidates(deps.pool, deps.batch, after)
+        if not page:
+            return plan
+        past = await committed_of(deps, page, retention_s)
+        plan.retention += [c for c in page if c.study_id in past]
+        committed = await committed_of(deps, page, 0.0) if low else past
+        plan.committed += [c for c in page if c.study_id in committed - past]
+        plan.kept += sum(1 for c in page if c.study_id not in committed)
+        if len(page) < deps.batch:
+            return plan
+        after = page[-1]
+
+
 async def _plan(deps: PurgeDeps, station: StationSettings, run: PurgeRun) -> None:
-    candidates = await repo.candidates(deps.pool, deps.batch)
     space = await asyncio.to_thread(media_store_space, deps.store.root)
     low = space.free_percent < station.purge_low_watermark_percent
-    picks: list[tuple[repo.Candidate, PurgeReason]] = []
-    if candidates:
-        retention_s = station.purge_retention_days * DAY_S
-        past_retention = await committed_of(deps, candidates, retention_s)
-        picks = [(c, "retention") for c in candidates if c.study_id in past_retention]
-        if low:
-            committed = await committed_of(deps, candidates, 0.0)
-            rest = [c for c in candidates if c.study_id in committed - past_retention]
-            freed = sum(2 * c.media_bytes for c, _ in picks)
-            after = Space(space.free + freed, space.total)
-            picks += [(c, "watermark") for c in pick_for_space(rest, after, _high(station))]
+    plan = await _survey(deps, station, low)
+    picks: list[tuple[repo.Candidate, PurgeReason]] = [(c, "retention") for c in plan.retention]
+    if low:
+        freed = sum(2 * c.media_bytes for c in plan.retention)
+        after = Space(space.free + freed, space.total)
+        chosen = pick_for_space(plan.committed, after, _high(station))
+        picks += [(c, "watermark") for c in chosen]
     for candidate, reason in picks:
         if await repo.start_purge(deps.pool, candidate.study_id, reason):
             log.info("purge started", extra=kv(study=candidate.study_id, reason=reason))
@@ -153,7 +176,7 @@ async def _plan(deps: PurgeDeps, station: StationSettings, run: PurgeRun) -> Non
     run.store_low = low and not picks
     STORE_LOW.set(1 if run.store_low else 0)
     if run.store_low:
-        await _warn_store_low(deps, station, space, len(candidates))
+        await _warn_store_low(deps, station, space, plan.kept)
 
 
 def _high(station: StationSettings) -> float:

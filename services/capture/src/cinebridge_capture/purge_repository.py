@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +26,7 @@ SELECT s.id, s.study_instance_uid, s.created_at,
 FROM studies s JOIN media m ON m.study_id = s.id
 WHERE s.purged_at IS NULL AND NOT s.held AND s.state = 'saved'
   AND NOT EXISTS (SELECT 1 FROM capture_purges p WHERE p.study_id = s.id)
+  AND ($2::timestamptz IS NULL OR (s.created_at, s.id) > ($2, $3::uuid))
 GROUP BY s.id
 HAVING bool_and(m.state IN ('converted', 'deleted')) AND bool_or(m.state = 'converted')
 ORDER BY s.created_at, s.id
@@ -37,6 +39,8 @@ class Candidate:
     study_instance_uid: str
     #: Bytes of the media files the purge would remove.
     media_bytes: int
+    #: Where the next page of candidates starts (they come oldest first).
+    created_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -66,10 +70,17 @@ async def planner_lock(pool: asyncpg.Pool) -> AsyncIterator[bool]:
                 await conn.execute("SELECT pg_advisory_unlock($1)", PURGE_LOCK)
 
 
-async def candidates(pool: asyncpg.Pool, limit: int) -> list[Candidate]:
-    """Studies that may be purged once the sender lists them as committed, oldest first."""
-    rows = await pool.fetch(_CANDIDATES, limit)
-    return [Candidate(str(r["id"]), r["study_instance_uid"], int(r["bytes"])) for r in rows]
+async def candidates(
+    pool: asyncpg.Pool, limit: int, after: Candidate | None = None
+) -> list[Candidate]:
+    """Studies that may be purged once the sender lists them as committed, oldest first; the
+    page after `after`."""
+    at, last = (after.created_at, uuid.UUID(after.study_id)) if after else (None, None)
+    rows = await pool.fetch(_CANDIDATES, limit, at, last)
+    return [
+        Candidate(str(r["id"]), r["study_instance_uid"], int(r["bytes"]), r["created_at"])
+        for r in rows
+    ]
 
 
 async def instance_counts(pool: asyncpg.Pool, study_ids: list[str]) -> dict[str, int]:

@@ -115,7 +115,8 @@ class CaptureSettings(ServiceSettings):
     capture_input_device: Path | None = None
     capture_input_keys: dict[str, KeyAction] = Field(default_factory=dict)
     #: Local purge policy (docs/purge.md; the policy itself is in the station settings): how
-    #: often the planner runs, and how many studies one run considers (oldest first).
+    #: often the planner runs, and how many candidates it reads and asks the sender about at a
+    #: time (a run pages through all of them, oldest first).
     capture_purge_interval_s: float = Field(default=300.0, gt=0)
     capture_purge_batch: int = Field(default=200, ge=1, le=10000)
 
