@@ -75,6 +75,7 @@ class Station:
     capture: Any
     converter_settings: ConverterSettings
     admin: httpx.AsyncClient
+    gateway: GatewayRun
     converter: asyncio.Task[None] | None = None
     low_events: list[MediaStoreLow] = field(default_factory=list)
 
@@ -288,9 +289,12 @@ async def station(
     )
     await client.bus.js.purge_stream("CB_JOBS", subject="cb.job.converter.>")
     async with contextlib.AsyncExitStack() as stack:
-        gateway = await stack.enter_async_context(running_gateway(nats_server, database_url, store))
-        admin = await stack.enter_async_context(logged_in(gateway))
-        st = Station(client, db_pool, store, sender, archive, capture, converter_settings, admin)
+        gateway = GatewayRun.of(nats_server, database_url, store)
+        stack.push_async_callback(gateway.stop)
+        admin = await stack.enter_async_context(logged_in(await gateway.start()))
+        st = Station(
+            client, db_pool, store, sender, archive, capture, converter_settings, admin, gateway
+        )
         st.start_converter()
 
         async def on_low(msg: Any) -> None:
@@ -307,33 +311,45 @@ async def station(
             archive.stop()
 
 
-@contextlib.asynccontextmanager
-async def running_gateway(
-    nats: EmbeddedNats, database_url: str, store: MediaStore
-) -> AsyncIterator[str]:
+@dataclass
+class GatewayRun:
     """The gateway (app.run) on a free port: the audit consumer, the hold and ledger routes."""
-    settings = GatewaySettings(
-        nats_url=nats.url,
-        database_url=database_url,
-        media_root=store.root,
-        gateway_port=0,
-        gateway_admin_password=ADMIN_PASSWORD,
-        instance_id=f"gw-purge-{uuid.uuid4().hex[:6]}",
-    )
-    started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        gateway_app.run(settings, on_started=lambda _ctx, url: started.set_result(url))
-    )
-    try:
-        waiters: set[asyncio.Future[Any]] = {task, started}
+
+    settings: GatewaySettings
+    task: asyncio.Task[None] | None = None
+    url: str = ""
+
+    @classmethod
+    def of(cls, nats: EmbeddedNats, database_url: str, store: MediaStore) -> GatewayRun:
+        return cls(
+            GatewaySettings(
+                nats_url=nats.url,
+                database_url=database_url,
+                media_root=store.root,
+                gateway_port=0,
+                gateway_admin_password=ADMIN_PASSWORD,
+                instance_id=f"gw-purge-{uuid.uuid4().hex[:6]}",
+            )
+        )
+
+    async def start(self) -> str:
+        started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.task = asyncio.create_task(
+            gateway_app.run(self.settings, on_started=lambda _c, url: started.set_result(url))
+        )
+        waiters: set[asyncio.Future[Any]] = {self.task, started}
         await asyncio.wait(waiters, timeout=60, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            task.result()
-        yield await asyncio.wait_for(started, 1)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(task, 15)
+        if self.task.done():
+            self.task.result()
+        self.url = await asyncio.wait_for(started, 1)
+        return self.url
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self.task, 15)
+            self.task = None
 
 
 @contextlib.asynccontextmanager
@@ -505,4 +521,19 @@ async def test_capture_killed_between_removing_files_and_marking_is_finished_on_
         "or2", [{"name": "endo", "url": SMALL}], CB_CAPTURE_PURGE_INTERVAL_S="1"
     )
     await station.client.wait_signal(restarted)
+    await station.gone(study, "retention")
+
+
+async def test_a_purge_made_while_the_gateway_is_down_is_audited_when_it_returns(
+    station: Station,
+) -> None:
+    study = await station.study()
+    await station.committed(study)
+    await station.gateway.stop()
+    await station.policy(purge_enabled=True, purge_retention_days=0)
+    assert (await station.run()).started == [study.study_id]
+    await wait_for(lambda: station.purged(study), 120, 0.2, what="the study purged")
+    audited = "SELECT count(*) FROM gateway_audit_log WHERE study_id = $1"
+    assert await station.pool.fetchval(audited, study.uuid) == 0
+    await station.gateway.start()  # its durable consumer finds the event waiting
     await station.gone(study, "retention")
