@@ -24,7 +24,7 @@ from cinebridge_common.messages import (
     StudySaved,
     WorklistItem,
 )
-from cinebridge_common.testing import wait_for
+from cinebridge_testkit import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
