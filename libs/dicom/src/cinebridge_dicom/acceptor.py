@@ -423,7 +423,8 @@ class AcceptorAssociation:
 
     def _answer(self, ready: _Ready) -> None:
         """The handler's responses as it yields them; a C-FIND's pending ones stop at a
-        C-CANCEL (FE00), or when the association ends meanwhile (A-ABORT: nothing more)."""
+        C-CANCEL (FE00), or when the association ends meanwhile (A-ABORT: nothing more), and its
+        generator is then closed."""
         context, command = ready.context, ready.command
         responses = iter(ready.handler(self, context, command, ready.data_set))
         try:
@@ -433,6 +434,11 @@ class AcceptorAssociation:
                 rsp = dimse.response_to(command, status, has_data_set=identifier is not None)
                 self.respond(context, rsp, identifier)
                 if status not in PENDING:
+                    # The handler runs to its end after its final response: work that follows
+                    # the answer, as a Storage Commitment SCP's N-EVENT-REPORT on the same
+                    # association after the N-ACTION-RSP (PS3.4 J.3.3), is not cut off.
+                    for _late in responses:
+                        raise RuntimeError(f"{command.field:#06x} handler answered twice")
                     return
         finally:
             close = getattr(responses, "close", None)
