@@ -105,14 +105,6 @@ _TO_CATALOG = (
 )
 PENDING: list[Excuse] = [
     Excuse(
-        "converter",
-        "media",
-        "services/converter/src/cinebridge_converter/repository.py",
-        "media.state of conversions: capture is to consume the cb.evt.instance.created and "
-        "cb.evt.conversion.failed the converter already publishes and set the state itself; "
-        "the converter keeps 'converting' in its own converter_jobs",
-    ),
-    Excuse(
         "gateway", "studies", f"{_GATEWAY}/repository.py", f"study forms and edits {_TO_CATALOG}"
     ),
     Excuse(

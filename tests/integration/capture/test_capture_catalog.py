@@ -4,6 +4,7 @@ real NATS and PostgreSQL: capture owns `studies` and `media` (docs/architecture.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import uuid
 from typing import Any
@@ -17,6 +18,9 @@ from cinebridge_common.messages import (
     CatalogDeleteMediaReply,
     CatalogReconcile,
     CatalogReconcileReply,
+    ConversionFailed,
+    ConversionProgressed,
+    InstanceCreated,
     MediaCaptured,
     SetRoomStudy,
     SetRoomStudyReply,
@@ -24,7 +28,8 @@ from cinebridge_common.messages import (
     StudySaved,
     WorklistItem,
 )
-from cinebridge_common.testing import wait_for
+from cinebridge_common.messages.base import Event
+from cinebridge_testkit import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -237,3 +242,132 @@ async def test_add_media_registers_an_uploaded_file_once(
     )
     refused = await add(elsewhere)
     assert not refused.ok and "does not exist" in (refused.error or "")
+
+
+T0 = dt.datetime(2026, 1, 1, 8, 0, tzinfo=dt.UTC)
+
+
+def at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+def created(media_id: str, study_id: str, seconds: float) -> InstanceCreated:
+    uid = f"2.25.{uuid.uuid4().int}"
+    return InstanceCreated(
+        instance_id=str(uuid.uuid4()),
+        media_id=media_id,
+        study_id=study_id,
+        sop_instance_uid=uid,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.7",
+        transfer_syntax_uid="1.2.840.10008.1.2.4.50",
+        rel_path=f"dicom/{uid}.dcm",
+        size=1,
+        sha256="0" * 64,
+        occurred_at=at(seconds),
+    )
+
+
+def failed(media_id: str, study_id: str, seconds: float, reason: str) -> ConversionFailed:
+    return ConversionFailed(
+        media_id=media_id, study_id=study_id, reason=reason, occurred_at=at(seconds)
+    )
+
+
+def progressed(media_id: str, study_id: str, seconds: float) -> ConversionProgressed:
+    return ConversionProgressed(
+        media_id=media_id, study_id=study_id, fraction=0.5, stage="write", occurred_at=at(seconds)
+    )
+
+
+#: The catalog's durable consumer of each converter event.
+DURABLES = {
+    InstanceCreated: "capture-catalog-instance-created",
+    ConversionFailed: "capture-catalog-conversion-failed",
+    ConversionProgressed: "capture-catalog-conversion-progressed",
+}
+
+
+async def applied(client: Any, event: Event) -> None:
+    """Publish `event` and wait until the catalog's consumer of it acknowledged it: handled,
+    whatever it changed (what makes "an older event changed nothing" a check)."""
+    ack = await client.bus.publish(event, msg_id=f"test-{uuid.uuid4().hex}")
+    durable = DURABLES[type(event)]
+
+    async def past() -> bool:
+        info = await client.bus.js.consumer_info("CB_EVENTS", durable)
+        return info.ack_floor.stream_seq >= ack.seq
+
+    await wait_for(past, 30, 0.1, what=f"{durable} to handle stream message {ack.seq}")
+
+
+async def media_state(db_pool: asyncpg.Pool, media_id: str) -> tuple[str, str | None]:
+    row = await db_pool.fetchrow(
+        "SELECT state, error FROM media WHERE id = $1", uuid.UUID(media_id)
+    )
+    return row["state"], row["error"]
+
+
+async def test_conversion_outcomes_set_the_media_state_newest_first(
+    capture_factory: Any, client: Any, db_pool: asyncpg.Pool
+) -> None:
+    """The converter announces its outcomes; the catalog sets media.state from them. The three
+    events arrive on three consumers in no fixed order, so the newest event wins."""
+    await client.wait_signal(capture_factory("or1", [{"name": "endo", "url": SMALL}]))
+    shots = [await client.command("or1", "endo", "snapshot") for _ in range(2)]
+    assert all(s.ok for s in shots), [s.error for s in shots]
+    one, two = (str(s.media_id) for s in shots)
+    study = str(shots[0].study_id)
+    assert await media_state(db_pool, one) == ("captured", None)
+
+    await applied(client, progressed(one, study, 10))
+    assert await media_state(db_pool, one) == ("converting", None)
+    await applied(client, failed(one, study, 5, "an earlier attempt"))
+    assert await media_state(db_pool, one) == ("converting", None)  # older: changed nothing
+    await applied(client, created(one, study, 20))
+    assert await media_state(db_pool, one) == ("converted", None)
+    await applied(client, progressed(one, study, 30))  # another conversion of a converted item
+    await applied(client, failed(one, study, 15, "a twin that lost"))
+    assert await media_state(db_pool, one) == ("converted", None)
+
+    await applied(client, failed(two, study, 10, "no video stream"))
+    assert await media_state(db_pool, two) == ("failed", "no video stream")
+    await applied(client, progressed(two, study, 20))  # Save asked again after the failure
+    assert await media_state(db_pool, two) == ("converting", None)
+    await applied(client, created(two, study, 30))
+    assert await media_state(db_pool, two) == ("converted", None)
+
+    # A deleted item stays deleted; an instance handed in by `cinebridge send` has no media.
+    deleted = await client.bus.request(
+        CatalogDeleteMedia(media_id=one, by="nurse"), CatalogDeleteMediaReply, 10
+    )
+    assert deleted.ok and deleted.deleted, deleted
+    await applied(client, created(one, study, 40))
+    await applied(client, failed(one, study, 40, "late"))
+    assert await media_state(db_pool, one) == ("deleted", None)
+    await applied(client, created("", "", 40))
+    unknown = str(uuid.uuid4())
+    await applied(client, created(unknown, study, 40))
+    assert await db_pool.fetchval("SELECT 1 FROM media WHERE id = $1", uuid.UUID(unknown)) is None
+
+
+async def test_outcomes_announced_while_no_room_runs_are_applied_when_one_starts(
+    capture_factory: Any, client: Any, db_pool: asyncpg.Pool
+) -> None:
+    proc = capture_factory("or1", [{"name": "endo", "url": SMALL}])
+    await client.wait_signal(proc)
+    shots = [await client.command("or1", "endo", "snapshot") for _ in range(2)]
+    assert all(s.ok for s in shots), [s.error for s in shots]
+    proc.stop()
+    good, bad = (str(s.media_id) for s in shots)
+    study = str(shots[0].study_id)
+    now = (dt.datetime.now(dt.UTC) - T0).total_seconds()
+    await client.bus.publish(created(good, study, now), msg_id=f"test-created-{good}")
+    await client.bus.publish(failed(bad, study, now, "truncated"), msg_id=f"test-failed-{bad}")
+    assert await media_state(db_pool, good) == ("captured", None)
+    await client.wait_signal(capture_factory("or2", [{"name": "endo", "url": SMALL}]))
+
+    async def settled() -> bool:
+        states = [await media_state(db_pool, m) for m in (good, bad)]
+        return states == [("converted", None), ("failed", "truncated")]
+
+    await wait_for(settled, 30, what="the outcomes applied by the room that started")

@@ -22,6 +22,11 @@ from cinebridge_common.messages.capture import (
     CatalogReconcile,
     CatalogReconcileReply,
 )
+from cinebridge_common.messages.converter import (
+    ConversionFailed,
+    ConversionProgressed,
+    InstanceCreated,
+)
 from cinebridge_common.messages.gateway import StudySaved
 
 from . import catalog_repository as catalog
@@ -87,6 +92,34 @@ async def handle_study_saved(msg: StudySaved, _d: Delivery, deps: CatalogDeps) -
         log.warning("saved study is not in the catalog", extra=kv(study=msg.study_id))
 
 
+def _media_id(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None  # an instance handed in by `cinebridge send` belongs to no media item
+
+
+async def handle_instance_created(msg: InstanceCreated, _d: Delivery, deps: CatalogDeps) -> None:
+    """The converter committed the item's instances: it is converted. Every part of a recording
+    is committed and announced in one transaction, so any part's event says so."""
+    if (media_id := _media_id(msg.media_id)) is not None:
+        await catalog.record_conversion(deps.pool, media_id, "converted", None, msg.occurred_at)
+
+
+async def handle_conversion_failed(msg: ConversionFailed, _d: Delivery, deps: CatalogDeps) -> None:
+    if (media_id := _media_id(msg.media_id)) is not None:
+        await catalog.record_conversion(deps.pool, media_id, "failed", msg.reason, msg.occurred_at)
+
+
+async def handle_conversion_progressed(
+    msg: ConversionProgressed, _d: Delivery, deps: CatalogDeps
+) -> None:
+    """The item is being converted; only its first report changes the row (the state
+    machine has no step between the first and the outcome)."""
+    if (media_id := _media_id(msg.media_id)) is not None:
+        await catalog.record_conversion(deps.pool, media_id, "converting", None, msg.occurred_at)
+
+
 CatalogHandler = Callable[[Any, CatalogDeps], Awaitable[Reply]]
 
 #: (request type, handler); each is served on its own subject in the queue group QUEUE.
@@ -100,10 +133,24 @@ EventHandler = Callable[[Any, Delivery, CatalogDeps], Awaitable[None]]
 
 #: (durable consumer on CB_EVENTS, event type, handler): events other services publish for the
 #: catalog to apply. Every capture process runs the same durable, so each event is applied once.
+#: The converter's outcomes set `media.state` (its events carry when they occurred: the three
+#: durables run apart, and an older event never overrides a newer one).
 CATALOG_CONSUMERS: list[tuple[str, type[Event], EventHandler]] = [
     ("capture-catalog-study-saved", StudySaved, handle_study_saved),
+    ("capture-catalog-instance-created", InstanceCreated, handle_instance_created),
+    ("capture-catalog-conversion-failed", ConversionFailed, handle_conversion_failed),
+    ("capture-catalog-conversion-progressed", ConversionProgressed, handle_conversion_progressed),
 ]
+
+#: Progress is only worth its moment: a consumer created after it (a new station, an upgrade)
+#: starts with the next report rather than the stream's week of them; the outcomes are kept.
+_NEW_ONLY = {"capture-catalog-conversion-progressed"}
 
 
 def consumer_spec(durable: str, subject: str) -> ConsumerSpec:
-    return ConsumerSpec(stream="CB_EVENTS", durable=durable, filter_subject=subject)
+    return ConsumerSpec(
+        stream="CB_EVENTS",
+        durable=durable,
+        filter_subject=subject,
+        deliver_new_only=durable in _NEW_ONLY,
+    )

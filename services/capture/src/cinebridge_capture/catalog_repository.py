@@ -3,8 +3,10 @@ capture owns (docs/architecture.md, "The study catalog belongs to capture")."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
+from typing import Literal
 
 import asyncpg
 from cinebridge_common.dicom_values import valid_value
@@ -110,3 +112,37 @@ async def add_media(pool: asyncpg.Pool, event: MediaCaptured) -> None:
         ):
             raise StudyNotFound(f"study {event.study_id} does not exist")
         await insert_media(conn, event)
+
+
+ConversionState = Literal["converting", "converted", "failed"]
+
+#: The states a media item may come from, by the conversion state an event reports. An item
+#: converted before stays converted while another conversion of it runs (a Save with other
+#: options); `deleted` is final.
+_CONVERSION_FROM: dict[str, list[str]] = {
+    "converting": ["captured", "failed"],
+    "converted": ["captured", "converting", "failed", "converted"],
+    "failed": ["captured", "converting", "failed", "converted"],
+}
+
+
+async def record_conversion(
+    pool: asyncpg.Pool,
+    media_id: uuid.UUID,
+    state: ConversionState,
+    error: str | None,
+    occurred_at: dt.datetime,
+) -> bool:
+    """Set the item's state from a converter event that occurred at `occurred_at`; False when
+    the item is unknown or deleted, or a later event set its state already."""
+    result = await pool.execute(
+        """UPDATE media SET state = $2, error = $3, state_changed_at = $4
+           WHERE id = $1 AND state = ANY($5::text[])
+             AND (state_changed_at IS NULL OR state_changed_at <= $4)""",
+        media_id,
+        state,
+        error,
+        occurred_at,
+        _CONVERSION_FROM[state],
+    )
+    return str(result).endswith(" 1")
