@@ -14,14 +14,21 @@ import pytest
 from cinebridge_common.messages import (
     CatalogAddMedia,
     CatalogAddMediaReply,
+    CatalogCreateStudy,
+    CatalogCreateStudyReply,
     CatalogDeleteMedia,
     CatalogDeleteMediaReply,
+    CatalogDropEmptyStudy,
+    CatalogDropEmptyStudyReply,
+    CatalogEditStudy,
+    CatalogEditStudyReply,
     CatalogReconcile,
     CatalogReconcileReply,
     ConversionFailed,
     ConversionProgressed,
     InstanceCreated,
     MediaCaptured,
+    NewStudyRecord,
     SetRoomStudy,
     SetRoomStudyReply,
     StudyChanged,
@@ -371,3 +378,100 @@ async def test_outcomes_announced_while_no_room_runs_are_applied_when_one_starts
         return states == [("converted", None), ("failed", "truncated")]
 
     await wait_for(settled, 30, what="the outcomes applied by the room that started")
+
+
+async def test_studies_are_created_edited_and_dropped_by_the_catalog(
+    capture_factory: Any, client: Any, db_pool: asyncpg.Pool
+) -> None:
+    """The gateway's study forms, edits (statement §8.1.5) and the removal of a study a room
+    did not take, as the catalog's RPCs: each change with its StudyChanged, in one transaction."""
+    await client.wait_signal(capture_factory("or1", [{"name": "endo", "url": SMALL}]))
+    changes: list[StudyChanged] = []
+
+    async def on_change(msg: Any) -> None:
+        changes.append(StudyChanged.from_bytes(msg.data))
+
+    await client.bus.subscribe_events(StudyChanged.subject, on_change)
+    study_id = str(uuid.uuid4())
+    record = NewStudyRecord(
+        id=study_id,
+        study_instance_uid="1.2.826.0.1.3680043.10.20",
+        origin="worklist",
+        room="or1",
+        patient_name="DOE^JANE",
+        patient_id="PID20",
+        modality="ES",
+        worklist_item={"00080050": {"vr": "SH", "Value": ["A20"]}},
+    )
+
+    async def create(study: NewStudyRecord) -> CatalogCreateStudyReply:
+        msg = CatalogCreateStudy(study=study, by="nurse")
+        return await client.bus.request(msg, CatalogCreateStudyReply, 10)
+
+    for _ in range(2):  # asked again with the same id: answered the same, one row
+        made = await create(record)
+        assert made.ok and made.study_id == study_id, made
+    row = await db_pool.fetchrow("SELECT * FROM studies WHERE id = $1", uuid.UUID(study_id))
+    assert (row["origin"], row["patient_name"], row["modality"], row["state"]) == (
+        "worklist",
+        "DOE^JANE",
+        "ES",
+        "open",
+    )
+    twin = await create(record.model_copy(update={"id": str(uuid.uuid4())}))
+    assert not twin.ok and twin.conflict, twin
+    bad = await create(
+        record.model_copy(update={"id": str(uuid.uuid4()), "study_instance_uid": "x"})
+    )
+    assert not bad.ok and not bad.conflict and "not a valid" in (bad.error or "")
+
+    async def edit(changes: dict[str, Any], read_at: dt.datetime) -> CatalogEditStudyReply:
+        msg = CatalogEditStudy(study_id=study_id, changes=changes, read_at=read_at, by="nurse")
+        return await client.bus.request(msg, CatalogEditStudyReply, 10)
+
+    # §8.1.5 as the gateway computes it: a new UID unlinks the study, the worklist data goes.
+    unlink = {
+        "patient_name": "DOE^JANET",
+        "study_instance_uid": "1.2.826.0.1.3680043.10.21",
+        "worklist_item": None,
+        "edited": True,
+    }
+    read_at = row["updated_at"]
+    done = await edit(unlink, read_at)
+    assert done.ok and done.found and not done.stale, done
+    row = await db_pool.fetchrow("SELECT * FROM studies WHERE id = $1", uuid.UUID(study_id))
+    assert (row["patient_name"], row["study_instance_uid"], row["edited"]) == (
+        "DOE^JANET",
+        "1.2.826.0.1.3680043.10.21",
+        True,
+    )
+    assert row["worklist_item"] is None and row["modality"] == "ES"
+    stale = await edit({"patient_id": "OTHER"}, read_at)  # computed from the row before
+    assert stale.ok and stale.stale, stale
+    assert await db_pool.fetchval(
+        "SELECT patient_id FROM studies WHERE id = $1", uuid.UUID(study_id)
+    ) == ("PID20")
+    refused = await edit({"origin": "form"}, row["updated_at"])
+    assert not refused.ok and "not an editable" in (refused.error or "")
+    unknown = CatalogEditStudy(
+        study_id=str(uuid.uuid4()), changes={"patient_id": "X"}, read_at=read_at
+    )
+    assert not (await client.bus.request(unknown, CatalogEditStudyReply, 10)).found
+
+    async def drop(target: str) -> CatalogDropEmptyStudyReply:
+        msg = CatalogDropEmptyStudy(study_id=target, by="nurse")
+        return await client.bus.request(msg, CatalogDropEmptyStudyReply, 10)
+
+    holding = await unscheduled_study(client, "or1")  # a snapshot is attached to it
+    assert not (await drop(holding)).dropped
+    assert (await drop(study_id)).dropped
+    assert not (await drop(study_id)).dropped  # gone already
+    assert (
+        await db_pool.fetchval("SELECT 1 FROM studies WHERE id = $1", uuid.UUID(study_id)) is None
+    )
+    assert await db_pool.fetchval("SELECT 1 FROM studies WHERE id = $1", uuid.UUID(holding))
+
+    async def announced() -> bool:
+        return [c.change for c in changes if c.study_id == study_id] == ["created", "edited"]
+
+    await wait_for(announced, 15, what="StudyChanged for the creation and the edit")

@@ -13,7 +13,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from cinebridge_capture.catalog import CATALOG_HANDLERS, QUEUE, CatalogDeps
 from cinebridge_common.bus import Bus
 from cinebridge_common.messages import (
     CaptureCommand,
@@ -55,19 +54,6 @@ WORKLIST_ITEM = {
     "referring_physician_name": "WHO^DR",
     "modality": "ES",
 }
-
-
-async def serve_catalog(bus: Bus, pool: asyncpg.Pool) -> None:
-    """The study catalog's RPCs, answered by capture's own handlers against the test database
-    (capture owns `studies` and `media`; these tests run no room)."""
-    deps = CatalogDeps(pool)
-    for request_type, handler in CATALOG_HANDLERS:
-
-        async def serve(req: Any, handler: Any = handler) -> Reply:
-            return await handler(req, deps)  # type: ignore[no-any-return]
-
-        await bus.serve(request_type, serve, queue=QUEUE)
-    await bus.nc.flush()
 
 
 class JobTap:
@@ -271,7 +257,6 @@ async def test_study_lifecycle_with_worklist_edit_rule_and_audit(gateway: Any, a
 async def test_save_publishes_idempotent_convert_jobs(
     gateway: Any, admin: Any, peer_bus: Bus
 ) -> None:
-    await serve_catalog(peer_bus, gateway.ctx.pool)
     study = (await admin.post("/api/v1/studies", json={"origin": "form"})).json()
     assert (await admin.post(f"/api/v1/studies/{study['id']}/save", json={})).status_code == 409
     media = await add_media(gateway.ctx.pool, study["id"], gateway.settings.media_root)
@@ -508,7 +493,7 @@ async def test_reconcile_links_a_begun_study_to_a_worklist_item(
     admin: Any, peer_bus: Bus, db_pool: asyncpg.Pool
 ) -> None:
     """The gateway has the worklist service check the item, then asks the study catalog's
-    owner (capture's catalog handler, served here against the same database) to apply it."""
+    owner (capture's catalog handlers, which every gateway test serves) to apply it."""
     checked: list[WorklistItem] = []
 
     async def check_item(req: WorklistCheckItem) -> Reply:
@@ -518,7 +503,6 @@ async def test_reconcile_links_a_begun_study_to_a_worklist_item(
         return WorklistCheckItemReply(item=req.item)
 
     await peer_bus.serve(WorklistCheckItem, check_item)
-    await serve_catalog(peer_bus, db_pool)
     study = (await admin.post("/api/v1/studies", json={"origin": "form"})).json()
     ok = await admin.post(
         f"/api/v1/studies/{study['id']}/reconcile", json={"worklist_item": WORKLIST_ITEM}

@@ -17,8 +17,14 @@ from cinebridge_common.messages.base import Event, Reply, Request
 from cinebridge_common.messages.capture import (
     CatalogAddMedia,
     CatalogAddMediaReply,
+    CatalogCreateStudy,
+    CatalogCreateStudyReply,
     CatalogDeleteMedia,
     CatalogDeleteMediaReply,
+    CatalogDropEmptyStudy,
+    CatalogDropEmptyStudyReply,
+    CatalogEditStudy,
+    CatalogEditStudyReply,
     CatalogReconcile,
     CatalogReconcileReply,
 )
@@ -81,6 +87,42 @@ async def handle_catalog_add_media(req: CatalogAddMedia, deps: CatalogDeps) -> C
     return CatalogAddMediaReply(media_id=req.media.media_id)
 
 
+async def handle_catalog_create_study(
+    req: CatalogCreateStudy, deps: CatalogDeps
+) -> CatalogCreateStudyReply:
+    try:
+        uuid.UUID(req.study.id)
+        await catalog.create_study(deps.pool, req.study, req.by or "capture")
+    except catalog.StudyConflict as exc:
+        return CatalogCreateStudyReply(ok=False, error=str(exc), conflict=True)
+    except ValueError as exc:
+        return CatalogCreateStudyReply(ok=False, error=str(exc))
+    return CatalogCreateStudyReply(study_id=req.study.id)
+
+
+async def handle_catalog_edit_study(
+    req: CatalogEditStudy, deps: CatalogDeps
+) -> CatalogEditStudyReply:
+    try:
+        study_id = uuid.UUID(req.study_id)
+        done = await catalog.edit_study(
+            deps.pool, study_id, req.changes, req.read_at, req.by or "capture"
+        )
+    except ValueError as exc:  # StudyConflict among them: the asker shows why
+        return CatalogEditStudyReply(ok=False, error=str(exc))
+    return CatalogEditStudyReply(found=done.found, stale=done.stale)
+
+
+async def handle_catalog_drop_empty_study(
+    req: CatalogDropEmptyStudy, deps: CatalogDeps
+) -> CatalogDropEmptyStudyReply:
+    try:
+        study_id = uuid.UUID(req.study_id)
+    except ValueError:
+        return CatalogDropEmptyStudyReply(ok=False, error=f"{req.study_id[:40]!r} is not a UUID")
+    return CatalogDropEmptyStudyReply(dropped=await catalog.drop_empty_study(deps.pool, study_id))
+
+
 async def handle_study_saved(msg: StudySaved, _d: Delivery, deps: CatalogDeps) -> None:
     """A durable event, so a Save made while no room ran is recorded when one starts."""
     try:
@@ -127,6 +169,9 @@ CATALOG_HANDLERS: list[tuple[type[Request], CatalogHandler]] = [
     (CatalogReconcile, handle_catalog_reconcile),
     (CatalogDeleteMedia, handle_catalog_delete_media),
     (CatalogAddMedia, handle_catalog_add_media),
+    (CatalogCreateStudy, handle_catalog_create_study),
+    (CatalogEditStudy, handle_catalog_edit_study),
+    (CatalogDropEmptyStudy, handle_catalog_drop_empty_study),
 ]
 
 EventHandler = Callable[[Any, Delivery, CatalogDeps], Awaitable[None]]

@@ -304,34 +304,11 @@ class Repository:
         return found
 
     # -- studies -------------------------------------------------------------------------
-    async def insert_study(self, conn: Conn, values: dict[str, Any]) -> dict[str, Any]:
-        columns = ", ".join(values)
-        params = ", ".join(f"${i}" for i in range(1, len(values) + 1))
-        row = await conn.fetchrow(
-            f"INSERT INTO studies ({columns}) VALUES ({params}) RETURNING {STUDY_COLUMNS}",
-            *values.values(),
-        )
-        assert row is not None
-        return dict(row)
-
     async def get_study(self, conn: Conn, study_id: uuid.UUID) -> dict[str, Any] | None:
         row = await conn.fetchrow(
             f"SELECT {STUDY_COLUMNS}, worklist_item FROM studies WHERE id = $1", study_id
         )
         return dict(row) if row else None
-
-    async def update_study(
-        self, conn: Conn, study_id: uuid.UUID, changes: dict[str, Any]
-    ) -> dict[str, Any]:
-        sets = ", ".join(f"{col} = ${i}" for i, col in enumerate(changes, start=2))
-        row = await conn.fetchrow(
-            f"UPDATE studies SET {sets}, updated_at = now() WHERE id = $1 "
-            f"RETURNING {STUDY_COLUMNS}",
-            study_id,
-            *changes.values(),
-        )
-        assert row is not None
-        return dict(row)
 
     async def _search_repository(self, f: StudyFilter) -> tuple[str, list[Any]] | None:
         return build_search(
