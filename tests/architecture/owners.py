@@ -47,6 +47,8 @@ TABLE_OWNERS: dict[str, str] = {
     "received_series": "scp",
     "received_instances": "scp",
     "received_patients": "scp",
+    "received_study_index": "scp",
+    "received_totals": "scp",
     # Worklist.
     "worklist_servers": "worklist",
     "worklist_cache": "worklist",

@@ -680,14 +680,34 @@ async def test_local_search_includes_studies_received_by_the_scp(gateway: Any, a
         "'19500101', '20250101')",
         received,
     )
+    series = uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO received_series (id, study_id, series_instance_uid) "
+        "VALUES ($1, $2, '1.2.9.9.1')",
+        series,
+        received,
+    )
+    await pool.execute(
+        "INSERT INTO received_instances (id, study_id, series_id, sop_instance_uid, "
+        "sop_class_uid, transfer_syntax_uid, rel_path, size, sha256, calling_ae) VALUES ($1, $2, "
+        "$3, '1.2.9.9.1.1', '1.2.840.10008.5.1.4.1.1.7', '1.2.840.10008.1.2.1', 'received/x.dcm', "
+        "1, $4, 'MODALITY')",
+        uuid.uuid4(),
+        received,
+        series,
+        "0" * 64,
+    )
     await admin.post(
         "/api/v1/studies", json={"origin": "form", "patient": {"patient_name": "EARNEST^X"}}
     )
     both = (await admin.get("/api/v1/studies", params={"q": "ear"})).json()
-    assert {(s["patient_name"], s["status"]) for s in both} == {
-        ("EARLIER^PAT", "received"),
-        ("EARNEST^X", "non-converted"),
+    assert {(s["patient_name"], s["status"], s["media_count"]) for s in both} == {
+        ("EARLIER^PAT", "received", 1),
+        ("EARNEST^X", "non-converted", 0),
     }
+    # The ops page counts what the SCP's read model (received_totals) says was received.
+    summary = (await admin.get("/api/v1/ops/summary")).json()
+    assert summary["received"] == {"instances": 1, "last_24h": 1}
     only = (await admin.get("/api/v1/studies", params={"status": "received"})).json()
     assert [s["id"] for s in only] == [str(received)]
     dated = (await admin.get("/api/v1/studies", params={"date_to": "20251231"})).json()

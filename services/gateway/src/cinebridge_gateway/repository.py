@@ -1,7 +1,7 @@
 """All SQL of the gateway: users, sessions, tokens, audit log, studies, media, deliveries.
 
-Tables of other services (sender's deliveries, the SCP's received index) are read only, and only
-when they exist: `Repository.has_table` checks once and remembers.
+Tables of other services (sender's deliveries, the SCP's read model of its received index) are
+read only, and only when they exist: `Repository.has_table` checks once and remembers.
 """
 
 from __future__ import annotations
@@ -314,7 +314,7 @@ class Repository:
         return build_search(
             f,
             with_deliveries=await self.has_table("deliveries"),
-            with_received=await self.has_table("received_studies"),
+            with_received=await self.has_table("received_study_index"),
         )
 
     async def search_studies(self, f: StudyFilter) -> list[dict[str, Any]]:
@@ -515,7 +515,7 @@ class Repository:
 async def received_study(conn: Conn, study_id: uuid.UUID) -> dict[str, Any] | None:
     row = await conn.fetchrow(
         "SELECT patient_name, patient_id, patient_birth_date, patient_sex "
-        "FROM received_studies WHERE id = $1",
+        "FROM received_study_index WHERE id = $1",
         study_id,
     )
     return dict(row) if row else None

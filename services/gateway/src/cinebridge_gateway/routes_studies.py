@@ -124,7 +124,7 @@ async def study_values(gw: Gateway, body: NewStudy, room: str | None) -> dict[st
     if body.from_study_id is None:
         raise ApiError(422, "validation_error", "from_study_id: required for origin=local")
     source = await gw.repo.get_study(gw.pool, body.from_study_id)
-    if source is None and await gw.repo.has_table("received_studies"):
+    if source is None and await gw.repo.has_table("received_study_index"):
         source = await received_study(gw.pool, body.from_study_id)
     if source is None:
         raise not_found("study")

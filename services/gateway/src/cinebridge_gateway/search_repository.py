@@ -200,7 +200,7 @@ def _local_page(
             f" ORDER BY s.created_at DESC LIMIT {window}"
         )
     received_back = (
-        "EXISTS (SELECT 1 FROM received_studies r"
+        "EXISTS (SELECT 1 FROM received_study_index r"
         " WHERE r.study_instance_uid = p.study_instance_uid)"
         if with_received
         else "false"
@@ -238,7 +238,7 @@ def _match_conditions(f: StudyFilter, arg: Any) -> list[str]:
 
 
 def _received_page(common: list[str], window: str) -> str:
-    """The SCP's received studies (services/scp, table received_studies) as search rows."""
+    """The SCP's received studies (its read model `received_study_index`) as search rows."""
     return f"""
         SELECT s.id, s.study_instance_uid, 'received' AS origin, NULL::text AS room,
                s.patient_name, s.patient_id, s.patient_birth_date, s.patient_sex,
@@ -246,9 +246,9 @@ def _received_page(common: list[str], window: str) -> str:
                s.study_date, s.study_time, false AS edited, 'received' AS state,
                s.first_received_at AS created_at, s.last_received_at AS updated_at,
                ''::text AS modality,
-               (SELECT count(*) FROM received_instances i WHERE i.study_id = s.id) AS media_count,
+               s.instances AS media_count,
                'received' AS status, false AS received_back, NULL::text AS commitment
-        FROM received_studies s WHERE {" AND ".join(common)}
+        FROM received_study_index s WHERE {" AND ".join(common)}
           AND NOT EXISTS (SELECT 1 FROM studies l WHERE l.study_instance_uid = s.study_instance_uid)
         ORDER BY s.first_received_at DESC LIMIT {window}"""
 
