@@ -42,6 +42,9 @@ TABLE_OWNERS: dict[str, str] = {
     "destination_health": "sender",
     "commitment_transactions": "sender",
     "commitment_items": "sender",
+    "delivery_states": "sender",
+    "delivery_attempt_log": "sender",
+    "destination_names": "sender",
     # SCP: the index of received instances and its public read model.
     "received_studies": "scp",
     "received_series": "scp",

@@ -71,24 +71,23 @@ DELIVERY_AGG = """
              count(*) FILTER (WHERE state IN ('sent', 'warning')) AS sent,
              count(*) FILTER (WHERE state = 'failed-permanent') AS failed,
              count(DISTINCT instance_id) AS instances,
-             count(*) FILTER (WHERE dst.commitment_required
+             count(*) FILTER (WHERE commitment_required
                               AND state IN ('sent', 'warning')) AS to_commit,
-             count(*) FILTER (WHERE dst.commitment_required
+             count(*) FILTER (WHERE commitment_required
                               AND commitment = 'committed') AS committed,
-             count(*) FILTER (WHERE dst.commitment_required
+             count(*) FILTER (WHERE commitment_required
                               AND commitment = 'failed') AS commit_failed,
-             count(*) FILTER (WHERE dst.commitment_required
+             count(*) FILTER (WHERE commitment_required
                               AND commitment = 'unsupported') AS unsupported,
-             count(*) FILTER (WHERE dst.commitment_required
+             count(*) FILTER (WHERE commitment_required
                               AND commitment = 'requested') AS requested,
-             count(*) FILTER (WHERE dst.commitment_required
+             count(*) FILTER (WHERE commitment_required
                               AND state IN ('queued', 'sending', 'failed-retrying'))
                  AS commit_underway,
-             count(*) FILTER (WHERE dst.commitment_required AND commitment_requests > 0
+             count(*) FILTER (WHERE commitment_required AND commitment_requests > 0
                               AND state IN ('queued', 'sending', 'failed-retrying'))
                  AS commit_resending
-      FROM deliveries JOIN destinations dst ON dst.id = deliveries.destination_id
-      WHERE deliveries.study_id = s.id) d ON true"""
+      FROM delivery_states WHERE delivery_states.study_id = s.id) d ON true"""
 
 NO_DELIVERIES = (
     " LEFT JOIN LATERAL (SELECT 0 AS total, 0 AS sent, 0 AS failed, 0 AS instances,"
