@@ -27,12 +27,14 @@ TABLE_OWNERS: dict[str, str] = {
     "capture_recordings": "capture",
     "studies": "capture",
     "media": "capture",
+    "capture_served_rooms": "capture",
     # Converter: the instances it makes and its numbering and job journal.
     "instances": "converter",
     "converter_series": "converter",
     "converter_study_counters": "converter",
     "converter_reservations": "converter",
     "converter_jobs": "converter",
+    "converted_instances": "converter",
     # Sender.
     "destinations": "sender",
     "outgoing_instances": "sender",
@@ -58,6 +60,7 @@ TABLE_OWNERS: dict[str, str] = {
     "mpps_steps": "worklist",
     "mpps_media": "worklist",
     "mpps_instances": "worklist",
+    "mpps_step_states": "worklist",
     # Gateway: accounts, sessions, audit, and the station settings its settings page edits
     # (every service reads them through cinebridge_common.station.load_station_settings).
     "gateway_users": "gateway",

@@ -418,15 +418,15 @@ class Repository:
         found = await conn.fetchval("SELECT 1 FROM outbox WHERE msg_id = $1", msg_id)
         return found is not None
 
-    # -- deliveries (sender's tables, read only) -----------------------------------------
+    # -- other services' read models ------------------------------------------------------
     async def mpps_for_study(self, study_id: uuid.UUID) -> dict[str, Any] | None:
-        """The study's performed procedure step (the worklist service's `mpps_steps`)."""
-        if not await self.has_table("mpps_steps"):
+        """The study's performed procedure step (the worklist service's `mpps_step_states`)."""
+        if not await self.has_table("mpps_step_states"):
             return None
         row = await self.pool.fetchrow(
             """SELECT id, server_id, sop_instance_uid, pps_id, state, final_status, reason,
                       attempts, last_status, last_error, started_at, ended_at, updated_at
-               FROM mpps_steps WHERE study_id = $1""",
+               FROM mpps_step_states WHERE study_id = $1""",
             study_id,
         )
         if row is None:
@@ -439,13 +439,13 @@ class Repository:
     async def deliveries_for_study(self, study_id: uuid.UUID) -> list[dict[str, Any]]:
         if not await self.has_table("delivery_states"):
             return []
-        # The converter's instance row names the media item a delivery carries (the UI shows
+        # The converter's read model names the media item a delivery carries (the UI shows
         # its thumbnail and kind).
         media = "NULL::uuid"
         join = ""
-        if await self.has_table("instances"):
+        if await self.has_table("converted_instances"):
             media = "ci.media_id"
-            join = "LEFT JOIN instances ci ON ci.sop_instance_uid = d.sop_instance_uid"
+            join = "LEFT JOIN converted_instances ci ON ci.sop_instance_uid = d.sop_instance_uid"
         rows = await self.pool.fetch(
             f"""SELECT d.id, d.instance_id, d.destination_id, d.destination_name,
                       d.state, d.attempts, d.last_status, d.last_error, d.updated_at,

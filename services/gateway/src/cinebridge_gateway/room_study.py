@@ -101,7 +101,7 @@ async def known_rooms(gw: Gateway) -> list[str]:
 
 
 async def _served_rooms(gw: Gateway) -> list[str]:
-    if not await gw.repo.has_table("capture_rooms"):
+    if not await gw.repo.has_table("capture_served_rooms"):
         return []
     return await studies_repository.served_rooms(gw.pool)
 

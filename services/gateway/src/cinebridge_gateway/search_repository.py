@@ -48,7 +48,7 @@ MEDIA_AGG = """
       SELECT count(*) FILTER (WHERE state <> 'deleted') AS total,
              count(*) FILTER (WHERE state = 'converted') AS converted,
              count(*) FILTER (WHERE state = 'failed') AS failed,
-             (SELECT count(*) FROM instances WHERE instances.study_id = s.id) AS instances
+             (SELECT count(*) FROM converted_instances c WHERE c.study_id = s.id) AS instances
       FROM media WHERE media.study_id = s.id) m ON true"""
 
 #: One Storage Commitment badge per study (PS3.4 Annex J; services/sender/README.md): over the

@@ -12,8 +12,8 @@ import asyncpg
 
 
 async def served_rooms(pool: asyncpg.Pool) -> list[str]:
-    """Rooms a capture process has served (capture's `capture_rooms`)."""
-    return [r["room"] for r in await pool.fetch("SELECT room FROM capture_rooms")]
+    """Rooms a capture process has served (capture's read model `capture_served_rooms`)."""
+    return [r["room"] for r in await pool.fetch("SELECT room FROM capture_served_rooms")]
 
 
 async def study_summary(pool: asyncpg.Pool, study_id: uuid.UUID) -> asyncpg.Record | None:

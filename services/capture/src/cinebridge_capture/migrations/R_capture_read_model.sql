@@ -1,0 +1,7 @@
+-- Capture: the read model it publishes of its rooms (docs/architecture.md, "One owner per
+-- table"); the study catalog's read model is `studies` and `media` themselves. Columns are only
+-- ever added at the end and keep their meaning.
+
+-- Every room a capture process has served: the gateway lists them while none runs.
+CREATE OR REPLACE VIEW capture_served_rooms AS
+    SELECT room FROM capture_rooms;
