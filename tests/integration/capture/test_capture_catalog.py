@@ -4,6 +4,7 @@ real NATS and PostgreSQL: capture owns `studies` and `media` (docs/architecture.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import uuid
 from typing import Any
@@ -13,17 +14,28 @@ import pytest
 from cinebridge_common.messages import (
     CatalogAddMedia,
     CatalogAddMediaReply,
+    CatalogCreateStudy,
+    CatalogCreateStudyReply,
     CatalogDeleteMedia,
     CatalogDeleteMediaReply,
+    CatalogDropEmptyStudy,
+    CatalogDropEmptyStudyReply,
+    CatalogEditStudy,
+    CatalogEditStudyReply,
     CatalogReconcile,
     CatalogReconcileReply,
+    ConversionFailed,
+    ConversionProgressed,
+    InstanceCreated,
     MediaCaptured,
+    NewStudyRecord,
     SetRoomStudy,
     SetRoomStudyReply,
     StudyChanged,
     StudySaved,
     WorklistItem,
 )
+from cinebridge_common.messages.base import Event
 from cinebridge_testkit import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -237,3 +249,229 @@ async def test_add_media_registers_an_uploaded_file_once(
     )
     refused = await add(elsewhere)
     assert not refused.ok and "does not exist" in (refused.error or "")
+
+
+T0 = dt.datetime(2026, 1, 1, 8, 0, tzinfo=dt.UTC)
+
+
+def at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+def created(media_id: str, study_id: str, seconds: float) -> InstanceCreated:
+    uid = f"2.25.{uuid.uuid4().int}"
+    return InstanceCreated(
+        instance_id=str(uuid.uuid4()),
+        media_id=media_id,
+        study_id=study_id,
+        sop_instance_uid=uid,
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.7",
+        transfer_syntax_uid="1.2.840.10008.1.2.4.50",
+        rel_path=f"dicom/{uid}.dcm",
+        size=1,
+        sha256="0" * 64,
+        occurred_at=at(seconds),
+    )
+
+
+def failed(media_id: str, study_id: str, seconds: float, reason: str) -> ConversionFailed:
+    return ConversionFailed(
+        media_id=media_id, study_id=study_id, reason=reason, occurred_at=at(seconds)
+    )
+
+
+def progressed(media_id: str, study_id: str, seconds: float) -> ConversionProgressed:
+    return ConversionProgressed(
+        media_id=media_id, study_id=study_id, fraction=0.5, stage="write", occurred_at=at(seconds)
+    )
+
+
+#: The catalog's durable consumer of each converter event.
+DURABLES = {
+    InstanceCreated: "capture-catalog-instance-created",
+    ConversionFailed: "capture-catalog-conversion-failed",
+    ConversionProgressed: "capture-catalog-conversion-progressed",
+}
+
+
+async def applied(client: Any, event: Event) -> None:
+    """Publish `event` and wait until the catalog's consumer of it acknowledged it: handled,
+    whatever it changed (what makes "an older event changed nothing" a check)."""
+    ack = await client.bus.publish(event, msg_id=f"test-{uuid.uuid4().hex}")
+    durable = DURABLES[type(event)]
+
+    async def past() -> bool:
+        info = await client.bus.js.consumer_info("CB_EVENTS", durable)
+        return info.ack_floor.stream_seq >= ack.seq
+
+    await wait_for(past, 30, 0.1, what=f"{durable} to handle stream message {ack.seq}")
+
+
+async def media_state(db_pool: asyncpg.Pool, media_id: str) -> tuple[str, str | None]:
+    row = await db_pool.fetchrow(
+        "SELECT state, error FROM media WHERE id = $1", uuid.UUID(media_id)
+    )
+    return row["state"], row["error"]
+
+
+async def test_conversion_outcomes_set_the_media_state_newest_first(
+    capture_factory: Any, client: Any, db_pool: asyncpg.Pool
+) -> None:
+    """The converter announces its outcomes; the catalog sets media.state from them. The three
+    events arrive on three consumers in no fixed order, so the newest event wins."""
+    await client.wait_signal(capture_factory("or1", [{"name": "endo", "url": SMALL}]))
+    shots = [await client.command("or1", "endo", "snapshot") for _ in range(2)]
+    assert all(s.ok for s in shots), [s.error for s in shots]
+    one, two = (str(s.media_id) for s in shots)
+    study = str(shots[0].study_id)
+    assert await media_state(db_pool, one) == ("captured", None)
+
+    await applied(client, progressed(one, study, 10))
+    assert await media_state(db_pool, one) == ("converting", None)
+    await applied(client, failed(one, study, 5, "an earlier attempt"))
+    assert await media_state(db_pool, one) == ("converting", None)  # older: changed nothing
+    await applied(client, created(one, study, 20))
+    assert await media_state(db_pool, one) == ("converted", None)
+    await applied(client, progressed(one, study, 30))  # another conversion of a converted item
+    await applied(client, failed(one, study, 15, "a twin that lost"))
+    assert await media_state(db_pool, one) == ("converted", None)
+
+    await applied(client, failed(two, study, 10, "no video stream"))
+    assert await media_state(db_pool, two) == ("failed", "no video stream")
+    await applied(client, progressed(two, study, 20))  # Save asked again after the failure
+    assert await media_state(db_pool, two) == ("converting", None)
+    await applied(client, created(two, study, 30))
+    assert await media_state(db_pool, two) == ("converted", None)
+
+    # A deleted item stays deleted; an instance handed in by `cinebridge send` has no media.
+    deleted = await client.bus.request(
+        CatalogDeleteMedia(media_id=one, by="nurse"), CatalogDeleteMediaReply, 10
+    )
+    assert deleted.ok and deleted.deleted, deleted
+    await applied(client, created(one, study, 40))
+    await applied(client, failed(one, study, 40, "late"))
+    assert await media_state(db_pool, one) == ("deleted", None)
+    await applied(client, created("", "", 40))
+    unknown = str(uuid.uuid4())
+    await applied(client, created(unknown, study, 40))
+    assert await db_pool.fetchval("SELECT 1 FROM media WHERE id = $1", uuid.UUID(unknown)) is None
+
+
+async def test_outcomes_announced_while_no_room_runs_are_applied_when_one_starts(
+    capture_factory: Any, client: Any, db_pool: asyncpg.Pool
+) -> None:
+    proc = capture_factory("or1", [{"name": "endo", "url": SMALL}])
+    await client.wait_signal(proc)
+    shots = [await client.command("or1", "endo", "snapshot") for _ in range(2)]
+    assert all(s.ok for s in shots), [s.error for s in shots]
+    proc.stop()
+    good, bad = (str(s.media_id) for s in shots)
+    study = str(shots[0].study_id)
+    now = (dt.datetime.now(dt.UTC) - T0).total_seconds()
+    await client.bus.publish(created(good, study, now), msg_id=f"test-created-{good}")
+    await client.bus.publish(failed(bad, study, now, "truncated"), msg_id=f"test-failed-{bad}")
+    assert await media_state(db_pool, good) == ("captured", None)
+    await client.wait_signal(capture_factory("or2", [{"name": "endo", "url": SMALL}]))
+
+    async def settled() -> bool:
+        states = [await media_state(db_pool, m) for m in (good, bad)]
+        return states == [("converted", None), ("failed", "truncated")]
+
+    await wait_for(settled, 30, what="the outcomes applied by the room that started")
+
+
+async def test_studies_are_created_edited_and_dropped_by_the_catalog(
+    capture_factory: Any, client: Any, db_pool: asyncpg.Pool
+) -> None:
+    """The gateway's study forms, edits (statement §8.1.5) and the removal of a study a room
+    did not take, as the catalog's RPCs: each change with its StudyChanged, in one transaction."""
+    await client.wait_signal(capture_factory("or1", [{"name": "endo", "url": SMALL}]))
+    changes: list[StudyChanged] = []
+
+    async def on_change(msg: Any) -> None:
+        changes.append(StudyChanged.from_bytes(msg.data))
+
+    await client.bus.subscribe_events(StudyChanged.subject, on_change)
+    study_id = str(uuid.uuid4())
+    record = NewStudyRecord(
+        id=study_id,
+        study_instance_uid="1.2.826.0.1.3680043.10.20",
+        origin="worklist",
+        room="or1",
+        patient_name="DOE^JANE",
+        patient_id="PID20",
+        modality="ES",
+        worklist_item={"00080050": {"vr": "SH", "Value": ["A20"]}},
+    )
+
+    async def create(study: NewStudyRecord) -> CatalogCreateStudyReply:
+        msg = CatalogCreateStudy(study=study, by="nurse")
+        return await client.bus.request(msg, CatalogCreateStudyReply, 10)
+
+    for _ in range(2):  # asked again with the same id: answered the same, one row
+        made = await create(record)
+        assert made.ok and made.study_id == study_id, made
+    row = await db_pool.fetchrow("SELECT * FROM studies WHERE id = $1", uuid.UUID(study_id))
+    assert (row["origin"], row["patient_name"], row["modality"], row["state"]) == (
+        "worklist",
+        "DOE^JANE",
+        "ES",
+        "open",
+    )
+    twin = await create(record.model_copy(update={"id": str(uuid.uuid4())}))
+    assert not twin.ok and twin.conflict, twin
+    bad = await create(
+        record.model_copy(update={"id": str(uuid.uuid4()), "study_instance_uid": "x"})
+    )
+    assert not bad.ok and not bad.conflict and "not a valid" in (bad.error or "")
+
+    async def edit(changes: dict[str, Any], read_at: dt.datetime) -> CatalogEditStudyReply:
+        msg = CatalogEditStudy(study_id=study_id, changes=changes, read_at=read_at, by="nurse")
+        return await client.bus.request(msg, CatalogEditStudyReply, 10)
+
+    # §8.1.5 as the gateway computes it: a new UID unlinks the study, the worklist data goes.
+    unlink = {
+        "patient_name": "DOE^JANET",
+        "study_instance_uid": "1.2.826.0.1.3680043.10.21",
+        "worklist_item": None,
+        "edited": True,
+    }
+    read_at = row["updated_at"]
+    done = await edit(unlink, read_at)
+    assert done.ok and done.found and not done.stale, done
+    row = await db_pool.fetchrow("SELECT * FROM studies WHERE id = $1", uuid.UUID(study_id))
+    assert (row["patient_name"], row["study_instance_uid"], row["edited"]) == (
+        "DOE^JANET",
+        "1.2.826.0.1.3680043.10.21",
+        True,
+    )
+    assert row["worklist_item"] is None and row["modality"] == "ES"
+    stale = await edit({"patient_id": "OTHER"}, read_at)  # computed from the row before
+    assert stale.ok and stale.stale, stale
+    assert await db_pool.fetchval(
+        "SELECT patient_id FROM studies WHERE id = $1", uuid.UUID(study_id)
+    ) == ("PID20")
+    refused = await edit({"origin": "form"}, row["updated_at"])
+    assert not refused.ok and "not an editable" in (refused.error or "")
+    unknown = CatalogEditStudy(
+        study_id=str(uuid.uuid4()), changes={"patient_id": "X"}, read_at=read_at
+    )
+    assert not (await client.bus.request(unknown, CatalogEditStudyReply, 10)).found
+
+    async def drop(target: str) -> CatalogDropEmptyStudyReply:
+        msg = CatalogDropEmptyStudy(study_id=target, by="nurse")
+        return await client.bus.request(msg, CatalogDropEmptyStudyReply, 10)
+
+    holding = await unscheduled_study(client, "or1")  # a snapshot is attached to it
+    assert not (await drop(holding)).dropped
+    assert (await drop(study_id)).dropped
+    assert not (await drop(study_id)).dropped  # gone already
+    assert (
+        await db_pool.fetchval("SELECT 1 FROM studies WHERE id = $1", uuid.UUID(study_id)) is None
+    )
+    assert await db_pool.fetchval("SELECT 1 FROM studies WHERE id = $1", uuid.UUID(holding))
+
+    async def announced() -> bool:
+        return [c.change for c in changes if c.study_id == study_id] == ["created", "edited"]
+
+    await wait_for(announced, 15, what="StudyChanged for the creation and the edit")

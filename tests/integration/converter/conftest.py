@@ -35,6 +35,14 @@ class RunningConverter:
     store: MediaStore
     events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
+    async def record_events(self) -> None:
+        """Keep every event from now on in `events`, by subject."""
+
+        async def on_event(msg: Msg) -> None:
+            self.events.setdefault(msg.subject, []).append(json.loads(msg.data))
+
+        await self.bus.subscribe_events("cb.evt.>", on_event)
+
     async def add_study(self, **values: Any) -> str:
         study_id = str(uuid.uuid4())
         row = {
@@ -81,12 +89,18 @@ class RunningConverter:
         await self.bus.publish(job, msg_id=msg_id or job.job_key)
         return job
 
-    async def media_state(self, media_id: str) -> asyncpg.Record:
+    async def outcome(self, media_id: str) -> dict[str, Any]:
+        """The converter's own record of the item's job: `state` is `converted` or `failed`
+        (with the reason in `error`), `open` while a job is in hand, `none` before any. The
+        catalog's `media.state` follows from the events, in capture, which these tests do not run.
+        """
         row = await self.pool.fetchrow(
-            "SELECT state, error FROM media WHERE id = $1", uuid.UUID(media_id)
+            "SELECT outcome, last_error FROM converter_jobs WHERE media_id = $1",
+            uuid.UUID(media_id),
         )
-        assert row is not None
-        return row
+        if row is None:
+            return {"state": "none", "error": None}
+        return {"state": row["outcome"] or "open", "error": row["last_error"]}
 
     async def instances(self, media_id: str) -> list[asyncpg.Record]:
         return await self.pool.fetch(
@@ -122,11 +136,7 @@ async def client(
     # The session's JetStream keeps the work queue across tests: start each test empty.
     await _purge_jobs(bus)
     running = RunningConverter(pool, bus, MediaStore(tmp_path / "media"))
-
-    async def on_event(msg: Msg) -> None:
-        running.events.setdefault(msg.subject, []).append(json.loads(msg.data))
-
-    await bus.subscribe_events("cb.evt.>", on_event)
+    await running.record_events()
     try:
         yield running
     finally:

@@ -48,6 +48,7 @@ async def outage(
     with contextlib.suppress(Exception):
         await bus.js.delete_consumer("CB_DLQ", "converter-dead-letters")
     running = RunningConverter(pool, bus, MediaStore(tmp_path / "media"))
+    await running.record_events()
     settings = make_settings(database_url=server.dsn, **FAST)
     task = asyncio.create_task(app.run(settings))
 
@@ -79,7 +80,7 @@ async def outage(
 
 async def _state(client: RunningConverter, media_id: str) -> str:
     try:
-        return str((await client.media_state(media_id))["state"])
+        return str((await client.outcome(media_id))["state"])
     except Exception:
         return "unreachable"
 
@@ -128,16 +129,14 @@ async def test_job_exhausted_while_database_is_down_is_done_after_the_outage(
         return len(rows) == 1 and "gave up after 2 deliveries" in rows[0]["reason"]
 
     await wait_for(mirrored, 60, 0.5, what="the dead letter mirrored into the table")
-    assert await client.pool.fetchval("SELECT count(*) FROM converter_jobs") == 0
+    open_jobs = "SELECT count(*) FROM converter_jobs WHERE outcome IS NULL"
+    assert await client.pool.fetchval(open_jobs) == 0
     assert not service.done()
 
 
 async def _stuck(client: RunningConverter, media: str, study: str, requeues: int) -> ConvertMedia:
-    """A media row left `converting` by a converter that died with its job's last delivery."""
+    """A job left in hand by a converter that died with its job's last delivery."""
     job = ConvertMedia(job_key=f"{media}:stuck", media_id=media, study_id=study)
-    await client.pool.execute(
-        "UPDATE media SET state = 'converting' WHERE id = $1", uuid.UUID(media)
-    )
     await client.pool.execute(
         """INSERT INTO converter_jobs (media_id, job, lease_until, requeues, last_error)
            VALUES ($1, $2, now() - interval '1 minute', $3, 'killed')""",
@@ -166,6 +165,15 @@ async def test_stuck_conversion_is_requeued_then_failed_visibly_at_last(
         )
 
     await wait_for(settled, 120, 0.5, what="one re-queued and converted, one failed")
-    error = (await client.media_state(hopeless))["error"]
+    error = (await client.outcome(hopeless))["error"]
     assert "gave up after 3 re-queues" in error and "killed" in error
-    assert await client.pool.fetchval("SELECT count(*) FROM converter_jobs") == 0
+
+    async def announced() -> list[str]:
+        # What the study catalog (capture) sets media.state from.
+        failed = client.events.get("cb.evt.conversion.failed", [])
+        return [e["reason"] for e in failed if e["media_id"] == hopeless]
+
+    [reason] = await wait_for(announced, 30, 0.2, what="ConversionFailed of the given-up job")
+    assert reason == error
+    open_jobs = "SELECT count(*) FROM converter_jobs WHERE outcome IS NULL"
+    assert await client.pool.fetchval(open_jobs) == 0

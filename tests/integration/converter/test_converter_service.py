@@ -26,7 +26,7 @@ H264, MPEG2_ML = "1.2.840.10008.1.2.4.102", "1.2.840.10008.1.2.4.100"
 
 async def converted(converter: Any, media_id: str, timeout_s: float = 60) -> list[Any]:
     async def done() -> list[Any] | None:
-        state = await converter.media_state(media_id)
+        state = await converter.outcome(media_id)
         assert state["state"] != "failed", state["error"]
         rows = await converter.instances(media_id)
         return rows if rows and state["state"] == "converted" else None
@@ -171,7 +171,7 @@ async def test_bad_media_fail_with_reason_and_service_stays_up(
     for name, (_, _, reason) in cases.items():
 
         async def failed(media: str = ids[name]) -> Any:
-            row = await converter.media_state(media)
+            row = await converter.outcome(media)
             return row if row["state"] == "failed" else None
 
         row = await wait_for(failed, 30, 0.1, what=f"{name} failed")
@@ -198,8 +198,15 @@ async def test_bad_media_fail_with_reason_and_service_stays_up(
     good = await converter.add_media(study, make_still(tmp_path / "ok.jpg"), "snapshot")
     await converter.submit(good, study)
     assert len(await converted(converter, good)) == 1
-    assert (await converter.media_state(deleted))["state"] == "deleted"  # left alone
+    # Left alone: no job recorded, nothing made, nothing announced for it.
+    assert (await converter.outcome(deleted))["state"] == "none"
     assert await converter.instances(deleted) == []
+    announced = [
+        e["media_id"]
+        for subject in ("cb.evt.instance.created", "cb.evt.conversion.failed")
+        for e in converter.events.get(subject, [])
+    ]
+    assert good in announced and deleted not in announced
 
 
 async def test_orthanc_accepts_and_returns_each_object(

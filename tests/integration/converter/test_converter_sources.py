@@ -254,7 +254,7 @@ async def test_source_becomes_valid_playable_dicom_that_orthanc_keeps(
     await converter.submit(media, study)  # no options: the station's default profile
 
     async def done() -> list[Any] | None:
-        state = await converter.media_state(media)
+        state = await converter.outcome(media)
         assert state["state"] != "failed", state["error"]
         rows = await converter.instances(media)
         return rows if rows and state["state"] == "converted" else None

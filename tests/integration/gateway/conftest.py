@@ -10,7 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
+from cinebridge_capture.catalog import CATALOG_HANDLERS, QUEUE, CatalogDeps
 from cinebridge_common.bus import Bus
+from cinebridge_common.db import create_pool
+from cinebridge_common.messages.base import Reply
 from cinebridge_common.service import ServiceContext
 from cinebridge_gateway import app
 from cinebridge_gateway.settings import GatewaySettings
@@ -105,3 +108,26 @@ async def peer_bus(nats_url: str) -> AsyncIterator[Bus]:
     bus = await Bus.connect(nats_url, "test-peer")
     yield bus
     await bus.close()
+
+
+@pytest.fixture(autouse=True)
+async def study_catalog(nats_url: str, database_url: str) -> AsyncIterator[None]:
+    """The study catalog's RPCs (`cb.rpc.capture.catalog.*`), answered by capture's own
+    handlers against the test's database, as every capture process answers them: capture owns
+    `studies` and `media`, and the gateway asks it for every change (docs/architecture.md).
+    Tests that run capture processes have them answer too, in the same queue group."""
+    bus = await Bus.connect(nats_url, "test-catalog")
+    pool = await create_pool(database_url)
+    deps = CatalogDeps(pool)
+    for request_type, handler in CATALOG_HANDLERS:
+
+        async def serve(req: Any, handler: Any = handler) -> Reply:
+            return await handler(req, deps)  # type: ignore[no-any-return]
+
+        await bus.serve(request_type, serve, queue=QUEUE)
+    await bus.nc.flush()
+    try:
+        yield
+    finally:
+        await bus.close()
+        await pool.close()

@@ -13,7 +13,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from cinebridge_capture.catalog import CATALOG_HANDLERS, QUEUE, CatalogDeps
 from cinebridge_common.bus import Bus
 from cinebridge_common.messages import (
     CaptureCommand,
@@ -55,19 +54,6 @@ WORKLIST_ITEM = {
     "referring_physician_name": "WHO^DR",
     "modality": "ES",
 }
-
-
-async def serve_catalog(bus: Bus, pool: asyncpg.Pool) -> None:
-    """The study catalog's RPCs, answered by capture's own handlers against the test database
-    (capture owns `studies` and `media`; these tests run no room)."""
-    deps = CatalogDeps(pool)
-    for request_type, handler in CATALOG_HANDLERS:
-
-        async def serve(req: Any, handler: Any = handler) -> Reply:
-            return await handler(req, deps)  # type: ignore[no-any-return]
-
-        await bus.serve(request_type, serve, queue=QUEUE)
-    await bus.nc.flush()
 
 
 class JobTap:
@@ -271,7 +257,6 @@ async def test_study_lifecycle_with_worklist_edit_rule_and_audit(gateway: Any, a
 async def test_save_publishes_idempotent_convert_jobs(
     gateway: Any, admin: Any, peer_bus: Bus
 ) -> None:
-    await serve_catalog(peer_bus, gateway.ctx.pool)
     study = (await admin.post("/api/v1/studies", json={"origin": "form"})).json()
     assert (await admin.post(f"/api/v1/studies/{study['id']}/save", json={})).status_code == 409
     media = await add_media(gateway.ctx.pool, study["id"], gateway.settings.media_root)
@@ -516,7 +501,7 @@ async def test_reconcile_links_a_begun_study_to_a_worklist_item(
     admin: Any, peer_bus: Bus, db_pool: asyncpg.Pool
 ) -> None:
     """The gateway has the worklist service check the item, then asks the study catalog's
-    owner (capture's catalog handler, served here against the same database) to apply it."""
+    owner (capture's catalog handlers, which every gateway test serves) to apply it."""
     checked: list[WorklistItem] = []
 
     async def check_item(req: WorklistCheckItem) -> Reply:
@@ -526,7 +511,6 @@ async def test_reconcile_links_a_begun_study_to_a_worklist_item(
         return WorklistCheckItemReply(item=req.item)
 
     await peer_bus.serve(WorklistCheckItem, check_item)
-    await serve_catalog(peer_bus, db_pool)
     study = (await admin.post("/api/v1/studies", json={"origin": "form"})).json()
     ok = await admin.post(
         f"/api/v1/studies/{study['id']}/reconcile", json={"worklist_item": WORKLIST_ITEM}
@@ -704,14 +688,34 @@ async def test_local_search_includes_studies_received_by_the_scp(gateway: Any, a
         "'19500101', '20250101')",
         received,
     )
+    series = uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO received_series (id, study_id, series_instance_uid) "
+        "VALUES ($1, $2, '1.2.9.9.1')",
+        series,
+        received,
+    )
+    await pool.execute(
+        "INSERT INTO received_instances (id, study_id, series_id, sop_instance_uid, "
+        "sop_class_uid, transfer_syntax_uid, rel_path, size, sha256, calling_ae) VALUES ($1, $2, "
+        "$3, '1.2.9.9.1.1', '1.2.840.10008.5.1.4.1.1.7', '1.2.840.10008.1.2.1', 'received/x.dcm', "
+        "1, $4, 'MODALITY')",
+        uuid.uuid4(),
+        received,
+        series,
+        "0" * 64,
+    )
     await admin.post(
         "/api/v1/studies", json={"origin": "form", "patient": {"patient_name": "EARNEST^X"}}
     )
     both = (await admin.get("/api/v1/studies", params={"q": "ear"})).json()
-    assert {(s["patient_name"], s["status"]) for s in both} == {
-        ("EARLIER^PAT", "received"),
-        ("EARNEST^X", "non-converted"),
+    assert {(s["patient_name"], s["status"], s["media_count"]) for s in both} == {
+        ("EARLIER^PAT", "received", 1),
+        ("EARNEST^X", "non-converted", 0),
     }
+    # The ops page counts what the SCP's read model (received_totals) says was received.
+    summary = (await admin.get("/api/v1/ops/summary")).json()
+    assert summary["received"] == {"instances": 1, "last_24h": 1}
     only = (await admin.get("/api/v1/studies", params={"status": "received"})).json()
     assert [s["id"] for s in only] == [str(received)]
     dated = (await admin.get("/api/v1/studies", params={"date_to": "20251231"})).json()

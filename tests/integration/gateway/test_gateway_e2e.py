@@ -242,7 +242,10 @@ async def run_loop(page: Page, gw: Any, api: Any, pacs_dir: Path) -> None:
         await expect(page.locator("#thumbs .thumb")).to_have_count(3, timeout=20_000)
         badges = page.locator("#deliveries .badge")
         states = await badges.all_text_contents()
-        return len(states) == 3 and set(states) == {"sent"}
+        # The study is `sent` once the catalog has also recorded every item converted (from
+        # the converter's events, which may reach it after the deliveries' outcome).
+        study = await page.locator("#study-card .badge").first.text_content()
+        return len(states) == 3 and set(states) == {"sent"} and study == "sent"
 
     await wait_for(all_sent, 120, interval_s=3, what="three deliveries sent in the UI")
     await expect(page.locator("#study-card .badge").first).to_have_text("sent")

@@ -17,10 +17,21 @@ from cinebridge_common.messages.base import Event, Reply, Request
 from cinebridge_common.messages.capture import (
     CatalogAddMedia,
     CatalogAddMediaReply,
+    CatalogCreateStudy,
+    CatalogCreateStudyReply,
     CatalogDeleteMedia,
     CatalogDeleteMediaReply,
+    CatalogDropEmptyStudy,
+    CatalogDropEmptyStudyReply,
+    CatalogEditStudy,
+    CatalogEditStudyReply,
     CatalogReconcile,
     CatalogReconcileReply,
+)
+from cinebridge_common.messages.converter import (
+    ConversionFailed,
+    ConversionProgressed,
+    InstanceCreated,
 )
 from cinebridge_common.messages.gateway import StudySaved
 
@@ -76,6 +87,42 @@ async def handle_catalog_add_media(req: CatalogAddMedia, deps: CatalogDeps) -> C
     return CatalogAddMediaReply(media_id=req.media.media_id)
 
 
+async def handle_catalog_create_study(
+    req: CatalogCreateStudy, deps: CatalogDeps
+) -> CatalogCreateStudyReply:
+    try:
+        uuid.UUID(req.study.id)
+        await catalog.create_study(deps.pool, req.study, req.by or "capture")
+    except catalog.StudyConflict as exc:
+        return CatalogCreateStudyReply(ok=False, error=str(exc), conflict=True)
+    except ValueError as exc:
+        return CatalogCreateStudyReply(ok=False, error=str(exc))
+    return CatalogCreateStudyReply(study_id=req.study.id)
+
+
+async def handle_catalog_edit_study(
+    req: CatalogEditStudy, deps: CatalogDeps
+) -> CatalogEditStudyReply:
+    try:
+        study_id = uuid.UUID(req.study_id)
+        done = await catalog.edit_study(
+            deps.pool, study_id, req.changes, req.read_at, req.by or "capture"
+        )
+    except ValueError as exc:  # StudyConflict among them: the asker shows why
+        return CatalogEditStudyReply(ok=False, error=str(exc))
+    return CatalogEditStudyReply(found=done.found, stale=done.stale)
+
+
+async def handle_catalog_drop_empty_study(
+    req: CatalogDropEmptyStudy, deps: CatalogDeps
+) -> CatalogDropEmptyStudyReply:
+    try:
+        study_id = uuid.UUID(req.study_id)
+    except ValueError:
+        return CatalogDropEmptyStudyReply(ok=False, error=f"{req.study_id[:40]!r} is not a UUID")
+    return CatalogDropEmptyStudyReply(dropped=await catalog.drop_empty_study(deps.pool, study_id))
+
+
 async def handle_study_saved(msg: StudySaved, _d: Delivery, deps: CatalogDeps) -> None:
     """A durable event, so a Save made while no room ran is recorded when one starts."""
     try:
@@ -87,6 +134,34 @@ async def handle_study_saved(msg: StudySaved, _d: Delivery, deps: CatalogDeps) -
         log.warning("saved study is not in the catalog", extra=kv(study=msg.study_id))
 
 
+def _media_id(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None  # an instance handed in by `cinebridge send` belongs to no media item
+
+
+async def handle_instance_created(msg: InstanceCreated, _d: Delivery, deps: CatalogDeps) -> None:
+    """The converter committed the item's instances: it is converted. Every part of a recording
+    is committed and announced in one transaction, so any part's event says so."""
+    if (media_id := _media_id(msg.media_id)) is not None:
+        await catalog.record_conversion(deps.pool, media_id, "converted", None, msg.occurred_at)
+
+
+async def handle_conversion_failed(msg: ConversionFailed, _d: Delivery, deps: CatalogDeps) -> None:
+    if (media_id := _media_id(msg.media_id)) is not None:
+        await catalog.record_conversion(deps.pool, media_id, "failed", msg.reason, msg.occurred_at)
+
+
+async def handle_conversion_progressed(
+    msg: ConversionProgressed, _d: Delivery, deps: CatalogDeps
+) -> None:
+    """The item is being converted; only its first report changes the row (the state
+    machine has no step between the first and the outcome)."""
+    if (media_id := _media_id(msg.media_id)) is not None:
+        await catalog.record_conversion(deps.pool, media_id, "converting", None, msg.occurred_at)
+
+
 CatalogHandler = Callable[[Any, CatalogDeps], Awaitable[Reply]]
 
 #: (request type, handler); each is served on its own subject in the queue group QUEUE.
@@ -94,16 +169,33 @@ CATALOG_HANDLERS: list[tuple[type[Request], CatalogHandler]] = [
     (CatalogReconcile, handle_catalog_reconcile),
     (CatalogDeleteMedia, handle_catalog_delete_media),
     (CatalogAddMedia, handle_catalog_add_media),
+    (CatalogCreateStudy, handle_catalog_create_study),
+    (CatalogEditStudy, handle_catalog_edit_study),
+    (CatalogDropEmptyStudy, handle_catalog_drop_empty_study),
 ]
 
 EventHandler = Callable[[Any, Delivery, CatalogDeps], Awaitable[None]]
 
 #: (durable consumer on CB_EVENTS, event type, handler): events other services publish for the
 #: catalog to apply. Every capture process runs the same durable, so each event is applied once.
+#: The converter's outcomes set `media.state` (its events carry when they occurred: the three
+#: durables run apart, and an older event never overrides a newer one).
 CATALOG_CONSUMERS: list[tuple[str, type[Event], EventHandler]] = [
     ("capture-catalog-study-saved", StudySaved, handle_study_saved),
+    ("capture-catalog-instance-created", InstanceCreated, handle_instance_created),
+    ("capture-catalog-conversion-failed", ConversionFailed, handle_conversion_failed),
+    ("capture-catalog-conversion-progressed", ConversionProgressed, handle_conversion_progressed),
 ]
+
+#: Progress is only worth its moment: a consumer created after it (a new station, an upgrade)
+#: starts with the next report rather than the stream's week of them; the outcomes are kept.
+_NEW_ONLY = {"capture-catalog-conversion-progressed"}
 
 
 def consumer_spec(durable: str, subject: str) -> ConsumerSpec:
-    return ConsumerSpec(stream="CB_EVENTS", durable=durable, filter_subject=subject)
+    return ConsumerSpec(
+        stream="CB_EVENTS",
+        durable=durable,
+        filter_subject=subject,
+        deliver_new_only=durable in _NEW_ONLY,
+    )

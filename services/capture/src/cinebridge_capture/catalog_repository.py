@@ -3,12 +3,14 @@ capture owns (docs/architecture.md, "The study catalog belongs to capture")."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
+from typing import Literal
 
 import asyncpg
 from cinebridge_common.dicom_values import valid_value
-from cinebridge_common.messages import MediaCaptured, StudyChanged, WorklistItem
+from cinebridge_common.messages import MediaCaptured, NewStudyRecord, StudyChanged, WorklistItem
 from cinebridge_common.outbox import enqueue
 from cinebridge_common.uids import is_valid_uid
 
@@ -110,3 +112,152 @@ async def add_media(pool: asyncpg.Pool, event: MediaCaptured) -> None:
         ):
             raise StudyNotFound(f"study {event.study_id} does not exist")
         await insert_media(conn, event)
+
+
+ConversionState = Literal["converting", "converted", "failed"]
+
+#: The states a media item may come from, by the conversion state an event reports. An item
+#: converted before stays converted while another conversion of it runs (a Save with other
+#: options); `deleted` is final.
+_CONVERSION_FROM: dict[str, list[str]] = {
+    "converting": ["captured", "failed"],
+    "converted": ["captured", "converting", "failed", "converted"],
+    "failed": ["captured", "converting", "failed", "converted"],
+}
+
+
+async def record_conversion(
+    pool: asyncpg.Pool,
+    media_id: uuid.UUID,
+    state: ConversionState,
+    error: str | None,
+    occurred_at: dt.datetime,
+) -> bool:
+    """Set the item's state from a converter event that occurred at `occurred_at`; False when
+    the item is unknown or deleted, or a later event set its state already."""
+    result = await pool.execute(
+        """UPDATE media SET state = $2, error = $3, state_changed_at = $4
+           WHERE id = $1 AND state = ANY($5::text[])
+             AND (state_changed_at IS NULL OR state_changed_at <= $4)""",
+        media_id,
+        state,
+        error,
+        occurred_at,
+        _CONVERSION_FROM[state],
+    )
+    return str(result).endswith(" 1")
+
+
+class StudyConflict(ValueError):
+    """Another study holds the Study Instance UID."""
+
+
+async def create_study(pool: asyncpg.Pool, study: NewStudyRecord, by: str) -> None:
+    """The study's row and its StudyChanged, in one transaction; nothing when this study exists
+    with this UID already (the same request asked again)."""
+    values = study.model_dump()
+    study_uuid = uuid.UUID(values.pop("id"))
+    if not is_valid_uid(study.study_instance_uid):
+        raise ValueError(f"not a valid Study Instance UID: {study.study_instance_uid[:80]!r}")
+    async with pool.acquire() as conn, conn.transaction():
+        holder = await conn.fetchval(
+            "SELECT id FROM studies WHERE study_instance_uid = $1", study.study_instance_uid
+        )
+        if holder == study_uuid:
+            return
+        if holder is not None:
+            raise StudyConflict(f"study {holder} has Study Instance UID {study.study_instance_uid}")
+        columns = ", ".join(["id", *values])
+        params = ", ".join(f"${i}" for i in range(1, len(values) + 2))
+        try:
+            await conn.execute(
+                f"INSERT INTO studies ({columns}) VALUES ({params})", study_uuid, *values.values()
+            )
+        except asyncpg.UniqueViolationError as exc:  # the same UID or id, committed meanwhile
+            raise StudyConflict(str(exc)) from None
+        event = StudyChanged(study_id=study.id, change="created", by=by)
+        await enqueue(conn, event, msg_id=f"study-created-{study.id}")
+
+
+#: The columns a manual edit may change (statement §8.1.5): the patient and study attributes,
+#: a new Study Instance UID unlinking the study from the worklist, `edited`, and
+#: `worklist_item`, which an edit may only clear.
+EDITABLE = frozenset(
+    {
+        "patient_name",
+        "patient_id",
+        "patient_birth_date",
+        "patient_sex",
+        "accession_number",
+        "study_description",
+        "referring_physician",
+        "modality",
+        "study_instance_uid",
+        "edited",
+        "worklist_item",
+    }
+)
+
+
+def _check_edit(changes: dict[str, str | bool | None]) -> None:
+    if unknown := sorted(set(changes) - EDITABLE):
+        raise ValueError(f"not an editable study attribute: {', '.join(unknown)}")
+    if changes.get("worklist_item", None) is not None:
+        raise ValueError("an edit may only clear the worklist item")
+    uid = changes.get("study_instance_uid")
+    if "study_instance_uid" in changes and not (isinstance(uid, str) and is_valid_uid(uid)):
+        raise ValueError(f"not a valid Study Instance UID: {str(uid)[:80]!r}")
+    if not isinstance(changes.get("edited", True), bool):
+        raise ValueError("edited is true or false")
+
+
+@dataclass(frozen=True)
+class Edited:
+    found: bool
+    stale: bool = False
+
+
+async def edit_study(
+    pool: asyncpg.Pool,
+    study_id: uuid.UUID,
+    changes: dict[str, str | bool | None],
+    read_at: dt.datetime,
+    by: str,
+) -> Edited:
+    """Apply an edit computed from the row as it was at `read_at`, with its StudyChanged; stale
+    (nothing written) when the row changed since."""
+    _check_edit(changes)
+    async with pool.acquire() as conn, conn.transaction():
+        updated_at = await conn.fetchval(
+            "SELECT updated_at FROM studies WHERE id = $1 FOR UPDATE", study_id
+        )
+        if updated_at is None:
+            return Edited(found=False)
+        if updated_at != read_at:
+            return Edited(found=True, stale=True)
+        if not changes:
+            return Edited(found=True)
+        uid = changes.get("study_instance_uid")
+        if uid and await conn.fetchval(
+            "SELECT 1 FROM studies WHERE study_instance_uid = $1 AND id <> $2", uid, study_id
+        ):
+            raise StudyConflict(f"another study has Study Instance UID {uid}")
+        sets = ", ".join(f"{column} = ${i}" for i, column in enumerate(changes, start=2))
+        await conn.execute(
+            f"UPDATE studies SET {sets}, updated_at = now() WHERE id = $1",
+            study_id,
+            *changes.values(),
+        )
+        event = StudyChanged(study_id=str(study_id), change="edited", by=by)
+        await enqueue(conn, event, msg_id=f"study-edited-{study_id}-{uuid.uuid4().hex}")
+    return Edited(found=True)
+
+
+async def drop_empty_study(pool: asyncpg.Pool, study_id: uuid.UUID) -> bool:
+    """Remove a study no media is attached to; False when it holds media or is unknown."""
+    result = await pool.execute(
+        "DELETE FROM studies s WHERE s.id = $1 AND NOT EXISTS "
+        "(SELECT 1 FROM media m WHERE m.study_id = s.id)",
+        study_id,
+    )
+    return str(result).endswith(" 1")

@@ -84,10 +84,10 @@ async def candidates(
 
 
 async def instance_counts(pool: asyncpg.Pool, study_ids: list[str]) -> dict[str, int]:
-    """How many instances the converter made per study (its `instances`, read as the ledger's
-    source; written only by the converter)."""
+    """How many instances the converter made per study (its read model `converted_instances`,
+    docs/architecture.md)."""
     rows = await pool.fetch(
-        """SELECT study_id, count(*) AS n FROM instances
+        """SELECT study_id, count(*) AS n FROM converted_instances
            WHERE study_id = ANY($1::uuid[]) GROUP BY study_id""",
         [uuid.UUID(s) for s in study_ids],
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,6 +34,8 @@ async def handle_convert_media(
         if await repo.instance_exists(deps.pool, jobs.first_uid(job, deps.settings.org_uid_root)):
             log.info("already converted", extra=kv(media=msg.media_id))
             metrics.CONVERSIONS.labels("duplicate").inc()
+            # A re-queued twin of a job that did finish: the reconciler must not try it again.
+            await repo.finish_job(deps.pool, uuid.UUID(msg.media_id))
             return
         await repo.start_job(deps.pool, msg, deps.settings.converter_job_lease_s)
         async with delivery.working(), reconcile.leased(deps, msg.media_id):

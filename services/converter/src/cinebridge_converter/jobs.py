@@ -201,9 +201,9 @@ async def _commit(
 
 
 async def fail(job_msg: ConvertMedia, deps: ConverterDeps, error: ConversionError) -> None:
-    media = await repo.load_media(deps.pool, job_msg.media_id)
-    if media is not None:
-        await repo.record_failure(deps.pool, media, error.reason, job_msg.job_key)
+    # A media row that is not there cannot hold a job (the job's row refers to it).
+    if await repo.load_media(deps.pool, job_msg.media_id) is not None:
+        await repo.record_failure(deps.pool, job_msg, error.reason)
     log.warning("conversion failed", extra=kv(media=job_msg.media_id, reason=error.reason))
 
 

@@ -4,8 +4,10 @@ A conversion holds a lease on its media (`converter_jobs`), renewed while it wor
 runs out means no converter has the job in hand: the process died, or JetStream gave the job
 up (max_deliver reached while PostgreSQL was away; the dead letter parks the job here). The
 reconciler then publishes the job again under a new message id, at most
-`converter_max_requeues` times; after that the media is marked failed with the last error, so
-the study shows it and Save can ask again.
+`converter_max_requeues` times; after that the job is recorded failed and ConversionFailed
+announced with the last error (the study catalog marks the media), so the study shows it and
+Save can ask again. The outcome is the converter's own (`converter_jobs.outcome`): the
+catalog's `media.state` follows the events later, and only its `deleted` ends a job here.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ async def reconcile_once(deps: ConverterDeps) -> int:
     async with deps.pool.acquire() as conn, conn.transaction():
         for row in await repo.lapsed_jobs(conn, BATCH):
             handled += 1
-            if row["state"] in ("converted", "failed", "deleted"):
+            if row["state"] == "deleted":
                 await repo.drop_job(conn, row["media_id"])
                 continue
             job = ConvertMedia.model_validate(row["job"])
@@ -45,13 +47,7 @@ async def reconcile_once(deps: ConverterDeps) -> int:
                     f"gave up after {row['requeues']} re-queues: "
                     f"{row['last_error'] or 'no converter finished the job'}"
                 )
-                await repo.fail_in(
-                    conn,
-                    row["media_id"],
-                    row["study_id"],
-                    reason,
-                    f"conversion-failed-{job.job_key}",
-                )
+                await repo.fail_in(conn, job, reason, f"conversion-failed-{job.job_key}")
                 log.error("conversion given up", extra=kv(media=job.media_id, reason=reason))
                 continue
             await repo.requeue(conn, job, settings.converter_job_lease_s)

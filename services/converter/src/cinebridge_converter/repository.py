@@ -162,7 +162,8 @@ async def insert_instance(conn: Any, media: MediaRow, item: NewInstance) -> bool
 async def announce(
     conn: Any, media: MediaRow, sop_instance_uids: Sequence[str], auto_send: bool
 ) -> list[InstanceCreated]:
-    """InstanceCreated for each new row and media.state = converted, in the caller's transaction."""
+    """InstanceCreated for each new row and the job's outcome `converted`, in the caller's
+    transaction. The catalog (capture) sets `media.state` from the events."""
     events = []
     for uid in sop_instance_uids:
         row = await conn.fetchrow(
@@ -173,10 +174,7 @@ async def announce(
         event = instance_event(row, auto_send)
         await outbox.enqueue(conn, event, msg_id=f"instance-created-{uid}")
         events.append(event)
-    await conn.execute(
-        "UPDATE media SET state = 'converted', error = NULL WHERE id = $1", media["id"]
-    )
-    await conn.execute("DELETE FROM converter_jobs WHERE media_id = $1", media["id"])
+    await finish_job(conn, media["id"])
     return events
 
 
@@ -200,43 +198,55 @@ def instance_event(row: Any, auto_send: bool) -> InstanceCreated:
     )
 
 
-async def record_failure(pool: asyncpg.Pool, media: MediaRow, reason: str, job_key: str) -> None:
-    """media.state = failed with the reason, and ConversionFailed, in one transaction."""
+async def record_failure(pool: asyncpg.Pool, job: ConvertMedia, reason: str) -> None:
+    """The job's outcome `failed` with the reason, and ConversionFailed, in one transaction."""
     async with pool.acquire() as conn, conn.transaction():
-        await fail_in(conn, media["id"], media["study_id"], reason, f"conversion-failed-{job_key}")
+        await fail_in(conn, job, reason, f"conversion-failed-{job.job_key}")
 
 
-async def fail_in(
-    conn: Any, media_id: uuid.UUID, study_id: uuid.UUID, reason: str, msg_id: str
-) -> None:
-    """Mark the media failed and announce it, in the caller's transaction; the job is done."""
-    event = ConversionFailed(media_id=str(media_id), study_id=str(study_id), reason=reason)
+async def fail_in(conn: Any, job: ConvertMedia, reason: str, msg_id: str) -> None:
+    """Record the job failed and announce it, in the caller's transaction; the job is done.
+    The row is written even for a job that never started, so that its dead letter is not
+    parked and tried again."""
+    event = ConversionFailed(media_id=job.media_id, study_id=job.study_id, reason=reason)
     await conn.execute(
-        "UPDATE media SET state = 'failed', error = $2 WHERE id = $1", media_id, reason
+        """INSERT INTO converter_jobs (media_id, job, lease_until, outcome, last_error)
+           VALUES ($1, $2, now(), 'failed', $3)
+           ON CONFLICT (media_id) DO UPDATE
+             SET outcome = 'failed', last_error = EXCLUDED.last_error, updated_at = now()""",
+        uuid.UUID(job.media_id),
+        job.model_dump(mode="json"),
+        reason[:2000],
     )
-    await conn.execute("DELETE FROM converter_jobs WHERE media_id = $1", media_id)
     await outbox.enqueue(conn, event, msg_id=msg_id)
+
+
+async def finish_job(conn: Any, media_id: uuid.UUID) -> None:
+    """The job's outcome `converted` (a job that is not in hand has no row: nothing to do)."""
+    await conn.execute(
+        """UPDATE converter_jobs SET outcome = 'converted', last_error = NULL, updated_at = now()
+           WHERE media_id = $1""",
+        media_id,
+    )
 
 
 # -- the job in hand (converter_jobs): leases, parking, reconciliation -------------------------
 async def start_job(pool: asyncpg.Pool, job: ConvertMedia, lease_s: float) -> None:
-    """media.state = converting and the job's lease, together: while the lease runs a converter
-    holds the job; once it ran out, the reconciler finds the media and re-queues it."""
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            "UPDATE media SET state = 'converting', error = NULL "
-            "WHERE id = $1 AND state <> 'deleted'",
-            uuid.UUID(job.media_id),
-        )
-        await conn.execute(
-            """INSERT INTO converter_jobs (media_id, job, lease_until)
-               VALUES ($1, $2, now() + make_interval(secs => $3))
-               ON CONFLICT (media_id) DO UPDATE
-                 SET job = EXCLUDED.job, lease_until = EXCLUDED.lease_until, updated_at = now()""",
-            uuid.UUID(job.media_id),
-            job.model_dump(mode="json"),
-            lease_s,
-        )
+    """The job in hand with its lease: while the lease runs a converter holds the job; once it
+    ran out, the reconciler finds the row and re-queues it. A media item finished before (a
+    Save after a failure, or with other options) starts afresh: no outcome, no re-queues."""
+    await pool.execute(
+        """INSERT INTO converter_jobs (media_id, job, lease_until)
+           VALUES ($1, $2, now() + make_interval(secs => $3))
+           ON CONFLICT (media_id) DO UPDATE
+             SET job = EXCLUDED.job, lease_until = EXCLUDED.lease_until, updated_at = now(),
+                 requeues = CASE WHEN converter_jobs.outcome IS NULL
+                                 THEN converter_jobs.requeues ELSE 0 END,
+                 outcome = NULL""",
+        uuid.UUID(job.media_id),
+        job.model_dump(mode="json"),
+        lease_s,
+    )
 
 
 async def renew_lease(pool: asyncpg.Pool, media_id: str, lease_s: float) -> None:
@@ -249,14 +259,15 @@ async def renew_lease(pool: asyncpg.Pool, media_id: str, lease_s: float) -> None
 
 
 async def park_job(pool: asyncpg.Pool, job: ConvertMedia, reason: str) -> bool:
-    """A dead-lettered job of a media item not yet converted or failed: hand it to the
-    reconciler at once (lease already over). False when there is nothing left to do."""
+    """A dead-lettered job of a media item this converter has not finished (no outcome yet):
+    hand it to the reconciler at once (lease already over). False when there is nothing left
+    to do: the job converted or failed, or the item was deleted."""
     done = await pool.fetchval(
         """INSERT INTO converter_jobs (media_id, job, lease_until, last_error)
-           SELECT id, $2, now(), $3 FROM media
-           WHERE id = $1 AND state NOT IN ('converted', 'failed', 'deleted')
+           SELECT id, $2, now(), $3 FROM media WHERE id = $1 AND state <> 'deleted'
            ON CONFLICT (media_id) DO UPDATE
              SET lease_until = now(), last_error = EXCLUDED.last_error, updated_at = now()
+             WHERE converter_jobs.outcome IS NULL
            RETURNING 1""",
         uuid.UUID(job.media_id),
         job.model_dump(mode="json"),
@@ -266,12 +277,13 @@ async def park_job(pool: asyncpg.Pool, job: ConvertMedia, reason: str) -> bool:
 
 
 async def lapsed_jobs(conn: Any, limit: int) -> list[asyncpg.Record]:
-    """Jobs whose lease ran out (no converter holds them), locked for this reconciler pass."""
+    """Unfinished jobs whose lease ran out (no converter holds them), locked for this
+    reconciler pass, with the catalog's state of their media (`deleted` ends a job)."""
     return list(
         await conn.fetch(
-            """SELECT j.media_id, j.job, j.requeues, j.last_error, m.state, m.study_id
+            """SELECT j.media_id, j.job, j.requeues, j.last_error, m.state
                FROM converter_jobs j JOIN media m ON m.id = j.media_id
-               WHERE j.lease_until < now() ORDER BY j.lease_until
+               WHERE j.outcome IS NULL AND j.lease_until < now() ORDER BY j.lease_until
                LIMIT $1 FOR UPDATE OF j SKIP LOCKED""",
             limit,
         )

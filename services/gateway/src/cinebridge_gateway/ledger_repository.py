@@ -1,6 +1,7 @@
 """Reads of the delivery ledger (docs/purge.md "Ledger"): what the catalog (capture: `studies`,
-`media`, `capture_purges`) and the converter (`instances`) say of each study. Reads only: each
-table is written by its owner."""
+`media`, and its read model `capture_purging_studies`) and the converter (its read model
+`converted_instances`) say of each study. Reads only, through the owners' read models
+(docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -25,12 +26,12 @@ class LocalStudy:
 async def local_studies(pool: asyncpg.Pool, study_ids: list[uuid.UUID]) -> list[LocalStudy]:
     rows = await pool.fetch(
         """SELECT s.id, s.held, s.purged_at,
-                  EXISTS (SELECT 1 FROM capture_purges p WHERE p.study_id = s.id) AS purging,
+                  EXISTS (SELECT 1 FROM capture_purging_studies p WHERE p.study_id = s.id) AS purging,
                   (SELECT count(*) FROM media m
                    WHERE m.study_id = s.id AND m.state <> 'deleted') AS media,
                   (SELECT count(*) FROM media m
                    WHERE m.study_id = s.id AND m.state = 'converted') AS converted,
-                  (SELECT count(*) FROM instances i WHERE i.study_id = s.id) AS instances
+                  (SELECT count(*) FROM converted_instances i WHERE i.study_id = s.id) AS instances
            FROM studies s WHERE s.id = ANY($1::uuid[])""",
         study_ids,
     )

@@ -1,7 +1,8 @@
 """All SQL of the gateway: users, sessions, tokens, audit log, studies, media, deliveries.
 
-Tables of other services (sender's deliveries, the SCP's received index) are read only, and only
-when they exist: `Repository.has_table` checks once and remembers.
+Other services' data is read through the read models they publish (the sender's
+`delivery_states`, the SCP's `received_study_index`), and only when they exist:
+`Repository.has_table` checks once and remembers.
 """
 
 from __future__ import annotations
@@ -304,40 +305,17 @@ class Repository:
         return found
 
     # -- studies -------------------------------------------------------------------------
-    async def insert_study(self, conn: Conn, values: dict[str, Any]) -> dict[str, Any]:
-        columns = ", ".join(values)
-        params = ", ".join(f"${i}" for i in range(1, len(values) + 1))
-        row = await conn.fetchrow(
-            f"INSERT INTO studies ({columns}) VALUES ({params}) RETURNING {STUDY_COLUMNS}",
-            *values.values(),
-        )
-        assert row is not None
-        return dict(row)
-
     async def get_study(self, conn: Conn, study_id: uuid.UUID) -> dict[str, Any] | None:
         row = await conn.fetchrow(
             f"SELECT {STUDY_COLUMNS}, worklist_item FROM studies WHERE id = $1", study_id
         )
         return dict(row) if row else None
 
-    async def update_study(
-        self, conn: Conn, study_id: uuid.UUID, changes: dict[str, Any]
-    ) -> dict[str, Any]:
-        sets = ", ".join(f"{col} = ${i}" for i, col in enumerate(changes, start=2))
-        row = await conn.fetchrow(
-            f"UPDATE studies SET {sets}, updated_at = now() WHERE id = $1 "
-            f"RETURNING {STUDY_COLUMNS}",
-            study_id,
-            *changes.values(),
-        )
-        assert row is not None
-        return dict(row)
-
     async def _search_repository(self, f: StudyFilter) -> tuple[str, list[Any]] | None:
         return build_search(
             f,
-            with_deliveries=await self.has_table("deliveries"),
-            with_received=await self.has_table("received_studies"),
+            with_deliveries=await self.has_table("delivery_states"),
+            with_received=await self.has_table("received_study_index"),
         )
 
     async def search_studies(self, f: StudyFilter) -> list[dict[str, Any]]:
@@ -365,7 +343,7 @@ class Repository:
             return await getattr(statement, method)(*args)
 
     async def study_status(self, study_id: uuid.UUID) -> str:
-        deliveries = DELIVERY_AGG if await self.has_table("deliveries") else NO_DELIVERIES
+        deliveries = DELIVERY_AGG if await self.has_table("delivery_states") else NO_DELIVERIES
         value = await self.pool.fetchval(
             f"SELECT {STATUS_SQL} FROM studies s {MEDIA_AGG} {deliveries} WHERE s.id = $1",
             study_id,
@@ -373,7 +351,7 @@ class Repository:
         return str(value or "non-converted")
 
     async def study_commitment(self, study_id: uuid.UUID) -> str | None:
-        if not await self.has_table("deliveries"):
+        if not await self.has_table("delivery_states"):
             return None
         value = await self.pool.fetchval(
             f"SELECT {COMMITMENT_SQL} FROM studies s {DELIVERY_AGG} WHERE s.id = $1", study_id
@@ -384,22 +362,22 @@ class Repository:
         self, older_than_s: float, limit: int = 50
     ) -> list[dict[str, Any]]:
         """Studies stored at a destination that requires Storage Commitment and not committed
-        `older_than_s` after they were sent (the ops page; sender tables, read only)."""
-        if not await self.has_table("commitment_transactions"):
+        `older_than_s` after they were sent (the ops page; the sender's read model)."""
+        if not await self.has_table("delivery_states"):
             return []
         rows = await self.pool.fetch(
-            """SELECT d.study_id, dst.name AS destination, min(d.delivered_at) AS sent_at,
+            """SELECT d.study_id, d.destination_name AS destination,
+                      min(d.delivered_at) AS sent_at,
                       count(*) AS instances,
                       count(*) FILTER (WHERE d.commitment = 'failed') AS failed,
                       max(d.commitment_reason) AS reason,
                       min(s.patient_id) AS patient_id, min(s.accession_number) AS accession_number
-               FROM deliveries d JOIN destinations dst ON dst.id = d.destination_id
-                    LEFT JOIN studies s ON s.id = d.study_id
-               WHERE dst.commitment_required AND d.state IN ('sent', 'warning')
+               FROM delivery_states d LEFT JOIN studies s ON s.id = d.study_id
+               WHERE d.commitment_required AND d.state IN ('sent', 'warning')
                  AND d.commitment IS DISTINCT FROM 'committed'
                  AND d.commitment IS DISTINCT FROM 'unsupported'
                  AND d.delivered_at < now() - make_interval(secs => $1)
-               GROUP BY d.study_id, dst.name ORDER BY min(d.delivered_at) LIMIT $2""",
+               GROUP BY d.study_id, d.destination_name ORDER BY min(d.delivered_at) LIMIT $2""",
             float(older_than_s),
             limit,
         )
@@ -440,15 +418,15 @@ class Repository:
         found = await conn.fetchval("SELECT 1 FROM outbox WHERE msg_id = $1", msg_id)
         return found is not None
 
-    # -- deliveries (sender's tables, read only) -----------------------------------------
+    # -- other services' read models ------------------------------------------------------
     async def mpps_for_study(self, study_id: uuid.UUID) -> dict[str, Any] | None:
-        """The study's performed procedure step (the worklist service's `mpps_steps`)."""
-        if not await self.has_table("mpps_steps"):
+        """The study's performed procedure step (the worklist service's `mpps_step_states`)."""
+        if not await self.has_table("mpps_step_states"):
             return None
         row = await self.pool.fetchrow(
             """SELECT id, server_id, sop_instance_uid, pps_id, state, final_status, reason,
                       attempts, last_status, last_error, started_at, ended_at, updated_at
-               FROM mpps_steps WHERE study_id = $1""",
+               FROM mpps_step_states WHERE study_id = $1""",
             study_id,
         )
         if row is None:
@@ -459,55 +437,53 @@ class Repository:
         return step
 
     async def deliveries_for_study(self, study_id: uuid.UUID) -> list[dict[str, Any]]:
-        if not await self.has_table("deliveries"):
+        if not await self.has_table("delivery_states"):
             return []
-        # The converter's instance row names the media item a delivery carries (the UI shows
+        # The converter's read model names the media item a delivery carries (the UI shows
         # its thumbnail and kind).
         media = "NULL::uuid"
         join = ""
-        if await self.has_table("instances"):
+        if await self.has_table("converted_instances"):
             media = "ci.media_id"
-            join = "LEFT JOIN instances ci ON ci.sop_instance_uid = i.sop_instance_uid"
+            join = "LEFT JOIN converted_instances ci ON ci.sop_instance_uid = d.sop_instance_uid"
         rows = await self.pool.fetch(
-            f"""SELECT d.id, d.instance_id, d.destination_id, dst.name AS destination_name,
+            f"""SELECT d.id, d.instance_id, d.destination_id, d.destination_name,
                       d.state, d.attempts, d.last_status, d.last_error, d.updated_at,
-                      d.delivered_at, i.sop_instance_uid, i.sop_class_uid, {media} AS media_id,
-                      CASE WHEN dst.commitment_required THEN d.commitment END AS commitment,
+                      d.delivered_at, d.sop_instance_uid, d.sop_class_uid, {media} AS media_id,
+                      CASE WHEN d.commitment_required THEN d.commitment END AS commitment,
                       d.commitment_reason
-               FROM deliveries d
-               JOIN outgoing_instances i ON i.id = d.instance_id
-               JOIN destinations dst ON dst.id = d.destination_id
+               FROM delivery_states d
                {join}
-               WHERE d.study_id = $1 ORDER BY i.created_at, dst.name""",
+               WHERE d.study_id = $1 ORDER BY d.instance_created_at, d.destination_name""",
             study_id,
         )
         return [dict(r) for r in rows]
 
     async def delivery_attempts(self, delivery_id: uuid.UUID) -> list[dict[str, Any]]:
-        if not await self.has_table("delivery_attempts"):
+        if not await self.has_table("delivery_attempt_log"):
             return []
         rows = await self.pool.fetch(
             """SELECT attempt, started_at, finished_at, outcome, status_code, error, sender
-               FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempt""",
+               FROM delivery_attempt_log WHERE delivery_id = $1 ORDER BY attempt""",
             delivery_id,
         )
         return [dict(r) for r in rows]
 
     async def delivery_study(self, delivery_id: uuid.UUID) -> uuid.UUID | None:
-        if not await self.has_table("deliveries"):
+        if not await self.has_table("delivery_states"):
             return None
         value = await self.pool.fetchval(
-            "SELECT study_id FROM deliveries WHERE id = $1", delivery_id
+            "SELECT study_id FROM delivery_states WHERE id = $1", delivery_id
         )
         return value if isinstance(value, uuid.UUID) else None
 
     async def failed_deliveries(self, limit: int = 50) -> list[dict[str, Any]]:
-        if not await self.has_table("deliveries"):
+        if not await self.has_table("delivery_states"):
             return []
         rows = await self.pool.fetch(
-            """SELECT d.id, d.study_id, d.instance_id, dst.name AS destination_name, d.state,
+            """SELECT d.id, d.study_id, d.instance_id, d.destination_name, d.state,
                       d.attempts, d.last_status, d.last_error, d.updated_at
-               FROM deliveries d JOIN destinations dst ON dst.id = d.destination_id
+               FROM delivery_states d
                WHERE d.state IN ('failed-permanent', 'failed-retrying')
                ORDER BY d.updated_at DESC LIMIT $1""",
             limit,
@@ -515,10 +491,11 @@ class Repository:
         return [dict(r) for r in rows]
 
     async def delivery_backlog(self) -> dict[str, Any]:
-        if not await self.has_table("deliveries"):
+        if not await self.has_table("delivery_states"):
             return {"pending": 0, "oldest_unsent_at": None}
         row = await self.pool.fetchrow(
-            """SELECT count(*) AS pending, min(created_at) AS oldest_unsent_at FROM deliveries
+            """SELECT count(*) AS pending, min(created_at) AS oldest_unsent_at
+               FROM delivery_states
                WHERE state IN ('queued', 'sending', 'failed-retrying')"""
         )
         return dict(row) if row else {}
@@ -538,7 +515,7 @@ class Repository:
 async def received_study(conn: Conn, study_id: uuid.UUID) -> dict[str, Any] | None:
     row = await conn.fetchrow(
         "SELECT patient_name, patient_id, patient_birth_date, patient_sex "
-        "FROM received_studies WHERE id = $1",
+        "FROM received_study_index WHERE id = $1",
         study_id,
     )
     return dict(row) if row else None

@@ -14,6 +14,7 @@ stray click.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -22,6 +23,8 @@ from cinebridge_common.db import DB_DOWN
 from cinebridge_common.messages import (
     CaptureStatusReply,
     CaptureStatusRequest,
+    CatalogDropEmptyStudy,
+    CatalogDropEmptyStudyReply,
     SetRoomStudy,
     SetRoomStudyReply,
     WorklistItem,
@@ -31,7 +34,7 @@ from pydantic import BaseModel, ConfigDict
 
 from . import studies_repository
 from .deps import ApiError, Gateway, Gw, User, client_of, not_found
-from .routes_studies import NewStudy, insert_new_study, study_values
+from .routes_studies import NewStudy, ask_catalog, insert_new_study, study_values
 from .studies import PatientData, display_name
 
 router = APIRouter(prefix="/api/v1", tags=["rooms"])
@@ -98,7 +101,7 @@ async def known_rooms(gw: Gateway) -> list[str]:
 
 
 async def _served_rooms(gw: Gateway) -> list[str]:
-    if not await gw.repo.has_table("capture_rooms"):
+    if not await gw.repo.has_table("capture_served_rooms"):
         return []
     return await studies_repository.served_rooms(gw.pool)
 
@@ -190,8 +193,11 @@ async def start_room_study(
     try:
         await _set_current(gw, room, study["id"])
     except ApiError:
-        # The room did not take it: the new study (no media can be attached yet) goes again.
-        await studies_repository.drop_if_empty(gw.pool, study["id"])
+        # The room did not take it: the new study (no media can be attached yet) goes again,
+        # when the catalog answers; an empty study left behind harms nothing.
+        drop = CatalogDropEmptyStudy(study_id=str(study["id"]), by=principal.name)
+        with contextlib.suppress(ApiError):
+            await ask_catalog(gw, drop, CatalogDropEmptyStudyReply)
         raise
     await _audit(gw, principal.name, request, room, study["id"], previous)
     return await _answer(gw, room, study["id"], previous)

@@ -162,7 +162,7 @@ async def _job_queues(gw: Gw) -> list[dict[str, Any]]:
 
 
 async def _received_counts(gw: Gw) -> dict[str, Any] | None:
-    if not await gw.repo.has_table("received_instances"):
+    if not await gw.repo.has_table("received_totals"):
         return None
     return await received_repository.received_counts(gw.pool)
 

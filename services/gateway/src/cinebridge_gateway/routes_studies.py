@@ -8,8 +8,12 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from cinebridge_common.bus import BusError
 from cinebridge_common.messages import (
+    CatalogCreateStudy,
+    CatalogCreateStudyReply,
     CatalogDeleteMedia,
     CatalogDeleteMediaReply,
+    CatalogEditStudy,
+    CatalogEditStudyReply,
     CatalogReconcile,
     CatalogReconcileReply,
     CodedReason,
@@ -17,9 +21,9 @@ from cinebridge_common.messages import (
     ForwardStudy,
     MppsRetry,
     MppsRetryReply,
+    NewStudyRecord,
     RetryDelivery,
     RetryDeliveryReply,
-    StudyChanged,
     StudyDiscontinued,
     StudySaved,
     WorklistCheckItem,
@@ -37,7 +41,6 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import studies_repository
 from .deps import ApiError, Gateway, Gw, User, client_of, not_found
 from .repository import received_study
 from .schemas import DeliveryOut, MediaOut, StudyDetail, StudyOut
@@ -121,7 +124,7 @@ async def study_values(gw: Gateway, body: NewStudy, room: str | None) -> dict[st
     if body.from_study_id is None:
         raise ApiError(422, "validation_error", "from_study_id: required for origin=local")
     source = await gw.repo.get_study(gw.pool, body.from_study_id)
-    if source is None and await gw.repo.has_table("received_studies"):
+    if source is None and await gw.repo.has_table("received_study_index"):
         source = await received_study(gw.pool, body.from_study_id)
     if source is None:
         raise not_found("study")
@@ -131,26 +134,29 @@ async def study_values(gw: Gateway, body: NewStudy, room: str | None) -> dict[st
 async def insert_new_study(
     gw: Gateway, values: dict[str, Any], origin: str, actor: str, client: str
 ) -> dict[str, Any]:
-    """The study row, its audit entry and its StudyChanged event, in one transaction."""
-    async with gw.pool.acquire() as conn, conn.transaction():
-        if await studies_repository.uid_taken(conn, values["study_instance_uid"]):
-            raise ApiError(
-                409,
-                "conflict",
-                "a study with this Study Instance UID exists already (this worklist item was "
-                "started before: open it from Local search)",
-            )
-        study = await gw.repo.insert_study(conn, values)
-        await gw.repo.audit(
-            conn,
-            actor,
-            "study_created",
-            study_id=study["id"],
-            detail={"origin": origin},
-            client=client,
+    """The study catalog (capture) writes the study and announces it; the gateway audits it."""
+    record = NewStudyRecord(**{**values, "id": str(values["id"])})
+    msg = CatalogCreateStudy(study=record, by=actor)
+    reply = await ask_catalog(gw, msg, CatalogCreateStudyReply)
+    if reply.conflict:
+        raise ApiError(
+            409,
+            "conflict",
+            "a study with this Study Instance UID exists already (this worklist item was "
+            "started before: open it from Local search)",
         )
-        event = StudyChanged(study_id=str(study["id"]), change="created", by=actor)
-        await enqueue(conn, event, f"study-created-{study['id']}")
+    if not reply.ok:
+        raise ApiError(422, "validation_error", reply.error or "the study catalog refused")
+    study = await gw.repo.get_study(gw.pool, values["id"])
+    assert study is not None, "the catalog answered before its commit"
+    await gw.repo.audit(
+        gw.pool,
+        actor,
+        "study_created",
+        study_id=study["id"],
+        detail={"origin": origin},
+        client=client,
+    )
     return study
 
 
@@ -211,29 +217,43 @@ async def get_study(study_id: uuid.UUID, _: User, gw: Gw) -> dict[str, Any]:
     }
 
 
+#: How often an edit is computed again when the study changed under it (another edit,
+#: reconciliation) before the operator is asked to try again.
+EDIT_ATTEMPTS = 3
+
+
 @router.patch("/studies/{study_id}", response_model=StudyOut)
 async def edit_study(
     study_id: uuid.UUID, body: PatientEdit, principal: User, request: Request, gw: Gw
 ) -> dict[str, Any]:
-    async with gw.pool.acquire() as conn, conn.transaction():
-        study = await studies_repository.lock_study(conn, study_id)
-        if study is None:
-            raise not_found("study")
-        changes = apply_edit(dict(study), body, gw.settings.org_uid_root)
+    """Statement §8.1.5, computed here from the study as read and applied by the study catalog
+    (capture) only if the study is still as read."""
+    for _ in range(EDIT_ATTEMPTS):
+        study = await _study_or_404(gw, study_id)
+        changes = apply_edit(study, body, gw.settings.org_uid_root)
         if not changes:
-            return dict(study)
-        updated = await gw.repo.update_study(conn, study_id, changes)
-        await gw.repo.audit(
-            conn,
-            principal.name,
-            "study_edited",
-            study_id=study_id,
-            detail={"fields": sorted(changes)},
-            client=client_of(request),
+            return study
+        msg = CatalogEditStudy(
+            study_id=str(study_id), changes=changes, read_at=study["updated_at"], by=principal.name
         )
-        event = StudyChanged(study_id=str(study_id), change="edited", by=principal.name)
-        await enqueue(conn, event, f"study-edited-{study_id}-{uuid.uuid4().hex}")
-    return updated
+        reply = await ask_catalog(gw, msg, CatalogEditStudyReply)
+        if not reply.ok:
+            raise ApiError(409, "conflict", reply.error or "the study catalog refused the edit")
+        if not reply.found:
+            raise not_found("study")
+        if not reply.stale:
+            break
+    else:
+        raise ApiError(409, "conflict", "the study changed while it was edited: try again")
+    await gw.repo.audit(
+        gw.pool,
+        principal.name,
+        "study_edited",
+        study_id=study_id,
+        detail={"fields": sorted(changes)},
+        client=client_of(request),
+    )
+    return await _study_or_404(gw, study_id)
 
 
 CatalogReply = TypeVar("CatalogReply", bound=Reply)

@@ -48,7 +48,7 @@ MEDIA_AGG = """
       SELECT count(*) FILTER (WHERE state <> 'deleted') AS total,
              count(*) FILTER (WHERE state = 'converted') AS converted,
              count(*) FILTER (WHERE state = 'failed') AS failed,
-             (SELECT count(*) FROM instances WHERE instances.study_id = s.id) AS instances
+             (SELECT count(*) FROM converted_instances c WHERE c.study_id = s.id) AS instances
       FROM media WHERE media.study_id = s.id) m ON true"""
 
 #: One Storage Commitment badge per study (PS3.4 Annex J; services/sender/README.md): over the
@@ -71,24 +71,23 @@ DELIVERY_AGG = """
              count(*) FILTER (WHERE state IN ('sent', 'warning')) AS sent,
              count(*) FILTER (WHERE state = 'failed-permanent') AS failed,
              count(DISTINCT instance_id) AS instances,
-             count(*) FILTER (WHERE dst.commitment_required
+             count(*) FILTER (WHERE commitment_required
                               AND state IN ('sent', 'warning')) AS to_commit,
-             count(*) FILTER (WHERE dst.commitment_required
+             count(*) FILTER (WHERE commitment_required
                               AND commitment = 'committed') AS committed,
-             count(*) FILTER (WHERE dst.commitment_required
+             count(*) FILTER (WHERE commitment_required
                               AND commitment = 'failed') AS commit_failed,
-             count(*) FILTER (WHERE dst.commitment_required
+             count(*) FILTER (WHERE commitment_required
                               AND commitment = 'unsupported') AS unsupported,
-             count(*) FILTER (WHERE dst.commitment_required
+             count(*) FILTER (WHERE commitment_required
                               AND commitment = 'requested') AS requested,
-             count(*) FILTER (WHERE dst.commitment_required
+             count(*) FILTER (WHERE commitment_required
                               AND state IN ('queued', 'sending', 'failed-retrying'))
                  AS commit_underway,
-             count(*) FILTER (WHERE dst.commitment_required AND commitment_requests > 0
+             count(*) FILTER (WHERE commitment_required AND commitment_requests > 0
                               AND state IN ('queued', 'sending', 'failed-retrying'))
                  AS commit_resending
-      FROM deliveries JOIN destinations dst ON dst.id = deliveries.destination_id
-      WHERE deliveries.study_id = s.id) d ON true"""
+      FROM delivery_states WHERE delivery_states.study_id = s.id) d ON true"""
 
 NO_DELIVERIES = (
     " LEFT JOIN LATERAL (SELECT 0 AS total, 0 AS sent, 0 AS failed, 0 AS instances,"
@@ -200,7 +199,7 @@ def _local_page(
             f" ORDER BY s.created_at DESC LIMIT {window}"
         )
     received_back = (
-        "EXISTS (SELECT 1 FROM received_studies r"
+        "EXISTS (SELECT 1 FROM received_study_index r"
         " WHERE r.study_instance_uid = p.study_instance_uid)"
         if with_received
         else "false"
@@ -238,7 +237,7 @@ def _match_conditions(f: StudyFilter, arg: Any) -> list[str]:
 
 
 def _received_page(common: list[str], window: str) -> str:
-    """The SCP's received studies (services/scp, table received_studies) as search rows."""
+    """The SCP's received studies (its read model `received_study_index`) as search rows."""
     return f"""
         SELECT s.id, s.study_instance_uid, 'received' AS origin, NULL::text AS room,
                s.patient_name, s.patient_id, s.patient_birth_date, s.patient_sex,
@@ -246,9 +245,9 @@ def _received_page(common: list[str], window: str) -> str:
                s.study_date, s.study_time, false AS edited, 'received' AS state,
                s.first_received_at AS created_at, s.last_received_at AS updated_at,
                ''::text AS modality,
-               (SELECT count(*) FROM received_instances i WHERE i.study_id = s.id) AS media_count,
+               s.instances AS media_count,
                'received' AS status, false AS received_back, NULL::text AS commitment
-        FROM received_studies s WHERE {" AND ".join(common)}
+        FROM received_study_index s WHERE {" AND ".join(common)}
           AND NOT EXISTS (SELECT 1 FROM studies l WHERE l.study_instance_uid = s.study_instance_uid)
         ORDER BY s.first_received_at DESC LIMIT {window}"""
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import datetime as dt
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from .base import Event, Reply, Request
 from .worklist import WorklistItem
@@ -154,3 +155,81 @@ class CatalogAddMedia(Request):
 class CatalogAddMediaReply(Reply):
     subject: ClassVar[str] = "cb.rpc.capture.reply"
     media_id: str | None = None
+
+
+class NewStudyRecord(BaseModel):
+    """A study's row as the catalog stores it (`studies`): the patient and study attributes of
+    one of the ways a study begins (statement §4.1.3), checked at the door by the asker."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    study_instance_uid: str
+    origin: Literal["form", "worklist", "local", "unscheduled"]
+    room: str | None = None
+    patient_name: str = ""
+    patient_id: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    accession_number: str = ""
+    study_id: str = ""
+    study_description: str = ""
+    referring_physician: str = ""
+    study_date: str = ""
+    study_time: str = ""
+    modality: str = ""
+    #: The worklist item as DICOM JSON (statement Table 38), for the converter.
+    worklist_item: dict[str, Any] | None = None
+
+
+class CatalogCreateStudy(Request):
+    """Create a study (form, worklist item, local study, unscheduled): its row and
+    `cb.evt.study.changed` (created), in one transaction. The id is the asker's, so asking again
+    is answered the same; a Study Instance UID another study holds is refused (`conflict`)."""
+
+    subject: ClassVar[str] = "cb.rpc.capture.catalog.create_study"
+    study: NewStudyRecord
+    by: str | None = None
+
+
+class CatalogCreateStudyReply(Reply):
+    subject: ClassVar[str] = "cb.rpc.capture.reply"
+    study_id: str | None = None
+    #: Refused because another study holds the Study Instance UID (a worklist item begun twice).
+    conflict: bool = False
+
+
+class CatalogEditStudy(Request):
+    """Apply a manual edit (statement §8.1.5) that the asker computed from the study's row as
+    it read it at `read_at` (the row's `updated_at`): refused as `stale` when the row changed
+    since, so that the edit is computed again from what it is now. `changes` maps columns of
+    the patient and study attributes (and `study_instance_uid`, `edited`, `worklist_item`,
+    which an edit may only clear) to their new values."""
+
+    subject: ClassVar[str] = "cb.rpc.capture.catalog.edit_study"
+    study_id: str
+    changes: dict[str, str | bool | None]
+    read_at: dt.datetime
+    by: str | None = None
+
+
+class CatalogEditStudyReply(Reply):
+    subject: ClassVar[str] = "cb.rpc.capture.reply"
+    #: False for an unknown study.
+    found: bool = True
+    #: The row changed after `read_at`: nothing was written.
+    stale: bool = False
+
+
+class CatalogDropEmptyStudy(Request):
+    """Remove a study that holds no media (begun for a room that did not take it)."""
+
+    subject: ClassVar[str] = "cb.rpc.capture.catalog.drop_empty_study"
+    study_id: str
+    by: str | None = None
+
+
+class CatalogDropEmptyStudyReply(Reply):
+    subject: ClassVar[str] = "cb.rpc.capture.reply"
+    #: False for an unknown study or one that holds media (it stays).
+    dropped: bool = False
