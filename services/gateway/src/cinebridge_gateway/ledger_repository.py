@@ -26,7 +26,8 @@ class LocalStudy:
 async def local_studies(pool: asyncpg.Pool, study_ids: list[uuid.UUID]) -> list[LocalStudy]:
     rows = await pool.fetch(
         """SELECT s.id, s.held, s.purged_at,
-                  EXISTS (SELECT 1 FROM capture_purging_studies p WHERE p.study_id = s.id) AS purging,
+                  EXISTS (SELECT 1 FROM capture_purging_studies p
+                          WHERE p.study_id = s.id) AS purging,
                   (SELECT count(*) FROM media m
                    WHERE m.study_id = s.id AND m.state <> 'deleted') AS media,
                   (SELECT count(*) FROM media m
