@@ -7,7 +7,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 import av
 import numpy as np
 import pytest
+from cinebridge_capture import pipeline as pipeline_module
 from cinebridge_capture.encoding import EncoderSettings, VideoEncoder, recording_format
 from cinebridge_capture.pipeline import SourcePipeline
 from cinebridge_capture.pipeline_types import NoSignal, PipelineOptions
@@ -331,3 +332,68 @@ def test_file_source_passes_packets_without_dts_through(tmp_path: Path) -> None:
         source.close()
     assert len(packets) == 12
     assert packets[0].is_keyframe
+
+
+def _record_behind_a_slow_encoder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pause: Callable[[], object]
+) -> tuple[SourcePipeline, int, Any]:
+    """Record one second while every frame the encoder takes is held up by `pause` (the
+    starved encoder of a loaded machine); return the pipeline, the frames waiting for the
+    encoder when Stop is pressed, and what the stop finished."""
+    real_encode = VideoEncoder.encode
+
+    def slow_encode(self: VideoEncoder, frame: Any, pts: int | None = None) -> list[Any]:
+        if frame is not None:
+            pause()
+        return real_encode(self, frame, pts)
+
+    monkeypatch.setattr(VideoEncoder, "encode", slow_encode)
+    pipeline = SourcePipeline(
+        SourceConfig(name="a", url="lavfi:testsrc2=size=320x240:rate=25"),
+        PipelineOptions(queue_s=30.0),
+        "h264",
+        lambda *s: None,
+    )
+    pipeline.start()
+    try:
+        wait(lambda: pipeline.signal)
+        pipeline.start_recording("r1", tmp_path / "r1.mp4", "h264")
+        wait(lambda: pipeline._queue.qsize() >= 10)
+        backlog = pipeline._queue.qsize()
+        finished = pipeline.stop_recording()
+        return pipeline, backlog, finished
+    finally:
+        pipeline.close()
+
+
+def test_stop_waits_for_every_frame_queued_while_the_encoder_progresses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stall bound far shorter than the backlog takes to encode (10+ frames at 0.1 s each):
+    # the stop must wait for the backlog because the encoder keeps taking frames.
+    monkeypatch.setattr(pipeline_module, "FLUSH_STALL_S", 0.5)
+    pipeline, backlog, finished = _record_behind_a_slow_encoder(
+        tmp_path, monkeypatch, lambda: time.sleep(0.1)
+    )
+    assert backlog >= 10
+    assert finished is not None
+    assert pipeline._queue.qsize() == 0  # the stop came back only after the whole backlog
+    # Every frame queued before Stop is in the file (at least the backlog counted at Stop).
+    assert finished.frames >= backlog
+    assert probe(finished.path).frames == finished.frames
+
+
+def test_stop_gives_up_on_an_encoder_that_makes_no_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline_module, "FLUSH_STALL_S", 0.5)
+    hung = threading.Event()
+    started = time.monotonic()
+    pipeline, backlog, _finished = _record_behind_a_slow_encoder(
+        tmp_path, monkeypatch, lambda: hung.wait(30)
+    )
+    took = time.monotonic() - started
+    hung.set()
+    assert backlog >= 10
+    assert pipeline._queue.qsize() > 0  # the stop did not wait for the hung encoder
+    assert took < 25  # generous: the hung encoder would hold it 30 s

@@ -60,6 +60,11 @@ from .sources import (
 log = logging.getLogger(__name__)
 
 
+#: A stop waits for the encoder to reach it as long as the encoder takes a queued item at
+#: least this often.
+FLUSH_STALL_S = 10.0
+
+
 @dataclass
 class _Flush:
     done: threading.Event
@@ -93,6 +98,7 @@ class SourcePipeline:
         self._ring = PacketRing(options.prerecord_s) if options.prerecord_s > 0 else None
         # Bounded by `_queue_full()` in seconds of the source's rate, not by a fixed count.
         self._queue: queue.Queue[Captured | _Flush | None] = queue.Queue()
+        self._taken = 0  # items the encoder took from the queue (its progress, for a stop)
         self._stopping = threading.Event()
         self._threads = [
             threading.Thread(target=self._read_loop, name=f"read-{config.name}", daemon=True),
@@ -202,9 +208,12 @@ class SourcePipeline:
             rec.stopping = True
         if not rec.passthrough:
             done = threading.Event()
-            with contextlib.suppress(queue.Full):
-                self._queue.put(_Flush(done, final=self._ring is None), timeout=5)
-                done.wait(timeout=10)
+            self._queue.put(_Flush(done, final=self._ring is None))
+            if not self._wait_for_encoder(done):
+                log.warning(
+                    "encoder made no progress: the frames still queued are left out",
+                    extra=kv(source=self.config.name, queued=self._queue.qsize()),
+                )
         with self._lock:
             self._rec = None
         self._set_state("idle" if self.signal else "no-signal", reason or "", None)
@@ -232,6 +241,19 @@ class SourcePipeline:
             float(w.fps),
             reason,
         )
+
+    def _wait_for_encoder(self, done: threading.Event) -> bool:
+        """Wait until the encoder has reached the flush queued at a stop. The frames queued
+        before it belong to the recording, and a starved encoder may be many seconds behind
+        (up to `queue_s` of frames, each slow to encode on a loaded machine): wait as long as it
+        keeps taking items from the queue, and give up only after `FLUSH_STALL_S` without any
+        progress (a hung encoder must not hang the stop)."""
+        taken = self._taken
+        while not done.wait(timeout=FLUSH_STALL_S):
+            if self._taken == taken:
+                return False
+            taken = self._taken
+        return True
 
     # -- reader thread -----------------------------------------------------------------
     def _read_loop(self) -> None:
@@ -401,6 +423,7 @@ class SourcePipeline:
         clock: SlotClock | None = None
         while True:
             item = self._queue.get()
+            self._taken += 1
             if item is None:
                 return
             if isinstance(item, _Flush):
