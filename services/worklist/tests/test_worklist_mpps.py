@@ -16,6 +16,7 @@ from cinebridge_testkit.mpps_table import (
     N_CREATE_TYPES,
     N_SET_FINAL_TYPES,
     N_SET_NOT_ALLOWED,
+    request_errors,
     type_errors,
 )
 from cinebridge_testkit.worklist_peers import FakeMpps
@@ -226,6 +227,22 @@ def test_type_checker_finds_what_is_missing() -> None:
         "ScheduledStepAttributesSequence>StudyInstanceUID (Type 1) empty",
         "PerformedProcedureStepID (Type 1) missing",
         "Modality (Type 1) empty",
+    ]
+
+
+def test_request_check_finds_what_an_n_set_must_not_carry() -> None:
+    """The per-request check the integration tests run can fail too: an N-SET that is not
+    final, misses its end time or carries an attribute only an N-CREATE may hold."""
+    ds = mpps.n_set(UNSCHEDULED, "COMPLETED", STARTED, INSTANCES[:1])
+    assert request_errors("N-SET", ds) == []
+    assert request_errors("N-CREATE", mpps.n_create(UNSCHEDULED, FACTS)) == []
+    ds.PerformedProcedureStepStatus = "IN PROGRESS"
+    del ds.PerformedProcedureStepEndTime
+    ds.PatientID = "P2"
+    assert request_errors("N-SET", ds) == [
+        "PerformedProcedureStepEndTime (Type 1) missing",
+        "PatientID not allowed in N-SET",
+        "PerformedProcedureStepStatus is not final",
     ]
 
 

@@ -189,7 +189,7 @@ def rig(
 
 
 @pytest.fixture
-async def killed_at_end(rig: Rig) -> AsyncIterator[list[ServiceProcess]]:
+async def stopped_at_end(rig: Rig) -> AsyncIterator[list[ServiceProcess]]:
     """Worklist processes a test starts; each is stopped when the test ends."""
     procs: list[ServiceProcess] = []
     yield procs
@@ -410,12 +410,12 @@ async def test_failure_status_is_shown_and_transient_one_retried(rig: Rig) -> No
 
 
 async def test_append_case_is_a_new_step_with_the_same_scheduled_step(
-    rig: Rig, killed_at_end: list[ServiceProcess]
+    rig: Rig, stopped_at_end: list[ServiceProcess]
 ) -> None:
     """IHE RAD TF-2 4.6.4.1.2.4 (append case): media saved after the step COMPLETED are
     reported in a new step (its own SOP Instance UID, the same Scheduled Step Attributes
     Sequence) whose N-SET lists only them; the completed step is never set again."""
-    killed_at_end.append(proc := await rig.process())
+    stopped_at_end.append(proc := await rig.process())
     study_id, _ = await rig.study(scheduled=True)
     first_media, later_media = uuid.uuid4(), uuid.uuid4()
     first = created(study_id, first_media, "2.25.500")
@@ -469,13 +469,13 @@ async def _reconcile(db: asyncpg.Pool, study_id: uuid.UUID) -> None:
 
 
 async def test_reconciled_after_its_unscheduled_n_create_discontinues_and_relinks(
-    rig: Rig, killed_at_end: list[ServiceProcess]
+    rig: Rig, stopped_at_end: list[ServiceProcess]
 ) -> None:
     """IHE RAD TF-2 4.7.4.1.3: the unscheduled step cannot take the item (the Scheduled Step
     Attributes Sequence is not N-SET-able, PS3.4 F.7.2): it ends DISCONTINUED with (110514,
     DCM, "Incorrect worklist entry selected") and a new step linked to the item reports the
     study."""
-    killed_at_end.append(proc := await rig.process())
+    stopped_at_end.append(proc := await rig.process())
     study_id, own_uid = await rig.study(scheduled=False)
     media = uuid.uuid4()
     await rig.publish(captured(study_id, media))
@@ -537,12 +537,12 @@ def _consumed(client: Bus, durable: str) -> Callable[[], Awaitable[bool]]:
 
 
 async def test_mpps_enabled_in_the_middle_of_a_study_still_reports_a_whole_step(
-    rig: Rig, killed_at_end: list[ServiceProcess]
+    rig: Rig, stopped_at_end: list[ServiceProcess]
 ) -> None:
     """Captured while no worklist server had an MPPS SCP; the RIS's MPPS is set up before the
     Save: the Save opens the step, and its N-SET COMPLETED lists every series and instance."""
     # Servers set up on the settings page (no seed, which a restart would apply again).
-    killed_at_end.append(proc := await rig.process(servers=[]))
+    stopped_at_end.append(proc := await rig.process(servers=[]))
     await upsert(rig.client, ris(rig.scp.port, mpps=False))
     study_id, uid = await rig.study(scheduled=True)
     snap, video = uuid.uuid4(), uuid.uuid4()
