@@ -341,12 +341,17 @@ async def test_discontinued_with_a_cid_9300_reason_and_a_later_capture_appends(r
         study_id, _ = await rig.study(scheduled=True)
         await rig.publish(captured(study_id, uuid.uuid4()))
         await rig.step(study_id, "in-progress")
+        late = captured(study_id, uuid.uuid4())  # taken before the end, read after it
         reason = CodedReason(value="110514", meaning="Incorrect worklist entry selected")
         await rig.publish(StudyDiscontinued(study_id=str(study_id), reason=reason))
         await rig.step(study_id, "discontinued")
-        # Nothing new in a Save: the final step stays as it is (PS3.4 F.7.2.2); a capture
-        # afterwards is the append case, a step of its own.
-        await rig.publish(saved(study_id), captured(study_id, uuid.uuid4()))
+        # Nothing new in a Save, a capture of before the end: the final step stays as it is
+        # (PS3.4 F.7.2.2) and no step opens; a capture afterwards is the append case.
+        await rig.publish(saved(study_id), late)
+        consumed = _consumed(rig.client, "worklist-mpps-media-captured")
+        await wait_for(consumed, 30, what="the late capture read")
+        assert await rig.db.fetchval("SELECT count(*) FROM mpps_steps") == 1
+        await rig.publish(captured(study_id, uuid.uuid4()))
         await rig.step(study_id, "in-progress", seq=2)
     first, second = conforming(rig.scp).values()
     assert [r.operation for r in first] == ["N-CREATE", "N-SET"]
