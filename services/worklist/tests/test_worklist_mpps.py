@@ -12,95 +12,17 @@ from typing import Any
 import pytest
 from cinebridge_common.procedure_codes import DISCONTINUATION_REASONS
 from cinebridge_dicom import dimse
+from cinebridge_testkit.mpps_table import (
+    N_CREATE_TYPES,
+    N_SET_FINAL_TYPES,
+    N_SET_NOT_ALLOWED,
+    request_errors,
+    type_errors,
+)
 from cinebridge_testkit.worklist_peers import FakeMpps
 from cinebridge_worklist import mpps, mpps_scu, scu
 from pydicom.dataset import Dataset
 from pydicom.sr._concepts_dict import concepts
-
-# PS3.4 Table F.7.2-1, N-CREATE column: (path, type). A path is keywords joined by ">"; a
-# sequence's item attributes are checked in every item. Type 1: present with a value; Type 2:
-# present, may be zero length. Type 3 attributes are not listed.
-N_CREATE_TYPES: list[tuple[str, str]] = [
-    ("ScheduledStepAttributesSequence", "1"),
-    ("ScheduledStepAttributesSequence>StudyInstanceUID", "1"),
-    ("ScheduledStepAttributesSequence>ReferencedStudySequence", "2"),
-    ("ScheduledStepAttributesSequence>AccessionNumber", "2"),
-    ("ScheduledStepAttributesSequence>RequestedProcedureID", "2"),
-    ("ScheduledStepAttributesSequence>RequestedProcedureDescription", "2"),
-    ("ScheduledStepAttributesSequence>ScheduledProcedureStepID", "2"),
-    ("ScheduledStepAttributesSequence>ScheduledProcedureStepDescription", "2"),
-    ("ScheduledStepAttributesSequence>ScheduledProtocolCodeSequence", "2"),
-    ("PatientName", "2"),
-    ("PatientID", "2"),
-    ("PatientBirthDate", "2"),
-    ("PatientSex", "2"),
-    ("ReferencedPatientSequence", "2"),
-    ("PerformedProcedureStepID", "1"),
-    ("PerformedStationAETitle", "1"),
-    ("PerformedStationName", "2"),
-    ("PerformedLocation", "2"),
-    ("PerformedProcedureStepStartDate", "1"),
-    ("PerformedProcedureStepStartTime", "1"),
-    ("PerformedProcedureStepStatus", "1"),
-    ("PerformedProcedureStepDescription", "2"),
-    ("PerformedProcedureTypeDescription", "2"),
-    ("ProcedureCodeSequence", "2"),
-    ("PerformedProcedureStepEndDate", "2"),
-    ("PerformedProcedureStepEndTime", "2"),
-    ("Modality", "1"),
-    ("StudyID", "2"),
-    ("PerformedProtocolCodeSequence", "2"),
-    ("PerformedSeriesSequence", "2"),
-]
-#: Attributes the SCU must not send in an N-SET (Table F.7.2-1 N-SET column "Not allowed").
-N_SET_NOT_ALLOWED = [
-    "ScheduledStepAttributesSequence",
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "PerformedProcedureStepID",
-    "PerformedStationAETitle",
-    "PerformedStationName",
-    "PerformedLocation",
-    "PerformedProcedureStepStartDate",
-    "PerformedProcedureStepStartTime",
-    "Modality",
-    "StudyID",
-]
-# The final N-SET (COMPLETED or DISCONTINUED): Table F.7.2-1 "Final State" requirements, with
-# the N-SET column's Type 1/2 of the Performed Series Sequence items.
-N_SET_FINAL_TYPES: list[tuple[str, str]] = [
-    ("PerformedProcedureStepStatus", "1"),
-    ("PerformedProcedureStepEndDate", "1"),
-    ("PerformedProcedureStepEndTime", "1"),
-    ("PerformedSeriesSequence>PerformingPhysicianName", "2"),
-    ("PerformedSeriesSequence>ProtocolName", "1"),
-    ("PerformedSeriesSequence>OperatorsName", "2"),
-    ("PerformedSeriesSequence>SeriesInstanceUID", "1"),
-    ("PerformedSeriesSequence>SeriesDescription", "2"),
-    ("PerformedSeriesSequence>RetrieveAETitle", "2"),
-    ("PerformedSeriesSequence>ReferencedImageSequence", "2"),
-    ("PerformedSeriesSequence>ReferencedImageSequence>ReferencedSOPClassUID", "1"),
-    ("PerformedSeriesSequence>ReferencedImageSequence>ReferencedSOPInstanceUID", "1"),
-    ("PerformedSeriesSequence>ReferencedNonImageCompositeSOPInstanceSequence", "2"),
-]
-
-
-def type_errors(ds: Dataset, table: list[tuple[str, str]]) -> list[str]:
-    """Every breach of the table in `ds`: missing Type 1/2 attributes, empty Type 1 ones."""
-    errors = []
-    for path, kind in table:
-        *parents, keyword = path.split(">")
-        holders = [ds]
-        for parent in parents:
-            holders = [item for h in holders for item in (getattr(h, parent, None) or [])]
-        for holder in holders:
-            if keyword not in holder:
-                errors.append(f"{path} (Type {kind}) missing")
-            elif kind == "1" and holder[keyword].value in (None, "", []):
-                errors.append(f"{path} (Type 1) empty")
-    return errors
 
 
 def code(value: str, scheme: str, meaning: str) -> Dataset:
@@ -305,6 +227,22 @@ def test_type_checker_finds_what_is_missing() -> None:
         "ScheduledStepAttributesSequence>StudyInstanceUID (Type 1) empty",
         "PerformedProcedureStepID (Type 1) missing",
         "Modality (Type 1) empty",
+    ]
+
+
+def test_request_check_finds_what_an_n_set_must_not_carry() -> None:
+    """The per-request check the integration tests run can fail too: an N-SET that is not
+    final, misses its end time or carries an attribute only an N-CREATE may hold."""
+    ds = mpps.n_set(UNSCHEDULED, "COMPLETED", STARTED, INSTANCES[:1])
+    assert request_errors("N-SET", ds) == []
+    assert request_errors("N-CREATE", mpps.n_create(UNSCHEDULED, FACTS)) == []
+    ds.PerformedProcedureStepStatus = "IN PROGRESS"
+    del ds.PerformedProcedureStepEndTime
+    ds.PatientID = "P2"
+    assert request_errors("N-SET", ds) == [
+        "PerformedProcedureStepEndTime (Type 1) missing",
+        "PatientID not allowed in N-SET",
+        "PerformedProcedureStepStatus is not final",
     ]
 
 

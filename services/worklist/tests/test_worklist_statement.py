@@ -65,3 +65,4 @@ def test_mpps_section_is_what_the_scu_negotiates() -> None:
     codes = {row.code for row in pps.statuses}
     assert {"0000", "0110", "0106", "0116", "0120", "0110 + Error ID A710"} <= codes
     assert "first snapshot or recording" in pps.initiation
+    assert "Activity 'Append'" in pps.initiation and "110514" in pps.initiation

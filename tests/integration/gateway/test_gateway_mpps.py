@@ -5,7 +5,6 @@ Room (headless Chromium) show the step's state and last error."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
@@ -22,7 +21,7 @@ from cinebridge_common.messages import (
     WorklistServer,
 )
 from cinebridge_common.store import MediaStore
-from cinebridge_testkit import require_tool, wait_for
+from cinebridge_testkit import require_tool, running_app, wait_for
 from cinebridge_testkit.worklist_peers import FakeMpps
 from cinebridge_worklist.app import WorklistApp
 from cinebridge_worklist.settings import WorklistSettings
@@ -65,12 +64,8 @@ async def worklist(
             worklist_mpps_backoff_cap_s=2,
         )
     )
-    task = asyncio.create_task(app.run())
-    async with asyncio.timeout(30):
-        await app.ready.wait()
-    yield app
-    app.stop()
-    await asyncio.wait_for(task, 15)
+    async with running_app(app):
+        yield app
 
 
 def mpps_state(admin: Any, study_id: str, state: str) -> Any:

@@ -8,7 +8,6 @@ With the default cap of 1,000 entries the "too many results" answer (4 MB) reach
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import shutil
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 from cinebridge_common.bus import Bus
 from cinebridge_common.messages import WorklistServer, WorklistServersReply, WorklistServerUpsert
-from cinebridge_testkit import demo_worklist, require_tool
+from cinebridge_testkit import demo_worklist, require_tool, running_app
 from cinebridge_testkit.demo_worklist import DEMO_AE, write_worklist
 from cinebridge_testkit.worklist_peers import Wlmscpfs
 from cinebridge_worklist.app import WorklistApp
@@ -75,15 +74,8 @@ async def worklist_service(
         worklist_seed_servers=[ris(large_wlmscpfs.port, 6000)],
         worklist_timeout_s=90,
     )
-    app = WorklistApp(settings)
-    task = asyncio.create_task(app.run())
-    try:
-        async with asyncio.timeout(30):
-            await app.ready.wait()
+    async with running_app(WorklistApp(settings)) as app:
         yield app
-    finally:
-        app.stop()
-        await asyncio.wait_for(task, 15)
 
 
 async def _all_pages(admin: Any, first: dict[str, Any]) -> list[dict[str, Any]]:

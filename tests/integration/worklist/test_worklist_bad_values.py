@@ -8,7 +8,6 @@ no error and holds none of the bad values.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import subprocess
@@ -33,13 +32,14 @@ from cinebridge_gateway.studies import new_study_from_worklist
 from cinebridge_testkit import require_tool
 from cinebridge_testkit.worklist_peers import FakeRis
 from cinebridge_worklist.app import WorklistApp
-from cinebridge_worklist.settings import WorklistSettings
 from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import service_class
+
+from .conftest import running_worklist, worklist_settings
 
 pytestmark = pytest.mark.integration
 
@@ -121,23 +121,9 @@ async def service(
         modality="ES",
         character_set="ISO_IR 192",
     )
-    settings = WorklistSettings(
-        nats_url=nats_url,
-        database_url=database_url,
-        media_root=tmp_path / "media",
-        instance_id=f"worklist-{uuid.uuid4().hex[:8]}",
-        worklist_seed_servers=[server],
-        worklist_timeout_s=20,
-    )
-    app = WorklistApp(settings)
-    task = asyncio.create_task(app.run())
-    try:
-        async with asyncio.timeout(30):
-            await app.ready.wait()
+    settings = worklist_settings(nats_url, database_url, tmp_path, [server], worklist_timeout_s=20)
+    async with running_worklist(settings) as app:
         yield app
-    finally:
-        app.stop()
-        await asyncio.wait_for(task, 15)
 
 
 async def _query(nats_url: str) -> WorklistQueryReply:

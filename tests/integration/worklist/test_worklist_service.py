@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -35,7 +34,8 @@ from cinebridge_testkit.demo_worklist import DEMO_AE
 from cinebridge_testkit.worklist_peers import FakeRis, WorklistPeer
 from cinebridge_worklist.app import WorklistApp
 from cinebridge_worklist.query import SearchFields, ServerKeys, build_identifier
-from cinebridge_worklist.settings import WorklistSettings
+
+from .conftest import running_worklist, worklist_settings
 
 pytestmark = pytest.mark.integration
 
@@ -56,30 +56,10 @@ def dcmtk_server(port: int) -> WorklistServer:
 async def service(
     nats_url: str, database_url: str, tmp_path: Path, wlmscpfs_peer: WorklistPeer
 ) -> AsyncIterator[WorklistApp]:
-    settings = WorklistSettings(
-        nats_url=nats_url,
-        database_url=database_url,
-        media_root=tmp_path / "media",
-        instance_id=f"worklist-{uuid.uuid4().hex[:8]}",
-        worklist_seed_servers=[dcmtk_server(wlmscpfs_peer.port)],
-        worklist_timeout_s=20,
-    )
-    app = WorklistApp(settings)
-    task = asyncio.create_task(app.run())
-    try:
-        async with asyncio.timeout(30):
-            await app.ready.wait()
+    servers = [dcmtk_server(wlmscpfs_peer.port)]
+    settings = worklist_settings(nats_url, database_url, tmp_path, servers, worklist_timeout_s=20)
+    async with running_worklist(settings) as app:
         yield app
-    finally:
-        app.stop()
-        await asyncio.wait_for(task, 15)
-
-
-@pytest.fixture
-async def client(nats_url: str) -> AsyncIterator[Bus]:
-    bus = await Bus.connect(nats_url, f"worklist-test-{uuid.uuid4().hex[:6]}")
-    yield bus
-    await bus.close()
 
 
 async def query(bus: Bus, **fields: str) -> WorklistQueryReply:

@@ -12,12 +12,47 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Protocol, TypeVar
 
 import pytest
 
 T = TypeVar("T")
+
+
+class ServiceApp(Protocol):
+    """A service's composition root run in the test's own process (e.g. `WorklistApp`)."""
+
+    @property
+    def ready(self) -> asyncio.Event: ...
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+A = TypeVar("A", bound=ServiceApp)
+
+
+@asynccontextmanager
+async def running_app(app: A, ready_s: float = 30.0, stop_s: float = 15.0) -> AsyncIterator[A]:
+    """`app` running in this process from the moment it says it is ready until the block ends
+    (a start error is raised as it is)."""
+    task = asyncio.create_task(app.run())
+    try:
+        ready = asyncio.create_task(app.ready.wait())
+        done, _ = await asyncio.wait(
+            {task, ready}, timeout=ready_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        ready.cancel()
+        if task in done:
+            task.result()
+        assert app.ready.is_set(), f"{type(app).__name__} not ready within {ready_s} s"
+        yield app
+    finally:
+        app.stop()
+        await asyncio.wait_for(task, stop_s)
 
 
 def in_ci() -> bool:

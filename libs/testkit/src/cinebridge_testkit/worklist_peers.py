@@ -1,5 +1,5 @@
 """Test and benchmark peers: a programmable in-process worklist SCP, an in-process MPPS SCP,
-`wlmscpfs` and Orthanc.
+`wlmscpfs`, Orthanc, and a service run as a process of its own (to be killed mid-work).
 
 Used by the worklist's unit and integration tests and by `bench/worklist.py`; the service
 never imports it.
@@ -11,12 +11,14 @@ import copy
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from cinebridge_common.embedded import free_port
 from pydicom.dataset import Dataset
@@ -48,7 +50,44 @@ class WorklistPeer:
 
 
 @dataclass
-class FakeRis:
+class _InProcessScp:
+    """A pynetdicom SCP in this process's threads (`block=False`): one start, one stop."""
+
+    port: int = 0
+    _server: Any = None
+
+    def _serve(
+        self, ae_title: str, contexts: Sequence[tuple[str, list[str]]], handlers: Any
+    ) -> None:
+        ae = AE(ae_title=ae_title)
+        for sop_class, syntaxes in contexts:
+            ae.add_supported_context(sop_class, syntaxes)
+        ae.add_supported_context(Verification)
+        ae.network_timeout = 30
+        self._configure(ae)
+        self._server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
+        self.port = int(self._server.socket.getsockname()[1])
+
+    def _configure(self, ae: AE) -> None:
+        """What a peer sets on its AE beyond the contexts."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class FakeRis(_InProcessScp):
     """An in-process Modality Worklist SCP whose answers and faults the test decides.
 
     `entries()` is called per query and may be a lazy generator (100,000 matches without
@@ -68,8 +107,6 @@ class FakeRis:
     requests: list[Dataset] = field(default_factory=list)
     sent: int = 0
     cancelled: bool = False
-    port: int = 0
-    _server: Any = None
 
     def _handle_find(self, event: Any) -> Iterator[tuple[int, Dataset | None]]:
         self.requests.append(event.identifier)
@@ -88,28 +125,14 @@ class FakeRis:
         if self.final_status is not None:
             yield self.final_status, None
 
-    def start(self) -> FakeRis:
-        ae = AE(ae_title="FAKERIS")
-        if self.transfer_syntaxes:
-            ae.add_supported_context(ModalityWorklistInformationFind, self.transfer_syntaxes)
-        ae.add_supported_context(Verification)
+    def _configure(self, ae: AE) -> None:
         ae.require_calling_aet = self.allowed_calling
-        ae.network_timeout = 30
-        handlers: list[Any] = [(evt.EVT_C_FIND, self._handle_find)]
-        self._server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
-        self.port = int(self._server.socket.getsockname()[1])
+
+    def start(self) -> Self:
+        find = ModalityWorklistInformationFind
+        contexts = [(find, list(self.transfer_syntaxes))] if self.transfer_syntaxes else []
+        self._serve("FAKERIS", contexts, [(evt.EVT_C_FIND, self._handle_find)])
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
-
-    def __enter__(self) -> FakeRis:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 @dataclass
@@ -123,7 +146,7 @@ class MppsRequest:
 
 
 @dataclass
-class FakeMpps:
+class FakeMpps(_InProcessScp):
     """An in-process Modality Performed Procedure Step SCP (PS3.4 F.7.2.1, F.7.2.2) that
     records every request. It keeps each step like a RIS would: N-CREATE of a known instance
     answers 0111, N-SET of an unknown one 0112, N-SET of a step already COMPLETED or
@@ -134,8 +157,6 @@ class FakeMpps:
     statuses: list[int] = field(default_factory=list)
     requests: list[MppsRequest] = field(default_factory=list)
     steps: dict[str, Dataset] = field(default_factory=dict)
-    port: int = 0
-    _server: Any = None
 
     def _answer(self, operation: str, uid: str, ds: Dataset) -> int:
         if self.statuses:
@@ -172,29 +193,17 @@ class FakeMpps:
             self.steps[uid].update(ds)
         return status, (self.steps[uid] if status == 0x0000 else None)
 
-    def start(self) -> FakeMpps:
-        ae = AE(ae_title="FAKEMPPS")
-        ae.add_supported_context(MPPS_SOP_CLASS, list(MPPS_TRANSFER_SYNTAXES))
-        ae.add_supported_context(Verification)
-        ae.network_timeout = 30
-        handlers: list[Any] = [
-            (evt.EVT_N_CREATE, self._handle_create),
-            (evt.EVT_N_SET, self._handle_set),
-        ]
-        self._server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
-        self.port = int(self._server.socket.getsockname()[1])
+    def start(self) -> Self:
+        handlers = [(evt.EVT_N_CREATE, self._handle_create), (evt.EVT_N_SET, self._handle_set)]
+        self._serve("FAKEMPPS", [(MPPS_SOP_CLASS, list(MPPS_TRANSFER_SYNTAXES))], handlers)
         return self
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
-
-    def __enter__(self) -> FakeMpps:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def by_step(self) -> dict[str, list[MppsRequest]]:
+        """The requests received, per MPPS SOP Instance UID, in the order they came."""
+        out: dict[str, list[MppsRequest]] = {}
+        for request in self.requests:
+            out.setdefault(request.sop_instance_uid, []).append(request)
+        return out
 
 
 class _Process:
@@ -214,7 +223,14 @@ class _Process:
                 self.proc.wait(5)
         self.proc = None
 
-    def __enter__(self) -> _Process:
+    def kill(self) -> None:
+        """SIGKILL: the process ends mid-work, with nothing flushed or released."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -290,3 +306,21 @@ class OrthancWorklists(_Process):
     def stop(self) -> None:
         super().stop()
         self._log.close()
+
+
+class ServiceProcess(_Process):
+    """A CineBridge service as a process of its own (`python -m <module>`), configured by its
+    environment, so a test can SIGKILL it in the middle of its work and start it again."""
+
+    def __init__(self, module: str, env: dict[str, str], log: Path) -> None:
+        self.module, self.env, self.log = module, env, log
+        self.starts = 0
+
+    def start(self) -> ServiceProcess:
+        self.starts += 1
+        full = {**os.environ, "CB_HEALTH_PORT": "0", **self.env}
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.module], env=full, stdout=out, stderr=subprocess.STDOUT
+            )
+        return self

@@ -420,13 +420,14 @@ class Repository:
 
     # -- other services' read models ------------------------------------------------------
     async def mpps_for_study(self, study_id: uuid.UUID) -> dict[str, Any] | None:
-        """The study's performed procedure step (the worklist service's `mpps_step_states`)."""
+        """The study's latest performed procedure step (the worklist service's
+        `mpps_step_states`; an append or a relinked study has several, PS3.4 F.7.2.2)."""
         if not await self.has_table("mpps_step_states"):
             return None
         row = await self.pool.fetchrow(
             """SELECT id, server_id, sop_instance_uid, pps_id, state, final_status, reason,
                       attempts, last_status, last_error, started_at, ended_at, updated_at
-               FROM mpps_step_states WHERE study_id = $1""",
+               FROM mpps_step_states WHERE study_id = $1 ORDER BY seq DESC LIMIT 1""",
             study_id,
         )
         if row is None:

@@ -40,6 +40,7 @@ from cinebridge_common.station import load_station_settings
 from . import metrics, mpps_work, statement
 from . import mpps_queue_repository as mpps_queue
 from . import mpps_repository as mpps_repo
+from . import mpps_study_repository as mpps_study
 from .items import item_from_json
 from .lookup import Deps, echo_server, query_worklist
 
@@ -120,41 +121,47 @@ RPC_HANDLERS: list[tuple[type[Request], Handler, int]] = [
 
 
 async def handle_media_captured(msg: MediaCaptured, _d: Delivery, deps: Deps) -> None:
-    """The first snapshot or recording of a study: its step is created IN PROGRESS."""
+    """The first snapshot or recording of a study, or the first after its step ended (the
+    append case): a step is created IN PROGRESS."""
     async with deps.pool.acquire() as conn, conn.transaction():
-        await mpps_repo.ensure_step(conn, msg.study_id, msg.occurred_at)
+        await mpps_study.ensure_step(conn, msg.study_id, msg.occurred_at)
 
 
 async def handle_study_changed(msg: StudyChanged, _d: Delivery, deps: Deps) -> None:
-    """With the station's `mpps_trigger` "study-start", a started study creates its step."""
+    """With the station's `mpps_trigger` "study-start", a started study creates its step; a
+    study reconciled with a worklist item relinks its unscheduled step (RAD TF-2 4.7.4.1.3)."""
+    if msg.change == "reconciled":
+        async with deps.pool.acquire() as conn, conn.transaction():
+            await mpps_study.relink(conn, msg.study_id, msg.occurred_at)
+        return
     if msg.change != "created":
         return
     if (await load_station_settings(deps.pool)).mpps_trigger != "study-start":
         return
     async with deps.pool.acquire() as conn, conn.transaction():
-        await mpps_repo.ensure_step(conn, msg.study_id, msg.occurred_at)
+        await mpps_study.ensure_step(conn, msg.study_id, msg.occurred_at)
 
 
 async def handle_study_saved(msg: StudySaved, _d: Delivery, deps: Deps) -> None:
     async with deps.pool.acquire() as conn, conn.transaction():
-        await mpps_repo.record_saved(conn, msg.study_id, msg.media_ids, msg.occurred_at, msg.by)
+        await mpps_study.record_saved(conn, msg.study_id, msg.media_ids, msg.occurred_at, msg.by)
 
 
 async def handle_instance_created(msg: InstanceCreated, _d: Delivery, deps: Deps) -> None:
     if not msg.study_id:
         return  # handed in by `cinebridge send`: no study of the station's, no procedure
     async with deps.pool.acquire() as conn, conn.transaction():
-        await mpps_repo.record_instance(conn, msg)
+        await mpps_study.record_instance(conn, msg)
 
 
 async def handle_conversion_failed(msg: ConversionFailed, _d: Delivery, deps: Deps) -> None:
     async with deps.pool.acquire() as conn, conn.transaction():
-        await mpps_repo.record_media_failed(conn, msg.study_id, msg.media_id)
+        await mpps_study.record_media_failed(conn, msg.study_id, msg.media_id, msg.occurred_at)
 
 
 async def handle_study_discontinued(msg: StudyDiscontinued, _d: Delivery, deps: Deps) -> None:
     async with deps.pool.acquire() as conn, conn.transaction():
-        await mpps_repo.discontinue(conn, msg.study_id, msg.reason, msg.occurred_at)
+        await mpps_study.discontinue(conn, msg.study_id, msg.reason, msg.occurred_at)
 
 
 async def handle_mpps_step_due(msg: MppsStepDue, delivery: Delivery, deps: Deps) -> None:

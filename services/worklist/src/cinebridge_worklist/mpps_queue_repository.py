@@ -37,10 +37,19 @@ async def claim(pool: asyncpg.Pool, step_id: uuid.UUID, owner: str, lease_s: flo
         return await get_step(conn, str(step_id))
 
 
-async def mark_sent(pool: asyncpg.Pool, step_id: uuid.UUID, operation: str) -> None:
-    """Noted before the request leaves, so a retry knows the SCP may already have it."""
-    column = "create_sent" if operation == "create" else "set_sent"
-    await pool.execute(f"UPDATE mpps_steps SET {column} = true WHERE id = $1", step_id)
+async def mark_sent(
+    pool: asyncpg.Pool, step_id: uuid.UUID, operation: str, scheduled: bool | None = None
+) -> None:
+    """Noted before the request leaves, so a retry knows the SCP may already have it; an
+    N-CREATE also notes whether it carried the worklist item (its N-SET follows the same)."""
+    if operation == "create":
+        await pool.execute(
+            "UPDATE mpps_steps SET create_sent = true, scheduled = $2 WHERE id = $1",
+            step_id,
+            scheduled,
+        )
+    else:
+        await pool.execute("UPDATE mpps_steps SET set_sent = true WHERE id = $1", step_id)
 
 
 async def record_answer(

@@ -4,6 +4,7 @@ the answer means for the step (PS3.4 F.7.2, IHE RAD-6/RAD-7), record it."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from typing import Any, cast
 
@@ -17,6 +18,7 @@ from pydicom.dataset import Dataset
 from . import metrics, mpps, mpps_scu, scu
 from . import mpps_queue_repository as mpps_queue
 from . import mpps_repository as repo
+from . import mpps_study_repository as mpps_study
 from .lookup import Deps
 
 log = logging.getLogger(__name__)
@@ -38,8 +40,13 @@ async def perform(step: repo.Step, deps: Deps) -> MppsState | None:
         called_ae=server.mpps_ae or server.called_ae,
         calling_ae=server.calling_ae or station.local_ae_title,
     )
+    if step.scheduled is False:
+        # The step left unscheduled: it ends as it began, whatever the study was linked to
+        # since (the Scheduled Step Attributes Sequence is not N-SET-able, PS3.4 F.7.2).
+        study = {**study, "worklist_item": None}
     ds, field = await _attributes(step, study, station, peer, deps)
-    await mpps_queue.mark_sent(deps.pool, step.id, operation)
+    scheduled = bool(study.get("worklist_item"))
+    await mpps_queue.mark_sent(deps.pool, step.id, operation, scheduled)
     timeout = deps.settings.worklist_mpps_timeout_s
     answer = await asyncio.to_thread(mpps_scu.send, peer, field, step.sop_instance_uid, ds, timeout)
     if answer.status is None:
@@ -54,7 +61,12 @@ async def perform(step: repo.Step, deps: Deps) -> MppsState | None:
             sent_before=step.set_sent if step.created else step.create_sent,
         )
     metrics.MPPS_REQUESTS.labels(server.id, operation, verdict).inc()
-    return await _record(deps, step, operation, verdict, answer.status, text)
+    state = await _record(deps, step, operation, verdict, answer.status, text)
+    if operation == "create" and not scheduled:
+        # Reconciled while this unscheduled N-CREATE was on its way (RAD TF-2 4.7.4.1.3).
+        async with deps.pool.acquire() as conn, conn.transaction():
+            await mpps_study.relink(conn, str(step.study_id), dt.datetime.now(dt.UTC))
+    return state
 
 
 async def _attributes(

@@ -145,7 +145,7 @@ def performed_procedure_step(
             " time and the Performed Series Sequence listing every series and instance made;"
             " when the operator abandons the study, N-SET DISCONTINUED with the reason (PS3.16"
             " CID 9300). The N-SET is sent only after a successful N-CREATE; a step that is"
-            " COMPLETED or DISCONTINUED is never set again."
+            " COMPLETED or DISCONTINUED is never set again (PS3.4 F.7.2.2). " + LATER_STEPS
         ),
         peers=[
             f"{s.mpps_ae or s.called_ae}@{s.mpps_host or s.host}:{s.mpps_port or s.port}"
@@ -156,6 +156,22 @@ def performed_procedure_step(
         statuses=status_handling(),
     )
 
+
+#: What the study does after its step is final, or when the step cannot say what it must:
+#: each case is a new step (migration 405, `mpps_study_repository`; docs/mpps.md).
+LATER_STEPS = (
+    "Activity 'Append' (IHE RAD TF-1 Scheduled Workflow append case, RAD TF-2 4.6.4.1.2.4):"
+    " media captured after the study's step ended are reported in a new step (a new SOP"
+    " Instance UID and Performed Procedure Step ID, the same Scheduled Step Attributes"
+    " Sequence), whose N-SET COMPLETED lists only the new series and instances. Activity"
+    " 'Linked to a worklist item after the N-CREATE' (IHE RAD TF-2 4.7.4.1.3): the Scheduled"
+    " Step Attributes Sequence cannot be N-SET (PS3.4 Table F.7.2-1), so the unscheduled step"
+    " ends DISCONTINUED with (110514, DCM, 'Incorrect worklist entry selected') and a new step"
+    " carrying the item reports the study; a step whose N-CREATE has not left yet is simply"
+    " sent with the item, and a step already final stays as it is. Activity 'MPPS enabled"
+    " during a study': the study's Save opens the step (N-CREATE, then N-SET COMPLETED with"
+    " every series and instance the study has)."
+)
 
 _BEHAVIOUR = {
     "done": "the step moves on (IN PROGRESS, or final)",
