@@ -42,6 +42,62 @@ class _FlakyRelay(OutboxRelay):
         return await super().publish_pending()
 
 
+class _HeldRelay(OutboxRelay):
+    """A relay whose first pass stays open after its SELECT until the test releases it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+        self.passes = 0
+
+    async def publish_pending(self) -> int:
+        published = await super().publish_pending()
+        self.passes += 1
+        if self.passes == 1:
+            self.held.set()
+            await self.release.wait()
+        return published
+
+
+async def test_a_row_committed_during_a_pass_is_relayed_without_waiting_for_the_poll(
+    nats_url: str, db_pool: asyncpg.Pool
+) -> None:
+    """The NOTIFY of a row committed after a pass's SELECT arrives while the pass runs; it must
+    wake the next pass, not be cleared with the rows that pass served (the poll interval is
+    far beyond the test's bounds, so only that NOTIFY can move the row)."""
+    bus = await Bus.connect(nats_url, "relay-wake")
+    await bus.ensure_streams()
+    stop = asyncio.Event()
+    relay = _HeldRelay(db_pool, bus, poll_s=600)
+    task = asyncio.create_task(relay.run(stop))
+    key = f"relay-wake-{uuid.uuid4()}"
+
+    async def published() -> bool:
+        return bool(
+            await db_pool.fetchval(
+                "SELECT published_at IS NOT NULL FROM outbox WHERE msg_id = $1", key
+            )
+        )
+
+    async def woken() -> bool:
+        return relay._wake.is_set()
+
+    try:
+        await asyncio.wait_for(relay.held.wait(), 60)
+        async with db_pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, WorkItem(job_key="during-a-pass"), key)
+        await wait_for(woken, 60, what="the NOTIFY reaching the relay during its pass")
+        relay.release.set()
+        await wait_for(published, 60, what="the row committed during the pass published")
+        assert not task.done()
+    finally:
+        relay.release.set()
+        stop.set()
+        await asyncio.wait_for(task, 60)
+        await bus.close()
+
+
 async def _pending(pool: asyncpg.Pool) -> int:
     return int(await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
 

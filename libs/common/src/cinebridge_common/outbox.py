@@ -88,6 +88,10 @@ class OutboxRelay:
                         listener = None
                     if listener is None:
                         listener = await self._listen(wake)
+                    # Cleared before the pass, not after: a NOTIFY of a row committed while
+                    # the pass runs (after its SELECT) must wake the next pass at once, not
+                    # be cleared with the ones the pass served and wait for `poll_s`.
+                    self._wake.clear()
                     published = await self.publish_pending()
                     await self._purge_published()
                 except asyncio.CancelledError:
@@ -106,7 +110,6 @@ class OutboxRelay:
                     failures = 0
                 if published >= self.batch:
                     continue
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_s)
         finally:
