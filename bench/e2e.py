@@ -211,6 +211,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=100)
     parser.add_argument("--timeout-s", type=float, default=600.0)
+    parser.add_argument(
+        "--log",
+        type=Path,
+        help="copy the embedded run's log here (with CB_LOG_LEVEL=DEBUG it holds each "
+        "consumer's 'message in hand' and the converter's 'conversion timed' lines)",
+    )
     add_json_flag(parser)
     args = parser.parse_args()
     figures = Figures("e2e")
@@ -289,6 +295,8 @@ def measure(
             dcmtk = storescu_each(storescu_bin, dicom_port, studies)
         finally:
             orthanc.stop()
+            if args.log is not None:
+                shutil.copyfile(run.log_path, args.log)
     rows = [
         ("Save -> sent", to_sent),
         ("Save -> committed", to_committed),
