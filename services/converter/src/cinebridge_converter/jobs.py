@@ -162,7 +162,9 @@ async def run_conversion(job: Job, deps: ConverterDeps) -> list[InstanceCreated]
     metrics.record_path(job.info.kind, prepared.verbatim, transcoded)
     # Where a conversion's time goes (docs/benchmarks.md, bench/e2e.py's stages).
     steps = ("prepare_ms", "reserve_ms", "write_ms", "commit_ms")
-    spent = {k: round((b - a) * 1000, 1) for k, a, b in zip(steps, marks, marks[1:], strict=True)}
+    spent = {
+        k: round((b - a) * 1000, 1) for k, a, b in zip(steps, marks[:-1], marks[1:], strict=True)
+    }
     log.debug("conversion timed", extra=kv(media=job.info.id, **spent))
     return events
 
