@@ -98,6 +98,48 @@ async def test_a_row_committed_during_a_pass_is_relayed_without_waiting_for_the_
         await bus.close()
 
 
+async def test_a_named_relay_wakes_for_its_own_service_and_for_unnamed_sessions(
+    nats_url: str, database_url: str, db_pool: asyncpg.Pool
+) -> None:
+    """A service's relay (named as its pool's sessions) is woken by the rows its own service
+    enqueues and by those of a session without a name (a command-line tool, a test); another
+    service's rows are left to that service's relay. The poll interval is out of the test's
+    reach, so only a notification can move the rows."""
+    name = f"cinebridge-relay-{uuid.uuid4().hex[:8]}"
+    bus = await Bus.connect(nats_url, "relay-named")
+    await bus.ensure_streams()
+    own = await create_pool(database_url, application_name=name)
+    stop = asyncio.Event()
+    relay = _HeldRelay(own, bus, poll_s=600, name=name)
+    task = asyncio.create_task(relay.run(stop))
+    assert relay.wakes_for(name) and relay.wakes_for("")
+    assert not relay.wakes_for("cinebridge-another-service")
+    try:
+        await asyncio.wait_for(relay.held.wait(), 60)
+        relay.release.set()  # the first pass ends; from now on only notifications wake it
+        for pool in (own, db_pool):
+            key = f"relay-named-{uuid.uuid4()}"
+            async with pool.acquire() as conn, conn.transaction():
+                await enqueue(conn, WorkItem(job_key="named"), key)
+
+            async def published(key: str = key) -> bool:
+                return bool(
+                    await db_pool.fetchval(
+                        "SELECT published_at IS NOT NULL FROM outbox WHERE msg_id = $1", key
+                    )
+                )
+
+            whose = name if pool is own else "a session without a name"
+            await wait_for(published, 60, what=f"the row of {whose} relayed")
+        assert not task.done()
+    finally:
+        relay.release.set()
+        stop.set()
+        await asyncio.wait_for(task, 60)
+        await own.close()
+        await bus.close()
+
+
 async def _pending(pool: asyncpg.Pool) -> int:
     return int(await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
 
