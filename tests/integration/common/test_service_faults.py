@@ -42,6 +42,104 @@ class _FlakyRelay(OutboxRelay):
         return await super().publish_pending()
 
 
+class _HeldRelay(OutboxRelay):
+    """A relay whose first pass stays open after its SELECT until the test releases it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+        self.passes = 0
+
+    async def publish_pending(self) -> int:
+        published = await super().publish_pending()
+        self.passes += 1
+        if self.passes == 1:
+            self.held.set()
+            await self.release.wait()
+        return published
+
+
+async def test_a_row_committed_during_a_pass_is_relayed_without_waiting_for_the_poll(
+    nats_url: str, db_pool: asyncpg.Pool
+) -> None:
+    """The NOTIFY of a row committed after a pass's SELECT arrives while the pass runs; it must
+    wake the next pass, not be cleared with the rows that pass served (the poll interval is
+    far beyond the test's bounds, so only that NOTIFY can move the row)."""
+    bus = await Bus.connect(nats_url, "relay-wake")
+    await bus.ensure_streams()
+    stop = asyncio.Event()
+    relay = _HeldRelay(db_pool, bus, poll_s=600)
+    task = asyncio.create_task(relay.run(stop))
+    key = f"relay-wake-{uuid.uuid4()}"
+
+    async def published() -> bool:
+        return bool(
+            await db_pool.fetchval(
+                "SELECT published_at IS NOT NULL FROM outbox WHERE msg_id = $1", key
+            )
+        )
+
+    async def woken() -> bool:
+        return relay._wake.is_set()
+
+    try:
+        await asyncio.wait_for(relay.held.wait(), 60)
+        async with db_pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, WorkItem(job_key="during-a-pass"), key)
+        await wait_for(woken, 60, what="the NOTIFY reaching the relay during its pass")
+        relay.release.set()
+        await wait_for(published, 60, what="the row committed during the pass published")
+        assert not task.done()
+    finally:
+        relay.release.set()
+        stop.set()
+        await asyncio.wait_for(task, 60)
+        await bus.close()
+
+
+async def test_a_named_relay_wakes_for_its_own_service_and_for_unnamed_sessions(
+    nats_url: str, database_url: str, db_pool: asyncpg.Pool
+) -> None:
+    """A service's relay (named as its pool's sessions) is woken by the rows its own service
+    enqueues and by those of a session without a name (a command-line tool, a test); another
+    service's rows are left to that service's relay. The poll interval is out of the test's
+    reach, so only a notification can move the rows."""
+    name = f"cinebridge-relay-{uuid.uuid4().hex[:8]}"
+    bus = await Bus.connect(nats_url, "relay-named")
+    await bus.ensure_streams()
+    own = await create_pool(database_url, application_name=name)
+    stop = asyncio.Event()
+    relay = _HeldRelay(own, bus, poll_s=600, name=name)
+    task = asyncio.create_task(relay.run(stop))
+    assert relay.wakes_for(name) and relay.wakes_for("")
+    assert not relay.wakes_for("cinebridge-another-service")
+    try:
+        await asyncio.wait_for(relay.held.wait(), 60)
+        relay.release.set()  # the first pass ends; from now on only notifications wake it
+        for pool in (own, db_pool):
+            key = f"relay-named-{uuid.uuid4()}"
+            async with pool.acquire() as conn, conn.transaction():
+                await enqueue(conn, WorkItem(job_key="named"), key)
+
+            async def published(key: str = key) -> bool:
+                return bool(
+                    await db_pool.fetchval(
+                        "SELECT published_at IS NOT NULL FROM outbox WHERE msg_id = $1", key
+                    )
+                )
+
+            whose = name if pool is own else "a session without a name"
+            await wait_for(published, 60, what=f"the row of {whose} relayed")
+        assert not task.done()
+    finally:
+        relay.release.set()
+        stop.set()
+        await asyncio.wait_for(task, 60)
+        await own.close()
+        await bus.close()
+
+
 async def _pending(pool: asyncpg.Pool) -> int:
     return int(await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
 

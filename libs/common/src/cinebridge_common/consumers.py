@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -278,6 +279,20 @@ async def _handle(
     publish: Publish,
 ) -> None:
     delivery = Delivery(msg, spec)
+    if log.isEnabledFor(logging.DEBUG):
+        # How long the message waited between its store in the stream and its handler: the
+        # bus's share of a chain's latency (bench/e2e.py's stages, docs/benchmarks.md).
+        stored = msg.metadata.timestamp
+        log.debug(
+            "message in hand",
+            extra=kv(
+                durable=spec.durable,
+                seq=msg.metadata.sequence.stream,
+                waited_ms=round(
+                    (datetime.datetime.now(datetime.UTC) - stored).total_seconds() * 1000, 1
+                ),
+            ),
+        )
     try:
         message = model.from_bytes(msg.data)
     except ValueError as exc:

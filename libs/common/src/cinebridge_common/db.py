@@ -77,9 +77,16 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(
-    dsn: str, *, min_size: int = 1, max_size: int = 10, timeout_s: float = 10.0
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    timeout_s: float = 10.0,
+    application_name: str | None = None,
 ) -> asyncpg.Pool:
-    """Open a pool, retrying for `timeout_s`; raise DatabaseUnavailable with the cause after."""
+    """Open a pool, retrying for `timeout_s`; raise DatabaseUnavailable with the cause after.
+    `application_name` names its sessions (pg_stat_activity; the outbox's notifications)."""
+    settings = {"application_name": application_name} if application_name else None
     deadline = asyncio.get_running_loop().time() + timeout_s
     last: Exception | None = None
     while True:
@@ -90,6 +97,7 @@ async def create_pool(
                 max_size=max_size,
                 init=_init_connection,
                 command_timeout=60,
+                server_settings=settings,
             )
             assert pool is not None
             return pool

@@ -36,7 +36,10 @@ async def enqueue(conn: Connection, msg: Message, msg_id: str) -> None:
         msg.subject_for(),
         msg.to_bytes(),
     )
-    await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+    # The notification names the enqueuing process's kind (its session's application_name,
+    # `ServiceContext` sets it): that service's relays wake at once, the others leave the row
+    # to them (OutboxRelay.wakes_for). A session without a name wakes every relay.
+    await conn.execute(f"SELECT pg_notify('{NOTIFY_CHANNEL}', current_setting('application_name'))")
 
 
 class OutboxRelay:
@@ -44,6 +47,12 @@ class OutboxRelay:
 
     Published rows are deleted once older than `retention_s` (kept a while for inspection and
     so a late duplicate check can still find them), so the table stays bounded.
+
+    A relay with a `name` (its pool's application_name) wakes for the notifications of its own
+    service and of unnamed sessions only: every service runs a relay, and each enqueue woke all
+    of them, each pass a transaction that finds the rows taken, several per row, on the same
+    cores as the work. Another service's row still goes at once (its own relay) or, with that
+    relay gone, within `poll_s` (any relay's next look).
     """
 
     def __init__(
@@ -55,8 +64,10 @@ class OutboxRelay:
         batch: int = 100,
         retention_s: float = 24 * 3600.0,
         purge_every_s: float = 300.0,
+        name: str = "",
     ) -> None:
         self.pool = pool
+        self.name = name
         self.bus = bus
         self.poll_s = poll_s
         self.batch = batch
@@ -72,8 +83,9 @@ class OutboxRelay:
         listener: Any = None  # a pooled connection kept for LISTEN
         failures = 0
 
-        def wake(*_: object) -> None:
-            self._wake.set()
+        def wake(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+            if self.wakes_for(payload):
+                self._wake.set()
 
         # Stopping wakes the idle wait too (the poll interval may be long).
         stopping = asyncio.ensure_future(stop.wait())
@@ -88,6 +100,10 @@ class OutboxRelay:
                         listener = None
                     if listener is None:
                         listener = await self._listen(wake)
+                    # Cleared before the pass, not after: a NOTIFY of a row committed while
+                    # the pass runs (after its SELECT) must wake the next pass at once, not
+                    # be cleared with the ones the pass served and wait for `poll_s`.
+                    self._wake.clear()
                     published = await self.publish_pending()
                     await self._purge_published()
                 except asyncio.CancelledError:
@@ -106,12 +122,15 @@ class OutboxRelay:
                     failures = 0
                 if published >= self.batch:
                     continue
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_s)
         finally:
             stopping.cancel()
             await self._unlisten(listener, wake)
+
+    def wakes_for(self, notifier: str) -> bool:
+        """Whether a notification from a session named `notifier` wakes this relay."""
+        return not self.name or not notifier or notifier == self.name
 
     async def _listen(self, wake: Callable[..., None]) -> Any:
         listener = await self.pool.acquire()

@@ -155,7 +155,12 @@ class ServiceContext:
         await self.health.start()
         self.stack.push_async_callback(self.health.stop)
         dsn = self.settings.database_url.get_secret_value()
-        self.pool = await self.until_ready("postgres", lambda: create_pool(dsn, timeout_s=2.0))
+        # The sessions say which service they serve (pg_stat_activity, the outbox relay's
+        # wake-ups: `OutboxRelay.name`).
+        session = f"cinebridge-{self.service}"
+        self.pool = await self.until_ready(
+            "postgres", lambda: create_pool(dsn, timeout_s=2.0, application_name=session)
+        )
         self.stack.push_async_callback(self._close_pool)
         await self.until_ready("postgres", lambda: migrate(self.pool))
         self.bus = await self.until_ready(
@@ -168,7 +173,9 @@ class ServiceContext:
         await self.until_ready("nats", self.bus.ensure_streams)
         self.spawn(self._heartbeat_loop, "heartbeat")
         self.spawn(self._watch_dependencies, "dependencies")
-        relay = OutboxRelay(self.pool, self.bus, retention_s=self.settings.outbox_retention_s)
+        relay = OutboxRelay(
+            self.pool, self.bus, retention_s=self.settings.outbox_retention_s, name=session
+        )
         self.spawn(lambda: relay.run(self.stop), "outbox-relay")
         mirror_dead_letters(self.bus, self.pool)
         station_metrics = self._station_metrics()

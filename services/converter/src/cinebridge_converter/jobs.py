@@ -51,12 +51,21 @@ class Job:
     study_ds: Dataset
 
 
-async def load_job(msg: ConvertMedia, deps: ConverterDeps) -> Job:
+async def _rows(msg: ConvertMedia, deps: ConverterDeps) -> tuple[repo.MediaRow, mwl.StudyInfo]:
     media = await repo.load_media(deps.pool, msg.media_id)
     study = await repo.load_study(deps.pool, media["study_id"]) if media is not None else None
     if media is None or study is None:
         raise MissingRows(f"media {msg.media_id} or its study is not in the database")
-    configured = await load_station_settings(deps.pool)
+    return media, study
+
+
+async def load_job(msg: ConvertMedia, deps: ConverterDeps) -> Job:
+    # The station's settings are read beside the rows (each on its own pooled connection): one
+    # round trip less before a conversion starts. Read per job, so a change on the settings
+    # page applies to the next conversion.
+    (media, study), configured = await asyncio.gather(
+        _rows(msg, deps), load_station_settings(deps.pool)
+    )
     iod = msg.iod or configured.iod
     ts_uid = msg.video_transfer_syntax or configured.video_transfer_syntax
     info = convert.MediaInfo(
@@ -117,9 +126,11 @@ async def run_conversion(job: Job, deps: ConverterDeps) -> list[InstanceCreated]
     _check_options(job)
     progress = _Progress(job, deps)
     limits, root = deps.settings.limits(), deps.settings.org_uid_root
+    marks = [time.perf_counter()]
     prepared = await asyncio.to_thread(
         convert.prepare, job.info, job.ts_uid, deps.store, limits, progress, deps.cancel
     )
+    marks.append(time.perf_counter())
     try:
         key = f"{job.study_ds.StudyInstanceUID}|{_ts(job)}|{job.station.iod}"
         numbers = await repo.reserve_numbers(
@@ -130,6 +141,7 @@ async def run_conversion(job: Job, deps: ConverterDeps) -> list[InstanceCreated]
             key,
             len(prepared.streams),
         )
+        marks.append(time.perf_counter())
         built = await asyncio.to_thread(
             convert.write,
             prepared,
@@ -143,9 +155,17 @@ async def run_conversion(job: Job, deps: ConverterDeps) -> list[InstanceCreated]
         )
     finally:
         prepared.cleanup()
+    marks.append(time.perf_counter())
     transcoded = bool(prepared.notes) or any(p.derivation for p in prepared.pixels)
     events = await _commit(job, deps, built, numbers, transcoded=transcoded)
+    marks.append(time.perf_counter())
     metrics.record_path(job.info.kind, prepared.verbatim, transcoded)
+    # Where a conversion's time goes (docs/benchmarks.md, bench/e2e.py's stages).
+    steps = ("prepare_ms", "reserve_ms", "write_ms", "commit_ms")
+    spent = {
+        k: round((b - a) * 1000, 1) for k, a, b in zip(steps, marks[:-1], marks[1:], strict=True)
+    }
+    log.debug("conversion timed", extra=kv(media=job.info.id, **spent))
     return events
 
 

@@ -33,6 +33,11 @@ MAX_FRAGMENT = 0xFFFFFFFE
 CHUNK = 4 << 20
 #: Bytes written between two write-back requests (`start_writeback`).
 WRITEBACK_EVERY = 32 << 20
+#: Hashes the source's blocks beside the copy (`_copy`). One for the process, not one per
+#: instance: starting and joining a thread for each file cost a snapshot a few milliseconds
+#: of its Save -> sent on a loaded machine (bench/e2e.py). Each copy has at most one block in
+#: it at a time, so a worker per concurrent conversion is enough.
+_SOURCE_HASH = ThreadPoolExecutor(max_workers=4, thread_name_prefix="src-sha256")
 
 _ITEM = b"\xfe\xff\x00\xe0"
 _SEQ_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
@@ -142,18 +147,18 @@ def _copy(
     the bytes copied. hashlib releases the GIL on large buffers: the source's hash runs on a
     second core while this thread writes the block and hashes the output. One buffer is read
     into again and again (both hashes are done with it before the next read), so no 4 MiB
-    object is allocated per block."""
-    buffer = bytearray(CHUNK)
+    object is allocated per block (nor 4 MiB zeroed for a snapshot of a few hundred KB)."""
+    buffer = bytearray(min(CHUNK, max(1, length)))
     done = flushed = 0
     pending: Future[None] | None = None
-    with open(stream, "rb", buffering=0) as src, ThreadPoolExecutor(1, "src-sha256") as pool:
+    with open(stream, "rb", buffering=0) as src:
         while True:
             count = src.readinto(buffer)
             if not count:
                 break
             block = memoryview(buffer)[:count]
             if src_hash is not None:
-                pending = pool.submit(src_hash.update, block)
+                pending = _SOURCE_HASH.submit(src_hash.update, block)
             out.write(block)
             out_hash.update(block)
             if pending is not None:
