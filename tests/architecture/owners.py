@@ -29,6 +29,7 @@ TABLE_OWNERS: dict[str, str] = {
     "studies": "capture",
     "media": "capture",
     "capture_served_rooms": "capture",
+    "capture_purging_studies": "capture",
     # Converter: the instances it makes and its numbering and job journal.
     "instances": "converter",
     "converter_series": "converter",
@@ -48,13 +49,15 @@ TABLE_OWNERS: dict[str, str] = {
     "delivery_states": "sender",
     "delivery_attempt_log": "sender",
     "destination_names": "sender",
-    # SCP: the index of received instances and its public read model.
+    # SCP: the index of received instances and its public read model, and the Storage
+    # Commitment reports it owes requesters.
     "received_studies": "scp",
     "received_series": "scp",
     "received_instances": "scp",
     "received_patients": "scp",
     "received_study_index": "scp",
     "received_totals": "scp",
+    "scp_commitment_reports": "scp",
     # Worklist.
     "worklist_servers": "worklist",
     "worklist_cache": "worklist",

@@ -23,11 +23,12 @@ from cinebridge_common.messages import (
 from cinebridge_common.service import ServiceContext
 
 from . import repository
-from .commitment import CommitmentService
+from .commitment import CommitmentService, ReportTo
 from .ingest import Indexer, IndexOutcome, Ingest, InstanceFacts
 from .listener import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, ScpListener
 from .receive import ReceiveConfig
 from .recover import Recovery
+from .reports import ReportSender
 from .settings import ScpSettings
 from .statement import describe
 from .workers import Workers
@@ -82,10 +83,15 @@ def index_on_loop(
 
 
 def commitment_on_loop(
-    loop: asyncio.AbstractEventLoop, pool: asyncpg.Pool, bus: Bus, settings: ScpSettings
+    loop: asyncio.AbstractEventLoop,
+    pool: asyncpg.Pool,
+    bus: Bus,
+    settings: ScpSettings,
+    reports: ReportSender,
 ) -> CommitmentService:
-    """Storage Commitment for association threads: index lookups and report publishing run
-    on the event loop, each bounded (STYLE: one small bridge)."""
+    """Storage Commitment for association threads: index lookups, report publishing and the
+    reports owed on a new association run on the event loop, each bounded (STYLE: one small
+    bridge)."""
 
     def lookup(uids: Sequence[str]) -> dict[str, str]:
         future = asyncio.run_coroutine_threadsafe(repository.stored_classes(pool, uids), loop)
@@ -126,12 +132,34 @@ def commitment_on_loop(
             return False
         return True
 
+    def owe(to: ReportTo, report: sc.Report) -> int:
+        hold = settings.scp_commitment_report_hold_s
+        coro = repository.owe_report(pool, to, report, hold)
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result(settings.scp_db_timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    async def make_due(report_id: int) -> None:
+        try:
+            await repository.report_due(pool, report_id)
+        except (OSError, asyncpg.PostgresError) as exc:  # due after its hold all the same
+            log.warning("commitment report not made due", extra=kv(error=repr(exc)[:200]))
+        reports.wake.set()
+
+    def due(report_id: int) -> None:
+        asyncio.run_coroutine_threadsafe(make_due(report_id), loop)
+
     return CommitmentService(
         lookup,
         publish,
         settings.scp_commitment_peers,
         settings.scp_ae_title,
         (IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME),
+        owe,
+        due,
     )
 
 
@@ -145,6 +173,7 @@ class ScpApp:
         self.ctx: ServiceContext | None = None
         self.workers: Workers | None = None
         self.recovery: Recovery | None = None
+        self.reports: ReportSender | None = None
 
     async def run(self) -> None:
         settings = self.settings
@@ -163,7 +192,8 @@ class ScpApp:
                 log.warning("stale partial files removed", extra=kv(count=removed))
             config = self.receive_config or ReceiveConfig(tmp, settings.scp_max_instance_bytes)
             ingest = Ingest(ctx.store, index, settings.scp_max_nesting_depth)
-            commitment = commitment_on_loop(loop, pool, ctx.bus, settings)
+            reports = self.reports = ReportSender(pool, settings)
+            commitment = commitment_on_loop(loop, pool, ctx.bus, settings, reports)
             listener = ScpListener(settings, ingest, config, commitment)
             listener.start()
             ctx.stack.callback(listener.stop)
@@ -182,6 +212,7 @@ class ScpApp:
                 }
             )
             ctx.spawn(lambda: self._report(ctx, listener, ingest), "scp-status")
+            ctx.spawn(reports.run, "scp-commitment-reports")
             if settings.scp_worker_index == 0:  # one sweeper per service, never its workers
                 self.recovery = Recovery(
                     ctx.store,
@@ -213,6 +244,8 @@ class ScpApp:
         while True:
             ctx.detail.update(listener.status())
             ctx.detail.update({f"c_store_{k}": str(v) for k, v in ingest.counters.items()})
+            if self.reports is not None:
+                ctx.detail["commitment_reports_owed"] = str(self.reports.owed)
             if self.recovery is not None:
                 ctx.detail.update(
                     {f"recover_{k}": str(v) for k, v in self.recovery.counters.items()}
