@@ -140,9 +140,12 @@ class CommitmentScp:
     """A Storage Commitment Push Model SCP (PS3.4 J.3) on pynetdicom that answers every
     N-ACTION with 0000 and, unless `report` is False, sends its N-EVENT-REPORT on the same
     association right after: every referenced instance committed but those in `fail` (Failure
-    Reason 0112, no such object instance). `requests` keeps each Action Information received."""
+    Reason 0112, no such object instance). `requests` keeps each Action Information received.
+    With `report_first` the report goes before the N-ACTION-RSP, from the N-ACTION handler
+    itself (PS3.4 J.3.3 does not order them): the response follows once it was answered."""
 
     report: bool = True
+    report_first: bool = False
     fail: set[str] = field(default_factory=set)
     ae_title: str = "COMMIT"
     requests: list[Dataset] = field(default_factory=list)
@@ -173,15 +176,17 @@ class CommitmentScp:
         info = event.action_information
         with self._lock:
             self.requests.append(info)
-        if self.report:
+        if self.report and self.report_first:
+            self._send_report(event.assoc, info, after_s=0.0)
+        elif self.report:
             threading.Thread(
                 target=self._send_report, args=(event.assoc, info), daemon=True
             ).start()
         return 0x0000, None
 
-    def _send_report(self, assoc: Any, info: Dataset) -> None:
-        # After the N-ACTION-RSP has gone out (PS3.4 J.3.3): the handler returns it first.
-        time.sleep(0.2)
+    def _send_report(self, assoc: Any, info: Dataset, after_s: float = 0.2) -> None:
+        # By default after the N-ACTION-RSP has gone out: the handler returns it first.
+        time.sleep(after_s)
         report = Dataset()
         report.TransactionUID = info.TransactionUID
         ok, failed = [], []
