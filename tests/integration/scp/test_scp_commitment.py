@@ -9,11 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import pydicom
 from cinebridge_common.bus import Bus
 from cinebridge_common.embedded import free_port
 from cinebridge_common.messages import CommitmentReported
-from cinebridge_testkit import wait_for
+from cinebridge_testkit import kill_process, stop_process, wait_for
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_context, evt
@@ -190,39 +189,12 @@ class ScpProcess:
                 stderr=out,
             )
 
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    async def answering(self, port: int) -> None:
+    async def answering(self, echo: Callable[[int, str], int], port: int) -> None:
         async def echoes() -> bool:
             assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-4000:]
-            return await asyncio.to_thread(echo, port) == 0
+            return await asyncio.to_thread(echo, port, "CINEBRIDGE") == 0
 
         await wait_for(echoes, 120, 0.2, what="the SCP process answering C-ECHO")
-
-
-def echo(port: int) -> int:
-    ae = AE(ae_title="ECHOSCU")
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 5
-    ae.add_requested_context("1.2.840.10008.1.1")
-    assoc = ae.associate("127.0.0.1", port, ae_title="CINEBRIDGE")
-    if not assoc.is_established:
-        return -1
-    try:
-        status = assoc.send_c_echo()
-        return int(status.Status) if status else -1
-    finally:
-        assoc.release()
 
 
 async def _owed(pool: asyncpg.Pool) -> bool:
@@ -259,7 +231,7 @@ async def test_a_report_owed_on_a_new_association_survives_a_kill_of_the_scp(
     reports = Reports()
     try:
         scp.start()
-        await scp.answering(scp_port)
+        await scp.answering(dicom.echo, scp_port)
         paths = [dicom.make_ct(tmp_path / f"ct{k}.dcm", size=16) for k in range(2)]
         assert await asyncio.to_thread(dicom.store, scp_port, "CINEBRIDGE", paths) == [0, 0]
         refs = [(CT, _uid(p)) for p in paths]
@@ -270,13 +242,13 @@ async def test_a_report_owed_on_a_new_association_survives_a_kill_of_the_scp(
         )
         assert status == 0x0000
         await wait_for(lambda: _owed(db_pool), 120, 0.2, what="the report owed and tried")
-        scp.kill()
+        kill_process(scp.proc)
         with modality_listener(back, reports):
             scp.start()
             arrived = await asyncio.to_thread(reports.arrived.wait, 120)
             assert arrived, scp.log.read_text()[-4000:]
     finally:
-        scp.stop()
+        stop_process(scp.proc)
     assert len(reports.received) == 1
     event_type, report = reports.received[0]
     assert event_type == 2 and report.TransactionUID == uid

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import uuid
@@ -25,7 +24,7 @@ from cinebridge_common.messages import (
 from cinebridge_common.store import MediaStore
 from pydicom import dcmread
 
-from . import require_tool, wait_for
+from . import kill_process, require_tool, stop_process, wait_for
 from .instances import make_instance
 
 #: Short timings so the fault tests finish in seconds (production defaults: 30 s x2 up to 10 min).
@@ -92,17 +91,10 @@ class SenderHarness:
             await bus.close()
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+        kill_process(self.proc)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.proc)
 
     def log_text(self) -> str:
         path = self.tmp / "sender.log"

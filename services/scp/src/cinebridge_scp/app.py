@@ -7,8 +7,9 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 from cinebridge_common import commitment as sc
@@ -34,6 +35,7 @@ from .statement import describe
 from .workers import Workers
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def temp_dir(store_tmp: Path, instance_id: str) -> Path:
@@ -62,6 +64,17 @@ async def close_pool(pool: asyncpg.Pool, timeout_s: float = 5.0) -> None:
         pool.terminate()
 
 
+def on_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
+    """Run `coro` on the event loop from an association thread and wait at most `timeout_s`
+    (STYLE: one small bridge); a time-out cancels it."""
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    try:
+        return future.result(timeout_s)
+    except TimeoutError:
+        future.cancel()
+        raise
+
+
 def index_on_loop(
     loop: asyncio.AbstractEventLoop, pool: asyncpg.Pool, settings: ScpSettings
 ) -> Indexer:
@@ -72,12 +85,7 @@ def index_on_loop(
 
     def index(facts: InstanceFacts) -> IndexOutcome:
         coro = repository.index_instance(pool, facts, settings.scp_duplicates)
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
-        try:
-            return future.result(settings.scp_db_timeout_s)
-        except TimeoutError:
-            future.cancel()
-            raise
+        return on_loop(loop, coro, settings.scp_db_timeout_s)
 
     return index
 
@@ -94,12 +102,7 @@ def commitment_on_loop(
     bridge)."""
 
     def lookup(uids: Sequence[str]) -> dict[str, str]:
-        future = asyncio.run_coroutine_threadsafe(repository.stored_classes(pool, uids), loop)
-        try:
-            return future.result(settings.scp_db_timeout_s)
-        except TimeoutError:
-            future.cancel()
-            raise
+        return on_loop(loop, repository.stored_classes(pool, uids), settings.scp_db_timeout_s)
 
     def publish(report: sc.Report, calling_ae: str) -> bool:
         event = CommitmentReported(
@@ -135,12 +138,7 @@ def commitment_on_loop(
     def owe(to: ReportTo, report: sc.Report) -> int:
         hold = settings.scp_commitment_report_hold_s
         coro = repository.owe_report(pool, to, report, hold)
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
-        try:
-            return future.result(settings.scp_db_timeout_s)
-        except TimeoutError:
-            future.cancel()
-            raise
+        return on_loop(loop, coro, settings.scp_db_timeout_s)
 
     async def make_due(report_id: int) -> None:
         try:
