@@ -23,9 +23,10 @@ from cinebridge_common.bus import Bus
 from cinebridge_common.embedded import free_port
 from cinebridge_common.messages import CommitmentReported
 from cinebridge_testkit import kill_process, stop_process, wait_for
+from cinebridge_testkit.commitment_peers import commitment_dataset, report_on_new_association
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, build_context, evt
+from pynetdicom import AE, evt
 
 STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
 WELL_KNOWN = "1.2.840.10008.1.20.1.1"
@@ -34,16 +35,8 @@ TIMEOUT = 20.0
 
 
 def action(refs: list[tuple[str, str]]) -> tuple[str, Dataset]:
-    ds = Dataset()
-    ds.TransactionUID = generate_uid()
-    items = []
-    for sop_class, sop_instance in refs:
-        item = Dataset()
-        item.ReferencedSOPClassUID = sop_class
-        item.ReferencedSOPInstanceUID = sop_instance
-        items.append(item)
-    ds.ReferencedSOPSequence = items
-    return str(ds.TransactionUID), ds
+    uid = generate_uid()
+    return uid, commitment_dataset(uid, refs)
 
 
 class Reports:
@@ -258,45 +251,15 @@ async def test_a_report_owed_on_a_new_association_survives_a_kill_of_the_scp(
     assert row is not None and (row["state"], row["last_status"]) == ("sent", 0x0000)
 
 
-def send_report(port: int, called: str, uid: str, committed: list[str], failed: list[str]) -> int:
-    """An archive's N-EVENT-REPORT on an association it opens as the SCP of the class."""
-    ae = AE(ae_title="ARCHIVE")
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = TIMEOUT
-    context = build_context(STORAGE_COMMITMENT, [ExplicitVRLittleEndian])
-    context.scu_role, context.scp_role = False, True
-    assoc = ae.associate("127.0.0.1", port, ae_title=called, contexts=[context])
-    assert assoc.is_established
-    ds = Dataset()
-    ds.TransactionUID = uid
-    ds.ReferencedSOPSequence = [_ref(u) for u in committed]
-    if failed:
-        items = [_ref(u) for u in failed]
-        for item in items:
-            item.FailureReason = 0x0112
-        ds.FailedSOPSequence = items
-    try:
-        status, _ = assoc.send_n_event_report(
-            ds, 2 if failed else 1, STORAGE_COMMITMENT, WELL_KNOWN
-        )
-        return int(status.Status)
-    finally:
-        assoc.release()
-
-
-def _ref(uid: str) -> Dataset:
-    item = Dataset()
-    item.ReferencedSOPClassUID = CT
-    item.ReferencedSOPInstanceUID = uid
-    return item
-
-
 async def test_an_archive_report_is_stored_in_jetstream_before_it_is_answered(
     scp: Any, nats_url: str
 ) -> None:
     uid, ok, bad = generate_uid(), generate_uid(), generate_uid()
     # Addressed to the AE title the archive knows the station by (the sender's calling AE,
     # statement Table 25 SPACS), not this SCP's: accepted for a report, refused for storage.
-    status = await asyncio.to_thread(send_report, scp.port, "SPACS", uid, [ok], [bad])
+    status = await asyncio.to_thread(
+        report_on_new_association, scp.port, "SPACS", uid, [(CT, ok)], [(CT, bad)]
+    )
     assert status == 0x0000
     refused = AE(ae_title="ARCHIVE")
     refused.add_requested_context(CT, [ExplicitVRLittleEndian])

@@ -27,6 +27,7 @@ from pydicom.uid import (
 from pynetdicom import AE, evt
 
 from . import wait_port
+from .commitment_peers import STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE, commitment_dataset
 from .instances import SECONDARY_CAPTURE, VERIFICATION
 
 StatusScript = Callable[[str, int], int | float]
@@ -131,8 +132,6 @@ class ScriptedScp:
         self.stop()
 
 
-STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
-STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
 
 
 @dataclass
@@ -187,22 +186,13 @@ class CommitmentScp:
     def _send_report(self, assoc: Any, info: Dataset, after_s: float = 0.2) -> None:
         # By default after the N-ACTION-RSP has gone out: the handler returns it first.
         time.sleep(after_s)
-        report = Dataset()
-        report.TransactionUID = info.TransactionUID
-        ok, failed = [], []
-        for ref in info.ReferencedSOPSequence:
-            item = Dataset()
-            item.ReferencedSOPClassUID = ref.ReferencedSOPClassUID
-            item.ReferencedSOPInstanceUID = ref.ReferencedSOPInstanceUID
-            if str(ref.ReferencedSOPInstanceUID) in self.fail:
-                item.FailureReason = 0x0112
-                failed.append(item)
-            else:
-                ok.append(item)
-        if ok:
-            report.ReferencedSOPSequence = ok
-        if failed:
-            report.FailedSOPSequence = failed
+        refs = [
+            (str(r.ReferencedSOPClassUID), str(r.ReferencedSOPInstanceUID))
+            for r in info.ReferencedSOPSequence
+        ]
+        failed = [r for r in refs if r[1] in self.fail]
+        committed = [r for r in refs if r[1] not in self.fail]
+        report = commitment_dataset(str(info.TransactionUID), committed, failed)
         status = assoc.send_n_event_report(
             report, 2 if failed else 1, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE
         )
