@@ -132,8 +132,6 @@ class ScriptedScp:
         self.stop()
 
 
-
-
 @dataclass
 class CommitmentScp:
     """A Storage Commitment Push Model SCP (PS3.4 J.3) on pynetdicom that answers every
