@@ -251,6 +251,36 @@ async def test_a_report_owed_on_a_new_association_survives_a_kill_of_the_scp(
     assert row is not None and (row["state"], row["last_status"]) == ("sent", 0x0000)
 
 
+async def test_a_requester_never_listening_is_tried_then_its_report_abandoned_and_kept(
+    scp_factory: Any, db_pool: asyncpg.Pool
+) -> None:
+    nobody = free_port()
+    settings = {
+        "scp_commitment_peers": report_back_to(nobody),
+        "scp_commitment_report_attempts": 2,
+        "scp_commitment_report_backoff_s": 0.2,
+        "scp_commitment_report_poll_s": 0.5,
+    }
+    async with scp_factory(**settings) as scp:
+        unknown = (CT, generate_uid())
+        uid, status = await asyncio.to_thread(
+            request_commitment, scp.port, scp.ae_title, [unknown], Reports(), False
+        )
+        assert status == 0x0000
+
+        async def abandoned() -> bool:
+            state = await db_pool.fetchval("SELECT state FROM scp_commitment_reports")
+            return bool(state == "abandoned")
+
+        await wait_for(abandoned, 120, 0.2, what="the report abandoned after its attempts")
+    row = await db_pool.fetchrow("SELECT * FROM scp_commitment_reports")
+    assert row is not None
+    assert (row["transaction_uid"], row["requester_ae"], row["port"]) == (uid, "MODALITY", nobody)
+    assert row["attempts"] == 2 and row["finished_at"] is not None
+    assert "cannot connect" in row["last_error"]
+    assert row["report"]["failed"] == [[CT, unknown[1], 0x0112]]
+
+
 async def test_an_archive_report_is_stored_in_jetstream_before_it_is_answered(
     scp: Any, nats_url: str
 ) -> None:
