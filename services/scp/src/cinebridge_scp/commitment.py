@@ -120,6 +120,7 @@ def send_report(to: ReportTo, report: sc.Report, dimse_s: float = 30.0) -> int |
         called_ae=to.ae_title,
         implementation_class_uid=to.implementation_class_uid,
         implementation_version_name=to.implementation_version_name,
+        network_s=dimse_s,
         dimse_s=dimse_s,
     )
     contexts = [(sc.STORAGE_COMMITMENT, list(sc.TRANSFER_SYNTAXES))]

@@ -24,8 +24,8 @@ from .settings import ScpSettings
 
 log = logging.getLogger(__name__)
 
-#: Reports sent per claim; each is one association, so a few at a time.
-_BATCH = 8
+#: Reports claimed at once: one, so that its lease covers only its own attempt.
+_BATCH = 1
 
 
 class ReportSender:
@@ -40,9 +40,7 @@ class ReportSender:
         s = self.settings
         while True:
             try:
-                claimed = await repository.claim_reports(
-                    self.pool, s.scp_commitment_report_dimse_s * 2 + 30.0, _BATCH
-                )
+                claimed = await repository.claim_reports(self.pool, self.lease_s(), _BATCH)
                 for owed in claimed:
                     await self.send(owed)
                 self.owed = await repository.owed_reports(self.pool, 30)
@@ -55,6 +53,12 @@ class ReportSender:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), s.scp_commitment_report_poll_s)
             self.wake.clear()
+
+    def lease_s(self) -> float:
+        """Longer than one attempt can take (connect and ACSE 10 s each, the report's send
+        and its response `dimse_s` each, the release), so no two processes send a report at
+        once; a process killed while sending leaves it to another once the lease ends."""
+        return 4 * self.settings.scp_commitment_report_dimse_s + 30.0
 
     async def send(self, owed: repository.OwedReport) -> None:
         s = self.settings
