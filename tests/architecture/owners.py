@@ -49,13 +49,15 @@ TABLE_OWNERS: dict[str, str] = {
     "delivery_states": "sender",
     "delivery_attempt_log": "sender",
     "destination_names": "sender",
-    # SCP: the index of received instances and its public read model.
+    # SCP: the index of received instances and its public read model, and the Storage
+    # Commitment reports it owes requesters.
     "received_studies": "scp",
     "received_series": "scp",
     "received_instances": "scp",
     "received_patients": "scp",
     "received_study_index": "scp",
     "received_totals": "scp",
+    "scp_commitment_reports": "scp",
     # Worklist.
     "worklist_servers": "worklist",
     "worklist_cache": "worklist",

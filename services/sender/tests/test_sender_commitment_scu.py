@@ -1,6 +1,6 @@
 """Storage Commitment SCU (PS3.4 Annex J) against in-process pynetdicom SCPs: a report on the
-same association (success, failures), no report within the wait, an archive without the SOP
-class."""
+same association (success, failures, and sent before the N-ACTION-RSP), no report within the
+wait, an archive without the SOP class."""
 
 from __future__ import annotations
 
@@ -56,6 +56,22 @@ def test_failed_sop_sequence_comes_back_with_its_reason() -> None:
         sc.Failure(SC_CLASS, wanted[1].sop_instance_uid, sc.NO_SUCH_OBJECT_INSTANCE)
     ]
     assert len(outcome.report.committed) == 2
+
+
+def test_a_report_before_the_action_response_is_answered_and_both_complete() -> None:
+    wanted = refs(2)
+    uid = generate_uid()
+    with CommitmentScp(report_first=True, fail={wanted[0].sop_instance_uid}) as scp:
+        outcome = commitment.request(peer(scp.port, scp.ae_title), TIMEOUTS, uid, wanted, 20.0)
+        # The archive's N-EVENT-REPORT was answered 0000 before it sent its N-ACTION-RSP.
+        assert scp.reports_answered == [0x0000]
+    assert (outcome.kind, outcome.status) == ("reported", 0x0000)
+    assert outcome.report is not None and outcome.report.transaction_uid == uid
+    assert [r.sop_instance_uid for r in outcome.report.committed] == [wanted[1].sop_instance_uid]
+    assert outcome.report.failed == [
+        sc.Failure(SC_CLASS, wanted[0].sop_instance_uid, sc.NO_SUCH_OBJECT_INSTANCE)
+    ]
+    assert len(scp.requests) == 1
 
 
 def test_no_report_within_the_wait_leaves_the_request_open() -> None:

@@ -67,18 +67,22 @@ class RunningScp:
         return sorted(p for p in (self.media_root / ".tmp").rglob("*") if p.is_file())
 
     def echo(self, timeout_s: float = 5.0) -> int:
-        """C-ECHO with pynetdicom; returns the status (or -1 when not associated)."""
-        ae = AE(ae_title="ECHOSCU")
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
-        ae.add_requested_context(ECHO)
-        assoc = ae.associate("127.0.0.1", self.port, ae_title=self.ae_title)
-        if not assoc.is_established:
-            return -1
-        try:
-            status = assoc.send_c_echo()
-            return int(status.Status) if status else -1
-        finally:
-            assoc.release()
+        return pynetdicom_echo(self.port, self.ae_title, timeout_s)
+
+
+def pynetdicom_echo(port: int, ae_title: str, timeout_s: float = 5.0) -> int:
+    """C-ECHO with pynetdicom; returns the status (or -1 when not associated)."""
+    ae = AE(ae_title="ECHOSCU")
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
+    ae.add_requested_context(ECHO)
+    assoc = ae.associate("127.0.0.1", port, ae_title=ae_title)
+    if not assoc.is_established:
+        return -1
+    try:
+        status = assoc.send_c_echo()
+        return int(status.Status) if status else -1
+    finally:
+        assoc.release()
 
 
 def scp_settings(nats_url: str, media_root: Path, **extra: Any) -> ScpSettings:
@@ -325,6 +329,7 @@ def dicom() -> Any:
         make_video=make_video,
         dataset_bytes=dataset_bytes,
         store=pynetdicom_store,
+        echo=pynetdicom_echo,
         ffmpeg=ffmpeg,
     )
 

@@ -23,6 +23,7 @@ from typing import BinaryIO, NoReturn
 from . import dimse, pdu
 from .connection import send_gathered
 from .fsm import PDU_EVENT, AbortReason, Event, Primitive, State, StateMachine
+from .pdv import MessageAssembler
 from .requestor_types import (
     DEFAULT_MAX_PDU,
     Aborted,
@@ -50,7 +51,6 @@ __all__ = [
 UNLIMITED_PIECE = 1 << 20
 #: Any PDU but P-DATA-TF longer than this is refused (an A-ASSOCIATE-AC is a few KB).
 MAX_OTHER_PDU = 1 << 20
-MAX_COMMAND = 1 << 16
 #: Bytes read from a file at once.
 _BLOCK = 1 << 20
 #: The Verification SOP Class (PS3.4 A.4).
@@ -71,9 +71,7 @@ class Association:
         self.piece = UNLIMITED_PIECE
         self.message_id = 0
         self._buffer = bytearray()
-        self._command = bytearray()
-        self._dataset = bytearray()
-        self._pending_command: dimse.Command | None = None
+        self._messages = MessageAssembler(settings.max_dataset)
         self._indicated: tuple[Primitive, object] | None = None
 
     # ------------------------------------------------------------------ fsm.Transport, ServiceUser
@@ -350,46 +348,11 @@ class Association:
             self.fsm.fire(Event.EVT10, body)  # DT-2 (AR-6 in Sta7)
             self._indicated = None
             try:
-                message = self._pdvs(body)
+                message = self._messages.feed(body)
             except pdu.ProtocolError as exc:
                 self._invalid(exc)
             if message is not None:
                 return message
-
-    def _pdvs(self, body: bytes) -> Message | None:
-        pos, done = 0, None
-        while pos < len(body):
-            if pos + 6 > len(body):
-                raise pdu.ProtocolError("PDV header runs past the end of its P-DATA-TF")
-            length, _, control = struct.unpack_from(">IBB", body, pos)
-            if length < 2 or pos + 4 + length > len(body):
-                raise pdu.ProtocolError(f"PDV length {length} does not fit its P-DATA-TF")
-            fragment = body[pos + 6 : pos + 4 + length]
-            pos += 4 + length
-            if control & 1:
-                self._command += fragment
-                if len(self._command) > MAX_COMMAND:
-                    raise pdu.ProtocolError("a DIMSE command set over 64 KiB")
-                if control & 2:
-                    command = dimse.decode_command(bytes(self._command))
-                    self._command.clear()
-                    if command.has_data_set:
-                        self._pending_command = command
-                    else:
-                        done = Message(command, None)
-            else:
-                self._dataset += fragment
-                if len(self._dataset) > self.settings.max_dataset:
-                    raise pdu.ProtocolError(
-                        f"a response data set over {self.settings.max_dataset} bytes"
-                    )
-                if control & 2:
-                    if self._pending_command is None:
-                        raise pdu.ProtocolError("a data set without its command set")
-                    done = Message(self._pending_command, bytes(self._dataset))
-                    self._pending_command = None
-                    self._dataset.clear()
-        return done
 
     def _next_pdu(self, deadline: float) -> tuple[int, bytes]:
         self._fill(6, deadline)

@@ -122,3 +122,20 @@ def wait_port(
                 return
         time.sleep(0.05)
     raise RuntimeError(f"{what} did not listen on port {port} within {timeout_s} s")
+
+
+def kill_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL a process still running (a crash, as a fault test wants it) and reap it."""
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, grace_s: float = 15.0) -> None:
+    """SIGTERM a process still running, and SIGKILL it when it has not ended after `grace_s`."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            kill_process(proc)

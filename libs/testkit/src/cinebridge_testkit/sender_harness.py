@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from cinebridge_common.bus import Bus
@@ -25,7 +24,7 @@ from cinebridge_common.messages import (
 from cinebridge_common.store import MediaStore
 from pydicom import dcmread
 
-from . import require_tool, wait_for
+from . import kill_process, require_tool, stop_process, wait_for
 from .instances import make_instance
 
 #: Short timings so the fault tests finish in seconds (production defaults: 30 s x2 up to 10 min).
@@ -92,17 +91,10 @@ class SenderHarness:
             await bus.close()
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
+        kill_process(self.proc)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.proc)
 
     def log_text(self) -> str:
         path = self.tmp / "sender.log"
@@ -159,21 +151,35 @@ class SenderHarness:
 
 
 async def delivery_states(pool: asyncpg.Pool) -> dict[str, int]:
-    rows = await pool.fetch("SELECT state, count(*) AS n FROM deliveries GROUP BY state")
-    return {r["state"]: int(r["n"]) for r in rows}
+    return {str(k): n for k, n in (await delivery_counts(pool, "state")).items()}
+
+
+async def delivery_counts(
+    pool: asyncpg.Pool, column: Literal["state", "commitment"]
+) -> dict[str | None, int]:
+    """Deliveries per delivery state, or per commitment state (None: not asked)."""
+    rows = await pool.fetch(f"SELECT {column} AS k, count(*) AS n FROM deliveries GROUP BY 1")
+    return {r["k"]: int(r["n"]) for r in rows}
 
 
 async def wait_states(
-    pool: asyncpg.Pool, expected: dict[str, int], timeout_s: float, harness: SenderHarness
+    pool: asyncpg.Pool,
+    expected: dict[str, int] | dict[str | None, int],
+    timeout_s: float,
+    harness: SenderHarness,
+    column: Literal["state", "commitment"] = "state",
 ) -> None:
+    """Wait until the deliveries per `column` are `expected`; else the sender's log and the
+    counts as they are, and the test fails."""
+
     async def check() -> bool:
-        return await delivery_states(pool) == expected
+        return await delivery_counts(pool, column) == expected
 
     try:
-        await wait_for(check, timeout_s, interval_s=0.2, what=f"deliveries {expected}")
+        await wait_for(check, timeout_s, interval_s=0.2, what=f"deliveries' {column} {expected}")
     except AssertionError:
-        print(harness.log_text()[-6000:])
-        print("states now:", await delivery_states(pool))
+        print(harness.log_text()[-8000:])
+        print(f"{column} now:", await delivery_counts(pool, column))
         raise
 
 

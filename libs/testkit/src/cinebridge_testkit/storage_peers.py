@@ -27,6 +27,7 @@ from pydicom.uid import (
 from pynetdicom import AE, evt
 
 from . import wait_port
+from .commitment_peers import STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE, commitment_dataset
 from .instances import SECONDARY_CAPTURE, VERIFICATION
 
 StatusScript = Callable[[str, int], int | float]
@@ -131,18 +132,17 @@ class ScriptedScp:
         self.stop()
 
 
-STORAGE_COMMITMENT = "1.2.840.10008.1.20.1"
-STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
-
-
 @dataclass
 class CommitmentScp:
     """A Storage Commitment Push Model SCP (PS3.4 J.3) on pynetdicom that answers every
     N-ACTION with 0000 and, unless `report` is False, sends its N-EVENT-REPORT on the same
     association right after: every referenced instance committed but those in `fail` (Failure
-    Reason 0112, no such object instance). `requests` keeps each Action Information received."""
+    Reason 0112, no such object instance). `requests` keeps each Action Information received.
+    With `report_first` the report goes before the N-ACTION-RSP, from the N-ACTION handler
+    itself (PS3.4 J.3.3 does not order them): the response follows once it was answered."""
 
     report: bool = True
+    report_first: bool = False
     fail: set[str] = field(default_factory=set)
     ae_title: str = "COMMIT"
     requests: list[Dataset] = field(default_factory=list)
@@ -173,31 +173,24 @@ class CommitmentScp:
         info = event.action_information
         with self._lock:
             self.requests.append(info)
-        if self.report:
+        if self.report and self.report_first:
+            self._send_report(event.assoc, info, after_s=0.0)
+        elif self.report:
             threading.Thread(
                 target=self._send_report, args=(event.assoc, info), daemon=True
             ).start()
         return 0x0000, None
 
-    def _send_report(self, assoc: Any, info: Dataset) -> None:
-        # After the N-ACTION-RSP has gone out (PS3.4 J.3.3): the handler returns it first.
-        time.sleep(0.2)
-        report = Dataset()
-        report.TransactionUID = info.TransactionUID
-        ok, failed = [], []
-        for ref in info.ReferencedSOPSequence:
-            item = Dataset()
-            item.ReferencedSOPClassUID = ref.ReferencedSOPClassUID
-            item.ReferencedSOPInstanceUID = ref.ReferencedSOPInstanceUID
-            if str(ref.ReferencedSOPInstanceUID) in self.fail:
-                item.FailureReason = 0x0112
-                failed.append(item)
-            else:
-                ok.append(item)
-        if ok:
-            report.ReferencedSOPSequence = ok
-        if failed:
-            report.FailedSOPSequence = failed
+    def _send_report(self, assoc: Any, info: Dataset, after_s: float = 0.2) -> None:
+        # By default after the N-ACTION-RSP has gone out: the handler returns it first.
+        time.sleep(after_s)
+        refs = [
+            (str(r.ReferencedSOPClassUID), str(r.ReferencedSOPInstanceUID))
+            for r in info.ReferencedSOPSequence
+        ]
+        failed = [r for r in refs if r[1] in self.fail]
+        committed = [r for r in refs if r[1] not in self.fail]
+        report = commitment_dataset(str(info.TransactionUID), committed, failed)
         status = assoc.send_n_event_report(
             report, 2 if failed else 1, STORAGE_COMMITMENT, STORAGE_COMMITMENT_INSTANCE
         )

@@ -230,7 +230,8 @@ def handle_n_action(
     assoc: Association, context: pdu.ContextResult, rq: dimse.Command, data: bytes | None
 ) -> Answers:
     """Storage Commitment request (PS3.4 J.3.2): answered from the index, the N-ACTION-RSP
-    first, then the N-EVENT-REPORT (J.3.3) here or on a new association."""
+    first, then the N-EVENT-REPORT (J.3.3) here, or on a new association from the SCP's table
+    of owed reports (stored before the response)."""
     service = assoc.config.commitment
     if service is None or context.abstract_syntax != sc.STORAGE_COMMITMENT:
         yield STATUS_NO_SUCH_SOP_CLASS, None
@@ -249,9 +250,19 @@ def handle_n_action(
         log.warning("commitment lookup failed", extra=kv(association=assoc.id, error=repr(exc)))
         yield STATUS_PROCESSING_FAILURE, None
         return
+    to = service.report_to(assoc.calling_ae)
+    owed = None
+    if to is not None:
+        try:  # stored before the N-ACTION-RSP, so that a restart does not lose it (J.3.3)
+            owed = service.report_later(to, report)
+        except Exception as exc:
+            log.warning(
+                "commitment report not stored", extra=kv(association=assoc.id, error=repr(exc))
+            )
+            yield STATUS_PROCESSING_FAILURE, None
+            return
     metrics.COMMITMENT_REQUESTS.labels("committed" if not report.failed else "failures").inc()
     yield STATUS_SUCCESS, None
-    to = service.report_to(assoc.calling_ae)
     log.info(
         "commitment requested",
         extra=kv(
@@ -263,8 +274,8 @@ def handle_n_action(
             report="new association" if to else "same association",
         ),
     )
-    if to is not None:
-        service.report_later(to, report)
+    if owed is not None:
+        service.due(owed)
         return
     assoc.send_request(
         context,

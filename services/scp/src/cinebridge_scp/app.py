@@ -7,8 +7,9 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 from cinebridge_common import commitment as sc
@@ -23,16 +24,18 @@ from cinebridge_common.messages import (
 from cinebridge_common.service import ServiceContext
 
 from . import repository
-from .commitment import CommitmentService
+from .commitment import CommitmentService, ReportTo
 from .ingest import Indexer, IndexOutcome, Ingest, InstanceFacts
 from .listener import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, ScpListener
 from .receive import ReceiveConfig
 from .recover import Recovery
+from .reports import ReportSender
 from .settings import ScpSettings
 from .statement import describe
 from .workers import Workers
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def temp_dir(store_tmp: Path, instance_id: str) -> Path:
@@ -61,6 +64,17 @@ async def close_pool(pool: asyncpg.Pool, timeout_s: float = 5.0) -> None:
         pool.terminate()
 
 
+def on_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
+    """Run `coro` on the event loop from an association thread and wait at most `timeout_s`
+    (STYLE: one small bridge); a time-out cancels it."""
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    try:
+        return future.result(timeout_s)
+    except TimeoutError:
+        future.cancel()
+        raise
+
+
 def index_on_loop(
     loop: asyncio.AbstractEventLoop, pool: asyncpg.Pool, settings: ScpSettings
 ) -> Indexer:
@@ -71,29 +85,24 @@ def index_on_loop(
 
     def index(facts: InstanceFacts) -> IndexOutcome:
         coro = repository.index_instance(pool, facts, settings.scp_duplicates)
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
-        try:
-            return future.result(settings.scp_db_timeout_s)
-        except TimeoutError:
-            future.cancel()
-            raise
+        return on_loop(loop, coro, settings.scp_db_timeout_s)
 
     return index
 
 
 def commitment_on_loop(
-    loop: asyncio.AbstractEventLoop, pool: asyncpg.Pool, bus: Bus, settings: ScpSettings
+    loop: asyncio.AbstractEventLoop,
+    pool: asyncpg.Pool,
+    bus: Bus,
+    settings: ScpSettings,
+    reports: ReportSender,
 ) -> CommitmentService:
-    """Storage Commitment for association threads: index lookups and report publishing run
-    on the event loop, each bounded (STYLE: one small bridge)."""
+    """Storage Commitment for association threads: index lookups, report publishing and the
+    reports owed on a new association run on the event loop, each bounded (STYLE: one small
+    bridge)."""
 
     def lookup(uids: Sequence[str]) -> dict[str, str]:
-        future = asyncio.run_coroutine_threadsafe(repository.stored_classes(pool, uids), loop)
-        try:
-            return future.result(settings.scp_db_timeout_s)
-        except TimeoutError:
-            future.cancel()
-            raise
+        return on_loop(loop, repository.stored_classes(pool, uids), settings.scp_db_timeout_s)
 
     def publish(report: sc.Report, calling_ae: str) -> bool:
         event = CommitmentReported(
@@ -126,12 +135,29 @@ def commitment_on_loop(
             return False
         return True
 
+    def owe(to: ReportTo, report: sc.Report) -> int:
+        hold = settings.scp_commitment_report_hold_s
+        coro = repository.owe_report(pool, to, report, hold)
+        return on_loop(loop, coro, settings.scp_db_timeout_s)
+
+    async def make_due(report_id: int) -> None:
+        try:
+            await repository.report_due(pool, report_id)
+        except (OSError, asyncpg.PostgresError) as exc:  # due after its hold all the same
+            log.warning("commitment report not made due", extra=kv(error=repr(exc)[:200]))
+        reports.wake.set()
+
+    def due(report_id: int) -> None:
+        asyncio.run_coroutine_threadsafe(make_due(report_id), loop)
+
     return CommitmentService(
         lookup,
         publish,
         settings.scp_commitment_peers,
         settings.scp_ae_title,
         (IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME),
+        owe,
+        due,
     )
 
 
@@ -145,6 +171,7 @@ class ScpApp:
         self.ctx: ServiceContext | None = None
         self.workers: Workers | None = None
         self.recovery: Recovery | None = None
+        self.reports: ReportSender | None = None
 
     async def run(self) -> None:
         settings = self.settings
@@ -163,7 +190,8 @@ class ScpApp:
                 log.warning("stale partial files removed", extra=kv(count=removed))
             config = self.receive_config or ReceiveConfig(tmp, settings.scp_max_instance_bytes)
             ingest = Ingest(ctx.store, index, settings.scp_max_nesting_depth)
-            commitment = commitment_on_loop(loop, pool, ctx.bus, settings)
+            reports = self.reports = ReportSender(pool, settings)
+            commitment = commitment_on_loop(loop, pool, ctx.bus, settings, reports)
             listener = ScpListener(settings, ingest, config, commitment)
             listener.start()
             ctx.stack.callback(listener.stop)
@@ -182,6 +210,7 @@ class ScpApp:
                 }
             )
             ctx.spawn(lambda: self._report(ctx, listener, ingest), "scp-status")
+            ctx.spawn(reports.run, "scp-commitment-reports")
             if settings.scp_worker_index == 0:  # one sweeper per service, never its workers
                 self.recovery = Recovery(
                     ctx.store,
@@ -213,6 +242,8 @@ class ScpApp:
         while True:
             ctx.detail.update(listener.status())
             ctx.detail.update({f"c_store_{k}": str(v) for k, v in ingest.counters.items()})
+            if self.reports is not None:
+                ctx.detail["commitment_reports_owed"] = str(self.reports.owed)
             if self.recovery is not None:
                 ctx.detail.update(
                     {f"recover_{k}": str(v) for k, v in self.recovery.counters.items()}

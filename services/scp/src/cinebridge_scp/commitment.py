@@ -5,6 +5,8 @@ comes from the index, because an instance has a row only once its file is fsync'
 committed (ingest.py). The N-EVENT-REPORT goes on the same association right after the
 N-ACTION-RSP, or, for a peer configured with `report: "new"`, on a new association to the
 peer's address (the SCP proposes the SCP role for the SOP class, J.3.3 and PS3.7 D.3.3.4).
+A report owed on a new association is stored in the SCP's own table before the N-ACTION-RSP
+and sent from there (reports.py), so a restart between the two does not lose it.
 
 SCU role (for the sender): an archive reports on a new association it opens to this AE; the
 report is published to JetStream (`CommitmentReported`) before it is answered 0000, so the
@@ -14,8 +16,6 @@ sender consumes it whenever it runs. No NATS or SQL here: the composition root g
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -43,6 +43,10 @@ class CommitmentPeer(BaseModel):
 Lookup = Callable[[Sequence[str]], dict[str, str]]
 #: Publishes a report received for the sender (durable); False when it could not.
 Publish = Callable[[sc.Report, str], bool]
+#: Stores a report owed on a new association (durable, raises when it cannot); its row id.
+Owe = Callable[["ReportTo", sc.Report], int]
+#: Makes a stored report due at once (after its N-ACTION-RSP went out).
+Due = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -55,8 +59,6 @@ class ReportTo:
     calling_ae: str
     implementation_class_uid: str
     implementation_version_name: str
-    attempts: int = 5
-    retry_s: float = 2.0
 
 
 class CommitmentService:
@@ -67,9 +69,13 @@ class CommitmentService:
         peers: Sequence[CommitmentPeer],
         ae_title: str,
         implementation: tuple[str, str],
+        owe: Owe,
+        due: Due,
     ) -> None:
         self.lookup_uids = lookup
         self.publish = publish
+        self.owe = owe
+        self.due = due
         self.peers = {p.ae_title: p for p in peers}
         self.ae_title = ae_title
         self.implementation = implementation
@@ -99,55 +105,42 @@ class CommitmentService:
         uid, version = self.implementation
         return ReportTo(peer.ae_title, peer.host, peer.port, self.ae_title, uid, version)
 
-    def report_later(self, to: ReportTo, report: sc.Report) -> None:
-        threading.Thread(
-            target=send_report, args=(to, report), name="commitment-report", daemon=True
-        ).start()
+    def report_later(self, to: ReportTo, report: sc.Report) -> int:
+        """Store the report owed to `to` before the N-ACTION-RSP (raises when it cannot, and
+        the request is then refused 0110); `due(id)` once the response went out."""
+        return self.owe(to, report)
 
 
-def send_report(to: ReportTo, report: sc.Report) -> int | None:
-    """The N-EVENT-REPORT on a new association, proposing the SCP role for the SOP class
-    (PS3.4 J.3.3); tried `attempts` times. Returns the response status, None if never sent."""
+def send_report(to: ReportTo, report: sc.Report, dimse_s: float = 30.0) -> int | None:
+    """One N-EVENT-REPORT on a new association, proposing the SCP role for the SOP class
+    (PS3.4 J.3.3): the response status (None: a response without one). Raises
+    `requestor.AssociationError` when the requester cannot be reached or breaks off."""
     settings = requestor.Settings(
         calling_ae=to.calling_ae,
         called_ae=to.ae_title,
         implementation_class_uid=to.implementation_class_uid,
         implementation_version_name=to.implementation_version_name,
-        dimse_s=30.0,
+        network_s=dimse_s,
+        dimse_s=dimse_s,
     )
     contexts = [(sc.STORAGE_COMMITMENT, list(sc.TRANSFER_SYNTAXES))]
     roles = {sc.STORAGE_COMMITMENT: (0, 1)}
-    for attempt in range(1, to.attempts + 1):
-        try:
-            assoc = requestor.Association.request(to.host, to.port, settings, contexts, roles)
-            try:
-                context = assoc.context_for(sc.STORAGE_COMMITMENT)
-                assert context is not None  # else Rejected: no context accepted
-                rsp = assoc.send_n(
-                    context,
-                    dimse.N_EVENT_REPORT_RQ,
-                    sc.STORAGE_COMMITMENT_INSTANCE,
-                    sc.event_information(report, context.transfer_syntax),
-                    type_id=report.event_type,
-                )
-            finally:
-                assoc.release()
-            log.info(
-                "commitment report sent",
-                extra=kv(transaction=report.transaction_uid, peer=to.ae_title, status=rsp.status),
-            )
-            return rsp.status
-        except requestor.AssociationError as exc:
-            log.warning(
-                "commitment report not sent",
-                extra=kv(
-                    transaction=report.transaction_uid,
-                    peer=to.ae_title,
-                    attempt=attempt,
-                    reason=exc.reason,
-                ),
-            )
-            if not exc.transient:
-                break
-            time.sleep(to.retry_s * attempt)
-    return None
+    assoc = requestor.Association.request(to.host, to.port, settings, contexts, roles)
+    try:
+        context = assoc.context_for(sc.STORAGE_COMMITMENT)
+        if context is None:  # accepted but not this class: Rejected by request() already
+            raise requestor.Rejected("Storage Commitment not accepted", transient=False)
+        rsp = assoc.send_n(
+            context,
+            dimse.N_EVENT_REPORT_RQ,
+            sc.STORAGE_COMMITMENT_INSTANCE,
+            sc.event_information(report, context.transfer_syntax),
+            type_id=report.event_type,
+        )
+    finally:
+        assoc.release()
+    log.info(
+        "commitment report sent",
+        extra=kv(transaction=report.transaction_uid, peer=to.ae_title, status=rsp.status),
+    )
+    return rsp.status

@@ -33,6 +33,15 @@ COMMITMENT_REPORTS = Counter(
     "Storage Commitment reports received for the sender, by outcome (stored, failed)",
     ("outcome",),
 )
+COMMITMENT_REPORTS_OWED = Gauge(
+    "cinebridge_scp_commitment_reports_owed",
+    "Storage Commitment reports stored and not yet answered by their requester (new association)",
+)
+COMMITMENT_REPORTS_SENT = Counter(
+    "cinebridge_scp_commitment_report_attempts_total",
+    "Attempts to send an owed Storage Commitment report, by outcome (sent, retry, abandoned)",
+    ("outcome",),
+)
 ECHOES = Counter("cinebridge_scp_echo_requests_total", "C-ECHO requests answered")
 INSTANCES_RECEIVED = Counter(
     "cinebridge_scp_instances_received_total", "Instances stored and acknowledged with success"

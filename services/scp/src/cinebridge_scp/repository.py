@@ -1,15 +1,19 @@
-"""All SQL of the Storage SCP: the received_* index (migrations 101, R_scp_index_instance)."""
+"""All SQL of the Storage SCP: the received_* index (migrations 101, R_scp_index_instance) and
+the Storage Commitment reports it owes (migration 105)."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import asyncpg
+from cinebridge_common import commitment as sc
 from cinebridge_common.messages import InstanceReceived
 
+from .commitment import ReportTo
 from .ingest import TAGS, IndexOutcome, InstanceFacts
 
 Duplicates = Literal["replace", "keep-first"]
@@ -136,3 +140,115 @@ async def stored_classes(pool: asyncpg.Pool, sop_instance_uids: Sequence[str]) -
         list(sop_instance_uids),
     )
     return {r["sop_instance_uid"]: r["sop_class_uid"] for r in rows}
+
+
+@dataclass(frozen=True)
+class OwedReport:
+    id: int
+    to: ReportTo
+    report: sc.Report
+    attempts: int
+
+
+async def owe_report(pool: asyncpg.Pool, to: ReportTo, report: sc.Report, hold_s: float) -> int:
+    """Store a report owed on a new association, flushed to the WAL (the index pool commits
+    without waiting, open_index_pool), due after `hold_s` unless `report_due` comes first."""
+    body = {
+        "committed": [[r.sop_class_uid, r.sop_instance_uid] for r in report.committed],
+        "failed": [[f.sop_class_uid, f.sop_instance_uid, f.reason] for f in report.failed],
+    }
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL synchronous_commit = on")
+        row_id: int = await conn.fetchval(
+            """INSERT INTO scp_commitment_reports (transaction_uid, requester_ae, host, port,
+                   calling_ae, implementation, report, next_attempt_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb,
+                       now() + make_interval(secs => $8))
+               RETURNING id""",
+            report.transaction_uid,
+            to.ae_title,
+            to.host,
+            to.port,
+            to.calling_ae,
+            [to.implementation_class_uid, to.implementation_version_name],
+            body,
+            hold_s,
+        )
+    return row_id
+
+
+async def report_due(pool: asyncpg.Pool, report_id: int) -> None:
+    """Its N-ACTION-RSP went out: the report may go now."""
+    await pool.execute(
+        """UPDATE scp_commitment_reports SET next_attempt_at = now()
+           WHERE id = $1 AND state = 'owed' AND attempts = 0""",
+        report_id,
+    )
+
+
+async def claim_reports(pool: asyncpg.Pool, lease_s: float, limit: int) -> list[OwedReport]:
+    """Due reports, leased to this process for `lease_s` (several SCP processes share the
+    table: SKIP LOCKED and the lease keep each report with one of them at a time)."""
+    rows = await pool.fetch(
+        """UPDATE scp_commitment_reports r
+           SET leased_until = now() + make_interval(secs => $1)
+           WHERE r.id IN (
+               SELECT id FROM scp_commitment_reports
+               WHERE state = 'owed' AND next_attempt_at <= now()
+                 AND (leased_until IS NULL OR leased_until < now())
+               ORDER BY next_attempt_at LIMIT $2
+               FOR UPDATE SKIP LOCKED)
+           RETURNING r.*""",
+        lease_s,
+        limit,
+    )
+    return [_owed(r) for r in rows]
+
+
+def _owed(row: asyncpg.Record) -> OwedReport:
+    body = row["report"]
+    report = sc.Report(row["transaction_uid"])
+    report.committed.extend(sc.Reference(c, i) for c, i in body["committed"])
+    report.failed.extend(sc.Failure(c, i, int(why)) for c, i, why in body["failed"])
+    uid, version = row["implementation"]
+    to = ReportTo(row["requester_ae"], row["host"], row["port"], row["calling_ae"], uid, version)
+    return OwedReport(row["id"], to, report, row["attempts"])
+
+
+async def report_sent(pool: asyncpg.Pool, report_id: int, status: int | None) -> None:
+    await pool.execute(
+        """UPDATE scp_commitment_reports
+           SET state = 'sent', attempts = attempts + 1, last_status = $2, leased_until = NULL,
+               finished_at = now()
+           WHERE id = $1""",
+        report_id,
+        status,
+    )
+
+
+async def report_not_sent(
+    pool: asyncpg.Pool, report_id: int, error: str, retry_s: float | None
+) -> None:
+    """Tried again after `retry_s`; None: abandoned (kept, with why, for the operator)."""
+    await pool.execute(
+        """UPDATE scp_commitment_reports
+           SET attempts = attempts + 1, last_error = $2, leased_until = NULL,
+               state = CASE WHEN $3::float8 IS NULL THEN 'abandoned' ELSE state END,
+               finished_at = CASE WHEN $3::float8 IS NULL THEN now() END,
+               next_attempt_at = now() + make_interval(secs => coalesce($3::float8, 0))
+           WHERE id = $1""",
+        report_id,
+        error[:500],
+        retry_s,
+    )
+
+
+async def owed_reports(pool: asyncpg.Pool, keep_finished_days: int) -> int:
+    """Reports still owed; finished ones older than `keep_finished_days` are dropped."""
+    await pool.execute(
+        """DELETE FROM scp_commitment_reports
+           WHERE state <> 'owed' AND finished_at < now() - make_interval(days => $1)""",
+        keep_finished_days,
+    )
+    n: int = await pool.fetchval("SELECT count(*) FROM scp_commitment_reports WHERE state = 'owed'")
+    return n

@@ -76,6 +76,15 @@ class ScpSettings(ServiceSettings):
     scp_commitment_peers: list[CommitmentPeer] = []
     #: Longest wait for JetStream to store a report received for the sender before answering.
     scp_commitment_publish_timeout_s: float = 10.0
+    #: Reports owed on a new association (reports.py): tries, then abandoned with the reason;
+    #: the pause between tries doubles from `backoff_s` up to `backoff_cap_s` (defaults: about
+    #: an hour of tries); a stored report waits `hold_s` at most for its N-ACTION-RSP to go out.
+    scp_commitment_report_attempts: int = 20
+    scp_commitment_report_backoff_s: float = 2.0
+    scp_commitment_report_backoff_cap_s: float = 300.0
+    scp_commitment_report_poll_s: float = 5.0
+    scp_commitment_report_dimse_s: float = 30.0
+    scp_commitment_report_hold_s: float = 2.0
 
     @field_validator("scp_commitment_peers", mode="before")
     @classmethod

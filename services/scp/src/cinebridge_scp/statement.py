@@ -129,6 +129,11 @@ def commitment(s: ScpSettings, listen: str, policies: dict[str, str]) -> Applica
             " SCP roles are accepted as proposed (an archive reporting proposes SCU 0, SCP 1)",
             "Report association": "the association of the N-ACTION; a new one for the peers"
             " configured so (CB_SCP_COMMITMENT_PEERS), proposing the SCP role",
+            "Reports on a new association": "stored in the SCP's database before the"
+            " N-ACTION-RSP and kept across restarts until the requester answers; an"
+            f" association that fails is tried again after {s.scp_commitment_report_backoff_s:g} s,"
+            f" doubling up to {s.scp_commitment_report_backoff_cap_s:g} s, at most"
+            f" {s.scp_commitment_report_attempts} times",
         },
         acceptance=(
             "Accepts N-ACTION Request Storage Commitment (Action Type ID 1) on the Storage"
@@ -156,7 +161,8 @@ def commitment(s: ScpSettings, listen: str, policies: dict[str, str]) -> Applica
                 service="N-ACTION-RSP",
                 status="Failure",
                 code="0110",
-                behaviour="the index could not be read; ask again later",
+                behaviour="the index could not be read, or a report owed on a new"
+                " association could not be stored; ask again later",
             ),
             StatusRow(
                 service="N-ACTION-RSP",
@@ -174,7 +180,14 @@ def commitment(s: ScpSettings, listen: str, policies: dict[str, str]) -> Applica
                 service="N-EVENT-REPORT (sent)",
                 status="any",
                 code="-",
-                behaviour="logged; the report is not sent again",
+                behaviour="logged and recorded; the report is not sent again",
+            ),
+            StatusRow(
+                service="N-EVENT-REPORT (sent on a new association)",
+                status="association not established or aborted",
+                code="-",
+                behaviour="sent again with backoff, also after a restart; abandoned"
+                " (recorded with the reason) after the configured attempts",
             ),
             StatusRow(
                 service="N-EVENT-REPORT-RSP (sent by us)",

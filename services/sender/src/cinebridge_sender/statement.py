@@ -157,6 +157,9 @@ def commitment(
             **policies,
             "Report on the N-ACTION association": f"awaited up to {wait:g} s"
             " (CB_SENDER_COMMITMENT_SAME_ASSOCIATION_WAIT_S)",
+            "Report before the N-ACTION-RSP": "accepted: an N-EVENT-REPORT that the archive"
+            " sends on the same association while the N-ACTION-RSP is awaited is answered"
+            " and applied, then the N-ACTION-RSP is awaited (PS3.4 J.3.3 does not order them)",
             "Report on a new association": "accepted by the Storage Commitment Server's AE"
             " (same AE title), which accepts the archive's SCP role (PS3.4 J.3.3)",
             "Report time-out, retries": ", ".join(
