@@ -26,72 +26,35 @@ import secrets
 import socket
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from . import dimse, negotiation, pdu
+from .acceptor_types import (
+    MAX_ASSOCIATE_RQ,
+    MAX_COMMAND_BYTES,
+    PENDING,
+    REQUEST_EVENT,
+    STATUS_CANCEL,
+    STATUS_SOP_CLASS_NOT_SUPPORTED,
+    STATUS_SUCCESS,
+    VERIFICATION,
+    AcceptorPolicy,
+    Pending,
+    Ready,
+)
 from .connection import Closed, Connection, TooSlow
-from .events import Evt, Handler, Rejection, StoreSink
+from .events import Evt, Handler, Rejection
 from .fsm import PDU_EVENT, AbortReason, Event, Primitive, ProviderRejection, State, StateMachine
 
-#: A command set is a handful of elements; more than this is not a command set.
-MAX_COMMAND_BYTES = 1 << 16
-#: PS3.8 9.3.3: an A-ASSOCIATE-RQ with 128 contexts of 45 syntaxes is ~160 KB; allow 1 MiB.
-MAX_ASSOCIATE_RQ = 1 << 20
-#: C-ECHO status when nobody handles it: success (PS3.7 9.1.5.1.4).
-STATUS_SUCCESS = 0x0000
-#: C-ECHO-RSP status when the context is not Verification: SOP class not supported (PS3.7 C.4).
-STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122
-#: C-FIND: matching ended by a C-CANCEL (PS3.4 C.4.1.1.4, PS3.7 9.1.2.1.6).
-STATUS_CANCEL = 0xFE00
-#: Pending statuses of a C-FIND response (PS3.4 C.4.1.1.4).
-PENDING = frozenset({0xFF00, 0xFF01})
-VERIFICATION = "1.2.840.10008.1.1"
-
-
-@dataclass(frozen=True)
-class AcceptorPolicy:
-    """What every association of one listening AE shares (read-only)."""
-
-    ae_title: str
-    #: Abstract syntax → transfer syntaxes accepted for it.
-    supported: Mapping[str, frozenset[str]]
-    max_pdu: int
-    implementation_class_uid: str
-    implementation_version_name: str
-    #: ARTIM (PS3.8 9.1.5): awaiting the A-ASSOCIATE-RQ, and the close after release or abort.
-    acse_timeout_s: float
-    #: Longest wait for the next PDU of an idle association.
-    network_timeout_s: float
-    #: Longest wait for the rest of a PDU once its header arrived.
-    pdu_timeout_s: float
-    #: Longest wait for the next PDU while a DIMSE message is half received.
-    dimse_timeout_s: float = 60.0
-    #: ARTIM once the association ended (Sta13): how long the peer may take to close.
-    closing_timeout_s: float = 1.0
-    #: Largest data set of a non-streamed request (C-FIND identifier, N-* attribute lists).
-    max_request_data_set: int = 1 << 24
-    #: Abstract syntaxes whose requestor may take the SCP role too (negotiation.negotiate).
-    both_roles: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class _Ready:
-    """A complete non-C-STORE request, answered once the PDU that completed it is consumed."""
-
-    context: pdu.ContextResult
-    command: dimse.Command
-    handler: Handler
-    data_set: bytes | None
-
-
-@dataclass
-class _Pending:
-    """A DIMSE request whose data set is being received."""
-
-    context: pdu.ContextResult
-    command: dimse.Command
-    sink: StoreSink | None
-    data: bytearray | None
+__all__ = [
+    "MAX_ASSOCIATE_RQ",
+    "MAX_COMMAND_BYTES",
+    "PENDING",
+    "STATUS_CANCEL",
+    "STATUS_SOP_CLASS_NOT_SUPPORTED",
+    "STATUS_SUCCESS",
+    "AcceptorAssociation",
+    "AcceptorPolicy",
+]
 
 
 class AcceptorAssociation:
@@ -124,12 +87,12 @@ class AcceptorAssociation:
         self._peer_max_pdu = 0
         self._command = bytearray()
         self._command_context = 0
-        self._pending: _Pending | None = None
+        self._pending: Pending | None = None
         self._indicated: tuple[Primitive, object] | None = None
         #: Message IDs of the requests this acceptor sent whose responses are still due.
         self._requests: set[int] = set()
         self._message_id = 0
-        self._ready: _Ready | None = None
+        self._ready: Ready | None = None
         #: Message ID of the C-FIND being answered, and whether a C-CANCEL named it.
         self._finding: int | None = None
         self.is_cancelled = False
@@ -367,7 +330,7 @@ class AcceptorAssociation:
                 f"request 0x{command.field:04X} while message {self._finding} is being answered"
                 " (no asynchronous operations window was negotiated)"
             )
-        event = _REQUEST_EVENT.get(command.field)
+        event = REQUEST_EVENT.get(command.field)
         handler = self.handlers.get(event) if event is not None else None
         if command.field == dimse.C_ECHO_RQ and not command.has_data_set:
             ok = context.abstract_syntax == VERIFICATION
@@ -384,11 +347,11 @@ class AcceptorAssociation:
         if event is Evt.C_STORE:
             if not command.has_data_set:
                 raise pdu.ProtocolError("C-STORE-RQ without a data set")
-            self._pending = _Pending(context, command, handler(self, context, command), None)
+            self._pending = Pending(context, command, handler(self, context, command), None)
         elif command.has_data_set:
-            self._pending = _Pending(context, command, None, bytearray())
+            self._pending = Pending(context, command, None, bytearray())
         else:
-            self._expect_answer(_Ready(context, command, handler, None))
+            self._expect_answer(Ready(context, command, handler, None))
 
     def _data_fragment(
         self, context: pdu.ContextResult, size: int, last: bool, deadline: float
@@ -412,16 +375,16 @@ class AcceptorAssociation:
             status = pending.sink.finish()
             self.respond(context, dimse.response_to(pending.command, status))
             return
-        event = _REQUEST_EVENT[pending.command.field]
+        event = REQUEST_EVENT[pending.command.field]
         data = bytes(pending.data or b"")
-        self._expect_answer(_Ready(context, pending.command, self.handlers[event], data))
+        self._expect_answer(Ready(context, pending.command, self.handlers[event], data))
 
-    def _expect_answer(self, ready: _Ready) -> None:
+    def _expect_answer(self, ready: Ready) -> None:
         self._ready = ready
         if ready.command.field == dimse.C_FIND_RQ:
             self._finding, self.is_cancelled = ready.command.message_id, False
 
-    def _answer(self, ready: _Ready) -> None:
+    def _answer(self, ready: Ready) -> None:
         """The handler's responses as it yields them; a C-FIND's pending ones stop at a
         C-CANCEL (FE00), or when the association ends meanwhile (A-ABORT: nothing more), and its
         generator is then closed."""
@@ -507,14 +470,3 @@ def _ignore(data: memoryview) -> None:
 
 def _rj(rejection: Rejection) -> bytes:
     return pdu.associate_rj(rejection.result, rejection.source, rejection.reason)
-
-
-_REQUEST_EVENT = {
-    dimse.C_ECHO_RQ: Evt.C_ECHO,
-    dimse.C_STORE_RQ: Evt.C_STORE,
-    dimse.C_FIND_RQ: Evt.C_FIND,
-    dimse.N_CREATE_RQ: Evt.N_CREATE,
-    dimse.N_SET_RQ: Evt.N_SET,
-    dimse.N_ACTION_RQ: Evt.N_ACTION,
-    dimse.N_EVENT_REPORT_RQ: Evt.N_EVENT_REPORT,
-}
