@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-
 #: Bytes gathered before a write system call: a data set arrives in pieces of a PDV or of one
 #: socket read (16 KiB from a peer with DCMTK's default PDU size), and one write per piece cost
 #: ~30% more CPU than a few large ones (0.5 MB instances).
