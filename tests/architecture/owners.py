@@ -1,11 +1,13 @@
 """Who owns which table: the one place the SQL-ownership check and docs/architecture.md agree on.
 
 A table's owner is the only part of the station whose SQL may change it (INSERT, UPDATE, DELETE,
-TRUNCATE, COPY ... FROM) or its schema (CREATE/ALTER TABLE, CREATE INDEX ... ON). Every other
-service asks the owner — an RPC for what needs an answer, a durable JetStream job or event for
-what must not be lost — and reads through the owner's API or a view it publishes as its read
-model. Owners are the services' short names (`cinebridge_<owner>`); `common` is the shared
-library, which writes its tables on behalf of whichever service calls it.
+TRUNCATE, COPY ... FROM) or its schema (CREATE/ALTER TABLE, CREATE INDEX ... ON), and the only
+one that reads it (FROM, JOIN) unless it publishes it. Every other service asks the owner — an
+RPC for what needs an answer, a durable JetStream job or event for what must not be lost — and
+reads through the owner's API or its published read model: the views of its repeatable
+`R_<owner>_read_model.sql`, or one of the tables of PUBLISHED_TABLES. Owners are the services'
+short names (`cinebridge_<owner>`); `common` is the shared library, which writes its tables on
+behalf of whichever service calls it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ TABLE_OWNERS: dict[str, str] = {
     "studies": "capture",
     "media": "capture",
     "capture_served_rooms": "capture",
+    "capture_purging_studies": "capture",
     # Converter: the instances it makes and its numbering and job journal.
     "instances": "converter",
     "converter_series": "converter",
@@ -48,6 +51,7 @@ TABLE_OWNERS: dict[str, str] = {
     "delivery_states": "sender",
     "delivery_attempt_log": "sender",
     "destination_names": "sender",
+    "sender_instances": "sender",
     # SCP: the index of received instances and its public read model.
     "received_studies": "scp",
     "received_series": "scp",
@@ -74,6 +78,19 @@ TABLE_OWNERS: dict[str, str] = {
     # Scratch tables of the shared test workers (cinebridge_testkit), created by tests.
     "test_processed_messages": "testing",
     "test_work_done": "testing",
+}
+
+
+#: Tables that every service may read although one owner writes them, and why. All other reads of
+#: another owner go through the views of its `R_<owner>_read_model.sql`.
+PUBLISHED_TABLES: dict[str, str] = {
+    "studies": "the study catalog's read model (capture): its columns are only ever added, and "
+    "a column's meaning never changes",
+    "media": "the study catalog's read model (capture), as `studies`",
+    "station_settings": "read by every service through cinebridge_common.station (and by "
+    "`cinebridge backup`): the station's configuration, which the gateway's settings page edits",
+    "outbox": "the shared outbox plumbing of cinebridge_common: the ops page counts what waits",
+    "dead_letters": "the shared dead-letter table of cinebridge_common: the ops page lists them",
 }
 
 
