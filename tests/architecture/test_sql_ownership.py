@@ -7,6 +7,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from cinebridge_capture import purge as capture_purge
+from cinebridge_common import read_models
+from cinebridge_gateway import deps as gateway_deps
+
 from . import owners
 from .sql_ownership import (
     foreign_reads,
@@ -46,6 +50,19 @@ def test_read_models_are_views_their_owners_publish() -> None:
     )
     assert not set(owners.PUBLISHED_TABLES) & set(published)
     assert set(owners.PUBLISHED_TABLES) <= set(owners.TABLE_OWNERS)
+
+
+def test_readers_know_the_read_models_they_wait_for() -> None:
+    """cinebridge_common.read_models lists every published view with its owner, and a service
+    that waits for other owners' views (health, 503) names each one its SQL reads."""
+    published = published_read_models(ROOT)
+    assert read_models.PUBLISHED == published
+    reads: dict[str, set[str]] = {}
+    for read in scan_reads(ROOT):
+        if read.table in published and published[read.table] != read.reader:
+            reads.setdefault(read.reader, set()).add(read.table)
+    assert set(gateway_deps.READ_MODELS) == reads["gateway"]
+    assert set(capture_purge.READ_MODELS) == reads["capture"]
 
 
 def test_no_excuse_outlives_its_write() -> None:
