@@ -123,40 +123,26 @@ ALLOWED: list[Excuse] = [
     ),
 ]
 
-#: Foreign writes that remain, each with the owner's route that replaces it. The check fails
-#: when one of them is gone without being struck from this list, so the list only shrinks.
+#: Foreign writes that remain, each with why it stays (docs/architecture.md, "Migrations"). The
+#: check fails when one of them is gone without being struck from this list, so the list only
+#: shrinks.
 _GATEWAY = "services/gateway/src/cinebridge_gateway"
+_CATALOG_STAYS = (
+    "stays in the common library, which every image installs: the converter's 201/202, the "
+    "worklist's 404 (foreign keys) and the gateway's 601 (indexes) need the catalog's tables and, "
+    "applied and so never edited, would fail on a new station whose first service is not capture "
+    "if they came with capture's image; capture alone writes the tables, and their new columns "
+    "and indexes go in capture's migrations"
+)
 PENDING: list[Excuse] = [
-    Excuse(
-        "common",
-        "studies",
-        f"{_MIGRATIONS}/002_studies.sql",
-        "the shared migrations of the first release; they move beside their owner (capture)",
-    ),
-    Excuse(
-        "common",
-        "media",
-        f"{_MIGRATIONS}/002_studies.sql",
-        "the shared migrations of the first release; they move beside their owner (capture)",
-    ),
-    Excuse(
-        "common",
-        "station_settings",
-        f"{_MIGRATIONS}/003_station_settings.sql",
-        "the shared migrations of the first release; it moves beside its owner (gateway)",
-    ),
-    Excuse(
-        "worklist",
-        "studies",
-        "services/worklist/src/cinebridge_worklist/migrations/402_studies_modality.sql",
-        "an applied migration is never edited: the column is capture's from now on",
-    ),
+    Excuse("common", "studies", f"{_MIGRATIONS}/002_studies.sql", _CATALOG_STAYS),
+    Excuse("common", "media", f"{_MIGRATIONS}/002_studies.sql", _CATALOG_STAYS),
     Excuse(
         "gateway",
         "studies",
         f"{_GATEWAY}/migrations/601_gateway.sql",
-        "the search indexes of an applied migration; new indexes of `studies` go in capture's "
-        "migrations",
+        "the local search's indexes of an applied migration, which is never edited; new indexes "
+        "of `studies` go in capture's migrations",
     ),
 ]
 
