@@ -209,9 +209,6 @@ class Read:
     path: str
     line: int
 
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.reader} reads {self.table}"
-
 
 def _sql_texts(path: Path, writer: str) -> Iterator[tuple[str, int, str]]:
     """(SQL text, first line, part) of a source file: a migration whole, a module's literals."""
@@ -259,7 +256,10 @@ def foreign_reads(
         if owner is None or owner == read.reader or read.reader == "testing":
             continue
         if read.table not in allowed:
-            problems.append(f"{read}: owned by {owner}, which publishes no read model of it")
+            problems.append(
+                f"{read.path}:{read.line}: {read.reader} reads {read.table}: owned by {owner}, "
+                "which publishes no read model of it"
+            )
     return problems
 
 
