@@ -19,7 +19,7 @@ import httpx
 import pytest
 from cinebridge_common.db import create_pool, migrate
 from cinebridge_common.embedded import EmbeddedPostgres, free_port
-from cinebridge_testkit import wait_for
+from cinebridge_testkit import stop_process, wait_for
 from cinebridge_testkit.databases import create_database, drop_database
 from cinebridge_testkit.images import image_command, image_site
 
@@ -62,12 +62,7 @@ def image_process(
     try:
         yield proc, log_path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc, 20)
 
 
 def _base_env(nats_url: str, database_url: str, media: Path, health_port: int) -> dict[str, str]:

@@ -87,3 +87,14 @@ def wait_port(
                 return
         time.sleep(0.05)
     raise RuntimeError(f"{what} did not listen on port {port} within {timeout_s} s")
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    """SIGTERM, and SIGKILL if `proc` has not exited after `grace_s`: a peer or service a test
+    started never outlives it."""
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
