@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from cinebridge_common.db import create_pool, migrate
+from cinebridge_common.db import available_migrations, create_pool, migrate
 from cinebridge_common.embedded import EmbeddedPostgres, free_port
 from cinebridge_testkit import stop_process, wait_for
 from cinebridge_testkit.databases import create_database, drop_database
@@ -102,7 +102,12 @@ async def _applied(database_url: str) -> set[str]:
         rows = await conn.fetch("SELECT name FROM schema_migrations")
     finally:
         await conn.close()
-    return {r["name"][0] for r in rows}
+    return {r["name"] for r in rows}
+
+
+def _image_files(owner: str) -> set[str]:
+    """The numbered migrations an image of `owner` installs: the common ones and its own."""
+    return {name for _, name, _ in available_migrations({"common", owner})}
 
 
 async def _owners_start(database_url: str) -> None:
@@ -143,7 +148,7 @@ async def test_gateway_alone_waits_for_the_owners_of_its_read_models(
     with image_process(tmp_path, "cinebridge-gateway", env) as (proc, log_path):
         body = await _health(proc, log_path, health_port, lambda b: b["ready"] and _waiting(b))
         # Only the common migrations and the gateway's own ran: the image's schema.
-        assert await _applied(empty_station) == {"0", "6"}
+        assert await _applied(empty_station) == _image_files("gateway")
         await _catalog_study(empty_station)
         waiting = _waiting(body)
         for owner, view in [
@@ -198,7 +203,7 @@ async def test_capture_alone_waits_for_the_converter_before_its_purge(
     }
     with image_process(tmp_path, "cinebridge-capture", env) as (proc, log_path):
         body = await _health(proc, log_path, health_port, lambda b: b["ready"] and _waiting(b))
-        assert await _applied(empty_station) == {"0", "5"}
+        assert await _applied(empty_station) == _image_files("capture")
         assert _waiting(body) == CONVERTER_WAIT
         # A saved, converted study with purge enabled: the planner would count its instances
         # in the converter's read model, and waits instead.
