@@ -17,7 +17,12 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from cinebridge_common.db import available_migrations, create_pool, migrate
+from cinebridge_common.db import (
+    available_migrations,
+    create_pool,
+    migrate,
+    repeatable_migrations,
+)
 from cinebridge_common.embedded import EmbeddedPostgres, free_port
 from cinebridge_testkit import stop_process, wait_for
 from cinebridge_testkit.databases import create_database, drop_database
@@ -110,11 +115,12 @@ def _image_files(owner: str) -> set[str]:
     return {name for _, name, _ in available_migrations({"common", owner})}
 
 
-async def _owners_start(database_url: str) -> None:
-    """What the other owners' first start does to the schema: every installed migration."""
+async def _owners_start(database_url: str, owners: set[str] | None = None) -> None:
+    """What the other owners' first start does to the schema: their migrations (every owner's
+    when `owners` is None)."""
     pool = await create_pool(database_url)
     try:
-        await migrate(pool)
+        await migrate(pool, available_migrations(owners), repeatable_migrations(owners))
     finally:
         await pool.close()
 
@@ -205,8 +211,10 @@ async def test_capture_alone_waits_for_the_converter_before_its_purge(
         body = await _health(proc, log_path, health_port, lambda b: b["ready"] and _waiting(b))
         assert await _applied(empty_station) == _image_files("capture")
         assert _waiting(body) == CONVERTER_WAIT
-        # A saved, converted study with purge enabled: the planner would count its instances
-        # in the converter's read model, and waits instead.
+        # The settings' table comes with the gateway: its first start, then purge enabled on its
+        # settings page and a saved, converted study. The planner would count the study's
+        # instances in the converter's read model, and waits instead.
+        await _owners_start(empty_station, {"common", "gateway"})
         await _purgeable_study(empty_station)
 
         async def planner_waits() -> str | None:
