@@ -26,11 +26,10 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/images_common.sh
+source "$repo/scripts/images_common.sh"
+usage_lines=2,25
 services=(scp worklist converter sender capture gateway)
-base=python:3.11-slim-bookworm
-extra_ca=""
-jobs=2
-tag=check
 nats_url=""
 database_url=""
 remove_images=0
@@ -38,41 +37,30 @@ build_only=0
 stand_ins=0
 health_timeout_s=240
 
-while (($#)); do
+own_arg() {
     case $1 in
-        --base) base=$2; shift 2 ;;
-        --extra-ca) extra_ca=$2; shift 2 ;;
-        --jobs) jobs=$2; shift 2 ;;
-        --tag) tag=$2; shift 2 ;;
-        --nats-url) nats_url=$2; shift 2 ;;
-        --database-url) database_url=$2; shift 2 ;;
-        --remove-images) remove_images=1; shift ;;
-        --build-only) build_only=1; shift ;;
-        --stand-ins) stand_ins=1; shift ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
-        *) echo "unknown argument: $1" >&2; exit 2 ;;
+        --nats-url) nats_url=$2; taken=2 ;;
+        --database-url) database_url=$2; taken=2 ;;
+        --remove-images) remove_images=1; taken=1 ;;
+        --build-only) build_only=1; taken=1 ;;
+        --stand-ins) stand_ins=1; taken=1 ;;
+        *) return 1 ;;
     esac
-done
+}
+parse_args "$@"
 
-python=${PYTHON:-$repo/.venv/bin/python}
-[[ -x $python ]] || python=python3
+find_python --allow-system-python
 tools=(docker "$python")
 ((build_only)) || tools+=(echoscu curl)
-for tool in "${tools[@]}"; do
-    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }
-done
-[[ -z $extra_ca || -s $extra_ca ]] || { echo "no such certificate: $extra_ca" >&2; exit 2; }
+require_tools "${tools[@]}"
 # The legacy builder when the engine has no BuildKit client plugin (both honour --network host).
 docker buildx version >/dev/null 2>&1 || export DOCKER_BUILDKIT=0
 
-started=$(date +%s)
 work=$(mktemp -d /tmp/cinebridge-check.XXXXXX)
 containers=()
 images=()
 nats_pid=""
 own_pg=0
-
-log() { printf '%s check_images: %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 
 cleanup() {
     local rc=$?
@@ -98,9 +86,7 @@ free_port() {
 
 # --- 1. build ---------------------------------------------------------------------------------
 context=$work/context
-mkdir -p "$context"
-(cd "$repo" && git ls-files -z --cached --others --exclude-standard \
-    | tar --null --no-recursion --ignore-failed-read -T - -cf -) | tar -xf - -C "$context"
+copy_tracked_files "$context"
 if [[ -n $extra_ca ]]; then
     cp "$extra_ca" "$context/deploy/ca-certificates/extra-ca.crt"
 fi
@@ -151,7 +137,7 @@ chown 10001 "$work/media" 2>/dev/null || chmod 0777 "$work/media"
 scp_port=$(free_port)
 gateway_port=$(free_port)
 preview_port=$(free_port)
-secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+secret=$(secret)
 common_env=(
     -e "CB_NATS_URL=$nats_url" -e "CB_DATABASE_URL=$database_url" -e CB_MEDIA_ROOT=/media
     -e CB_HEALTH_HOST=127.0.0.1 -e "CB_SECRET_KEY=$secret"
@@ -173,24 +159,7 @@ for s in "${services[@]}"; do
         "${common_env[@]}" "${extra[@]}" "cinebridge-$s:$tag" >/dev/null
     containers+=("$name")
 done
-log "started ${#containers[@]} containers; waiting for their healthchecks (up to $health_timeout_s s)"
-
-deadline=$(( $(date +%s) + health_timeout_s ))
-while :; do
-    pending=()
-    for c in "${containers[@]}"; do
-        state=$(docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$c")
-        [[ $state == running/healthy ]] || pending+=("$c=$state")
-    done
-    ((${#pending[@]} == 0)) && break
-    if (( $(date +%s) > deadline )); then
-        log "not healthy: ${pending[*]}"
-        for p in "${pending[@]}"; do docker logs --tail 40 "${p%%=*}" 2>&1 | sed "s/^/  ${p%%=*}: /"; done
-        exit 1
-    fi
-    sleep 3
-done
-log "all ${#containers[@]} containers healthy after $(( $(date +%s) - started )) s"
+wait_healthy "$health_timeout_s" "${containers[@]}"
 
 # --- 4. non-root, no test suites, C-ECHO ------------------------------------------------------
 for c in "${containers[@]}"; do

@@ -27,31 +27,25 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-base=python:3.11-slim-bookworm
-extra_ca=""
-jobs=2
-tag=check
+# shellcheck source=scripts/images_common.sh
+source "$repo/scripts/images_common.sh"
+usage_lines=2,22
 build=1
 keep=0
 health_timeout_s=300
 flow_timeout_s=180
 
-while (($#)); do
+own_arg() {
     case $1 in
-        --base) base=$2; shift 2 ;;
-        --extra-ca) extra_ca=$2; shift 2 ;;
-        --jobs) jobs=$2; shift 2 ;;
-        --tag) tag=$2; shift 2 ;;
-        --no-build) build=0; shift ;;
-        --keep) keep=1; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
-        *) echo "unknown argument: $1" >&2; exit 2 ;;
+        --no-build) build=0; taken=1 ;;
+        --keep) keep=1; taken=1 ;;
+        *) return 1 ;;
     esac
-done
+}
+parse_args "$@"
 
-python=${PYTHON:-$repo/.venv/bin/python}
-[[ -x $python ]] || { echo "missing: $python (make install)" >&2; exit 2; }
-command -v docker >/dev/null || { echo "missing: docker" >&2; exit 2; }
+find_python
+require_tools docker
 if docker compose version >/dev/null 2>&1; then
     compose_cmd=(docker compose)
 elif command -v docker-compose >/dev/null; then
@@ -61,13 +55,11 @@ else
     exit 2
 fi
 
-started=$(date +%s)
 work=$(mktemp -d /tmp/cinebridge-smoke.XXXXXX)
 project=cbsmoke$(basename "$work" | tr -dc 'a-zA-Z0-9' | tr 'A-Z' 'a-z')
 project_dir=$work/project
 up=0
 
-log() { printf '%s compose_smoke: %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 compose() {
     "${compose_cmd[@]}" -p "$project" -f "$work/compose.yml" "$@"
 }
@@ -104,10 +96,7 @@ for s in "${images[@]}"; do
 done
 
 # --- 2. project directory, .env, ports --------------------------------------------------------
-mkdir -p "$project_dir"
-(cd "$repo" && git ls-files -z --cached --others --exclude-standard \
-    | tar --null --no-recursion --ignore-failed-read -T - -cf -) | tar -xf - -C "$project_dir"
-secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+copy_tracked_files "$project_dir"
 admin_password=$(secret)
 umask 077
 cat >"$project_dir/.env" <<EOF
@@ -150,22 +139,7 @@ compose up -d --no-build >"$work/up.log" 2>&1 || { cat "$work/up.log"; exit 1; }
 mapfile -t containers < <(compose ps -q)
 ((${#containers[@]} == ${#images[@]})) \
     || { log "expected ${#images[@]} containers, compose started ${#containers[@]}"; exit 1; }
-log "started ${#containers[@]} containers; waiting for their healthchecks (up to $health_timeout_s s)"
-deadline=$(( $(date +%s) + health_timeout_s ))
-while :; do
-    pending=()
-    for c in "${containers[@]}"; do
-        state=$(docker inspect -f '{{.Name}} {{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$c")
-        [[ ${state#* } == running/healthy ]] || pending+=("${state// /=}")
-    done
-    ((${#pending[@]} == 0)) && break
-    if (( $(date +%s) > deadline )); then
-        log "not healthy: ${pending[*]}"
-        exit 1
-    fi
-    sleep 3
-done
-log "all ${#containers[@]} containers healthy after $(( $(date +%s) - started )) s"
+wait_healthy "$health_timeout_s" "${containers[@]}"
 
 # --- 4. one flow through the gateway's API ----------------------------------------------------
 token_file=$work/token

@@ -1,11 +1,14 @@
-"""Find every SQL statement of the station's code and migrations, and which tables it changes.
+"""Find every SQL statement of the station's code and migrations, the tables it changes and reads.
 
 Python sources are parsed (`ast`): every string literal that is not a docstring is read as SQL
 (f-string placeholders become `?`); `.sql` files are read whole, comments removed. A statement
 changes a table when the table is the target of INSERT INTO, UPDATE ... SET, DELETE FROM,
 TRUNCATE, COPY ... FROM, or of DDL (CREATE/ALTER/DROP TABLE, CREATE INDEX ... ON, CREATE VIEW).
-The writer is the part whose source holds the statement: `services/<svc>/src` → `<svc>`,
-`libs/<lib>/src/cinebridge_<lib>` → `<lib>`, a migration → the owner its folder or number names.
+It reads a relation named after FROM or JOIN (other than DELETE's own target); names that no
+owner lists — common table expressions, set-returning functions, `EXTRACT(... FROM col)` — are
+not relations of the station and are left out. The writer (or reader) is the part whose source
+holds the statement: `services/<svc>/src` → `<svc>`, `libs/<lib>/src/cinebridge_<lib>` →
+`<lib>`, a migration → the owner its folder or number names.
 """
 
 from __future__ import annotations
@@ -99,6 +102,21 @@ def writes_in_sql(text: str) -> Iterator[tuple[str, str, int]]:
                 yield kind, table.lower(), match.start()
 
 
+_READ = re.compile(rf"\b(?:FROM|JOIN)\s+(?:ONLY\s+)?{_QUALIFIED}", re.I)
+_DELETE_BEFORE = re.compile(r"\bDELETE\s*$", re.I)
+
+
+def reads_in_sql(text: str) -> Iterator[tuple[str, int]]:
+    """(relation, offset) of every name `text` reads after FROM or JOIN; DELETE FROM's target is
+    a write, not a read. Offsets index into `text`."""
+    for match in _READ.finditer(text):
+        if _DELETE_BEFORE.search(text, max(0, match.start() - 16), match.start()):
+            continue
+        name = next(g for g in reversed(match.groups()) if g)
+        if name.lower() not in _NOT_TABLES:
+            yield name.lower(), match.start()
+
+
 def _strip_sql_comments(text: str) -> str:
     text = re.sub(r"/\*.*?\*/", lambda m: re.sub(r"[^\n]", " ", m.group()), text, flags=re.S)
     return re.sub(r"--[^\n]*", "", text)
@@ -180,6 +198,69 @@ def scan_migration(path: Path, root: Path) -> Iterator[Write]:
     owner = migration_owner(path)
     for kind, table, offset in writes_in_sql(text):
         yield Write(owner, table, kind, _rel(path, root), text.count("\n", 0, offset) + 1)
+
+
+@dataclass(frozen=True)
+class Read:
+    """One statement that reads `table`, found in `path` at `line`."""
+
+    reader: str
+    table: str
+    path: str
+    line: int
+
+
+def _sql_texts(path: Path, writer: str) -> Iterator[tuple[str, int, str]]:
+    """(SQL text, first line, part) of a source file: a migration whole, a module's literals."""
+    if path.suffix == ".sql":
+        yield _strip_sql_comments(path.read_text()), 1, migration_owner(path)
+    else:
+        for text, line in sql_literals(path.read_text()):
+            yield text, line, writer
+
+
+def scan_reads(root: Path) -> list[Read]:
+    """Every read of every service's and library's SQL (test support included)."""
+    found = []
+    for path, writer in source_files(root):
+        for text, line, reader in _sql_texts(path, writer):
+            for table, offset in reads_in_sql(text):
+                found.append(
+                    Read(reader, table, _rel(path, root), line + text.count("\n", 0, offset))
+                )
+    return found
+
+
+def published_read_models(root: Path) -> dict[str, str]:
+    """view → owner of each view published in an owner's repeatable `R_<owner>_read_model.sql`."""
+    found = {}
+    for path, _writer in source_files(root):
+        if path.suffix == ".sql" and path.name.endswith("_read_model.sql"):
+            text = _strip_sql_comments(path.read_text())
+            for kind, view, _ in writes_in_sql(text):
+                if kind == "CREATE VIEW":
+                    found[view] = migration_owner(path)
+    return found
+
+
+def foreign_reads(
+    reads: Iterable[Read], owners: dict[str, str], readable: Iterable[str]
+) -> list[str]:
+    """Each read of a relation owned by another part that is not one of `readable` (the
+    published read models). Test support reads what it checks; relations nobody owns are not
+    the station's (see the module's docstring)."""
+    allowed = set(readable)
+    problems = []
+    for read in reads:
+        owner = owners.get(read.table)
+        if owner is None or owner == read.reader or read.reader == "testing":
+            continue
+        if read.table not in allowed:
+            problems.append(
+                f"{read.path}:{read.line}: {read.reader} reads {read.table}: owned by {owner}, "
+                "which publishes no read model of it"
+            )
+    return problems
 
 
 def source_files(root: Path) -> Iterator[tuple[Path, str]]:

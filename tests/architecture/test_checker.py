@@ -5,9 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from .sql_ownership import (
+    Read,
     Write,
+    foreign_reads,
     migration_owner,
+    published_read_models,
+    reads_in_sql,
     scan,
+    scan_reads,
     sql_literals,
     statements_outside_repositories,
     unused,
@@ -15,7 +20,13 @@ from .sql_ownership import (
     writes_in_sql,
 )
 
-OWNERS = {"studies": "capture", "media": "capture", "outbox": "common"}
+OWNERS = {
+    "studies": "capture",
+    "media": "capture",
+    "outbox": "common",
+    "instances": "converter",
+    "converted_instances": "converter",
+}
 
 
 def _tables(sql: str) -> list[tuple[str, str]]:
@@ -135,3 +146,60 @@ def test_sql_outside_a_repository_is_found(tmp_path: Path) -> None:
     assert statements_outside_repositories(tmp_path) == [
         ("services/gateway/src/cinebridge_gateway/routes_x.py", 1)
     ]
+
+
+def test_reads_name_their_relations() -> None:
+    sql = """WITH recent AS (SELECT id FROM studies s JOIN media m ON m.study_id = s.id)
+             SELECT extract(epoch FROM now()), r.id FROM recent r
+             LEFT JOIN ONLY public.converted_instances c ON true, unnest($1::uuid[]) u"""
+    # Every name is found; the ones no owner lists (`now`, the CTE `recent`) are dropped later.
+    assert [t for t, _ in reads_in_sql(sql)] == [
+        "studies",
+        "media",
+        "now",
+        "recent",
+        "converted_instances",
+    ]
+    # DELETE's target is a write; what it reads through USING or a subquery is a read.
+    assert [t for t, _ in reads_in_sql("DELETE FROM media WHERE id IN (SELECT id FROM x)")] == ["x"]
+
+
+def test_a_planted_foreign_read_fails(tmp_path: Path) -> None:
+    _plant(
+        tmp_path,
+        "services/converter/src/cinebridge_converter/migrations/R_converter_read_model.sql",
+        "-- SELECT * FROM studies in a comment is no read\n"
+        "CREATE OR REPLACE VIEW converted_instances AS\n    SELECT id FROM instances;\n",
+    )
+    _plant(
+        tmp_path,
+        "services/gateway/src/cinebridge_gateway/repository.py",
+        'A = "SELECT id FROM converted_instances"\n'
+        'B = """SELECT s.id\n    FROM studies s JOIN instances i ON i.study_id = s.id"""\n',
+    )
+    reads = scan_reads(tmp_path)
+    gateway = "services/gateway/src/cinebridge_gateway/repository.py"
+    assert sorted(reads, key=str) == sorted(
+        [
+            Read(
+                "converter",
+                "instances",
+                "services/converter/src/cinebridge_converter/migrations/R_converter_read_model.sql",
+                3,
+            ),
+            Read("gateway", "converted_instances", gateway, 1),
+            Read("gateway", "studies", gateway, 3),
+            Read("gateway", "instances", gateway, 3),
+        ],
+        key=str,
+    )
+    published = published_read_models(tmp_path)
+    assert published == {"converted_instances": "converter"}
+    # The converter's own table through its view, the catalog's table as published: no problem;
+    # the converter's table itself: one.
+    assert foreign_reads(reads, OWNERS, {*published, "studies"}) == [
+        f"{gateway}:3: gateway reads instances: owned by converter, which publishes no read "
+        "model of it"
+    ]
+    # Without the catalog published, its table is a foreign read too.
+    assert len(foreign_reads(reads, OWNERS, published)) == 2

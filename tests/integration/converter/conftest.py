@@ -23,7 +23,7 @@ from cinebridge_common.messages import ConvertMedia
 from cinebridge_common.store import MediaStore
 from cinebridge_converter import app
 from cinebridge_converter.settings import ConverterSettings
-from cinebridge_testkit import require_tool, wait_for_sync
+from cinebridge_testkit import require_tool, stop_process, wait_for_sync
 from nats.aio.msg import Msg
 from pydicom import dcmread
 
@@ -268,12 +268,7 @@ def orthanc(tmp_path: Path) -> Any:
         wait_for_sync(up, 30, 0.2, what="Orthanc REST")
         yield peer
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
         log.close()
 
 

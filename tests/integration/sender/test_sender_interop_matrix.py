@@ -27,7 +27,7 @@ from cinebridge_common.embedded import free_port
 
 # The station's C-STORE requestor, today in the sender service: the one place to re-point.
 from cinebridge_sender.scu import Item, Peer, Timeouts, send_batch
-from cinebridge_testkit import require_tool
+from cinebridge_testkit import require_tool, stop_process
 from cinebridge_testkit.instances import dataset_bytes, dataset_bytes_of, make_instance
 from cinebridge_testkit.nodepeer import node_peer
 from cinebridge_testkit.storage_peers import DcmtkStorescp, OrthancPeer
@@ -75,12 +75,7 @@ def _process(
         _wait_port(port, proc)
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
 
 
 def _by_uid(folder: Path) -> dict[str, Path]:

@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Collection
 from importlib import metadata, resources
 from typing import Any
 
@@ -130,10 +131,15 @@ def migration_packages() -> dict[str, str]:
     return found
 
 
-def _sql_files(pattern: re.Pattern[str]) -> list[tuple[str, str, str]]:
-    """(file name, SQL, owner) of every file matching `pattern` in every migrations package."""
+def _sql_files(
+    pattern: re.Pattern[str], owners: Collection[str] | None = None
+) -> list[tuple[str, str, str]]:
+    """(file name, SQL, owner) of every file matching `pattern` in every migrations package
+    (only those of `owners`, when given: what an image of one service installs)."""
     found = []
     for owner, package in sorted(migration_packages().items()):
+        if owners is not None and owner not in owners:
+            continue
         for entry in resources.files(package).iterdir():
             if pattern.match(entry.name):
                 found.append((entry.name, entry.read_text(), owner))
@@ -144,18 +150,20 @@ def _sql_files(pattern: re.Pattern[str]) -> list[tuple[str, str, str]]:
     return found
 
 
-def available_migrations() -> list[tuple[int, str, str]]:
-    """(number, file name, SQL) of every numbered migration installed, in global order."""
-    found = sorted((int(name[:3]), name, sql) for name, sql, _ in _sql_files(_NAME))
+def available_migrations(owners: Collection[str] | None = None) -> list[tuple[int, str, str]]:
+    """(number, file name, SQL) of every numbered migration installed (of `owners` only, when
+    given), in global order."""
+    found = sorted((int(name[:3]), name, sql) for name, sql, _ in _sql_files(_NAME, owners))
     numbers = [n for n, _, _ in found]
     if len(numbers) != len(set(numbers)):
         raise RuntimeError(f"duplicate migration numbers: {numbers}")
     return found
 
 
-def repeatable_migrations() -> list[tuple[str, str]]:
-    """(file name, SQL) of every repeatable migration (`R_*.sql`) installed, in name order."""
-    return sorted((name, sql) for name, sql, _ in _sql_files(_REPEATABLE))
+def repeatable_migrations(owners: Collection[str] | None = None) -> list[tuple[str, str]]:
+    """(file name, SQL) of every repeatable migration (`R_*.sql`) installed (of `owners` only,
+    when given), in name order."""
+    return sorted((name, sql) for name, sql, _ in _sql_files(_REPEATABLE, owners))
 
 
 async def migrate(

@@ -31,6 +31,7 @@ from .logging import kv
 from .messages.base import Message, Reply, Request
 from .messages.service import DeadLetter, ServiceHeartbeat, ServiceState
 from .outbox import OutboxRelay
+from .read_models import missing_read_models, waiting_message
 from .settings import ServiceSettings
 from .station_metrics import StationMetrics
 from .store import MediaStore
@@ -46,6 +47,8 @@ R = TypeVar("R", bound=Reply)
 #: Dependency probes: how often, and how long one may take before it counts as down.
 PROBE_INTERVAL_S = 1.0
 PROBE_TIMEOUT_S = 2.0
+#: How often a service looks again for other owners' read models it still waits for.
+READ_MODEL_PROBE_S = 2.0
 #: Errors that mean "PostgreSQL or NATS is not reachable (yet)": worth waiting for.
 UNREACHABLE: tuple[type[Exception], ...] = (*DB_DOWN, BusError, nats.errors.Error)
 
@@ -251,6 +254,32 @@ class ServiceContext:
         task = asyncio.create_task(guard(), name=name)
         self._background.append(task)
         return task
+
+    def watch_read_models(self, views: list[str]) -> None:
+        """Say in the health detail (`read_models`) which of `views` — other owners' read
+        models this service reads — do not exist yet, until they all do: on a new station a
+        service may start before their owner first ran its migrations (read_models.py). The
+        service stays ready; what needs them answers with the same words meanwhile."""
+
+        async def watch() -> None:
+            while not self.stop.is_set():
+                missing = await missing_read_models(self.pool, views)
+                message = waiting_message(missing)
+                if self.detail.get("read_models", "") != message:
+                    if message:
+                        self.detail["read_models"] = message
+                        log.warning("waiting for read models", extra=kv(missing=message))
+                    else:
+                        self.detail.pop("read_models", None)
+                        log.info("read models present", extra=kv(views=",".join(views)))
+                    self.dependencies.changed.set()
+                if not missing:
+                    await self.stop.wait()  # relations are not dropped again
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), READ_MODEL_PROBE_S)
+
+        self.spawn(watch, "read-models")
 
     @property
     def ready(self) -> bool:

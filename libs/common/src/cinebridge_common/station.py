@@ -1,5 +1,6 @@
 """Station-wide settings (table `station_settings`, owned by the gateway, whose settings page
-edits them), read by every service, with defaults when a key is unset."""
+edits them and whose migrations create it), read by every service, with defaults when a key is
+unset."""
 
 from __future__ import annotations
 
@@ -45,7 +46,14 @@ class StationSettings(BaseModel):
 
 
 async def load_station_settings(conn: asyncpg.Pool | Connection) -> StationSettings:
-    rows = await conn.fetch("SELECT key, value FROM station_settings")
+    """The settings saved on the gateway's settings page, defaults for every key not saved.
+
+    The table comes with the gateway's migrations: on a new station where another service
+    starts first it does not exist yet, which means what an empty table means (nothing saved)."""
+    try:
+        rows = await conn.fetch("SELECT key, value FROM station_settings")
+    except asyncpg.UndefinedTableError:
+        rows = []
     values: dict[str, Any] = {r["key"]: r["value"] for r in rows}
     known = {k: v for k, v in values.items() if k in StationSettings.model_fields}
     return StationSettings.model_validate(known)

@@ -16,7 +16,7 @@ from .catalog import CATALOG_CONSUMERS, CATALOG_HANDLERS, QUEUE, CatalogDeps, co
 from .handlers import RPC_HANDLERS, Deps
 from .keys import InputReader, key_code
 from .preview import PreviewServer, PreviewWorker
-from .purge import PurgeDeps, purge_once
+from .purge import READ_MODELS, PurgeDeps, purge_once
 from .purge_handlers import PURGE_CONSUMERS, PURGE_RPC
 from .recovery import recover_recordings
 from .room import Room
@@ -91,6 +91,7 @@ async def start_purge_policy(ctx: ServiceContext, settings: CaptureSettings) -> 
     for durable, event_type, event_handler in PURGE_CONSUMERS:
         spec = consumer_spec(durable, event_type.subject)
         ctx.bus.start_consumer(spec, event_type, ctx.bind_job(event_handler, deps))
+    ctx.watch_read_models(READ_MODELS)
     interval = settings.capture_purge_interval_s
     ctx.spawn(lambda: every("capture-purge", interval, lambda: purge_once(deps), ctx.stop), "purge")
 

@@ -20,6 +20,7 @@ from cinebridge_common.bus import Bus
 from cinebridge_common.logging import kv
 from cinebridge_common.messages import CommittedStudiesReply, CommittedStudiesRequest
 from cinebridge_common.messages.purge import MediaStoreLow, PurgeReason
+from cinebridge_common.read_models import missing_read_models, waiting_message
 from cinebridge_common.station import StationSettings, load_station_settings
 from cinebridge_common.store import MediaStore, UnsafePath
 
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 #: The sender answers from one query per study asked; 1000 is its bound per request.
 ASK_BATCH = 1000
 DAY_S = 86400.0
+#: The other owners' read models the planner reads: how many instances the converter made of a
+#: study, against how many the sender lists as committed. Until it exists (the converter never
+#: started on this station) nothing is planned, and health says why.
+READ_MODELS = ["converted_instances"]
 
 
 class SenderUnavailable(Exception):
@@ -44,6 +49,8 @@ class PurgeDeps:
     bus: Bus
     batch: int = 200
     ask_timeout_s: float = 10.0
+    #: What the planner waits for, as last logged (`_read_models_present`).
+    waiting: str = ""
 
 
 @dataclass
@@ -54,6 +61,8 @@ class PurgeRun:
     started: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
     store_low: bool = False
+    #: Why nothing was planned: "waiting for converter to start (...)" (read_models.py).
+    waiting: str = ""
 
 
 @dataclass(frozen=True)
@@ -123,11 +132,21 @@ async def purge_once(deps: PurgeDeps) -> PurgeRun:
         run.locked = True
         run.finished += await finish_open(deps)
         station = await load_station_settings(deps.pool)
-        if station.purge_enabled:
+        if station.purge_enabled and await _read_models_present(deps, run):
             await _plan(deps, station, run)
         else:
             STORE_LOW.set(0)
     return run
+
+
+async def _read_models_present(deps: PurgeDeps, run: PurgeRun) -> bool:
+    """Whether the read models the planner reads exist; the wait is logged when it begins."""
+    run.waiting = waiting_message(await missing_read_models(deps.pool, READ_MODELS))
+    if run.waiting != deps.waiting:
+        deps.waiting = run.waiting
+        if run.waiting:
+            log.warning("purge planner waiting", extra=kv(reason=run.waiting))
+    return not run.waiting
 
 
 @dataclass

@@ -1,6 +1,6 @@
-"""SQL of `cinebridge convert --send`: the converter's reads of the sender's `outgoing_instances`
-and `deliveries` while it waits for a handed-in file's delivery. They are the sender's tables,
-read here as they stand; the sender's RPC is the place for them once it answers for them."""
+"""SQL of `cinebridge convert --send`: while it waits for a handed-in file's delivery, the
+converter reads the sender's published read model (`sender_instances`, `delivery_states` of
+`R_sender_read_model.sql`, docs/architecture.md), never the sender's tables."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import asyncpg
 async def recorded_count(pool: asyncpg.Pool, instance_ids: list[uuid.UUID]) -> int:
     """How many of the instances the sender has recorded."""
     count = await pool.fetchval(
-        "SELECT count(*) FROM outgoing_instances WHERE id = ANY($1::uuid[])", instance_ids
+        "SELECT count(*) FROM sender_instances WHERE id = ANY($1::uuid[])", instance_ids
     )
     return int(count or 0)
 
@@ -22,7 +22,7 @@ async def delivery_states(
 ) -> dict[str, tuple[str, str | None]]:
     """Instance id → (state, last error) of its delivery to the destination, where one exists."""
     rows = await pool.fetch(
-        """SELECT instance_id, state, last_error FROM deliveries
+        """SELECT instance_id, state, last_error FROM delivery_states
            WHERE destination_id = $1 AND instance_id = ANY($2::uuid[])""",
         destination_id,
         instance_ids,

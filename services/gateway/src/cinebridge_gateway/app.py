@@ -17,7 +17,7 @@ from cinebridge_common.supervise import every
 
 from . import purge_audit, routes_purge
 from .bootstrap import ensure_admin
-from .deps import Gateway
+from .deps import READ_MODELS, Gateway
 from .handlers import subscriptions
 from .health_board import HealthBoard
 from .hub import EventHub
@@ -97,6 +97,7 @@ async def run(
         server = _Server(config)
         sock = listen_socket(settings.gateway_host, settings.gateway_port)
         port = sock.getsockname()[1]
+        ctx.watch_read_models(READ_MODELS)
         ctx.spawn(lambda: _purge_sessions(repo, ctx.stop), "session-purge")
         ctx.spawn(lambda: _ledger_gauge(ctx, settings), "ledger-gauge")
         serving = ctx.spawn(server.serve(sockets=[sock]), "http")

@@ -26,6 +26,20 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: The only writes a read-only (`viewer`) caller, or a user who must first change a one-time
 #: password, may make.
 OWN_ACCOUNT_WRITES = frozenset({"/api/v1/auth/logout", "/api/v1/auth/password"})
+#: The other owners' read models the gateway reads (docs/architecture.md): until one exists, its
+#: health and the pages that need it say whose start they wait for. Capture's views also stand
+#: for the columns its migrations add to the study catalog.
+READ_MODELS = [
+    "capture_purging_studies",
+    "capture_served_rooms",
+    "converted_instances",
+    "delivery_attempt_log",
+    "delivery_states",
+    "destination_names",
+    "mpps_step_states",
+    "received_study_index",
+    "received_totals",
+]
 
 
 class ApiError(Exception):

@@ -22,6 +22,7 @@ from cinebridge_common.messages import (
     WorklistServersReply,
     WorklistServerUpsert,
 )
+from cinebridge_common.messages.base import Reply
 from cinebridge_common.messages.converter import IodChoice
 from cinebridge_common.messages.sender import (
     DestinationKind,
@@ -41,6 +42,7 @@ from pydantic import (
 )
 
 from .deps import Admin, ApiError, Gw, User, client_of
+from .repository import Principal
 from .settings_repository import save_station_settings
 
 router = APIRouter(prefix="/api/v1/settings", tags=["settings"])
@@ -293,16 +295,9 @@ async def delete_destination(
     reply = await gw.bus.request(
         DestinationDelete(destination_id=destination_id), DestinationReply, _timeout(gw)
     )
-    if not reply.ok:
-        raise ApiError(404, "not_found", reply.error or "destination not found")
-    await gw.repo.audit(
-        gw.pool,
-        principal.name,
-        "destination_deleted",
-        target=destination_id,
-        client=client_of(request),
+    return await _deleted(
+        reply, "destination", "destination_deleted", destination_id, principal, request, gw
     )
-    return Response(status_code=204)
 
 
 @router.post("/destinations/{destination_id}/echo", response_model=EchoResult)
@@ -310,9 +305,7 @@ async def echo_destination(destination_id: UuidText, _: User, gw: Gw) -> EchoRes
     reply = await gw.bus.request(
         EchoRequest(destination_id=destination_id), EchoReply, _timeout(gw) + 5
     )
-    return EchoResult(
-        reachable=reply.reachable, rtt_ms=reply.rtt_ms, reason=reply.reason or reply.error
-    )
+    return _echo_result(reply)
 
 
 @router.get("/worklist-servers", response_model=list[WorklistServer])
@@ -344,16 +337,9 @@ async def delete_worklist_server(
     reply = await gw.bus.request(
         WorklistServerDelete(server_id=server_id), WorklistServersReply, _timeout(gw)
     )
-    if not reply.ok:
-        raise ApiError(404, "not_found", reply.error or "worklist server not found")
-    await gw.repo.audit(
-        gw.pool,
-        principal.name,
-        "worklist_server_deleted",
-        target=server_id,
-        client=client_of(request),
+    return await _deleted(
+        reply, "worklist server", "worklist_server_deleted", server_id, principal, request, gw
     )
-    return Response(status_code=204)
 
 
 @router.post("/worklist-servers/{server_id}/echo", response_model=EchoResult)
@@ -361,6 +347,26 @@ async def echo_worklist_server(server_id: ServerId, _: User, gw: Gw) -> EchoResu
     reply = await gw.bus.request(
         WorklistEcho(server_id=server_id), WorklistEchoReply, _timeout(gw) + 5
     )
+    return _echo_result(reply)
+
+
+async def _deleted(
+    reply: Reply,
+    what: str,
+    action: str,
+    target: str,
+    principal: Principal,
+    request: Request,
+    gw: Gw,
+) -> Response:
+    """204 and an audit row once the owner deleted `target`; 404 when it knew no such thing."""
+    if not reply.ok:
+        raise ApiError(404, "not_found", reply.error or f"{what} not found")
+    await gw.repo.audit(gw.pool, principal.name, action, target=target, client=client_of(request))
+    return Response(status_code=204)
+
+
+def _echo_result(reply: EchoReply | WorklistEchoReply) -> EchoResult:
     return EchoResult(
         reachable=reply.reachable, rtt_ms=reply.rtt_ms, reason=reply.reason or reply.error
     )

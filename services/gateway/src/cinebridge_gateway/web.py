@@ -13,6 +13,7 @@ import asyncpg
 from cinebridge_common.bus import BusError
 from cinebridge_common.db import DB_DOWN
 from cinebridge_common.logging import kv
+from cinebridge_common.read_models import UNDEFINED, explain_undefined
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -37,7 +38,7 @@ from . import (
     routes_worklist,
 )
 from .api_docs import install_api_docs
-from .deps import ERROR_RESPONSES, ApiError, Gateway, error_body
+from .deps import ERROR_RESPONSES, READ_MODELS, ApiError, Gateway, error_body
 from .metrics import RequestMetrics
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,18 @@ def install_error_handlers(app: FastAPI) -> None:
         log.exception("request failed", extra=kv(ref=ref, path=request.url.path))
         # No stack trace or exception text to the client; the reference finds it in the log.
         return JSONResponse(error_body("internal_error", f"internal error (ref {ref})"), 500)
+
+    async def read_model_missing(request: Request, exc: Exception) -> JSONResponse:
+        """Another owner's read model that does not exist yet (its service never started on
+        this station, docs/architecture.md): a state to wait out, not a fault of the gateway."""
+        gw: Gateway = request.app.state.gateway
+        missing = await explain_undefined(gw.pool, exc, READ_MODELS)
+        if missing is None:
+            return await internal(request, exc)
+        return JSONResponse(error_body("read_model_missing", str(missing)), 503)
+
+    for kind in UNDEFINED:
+        app.add_exception_handler(kind, read_model_missing)
 
 
 def create_app(gw: Gateway) -> FastAPI:

@@ -25,3 +25,8 @@ CREATE OR REPLACE VIEW delivery_attempt_log AS
 -- sender's RPC cb.rpc.sender.destinations.list).
 CREATE OR REPLACE VIEW destination_names AS
     SELECT id, name FROM destinations;
+
+-- Every instance the sender has recorded for delivery: `cinebridge convert --send` waits until
+-- the sender has its handed-in files before it asks them forwarded.
+CREATE OR REPLACE VIEW sender_instances AS
+    SELECT id, study_id, sop_instance_uid, created_at FROM outgoing_instances;
