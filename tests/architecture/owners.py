@@ -29,6 +29,7 @@ TABLE_OWNERS: dict[str, str] = {
     "studies": "capture",
     "media": "capture",
     "capture_served_rooms": "capture",
+    "capture_purging_studies": "capture",
     # Converter: the instances it makes and its numbering and job journal.
     "instances": "converter",
     "converter_series": "converter",
