@@ -121,7 +121,8 @@ class StudyReads(RepositoryBase):
     async def list_media(self, study_id: uuid.UUID) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(
             """SELECT id, study_id, room, source, kind, rel_path, size, mime, width, height,
-                      frames, duration_s, fps, codec, state, error, captured_at
+                      frames, duration_s, fps, codec, state, error, captured_at,
+                      purged_at
                FROM media WHERE study_id = $1 AND state <> 'deleted' ORDER BY captured_at""",
             study_id,
         )

@@ -45,6 +45,7 @@ async def media_content(media_id: uuid.UUID, _: User, gw: Gw) -> FileResponse:
     except UnsafePath:
         raise not_found("media file") from None
     if not path.is_file():
+        await refuse_purged(gw, media["study_id"])  # removed by a purge not yet marked
         raise not_found("media file")
     return FileResponse(path, media_type=media["mime"], headers={"Cache-Control": "private"})
 

@@ -69,6 +69,8 @@ class MediaOut(BaseModel):
     #: unsupported, or the delivery's state while not sent).
     ledger: str | None = None
     destinations: dict[str, str] = {}
+    #: When the purge policy removed its file (docs/purge.md).
+    purged_at: dt.datetime | None = None
 
 
 class DeliveryOut(BaseModel):
