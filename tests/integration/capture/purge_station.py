@@ -38,7 +38,7 @@ from cinebridge_converter import app as converter_app
 from cinebridge_converter.settings import ConverterSettings
 from cinebridge_gateway import app as gateway_app
 from cinebridge_gateway.settings import GatewaySettings
-from cinebridge_testkit import require_tool, wait_for
+from cinebridge_testkit import require_tool, stop_process, wait_for
 from cinebridge_testkit.sender_harness import SenderHarness
 from cinebridge_testkit.storage_peers import CommitmentScp
 from playwright.async_api import Page, async_playwright, expect
@@ -159,6 +159,15 @@ class Station:
             study.uuid,
         )
         return row is not None and row["state"] == "saved" and row["done"] == n
+
+    async def kept_and_committed(self, retention_days: float = 0) -> tuple[Study, Study]:
+        """A study never sent (kept: nothing of it may be touched) and one of two snapshots
+        committed, the room's current study; the policy on with this retention."""
+        kept = await self.study(send=False)
+        study = await self.study(snapshots=2)
+        await self.committed(study)
+        await self.policy(purge_enabled=True, purge_retention_days=retention_days)
+        return kept, study
 
     async def committed(self, *studies: Study) -> None:
         """Wait until the sender lists every one as committed (asked as the planner asks)."""
@@ -385,7 +394,7 @@ class ServiceProcess:
         settings = station.converter_settings
         base = {
             "CB_NATS_URL": settings.nats_url,
-            "CB_DATABASE_URL": settings.database_url,
+            "CB_DATABASE_URL": settings.database_url.get_secret_value(),
             "CB_MEDIA_ROOT": str(station.store.root),
             "CB_INSTANCE_ID": f"{service}-kill-{uuid.uuid4().hex[:6]}",
             "CB_HEALTH_PORT": "0",
@@ -409,13 +418,7 @@ class ServiceProcess:
         assert self.proc.wait(10) == -signal.SIGKILL
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""

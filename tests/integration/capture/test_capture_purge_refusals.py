@@ -28,10 +28,7 @@ def refused(reply: httpx.Response, day: str) -> None:
 async def test_every_request_for_a_purged_study_s_files_is_refused_with_the_date(
     station: Station,
 ) -> None:
-    kept = await station.study(send=False)
-    study = await station.study(snapshots=2)  # the room's current study
-    await station.committed(study)
-    await station.policy(purge_enabled=True, purge_retention_days=0)
+    kept, study = await station.kept_and_committed()
     assert (await station.run()).started == [study.study_id]
     await station.gone(study, "retention")
     purged_at = await station.pool.fetchval(

@@ -87,3 +87,15 @@ def wait_port(
                 return
         time.sleep(0.05)
     raise RuntimeError(f"{what} did not listen on port {port} within {timeout_s} s")
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, grace_s: float = 15.0) -> None:
+    """SIGTERM, and SIGKILL when it has not exited within `grace_s`; nothing if it is gone."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)

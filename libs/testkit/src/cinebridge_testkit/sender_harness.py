@@ -25,7 +25,7 @@ from cinebridge_common.messages import (
 from cinebridge_common.store import MediaStore
 from pydicom import dcmread
 
-from . import require_tool, wait_for
+from . import require_tool, stop_process, wait_for
 from .instances import make_instance
 
 #: Short timings so the fault tests finish in seconds (production defaults: 30 s x2 up to 10 min).
@@ -97,12 +97,7 @@ class SenderHarness:
             self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.proc)
 
     def log_text(self) -> str:
         path = self.tmp / "sender.log"

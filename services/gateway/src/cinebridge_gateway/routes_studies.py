@@ -54,6 +54,7 @@ from .study_access import (
     ledger_map,
     media_with_ledger,
     study_or_404,
+    study_state,
     study_with_files,
 )
 
@@ -202,22 +203,30 @@ async def _with_ledger(gw: Gateway, page: str) -> str:
 
 
 @router.get("/studies/{study_id}", response_model=StudyDetail)
-async def get_study(study_id: uuid.UUID, _: User, gw: Gw) -> dict[str, Any]:
-    """The study with its media items, their deliveries and its procedure step, and its
-    delivery ledger: the study's state (null while the sender does not answer) and each
-    item's, per destination (docs/purge.md "Ledger")."""
+async def get_study(
+    study_id: uuid.UUID,
+    _: User,
+    gw: Gw,
+    ledger: Annotated[
+        bool, Query(description="add the study's delivery ledger state (asks the sender)")
+    ] = False,
+) -> dict[str, Any]:
+    """The study with its media items, their deliveries and its procedure step; each item's
+    delivery ledger state, per destination, and with `ledger=true` the study's (null while
+    the sender does not answer) (docs/purge.md "Ledger")."""
     study = await study_or_404(gw, study_id)
     study.pop("worklist_item", None)
     deliveries = await gw.repo.deliveries_for_study(study_id)
-    ledgers = await ledger_map(gw, [study_id])
-    entry = ledgers.get(str(study_id)) if ledgers else None
+    entry = None
+    if ledger:
+        entry = (await ledger_map(gw, [study_id]) or {}).get(str(study_id))
     media = await gw.repo.list_media(study_id)
     return {
         **study,
         "status": await gw.repo.study_status(study_id),
         "commitment": await gw.repo.study_commitment(study_id),
         **ledger_fields(entry),
-        "media": media_with_ledger(media, deliveries, entry.state if entry else None),
+        "media": media_with_ledger(media, deliveries, await study_state(gw, study_id, entry)),
         "deliveries": deliveries,
         "mpps": await gw.repo.mpps_for_study(study_id),
     }

@@ -83,6 +83,19 @@ def ledger_fields(entry: ledger.Ledger | None) -> dict[str, Any]:
     }
 
 
+async def study_state(
+    gw: Gateway, study_id: uuid.UUID, entry: ledger.Ledger | None
+) -> ledger.LedgerState | None:
+    """The study's ledger state as far as its items need it: the sender's answer when asked,
+    else what the catalog alone tells (purged, or its purge started)."""
+    if entry is not None:
+        return entry.state
+    purged_at, purging = await gw.repo.purge_marks(gw.pool, study_id)
+    if purged_at is not None:
+        return "purged"
+    return "purgeable" if purging else None
+
+
 def media_with_ledger(
     media: list[dict[str, Any]],
     deliveries: list[dict[str, Any]],
