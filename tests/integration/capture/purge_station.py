@@ -369,7 +369,9 @@ async def open_station(
             st.low_events.append(MediaStoreLow.from_bytes(msg.data))
 
         await client.bus.subscribe_events(MediaStoreLow.subject, on_low)
-        await client.wait_signal(capture)
+        # A process coming up (imports, database, bus, first frames): as generous a bound as
+        # the sender's below, not a measure of how fast it starts.
+        await client.wait_signal(capture, timeout_s=120)
         await sender.answering()
         try:
             yield st

@@ -57,7 +57,7 @@ async def study_with_files(
 
 async def ledger_map(gw: Gateway, study_ids: list[uuid.UUID]) -> dict[str, ledger.Ledger] | None:
     """Each study's ledger (docs/purge.md "Ledger"); None when the sender does not answer: a
-    page then shows no ledger rather than fail or wait."""
+    page then shows no ledger rather than fail."""
     if not study_ids:
         return {}
     station = await load_station_settings(gw.pool)
