@@ -317,37 +317,40 @@ async def open_station(
     db_pool: asyncpg.Pool,
     tmp_path: Path,
 ) -> AsyncIterator[Station]:
-    """The station of the purge tests (the `station` fixture of conftest.py)."""
+    """The station of the purge tests (the `station` fixture of conftest.py). Whatever was
+    started is stopped, also when the setup itself fails."""
     store = MediaStore(tmp_path / "media")
-    archive = CommitmentScp()
-    archive.start()
-    sender = SenderHarness(nats_server, database_url, store, tmp_path)
-    destination = {
-        "name": "archive",
-        "ae_title": archive.ae_title,
-        "host": "127.0.0.1",
-        "port": archive.port,
-        "commitment_required": True,
-        # An N-EVENT-REPORT that does not come is asked for again this soon (PS3.4 J.3.3).
-        "commitment_timeout_s": 15,
-    }
-    sender.start([destination], CB_SENDER_COMMITMENT_SAME_ASSOCIATION_WAIT_S="5")
-    # Secondary Capture: the SOP class the scripted archive stores (statement's profile).
-    await db_pool.execute(
-        "INSERT INTO station_settings (key, value) VALUES ('iod', '\"videostation\"')"
-    )
-    capture = capture_factory(
-        ROOM, [{"name": "endo", "url": SMALL}], CB_CAPTURE_PURGE_INTERVAL_S="3600"
-    )
-    converter_settings = ConverterSettings(
-        nats_url=nats_server.url,
-        database_url=database_url,
-        media_root=tmp_path / "media",
-        instance_id=f"test-converter-{uuid.uuid4().hex[:6]}",
-        converter_ack_wait_s=10.0,
-    )
-    await client.bus.js.purge_stream("CB_JOBS", subject="cb.job.converter.>")
     async with contextlib.AsyncExitStack() as stack:
+        archive = CommitmentScp()
+        archive.start()
+        stack.callback(archive.stop)
+        sender = SenderHarness(nats_server, database_url, store, tmp_path)
+        destination = {
+            "name": "archive",
+            "ae_title": archive.ae_title,
+            "host": "127.0.0.1",
+            "port": archive.port,
+            "commitment_required": True,
+            # An N-EVENT-REPORT that does not come is asked for again this soon (PS3.4 J.3.3).
+            "commitment_timeout_s": 15,
+        }
+        sender.start([destination], CB_SENDER_COMMITMENT_SAME_ASSOCIATION_WAIT_S="5")
+        stack.callback(sender.stop)
+        # Secondary Capture: the SOP class the scripted archive stores (statement's profile).
+        await db_pool.execute(
+            "INSERT INTO station_settings (key, value) VALUES ('iod', '\"videostation\"')"
+        )
+        capture = capture_factory(
+            ROOM, [{"name": "endo", "url": SMALL}], CB_CAPTURE_PURGE_INTERVAL_S="3600"
+        )
+        converter_settings = ConverterSettings(
+            nats_url=nats_server.url,
+            database_url=database_url,
+            media_root=tmp_path / "media",
+            instance_id=f"test-converter-{uuid.uuid4().hex[:6]}",
+            converter_ack_wait_s=10.0,
+        )
+        await client.bus.js.purge_stream("CB_JOBS", subject="cb.job.converter.>")
         gateway = GatewayRun.of(nats_server, database_url, store)
         stack.push_async_callback(gateway.stop)
         admin = await stack.enter_async_context(logged_in(await gateway.start()))
@@ -364,6 +367,7 @@ async def open_station(
             tmp_path,
         )
         st.start_converter()
+        stack.push_async_callback(st.stop_converter)
 
         async def on_low(msg: Any) -> None:
             st.low_events.append(MediaStoreLow.from_bytes(msg.data))
@@ -373,12 +377,7 @@ async def open_station(
         # the sender's below, not a measure of how fast it starts.
         await client.wait_signal(capture, timeout_s=120)
         await sender.answering()
-        try:
-            yield st
-        finally:
-            await st.stop_converter()
-            sender.stop()
-            archive.stop()
+        yield st
 
 
 @dataclass
