@@ -166,12 +166,16 @@ def test_search_repository_takes_the_sides_the_filters_allow() -> None:
     both = build_search(StudyFilter(q="doe"), with_deliveries=True, with_received=True)
     assert both is not None
     sql, args = both
-    assert "FROM studies s" in sql and "FROM received_studies s" in sql and "deliveries" in sql
+    assert (
+        "FROM studies s" in sql
+        and "FROM received_study_index s" in sql
+        and "delivery_states" in sql
+    )
     assert args == ["doe%", "doe%", "doe%", 50, 0]  # name, patient ID, accession; page
     local = build_search(StudyFilter(room="or1"), with_deliveries=False, with_received=True)
-    # No received side; only the "received back" mark looks at received_studies.
-    assert local is not None and "FROM received_studies s" not in local[0]
-    assert "deliveries" not in local[0]
+    # No received side; only the "received back" mark looks at the SCP's received_study_index.
+    assert local is not None and "FROM received_study_index s" not in local[0]
+    assert "delivery_states" not in local[0]
     received = build_search(
         StudyFilter(status="received"), with_deliveries=True, with_received=True
     )

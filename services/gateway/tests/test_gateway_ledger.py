@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from cinebridge_common.station import StationSettings
-from cinebridge_gateway.ledger import SenderView, derive
+from cinebridge_gateway.ledger import SenderView, derive, item_ledger
 from cinebridge_gateway.ledger_repository import LocalStudy
 
 NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
@@ -62,3 +62,37 @@ def test_what_keeps_a_committed_study() -> None:
     assert (partial.state, partial.purge) == ("sent", "kept-uncommitted")
     underway = derive(study(purging=True), sender(["committed"], old), ON, NOW)
     assert (underway.state, underway.purge) == ("purgeable", "purging")
+
+
+def delivery(destination: str, state: str, commitment: str | None = None) -> dict[str, object]:
+    return {
+        "destination_name": destination,
+        "state": state,
+        "commitment_required": commitment is not None,
+        "commitment": None if commitment == "asked-not-yet" else commitment,
+    }
+
+
+def test_an_item_s_states_per_destination() -> None:
+    converted = {"state": "converted", "purged_at": None}
+    assert item_ledger({"state": "captured", "purged_at": None}, [], None).state == "captured"
+    assert item_ledger(converted, [], "converted").state == "converted"
+    queued = item_ledger(converted, [delivery("pacs", "sent"), delivery("arc", "queued")], None)
+    assert (queued.state, queued.destinations) == ("converted", {"pacs": "sent", "arc": "queued"})
+    # No destination requires commitment: sent is as far as it goes.
+    assert item_ledger(converted, [delivery("pacs", "sent")], "sent").state == "sent"
+    # A destination requiring commitment not asked yet, another committed: not committed.
+    waiting = [delivery("arc", "sent", "asked-not-yet"), delivery("pacs", "sent", "committed")]
+    assert item_ledger(converted, waiting, "sent").state == "sent"
+    both = [delivery("arc", "warning", "committed"), delivery("pacs", "sent", "committed")]
+    done = item_ledger(converted, both, "committed")
+    assert (done.state, done.destinations) == (
+        "committed",
+        {"arc": "committed", "pacs": "committed"},
+    )
+    # Sent twice to one destination (a Forward): the one not committed yet shows.
+    twice = [delivery("arc", "sent", "committed"), delivery("arc", "sent", "requested")]
+    assert item_ledger(converted, twice, "sent").destinations == {"arc": "requested"}
+    assert item_ledger(converted, both, "purgeable").state == "purgeable"
+    purged = {"state": "converted", "purged_at": NOW}
+    assert item_ledger(purged, both, "purged").state == "purged"

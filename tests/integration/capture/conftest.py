@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from cinebridge_common.bus import Bus
-from cinebridge_common.embedded import free_port
+from cinebridge_common.embedded import EmbeddedNats, free_port
 from cinebridge_common.messages.capture import (
     CaptureCommand,
     CaptureCommandReply,
@@ -25,6 +26,8 @@ from cinebridge_common.messages.capture import (
     CaptureStatusRequest,
 )
 from cinebridge_testkit import require_tool, wait_for
+
+from .purge_station import Station, open_station
 
 
 @dataclass
@@ -218,3 +221,20 @@ def udp_sender() -> Iterator[UdpSender]:
 
 def monotonic() -> float:
     return time.monotonic()
+
+
+@pytest.fixture
+async def station(
+    capture_factory: Any,
+    client: CaptureClient,
+    nats_server: EmbeddedNats,
+    database_url: str,
+    db_pool: asyncpg.Pool,
+    tmp_path: Path,
+) -> AsyncIterator[Station]:
+    """The purge tests' station (purge_station.py): capture, converter, sender, archive,
+    gateway."""
+    async with open_station(
+        capture_factory, client, nats_server, database_url, db_pool, tmp_path
+    ) as st:
+        yield st

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
 from cinebridge_common.bus import Bus
@@ -124,6 +124,61 @@ def derive(
     else:
         state = "captured"
     return Ledger(local.study_id, state, local.held, plan, purge_at, local.purged_at)
+
+
+#: A delivery's part in an item's ledger: past sending (the sender's `delivery_states`).
+_DELIVERED_STATES = {"sent", "warning"}
+#: Storage Commitment of a delivery (PS3.4 Annex J) as a destination's item state.
+_COMMITMENT_STATES = {
+    "committed": "committed",
+    "requested": "requested",
+    "failed": "commit-failed",
+    "unsupported": "unsupported",
+}
+
+
+@dataclass(frozen=True)
+class ItemLedger:
+    """One media item's place in the ledger, and each destination's: sent, requested,
+    committed, commit-failed, unsupported, or the delivery's state while it is not sent."""
+
+    state: LedgerState
+    destinations: dict[str, str]
+
+
+def _destination_state(delivery: dict[str, Any]) -> str:
+    if delivery["state"] not in _DELIVERED_STATES:
+        return str(delivery["state"])
+    return _COMMITMENT_STATES.get(delivery.get("commitment") or "", "sent")
+
+
+def item_ledger(
+    media: dict[str, Any], deliveries: list[dict[str, Any]], study: LedgerState | None
+) -> ItemLedger:
+    """From the catalog's media row, the sender's deliveries of the instances made of it (its
+    read model) and the study's state: captured → converted → sent (every destination) →
+    committed (every destination requiring it committed) → purgeable (its study) → purged."""
+    destinations: dict[str, str] = {}
+    for d in deliveries:
+        # A destination with several deliveries of the item (a Forward) shows what is not
+        # committed yet, if anything.
+        if destinations.get(d["destination_name"], "committed") == "committed":
+            destinations[d["destination_name"]] = _destination_state(d)
+    state: LedgerState
+    required = [d for d in deliveries if d.get("commitment_required")]
+    if media.get("purged_at") is not None:
+        state = "purged"
+    elif study in ("purgeable", "purged"):
+        state = "purgeable"
+    elif media["state"] != "converted":
+        state = "captured"
+    elif not deliveries or any(d["state"] not in _DELIVERED_STATES for d in deliveries):
+        state = "converted"
+    elif required and all(d["commitment"] == "committed" for d in required):
+        state = "committed"
+    else:
+        state = "sent"
+    return ItemLedger(state, destinations)
 
 
 async def ledgers(

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from .deps import ApiError, Gateway, Gw, User, client_of, not_found
 from .repository import Principal
 from .security import role_allows
+from .study_access import study_with_files
 
 router = APIRouter(prefix="/api/v1", tags=["studies"])
 
@@ -65,8 +66,9 @@ async def export_study(
 ) -> dict[str, Any]:
     """Export the study; answers when the files are written (the converter may take minutes
     for a burned-in caption, which re-encodes every recording)."""
-    if await gw.repo.get_study(gw.pool, study_id) is None:
-        raise not_found("study")
+    # Every kind of export reads the study's local files (media or DICOM): refused, never
+    # half-written, once a purge started.
+    await study_with_files(gw, study_id)
     export_id = str(uuid.uuid4())
     req = ExportStudy(
         export_id=export_id,

@@ -1,8 +1,10 @@
-"""Studies: create (form/worklist/local), edit (§8.1.5), search, media, save, forward, sends."""
+"""Studies: create (form/worklist/local), edit (§8.1.5), search, detail, save, discontinue.
+A study's media are in routes_media, its sends in routes_deliveries."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -10,20 +12,15 @@ from cinebridge_common.bus import BusError
 from cinebridge_common.messages import (
     CatalogCreateStudy,
     CatalogCreateStudyReply,
-    CatalogDeleteMedia,
-    CatalogDeleteMediaReply,
     CatalogEditStudy,
     CatalogEditStudyReply,
     CatalogReconcile,
     CatalogReconcileReply,
     CodedReason,
     ConvertMedia,
-    ForwardStudy,
     MppsRetry,
     MppsRetryReply,
     NewStudyRecord,
-    RetryDelivery,
-    RetryDeliveryReply,
     StudyDiscontinued,
     StudySaved,
     WorklistCheckItem,
@@ -36,14 +33,12 @@ from cinebridge_common.messages.converter import IodChoice
 from cinebridge_common.outbox import enqueue
 from cinebridge_common.procedure_codes import DISCONTINUATION_REASONS
 from cinebridge_common.station import load_station_settings
-from cinebridge_common.store import UnsafePath
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from .deps import ApiError, Gateway, Gw, User, client_of, not_found
 from .repository import received_study
-from .schemas import DeliveryOut, MediaOut, StudyDetail, StudyOut
+from .schemas import Accepted, StudyDetail, StudyOut
 from .search_repository import StudyFilter
 from .studies import (
     PatientData,
@@ -53,6 +48,14 @@ from .studies import (
     new_study_from_local,
     new_study_from_worklist,
     new_unscheduled_study,
+)
+from .study_access import (
+    ledger_fields,
+    ledger_map,
+    media_with_ledger,
+    study_or_404,
+    study_state,
+    study_with_files,
 )
 
 router = APIRouter(prefix="/api/v1", tags=["studies"])
@@ -86,28 +89,6 @@ class SaveRequest(BaseModel):
     iod: IodChoice | None = None
     video_transfer_syntax: Literal[VIDEO_SYNTAXES] | None = None  # type: ignore[valid-type]
     auto_send: bool = True
-
-
-class Accepted(BaseModel):
-    accepted: int
-    job_keys: list[str] = []
-
-
-class ForwardRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    destination_ids: Annotated[list[uuid.UUID], Field(min_length=1, max_length=32)]
-    instance_id: uuid.UUID | None = None
-
-
-async def _study_or_404(gw: Gw, study_id: uuid.UUID) -> dict[str, Any]:
-    study = await gw.repo.get_study(gw.pool, study_id)
-    if study is None:
-        raise not_found("study")
-    return study
-
-
-def _media_out(row: dict[str, Any]) -> dict[str, Any]:
-    return {**row, "content_url": f"/api/v1/media/{row['id']}/content"}
 
 
 async def study_values(gw: Gateway, body: NewStudy, room: str | None) -> dict[str, Any]:
@@ -182,6 +163,9 @@ async def search_studies(
     room: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    ledger: Annotated[
+        bool, Query(description="add each study's delivery ledger state (asks the sender)")
+    ] = False,
 ) -> Response:
     """LOCAL search (§4.1.3): prefix match on name/ID/accession (`*`, `?` wildcards), newest
     first, each marked non-converted / converted / sent / failed."""
@@ -199,20 +183,51 @@ async def search_studies(
             offset=offset,
         )
     )
+    if ledger:
+        page = await _with_ledger(gw, page)
     # Already JSON (made by PostgreSQL in the StudyOut shape): passed through as it is.
     return Response(page, media_type="application/json")
 
 
+async def _with_ledger(gw: Gateway, page: str) -> str:
+    """The page with each local study's ledger state (null for a study received from
+    elsewhere, and for every study while the sender does not answer). Asked for, not by
+    default: the search itself stays one query, the ledger is one more question to the sender."""
+    rows: list[dict[str, Any]] = json.loads(page)
+    local = [uuid.UUID(r["id"]) for r in rows if r.get("origin") != "received"]
+    ledgers = await ledger_map(gw, local) or {}
+    for row in rows:
+        entry = ledgers.get(row["id"])
+        row["ledger"] = entry.state if entry else None
+    return json.dumps(rows)
+
+
 @router.get("/studies/{study_id}", response_model=StudyDetail)
-async def get_study(study_id: uuid.UUID, _: User, gw: Gw) -> dict[str, Any]:
-    study = await _study_or_404(gw, study_id)
+async def get_study(
+    study_id: uuid.UUID,
+    _: User,
+    gw: Gw,
+    ledger: Annotated[
+        bool, Query(description="add the study's delivery ledger state (asks the sender)")
+    ] = False,
+) -> dict[str, Any]:
+    """The study with its media items, their deliveries and its procedure step; each item's
+    delivery ledger state, per destination, and with `ledger=true` the study's (null while
+    the sender does not answer) (docs/purge.md "Ledger")."""
+    study = await study_or_404(gw, study_id)
     study.pop("worklist_item", None)
+    deliveries = await gw.repo.deliveries_for_study(study_id)
+    entry = None
+    if ledger:
+        entry = (await ledger_map(gw, [study_id]) or {}).get(str(study_id))
+    media = await gw.repo.list_media(study_id)
     return {
         **study,
         "status": await gw.repo.study_status(study_id),
         "commitment": await gw.repo.study_commitment(study_id),
-        "media": [_media_out(m) for m in await gw.repo.list_media(study_id)],
-        "deliveries": await gw.repo.deliveries_for_study(study_id),
+        **ledger_fields(entry),
+        "media": media_with_ledger(media, deliveries, await study_state(gw, study_id, entry)),
+        "deliveries": deliveries,
         "mpps": await gw.repo.mpps_for_study(study_id),
     }
 
@@ -229,7 +244,7 @@ async def edit_study(
     """Statement §8.1.5, computed here from the study as read and applied by the study catalog
     (capture) only if the study is still as read."""
     for _ in range(EDIT_ATTEMPTS):
-        study = await _study_or_404(gw, study_id)
+        study = await study_or_404(gw, study_id)
         changes = apply_edit(study, body, gw.settings.org_uid_root)
         if not changes:
             return study
@@ -253,7 +268,7 @@ async def edit_study(
         detail={"fields": sorted(changes)},
         client=client_of(request),
     )
-    return await _study_or_404(gw, study_id)
+    return await study_or_404(gw, study_id)
 
 
 CatalogReply = TypeVar("CatalogReply", bound=Reply)
@@ -281,7 +296,7 @@ async def reconcile_study(
     the patient data; the operator then picks the worklist item): the worklist service checks
     the item as it checks a RIS answer, and the study catalog (capture) gives the study the
     item's Study Instance UID and attributes."""
-    await _study_or_404(gw, study_id)
+    await study_or_404(gw, study_id)
     timeout = gw.settings.gateway_rpc_timeout_s
     checked = await gw.bus.request(
         WorklistCheckItem(item=body.worklist_item), WorklistCheckItemReply, timeout
@@ -300,66 +315,7 @@ async def reconcile_study(
         detail={"previous_uid": reply.previous_study_instance_uid},
         client=client_of(request),
     )
-    return await _study_or_404(gw, study_id)
-
-
-@router.get("/studies/{study_id}/media", response_model=list[MediaOut])
-async def study_media(study_id: uuid.UUID, _: User, gw: Gw) -> list[dict[str, Any]]:
-    await _study_or_404(gw, study_id)
-    return [_media_out(m) for m in await gw.repo.list_media(study_id)]
-
-
-@router.get(
-    "/media/{media_id}/content",
-    responses={
-        200: {"description": "The media file", "content": {"image/jpeg": {}, "video/mp4": {}}}
-    },
-)
-async def media_content(media_id: uuid.UUID, _: User, gw: Gw) -> FileResponse:
-    """The snapshot (JPEG, used as thumbnail) or recording (MP4) bytes."""
-    media = await gw.repo.get_media(media_id)
-    if media is None or media["state"] == "deleted":
-        raise not_found("media")
-    try:
-        path = gw.store.resolve(media["rel_path"])
-    except UnsafePath:
-        raise not_found("media file") from None
-    if not path.is_file():
-        raise not_found("media file")
-    return FileResponse(path, media_type=media["mime"], headers={"Cache-Control": "private"})
-
-
-@router.delete("/media/{media_id}", status_code=204)
-async def delete_media(
-    media_id: uuid.UUID,
-    principal: User,
-    request: Request,
-    gw: Gw,
-    confirm: Annotated[
-        bool, Query(description="must be true: deleting needs a confirmation")
-    ] = False,
-) -> Response:
-    if not confirm:
-        raise ApiError(428, "confirmation_required", "add confirm=true to delete this media item")
-    media = await gw.repo.get_media(media_id)
-    if media is None:
-        raise not_found("media")
-    # The catalog (capture) owns media rows: it marks the item deleted; the audit is ours.
-    msg = CatalogDeleteMedia(media_id=str(media_id), by=principal.name)
-    reply = await ask_catalog(gw, msg, CatalogDeleteMediaReply)
-    if not reply.ok:
-        raise ApiError(503, "catalog_unavailable", reply.error or "the study catalog refused")
-    if not reply.deleted:
-        raise not_found("media")
-    await gw.repo.audit(
-        gw.pool,
-        principal.name,
-        "media_deleted",
-        study_id=media["study_id"],
-        target=str(media_id),
-        client=client_of(request),
-    )
-    return Response(status_code=204)
+    return await study_or_404(gw, study_id)
 
 
 @router.post("/studies/{study_id}/save", response_model=Accepted, status_code=202)
@@ -373,8 +329,8 @@ async def save_study(
     syntax = body.video_transfer_syntax or station.video_transfer_syntax
     keys: list[str] = []
     async with gw.pool.acquire() as conn, conn.transaction():
-        if await gw.repo.get_study(conn, study_id) is None:
-            raise not_found("study")
+        # Converting again needs the media files: gone once a purge started.
+        await study_with_files(gw, study_id, conn)
         for media_id, state in await gw.repo.media_to_convert(conn, study_id):
             key = f"{media_id}:{iod}:{syntax}"
             job = ConvertMedia(
@@ -472,7 +428,7 @@ async def retry_mpps(
     study_id: uuid.UUID, principal: User, request: Request, gw: Gw
 ) -> dict[str, Any]:
     """Send a failed performed procedure step again now (the RIS or its settings were fixed)."""
-    await _study_or_404(gw, study_id)
+    await study_or_404(gw, study_id)
     reply = await gw.bus.request(
         MppsRetry(study_id=str(study_id)), MppsRetryReply, gw.settings.gateway_rpc_timeout_s
     )
@@ -482,65 +438,3 @@ async def retry_mpps(
         gw.pool, principal.name, "mpps_retried", study_id=study_id, client=client_of(request)
     )
     return {"study_id": str(study_id), "state": reply.state}
-
-
-@router.post("/studies/{study_id}/forward", response_model=Accepted, status_code=202)
-async def forward_study(
-    study_id: uuid.UUID, body: ForwardRequest, principal: User, request: Request, gw: Gw
-) -> Accepted:
-    """ "Forward" (§4.1.3): send a saved study (or one instance) again to chosen destinations."""
-    key = f"forward-{uuid.uuid4().hex}"  # each press is a new request, by design
-    job = ForwardStudy(
-        job_key=key,
-        study_id=str(study_id),
-        instance_id=str(body.instance_id) if body.instance_id else None,
-        destination_ids=[str(d) for d in body.destination_ids],
-        requested_by=principal.name,
-    )
-    async with gw.pool.acquire() as conn, conn.transaction():
-        if await gw.repo.get_study(conn, study_id) is None:
-            raise not_found("study")
-        await enqueue(conn, job, key)
-        await gw.repo.audit(
-            conn,
-            principal.name,
-            "study_forwarded",
-            study_id=study_id,
-            detail={"destinations": job.destination_ids},
-            client=client_of(request),
-        )
-    return Accepted(accepted=1, job_keys=[key])
-
-
-@router.get("/studies/{study_id}/deliveries", response_model=list[DeliveryOut])
-async def study_deliveries(study_id: uuid.UUID, _: User, gw: Gw) -> list[dict[str, Any]]:
-    await _study_or_404(gw, study_id)
-    return await gw.repo.deliveries_for_study(study_id)
-
-
-@router.get("/deliveries/{delivery_id}/attempts")
-async def delivery_attempts(delivery_id: uuid.UUID, _: User, gw: Gw) -> list[dict[str, Any]]:
-    return await gw.repo.delivery_attempts(delivery_id)
-
-
-@router.post("/deliveries/{delivery_id}/retry")
-async def retry_delivery(
-    delivery_id: uuid.UUID, principal: User, request: Request, gw: Gw
-) -> dict[str, Any]:
-    study_id = await gw.repo.delivery_study(delivery_id)
-    reply = await gw.bus.request(
-        RetryDelivery(delivery_id=str(delivery_id)),
-        RetryDeliveryReply,
-        gw.settings.gateway_rpc_timeout_s,
-    )
-    if not reply.ok:
-        raise ApiError(409, "retry_refused", reply.error or "the sender refused the retry")
-    await gw.repo.audit(
-        gw.pool,
-        principal.name,
-        "delivery_retried",
-        study_id=study_id,
-        target=str(delivery_id),
-        client=client_of(request),
-    )
-    return {"delivery_id": str(delivery_id), "state": reply.state}

@@ -23,6 +23,7 @@ from starlette.requests import ClientDisconnect
 from . import uploads
 from .deps import ApiError, ErrorBody, Gw, User, client_of
 from .room_study import RoomName, StudySummary, current_study_id, require_room, study_summary
+from .study_access import refuse_purged
 
 router = APIRouter(prefix="/api/v1", tags=["rooms"])
 
@@ -53,6 +54,7 @@ class UploadOut(BaseModel):
     },
     responses={
         409: {"model": ErrorBody, "description": "the room has no current study"},
+        410: {"model": ErrorBody, "description": "the current study was purged (docs/purge.md)"},
         413: {"model": ErrorBody, "description": "larger than CB_GATEWAY_UPLOAD_MAX_BYTES"},
         415: {"model": ErrorBody, "description": "empty, or not a video or an image"},
     },
@@ -72,6 +74,9 @@ async def upload_media(
         raise ApiError(
             409, "no_current_study", "the room has no current study: start or open one first"
         )
+    # A file added to a purged study would stand alone beside an archive copy it is not part
+    # of: the operator starts a new study (or opens the archive's) instead.
+    await refuse_purged(gw, study_id)
     limit = gw.settings.gateway_upload_max_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:

@@ -36,6 +36,14 @@ class StudyOut(BaseModel):
     #: Storage Commitment of the study at the destinations that require it (one badge):
     #: sent (not asked yet), requested, committed, commit-failed, unsupported; None: none.
     commitment: str | None = None
+    #: The delivery ledger (docs/purge.md): captured, converted, sent, committed, purgeable,
+    #: purged; None while the sender does not answer (and in a search not asked `ledger=true`).
+    ledger: str | None = None
+
+
+class Accepted(BaseModel):
+    accepted: int
+    job_keys: list[str] = []
 
 
 class MediaOut(BaseModel):
@@ -56,6 +64,13 @@ class MediaOut(BaseModel):
     error: str | None
     captured_at: dt.datetime
     content_url: str
+    #: The item's ledger state (the study detail): captured, converted, sent, committed,
+    #: purgeable, purged; and each destination's (sent, requested, committed, commit-failed,
+    #: unsupported, or the delivery's state while not sent).
+    ledger: str | None = None
+    destinations: dict[str, str] = {}
+    #: When the purge policy removed its file (docs/purge.md).
+    purged_at: dt.datetime | None = None
 
 
 class DeliveryOut(BaseModel):
@@ -100,6 +115,12 @@ class MppsOut(BaseModel):
 
 
 class StudyDetail(StudyOut):
+    #: What the purge policy will do with the study's local data (docs/purge.md): purged,
+    #: purging, held, kept-uncommitted, policy-off, scheduled (at `purge_at`).
+    held: bool | None = None
+    purge: str | None = None
+    purge_at: dt.datetime | None = None
+    purged_at: dt.datetime | None = None
     media: list[MediaOut] = []
     deliveries: list[DeliveryOut] = []
     mpps: MppsOut | None = None

@@ -11,11 +11,13 @@ export async function viewLocal(arg, setView) {
   const search = async (form) => {
     const v = Object.entries(formValues(form)).filter(([, x]) => x !== "");
     const q = new URLSearchParams(v.map(([k, x]) => [k, k.startsWith("date") ? x.replaceAll("-", "") : x]));
+    q.set("ledger", "true");
     const rows = await attempt(() => api("GET", `/api/v1/studies?${q}`));
     if (!rows) return;
-    results.replaceChildren(h("table", {}, h("tr", {}, ["Patient", "ID", "Accession", "Date", "Origin", "Media", "Status", ""].map((t) => h("th", {}, t))),
+    results.replaceChildren(h("table", {}, h("tr", {}, ["Patient", "ID", "Accession", "Date", "Origin", "Media", "Status", "Ledger", ""].map((t) => h("th", {}, t))),
       rows.map((s) => h("tr", { "data-study": s.id }, h("td", {}, personName(s.patient_name)), h("td", {}, s.patient_id), h("td", {}, s.accession_number),
         h("td", {}, dicomDate(s.study_date)), h("td", {}, s.origin === "received" ? badge("received by this station") : s.origin, s.received_back ? [" ", badge("received back")] : ""), h("td", {}, s.media_count ?? ""), h("td", {}, badge(s.status), s.commitment ? [" ", badge(commitmentLabel(s.commitment))] : ""),
+        h("td", {}, s.ledger ? h("span", { class: "ledger-badge", "data-ledger": s.ledger, title: "delivery ledger" }, badge(s.ledger)) : ""),
         h("td", { class: "row" }, s.origin === "received" ? "" : h("button", { class: "small", onclick: () => openStudy(s.id) }, "Open"),
           h("button", { class: "small", onclick: () => newForPatient(s) }, "New study"),
           state.study && state.study.id !== s.id ? h("button", { class: "small", onclick: () => takePatient(s) }, "Use for current study") : "")))),

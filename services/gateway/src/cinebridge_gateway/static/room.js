@@ -157,9 +157,16 @@ function mediaPanel(study) {
       : h("video", { src: m.content_url, controls: true, preload: "metadata" }),
     h("div", { class: "meta" }, h("span", {}, m.kind === "recording" ? `video ${fmtSeconds(m.duration_s || 0)}` : `image ${m.width || ""}×${m.height || ""}`),
       h("span", { id: `progress-${m.id}` }, m.state),
+      itemLedger(m),
       h("button", { class: "small danger", title: "delete", onclick: () => deleteMedia(m) }, "✕"))));
   return h("section", { class: "panel" }, h("h2", {}, `Images and videos (${study.media.length})`),
     items.length ? h("div", { class: "thumbs", id: "thumbs" }, items) : h("p", { class: "dim" }, "Nothing captured yet."));
+}
+// The item's place in the delivery ledger, each destination's in the title (docs/purge.md).
+function itemLedger(m) {
+  if (!m.ledger) return "";
+  const where = Object.entries(m.destinations || {}).map(([d, st]) => `${d}: ${commitmentLabel(st)}`).join(", ");
+  return h("span", { class: "item-ledger", "data-ledger": m.ledger, title: where || "not sent" }, badge(m.ledger));
 }
 async function deleteMedia(m) {
   if (!confirm(`Delete this ${m.kind}? This cannot be undone.`)) return;

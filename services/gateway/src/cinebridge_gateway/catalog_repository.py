@@ -1,0 +1,152 @@
+"""Reads of the study catalog (capture's `studies` and `media`, its read model) for the API:
+a study, the LOCAL search, a study's status and commitment, its media; and the outbox row a
+Save looks for."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from .base_repository import Conn, RepositoryBase
+from .search_repository import (
+    COMMITMENT_SQL,
+    DELIVERY_AGG,
+    MEDIA_AGG,
+    NO_DELIVERIES,
+    STATUS_SQL,
+    STUDY_COLUMNS,
+    StudyFilter,
+    build_search,
+)
+
+
+class StudyReads(RepositoryBase):
+    # -- studies -------------------------------------------------------------------------
+    async def get_study(self, conn: Conn, study_id: uuid.UUID) -> dict[str, Any] | None:
+        row = await conn.fetchrow(
+            f"SELECT {STUDY_COLUMNS}, worklist_item FROM studies WHERE id = $1", study_id
+        )
+        return dict(row) if row else None
+
+    async def purge_marks(self, conn: Conn, study_id: uuid.UUID) -> tuple[dt.datetime | None, bool]:
+        """When the study was purged, and whether a purge of it started (capture's read model
+        `capture_purging_studies`): its local files are gone or going (docs/purge.md)."""
+        row = await conn.fetchrow(
+            """SELECT purged_at, EXISTS (SELECT 1 FROM capture_purging_studies p
+                                         WHERE p.study_id = s.id) AS purging
+               FROM studies s WHERE s.id = $1""",
+            study_id,
+        )
+        if row is None:
+            return None, False
+        return row["purged_at"], bool(row["purging"])
+
+    async def _search_repository(self, f: StudyFilter) -> tuple[str, list[Any]] | None:
+        return build_search(
+            f,
+            with_deliveries=await self.has_table("delivery_states"),
+            with_received=await self.has_table("received_study_index"),
+        )
+
+    async def search_studies(self, f: StudyFilter) -> list[dict[str, Any]]:
+        """The LOCAL dialog's page as rows (see `search_repository.build_search`)."""
+        built = await self._search_repository(f)
+        if built is None:
+            return []
+        rows = await self._fetch_planned(built[0], built[1], "fetch")
+        return [dict(r) for r in rows]
+
+    async def search_studies_json(self, f: StudyFilter) -> str:
+        """The same page as a JSON array made by PostgreSQL: the hot path of the LOCAL dialog
+        then costs the gateway no row decoding, validation or encoding."""
+        built = await self._search_repository(f)
+        if built is None:
+            return "[]"
+        sql = f"SELECT coalesce(json_agg(page), '[]'::json)::text FROM ({built[0]}) page"
+        return str(await self._fetch_planned(sql, built[1], "fetchval"))
+
+    async def _fetch_planned(self, sql: str, args: list[Any], method: str) -> Any:
+        async with self.pool.acquire() as conn:
+            # A fresh (uncached) statement is planned with the actual values: a cached one
+            # turns generic after five runs and then walks the whole table for a rare prefix.
+            statement = await conn.prepare(sql)
+            return await getattr(statement, method)(*args)
+
+    async def study_status(self, study_id: uuid.UUID) -> str:
+        deliveries = DELIVERY_AGG if await self.has_table("delivery_states") else NO_DELIVERIES
+        value = await self.pool.fetchval(
+            f"SELECT {STATUS_SQL} FROM studies s {MEDIA_AGG} {deliveries} WHERE s.id = $1",
+            study_id,
+        )
+        return str(value or "non-converted")
+
+    async def study_commitment(self, study_id: uuid.UUID) -> str | None:
+        if not await self.has_table("delivery_states"):
+            return None
+        value = await self.pool.fetchval(
+            f"SELECT {COMMITMENT_SQL} FROM studies s {DELIVERY_AGG} WHERE s.id = $1", study_id
+        )
+        return str(value) if value is not None else None
+
+    async def uncommitted_studies(
+        self, older_than_s: float, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """Studies stored at a destination that requires Storage Commitment and not committed
+        `older_than_s` after they were sent (the ops page; the sender's read model)."""
+        if not await self.has_table("delivery_states"):
+            return []
+        rows = await self.pool.fetch(
+            """SELECT d.study_id, d.destination_name AS destination,
+                      min(d.delivered_at) AS sent_at,
+                      count(*) AS instances,
+                      count(*) FILTER (WHERE d.commitment = 'failed') AS failed,
+                      max(d.commitment_reason) AS reason,
+                      min(s.patient_id) AS patient_id, min(s.accession_number) AS accession_number
+               FROM delivery_states d LEFT JOIN studies s ON s.id = d.study_id
+               WHERE d.commitment_required AND d.state IN ('sent', 'warning')
+                 AND d.commitment IS DISTINCT FROM 'committed'
+                 AND d.commitment IS DISTINCT FROM 'unsupported'
+                 AND d.delivered_at < now() - make_interval(secs => $1)
+               GROUP BY d.study_id, d.destination_name ORDER BY min(d.delivered_at) LIMIT $2""",
+            float(older_than_s),
+            limit,
+        )
+        return [dict(r) for r in rows]
+
+    async def count_studies(self) -> int:
+        return int(await self.pool.fetchval("SELECT count(*) FROM studies"))
+
+    # -- media ---------------------------------------------------------------------------
+    async def list_media(self, study_id: uuid.UUID) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            """SELECT id, study_id, room, source, kind, rel_path, size, mime, width, height,
+                      frames, duration_s, fps, codec, state, error, captured_at,
+                      purged_at
+               FROM media WHERE study_id = $1 AND state <> 'deleted' ORDER BY captured_at""",
+            study_id,
+        )
+        return [dict(r) for r in rows]
+
+    async def get_media(self, media_id: uuid.UUID) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow(
+            "SELECT id, study_id, kind, rel_path, mime, state, purged_at FROM media WHERE id = $1",
+            media_id,
+        )
+        return dict(row) if row else None
+
+    async def media_to_convert(
+        self, conn: Conn, study_id: uuid.UUID
+    ) -> list[tuple[uuid.UUID, str]]:
+        """(media id, state) of every media item of the study that is not deleted."""
+        rows = await conn.fetch(
+            "SELECT id, state FROM media WHERE study_id = $1 AND state <> 'deleted' "
+            "ORDER BY captured_at",
+            study_id,
+        )
+        return [(r["id"], r["state"]) for r in rows]
+
+    async def outbox_has(self, conn: Conn, msg_id: str) -> bool:
+        """Whether a message with this id was enqueued (and not yet purged after publishing)."""
+        found = await conn.fetchval("SELECT 1 FROM outbox WHERE msg_id = $1", msg_id)
+        return found is not None
