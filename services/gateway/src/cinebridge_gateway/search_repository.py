@@ -104,32 +104,66 @@ def like_prefix(value: str) -> str:
     return escaped if escaped.endswith("%") else escaped + "%"
 
 
-#: How many of the newest studies a search looks through first (`_matches_page`).
+def prefix_range(value: str) -> tuple[str, str | None] | None:
+    """The bounds `[low, high)` of every text that starts with the search text's literal part
+    (before its first wildcard), in the byte order of `text_pattern_ops`, which is code point
+    order for UTF-8; None when the text starts with a wildcard. `high` is None when no text is
+    greater (a literal part of only U+10FFFF). The same range PostgreSQL derives from a constant
+    LIKE prefix, but as parameters: a cached generic plan can then use the prefix indexes,
+    which it cannot for `LIKE $1`."""
+    literal = value.lower()
+    for wildcard in ("*", "?"):
+        literal = literal.split(wildcard, 1)[0]
+    if not literal:
+        return None
+    high = literal
+    while high:
+        last = ord(high[-1]) + 1
+        if last == 0xD800:  # surrogates are no characters of a text
+            last = 0xE000
+        if last <= 0x10FFFF:
+            return literal, high[:-1] + chr(last)
+        high = high[:-1]
+    return literal, None
+
+
+#: How many of the newest studies a search looks through (`_matches_page`).
 RECENT_STUDIES = 2000
+#: Up to how many matches a search takes through the indexes and sorts (`_matches_page`).
+FEW_MATCHES = 200
 
 
 def _matches_page(where: str, window: str) -> str:
     """The newest `window` local studies matching `where`, at a bounded cost whatever the data.
 
-    Walking the studies by time and filtering (what the planner picks for a LIMIT) is fast when
-    matches are common among the newest studies, but accession numbers and study dates grow with
-    time: the matches of an old accession lie together far back, and that walk filtered ~90,000
-    rows for them (220 ms at 100,000 studies). Taking the matches through the prefix and date
-    indexes and sorting them is fast when they are few, and slow for a common name. So: the
-    newest `RECENT_STUDIES` are filtered first; when they hold a whole page it is the page (any
-    match further back is older); otherwise the matches are taken through the indexes (OFFSET 0
-    keeps the planner from turning that back into the walk) and sorted. PostgreSQL runs the
-    second branch only when the first comes short (a one-time filter)."""
+    Three ways, the first that applies, in one statement (PostgreSQL runs a branch only when
+    its one-time filter holds):
+    1. Up to `FEW_MATCHES` + 1 matches are taken through the prefix and date indexes, unsorted:
+       when there are no more than `FEW_MATCHES`, they are all of them, sorted here. Most
+       searches by patient ID or accession number end here (a search that matches nothing
+       costs an index probe instead of filtering the newest studies).
+    2. The newest `RECENT_STUDIES` are filtered: when they hold a whole page it is the page
+       (any match further back is older). A common name ends here.
+    3. Every match through the indexes, sorted (OFFSET 0 keeps the planner from turning it into
+       a walk by time). Accession numbers and study dates grow with time, so the matches of an
+       old accession lie together far back: the walk by time filtered ~90,000 rows for them."""
     columns = _prefixed("s")
     return f"""
-        WITH recent AS MATERIALIZED (
+        WITH few AS MATERIALIZED (
+          SELECT {columns} FROM studies s WHERE {where} LIMIT {FEW_MATCHES + 1}),
+        recent AS MATERIALIZED (
           SELECT {columns} FROM (SELECT * FROM studies s ORDER BY s.created_at DESC
                                  LIMIT {RECENT_STUDIES}) s
-          WHERE {where} ORDER BY s.created_at DESC LIMIT {window})
+          WHERE {where} AND (SELECT count(*) FROM few) > {FEW_MATCHES}
+          ORDER BY s.created_at DESC LIMIT {window})
+        (SELECT * FROM few WHERE (SELECT count(*) FROM few) <= {FEW_MATCHES}
+         ORDER BY created_at DESC LIMIT {window})
+        UNION ALL
         SELECT * FROM recent WHERE (SELECT count(*) FROM recent) >= {window}
         UNION ALL
         (SELECT {columns} FROM (SELECT * FROM studies s WHERE {where} OFFSET 0) s
-         WHERE (SELECT count(*) FROM recent) < {window}
+         WHERE (SELECT count(*) FROM few) > {FEW_MATCHES}
+           AND (SELECT count(*) FROM recent) < {window}
          ORDER BY s.created_at DESC LIMIT {window})"""
 
 
@@ -216,7 +250,15 @@ def _local_page(
 
 
 def _prefix_condition(column: str, value: str, arg: Any) -> str:
-    return f"lower({column}) LIKE {arg(like_prefix(value))}"
+    like = f"lower({column}) LIKE {arg(like_prefix(value))}"
+    bounds = prefix_range(value)
+    if bounds is None:
+        return like
+    low, high = bounds
+    conditions = [f"lower({column}) ~>=~ {arg(low)}", like]
+    if high is not None:
+        conditions.insert(1, f"lower({column}) ~<~ {arg(high)}")
+    return "(" + " AND ".join(conditions) + ")"
 
 
 def _match_conditions(f: StudyFilter, arg: Any) -> list[str]:
