@@ -255,9 +255,10 @@ def _prefix_condition(column: str, value: str, arg: Any) -> str:
     if bounds is None:
         return like
     low, high = bounds
-    conditions = [f"lower({column}) ~>=~ {arg(low)}", like]
+    # LIKE first: a row that does not match costs one lower() (a filter evaluates each).
+    conditions = [like, f"lower({column}) ~>=~ {arg(low)}"]
     if high is not None:
-        conditions.insert(1, f"lower({column}) ~<~ {arg(high)}")
+        conditions.append(f"lower({column}) ~<~ {arg(high)}")
     return "(" + " AND ".join(conditions) + ")"
 
 
