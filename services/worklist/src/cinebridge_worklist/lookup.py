@@ -20,6 +20,7 @@ from cinebridge_common.messages import (
     WorklistQueryReply,
     WorklistServer,
 )
+from cinebridge_common.messages.worklist import encode_reply
 from cinebridge_common.station import StationSettings, load_station_settings
 from pydantic import PrivateAttr
 from pydicom.dataset import Dataset
@@ -140,8 +141,9 @@ async def _query_one(
 
 class EncodedReply(WorklistQueryReply):
     """A reply whose entries are serialized once, for the bus and for the day's cache alike:
-    serializing 1,000 entries (~4 KB each) costs ~45 ms of CPU each time. The bytes are
-    those of `WorklistQueryReply.to_bytes` but for the order of the members (entries last)."""
+    serializing 1,000 entries (~4 KB each) costs ~45 ms of CPU each time. On the bus the
+    entries come last, one per line (`encode_reply`), so the gateway keeps each one's text
+    without parsing the answer; any JSON reader reads it as `WorklistQueryReply.to_bytes`."""
 
     _texts: list[str] = PrivateAttr(default_factory=list)
     #: The entries the texts were made of (a copy with other entries serializes them again).
@@ -161,8 +163,7 @@ class EncodedReply(WorklistQueryReply):
     def to_bytes(self) -> bytes:
         if self._encoded is not self.items:
             return super().to_bytes()
-        head = self.model_dump_json(exclude={"items"})
-        return f'{head[:-1]},"items":[{",".join(self._texts)}]}}'.encode()
+        return encode_reply(self, self._texts)
 
 
 #: Flagged entries logged one by one per query; the rest are counted.
