@@ -207,7 +207,14 @@ def test_a_search_with_conditions_takes_few_matches_or_the_newest_studies_first(
     # Three bounded branches (few matches sorted; the newest studies filtered; else every
     # match sorted) ...
     assert "WITH few AS MATERIALIZED" in matched[0] and "recent AS MATERIALIZED" in matched[0]
-    assert "OFFSET 0" in matched[0]
+    assert "OFFSET 0" in matched[0] and "LIMIT 201" in matched[0]
+    # A text that starts with a wildcard has no index range: no scan for few matches.
+    unindexed = build_search(StudyFilter(q="*son"), with_deliveries=True, with_received=False)
+    assert unindexed is not None and "LIMIT 0" in unindexed[0]
+    dated = build_search(
+        StudyFilter(q="*son", date_from="20240101"), with_deliveries=True, with_received=False
+    )
+    assert dated is not None and "LIMIT 201" in dated[0]
     # ... and the plain walk by time when nothing narrows the search.
     assert "WITH recent" not in newest[0]
     assert has_match_conditions(StudyFilter(date_to="20201231"))

@@ -808,6 +808,7 @@ async def test_a_search_finds_old_and_common_matches_alike(gateway: Any, admin: 
         ),
         (StudyFilter(q="nobody"), "nobody", "patient_name"),
         (StudyFilter(q="SPA02", limit=30), "spa02", "accession_number"),  # 1,000 far back
+        (StudyFilter(q="?PARSE^P3", limit=40), "sparse^p3", "patient_name"),  # no range
     ]
     # Three rounds: a statement run more than five times may be given a generic plan.
     for f, prefix, column in cases * 3:

@@ -133,7 +133,7 @@ RECENT_STUDIES = 2000
 FEW_MATCHES = 200
 
 
-def _matches_page(where: str, window: str) -> str:
+def _matches_page(where: str, window: str, indexed: bool) -> str:
     """The newest `window` local studies matching `where`, at a bounded cost whatever the data.
 
     Three ways, the first that applies, in one statement (PostgreSQL runs a branch only when
@@ -146,23 +146,27 @@ def _matches_page(where: str, window: str) -> str:
        (any match further back is older). A common name ends here.
     3. Every match through the indexes, sorted (OFFSET 0 keeps the planner from turning it into
        a walk by time). Accession numbers and study dates grow with time, so the matches of an
-       old accession lie together far back: the walk by time filtered ~90,000 rows for them."""
+       old accession lie together far back: the walk by time filtered ~90,000 rows for them.
+
+    Without an indexed condition (a text that starts with a wildcard) the first way would scan
+    the table for its matches: it is skipped (`few` is -1: no row taken, the test never holds)."""
+    few = FEW_MATCHES if indexed else -1
     columns = _prefixed("s")
     return f"""
         WITH few AS MATERIALIZED (
-          SELECT {columns} FROM studies s WHERE {where} LIMIT {FEW_MATCHES + 1}),
+          SELECT {columns} FROM studies s WHERE {where} LIMIT {few + 1}),
         recent AS MATERIALIZED (
           SELECT {columns} FROM (SELECT * FROM studies s ORDER BY s.created_at DESC
                                  LIMIT {RECENT_STUDIES}) s
-          WHERE {where} AND (SELECT count(*) FROM few) > {FEW_MATCHES}
+          WHERE {where} AND (SELECT count(*) FROM few) > {few}
           ORDER BY s.created_at DESC LIMIT {window})
-        (SELECT * FROM few WHERE (SELECT count(*) FROM few) <= {FEW_MATCHES}
+        (SELECT * FROM few WHERE (SELECT count(*) FROM few) <= {few}
          ORDER BY created_at DESC LIMIT {window})
         UNION ALL
         SELECT * FROM recent WHERE (SELECT count(*) FROM recent) >= {window}
         UNION ALL
         (SELECT {columns} FROM (SELECT * FROM studies s WHERE {where} OFFSET 0) s
-         WHERE (SELECT count(*) FROM few) > {FEW_MATCHES}
+         WHERE (SELECT count(*) FROM few) > {few}
            AND (SELECT count(*) FROM recent) < {window}
          ORDER BY s.created_at DESC LIMIT {window})"""
 
@@ -226,7 +230,7 @@ def _local_page(
     if f.status:
         page = f"SELECT {_prefixed('s')} FROM studies s WHERE {' AND '.join(where)}"
     elif has_match_conditions(f):
-        page = _matches_page(" AND ".join(where), window)
+        page = _matches_page(" AND ".join(where), window, _indexed(f))
     else:
         page = (
             f"SELECT {_prefixed('s')} FROM studies s WHERE {' AND '.join(where)}"
@@ -247,6 +251,12 @@ def _local_page(
           {deliveries.replace("s.id", "p.id")}
         ) x {status_filter}
         ORDER BY created_at DESC LIMIT {window}"""
+
+
+def _indexed(f: StudyFilter) -> bool:
+    """Whether a condition of the search can be taken through an index (dates, a prefix)."""
+    texts = (f.q, f.patient_id, f.accession_number)
+    return bool(f.date_from or f.date_to) or any(t and prefix_range(t) for t in texts)
 
 
 def _prefix_condition(column: str, value: str, arg: Any) -> str:
