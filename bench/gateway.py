@@ -242,7 +242,9 @@ async def run(args: argparse.Namespace, figures: Figures) -> int:
             base = f"http://127.0.0.1:{port}"
             ok = True
             if not args.no_search:
-                ok = await bench_search(port, base, args, gateway.pid, figures)
+                postmaster = int((pg.pgdata / "postmaster.pid").read_text().split()[0])
+                pids = {"gateway": gateway.pid, "postgres": postmaster}
+                ok = await bench_search(port, base, args, pids, figures)
             if args.worklist:
                 rounds = args.worklist_rounds
                 ok &= await bench_worklist(
@@ -257,10 +259,35 @@ async def run(args: argparse.Namespace, figures: Figures) -> int:
             nats.stop()
 
 
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and of its live children (PostgreSQL: the postmaster and the
+    backends that serve the gateway's pooled connections)."""
+    total = cpu_seconds(pid)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            total += sum(int(x) for x in fields[11:13]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def cpu_now(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of the gateway, PostgreSQL and this load generator."""
+    return {
+        "gateway": cpu_seconds(pids["gateway"]),
+        "postgres": process_tree_cpu(pids["postgres"]),
+        "client": time.process_time(),
+    }
+
+
 async def bench_search(
-    port: int, base: str, args: argparse.Namespace, gateway_pid: int, figures: Figures
+    port: int, base: str, args: argparse.Namespace, pids: dict[str, int], figures: Figures
 ) -> bool:
-    """Local search at 100k studies with N clients against the health endpoint."""
+    """Local search at 100k studies with N clients against the health endpoint. The CPU that
+    each request costs the gateway, PostgreSQL and the load generator is printed beside the
+    times: with N clients on a small box the queueing is that CPU (Little's law)."""
     token = await login_token(base)
     await drive(port, token, "/api/v1/studies", 4, 2.0, True)  # warm-up
     print("one client (service time without queueing):")
@@ -274,11 +301,17 @@ async def bench_search(
         ("search /api/v1/studies", "/api/v1/studies", True),
         ("health /api/health", "/api/health", False),
     ):
-        cpu0 = cpu_seconds(gateway_pid)
+        cpu0 = cpu_now(pids)
         run = await drive(port, token, path, args.clients, args.seconds, is_search)
         row = summary("  " + name, *run)
-        row["cpu_ms"] = (cpu_seconds(gateway_pid) - cpu0) * 1000 / max(1, row["n"])
-        print(f"    gateway CPU per request: {row['cpu_ms']:.2f} ms")
+        spent = {k: (v - cpu0[k]) * 1000 / max(1, row["n"]) for k, v in cpu_now(pids).items()}
+        row["cpu_ms"] = spent["gateway"]
+        row["postgres_cpu_ms"] = spent["postgres"]
+        row["client_cpu_ms"] = spent["client"]
+        print(
+            f"    CPU per request: gateway {spent['gateway']:.2f} ms, PostgreSQL "
+            f"{spent['postgres']:.2f} ms, load generator {spent['client']:.2f} ms"
+        )
         results[is_search] = row
         figures.put("search", "clients", "search" if is_search else "health", row)
     search, health = results[True], results[False]

@@ -68,3 +68,34 @@ def test_generated_table_is_current() -> None:
     assert (ROOT / "docs" / "messages.md").read_text() == render(), (
         "run: .venv/bin/cinebridge-messages-doc --write docs/messages.md"
     )
+
+
+def test_a_worklist_reply_with_its_entries_one_per_line_reads_as_json_and_splits_back() -> None:
+    """`encode_reply`: any JSON reader gets the reply; `split_reply` finds each entry's text
+    (text with escaped newlines, quotes and non-ASCII stays inside its entry)."""
+    import json
+
+    from cinebridge_common.messages import WorklistItem, WorklistQueryReply
+    from cinebridge_common.messages.worklist import encode_reply, split_reply
+
+    items = [
+        WorklistItem(item_key="a", patient_name='line\nbreak ",\n" Zoë'),
+        WorklistItem(item_key="b", dataset={"00100010": {"vr": "PN", "Value": [{}]}}),
+    ]
+    reply = WorklistQueryReply(items=items, warnings=["first\nsecond"], server_id="ris")
+    for entries in (items, []):
+        plain = reply.model_copy(update={"items": entries})
+        data = encode_reply(plain, [item.model_dump_json() for item in entries])
+        assert json.loads(data) == json.loads(plain.to_bytes())
+        split = split_reply(data)
+        assert split is not None
+        banner, texts = split
+        assert WorklistQueryReply.model_validate_json(banner) == reply.model_copy(
+            update={"items": []}
+        )
+        assert [WorklistItem.model_validate_json(t) for t in texts] == entries
+    # Any other layout: None, and the reader parses the whole reply.
+    assert split_reply(reply.to_bytes()) is None
+    assert split_reply(json.dumps(json.loads(reply.to_bytes()), indent=1).encode()) is None
+    assert split_reply(b'{"ok": false, "error": "no server"}') is None
+    assert split_reply(b'{"items":[\n') is None

@@ -12,6 +12,7 @@ from cinebridge_gateway.search_repository import (
     build_search,
     has_match_conditions,
     like_prefix,
+    prefix_range,
 )
 from cinebridge_gateway.security import (
     LoginThrottle,
@@ -130,6 +131,21 @@ def test_search_text_becomes_an_escaped_like_prefix() -> None:
     assert like_prefix("a*") == "a%"
 
 
+def test_search_text_becomes_an_index_range_of_its_literal_part() -> None:
+    assert prefix_range("Doe") == ("doe", "dof")
+    assert prefix_range("D*E?") == ("d", "e")  # the literal part ends at the first wildcard
+    assert prefix_range("AB?C") == ("ab", "ac")
+    assert prefix_range("100%_x") == ("100%_x", "100%_y")  # no LIKE escapes in a range
+    assert prefix_range("*son") is None
+    assert prefix_range("?x") is None
+    assert prefix_range("a\ud7ff") == ("a\ud7ff", "a\ue000")  # over the surrogates
+    assert prefix_range("a\U0010ffff") == ("a\U0010ffff", "b")
+    assert prefix_range("\U0010ffff") == ("\U0010ffff", None)
+    every = ["doe", "doe^j", "dof", "do", "d\U0010ffff", "e"]
+    low, high = prefix_range("doe") or ("", None)
+    assert [t for t in every if low <= t < (high or "\U0010ffff")] == ["doe", "doe^j"]
+
+
 def test_passwords_and_tokens() -> None:
     stored = hash_password("correct horse")
     assert stored.startswith("$argon2id$")
@@ -166,14 +182,12 @@ def test_search_repository_takes_the_sides_the_filters_allow() -> None:
     both = build_search(StudyFilter(q="doe"), with_deliveries=True, with_received=True)
     assert both is not None
     sql, args = both
-    assert (
-        "FROM studies s" in sql
-        and "FROM received_study_index s" in sql
-        and "delivery_states" in sql
-    )
-    assert args == ["doe%", "doe%", "doe%", 50, 0]  # name, patient ID, accession; page
+    assert "FROM studies s" in sql and "FROM received_study_index s" in sql
+    assert "delivery_states" in sql
+    # name, patient ID, accession (each its LIKE pattern and index range); page
+    assert args == ["doe%", "doe", "dof"] * 3 + [50, 0]
     local = build_search(StudyFilter(room="or1"), with_deliveries=False, with_received=True)
-    # No received side; only the "received back" mark looks at the SCP's received_study_index.
+    # No received side; only the "received back" mark looks at the received studies.
     assert local is not None and "FROM received_study_index s" not in local[0]
     assert "delivery_states" not in local[0]
     received = build_search(
@@ -186,12 +200,21 @@ def test_search_repository_takes_the_sides_the_filters_allow() -> None:
     )
 
 
-def test_a_search_with_conditions_looks_at_the_newest_studies_first() -> None:
+def test_a_search_with_conditions_takes_few_matches_or_the_newest_studies_first() -> None:
     matched = build_search(StudyFilter(q="acc0009"), with_deliveries=True, with_received=False)
     newest = build_search(StudyFilter(room="or1"), with_deliveries=True, with_received=False)
     assert matched is not None and newest is not None
-    # Two bounded branches (the newest studies filtered; else the matches sorted) ...
-    assert "WITH recent AS MATERIALIZED" in matched[0] and "OFFSET 0" in matched[0]
+    # Three bounded branches (few matches sorted; the newest studies filtered; else every
+    # match sorted) ...
+    assert "WITH few AS MATERIALIZED" in matched[0] and "recent AS MATERIALIZED" in matched[0]
+    assert "OFFSET 0" in matched[0] and "LIMIT 201" in matched[0]
+    # A text that starts with a wildcard has no index range: no scan for few matches.
+    unindexed = build_search(StudyFilter(q="*son"), with_deliveries=True, with_received=False)
+    assert unindexed is not None and "LIMIT 0" in unindexed[0]
+    dated = build_search(
+        StudyFilter(q="*son", date_from="20240101"), with_deliveries=True, with_received=False
+    )
+    assert dated is not None and "LIMIT 201" in dated[0]
     # ... and the plain walk by time when nothing narrows the search.
     assert "WITH recent" not in newest[0]
     assert has_match_conditions(StudyFilter(date_to="20201231"))

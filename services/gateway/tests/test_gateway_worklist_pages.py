@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from cinebridge_common.messages import ValueFlag, WorklistItem, WorklistQueryReply
+from cinebridge_common.messages.worklist import encode_reply
 from cinebridge_gateway import worklist_pages
 from cinebridge_gateway.worklist_pages import StoredAnswer, WorklistPages
 
@@ -66,3 +67,8 @@ def test_an_answer_kept_from_its_bytes_pages_like_the_parsed_one() -> None:
     assert kept.page(10, 15) == parsed.page(10, 15) == reply.items[10:25]
     failed = StoredAnswer.from_reply_bytes(b'{"ok": false, "error": "no server"}')
     assert not failed.meta.ok and failed.meta.error == "no server" and failed.total == 0
+    # The worklist service's layout (entries one per line) is kept without parsing them.
+    texts = [item.model_dump_json() for item in reply.items]
+    lines = StoredAnswer.from_reply_bytes(encode_reply(reply, texts))
+    assert lines.meta == parsed.meta and lines.items == [t.encode() for t in texts]
+    assert lines.page(10, 15) == reply.items[10:25] and lines.size == parsed.size

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from cinebridge_common.messages import WorklistItem, WorklistQueryReply
-from cinebridge_worklist.lookup import merge_replies
+import json
+
+from cinebridge_common.messages import ValueFlag, WorklistItem, WorklistQueryReply
+from cinebridge_worklist.lookup import EncodedReply, merge_replies
 
 
 def item(key: str) -> WorklistItem:
@@ -27,6 +29,31 @@ def test_answers_of_several_servers_merge_without_duplicates() -> None:
     assert merged.ok and merged.outcome == "too_many" and merged.too_many and merged.incomplete
     assert [i.item_key for i in merged.items] == ["1", "2", "3"]
     assert merged.warnings == ["b: narrow the search"]
+
+
+def test_an_answer_serialized_once_reads_as_the_plain_reply() -> None:
+    """The entries' JSON is made once for the bus and the cache: the same reply, byte for byte
+    in each entry (text with quotes, backslashes, control characters and non-ASCII)."""
+    tricky = WorklistItem(
+        item_key="k2",
+        patient_name='O"Brien^Zoë\\x',
+        dataset={"00100010": {"vr": "PN", "Value": [{"Alphabetic": 'O"Brien^Zoë\u0007'}]}},
+        flags=[ValueFlag(tag="(0010,0040)", keyword="PatientSex", problem="p", action="a")],
+    )
+    plain = WorklistQueryReply(
+        server_id="a", outcome="complete", items=[item("1"), tricky], warnings=["w"]
+    )
+    encoded = EncodedReply.of(plain)
+    assert json.loads(encoded.to_bytes()) == json.loads(plain.to_bytes())
+    assert WorklistQueryReply.from_bytes(encoded.to_bytes()) == plain
+    assert encoded.item_texts == [i.model_dump_json() for i in plain.items]
+    empty = EncodedReply.of(WorklistQueryReply(server_id="a", outcome="complete"))
+    assert json.loads(empty.to_bytes()) == json.loads(
+        WorklistQueryReply(server_id="a", outcome="complete").to_bytes()
+    )
+    # A copy with other entries serializes them again, never a stale text.
+    changed = encoded.model_copy(update={"items": [item("3")]})
+    assert WorklistQueryReply.from_bytes(changed.to_bytes()).items == [item("3")]
 
 
 def test_one_server_down_still_shows_the_others_with_the_error_as_a_warning() -> None:

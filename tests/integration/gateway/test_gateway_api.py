@@ -771,8 +771,9 @@ async def test_a_study_received_back_by_the_own_scp_is_one_row_marked_as_such(
 
 async def test_a_search_finds_old_and_common_matches_alike(gateway: Any, admin: Any) -> None:
     """Accessions grow with time: an old accession's matches lie together far behind the newest
-    studies, a common name's among them. Both ways of finding the page (search_repository
-    `_matches_page`) give what a plain filter and sort of every study gives."""
+    studies, a common name's among them. Each way of finding the page (search_repository
+    `_matches_page`: few matches, the newest studies, every match) gives what a plain filter and
+    sort of every study gives, planned with the values or as the cached generic plan."""
     pool = gateway.ctx.pool
     await pool.execute(
         """INSERT INTO studies (id, study_instance_uid, origin, patient_name, patient_id,
@@ -806,8 +807,11 @@ async def test_a_search_finds_old_and_common_matches_alike(gateway: Any, admin: 
             "accession_number",
         ),
         (StudyFilter(q="nobody"), "nobody", "patient_name"),
+        (StudyFilter(q="SPA02", limit=30), "spa02", "accession_number"),  # 1,000 far back
+        (StudyFilter(q="?PARSE^P3", limit=40), "sparse^p3", "patient_name"),  # no range
     ]
-    for f, prefix, column in cases:
+    # Three rounds: a statement run more than five times may be given a generic plan.
+    for f, prefix, column in cases * 3:
         built = build_search(f, with_deliveries=True, with_received=True)
         assert built is not None
         found = [r["id"] for r in await pool.fetch(built[0], *built[1])]

@@ -67,11 +67,11 @@ class StudyReads(RepositoryBase):
         return str(await self._fetch_planned(sql, built[1], "fetchval"))
 
     async def _fetch_planned(self, sql: str, args: list[Any], method: str) -> Any:
-        async with self.pool.acquire() as conn:
-            # A fresh (uncached) statement is planned with the actual values: a cached one
-            # turns generic after five runs and then walks the whole table for a rare prefix.
-            statement = await conn.prepare(sql)
-            return await getattr(statement, method)(*args)
+        # Through the connection's statement cache: one round trip, and once PostgreSQL has
+        # chosen a generic plan no planning either. The prefixes are index ranges with
+        # parameters (`search_repository.prefix_range`), so a generic plan uses the prefix
+        # indexes; with `LIKE $1` alone it walked the whole table for a rare prefix.
+        return await getattr(self.pool, method)(sql, *args)
 
     async def study_status(self, study_id: uuid.UUID) -> str:
         deliveries = DELIVERY_AGG if await self.has_table("delivery_states") else NO_DELIVERIES

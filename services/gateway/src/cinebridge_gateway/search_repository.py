@@ -104,32 +104,70 @@ def like_prefix(value: str) -> str:
     return escaped if escaped.endswith("%") else escaped + "%"
 
 
-#: How many of the newest studies a search looks through first (`_matches_page`).
+def prefix_range(value: str) -> tuple[str, str | None] | None:
+    """The bounds `[low, high)` of every text that starts with the search text's literal part
+    (before its first wildcard), in the byte order of `text_pattern_ops`, which is code point
+    order for UTF-8; None when the text starts with a wildcard. `high` is None when no text is
+    greater (a literal part of only U+10FFFF). The same range PostgreSQL derives from a constant
+    LIKE prefix, but as parameters: a cached generic plan can then use the prefix indexes,
+    which it cannot for `LIKE $1`."""
+    literal = value.lower()
+    for wildcard in ("*", "?"):
+        literal = literal.split(wildcard, 1)[0]
+    if not literal:
+        return None
+    high = literal
+    while high:
+        last = ord(high[-1]) + 1
+        if last == 0xD800:  # surrogates are no characters of a text
+            last = 0xE000
+        if last <= 0x10FFFF:
+            return literal, high[:-1] + chr(last)
+        high = high[:-1]
+    return literal, None
+
+
+#: How many of the newest studies a search looks through (`_matches_page`).
 RECENT_STUDIES = 2000
+#: Up to how many matches a search takes through the indexes and sorts (`_matches_page`).
+FEW_MATCHES = 200
 
 
-def _matches_page(where: str, window: str) -> str:
+def _matches_page(where: str, window: str, indexed: bool) -> str:
     """The newest `window` local studies matching `where`, at a bounded cost whatever the data.
 
-    Walking the studies by time and filtering (what the planner picks for a LIMIT) is fast when
-    matches are common among the newest studies, but accession numbers and study dates grow with
-    time: the matches of an old accession lie together far back, and that walk filtered ~90,000
-    rows for them (220 ms at 100,000 studies). Taking the matches through the prefix and date
-    indexes and sorting them is fast when they are few, and slow for a common name. So: the
-    newest `RECENT_STUDIES` are filtered first; when they hold a whole page it is the page (any
-    match further back is older); otherwise the matches are taken through the indexes (OFFSET 0
-    keeps the planner from turning that back into the walk) and sorted. PostgreSQL runs the
-    second branch only when the first comes short (a one-time filter)."""
+    Three ways, the first that applies, in one statement (PostgreSQL runs a branch only when
+    its one-time filter holds):
+    1. Up to `FEW_MATCHES` + 1 matches are taken through the prefix and date indexes, unsorted:
+       when there are no more than `FEW_MATCHES`, they are all of them, sorted here. Most
+       searches by patient ID or accession number end here (a search that matches nothing
+       costs an index probe instead of filtering the newest studies).
+    2. The newest `RECENT_STUDIES` are filtered: when they hold a whole page it is the page
+       (any match further back is older). A common name ends here.
+    3. Every match through the indexes, sorted (OFFSET 0 keeps the planner from turning it into
+       a walk by time). Accession numbers and study dates grow with time, so the matches of an
+       old accession lie together far back: the walk by time filtered ~90,000 rows for them.
+
+    Without an indexed condition (a text that starts with a wildcard) the first way would scan
+    the table for its matches: it is skipped (`few` is -1: no row taken, the test never holds)."""
+    few = FEW_MATCHES if indexed else -1
     columns = _prefixed("s")
     return f"""
-        WITH recent AS MATERIALIZED (
+        WITH few AS MATERIALIZED (
+          SELECT {columns} FROM studies s WHERE {where} LIMIT {few + 1}),
+        recent AS MATERIALIZED (
           SELECT {columns} FROM (SELECT * FROM studies s ORDER BY s.created_at DESC
                                  LIMIT {RECENT_STUDIES}) s
-          WHERE {where} ORDER BY s.created_at DESC LIMIT {window})
+          WHERE {where} AND (SELECT count(*) FROM few) > {few}
+          ORDER BY s.created_at DESC LIMIT {window})
+        (SELECT * FROM few WHERE (SELECT count(*) FROM few) <= {few}
+         ORDER BY created_at DESC LIMIT {window})
+        UNION ALL
         SELECT * FROM recent WHERE (SELECT count(*) FROM recent) >= {window}
         UNION ALL
         (SELECT {columns} FROM (SELECT * FROM studies s WHERE {where} OFFSET 0) s
-         WHERE (SELECT count(*) FROM recent) < {window}
+         WHERE (SELECT count(*) FROM few) > {few}
+           AND (SELECT count(*) FROM recent) < {window}
          ORDER BY s.created_at DESC LIMIT {window})"""
 
 
@@ -192,7 +230,7 @@ def _local_page(
     if f.status:
         page = f"SELECT {_prefixed('s')} FROM studies s WHERE {' AND '.join(where)}"
     elif has_match_conditions(f):
-        page = _matches_page(" AND ".join(where), window)
+        page = _matches_page(" AND ".join(where), window, _indexed(f))
     else:
         page = (
             f"SELECT {_prefixed('s')} FROM studies s WHERE {' AND '.join(where)}"
@@ -215,8 +253,23 @@ def _local_page(
         ORDER BY created_at DESC LIMIT {window}"""
 
 
+def _indexed(f: StudyFilter) -> bool:
+    """Whether a condition of the search can be taken through an index (dates, a prefix)."""
+    texts = (f.q, f.patient_id, f.accession_number)
+    return bool(f.date_from or f.date_to) or any(t and prefix_range(t) for t in texts)
+
+
 def _prefix_condition(column: str, value: str, arg: Any) -> str:
-    return f"lower({column}) LIKE {arg(like_prefix(value))}"
+    like = f"lower({column}) LIKE {arg(like_prefix(value))}"
+    bounds = prefix_range(value)
+    if bounds is None:
+        return like
+    low, high = bounds
+    # LIKE first: a row that does not match costs one lower() (a filter evaluates each).
+    conditions = [like, f"lower({column}) ~>=~ {arg(low)}"]
+    if high is not None:
+        conditions.append(f"lower({column}) ~<~ {arg(high)}")
+    return "(" + " AND ".join(conditions) + ")"
 
 
 def _match_conditions(f: StudyFilter, arg: Any) -> list[str]:

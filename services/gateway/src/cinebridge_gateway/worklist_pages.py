@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import pydantic_core
 from cinebridge_common.gcpause import gc_paused
 from cinebridge_common.messages import WorklistItem, WorklistQueryReply
+from cinebridge_common.messages.worklist import split_reply
 
 MAX_RESULTS = 32
 MAX_BYTES = 96 << 20
@@ -44,7 +45,14 @@ class StoredAnswer:
         """The worklist service's reply as it crossed the bus: the banner (outcome, warnings,
         flags of the answer) is validated now, each entry only when a page shows it. Validating
         1,000 entries of ~6 KB up front cost the gateway three times more than parsing them
-        as plain JSON (`bench/gateway.py`). CPU-bound: callers run it in a worker thread."""
+        as plain JSON (`bench/gateway.py`). An answer with its entries one per line (what the
+        worklist service sends, `encode_reply`) is not parsed at all but for its banner.
+        CPU-bound: callers run it in a worker thread."""
+        split = split_reply(data)
+        if split is not None:
+            banner, texts = split
+            meta = WorklistQueryReply.model_validate_json(banner)
+            return cls(meta, texts, sum(map(len, texts)))
         with gc_paused():  # the parsed tree holds no cycles
             raw = pydantic_core.from_json(data)
             entries = raw.pop("items", None) or []

@@ -119,6 +119,35 @@ class WorklistQueryReply(Reply):
     cached_at: dt.datetime | None = None
 
 
+#: The entries of a reply laid out one per line (`encode_reply`): a raw newline occurs nowhere
+#: else in compact JSON (inside strings it is escaped), so a reader finds each entry's JSON
+#: text without parsing the answer.
+_ITEMS_OPEN = b',"items":[\n'
+_ITEMS_CLOSE = b"\n]}"
+_ITEM_SEP = b",\n"
+
+
+def encode_reply(reply: WorklistQueryReply, item_texts: list[str]) -> bytes:
+    """The reply's JSON with its entries (`item_texts`: each one's compact JSON, in order) one
+    per line after the other members; any JSON reader reads it as `reply.to_bytes()`."""
+    head = reply.model_dump_json(exclude={"items"}).encode()
+    body = _ITEM_SEP.join(text.encode() for text in item_texts)
+    return head[:-1] + _ITEMS_OPEN + body + _ITEMS_CLOSE
+
+
+def split_reply(data: bytes) -> tuple[bytes, list[bytes]] | None:
+    """A reply made by `encode_reply` as (the reply's JSON without entries, each entry's JSON
+    text), at the cost of finding newlines; None for a reply of any other layout."""
+    first = data.find(b"\n")
+    start = first + 1 - len(_ITEMS_OPEN)
+    if first < 0 or start < 1 or data[start : first + 1] != _ITEMS_OPEN:
+        return None
+    if not data.endswith(_ITEMS_CLOSE) or len(data) < first + len(_ITEMS_CLOSE):
+        return None
+    body = data[first + 1 : len(data) - len(_ITEMS_CLOSE)]
+    return data[:start] + b"}", body.split(_ITEM_SEP) if body else []
+
+
 class WorklistEcho(Request):
     subject: ClassVar[str] = "cb.rpc.worklist.echo"
     server_id: str
