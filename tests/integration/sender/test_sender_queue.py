@@ -1,0 +1,185 @@
+"""The send queue: the `deliveries` table worked by every sender process, woken by PostgreSQL.
+
+Two sender processes share one destination (each delivery sent once, none left behind, a lease
+never taken over while it lives), a killed one's rows come back when its leases end, and
+destinations added, disabled, enabled and deleted at run time are followed. The wake-up cases
+run with a lease (the longest a worker sleeps unwoken) far beyond their wait bounds, so only a
+NOTIFY can have woken the workers.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import asyncpg
+import pytest
+from cinebridge_common.bus import Bus
+from cinebridge_common.embedded import EmbeddedNats
+from cinebridge_common.messages import (
+    Destination,
+    DestinationDelete,
+    DestinationReply,
+    DestinationUpsert,
+    InstanceCreated,
+)
+from cinebridge_testkit import wait_for
+from cinebridge_testkit.sender_harness import SenderHarness, wait_states
+from cinebridge_testkit.storage_peers import ScriptedScp
+
+pytestmark = pytest.mark.integration
+
+#: C-STOREs may be held far longer than the harness's 5 s DIMSE time-out in these cases.
+PATIENT = {"CB_SENDER_DIMSE_TIMEOUT_S": "180", "CB_SENDER_NETWORK_TIMEOUT_S": "180"}
+#: No worker looks at its queue unwoken within these tests' bounds.
+WOKEN_ONLY = {"CB_SENDER_LEASE_S": "900", "CB_SENDER_SWEEP_INTERVAL_S": "900"}
+
+
+def one_association(port: int, ae: str = "SCRIPTED") -> list[dict[str, object]]:
+    return [
+        {"name": "pacs", "ae_title": ae, "host": "127.0.0.1", "port": port, "max_associations": 1}
+    ]
+
+
+def held_until(gate: threading.Event) -> ScriptedScp:
+    """An SCP that answers no C-STORE before `gate` opens (bounded, so nothing hangs)."""
+
+    def script(_uid: str, _n: int) -> int:
+        gate.wait(240)
+        return 0x0000
+
+    return ScriptedScp(script=script)
+
+
+def second_sender(harness: SenderHarness, database_url: str, tmp_path: Path) -> SenderHarness:
+    (tmp_path / "b").mkdir()
+    return SenderHarness(harness.nats, database_url, harness.store, tmp_path / "b")
+
+
+async def attempts_by_sender(pool: asyncpg.Pool) -> dict[str, set[object]]:
+    rows = await pool.fetch("SELECT delivery_id, sender FROM delivery_attempts")
+    out: dict[str, set[object]] = {}
+    for row in rows:
+        out.setdefault(row["sender"], set()).add(row["delivery_id"])
+    return out
+
+
+async def test_two_senders_share_a_destination_each_delivery_once(
+    harness: SenderHarness, bus: Bus, db_pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    gate = threading.Event()
+    other = second_sender(harness, database_url, tmp_path)
+    with held_until(gate) as scp:
+        env = {**PATIENT, "CB_SENDER_BATCH_MAX": "10"}
+        harness.start(destinations=one_association(scp.port), CB_INSTANCE_ID="sender-a", **env)
+        try:
+            msgs = harness.make(40)
+            await harness.announce(bus, msgs)
+            # The first process holds a batch (its one association waits on the gate) ...
+            await wait_for(lambda: _true(scp.associations >= 1), 120, what="first association")
+            other.start(CB_INSTANCE_ID="sender-b", **env)
+            # ... so the second association can only be the other process, with other rows.
+            await wait_for(lambda: _true(scp.associations >= 2), 120, what="second association")
+            gate.set()
+            await wait_states(db_pool, {"sent": 40}, 180, harness)
+        finally:
+            gate.set()
+            other.stop()
+    assert set(scp.received) == {m.sop_instance_uid for m in msgs}
+    assert all(n == 1 for n in scp.seen.values()), scp.seen  # no row taken under a live lease
+    per_sender = await attempts_by_sender(db_pool)
+    assert set(per_sender) == {"sender@sender-a", "sender@sender-b"}
+    assert not per_sender["sender@sender-a"] & per_sender["sender@sender-b"]
+    assert await db_pool.fetchval("SELECT count(*) FROM delivery_attempts") == 40
+
+
+async def test_a_killed_senders_rows_come_back_when_its_leases_end(
+    harness: SenderHarness, bus: Bus, db_pool: asyncpg.Pool, database_url: str, tmp_path: Path
+) -> None:
+    gate = threading.Event()
+    other = second_sender(harness, database_url, tmp_path)
+    with held_until(gate) as scp:
+        env = {**PATIENT, "CB_SENDER_BATCH_MAX": "10"}
+        harness.start(destinations=one_association(scp.port), CB_INSTANCE_ID="sender-a", **env)
+        try:
+            msgs = harness.make(20)
+            await harness.announce(bus, msgs)
+            await wait_for(lambda: _true(scp.associations >= 1), 120, what="first association")
+            other.start(CB_INSTANCE_ID="sender-b", **env)
+            await wait_for(lambda: _true(scp.associations >= 2), 120, what="second association")
+            harness.kill()  # mid-batch, its deliveries leased
+            leased = {
+                r["id"]: r["lease_until"]
+                for r in await db_pool.fetch(
+                    "SELECT id, lease_until FROM deliveries WHERE lease_owner = 'sender@sender-a'"
+                )
+            }
+            gate.set()
+            await wait_states(db_pool, {"sent": 20}, 180, other)
+        finally:
+            gate.set()
+            other.stop()
+    assert leased, "the killed sender held no lease"
+    assert set(scp.received) == {m.sop_instance_uid for m in msgs}
+    # At least once: only the instance in flight when it died may have reached the PACS twice.
+    assert sum(n - 1 for n in scp.seen.values()) <= 1, scp.seen
+    rows = await db_pool.fetch(
+        """SELECT delivery_id, sender, started_at FROM delivery_attempts
+           WHERE delivery_id = ANY($1::uuid[])""",
+        list(leased),
+    )
+    assert {r["delivery_id"] for r in rows} == set(leased)
+    for row in rows:  # taken over by the survivor, and only once the lease had ended
+        assert row["sender"] == "sender@sender-b"
+        assert row["started_at"] >= leased[row["delivery_id"]]
+
+
+async def test_destinations_changed_at_run_time_are_followed(
+    harness: SenderHarness, bus: Bus, db_pool: asyncpg.Pool, own_nats: EmbeddedNats
+) -> None:
+    with ScriptedScp() as scp:
+        harness.start(destinations=[], **WOKEN_ONLY)
+        await harness.answering()
+        added = await _upsert(
+            bus, Destination(name="late", ae_title=scp.ae_title, host="127.0.0.1", port=scp.port)
+        )
+        # Added while running: its worker starts, and a new delivery is sent when queued.
+        first = harness.make(3)
+        await harness.announce(bus, first)
+        await wait_states(db_pool, {"sent": 3}, 60, harness)
+
+        # Disabled: what is named for it waits; enabled again: sent.
+        off = await _upsert(bus, added.model_copy(update={"enabled": False}))
+        assert off.enabled is False
+        held = [_naming(m, off) for m in harness.make(2)]
+        await harness.announce(bus, held)
+        await wait_states(db_pool, {"sent": 3, "queued": 2}, 60, harness)
+        await _upsert(bus, off.model_copy(update={"enabled": True}))
+        await wait_states(db_pool, {"sent": 5}, 60, harness)
+
+        # Deleted: its deliveries go with it and its worker ends.
+        gone = await bus.request(
+            DestinationDelete(destination_id=added.id or ""), DestinationReply, 10
+        )
+        assert gone.ok
+        await wait_for(
+            lambda: _true(harness.log_text().count("send worker: ended") >= 2),
+            60,
+            what="the deleted destination's worker ending",
+        )
+    assert set(scp.received) == {m.sop_instance_uid for m in first + held}
+    assert await db_pool.fetchval("SELECT count(*) FROM deliveries") == 0
+
+
+async def _upsert(bus: Bus, destination: Destination) -> Destination:
+    reply = await bus.request(DestinationUpsert(destination=destination), DestinationReply, 10)
+    assert reply.ok and reply.destination is not None, reply.error
+    return reply.destination
+
+
+def _naming(msg: InstanceCreated, destination: Destination) -> InstanceCreated:
+    return msg.model_copy(update={"destination_ids": [destination.id]})
+
+
+async def _true(value: bool) -> bool:
+    return value
