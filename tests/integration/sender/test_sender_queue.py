@@ -2,9 +2,9 @@
 
 Two sender processes share one destination (each delivery sent once, none left behind, a lease
 never taken over while it lives), a killed one's rows come back when its leases end, and
-destinations added, disabled, enabled and deleted at run time are followed. The wake-up cases
-run with a lease (the longest a worker sleeps unwoken) far beyond their wait bounds, so only a
-NOTIFY can have woken the workers.
+destinations added, disabled, enabled and deleted at run time are followed (and the durable of
+the retired per-delivery send job is removed). The wake-up cases run with a lease (the longest
+a worker sleeps unwoken) far beyond their wait bounds, so only a NOTIFY can have woken them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from cinebridge_common.bus import Bus
+from cinebridge_common.bus import Bus, ConsumerSpec
 from cinebridge_common.embedded import EmbeddedNats
 from cinebridge_common.messages import (
     Destination,
@@ -26,6 +26,7 @@ from cinebridge_common.messages import (
 from cinebridge_testkit import wait_for
 from cinebridge_testkit.sender_harness import SenderHarness, wait_states
 from cinebridge_testkit.storage_peers import ScriptedScp
+from nats.js.errors import NotFoundError
 
 pytestmark = pytest.mark.integration
 
@@ -137,9 +138,13 @@ async def test_a_killed_senders_rows_come_back_when_its_leases_end(
 async def test_destinations_changed_at_run_time_are_followed(
     harness: SenderHarness, bus: Bus, db_pool: asyncpg.Pool, own_nats: EmbeddedNats
 ) -> None:
+    # A durable of the retired per-delivery send job, as an earlier sender left it.
+    await bus.ensure_consumer(ConsumerSpec("CB_JOBS", "sender-send", "cb.job.sender.send"))
     with ScriptedScp() as scp:
         harness.start(destinations=[], **WOKEN_ONLY)
         await harness.answering()
+        with pytest.raises(NotFoundError):
+            await bus.js.consumer_info("CB_JOBS", "sender-send")
         added = await _upsert(
             bus, Destination(name="late", ae_title=scp.ae_title, host="127.0.0.1", port=scp.port)
         )

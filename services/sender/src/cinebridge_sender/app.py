@@ -17,6 +17,7 @@ from cinebridge_common.logging import kv
 from cinebridge_common.messages import DeadLetter
 from cinebridge_common.service import ServiceContext
 from cinebridge_common.supervise import every
+from nats.js.errors import NotFoundError
 from prometheus_client import Gauge
 
 from . import commitment_handlers, dead_letters
@@ -55,6 +56,18 @@ def consumer_spec(
         batch=1,
         workers=settings.sender_workers if durable == "sender-commit" else 1,
     )
+
+
+#: The durable of the per-delivery send job an earlier sender consumed: the queue is the
+#: `deliveries` table now, and a durable nobody reads would only count messages pending forever.
+RETIRED_DURABLES = (("CB_JOBS", "sender-send"),)
+
+
+async def drop_retired_durables(ctx: ServiceContext) -> None:
+    for stream, durable in RETIRED_DURABLES:
+        with contextlib.suppress(NotFoundError):
+            await ctx.bus.js.delete_consumer(stream, durable)
+            log.info("retired durable deleted", extra=kv(stream=stream, durable=durable))
 
 
 async def seed_destinations(deps: SenderDeps) -> None:
@@ -105,6 +118,7 @@ async def run(settings: SenderSettings) -> None:
     async with ServiceContext("sender", settings) as ctx:
         deps = SenderDeps(ctx.pool, ctx.store, settings, owner=f"sender@{settings.instance_id}")
         await ctx.until_ready("postgres", lambda: seed_destinations(deps))
+        await ctx.until_ready("nats", lambda: drop_retired_durables(ctx))
         for stream, durable, model, job_handler in CONSUMERS:
             spec = consumer_spec(stream, durable, model.subject, settings)
             handler: Any = ctx.bind_job(job_handler, deps)
