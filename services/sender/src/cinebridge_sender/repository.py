@@ -1,6 +1,6 @@
-"""The sender's delivery records shared by every module that writes them: the connection types,
-one delivery row with its instance, and the `DeliveryStateChanged` each state change enqueues in
-its own transaction (transactional outbox).
+"""What the sender's SQL modules share: the connection types, a destination's record, one
+delivery row with its instance, and the `DeliveryStateChanged` each state change of a delivery
+enqueues in its own transaction (transactional outbox).
 
 The rest of the sender's SQL sits beside it by responsibility: `destination_repository`
 (destinations and their reachability), `delivery_repository` (instances, new deliveries,
