@@ -10,6 +10,8 @@ a worker sleeps unwoken) far beyond their wait bounds, so only a NOTIFY can have
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -52,9 +54,27 @@ def held_until(gate: threading.Event) -> ScriptedScp:
     return ScriptedScp(script=script)
 
 
-def second_sender(harness: SenderHarness, database_url: str, tmp_path: Path) -> SenderHarness:
+@dataclass
+class Pair:
+    """A second sender process on the same NATS, database and media store, and an SCP that
+    holds every C-STORE until `gate` opens."""
+
+    other: SenderHarness
+    gate: threading.Event
+    scp: ScriptedScp
+
+
+@pytest.fixture
+def pair(harness: SenderHarness, database_url: str, tmp_path: Path) -> Iterator[Pair]:
+    gate = threading.Event()
     (tmp_path / "b").mkdir()
-    return SenderHarness(harness.nats, database_url, harness.store, tmp_path / "b")
+    other = SenderHarness(harness.nats, database_url, harness.store, tmp_path / "b")
+    with held_until(gate) as scp:
+        try:
+            yield Pair(other, gate, scp)
+        finally:
+            gate.set()
+            other.stop()
 
 
 async def attempts_by_sender(pool: asyncpg.Pool) -> dict[str, set[object]]:
@@ -65,27 +85,29 @@ async def attempts_by_sender(pool: asyncpg.Pool) -> dict[str, set[object]]:
     return out
 
 
+async def both_holding_a_batch(
+    harness: SenderHarness, pair: Pair, bus: Bus, count: int
+) -> list[InstanceCreated]:
+    """`count` instances queued to one destination, sender A holding one batch of them (its one
+    association waits on the SCP's gate), then sender B holding another: the second association
+    can only be B's, and only with rows A does not hold."""
+    scp, env = pair.scp, {**PATIENT, "CB_SENDER_BATCH_MAX": "10"}
+    harness.start(destinations=one_association(scp.port), CB_INSTANCE_ID="sender-a", **env)
+    msgs = harness.make(count)
+    await harness.announce(bus, msgs)
+    await wait_for(lambda: _true(scp.associations >= 1), 120, what="first association")
+    pair.other.start(CB_INSTANCE_ID="sender-b", **env)
+    await wait_for(lambda: _true(scp.associations >= 2), 120, what="second association")
+    return msgs
+
+
 async def test_two_senders_share_a_destination_each_delivery_once(
-    harness: SenderHarness, bus: Bus, db_pool: asyncpg.Pool, database_url: str, tmp_path: Path
+    harness: SenderHarness, bus: Bus, db_pool: asyncpg.Pool, pair: Pair
 ) -> None:
-    gate = threading.Event()
-    other = second_sender(harness, database_url, tmp_path)
-    with held_until(gate) as scp:
-        env = {**PATIENT, "CB_SENDER_BATCH_MAX": "10"}
-        harness.start(destinations=one_association(scp.port), CB_INSTANCE_ID="sender-a", **env)
-        try:
-            msgs = harness.make(40)
-            await harness.announce(bus, msgs)
-            # The first process holds a batch (its one association waits on the gate) ...
-            await wait_for(lambda: _true(scp.associations >= 1), 120, what="first association")
-            other.start(CB_INSTANCE_ID="sender-b", **env)
-            # ... so the second association can only be the other process, with other rows.
-            await wait_for(lambda: _true(scp.associations >= 2), 120, what="second association")
-            gate.set()
-            await wait_states(db_pool, {"sent": 40}, 180, harness)
-        finally:
-            gate.set()
-            other.stop()
+    msgs = await both_holding_a_batch(harness, pair, bus, 40)
+    pair.gate.set()
+    await wait_states(db_pool, {"sent": 40}, 180, harness)
+    scp = pair.scp
     assert set(scp.received) == {m.sop_instance_uid for m in msgs}
     assert all(n == 1 for n in scp.seen.values()), scp.seen  # no row taken under a live lease
     per_sender = await attempts_by_sender(db_pool)
@@ -95,31 +117,19 @@ async def test_two_senders_share_a_destination_each_delivery_once(
 
 
 async def test_a_killed_senders_rows_come_back_when_its_leases_end(
-    harness: SenderHarness, bus: Bus, db_pool: asyncpg.Pool, database_url: str, tmp_path: Path
+    harness: SenderHarness, bus: Bus, db_pool: asyncpg.Pool, pair: Pair
 ) -> None:
-    gate = threading.Event()
-    other = second_sender(harness, database_url, tmp_path)
-    with held_until(gate) as scp:
-        env = {**PATIENT, "CB_SENDER_BATCH_MAX": "10"}
-        harness.start(destinations=one_association(scp.port), CB_INSTANCE_ID="sender-a", **env)
-        try:
-            msgs = harness.make(20)
-            await harness.announce(bus, msgs)
-            await wait_for(lambda: _true(scp.associations >= 1), 120, what="first association")
-            other.start(CB_INSTANCE_ID="sender-b", **env)
-            await wait_for(lambda: _true(scp.associations >= 2), 120, what="second association")
-            harness.kill()  # mid-batch, its deliveries leased
-            leased = {
-                r["id"]: r["lease_until"]
-                for r in await db_pool.fetch(
-                    "SELECT id, lease_until FROM deliveries WHERE lease_owner = 'sender@sender-a'"
-                )
-            }
-            gate.set()
-            await wait_states(db_pool, {"sent": 20}, 180, other)
-        finally:
-            gate.set()
-            other.stop()
+    msgs = await both_holding_a_batch(harness, pair, bus, 20)
+    harness.kill()  # mid-batch, its deliveries leased
+    leased = {
+        r["id"]: r["lease_until"]
+        for r in await db_pool.fetch(
+            "SELECT id, lease_until FROM deliveries WHERE lease_owner = 'sender@sender-a'"
+        )
+    }
+    pair.gate.set()
+    await wait_states(db_pool, {"sent": 20}, 180, pair.other)
+    scp = pair.scp
     assert leased, "the killed sender held no lease"
     assert set(scp.received) == {m.sop_instance_uid for m in msgs}
     # At least once: only the instance in flight when it died may have reached the PACS twice.
