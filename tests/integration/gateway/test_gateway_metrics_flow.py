@@ -60,7 +60,7 @@ PRESENT: list[tuple[str, str, dict[str, str]]] = [
     for service in SERVICES
     for name in ("cinebridge_outbox_pending_messages", "cinebridge_dead_letters")
 ] + [
-    ("sender", "cinebridge_bus_consumer_pending_messages", {"consumer": "sender-send"}),
+    ("sender", "cinebridge_bus_consumer_pending_messages", {"consumer": "sender-forward"}),
     ("converter", "cinebridge_bus_consumer_ack_pending_messages", {"stream": "CB_JOBS"}),
 ]
 

@@ -4,8 +4,8 @@ The body is streamed into the media store's temporary area (never whole in memor
 be a Part 10 file whose File Meta Information names its SOP Class and Instance (PS3.10 7.1),
 moved into the `dicom/` area where the sender reads, and announced exactly as the converter
 announces its instances: an `InstanceCreated` in the outbox, here naming the one destination,
-in the transaction that writes the audit entry. The sender then creates the delivery and its
-`SendInstance` job; `GET /send/deliveries` reports their states.
+in the transaction that writes the audit entry. The sender then queues the delivery (a row its
+send queue claims at once); `GET /send/deliveries` reports their states.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""One association batch: claim due deliveries of a destination, send them, record each answer.
+"""One batch: the deliveries a queue worker claimed for a destination, sent over one association
+(or as STOW-RS requests), each answer recorded.
 
-The database is the record of truth; the JetStream jobs only wake deliveries up. Results are
-recorded as each C-STORE-RSP arrives (the SCU thread crosses into the event loop through one
-bridge), so a crash mid-batch loses at most the instance in flight, which is sent again after
-its lease expires (the PACS keeps one copy per SOP Instance UID).
+Results are recorded as each C-STORE-RSP arrives (the SCU thread crosses into the event loop
+through one bridge), so a crash mid-batch loses at most the instance in flight, which is sent
+again after its lease expires (the PACS keeps one copy per SOP Instance UID).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from cinebridge_common.store import MediaStore, UnsafePath
 from cinebridge_dicom import tls
 
 from . import commitment_repository, metrics, scu, stow
+from . import destination_repository as destinations
+from . import queue_repository as qrepo
 from . import repository as repo
 from .policy import Outcome
 from .settings import SenderSettings
@@ -44,18 +46,9 @@ class SenderDeps:
     store: MediaStore
     settings: SenderSettings
     owner: str
-    #: One batch per destination at a time in this process; more associations go inside it.
-    busy: dict[uuid.UUID, asyncio.Lock] = field(default_factory=dict)
     #: Storage Commitment transactions whose N-ACTION association waits for a report: set
     #: when the report arrives another way (on the SCP), so the wait ends.
     answered: dict[str, threading.Event] = field(default_factory=dict)
-
-    def lock_for(self, destination_id: uuid.UUID) -> asyncio.Lock:
-        return self.busy.setdefault(destination_id, asyncio.Lock())
-
-
-class DestinationGone(Exception):
-    """The delivery's destination was deleted (its deliveries went with it)."""
 
 
 async def peer_for(deps: SenderDeps, destination: Destination) -> scu.Peer:
@@ -97,39 +90,18 @@ def _item(deps: SenderDeps, row: repo.DeliveryRow) -> scu.Item:
     )
 
 
-class DestinationResting(Exception):
-    """The destination failed to associate recently; try again after `wait_s`."""
-
-    def __init__(self, wait_s: float) -> None:
-        super().__init__(f"destination resting for {wait_s:.1f} s")
-        self.wait_s = wait_s
-
-
-async def send_batch_from(deps: SenderDeps, first: repo.DeliveryRow) -> DeliveryState | None:
-    """Send `first` with what else is due for its destination. Returns the state of `first`, or
-    None when it could not be claimed (another sender holds it, or it is not due). Raises
-    DestinationResting while an unreachable destination waits out its backoff."""
-    destination = await repo.get_destination(deps.pool, str(first.destination_id))
-    if destination is None:
-        raise DestinationGone(str(first.destination_id))
-    retry_at = await repo.destination_retry_at(deps.pool, first.destination_id)
-    if retry_at is not None:
-        raise DestinationResting((retry_at - dt.datetime.now(dt.UTC)).total_seconds())
-    settings = deps.settings
-    batch = await repo.claim_batch(
-        deps.pool, first, deps.owner, settings.sender_lease_s, settings.sender_batch_max
-    )
-    if not batch:
-        return None
+async def send_batch(
+    deps: SenderDeps, destination: Destination, batch: Sequence[repo.DeliveryRow]
+) -> dict[uuid.UUID, DeliveryState]:
+    """Send a claimed batch, renewing its leases meanwhile; the state each delivery was left in."""
     log.info("batch claimed", extra=kv(destination=destination.name, instances=len(batch)))
     renewer = asyncio.create_task(_renew(deps, [r.id for r in batch]))
     try:
-        states = await _run(deps, destination, batch)
+        return await _run(deps, destination, batch)
     finally:
         renewer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewer
-    return states.get(first.id)
 
 
 class Cancelled(Exception):
@@ -182,13 +154,13 @@ async def _run(
         stop.set()
         raise
     else:
-        await repo.destination_ok(deps.pool, batch[0].destination_id)
+        await destinations.destination_ok(deps.pool, batch[0].destination_id)
     return states
 
 
 async def archive_for(deps: SenderDeps, destination: Destination) -> stow.Archive:
     assert destination.id is not None and destination.base_url is not None
-    secret = await repo.destination_secret(deps.pool, destination.id)
+    secret = await destinations.destination_secret(deps.pool, destination.id)
     return stow.Archive(
         base_url=destination.base_url,
         auth=stow.make_auth(destination.auth, destination.username, secret),
@@ -223,7 +195,7 @@ async def _run_stow(
         failure = exc if isinstance(exc, stow.ArchiveFailed) else _ca_unreadable(exc)
         await _association_failed(deps, destination, batch, failure, states)
     else:
-        await repo.destination_ok(deps.pool, batch[0].destination_id)
+        await destinations.destination_ok(deps.pool, batch[0].destination_id)
     return states
 
 
@@ -242,7 +214,7 @@ async def _association_failed(
     log.warning("association failed", extra=kv(destination=destination.name, reason=exc.reason))
     metrics.ASSOCIATION_FAILURES.labels(destination.name).inc()
     # The destination as a whole backs off; the batch retries together, as one association.
-    delay = await repo.destination_failed(
+    delay = await destinations.destination_failed(
         deps.pool, batch[0].destination_id, exc.reason, deps.settings.backoff()
     )
     outcome: Outcome = "failed-retrying" if exc.transient else "failed-permanent"
@@ -276,7 +248,7 @@ async def _record(
         else:
             retry_in = deps.settings.backoff().delay_s(failures)
     started = dt.datetime.fromtimestamp(result.started_at, dt.UTC)
-    stored = await repo.record_result(
+    stored = await qrepo.record_result(
         deps.pool,
         delivery_id,
         deps.owner,
@@ -306,6 +278,6 @@ async def _renew(deps: SenderDeps, ids: list[uuid.UUID]) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            await repo.renew_leases(deps.pool, ids, deps.owner, deps.settings.sender_lease_s)
+            await qrepo.renew_leases(deps.pool, ids, deps.owner, deps.settings.sender_lease_s)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("lease renewal failed", extra=kv(error=repr(exc)))

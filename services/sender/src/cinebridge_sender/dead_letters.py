@@ -3,11 +3,11 @@ is handled again once it answers, so no instance is left without its deliveries.
 
 JetStream gives a message up after `max_deliver`; the bus then stores a dead letter in `CB_DLQ`.
 For the sender's event and Forward consumers that means an instance never got its deliveries
-(the sweeper cannot find what was never recorded). Letters of those consumers whose deliveries
-were exhausted are replayed through the same, idempotent handler here, retried until the
-database answers; poison letters stay dead letters. Send jobs and Storage Commitment requests
-need no replay: their deliveries and transactions are rows, which the sweeper re-publishes. An
-archive's commitment report (`CommitmentReported`) is replayed like an announcement.
+(the send queue cannot find what was never recorded). Letters of those consumers whose
+deliveries were exhausted are replayed through the same, idempotent handler here, retried until
+the database answers; poison letters stay dead letters. Storage Commitment requests need no
+replay: their transactions are rows, which the commitment sweep re-publishes. An archive's
+commitment report (`CommitmentReported`) is replayed like an announcement.
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ from .handlers import CONSUMERS
 
 log = logging.getLogger(__name__)
 
-#: Durables whose exhausted messages are replayed (send jobs are swept from their rows).
+#: Durables whose exhausted messages are replayed.
 REPLAYED = {durable: (model, handler) for _, durable, model, handler in CONSUMERS}
-REPLAYED.pop("sender-send", None)
 # Commitment transactions are rows too; a Storage Commitment report is an event: replayed.
 REPLAYED.pop("sender-commit", None)
 

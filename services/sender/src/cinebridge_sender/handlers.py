@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
-import random
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from cinebridge_common.bus import Delivery, Retry
+from cinebridge_common.bus import Delivery
 from cinebridge_common.logging import kv
 from cinebridge_common.messages import (
     DestinationDelete,
@@ -28,20 +26,14 @@ from cinebridge_common.messages import (
     RetryDelivery,
     RetryDeliveryReply,
     SenderConformance,
-    SendInstance,
 )
 from cinebridge_common.station import load_station_settings
 
 from . import commitment_handlers, scu, statement, stow
+from . import delivery_repository as deliveries
+from . import destination_repository as destinations
 from . import repository as repo
-from .batches import (
-    DestinationGone,
-    DestinationResting,
-    SenderDeps,
-    archive_for,
-    peer_for,
-    send_batch_from,
-)
+from .batches import SenderDeps, archive_for, peer_for
 
 log = logging.getLogger(__name__)
 
@@ -50,62 +42,29 @@ async def handle_instance_created(msg: InstanceCreated, _d: Delivery, deps: Send
     """Record the instance; queue one delivery per enabled auto-send destination, or per
     destination the announcement names."""
     async with deps.pool.acquire() as conn, conn.transaction():
-        await repo.record_instance(conn, msg)
+        await deliveries.record_instance(conn, msg)
         if msg.destination_ids is not None:
-            destinations = await repo.existing_destination_ids(conn, msg.destination_ids)
+            targets = await destinations.existing_destination_ids(conn, msg.destination_ids)
         elif msg.auto_send:
-            destinations = await repo.auto_send_destination_ids(conn)
+            targets = await destinations.auto_send_destination_ids(conn)
         else:
             return
-        queued = await repo.ensure_deliveries(
-            conn, [uuid.UUID(msg.instance_id)], destinations, resend=False
+        queued = await deliveries.ensure_deliveries(
+            conn, [uuid.UUID(msg.instance_id)], targets, resend=False
         )
     log.info("instance queued", extra=kv(instance=msg.instance_id, deliveries=queued))
-
-
-async def handle_send_instance(msg: SendInstance, delivery: Delivery, deps: SenderDeps) -> None:
-    """Deliver (with whatever else is due for the destination); the database says when."""
-    row = await repo.get_delivery(deps.pool, msg.delivery_id)
-    if row is None or row.state in repo.TERMINAL:
-        return  # deleted with its destination, or already done by another job: nothing to do
-    wait = _seconds_until(row.next_attempt_at)
-    if row.state != "sending" and wait > 0:
-        raise Retry("not due yet", delay=wait)
-    lock = deps.lock_for(row.destination_id)
-    if lock.locked():
-        # A batch to this destination is running here: it may take this one, else retry soon.
-        raise Retry("destination busy", delay=random.uniform(1.0, 2.0))
-    async with lock, delivery.working():
-        try:
-            state = await send_batch_from(deps, row)
-        except DestinationGone:
-            return
-        except DestinationResting as exc:
-            # Spread the wake-ups: the first one tries the association, the rest ride along.
-            raise Retry(str(exc), delay=exc.wait_s + random.uniform(0.1, 1.0)) from exc
-    if state is None:
-        # Held by a live lease elsewhere (or just taken): look again once the lease could end.
-        raise Retry("claimed elsewhere", delay=min(deps.settings.sender_lease_s, 30.0))
-    if state == "failed-retrying":
-        again = await repo.get_delivery(deps.pool, msg.delivery_id)
-        delay = _seconds_until(again.next_attempt_at) if again else 0.0
-        raise Retry(f"transient failure, next try in {delay:.1f} s", delay=max(delay, 0.1))
-
-
-def _seconds_until(when: dt.datetime) -> float:
-    return (when - dt.datetime.now(dt.UTC)).total_seconds()
 
 
 async def handle_forward_study(msg: ForwardStudy, _d: Delivery, deps: SenderDeps) -> None:
     """Statement "Forward": queue the study (or one instance) again to the given destinations;
     the same job key twice does it once."""
     async with deps.pool.acquire() as conn, conn.transaction():
-        if await repo.forward_done(conn, msg.job_key):
+        if await deliveries.forward_done(conn, msg.job_key):
             return
-        instances = await repo.instance_ids(conn, msg.study_id, msg.instance_id)
-        destinations = [uuid.UUID(d) for d in msg.destination_ids]
-        queued = await repo.ensure_deliveries(conn, instances, destinations, resend=True)
-        await repo.mark_forward_done(conn, msg.job_key, queued)
+        instances = await deliveries.instance_ids(conn, msg.study_id, msg.instance_id)
+        targets = [uuid.UUID(d) for d in msg.destination_ids]
+        queued = await deliveries.ensure_deliveries(conn, instances, targets, resend=True)
+        await deliveries.mark_forward_done(conn, msg.job_key, queued)
     log.info("forward queued", extra=kv(job=msg.job_key, deliveries=queued))
 
 
@@ -135,37 +94,37 @@ async def _local_ae(deps: SenderDeps) -> str:
 
 
 async def handle_destination_list(_req: DestinationListRequest, deps: SenderDeps) -> Reply:
-    return DestinationListReply(destinations=await repo.list_destinations(deps.pool))
+    return DestinationListReply(destinations=await destinations.list_destinations(deps.pool))
 
 
 async def handle_destination_upsert(req: DestinationUpsert, deps: SenderDeps) -> Reply:
     if req.destination.auth != "none" and not req.destination.secret:
         # An edit may leave the secret out to keep the stored one; a new one must give it.
-        kept = await repo.secret_kept(deps.pool, req.destination)
+        kept = await destinations.secret_kept(deps.pool, req.destination)
         if not kept:
             what = "password" if req.destination.auth == "basic" else "token"
             return DestinationReply(ok=False, error=f"{req.destination.auth} needs a {what}")
     try:
-        saved = await repo.upsert_destination(deps.pool, req.destination)
+        saved = await destinations.upsert_destination(deps.pool, req.destination)
     except LookupError as exc:
         return DestinationReply(ok=False, error=str(exc))
     return DestinationReply(destination=saved)
 
 
 async def handle_destination_delete(req: DestinationDelete, deps: SenderDeps) -> Reply:
-    if not await repo.delete_destination(deps.pool, req.destination_id):
+    if not await destinations.delete_destination(deps.pool, req.destination_id):
         return DestinationReply(ok=False, error=f"unknown destination {req.destination_id}")
     return DestinationReply()
 
 
 async def handle_conformance(req: SenderConformance, deps: SenderDeps) -> Reply:
-    destinations = await repo.list_destinations(deps.pool)
-    return statement.describe(req, destinations, await _local_ae(deps), deps.settings)
+    configured = await destinations.list_destinations(deps.pool)
+    return statement.describe(req, configured, await _local_ae(deps), deps.settings)
 
 
 async def handle_retry_delivery(req: RetryDelivery, deps: SenderDeps) -> Reply:
     async with deps.pool.acquire() as conn, conn.transaction():
-        state = await repo.retry_now(conn, req.delivery_id)
+        state = await deliveries.retry_now(conn, req.delivery_id)
     if state is None:
         return RetryDeliveryReply(ok=False, error=f"unknown delivery {req.delivery_id}")
     return RetryDeliveryReply(state=state)
@@ -177,7 +136,6 @@ RpcHandler = Callable[[Any, SenderDeps], Awaitable[Reply]]
 #: (stream, durable, message, handler): durable consumers of the sender.
 CONSUMERS: list[tuple[str, str, type[Message], JobHandler]] = [
     ("CB_EVENTS", "sender-instance-created", InstanceCreated, handle_instance_created),
-    ("CB_JOBS", "sender-send", SendInstance, handle_send_instance),
     ("CB_JOBS", "sender-forward", ForwardStudy, handle_forward_study),
     *commitment_handlers.CONSUMERS,
 ]

@@ -26,6 +26,8 @@ class SenderSettings(ServiceSettings):
     sender_max_attempts: int = 100
     #: Instances per association batch (one study is usually one batch).
     sender_batch_max: int = 100
+    #: Batches sent at once by this process (a worker per enabled destination, one batch each
+    #: at a time), and Storage Commitment N-ACTION jobs at once.
     sender_workers: int = 4
     #: Statement Table 26: 10 s TCP connect and A-ASSOCIATE-AC.
     sender_connect_timeout_s: float = 10.0
@@ -34,9 +36,10 @@ class SenderSettings(ServiceSettings):
     sender_dimse_timeout_s: float = 120.0
     #: Silence on the socket (a PACS that hangs mid-transfer) before the association is dropped.
     sender_network_timeout_s: float = 60.0
-    #: How long a claimed delivery belongs to this process without renewal (SIGKILL recovery).
+    #: How long a claimed delivery belongs to this process without renewal (SIGKILL recovery);
+    #: also the longest an idle queue worker sleeps without looking at its queue.
     sender_lease_s: float = 60.0
-    #: Period of the sweeper re-publishing overdue deliveries and of the metrics refresh.
+    #: Period of the Storage Commitment sweep and of the queue metrics refresh.
     sender_sweep_interval_s: float = 30.0
     #: STOW-RS destinations: instances per request are bounded by the batch and by this many MB
     #: (one larger instance goes alone); the bytes are streamed, so this bounds retries, not memory.

@@ -1,4 +1,4 @@
-"""Send jobs the sender consumes, its delivery events and the Echo request."""
+"""Jobs the sender consumes, its delivery events and the Echo request."""
 
 from __future__ import annotations
 
@@ -15,7 +15,10 @@ DeliveryState = Literal[
 
 
 class SendInstance(Job):
-    """Deliver one instance to one destination (job_key: delivery id)."""
+    """Wake-up of one delivery (job_key: delivery id); consumed by no service any more.
+
+    The sender's queue is its `deliveries` table, woken by PostgreSQL; only Storage
+    Commitment's re-send of an instance the archive did not commit still publishes this."""
 
     subject: ClassVar[str] = "cb.job.sender.send"
     delivery_id: str
