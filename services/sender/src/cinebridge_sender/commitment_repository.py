@@ -19,7 +19,7 @@ from cinebridge_common import outbox
 from cinebridge_common.messages import RequestCommitment, StudyCommitment
 from cinebridge_common.uids import make_uid
 
-from .repository import Conn, Db, _announce, _plain, send_job
+from .repository import Conn, Db, _announce, _plain
 
 #: Delivery states of an instance the archive acknowledged (Table 11: stored, maybe warned).
 STORED = ("sent", "warning")
@@ -254,7 +254,9 @@ async def apply_report(conn: Conn, report: sc.Report) -> Applied | None:
 
 
 async def _send_again(conn: Conn, delivery_id: uuid.UUID, why: str) -> None:
-    """The archive did not commit it: store it again (new generation), then ask again."""
+    """The archive did not commit it: store it again (new generation), then ask again. The
+    row queued again wakes the sender's workers through the queue's trigger
+    (R_sender_queue.sql)."""
     row = await conn.fetchrow(
         """UPDATE deliveries SET state = 'queued', attempts = 0, next_attempt_at = now(),
                generation = generation + 1, last_status = NULL, last_error = NULL,
@@ -265,8 +267,6 @@ async def _send_again(conn: Conn, delivery_id: uuid.UUID, why: str) -> None:
         why,
     )
     assert row is not None
-    job, msg_id = send_job(row["id"], row["generation"])
-    await outbox.enqueue(_plain(conn), job, msg_id)
     await _announce(conn, dict(row))
 
 

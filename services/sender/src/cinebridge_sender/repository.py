@@ -19,7 +19,7 @@ from typing import Any, cast
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from cinebridge_common import outbox
-from cinebridge_common.messages import DeliveryStateChanged, Destination, SendInstance
+from cinebridge_common.messages import DeliveryStateChanged, Destination
 
 #: A connection, whether taken from the pool or not.
 Conn = asyncpg.Connection | PoolConnectionProxy
@@ -103,16 +103,6 @@ async def get_delivery(conn: Db, delivery_id: str) -> DeliveryRow | None:
 def _plain(conn: Conn) -> asyncpg.Connection:
     # outbox.enqueue is typed for a bare connection; a pool proxy behaves the same.
     return cast(asyncpg.Connection, conn)
-
-
-def send_job(
-    delivery_id: uuid.UUID, generation: int, attempts: int = 0
-) -> tuple[SendInstance, str]:
-    """The wake-up message of one delivery and its Nats-Msg-Id. No sender consumes it: the
-    queue is the `deliveries` table, whose trigger wakes the workers of every sender process
-    (migration 307). Storage Commitment's re-send still enqueues it."""
-    job = SendInstance(job_key=str(delivery_id), delivery_id=str(delivery_id))
-    return job, f"send-{delivery_id}-g{generation}-a{attempts}"
 
 
 async def _announce(

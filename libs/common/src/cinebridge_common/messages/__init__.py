@@ -74,7 +74,6 @@ from .sender import (
     ForwardStudy,
     RetryDelivery,
     RetryDeliveryReply,
-    SendInstance,
 )
 from .service import DeadLetter, ServiceHeartbeat
 from .worklist import (
@@ -115,7 +114,6 @@ CATALOGUE: tuple[type[Message], ...] = (
     ConversionFailed,
     ExportStudy,
     ExportStudyReply,
-    SendInstance,
     ForwardStudy,
     DeliveryStateChanged,
     RequestCommitment,
@@ -242,7 +240,6 @@ __all__ = [
     "RetryDelivery",
     "RetryDeliveryReply",
     "ScpConformance",
-    "SendInstance",
     "SenderConformance",
     "ServiceHeartbeat",
     "SetRoomStudy",

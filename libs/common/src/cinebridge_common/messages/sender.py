@@ -14,16 +14,6 @@ DeliveryState = Literal[
 ]
 
 
-class SendInstance(Job):
-    """Wake-up of one delivery (job_key: delivery id); consumed by no service any more.
-
-    The sender's queue is its `deliveries` table, woken by PostgreSQL; only Storage
-    Commitment's re-send of an instance the archive did not commit still publishes this."""
-
-    subject: ClassVar[str] = "cb.job.sender.send"
-    delivery_id: str
-
-
 class ForwardStudy(Job):
     """Statement "Forward": (re)send a study or an instance to destinations (idempotent)."""
 
