@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 
 import asyncpg
 import pytest
@@ -103,17 +102,18 @@ async def test_pacs_hanging_mid_transfer_times_out_and_retry_succeeds(
         try:
             harness.start(destinations=destination(proxy.port))
             msgs = harness.make(1, kind="video", payload_bytes=2_000_000)
-            started = time.monotonic()
             await harness.announce(bus, msgs)
-            await wait_states(db_pool, {"sent": 1}, 40, harness)
-            elapsed = time.monotonic() - started
+            await wait_states(db_pool, {"sent": 1}, 120, harness)
         finally:
             proxy.close()
     assert set(scp.received) == {msgs[0].sop_instance_uid}
     first = await db_pool.fetchrow("SELECT * FROM delivery_attempts WHERE attempt = 1")
     assert first["outcome"] == "failed-retrying" and first["status_code"] is None
     assert proxy.connections >= 2
-    assert elapsed < 30  # network timeout 5 s + backoff, not the 2 h client limit
+    # The stalled attempt ended by the sender's own network time-out (5 s), not by the 2 h
+    # client limit: its recorded span is of that order however loaded the machine is.
+    span = (first["finished_at"] - first["started_at"]).total_seconds()
+    assert 4.5 <= span < 120, span
 
 
 async def test_sigkill_mid_association_then_restart_delivers_all_once(
