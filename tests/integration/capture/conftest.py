@@ -113,7 +113,7 @@ class CaptureClient:
     async def status(self, room: str) -> CaptureStatusReply:
         return await self.bus.request(CaptureStatusRequest(room=room), CaptureStatusReply, 5)
 
-    async def wait_signal(self, proc: CaptureProcess, timeout_s: float = 30) -> CaptureStatusReply:
+    async def wait_signal(self, proc: CaptureProcess, timeout_s: float = 120) -> CaptureStatusReply:
         async def ready() -> CaptureStatusReply | None:
             if proc.proc is not None and proc.proc.poll() is not None:
                 raise AssertionError(f"capture exited:\n{proc.log()}")

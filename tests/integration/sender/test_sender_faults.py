@@ -124,7 +124,7 @@ async def test_sigkill_mid_association_then_restart_delivers_all_once(
         harness.start(destinations=destination(scp.port))
         msgs = harness.make(6)
         await harness.announce(bus, msgs)
-        await wait_for(lambda: _async(len(scp.seen) >= 2), 20, what="association under way")
+        await wait_for(lambda: _async(len(scp.seen) >= 2), 120, what="association under way")
         harness.kill()
         harness.start()
         await wait_states(db_pool, {"sent": 6}, 60, harness)

@@ -127,7 +127,7 @@ async def test_echo_destinations_forward_and_retry_over_the_bus(
             ]
         )
         listed = await wait_for(
-            lambda: _destinations(bus), 20, interval_s=0.2, what="sender answering RPC"
+            lambda: _destinations(bus), 120, interval_s=0.2, what="sender answering RPC"
         )
         main = listed[0]
         echo = await bus.request(EchoRequest(destination_id=main.id), EchoReply, 15)
