@@ -59,11 +59,15 @@ class StudyReads(RepositoryBase):
 
     async def search_studies_json(self, f: StudyFilter) -> str:
         """The same page as a JSON array made by PostgreSQL: the hot path of the LOCAL dialog
-        then costs the gateway no row decoding, validation or encoding."""
+        then costs the gateway no row decoding, validation or encoding. Each row has the whole
+        `StudyOut` shape: `ledger` is null here (the route fills it in when asked)."""
         built = await self._search_repository(f)
         if built is None:
             return "[]"
-        sql = f"SELECT coalesce(json_agg(page), '[]'::json)::text FROM ({built[0]}) page"
+        sql = (
+            "SELECT coalesce(json_agg(page), '[]'::json)::text"
+            f" FROM (SELECT *, NULL::text AS ledger FROM ({built[0]}) found) page"
+        )
         return str(await self._fetch_planned(sql, built[1], "fetchval"))
 
     async def _fetch_planned(self, sql: str, args: list[Any], method: str) -> Any:
