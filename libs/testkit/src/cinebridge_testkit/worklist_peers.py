@@ -7,6 +7,7 @@ never imports it.
 
 from __future__ import annotations
 
+import abc
 import copy
 import json
 import os
@@ -50,7 +51,7 @@ class WorklistPeer:
 
 
 @dataclass
-class _InProcessScp:
+class _InProcessScp(abc.ABC):
     """A pynetdicom SCP in this process's threads (`block=False`): one start, one stop."""
 
     port: int = 0
@@ -68,11 +69,12 @@ class _InProcessScp:
         self._server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
         self.port = int(self._server.socket.getsockname()[1])
 
-    def _configure(self, ae: AE) -> None:
+    def _configure(self, ae: AE) -> None:  # noqa: B027 (an optional hook, not abstract)
         """What a peer sets on its AE beyond the contexts."""
 
+    @abc.abstractmethod
     def start(self) -> Self:
-        raise NotImplementedError
+        """Serve the peer's contexts with its handlers (each peer knows its own)."""
 
     def stop(self) -> None:
         if self._server is not None:
