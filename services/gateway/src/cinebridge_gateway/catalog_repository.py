@@ -23,7 +23,6 @@ from .search_repository import (
     build_search,
 )
 
-
 #: Settings of the LOCAL search's sessions. Its statements are few shapes whose parameters are
 #: index ranges (`search_repository.prefix_range`): a generic plan serves every value, but
 #: PostgreSQL's own choice kept planning each search anew (its estimate of the generic plan is
