@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from cinebridge_common.messages import ValueFlag, WorklistItem, WorklistQueryReply
 from cinebridge_common.messages.worklist import encode_reply
 from cinebridge_gateway import worklist_pages
+from cinebridge_gateway.routes_worklist import WorklistPage, page_json
 from cinebridge_gateway.worklist_pages import StoredAnswer, WorklistPages
 
 
@@ -72,3 +75,39 @@ def test_an_answer_kept_from_its_bytes_pages_like_the_parsed_one() -> None:
     lines = StoredAnswer.from_reply_bytes(encode_reply(reply, texts))
     assert lines.meta == parsed.meta and lines.items == [t.encode() for t in texts]
     assert lines.page(10, 15) == reply.items[10:25] and lines.size == parsed.size
+
+
+def test_a_page_passes_the_entries_through_as_the_page_model_would_dump_them() -> None:
+    """The page's JSON is spliced from the kept texts; it reads back as the `WorklistPage` the
+    route validated and dumped before, for the worklist service's layout and for any other
+    (the day's cache, a reply that lacks defaults), whose entries are put in shape first."""
+    items = [
+        WorklistItem(
+            patient_name=f"MÜLLER^Jörg{n}",
+            dataset={"00100010": {"vr": "PN", "Value": [{"Alphabetic": f"MÜLLER^Jörg{n}"}]}},
+            flags=[ValueFlag(tag="(0010,0040)", problem="too long", action="left empty")],
+        )
+        for n in range(30)
+    ]
+    reply = WorklistQueryReply(items=items, too_many=True, warnings=['a "quoted" warning'])
+    sparse = b'{"ok": true, "cached": true, "items": [{"patient_id": "P1"}, {"patient_id": "P2"}]}'
+    for data, expected in (
+        (encode_reply(reply, [i.model_dump_json() for i in items]), items[10:25]),
+        (reply.to_bytes(), items[10:25]),
+        (sparse, [WorklistItem(patient_id="P2")]),
+    ):
+        stored = StoredAnswer.from_reply_bytes(data)
+        offset = 10 if len(expected) > 1 else 1
+        page = json.loads(page_json(stored, "ab" * 16, offset, 15))
+        assert WorklistPage.model_validate(page) == WorklistPage(
+            result_id="ab" * 16,
+            total=stored.total,
+            offset=offset,
+            limit=15,
+            items=expected,
+            incomplete=stored.meta.incomplete,
+            cached=stored.meta.cached,
+            too_many=stored.meta.too_many,
+            warnings=stored.meta.warnings,
+        )
+        assert page["items"] == [json.loads(i.model_dump_json()) for i in expected]

@@ -27,7 +27,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from importlib import metadata, resources
 from typing import Any
 
@@ -84,10 +84,18 @@ async def create_pool(
     max_size: int = 10,
     timeout_s: float = 10.0,
     application_name: str | None = None,
+    server_settings: Mapping[str, str] | None = None,
+    reset: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
 ) -> asyncpg.Pool:
     """Open a pool, retrying for `timeout_s`; raise DatabaseUnavailable with the cause after.
-    `application_name` names its sessions (pg_stat_activity; the outbox's notifications)."""
-    settings = {"application_name": application_name} if application_name else None
+    `application_name` names its sessions (pg_stat_activity; the outbox's notifications);
+    `server_settings` are further settings of its sessions (they survive the reset on
+    release); `reset` replaces asyncpg's reset of a released connection (one more round trip
+    per use: unlock, close cursors, unlisten, reset settings) for pools whose users leave no
+    session state behind (an open transaction is still rolled back)."""
+    settings = dict(server_settings or {})
+    if application_name:
+        settings["application_name"] = application_name
     deadline = asyncio.get_running_loop().time() + timeout_s
     last: Exception | None = None
     while True:
@@ -98,7 +106,8 @@ async def create_pool(
                 max_size=max_size,
                 init=_init_connection,
                 command_timeout=60,
-                server_settings=settings,
+                server_settings=settings or None,
+                reset=reset,
             )
             assert pool is not None
             return pool

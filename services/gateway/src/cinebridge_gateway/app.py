@@ -17,6 +17,7 @@ from cinebridge_common.supervise import every
 
 from . import purge_audit, routes_purge
 from .bootstrap import ensure_admin
+from .catalog_repository import open_search_pool
 from .deps import READ_MODELS, Gateway
 from .handlers import subscriptions
 from .health_board import HealthBoard
@@ -71,7 +72,13 @@ async def run(
 ) -> None:
     """Serve until SIGTERM/SIGINT (or `ctx.stop`); `on_started` gets the context and URL."""
     async with ServiceContext("gateway", settings) as ctx:
-        repo = Repository(ctx.pool)
+        search_pool = await open_search_pool(
+            settings.database_url.get_secret_value(),
+            settings.gateway_search_connections,
+            "cinebridge-gateway-search",
+        )
+        ctx.stack.push_async_callback(search_pool.close)
+        repo = Repository(ctx.pool, search_pool)
         board = HealthBoard(settings.gateway_stale_after_s)
         hub = EventHub()
         for subject, handler in subscriptions(board, hub):

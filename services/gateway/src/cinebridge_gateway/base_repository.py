@@ -10,8 +10,10 @@ Conn = asyncpg.Pool | Connection
 
 
 class RepositoryBase:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, search_pool: asyncpg.Pool | None = None) -> None:
         self.pool = pool
+        #: The LOCAL search's own connections (`catalog_repository.open_search_pool`).
+        self.search_pool = search_pool or pool
         self._tables: dict[str, bool] = {}
 
     async def has_table(self, name: str) -> bool:

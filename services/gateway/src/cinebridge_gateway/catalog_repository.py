@@ -8,6 +8,9 @@ import datetime as dt
 import uuid
 from typing import Any
 
+import asyncpg
+from cinebridge_common.db import create_pool
+
 from .base_repository import Conn, RepositoryBase
 from .search_repository import (
     COMMITMENT_SQL,
@@ -19,6 +22,31 @@ from .search_repository import (
     StudyFilter,
     build_search,
 )
+
+#: Settings of the LOCAL search's sessions. Its statements are few shapes whose parameters are
+#: index ranges (`search_repository.prefix_range`): a generic plan serves every value, but
+#: PostgreSQL's own choice kept planning each search anew (its estimate of the generic plan is
+#: above the custom plans'), which cost more CPU than running it (bench/gateway.py).
+SEARCH_SESSION = {"plan_cache_mode": "force_generic_plan"}
+
+
+async def _nothing_to_reset(_conn: asyncpg.Connection) -> None:
+    """A search is one read-only statement: it takes no lock, opens no cursor, listens to
+    nothing and sets nothing, so the pool returns its connection as it is."""
+
+
+async def open_search_pool(dsn: str, size: int, application_name: str) -> asyncpg.Pool:
+    """The LOCAL search's own pool: generic plans, no reset round trip after each search.
+    Its connections open on first use (min 0), so a database away at start-up or later costs
+    the search a 503 like any other read, not the gateway's start."""
+    return await create_pool(
+        dsn,
+        min_size=0,
+        max_size=size,
+        application_name=application_name,
+        server_settings=SEARCH_SESSION,
+        reset=_nothing_to_reset,
+    )
 
 
 class StudyReads(RepositoryBase):
@@ -71,11 +99,11 @@ class StudyReads(RepositoryBase):
         return str(await self._fetch_planned(sql, built[1], "fetchval"))
 
     async def _fetch_planned(self, sql: str, args: list[Any], method: str) -> Any:
-        # Through the connection's statement cache: one round trip, and once PostgreSQL has
-        # chosen a generic plan no planning either. The prefixes are index ranges with
+        # Through the connection's statement cache on the search's own pool: one round trip,
+        # and with its generic plans no planning either. The prefixes are index ranges with
         # parameters (`search_repository.prefix_range`), so a generic plan uses the prefix
         # indexes; with `LIKE $1` alone it walked the whole table for a rare prefix.
-        return await getattr(self.pool, method)(sql, *args)
+        return await getattr(self.search_pool, method)(sql, *args)
 
     async def study_status(self, study_id: uuid.UUID) -> str:
         deliveries = DELIVERY_AGG if await self.has_table("delivery_states") else NO_DELIVERIES

@@ -41,6 +41,9 @@ class GatewaySettings(ServiceSettings):
     gateway_public_health: bool = False
     #: A bearer token that reads /api/health without the database (monitoring during outages).
     gateway_health_token: SecretStr | None = None
+    #: Connections of the LOCAL search's own pool (`catalog_repository.open_search_pool`): on a
+    #: small box more than a few only make PostgreSQL switch between the same cores.
+    gateway_search_connections: int = 4
     #: Timeout of RPCs to other services (capture, worklist, sender echo).
     gateway_rpc_timeout_s: float = 10.0
     #: Longest wait for the converter to write an export (a burned-in caption re-encodes

@@ -2,11 +2,11 @@
 worklist server again (a C-FIND per page would be slower and could answer differently).
 
 An answer is kept as one JSON text per entry (~4 KB each; parsed, 1,000 entries take ~38 MB
-of Python objects, as text 3.7 MB), and a page parses only its own entries. Bounded: at most
-`MAX_RESULTS` answers and `MAX_BYTES` of entries in all, each for `TTL_S`; the oldest go
-first (the newest answer always stays: its size was bounded by the worklist's entry cap). An
-answer is paged only by the user who asked for it. Another gateway instance (or a restart)
-does not have it: the page request answers 404 and the UI searches again.
+of Python objects, as text 3.7 MB), and a page is made of its entries' texts unparsed.
+Bounded: at most `MAX_RESULTS` answers and `MAX_BYTES` of entries in all, each for `TTL_S`;
+the oldest go first (the newest answer always stays: its size was bounded by the worklist's
+entry cap). An answer is paged only by the user who asked for it. Another gateway instance
+(or a restart) does not have it: the page request answers 404 and the UI searches again.
 """
 
 from __future__ import annotations
@@ -43,11 +43,12 @@ class StoredAnswer:
     @classmethod
     def from_reply_bytes(cls, data: bytes) -> StoredAnswer:
         """The worklist service's reply as it crossed the bus: the banner (outcome, warnings,
-        flags of the answer) is validated now, each entry only when a page shows it. Validating
-        1,000 entries of ~6 KB up front cost the gateway three times more than parsing them
-        as plain JSON (`bench/gateway.py`). An answer with its entries one per line (what the
-        worklist service sends, `encode_reply`) is not parsed at all but for its banner.
-        CPU-bound: callers run it in a worker thread."""
+        flags of the answer) is validated; an answer with its entries one per line (what the
+        worklist service sends for a live answer, `encode_reply`) is not parsed at all but for
+        its banner, and its entries' texts are what the pages pass on (validating 1,000
+        entries of ~4 KB cost the gateway three times more than parsing them as plain JSON,
+        `bench/gateway.py`). Any other layout is parsed and each entry put in the
+        `WorklistItem` shape. CPU-bound: callers run it in a worker thread."""
         split = split_reply(data)
         if split is not None:
             banner, texts = split
@@ -56,7 +57,9 @@ class StoredAnswer:
         with gc_paused():  # the parsed tree holds no cycles
             raw = pydantic_core.from_json(data)
             entries = raw.pop("items", None) or []
-            items = [pydantic_core.to_json(entry) for entry in entries]
+            # Another layout (the day's cache, an older service): each entry in the
+            # `WorklistItem` shape now, so pages pass the texts through as they are.
+            items = [WorklistItem.model_validate(e).model_dump_json().encode() for e in entries]
         meta = WorklistQueryReply.model_validate(raw)
         return cls(meta, items, sum(map(len, items)))
 
@@ -68,6 +71,12 @@ class StoredAnswer:
         return [
             WorklistItem.model_validate_json(raw) for raw in self.items[offset : offset + limit]
         ]
+
+    def entries_json(self, offset: int, limit: int) -> bytes:
+        """A page's entries as one JSON array, made of their texts without parsing them: each
+        text is a `WorklistItem` as the worklist service dumped it (the model both services
+        share), or as `from_reply_bytes` made it."""
+        return b"[" + b",".join(self.items[offset : offset + limit]) + b"]"
 
 
 @dataclass(frozen=True)
