@@ -26,7 +26,7 @@ from cinebridge_common.store import MediaStore
 
 #: FFmpeg reads local files only, through these demuxers (a playlist posing as a video cannot
 #: make it fetch URLs; the converter opens recordings with the same video list).
-VIDEO_DEMUXERS = "mov,mpegts,mpeg,matroska,avi,mpegvideo,h264,hevc,mjpeg"
+VIDEO_DEMUXERS = "mov,mpegts,mpeg,matroska,avi,mpegvideo,h264,hevc,mjpeg,mxf"
 STILL_DEMUXERS = "jpeg_pipe,png_pipe,bmp_pipe"
 #: Store extension and MIME type by demuxer (the first name FFmpeg reports).
 FORMATS = {
