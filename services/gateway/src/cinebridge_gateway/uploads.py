@@ -42,6 +42,7 @@ FORMATS = {
     "h264": ("h264", "video/h264"),
     "hevc": ("hevc", "video/h265"),
     "mjpeg": ("mjpeg", "video/x-motion-jpeg"),
+    "mxf": ("mxf", "application/mxf"),
 }
 SOURCE = "upload"
 #: Received bytes are written (and hashed) off the event loop in blocks of this size.
