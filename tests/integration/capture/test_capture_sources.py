@@ -1,0 +1,154 @@
+"""Network sources that change under a recording, made here with FFmpeg and sent over UDP."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import av
+import pytest
+from cinebridge_common.embedded import free_port
+from cinebridge_testkit import require_tool, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+class FileSender:
+    """FFmpeg sending an MPEG-TS file over UDP at its own pace, looped, packets copied."""
+
+    def __init__(self) -> None:
+        self.url = f"udp://127.0.0.1:{free_port()}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def play(self, path: Path) -> None:
+        """Send `path` instead of what was sent so far, on the same address: to the receiver it
+        is the same stream going on (no reconnect), with what `path` holds."""
+        self.stop()
+        self.proc = subprocess.Popen(
+            [
+                require_tool("ffmpeg"),
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-re",
+                "-stream_loop",
+                "-1",
+                "-i",
+                str(path),
+                "-c",
+                "copy",
+                "-f",
+                "mpegts",
+                f"{self.url}?pkt_size=1316",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+
+@pytest.fixture
+def sender() -> Iterator[FileSender]:
+    found = FileSender()
+    yield found
+    found.stop()
+
+
+def h264_ts(path: Path, size: str) -> Path:
+    subprocess.run(
+        [
+            require_tool("ffmpeg"),
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size={size}:rate=30",
+            "-t",
+            "2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-profile:v",
+            "high",
+            "-g",
+            "30",
+            "-pix_fmt",
+            "yuv420p",
+            "-f",
+            "mpegts",
+            str(path),
+        ],
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
+    return path
+
+
+def picture_sizes(path: Path) -> set[tuple[int, int]]:
+    with av.open(str(path)) as container:
+        return {(f.width, f.height) for f in container.decode(video=0)}
+
+
+async def test_a_resolution_change_mid_stream_ends_the_recording_with_its_reason(
+    capture_factory: Any, client: Any, db_pool: asyncpg.Pool, tmp_path: Path, sender: FileSender
+) -> None:
+    """An encoder reconfigured from 720p to 360p on the same UDP stream, no drop-out: the
+    pass-through recording ends at the change with what it had, every picture at its stated
+    size, the reason on its journal; the room records the new size next."""
+    hd, small = h264_ts(tmp_path / "hd.ts", "1280x720"), h264_ts(tmp_path / "small.ts", "640x360")
+    sender.play(hd)
+    # Signal time-out far above the sender's switch-over: the stream never looks lost.
+    proc = capture_factory(
+        "or10", [{"name": "cam", "url": sender.url}], CB_CAPTURE_SIGNAL_TIMEOUT_MS="8000"
+    )
+    await client.wait_signal(proc)
+    first = await client.command("or10", "cam", "record_start")
+    assert first.ok, first.error
+    await asyncio.sleep(3)
+    sender.play(small)
+
+    async def ended() -> asyncpg.Record | None:
+        row = await db_pool.fetchrow(
+            "SELECT state, error, media_id FROM capture_recordings WHERE id = $1::uuid",
+            first.recording_id,
+        )
+        return row if row is not None and row["state"] != "recording" else None
+
+    journal = await wait_for(ended, 120, 0.2, what="the recording ended by the change")
+    assert journal["state"] == "done"
+    assert "changed its picture size" in journal["error"]
+    media = await db_pool.fetchrow("SELECT * FROM media WHERE id = $1", journal["media_id"])
+    assert (media["width"], media["height"]) == (1280, 720)
+    assert picture_sizes(tmp_path / "media" / media["rel_path"]) == {(1280, 720)}
+
+    status = await client.status("or10")  # the room is usable: the source goes on at 360p
+    assert status.ok and status.sources[0].signal
+    again = await client.command("or10", "cam", "record_start")
+    assert again.ok, again.error
+    await asyncio.sleep(2)
+    stopped = await client.command("or10", "cam", "record_stop")
+    assert stopped.ok, stopped.error
+
+    async def second() -> asyncpg.Record | None:
+        return await db_pool.fetchrow(
+            "SELECT m.* FROM media m JOIN capture_recordings r ON r.media_id = m.id"
+            " WHERE r.id = $1::uuid",
+            again.recording_id,
+        )
+
+    row = await wait_for(second, 60, 0.2, what="the second recording registered")
+    assert (row["width"], row["height"]) == (640, 360)
+    assert picture_sizes(tmp_path / "media" / row["rel_path"]) == {(640, 360)}
