@@ -152,3 +152,47 @@ async def test_a_resolution_change_mid_stream_ends_the_recording_with_its_reason
     row = await wait_for(second, 60, 0.2, what="the second recording registered")
     assert (row["width"], row["height"]) == (640, 360)
     assert picture_sizes(tmp_path / "media" / row["rel_path"]) == {(640, 360)}
+
+
+async def test_a_file_source_deleted_during_a_recording_ends_it_with_what_was_captured(
+    capture_factory: Any, client: Any, db_pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """A file source removed while recording: it plays out what was open, then cannot be
+    reopened; the recording ends after the drop-out limit with its frames and the reason, the
+    room reports no signal, and records again once the file is back."""
+    clip = h264_ts(tmp_path / "clip.ts", "640x360")
+    source = tmp_path / "source.ts"
+    source.write_bytes(clip.read_bytes())
+    proc = capture_factory(
+        "or11",
+        [{"name": "cam", "url": f"file://{source}"}],
+        CB_CAPTURE_SIGNAL_TIMEOUT_MS="1000",
+        CB_CAPTURE_DROPOUT_MAX_S="2",
+    )
+    await client.wait_signal(proc)
+    first = await client.command("or11", "cam", "record_start")
+    assert first.ok, first.error
+    source.unlink()
+
+    async def ended() -> asyncpg.Record | None:
+        row = await db_pool.fetchrow(
+            "SELECT state, error, media_id FROM capture_recordings WHERE id = $1::uuid",
+            first.recording_id,
+        )
+        return row if row is not None and row["state"] != "recording" else None
+
+    journal = await wait_for(ended, 120, 0.2, what="the recording ended by the lost source")
+    assert (journal["state"], journal["error"]) == ("done", "source lost for too long")
+    media = await db_pool.fetchrow("SELECT * FROM media WHERE id = $1", journal["media_id"])
+    assert media["frames"] > 0
+    assert picture_sizes(tmp_path / "media" / media["rel_path"]) == {(640, 360)}
+    status = await client.status("or11")
+    assert status.ok and status.sources[0].state == "no-signal"
+
+    source.write_bytes(clip.read_bytes())  # the file is back: the room records again
+    await client.wait_signal(proc)
+    again = await client.command("or11", "cam", "record_start")
+    assert again.ok, again.error
+    await asyncio.sleep(2)
+    stopped = await client.command("or11", "cam", "record_stop")
+    assert stopped.ok, stopped.error
