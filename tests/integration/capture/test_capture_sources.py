@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -196,3 +197,41 @@ async def test_a_file_source_deleted_during_a_recording_ends_it_with_what_was_ca
     await asyncio.sleep(2)
     stopped = await client.command("or11", "cam", "record_stop")
     assert stopped.ok, stopped.error
+
+
+def corrupted(path: Path) -> Path:
+    """The middle 8 KB of an MPEG-TS file overwritten with noise (TS sync bytes kept, so the
+    demuxer stays in step and hands the damaged packets on, as a lossy network does)."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2 // 188 * 188
+    noise = random.Random(7).randbytes(8192)
+    for i in range(middle, middle + 8192):
+        data[i] = 0x47 if (i % 188) == 0 else noise[i - middle]
+    path.write_bytes(bytes(data))
+    return path
+
+
+async def test_corrupt_packets_mid_stream_are_recorded_and_the_recording_goes_on(
+    capture_factory: Any, client: Any, db_pool: asyncpg.Pool, tmp_path: Path, sender: FileSender
+) -> None:
+    """Damaged packets in a network stream: the pass-through recording keeps going, ends when
+    asked, and its file decodes at one picture size from start to end."""
+    sender.play(corrupted(h264_ts(tmp_path / "damaged.ts", "640x360")))
+    proc = capture_factory("or12", [{"name": "cam", "url": sender.url}])
+    await client.wait_signal(proc)
+    started = await client.command("or12", "cam", "record_start")
+    assert started.ok, started.error
+    await asyncio.sleep(5)  # the 2 s file loops: its damaged middle passes at least twice
+    stopped = await client.command("or12", "cam", "record_stop")
+    assert stopped.ok, stopped.error
+
+    async def registered() -> asyncpg.Record | None:
+        return await db_pool.fetchrow(
+            "SELECT m.*, r.error FROM media m JOIN capture_recordings r ON r.media_id = m.id"
+            " WHERE r.id = $1::uuid",
+            started.recording_id,
+        )
+
+    row = await wait_for(registered, 60, 0.2, what="the recording registered")
+    assert row["error"] is None and row["frames"] > 0
+    assert picture_sizes(tmp_path / "media" / row["rel_path"]) == {(640, 360)}
