@@ -133,11 +133,18 @@ def _bad_media(folder: Path) -> dict[str, tuple[Path, str, str]]:
     empty.touch()
     audio = folder / "audio.mp4"
     _audio_only(audio)
+    data = full.read_bytes()
+    index_cut = folder / "index-cut.mp4"  # cut inside the moov box at the end
+    index_cut.write_bytes(data[: data.find(b"moov") + 200])
+    still = folder / "still.mp4"  # a JPEG picture under a video's name
+    still.write_bytes(make_still(folder / "still.jpg").read_bytes())
     return {
         "truncated": (truncated, "recording", "truncated"),
         "text": (text, "recording", "not a video"),
         "empty": (empty, "recording", "empty file"),
         "audio": (audio, "recording", "no video stream"),
+        "index-cut": (index_cut, "recording", "no complete index (moov box)"),
+        "still-as-recording": (still, "recording", "not a video format"),
         "bomb": (huge_jpeg_header(folder / "bomb.jpg"), "snapshot", "exceeds the limit"),
     }
 

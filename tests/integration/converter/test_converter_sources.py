@@ -69,6 +69,34 @@ def progressive_jpeg(path: Path) -> None:
 
 X264 = ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")
 
+
+TURN = ("-metadata:s:v:0", "rotate=90")
+
+
+def rotated(path: Path) -> None:
+    """H.264 whose MP4 display matrix turns it 90 degrees (set on a copy: FFmpeg's muxer writes
+    the `rotate` tag into `tkhd` when the stream is copied)."""
+    coded = path.with_name(f"coded-{path.name}")
+    ffmpeg("-t", "1", *X264)(coded)
+    subprocess.run(
+        [
+            require_tool("ffmpeg"),
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(coded),
+            "-c",
+            "copy",
+            *TURN,
+            str(path),
+        ],
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
+
+
 SOURCES = [
     Source(
         "h264-bframes.mkv",
@@ -209,6 +237,37 @@ SOURCES = [
         False,
     ),
     Source("three-frames.mp4", ffmpeg("-frames:v", "3", *X264), "ES", VIDEO_ES, 3, False),
+    # One frame: no Frame Increment Pointer in Multi-frame SC (PS3.3 C.8.6.3).
+    Source("one-frame.mp4", ffmpeg("-frames:v", "1", *X264), "OT", MF_SC, 1, False),
+    # A phone held upright (display matrix 90 degrees): turned upright, Rows 320 x Columns 240.
+    Source(
+        "rotated-90.mp4",
+        rotated,
+        "ES",
+        VIDEO_ES,
+        25,
+        True,
+        40.0,
+    ),
+    Source(
+        "dnxhd.mxf",
+        ffmpeg(
+            "-t", "0.4", "-c:v", "dnxhd", "-b:v", "36M", "-pix_fmt", "yuv422p", size="1920x1080"
+        ),
+        "OT",
+        MF_SC,
+        10,
+        True,
+    ),
+    Source(
+        "vp9.webm",
+        ffmpeg("-t", "1", "-c:v", "libvpx-vp9", "-deadline", "realtime"),
+        "XC",
+        VIDEO_XC,
+        25,
+        True,
+    ),
+    Source("animated.gif", ffmpeg("-t", "1"), "OT", MF_SC, 25, True),
     Source("progressive.jpg", progressive_jpeg, "OT", SC, None, True),
     Source(
         "444.jpg",

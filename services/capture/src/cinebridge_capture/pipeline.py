@@ -398,7 +398,10 @@ class SourcePipeline:
             rec = self._rec
             if rec is not None and rec.passthrough and rec.broken is None:
                 assert self.info is not None
-                self._write(rec, item.packet, self.info.template, self.info.fps)
+                # A new picture size in-band ends the recording before it (sequence.py).
+                rec.broken = rec.sequence.changed(item.packet)
+                if rec.broken is None:
+                    self._write(rec, item.packet, self.info.template, self.info.fps)
             elif self._ring is not None:
                 self._ring.add(item.packet, item.t)
 

@@ -14,6 +14,7 @@ from typing import Literal
 
 from .encoding import EncoderSettings, Mode
 from .recorder import RecordingWriter
+from .sequence import SequenceWatch
 
 StateCallback = Callable[[str, str, str | None], None]  # (state, detail, recording_id)
 PassthroughDecode = Literal["on-demand", "keyframes", "all"]
@@ -56,6 +57,8 @@ class ActiveRecording:
     writer: RecordingWriter | None = None
     stopping: bool = False
     broken: str | None = None
+    #: Pass-through: the stream's in-band sequence parameters, to end on a change.
+    sequence: SequenceWatch = field(default_factory=SequenceWatch)
 
 
 @dataclass(frozen=True)

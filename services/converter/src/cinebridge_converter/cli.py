@@ -37,7 +37,8 @@ from .rules import VIDEO_SYNTAXES
 from .settings import ConverterSettings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_RESOURCES = 0, 1, 2, 3
-STILL_MAGIC = (b"\xff\xd8", b"\x89PNG", b"BM")
+STILL_MAGIC = (b"\xff\xd8", b"\x89PNG", b"BM", b"II*\x00", b"MM\x00*")
+GIF_MAGIC = b"GIF8"
 SOURCE = "cinebridge-convert"
 
 
@@ -277,9 +278,23 @@ def _cleanup(store: MediaStore) -> None:
 
 
 def _kind(path: Path) -> str:
+    """What a file is by its content, never its name: JPEG, PNG, BMP, TIFF and a one-picture GIF
+    are stills; an animated GIF and anything else go to FFmpeg as a recording."""
     with open(path, "rb") as fh:
         head = fh.read(4)
+    if head.startswith(GIF_MAGIC):
+        return "recording" if _animated(path) else "snapshot"
     return "snapshot" if head.startswith(STILL_MAGIC) else "recording"
+
+
+def _animated(path: Path) -> bool:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return bool(getattr(img, "is_animated", False))
+    except (UnidentifiedImageError, OSError):
+        return False  # the still path says why it cannot be read
 
 
 def _worklist_item(value: str | None) -> dict[str, Any] | None:

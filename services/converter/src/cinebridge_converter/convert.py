@@ -216,6 +216,7 @@ def _transcode(
         target,
         stream,
         fields=_fields(found, target),
+        rotation=found.rotation,
         progress=progress,
         cancel=cancel,
         timeout_s=60 + limits.transcode_seconds_per_second * found.duration_s,

@@ -125,7 +125,7 @@ def build_dataset(study: Dataset, pixels: Pixels, ident: Identity, station: Stat
         ds.ImageType = [first, "PRIMARY", "", ""]
     _image_pixel(ds, pixels)
     if video:
-        _multiframe(ds, pixels)
+        _multiframe(ds, pixels, sc=sop_class in SC_FAMILY)
     if sop_class == MF_TRUE_COLOR_SC:
         # PS3.3 C.8.6.3 (SC Multi-frame Image), Type 1. A device's video may show the patient's
         # name or other text in the picture: say so rather than promise it does not.
@@ -208,11 +208,16 @@ def _image_pixel(ds: Dataset, pixels: Pixels) -> None:
         ds.PixelAspectRatio = list(pixels.pixel_aspect)  # PS3.3 C.7.6.3.1.7
 
 
-def _multiframe(ds: Dataset, pixels: Pixels) -> None:
+def _multiframe(ds: Dataset, pixels: Pixels, *, sc: bool) -> None:
     """Multi-frame and Cine modules from the measured stream (PS3.3 C.7.6.6, C.7.6.5)."""
     assert pixels.frames is not None and pixels.rate is not None
     rate = float(pixels.rate)
     ds.NumberOfFrames = pixels.frames
+    if sc and pixels.frames == 1:
+        # A one-frame recording: the SC Multi-frame Image module's Frame Increment Pointer is
+        # Type 1C, only for more than one frame (PS3.3 C.8.6.3), and the Cine module is used
+        # only when it points at Frame Time (A.8.5.4), so neither may be present.
+        return
     ds.FrameIncrementPointer = FRAME_TIME
     ds.FrameTime = f"{1000.0 / rate:.4f}".rstrip("0").rstrip(".")[:16]
     ds.CineRate = round(rate)

@@ -8,6 +8,7 @@ failure is a `BadMedia` with a reason a clinician's IT team can act on.
 
 from __future__ import annotations
 
+import errno
 import struct
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -78,6 +79,9 @@ class VideoProbe:
     vfr: bool = False
     bit_rate: int = 0  # bits per second of the video stream (container's when not known)
     top_field_first: bool = True
+    #: Degrees the picture must be turned counter-clockwise to be shown upright (the container's
+    #: display matrix, e.g. a phone held upright): 0, 90, 180 or 270.
+    rotation: int = 0
     #: Set when `frames` was counted packet by packet (no index).
     counted: CountedPass | None = field(default=None, compare=False, repr=False)
 
@@ -85,6 +89,13 @@ class VideoProbe:
     def display_width(self) -> int:
         """Width of the picture shown with square pixels (720 at 64:45 -> 1024)."""
         return max(2, round(self.width * self.sar / 2) * 2)
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        """(width, height) of the picture as shown: square pixels, turned upright."""
+        if self.rotation in (90, 270):
+            return self.height, self.display_width
+        return self.display_width, self.height
 
 
 @dataclass(frozen=True)
@@ -104,7 +115,9 @@ class StillProbe:
 #: playlist (HLS, concat) or a reference movie must not make FFmpeg fetch URLs or other files.
 SAFE_INPUT = {
     "protocol_whitelist": "file",
-    "format_whitelist": "mov,mpegts,mpeg,matroska,avi,mpegvideo,h264,hevc,mjpeg",
+    # MXF (SMPTE 377M) is what broadcast-style recorders write (DNxHD, XDCAM); GIF is an
+    # animated picture a recording may arrive as. Neither demuxer opens other files.
+    "format_whitelist": "mov,mpegts,mpeg,matroska,avi,mpegvideo,h264,hevc,mjpeg,mxf,gif",
 }
 
 
@@ -135,12 +148,10 @@ def probe_video(path: Path, *, max_pixels: int, max_duration_s: float) -> VideoP
     try:
         container = open_input(path, probesize="20000000")
     except av.error.FFmpegError as exc:
-        # An MP4 cut short (recorder killed) lacks its index: FFmpeg sees invalid data too.
-        # A playlist or any format outside SAFE_INPUT is refused by FFmpeg (invalid argument).
-        raise BadMedia(f"not a video file FFmpeg can read, or truncated: {exc.strerror}") from exc
+        raise BadMedia(_unreadable(path, exc)) from exc
     with container:
         if not container.streams.video:
-            raise BadMedia("the file has no video stream")
+            raise BadMedia(_cut_index(path) or "the file has no video stream")
         stream = container.streams.video[0]
         ctx = stream.codec_context
         width, height = ctx.width, ctx.height
@@ -161,7 +172,9 @@ def probe_video(path: Path, *, max_pixels: int, max_duration_s: float) -> VideoP
         if name in ("mp4", "mov") and frames <= 0:
             frames = fragmented_sample_count(path, stream.id) or 0
         exact = frames > 0
-        (interlaced, tff), counted, corrupt, last_gop = _scan(container, stream, count=not exact)
+        (interlaced, tff, rotation), counted, corrupt, last_gop = _scan(
+            container, stream, count=not exact
+        )
         frames = frames or counted
         truncated = corrupt or (name in ("mp4", "mov") and _box_overruns(path))
         if frames <= 0:
@@ -189,8 +202,52 @@ def probe_video(path: Path, *, max_pixels: int, max_duration_s: float) -> VideoP
             vfr=variable_rate(Fraction(rate), stream.base_rate),
             bit_rate=_bit_rate(stream, container, size, duration_s),
             top_field_first=tff,
+            rotation=rotation,
             counted=None if exact else CountedPass(counted, last_gop),
         )
+
+
+#: What `SAFE_INPUT` reads, in the words of a reason shown to the user.
+READABLE = "MP4, MOV, MPEG-TS, MPEG-PS, Matroska/WebM, AVI, MXF, GIF, raw H.264/HEVC/MPEG-2"
+
+
+def _unreadable(path: Path, exc: av.error.FFmpegError) -> str:
+    """Why FFmpeg cannot open a recording, in terms of the file."""
+    if cut := _cut_index(path):
+        return cut
+    if exc.errno == errno.EINVAL:
+        # A playlist or any format outside SAFE_INPUT is refused by FFmpeg (invalid argument).
+        return f"not a video format the converter reads ({READABLE})"
+    return f"not a video file FFmpeg can read, or truncated: {exc.strerror}"
+
+
+def _cut_index(path: Path) -> str | None:
+    """The reason for an MP4/MOV whose index is missing or cut off, else None."""
+    if _mp4_brand(path) is not None and not _complete_box(path, b"moov"):
+        # A recorder killed before it wrote the index (moov at the end, ISO/IEC 14496-12 8.2.1):
+        # the samples are there but nothing says where each one is.
+        return "truncated MP4/MOV: it has no complete index (moov box), the recording was cut off"
+    return None
+
+
+def _complete_box(path: Path, kind: bytes) -> bool:
+    """Whether a top-level box of this type lies wholly inside the file."""
+    size, pos = path.stat().st_size, 0
+    with open(path, "rb") as fh:
+        while pos + 8 <= size:
+            fh.seek(pos)
+            head = fh.read(16)
+            box_size, found = struct.unpack(">I4s", head[:8])
+            if box_size == 1 and len(head) == 16:
+                box_size = struct.unpack(">Q", head[8:16])[0]
+            elif box_size == 0:
+                box_size = size - pos
+            if box_size < 8:
+                return False
+            if found == kind:
+                return bool(pos + box_size <= size)
+            pos += box_size
+    return False
 
 
 def _bit_rate(stream: Any, container: Any, size: int, duration_s: float) -> int:
@@ -285,12 +342,13 @@ def _duration(container: av.container.InputContainer, stream: av.video.stream.Vi
 
 def _scan(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, *, count: bool
-) -> tuple[tuple[bool, bool], int, bool, tuple[Any, ...] | None]:
-    """Decode the first frame (interlacing and field order, proof the stream decodes); if asked,
+) -> tuple[tuple[bool, bool, int], int, bool, tuple[Any, ...] | None]:
+    """Decode the first frame (interlacing, field order and display rotation, proof the stream
+    decodes); if asked,
     count the whole packets, say whether a cut-off (corrupt) one was met, and keep the packets
     from the last key frame on (None when over LAST_GOP_BYTES)."""
     interlaced: bool | None = None
-    tff = True
+    tff, rotation = True, 0
     packets, corrupt = 0, False
     last: list[Any] | None = []
     last_bytes = 0
@@ -307,6 +365,7 @@ def _scan(
                     interlaced = bool(frame.interlaced_frame)
                     # AVFieldOrder: BB (3) and TB (4) show the bottom field first.
                     tff = stream.codec_context.field_order not in (3, 4)
+                    rotation = _rotation(frame)
                     break
             if interlaced is not None and not count:
                 break
@@ -321,7 +380,17 @@ def _scan(
         raise BadMedia(f"the video stream cannot be read (truncated?): {exc.strerror}") from exc
     if interlaced is None:
         raise BadMedia("no frame of the video stream decodes (truncated or corrupt file)")
-    return (interlaced, tff), packets, corrupt, tuple(last) if last is not None else None
+    return (interlaced, tff, rotation), packets, corrupt, tuple(last) if last is not None else None
+
+
+def _rotation(frame: av.VideoFrame) -> int:
+    """The display matrix's turn (ISO/IEC 14496-12 8.5.3 `tkhd` matrix, which FFmpeg attaches
+    to decoded frames), to the nearest quarter turn; 0 without one."""
+    try:
+        degrees = float(frame.rotation or 0)
+    except (AttributeError, TypeError, ValueError):
+        return 0
+    return round(degrees / 90) % 4 * 90
 
 
 def _box_overruns(path: Path) -> bool:

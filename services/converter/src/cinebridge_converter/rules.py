@@ -79,6 +79,10 @@ def misfits(p: VideoProbe, ts_uid: str) -> list[str]:
     if p.vfr:
         # Frame Time states one duration for every frame (PS3.3 C.7.6.5): resample.
         reasons.append(f"variable frame rate (average {float(p.rate):.3f} fps)")
+    if p.rotation:
+        # DICOM has no display rotation: Rows and Columns are the picture as shown (PS3.3
+        # C.7.6.3), so the pixels themselves are turned upright.
+        reasons.append(f"shown turned by {p.rotation} degrees (display matrix)")
     if ts_uid in (H264_HP41, H264_BD):
         reasons += _h264_misfits(p)
         if ts_uid == H264_BD and not reasons:
@@ -180,7 +184,9 @@ def audio_allowed(codec: str, ts_uid: str, container: str) -> bool:
 def encode_target(p: VideoProbe, ts_uid: str, preset: str) -> EncodeTarget:
     """The compliant stream closest to the source (size, rate) for `ts_uid`."""
     rate = source_rate(p)
-    p = dataclasses.replace(p, width=p.display_width, sar=Fraction(1))  # encode square pixels
+    # Encode square pixels, turned upright.
+    width, height = p.upright_size
+    p = dataclasses.replace(p, width=width, height=height, sar=Fraction(1), rotation=0)
     if ts_uid == H264_HP41:
         if p.interlaced and standard_rate(rate * 2) in (Fraction(50), NTSC60, Fraction(60)):
             rate = rate * 2  # deinterlaced one frame per field: the motion of the source

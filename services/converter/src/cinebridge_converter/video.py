@@ -191,12 +191,14 @@ def transcode(
     progress: Progress,
     cancel: threading.Event,
     timeout_s: float,
+    rotation: int = 0,
 ) -> int:
     """Re-encode the video stream to `target` (audio is not kept); returns the frame count.
 
     `fields` (interlaced sources): "frame" deinterlaces to one frame per frame, "field" to one
     frame per field (50i -> 50p), "tff"/"bff" keep the fields in that order (MPEG-2 targets);
-    "progressive" for a progressive source."""
+    "progressive" for a progressive source. `rotation` (degrees counter-clockwise, the source's
+    display matrix) is applied to the pixels: the output is upright and carries no matrix."""
     deadline = time.monotonic() + timeout_s
     frames = 0
     try:
@@ -207,7 +209,7 @@ def transcode(
             video = inp.streams.video[0]
             video.thread_type = "AUTO"
             duration = _seconds(video.duration, video.time_base)
-            graph = _graph(video, target, fields)
+            graph = _graph(video, target, fields, rotation)
             options = dict(target.options)
             if fields in ("tff", "bff"):
                 options["flags"] = "+ildct+ilme"  # field-based DCT and motion (ISO/IEC 13818-2)
@@ -245,17 +247,28 @@ def transcode(
     return frames
 
 
+#: Filters that turn a picture upright, by its display rotation (as the ffmpeg tool's autorotate).
+UPRIGHT = {
+    90: (("transpose", "cclock"),),
+    180: (("hflip", ""), ("vflip", "")),
+    270: (("transpose", "clock"),),
+}
+
+
 def _graph(
-    video: av.video.stream.VideoStream, target: EncodeTarget, fields: str
+    video: av.video.stream.VideoStream, target: EncodeTarget, fields: str, rotation: int = 0
 ) -> av.filter.Graph:
     ctx = video.codec_context
     sar = video.sample_aspect_ratio or ctx.sample_aspect_ratio or 1
     shown = max(2, round(ctx.width * sar))  # square-pixel width of the picture
-    width, height = fit(shown, ctx.height, target.width, target.height, upscale=target.exact_size)
+    shown, tall = (ctx.height, shown) if rotation in (90, 270) else (shown, ctx.height)
+    width, height = fit(shown, tall, target.width, target.height, upscale=target.exact_size)
     graph = av.filter.Graph()
     chain = [graph.add_buffer(template=video)]
     if fields in ("frame", "field"):
         chain.append(graph.add("bwdif", f"mode=send_{fields}"))
+    # Turned before the scale, which then sizes the upright picture (its pixels made square).
+    chain += [graph.add(name, args) for name, args in UPRIGHT.get(rotation, ())]
     chain.append(graph.add("fps", f"fps={target.rate.numerator}/{target.rate.denominator}"))
     keep = fields in ("tff", "bff")
     chain.append(graph.add("scale", f"{width}:{height}" + (":interl=1" if keep else "")))

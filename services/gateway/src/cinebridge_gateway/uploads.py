@@ -26,13 +26,14 @@ from cinebridge_common.store import MediaStore
 
 #: FFmpeg reads local files only, through these demuxers (a playlist posing as a video cannot
 #: make it fetch URLs; the converter opens recordings with the same video list).
-VIDEO_DEMUXERS = "mov,mpegts,mpeg,matroska,avi,mpegvideo,h264,hevc,mjpeg"
-STILL_DEMUXERS = "jpeg_pipe,png_pipe,bmp_pipe"
+VIDEO_DEMUXERS = "mov,mpegts,mpeg,matroska,avi,mpegvideo,h264,hevc,mjpeg,mxf,gif"
+STILL_DEMUXERS = "jpeg_pipe,png_pipe,bmp_pipe,tiff_pipe"
 #: Store extension and MIME type by demuxer (the first name FFmpeg reports).
 FORMATS = {
     "jpeg_pipe": ("jpg", "image/jpeg"),
     "png_pipe": ("png", "image/png"),
     "bmp_pipe": ("bmp", "image/bmp"),
+    "tiff_pipe": ("tif", "image/tiff"),
     "mov": ("mp4", "video/mp4"),
     "mpegts": ("ts", "video/mp2t"),
     "mpeg": ("mpg", "video/mpeg"),
@@ -42,6 +43,8 @@ FORMATS = {
     "h264": ("h264", "video/h264"),
     "hevc": ("hevc", "video/h265"),
     "mjpeg": ("mjpeg", "video/x-motion-jpeg"),
+    "mxf": ("mxf", "application/mxf"),
+    "gif": ("gif", "image/gif"),  # a recording (animated), which the converter re-encodes
 }
 SOURCE = "upload"
 #: Received bytes are written (and hashed) off the event loop in blocks of this size.
