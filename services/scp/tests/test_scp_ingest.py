@@ -37,19 +37,41 @@ def part10(tmp_path: Path, **overrides: str) -> tuple[bytes, Dataset]:
     return path.read_bytes(), ds
 
 
+class FakeTicket:
+    def __init__(self, index: FakeIndex, facts: InstanceFacts) -> None:
+        self.index, self.facts = index, facts
+        self.is_durable = self.abandoned = False
+
+    def durable(self) -> None:
+        # Said only once the file is under its final name.
+        assert self.index.store.resolve(self.facts.rel_path).is_file()
+        self.is_durable = True
+
+    def abandon(self) -> bool:
+        self.abandoned = True
+        return True
+
+    def outcome(self, timeout_s: float) -> IndexOutcome:
+        # The row commits only after the file was said durable.
+        assert self.is_durable and not self.abandoned
+        if self.index.fail:
+            raise self.index.fail
+        self.index.calls.append(self.facts)
+        return IndexOutcome("row-1")
+
+
 class FakeIndex:
+    timeout_s = 5.0
+
     def __init__(self, fail: Exception | None = None, store: MediaStore | None = None) -> None:
         self.fail = fail
         self.store = store or MediaStore(Path("/nonexistent"))
         self.calls: list[InstanceFacts] = []
+        self.tickets: list[FakeTicket] = []
 
-    def __call__(self, facts: InstanceFacts) -> IndexOutcome:
-        # The file must be durable under its final name before its row is written.
-        assert self.store.resolve(facts.rel_path).is_file()
-        if self.fail:
-            raise self.fail
-        self.calls.append(facts)
-        return IndexOutcome("row-1")
+    def begin(self, facts: InstanceFacts) -> FakeTicket:
+        self.tickets.append(FakeTicket(self, facts))
+        return self.tickets[-1]
 
 
 @pytest.fixture
@@ -175,4 +197,6 @@ def test_fsync_failure_answers_a700_before_any_row(
     monkeypatch.setattr("cinebridge_scp.receive.os.fsync", eio)
     assert Ingest(store, index, 64).store_instance(rf, command(ds)) == 0xA700
     assert index.calls == []
+    # Its row was handed over before the fsync; it is given up, so it never commits.
+    assert [(t.is_durable, t.abandoned) for t in index.tickets] == [(False, True)]
     assert leftovers(store) == []

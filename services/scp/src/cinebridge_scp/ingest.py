@@ -6,9 +6,10 @@ ids → fsync the directory → commit its row and outbox event → only then 0x
 leaves no file and no row: 0x0110 (Table 24, processing failure: the data is at fault) or
 0xA700 (out of resources: disk, size limit, database; PS3.4 Table B.2-1, the peer retries).
 
-The row is written only once the file is durable, so a committed row always names a durable
-file; a row PostgreSQL loses in a crash is rebuilt from the file (recover.py). No NATS here:
-indexing is a callable supplied by the composition root.
+The row's statement runs while the file is made durable, but it commits only once the file,
+its rename and its directory are fsync'd (group_index.py), so a committed row always names a
+durable file; a row PostgreSQL loses in a crash is rebuilt from the file (recover.py). No NATS
+here: the indexer is supplied by the composition root.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from cinebridge_common.conformance import (
     STATUS_OUT_OF_RESOURCES,
@@ -107,9 +108,28 @@ class IndexOutcome:
     kept_existing: bool = False
 
 
-#: Indexes one instance whose file is durable under its final name: the row and its outbox
-#: event, committed; raises if the database is down or too slow.
-Indexer = Callable[[InstanceFacts], IndexOutcome]
+class IndexTicket(Protocol):
+    """One instance handed to the index before its file is durable (group_index.Ticket)."""
+
+    def durable(self) -> None:
+        """Its file is fsync'd under its final name and the directory fsync'd: the row may
+        now commit."""
+
+    def abandon(self) -> bool:
+        """Its row must never commit (the file is being removed); False when the commit had
+        already begun."""
+
+    def outcome(self, timeout_s: float) -> IndexOutcome:
+        """The committed row; raises if the database is down or slower than `timeout_s`."""
+
+
+class Indexer(Protocol):
+    """Writes the row and outbox event of a checked instance, committed only once `durable()`
+    was said (group_index.GroupIndexer)."""
+
+    timeout_s: float
+
+    def begin(self, facts: InstanceFacts) -> IndexTicket: ...
 
 
 def read_attributes(rf_path: str, size: int, max_depth: int) -> tuple[str, dict[str, str]]:
@@ -171,8 +191,7 @@ class Ingest:
                 raise Rejected(STATUS_OUT_OF_RESOURCES if rf.out_of_resources else failed, rf.error)
             facts = self._check(rf, command)
             rel_path = facts.rel_path
-            self._commit_file(rf, rel_path)
-            outcome = self._index(facts)
+            outcome = self._store(rf, facts)
         except Rejected as exc:
             self._cleanup(rf, rel_path)
             self._count(f"{exc.status:04X}")
@@ -229,12 +248,37 @@ class Ingest:
             attrs, ts, command.calling_ae, command.source_address, rel_path, size, sha256
         )
 
-    def _commit_file(self, rf: ReceiveFile, rel_path: str) -> None:
-        """fsync the file, rename it to its generated path, fsync the directory."""
-        with metrics.FSYNC_SECONDS.time():
-            self._sync_and_rename(rf, rel_path)
+    def _store(self, rf: ReceiveFile, facts: InstanceFacts) -> IndexOutcome:
+        """Make the file durable while its row is written; the row commits after the fsyncs."""
+        ticket = self._begin(facts)
+        try:
+            with metrics.FSYNC_SECONDS.time():
+                self._sync_and_rename(rf, facts.rel_path)
+            ticket.durable()
+            started = time.perf_counter()
+            outcome = ticket.outcome(self.index.timeout_s)
+        except Rejected:
+            ticket.abandon()
+            raise
+        except Exception as exc:
+            if not ticket.abandon():  # its commit began and failed: the row's fate is unknown
+                log.warning("index commit failed", extra=kv(rel_path=facts.rel_path))
+            # Database down or too slow: the peer must retry later (PS3.4 B.2.3, A7xx).
+            raise Rejected(STATUS_OUT_OF_RESOURCES, f"index failed: {exc!r}"[:300]) from exc
+        except BaseException:
+            ticket.abandon()
+            raise
+        metrics.INDEX_SECONDS.observe(time.perf_counter() - started)
+        return outcome
+
+    def _begin(self, facts: InstanceFacts) -> IndexTicket:
+        try:
+            return self.index.begin(facts)
+        except Exception as exc:
+            raise Rejected(STATUS_OUT_OF_RESOURCES, f"index failed: {exc!r}"[:300]) from exc
 
     def _sync_and_rename(self, rf: ReceiveFile, rel_path: str) -> None:
+        """fsync the file, rename it to its generated path, fsync the directory."""
         try:
             rf.finish()
         except OSError as exc:
@@ -243,14 +287,6 @@ class Ingest:
             self.store.commit_temp(rf.path, rel_path)
         except OSError as exc:
             raise Rejected(STATUS_OUT_OF_RESOURCES, f"commit failed: {exc.strerror}") from exc
-
-    def _index(self, facts: InstanceFacts) -> IndexOutcome:
-        try:
-            with metrics.INDEX_SECONDS.time():
-                return self.index(facts)
-        except Exception as exc:
-            # Database down or too slow: the peer must retry later (PS3.4 B.2.3, A7xx).
-            raise Rejected(STATUS_OUT_OF_RESOURCES, f"index failed: {exc!r}"[:300]) from exc
 
     def _cleanup(self, rf: ReceiveFile, rel_path: str | None) -> None:
         rf.discard()
