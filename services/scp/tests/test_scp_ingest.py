@@ -68,9 +68,12 @@ class FakeIndex:
         self.store = store or MediaStore(Path("/nonexistent"))
         self.calls: list[InstanceFacts] = []
         self.tickets: list[FakeTicket] = []
+        #: Whether each instance's file was already durable when it was handed over.
+        self.begun_durable: list[bool] = []
 
     def begin(self, facts: InstanceFacts) -> FakeTicket:
         self.tickets.append(FakeTicket(self, facts))
+        self.begun_durable.append(self.store.resolve(facts.rel_path).is_file())
         return self.tickets[-1]
 
 
@@ -200,3 +203,25 @@ def test_fsync_failure_answers_a700_before_any_row(
     # Its row was handed over before the fsync; it is given up, so it never commits.
     assert [(t.is_durable, t.abandoned) for t in index.tickets] == [(False, True)]
     assert leftovers(store) == []
+
+
+def test_small_instances_are_handed_over_before_their_fsync_large_ones_after(
+    tmp_path: Path, store: MediaStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = FakeIndex(store=store)
+    data, ds = part10(tmp_path)
+    assert (
+        Ingest(store, index, 64).store_instance(
+            received(store, data, max_bytes=1 << 20), command(ds)
+        )
+        == 0
+    )
+    monkeypatch.setattr("cinebridge_scp.ingest.EARLY_INDEX_MAX_BYTES", len(data) - 1)
+    data, ds = part10(tmp_path)
+    assert (
+        Ingest(store, index, 64).store_instance(
+            received(store, data, max_bytes=1 << 20), command(ds)
+        )
+        == 0
+    )
+    assert index.begun_durable == [False, True] and len(index.calls) == 2

@@ -64,6 +64,11 @@ TAGS: dict[str, tuple[int, int]] = {
 UID_FIELDS = ("sop_class_uid", "sop_instance_uid", "study_instance_uid", "series_instance_uid")
 
 
+#: Instances up to this size are handed to the index before their fsyncs (group_index.py);
+#: larger ones, whose fsync is long, once they are durable.
+EARLY_INDEX_MAX_BYTES = 16 << 20
+
+
 class Rejected(Exception):
     """An instance refused with its C-STORE status (PS3.4 B.2.3) and the reason logged."""
 
@@ -249,24 +254,33 @@ class Ingest:
         )
 
     def _store(self, rf: ReceiveFile, facts: InstanceFacts) -> IndexOutcome:
-        """Make the file durable while its row is written; the row commits after the fsyncs."""
-        ticket = self._begin(facts)
+        """Make the file durable while its row is written; the row commits after the fsyncs.
+
+        A large instance (a video) is handed over only once durable: its fsync may take
+        seconds, and the group it joined would hold the rows of other associations that long.
+        """
+        early = facts.size <= EARLY_INDEX_MAX_BYTES
+        ticket = self._begin(facts) if early else None
         try:
             with metrics.FSYNC_SECONDS.time():
                 self._sync_and_rename(rf, facts.rel_path)
+            ticket = ticket or self._begin(facts)
             ticket.durable()
             started = time.perf_counter()
             outcome = ticket.outcome(self.index.timeout_s)
         except Rejected:
-            ticket.abandon()
+            if ticket is not None:
+                ticket.abandon()
             raise
         except Exception as exc:
-            if not ticket.abandon():  # its commit began and failed: the row's fate is unknown
+            if ticket is not None and not ticket.abandon():
+                # Its commit began and failed: whether the row exists is unknown.
                 log.warning("index commit failed", extra=kv(rel_path=facts.rel_path))
             # Database down or too slow: the peer must retry later (PS3.4 B.2.3, A7xx).
             raise Rejected(STATUS_OUT_OF_RESOURCES, f"index failed: {exc!r}"[:300]) from exc
         except BaseException:
-            ticket.abandon()
+            if ticket is not None:
+                ticket.abandon()
             raise
         metrics.INDEX_SECONDS.observe(time.perf_counter() - started)
         return outcome
