@@ -48,9 +48,19 @@ class Indexer:
         self.index = index
         self.task: asyncio.Task[None] | None = None
 
-    async def begin_all(self, batch: list[InstanceFacts]) -> list[Ticket]:
+    async def begin_all(
+        self, batch: list[InstanceFacts], *, durable_first: bool = False
+    ) -> list[Ticket]:
         # Handed over from other threads, as association threads do; then the loop writes.
         tickets = [await asyncio.to_thread(self.index.begin, f) for f in batch]
+        if durable_first:  # every file durable before the group's statement is sent
+            for ticket in tickets:
+                await asyncio.to_thread(ticket.durable)
+
+            async def settled() -> bool:
+                return all(t.settled.is_set() for t in tickets)
+
+            await wait_for(settled, WAIT_S, what="the tickets settled")
         self.task = asyncio.create_task(self.index.run())
         return tickets
 
@@ -140,6 +150,20 @@ async def test_a_refused_group_fails_only_its_culprit(
     tickets = await indexer.begin_all(batch)
     for ticket in tickets:
         ticket.durable()
+    outcomes = await asyncio.gather(*(asyncio.to_thread(_outcome_or_error, t) for t in tickets))
+    assert isinstance(outcomes[1], asyncpg.PostgresError)
+    assert not isinstance(outcomes[0], Exception) and not isinstance(outcomes[2], Exception)
+    assert await indexed(db_pool) == sorted([batch[0].rel_path, batch[2].rel_path])
+
+
+async def test_a_refused_group_of_durable_files_fails_only_its_culprit(
+    indexer: Indexer, db_pool: asyncpg.Pool
+) -> None:
+    """The same when every file was durable before the group's statement: that statement
+    commits by itself, and its refusal (nothing committed) is written again one at a time."""
+    study = generate_uid()
+    batch = [facts(0, study), facts(1, study, patient_name="Doe\x00Jane"), facts(2, study)]
+    tickets = await indexer.begin_all(batch, durable_first=True)
     outcomes = await asyncio.gather(*(asyncio.to_thread(_outcome_or_error, t) for t in tickets))
     assert isinstance(outcomes[1], asyncpg.PostgresError)
     assert not isinstance(outcomes[0], Exception) and not isinstance(outcomes[2], Exception)

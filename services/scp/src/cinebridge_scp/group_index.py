@@ -206,7 +206,14 @@ class GroupIndexer:
             # Every file is already durable (or given up): the statement commits by itself.
             if not self._begin_commit(group):
                 raise _Rollback
-            return await repository.index_instances(self._pool, facts, self._duplicates)
+            try:
+                return await repository.index_instances(self._pool, facts, self._duplicates)
+            except asyncpg.PostgresError:
+                # The server refused the statement: its own transaction rolled back, nothing
+                # committed, so the group may be written again one at a time (write_group).
+                for ticket in group:
+                    ticket.back_to_durable()
+                raise
         async with self._pool.acquire() as conn, conn.transaction():
             outcomes = await repository.index_instances(conn, facts, self._duplicates)
             for ticket in group:
