@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 from cinebridge_common.store import MediaStore
-from cinebridge_scp.ingest import Command, IndexOutcome, Ingest, InstanceFacts
+from cinebridge_scp.ingest import Command, IndexOutcome, Ingest, InstanceFacts, _encodings, _text
 from cinebridge_scp.receive import ReceiveConfig, ReceiveFile
+from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -225,3 +226,41 @@ def test_small_instances_are_handed_over_before_their_fsync_large_ones_after(
         == 0
     )
     assert index.begun_durable == [False, True] and len(index.calls) == 2
+
+
+# PS3.5 Annex H (ISO 2022 IR 87 Japanese) and Annex I (ISO 2022 IR 149 Korean) examples, UTF-8
+# and Latin-1 values, and plain ASCII under every character set.
+CHARSET_CASES = [
+    ("", b"Doe^Jane"),
+    ("ISO_IR 100", b"Doe^Jane"),
+    ("ISO_IR 100", "Müller^Jörg".encode("latin-1")),
+    ("ISO_IR 192", "Müller^Jörg".encode()),
+    ("ISO_IR 192", b"Doe^Jane "),
+    ("GB18030", "Wang^XiaoDong=王^小東".encode("gb18030")),
+    (
+        "\\ISO 2022 IR 87",
+        b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B",
+    ),
+    ("\\ISO 2022 IR 149", b"Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7"),
+    ("ISO 2022 IR 13\\ISO 2022 IR 87", b"\xd4\xcf\xc0\xde^\xc0\xdb\xb3=Yamada\x00"),
+]
+
+
+@pytest.mark.parametrize(("charset", "value"), CHARSET_CASES)
+def test_index_text_is_pydicom_decoding(charset: str, value: bytes) -> None:
+    """The all-ASCII shortcut decodes exactly what pydicom's codec search does."""
+    expected = decode_bytes(value, convert_encodings(charset.split("\\")), {0x5C, 0x3D, 0x5E})
+    assert _text(value, _encodings(charset.encode())) == expected.rstrip("\x00 ").strip()
+
+
+def test_a_day_folder_removed_meanwhile_is_made_again(tmp_path: Path, store: MediaStore) -> None:
+    index = FakeIndex(store=store)
+    for n in range(2):
+        data, ds = part10(tmp_path)
+        rf = received(store, data, max_bytes=1 << 20)
+        assert Ingest(store, index, 64).store_instance(rf, command(ds)) == 0x0000
+        folder = store.resolve(index.calls[-1].rel_path).parent
+        assert store.resolve(index.calls[-1].rel_path).read_bytes() == data
+        if n == 0:  # e.g. emptied and removed by an operator's clean-up
+            store.resolve(index.calls[-1].rel_path).unlink()
+            folder.rmdir()

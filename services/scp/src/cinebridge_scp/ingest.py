@@ -15,7 +15,9 @@ here: the indexer is supplied by the composition root.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -62,6 +64,7 @@ TAGS: dict[str, tuple[int, int]] = {
     "number_of_frames": (0x0028, 0x0008),
 }
 UID_FIELDS = ("sop_class_uid", "sop_instance_uid", "study_instance_uid", "series_instance_uid")
+_WANTED = frozenset(TAGS.values())
 
 
 #: Instances up to this size are handed to the index before their fsyncs (group_index.py);
@@ -137,23 +140,44 @@ class Indexer(Protocol):
     def begin(self, facts: InstanceFacts) -> IndexTicket: ...
 
 
+#: PS3.5 6.1.2.3: `\\` separates values, `=` and `^` PN groups and components; never part of a
+#: multi-byte character in the repertoires pydicom decodes.
+_DELIMITERS = {0x5C, 0x3D, 0x5E}
+
+
+@functools.lru_cache(maxsize=64)
+def _encodings(charset: bytes) -> tuple[str, ...]:
+    """Python codecs of a Specific Character Set value (one per sender and setting, cached)."""
+    terms = [t.strip() for t in charset.decode("ascii", "replace").split("\\")]
+    return tuple(convert_encodings(terms or [""]))
+
+
+def _text(value: bytes, encodings: tuple[str, ...]) -> str:
+    """A text value in the instance's character set (PS3.5 6.1). Bytes below 0x80 without an
+    ESC are the same characters in every repertoire of PS3.3 C.12.1.1.2 (ISO 2022 switches only
+    with ESC sequences), so the common all-ASCII value skips pydicom's codec search."""
+    if value.isascii() and b"\x1b" not in value:
+        text = value.decode("ascii")
+    else:
+        text = decode_bytes(value, list(encodings), _DELIMITERS)
+    return text.rstrip("\x00 ").strip()
+
+
 def read_attributes(rf_path: str, size: int, max_depth: int) -> tuple[str, dict[str, str]]:
     """Walk the whole file; return its transfer syntax and decoded index attributes."""
     with open(rf_path, "rb") as fh:
-        result = walk_file(fh, size, set(TAGS.values()), max_depth)
-    raw = {name: result.values.get(tag, b"") for name, tag in TAGS.items()}
-    encodings = convert_encodings(
-        [t.strip() for t in raw["charset"].decode("ascii", "replace").split("\\")] or [""]
-    )
+        result = walk_file(fh, size, _WANTED, max_depth)
+    values = result.values
+    encodings = _encodings(values.get(TAGS["charset"], b""))
     attrs: dict[str, str] = {}
-    for name, value in raw.items():
+    for name, tag in TAGS.items():
         if name == "charset":
             continue
+        value = values.get(tag, b"")
         if name in UID_FIELDS:
             attrs[name] = value.rstrip(b"\x00 ").decode("ascii", "replace")
         else:
-            text = decode_bytes(value, encodings, {0x5C, 0x3D, 0x5E})
-            attrs[name] = text.rstrip("\x00 ").strip()
+            attrs[name] = _text(value, encodings)
     # (0002,0016) Source Application Entity Title: the sender, as recorded on receipt.
     source = result.meta.get((0x0002, 0x0016), b"")
     attrs["source_ae"] = source.decode("ascii", "replace").strip("\x00 ")
@@ -176,6 +200,7 @@ class Ingest:
 
     def __init__(self, store: MediaStore, index: Indexer, max_depth: int) -> None:
         self.store = store
+        self._root = str(store.root)
         self.index = index
         self.max_depth = max_depth
         #: Outcome counts for the heartbeat detail: "stored", "0110", "A700".
@@ -298,9 +323,27 @@ class Ingest:
         except OSError as exc:
             raise Rejected(STATUS_OUT_OF_RESOURCES, f"fsync failed: {exc.strerror}") from exc
         try:
-            self.store.commit_temp(rf.path, rel_path)
+            self._move_into_place(rf.name, rel_path)
         except OSError as exc:
             raise Rejected(STATUS_OUT_OF_RESOURCES, f"commit failed: {exc.strerror}") from exc
+
+    def _move_into_place(self, temp: str, rel_path: str) -> None:
+        """`MediaStore.commit_temp` for a name `_check` generated (`new_relative`): the same
+        rename and directory fsync, without validating and resolving again a name that cannot
+        leave the store (a realpath, a dozen lstat calls, per instance), and the day's folder
+        made when a rename finds it missing rather than before every instance."""
+        final = os.path.join(self._root, rel_path)
+        folder = os.path.dirname(final)
+        try:
+            os.replace(temp, final)
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+            os.replace(temp, final)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _cleanup(self, rf: ReceiveFile, rel_path: str | None) -> None:
         rf.discard()
