@@ -8,7 +8,9 @@ Prints seconds, instances/s, MB/s, the receiver's CPU seconds and peak RSS (whol
 then CineBridge's ratio against each peer (>1 = CineBridge faster), and the durability floor:
 what writing, fsyncing and renaming each small instance costs on this disk by itself — a cost
 CineBridge pays before every 0x0000 and neither peer pays at all. Receivers run side by side
-and the runs are interleaved; `--repeat N` takes the median of N rounds.
+and the runs are interleaved; `--repeat N` takes the median of N rounds. The floor is measured
+in the same rotation (a turn after each small-instance scenario of each round, so twice per
+round) and its median is used: measured once, on its own, it moved 2x between runs.
 
     .venv/bin/python bench/scp.py [--small 500] [--large-mb 1024] [--senders 4] [--repeat 1]
 
@@ -388,14 +390,23 @@ def run(args: argparse.Namespace, work: Path, nats_url: str, dsn: str, figures: 
     # Every receiver runs beside the others, and the runs are interleaved (scenario by scenario,
     # round by round, receivers in a rotating order): load from other jobs on this shared
     # machine then hits all of them alike.
+    # The durability floor takes its turn in the same rotation after each small-instance
+    # scenario, so that it sees the load the receivers saw; its median is the one reported.
     runs: dict[tuple[str, str], list[tuple[float, int, float]]] = {}
+    floors: list[float] = []
     for receiver in receivers:
         receiver.start()
     try:
         for round_ in range(args.repeat):
-            for title, folders, _, _, syntax in scenarios:
-                shift = round_ % len(receivers)
-                for receiver in receivers[shift:] + receivers[:shift]:
+            for title, folders, count, _, syntax in scenarios:
+                turns: list[Receiver | None] = [*receivers]
+                if count > 1:
+                    turns.append(None)  # the floor's turn
+                shift = round_ % len(turns)
+                for receiver in turns[shift:] + turns[:shift]:
+                    if receiver is None:
+                        floors.append(durability_floor(small, work / "floor"))
+                        continue
                     runs.setdefault((receiver.name, title), []).append(
                         measure(receiver, folders, syntax)
                     )
@@ -410,17 +421,16 @@ def run(args: argparse.Namespace, work: Path, nats_url: str, dsn: str, figures: 
         )
         for key, values in runs.items()
     }
-    floor = durability_floor(small, work / "floor")
     figures.put("senders", args.senders)
     figures.put("workers", args.workers)
-    report(scenarios, receivers, results, floor, figures)
+    report(scenarios, receivers, results, floors, figures)
 
 
 def report(
     scenarios: list[tuple[str, list[Path], int, float, str]],
     receivers: list[Receiver],
     results: dict[tuple[str, str], tuple[float, int, float]],
-    floor_s: float,
+    floors: list[float],
     figures: Figures,
 ) -> None:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -466,10 +476,14 @@ def report(
         )
         print(f"{title:28} {line}")
     small_title, _, count, _, _ = scenarios[0]
+    floor_s = statistics.median(floors)
     figures.put("durability_floor", "ms_per_instance", floor_s * 1000)
     figures.put("durability_floor", "seconds_small", floor_s * count)
+    figures.put("durability_floor", "samples_ms", [f * 1000 for f in floors])
+    spread = f"{min(floors) * 1000:.2f}-{max(floors) * 1000:.2f}"
     print(
-        f"\ndurability floor on this disk: {floor_s * 1000:.2f} ms per small instance "
+        f"\ndurability floor on this disk: {floor_s * 1000:.2f} ms per small instance, median "
+        f"of {len(floors)} measured between the receivers' runs ({spread} ms) "
         f"(write + fsync + rename + directory fsync, which CineBridge does before 0x0000 and "
         f"neither peer does) = {floor_s * count:.2f} s for {count}."
     )

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 from cinebridge_common.store import MediaStore
-from cinebridge_scp.ingest import Command, IndexOutcome, Ingest, InstanceFacts
+from cinebridge_scp.ingest import Command, IndexOutcome, Ingest, InstanceFacts, _encodings, _text
 from cinebridge_scp.receive import ReceiveConfig, ReceiveFile
+from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -37,19 +38,44 @@ def part10(tmp_path: Path, **overrides: str) -> tuple[bytes, Dataset]:
     return path.read_bytes(), ds
 
 
+class FakeTicket:
+    def __init__(self, index: FakeIndex, facts: InstanceFacts) -> None:
+        self.index, self.facts = index, facts
+        self.is_durable = self.abandoned = False
+
+    def durable(self) -> None:
+        # Said only once the file is under its final name.
+        assert self.index.store.resolve(self.facts.rel_path).is_file()
+        self.is_durable = True
+
+    def abandon(self) -> bool:
+        self.abandoned = True
+        return True
+
+    def outcome(self, timeout_s: float) -> IndexOutcome:
+        # The row commits only after the file was said durable.
+        assert self.is_durable and not self.abandoned
+        if self.index.fail:
+            raise self.index.fail
+        self.index.calls.append(self.facts)
+        return IndexOutcome("row-1")
+
+
 class FakeIndex:
+    timeout_s = 5.0
+
     def __init__(self, fail: Exception | None = None, store: MediaStore | None = None) -> None:
         self.fail = fail
         self.store = store or MediaStore(Path("/nonexistent"))
         self.calls: list[InstanceFacts] = []
+        self.tickets: list[FakeTicket] = []
+        #: Whether each instance's file was already durable when it was handed over.
+        self.begun_durable: list[bool] = []
 
-    def __call__(self, facts: InstanceFacts) -> IndexOutcome:
-        # The file must be durable under its final name before its row is written.
-        assert self.store.resolve(facts.rel_path).is_file()
-        if self.fail:
-            raise self.fail
-        self.calls.append(facts)
-        return IndexOutcome("row-1")
+    def begin(self, facts: InstanceFacts) -> FakeTicket:
+        self.tickets.append(FakeTicket(self, facts))
+        self.begun_durable.append(self.store.resolve(facts.rel_path).is_file())
+        return self.tickets[-1]
 
 
 @pytest.fixture
@@ -175,4 +201,66 @@ def test_fsync_failure_answers_a700_before_any_row(
     monkeypatch.setattr("cinebridge_scp.receive.os.fsync", eio)
     assert Ingest(store, index, 64).store_instance(rf, command(ds)) == 0xA700
     assert index.calls == []
+    # Its row was handed over before the fsync; it is given up, so it never commits.
+    assert [(t.is_durable, t.abandoned) for t in index.tickets] == [(False, True)]
     assert leftovers(store) == []
+
+
+def test_small_instances_are_handed_over_before_their_fsync_large_ones_after(
+    tmp_path: Path, store: MediaStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = FakeIndex(store=store)
+    data, ds = part10(tmp_path)
+    assert (
+        Ingest(store, index, 64).store_instance(
+            received(store, data, max_bytes=1 << 20), command(ds)
+        )
+        == 0
+    )
+    monkeypatch.setattr("cinebridge_scp.ingest.EARLY_INDEX_MAX_BYTES", len(data) - 1)
+    data, ds = part10(tmp_path)
+    assert (
+        Ingest(store, index, 64).store_instance(
+            received(store, data, max_bytes=1 << 20), command(ds)
+        )
+        == 0
+    )
+    assert index.begun_durable == [False, True] and len(index.calls) == 2
+
+
+# PS3.5 Annex H (ISO 2022 IR 87 Japanese) and Annex I (ISO 2022 IR 149 Korean) examples, UTF-8
+# and Latin-1 values, and plain ASCII under every character set.
+CHARSET_CASES = [
+    ("", b"Doe^Jane"),
+    ("ISO_IR 100", b"Doe^Jane"),
+    ("ISO_IR 100", "Müller^Jörg".encode("latin-1")),
+    ("ISO_IR 192", "Müller^Jörg".encode()),
+    ("ISO_IR 192", b"Doe^Jane "),
+    ("GB18030", "Wang^XiaoDong=王^小東".encode("gb18030")),
+    (
+        "\\ISO 2022 IR 87",
+        b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B",
+    ),
+    ("\\ISO 2022 IR 149", b"Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7"),
+    ("ISO 2022 IR 13\\ISO 2022 IR 87", b"\xd4\xcf\xc0\xde^\xc0\xdb\xb3=Yamada\x00"),
+]
+
+
+@pytest.mark.parametrize(("charset", "value"), CHARSET_CASES)
+def test_index_text_is_pydicom_decoding(charset: str, value: bytes) -> None:
+    """The all-ASCII shortcut decodes exactly what pydicom's codec search does."""
+    expected = decode_bytes(value, convert_encodings(charset.split("\\")), {0x5C, 0x3D, 0x5E})
+    assert _text(value, _encodings(charset.encode())) == expected.rstrip("\x00 ").strip()
+
+
+def test_a_day_folder_removed_meanwhile_is_made_again(tmp_path: Path, store: MediaStore) -> None:
+    index = FakeIndex(store=store)
+    for n in range(2):
+        data, ds = part10(tmp_path)
+        rf = received(store, data, max_bytes=1 << 20)
+        assert Ingest(store, index, 64).store_instance(rf, command(ds)) == 0x0000
+        folder = store.resolve(index.calls[-1].rel_path).parent
+        assert store.resolve(index.calls[-1].rel_path).read_bytes() == data
+        if n == 0:  # e.g. emptied and removed by an operator's clean-up
+            store.resolve(index.calls[-1].rel_path).unlink()
+            folder.rmdir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uvloop
 from cinebridge_common.logging import configure_service_logging
 from cinebridge_common.service import run_service
 
@@ -10,6 +11,9 @@ from .settings import ScpSettings
 
 
 def main() -> None:
+    # libuv's loop: every C-STORE's index row passes through the event loop (group_index.py),
+    # a few wake-ups and round trips each (docs/benchmarks.md, "CPU per instance").
+    uvloop.install()
     settings = ScpSettings()
     configure_service_logging("scp", settings)
     run_service(lambda: app.run(settings))

@@ -25,7 +25,8 @@ from cinebridge_common.service import ServiceContext
 
 from . import repository
 from .commitment import CommitmentService, ReportTo
-from .ingest import Indexer, IndexOutcome, Ingest, InstanceFacts
+from .group_index import GroupIndexer
+from .ingest import Ingest
 from .listener import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, ScpListener
 from .receive import ReceiveConfig
 from .recover import Recovery
@@ -73,21 +74,6 @@ def on_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], timeo
     except TimeoutError:
         future.cancel()
         raise
-
-
-def index_on_loop(
-    loop: asyncio.AbstractEventLoop, pool: asyncpg.Pool, settings: ScpSettings
-) -> Indexer:
-    """The Indexer for association threads: one statement on the event loop (row and outbox
-    event, one round trip), committed without waiting for PostgreSQL's WAL flush
-    (repository.open_index_pool: the file is the record, recover.py rebuilds a lost row).
-    Waits at most `scp_db_timeout_s`."""
-
-    def index(facts: InstanceFacts) -> IndexOutcome:
-        coro = repository.index_instance(pool, facts, settings.scp_duplicates)
-        return on_loop(loop, coro, settings.scp_db_timeout_s)
-
-    return index
 
 
 def commitment_on_loop(
@@ -182,8 +168,10 @@ class ScpApp:
             pool = await repository.open_index_pool(dsn)
             ctx.stack.push_async_callback(close_pool, pool)
 
-            # association thread → event loop (STYLE: one small bridge).
-            index = index_on_loop(loop, pool, settings)
+            # association threads → event loop (STYLE: one small bridge): rows of instances
+            # ready at the same moment commit together, each after its own file's fsyncs.
+            index = GroupIndexer(loop, pool, settings.scp_duplicates, settings.scp_db_timeout_s)
+            ctx.spawn(index.run, "scp-index")
 
             tmp = temp_dir(ctx.store.tmp, settings.instance_id)
             if removed := remove_stale(tmp):

@@ -6,20 +6,23 @@ ids → fsync the directory → commit its row and outbox event → only then 0x
 leaves no file and no row: 0x0110 (Table 24, processing failure: the data is at fault) or
 0xA700 (out of resources: disk, size limit, database; PS3.4 Table B.2-1, the peer retries).
 
-The row is written only once the file is durable, so a committed row always names a durable
-file; a row PostgreSQL loses in a crash is rebuilt from the file (recover.py). No NATS here:
-indexing is a callable supplied by the composition root.
+The row's statement runs while the file is made durable, but it commits only once the file,
+its rename and its directory are fsync'd (group_index.py), so a committed row always names a
+durable file; a row PostgreSQL loses in a crash is rebuilt from the file (recover.py). No NATS
+here: the indexer is supplied by the composition root.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from cinebridge_common.conformance import (
     STATUS_OUT_OF_RESOURCES,
@@ -61,6 +64,12 @@ TAGS: dict[str, tuple[int, int]] = {
     "number_of_frames": (0x0028, 0x0008),
 }
 UID_FIELDS = ("sop_class_uid", "sop_instance_uid", "study_instance_uid", "series_instance_uid")
+_WANTED = frozenset(TAGS.values())
+
+
+#: Instances up to this size are handed to the index before their fsyncs (group_index.py);
+#: larger ones, whose fsync is long, once they are durable.
+EARLY_INDEX_MAX_BYTES = 16 << 20
 
 
 class Rejected(Exception):
@@ -107,28 +116,68 @@ class IndexOutcome:
     kept_existing: bool = False
 
 
-#: Indexes one instance whose file is durable under its final name: the row and its outbox
-#: event, committed; raises if the database is down or too slow.
-Indexer = Callable[[InstanceFacts], IndexOutcome]
+class IndexTicket(Protocol):
+    """One instance handed to the index before its file is durable (group_index.Ticket)."""
+
+    def durable(self) -> None:
+        """Its file is fsync'd under its final name and the directory fsync'd: the row may
+        now commit."""
+
+    def abandon(self) -> bool:
+        """Its row must never commit (the file is being removed); False when the commit had
+        already begun."""
+
+    def outcome(self, timeout_s: float) -> IndexOutcome:
+        """The committed row; raises if the database is down or slower than `timeout_s`."""
+
+
+class Indexer(Protocol):
+    """Writes the row and outbox event of a checked instance, committed only once `durable()`
+    was said (group_index.GroupIndexer)."""
+
+    timeout_s: float
+
+    def begin(self, facts: InstanceFacts) -> IndexTicket: ...
+
+
+#: PS3.5 6.1.2.3: `\\` separates values, `=` and `^` PN groups and components; never part of a
+#: multi-byte character in the repertoires pydicom decodes.
+_DELIMITERS = {0x5C, 0x3D, 0x5E}
+
+
+@functools.lru_cache(maxsize=64)
+def _encodings(charset: bytes) -> tuple[str, ...]:
+    """Python codecs of a Specific Character Set value (one per sender and setting, cached)."""
+    terms = [t.strip() for t in charset.decode("ascii", "replace").split("\\")]
+    return tuple(convert_encodings(terms or [""]))
+
+
+def _text(value: bytes, encodings: tuple[str, ...]) -> str:
+    """A text value in the instance's character set (PS3.5 6.1). Bytes below 0x80 without an
+    ESC are the same characters in every repertoire of PS3.3 C.12.1.1.2 (ISO 2022 switches only
+    with ESC sequences), so the common all-ASCII value skips pydicom's codec search."""
+    if value.isascii() and b"\x1b" not in value:
+        text = value.decode("ascii")
+    else:
+        text = decode_bytes(value, list(encodings), _DELIMITERS)
+    return text.rstrip("\x00 ").strip()
 
 
 def read_attributes(rf_path: str, size: int, max_depth: int) -> tuple[str, dict[str, str]]:
     """Walk the whole file; return its transfer syntax and decoded index attributes."""
     with open(rf_path, "rb") as fh:
-        result = walk_file(fh, size, set(TAGS.values()), max_depth)
-    raw = {name: result.values.get(tag, b"") for name, tag in TAGS.items()}
-    encodings = convert_encodings(
-        [t.strip() for t in raw["charset"].decode("ascii", "replace").split("\\")] or [""]
-    )
+        result = walk_file(fh, size, _WANTED, max_depth)
+    values = result.values
+    encodings = _encodings(values.get(TAGS["charset"], b""))
     attrs: dict[str, str] = {}
-    for name, value in raw.items():
+    for name, tag in TAGS.items():
         if name == "charset":
             continue
+        value = values.get(tag, b"")
         if name in UID_FIELDS:
             attrs[name] = value.rstrip(b"\x00 ").decode("ascii", "replace")
         else:
-            text = decode_bytes(value, encodings, {0x5C, 0x3D, 0x5E})
-            attrs[name] = text.rstrip("\x00 ").strip()
+            attrs[name] = _text(value, encodings)
     # (0002,0016) Source Application Entity Title: the sender, as recorded on receipt.
     source = result.meta.get((0x0002, 0x0016), b"")
     attrs["source_ae"] = source.decode("ascii", "replace").strip("\x00 ")
@@ -151,6 +200,7 @@ class Ingest:
 
     def __init__(self, store: MediaStore, index: Indexer, max_depth: int) -> None:
         self.store = store
+        self._root = str(store.root)
         self.index = index
         self.max_depth = max_depth
         #: Outcome counts for the heartbeat detail: "stored", "0110", "A700".
@@ -171,8 +221,7 @@ class Ingest:
                 raise Rejected(STATUS_OUT_OF_RESOURCES if rf.out_of_resources else failed, rf.error)
             facts = self._check(rf, command)
             rel_path = facts.rel_path
-            self._commit_file(rf, rel_path)
-            outcome = self._index(facts)
+            outcome = self._store(rf, facts)
         except Rejected as exc:
             self._cleanup(rf, rel_path)
             self._count(f"{exc.status:04X}")
@@ -229,28 +278,72 @@ class Ingest:
             attrs, ts, command.calling_ae, command.source_address, rel_path, size, sha256
         )
 
-    def _commit_file(self, rf: ReceiveFile, rel_path: str) -> None:
-        """fsync the file, rename it to its generated path, fsync the directory."""
-        with metrics.FSYNC_SECONDS.time():
-            self._sync_and_rename(rf, rel_path)
+    def _store(self, rf: ReceiveFile, facts: InstanceFacts) -> IndexOutcome:
+        """Make the file durable while its row is written; the row commits after the fsyncs.
+
+        A large instance (a video) is handed over only once durable: its fsync may take
+        seconds, and the group it joined would hold the rows of other associations that long.
+        """
+        early = facts.size <= EARLY_INDEX_MAX_BYTES
+        ticket = self._begin(facts) if early else None
+        try:
+            with metrics.FSYNC_SECONDS.time():
+                self._sync_and_rename(rf, facts.rel_path)
+            ticket = ticket or self._begin(facts)
+            ticket.durable()
+            started = time.perf_counter()
+            outcome = ticket.outcome(self.index.timeout_s)
+        except Rejected:
+            if ticket is not None:
+                ticket.abandon()
+            raise
+        except Exception as exc:
+            if ticket is not None and not ticket.abandon():
+                # Its commit began and failed: whether the row exists is unknown.
+                log.warning("index commit failed", extra=kv(rel_path=facts.rel_path))
+            # Database down or too slow: the peer must retry later (PS3.4 B.2.3, A7xx).
+            raise Rejected(STATUS_OUT_OF_RESOURCES, f"index failed: {exc!r}"[:300]) from exc
+        except BaseException:
+            if ticket is not None:
+                ticket.abandon()
+            raise
+        metrics.INDEX_SECONDS.observe(time.perf_counter() - started)
+        return outcome
+
+    def _begin(self, facts: InstanceFacts) -> IndexTicket:
+        try:
+            return self.index.begin(facts)
+        except Exception as exc:
+            raise Rejected(STATUS_OUT_OF_RESOURCES, f"index failed: {exc!r}"[:300]) from exc
 
     def _sync_and_rename(self, rf: ReceiveFile, rel_path: str) -> None:
+        """fsync the file, rename it to its generated path, fsync the directory."""
         try:
             rf.finish()
         except OSError as exc:
             raise Rejected(STATUS_OUT_OF_RESOURCES, f"fsync failed: {exc.strerror}") from exc
         try:
-            self.store.commit_temp(rf.path, rel_path)
+            self._move_into_place(rf.name, rel_path)
         except OSError as exc:
             raise Rejected(STATUS_OUT_OF_RESOURCES, f"commit failed: {exc.strerror}") from exc
 
-    def _index(self, facts: InstanceFacts) -> IndexOutcome:
+    def _move_into_place(self, temp: str, rel_path: str) -> None:
+        """`MediaStore.commit_temp` for a name `_check` generated (`new_relative`): the same
+        rename and directory fsync, without validating and resolving again a name that cannot
+        leave the store (a realpath, a dozen lstat calls, per instance), and the day's folder
+        made when a rename finds it missing rather than before every instance."""
+        final = os.path.join(self._root, rel_path)
+        folder = os.path.dirname(final)
         try:
-            with metrics.INDEX_SECONDS.time():
-                return self.index(facts)
-        except Exception as exc:
-            # Database down or too slow: the peer must retry later (PS3.4 B.2.3, A7xx).
-            raise Rejected(STATUS_OUT_OF_RESOURCES, f"index failed: {exc!r}"[:300]) from exc
+            os.replace(temp, final)
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+            os.replace(temp, final)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def _cleanup(self, rf: ReceiveFile, rel_path: str | None) -> None:
         rf.discard()

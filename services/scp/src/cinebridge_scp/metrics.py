@@ -67,7 +67,9 @@ FSYNC_SECONDS = Histogram(
 )
 INDEX_SECONDS = Histogram(
     "cinebridge_scp_index_duration_seconds",
-    "Index row and outbox event of a received instance (one database round trip)",
+    "Wait for the commit of a received instance's index row and outbox event once its file"
+    " was durable (the statement itself overlaps the fsyncs; rows of concurrent associations"
+    " commit in one transaction)",
     buckets=_LATENCY,
 )
 QUARANTINED = Counter(

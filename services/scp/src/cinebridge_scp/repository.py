@@ -64,31 +64,73 @@ async def index_instance(
     A second copy of a SOP Instance UID replaces the first (the old file path comes back for
     deletion after commit) or, with keep-first, changes nothing; never a duplicate row.
     """
-    instance_id = str(uuid.uuid4())
-    attrs = {name: facts[name] for name in TAGS if name != "charset"}  # every key, "" if absent
-    attrs.update(
-        instance_id=instance_id,
-        study_row_id=str(uuid.uuid4()),
-        series_row_id=str(uuid.uuid4()),
-        transfer_syntax_uid=facts.transfer_syntax_uid,
-        calling_ae=facts.calling_ae,
-        source_address=facts.source_address,
-        rel_path=facts.rel_path,
-        size=str(facts.size),
-        sha256=facts.sha256,
-    )
-    fresh, replacing = (_event(facts, instance_id, replaced=r) for r in (False, True))
+    row = _IndexRow(facts)
     args = (
-        attrs,
+        row.attrs,
         duplicates == "keep-first",
-        f"scp.received.{instance_id}",
+        row.msg_id,
         InstanceReceived.subject,
-        fresh.to_bytes(),
-        replacing.to_bytes(),
+        row.fresh,
+        row.replacing,
         None,  # no NOTIFY: the relays' 1 s poll publishes received instances in batches
     )
-    row = await pool.fetchrow(_INDEX_SQL, *args)
-    assert row is not None
+    result = await pool.fetchrow(_INDEX_SQL, *args)
+    assert result is not None
+    return _outcome(result)
+
+
+async def index_instances(
+    conn: asyncpg.Pool | asyncpg.pool.PoolConnectionProxy,
+    facts: Sequence[InstanceFacts],
+    duplicates: Duplicates,
+) -> list[IndexOutcome]:
+    """`index_instance` for several instances in one statement (one round trip), in order.
+
+    Called in the caller's transaction, so that the rows of instances received at the same
+    moment on concurrent associations commit together (group_index.py); a second copy of a
+    SOP Instance UID in the same call sees the first's row, as it would one statement later.
+    """
+    rows = [_IndexRow(f) for f in facts]
+    results = await conn.fetch(
+        _INDEX_MANY_SQL,
+        [r.attrs for r in rows],  # jsonb: the pool encodes it (_init_connection)
+        duplicates == "keep-first",
+        [r.msg_id for r in rows],
+        InstanceReceived.subject,
+        [r.fresh for r in rows],
+        [r.replacing for r in rows],
+    )
+    assert len(results) == len(rows)
+    return [_outcome(r) for r in results]
+
+
+class _IndexRow:
+    """The arguments of `scp_index_instance` for one instance: its attributes (every key, ""
+    if absent), generated row ids, and its InstanceReceived event as first and as second copy."""
+
+    __slots__ = ("attrs", "fresh", "msg_id", "replacing")
+
+    def __init__(self, facts: InstanceFacts) -> None:
+        instance_id = str(uuid.uuid4())
+        attrs = {name: facts[name] for name in TAGS if name != "charset"}
+        attrs.update(
+            instance_id=instance_id,
+            study_row_id=str(uuid.uuid4()),
+            series_row_id=str(uuid.uuid4()),
+            transfer_syntax_uid=facts.transfer_syntax_uid,
+            calling_ae=facts.calling_ae,
+            source_address=facts.source_address,
+            rel_path=facts.rel_path,
+            size=str(facts.size),
+            sha256=facts.sha256,
+        )
+        self.attrs = attrs
+        self.msg_id = f"scp.received.{instance_id}"
+        self.fresh = _event(facts, instance_id, replaced=False).to_bytes()
+        self.replacing = _event(facts, instance_id, replaced=True).to_bytes()
+
+
+def _outcome(row: asyncpg.Record) -> IndexOutcome:
     return IndexOutcome(
         str(row["instance_id"]),
         replaced_rel_path=row["replaced_rel_path"],
@@ -97,6 +139,13 @@ async def index_instance(
 
 
 _INDEX_SQL = "SELECT * FROM scp_index_instance($1, $2, $3, $4, $5, $6, $7)"
+#: One call of scp_index_instance per array element, in the arrays' order.
+_INDEX_MANY_SQL = """
+SELECT r.instance_id, r.replaced_rel_path, r.kept
+FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS x(a, n)
+CROSS JOIN LATERAL scp_index_instance(
+    x.a, $2, ($3::text[])[x.n], $4, ($5::bytea[])[x.n], ($6::bytea[])[x.n], NULL) AS r
+ORDER BY x.n"""
 
 
 async def indexed_paths(pool: asyncpg.Pool, rel_paths: list[str]) -> set[str]:
