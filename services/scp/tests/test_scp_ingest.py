@@ -49,6 +49,8 @@ class FakeTicket:
         self.is_durable = True
 
     def abandon(self) -> bool:
+        if self.index.commit_began:
+            return False  # too late: the row's commit began (its outcome is unknown)
         self.abandoned = True
         return True
 
@@ -66,6 +68,8 @@ class FakeIndex:
 
     def __init__(self, fail: Exception | None = None, store: MediaStore | None = None) -> None:
         self.fail = fail
+        #: The failure came from the row's COMMIT itself (connection lost mid-commit).
+        self.commit_began = False
         self.store = store or MediaStore(Path("/nonexistent"))
         self.calls: list[InstanceFacts] = []
         self.tickets: list[FakeTicket] = []
@@ -186,6 +190,22 @@ def test_commit_failure_answers_a700_and_removes_the_file(
     index = FakeIndex(fail=ConnectionResetError("db gone"), store=store)
     assert Ingest(store, index, 64).store_instance(rf, command(ds)) == 0xA700
     assert leftovers(store) == [] and index.calls == []
+
+
+def test_a_commit_of_unknown_outcome_answers_a700_and_keeps_the_durable_file(
+    tmp_path: Path, store: MediaStore
+) -> None:
+    """The row may have committed: removing the file would leave it naming a missing file, and
+    the peer's retry would then be kept-first against it. The file stays for the recovery
+    sweep (which indexes it when the row is missing)."""
+    data, ds = part10(tmp_path)
+    rf = received(store, data, max_bytes=1 << 20)
+    index = FakeIndex(fail=ConnectionResetError("connection lost during COMMIT"), store=store)
+    index.commit_began = True
+    assert Ingest(store, index, 64).store_instance(rf, command(ds)) == 0xA700
+    (ticket,) = index.tickets
+    assert leftovers(store) == [store.resolve(ticket.facts.rel_path)]
+    assert store.resolve(ticket.facts.rel_path).read_bytes() == data
 
 
 def test_fsync_failure_answers_a700_before_any_row(

@@ -75,10 +75,13 @@ EARLY_INDEX_MAX_BYTES = 16 << 20
 class Rejected(Exception):
     """An instance refused with its C-STORE status (PS3.4 B.2.3) and the reason logged."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, *, keep_file: bool = False) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        #: The durable file stays: its row's commit began and failed, so the row may exist
+        #: and name it (the recovery sweep indexes the file if it does not).
+        self.keep_file = keep_file
 
 
 @dataclass(frozen=True)
@@ -223,7 +226,7 @@ class Ingest:
             rel_path = facts.rel_path
             outcome = self._store(rf, facts)
         except Rejected as exc:
-            self._cleanup(rf, rel_path)
+            self._cleanup(rf, None if exc.keep_file else rel_path)
             self._count(f"{exc.status:04X}")
             metrics.INSTANCES_REFUSED.labels(f"{exc.status:04X}").inc()
             metrics.STORE_SECONDS.observe(time.perf_counter() - started)
@@ -298,11 +301,17 @@ class Ingest:
                 ticket.abandon()
             raise
         except Exception as exc:
-            if ticket is not None and not ticket.abandon():
-                # Its commit began and failed: whether the row exists is unknown.
+            unknown = ticket is not None and not ticket.abandon()
+            if unknown:
+                # Its commit began and failed: whether the row exists is unknown. The file
+                # stays, so a row that did commit never names a missing file (the peer's retry
+                # would then be kept-first against it and the instance lost); a file without
+                # its row is indexed by the recovery sweep (recover.py).
                 log.warning("index commit failed", extra=kv(rel_path=facts.rel_path))
             # Database down or too slow: the peer must retry later (PS3.4 B.2.3, A7xx).
-            raise Rejected(STATUS_OUT_OF_RESOURCES, f"index failed: {exc!r}"[:300]) from exc
+            raise Rejected(
+                STATUS_OUT_OF_RESOURCES, f"index failed: {exc!r}"[:300], keep_file=unknown
+            ) from exc
         except BaseException:
             if ticket is not None:
                 ticket.abandon()
