@@ -116,9 +116,10 @@ def write_encapsulated(
     progress: Callable[[float], None] | None = None,
     hash_source: bool = True,
 ) -> Written:
-    """Write `ds` followed by `stream` as the single fragment of Pixel Data. `hash_source`:
-    compute the stream's SHA-256 on the way (a source kept as it is, checked against its claim
-    check); a stream the converter made itself needs no such check."""
+    """Write `ds` followed by `stream` as the single fragment of Pixel Data into `out`, a new
+    empty file (a large stream is written from its offset 0 on). `hash_source`: compute the
+    stream's SHA-256 on the way (a source kept as it is, checked against its claim check); a
+    stream the converter made itself needs no such check."""
     length = stream.stat().st_size
     if length == 0:
         raise ConversionError("nothing to encapsulate: the bit stream is empty")
@@ -227,10 +228,11 @@ def _copy_direct(
     to ALIGN and the file cut to its length afterwards. One read of the source feeds the
     output's SHA-256 (this thread), the source's (`_SOURCE_HASH`, beside it: hashlib releases
     the GIL) and the write (`_WRITES`, which waits for the disk while the next block is read
-    and hashed). Without the page cache's copy, the write costs a small part of the CPU time a
-    buffered write and its write-back cost, and the caller's fsync has no dirty pages to wait
-    for; the output is not left in the page cache, where it would push out what other
-    processes use."""
+    and hashed). A buffer is not touched while its write is in flight (a file system that
+    checksums direct writes, btrfs, reads it during the write). Without the page cache's copy,
+    the write costs a small part of the CPU time a buffered write and its write-back cost, and
+    the caller's fsync has no dirty pages to wait for; the output is not left in the page
+    cache, where it would push out what other processes use."""
     (lead, tail), (out_hash, src_hash) = ends, hashes
     buffers = [mmap.mmap(-1, CHUNK) for _ in range(2)]
     writing: list[Future[None] | None] = [None, None]
