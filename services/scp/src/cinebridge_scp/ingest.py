@@ -215,7 +215,8 @@ class Ingest:
             self.counters[key] += 1
 
     def store_instance(self, rf: ReceiveFile, command: Command) -> int:
-        """Return the C-STORE status; on anything but success nothing is left behind."""
+        """Return the C-STORE status; on anything but success nothing is left behind, except the
+        durable file of a row whose commit outcome is unknown (`Rejected.keep_file`)."""
         rel_path: str | None = None
         started = time.perf_counter()
         try:
