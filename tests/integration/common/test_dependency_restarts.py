@@ -1,0 +1,131 @@
+"""PostgreSQL and NATS restarted under running code: the LISTEN connection comes back, error
+replies of a service whose database is away say so, and streams lost with NATS's store are
+created again. Real servers of the test's own, restarted with `cinebridge_testkit.restarts`."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from cinebridge_common.bus import Bus
+from cinebridge_common.db import create_pool, migrate
+from cinebridge_common.embedded import EmbeddedPostgres
+from cinebridge_common.listen import PgListener
+from cinebridge_common.outbox import OutboxRelay, enqueue
+from cinebridge_testkit import wait_for
+from cinebridge_testkit.restarts import restart_postgres
+from cinebridge_testkit.worker import WorkItem
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def own_postgres(tmp_path: Path) -> AsyncIterator[EmbeddedPostgres]:
+    """A migrated PostgreSQL of this test alone, which it may stop and start."""
+    server = EmbeddedPostgres(tmp_path / "own-pg")
+    await asyncio.to_thread(server.start)
+    pool = await create_pool(server.dsn)
+    try:
+        await migrate(pool)
+    finally:
+        await pool.close()
+    yield server
+    await asyncio.to_thread(server.stop, "immediate")
+
+
+async def _published(pool: asyncpg.Pool, key: str) -> bool:
+    try:
+        return bool(
+            await pool.fetchval(
+                "SELECT published_at IS NOT NULL FROM outbox WHERE msg_id = $1", key
+            )
+        )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return False
+
+
+async def _enqueue_when_up(pool: asyncpg.Pool, key: str) -> None:
+    async def enqueued() -> bool:
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await enqueue(conn, WorkItem(job_key=key), key)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
+        return True
+
+    await wait_for(enqueued, 120, interval_s=0.2, what="PostgreSQL taking the row again")
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+async def test_relay_listens_again_after_postgres_restarts(
+    nats_url: str, own_postgres: EmbeddedPostgres, mode: str
+) -> None:
+    """The relay's poll interval is beyond the test's bounds, so after the restart only a
+    NOTIFY on a new LISTEN connection can move the row: the relay must notice that its
+    connection is gone while it idles, not at a pass that never comes."""
+    bus = await Bus.connect(nats_url, "relay-pg-restart")
+    await bus.ensure_streams()
+    pool = await create_pool(own_postgres.dsn)
+    relay = OutboxRelay(pool, bus, poll_s=600)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        before = f"before-{uuid.uuid4()}"
+        await _enqueue_when_up(pool, before)
+        assert await wait_for(lambda: _published(pool, before), 60, what="the first row")
+        await restart_postgres(own_postgres, mode=mode)
+        after = f"after-{uuid.uuid4()}"
+        await _enqueue_when_up(pool, after)
+        assert await wait_for(
+            lambda: _published(pool, after), 60, what="the row enqueued after the restart"
+        )
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+        await pool.close()
+        await bus.close()
+
+
+async def test_listener_is_told_of_the_loss_and_listens_again(
+    own_postgres: EmbeddedPostgres,
+) -> None:
+    """`PgListener` calls `on_lost` when PostgreSQL goes away, `ensure()` then says it
+    listens on a new connection (so its owner looks again), and notifications arrive there."""
+    pool = await create_pool(own_postgres.dsn)
+    lost = asyncio.Event()
+    got: asyncio.Queue[str] = asyncio.Queue()
+
+    def on_note(_conn: Any, _pid: int, _channel: str, payload: Any) -> None:
+        got.put_nowait(str(payload))
+
+    listener = PgListener(pool, {"cb_test_listen": on_note}, on_lost=lost.set, name="test")
+    try:
+        assert await listener.ensure() is True
+        assert await listener.ensure() is False  # already listening: nothing to look at again
+        await pool.execute("SELECT pg_notify('cb_test_listen', 'one')")
+        assert await asyncio.wait_for(got.get(), 30) == "one"
+
+        await restart_postgres(own_postgres, mode="fast")
+        await asyncio.wait_for(lost.wait(), 60)
+        assert not listener.listening
+
+        async def listening_again() -> bool:
+            try:
+                return await listener.ensure()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                return False
+
+        assert await wait_for(listening_again, 60, interval_s=0.2, what="a new LISTEN")
+        assert listener.connects == 2
+        await pool.execute("SELECT pg_notify('cb_test_listen', 'two')")
+        assert await asyncio.wait_for(got.get(), 30) == "two"
+    finally:
+        await listener.close()
+        await pool.close()
+
