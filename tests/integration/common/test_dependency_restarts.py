@@ -8,14 +8,15 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncpg
 import pytest
-from cinebridge_common.bus import Bus
+from cinebridge_common.bus import Bus, BusError
 from cinebridge_common.db import create_pool, migrate
 from cinebridge_common.embedded import EmbeddedPostgres
 from cinebridge_common.listen import PgListener
+from cinebridge_common.messages.base import Reply, Request
 from cinebridge_common.outbox import OutboxRelay, enqueue
 from cinebridge_testkit import wait_for
 from cinebridge_testkit.restarts import restart_postgres
@@ -129,3 +130,47 @@ async def test_listener_is_told_of_the_loss_and_listens_again(
         await listener.close()
         await pool.close()
 
+
+class CountRows(Request):
+    subject: ClassVar[str] = "cb.rpc.test.count"
+
+
+class CountReply(Reply):
+    """A reply with a required field, like most replies of the station (a room's status)."""
+
+    subject: ClassVar[str] = "cb.rpc.test.reply"
+    rows: int
+
+
+async def test_a_service_whose_database_is_away_answers_unavailable_with_the_cause(
+    nats_url: str, own_postgres: EmbeddedPostgres
+) -> None:
+    """While PostgreSQL restarts, a request to a service that needs it fails with the cause
+    (a `BusError`, which the gateway answers with HTTP 503), neither a validation error of the
+    bare error reply (an HTTP 500) nor a refusal; once PostgreSQL is back it answers again."""
+    pool = await create_pool(own_postgres.dsn)
+    server = await Bus.connect(nats_url, "rpc-db-server")
+    client = await Bus.connect(nats_url, "rpc-db-client")
+
+    async def count(_: CountRows) -> CountReply:
+        return CountReply(rows=int(await pool.fetchval("SELECT count(*) FROM outbox")))
+
+    try:
+        await server.serve(CountRows, count)
+        assert (await client.request(CountRows(), CountReply, timeout_s=30)).rows == 0
+        await asyncio.to_thread(own_postgres.stop, "fast")
+        with pytest.raises(BusError, match=r"^unavailable: "):
+            await client.request(CountRows(), CountReply, timeout_s=30)
+        await asyncio.to_thread(own_postgres.start)
+
+        async def answers() -> bool:
+            try:
+                return (await client.request(CountRows(), CountReply, timeout_s=30)).ok
+            except BusError:
+                return False
+
+        assert await wait_for(answers, 60, interval_s=0.2, what="an answer after the restart")
+    finally:
+        await client.close()
+        await server.close()
+        await pool.close()

@@ -159,8 +159,13 @@ class Bus:
 
     # -- request/reply -------------------------------------------------------------------
     async def request(self, msg: Request, reply_type: type[R], timeout_s: float = 10.0) -> R:
-        """Any size of reply: one larger than a bus message arrives in chunks (`rpc`)."""
-        return await rpc.decode(reply_type, await self.request_bytes(msg, timeout_s))
+        """Any size of reply: one larger than a bus message arrives in chunks (`rpc`). A reply
+        that says the service is unavailable raises `BusError` with its reason."""
+        data = await self.request_bytes(msg, timeout_s)
+        try:
+            return await rpc.decode(reply_type, data)
+        except rpc.ReplyError as exc:
+            raise BusError(str(exc)) from exc
 
     async def request_bytes(self, msg: Request, timeout_s: float = 10.0) -> bytes:
         """The reply's JSON as it came, for a caller that decodes a large reply its own way."""
