@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from cinebridge_common.bus import Bus, BusError
 from cinebridge_common.db import create_pool, migrate
-from cinebridge_common.embedded import EmbeddedPostgres
+from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres
 from cinebridge_common.listen import PgListener
 from cinebridge_common.messages.base import Reply, Request
 from cinebridge_common.outbox import OutboxRelay, enqueue
@@ -174,3 +174,46 @@ async def test_a_service_whose_database_is_away_answers_unavailable_with_the_cau
         await client.close()
         await server.close()
         await pool.close()
+
+
+async def test_a_request_while_nats_is_away_fails_at_once_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    """While the bus reconnects, a request is not buffered until its timeout (the gateway's
+    UI requests hung 10 s for 'did not answer'): it fails with the bus's state, and asks
+    again once NATS is back. The generous bound only catches a request that waits its timeout."""
+    server = EmbeddedNats(tmp_path / "own-nats")
+    await asyncio.to_thread(server.start)
+    serving = await Bus.connect(server.url, "rpc-nats-server")
+    client = await Bus.connect(server.url, "rpc-nats-client")
+
+    async def count(_: CountRows) -> CountReply:
+        return CountReply(rows=1)
+
+    try:
+        await serving.serve(CountRows, count)
+        assert (await client.request(CountRows(), CountReply, timeout_s=30)).rows == 1
+        await asyncio.to_thread(server.stop)
+        await wait_for(_disconnected(client), 60, what="the client seeing NATS gone")
+        with pytest.raises(BusError, match=r"^unavailable: the bus \(NATS\) is reconnecting"):
+            await asyncio.wait_for(client.request(CountRows(), CountReply, timeout_s=600), 120)
+        await asyncio.to_thread(server.start)
+
+        async def answers() -> bool:
+            try:
+                return (await client.request(CountRows(), CountReply, timeout_s=30)).ok
+            except BusError:
+                return False
+
+        assert await wait_for(answers, 120, interval_s=0.2, what="an answer after the restart")
+    finally:
+        await client.close()
+        await serving.close()
+        await asyncio.to_thread(server.stop)
+
+
+def _disconnected(bus: Bus) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return not bus.nc.is_connected
+
+    return check

@@ -122,6 +122,11 @@ async def request(nc: NatsClient, subject: str, payload: bytes, timeout_s: float
     `timeout_s` bounds the wait for the first message; each later chunk must follow within
     `CHUNK_GAP_S`. Raises `ReplyError` with the reason when the reply does not arrive whole.
     """
+    if not nc.is_connected:
+        # NATS away (a restart, an outage): nats-py would buffer the request until it is back
+        # or the timeout ends; the caller hears at once why (docs/reliability.md §4).
+        state = "reconnecting" if nc.is_reconnecting else "closed"
+        raise ReplyError(f"unavailable: the bus (NATS) is {state}; {subject} was not asked")
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
     loop = asyncio.get_running_loop()
