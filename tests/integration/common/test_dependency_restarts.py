@@ -12,14 +12,14 @@ from typing import Any, ClassVar
 
 import asyncpg
 import pytest
-from cinebridge_common.bus import Bus, BusError
+from cinebridge_common.bus import Bus, BusError, ConsumerSpec, Delivery
 from cinebridge_common.db import create_pool, migrate
 from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres
 from cinebridge_common.listen import PgListener
 from cinebridge_common.messages.base import Reply, Request
 from cinebridge_common.outbox import OutboxRelay, enqueue
 from cinebridge_testkit import wait_for
-from cinebridge_testkit.restarts import restart_postgres
+from cinebridge_testkit.restarts import restart_nats, restart_postgres
 from cinebridge_testkit.worker import WorkItem
 
 pytestmark = pytest.mark.integration
@@ -217,3 +217,40 @@ def _disconnected(bus: Bus) -> Callable[[], Awaitable[bool]]:
         return not bus.nc.is_connected
 
     return check
+
+
+async def test_streams_and_consumers_come_back_when_nats_restarts_without_its_store(
+    tmp_path: Path,
+) -> None:
+    """A NATS server back with an empty JetStream store (a new volume, a lost disk) has no
+    streams and no durables: the bus makes its streams again, the fetch loop its durable, and
+    a job published after the restart is consumed; before, publishes found no stream and the
+    consumer never came back."""
+    server = EmbeddedNats(tmp_path / "own-nats")
+    await asyncio.to_thread(server.start)
+    bus = await Bus.connect(server.url, "nats-wiped")
+    got: asyncio.Queue[str] = asyncio.Queue()
+
+    async def handle(job: WorkItem, _: Delivery) -> None:
+        await got.put(job.job_key)
+
+    try:
+        await bus.ensure_streams()
+        spec = ConsumerSpec("CB_JOBS", "wiped-test", "cb.job.test.work")
+        bus.start_consumer(spec, WorkItem, handle)
+        await bus.publish(WorkItem(job_key="before"), msg_id=uuid.uuid4().hex)
+        assert await asyncio.wait_for(got.get(), 60) == "before"
+
+        await restart_nats(server, keep_state=False)
+        await bus.publish(WorkItem(job_key="after"), msg_id=uuid.uuid4().hex, attempts=30)
+        assert await asyncio.wait_for(got.get(), 120) == "after"
+        names = {info.config.name async for info in _streams(bus)}
+        assert {"CB_JOBS", "CB_EVENTS", "CB_DLQ"} <= names
+    finally:
+        await bus.close()
+        await asyncio.to_thread(server.stop)
+
+
+async def _streams(bus: Bus) -> AsyncIterator[Any]:
+    for info in await bus.js.streams_info():
+        yield info
