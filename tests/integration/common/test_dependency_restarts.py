@@ -18,6 +18,8 @@ from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres
 from cinebridge_common.listen import PgListener
 from cinebridge_common.messages.base import Reply, Request
 from cinebridge_common.outbox import OutboxRelay, enqueue
+from cinebridge_common.service import ServiceContext
+from cinebridge_common.settings import ServiceSettings
 from cinebridge_testkit import wait_for
 from cinebridge_testkit.restarts import restart_nats, restart_postgres
 from cinebridge_testkit.worker import WorkItem
@@ -254,3 +256,35 @@ async def test_streams_and_consumers_come_back_when_nats_restarts_without_its_st
 async def _streams(bus: Bus) -> AsyncIterator[Any]:
     for info in await bus.js.streams_info():
         yield info
+
+
+async def test_a_full_media_store_is_named_in_readiness_until_there_is_room(
+    nats_url: str, database_url: str, tmp_path: Path
+) -> None:
+    """With the media store's filesystem below the service's minimum free bytes, the service
+    is not ready and its health says `media: full`; with room again it is ready. Before, a
+    full store left every service green while captures failed with 'disk full'. The minimum
+    is set above the disk's free space (then lowered) instead of filling a real disk."""
+    settings = ServiceSettings(
+        nats_url=nats_url,
+        database_url=database_url,  # type: ignore[arg-type]
+        media_root=tmp_path / "media",
+        instance_id=f"media-{uuid.uuid4().hex[:6]}",
+        media_min_free_bytes=1 << 62,
+    )
+    async with ServiceContext("faults", settings) as ctx:
+        ctx.state = "up"
+
+        async def media_full() -> bool:
+            status = ctx.status()
+            return str(status["detail"].get("media", "")).startswith("full: ")  # type: ignore[union-attr]
+
+        await wait_for(media_full, 60, what="media: full in the health detail")
+        assert ctx.ready is False
+        ctx.media_min_free_bytes = 0
+
+        async def ready() -> bool:
+            return ctx.ready
+
+        await wait_for(ready, 60, what="ready once the store has room")
+        assert ctx.dependencies.snapshot()["media"] == "up"
