@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from cinebridge_testkit.reaper import descendants, describe
+from cinebridge_testkit.reaper import descendants, describe, spawn, stop_group
 
 pytestmark = pytest.mark.integration
 
@@ -87,12 +87,15 @@ def test_a_session_stops_orphans_and_services_its_tests_left(tmp_path: Path) -> 
             subprocess.run(["kill", "-9", line.split()[0]], check=False)
 
 
-def test_descendants_are_found_through_their_parents() -> None:
-    child = subprocess.Popen(["sh", "-c", "sleep 60 & wait"])
+def test_descendants_are_found_and_a_spawned_group_stops_whole() -> None:
+    """A grandchild is found through its parent; stopping a spawned process's group stops
+    the grandchild too (killing the shell alone would orphan its sleep)."""
+    child = spawn(["sh", "-c", "sleep 61 & wait"])
     try:
         found = descendants()
         assert child.pid in found
-        assert any("sleep 60" in describe(pid) for pid in found)
+        sleeper = [pid for pid in found if "sleep 61" in describe(pid)]
+        assert sleeper
     finally:
-        child.kill()
-        child.wait(10)
+        stop_group(child)
+    assert not [pid for pid in descendants() if "sleep 61" in describe(pid)]
