@@ -66,8 +66,6 @@ def test_a_session_stops_orphans_and_services_its_tests_left(tmp_path: Path) -> 
                 "-p",
                 "cinebridge_testkit.plugin",
                 "-q",
-                "-p",
-                "no:cacheprovider",
                 f"--rootdir={tmp_path}",
                 str(tmp_path),
             ],
