@@ -65,7 +65,11 @@ async def test_health_names_postgres_during_its_outage_without_needing_it(
             body = await _health(client, headers=auth)
             states = {name: c["state"] for name, c in body["components"].items()}
             mine = [i for i in body["instances"] if i["instance"] == "gw-test"]
-            ok = states == {"postgres": "up", "nats": "up"} and mine and mine[0]["state"] == "up"
+            ok = (
+                states == {"postgres": "up", "nats": "up", "media": "up"}
+                and mine
+                and mine[0]["state"] == "up"
+            )
             return body if ok else None
 
         await wait_for(all_up, 30, 0.2, what="postgres and nats up")
@@ -117,7 +121,7 @@ async def test_public_health_by_setting(nats_url: str, database_url: str, tmp_pa
     try:
         async with gw.client() as client:
             body = await _health(client)
-            assert set(body["components"]) == {"postgres", "nats"}
+            assert set(body["components"]) == {"postgres", "nats", "media"}
     finally:
         gw.ctx.stop.set()
         await asyncio.wait_for(task, 15)

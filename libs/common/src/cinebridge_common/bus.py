@@ -26,7 +26,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NoStreamResponseError
 
 from . import rpc, streams
 from .consumers import (
@@ -63,6 +63,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: JetStream's error code for "stream not found".
+STREAM_NOT_FOUND = 10059
+
 M = TypeVar("M", bound=Message)
 R = TypeVar("R", bound=Reply)
 Q = TypeVar("Q", bound=Request)
@@ -78,6 +81,8 @@ class Bus:
         self._consumer_restarts = [0]
         self._tasks: set[asyncio.Task[None]] = set()
         self._subs: list[Any] = []
+        #: The streams this bus ensured, made again when the server lost them (below).
+        self._streams: dict[str, StreamSpec] = {}
 
     @classmethod
     async def connect(
@@ -89,6 +94,7 @@ class Bus:
     ) -> Bus:
         """Connect; reconnects forever afterwards (nats.py gives up after ~2 min by default)."""
 
+        bus: list[Bus] = []  # the reconnect callback's way to the object made below
         # While NATS is away every reconnect attempt (one a second) reports an error: the first
         # of a streak is logged, the rest are debug lines until the connection is back.
         errors_in_streak = [0]
@@ -104,6 +110,11 @@ class Bus:
         async def on_reconnect() -> None:
             errors_in_streak[0] = 0
             log.info("nats reconnected", extra=kv(name=name))
+            if bus:
+                # A server back without its JetStream store (a new volume, a lost disk) has
+                # none of the streams: make them again before the relay and consumers need
+                # them (consumers are recreated by their fetch loops, `consumers.consume_loop`).
+                bus[0].spawn_restore_streams()
 
         try:
             # With unlimited reconnects nats-py also retries the first connection forever;
@@ -124,12 +135,31 @@ class Bus:
             )
         except Exception as exc:
             raise BusError(f"cannot connect to NATS at {url}: {exc!r}") from exc
-        return cls(nc, name)
+        bus.append(cls(nc, name))
+        return bus[0]
 
     # -- streams -------------------------------------------------------------------------
     async def ensure_streams(self, specs: Sequence[StreamSpec] = DEFAULT_STREAMS) -> None:
-        """Create or update streams (`streams.ensure_streams`)."""
+        """Create or update streams (`streams.ensure_streams`); remembered, so that they are
+        made again when the server comes back without them."""
+        self._streams.update((spec.name, spec) for spec in specs)
         await streams.ensure_streams(self.js, specs)
+
+    async def restore_streams(self) -> None:
+        """Make the remembered streams again where the server lost them (idempotent)."""
+        if self._streams:
+            await streams.ensure_streams(self.js, list(self._streams.values()))
+
+    def spawn_restore_streams(self) -> None:
+        async def restore() -> None:
+            try:
+                await self.restore_streams()
+            except Exception as exc:  # the next reconnect, publish or consumer tries again
+                log.warning("streams not restored", extra=kv(error=repr(exc)))
+
+        task = asyncio.create_task(restore(), name="restore-streams")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- publishing ----------------------------------------------------------------------
     async def publish(
@@ -143,11 +173,13 @@ class Bus:
         for attempt in range(attempts):
             try:
                 return await self.js.publish(subject, payload, timeout=timeout_s, headers=headers)
-            except (
-                NatsTimeoutError,
-                nats.errors.NoRespondersError,
-                nats.errors.ConnectionClosedError,
-            ) as exc:
+            except (nats.errors.NoRespondersError, NoStreamResponseError) as exc:
+                # No stream takes the subject: the server may have come back without its store.
+                last = exc
+                with contextlib.suppress(Exception):
+                    await self.restore_streams()
+                await asyncio.sleep(min(0.2 * 2**attempt, 3.0))
+            except (NatsTimeoutError, nats.errors.ConnectionClosedError) as exc:
                 last = exc
                 await asyncio.sleep(min(0.2 * 2**attempt, 3.0))
         raise BusError(f"publish to {subject} not acknowledged after {attempts} tries: {last!r}")
@@ -159,8 +191,13 @@ class Bus:
 
     # -- request/reply -------------------------------------------------------------------
     async def request(self, msg: Request, reply_type: type[R], timeout_s: float = 10.0) -> R:
-        """Any size of reply: one larger than a bus message arrives in chunks (`rpc`)."""
-        return await rpc.decode(reply_type, await self.request_bytes(msg, timeout_s))
+        """Any size of reply: one larger than a bus message arrives in chunks (`rpc`). A reply
+        that says the service is unavailable raises `BusError` with its reason."""
+        data = await self.request_bytes(msg, timeout_s)
+        try:
+            return await rpc.decode(reply_type, data)
+        except rpc.ReplyError as exc:
+            raise BusError(str(exc)) from exc
 
     async def request_bytes(self, msg: Request, timeout_s: float = 10.0) -> bytes:
         """The reply's JSON as it came, for a caller that decodes a large reply its own way."""
@@ -211,7 +248,14 @@ class Bus:
         try:
             await apply_consumer(self.js, spec)
         except APIError as exc:
-            raise BusError(f"cannot create consumer {spec.durable}: {exc}") from exc
+            if exc.err_code != STREAM_NOT_FOUND or spec.stream not in self._streams:
+                raise BusError(f"cannot create consumer {spec.durable}: {exc}") from exc
+            # Its stream is gone (a server back without its store): make it, then the durable.
+            try:
+                await self.restore_streams()
+                await apply_consumer(self.js, spec)
+            except APIError as again:
+                raise BusError(f"cannot create consumer {spec.durable}: {again}") from again
 
     @property
     def consumer_restarts(self) -> int:

@@ -12,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 
 from .bus import Bus
 from .db import Connection
+from .listen import PgListener
 from .logging import kv
 from .messages.base import Message
+from .supervise import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -80,26 +81,24 @@ class OutboxRelay:
         """Publish until `stop`. Any error of the database or the bus (asyncpg's
         InternalClientError after a connection died mid-COMMIT included) is caught here, logged
         once per outage, and the pass is retried with backoff; the relay never ends early."""
-        listener: Any = None  # a pooled connection kept for LISTEN
-        failures = 0
 
         def wake(_conn: object, _pid: int, _channel: str, payload: str) -> None:
             if self.wakes_for(payload):
                 self._wake.set()
 
+        # A lost LISTEN connection (a PostgreSQL restart) wakes the relay to listen again and
+        # look at once, instead of after `poll_s`.
+        listener = PgListener(
+            self.pool, {NOTIFY_CHANNEL: wake}, on_lost=self._wake.set, name="outbox-relay"
+        )
+        failures = 0
         # Stopping wakes the idle wait too (the poll interval may be long).
         stopping = asyncio.ensure_future(stop.wait())
         stopping.add_done_callback(lambda _: self._wake.set())
         try:
             while not stop.is_set():
                 try:
-                    if listener is not None and listener.is_closed():
-                        # Its server went away (a restart): LISTEN again on a fresh connection
-                        # (found at the next pass; `poll_s` bounds the wait meanwhile).
-                        await self._unlisten(listener, wake)
-                        listener = None
-                    if listener is None:
-                        listener = await self._listen(wake)
+                    await listener.ensure()
                     # Cleared before the pass, not after: a NOTIFY of a row committed while
                     # the pass runs (after its SELECT) must wake the next pass at once, not
                     # be cleared with the ones the pass served and wait for `poll_s`.
@@ -112,10 +111,8 @@ class OutboxRelay:
                     failures += 1
                     if failures == 1:
                         log.warning("outbox relay: pass failed", extra=kv(error=repr(exc)))
-                    await self._unlisten(listener, wake)
-                    listener = None
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), min(5.0, 0.25 * 2**failures))
+                        await asyncio.wait_for(stop.wait(), backoff_delay(failures, 0.25, 5.0))
                     continue
                 if failures:
                     log.info("outbox relay: recovered", extra=kv(failed_passes=failures))
@@ -126,30 +123,11 @@ class OutboxRelay:
                     await asyncio.wait_for(self._wake.wait(), self.poll_s)
         finally:
             stopping.cancel()
-            await self._unlisten(listener, wake)
+            await listener.close()
 
     def wakes_for(self, notifier: str) -> bool:
         """Whether a notification from a session named `notifier` wakes this relay."""
         return not self.name or not notifier or notifier == self.name
-
-    async def _listen(self, wake: Callable[..., None]) -> Any:
-        listener = await self.pool.acquire()
-        try:
-            await listener.add_listener(NOTIFY_CHANNEL, wake)
-        except BaseException:
-            await self._release(listener)
-            raise
-        return listener
-
-    async def _unlisten(self, listener: Any, wake: Callable[..., None]) -> None:
-        if listener is not None:
-            with contextlib.suppress(Exception):
-                await listener.remove_listener(NOTIFY_CHANNEL, wake)
-            await self._release(listener)
-
-    async def _release(self, conn: Any) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.pool.release(conn), 5.0)
 
     async def _purge_published(self) -> int:
         """Delete published rows older than the retention, at most every `purge_every_s`."""

@@ -30,7 +30,9 @@ from typing import Any, TypeVar
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
+from pydantic import ValidationError
 
+from .db import DB_DOWN
 from .logging import kv
 from .messages.base import Reply, Request
 
@@ -57,6 +59,12 @@ class ReplyError(RuntimeError):
     """A reply did not arrive whole (no responder, timeout, missing chunk); says why."""
 
 
+#: A handler's errors that mean its database is away (a file error is not: OSError is left
+#: out, its connection kinds kept).
+DATABASE_AWAY: tuple[type[Exception], ...] = (
+    *(kind for kind in DB_DOWN if kind is not OSError),
+    ConnectionError,
+)
 #: Replies at least this large are parsed in a worker thread.
 LARGE_REPLY = 1 << 20
 #: How long a request keeps asking while the bus says nobody serves its subject.
@@ -67,10 +75,37 @@ async def decode(reply_type: type[R], data: bytes) -> R:
     """The reply model from its bytes. A large one is parsed in a thread, so the event loop
     keeps serving. The cyclic collector stays on here: the one large reply measured to need
     the pause, the worklist's, is parsed by the gateway's page store, which pauses it itself
-    (`gcpause`, `bench/worklist.py`)."""
+    (`gcpause`, `bench/worklist.py`).
+
+    Raises `ReplyError` with the service's reason when it answered `unavailable` (its
+    database is away: the caller says "unavailable", e.g. HTTP 503, not "refused"), and when
+    it answered with a bare error reply that lacks the fields of `reply_type` (a handler that
+    failed): the reason, not a validation error of a reply that was never meant to be one."""
     if len(data) < LARGE_REPLY:
-        return reply_type.from_bytes(data)
-    return await asyncio.to_thread(reply_type.from_bytes, data)
+        return _parse(reply_type, data)
+    return await asyncio.to_thread(_parse, reply_type, data)
+
+
+def _parse(reply_type: type[R], data: bytes) -> R:
+    try:
+        reply = reply_type.from_bytes(data)
+    except ValidationError:
+        failed = _failure(data)
+        if failed is None:
+            raise
+        raise ReplyError(failed.error or "the service failed to answer") from None
+    if not reply.ok and reply.unavailable:
+        raise ReplyError(reply.error or "the service is unavailable")
+    return reply
+
+
+def _failure(data: bytes) -> Reply | None:
+    """The error reply in `data`, if it is one."""
+    try:
+        reply = Reply.model_validate_json(data)
+    except ValidationError:
+        return None
+    return None if reply.ok else reply
 
 
 def chunk_size(nc: NatsClient) -> int:
@@ -87,6 +122,11 @@ async def request(nc: NatsClient, subject: str, payload: bytes, timeout_s: float
     `timeout_s` bounds the wait for the first message; each later chunk must follow within
     `CHUNK_GAP_S`. Raises `ReplyError` with the reason when the reply does not arrive whole.
     """
+    if not nc.is_connected:
+        # NATS away (a restart, an outage): nats-py would buffer the request until it is back
+        # or the timeout ends; the caller hears at once why (docs/reliability.md §4).
+        state = "reconnecting" if nc.is_reconnecting else "closed"
+        raise ReplyError(f"unavailable: the bus (NATS) is {state}; {subject} was not asked")
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
     loop = asyncio.get_running_loop()
@@ -255,6 +295,13 @@ async def serve(
             return
         try:
             reply = await handler(request)
+        except DATABASE_AWAY as exc:
+            # PostgreSQL away (a restart, an outage): a state the service's readiness shows,
+            # not a fault of the handler; the requester hears "unavailable" with the cause.
+            log.warning("rpc handler: database unavailable", extra=kv(subject=msg.subject))
+            reply = Reply(
+                ok=False, error=f"unavailable: {type(exc).__name__}: {exc}", unavailable=True
+            )
         except Exception as exc:
             log.exception("rpc handler failed", extra=kv(subject=msg.subject))
             reply = Reply(ok=False, error=f"{type(exc).__name__}: {exc}")

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import shutil
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
@@ -117,6 +118,8 @@ class ServiceContext:
         self.store = MediaStore(settings.media_root)
         self.health = HealthServer(settings.health_host, settings.health_port, self.status)
         self.dependencies = Dependencies()
+        #: Free bytes below which the media store counts as full (from the settings).
+        self.media_min_free_bytes = settings.media_min_free_bytes
         self.restarts = [0]
         self._background: list[asyncio.Task[Any]] = []
 
@@ -341,7 +344,8 @@ class ServiceContext:
             self.dependencies.changed.clear()
 
     async def _watch_dependencies(self) -> None:
-        """Probe PostgreSQL and NATS every second; a change is heartbeated at once."""
+        """Probe PostgreSQL, NATS and the media store's free space every second; a change is
+        heartbeated at once."""
         while not self.stop.is_set():
             try:
                 await asyncio.wait_for(self.pool.fetchval("SELECT 1"), PROBE_TIMEOUT_S)
@@ -352,8 +356,25 @@ class ServiceContext:
                 self.dependencies.mark("postgres", f"down: {type(exc).__name__}")
             nats_up = self.bus.nc.is_connected
             self.dependencies.mark("nats", "up" if nats_up else "down: disconnected")
+            self.dependencies.mark("media", await self._media_state())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), PROBE_INTERVAL_S)
+
+    async def _media_state(self) -> str:
+        """ "up", or why the media store cannot take more: full (below the configured free
+        bytes), or unreadable (a volume gone). A store that does not exist yet is up: it is
+        made by its first write."""
+        root = self.store.root
+        try:
+            usage = await asyncio.wait_for(
+                asyncio.to_thread(shutil.disk_usage, root if root.exists() else root.parent),
+                PROBE_TIMEOUT_S,
+            )
+        except (OSError, TimeoutError) as exc:
+            return f"down: {type(exc).__name__}"
+        if usage.free < self.media_min_free_bytes:
+            return f"full: {usage.free} bytes free"
+        return "up"
 
     async def serve_forever(self) -> None:
         """Mark the service up and wait for SIGTERM/SIGINT."""
@@ -369,7 +390,11 @@ class Dependencies:
     heartbeat so an outage reaches the gateway within a probe interval."""
 
     def __init__(self) -> None:
-        self._states: dict[str, str] = {"postgres": "starting", "nats": "starting"}
+        self._states: dict[str, str] = {
+            "postgres": "starting",
+            "nats": "starting",
+            "media": "starting",
+        }
         self.changed = asyncio.Event()
 
     def mark(self, name: str, state: str) -> None:

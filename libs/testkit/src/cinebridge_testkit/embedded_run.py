@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from .reaper import spawn
+
 
 @dataclass
 class EmbeddedRun:
@@ -81,7 +83,7 @@ def start_run(
 ) -> tuple[subprocess.Popen[bytes], Path]:
     log_path = tmp_path / f"run-{time.monotonic_ns()}.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
+        proc = spawn(
             [sys.executable, "-m", "cinebridge_common.devrun", *args],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,4 +1,5 @@
-"""pytest plugin (loaded from the root config): session NATS and PostgreSQL, fresh databases.
+"""pytest plugin (loaded from the root config): session NATS and PostgreSQL, fresh databases,
+and no process left behind (`reaper`: orphans adopted, every descendant stopped at the end).
 
 Fixtures:
 - `nats_server`: an EmbeddedNats for the session (tests may stop/start it; it comes back).
@@ -21,9 +22,25 @@ from cinebridge_common.db import create_pool, migrate
 from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres
 from cinebridge_common.store import MediaStore
 
+from . import reaper
 from .databases import create_database, drop_database
 
 TEMPLATE = "cb_template"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Orphans of the run's processes (a killed runner's services) stay ours to reap.
+    reaper.become_subreaper()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """After every fixture's teardown: stop what is still running, and name it (a leak)."""
+    left = reaper.reap()
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        lines = ["processes left running by the tests, now stopped:", *left]
+        if reporter is not None:
+            reporter.write_line("\n".join(lines), yellow=True)
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from pydicom import dcmread
 
 from . import kill_process, require_tool, stop_process, wait_for
 from .instances import make_instance
+from .reaper import spawn
 
 #: Short timings so the fault tests finish in seconds (production defaults: 30 s x2 up to 10 min).
 FAST_ENV = {
@@ -68,7 +69,7 @@ class SenderHarness:
         }
         self.starts += 1
         log = open(self.tmp / "sender.log", "ab")
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [sys.executable, "-m", "cinebridge_sender"], env=full, stdout=log, stderr=log
         )
 

@@ -24,8 +24,8 @@ import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
 
+from cinebridge_common.listen import PgListener
 from cinebridge_common.logging import kv
 from cinebridge_common.supervise import backoff_delay
 
@@ -66,17 +66,18 @@ class DeliveryQueue:
     async def run(self) -> None:
         """Follow the destinations until `stop`; a database error is logged once per outage and
         the pass retried with backoff, while the workers go on with their own retries."""
-        listener: Any = None
+        listener = PgListener(
+            self.deps.pool,
+            {QUEUE_CHANNEL: self._on_queued, DESTINATIONS_CHANNEL: self._on_destination},
+            on_lost=self.changed.set,
+            name="send-queue",
+        )
         failures = 0
         try:
             while not self.stop.is_set():
                 self.changed.clear()
                 try:
-                    if listener is not None and listener.is_closed():
-                        await self._unlisten(listener)
-                        listener = None
-                    if listener is None:
-                        listener = await self._listen()
+                    if await listener.ensure():
                         # Notifications sent while nobody listened are lost: look again.
                         for worker in self.workers.values():
                             worker.wake.set()
@@ -87,8 +88,6 @@ class DeliveryQueue:
                     failures += 1
                     if failures == 1:
                         log.warning("send queue: pass failed", extra=kv(error=repr(exc)))
-                    await self._unlisten(listener)
-                    listener = None
                     await self._pause(self.changed, backoff_delay(failures, 0.25, 5.0))
                     continue
                 if failures:
@@ -96,7 +95,7 @@ class DeliveryQueue:
                     failures = 0
                 await self._pause(self.changed, self.idle_s)
         finally:
-            await self._unlisten(listener)
+            await listener.close()
             await self._stop_workers()
 
     async def _follow(self) -> None:
@@ -190,33 +189,6 @@ class DeliveryQueue:
             return self.workers.get(uuid.UUID(str(payload)))
         except ValueError:
             return None
-
-    def _on_lost(self, _conn: object) -> None:
-        self.changed.set()
-
-    async def _listen(self) -> Any:
-        listener = await self.deps.pool.acquire()
-        try:
-            await listener.add_listener(QUEUE_CHANNEL, self._on_queued)
-            await listener.add_listener(DESTINATIONS_CHANNEL, self._on_destination)
-            listener.add_termination_listener(self._on_lost)
-        except BaseException:
-            await self._release(listener)
-            raise
-        return listener
-
-    async def _unlisten(self, listener: Any) -> None:
-        if listener is None:
-            return
-        with contextlib.suppress(Exception):
-            listener.remove_termination_listener(self._on_lost)
-            await listener.remove_listener(QUEUE_CHANNEL, self._on_queued)
-            await listener.remove_listener(DESTINATIONS_CHANNEL, self._on_destination)
-        await self._release(listener)
-
-    async def _release(self, conn: Any) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.deps.pool.release(conn), 5.0)
 
     async def _stop_workers(self) -> None:
         tasks = [worker.task for worker in self.workers.values()]

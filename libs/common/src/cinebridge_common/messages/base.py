@@ -62,6 +62,9 @@ class Reply(Message):
     message_kind: ClassVar[str] = "rpc-reply"
     ok: bool = True
     error: str | None = None
+    #: The service could not answer because a dependency of its own (PostgreSQL) is away:
+    #: the request may be asked again later; a requester turns it into `ReplyError`.
+    unavailable: bool = False
 
 
 def describe(model: type[Message]) -> dict[str, Any]:
