@@ -29,7 +29,8 @@ function connectEvents() {
   es.onerror = () => { $("#live").textContent = "offline"; $("#live").className = "badge b-down"; };
   for (const subject of ["cb.evt.media.captured", "cb.evt.capture.state_changed", "cb.evt.instance.created",
                          "cb.evt.conversion.progressed", "cb.evt.conversion.failed",
-                         "cb.evt.delivery.state_changed", "cb.evt.study.changed", "cb.evt.mpps.state_changed"]) {
+                         "cb.evt.delivery.state_changed", "cb.evt.study.changed", "cb.evt.mpps.state_changed",
+                         "cb.evt.room.study_changed"]) {
     es.addEventListener(subject, (ev) => onLiveEvent(subject, JSON.parse(ev.data)));
   }
   es.addEventListener("cb.evt.service.heartbeat", () => { if (location.hash.startsWith("#/ops")) scheduleRefresh(); });
@@ -44,7 +45,8 @@ function onLiveEvent(subject, data) {
   const page = (location.hash || "#/room").split("/")[1] || "room";
   if (page === "ops") scheduleRefresh();
   else if (page !== "room") return;
-  else if (subject === "cb.evt.capture.state_changed" && data.room === state.room) scheduleRefresh();
+  // The room's current study changed on another screen (or a capture created one): show it.
+  else if (["cb.evt.capture.state_changed", "cb.evt.room.study_changed"].includes(subject) && data.room === state.room) scheduleRefresh();
   else if (state.study && data.study_id === state.study.id) scheduleRefresh();
 }
 // ---------------------------------------------------------------- routing
