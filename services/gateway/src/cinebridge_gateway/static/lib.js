@@ -23,6 +23,8 @@ export function h(tag, attrs, ...children) {
   return el;
 }
 export const $ = (sel) => document.querySelector(sel);
+// A viewer watches: every control that changes something is left out (the server refuses anyway).
+export const readOnly = () => state.me?.role === "viewer";
 export const badge = (text) => h("span", { class: `badge b-${String(text).replace(/[^a-z-]/g, "")}` }, text);
 // A study's or an instance's Storage Commitment state (PS3.4 Annex J) as the operator reads it.
 const COMMITMENT_LABELS = { sent: "commit pending", requested: "commit requested", committed: "committed",
@@ -77,7 +79,13 @@ export async function api(method, path, body) {
   if (state.csrf) opts.headers["X-CSRF-Token"] = state.csrf;
   if (body !== undefined) { opts.headers["Content-Type"] = "application/json"; opts.body = JSON.stringify(body); }
   const res = await fetch(path, opts);
-  if (res.status === 401 && !path.endsWith("/auth/login")) { state.me = null; route("#/login"); throw new ApiFailure(401, "unauthenticated", "log in again"); }
+  if (res.status === 401 && !path.endsWith("/auth/login")) {
+    // The session lapsed (idle, expired, or ended by an administrator): after the log-in the
+    // operator is back on the page they were on.
+    if (!location.hash.startsWith("#/login")) state.returnTo = location.hash;
+    state.me = null; route("#/login");
+    throw new ApiFailure(401, "unauthenticated", "Your session has ended: log in again");
+  }
   if (res.status === 204) return null;
   const data = res.headers.get("content-type")?.includes("json") ? await res.json() : await res.text();
   if (!res.ok) throw new ApiFailure(res.status, data?.error?.code || "", data?.error?.message || `${res.status}`);

@@ -1,7 +1,7 @@
 // The Room: the operator's screen at the cart. The room's current study is the server's (the
 // room status names it); this page only shows it and asks the server to change it.
 import { api, attempt, badge, commitmentLabel, dicomDate, field, fmtSeconds, fmtTime, formValues, h, personName,
-         render, route, scheduleRefresh, startStudy, state, toast } from "./lib.js";
+         readOnly, render, route, scheduleRefresh, startStudy, state, toast } from "./lib.js";
 import { exportDialog } from "./export.js";
 import { ledgerLine } from "./retention.js";
 import { addFileButton } from "./upload.js";
@@ -26,8 +26,6 @@ export async function viewRoom(arg, setView) {
   if (setView(header, studyCard(study), sourcesPanel(info), mediaPanel(study), deliveriesPanel(study))) state.study = study;
 }
 
-// A viewer watches: every button that changes something is off (the server refuses anyway).
-const readOnly = () => state.me?.role === "viewer";
 
 // Who the next capture is for: always on screen, read from the server.
 function studyCard(study) {
@@ -179,7 +177,7 @@ function mediaPanel(study) {
     h("div", { class: "meta" }, h("span", {}, m.kind === "recording" ? `video ${fmtSeconds(m.duration_s || 0)}` : `image ${m.width || ""}×${m.height || ""}`),
       h("span", { id: `progress-${m.id}` }, m.state === m.ledger ? "" : m.state),
       itemLedger(m),
-      h("button", { class: "small danger", title: "delete", onclick: () => deleteMedia(m) }, "✕"))));
+      readOnly() ? "" : h("button", { class: "small danger", title: "delete", "aria-label": `delete this ${m.kind}`, onclick: () => deleteMedia(m) }, "✕"))));
   return h("section", { class: "panel" }, h("h2", {}, `Images and videos (${study.media.length})`),
     items.length ? h("div", { class: "thumbs", id: "thumbs" }, items) : h("p", { class: "dim" }, "Nothing captured yet."));
 }
@@ -211,7 +209,7 @@ function deliveriesPanel(study) {
         h("td", {}, deliveryItem(d, study)), h("td", {}, d.destination_name), h("td", {}, badge(d.state), d.commitment ? [" ", badge(commitmentLabel(d.commitment))] : ""),
         h("td", {}, d.attempts), h("td", { class: "dim" }, ["sent", "queued"].includes(d.state) ? "" : (d.last_error || "")),
         h("td", { class: "row" }, h("button", { class: "small", onclick: () => attemptsDialog(d) }, "Attempts"),
-          d.state.startsWith("failed") ? h("button", { class: "small", onclick: () => retry(d.id) }, "Retry") : "")))));
+          d.state.startsWith("failed") && !readOnly() ? h("button", { class: "small", onclick: () => retry(d.id) }, "Retry") : "")))));
 }
 async function attemptsDialog(d) {
   const rows = await attempt(() => api("GET", `/api/v1/deliveries/${d.id}/attempts`));
