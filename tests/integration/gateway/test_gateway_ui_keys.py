@@ -2,7 +2,7 @@
 played by the FakeRoom peer): the pedal keys act only as plain keys on the Room page with no
 dialog open (Ctrl+R stays the browser's reload, never a recording), a viewer sees no control
 that changes something and its keys send nothing, and a session that ended brings the operator
-back to the page they were on after logging in again."""
+back to the page they were on after logging in again; a worklist server is edited in place."""
 
 from __future__ import annotations
 
@@ -11,6 +11,15 @@ from typing import Any
 
 import pytest
 from cinebridge_common.bus import Bus
+from cinebridge_common.messages import (
+    DestinationListReply,
+    DestinationListRequest,
+    Reply,
+    WorklistServer,
+    WorklistServersList,
+    WorklistServersReply,
+    WorklistServerUpsert,
+)
 from cinebridge_common.store import MediaStore
 from cinebridge_testkit import require_tool
 from playwright.async_api import Page, async_playwright, expect
@@ -128,3 +137,67 @@ async def viewer_sees_no_controls(page: Page, gw: RunningGateway, room: FakeRoom
     await expect(page.locator("#nav-worklist")).to_be_hidden()
     await page.goto(f"{gw.url}/#/worklist")
     await expect(page.locator("#worklist-read-only")).to_be_visible()
+
+
+async def test_a_worklist_server_is_edited_keeping_what_the_form_does_not_show(
+    gateway_factory: Any, peer_bus: Bus
+) -> None:
+    """Hospital IT moves the RIS to a new host: Edit, change the host, Save. Before, the only
+    way was Delete and Add, which lost the server's C keys, character set and limits."""
+    chromium = require_tool("chromium")
+    gw = await gateway_factory()
+    servers = {
+        "ris": WorklistServer(
+            id="ris",
+            name="RIS",
+            host="10.0.0.5",
+            port=104,
+            called_ae="RIS",
+            modality="ES",
+            character_set="ISO_IR 100",
+            timeout_s=20.0,
+            max_entries=500,
+        )
+    }
+    upserts: list[WorklistServer] = []
+
+    async def listed(_: WorklistServersList) -> Reply:
+        return WorklistServersReply(servers=list(servers.values()))
+
+    async def upsert(req: WorklistServerUpsert) -> Reply:
+        upserts.append(req.server)
+        servers[req.server.id] = req.server
+        return WorklistServersReply(servers=list(servers.values()))
+
+    async def destinations(_: DestinationListRequest) -> Reply:
+        return DestinationListReply(destinations=[])
+
+    await peer_bus.serve(WorklistServersList, listed)
+    await peer_bus.serve(WorklistServerUpsert, upsert)
+    await peer_bus.serve(DestinationListRequest, destinations)
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            page = await browser.new_page(viewport={"width": 1366, "height": 768})
+            await log_in(page, gw, "admin", ADMIN_PASSWORD)
+            await page.click("#nav-settings")
+            row = page.locator("#worklist-servers tr[data-server=ris]")
+            await expect(row).to_contain_text("10.0.0.5")
+            await row.locator("[data-action=edit]").click()
+            form = page.locator("#worklist-server-form")
+            await expect(form.locator("input[name=id]")).to_have_value("ris")
+            await expect(form.locator("input[name=called_ae]")).to_have_value("RIS")
+            await form.locator("input[name=host]").fill("ris.hospital.example")
+            await page.click("#worklist-server-save")
+            await expect(page.locator("#toast")).to_contain_text("Worklist server updated")
+            await expect(row).to_contain_text("ris.hospital.example")
+            await browser.close()
+    finally:
+        for running, task in gateway_factory.running:
+            running.ctx.stop.set()
+            await asyncio.wait_for(task, 15)
+    assert len(upserts) == 1 and list(servers) == ["ris"]
+    saved = upserts[0]
+    assert saved.host == "ris.hospital.example"
+    kept = (saved.modality, saved.character_set, saved.timeout_s, saved.max_entries)
+    assert kept == ("ES", "ISO_IR 100", 20.0, 500)
