@@ -99,6 +99,10 @@ async def stop_and_outcome(page: Page, gw: RunningGateway) -> None:
     await page.click("[data-action=record_start]")
     timer = page.locator(".rec-timer")
     await expect(timer).to_have_text(re.compile(r"^0:0[2-9]$"), timeout=20_000)
+    # A reload in the middle: the state and the running time come back from the server.
+    await page.reload()
+    await expect(page.locator("[data-action=record_stop]")).to_be_visible(timeout=15_000)
+    await expect(timer).to_have_text(re.compile(r"^0:(0[2-9]|[1-5]\d)$"))
     await page.click("[data-action=record_stop]")
     await expect(page.locator("#toast")).to_contain_text("Recording stopped (finishing the file)")
     outcome = page.locator("[data-source=endo] [data-last-recording=done]")

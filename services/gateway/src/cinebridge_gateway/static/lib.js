@@ -138,7 +138,11 @@ async function withSwitchConfirmation(send) {
     return await send(false);
   } catch (e) {
     if (e.code !== "confirmation_required") throw e;
-    if (!confirm(`${e.message.replace(/ only with confirm=true$/, "")}.\n\nSwitch the room to the new patient?`)) return null;
+    // The server names the study and what it holds; the operator reads what happens to it.
+    const held = e.message.match(/^the current study \((.*)\) holds (\d+) captured item/);
+    const what = held ? `The current study of ${state.room} (${held[1]}) holds ${held[2]} captured item(s); they stay with that study.`
+      : e.message.replace(/ only with confirm=true$/, ".");
+    if (!confirm(`${what}\n\nSwitch ${state.room} to the new study?`)) return null;
     return await send(true);
   }
 }
