@@ -47,6 +47,7 @@ async def test_keys_roles_and_a_lapsed_session_in_the_browser(
                 browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
                 page = await browser.new_page(viewport={"width": 1366, "height": 768})
                 await operator_keys(page, gw, room)
+                await refresh_spares_the_form(page)
                 await lapsed_session(page)
                 viewer = await browser.new_page(viewport={"width": 1366, "height": 768})
                 await viewer_sees_no_controls(viewer, gw, room)
@@ -102,6 +103,24 @@ async def operator_keys(page: Page, gw: RunningGateway, room: FakeRoom) -> None:
     await expect(page.locator("#thumbs .thumb")).to_have_count(1, timeout=10_000)
     assert room.commands == ["snapshot"], room.commands
     await expect(page.locator("#thumbs .thumb button")).to_have_count(1)  # delete, for operators
+
+
+async def refresh_spares_the_form(page: Page) -> None:
+    """A refresh the Room asked for (a live event) that comes due after the operator went on to
+    the patient form must not repaint the form and wipe what is typed."""
+    await page.evaluate(
+        """async () => {
+            const lib = await import("/ui/lib.js");
+            lib.scheduleRefresh();
+            location.hash = "#/patient/new";
+        }"""
+    )
+    await page.fill("#patient-form input[name=patient_name]", "POE^EDGAR")
+    # The refresh timer (300 ms) is due before this one: the page's own clock, not a guess.
+    await page.evaluate("new Promise((done) => setTimeout(done, 1000))")
+    await expect(page.locator("#patient-form input[name=patient_name]")).to_have_value("POE^EDGAR")
+    await page.click("#patient-form button:text('Cancel')")
+    await expect(page.locator("#study-card")).to_be_visible()
 
 
 async def lapsed_session(page: Page) -> None:

@@ -46,7 +46,11 @@ function onLiveEvent(subject, data) {
   if (page === "ops") scheduleRefresh();
   else if (page !== "room") return;
   // The room's current study changed on another screen (or a capture created one): show it.
-  else if (["cb.evt.capture.state_changed", "cb.evt.room.study_changed"].includes(subject) && data.room === state.room) scheduleRefresh();
+  else if (subject === "cb.evt.capture.state_changed" && data.room === state.room) scheduleRefresh();
+  else if (subject === "cb.evt.room.study_changed") {
+    // A page that shows that study already (this tab changed it) is not painted again.
+    if (data.room === state.room && (data.study_id ?? null) !== (state.study?.id ?? null)) scheduleRefresh();
+  }
   else if (state.study && data.study_id === state.study.id) scheduleRefresh();
 }
 // ---------------------------------------------------------------- routing

@@ -105,9 +105,12 @@ export function route(hash) { if (location.hash !== hash) location.hash = hash; 
 let renderer = async () => {};
 export function setRenderer(fn) { renderer = fn; }
 export function render() { return renderer(); }
+// A refresh is for the page that asked for it: once the operator has moved on (e.g. to the
+// patient form), it would repaint that page and wipe what is being typed.
 export function scheduleRefresh() {
   clearTimeout(state.timer);
-  state.timer = setTimeout(() => render(), 300);
+  const page = location.hash;
+  state.timer = setTimeout(() => { if (location.hash === page) render(); }, 300);
 }
 
 // ---------------------------------------------------------------- the room's study

@@ -131,7 +131,7 @@ function recordButton(s) {
 // How the source's last recording ended, as the capture service reports it once known.
 function lastRecording(s) {
   const r = s.last_recording;
-  if (!r) return "";
+  if (!r || s.state === "recording") return "";
   let text = "Finishing the recording…";
   if (r.state === "done") text = `Last recording kept: ${fmtSeconds(r.duration_s || 0)}, ${r.frames} frames${r.detail ? ` (ended early: ${r.detail})` : ""}`;
   else if (r.state === "empty") text = `Last recording not kept: ${r.detail || "no frame was recorded"}`;
