@@ -2,16 +2,19 @@
 played by the FakeRoom peer): the pedal keys act only as plain keys on the Room page with no
 dialog open (Ctrl+R stays the browser's reload, never a recording), a viewer sees no control
 that changes something and its keys send nothing, and a session that ended brings the operator
-back to the page they were on after logging in again; a worklist server is edited in place."""
+back to the page they were on after logging in again; a worklist server is edited in place; a
+disabled destination cannot be picked for Forward."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import pytest
 from cinebridge_common.bus import Bus
 from cinebridge_common.messages import (
+    Destination,
     DestinationListReply,
     DestinationListRequest,
     Reply,
@@ -220,3 +223,53 @@ async def test_a_worklist_server_is_edited_keeping_what_the_form_does_not_show(
     assert saved.host == "ris.hospital.example"
     kept = (saved.modality, saved.character_set, saved.timeout_s, saved.max_entries)
     assert kept == ("ES", "ISO_IR 100", 20.0, 500)
+
+
+async def test_forward_cannot_pick_a_disabled_destination(
+    gateway_factory: Any, peer_bus: Bus
+) -> None:
+    """A disabled destination has no sender worker: a Forward to it would stay queued with no
+    word to the operator. The dialog shows it as disabled and it cannot be ticked."""
+    chromium = require_tool("chromium")
+    async with mjpeg_server() as preview:
+        gw = await gateway_factory(gateway_preview_upstreams={"or1": preview})
+        room = FakeRoom(peer_bus, gw.ctx.pool, MediaStore(gw.settings.media_root))
+        await room.start()
+        pacs = Destination(
+            id=str(uuid.UUID(int=1)), name="PACS", ae_title="PACS", host="pacs", port=104
+        )
+        old = Destination(
+            id=str(uuid.UUID(int=2)),
+            name="OLD",
+            ae_title="OLD",
+            host="old",
+            port=104,
+            enabled=False,
+        )
+
+        async def destinations(_: DestinationListRequest) -> Reply:
+            return DestinationListReply(destinations=[pacs, old])
+
+        await peer_bus.serve(DestinationListRequest, destinations)
+        try:
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+                page = await browser.new_page(viewport={"width": 1366, "height": 768})
+                await log_in(page, gw, "admin", ADMIN_PASSWORD)
+                await page.click("#new-study")
+                await page.click("#start-unscheduled")
+                await expect(
+                    page.locator("#study-card .badge", has_text="unscheduled")
+                ).to_be_visible()
+                await page.click("#forward-button")
+                dialog = page.locator("#forward-dialog")
+                enabled = dialog.locator(f"[data-destination='{pacs.id}'] input")
+                disabled = dialog.locator(f"[data-destination='{old.id}'] input")
+                await expect(enabled).to_be_enabled()
+                await expect(disabled).to_be_disabled()
+                await expect(dialog).to_contain_text("OLD (OLD@old:104) — disabled in Settings")
+                await browser.close()
+        finally:
+            for running, task in gateway_factory.running:
+                running.ctx.stop.set()
+                await asyncio.wait_for(task, 15)

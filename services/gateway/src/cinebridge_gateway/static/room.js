@@ -241,7 +241,10 @@ async function forwardDialog(study) {
       }
       await attempt(() => api("POST", `/api/v1/studies/${study.id}/forward`, { destination_ids: ids }), "Forward queued");
     } },
-    dests.length ? dests.map((d) => h("label", { class: "row" }, h("input", { type: "checkbox", value: d.id }), ` ${d.name} (${d.ae_title}@${d.host}:${d.port})`))
+    // A disabled destination is shown but cannot be ticked: nothing would send to it.
+    dests.length ? dests.map((d) => h("label", { class: d.enabled === false ? "row dim" : "row", "data-destination": d.id },
+      h("input", { type: "checkbox", value: d.id, disabled: d.enabled === false }),
+      ` ${d.name} (${d.kind === "dicomweb" ? d.base_url : `${d.ae_title}@${d.host}:${d.port}`})${d.enabled === false ? " — disabled in Settings" : ""}`))
       : h("p", { class: "dim" }, "No destinations configured (Settings)."),
     h("div", { class: "row" }, h("button", { value: "cancel", formnovalidate: true }, "Cancel"), h("button", { class: "primary", id: "forward-go" }, "Forward"))));
   document.body.append(dlg);
