@@ -2,7 +2,8 @@
 removed a study's local files, every request that needs them — the media file (thumbnail,
 playback, download), an export of any kind, Forward, a delivery's retry, Save (convert again),
 a file added to it — is answered 410 with the date and the reason the UI shows, never a 500
-or a half-written export; a study with its files is served as before."""
+or a half-written export; a capture while it is still the room's current study is refused
+with the reason; a study with its files is served as before."""
 
 from __future__ import annotations
 
@@ -58,6 +59,27 @@ async def test_every_request_for_a_purged_study_s_files_is_refused_with_the_date
     assert current.status_code == 200, current.text
     assert current.json()["study"]["id"] == study.study_id
     refused(await admin.post(f"/api/v1/rooms/{ROOM}/upload", content=b"\xff\xd8\xff"), day)
+    # The room still names it as current; a capture into it is refused with the reason (not
+    # attached to a study whose data is gone), and nothing is written for it.
+    media_before = await station.pool.fetchval(
+        "SELECT count(*) FROM media WHERE study_id = $1", study.uuid
+    )
+    for action in ("snapshot", "record_start"):
+        reply = await admin.post(f"/api/v1/rooms/{ROOM}/sources/endo/{action}")
+        assert reply.status_code == 409, reply.text
+        message = reply.json()["error"]["message"]
+        assert message.startswith(f"the study was purged on {day}"), message
+        assert "start a new study" in message
+    media_after = await station.pool.fetchval(
+        "SELECT count(*) FROM media WHERE study_id = $1", study.uuid
+    )
+    assert media_after == media_before
+    recordings = await station.pool.fetchval(
+        "SELECT count(*) FROM capture_recordings WHERE study_id = $1 AND started_at > $2",
+        study.uuid,
+        purged_at,
+    )
+    assert recordings == 0
     # Nothing was asked of the services for it: no job, no forward, no second purge.
     jobs = await station.pool.fetchval(
         """SELECT count(*) FROM outbox WHERE created_at > $1

@@ -230,6 +230,9 @@ async def lifecycle(page: Page, gw: RunningGateway, api: Any, reconciled: list[s
     await start_from_worklist(page, gw, "ROE")
     await expect(page.locator("#study-patient")).to_have_text("ROE, RICHARD", timeout=15_000)
     assert len(dialogs) == 1 and "DOE, JANE" in dialogs[0], dialogs
+    # Said as the operator reads it: what the study holds stays with it; no API wording.
+    assert "holds 1 captured item(s); they stay with that study" in dialogs[0], dialogs
+    assert "Switch or1 to the new study?" in dialogs[0] and "confirm" not in dialogs[0], dialogs
     assert await current_patient(gw) == "ROE^RICHARD"
     await page.click("[data-action=snapshot]")
     await expect(page.locator("#thumbs .thumb")).to_have_count(1, timeout=20_000)

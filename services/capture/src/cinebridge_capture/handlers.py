@@ -18,12 +18,12 @@ from cinebridge_common.messages.capture import (
 )
 
 from .pipeline_types import AlreadyRecording, NoSignal
-from .repository import StudyNotFound
+from .repository import StudyNotFound, StudyPurged
 from .room import CaptureRefused, Room
 from .supervisor import source_status
 
 #: Outcomes an operator can act on; anything else is logged by the bus as a handler failure.
-REFUSALS = (CaptureRefused, NoSignal, AlreadyRecording, StudyNotFound)
+REFUSALS = (CaptureRefused, NoSignal, AlreadyRecording, StudyNotFound, StudyPurged)
 
 
 @dataclass(frozen=True)
@@ -58,15 +58,11 @@ async def handle_capture_command(msg: CaptureCommand, deps: Deps) -> CaptureComm
             return CaptureCommandReply(
                 study_id=str(meta.study_id), recording_id=str(meta.recording_id)
             )
+        # Answered at once; the outcome (media id, frames, duration, or why nothing was kept)
+        # is the source's `last_recording` in the room status, and a state event tells it.
         stopped = await deps.room.record_stop(msg.source)
-        if stopped is None:
-            return CaptureCommandReply(ok=False, error="the recording held no frame")
-        # The media row and MediaCaptured follow within seconds under this media id.
         return CaptureCommandReply(
-            study_id=str(stopped.study_id),
-            media_id=str(stopped.media_id),
-            recording_id=str(stopped.recording_id),
-            detail=stopped.finished.reason,
+            study_id=str(stopped.study_id), recording_id=str(stopped.recording_id), stopping=True
         )
     except REFUSALS as exc:
         return CaptureCommandReply(ok=False, error=str(exc))

@@ -14,6 +14,10 @@ from cinebridge_common.outbox import enqueue
 from cinebridge_common.uids import make_uid
 
 
+class StudyPurged(RuntimeError):
+    """The study's purge started: a capture into it is refused (docs/purge.md)."""
+
+
 class StudyNotFound(LookupError):
     """A study id named by a command does not exist (the id is in the message)."""
 
@@ -84,6 +88,25 @@ async def set_room_study(conn: Connection, room: str, study_id: uuid.UUID | None
     )
 
 
+async def refuse_purged(conn: Connection, study_id: uuid.UUID) -> None:
+    """A study whose purge started takes no new capture (docs/purge.md "After a purge"): its
+    local data is gone or going, and media added now would be a study the archive does not
+    have under the same UID. The operator closes it or starts a new study; the room keeps it
+    current until then, so nothing moves to another patient behind the operator's back."""
+    row = await conn.fetchrow(
+        """SELECT s.purged_at, p.study_id IS NOT NULL AS purging
+           FROM studies s LEFT JOIN capture_purges p ON p.study_id = s.id WHERE s.id = $1""",
+        study_id,
+    )
+    if row is None or not (row["purged_at"] or row["purging"]):
+        return
+    when = f" on {row['purged_at']:%Y-%m-%d}" if row["purged_at"] else ""
+    raise StudyPurged(
+        f"the study was purged{when} (its local data was removed after the archive "
+        "committed it): nothing is captured into it; close it or start a new study"
+    )
+
+
 async def study_for_capture(
     pool: asyncpg.Pool, room: str, requested: uuid.UUID | None, org_uid_root: str
 ) -> tuple[uuid.UUID, bool]:
@@ -92,10 +115,12 @@ async def study_for_capture(
     async with pool.acquire() as conn, conn.transaction():
         await _lock_room(conn, room)
         if requested is not None:
+            await refuse_purged(conn, requested)
             await set_room_study(conn, room, requested)
             return requested, False
         current = await room_study(conn, room)
         if current is not None:
+            await refuse_purged(conn, current)
             return current, False
         study_id = uuid.uuid4()
         ids = unscheduled_identifiers(dt.datetime.now().astimezone())

@@ -23,7 +23,12 @@ from typing import Any
 import asyncpg
 from cinebridge_common.logging import kv
 from cinebridge_common.messages.base import Message
-from cinebridge_common.messages.capture import CaptureStateChanged, MediaCaptured
+from cinebridge_common.messages.capture import (
+    CaptureStateChanged,
+    MediaCaptured,
+    RecordingOutcome,
+    RoomStudyChanged,
+)
 from cinebridge_common.station import load_station_settings
 from cinebridge_common.store import MediaStore, sha256_file
 
@@ -44,20 +49,13 @@ log = logging.getLogger(__name__)
 REGISTER_DISK_FULL_TRIES = 120
 REGISTER_DISK_FULL_WAIT_S = 5.0
 CLOSE_REGISTER_WAIT_S = 60.0
+NO_FRAME = "the recording held no frame"
 
 Emit = Callable[[Message], Coroutine[Any, Any, None]]
 
 
 class CaptureRefused(RuntimeError):
     """A command that cannot be carried out now (unknown source, not recording, low disk...)."""
-
-
-@dataclass(frozen=True)
-class StoppedRecording:
-    recording_id: uuid.UUID
-    study_id: uuid.UUID
-    media_id: uuid.UUID
-    finished: FinishedRecording
 
 
 @dataclass(frozen=True)
@@ -115,6 +113,9 @@ class Room:
             initargs=(settings.capture_thread_nice,),
         )
         self.active: dict[str, RecordingMeta] = {}
+        #: How each source's last stopped recording ended (the room status shows it).
+        self.last: dict[str, RecordingOutcome] = {}
+        self._finishing: dict[str, asyncio.Task[None]] = {}
         #: Why each source's last recording ended without the operator asking (disk full...).
         self.ended: dict[str, str] = {}
         self._locks = {name: asyncio.Lock() for name in self.pipelines}
@@ -132,6 +133,10 @@ class Room:
         for name in list(self.active):
             with contextlib.suppress(Exception):
                 await self.record_stop(name, reason="service stopping")
+        # Every stopped recording is closed before the pipelines go (its registration may wait).
+        for name in list(self._finishing):
+            with contextlib.suppress(Exception):
+                await self.wait_stopped(name)
         if self._registrations:
             # One waiting for disk space is left to the next start (its journal row says so).
             _, waiting = await asyncio.wait(self._registrations, timeout=CLOSE_REGISTER_WAIT_S)
@@ -165,9 +170,7 @@ class Room:
             self.loop.run_in_executor(self._snapshots, self._write_jpeg, picture, rel)
         )
         try:
-            study_id, _ = await repo.study_for_capture(
-                self.pool, self.name, study, self.settings.org_uid_root
-            )
+            study_id = await self._study_for_capture(study)
         except BaseException:
             await asyncio.gather(written, return_exceptions=True)
             await asyncio.to_thread(self.store.delete, rel)
@@ -220,6 +223,11 @@ class Room:
             self.ended.pop(source, None)
             if source in self.active:
                 raise CaptureRefused(f"source {source} is already recording")
+            if self.stopping(source):
+                raise CaptureRefused(
+                    f"the last recording of {source} is still being finished; "
+                    "record again in a moment"
+                )
             free = self.disk_free()
             if free < self.settings.capture_disk_reserve_bytes:
                 raise CaptureRefused(
@@ -228,9 +236,7 @@ class Room:
                 )
             if not pipeline.signal:
                 raise NoSignal(f"source {source} has no signal")
-            study_id, _ = await repo.study_for_capture(
-                self.pool, self.name, study, self.settings.org_uid_root
-            )
+            study_id = await self._study_for_capture(study)
             mode = await self.video_mode()
             fmt = recording_format(mode)
             recording_id = uuid.uuid4()
@@ -257,10 +263,12 @@ class Room:
         )
         return meta
 
-    async def record_stop(self, source: str, reason: str | None = None) -> StoppedRecording | None:
-        """Close the file and answer; hashing, probing and registering follow in the background
-        (an hours-long recording takes longer than an RPC may wait). None: no frame recorded."""
-        pipeline = self.pipeline(source)
+    async def record_stop(self, source: str, reason: str | None = None) -> RecordingMeta:
+        """Stop and answer at once: the frames still queued for the encoder, closing the file,
+        probing, hashing and registering it follow in the background (an encoder far behind on
+        a loaded box, or an hours-long recording, takes longer than an RPC may wait). The
+        outcome lands in `last[source]` and its events: the room status shows it."""
+        self.pipeline(source)
         async with self._locks[source]:
             meta = self.active.pop(source, None)
             if meta is None:
@@ -269,30 +277,96 @@ class Room:
                     f"source {source} is not recording"
                     + (f" (the last recording ended early: {ended})" if ended else "")
                 )
-            finished = await asyncio.to_thread(pipeline.stop_recording, reason)
+            self.last[source] = RecordingOutcome(
+                recording_id=str(meta.recording_id), study_id=str(meta.study_id), state="stopping"
+            )
+            task = asyncio.create_task(self._finish(source, meta, reason))
+            self._finishing[source] = task
+        self._emit_state(source, "stopping", reason or "", str(meta.recording_id))
+        return meta
+
+    def stopping(self, source: str) -> bool:
+        """A stopped recording of this source is still being finished."""
+        return source in self._finishing
+
+    async def wait_stopped(self, source: str) -> None:
+        """Wait until the source's stopped recording is closed (registering may go on)."""
+        task = self._finishing.get(source)
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def _finish(self, source: str, meta: RecordingMeta, reason: str | None) -> None:
+        try:
+            finished = await asyncio.to_thread(self.pipelines[source].stop_recording, reason)
             if finished is not None and finished.reason and reason != "service stopping":
                 self.ended[source] = finished.reason
             if finished is None or finished.frames == 0:
                 await repo.finish_recording(self.pool, meta.recording_id, None, "empty")
-                return None
+                self._settle(source, meta, "empty", detail=NO_FRAME)
+                return
             media_id = uuid.uuid4()
             await repo.plan_media(self.pool, meta.recording_id, media_id)
+        except Exception as exc:
+            # The journal still says "recording": the next start salvages the file.
+            log.exception(
+                "stopping the recording failed", extra=kv(recording_id=str(meta.recording_id))
+            )
+            self._settle(source, meta, "failed", detail=f"the recording was not finished: {exc}")
+            return
+        finally:
+            self._finishing.pop(source, None)
         task = asyncio.create_task(self._register(source, meta, finished, media_id))
         self._registrations.add(task)
         task.add_done_callback(self._registrations.discard)
-        return StoppedRecording(meta.recording_id, meta.study_id, media_id, finished)
+
+    def _settle(
+        self,
+        source: str,
+        meta: RecordingMeta,
+        state: str,
+        event: MediaCaptured | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Record how a stopped recording ended and tell the screens (a state event)."""
+        outcome = RecordingOutcome(
+            recording_id=str(meta.recording_id),
+            study_id=str(meta.study_id),
+            state=state,  # type: ignore[arg-type]
+            media_id=event.media_id if event else None,
+            frames=event.frames if event else None,
+            duration_s=event.duration_s if event else None,
+            detail=detail,
+        )
+        current = self.last.get(source)
+        if current is None or current.recording_id == outcome.recording_id:
+            self.last[source] = outcome
+        pipeline = self.pipelines[source]
+        self._emit_state(
+            source,
+            "idle" if pipeline.signal else "no-signal",
+            f"recording {state}" + (f": {detail}" if detail else ""),
+            str(meta.recording_id),
+        )
 
     async def _register(
         self, source: str, meta: RecordingMeta, finished: FinishedRecording, media_id: uuid.UUID
     ) -> None:
         try:
             event = await self._commit_when_room(source, meta, finished, media_id)
-        except Exception:
+        except Exception as exc:
             # The journal still says "recording": the next start registers it under media_id.
             log.exception(
                 "registering recording failed", extra=kv(recording_id=str(meta.recording_id))
             )
+            self._settle(
+                source,
+                meta,
+                "failed",
+                detail="the file is kept and registered at the next start of the capture "
+                f"service: {describe_write_error(exc) if isinstance(exc, OSError) else exc}",
+            )
             return
+        self._settle(source, meta, "done", event=event, detail=finished.reason)
         log.info(
             "recording registered",
             extra=kv(
@@ -392,7 +466,13 @@ class Room:
                 await self.record_start(key.source, None)
             else:
                 await self.record_stop(key.source)
-        except (CaptureRefused, NoSignal, AlreadyRecording, repo.StudyNotFound) as exc:
+        except (
+            CaptureRefused,
+            NoSignal,
+            AlreadyRecording,
+            repo.StudyNotFound,
+            repo.StudyPurged,
+        ) as exc:
             log.warning(
                 "recording key refused",
                 extra=kv(room=self.name, source=key.source, action=key.action, reason=str(exc)),
@@ -401,9 +481,25 @@ class Room:
             # No caller to answer: log it; the operator sees no new media and the status.
             log.exception("recording key failed", extra=kv(room=self.name, source=key.source))
 
+    async def _study_for_capture(self, requested: uuid.UUID | None) -> uuid.UUID:
+        study_id, created = await repo.study_for_capture(
+            self.pool, self.name, requested, self.settings.org_uid_root
+        )
+        if created or requested is not None:
+            self._announce_study(study_id)
+        return study_id
+
     async def set_study(self, study: uuid.UUID | None) -> None:
         async with self.pool.acquire() as conn:
             await repo.set_room_study(conn, self.name, study)
+        self._announce_study(study)
+
+    def _announce_study(self, study: uuid.UUID | None) -> None:
+        """Tell every screen of the room (a live event: the next one supersedes it)."""
+        msg = RoomStudyChanged(room=self.name, study_id=str(study) if study else None)
+        task = asyncio.create_task(self.emit(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def current_study(self) -> uuid.UUID | None:
         async with self.pool.acquire() as conn:

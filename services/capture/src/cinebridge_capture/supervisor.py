@@ -26,7 +26,7 @@ def source_status(room: Room, preview_base: str | None) -> list[SourceStatus]:
                 name=name,
                 kind=p.config.url.split(":", 1)[0],
                 url=redact_url(p.config.url),
-                state=p.state,
+                state="stopping" if room.stopping(name) else p.state,
                 signal=p.signal,
                 width=info.width if info else None,
                 height=info.height if info else None,
@@ -34,8 +34,13 @@ def source_status(room: Room, preview_base: str | None) -> list[SourceStatus]:
                 fps_encoded=round(p.stats.fps_encoded.value, 2) if p.signal else 0.0,
                 dropped_frames=p.stats.dropped,
                 recording_id=rec.recording_id if rec else None,
-                recording_seconds=round(time.monotonic() - rec.started, 2) if rec else None,
+                recording_seconds=(
+                    round(time.monotonic() - rec.started, 2)
+                    if rec and not room.stopping(name)
+                    else None
+                ),
                 preview_url=f"{preview_base}/preview/{name}.mjpg" if preview_base else None,
+                last_recording=room.last.get(name),
             )
         )
     return out

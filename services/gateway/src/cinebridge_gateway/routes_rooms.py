@@ -59,6 +59,9 @@ class CaptureResult(BaseModel):
     recording_id: str | None = None
     #: Why a stopped recording ended before the request (e.g. disk full); what was written is kept.
     detail: str | None = None
+    #: Stop was taken: the recording is finished in the background; the room's source shows
+    #: `stopping`, then its `last_recording` (duration and frames, or why nothing was kept).
+    stopping: bool = False
 
 
 async def room_status(gw: Gw, room: str) -> dict[str, Any]:
@@ -144,6 +147,7 @@ async def capture_action(
         media_id=reply.media_id,
         recording_id=reply.recording_id,
         detail=reply.detail,
+        stopping=reply.stopping,
     )
 
 

@@ -23,6 +23,7 @@ from .capture import (
     CatalogReconcileReply,
     MediaCaptured,
     NewStudyRecord,
+    RoomStudyChanged,
     SetRoomStudy,
     SetRoomStudyReply,
 )
@@ -108,6 +109,7 @@ CATALOGUE: tuple[type[Message], ...] = (
     CaptureStatusReply,
     SetRoomStudy,
     SetRoomStudyReply,
+    RoomStudyChanged,
     ConvertMedia,
     ConversionProgressed,
     InstanceCreated,
@@ -239,6 +241,7 @@ __all__ = [
     "RequestCommitment",
     "RetryDelivery",
     "RetryDeliveryReply",
+    "RoomStudyChanged",
     "ScpConformance",
     "SenderConformance",
     "ServiceHeartbeat",

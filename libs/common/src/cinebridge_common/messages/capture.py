@@ -41,9 +41,20 @@ class CaptureStateChanged(Event):
     subject: ClassVar[str] = "cb.evt.capture.state_changed"
     room: str
     source: str
-    state: Literal["idle", "recording", "no-signal", "error", "starting"]
+    #: `stopping`: Stop was answered and the recording is being finished (queued frames encoded,
+    #: file closed and registered); the source's `last_recording` says how it ended.
+    state: Literal["idle", "recording", "stopping", "no-signal", "error", "starting"]
     detail: str | None = None
     recording_id: str | None = None
+
+
+class RoomStudyChanged(Event):
+    """A room's current study changed (set from a screen or the API, closed, or an unscheduled
+    study created by a capture): every screen showing the room shows the new one at once."""
+
+    subject: ClassVar[str] = "cb.evt.room.study_changed"
+    room: str
+    study_id: str | None = None
 
 
 class CaptureCommand(Request):
@@ -64,6 +75,23 @@ class CaptureCommandReply(Reply):
     recording_id: str | None = None
     #: Why a stopped recording ended before the request (e.g. disk full); what was written is kept.
     detail: str | None = None
+    #: Stop answers at once: the recording is finished in the background (an encoder far behind
+    #: may need longer than a request may wait); the room status's `last_recording` of the
+    #: source gives the outcome (duration, frames, or why nothing was kept).
+    stopping: bool = False
+
+
+class RecordingOutcome(BaseModel):
+    """How a source's last stopped recording ended, once known (`stopping` until then)."""
+
+    recording_id: str
+    study_id: str
+    state: Literal["stopping", "done", "empty", "failed"]
+    media_id: str | None = None
+    frames: int | None = None
+    duration_s: float | None = None
+    #: Why it ended before the request (disk full, source lost...), or why it was not kept.
+    detail: str | None = None
 
 
 class SourceStatus(BaseModel):
@@ -80,6 +108,7 @@ class SourceStatus(BaseModel):
     recording_id: str | None = None
     recording_seconds: float | None = None
     preview_url: str | None = None
+    last_recording: RecordingOutcome | None = None
 
 
 class CaptureStatusRequest(Request):

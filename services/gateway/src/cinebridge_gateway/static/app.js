@@ -1,7 +1,7 @@
 // CineBridge web UI: plain ES modules, no build step. This module is the shell (live events,
 // routing, log-in, pedal keys) and the Worklist view; each other view has its module, and
 // lib.js holds the API client and the helpers they share.
-import { $, api, attempt, dicomDate, dicomTime, field, formValues, h, loadCurrentStudy, personName, roomLine,
+import { $, api, attempt, readOnly, dicomDate, dicomTime, field, formValues, h, loadCurrentStudy, personName, roomLine,
          route, routes, scheduleRefresh, setRenderer, startStudy, state, whoOf } from "./lib.js";
 import { capture, viewPatient, viewRoom } from "./room.js";
 import { viewLocal } from "./local.js";
@@ -29,7 +29,8 @@ function connectEvents() {
   es.onerror = () => { $("#live").textContent = "offline"; $("#live").className = "badge b-down"; };
   for (const subject of ["cb.evt.media.captured", "cb.evt.capture.state_changed", "cb.evt.instance.created",
                          "cb.evt.conversion.progressed", "cb.evt.conversion.failed",
-                         "cb.evt.delivery.state_changed", "cb.evt.study.changed", "cb.evt.mpps.state_changed"]) {
+                         "cb.evt.delivery.state_changed", "cb.evt.study.changed", "cb.evt.mpps.state_changed",
+                         "cb.evt.room.study_changed"]) {
     es.addEventListener(subject, (ev) => onLiveEvent(subject, JSON.parse(ev.data)));
   }
   es.addEventListener("cb.evt.service.heartbeat", () => { if (location.hash.startsWith("#/ops")) scheduleRefresh(); });
@@ -44,7 +45,12 @@ function onLiveEvent(subject, data) {
   const page = (location.hash || "#/room").split("/")[1] || "room";
   if (page === "ops") scheduleRefresh();
   else if (page !== "room") return;
+  // The room's current study changed on another screen (or a capture created one): show it.
   else if (subject === "cb.evt.capture.state_changed" && data.room === state.room) scheduleRefresh();
+  else if (subject === "cb.evt.room.study_changed") {
+    // A page that shows that study already (this tab changed it) is not painted again.
+    if (data.room === state.room && (data.study_id ?? null) !== (state.study?.id ?? null)) scheduleRefresh();
+  }
   else if (state.study && data.study_id === state.study.id) scheduleRefresh();
 }
 // ---------------------------------------------------------------- routing
@@ -64,6 +70,7 @@ async function render() {
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.id === `nav-${name}`);
   $("#topbar").hidden = !state.me || name === "login";
   $("#nav-admin").hidden = state.me?.role !== "administrator";
+  $("#nav-worklist").hidden = readOnly();
   viewToken += 1;
   await (routes[name] || viewRoom)(arg ? decodeURIComponent(arg) : undefined, viewSetter(viewToken));
 }
@@ -82,7 +89,11 @@ function viewLogin(arg, setView) {
     e.preventDefault();
     const v = formValues(e.target);
     const me = await attempt(() => api("POST", "/api/v1/auth/login", v));
-    if (me) { setMe(me); route(me.must_change_password ? "#/password" : "#/room"); }
+    if (!me) return;
+    setMe(me);
+    const back = state.returnTo && !state.returnTo.startsWith("#/password") ? state.returnTo : "#/room";
+    state.returnTo = null;
+    route(me.must_change_password ? "#/password" : back);
   } },
   h("h1", {}, "CineBridge"), h("p", { class: "dim" }, "Log in to the video station"),
   field("username", "User", "", { autocomplete: "username", required: true }),
@@ -94,6 +105,10 @@ function viewLogin(arg, setView) {
 
 // ---------------------------------------------------------------- worklist dialog
 async function viewWorklist(arg, setView) {
+  if (readOnly()) {
+    return setView(h("section", { class: "panel" }, h("h1", {}, "Worklist"),
+      h("p", { class: "dim", id: "worklist-read-only" }, "Read-only (viewer role): the worklist is searched by the operators who start studies.")));
+  }
   const results = h("div", { id: "worklist-results" });
   // Opened by its URL (or reloaded) the page knows its room and the room's current study.
   const current = await loadCurrentStudy();
@@ -169,8 +184,11 @@ async function startFromWorklist(item) {
 
 
 // ---------------------------------------------------------------- pedals / keyboard
+// Plain keys only: Ctrl+R (reload), Ctrl+S and other shortcuts stay the browser's; nothing is
+// captured behind an open dialog or for a viewer (read-only).
 document.addEventListener("keydown", (e) => {
-  if (!location.hash.startsWith("#/room") || e.target.matches("input, select, textarea") || e.repeat) return;
+  if (!(location.hash || "#/room").startsWith("#/room") || e.target.matches("input, select, textarea") || e.repeat) return;
+  if (e.ctrlKey || e.metaKey || e.altKey || document.querySelector("dialog[open]") || readOnly()) return;
   const src = document.querySelector(".source");
   if (!src) return;
   const name = src.dataset.source;

@@ -23,6 +23,8 @@ export function h(tag, attrs, ...children) {
   return el;
 }
 export const $ = (sel) => document.querySelector(sel);
+// A viewer watches: every control that changes something is left out (the server refuses anyway).
+export const readOnly = () => state.me?.role === "viewer";
 export const badge = (text) => h("span", { class: `badge b-${String(text).replace(/[^a-z-]/g, "")}` }, text);
 // A study's or an instance's Storage Commitment state (PS3.4 Annex J) as the operator reads it.
 const COMMITMENT_LABELS = { sent: "commit pending", requested: "commit requested", committed: "committed",
@@ -77,7 +79,13 @@ export async function api(method, path, body) {
   if (state.csrf) opts.headers["X-CSRF-Token"] = state.csrf;
   if (body !== undefined) { opts.headers["Content-Type"] = "application/json"; opts.body = JSON.stringify(body); }
   const res = await fetch(path, opts);
-  if (res.status === 401 && !path.endsWith("/auth/login")) { state.me = null; route("#/login"); throw new ApiFailure(401, "unauthenticated", "log in again"); }
+  if (res.status === 401 && !path.endsWith("/auth/login")) {
+    // The session lapsed (idle, expired, or ended by an administrator): after the log-in the
+    // operator is back on the page they were on.
+    if (!location.hash.startsWith("#/login")) state.returnTo = location.hash;
+    state.me = null; route("#/login");
+    throw new ApiFailure(401, "unauthenticated", "Your session has ended: log in again");
+  }
   if (res.status === 204) return null;
   const data = res.headers.get("content-type")?.includes("json") ? await res.json() : await res.text();
   if (!res.ok) throw new ApiFailure(res.status, data?.error?.code || "", data?.error?.message || `${res.status}`);
@@ -97,9 +105,12 @@ export function route(hash) { if (location.hash !== hash) location.hash = hash; 
 let renderer = async () => {};
 export function setRenderer(fn) { renderer = fn; }
 export function render() { return renderer(); }
+// A refresh is for the page that asked for it: once the operator has moved on (e.g. to the
+// patient form), it would repaint that page and wipe what is being typed.
 export function scheduleRefresh() {
   clearTimeout(state.timer);
-  state.timer = setTimeout(() => render(), 300);
+  const page = location.hash;
+  state.timer = setTimeout(() => { if (location.hash === page) render(); }, 300);
 }
 
 // ---------------------------------------------------------------- the room's study
@@ -130,7 +141,11 @@ async function withSwitchConfirmation(send) {
     return await send(false);
   } catch (e) {
     if (e.code !== "confirmation_required") throw e;
-    if (!confirm(`${e.message.replace(/ only with confirm=true$/, "")}.\n\nSwitch the room to the new patient?`)) return null;
+    // The server names the study and what it holds; the operator reads what happens to it.
+    const held = e.message.match(/^the current study \((.*)\) holds (\d+) captured item/);
+    const what = held ? `The current study of ${state.room} (${held[1]}) holds ${held[2]} captured item(s); they stay with that study.`
+      : e.message.replace(/ only with confirm=true$/, ".");
+    if (!confirm(`${what}\n\nSwitch ${state.room} to the new study?`)) return null;
     return await send(true);
   }
 }

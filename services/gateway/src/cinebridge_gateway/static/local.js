@@ -1,7 +1,7 @@
 // The LOCAL dialog (statement §4.1.3): search the station's studies, open one as the room's
 // current study, start a new study for its patient, or give its patient to the current study.
 import { api, attempt, badge, commitmentLabel, dicomDate, field, formValues, h, loadCurrentStudy, openStudy, personName, route,
-         startStudy, state } from "./lib.js";
+         readOnly, startStudy, state } from "./lib.js";
 
 // ---------------------------------------------------------------- local search dialog
 export async function viewLocal(arg, setView) {
@@ -18,7 +18,7 @@ export async function viewLocal(arg, setView) {
       rows.map((s) => h("tr", { "data-study": s.id }, h("td", {}, personName(s.patient_name)), h("td", {}, s.patient_id), h("td", {}, s.accession_number),
         h("td", {}, dicomDate(s.study_date)), h("td", {}, s.origin === "received" ? badge("received by this station") : s.origin, s.received_back ? [" ", badge("received back")] : ""), h("td", {}, s.media_count ?? ""), h("td", {}, badge(s.status), s.commitment ? [" ", badge(commitmentLabel(s.commitment))] : ""),
         h("td", {}, s.ledger ? h("span", { class: "ledger-badge", "data-ledger": s.ledger, title: "delivery ledger" }, badge(s.ledger)) : ""),
-        h("td", { class: "row" }, s.origin === "received" ? "" : h("button", { class: "small", onclick: () => openStudy(s.id) }, "Open"),
+        readOnly() ? h("td", {}) : h("td", { class: "row" }, s.origin === "received" ? "" : h("button", { class: "small", onclick: () => openStudy(s.id) }, "Open"),
           h("button", { class: "small", onclick: () => newForPatient(s) }, "New study"),
           state.study && state.study.id !== s.id ? h("button", { class: "small", onclick: () => takePatient(s) }, "Use for current study") : "")))),
     rows.length ? "" : h("p", { class: "dim" }, "No local studies match."));

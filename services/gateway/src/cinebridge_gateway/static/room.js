@@ -1,7 +1,7 @@
 // The Room: the operator's screen at the cart. The room's current study is the server's (the
 // room status names it); this page only shows it and asks the server to change it.
 import { api, attempt, badge, commitmentLabel, dicomDate, field, fmtSeconds, fmtTime, formValues, h, personName,
-         render, route, scheduleRefresh, startStudy, state, toast } from "./lib.js";
+         readOnly, render, route, scheduleRefresh, startStudy, state, toast } from "./lib.js";
 import { exportDialog } from "./export.js";
 import { ledgerLine } from "./retention.js";
 import { addFileButton } from "./upload.js";
@@ -26,8 +26,6 @@ export async function viewRoom(arg, setView) {
   if (setView(header, studyCard(study), sourcesPanel(info), mediaPanel(study), deliveriesPanel(study))) state.study = study;
 }
 
-// A viewer watches: every button that changes something is off (the server refuses anyway).
-const readOnly = () => state.me?.role === "viewer";
 
 // Who the next capture is for: always on screen, read from the server.
 function studyCard(study) {
@@ -56,7 +54,9 @@ function studyCard(study) {
       fact("Born", dicomDate(study.patient_birth_date), "study-birth-date"), fact("Sex", study.patient_sex),
       fact("Accession", study.accession_number, "study-accession"), fact("Modality", study.modality, "study-modality"),
       study.study_description ? fact("Study", study.study_description) : ""),
-    h("div", { class: "dim small" }, `Study UID ${study.study_instance_uid} · started ${dicomDate(study.study_date)} ${fmtTime(study.created_at).split(", ").pop()}`),
+    // The Study Instance UID is for IT (its tooltip); the operator reads when it started.
+    h("div", { class: "dim small", id: "study-started", title: `Study Instance UID ${study.study_instance_uid}` },
+      `Started ${dicomDate(study.study_date)} ${fmtTime(study.created_at).split(", ").pop()}`),
     mppsLine(study),
     ledgerLine(study),
     h("div", { id: "last-capture", class: "dim small" }, state.lastCapture?.studyId === study.id && state.lastCapture.room === state.room ? state.lastCapture.text : ""),
@@ -114,11 +114,30 @@ function sourcesPanel(info) {
       h("img", { class: "preview", alt: `live preview of ${s.name}`, src: s.preview_url }),
       readOnly() ? "" : h("div", { class: "row controls" },
         h("button", { class: "primary", "data-action": "snapshot", onclick: () => capture(s.name, "snapshot") }, "Snapshot"),
-        s.state === "recording"
-          ? h("button", { class: "rec", "data-action": "record_stop", onclick: () => capture(s.name, "record_stop") }, "Stop ",
-            h("span", { class: "rec-timer", "data-timer": s.name }, fmtSeconds((Date.now() - state.recording[s.name]) / 1000)))
-          : h("button", { class: "rec", "data-action": "record_start", onclick: () => capture(s.name, "record_start") }, "Record")));
+        recordButton(s)),
+      lastRecording(s));
   }));
+}
+function recordButton(s) {
+  if (s.state === "recording") {
+    return h("button", { class: "rec", "data-action": "record_stop", onclick: () => capture(s.name, "record_stop") }, "Stop ",
+      h("span", { class: "rec-timer", "data-timer": s.name }, fmtSeconds((Date.now() - state.recording[s.name]) / 1000)));
+  }
+  // Stop was taken: the capture service finishes the file (an encoder far behind may need a
+  // while); Record again once it is done.
+  if (s.state === "stopping") return h("button", { class: "rec", disabled: true, "data-action": "record_stopping" }, "Finishing…");
+  return h("button", { class: "rec", "data-action": "record_start", onclick: () => capture(s.name, "record_start") }, "Record");
+}
+// How the source's last recording ended, as the capture service reports it once known.
+function lastRecording(s) {
+  const r = s.last_recording;
+  if (!r || s.state === "recording") return "";
+  let text = "Finishing the recording…";
+  if (r.state === "done") text = `Last recording kept: ${fmtSeconds(r.duration_s || 0)}, ${r.frames} frames${r.detail ? ` (ended early: ${r.detail})` : ""}`;
+  else if (r.state === "empty") text = `Last recording not kept: ${r.detail || "no frame was recorded"}`;
+  else if (r.state === "failed") text = `Last recording: ${r.detail || "could not be finished"}`;
+  const bad = r.state === "empty" || r.state === "failed";
+  return h("div", { class: bad ? "error-text small" : "dim small", "data-last-recording": r.state }, text);
 }
 setInterval(() => {
   for (const el of document.querySelectorAll("[data-timer]")) {
@@ -127,7 +146,7 @@ setInterval(() => {
   }
 }, 500);
 
-const DONE = { snapshot: "Snapshot", record_start: "Recording started", record_stop: "Recording stopped" };
+const DONE = { snapshot: "Snapshot", record_start: "Recording started", record_stop: "Recording stopped (finishing the file)" };
 // The server attaches the media to the room's current study at the moment it captures and names
 // that study in its answer; the page reports that answer, never what it showed when the button
 // was pressed. The room is fixed when the request leaves: another room picked while it is in
@@ -156,9 +175,9 @@ function mediaPanel(study) {
     m.kind === "snapshot" ? h("img", { src: m.content_url, alt: "snapshot", loading: "lazy" })
       : h("video", { src: m.content_url, controls: true, preload: "metadata" }),
     h("div", { class: "meta" }, h("span", {}, m.kind === "recording" ? `video ${fmtSeconds(m.duration_s || 0)}` : `image ${m.width || ""}×${m.height || ""}`),
-      h("span", { id: `progress-${m.id}` }, m.state),
+      h("span", { id: `progress-${m.id}` }, m.state === m.ledger ? "" : m.state),
       itemLedger(m),
-      h("button", { class: "small danger", title: "delete", onclick: () => deleteMedia(m) }, "✕"))));
+      readOnly() ? "" : h("button", { class: "small danger", title: "delete", "aria-label": `delete this ${m.kind}`, onclick: () => deleteMedia(m) }, "✕"))));
   return h("section", { class: "panel" }, h("h2", {}, `Images and videos (${study.media.length})`),
     items.length ? h("div", { class: "thumbs", id: "thumbs" }, items) : h("p", { class: "dim" }, "Nothing captured yet."));
 }
@@ -190,7 +209,7 @@ function deliveriesPanel(study) {
         h("td", {}, deliveryItem(d, study)), h("td", {}, d.destination_name), h("td", {}, badge(d.state), d.commitment ? [" ", badge(commitmentLabel(d.commitment))] : ""),
         h("td", {}, d.attempts), h("td", { class: "dim" }, ["sent", "queued"].includes(d.state) ? "" : (d.last_error || "")),
         h("td", { class: "row" }, h("button", { class: "small", onclick: () => attemptsDialog(d) }, "Attempts"),
-          d.state.startsWith("failed") ? h("button", { class: "small", onclick: () => retry(d.id) }, "Retry") : "")))));
+          d.state.startsWith("failed") && !readOnly() ? h("button", { class: "small", onclick: () => retry(d.id) }, "Retry") : "")))));
 }
 async function attemptsDialog(d) {
   const rows = await attempt(() => api("GET", `/api/v1/deliveries/${d.id}/attempts`));
@@ -222,7 +241,10 @@ async function forwardDialog(study) {
       }
       await attempt(() => api("POST", `/api/v1/studies/${study.id}/forward`, { destination_ids: ids }), "Forward queued");
     } },
-    dests.length ? dests.map((d) => h("label", { class: "row" }, h("input", { type: "checkbox", value: d.id }), ` ${d.name} (${d.ae_title}@${d.host}:${d.port})`))
+    // A disabled destination is shown but cannot be ticked: nothing would send to it.
+    dests.length ? dests.map((d) => h("label", { class: d.enabled === false ? "row dim" : "row", "data-destination": d.id },
+      h("input", { type: "checkbox", value: d.id, disabled: d.enabled === false }),
+      ` ${d.name} (${d.kind === "dicomweb" ? d.base_url : `${d.ae_title}@${d.host}:${d.port}`})${d.enabled === false ? " — disabled in Settings" : ""}`))
       : h("p", { class: "dim" }, "No destinations configured (Settings)."),
     h("div", { class: "row" }, h("button", { value: "cancel", formnovalidate: true }, "Cancel"), h("button", { class: "primary", id: "forward-go" }, "Forward"))));
   document.body.append(dlg);

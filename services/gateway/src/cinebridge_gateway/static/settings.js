@@ -101,24 +101,39 @@ export async function viewSettings(arg, setView) {
         admin ? h("button", { class: "small danger", onclick: async () => { if (confirm(`Delete ${d.name}?`) && await attempt(() => api("DELETE", `/api/v1/settings/destinations/${d.id}`), "Deleted") !== undefined) render(); } }, "Delete") : ""))));
   const mppsOf = (s) => (s.mpps_enabled ? `${s.mpps_ae || s.called_ae}@${s.mpps_host || s.host}:${s.mpps_port || s.port}` : "off");
   const serverTable = h("table", { id: "worklist-servers" }, h("tr", {}, ["Name", "Called AE", "Host", "Port", "MPPS SCP", ""].map((t) => h("th", {}, t))),
-    servers.map((s) => h("tr", {}, h("td", {}, s.name || s.id), h("td", {}, s.called_ae), h("td", {}, s.host), h("td", {}, s.port), h("td", { "data-mpps": s.id }, mppsOf(s)),
+    servers.map((s) => h("tr", { "data-server": s.id }, h("td", {}, s.name || s.id), h("td", {}, s.called_ae), h("td", {}, s.host), h("td", {}, s.port), h("td", { "data-mpps": s.id }, mppsOf(s)),
       h("td", { class: "row" }, ...echoButton(`/api/v1/settings/worklist-servers/${s.id}/echo`),
+        admin ? h("button", { class: "small", "data-action": "edit", onclick: () => editServer(s) }, "Edit") : "",
         admin ? h("button", { class: "small danger", "data-action": "delete", onclick: async () => {
           if (confirm(`Delete worklist server ${s.name || s.id}?`) && await attempt(() => api("DELETE", `/api/v1/settings/worklist-servers/${s.id}`), "Worklist server deleted") !== undefined) render();
         } }, "Delete") : ""))));
+  // Add, or edit the server picked with "Edit": its id stays, and the settings this form does
+  // not show (character set, C keys, time-out, entry limit, position) are kept.
+  let editingServer = null;
+  const serverSubmit = h("button", { class: "primary", id: "worklist-server-save" }, "Add");
   const serverForm = admin ? h("form", { class: "row", id: "worklist-server-form", onsubmit: async (e) => {
     e.preventDefault(); const v = formValues(e.target); v.port = Number(v.port);
     // MPPS SCP (PS3.4 Annex F): AE title, host and port left empty take the worklist server's.
     v.mpps_enabled = !!e.target.mpps_enabled.checked;
-    for (const k of ["mpps_ae", "mpps_host", "mpps_port"]) if (!v[k]) delete v[k];
+    for (const k of ["mpps_ae", "mpps_host", "mpps_port"]) if (!v[k]) v[k] = null;
     if (v.mpps_port) v.mpps_port = Number(v.mpps_port);
-    if (await attempt(() => api("POST", "/api/v1/settings/worklist-servers", v), "Worklist server saved")) render();
+    const body = editingServer ? { ...editingServer, ...v, id: editingServer.id } : v;
+    if (await attempt(() => api("POST", "/api/v1/settings/worklist-servers", body), editingServer ? "Worklist server updated" : "Worklist server saved")) render();
   } }, field("id", "Id (a-z0-9)", "", { required: true, pattern: "[a-z0-9][a-z0-9_-]{0,31}" }), field("name", "Name", ""),
   field("called_ae", "Called AE", "", { required: true, maxlength: 16 }), field("host", "Host", "", { required: true }),
   field("port", "Port", "104", { type: "number", min: 1, max: 65535 }),
   h("label", { class: "row" }, h("input", { type: "checkbox", name: "mpps_enabled" }), "MPPS SCP"),
   field("mpps_ae", "MPPS AE title", "", { maxlength: 16 }), field("mpps_host", "MPPS host", ""),
-  field("mpps_port", "MPPS port", "", { type: "number", min: 1, max: 65535 }), h("button", { class: "primary" }, "Add")) : "";
+  field("mpps_port", "MPPS port", "", { type: "number", min: 1, max: 65535 }), serverSubmit) : "";
+  const editServer = (srv) => {
+    editingServer = srv;
+    for (const k of ["id", "name", "called_ae", "host", "port", "mpps_ae", "mpps_host", "mpps_port"]) serverForm.elements[k].value = srv[k] ?? "";
+    serverForm.elements.mpps_enabled.checked = !!srv.mpps_enabled;
+    serverForm.elements.id.readOnly = true;
+    serverSubmit.textContent = `Save ${srv.name || srv.id}`;
+    serverForm.scrollIntoView({ block: "center" });
+    serverForm.elements.host.focus();
+  };
   const scpPanel = h("section", { class: "panel", id: "local-scp" }, h("h2", {}, "Storage SCP of this station (statement Table 25)"),
     h("p", { class: "dim" }, "The AE title peers call to send to this station (set by CB_SCP_AE_TITLE); it is not the calling AE title above."),
     scps.length ? h("table", {}, h("tr", {}, ["Instance", "AE title", "Ports", "State", ""].map((t) => h("th", {}, t))),

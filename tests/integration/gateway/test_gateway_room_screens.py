@@ -1,0 +1,139 @@
+"""The Room at the cart, in headless Chromium on a 1366x768 screen, with the real capture
+service (test pattern): two tabs on one room (the second shows the study the first started,
+without a reload), Stop answered at once and the recording's outcome shown when it is known,
+the captured items' controls inside their cards, the Study Instance UID left to a tooltip."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cinebridge_common.bus import Bus
+from cinebridge_common.embedded import free_port
+from cinebridge_testkit import require_tool, wait_for
+from playwright.async_api import Page, async_playwright, expect
+
+from .conftest import RunningGateway
+from .test_gateway_room_study import start_capture
+from .test_gateway_ui import CHROMIUM_ARGS, shot
+
+pytestmark = pytest.mark.integration
+
+CART = {"width": 1366, "height": 768}
+
+
+async def test_the_room_on_two_tabs_and_a_cart_screen(
+    gateway_factory: Any, peer_bus: Bus, tmp_path: Path
+) -> None:
+    chromium = require_tool("chromium")
+    preview_port = free_port()
+    gw = await gateway_factory(
+        gateway_preview_upstreams={"or1": f"http://127.0.0.1:{preview_port}"}
+    )
+    log = tmp_path / "capture.log"
+    capture = start_capture(gw, preview_port, log)
+    api = await gw.login()
+    try:
+
+        async def room_up() -> bool:
+            assert capture.poll() is None, log.read_text(errors="replace")
+            room = (await api.get("/api/v1/rooms/or1")).json()
+            return bool(room.get("reachable")) and room["sources"][0]["signal"]
+
+        await wait_for(room_up, 120, interval_s=0.5, what="capture of or1 with a picture")
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            context = await browser.new_context(viewport=CART)
+            first, second = await context.new_page(), await context.new_page()
+            await log_in(first, gw)
+            await second.goto(f"{gw.url}/#/room")
+            await expect(second.locator("#study-patient")).to_have_text("No current study")
+            await two_tabs(first, second, gw)
+            await stop_and_outcome(first, gw)
+            await cart_layout(first)
+            await browser.close()
+    except BaseException:
+        print(log.read_text(errors="replace")[-4000:])
+        raise
+    finally:
+        await api.aclose()
+        capture.terminate()
+        await asyncio.to_thread(capture.wait, 20)
+        for running, task in gateway_factory.running:
+            running.ctx.stop.set()
+            await asyncio.wait_for(task, 15)
+
+
+async def log_in(page: Page, gw: RunningGateway) -> None:
+    await page.goto(f"{gw.url}/#/room")
+    await page.fill("input[name=username]", "admin")
+    await page.fill("input[name=password]", "admin-Password-1")
+    await page.click("#login-button")
+    await expect(page.locator("#study-patient")).to_have_text("No current study")
+
+
+async def two_tabs(first: Page, second: Page, gw: RunningGateway) -> None:
+    """A study started in one tab is the room's: the other tab, untouched, shows it."""
+    await first.click("#new-study")
+    await first.fill("#patient-form input[name=patient_name]", "DOE^JANE")
+    await first.fill("#patient-form input[name=patient_id]", "PID-1")
+    await first.click("#patient-submit")
+    await expect(first.locator("#study-patient")).to_have_text("DOE, JANE", timeout=15_000)
+    await expect(second.locator("#study-patient")).to_have_text("DOE, JANE", timeout=15_000)
+    await expect(second.locator("#study-patient-id")).to_have_text("PID-1")
+    # Closed in the second tab: the first one no longer offers DOE as the current patient.
+    await second.click("#close-study")
+    await expect(second.locator("#study-patient")).to_have_text("No current study")
+    await expect(first.locator("#study-patient")).to_have_text("No current study", timeout=15_000)
+    current = await gw.ctx.pool.fetchval("SELECT study_id FROM capture_rooms WHERE room = 'or1'")
+    assert current is None
+
+
+async def stop_and_outcome(page: Page, gw: RunningGateway) -> None:
+    """Stop is answered at once ("finishing"); how the recording ended shows when known."""
+    await page.click("[data-action=snapshot]")  # no current study: an unscheduled one
+    await expect(page.locator("#thumbs .thumb")).to_have_count(1, timeout=20_000)
+    await page.click("[data-action=record_start]")
+    timer = page.locator(".rec-timer")
+    await expect(timer).to_have_text(re.compile(r"^0:0[2-9]$"), timeout=20_000)
+    # A reload in the middle: the state and the running time come back from the server.
+    await page.reload()
+    await expect(page.locator("[data-action=record_stop]")).to_be_visible(timeout=15_000)
+    await expect(timer).to_have_text(re.compile(r"^0:(0[2-9]|[1-5]\d)$"))
+    await page.click("[data-action=record_stop]")
+    await expect(page.locator("#toast")).to_contain_text("Recording stopped (finishing the file)")
+    outcome = page.locator("[data-source=endo] [data-last-recording=done]")
+    await expect(outcome).to_contain_text("Last recording kept", timeout=60_000)
+    await expect(page.locator("#thumbs video")).to_have_count(1, timeout=30_000)
+    frames = await gw.ctx.pool.fetchval("SELECT frames FROM media WHERE kind = 'recording'")
+    await expect(outcome).to_contain_text(f"{frames} frames")
+    await expect(page.locator("[data-action=record_start]")).to_be_enabled()
+    await shot(page, "room-cart-stopped")
+
+
+async def cart_layout(page: Page) -> None:
+    """On the cart's 1366x768 screen each item's controls stay inside its card, and the
+    clinician reads when the study started, not its UID."""
+    await page.set_viewport_size(CART)
+    cards = page.locator("#thumbs .thumb")
+    await expect(cards).to_have_count(2)
+    for i in range(2):
+        card = await cards.nth(i).bounding_box()
+        delete = await cards.nth(i).locator("button").bounding_box()
+        assert card and delete
+        assert delete["x"] + delete["width"] <= card["x"] + card["width"] + 0.5, (card, delete)
+        assert delete["y"] + delete["height"] <= card["y"] + card["height"] + 0.5, (card, delete)
+    uid = await gw_study_uid(page)
+    assert uid not in await page.inner_text("#study-card")
+    assert uid in (await page.get_attribute("#study-started", "title") or "")
+
+
+async def gw_study_uid(page: Page) -> str:
+    study = await page.get_attribute("#study-card", "data-study")
+    detail = await page.evaluate(
+        "async (id) => (await (await fetch(`/api/v1/studies/${id}`)).json())", study
+    )
+    return str(detail["study_instance_uid"])

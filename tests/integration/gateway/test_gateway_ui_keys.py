@@ -1,0 +1,275 @@
+"""The Room's keyboard and roles in headless Chromium (a real gateway; the capture service
+played by the FakeRoom peer): the pedal keys act only as plain keys on the Room page with no
+dialog open (Ctrl+R stays the browser's reload, never a recording), a viewer sees no control
+that changes something and its keys send nothing, and a session that ended brings the operator
+back to the page they were on after logging in again; a worklist server is edited in place; a
+disabled destination cannot be picked for Forward."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from cinebridge_common.bus import Bus
+from cinebridge_common.messages import (
+    Destination,
+    DestinationListReply,
+    DestinationListRequest,
+    Reply,
+    WorklistServer,
+    WorklistServersList,
+    WorklistServersReply,
+    WorklistServerUpsert,
+)
+from cinebridge_common.store import MediaStore
+from cinebridge_testkit import require_tool
+from playwright.async_api import Page, async_playwright, expect
+
+from .conftest import ADMIN_PASSWORD, RunningGateway
+from .test_gateway_ui import CHROMIUM_ARGS, FakeRoom, mjpeg_server, serve_peers
+
+pytestmark = pytest.mark.integration
+
+VIEWER_PASSWORD = "Viewer-Password-9"
+
+
+async def test_keys_roles_and_a_lapsed_session_in_the_browser(
+    gateway_factory: Any, peer_bus: Bus
+) -> None:
+    chromium = require_tool("chromium")
+    async with mjpeg_server() as preview:
+        gw = await gateway_factory(gateway_preview_upstreams={"or1": preview})
+        room = FakeRoom(peer_bus, gw.ctx.pool, MediaStore(gw.settings.media_root))
+        await room.start()
+        await serve_peers(peer_bus)
+        await make_viewer(gw)
+        try:
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+                page = await browser.new_page(viewport={"width": 1366, "height": 768})
+                await operator_keys(page, gw, room)
+                await refresh_spares_the_form(page)
+                await lapsed_session(page)
+                viewer = await browser.new_page(viewport={"width": 1366, "height": 768})
+                await viewer_sees_no_controls(viewer, gw, room)
+                await browser.close()
+        finally:
+            for running, task in gateway_factory.running:
+                running.ctx.stop.set()
+                await asyncio.wait_for(task, 15)
+
+
+async def make_viewer(gw: RunningGateway) -> None:
+    admin = await gw.login()
+    made = await admin.post(
+        "/api/v1/users", json={"username": "watcher", "password": "one-time-99", "role": "viewer"}
+    )
+    assert made.status_code in (200, 201), made.text
+    await admin.aclose()
+    viewer = await gw.login("watcher", "one-time-99")
+    changed = await viewer.post(
+        "/api/v1/auth/password",
+        json={"current_password": "one-time-99", "new_password": VIEWER_PASSWORD},
+    )
+    assert changed.status_code in (200, 204), changed.text
+    await viewer.aclose()
+
+
+async def log_in(page: Page, gw: RunningGateway, user: str, password: str) -> None:
+    await page.goto(gw.url)
+    await page.fill("input[name=username]", user)
+    await page.fill("input[name=password]", password)
+    await page.click("#login-button")
+    await expect(page.locator("#live")).to_have_text("live", timeout=10_000)
+
+
+async def operator_keys(page: Page, gw: RunningGateway, room: FakeRoom) -> None:
+    await log_in(page, gw, "admin", ADMIN_PASSWORD)
+    await page.click("#new-study")
+    await page.click("#start-unscheduled")
+    await expect(page.locator("#study-card .badge", has_text="unscheduled")).to_be_visible()
+    # Browser shortcuts are not pedal keys: nothing is captured, nothing recorded.
+    for shortcut in ("Control+r", "Control+s", "Alt+s", "Meta+r"):
+        await page.keyboard.press(shortcut)
+    await expect(page.locator("#study-card")).to_be_visible()
+    # A dialog open: its form has the keyboard, the room does not capture behind it.
+    await page.click("#forward-button")
+    await expect(page.locator("#forward-dialog")).to_be_visible()
+    await page.keyboard.press("s")
+    await page.keyboard.press("r")
+    await page.keyboard.press("Escape")
+    await expect(page.locator("#forward-dialog")).to_have_count(0)
+    # The plain key does capture: the refusals above are not a dead keyboard.
+    await page.keyboard.press("s")
+    await expect(page.locator("#thumbs .thumb")).to_have_count(1, timeout=10_000)
+    assert room.commands == ["snapshot"], room.commands
+    await expect(page.locator("#thumbs .thumb button")).to_have_count(1)  # delete, for operators
+
+
+async def refresh_spares_the_form(page: Page) -> None:
+    """A refresh the Room asked for (a live event) that comes due after the operator went on to
+    the patient form must not repaint the form and wipe what is typed."""
+    await page.evaluate(
+        """async () => {
+            const lib = await import("/ui/lib.js");
+            lib.scheduleRefresh();
+            location.hash = "#/patient/new";
+        }"""
+    )
+    await page.fill("#patient-form input[name=patient_name]", "POE^EDGAR")
+    # The refresh timer (300 ms) is due before this one: the page's own clock, not a guess.
+    await page.evaluate("new Promise((done) => setTimeout(done, 1000))")
+    await expect(page.locator("#patient-form input[name=patient_name]")).to_have_value("POE^EDGAR")
+    await page.click("#patient-form button:text('Cancel')")
+    await expect(page.locator("#study-card")).to_be_visible()
+
+
+async def lapsed_session(page: Page) -> None:
+    """The session ends (here: its cookie is gone) while the operator is on the Local page."""
+    await page.click("#nav-local")
+    await expect(page.locator("#local-results tr[data-study]")).to_have_count(1)
+    await page.context.clear_cookies()
+    await page.click("#local-search")
+    await expect(page.locator("#login-form")).to_be_visible()
+    await expect(page.locator("#toast")).to_contain_text("Your session has ended: log in again")
+    await page.fill("input[name=username]", "admin")
+    await page.fill("input[name=password]", ADMIN_PASSWORD)
+    await page.click("#login-button")
+    await expect(page.locator("#local-form")).to_be_visible(timeout=10_000)
+    assert page.url.endswith("#/local"), page.url
+
+
+async def viewer_sees_no_controls(page: Page, gw: RunningGateway, room: FakeRoom) -> None:
+    await log_in(page, gw, "watcher", VIEWER_PASSWORD)
+    await expect(page.locator("#study-card")).to_contain_text("Read-only (viewer role).")
+    await expect(page.locator("#thumbs .thumb")).to_have_count(1)
+    await expect(page.locator("#thumbs .thumb button")).to_have_count(0)
+    await expect(page.locator("[data-action]")).to_have_count(0)
+    before = list(room.commands)
+    await page.keyboard.press("s")
+    await page.keyboard.press("r")
+    # The keys were ignored in the page, not refused by the server: no error on screen.
+    await page.click("#nav-local")
+    await expect(page.locator("#local-results tr[data-study]")).to_have_count(1)
+    await expect(page.locator("#local-results button")).to_have_count(0)
+    await expect(page.locator("#toast.error")).to_have_count(0)
+    assert room.commands == before, room.commands
+    await expect(page.locator("#nav-worklist")).to_be_hidden()
+    await page.goto(f"{gw.url}/#/worklist")
+    await expect(page.locator("#worklist-read-only")).to_be_visible()
+
+
+async def test_a_worklist_server_is_edited_keeping_what_the_form_does_not_show(
+    gateway_factory: Any, peer_bus: Bus
+) -> None:
+    """Hospital IT moves the RIS to a new host: Edit, change the host, Save. Before, the only
+    way was Delete and Add, which lost the server's C keys, character set and limits."""
+    chromium = require_tool("chromium")
+    gw = await gateway_factory()
+    servers = {
+        "ris": WorklistServer(
+            id="ris",
+            name="RIS",
+            host="10.0.0.5",
+            port=104,
+            called_ae="RIS",
+            modality="ES",
+            character_set="ISO_IR 100",
+            timeout_s=20.0,
+            max_entries=500,
+        )
+    }
+    upserts: list[WorklistServer] = []
+
+    async def listed(_: WorklistServersList) -> Reply:
+        return WorklistServersReply(servers=list(servers.values()))
+
+    async def upsert(req: WorklistServerUpsert) -> Reply:
+        upserts.append(req.server)
+        servers[req.server.id] = req.server
+        return WorklistServersReply(servers=list(servers.values()))
+
+    async def destinations(_: DestinationListRequest) -> Reply:
+        return DestinationListReply(destinations=[])
+
+    await peer_bus.serve(WorklistServersList, listed)
+    await peer_bus.serve(WorklistServerUpsert, upsert)
+    await peer_bus.serve(DestinationListRequest, destinations)
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            page = await browser.new_page(viewport={"width": 1366, "height": 768})
+            await log_in(page, gw, "admin", ADMIN_PASSWORD)
+            await page.click("#nav-settings")
+            row = page.locator("#worklist-servers tr[data-server=ris]")
+            await expect(row).to_contain_text("10.0.0.5")
+            await row.locator("[data-action=edit]").click()
+            form = page.locator("#worklist-server-form")
+            await expect(form.locator("input[name=id]")).to_have_value("ris")
+            await expect(form.locator("input[name=called_ae]")).to_have_value("RIS")
+            await form.locator("input[name=host]").fill("ris.hospital.example")
+            await page.click("#worklist-server-save")
+            await expect(page.locator("#toast")).to_contain_text("Worklist server updated")
+            await expect(row).to_contain_text("ris.hospital.example")
+            await browser.close()
+    finally:
+        for running, task in gateway_factory.running:
+            running.ctx.stop.set()
+            await asyncio.wait_for(task, 15)
+    assert len(upserts) == 1 and list(servers) == ["ris"]
+    saved = upserts[0]
+    assert saved.host == "ris.hospital.example"
+    kept = (saved.modality, saved.character_set, saved.timeout_s, saved.max_entries)
+    assert kept == ("ES", "ISO_IR 100", 20.0, 500)
+
+
+async def test_forward_cannot_pick_a_disabled_destination(
+    gateway_factory: Any, peer_bus: Bus
+) -> None:
+    """A disabled destination has no sender worker: a Forward to it would stay queued with no
+    word to the operator. The dialog shows it as disabled and it cannot be ticked."""
+    chromium = require_tool("chromium")
+    async with mjpeg_server() as preview:
+        gw = await gateway_factory(gateway_preview_upstreams={"or1": preview})
+        room = FakeRoom(peer_bus, gw.ctx.pool, MediaStore(gw.settings.media_root))
+        await room.start()
+        pacs = Destination(
+            id=str(uuid.UUID(int=1)), name="PACS", ae_title="PACS", host="pacs", port=104
+        )
+        old = Destination(
+            id=str(uuid.UUID(int=2)),
+            name="OLD",
+            ae_title="OLD",
+            host="old",
+            port=104,
+            enabled=False,
+        )
+
+        async def destinations(_: DestinationListRequest) -> Reply:
+            return DestinationListReply(destinations=[pacs, old])
+
+        await peer_bus.serve(DestinationListRequest, destinations)
+        try:
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+                page = await browser.new_page(viewport={"width": 1366, "height": 768})
+                await log_in(page, gw, "admin", ADMIN_PASSWORD)
+                await page.click("#new-study")
+                await page.click("#start-unscheduled")
+                await expect(
+                    page.locator("#study-card .badge", has_text="unscheduled")
+                ).to_be_visible()
+                await page.click("#forward-button")
+                dialog = page.locator("#forward-dialog")
+                enabled = dialog.locator(f"[data-destination='{pacs.id}'] input")
+                disabled = dialog.locator(f"[data-destination='{old.id}'] input")
+                await expect(enabled).to_be_enabled()
+                await expect(disabled).to_be_disabled()
+                await expect(dialog).to_contain_text("OLD (OLD@old:104) — disabled in Settings")
+                await browser.close()
+        finally:
+            for running, task in gateway_factory.running:
+                running.ctx.stop.set()
+                await asyncio.wait_for(task, 15)
