@@ -112,3 +112,35 @@ def test_rejection_reason_and_kind() -> None:
         _open(port)
     assert not info.value.transient
     assert "called AE title not recognised" in info.value.reason
+
+
+def test_a_refused_connection_is_said_in_words_an_operator_can_act_on() -> None:
+    with socket.socket() as probe:  # a port that nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(requestor.AssociationError) as info:
+        _open(port)
+    assert info.value.transient
+    assert info.value.reason == (
+        f"cannot connect to PACS@127.0.0.1:{port}: connection refused: nothing listens on that"
+        " port (is the peer running, the port right?) [Errno 111]"
+    )
+
+
+def test_a_connection_reset_mid_association_is_named() -> None:
+    # The peer takes the connection and resets it (SO_LINGER 0) instead of answering.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+
+        def reset() -> None:
+            conn, _ = server.accept()
+            conn.recv(65536)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+        threading.Thread(target=reset, daemon=True).start()
+        with pytest.raises(requestor.AssociationError) as info:
+            _open(port)
+    assert "connection reset by the peer [Errno 104]" in info.value.reason

@@ -8,6 +8,7 @@ a connection the peer closed (or that broke) raises `Closed`.
 
 from __future__ import annotations
 
+import errno
 import select
 import socket
 import ssl
@@ -20,6 +21,31 @@ SMALL = 1 << 16
 CHUNK = 1 << 18
 #: The most buffers one sendmsg takes (Linux UIO_MAXIOV is 1024).
 IOV_MAX = 512
+
+
+#: What a connection error means for the person who reads it (a delivery's last error, the
+#: Echo button), by errno; the errno's own text follows in brackets.
+_MEANINGS = {
+    errno.ECONNREFUSED: "connection refused: nothing listens on that port (is the peer running, "
+    "the port right?)",
+    errno.ETIMEDOUT: "no answer to the connection (the host is down, or a firewall drops it)",
+    errno.EHOSTUNREACH: "host unreachable (no network route to it)",
+    errno.ENETUNREACH: "network unreachable (no network route to it)",
+    errno.ECONNRESET: "connection reset by the peer",
+    errno.ECONNABORTED: "connection aborted",
+    errno.EPIPE: "the peer closed the connection",
+}
+
+
+def describe(exc: OSError) -> str:
+    """An OSError of a connection in words an operator can act on, e.g. "connection refused:
+    nothing listens on that port (is the peer running, the port right?) [Errno 111]"."""
+    if isinstance(exc, socket.timeout) and exc.errno is None:
+        return _MEANINGS[errno.ETIMEDOUT]
+    meaning = _MEANINGS.get(exc.errno or 0)
+    if meaning is None:
+        return str(exc) or type(exc).__name__
+    return f"{meaning} [Errno {exc.errno}]"
 
 
 class Closed(Exception):

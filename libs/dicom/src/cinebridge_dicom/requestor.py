@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import BinaryIO, NoReturn
 
 from . import dimse, pdu
-from .connection import send_gathered
+from .connection import describe, send_gathered
 from .fsm import PDU_EVENT, AbortReason, Event, Primitive, State, StateMachine
 from .pdv import MessageAssembler
 from .requestor_types import (
@@ -83,7 +83,7 @@ class Association:
         except socket.gaierror as exc:  # the name does not resolve: say so, no traceback
             raise AssociationError(f"cannot reach {self.where}: {exc.strerror or exc}") from None
         except OSError as exc:
-            raise AssociationError(f"cannot connect to {self.where} ({exc})") from exc
+            raise AssociationError(f"cannot connect to {self.where}: {describe(exc)}") from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # docs/peers.md, "Nagle"
         if s.tls is not None:
             try:
@@ -393,7 +393,7 @@ class Association:
     def _lost(self, exc: OSError | None) -> NoReturn:
         if self.fsm.state is not State.STA1:
             self.fsm.fire(Event.EVT17)  # AA-4 (AR-5 in Sta13)
-        why = f"connection to {self.where} lost" + (f": {exc}" if exc else "")
+        why = f"connection to {self.where} lost" + (f": {describe(exc)}" if exc else "")
         raise Aborted(why)
 
     def _invalid(self, exc: pdu.ProtocolError) -> NoReturn:
