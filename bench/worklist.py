@@ -8,9 +8,8 @@ from other processes on a shared machine falls on both sides alike):
 - `findscu` with its default output (the target's reference) and with `-q`, output to
   /dev/null, end to end as an operator runs it (process start, association, C-FIND, release);
 - CineBridge's `find_worklist` (association, C-FIND, release, and every entry decoded into the
-  typed `WorklistItem`s with their DICOM JSON the gateway receives), in this process;
-- the same with its cyclic-GC pause (`cinebridge_common.gcpause`) replaced by nothing, side
-  "CB, GC on": its ratio against "CineBridge" is what the pause is worth (> 1: the pause wins).
+  typed `WorklistItem`s with their DICOM JSON text the gateway receives), in this process, with
+  Python's cyclic garbage collector on as everywhere (no process-wide tweak).
 
 Both send the same identifier (`build_identifier`, saved as the findscu query file) and must
 count the same answers. Prints per side the median and p25-p75 of wall time and CPU time (ours:
@@ -23,7 +22,6 @@ this process; findscu: the child's rusage), and ratio = median findscu / median 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import functools
 import os
@@ -38,19 +36,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cinebridge_common.gcpause import gc_paused
 from cinebridge_common.messages import WorklistQueryReply
-from cinebridge_gateway import worklist_pages
 from cinebridge_gateway.worklist_pages import StoredAnswer
 from cinebridge_testkit.demo_worklist import DEFAULT_COUNT, DEMO_AE, write_worklist
 from cinebridge_testkit.worklist_peers import Wlmscpfs
-from cinebridge_worklist import scu as worklist_scu
 from cinebridge_worklist.query import SearchFields, ServerKeys, build_identifier
 from cinebridge_worklist.scu import FindLimits, Peer, find_worklist
 from report import Figures, add_json_flag
 
-#: The side that runs CineBridge's query without its cyclic-GC pause.
-NO_PAUSE = "CB, GC on"
 #: (wall seconds, CPU seconds, answers)
 Sample = tuple[float, float, int]
 
@@ -101,29 +94,22 @@ def findscu_count(port: int, query: Path) -> int:
     return done.stderr.count(b"Find Response:") + done.stdout.count(b"Find Response:")
 
 
-def ours(port: int, keys: ServerKeys, gc_pause: bool = True) -> Sample:
-    """One `find_worklist`; `gc_pause=False` runs it with its cyclic-GC pause replaced by
-    nothing (the side that shows what the pause is worth, in the same run)."""
+def ours(port: int, keys: ServerKeys) -> Sample:
+    """One `find_worklist`, CPU time of this process."""
     identifier = build_identifier(SearchFields(), keys)
     peer = Peer("127.0.0.1", port, DEMO_AE, "SPACS")
-    pause = worklist_scu.gc_paused
-    if not gc_pause:
-        worklist_scu.gc_paused = contextlib.nullcontext  # type: ignore[assignment]
-    try:
-        cpu = time.process_time()
-        started = time.perf_counter()
-        result = find_worklist(peer, identifier, FindLimits(timeout_s=60, max_entries=5000), "")
-        elapsed, used = time.perf_counter() - started, time.process_time() - cpu
-    finally:
-        worklist_scu.gc_paused = pause
+    cpu = time.process_time()
+    started = time.perf_counter()
+    result = find_worklist(peer, identifier, FindLimits(timeout_s=60, max_entries=5000), "")
+    elapsed, used = time.perf_counter() - started, time.process_time() - cpu
     assert result.outcome == "complete" and not result.warnings, (result.detail, result.warnings)
     return elapsed, used, len(result.items)
 
 
-def parse_pause(port: int, runs: int, shuffle: random.Random, figures: Figures) -> None:
+def parse_reply(port: int, runs: int, shuffle: random.Random, figures: Figures) -> None:
     """The 1,000-entry answer as it crosses the bus, parsed as the gateway parses it
-    (`StoredAnswer.from_reply_bytes`) and as a generic bus reply (`WorklistQueryReply`), each
-    with and without the cyclic-GC pause, interleaved: what the pause is worth there."""
+    (`StoredAnswer.from_reply_bytes`) and as a generic bus reply (`WorklistQueryReply`),
+    interleaved, CPU time of this process."""
     found = find_worklist(
         Peer("127.0.0.1", port, DEMO_AE, "SPACS"),
         build_identifier(SearchFields(), ServerKeys()),
@@ -132,17 +118,10 @@ def parse_pause(port: int, runs: int, shuffle: random.Random, figures: Figures) 
     )
     data = WorklistQueryReply(ok=True, outcome="complete", items=found.items).to_bytes()
 
-    def timed(parse: Callable[[], object], pause: bool) -> float:
-        saved = worklist_pages.gc_paused
-        if not pause:
-            worklist_pages.gc_paused = contextlib.nullcontext  # type: ignore[assignment]
-        try:
-            cpu = time.process_time()
-            with gc_paused() if pause else contextlib.nullcontext():
-                parse()
-            return time.process_time() - cpu
-        finally:
-            worklist_pages.gc_paused = saved
+    def timed(parse: Callable[[], object]) -> float:
+        cpu = time.process_time()
+        parse()
+        return time.process_time() - cpu
 
     def gateway() -> object:
         return StoredAnswer.from_reply_bytes(data)
@@ -151,26 +130,21 @@ def parse_pause(port: int, runs: int, shuffle: random.Random, figures: Figures) 
         return WorklistQueryReply.from_bytes(data)
 
     sides = {
-        (kind, pause): functools.partial(timed, parse, pause)
+        kind: functools.partial(timed, parse)
         for kind, parse in (("gateway page store", gateway), ("bus reply model", generic))
-        for pause in (True, False)
     }
-    cpu: dict[tuple[str, bool], list[float]] = {side: [] for side in sides}
+    cpu: dict[str, list[float]] = {side: [] for side in sides}
     for _ in range(runs):
         order = list(sides)
         shuffle.shuffle(order)
         for side in order:
             cpu[side].append(sides[side]())
     print(f"\nparsing the 1,000-entry answer ({len(data) / 1e6:.1f} MB), CPU ms median (p25-p75)")
-    for kind in ("gateway page store", "bus reply model"):
-        paused, unpaused = cpu[(kind, True)], cpu[(kind, False)]
-        worth = statistics.median(unpaused) / statistics.median(paused)
-        print(
-            f"  {kind:20} GC paused {fmt(paused)}   GC on {fmt(unpaused)}   on/paused {worth:.2f}"
+    for kind, values in cpu.items():
+        print(f"  {kind:20} {fmt(values)}")
+        figures.put(
+            "parse_1000", kind.replace(" ", "_"), "cpu_ms", statistics.median(values) * 1000
         )
-        slug = kind.replace(" ", "_")
-        figures.put("parse_1000", slug, "cpu_ms_paused", statistics.median(paused) * 1000)
-        figures.put("parse_1000", slug, "cpu_ms_gc_on", statistics.median(unpaused) * 1000)
 
 
 def quantiles(values: list[float]) -> tuple[float, float, float]:
@@ -213,10 +187,9 @@ def main() -> None:
         "findscu": "findscu",
         "findscu -q": "findscu_q",
         "CineBridge": "cinebridge",
-        NO_PAUSE: "cinebridge_gc_on",
     }
     shuffle = random.Random(args.seed)
-    start_gap, summary, summary_gc_on = 0.0, "?", "?"
+    start_gap, summary = 0.0, "?"
     print(f"load average before: {os.getloadavg()}, {os.cpu_count()} CPUs")
     try:
         with Wlmscpfs(root, work / "wlmscpfs.log") as server:
@@ -241,7 +214,6 @@ def main() -> None:
                     "findscu": functools.partial(findscu, server.port, query, quiet=False),
                     "findscu -q": functools.partial(findscu, server.port, query, quiet=True),
                     "CineBridge": functools.partial(ours, server.port, keys),
-                    NO_PAUSE: functools.partial(ours, server.port, keys, gc_pause=False),
                 }
                 samples: dict[str, list[Sample]] = {name: [] for name in sides}
                 for _ in range(args.runs):
@@ -295,14 +267,12 @@ def main() -> None:
                         ratio += ")"
                         if n_ours == DEFAULT_COUNT and name == "findscu":
                             summary = f"{theirs / mine:.2f}"
-                            unpaused = statistics.median(wall[NO_PAUSE])
-                            summary_gc_on = f"{theirs / unpaused:.2f}"
                     print(
                         f"{label if name == 'findscu' else '':26} {name:12} "
                         f"{fmt(wall[name]):>18} {fmt([s[1] for s in got]):>18}   {ratio}"
                     )
                 print(f"{'':26} ({n_ours} answers on both sides)")
-            parse_pause(server.port, args.runs, shuffle, figures)
+            parse_reply(server.port, args.runs, shuffle, figures)
             if args.repeat:
                 # A busy day: 200-entry answers, many queries; p95 < 2 s.
                 times = sorted(ours(server.port, cases[1][1])[0] for _ in range(args.repeat))
@@ -323,12 +293,7 @@ def main() -> None:
         "gap); CineBridge's includes decoding every entry to typed items + DICOM JSON."
     )
     print(f"\n1,000 entries, findscu (default output) / CineBridge: {summary} (target >= 1.0)")
-    print(f"the same without the cyclic-GC pause ({NO_PAUSE!r}): {summary_gc_on}")
     figures.put("ratio_findscu_over_cinebridge_1000", float(summary) if summary != "?" else None)
-    figures.put(
-        "ratio_findscu_over_cinebridge_gc_on_1000",
-        float(summary_gc_on) if summary_gc_on != "?" else None,
-    )
     sys.stdout.flush()
     figures.emit(args.json)
 

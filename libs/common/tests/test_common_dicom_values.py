@@ -74,11 +74,29 @@ def test_long_names_and_descriptions_are_cut_identifiers_are_not() -> None:
     assert element["Value"] == ["a b"] and flags[0].action == "replaced by spaces"
 
 
+AE_OK = {"vr": "AE", "Value": ["STATION1"]}
+
+
 def test_nested_values_are_checked_with_their_path() -> None:
     sps = {"vr": "SQ", "Value": [{"00400002": {"vr": "DA", "Value": ["2023-01-01"]}}]}
     clean, flags = check_dataset({"00400100": sps})
     assert clean["00400100"]["Value"][0]["00400002"] == {"vr": "DA"}
     assert [f.tag for f in flags] == ["(0040,0100)>(0040,0002)"]
+
+
+def test_the_entry_given_is_never_changed() -> None:
+    """Replacements go into a copy (made on the first one); a valid entry comes back as is."""
+    import copy
+
+    step = {"00400002": {"vr": "DA", "Value": ["2023-01-01"]}, "00400001": AE_OK}
+    bad = {"00100020": {"vr": "LO", "Value": ["P1"]}, "00400100": {"vr": "SQ", "Value": [step]}}
+    before = copy.deepcopy(bad)
+    clean, _ = check_dataset(bad)
+    assert bad == before and clean is not bad
+    assert clean["00400100"]["Value"][0] == {"00400002": {"vr": "DA"}, "00400001": AE_OK}
+    good = copy.deepcopy(clean)
+    again, flags = check_dataset(good)
+    assert again is good and again == clean and flags == []
 
 
 def test_a_missing_procedure_step_is_flagged() -> None:

@@ -94,8 +94,23 @@ def test_a_worklist_reply_with_its_entries_one_per_line_reads_as_json_and_splits
             update={"items": []}
         )
         assert [WorklistItem.model_validate_json(t) for t in texts] == entries
-    # Any other layout: None, and the reader parses the whole reply.
-    assert split_reply(reply.to_bytes()) is None
+    # Any other layout (pydantic's own dump): None, and the reader parses the whole reply.
+    assert split_reply(reply.model_dump_json().encode()) is None
     assert split_reply(json.dumps(json.loads(reply.to_bytes()), indent=1).encode()) is None
     assert split_reply(b'{"ok": false, "error": "no server"}') is None
     assert split_reply(b'{"items":[\n') is None
+
+
+def test_an_item_kept_as_text_keeps_its_dataset_on_the_bus() -> None:
+    """`keep_as_text` drops the dict tree but not the data: the reply's bytes, the item's text
+    and `full_dataset` all carry the dataset as it was."""
+    from cinebridge_common.messages import WorklistItem, WorklistQueryReply
+
+    dataset = {"00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jane"}]}}
+    item = WorklistItem(item_key="a", patient_name="Doe^Jane", dataset=dataset)
+    before = item.model_dump_json()
+    kept = WorklistItem(item_key="a", patient_name="Doe^Jane", dataset=dataset).keep_as_text()
+    assert kept.dataset == {} and kept.full_dataset() == dataset
+    assert kept.json_text() == before
+    back = WorklistQueryReply.from_bytes(WorklistQueryReply(items=[kept]).to_bytes())
+    assert back.items == [item]

@@ -156,7 +156,7 @@ def test_modality_and_station_ae_c_keys(peer: WorklistPeer) -> None:
 
 def test_sequences_arrive_with_all_their_items(peer: WorklistPeer) -> None:
     (item,) = search(peer, wildcards=False, patient_id="PID00042").items
-    data = item.dataset
+    data = item.full_dataset()
     codes = data["00321064"]["Value"]
     assert [c["00080100"]["Value"][0] for c in codes] == ["C8", "D8"]
     assert [c["00080104"]["Value"][0] for c in codes] == ["Code A", "Code B"]
@@ -178,13 +178,13 @@ def test_latin1_and_utf8_names_round_trip(peer: WorklistPeer) -> None:
     (latin1,) = search(peer, wildcards=False, patient_id="PID00000").items
     (utf8,) = search(peer, wildcards=False, patient_id="PID00001").items
     assert latin1.patient_name == LATIN1_NAME
-    charset = latin1.dataset["00080005"]["Value"]
+    charset = latin1.full_dataset()["00080005"]["Value"]
     if peer.name == "wlmscpfs":
         assert charset == ["ISO_IR 100"]  # --keep-char-set: the file's bytes as they are
     else:
         assert charset == ["ISO_IR 192"]  # Orthanc transcodes to its DefaultEncoding (Utf8)
     assert utf8.patient_name == UTF8_NAME
-    assert utf8.dataset["00100010"]["Value"][0]["Ideographic"] == "山田^太郎"
+    assert utf8.full_dataset()["00100010"]["Value"][0]["Ideographic"] == "山田^太郎"
 
 
 def test_non_ascii_name_search_depends_on_the_query_character_set(peer: WorklistPeer) -> None:

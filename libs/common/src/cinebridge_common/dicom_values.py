@@ -20,6 +20,7 @@ What replaces an invalid value (the documented fallbacks; nothing invalid reache
 from __future__ import annotations
 
 import calendar
+import operator
 import re
 from collections.abc import Callable
 from typing import Any
@@ -183,23 +184,30 @@ class _Checker:
         )
 
     def dataset(self, data: dict[str, Any], path: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+        """`data` itself when every value is valid, else a copy with the replacements (copied
+        on the first one: most entries are valid, and each copy is garbage to collect)."""
+        out = data
         for key, element in data.items():
             vr = element.get("vr", "")
             values = element.get("Value")
             if not values:
-                out[key] = element
-            elif vr == "SQ":
+                continue
+            if vr == "SQ":
                 inner = f"{path}({key[:4]},{key[4:]})>"
                 items = [self.dataset(item, inner) for item in values if isinstance(item, dict)]
-                out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+                if len(items) == len(values) and all(map(operator.is_, items, values)):
+                    continue
+                replaced: dict[str, Any] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
             elif _valid(key, vr, values[0]) and (
                 len(values) == 1 or all(_valid(key, vr, v) for v in values)
             ):
-                out[key] = element
+                continue
             else:
                 kept = [v for v in (self.value(path, key, vr, v) for v in values) if v is not None]
-                out[key] = {"vr": vr, "Value": kept} if kept else {"vr": vr}
+                replaced = {"vr": vr, "Value": kept} if kept else {"vr": vr}
+            if out is data:
+                out = dict(data)
+            out[key] = replaced
         return out
 
     def value(self, path: str, key: str, vr: str, value: Any) -> Any:
@@ -257,7 +265,9 @@ class _Checker:
 
 
 def check_dataset(dataset: dict[str, Any]) -> tuple[dict[str, Any], list[ValueFlag]]:
-    """The entry with its invalid values replaced (see the module's rules), and the flags."""
+    """The entry with its invalid values replaced (see the module's rules), and the flags.
+    The entry given is never changed; what is returned shares its unchanged parts with it (the
+    entry itself when every value is valid)."""
     checker = _Checker()
     clean = checker.dataset(dataset, "")
     steps = (clean.get(_SPS) or {}).get("Value") or []

@@ -73,9 +73,8 @@ NO_RESPONDERS_GRACE_S = 2.0
 
 async def decode(reply_type: type[R], data: bytes) -> R:
     """The reply model from its bytes. A large one is parsed in a thread, so the event loop
-    keeps serving. The cyclic collector stays on here: the one large reply measured to need
-    the pause, the worklist's, is parsed by the gateway's page store, which pauses it itself
-    (`gcpause`, `bench/worklist.py`).
+    keeps serving. The worklist's large reply is not parsed here but split into its entries'
+    texts by the gateway's page store (`bench/worklist.py`).
 
     Raises `ReplyError` with the service's reason when it answered `unavailable` (its
     database is away: the caller says "unavailable", e.g. HTTP 503, not "refused"), and when

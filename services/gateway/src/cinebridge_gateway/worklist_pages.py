@@ -17,7 +17,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import pydantic_core
-from cinebridge_common.gcpause import gc_paused
 from cinebridge_common.messages import WorklistItem, WorklistQueryReply
 from cinebridge_common.messages.worklist import split_reply
 
@@ -37,7 +36,7 @@ class StoredAnswer:
     @classmethod
     def of(cls, reply: WorklistQueryReply) -> StoredAnswer:
         """CPU-bound for a large answer: callers run it in a worker thread."""
-        items = [item.model_dump_json().encode() for item in reply.items]
+        items = [item.json_text().encode() for item in reply.items]
         return cls(reply.model_copy(update={"items": []}), items, sum(map(len, items)))
 
     @classmethod
@@ -54,12 +53,11 @@ class StoredAnswer:
             banner, texts = split
             meta = WorklistQueryReply.model_validate_json(banner)
             return cls(meta, texts, sum(map(len, texts)))
-        with gc_paused():  # the parsed tree holds no cycles
-            raw = pydantic_core.from_json(data)
-            entries = raw.pop("items", None) or []
-            # Another layout (the day's cache, an older service): each entry in the
-            # `WorklistItem` shape now, so pages pass the texts through as they are.
-            items = [WorklistItem.model_validate(e).model_dump_json().encode() for e in entries]
+        raw = pydantic_core.from_json(data)
+        entries = raw.pop("items", None) or []
+        # Another layout (an older service): each entry in the `WorklistItem` shape now, so
+        # pages pass the texts through as they are.
+        items = [WorklistItem.model_validate(e).model_dump_json().encode() for e in entries]
         meta = WorklistQueryReply.model_validate(raw)
         return cls(meta, items, sum(map(len, items)))
 

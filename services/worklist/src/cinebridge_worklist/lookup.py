@@ -152,7 +152,7 @@ class EncodedReply(WorklistQueryReply):
     @classmethod
     def of(cls, reply: WorklistQueryReply) -> EncodedReply:
         encoded = cls.model_construct(reply.model_fields_set, **dict(reply))
-        encoded._texts = [item.model_dump_json() for item in encoded.items]
+        encoded._texts = [item.json_text() for item in encoded.items]
         encoded._encoded = encoded.items
         return encoded
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from .base import Event, Job, Reply, Request
 
@@ -55,6 +56,34 @@ class WorklistItem(BaseModel):
     requested_procedure_priority: str | None = None
     #: Values replaced or decoded by a fallback at the door (`dataset` holds the replacements).
     flags: list[ValueFlag] = []
+    #: The whole item's JSON text when it is kept as text (`keep_as_text`); `dataset` is then
+    #: empty and `json_text`/`full_dataset` are the ways to it.
+    _text: str | None = PrivateAttr(default=None)
+
+    def keep_as_text(self) -> WorklistItem:
+        """Serialize the item once and let its `dataset` tree go (in place; returns self).
+
+        A 1,000-entry answer is ~130,000 dicts and lists of DICOM JSON; kept alive while the
+        answer is read, they make Python's cyclic collector run full collections over them
+        (a third of the query's CPU, `bench/worklist.py`). Kept as one str each (not tracked
+        by the collector), each entry's tree dies as soon as it is serialized, and the text
+        is what the bus and the day's cache need anyway. Only the typed fields stay objects:
+        the answer is sorted, merged and logged by them. Do not change the item afterwards."""
+        if self._text is None:
+            self._text = self.model_dump_json()
+            self.dataset = {}
+        return self
+
+    def json_text(self) -> str:
+        """The item's compact JSON (`model_dump_json`), dataset included."""
+        return self._text if self._text is not None else self.model_dump_json()
+
+    def full_dataset(self) -> dict[str, Any]:
+        """`dataset`, parsed again from the text when the item is kept as text."""
+        if self._text is None:
+            return self.dataset
+        parsed: dict[str, Any] = json.loads(self._text)["dataset"]
+        return parsed
 
 
 class WorklistServer(BaseModel):
@@ -117,6 +146,11 @@ class WorklistQueryReply(Reply):
     outcome: QueryOutcome | None = None
     #: When `cached`: when the offered entries were last fetched from the server.
     cached_at: dt.datetime | None = None
+
+    def to_bytes(self) -> bytes:
+        """The entries one per line (`encode_reply`), each as its `json_text` (an entry kept
+        as text has an empty `dataset`: pydantic's own dump would lose it)."""
+        return encode_reply(self, [item.json_text() for item in self.items])
 
 
 #: The entries of a reply laid out one per line (`encode_reply`): a raw newline occurs nowhere
