@@ -27,6 +27,7 @@ from typing import Any
 from cinebridge_common.store import MediaStore, sha256_file
 from cinebridge_converter import convert, instance_write, mwl, part10
 from cinebridge_converter.dicomize import Station
+from report import Figures, add_json_flag
 
 WORK = Path(os.environ.get("CB_BENCH_DIR", "/tmp/cb-bench-convert"))
 _lock = threading.Lock()
@@ -148,7 +149,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recording", type=Path)
     parser.add_argument("--ts-uid", default="1.2.840.10008.1.2.4.102")
+    add_json_flag(parser)
     args = parser.parse_args()
+    figures = Figures("convert_steps")
     instrument()
     seconds, cpu = convert_once(args.recording, args.ts_uid)
     size_mb = args.recording.stat().st_size / 1e6
@@ -161,6 +164,11 @@ def main() -> None:
     print("spans from the start (s):")
     for thread, step, start, end, used in sorted(_spans, key=lambda s: s[2]):
         print(f"  {thread[:16]:16} {step:28} {start:7.3f} .. {end:7.3f}  CPU {used:.3f}")
+    figures.put("recording", {"name": args.recording.name, "mb": size_mb})
+    figures.put("total", {"wall_s": seconds, "cpu_s": cpu})
+    for (thread, step), (wall, used, calls) in sorted(_totals.items()):
+        figures.put("steps", f"{thread}/{step}", {"wall_s": wall, "cpu_s": used, "calls": calls})
+    figures.emit(args.json)
 
 
 if __name__ == "__main__":
