@@ -88,9 +88,23 @@ async def two_tabs(first: Page, second: Page, gw: RunningGateway) -> None:
     await expect(first.locator("#study-patient")).to_have_text("DOE, JANE", timeout=15_000)
     await expect(second.locator("#study-patient")).to_have_text("DOE, JANE", timeout=15_000)
     await expect(second.locator("#study-patient-id")).to_have_text("PID-1")
-    # Closed in the second tab: the first one no longer offers DOE as the current patient.
-    await second.click("#close-study")
-    await expect(second.locator("#study-patient")).to_have_text("No current study")
+    # Closed in the second tab while the first has a dialog open on DOE's study: the first tab
+    # reads the room again but paints the next patient only once that dialog is closed.
+    await first.click("#discontinue-button")
+    await expect(first.locator("#discontinue-dialog")).to_be_visible()
+    async with first.expect_request(
+        lambda r: r.url.endswith("/api/v1/rooms"), timeout=15_000
+    ) as reading:
+        await second.click("#close-study")
+        await expect(second.locator("#study-patient")).to_have_text("No current study")
+    answer = await (await reading.value).response()
+    assert answer is not None
+    await answer.finished()
+    # The page's own turn to act on that answer (it would paint at once, no study to read).
+    await first.evaluate("() => new Promise((done) => setTimeout(done, 200))")
+    await expect(first.locator("#discontinue-dialog")).to_be_visible()
+    await expect(first.locator("#study-patient")).to_have_text("DOE, JANE")
+    await first.click("#discontinue-dialog button[value=cancel]")
     await expect(first.locator("#study-patient")).to_have_text("No current study", timeout=15_000)
     current = await gw.ctx.pool.fetchval("SELECT study_id FROM capture_rooms WHERE room = 'or1'")
     assert current is None

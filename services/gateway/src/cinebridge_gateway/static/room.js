@@ -147,19 +147,19 @@ async function closeStudy(study) {
 // The sources of the room, one card each (by name): their controls are made once and only their
 // state follows the events.
 function sourcesPanel() {
-  const el = h("section", { class: "sources" });
-  const list = h("div", { class: "sources" });
-  const sync = keyedList(list, (s) => s.name, sourceCard);
+  const el = h("section", {});
+  const sync = keyedList(el, (s) => s.name, sourceCard);
   const update = (info) => {
     const problem = !info ? h("p", { class: "dim" }, "No capture service reports this room.")
       : !info.reachable ? h("p", { class: "error-text" }, `Capture for ${info.room} is not reachable: ${info.error || ""}`) : null;
-    el.className = problem ? "panel" : "";
     if (problem) {
-      const shownProblem = el.querySelector(":scope > p");
-      if (shownProblem) swap(shownProblem, problem); else el.replaceChildren(h("h2", {}, "Sources"), problem);
+      // The cards leave (their views are kept and come back with the capture service).
+      el.className = "panel";
+      const said = el.querySelector(":scope > p");
+      if (said) swap(said, problem); else el.replaceChildren(h("h2", {}, "Sources"), problem);
       return;
     }
-    if (list.parentNode !== el) el.replaceChildren(list);
+    if (el.className !== "sources") { el.className = "sources"; el.replaceChildren(); }
     sync(info.sources);
   };
   return { el, update };
