@@ -1,7 +1,9 @@
 """The Room at the cart, in headless Chromium on a 1366x768 screen, with the real capture
 service (test pattern): two tabs on one room (the second shows the study the first started,
 without a reload), Stop answered at once and the recording's outcome shown when it is known,
-the captured items' controls inside their cards, the Study Instance UID left to a tooltip."""
+the captured items' controls inside their cards, the Study Instance UID left to a tooltip, and
+presses on Snapshot that all reach capture while status events stream (the controls are updated
+in place, never made again under the operator's finger)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 from cinebridge_common.bus import Bus
 from cinebridge_common.embedded import free_port
+from cinebridge_common.messages import CaptureStateChanged
 from cinebridge_testkit import require_tool, wait_for
 from playwright.async_api import Page, async_playwright, expect
 
@@ -54,6 +57,7 @@ async def test_the_room_on_two_tabs_and_a_cart_screen(
             await two_tabs(first, second, gw)
             await stop_and_outcome(first, gw)
             await cart_layout(first)
+            await snapshots_while_events_stream(first, gw, peer_bus)
             await browser.close()
     except BaseException:
         print(log.read_text(errors="replace")[-4000:])
@@ -84,9 +88,23 @@ async def two_tabs(first: Page, second: Page, gw: RunningGateway) -> None:
     await expect(first.locator("#study-patient")).to_have_text("DOE, JANE", timeout=15_000)
     await expect(second.locator("#study-patient")).to_have_text("DOE, JANE", timeout=15_000)
     await expect(second.locator("#study-patient-id")).to_have_text("PID-1")
-    # Closed in the second tab: the first one no longer offers DOE as the current patient.
-    await second.click("#close-study")
-    await expect(second.locator("#study-patient")).to_have_text("No current study")
+    # Closed in the second tab while the first has a dialog open on DOE's study: the first tab
+    # reads the room again but paints the next patient only once that dialog is closed.
+    await first.click("#discontinue-button")
+    await expect(first.locator("#discontinue-dialog")).to_be_visible()
+    async with first.expect_request(
+        lambda r: r.url.endswith("/api/v1/rooms"), timeout=15_000
+    ) as reading:
+        await second.click("#close-study")
+        await expect(second.locator("#study-patient")).to_have_text("No current study")
+    answer = await (await reading.value).response()
+    assert answer is not None
+    await answer.finished()
+    # The page's own turn to act on that answer (it would paint at once, no study to read).
+    await first.evaluate("() => new Promise((done) => setTimeout(done, 200))")
+    await expect(first.locator("#discontinue-dialog")).to_be_visible()
+    await expect(first.locator("#study-patient")).to_have_text("DOE, JANE")
+    await first.click("#discontinue-dialog button[value=cancel]")
     await expect(first.locator("#study-patient")).to_have_text("No current study", timeout=15_000)
     current = await gw.ctx.pool.fetchval("SELECT study_id FROM capture_rooms WHERE room = 'or1'")
     assert current is None
@@ -137,3 +155,79 @@ async def gw_study_uid(page: Page) -> str:
         "async (id) => (await (await fetch(`/api/v1/studies/${id}`)).json())", study
     )
     return str(detail["study_instance_uid"])
+
+
+SNAPSHOTS = 5
+
+
+async def snapshots_while_events_stream(page: Page, gw: RunningGateway, bus: Bus) -> None:
+    """While a recording runs and status events keep coming, each press on Snapshot reaches
+    capture (a media row), and the buttons are the very elements they were before the events
+    (a control made again between press and release loses the click, and the focus)."""
+    await page.click("[data-action=record_start]")
+    await expect(page.locator("[data-action=record_stop]")).to_be_visible(timeout=20_000)
+    refreshes = 0
+
+    def on_request(request: Any) -> None:
+        nonlocal refreshes
+        if request.url.endswith("/api/v1/rooms"):
+            refreshes += 1
+
+    page.on("request", on_request)
+    controls = "[data-source=endo] [data-action=snapshot], [data-source=endo] .rec, #save-button"
+    await page.evaluate(
+        "(sel) => { for (const b of document.querySelectorAll(sel)) b.cbMarked = true; }", controls
+    )
+    streaming = asyncio.Event()
+    stop = asyncio.Event()
+
+    async def stream() -> None:
+        # A status like the capture service's own, again and again: each one makes the Room read
+        # the room's state (the page gathers events 300 ms apart, so these come slower).
+        while not stop.is_set():
+            await bus.publish_core(
+                CaptureStateChanged(room="or1", source="endo", state="recording")
+            )
+            streaming.set()
+            await asyncio.sleep(0.4)
+
+    async def snapshots() -> int:
+        n = await gw.ctx.pool.fetchval("SELECT count(*) FROM media WHERE kind = 'snapshot'")
+        return int(n)
+
+    task = asyncio.create_task(stream())
+    try:
+        await streaming.wait()
+        before = await snapshots()
+        thumbs = await page.locator("#thumbs .thumb").count()
+        for i in range(1, SNAPSHOTS + 1):
+            await page.click("[data-source=endo] [data-action=snapshot]")
+
+            async def arrived(expected: int = before + i) -> bool:
+                return await snapshots() >= expected
+
+            await wait_for(
+                arrived, 30, interval_s=0.2, what=f"snapshot {i} of {SNAPSHOTS} in media"
+            )
+        assert await snapshots() == before + SNAPSHOTS
+        await expect(page.locator("#thumbs .thumb")).to_have_count(
+            thumbs + SNAPSHOTS, timeout=30_000
+        )
+        # The Room has read the room's state again several times since the buttons were marked.
+        seen = refreshes
+
+        async def refreshed() -> bool:
+            return refreshes >= seen + 3
+
+        await wait_for(refreshed, 60, interval_s=0.2, what="three more refreshes of the Room")
+        marked = await page.evaluate(
+            "(sel) => [...document.querySelectorAll(sel)].map((b) => b.cbMarked === true)", controls
+        )
+        assert marked == [True, True, True], marked
+        focused = await page.evaluate("() => document.activeElement?.dataset.action ?? null")
+        assert focused == "snapshot"
+    finally:
+        stop.set()
+        await task
+    await page.click("[data-action=record_stop]")
+    await expect(page.locator("#thumbs video")).to_have_count(2, timeout=60_000)

@@ -12,12 +12,15 @@ import { viewAdmin, viewPassword } from "./admin.js";
 // Each render gets a token; a slower render that an event started before the operator moved
 // on must not paint over the newer page.
 let viewToken = 0;
+// A view that updates in place (the Room) asks `current()` before it writes.
 function viewSetter(token) {
-  return (...nodes) => {
+  const setView = (...nodes) => {
     if (token !== viewToken) return false;
     $("#view").replaceChildren(...nodes);
     return true;
   };
+  setView.current = () => token === viewToken;
+  return setView;
 }
 
 // ---------------------------------------------------------------- live updates (SSE)

@@ -23,6 +23,36 @@ export function h(tag, attrs, ...children) {
   return el;
 }
 export const $ = (sel) => document.querySelector(sel);
+// Live views update in place: an element under the operator's finger or focus is never replaced
+// by an equal one. setText writes only a changed text; swap replaces a (non-interactive) part only
+// when what it shows changed, and returns the part now on the page.
+export function setText(el, text) { if (el.textContent !== text) el.textContent = text; }
+export function swap(old, fresh) {
+  if (old.isEqualNode(fresh)) return old;
+  old.replaceWith(fresh);
+  return fresh;
+}
+// A list of items shown by id in `container` (which holds nothing else): an item seen for the
+// first time gets its view from create(item) ({el, update}), a known one is updated, a gone one
+// removed; nodes already in place are not moved.
+export function keyedList(container, key, create) {
+  const views = new Map();
+  return (items) => {
+    const keys = items.map(key);
+    for (const [k, view] of views) if (!keys.includes(k)) { view.el.remove(); views.delete(k); }
+    const order = items.map((item, i) => {
+      let view = views.get(keys[i]);
+      if (!view) { view = create(item); views.set(keys[i], view); }
+      view.update(item);
+      return view;
+    });
+    let at = container.firstChild;
+    for (const view of order) {
+      if (view.el === at) at = at.nextSibling;
+      else container.insertBefore(view.el, at);
+    }
+  };
+}
 // A viewer watches: every control that changes something is left out (the server refuses anyway).
 export const readOnly = () => state.me?.role === "viewer";
 export const badge = (text) => h("span", { class: `badge b-${String(text).replace(/[^a-z-]/g, "")}` }, text);

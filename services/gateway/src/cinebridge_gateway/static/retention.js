@@ -1,7 +1,7 @@
 // The local purge policy on screen (docs/purge.md): per study, its delivery ledger state and
 // what the policy will do with its local data and when; on the ops page, free space of the media
 // store against the watermarks, the warning, studies per ledger state.
-import { api, attempt, badge, fmtTime, h, scheduleRefresh, state } from "./lib.js";
+import { api, attempt, badge, fmtTime, h, scheduleRefresh, state, swap } from "./lib.js";
 
 const PLAN = {
   purged: (l) => `local data purged ${fmtTime(l.purged_at)}`,
@@ -16,12 +16,14 @@ const PLAN = {
 // (while it is away the line stays empty).
 export function ledgerLine(study) {
   const slot = h("div", { class: "row small", id: "study-ledger" });
-  if (study) {
-    api("GET", `/api/v1/studies/${study.id}/ledger`)
-      .then((ledger) => { if (slot.isConnected) slot.replaceWith(retentionLine(study, ledger)); })
-      .catch(() => {});
-  }
+  if (study) refreshLedgerLine(slot, study);
   return slot;
+}
+// A live event asks again: the line (and its Hold button) is replaced only if the ledger changed.
+export function refreshLedgerLine(line, study) {
+  api("GET", `/api/v1/studies/${study.id}/ledger`)
+    .then((ledger) => { if (line.isConnected) swap(line, retentionLine(study, ledger)); })
+    .catch(() => {});
 }
 
 // The ledger badge, the plan, Hold/Release for administrators.

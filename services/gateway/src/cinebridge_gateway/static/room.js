@@ -1,10 +1,16 @@
 // The Room: the operator's screen at the cart. The room's current study is the server's (the
 // room status names it); this page only shows it and asks the server to change it.
-import { api, attempt, badge, commitmentLabel, dicomDate, field, fmtSeconds, fmtTime, formValues, h, personName,
-         readOnly, render, route, scheduleRefresh, startStudy, state, toast } from "./lib.js";
+import { api, attempt, badge, commitmentLabel, dicomDate, field, fmtSeconds, fmtTime, formValues, h, keyedList, personName,
+         readOnly, render, route, scheduleRefresh, setText, startStudy, state, swap, toast } from "./lib.js";
 import { exportDialog } from "./export.js";
-import { ledgerLine } from "./retention.js";
+import { ledgerLine, refreshLedgerLine } from "./retention.js";
 import { addFileButton } from "./upload.js";
+
+// The Room on screen, built once per study: live events (capture state, media, deliveries arrive
+// several times a second during a recording) update it in place, so a press on Snapshot, the
+// keyboard focus and an open dialog survive them. Only another current study (another patient)
+// paints the page anew — never under an open dialog, which acts on the study it was opened for.
+let shown = null;
 
 export async function viewRoom(arg, setView) {
   state.rooms = await api("GET", "/api/v1/rooms");
@@ -15,39 +21,79 @@ export async function viewRoom(arg, setView) {
     ? await api("GET", `/api/v1/studies/${info.study.id}`).catch(() => null) : null;
   // A render that the operator overtook (another room picked, a newer render) paints nothing
   // and leaves state.study to the page on screen.
-  if (room !== state.room) return;
+  if (room !== state.room || !setView.current()) return;
+  const onScreen = shown?.header.isConnected ? shown : null;
+  if (onScreen && onScreen.room === room && onScreen.studyId === (study?.id ?? null)) {
+    onScreen.update(info, study);
+    state.study = study;
+    return;
+  }
+  const open = onScreen && document.querySelector("dialog[open]");
+  if (open) { open.addEventListener("close", scheduleRefresh, { once: true }); return; }
+  const view = roomView(room, info, study);
+  if (setView(view.header, ...view.panels)) { shown = view; state.study = study; }
+}
+
+function roomView(room, info, study) {
   const picker = h("select", { id: "room-picker", onchange: (e) => {
-    state.room = e.target.value; localStorage.setItem("cb.room", state.room); render(); } },
-  state.rooms.map((r) => h("option", { value: r.room, selected: r.room === state.room }, r.room)));
+    state.room = e.target.value; localStorage.setItem("cb.room", state.room); render(); } });
   const header = h("div", { class: "row" }, h("h1", {}, "Room"), h("div", {}, picker),
     h("span", { class: "spacer" }),
     h("span", { class: "dim" }, "Pedal keys: ", h("span", { class: "kbd" }, "S/F9"), " snapshot · ",
       h("span", { class: "kbd" }, "R/F10"), " record · ", h("span", { class: "kbd" }, "X/F11"), " stop"));
-  if (setView(header, studyCard(study), sourcesPanel(info), mediaPanel(study), deliveriesPanel(study))) state.study = study;
+  const card = studyCard(study), sources = sourcesPanel(), media = mediaPanel(study), deliveries = deliveriesPanel(study);
+  const update = (i, st) => {
+    const names = state.rooms.map((r) => r.room);
+    if (names.join("\n") !== [...picker.options].map((o) => o.value).join("\n")) {
+      picker.replaceChildren(...names.map((r) => h("option", { value: r }, r)));
+    }
+    picker.value = state.room;
+    card.update(st); sources.update(i); media.update(st); deliveries.update(st);
+  };
+  update(info, study);
+  return { room, studyId: study?.id ?? null, header, update,
+           panels: [card.el, sources.el, media.el, deliveries.el].filter(Boolean) };
 }
 
 
-// Who the next capture is for: always on screen, read from the server.
+// Who the next capture is for: always on screen, read from the server. Its buttons are made once
+// and act on the study as last read (`current`).
 function studyCard(study) {
+  let current = study;
   const actions = readOnly() ? h("p", { class: "dim" }, "Read-only (viewer role).") : h("div", { class: "row" },
     study ? h("button", { id: "edit-patient", onclick: () => route("#/patient") }, "Edit patient") : "",
     h("button", { id: "new-study", onclick: () => route("#/patient/new") }, "New study"),
     h("button", { onclick: () => route("#/worklist") }, "Worklist"),
     h("button", { onclick: () => route("#/local") }, "Local search"),
-    study ? h("button", { id: "close-study", onclick: () => closeStudy(study) }, "Close study") : "",
-    study ? h("button", { id: "discontinue-button", onclick: () => discontinueDialog(study) }, "Discontinue") : "",
+    study ? h("button", { id: "close-study", onclick: () => closeStudy(current) }, "Close study") : "",
+    study ? h("button", { id: "discontinue-button", onclick: () => discontinueDialog(current) }, "Discontinue") : "",
     study ? addFileButton() : "",
     h("span", { class: "spacer" }),
-    h("button", { class: "primary", id: "save-button", disabled: !study, onclick: () => saveStudy(study) }, "Save"),
-    h("button", { id: "forward-button", disabled: !study, onclick: () => forwardDialog(study) }, "Forward"),
-    h("button", { id: "export-button", disabled: !study, onclick: () => exportDialog(study) }, "Export"));
+    h("button", { class: "primary", id: "save-button", disabled: !study, onclick: () => saveStudy(current) }, "Save"),
+    h("button", { id: "forward-button", disabled: !study, onclick: () => forwardDialog(current) }, "Forward"),
+    h("button", { id: "export-button", disabled: !study, onclick: () => exportDialog(current) }, "Export"));
   if (!study) {
-    return h("section", { class: "panel study-card", id: "study-card" },
+    return { update: () => {}, el: h("section", { class: "panel study-card", id: "study-card" },
       h("div", { class: "name", id: "study-patient" }, "No current study"),
-      h("p", { class: "dim" }, "Start one from the patient form, the worklist or a local study — or just capture: an unscheduled study is created."), actions);
+      h("p", { class: "dim" }, "Start one from the patient form, the worklist or a local study — or just capture: an unscheduled study is created."), actions) };
   }
+  let parts = studyFacts(study);
+  const ledger = ledgerLine(study);
+  const last = h("div", { id: "last-capture", class: "dim small" });
+  const el = h("section", { class: "panel study-card", id: "study-card", "data-study": study.id }, parts, ledger, last, actions);
+  const update = (st) => {
+    if (st !== study) {
+      current = st;
+      parts = studyFacts(st).map((fresh, i) => swap(parts[i], fresh));
+      refreshLedgerLine(el.querySelector("#study-ledger"), st);
+    }
+    setText(last, state.lastCapture?.studyId === st.id && state.lastCapture.room === state.room ? state.lastCapture.text : "");
+  };
+  return { el, update };
+}
+function studyFacts(study) {
   const fact = (label, value, id) => h("span", { class: "fact" }, h("span", { class: "dim" }, `${label} `), h("strong", { id }, value || "–"));
-  return h("section", { class: "panel study-card", id: "study-card", "data-study": study.id },
+  return [
     h("div", { class: "row" }, h("span", { class: "name", id: "study-patient" }, personName(study.patient_name) || "(no name yet)"),
       badge(study.status || "non-converted"), study.commitment ? badge(commitmentLabel(study.commitment)) : null, study.edited ? badge("edited") : null, badge(study.origin)),
     h("div", { class: "row facts" }, fact("Patient ID", study.patient_id, "study-patient-id"),
@@ -57,16 +103,13 @@ function studyCard(study) {
     // The Study Instance UID is for IT (its tooltip); the operator reads when it started.
     h("div", { class: "dim small", id: "study-started", title: `Study Instance UID ${study.study_instance_uid}` },
       `Started ${dicomDate(study.study_date)} ${fmtTime(study.created_at).split(", ").pop()}`),
-    mppsLine(study),
-    ledgerLine(study),
-    h("div", { id: "last-capture", class: "dim small" }, state.lastCapture?.studyId === study.id && state.lastCapture.room === state.room ? state.lastCapture.text : ""),
-    actions);
+    mppsLine(study)];
 }
 
 // What the RIS was told about the procedure (Modality Performed Procedure Step, PS3.4 Annex F).
 function mppsLine(study) {
   const m = study.mpps;
-  if (!m) return "";
+  if (!m) return h("div", { class: "row small", hidden: true });
   const reason = m.reason ? ` (${m.reason.meaning})` : "";
   return h("div", { class: "row small", id: "study-mpps", "data-mpps-state": m.state },
     h("span", { class: "dim" }, "Procedure step (MPPS) "), badge(m.state), h("span", { class: "dim" }, `${m.pps_id}${reason}`),
@@ -101,37 +144,69 @@ async function closeStudy(study) {
   if (r) { toast(`Study of ${personName(study.patient_name) || "(no name)"} closed; its images stay in Local search`); render(); }
 }
 
-function sourcesPanel(info) {
-  if (!info) return h("section", { class: "panel" }, h("h2", {}, "Sources"), h("p", { class: "dim" }, "No capture service reports this room."));
-  if (!info.reachable) return h("section", { class: "panel" }, h("h2", {}, "Sources"), h("p", { class: "error-text" }, `Capture for ${info.room} is not reachable: ${info.error || ""}`));
-  return h("section", { class: "sources" }, info.sources.map((s) => {
-    // The timer counts from the recording's real start (the status says how long it has run).
-    if (s.state === "recording") state.recording[s.name] ??= Date.now() - (s.recording_seconds || 0) * 1000;
-    else delete state.recording[s.name];
-    return h("div", { class: "panel source", "data-source": s.name },
-      h("div", { class: "row" }, h("h3", {}, s.name), badge(s.state), h("span", { class: "spacer" }),
-        h("span", { class: "dim" }, `${s.width || "?"}×${s.height || "?"} · ${s.fps_in ? s.fps_in.toFixed(1) : "–"} fps · ${s.dropped_frames} dropped`)),
-      h("img", { class: "preview", alt: `live preview of ${s.name}`, src: s.preview_url }),
-      readOnly() ? "" : h("div", { class: "row controls" },
-        h("button", { class: "primary", "data-action": "snapshot", onclick: () => capture(s.name, "snapshot") }, "Snapshot"),
-        recordButton(s)),
-      lastRecording(s));
-  }));
+// The sources of the room, one card each (by name): their controls are made once and only their
+// state follows the events.
+function sourcesPanel() {
+  const el = h("section", {});
+  const sync = keyedList(el, (s) => s.name, sourceCard);
+  const update = (info) => {
+    const problem = !info ? h("p", { class: "dim" }, "No capture service reports this room.")
+      : !info.reachable ? h("p", { class: "error-text" }, `Capture for ${info.room} is not reachable: ${info.error || ""}`) : null;
+    if (problem) {
+      // The cards leave (their views are kept and come back with the capture service).
+      el.className = "panel";
+      const said = el.querySelector(":scope > p");
+      if (said) swap(said, problem); else el.replaceChildren(h("h2", {}, "Sources"), problem);
+      return;
+    }
+    if (el.className !== "sources") { el.className = "sources"; el.replaceChildren(); }
+    sync(info.sources);
+  };
+  return { el, update };
 }
-function recordButton(s) {
-  if (s.state === "recording") {
-    return h("button", { class: "rec", "data-action": "record_stop", onclick: () => capture(s.name, "record_stop") }, "Stop ",
-      h("span", { class: "rec-timer", "data-timer": s.name }, fmtSeconds((Date.now() - state.recording[s.name]) / 1000)));
-  }
-  // Stop was taken: the capture service finishes the file (an encoder far behind may need a
-  // while); Record again once it is done.
-  if (s.state === "stopping") return h("button", { class: "rec", disabled: true, "data-action": "record_stopping" }, "Finishing…");
-  return h("button", { class: "rec", "data-action": "record_start", onclick: () => capture(s.name, "record_start") }, "Record");
+function sourceCard(first) {
+  const name = first.name;
+  let stateBadge = badge(first.state);
+  const spec = h("span", { class: "dim" });
+  const preview = h("img", { class: "preview", alt: `live preview of ${name}` });
+  // One Record button: what a press does is what it shows at that moment.
+  const rec = h("button", { class: "rec", onclick: () => {
+    if (["record_start", "record_stop"].includes(rec.dataset.action)) capture(name, rec.dataset.action);
+  } });
+  let last = h("div");
+  const el = h("div", { class: "panel source", "data-source": name },
+    h("div", { class: "row" }, h("h3", {}, name), stateBadge, h("span", { class: "spacer" }), spec),
+    preview,
+    readOnly() ? "" : h("div", { class: "row controls" },
+      h("button", { class: "primary", "data-action": "snapshot", onclick: () => capture(name, "snapshot") }, "Snapshot"), rec),
+    last);
+  const update = (s) => {
+    // The timer counts from the recording's real start (the status says how long it has run).
+    if (s.state === "recording") state.recording[name] ??= Date.now() - (s.recording_seconds || 0) * 1000;
+    else delete state.recording[name];
+    stateBadge = swap(stateBadge, badge(s.state));
+    setText(spec, `${s.width || "?"}×${s.height || "?"} · ${s.fps_in ? s.fps_in.toFixed(1) : "–"} fps · ${s.dropped_frames} dropped`);
+    if (preview.getAttribute("src") !== s.preview_url) preview.src = s.preview_url;
+    recordButton(rec, s);
+    last = swap(last, lastRecording(s));
+  };
+  return { el, update };
+}
+// Stop (with the running time) while recording; Finishing… while the capture service finishes
+// the file (an encoder far behind may need a while); Record again once it is done.
+function recordButton(rec, s) {
+  const action = s.state === "recording" ? "record_stop" : s.state === "stopping" ? "record_stopping" : "record_start";
+  rec.disabled = action === "record_stopping";
+  if (rec.dataset.action === action) return;
+  rec.dataset.action = action;
+  if (action === "record_stop") {
+    rec.replaceChildren("Stop ", h("span", { class: "rec-timer", "data-timer": s.name }, fmtSeconds((Date.now() - state.recording[s.name]) / 1000)));
+  } else rec.replaceChildren(action === "record_start" ? "Record" : "Finishing…");
 }
 // How the source's last recording ended, as the capture service reports it once known.
 function lastRecording(s) {
   const r = s.last_recording;
-  if (!r || s.state === "recording") return "";
+  if (!r || s.state === "recording") return h("div");
   let text = "Finishing the recording…";
   if (r.state === "done") text = `Last recording kept: ${fmtSeconds(r.duration_s || 0)}, ${r.frames} frames${r.detail ? ` (ended early: ${r.detail})` : ""}`;
   else if (r.state === "empty") text = `Last recording not kept: ${r.detail || "no frame was recorded"}`;
@@ -169,21 +244,41 @@ export async function capture(source, action) {
   if (!elsewhere) scheduleRefresh();
 }
 
+// The study's items by id: a new capture adds its card, a known one has its texts updated (its
+// picture or video is not loaded again).
 function mediaPanel(study) {
-  if (!study) return "";
-  const items = study.media.map((m) => h("div", { class: "thumb", "data-media": m.id },
+  if (!study) return { el: null, update: () => {} };
+  const title = h("h2", {});
+  const thumbs = h("div", { class: "thumbs", id: "thumbs" });
+  const none = h("p", { class: "dim" }, "Nothing captured yet.");
+  const sync = keyedList(thumbs, (m) => m.id, mediaCard);
+  const update = (st) => {
+    setText(title, `Images and videos (${st.media.length})`);
+    thumbs.hidden = !st.media.length;
+    none.hidden = !!st.media.length;
+    sync(st.media);
+  };
+  return { el: h("section", { class: "panel" }, title, thumbs, none), update };
+}
+function mediaCard(m) {
+  const label = h("span", {});
+  const progress = h("span", { id: `progress-${m.id}` });
+  let ledger = h("span");
+  const el = h("div", { class: "thumb", "data-media": m.id },
     m.kind === "snapshot" ? h("img", { src: m.content_url, alt: "snapshot", loading: "lazy" })
       : h("video", { src: m.content_url, controls: true, preload: "metadata" }),
-    h("div", { class: "meta" }, h("span", {}, m.kind === "recording" ? `video ${fmtSeconds(m.duration_s || 0)}` : `image ${m.width || ""}×${m.height || ""}`),
-      h("span", { id: `progress-${m.id}` }, m.state === m.ledger ? "" : m.state),
-      itemLedger(m),
-      readOnly() ? "" : h("button", { class: "small danger", title: "delete", "aria-label": `delete this ${m.kind}`, onclick: () => deleteMedia(m) }, "✕"))));
-  return h("section", { class: "panel" }, h("h2", {}, `Images and videos (${study.media.length})`),
-    items.length ? h("div", { class: "thumbs", id: "thumbs" }, items) : h("p", { class: "dim" }, "Nothing captured yet."));
+    h("div", { class: "meta" }, label, progress, ledger,
+      readOnly() ? "" : h("button", { class: "small danger", title: "delete", "aria-label": `delete this ${m.kind}`, onclick: () => deleteMedia(m) }, "✕")));
+  const update = (item) => {
+    setText(label, item.kind === "recording" ? `video ${fmtSeconds(item.duration_s || 0)}` : `image ${item.width || ""}×${item.height || ""}`);
+    setText(progress, item.state === item.ledger ? "" : item.state);
+    ledger = swap(ledger, itemLedger(item));
+  };
+  return { el, update };
 }
 // The item's place in the delivery ledger, each destination's in the title (docs/purge.md).
 function itemLedger(m) {
-  if (!m.ledger) return "";
+  if (!m.ledger) return h("span");
   const where = Object.entries(m.destinations || {}).map(([d, st]) => `${d}: ${commitmentLabel(st)}`).join(", ");
   return h("span", { class: "item-ledger", "data-ledger": m.ledger, title: where || "not sent" }, badge(m.ledger));
 }
@@ -201,15 +296,30 @@ function deliveryItem(d, study) {
     m && m.kind === "snapshot" ? h("img", { class: "delivery-thumb", src: m.content_url, alt: "" }) : "",
     `${video ? "video" : "image"}${m ? ` #${study.media.indexOf(m) + 1}` : ""}`);
 }
+// One row per delivery (by id), made again only when what it shows changed.
 function deliveriesPanel(study) {
-  if (!study || !study.deliveries.length) return "";
-  return h("section", { class: "panel" }, h("h2", {}, "Delivery"),
-    h("table", { id: "deliveries" }, h("tr", {}, ["Instance", "Destination", "State", "Attempts", "Last error", ""].map((t) => h("th", {}, t))),
-      study.deliveries.map((d) => h("tr", { "data-delivery": d.id },
-        h("td", {}, deliveryItem(d, study)), h("td", {}, d.destination_name), h("td", {}, badge(d.state), d.commitment ? [" ", badge(commitmentLabel(d.commitment))] : ""),
-        h("td", {}, d.attempts), h("td", { class: "dim" }, ["sent", "queued"].includes(d.state) ? "" : (d.last_error || "")),
-        h("td", { class: "row" }, h("button", { class: "small", onclick: () => attemptsDialog(d) }, "Attempts"),
-          d.state.startsWith("failed") && !readOnly() ? h("button", { class: "small", onclick: () => retry(d.id) }, "Retry") : "")))));
+  if (!study) return { el: null, update: () => {} };
+  const rows = h("tbody", {});
+  const el = h("section", { class: "panel" }, h("h2", {}, "Delivery"),
+    h("table", { id: "deliveries" }, h("thead", {}, h("tr", {}, ["Instance", "Destination", "State", "Attempts", "Last error", ""].map((t) => h("th", {}, t)))), rows));
+  let current = study;
+  const sync = keyedList(rows, (d) => d.id, () => {
+    const view = { el: h("tr"), update: (d) => { view.el = swap(view.el, deliveryRow(d, current)); } };
+    return view;
+  });
+  const update = (st) => {
+    current = st;
+    el.hidden = !st.deliveries.length;
+    sync(st.deliveries);
+  };
+  return { el, update };
+}
+function deliveryRow(d, study) {
+  return h("tr", { "data-delivery": d.id },
+    h("td", {}, deliveryItem(d, study)), h("td", {}, d.destination_name), h("td", {}, badge(d.state), d.commitment ? [" ", badge(commitmentLabel(d.commitment))] : ""),
+    h("td", {}, d.attempts), h("td", { class: "dim" }, ["sent", "queued"].includes(d.state) ? "" : (d.last_error || "")),
+    h("td", { class: "row" }, h("button", { class: "small", onclick: () => attemptsDialog(d) }, "Attempts"),
+      d.state.startsWith("failed") && !readOnly() ? h("button", { class: "small", onclick: () => retry(d.id) }, "Retry") : ""));
 }
 async function attemptsDialog(d) {
   const rows = await attempt(() => api("GET", `/api/v1/deliveries/${d.id}/attempts`));
