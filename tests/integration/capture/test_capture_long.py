@@ -65,9 +65,15 @@ async def test_1080p30_for_60_s_matches_wall_time_frame_for_frame(
     assert stopped.ok, stopped.error
 
     async def registered() -> asyncpg.Record | None:
-        return await db_pool.fetchrow("SELECT * FROM media WHERE id = $1::uuid", stopped.media_id)
+        # Stop answers at once; the recording is finished in the background and its media row
+        # is found through the recording (the status's `last_recording` names it too).
+        return await db_pool.fetchrow(
+            "SELECT m.* FROM media m JOIN capture_recordings r ON r.media_id = m.id"
+            " WHERE r.id = $1::uuid",
+            started.recording_id,
+        )
 
-    row = await wait_for(registered, 30, what="the recording's media row")
+    row = await wait_for(registered, 120, what="the recording's media row")
     facts = ffprobe(tmp_path / "media" / row["rel_path"])
     assert (facts["codec_name"], facts["profile"], facts["pix_fmt"]) == ("h264", "High", "yuv420p")
     assert facts["level"] <= 41 and (facts["width"], facts["height"]) == (1920, 1080)
