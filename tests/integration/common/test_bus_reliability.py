@@ -227,6 +227,40 @@ async def test_consumer_survives_nats_restart(nats_server: EmbeddedNats, nats_ur
     await bus.close()
 
 
+async def test_close_ends_a_consumer_that_lost_its_cancellation(nats_url: str) -> None:
+    """A cancellation can be lost (Python 3.11's `wait_for`, used inside nats-py's fetch,
+    swallows one that arrives as its inner wait completes): the fetch loop goes on. close()
+    must still end it and return, not wait for it for ever."""
+    bus = await Bus.connect(nats_url, "lost-cancel")
+    await bus.ensure_streams()
+    tag = uuid.uuid4().hex
+    entered = asyncio.Event()
+    swallowed: list[bool] = []
+
+    async def handle(job: WorkItem, d: Delivery) -> None:
+        if not job.job_key.startswith(tag):
+            return
+        entered.set()
+        try:
+            await asyncio.sleep(120)
+        except asyncio.CancelledError:
+            swallowed.append(True)  # lost, as in the race above: the loop fetches again
+
+    spec = ConsumerSpec(
+        "CB_JOBS", f"lostcancel-{tag[:8]}", "cb.job.test.work", deliver_new_only=True
+    )
+    bus.start_consumer(spec, WorkItem, handle)
+    await asyncio.sleep(0.5)
+    await bus.publish(WorkItem(job_key=f"{tag}-held"), msg_id=uuid.uuid4().hex)
+    await asyncio.wait_for(entered.wait(), 10)
+    # Waited for without cancelling it: a cancelled close() would pass the cancellation on
+    # to the task it awaits, which would hide the defect.
+    closing = asyncio.create_task(bus.close())
+    await asyncio.wait([closing], timeout=60)
+    assert closing.done(), "close() still waits for a consumer whose cancellation was lost"
+    assert swallowed == [True]
+
+
 async def test_consumer_lives_on_when_an_ack_cannot_be_sent(
     nats_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

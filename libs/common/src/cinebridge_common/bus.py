@@ -42,7 +42,7 @@ from .consumers import ConsumerSpec as ConsumerSpec  # re-exported: part of the 
 from .logging import kv
 from .messages.base import Message, Reply, Request
 from .streams import DEFAULT_STREAMS, DLQ, EVENTS, JOBS, BusError, StreamSpec
-from .supervise import supervised
+from .supervise import cancel_and_wait, supervised
 
 #: The bus API in one place: streams, consumers and RPC live in their modules.
 __all__ = [
@@ -289,11 +289,9 @@ class Bus:
             tasks.append(task)
         return tasks
 
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Stop every background task (`supervise.cancel_and_wait`: bounded, even when a
+        cancellation is lost), then drain the connection."""
+        await cancel_and_wait(list(self._tasks), f"bus {self.name}", timeout_s)
         with contextlib.suppress(Exception):
-            await self.nc.drain()
+            await asyncio.wait_for(self.nc.drain(), timeout_s)

@@ -36,7 +36,7 @@ from .read_models import missing_read_models, waiting_message
 from .settings import ServiceSettings
 from .station_metrics import StationMetrics
 from .store import MediaStore
-from .supervise import supervised
+from .supervise import cancel_and_wait, supervised
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -218,11 +218,7 @@ class ServiceContext:
         self.state = "stopping"
         with contextlib.suppress(Exception):
             await self.bus.publish_core(self._heartbeat())
-        for task in self._background:
-            task.cancel()
-        for task in self._background:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(self._background, f"service {self.service}")
         await self.stack.__aexit__(None, None, None)
         log.info("stopped", extra=kv(service=self.service))
 

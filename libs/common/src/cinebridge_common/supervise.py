@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from prometheus_client import Counter
@@ -122,3 +122,31 @@ async def every(
                 log.info("periodic task recovered", extra=kv(task=name, failures=failures))
             failures = 0
         await _pause(stop, interval_s if not failures else min(interval_s, 2.0 * failures))
+
+
+async def cancel_and_wait(
+    tasks: Iterable[asyncio.Task[Any]], what: str, timeout_s: float = 10.0
+) -> list[asyncio.Task[Any]]:
+    """Cancel `tasks` and wait until they end, for at most `timeout_s`; returns those that did
+    not end (named in the log). Their errors and cancellations are not raised.
+
+    A cancellation can be lost: Python 3.11's `asyncio.wait_for` (used inside nats-py's fetch)
+    swallows one that arrives as its inner wait completes, and the loop around it goes on. So
+    tasks still running are cancelled again every half second rather than awaited once, which
+    would wait for ever. Waiting with `asyncio.wait` also keeps a cancellation of the caller
+    from being passed on to, and swallowed with, the tasks it waits for."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    pending = {task for task in tasks if not task.done()}
+    while pending and loop.time() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(
+            pending, timeout=min(0.5, max(0.01, deadline - loop.time()))
+        )
+    if pending:
+        log.warning(
+            "background tasks did not end when stopped",
+            extra=kv(what=what, tasks=sorted(task.get_name() for task in pending)),
+        )
+    return sorted(pending, key=lambda task: task.get_name())

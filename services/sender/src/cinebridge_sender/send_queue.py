@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from cinebridge_common.listen import PgListener
 from cinebridge_common.logging import kv
-from cinebridge_common.supervise import backoff_delay
+from cinebridge_common.supervise import backoff_delay, cancel_and_wait
 
 from . import destination_repository as destinations
 from . import queue_repository as qrepo
@@ -191,12 +191,7 @@ class DeliveryQueue:
             return None
 
     async def _stop_workers(self) -> None:
-        tasks = [worker.task for worker in self.workers.values()]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait([worker.task for worker in self.workers.values()], "send workers")
         self.workers.clear()
 
 
