@@ -1,18 +1,26 @@
 """The web UI in headless Chromium (Debian's package, driven by Playwright): one way for every
-browser test to open it, log in, find its room and start a study there."""
+browser test to open it, log in, set up its room (a real capture service, or a heartbeat for a
+peer that plays one) and start a study there."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 from cinebridge_common.bus import Bus
+from cinebridge_common.embedded import free_port
 from cinebridge_common.messages import ServiceHeartbeat
 from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
 
-from . import require_tool, wait_for
+from . import require_tool, stop_process, wait_for
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -108,3 +116,65 @@ async def announce_room(bus: Bus, api: httpx.AsyncClient, room: str = "or1") -> 
         return any(r["room"] == room for r in rooms)
 
     await wait_for(listed, 30, what=f"room {room} listed by the gateway")
+
+
+#: A small test pattern: cheap enough for a loaded machine, a picture within seconds.
+TEST_PATTERN = "lavfi:testsrc2=size=320x240:rate=10"
+
+
+def start_capture(
+    env: dict[str, str], log: Path, *, preview_port: int, room: str = "or1", source: str = "endo"
+) -> subprocess.Popen[bytes]:
+    """The capture service of `room` as a process of its own, one test-pattern source, its
+    preview on `preview_port`; `env` holds the station's `CB_NATS_URL`, `CB_DATABASE_URL` and
+    `CB_MEDIA_ROOT`, and may add to or override the rest."""
+    settings = {
+        "CB_INSTANCE_ID": f"capture-{room}",
+        "CB_HEALTH_PORT": str(free_port()),
+        "CB_HEARTBEAT_INTERVAL_S": "1",
+        "CB_CAPTURE_ROOM": room,
+        "CB_CAPTURE_SOURCES": json.dumps([{"name": source, "url": TEST_PATTERN}]),
+        "CB_CAPTURE_PREVIEW_PORT": str(preview_port),
+        "CB_CAPTURE_DISK_RESERVE_BYTES": "0",
+        "CB_LOG_LEVEL": "INFO",
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cinebridge_capture"],
+            env={**os.environ, **settings, **env},
+            stdout=out,
+            stderr=out,
+        )
+
+
+def log_tail(log: Path, chars: int = 4000) -> str:
+    return log.read_text(errors="replace")[-chars:] if log.exists() else ""
+
+
+@asynccontextmanager
+async def capture_room(
+    api: httpx.AsyncClient,
+    env: dict[str, str],
+    log: Path,
+    *,
+    preview_port: int,
+    room: str = "or1",
+    up_s: float = 120.0,
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """`start_capture`'s process from the moment the gateway (`api`, logged in) reaches it with
+    a picture until the block ends; the log's tail is printed when the block fails."""
+    proc = start_capture(env, log, preview_port=preview_port, room=room)
+    try:
+
+        async def up() -> bool:
+            assert proc.poll() is None, log_tail(log)
+            status = (await api.get(f"/api/v1/rooms/{room}")).json()
+            return bool(status.get("reachable")) and status["sources"][0]["signal"]
+
+        await wait_for(up, up_s, interval_s=0.5, what=f"capture of {room} with a picture")
+        yield proc
+    except BaseException:
+        print(log_tail(log))
+        raise
+    finally:
+        await asyncio.to_thread(stop_process, proc, 20)
