@@ -1,4 +1,5 @@
-"""Health board states, the SSE hub's bounded fan-out, and the body size limit middleware."""
+"""Health board states, the SSE hub's bounded fan-out, the body size limit middleware, and the
+conversion reports kept for a page loaded mid-conversion."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import asyncio
 import datetime as dt
 import json
 
-from cinebridge_common.messages import ServiceHeartbeat
+from cinebridge_common.messages import ConversionFailed, ConversionProgressed, ServiceHeartbeat
+from cinebridge_gateway.conversion_progress import ConversionProgress
 from cinebridge_gateway.health_board import HealthBoard
 from cinebridge_gateway.hub import EventHub, LiveEvent
 from cinebridge_gateway.web import BodySizeLimit
@@ -107,3 +109,33 @@ async def test_body_limit_by_header_and_by_counting() -> None:
     assert status == 413
     status, _ = await call(app, [b""], [(b"content-length", b"-5")])
     assert status == 413
+
+
+def test_conversion_progress_is_kept_until_the_outcome() -> None:
+    """The latest report of each item being converted, for a page loaded mid-conversion; its
+    outcome (an instance, a failure) ends it, and an item the catalog already records as
+    converted shows none."""
+    progress = ConversionProgress(limit=2)
+
+    def report(media: str, fraction: float) -> None:
+        msg = ConversionProgressed(media_id=media, study_id="s", fraction=fraction, stage="remux")
+        progress.observe(msg.subject, msg.to_bytes())
+
+    def shown(media: str, state: str = "converting") -> object:
+        [item] = progress.annotate([{"id": media, "state": state}])
+        return item.get("progress")
+
+    report("a", 0.25)
+    report("a", 0.5)
+    assert shown("a") == {"stage": "remux", "fraction": 0.5}
+    assert shown("a", state="captured") == {"stage": "remux", "fraction": 0.5}
+    assert shown("a", state="converted") is None
+    failed = ConversionFailed(media_id="a", study_id="s", reason="bad")
+    progress.observe(failed.subject, failed.to_bytes())
+    assert shown("a") is None
+    report("b", 0.1)
+    report("c", 0.2)
+    report("d", 0.3)  # beyond the limit: the oldest report goes
+    assert (shown("b"), len(progress)) == (None, 2)
+    progress.observe("cb.evt.conversion.progressed", b"not json")
+    assert shown("d") == {"stage": "remux", "fraction": 0.3}

@@ -38,13 +38,12 @@ from cinebridge_converter import app as converter_app
 from cinebridge_converter.settings import ConverterSettings
 from cinebridge_gateway import app as gateway_app
 from cinebridge_gateway.settings import GatewaySettings
-from cinebridge_testkit import require_tool, stop_process, wait_for
+from cinebridge_testkit import stop_process, wait_for
+from cinebridge_testkit.browser import ADMIN_PASSWORD, ui_page
 from cinebridge_testkit.sender_harness import SenderHarness
 from cinebridge_testkit.storage_peers import CommitmentScp
-from playwright.async_api import Page, async_playwright, expect
+from playwright.async_api import Page
 
-ADMIN_PASSWORD = "admin-Password-1"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 SMALL = "lavfi:testsrc2=size=320x240:rate=10"
 ROOM = "or1"
 
@@ -98,19 +97,8 @@ class Station:
     @contextlib.asynccontextmanager
     async def browser(self) -> AsyncIterator[Page]:
         """The web UI in headless Chromium (Debian's), logged in as the administrator."""
-        chromium = require_tool("chromium")
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
-            await page.goto(str(self.admin.base_url))
-            await page.fill("input[name=username]", "admin")
-            await page.fill("input[name=password]", ADMIN_PASSWORD)
-            await page.click("#login-button")
-            await expect(page.locator("#logout")).to_be_visible()
-            try:
-                yield page
-            finally:
-                await browser.close()
+        async with ui_page(str(self.admin.base_url).rstrip("/")) as page:
+            yield page
 
     def start_converter(self) -> None:
         self.converter = asyncio.create_task(converter_app.run(self.converter_settings))

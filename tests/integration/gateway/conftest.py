@@ -17,8 +17,7 @@ from cinebridge_common.messages.base import Reply
 from cinebridge_common.service import ServiceContext
 from cinebridge_gateway import app
 from cinebridge_gateway.settings import GatewaySettings
-
-ADMIN_PASSWORD = "admin-Password-1"
+from cinebridge_testkit.browser import ADMIN_PASSWORD
 
 
 @dataclass
@@ -26,6 +25,14 @@ class RunningGateway:
     url: str
     ctx: ServiceContext
     settings: GatewaySettings
+
+    def station_env(self) -> dict[str, str]:
+        """What a service process started beside this gateway needs to join its station."""
+        return {
+            "CB_NATS_URL": self.settings.nats_url,
+            "CB_DATABASE_URL": self.settings.database_url.get_secret_value(),
+            "CB_MEDIA_ROOT": str(self.settings.media_root),
+        }
 
     def client(self, **kw: Any) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, timeout=15.0, **kw)

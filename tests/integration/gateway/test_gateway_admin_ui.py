@@ -24,11 +24,11 @@ from cinebridge_common.messages import (
     WorklistServersList,
     WorklistServersReply,
 )
-from cinebridge_testkit import require_tool
-from playwright.async_api import Dialog, Page, Route, async_playwright, expect
+from cinebridge_testkit.browser import VIEWPORT, chromium, log_in
+from playwright.async_api import Dialog, Page, Route, expect
 
-from .conftest import ADMIN_PASSWORD, RunningGateway
-from .test_gateway_ui import CHROMIUM_ARGS, shot
+from .conftest import RunningGateway
+from .test_gateway_ui import shot
 
 pytestmark = pytest.mark.integration
 
@@ -70,14 +70,12 @@ class SettingsPeers:
 
 
 async def test_admin_screens_in_the_browser(gateway_factory: Any, peer_bus: Bus) -> None:
-    chromium = require_tool("chromium")
     gw = await gateway_factory()
     peers = SettingsPeers()
     await peers.start(peer_bus)
     try:
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        async with chromium() as browser:
+            page = await browser.new_page(viewport=VIEWPORT)
             prompts: list[str] = []
 
             async def answer(dialog: Dialog) -> None:
@@ -85,27 +83,17 @@ async def test_admin_screens_in_the_browser(gateway_factory: Any, peer_bus: Bus)
                 await dialog.accept("Reset-Pass-9" if dialog.type == "prompt" else None)
 
             page.on("dialog", answer)
-            await log_in(page, gw, "admin", ADMIN_PASSWORD)
+            await log_in(page, gw.url)
             await users_screen(page, gw)
             await tokens_screen(page, gw)
             await audit_screen(page)
             await settings_screen(page, peers)
             await viewer_pages(browser, gw)
             await api_docs_offline(browser, gw)
-            await browser.close()
     finally:
         for running, task in gateway_factory.running:
             running.ctx.stop.set()
             await asyncio.wait_for(task, 15)
-
-
-async def log_in(page: Page, gw: RunningGateway, user: str, password: str) -> None:
-    await page.goto(gw.url)
-    await expect(page.locator("#login-form")).to_be_visible()
-    await expect(page.locator("#topbar")).to_be_hidden()
-    await page.fill("input[name=username]", user)
-    await page.fill("input[name=password]", password)
-    await page.click("#login-button")
 
 
 async def users_screen(page: Page, gw: RunningGateway) -> None:
@@ -232,8 +220,8 @@ async def viewer_pages(browser: Any, gw: RunningGateway) -> None:
         "/api/v1/users", json={"username": "wall", "password": "Viewer-Pass-1", "role": "viewer"}
     )
     await admin.aclose()
-    page = await browser.new_page(viewport={"width": 1280, "height": 900})
-    await log_in(page, gw, "wall", "Viewer-Pass-1")
+    page = await browser.new_page(viewport=VIEWPORT)
+    await log_in(page, gw.url, "wall", "Viewer-Pass-1")
     await expect(page.locator("#password-required")).to_be_visible()  # one-time: changed first
     await page.fill("#password-form input[name=current_password]", "Viewer-Pass-1")
     await page.fill("#password-form input[name=new_password]", "Viewer-Own-2")

@@ -4,7 +4,6 @@ health aggregation, live events, settings and echo, deliveries, audit."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -39,6 +38,7 @@ from cinebridge_gateway.search_repository import RECENT_STUDIES, StudyFilter, bu
 from cinebridge_gateway.security import verify_password
 from cinebridge_gateway.settings import GatewaySettings
 from cinebridge_testkit import wait_for
+from cinebridge_testkit.browser import capture_heartbeat
 from pydantic import TypeAdapter
 
 pytestmark = pytest.mark.integration
@@ -357,16 +357,7 @@ async def test_capture_actions_go_to_the_rooms_capture_service(admin: Any, peer_
 
     await peer_bus.serve(CaptureCommand, capture, subject="cb.rpc.capture.or7.command")
     for room in ("or7", "or8"):  # or8: reported once, its capture service gone since
-        await peer_bus.publish_core(
-            ServiceHeartbeat(
-                service="capture",
-                instance=f"cap-{room}",
-                version="1",
-                state="up",
-                room=room,
-                started_at=dt.datetime.now(dt.UTC),
-            )
-        )
+        await peer_bus.publish_core(capture_heartbeat(room))
     await peer_bus.nc.flush()
 
     async def rooms_known() -> bool:

@@ -19,20 +19,13 @@ from typing import Any
 import pytest
 from cinebridge_common.embedded import EmbeddedNats, free_port, wait_port
 from cinebridge_testkit import require_tool, wait_for
-from playwright.async_api import Page, async_playwright, expect
+from cinebridge_testkit.browser import ui_page
+from playwright.async_api import Page, expect
 
 from .conftest import gateway_settings, start_gateway
 
 pytestmark = pytest.mark.integration
 SHOTS = Path(__file__).resolve().parents[3] / "artifacts" / "screenshots"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-dev-shm-usage",
-    "--mute-audio",
-]
 SERVICES = ("worklist", "capture", "converter", "sender")
 
 
@@ -103,20 +96,20 @@ async def shot(page: Page, name: str) -> None:
 
 
 async def test_whole_loop_with_real_services(database_url: str, tmp_path: Path) -> None:
-    chromium = require_tool("chromium")
+    require_tool("chromium")  # before any service starts
     storescp, wlmscpfs = require_tool("storescp"), require_tool("wlmscpfs")
     require_tool("dump2dcm")
     # A NATS of its own: the services' durable consumers must not meet other tests' leftovers.
     nats = EmbeddedNats(tmp_path / "nats")
     nats.start()
     try:
-        await whole_loop(chromium, storescp, wlmscpfs, nats.url, database_url, tmp_path)
+        await whole_loop(storescp, wlmscpfs, nats.url, database_url, tmp_path)
     finally:
         nats.stop()
 
 
 async def whole_loop(
-    chromium: str, storescp: str, wlmscpfs: str, nats_url: str, database_url: str, tmp: Path
+    storescp: str, wlmscpfs: str, nats_url: str, database_url: str, tmp: Path
 ) -> None:
     media, pacs_dir, wl_dir = tmp / "media", tmp / "pacs", tmp / "worklist"
     pacs_dir.mkdir()
@@ -160,14 +153,14 @@ async def whole_loop(
                     tmp / f"{service}.log",
                     {**env, "CB_INSTANCE_ID": f"e2e-{service}"},
                 )
-            await drive_browser(chromium, gw, procs, pacs_dir, tmp)
+            await drive_browser(gw, procs, pacs_dir, tmp)
         finally:
             gw.ctx.stop.set()
             await asyncio.wait_for(task, 15)
 
 
 async def drive_browser(
-    chromium: str, gw: Any, procs: list[subprocess.Popen[bytes]], pacs_dir: Path, tmp: Path
+    gw: Any, procs: list[subprocess.Popen[bytes]], pacs_dir: Path, tmp: Path
 ) -> None:
     client = await gw.login()
     try:
@@ -182,11 +175,8 @@ async def drive_browser(
         # A bound that catches a service that never comes up, not a timing of the start: on a
         # loaded machine six Python services importing at once took over a minute.
         await wait_for(all_up, 180, interval_s=0.5, what="every service up in /api/health")
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        async with ui_page(gw.url) as page:
             await run_loop(page, gw, client, pacs_dir)
-            await browser.close()
     except BaseException:
         print(_logs(tmp))
         raise
@@ -201,10 +191,6 @@ def _logs(tmp: Path) -> str:
 
 
 async def run_loop(page: Page, gw: Any, api: Any, pacs_dir: Path) -> None:
-    await page.goto(gw.url)
-    await page.fill("input[name=username]", "admin")
-    await page.fill("input[name=password]", "admin-Password-1")
-    await page.click("#login-button")
     await expect(page.locator(".source h3")).to_have_text("endo", timeout=15_000)
 
     # WORKLIST: the real worklist service asks wlmscpfs; entry 2 of the demo list.

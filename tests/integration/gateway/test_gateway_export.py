@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import io
 import json
 import re
@@ -21,18 +20,18 @@ from typing import Any
 import pytest
 from cinebridge_cli.__main__ import main as cli_main
 from cinebridge_common.bus import Bus
-from cinebridge_common.messages import ServiceHeartbeat
 from cinebridge_common.store import MediaStore, sha256_file
 from cinebridge_converter import app as converter_app
 from cinebridge_converter.settings import ConverterSettings
 from cinebridge_testkit import require_tool, wait_for
+from cinebridge_testkit.browser import announce_room, ui_page
 from cinebridge_testkit.media import make_still, make_video
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from .conftest import ADMIN_PASSWORD, RunningGateway
-from .test_gateway_ui import CHROMIUM_ARGS, FakeRoom, shot
+from .conftest import RunningGateway
+from .test_gateway_ui import FakeRoom, shot
 
 pytestmark = pytest.mark.integration
 
@@ -433,55 +432,31 @@ async def test_export_dialog_in_the_browser(
     gateway: RunningGateway, station: dict[str, Any], peer_bus: Bus
 ) -> None:
     """The Room page's Export action: DICOM media downloaded, de-identified with its warning."""
-    chromium = require_tool("chromium")
     room = FakeRoom(peer_bus, gateway.ctx.pool, MediaStore(gateway.settings.media_root))
     room.study_id = station["study"]["id"]
     await room.start()
-    heartbeat = ServiceHeartbeat(
-        service="capture",
-        instance="cap-or1",
-        version="1",
-        state="up",
-        room="or1",
-        started_at=dt.datetime.now(dt.UTC),
-    )
-    await peer_bus.publish_core(heartbeat)
-
-    async def room_known() -> bool:
-        rooms = (await station["admin"].get("/api/v1/rooms")).json()
-        return [r["room"] for r in rooms] == ["or1"]
-
-    await wait_for(room_known, timeout_s=30, what="room or1 reported by its capture service")
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
-            await page.goto(gateway.url)
-            await page.fill("input[name=username]", "admin")
-            await page.fill("input[name=password]", ADMIN_PASSWORD)
-            await page.click("#login-button")
-            await expect(page.locator("#study-patient")).to_have_text("Quarrington, Philomena")
-            await page.click("#export-button")
-            dialog = page.locator("#export-dialog")
-            await expect(dialog).to_contain_text("Export — Quarrington, Philomena")
-            await expect(page.locator("#export-deid")).to_be_hidden()
-            await dialog.locator("input[name=kind][value=dicomdir]").check()
-            await page.click("#export-go")
-            link = page.locator("#export-download")
-            await expect(link).to_be_visible(timeout=120_000)
-            await expect(dialog).to_contain_text("3 file(s)")
-            got = await page.request.get(gateway.url + str(await link.get_attribute("href")))
-            assert got.ok and (await got.body())[:2] == b"PK"
-            await dialog.locator("input[name=kind][value=deid]").check()
-            await expect(page.locator("#export-deid")).to_be_visible()
-            await dialog.locator("input[name=clean_descriptors]").check()
-            await page.click("#export-go")
-            await expect(dialog.locator(".export-warning").first).to_contain_text(
-                "Burned In Annotation", timeout=120_000
-            )
-            await shot(page, "export-dialog")
-        finally:
-            await browser.close()
+    await announce_room(peer_bus, station["admin"])
+    async with ui_page(gateway.url) as page:
+        await expect(page.locator("#study-patient")).to_have_text("Quarrington, Philomena")
+        await page.click("#export-button")
+        dialog = page.locator("#export-dialog")
+        await expect(dialog).to_contain_text("Export — Quarrington, Philomena")
+        await expect(page.locator("#export-deid")).to_be_hidden()
+        await dialog.locator("input[name=kind][value=dicomdir]").check()
+        await page.click("#export-go")
+        link = page.locator("#export-download")
+        await expect(link).to_be_visible(timeout=120_000)
+        await expect(dialog).to_contain_text("3 file(s)")
+        got = await page.request.get(gateway.url + str(await link.get_attribute("href")))
+        assert got.ok and (await got.body())[:2] == b"PK"
+        await dialog.locator("input[name=kind][value=deid]").check()
+        await expect(page.locator("#export-deid")).to_be_visible()
+        await dialog.locator("input[name=clean_descriptors]").check()
+        await page.click("#export-go")
+        await expect(dialog.locator(".export-warning").first).to_contain_text(
+            "Burned In Annotation", timeout=120_000
+        )
+        await shot(page, "export-dialog")
     audit = (
         await station["admin"].get("/api/v1/audit", params={"study_id": station["study"]["id"]})
     ).json()

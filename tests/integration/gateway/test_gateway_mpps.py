@@ -5,7 +5,6 @@ Room (headless Chromium) show the step's state and last error."""
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,19 +16,18 @@ from cinebridge_common.embedded import free_port
 from cinebridge_common.messages import (
     InstanceCreated,
     MediaCaptured,
-    ServiceHeartbeat,
     WorklistServer,
 )
 from cinebridge_common.store import MediaStore
-from cinebridge_testkit import require_tool, running_app, wait_for
+from cinebridge_testkit import running_app, wait_for
+from cinebridge_testkit.browser import announce_room, ui_page
 from cinebridge_testkit.worklist_peers import FakeMpps
 from cinebridge_worklist.app import WorklistApp
 from cinebridge_worklist.settings import WorklistSettings
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 
-from .conftest import ADMIN_PASSWORD
 from .test_gateway_api import add_media
-from .test_gateway_ui import CHROMIUM_ARGS, FakeRoom
+from .test_gateway_ui import FakeRoom
 
 pytestmark = pytest.mark.integration
 
@@ -187,7 +185,6 @@ async def test_room_shows_the_step_and_discontinues_it(
     gateway: Any, admin: Any, peer_bus: Bus, worklist: WorklistApp, scp: FakeMpps
 ) -> None:
     """In the browser: the Room shows the step's state; Discontinue sends the chosen reason."""
-    chromium = require_tool("chromium")
     room = FakeRoom(peer_bus, gateway.ctx.pool, MediaStore(gateway.settings.media_root))
     await room.start()
     started = await admin.post("/api/v1/rooms/or1/study", json={"origin": "unscheduled"})
@@ -196,30 +193,8 @@ async def test_room_shows_the_step_and_discontinues_it(
     snap = await admin.post("/api/v1/rooms/or1/sources/cam1/snapshot")
     assert snap.status_code == 200, snap.text
     await wait_for(mpps_state(admin, study_id, "in-progress"), 30, what="IN PROGRESS")
-    # The room's capture service says it is up (the Room lists the rooms that do).
-    await peer_bus.publish_core(
-        ServiceHeartbeat(
-            service="capture",
-            instance="cap-or1",
-            version="1",
-            state="up",
-            room="or1",
-            started_at=dt.datetime.now(dt.UTC),
-        )
-    )
-
-    async def listed() -> bool:
-        rooms = (await admin.get("/api/v1/rooms")).json()
-        return any(r["room"] == "or1" for r in rooms)
-
-    await wait_for(listed, 10, what="room or1 listed")
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        page = await browser.new_page(viewport={"width": 1280, "height": 900})
-        await page.goto(gateway.url)
-        await page.fill("input[name=username]", "admin")
-        await page.fill("input[name=password]", ADMIN_PASSWORD)
-        await page.click("#login-button")
+    await announce_room(peer_bus, admin)
+    async with ui_page(gateway.url) as page:
         step = page.locator("#study-mpps")
         await expect(step).to_have_attribute("data-mpps-state", "in-progress", timeout=15_000)
         await page.click("#discontinue-button")
@@ -229,7 +204,6 @@ async def test_room_shows_the_step_and_discontinues_it(
         # The step's state event re-renders the Room (live, no reload).
         await expect(step).to_have_attribute("data-mpps-state", "discontinued", timeout=30_000)
         await expect(step).to_contain_text("Equipment failure")
-        await browser.close()
     code = scp.requests[-1].dataset.PerformedProcedureStepDiscontinuationReasonCodeSequence[0]
     assert code.CodeValue == "110501"
 

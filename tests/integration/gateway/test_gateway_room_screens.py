@@ -16,67 +16,42 @@ import pytest
 from cinebridge_common.bus import Bus
 from cinebridge_common.embedded import free_port
 from cinebridge_common.messages import CaptureStateChanged
-from cinebridge_testkit import require_tool, wait_for
-from playwright.async_api import Page, async_playwright, expect
+from cinebridge_testkit import wait_for
+from cinebridge_testkit.browser import CART, capture_room, chromium, log_in
+from playwright.async_api import Page, expect
 
 from .conftest import RunningGateway
-from .test_gateway_room_study import start_capture
-from .test_gateway_ui import CHROMIUM_ARGS, shot
+from .test_gateway_ui import shot
 
 pytestmark = pytest.mark.integration
-
-CART = {"width": 1366, "height": 768}
 
 
 async def test_the_room_on_two_tabs_and_a_cart_screen(
     gateway_factory: Any, peer_bus: Bus, tmp_path: Path
 ) -> None:
-    chromium = require_tool("chromium")
     preview_port = free_port()
     gw = await gateway_factory(
         gateway_preview_upstreams={"or1": f"http://127.0.0.1:{preview_port}"}
     )
-    log = tmp_path / "capture.log"
-    capture = start_capture(gw, preview_port, log)
     api = await gw.login()
+    env, log = gw.station_env(), tmp_path / "capture.log"
     try:
-
-        async def room_up() -> bool:
-            assert capture.poll() is None, log.read_text(errors="replace")
-            room = (await api.get("/api/v1/rooms/or1")).json()
-            return bool(room.get("reachable")) and room["sources"][0]["signal"]
-
-        await wait_for(room_up, 120, interval_s=0.5, what="capture of or1 with a picture")
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        async with capture_room(api, env, log, preview_port=preview_port), chromium() as browser:
             context = await browser.new_context(viewport=CART)
             first, second = await context.new_page(), await context.new_page()
-            await log_in(first, gw)
+            await log_in(first, gw.url, at="#/room")
+            await expect(first.locator("#study-patient")).to_have_text("No current study")
             await second.goto(f"{gw.url}/#/room")
             await expect(second.locator("#study-patient")).to_have_text("No current study")
             await two_tabs(first, second, gw)
             await stop_and_outcome(first, gw)
             await cart_layout(first)
             await snapshots_while_events_stream(first, gw, peer_bus)
-            await browser.close()
-    except BaseException:
-        print(log.read_text(errors="replace")[-4000:])
-        raise
     finally:
         await api.aclose()
-        capture.terminate()
-        await asyncio.to_thread(capture.wait, 20)
         for running, task in gateway_factory.running:
             running.ctx.stop.set()
             await asyncio.wait_for(task, 15)
-
-
-async def log_in(page: Page, gw: RunningGateway) -> None:
-    await page.goto(f"{gw.url}/#/room")
-    await page.fill("input[name=username]", "admin")
-    await page.fill("input[name=password]", "admin-Password-1")
-    await page.click("#login-button")
-    await expect(page.locator("#study-patient")).to_have_text("No current study")
 
 
 async def two_tabs(first: Page, second: Page, gw: RunningGateway) -> None:

@@ -6,11 +6,7 @@ The worklist service is played by a peer that answers its bus contract with two 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import re
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,11 +24,12 @@ from cinebridge_common.messages import (
     WorklistServersList,
     WorklistServersReply,
 )
-from cinebridge_testkit import require_tool, wait_for
-from playwright.async_api import Dialog, Page, async_playwright, expect
+from cinebridge_testkit import require_tool
+from cinebridge_testkit.browser import VIEWPORT, capture_room, chromium, log_in
+from playwright.async_api import Dialog, Page, expect
 
 from .conftest import RunningGateway
-from .test_gateway_ui import CHROMIUM_ARGS, shot
+from .test_gateway_ui import shot
 
 pytestmark = pytest.mark.integration
 
@@ -86,36 +83,9 @@ async def serve_worklist(bus: Bus, reconciled: list[str]) -> None:
     await bus.serve(WorklistCheckItem, check_item)
 
 
-def start_capture(gw: RunningGateway, preview_port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "CB_NATS_URL": gw.settings.nats_url,
-        "CB_DATABASE_URL": gw.settings.database_url.get_secret_value(),
-        "CB_MEDIA_ROOT": str(gw.settings.media_root),
-        "CB_INSTANCE_ID": "room-study-or1",
-        "CB_HEALTH_PORT": str(free_port()),
-        "CB_HEARTBEAT_INTERVAL_S": "1",
-        "CB_CAPTURE_ROOM": "or1",
-        "CB_CAPTURE_SOURCES": json.dumps(
-            [{"name": "endo", "url": "lavfi:testsrc2=size=320x240:rate=10"}]
-        ),
-        "CB_CAPTURE_PREVIEW_PORT": str(preview_port),
-        "CB_CAPTURE_DISK_RESERVE_BYTES": "0",
-        "CB_LOG_LEVEL": "INFO",
-    }
-    out = log.open("ab")
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-m", "cinebridge_capture"], env=env, stdout=out, stderr=out
-        )
-    finally:
-        out.close()
-
-
 async def test_room_study_lifecycle_in_the_browser(
     gateway_factory: Any, peer_bus: Bus, tmp_path: Path
 ) -> None:
-    chromium = require_tool("chromium")
     require_tool("ffmpeg")
     preview_port = free_port()
     gw = await gateway_factory(
@@ -123,30 +93,15 @@ async def test_room_study_lifecycle_in_the_browser(
     )
     reconciled: list[str] = []
     await serve_worklist(peer_bus, reconciled)
-    log = tmp_path / "capture.log"
-    capture = start_capture(gw, preview_port, log)
     api = await gw.login()
+    env, log = gw.station_env(), tmp_path / "capture.log"
     try:
-
-        async def room_up() -> bool:
-            assert capture.poll() is None, log.read_text(errors="replace")
-            room = (await api.get("/api/v1/rooms/or1")).json()
-            return bool(room.get("reachable")) and room["sources"][0]["signal"]
-
-        await wait_for(room_up, 60, interval_s=0.5, what="capture of or1 with a picture")
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        async with capture_room(api, env, log, preview_port=preview_port), chromium() as browser:
+            page = await browser.new_page(viewport=VIEWPORT)
             await lifecycle(page, gw, api, reconciled)
-            await browser.close()
-        await api_edges(api)
-    except BaseException:
-        print(log.read_text(errors="replace")[-4000:])
-        raise
+            await api_edges(api)
     finally:
         await api.aclose()
-        capture.terminate()
-        await asyncio.to_thread(capture.wait, 20)
         for running, task in gateway_factory.running:
             running.ctx.stop.set()
             await asyncio.wait_for(task, 15)
@@ -202,10 +157,7 @@ async def lifecycle(page: Page, gw: RunningGateway, api: Any, reconciled: list[s
         await dialog.accept()
 
     page.on("dialog", accept)
-    await page.goto(f"{gw.url}/#/worklist")
-    await page.fill("input[name=username]", "admin")
-    await page.fill("input[name=password]", "admin-Password-1")
-    await page.click("#login-button")
+    await log_in(page, gw.url, at="#/worklist")
     await expect(page.locator("#nav-room")).to_be_visible()
 
     # The Worklist opened by its URL knows its room, and that the room has no current study.

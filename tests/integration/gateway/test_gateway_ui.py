@@ -46,20 +46,12 @@ from cinebridge_common.messages import (
 )
 from cinebridge_common.messages.capture import SourceStatus
 from cinebridge_common.store import MediaStore
-from cinebridge_testkit import require_tool
+from cinebridge_testkit.browser import ADMIN_PASSWORD, capture_heartbeat, ui_page
 from PIL import Image
-from playwright.async_api import Page, async_playwright, expect
+from playwright.async_api import Page, expect
 
 pytestmark = pytest.mark.integration
 SHOTS = Path(__file__).resolve().parents[3] / "artifacts" / "screenshots"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-dev-shm-usage",
-    "--mute-audio",
-]
 
 
 def jpeg(width: int = 320, height: int = 180, shade: int = 90) -> bytes:
@@ -201,16 +193,7 @@ async def serve_peers(bus: Bus) -> None:
         (EchoRequest, echo),
     ]:
         await bus.serve(request_type, handler)  # type: ignore[arg-type]
-    await bus.publish_core(
-        ServiceHeartbeat(
-            service="capture",
-            instance="cap-or1",
-            version="1",
-            state="up",
-            room="or1",
-            started_at=dt.datetime.now(dt.UTC),
-        )
-    )
+    await bus.publish_core(capture_heartbeat("or1"))
     await bus.publish_core(
         ServiceHeartbeat(
             service="scp",
@@ -262,18 +245,15 @@ async def shot(page: Page, name: str) -> None:
 
 
 async def test_operator_workflow_in_the_browser(gateway_factory: Any, peer_bus: Bus) -> None:
-    chromium = require_tool("chromium")
     async with mjpeg_server() as preview:
         gw = await gateway_factory(gateway_preview_upstreams={"or1": preview})
         room = FakeRoom(peer_bus, gw.ctx.pool, MediaStore(gw.settings.media_root))
         await room.start()
         await serve_peers(peer_bus)
         try:
-            async with async_playwright() as pw:
-                browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-                page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            # The log-in form itself is part of the workflow: the page starts logged out.
+            async with ui_page(gw.url, user=None) as page:
                 await run_workflow(page, gw, room)
-                await browser.close()
         finally:
             for running, task in gateway_factory.running:
                 running.ctx.stop.set()
@@ -281,7 +261,6 @@ async def test_operator_workflow_in_the_browser(gateway_factory: Any, peer_bus: 
 
 
 async def run_workflow(page: Page, gw: Any, room: FakeRoom) -> None:
-    await page.goto(gw.url)
     await expect(page.locator("#login-form")).to_be_visible()
     await shot(page, "01-login")
     await page.fill("input[name=username]", "admin")
@@ -289,7 +268,7 @@ async def run_workflow(page: Page, gw: Any, room: FakeRoom) -> None:
     await page.click("#login-button")
     await expect(page.locator("#toast")).to_contain_text("wrong user name or password")
     await expect(page.locator("#logout")).to_be_hidden()  # no nav on the login page
-    await page.fill("input[name=password]", "admin-Password-1")
+    await page.fill("input[name=password]", ADMIN_PASSWORD)
     await page.click("#login-button")
     await expect(page.locator("#live")).to_have_text("live", timeout=10_000)
     await expect(page.locator("#toast")).to_be_hidden()  # the stale error went with success

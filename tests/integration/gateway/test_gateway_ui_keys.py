@@ -24,11 +24,18 @@ from cinebridge_common.messages import (
     WorklistServerUpsert,
 )
 from cinebridge_common.store import MediaStore
-from cinebridge_testkit import require_tool
-from playwright.async_api import Page, async_playwright, expect
+from cinebridge_testkit.browser import (
+    ADMIN_PASSWORD,
+    CART,
+    chromium,
+    log_in,
+    start_unscheduled_study,
+    ui_page,
+)
+from playwright.async_api import Page, expect
 
-from .conftest import ADMIN_PASSWORD, RunningGateway
-from .test_gateway_ui import CHROMIUM_ARGS, FakeRoom, mjpeg_server, serve_peers
+from .conftest import RunningGateway
+from .test_gateway_ui import FakeRoom, mjpeg_server, serve_peers
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +45,6 @@ VIEWER_PASSWORD = "Viewer-Password-9"
 async def test_keys_roles_and_a_lapsed_session_in_the_browser(
     gateway_factory: Any, peer_bus: Bus
 ) -> None:
-    chromium = require_tool("chromium")
     async with mjpeg_server() as preview:
         gw = await gateway_factory(gateway_preview_upstreams={"or1": preview})
         room = FakeRoom(peer_bus, gw.ctx.pool, MediaStore(gw.settings.media_root))
@@ -46,15 +52,13 @@ async def test_keys_roles_and_a_lapsed_session_in_the_browser(
         await serve_peers(peer_bus)
         await make_viewer(gw)
         try:
-            async with async_playwright() as pw:
-                browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-                page = await browser.new_page(viewport={"width": 1366, "height": 768})
+            async with chromium() as browser:
+                page = await browser.new_page(viewport=CART)
                 await operator_keys(page, gw, room)
                 await refresh_spares_the_form(page)
                 await lapsed_session(page)
-                viewer = await browser.new_page(viewport={"width": 1366, "height": 768})
+                viewer = await browser.new_page(viewport=CART)
                 await viewer_sees_no_controls(viewer, gw, room)
-                await browser.close()
         finally:
             for running, task in gateway_factory.running:
                 running.ctx.stop.set()
@@ -77,19 +81,9 @@ async def make_viewer(gw: RunningGateway) -> None:
     await viewer.aclose()
 
 
-async def log_in(page: Page, gw: RunningGateway, user: str, password: str) -> None:
-    await page.goto(gw.url)
-    await page.fill("input[name=username]", user)
-    await page.fill("input[name=password]", password)
-    await page.click("#login-button")
-    await expect(page.locator("#live")).to_have_text("live", timeout=10_000)
-
-
 async def operator_keys(page: Page, gw: RunningGateway, room: FakeRoom) -> None:
-    await log_in(page, gw, "admin", ADMIN_PASSWORD)
-    await page.click("#new-study")
-    await page.click("#start-unscheduled")
-    await expect(page.locator("#study-card .badge", has_text="unscheduled")).to_be_visible()
+    await log_in(page, gw.url)
+    await start_unscheduled_study(page)
     # Browser shortcuts are not pedal keys: nothing is captured, nothing recorded.
     for shortcut in ("Control+r", "Control+s", "Alt+s", "Meta+r"):
         await page.keyboard.press(shortcut)
@@ -142,7 +136,7 @@ async def lapsed_session(page: Page) -> None:
 
 
 async def viewer_sees_no_controls(page: Page, gw: RunningGateway, room: FakeRoom) -> None:
-    await log_in(page, gw, "watcher", VIEWER_PASSWORD)
+    await log_in(page, gw.url, "watcher", VIEWER_PASSWORD)
     await expect(page.locator("#study-card")).to_contain_text("Read-only (viewer role).")
     await expect(page.locator("#thumbs .thumb")).to_have_count(1)
     await expect(page.locator("#thumbs .thumb button")).to_have_count(0)
@@ -166,7 +160,6 @@ async def test_a_worklist_server_is_edited_keeping_what_the_form_does_not_show(
 ) -> None:
     """Hospital IT moves the RIS to a new host: Edit, change the host, Save. Before, the only
     way was Delete and Add, which lost the server's C keys, character set and limits."""
-    chromium = require_tool("chromium")
     gw = await gateway_factory()
     servers = {
         "ris": WorklistServer(
@@ -198,10 +191,7 @@ async def test_a_worklist_server_is_edited_keeping_what_the_form_does_not_show(
     await peer_bus.serve(WorklistServerUpsert, upsert)
     await peer_bus.serve(DestinationListRequest, destinations)
     try:
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-            page = await browser.new_page(viewport={"width": 1366, "height": 768})
-            await log_in(page, gw, "admin", ADMIN_PASSWORD)
+        async with ui_page(gw.url, viewport=CART) as page:
             await page.click("#nav-settings")
             row = page.locator("#worklist-servers tr[data-server=ris]")
             await expect(row).to_contain_text("10.0.0.5")
@@ -213,7 +203,6 @@ async def test_a_worklist_server_is_edited_keeping_what_the_form_does_not_show(
             await page.click("#worklist-server-save")
             await expect(page.locator("#toast")).to_contain_text("Worklist server updated")
             await expect(row).to_contain_text("ris.hospital.example")
-            await browser.close()
     finally:
         for running, task in gateway_factory.running:
             running.ctx.stop.set()
@@ -230,7 +219,6 @@ async def test_forward_cannot_pick_a_disabled_destination(
 ) -> None:
     """A disabled destination has no sender worker: a Forward to it would stay queued with no
     word to the operator. The dialog shows it as disabled and it cannot be ticked."""
-    chromium = require_tool("chromium")
     async with mjpeg_server() as preview:
         gw = await gateway_factory(gateway_preview_upstreams={"or1": preview})
         room = FakeRoom(peer_bus, gw.ctx.pool, MediaStore(gw.settings.media_root))
@@ -252,15 +240,8 @@ async def test_forward_cannot_pick_a_disabled_destination(
 
         await peer_bus.serve(DestinationListRequest, destinations)
         try:
-            async with async_playwright() as pw:
-                browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-                page = await browser.new_page(viewport={"width": 1366, "height": 768})
-                await log_in(page, gw, "admin", ADMIN_PASSWORD)
-                await page.click("#new-study")
-                await page.click("#start-unscheduled")
-                await expect(
-                    page.locator("#study-card .badge", has_text="unscheduled")
-                ).to_be_visible()
+            async with ui_page(gw.url, viewport=CART) as page:
+                await start_unscheduled_study(page)
                 await page.click("#forward-button")
                 dialog = page.locator("#forward-dialog")
                 enabled = dialog.locator(f"[data-destination='{pacs.id}'] input")
@@ -268,7 +249,6 @@ async def test_forward_cannot_pick_a_disabled_destination(
                 await expect(enabled).to_be_enabled()
                 await expect(disabled).to_be_disabled()
                 await expect(dialog).to_contain_text("OLD (OLD@old:104) — disabled in Settings")
-                await browser.close()
         finally:
             for running, task in gateway_factory.running:
                 running.ctx.stop.set()

@@ -18,35 +18,31 @@ from typing import Any
 import httpx
 import pytest
 from cinebridge_common.embedded import free_port
-from cinebridge_testkit import require_tool, wait_for
+from cinebridge_testkit import require_tool, stop_process, wait_for
+from cinebridge_testkit.browser import capture_room, log_tail, ui_page
 from cinebridge_testkit.media import make_still, make_video
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import expect
 
 from .conftest import RunningGateway
 from .test_gateway_admin import login_changed, make_user
-from .test_gateway_room_study import start_capture
-from .test_gateway_ui import CHROMIUM_ARGS, shot
+from .test_gateway_ui import shot
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 LIMIT = 2_000_000
 
 
-def start_converter(gw: RunningGateway, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "CB_NATS_URL": gw.settings.nats_url,
-        "CB_DATABASE_URL": gw.settings.database_url.get_secret_value(),
-        "CB_MEDIA_ROOT": str(gw.settings.media_root),
+def start_converter(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    settings = {
         "CB_INSTANCE_ID": f"upload-converter-{uuid.uuid4().hex[:6]}",
         "CB_HEALTH_PORT": str(free_port()),
     }
-    out = log.open("ab")
-    try:
+    with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "cinebridge_converter"], env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "cinebridge_converter"],
+            env={**os.environ, **env, **settings},
+            stdout=out,
+            stderr=out,
         )
-    finally:
-        out.close()
 
 
 @pytest.fixture
@@ -60,28 +56,19 @@ async def station(
         gateway_upload_max_bytes=LIMIT,
         gateway_preview_upstreams={"or1": f"http://127.0.0.1:{preview_port}"},
     )
-    logs = [tmp_path / "capture.log", tmp_path / "converter.log"]
-    procs = [start_capture(gw, preview_port, logs[0]), start_converter(gw, logs[1])]
+    env, logs = gw.station_env(), (tmp_path / "capture.log", tmp_path / "converter.log")
+    converter = start_converter(env, logs[1])
     api = await gw.login()
     try:
-
-        async def room_up() -> bool:
-            for proc, log in zip(procs, logs, strict=True):
-                assert proc.poll() is None, log.read_text(errors="replace")
-            return bool((await api.get("/api/v1/rooms/or1")).json().get("reachable"))
-
-        await wait_for(room_up, 60, interval_s=0.5, what="capture of or1")
-        yield gw
+        async with capture_room(api, env, logs[0], preview_port=preview_port):
+            assert converter.poll() is None, log_tail(logs[1])
+            yield gw
     except BaseException:
-        for log in logs:
-            print(log.read_text(errors="replace")[-3000:])
+        print(log_tail(logs[1]))
         raise
     finally:
         await api.aclose()
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            await asyncio.to_thread(proc.wait, 20)
+        await asyncio.to_thread(stop_process, converter, 20)
         for running, task in gateway_factory.running:  # type: ignore[attr-defined]
             running.ctx.stop.set()
             await asyncio.wait_for(task, 15)
@@ -190,17 +177,10 @@ async def test_upload_api_refusals_and_conversion(station: RunningGateway, tmp_p
 
 async def test_add_file_in_the_browser(station: RunningGateway, tmp_path: Path) -> None:
     gw = station
-    chromium = require_tool("chromium")
     video = make_video(tmp_path / "endoscope.mp4", frames=20, options={"preset": "ultrafast"})
     big = tmp_path / "too-big.mp4"
     big.write_bytes(b"\0" * (LIMIT + 1))
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        page = await browser.new_page(viewport={"width": 1280, "height": 900})
-        await page.goto(f"{gw.url}/#/room")
-        await page.fill("input[name=username]", "admin")
-        await page.fill("input[name=password]", "admin-Password-1")
-        await page.click("#login-button")
+    async with ui_page(gw.url, at="#/room") as page:
         await page.click("#new-study")
         await page.fill("#patient-form input[name=patient_name]", "FILE^ADDED")
         await page.fill("#patient-form input[name=patient_id]", "F-1")
@@ -218,7 +198,6 @@ async def test_add_file_in_the_browser(station: RunningGateway, tmp_path: Path) 
         )
         await expect(page.locator("#thumbs .thumb")).to_have_count(1, timeout=15_000)
         await shot(page, "upload-added")
-        await browser.close()
     media = await gw.ctx.pool.fetch(
         """SELECT m.source, m.kind, s.patient_name FROM media m
            JOIN studies s ON s.id = m.study_id"""

@@ -13,12 +13,11 @@ from cinebridge_common.messages import (
     WorklistQuery,
     WorklistQueryReply,
 )
-from cinebridge_testkit import require_tool
-from playwright.async_api import async_playwright, expect
+from cinebridge_testkit.browser import ui_page
+from playwright.async_api import expect
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 ENTRIES = 250
 
 
@@ -47,8 +46,6 @@ def entry(n: int) -> WorklistItem:
 async def test_a_large_answer_is_paged_and_a_flagged_entry_is_marked(
     gateway: Any, peer_bus: Bus
 ) -> None:
-    chromium = require_tool("chromium")
-
     async def query(q: WorklistQuery) -> Reply:
         return WorklistQueryReply(
             outcome="complete",
@@ -58,30 +55,20 @@ async def test_a_large_answer_is_paged_and_a_flagged_entry_is_marked(
 
     await peer_bus.serve(WorklistQuery, query)
     gw = gateway
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page()
-            await page.goto(gw.url)
-            await page.fill("input[name=username]", "admin")
-            await page.fill("input[name=password]", "admin-Password-1")
-            await page.click("#login-button")
-            await expect(page.locator("#whoami")).to_contain_text("admin")
-            await page.goto(f"{gw.url}/#/worklist")
-            await page.click("#worklist-search")
-            rows = page.locator("#worklist-table tr")
-            await expect(rows).to_have_count(101)  # the header and a page of 100
-            await expect(page.locator("#worklist-range").first).to_have_text("1\u2013100 of 250")
-            flagged = page.locator("#worklist-table tr.flagged")
-            await expect(flagged).to_have_count(1)
-            await expect(flagged.locator(".flag-note")).to_contain_text("1980-13-45")
-            await expect(flagged.locator(".flag-note")).to_contain_text("left empty")
-            await page.locator("#worklist-next").first.click()
-            await expect(page.locator("#worklist-range").first).to_have_text("101\u2013200 of 250")
-            await expect(rows.nth(1).locator("td").nth(1)).to_have_text("PID00100")
-            await page.locator("#worklist-next").first.click()
-            await expect(page.locator("#worklist-range").first).to_have_text("201\u2013250 of 250")
-            await expect(rows).to_have_count(51)
-            await expect(page.locator("#worklist-next").first).to_be_disabled()
-        finally:
-            await browser.close()
+    async with ui_page(gw.url) as page:
+        await page.goto(f"{gw.url}/#/worklist")
+        await page.click("#worklist-search")
+        rows = page.locator("#worklist-table tr")
+        await expect(rows).to_have_count(101)  # the header and a page of 100
+        await expect(page.locator("#worklist-range").first).to_have_text("1\u2013100 of 250")
+        flagged = page.locator("#worklist-table tr.flagged")
+        await expect(flagged).to_have_count(1)
+        await expect(flagged.locator(".flag-note")).to_contain_text("1980-13-45")
+        await expect(flagged.locator(".flag-note")).to_contain_text("left empty")
+        await page.locator("#worklist-next").first.click()
+        await expect(page.locator("#worklist-range").first).to_have_text("101\u2013200 of 250")
+        await expect(rows.nth(1).locator("td").nth(1)).to_have_text("PID00100")
+        await page.locator("#worklist-next").first.click()
+        await expect(page.locator("#worklist-range").first).to_have_text("201\u2013250 of 250")
+        await expect(rows).to_have_count(51)
+        await expect(page.locator("#worklist-next").first).to_be_disabled()

@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -33,8 +33,31 @@ from .instances import SECONDARY_CAPTURE, VERIFICATION
 StatusScript = Callable[[str, int], int | float]
 
 
+class _ServerPeer:
+    """What the pynetdicom server peers below share: `start()` serves in this process's threads
+    (`block=False`) and sets `_server`; a stop, and the with-block around both."""
+
+    _server: Any
+
+    def start(self, port: int = 0) -> int:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    def __enter__(self) -> Self:
+        if self._server is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 @dataclass
-class ScriptedScp:
+class ScriptedScp(_ServerPeer):
     """A Storage SCP whose answers are scripted: `script(sop_uid, nth_time_seen)` returns a
     status code, or a float meaning "hang that many seconds, then answer 0000". `reject`
     ("permanent" | "transient") makes it refuse every association (PS3.8 7.1.1.9). Accepts the given
@@ -118,22 +141,9 @@ class ScriptedScp:
                 self.received_ts[uid] = str(event.context.transfer_syntax)
         return int(answer)
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
-
-    def __enter__(self) -> ScriptedScp:
-        if self._server is None:
-            self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 @dataclass
-class CommitmentScp:
+class CommitmentScp(_ServerPeer):
     """A Storage Commitment Push Model SCP (PS3.4 J.3) on pynetdicom that answers every
     N-ACTION with 0000 and, unless `report` is False, sends its N-EVENT-REPORT on the same
     association right after: every referenced instance committed but those in `fail` (Failure
@@ -197,19 +207,6 @@ class CommitmentScp:
         answer = status[0] if status else None
         with self._lock:
             self.reports_answered.append(int(answer.Status) if answer else -1)
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
-
-    def __enter__(self) -> CommitmentScp:
-        if self._server is None:
-            self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 @dataclass

@@ -4,9 +4,8 @@ The reader thread opens the source (reopening it with backoff after a drop-out),
 latest frame for snapshots and preview, and hands frames to the encoder thread through a bounded
 queue (a full queue drops the frame and counts it, so a slow encoder never stalls the source) or,
 for a pass-through recording, writes the source's own packets. A source recorded by pass-through
-is not decoded continuously: the packets since the last keyframe are kept, a snapshot decodes
-them on demand (keyframe → latest packet: still the current picture), the periodic thumbnail
-decodes only a keyframe, and the reader decodes live only while someone watches the preview.
+is not decoded continuously (pictures.py: snapshots and thumbnails decode the packets kept since
+the last keyframe on demand), and the reader decodes live only while someone watches the preview.
 No asyncio and no NATS here: the room controller calls in from worker threads and is told about
 state changes by a callback.
 """
@@ -33,6 +32,7 @@ from .encoding import (
     passthrough_ok,
     recording_format,
 )
+from .pictures import Pictures
 from .pipeline_types import (
     ActiveRecording,
     AlreadyRecording,
@@ -44,7 +44,7 @@ from .pipeline_types import (
 )
 from .priority import receive_threads, renice, set_thread_nice
 from .recorder import RecordingWriter, describe_write_error
-from .ring import GopBuffer, PacketRing
+from .ring import PacketRing
 from .settings import SourceConfig
 from .sources import (
     Captured,
@@ -52,7 +52,6 @@ from .sources import (
     FrameSource,
     SourceUnavailable,
     StreamInfo,
-    decode_latest,
     is_network,
     open_source,
 )
@@ -84,10 +83,7 @@ class SourcePipeline:
         self.detail = ""
         self.info: StreamInfo | None = None
         self._lock = threading.RLock()
-        self._latest: av.VideoFrame | None = None
-        self._gop = GopBuffer()
-        self._decoding: Decode = "all"  # what the reader decodes right now
-        self._thumb: tuple[int, av.VideoFrame | None] = (-1, None)  # (GOP serial, keyframe)
+        self._pictures = Pictures(config.name)
         #: Set by the preview worker: someone watches the live preview of this source.
         self.preview_watched = False
         self._seen: float | None = None  # monotonic time of the last frame or packet
@@ -141,42 +137,14 @@ class SourcePipeline:
         run it in a worker thread): a snapshot shows the moment it was asked for."""
         if not self.signal:
             raise NoSignal(f"source {self.config.name} has no signal")
-        latest = self._latest
-        if self._decoding == "all" and latest is not None:
-            return lambda: latest
-        # Pass-through: decode the GOP so far (also while continuous decoding resumes).
-        info, packets = self.info, self._gop.packets()
-        if info is None or info.template is None or not packets:
-            raise NoSignal(f"source {self.config.name} has no keyframe yet")
-
-        def decode() -> av.VideoFrame:
-            frame = decode_latest(info.template, packets)
-            if frame is None:
-                raise NoSignal(f"source {self.config.name}: no picture could be decoded")
-            return frame
-
-        return decode
+        return self._pictures.now(self.info)
 
     def preview_frame(self) -> av.VideoFrame:
         """A recent picture for the live preview or the thumbnail, as cheaply as it comes: the
         reader's latest while it decodes, else the current GOP's keyframe (decoded once)."""
         if not self.signal:
             raise NoSignal(f"source {self.config.name} has no signal")
-        latest = self._latest
-        if self._decoding != "none" and latest is not None:
-            return latest
-        info = self.info
-        serial, keyframe = self._gop.keyframe()
-        if info is None or info.template is None or keyframe is None:
-            raise NoSignal(f"source {self.config.name} has no picture yet")
-        cached_serial, cached = self._thumb
-        if cached_serial == serial and cached is not None:
-            return cached
-        frame = decode_latest(info.template, [keyframe])
-        if frame is None:
-            raise NoSignal(f"source {self.config.name}: keyframe could not be decoded")
-        self._thumb = (serial, frame)
-        return frame
+        return self._pictures.preview(self.info)
 
     @property
     def recording(self) -> ActiveRecording | None:
@@ -296,9 +264,7 @@ class SourcePipeline:
 
     def _on_open(self, info: StreamInfo) -> None:
         with self._lock:
-            self._gop.clear()
-            self._latest = None
-            self._thumb = (-1, None)
+            self._pictures.clear()
             previous, self.info = self.info, info
             passthrough, self._passthrough = self._passthrough, self._can_pass_through(info)
             if self._ring is not None and (self._passthrough or passthrough):
@@ -334,7 +300,7 @@ class SourcePipeline:
     def _pump(self, source: FrameSource) -> None:
         announced = False
         compressed = source.info.template is not None
-        source.decode = self._decoding = self._decode_wanted(compressed)
+        source.decode = self._pictures.decoding = self._decode_wanted(compressed)
         passthrough: bool | None = None
         for item in source.items():
             if self._stopping.is_set():
@@ -345,7 +311,7 @@ class SourcePipeline:
                 renice(self._source_threads, self._reader_nice())
             self._seen = item.t
             if item.packet is not None:
-                self._gop.add(item.packet)
+                self._pictures.add_packet(item.packet)
                 if self._passthrough:
                     self._on_source_packet(item)
             # Input rate: the source's packets (pictures it sent), decoded or not.
@@ -357,13 +323,14 @@ class SourcePipeline:
                     rec_id = self._rec_id()
                     self._set_state("recording" if rec_id else "idle", "", rec_id)
             decoding = self._decode_wanted(compressed)
-            if decoding != self._decoding:
+            if decoding != self._pictures.decoding:
                 if decoding == "none":
-                    self._latest = None  # no longer current: preview falls back to keyframes
-                source.decode = self._decoding = decoding
+                    # No longer current: the preview falls back to keyframes.
+                    self._pictures.latest = None
+                source.decode = self._pictures.decoding = decoding
             if item.frame is None:
                 continue
-            self._latest = item.frame
+            self._pictures.latest = item.frame
             if self._encoding_wanted():
                 if self._queue_full():
                     self.stats.dropped += 1
@@ -377,7 +344,7 @@ class SourcePipeline:
         decode on demand from the GOP buffer)."""
         if not compressed or not self._passthrough or self.options.passthrough_decode == "all":
             return "all"
-        if self._gop.overflowed:
+        if self._pictures.gop.overflowed:
             return "all"  # keyframes too sparse to decode a GOP on demand
         if not self.preview_watched:
             return "none"

@@ -11,8 +11,9 @@ from cinebridge_common.logging import kv
 
 from . import repository as repo
 from .encoding import Mode, recording_format
+from .outcomes import RecordingMeta
 from .recorder import RecordingUnreadable, salvage
-from .room import RecordingMeta, Room
+from .room import Room
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ async def recover_recordings(room: Room) -> int:
             else:
                 raise RecordingUnreadable("the recording file is missing")
             # Stopped but not yet registered: the file was complete and keeps its media id.
-            event = await room.commit_recording(
+            event = await room.outcomes.commit_recording(
                 rec.source,
                 meta,
                 source,

@@ -2,14 +2,14 @@
 
 Nothing here decodes a whole file: a video is demuxed header-first (plus one decoded frame for
 interlacing; a container without an index is demuxed to its end to count its packets, and that
-pass keeps its last GOP for the decode check), a still is read up to its frame header. Every
-failure is a `BadMedia` with a reason a clinician's IT team can act on.
+pass keeps its last GOP for the decode check; MP4/MOV boxes are read by isobmff.py), a still is
+read up to its frame header (still_probe.py). Every failure is a `BadMedia` with a reason a
+clinician's IT team can act on.
 """
 
 from __future__ import annotations
 
 import errno
-import struct
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -18,24 +18,31 @@ from typing import Any
 import av
 
 from .errors import BadMedia
-
-#: ISO BMFF major/compatible brands that make a file MP4 rather than QuickTime (ISO/IEC 14496-14).
-MP4_BRANDS = frozenset(
-    {
-        b"isom",
-        b"iso2",
-        b"iso3",
-        b"iso4",
-        b"iso5",
-        b"iso6",
-        b"mp41",
-        b"mp42",
-        b"avc1",
-        b"M4V ",
-        b"dash",
-        b"msnv",
-    }
+from .isobmff import (
+    MP4_BRANDS,
+    box_overruns,
+    complete_box,
+    fragmented_sample_count,
+    mp4_brand,
 )
+from .still_probe import StillProbe, probe_still
+
+# Re-exported: the converter's modules and tools import them from here.
+__all__ = [
+    "LAST_GOP_BYTES",
+    "MP4_BRANDS",
+    "READABLE",
+    "SAFE_INPUT",
+    "CountedPass",
+    "StillProbe",
+    "VideoProbe",
+    "container_of",
+    "fragmented_sample_count",
+    "open_input",
+    "probe_still",
+    "probe_video",
+    "variable_rate",
+]
 
 #: The last GOP is kept in memory to decode it; longer GOPs skip that half of the check.
 LAST_GOP_BYTES = 64 << 20
@@ -98,19 +105,6 @@ class VideoProbe:
         return self.display_width, self.height
 
 
-@dataclass(frozen=True)
-class StillProbe:
-    """A still image: its format and, for JPEG, whether it can go into DICOM byte for byte."""
-
-    format: str  # "jpeg", "png", "bmp", ...
-    width: int
-    height: int
-    components: int
-    baseline: bool  # JPEG SOF0 (Process 1), 8-bit
-    sampling: str | None  # "420", "422", "444", "other" for 3-component JPEG
-    adobe_rgb: bool  # APP14 transform 0: components are RGB, not YCbCr
-
-
 #: FFmpeg may only read local files with these demuxers: a hostile "video" that is really a
 #: playlist (HLS, concat) or a reference movie must not make FFmpeg fetch URLs or other files.
 SAFE_INPUT = {
@@ -125,18 +119,10 @@ def open_input(path: Path, **extra: str) -> av.container.InputContainer:
     return av.open(str(path), options={**SAFE_INPUT, **extra})
 
 
-def _mp4_brand(path: Path) -> bytes | None:
-    with open(path, "rb") as fh:
-        head = fh.read(32)
-    if len(head) >= 16 and head[4:8] == b"ftyp":
-        return head[8:12]
-    return None
-
-
 def container_of(path: Path, ffmpeg_format: str) -> str:
     """Name the container; FFmpeg calls MP4 and QuickTime the same, the ftyp brand does not."""
     if ffmpeg_format.startswith("mov,mp4"):
-        brand = _mp4_brand(path)
+        brand = mp4_brand(path)
         return "mp4" if brand in MP4_BRANDS else "mov"
     return ffmpeg_format.split(",")[0]
 
@@ -176,7 +162,7 @@ def probe_video(path: Path, *, max_pixels: int, max_duration_s: float) -> VideoP
             container, stream, count=not exact
         )
         frames = frames or counted
-        truncated = corrupt or (name in ("mp4", "mov") and _box_overruns(path))
+        truncated = corrupt or (name in ("mp4", "mov") and box_overruns(path))
         if frames <= 0:
             raise BadMedia("the video stream holds no decodable frame (truncated or empty)")
         audio = tuple(s.codec_context.name for s in container.streams.audio)
@@ -223,31 +209,11 @@ def _unreadable(path: Path, exc: av.error.FFmpegError) -> str:
 
 def _cut_index(path: Path) -> str | None:
     """The reason for an MP4/MOV whose index is missing or cut off, else None."""
-    if _mp4_brand(path) is not None and not _complete_box(path, b"moov"):
+    if mp4_brand(path) is not None and not complete_box(path, b"moov"):
         # A recorder killed before it wrote the index (moov at the end, ISO/IEC 14496-12 8.2.1):
         # the samples are there but nothing says where each one is.
         return "truncated MP4/MOV: it has no complete index (moov box), the recording was cut off"
     return None
-
-
-def _complete_box(path: Path, kind: bytes) -> bool:
-    """Whether a top-level box of this type lies wholly inside the file."""
-    size, pos = path.stat().st_size, 0
-    with open(path, "rb") as fh:
-        while pos + 8 <= size:
-            fh.seek(pos)
-            head = fh.read(16)
-            box_size, found = struct.unpack(">I4s", head[:8])
-            if box_size == 1 and len(head) == 16:
-                box_size = struct.unpack(">Q", head[8:16])[0]
-            elif box_size == 0:
-                box_size = size - pos
-            if box_size < 8:
-                return False
-            if found == kind:
-                return bool(pos + box_size <= size)
-            pos += box_size
-    return False
 
 
 def _bit_rate(stream: Any, container: Any, size: int, duration_s: float) -> int:
@@ -271,65 +237,6 @@ def variable_rate(average: Fraction, base: Fraction | None) -> bool:
 def _sar(stream: av.video.stream.VideoStream) -> Fraction:
     sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
     return Fraction(sar) if sar and sar > 0 else Fraction(1)
-
-
-def fragmented_sample_count(path: Path, track_id: int) -> int | None:
-    """Samples of one track in a fragmented MP4: the sum of its `trun` counts over every `moof`
-    (ISO/IEC 14496-12 8.8), read box header by box header without touching `mdat`.
-
-    None when the file is not fragmented or anything looks off (a cut-off last fragment, a
-    box that does not add up): the caller then counts packets instead.
-    """
-    size = path.stat().st_size
-    total, seen, pos = 0, False, 0
-    with open(path, "rb") as fh:
-        while pos + 8 <= size:
-            fh.seek(pos)
-            head = fh.read(16)
-            box_size, kind = struct.unpack(">I4s", head[:8])
-            header = 8
-            if box_size == 1 and len(head) == 16:
-                box_size, header = struct.unpack(">Q", head[8:16])[0], 16
-            elif box_size == 0:
-                box_size = size - pos
-            if box_size < header or pos + box_size > size:
-                return None
-            if kind == b"moof":
-                if box_size > 1 << 24:
-                    return None
-                fh.seek(pos + header)
-                count = _moof_samples(fh.read(box_size - header), track_id)
-                if count is None:
-                    return None
-                total, seen = total + count, True
-            pos += box_size
-    return total if seen else None
-
-
-def _boxes(body: bytes) -> list[tuple[bytes, bytes]]:
-    found, pos = [], 0
-    while pos + 8 <= len(body):
-        size, kind = struct.unpack(">I4s", body[pos : pos + 8])
-        if size < 8 or pos + size > len(body):
-            raise ValueError("box overruns its parent")
-        found.append((kind, body[pos + 8 : pos + size]))
-        pos += size
-    return found
-
-
-def _moof_samples(body: bytes, track_id: int) -> int | None:
-    count = 0
-    try:
-        for kind, traf in _boxes(body):
-            if kind != b"traf":
-                continue
-            children = _boxes(traf)
-            ids = [struct.unpack(">I", p[4:8])[0] for k, p in children if k == b"tfhd"]
-            if ids == [track_id]:
-                count += sum(struct.unpack(">I", p[4:8])[0] for k, p in children if k == b"trun")
-    except (ValueError, struct.error):
-        return None
-    return count
 
 
 def _duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
@@ -391,118 +298,3 @@ def _rotation(frame: av.VideoFrame) -> int:
     except (AttributeError, TypeError, ValueError):
         return 0
     return round(degrees / 90) % 4 * 90
-
-
-def _box_overruns(path: Path) -> bool:
-    """Whether an MP4's last top-level box runs past the end of the file (a cut-off write)."""
-    size, pos = path.stat().st_size, 0
-    with open(path, "rb") as fh:
-        while pos + 8 <= size:
-            fh.seek(pos)
-            head = fh.read(16)
-            box_size = struct.unpack(">I", head[:4])[0]
-            if box_size == 1 and len(head) == 16:
-                box_size = struct.unpack(">Q", head[8:16])[0]
-            elif box_size == 0:
-                return False  # "to the end of the file"
-            if box_size < 8:
-                return True
-            pos += box_size
-    return pos != size
-
-
-# -- stills --------------------------------------------------------------------------------
-
-_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
-def probe_still(path: Path, *, max_pixels: int) -> StillProbe:
-    size = path.stat().st_size
-    if size == 0:
-        raise BadMedia("the snapshot is an empty file (0 bytes)")
-    with open(path, "rb") as fh:
-        head = fh.read(2)
-        if head == b"\xff\xd8":
-            probe = _probe_jpeg(fh)
-        else:
-            probe = _probe_other(path)
-    if probe.width <= 0 or probe.height <= 0:
-        raise BadMedia("the snapshot declares no picture size")
-    if probe.width * probe.height > max_pixels:
-        raise BadMedia(
-            f"snapshot {probe.width}x{probe.height} exceeds the limit of {max_pixels} pixels"
-        )
-    return probe
-
-
-def _probe_jpeg(fh: object) -> StillProbe:
-    """Walk JPEG markers up to the frame header (ITU-T T.81 B.2); nothing is decoded."""
-    read = fh.read  # type: ignore[attr-defined]
-    adobe_rgb = False
-    while True:
-        byte = read(1)
-        if not byte:
-            raise BadMedia("JPEG ends before its frame header (truncated)")
-        if byte != b"\xff":
-            continue
-        marker = read(1)
-        while marker == b"\xff":
-            marker = read(1)
-        if not marker:
-            raise BadMedia("JPEG ends before its frame header (truncated)")
-        code = marker[0]
-        if code in (0x01, 0xD8) or 0xD0 <= code <= 0xD7:
-            continue
-        raw_len = read(2)
-        if len(raw_len) < 2:
-            raise BadMedia("JPEG segment truncated")
-        length = struct.unpack(">H", raw_len)[0]
-        body = read(length - 2)
-        if len(body) < length - 2:
-            raise BadMedia("JPEG segment truncated")
-        if code == 0xEE and body.startswith(b"Adobe") and len(body) >= 12:
-            adobe_rgb = body[11] == 0
-        if code in _SOF_MARKERS:
-            precision, height, width, ncomp = struct.unpack(">BHHB", body[:6])
-            factors = [body[6 + 3 * i + 1] for i in range(ncomp)]
-            return StillProbe(
-                format="jpeg",
-                width=width,
-                height=height,
-                components=ncomp,
-                baseline=code == 0xC0 and precision == 8,
-                sampling=_sampling(factors),
-                adobe_rgb=adobe_rgb,
-            )
-        if code == 0xDA:
-            raise BadMedia("JPEG has scan data before any frame header")
-
-
-def _sampling(factors: list[int]) -> str | None:
-    if len(factors) != 3:
-        return None
-    (h0, v0), rest = divmod(factors[0], 16), factors[1:]
-    if any(f != 0x11 for f in rest):
-        return "other"
-    return {(2, 2): "420", (2, 1): "422", (1, 1): "444"}.get((h0, v0), "other")
-
-
-def _probe_other(path: Path) -> StillProbe:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:  # lazy: reads the header only
-            width, height = img.size
-            fmt = (img.format or "unknown").lower()
-            bands = len(img.getbands())
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise BadMedia(f"not an image file Pillow can read ({type(exc).__name__})") from exc
-    return StillProbe(
-        format=fmt,
-        width=width,
-        height=height,
-        components=bands,
-        baseline=False,
-        sampling=None,
-        adobe_rgb=False,
-    )

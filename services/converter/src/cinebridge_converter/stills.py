@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import BadMedia
-from .probe import StillProbe
+from .still_probe import StillProbe
 
 QUALITY = 95
 

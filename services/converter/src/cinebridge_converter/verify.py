@@ -18,7 +18,8 @@ from typing import Any
 
 import av
 
-from .probe import LAST_GOP_BYTES, CountedPass, container_of, fragmented_sample_count, open_input
+from .isobmff import fragmented_sample_count
+from .probe import LAST_GOP_BYTES, CountedPass, container_of, open_input
 
 #: The first GOP check decodes at most this many packets (a stream with one key frame only).
 FIRST_GOP_LIMIT = 600

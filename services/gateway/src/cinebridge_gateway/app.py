@@ -18,6 +18,7 @@ from cinebridge_common.supervise import every
 from . import purge_audit, routes_purge
 from .bootstrap import ensure_admin
 from .catalog_repository import open_search_pool
+from .conversion_progress import ConversionProgress
 from .deps import READ_MODELS, Gateway
 from .handlers import subscriptions
 from .health_board import HealthBoard
@@ -81,7 +82,8 @@ async def run(
         repo = Repository(ctx.pool, search_pool)
         board = HealthBoard(settings.gateway_stale_after_s)
         hub = EventHub()
-        for subject, handler in subscriptions(board, hub):
+        progress = ConversionProgress()
+        for subject, handler in subscriptions(board, hub, progress):
             await ctx.until_ready(
                 "nats", functools.partial(ctx.bus.subscribe_events, subject, handler)
             )
@@ -89,7 +91,7 @@ async def run(
         audit_purge = ctx.bind_job(purge_audit.handle_study_purged, ctx.pool)
         ctx.bus.start_consumer(purge_audit.SPEC, StudyPurged, audit_purge)
         cache = PrincipalCache(settings.gateway_auth_cache_s)
-        gw = Gateway(settings, ctx.pool, ctx.bus, ctx.store, repo, board, hub, cache)
+        gw = Gateway(settings, ctx.pool, ctx.bus, ctx.store, repo, board, hub, cache, progress)
         gw.dependencies = ctx.dependencies
         config = uvicorn.Config(
             create_app(gw),

@@ -13,6 +13,7 @@ from cinebridge_common.store import MediaStore
 from fastapi import Depends, Request
 from pydantic import BaseModel
 
+from .conversion_progress import ConversionProgress
 from .health_board import HealthBoard
 from .hub import EventHub
 from .repository import Principal, Repository
@@ -71,6 +72,8 @@ class Gateway:
     board: HealthBoard
     hub: EventHub
     auth_cache: PrincipalCache
+    #: The latest report of each conversion in progress (the study detail shows it).
+    progress: ConversionProgress = field(default_factory=ConversionProgress)
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     #: This process's view of PostgreSQL and NATS (the components of /api/health).
     dependencies: Dependencies = field(default_factory=Dependencies)

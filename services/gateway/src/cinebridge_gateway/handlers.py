@@ -1,4 +1,5 @@
-"""Bus events the gateway listens to: heartbeats feed the health board, every event the SSE hub."""
+"""Bus events the gateway listens to: heartbeats feed the health board, every event the SSE hub
+(and the conversion reports, the progress a page loaded mid-conversion shows)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from cinebridge_common.logging import kv
 from cinebridge_common.messages import ServiceHeartbeat
 from nats.aio.msg import Msg
 
+from .conversion_progress import ConversionProgress
 from .health_board import HealthBoard
 from .hub import EventHub, LiveEvent
 
@@ -25,8 +27,13 @@ def handle_service_heartbeat(board: HealthBoard) -> Callable[[Msg], Awaitable[No
     return handle
 
 
-def handle_any_event(hub: EventHub) -> Callable[[Msg], Awaitable[None]]:
+def handle_any_event(
+    hub: EventHub, progress: ConversionProgress
+) -> Callable[[Msg], Awaitable[None]]:
     async def handle(msg: Msg) -> None:
+        # In the one subscription that relays them: a report and its item's outcome are seen
+        # in the order the bus delivered them.
+        progress.observe(msg.subject, msg.data)
         # Relayed as the bus carried it: events hold ids and states, never patient data.
         hub.publish(LiveEvent(msg.subject, msg.data.decode(errors="replace")))
 
@@ -34,10 +41,10 @@ def handle_any_event(hub: EventHub) -> Callable[[Msg], Awaitable[None]]:
 
 
 def subscriptions(
-    board: HealthBoard, hub: EventHub
+    board: HealthBoard, hub: EventHub, progress: ConversionProgress
 ) -> list[tuple[str, Callable[[Msg], Awaitable[None]]]]:
     """The gateway's subscription table (core subscriptions: live views, not durable work)."""
     return [
         (ServiceHeartbeat.subject, handle_service_heartbeat(board)),
-        ("cb.evt.>", handle_any_event(hub)),
+        ("cb.evt.>", handle_any_event(hub, progress)),
     ]

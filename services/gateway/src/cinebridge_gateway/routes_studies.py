@@ -226,7 +226,9 @@ async def get_study(
         "status": await gw.repo.study_status(study_id),
         "commitment": await gw.repo.study_commitment(study_id),
         **ledger_fields(entry),
-        "media": media_with_ledger(media, deliveries, await study_state(gw, study_id, entry)),
+        "media": gw.progress.annotate(
+            media_with_ledger(media, deliveries, await study_state(gw, study_id, entry))
+        ),
         "deliveries": deliveries,
         "mpps": await gw.repo.mpps_for_study(study_id),
     }

@@ -46,6 +46,11 @@ class Accepted(BaseModel):
     job_keys: list[str] = []
 
 
+class ConversionReport(BaseModel):
+    stage: str  # transcode, remux, write
+    fraction: float  # 0 to 1
+
+
 class MediaOut(BaseModel):
     id: uuid.UUID
     study_id: uuid.UUID
@@ -71,6 +76,8 @@ class MediaOut(BaseModel):
     destinations: dict[str, str] = {}
     #: When the purge policy removed its file (docs/purge.md).
     purged_at: dt.datetime | None = None
+    #: The converter's latest report while the item is converted: {"stage", "fraction"}.
+    progress: ConversionReport | None = None
 
 
 class DeliveryOut(BaseModel):

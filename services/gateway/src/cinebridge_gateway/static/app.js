@@ -3,7 +3,7 @@
 // lib.js holds the API client and the helpers they share.
 import { $, api, attempt, readOnly, dicomDate, dicomTime, field, formValues, h, loadCurrentStudy, personName, roomLine,
          route, routes, scheduleRefresh, setRenderer, startStudy, state, whoOf } from "./lib.js";
-import { capture, viewPatient, viewRoom } from "./room.js";
+import { capture, progressText, viewPatient, viewRoom } from "./room.js";
 import { viewLocal } from "./local.js";
 import { viewSettings } from "./settings.js";
 import { viewOps } from "./ops.js";
@@ -41,7 +41,7 @@ function connectEvents() {
 function onLiveEvent(subject, data) {
   if (subject === "cb.evt.conversion.progressed" && state.study && data.study_id === state.study.id) {
     const el = document.getElementById(`progress-${data.media_id}`);
-    if (el) el.textContent = `${data.stage} ${Math.round(data.fraction * 100)}%`;
+    if (el) el.textContent = progressText(data);
     return;
   }
   // Only pages that show live state re-render: a dialog being filled in is never reset.

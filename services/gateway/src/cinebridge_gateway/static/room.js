@@ -271,10 +271,15 @@ function mediaCard(m) {
       readOnly() ? "" : h("button", { class: "small danger", title: "delete", "aria-label": `delete this ${m.kind}`, onclick: () => deleteMedia(m) }, "✕")));
   const update = (item) => {
     setText(label, item.kind === "recording" ? `video ${fmtSeconds(item.duration_s || 0)}` : `image ${item.width || ""}×${item.height || ""}`);
-    setText(progress, item.state === item.ledger ? "" : item.state);
+    // A conversion under way shows the converter's latest report as the server kept it (a
+    // refresh or a reload shows it too); otherwise the state where the ledger does not say it.
+    setText(progress, item.progress ? progressText(item.progress) : item.state === item.ledger ? "" : item.state);
     ledger = swap(ledger, itemLedger(item));
   };
   return { el, update };
+}
+export function progressText(report) {
+  return `${report.stage} ${Math.round(report.fraction * 100)}%`;
 }
 // The item's place in the delivery ledger, each destination's in the title (docs/purge.md).
 function itemLedger(m) {
