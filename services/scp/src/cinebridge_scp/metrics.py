@@ -72,6 +72,12 @@ INDEX_SECONDS = Histogram(
     " commit in one transaction)",
     buckets=_LATENCY,
 )
+INDEX_GROUPS = Counter(
+    "cinebridge_scp_index_groups_total",
+    "Groups of index rows written, by how they commit: statement (one instance, or every file"
+    " durable before it was sent: one round trip) or transaction (held open until the files are)",
+    ("how",),
+)
 QUARANTINED = Counter(
     "cinebridge_scp_quarantined_files_total",
     "Received files without an index row that failed their check, moved to quarantine/",
