@@ -213,17 +213,20 @@ class GroupIndexer:
             await group[0].settled.wait()
         if all(t.settled.is_set() for t in group):
             # Every file is already durable (or given up): the statement commits by itself.
-            if not self._begin_commit(group):
-                raise _Rollback
-            metrics.INDEX_GROUPS.labels("statement").inc()
-            try:
-                return await repository.index_rows(self._pool, rows, self._duplicates)
-            except asyncpg.PostgresError:
-                # The server refused the statement: its own transaction rolled back, nothing
-                # committed, so the group may be written again one at a time (write_group).
-                for ticket in group:
-                    ticket.back_to_durable()
-                raise
+            # The connection comes first: failing to get one (PostgreSQL down) sends nothing,
+            # so the outcome is known and the instances may still be given up.
+            async with self._pool.acquire() as conn:
+                if not self._begin_commit(group):
+                    raise _Rollback
+                metrics.INDEX_GROUPS.labels("statement").inc()
+                try:
+                    return await repository.index_rows(conn, rows, self._duplicates)
+                except asyncpg.PostgresError:
+                    # The server refused the statement: its own transaction rolled back,
+                    # nothing committed, so the group may be written again one at a time.
+                    for ticket in group:
+                        ticket.back_to_durable()
+                    raise
         metrics.INDEX_GROUPS.labels("transaction").inc()
         async with self._pool.acquire() as conn, conn.transaction():
             outcomes = await repository.index_rows(conn, rows, self._duplicates)

@@ -68,8 +68,8 @@ FSYNC_SECONDS = Histogram(
 INDEX_SECONDS = Histogram(
     "cinebridge_scp_index_duration_seconds",
     "Wait for the commit of a received instance's index row and outbox event once its file"
-    " was durable (the statement itself overlaps the fsyncs; rows of concurrent associations"
-    " commit in one transaction)",
+    " was durable (a lone instance's statement runs then; several instances handed over together"
+    " have their statement overlap the fsyncs and commit in one transaction)",
     buckets=_LATENCY,
 )
 INDEX_GROUPS = Counter(
