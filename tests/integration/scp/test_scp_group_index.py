@@ -179,12 +179,29 @@ def groups(how: str) -> float:
     return value or 0.0
 
 
-async def test_a_lone_instance_commits_by_itself_once_its_file_is_durable(
+async def test_a_lone_instance_commits_once_its_file_is_durable(
     indexer: Indexer, db_pool: asyncpg.Pool
 ) -> None:
-    """One sender hands over one instance at a time: its row waits for its file and then
-    commits in a statement of its own, without an explicit transaction (BEGIN and COMMIT would
-    cost the event loop two more round trips per instance)."""
+    """One sender hands over one instance at a time: its statement still runs while its file is
+    made durable, in a transaction that commits only once it is."""
+    transactions = groups("transaction")
+    (ticket,) = await indexer.begin_all([facts(0, generate_uid())])
+    await writing_in_open_transaction(db_pool)
+    assert await indexed(db_pool) == []
+    assert not ticket.result.done()
+    ticket.durable()
+    assert not isinstance(await outcome(ticket), Exception)
+    assert await indexed(db_pool) == [ticket.facts.rel_path]
+    assert groups("transaction") == transactions + 1
+
+
+async def test_while_several_associations_store_a_lone_instance_commits_by_itself(
+    indexer: Indexer, db_pool: asyncpg.Pool
+) -> None:
+    """With several associations storing, CPU bounds them: a lone instance's statement waits
+    for its file and commits by itself (BEGIN and COMMIT would cost the event loop two more
+    round trips)."""
+    indexer.index.associations = lambda: 4
     transactions, statements = groups("transaction"), groups("statement")
     (ticket,) = await indexer.begin_all([facts(0, generate_uid())])
 

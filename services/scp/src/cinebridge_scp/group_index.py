@@ -8,15 +8,16 @@ outcome after the commit. So a committed row still always names a durable file, 
 follows both the fsyncs and the commit (ingest.py); what changes is that the statement's round
 trip overlaps the fsyncs instead of following them.
 
-A group of one instance (what one sender's association hands over) is the exception: its
-statement waits for its file and commits by itself. The open transaction would cost the event
-loop two more round trips (BEGIN, COMMIT) per instance, as much CPU as the statement itself,
-for an overlap of one statement with one fsync.
+A group of one instance takes that path only while a single association stores (one sender
+hands over one instance at a time, and the overlap shortens each of its C-STOREs). While
+several do, CPU is what bounds them, and BEGIN and COMMIT cost the event loop about as much as
+the statement: a lone instance's statement then waits for its file and commits by itself
+(docs/benchmarks.md, "The SCP's CPU per instance since 2026-11-29").
 
 Instances handed over while a group is being written form the next group: one statement and
 one commit for all of them, whatever the number of associations (concurrent fsyncs run in
 their own threads and are never queued behind each other). A group whose files were all
-durable before its statement was sent needs no explicit transaction (one round trip) either. An
+durable before its statement was sent needs no explicit transaction (one round trip). An
 instance that is abandoned (its fsync failed, its thread gave up) rolls its group back and the
 others are written again without it; a group the database refuses is written again one
 instance at a time, so that only the culprit fails (a deadlock between two worker processes
@@ -30,7 +31,7 @@ import concurrent.futures
 import enum
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import asyncpg
 from cinebridge_common.logging import kv
@@ -145,6 +146,9 @@ class GroupIndexer:
         self._pool = pool
         self._duplicates = duplicates
         self.timeout_s = timeout_s
+        #: How many associations are storing (the listener's count; set by the composition
+        #: root once the listener exists).
+        self.associations: Callable[[], int] = lambda: 1
         self._lock = threading.Lock()
         self._queue: list[Ticket] = []
         self._woken = False
@@ -207,9 +211,10 @@ class GroupIndexer:
 
     async def _write(self, group: Sequence[Ticket]) -> list[IndexOutcome]:
         rows = repository.index_args([t.facts for t in group])  # while the files are fsync'd
-        if len(group) == 1:
-            # One instance (one sender, or a lull): its statement waits for its file and then
-            # commits by itself, one round trip instead of BEGIN, statement and COMMIT.
+        if len(group) == 1 and self.associations() > 1:
+            # Several associations store at once, so CPU bounds them, not one C-STORE's round
+            # trips: a lone instance's statement waits for its file and commits by itself, one
+            # round trip instead of BEGIN, statement and COMMIT.
             await group[0].settled.wait()
         if all(t.settled.is_set() for t in group):
             # Every file is already durable (or given up): the statement commits by itself.

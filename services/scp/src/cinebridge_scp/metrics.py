@@ -68,14 +68,15 @@ FSYNC_SECONDS = Histogram(
 INDEX_SECONDS = Histogram(
     "cinebridge_scp_index_duration_seconds",
     "Wait for the commit of a received instance's index row and outbox event once its file"
-    " was durable (a lone instance's statement runs then; several instances handed over together"
-    " have their statement overlap the fsyncs and commit in one transaction)",
+    " was durable (the statement itself overlaps the fsyncs; rows of concurrent associations"
+    " commit in one transaction)",
     buckets=_LATENCY,
 )
 INDEX_GROUPS = Counter(
     "cinebridge_scp_index_groups_total",
-    "Groups of index rows written, by how they commit: statement (one instance, or every file"
-    " durable before it was sent: one round trip) or transaction (held open until the files are)",
+    "Groups of index rows written, by how they commit: statement (every file durable before it"
+    " was sent, or one instance while several associations store: one round trip) or"
+    " transaction (held open until the files are durable)",
     ("how",),
 )
 QUARANTINED = Counter(
