@@ -288,6 +288,8 @@ class Orthanc(Receiver):
 
 class CineBridge(Receiver):
     name, aet = "cinebridge", "CINEBRIDGE"
+    #: CB_LOG_LEVEL of the SCP process (the service's default is INFO).
+    log_level = "WARNING"
 
     def __init__(self, work: Path, nats_url: str, dsn: str, workers: int) -> None:
         self.work = work / "cinebridge"
@@ -301,7 +303,7 @@ class CineBridge(Receiver):
             CB_DATABASE_URL=self.dsn,
             CB_MEDIA_ROOT=str(self.work / "media"),
             CB_SCP_PORT=str(self.port),
-            CB_LOG_LEVEL="WARNING",
+            CB_LOG_LEVEL=self.log_level,
             CB_INSTANCE_ID="bench",
             CB_SCP_WORKERS=str(self.workers),
         )

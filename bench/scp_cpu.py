@@ -11,6 +11,7 @@ seconds, and how much of it the event-loop thread spent (the main thread: index 
 outbox relay, NATS) against the association threads (receive, check, fsync, rename).
 
     .venv/bin/python bench/scp_cpu.py --old /tmp/old [--small 500] [--senders 1] [--rounds 4]
+        [--log-level WARNING]
 """
 
 from __future__ import annotations
@@ -42,9 +43,12 @@ def cpu_s(pid: int, tid: int | None = None) -> tuple[float, float]:
 class Scp(CineBridge):
     """bench/scp.py's CineBridge receiver, run from the code at `sources` (None: this tree)."""
 
-    def __init__(self, work: Path, nats_url: str, dsn: str, label: str, tree: Path | None):
+    def __init__(
+        self, work: Path, nats_url: str, dsn: str, label: str, tree: Path | None, log_level: str
+    ):
         super().__init__(work / label, nats_url, dsn, 1)
         self.label = label
+        self.log_level = log_level
         self.pythonpath = ":".join(str(tree / s) for s in SOURCES) if tree else None
 
     def start(self) -> None:
@@ -92,6 +96,9 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=500)
     parser.add_argument("--senders", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument(
+        "--log-level", default="WARNING", help="CB_LOG_LEVEL of both SCPs (the service's is INFO)"
+    )
     add_json_flag(parser)
     args = parser.parse_args()
     figures = Figures("scp_cpu")
@@ -106,7 +113,14 @@ def main() -> None:
             folders[n % args.senders].mkdir(exist_ok=True)
             os.link(path, folders[n % args.senders] / path.name)
         scps = [
-            Scp(work, nats.url, asyncio.run(create_database(pg.dsn, label)), label, tree)
+            Scp(
+                work,
+                nats.url,
+                asyncio.run(create_database(pg.dsn, label)),
+                label,
+                tree,
+                args.log_level,
+            )
             for label, tree in (("old", args.old), ("new", None))
         ]
         runs: dict[str, list[dict[str, float]]] = {scp.label: [] for scp in scps}
@@ -134,6 +148,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     figures.put("instances", args.small)
     figures.put("senders", args.senders)
+    figures.put("log_level", args.log_level)
     print(f"\nmedians of {args.rounds} rounds, {args.small} instances, {args.senders} sender(s):")
     for label, values in runs.items():
         medians = {key: statistics.median(v[key] for v in values) for key in values[0]}

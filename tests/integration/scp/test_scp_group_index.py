@@ -17,6 +17,7 @@ from cinebridge_scp import repository
 from cinebridge_scp.group_index import Abandoned, GroupIndexer, Ticket
 from cinebridge_scp.ingest import InstanceFacts
 from cinebridge_testkit import wait_for
+from prometheus_client import REGISTRY
 from pydicom.uid import generate_uid
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -108,6 +109,7 @@ async def test_rows_commit_together_once_every_file_is_durable(
 ) -> None:
     study = generate_uid()
     batch = [facts(n, study) for n in range(3)]
+    transactions = groups("transaction")
     tickets = await indexer.begin_all(batch)
     await writing_in_open_transaction(db_pool)
     tickets[0].durable()
@@ -118,6 +120,7 @@ async def test_rows_commit_together_once_every_file_is_durable(
     tickets[2].durable()
     outcomes = await asyncio.gather(*(outcome(t) for t in tickets))
     assert all(not isinstance(o, Exception) for o in outcomes)
+    assert groups("transaction") == transactions + 1
     assert await indexed(db_pool) == sorted(f.rel_path for f in batch)
     # One transaction wrote all three rows, and their outbox events with them.
     assert await db_pool.fetchval("SELECT count(DISTINCT xmin::text) FROM received_instances") == 1
@@ -168,6 +171,61 @@ async def test_a_refused_group_of_durable_files_fails_only_its_culprit(
     assert isinstance(outcomes[1], asyncpg.PostgresError)
     assert not isinstance(outcomes[0], Exception) and not isinstance(outcomes[2], Exception)
     assert await indexed(db_pool) == sorted([batch[0].rel_path, batch[2].rel_path])
+
+
+def groups(how: str) -> float:
+    """Groups written so far in this process, by how they committed (the metric)."""
+    value = REGISTRY.get_sample_value("cinebridge_scp_index_groups_total", {"how": how})
+    return value or 0.0
+
+
+async def test_a_lone_instance_commits_once_its_file_is_durable(
+    indexer: Indexer, db_pool: asyncpg.Pool
+) -> None:
+    """One sender hands over one instance at a time: its statement still runs while its file is
+    made durable, in a transaction that commits only once it is."""
+    transactions = groups("transaction")
+    (ticket,) = await indexer.begin_all([facts(0, generate_uid())])
+    await writing_in_open_transaction(db_pool)
+    assert await indexed(db_pool) == []
+    assert not ticket.result.done()
+    ticket.durable()
+    assert not isinstance(await outcome(ticket), Exception)
+    assert await indexed(db_pool) == [ticket.facts.rel_path]
+    assert groups("transaction") == transactions + 1
+
+
+async def test_while_several_associations_store_a_lone_instance_commits_by_itself(
+    indexer: Indexer, db_pool: asyncpg.Pool
+) -> None:
+    """With several associations storing, CPU bounds them: a lone instance's statement waits
+    for its file and commits by itself (BEGIN and COMMIT would cost the event loop two more
+    round trips)."""
+    indexer.index.associations = lambda: 4
+    transactions, statements = groups("transaction"), groups("statement")
+    (ticket,) = await indexer.begin_all([facts(0, generate_uid())])
+
+    async def taken() -> bool:  # the loop holds the group and waits for the file
+        return not indexer.index._queue
+
+    await wait_for(taken, WAIT_S, what="the group taken by the loop")
+    assert await indexed(db_pool) == []
+    assert not ticket.result.done()
+    ticket.durable()
+    assert not isinstance(await outcome(ticket), Exception)
+    assert await indexed(db_pool) == [ticket.facts.rel_path]
+    assert groups("statement") == statements + 1
+    assert groups("transaction") == transactions
+
+
+async def test_a_lone_instance_given_up_writes_nothing(
+    indexer: Indexer, db_pool: asyncpg.Pool
+) -> None:
+    (ticket,) = await indexer.begin_all([facts(0, generate_uid())])
+    assert ticket.abandon()
+    assert isinstance(await outcome(ticket), Abandoned)
+    assert await indexed(db_pool) == []
+    assert await db_pool.fetchval("SELECT count(*) FROM outbox") == 0
 
 
 def _outcome_or_error(ticket: Ticket) -> object:

@@ -99,6 +99,10 @@ class Association(AcceptorAssociation):
         self.config = config
         #: Counts this association against the listener's limit; False when at the limit.
         self.admit = admit
+        #: C-STORE outcomes on this association, logged when it ends (one line per association
+        #: at INFO instead of one per instance).
+        self.stored = 0
+        self.refused = 0
 
 
 class ReceivedInstance:
@@ -111,7 +115,12 @@ class ReceivedInstance:
         return self.file.write(data)
 
     def finish(self) -> int:
-        return self.assoc.config.ingest.store_instance(self.file, self.command)
+        status = self.assoc.config.ingest.store_instance(self.file, self.command)
+        if status == STATUS_SUCCESS:
+            self.assoc.stored += 1
+        else:
+            self.assoc.refused += 1
+        return status
 
     def discard(self) -> None:
         self.file.discard()
@@ -332,19 +341,32 @@ def handle_response(assoc: Association, context: pdu.ContextResult, rsp: dimse.C
 
 def handle_released(assoc: Association) -> None:
     metrics.ASSOCIATIONS_ENDED.labels("released").inc()  # counted before the peer knows
-    log.info("association released", extra=kv(association=assoc.id, peer=assoc.peer))
+    log.info(
+        "association released",
+        extra=kv(association=assoc.id, peer=assoc.peer, stored=assoc.stored, refused=assoc.refused),
+    )
 
 
 def handle_aborted(assoc: Association, body: object) -> None:
     metrics.ASSOCIATIONS_ENDED.labels("peer_abort").inc()
-    log.info("association aborted by the peer", extra=kv(association=assoc.id, peer=assoc.peer))
+    log.info(
+        "association aborted by the peer",
+        extra=kv(association=assoc.id, peer=assoc.peer, stored=assoc.stored, refused=assoc.refused),
+    )
 
 
 def handle_protocol_error(assoc: Association, why: str) -> None:
     metrics.ASSOCIATIONS_ENDED.labels("protocol_error").inc()
     log.warning(
         "protocol error, aborting",
-        extra=kv(association=assoc.id, peer=assoc.peer, calling_ae=assoc.calling_ae, reason=why),
+        extra=kv(
+            association=assoc.id,
+            peer=assoc.peer,
+            calling_ae=assoc.calling_ae,
+            reason=why,
+            stored=assoc.stored,
+            refused=assoc.refused,
+        ),
     )
 
 
@@ -352,14 +374,31 @@ def handle_timeout(assoc: Association, why: str) -> None:
     metrics.ASSOCIATIONS_ENDED.labels("timeout").inc()
     log.warning(
         "peer too slow or idle, aborting",
-        extra=kv(association=assoc.id, peer=assoc.peer, calling_ae=assoc.calling_ae, reason=why),
+        extra=kv(
+            association=assoc.id,
+            peer=assoc.peer,
+            calling_ae=assoc.calling_ae,
+            reason=why,
+            stored=assoc.stored,
+            refused=assoc.refused,
+        ),
     )
 
 
 def handle_conn_closed(assoc: Association, why: str, mid_message: bool) -> None:
     metrics.ASSOCIATIONS_ENDED.labels("closed").inc()
     level = logging.WARNING if mid_message else logging.INFO
-    log.log(level, "connection closed", extra=kv(association=assoc.id, peer=assoc.peer, reason=why))
+    log.log(
+        level,
+        "connection closed",
+        extra=kv(
+            association=assoc.id,
+            peer=assoc.peer,
+            reason=why,
+            stored=assoc.stored,
+            refused=assoc.refused,
+        ),
+    )
 
 
 BINDINGS: list[Binding] = [

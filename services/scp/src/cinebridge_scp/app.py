@@ -183,6 +183,7 @@ class ScpApp:
             listener = ScpListener(settings, ingest, config, commitment)
             listener.start()
             ctx.stack.callback(listener.stop)
+            index.associations = listener.active_associations
             self.listener = listener
 
             async def conformance(_: ScpConformance) -> ConformanceReply:

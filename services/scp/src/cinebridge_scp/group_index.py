@@ -8,6 +8,12 @@ outcome after the commit. So a committed row still always names a durable file, 
 follows both the fsyncs and the commit (ingest.py); what changes is that the statement's round
 trip overlaps the fsyncs instead of following them.
 
+A group of one instance takes that path only while a single association stores (one sender
+hands over one instance at a time, and the overlap shortens each of its C-STOREs). While
+several do, CPU is what bounds them, and BEGIN and COMMIT cost the event loop about as much as
+the statement: a lone instance's statement then waits for its file and commits by itself
+(docs/benchmarks.md, "The SCP's CPU per instance since 2026-11-29").
+
 Instances handed over while a group is being written form the next group: one statement and
 one commit for all of them, whatever the number of associations (concurrent fsyncs run in
 their own threads and are never queued behind each other). A group whose files were all
@@ -25,12 +31,12 @@ import concurrent.futures
 import enum
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import asyncpg
 from cinebridge_common.logging import kv
 
-from . import repository
+from . import metrics, repository
 from .ingest import IndexOutcome, InstanceFacts
 
 log = logging.getLogger(__name__)
@@ -140,6 +146,9 @@ class GroupIndexer:
         self._pool = pool
         self._duplicates = duplicates
         self.timeout_s = timeout_s
+        #: How many associations are storing (the listener's count; set by the composition
+        #: root once the listener exists).
+        self.associations: Callable[[], int] = lambda: 1
         self._lock = threading.Lock()
         self._queue: list[Ticket] = []
         self._woken = False
@@ -201,21 +210,31 @@ class GroupIndexer:
             ticket.resolve(outcome)
 
     async def _write(self, group: Sequence[Ticket]) -> list[IndexOutcome]:
-        facts = [t.facts for t in group]
+        rows = repository.index_args([t.facts for t in group])  # while the files are fsync'd
+        if len(group) == 1 and self.associations() > 1:
+            # Several associations store at once, so CPU bounds them, not one C-STORE's round
+            # trips: a lone instance's statement waits for its file and commits by itself, one
+            # round trip instead of BEGIN, statement and COMMIT.
+            await group[0].settled.wait()
         if all(t.settled.is_set() for t in group):
             # Every file is already durable (or given up): the statement commits by itself.
-            if not self._begin_commit(group):
-                raise _Rollback
-            try:
-                return await repository.index_instances(self._pool, facts, self._duplicates)
-            except asyncpg.PostgresError:
-                # The server refused the statement: its own transaction rolled back, nothing
-                # committed, so the group may be written again one at a time (write_group).
-                for ticket in group:
-                    ticket.back_to_durable()
-                raise
+            # The connection comes first: failing to get one (PostgreSQL down) sends nothing,
+            # so the outcome is known and the instances may still be given up.
+            async with self._pool.acquire() as conn:
+                if not self._begin_commit(group):
+                    raise _Rollback
+                metrics.INDEX_GROUPS.labels("statement").inc()
+                try:
+                    return await repository.index_rows(conn, rows, self._duplicates)
+                except asyncpg.PostgresError:
+                    # The server refused the statement: its own transaction rolled back,
+                    # nothing committed, so the group may be written again one at a time.
+                    for ticket in group:
+                        ticket.back_to_durable()
+                    raise
+        metrics.INDEX_GROUPS.labels("transaction").inc()
         async with self._pool.acquire() as conn, conn.transaction():
-            outcomes = await repository.index_instances(conn, facts, self._duplicates)
+            outcomes = await repository.index_rows(conn, rows, self._duplicates)
             for ticket in group:
                 await ticket.settled.wait()
             if not self._begin_commit(group):

@@ -149,7 +149,10 @@ class ScpListener:
                 server.server_close()
         self.servers.clear()
 
+    def active_associations(self) -> int:
+        return sum(s.active_associations for s in self.servers)
+
     def status(self) -> dict[str, str]:
-        active = sum(s.active_associations for s in self.servers)
+        active = self.active_associations()
         pending = sum(s.pending_connections for s in self.servers)
         return {"associations": str(active), "pending_connections": str(pending)}

@@ -72,6 +72,13 @@ INDEX_SECONDS = Histogram(
     " commit in one transaction)",
     buckets=_LATENCY,
 )
+INDEX_GROUPS = Counter(
+    "cinebridge_scp_index_groups_total",
+    "Groups of index rows written, by how they commit: statement (every file durable before it"
+    " was sent, or one instance while several associations store: one round trip) or"
+    " transaction (held open until the files are durable)",
+    ("how",),
+)
 QUARANTINED = Counter(
     "cinebridge_scp_quarantined_files_total",
     "Received files without an index row that failed their check, moved to quarantine/",

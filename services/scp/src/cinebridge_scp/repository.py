@@ -4,6 +4,7 @@ the Storage Commitment reports it owes (migration 105)."""
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ async def index_instance(
     A second copy of a SOP Instance UID replaces the first (the old file path comes back for
     deletion after commit) or, with keep-first, changes nothing; never a duplicate row.
     """
-    row = _IndexRow(facts)
+    row = IndexRow(facts)
     args = (
         row.attrs,
         duplicates == "keep-first",
@@ -84,13 +85,41 @@ async def index_instances(
     facts: Sequence[InstanceFacts],
     duplicates: Duplicates,
 ) -> list[IndexOutcome]:
-    """`index_instance` for several instances in one statement (one round trip), in order.
+    """`index_instance` for several instances in one statement (one round trip), in order."""
+    return await index_rows(conn, index_args(facts), duplicates)
+
+
+def index_args(facts: Sequence[InstanceFacts]) -> list[IndexRow]:
+    """The statement's arguments for these instances: ids and events, made before it is sent
+    (group_index.py prepares them while the files are still being made durable)."""
+    return [IndexRow(f) for f in facts]
+
+
+async def index_rows(
+    conn: asyncpg.Pool | asyncpg.pool.PoolConnectionProxy,
+    rows: Sequence[IndexRow],
+    duplicates: Duplicates,
+) -> list[IndexOutcome]:
+    """Index prepared rows in one statement (one round trip), in order.
 
     Called in the caller's transaction, so that the rows of instances received at the same
     moment on concurrent associations commit together (group_index.py); a second copy of a
     SOP Instance UID in the same call sees the first's row, as it would one statement later.
     """
-    rows = [_IndexRow(f) for f in facts]
+    if len(rows) == 1:  # one instance (one sender): the plain call, no array to unpack
+        (row,) = rows
+        one = await conn.fetchrow(
+            _INDEX_SQL,
+            row.attrs,
+            duplicates == "keep-first",
+            row.msg_id,
+            InstanceReceived.subject,
+            row.fresh,
+            row.replacing,
+            None,
+        )
+        assert one is not None
+        return [_outcome(one)]
     results = await conn.fetch(
         _INDEX_MANY_SQL,
         [r.attrs for r in rows],  # jsonb: the pool encodes it (_init_connection)
@@ -104,19 +133,23 @@ async def index_instances(
     return [_outcome(r) for r in results]
 
 
-class _IndexRow:
+class IndexRow:
     """The arguments of `scp_index_instance` for one instance: its attributes (every key, ""
     if absent), generated row ids, and its InstanceReceived event as first and as second copy."""
 
     __slots__ = ("attrs", "fresh", "msg_id", "replacing")
 
     def __init__(self, facts: InstanceFacts) -> None:
-        instance_id = str(uuid.uuid4())
+        # The three row ids from one read of the system's random source.
+        random = os.urandom(48)
+        instance_id, study_row_id, series_row_id = (
+            str(uuid.UUID(bytes=random[i : i + 16], version=4)) for i in (0, 16, 32)
+        )
         attrs = {name: facts[name] for name in TAGS if name != "charset"}
         attrs.update(
             instance_id=instance_id,
-            study_row_id=str(uuid.uuid4()),
-            series_row_id=str(uuid.uuid4()),
+            study_row_id=study_row_id,
+            series_row_id=series_row_id,
             transfer_syntax_uid=facts.transfer_syntax_uid,
             calling_ae=facts.calling_ae,
             source_address=facts.source_address,
@@ -126,8 +159,10 @@ class _IndexRow:
         )
         self.attrs = attrs
         self.msg_id = f"scp.received.{instance_id}"
-        self.fresh = _event(facts, instance_id, replaced=False).to_bytes()
-        self.replacing = _event(facts, instance_id, replaced=True).to_bytes()
+        event = _event(facts, instance_id, replaced=False)
+        self.fresh = event.to_bytes()
+        # The same event as a second copy: validated once, copied with the one field changed.
+        self.replacing = event.model_copy(update={"replaced": True}).to_bytes()
 
 
 def _outcome(row: asyncpg.Record) -> IndexOutcome:
