@@ -8,6 +8,7 @@ import pytest
 from cinebridge_common.messages import WorklistItem
 from cinebridge_common.uids import is_valid_uid
 from cinebridge_gateway.search_repository import (
+    UNBOUNDED,
     StudyFilter,
     build_search,
     has_match_conditions,
@@ -205,16 +206,26 @@ def test_a_search_with_conditions_takes_few_matches_or_the_newest_studies_first(
     newest = build_search(StudyFilter(room="or1"), with_deliveries=True, with_received=False)
     assert matched is not None and newest is not None
     # Three bounded branches (few matches sorted; the newest studies filtered; else every
-    # match sorted) ...
-    assert "WITH few AS MATERIALIZED" in matched[0] and "recent AS MATERIALIZED" in matched[0]
-    assert "OFFSET 0" in matched[0] and "LIMIT 201" in matched[0]
-    # A text that starts with a wildcard has no index range: no scan for few matches.
+    # match sorted), chosen by a bound of the matches counted up to 201 on each indexed column:
+    # a match of `q` is one of three columns, so the three counts add up ...
+    assert "WITH bound AS MATERIALIZED" in matched[0] and "recent AS MATERIALIZED" in matched[0]
+    assert "OFFSET 0" in matched[0] and matched[0].count("LIMIT 201) n)") == 3
+    assert "LEAST((SELECT count(*)" in matched[0] and ") n) + (SELECT count(*)" in matched[0]
+    # ... each condition must hold, so the least of their bounds counts ...
+    both = build_search(
+        StudyFilter(patient_id="P1", date_from="20240101"),
+        with_deliveries=True,
+        with_received=False,
+    )
+    assert both is not None and both[0].count("LIMIT 201) n)") == 2
+    # ... and a text that starts with a wildcard has no index range: nothing to count, so no
+    # branch reads every match of it unsorted.
     unindexed = build_search(StudyFilter(q="*son"), with_deliveries=True, with_received=False)
-    assert unindexed is not None and "LIMIT 0" in unindexed[0]
+    assert unindexed is not None and f"SELECT {UNBOUNDED} AS n" in unindexed[0]
     dated = build_search(
         StudyFilter(q="*son", date_from="20240101"), with_deliveries=True, with_received=False
     )
-    assert dated is not None and "LIMIT 201" in dated[0]
+    assert dated is not None and dated[0].count("LIMIT 201) n)") == 1
     # ... and the plain walk by time when nothing narrows the search.
     assert "WITH recent" not in newest[0]
     assert has_match_conditions(StudyFilter(date_to="20201231"))

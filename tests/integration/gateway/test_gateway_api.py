@@ -249,6 +249,35 @@ async def test_study_lifecycle_with_worklist_edit_rule_and_audit(gateway: Any, a
     pages = TypeAdapter(list[StudyOut]).validate_python(listed)
     assert {str(s.id) for s in pages} >= {wl_study["id"], form.json()["id"]}
     assert set(listed[0]) == set(StudyOut.model_fields)
+    # The search's parameters are checked as one model: a bad one answers 422 naming it, as a
+    # declared parameter did; an unknown one is ignored; a repeated one counts its last value.
+    for params, field in (
+        ({"limit": "0"}, "query.limit"),
+        ({"offset": "x"}, "query.offset"),
+        ({"date_from": "2025-01-01"}, "query.date_from"),
+        ({"status": "lost"}, "query.status"),
+        ({"accession_number": "A" * 17}, "query.accession_number"),
+        ({"ledger": "maybe"}, "query.ledger"),
+    ):
+        bad = await admin.get("/api/v1/studies", params=params)
+        assert bad.status_code == 422, (params, bad.text)
+        assert [d["field"] for d in bad.json()["error"]["details"]] == [field], bad.text
+    assert len((await admin.get("/api/v1/studies", params={"colour": "red"})).json()) == 3
+    last = await admin.get("/api/v1/studies", params=[("limit", "200"), ("limit", "1")])
+    assert len(last.json()) == 1
+    documented = (await admin.get("/api/v1/openapi.json")).json()
+    parameters = documented["paths"]["/api/v1/studies"]["get"]["parameters"]
+    assert [p["name"] for p in parameters] == [
+        *("q", "patient_id", "accession_number", "date_from", "date_to", "origin"),
+        *("status", "room", "limit", "offset", "ledger"),
+    ]
+    assert parameters[8]["schema"] == {
+        "default": 50,
+        "maximum": 200,
+        "minimum": 1,
+        "title": "Limit",
+        "type": "integer",
+    }
 
     audit = (await admin.get("/api/v1/audit", params={"study_id": wl_study["id"]})).json()
     assert [a["action"] for a in audit] == ["study_edited", "study_created"]
@@ -785,7 +814,9 @@ async def test_a_search_finds_old_and_common_matches_alike(gateway: Any, admin: 
         hits = [
             r
             for r in every
-            if r[column].lower().startswith(prefix) and r["study_date"] >= (f.date_from or "")
+            if r[column].lower().startswith(prefix)
+            and r["study_date"] >= (f.date_from or "")
+            and (not f.date_to or "" < r["study_date"] <= f.date_to)
         ]
         hits.sort(key=lambda r: r["created_at"], reverse=True)
         return [r["id"] for r in hits[f.offset : f.offset + f.limit]]
@@ -801,6 +832,9 @@ async def test_a_search_finds_old_and_common_matches_alike(gateway: Any, admin: 
         (StudyFilter(q="nobody"), "nobody", "patient_name"),
         (StudyFilter(q="SPA02", limit=30), "spa02", "accession_number"),  # 1,000 far back
         (StudyFilter(q="?PARSE^P3", limit=40), "sparse^p3", "patient_name"),  # no range
+        # Dates alone: 6 counted on the date index, then 2,900 (the newest hold a page).
+        (StudyFilter(date_from="20200105", date_to="20200110"), "", "patient_name"),
+        (StudyFilter(date_from="20200201", limit=60, offset=10), "", "patient_name"),
     ]
     # Three rounds: a statement run more than five times may be given a generic plan; the
     # gateway's search pool plans each one generically from the first run.

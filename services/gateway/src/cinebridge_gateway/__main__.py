@@ -15,7 +15,7 @@ def main() -> None:
     uvloop.install()
     settings = GatewaySettings()
     configure_service_logging("gateway", settings)
-    run_service(lambda: app.run(settings))
+    run_service(lambda: app.run(settings, on_started=app.freeze_start_up_objects))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ from cinebridge_common.outbox import enqueue
 from cinebridge_common.procedure_codes import DISCONTINUATION_REASONS
 from cinebridge_common.station import load_station_settings
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .deps import ApiError, Gateway, Gw, User, client_of, not_found
 from .repository import received_study
@@ -61,8 +62,6 @@ from .study_access import (
 router = APIRouter(prefix="/api/v1", tags=["studies"])
 
 Room = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-SearchText = Annotated[str | None, Query(max_length=64)]
-DateText = Annotated[str | None, Query(pattern=r"^\d{8}$")]
 StudyStatus = Literal["non-converted", "converted", "sent", "failed", "received"]
 VIDEO_SYNTAXES = (
     "1.2.840.10008.1.2.4.100",
@@ -149,41 +148,62 @@ async def create_study(body: NewStudy, principal: User, request: Request, gw: Gw
     return await insert_new_study(gw, values, body.origin, principal.name, client_of(request))
 
 
-@router.get("/studies", response_model=list[StudyOut])
-async def search_studies(
-    _: User,
-    gw: Gw,
-    q: SearchText = None,
-    patient_id: SearchText = None,
-    accession_number: Annotated[str | None, Query(max_length=16)] = None,
-    date_from: DateText = None,
-    date_to: DateText = None,
-    origin: Literal["form", "worklist", "local", "unscheduled", "received"] | None = None,
-    status: StudyStatus | None = None,
-    room: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
-    ledger: Annotated[
-        bool, Query(description="add each study's delivery ledger state (asks the sender)")
-    ] = False,
-) -> Response:
+class SearchQuery(BaseModel):
+    """The LOCAL search's query parameters. Checked here as one model rather than declared one
+    by one on the route: FastAPI's per-parameter handling cost ~0.15 ms of the gateway's CPU on
+    every search (eleven parameters; bench/gateway.py), the whole model ~0.02 ms. The OpenAPI
+    document lists them as before (`_query_parameters`) and a bad one answers the same 422."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    q: str | None = Field(None, max_length=64)
+    patient_id: str | None = Field(None, max_length=64)
+    accession_number: str | None = Field(None, max_length=16)
+    date_from: str | None = Field(None, pattern=r"^\d{8}$")
+    date_to: str | None = Field(None, pattern=r"^\d{8}$")
+    origin: Literal["form", "worklist", "local", "unscheduled", "received"] | None = None
+    status: StudyStatus | None = None
+    room: str | None = Field(None, max_length=64)
+    limit: int = Field(50, ge=1, le=200)
+    offset: int = Field(0, ge=0, le=100_000)
+    ledger: bool = Field(
+        False, description="add each study's delivery ledger state (asks the sender)"
+    )
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """A model's fields as optional OpenAPI query parameters, as FastAPI lists declared ones."""
+    parameters = []
+    for name, prop in model.model_json_schema()["properties"].items():
+        schema = {k: v for k, v in prop.items() if not (k == "default" and v is None)}
+        parameter = {"name": name, "in": "query", "required": False, "schema": schema}
+        if "description" in schema:
+            parameter["description"] = schema["description"]
+        parameters.append(parameter)
+    return parameters
+
+
+def search_query(request: Request) -> SearchQuery:
+    """The request's search parameters (the last value of a repeated one, as FastAPI takes)."""
+    try:
+        return SearchQuery.model_validate(dict(request.query_params))
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**err, "loc": ("query", *err["loc"])} for err in exc.errors()]
+        ) from None
+
+
+@router.get(
+    "/studies",
+    response_model=list[StudyOut],
+    openapi_extra={"parameters": _query_parameters(SearchQuery)},
+)
+async def search_studies(_: User, gw: Gw, request: Request) -> Response:
     """LOCAL search (§4.1.3): prefix match on name/ID/accession (`*`, `?` wildcards), newest
     first, each marked non-converted / converted / sent / failed."""
-    page = await gw.repo.search_studies_json(
-        StudyFilter(
-            q=q,
-            patient_id=patient_id,
-            accession_number=accession_number,
-            date_from=date_from,
-            date_to=date_to,
-            origin=origin,
-            status=status,
-            room=room,
-            limit=limit,
-            offset=offset,
-        )
-    )
-    if ledger:
+    query = search_query(request)
+    page = await gw.repo.search_studies_json(StudyFilter(**query.model_dump(exclude={"ledger"})))
+    if query.ledger:
         page = await _with_ledger(gw, page)
     # Already JSON (made by PostgreSQL in the StudyOut shape): passed through as it is.
     return Response(page, media_type="application/json")

@@ -1,7 +1,8 @@
 """SQL of the local search and of study status, built without I/O (unit-testable).
 
 Search texts become escaped LIKE prefixes on `lower(column)` (indexed with text_pattern_ops by
-601_gateway.sql); `*` and `?` are the DICOM wildcards.
+601_gateway.sql, and with the column itself for index-only counts by capture's
+512_capture_search_bounds.sql); `*` and `?` are the DICOM wildcards.
 """
 
 from __future__ import annotations
@@ -131,42 +132,47 @@ def prefix_range(value: str) -> tuple[str, str | None] | None:
 RECENT_STUDIES = 2000
 #: Up to how many matches a search takes through the indexes and sorts (`_matches_page`).
 FEW_MATCHES = 200
+#: A bound that no count reaches: the search has no indexed condition to count.
+UNBOUNDED = 2**31 - 1
 
 
-def _matches_page(where: str, window: str, indexed: bool) -> str:
+def _matches_page(where: str, window: str, bound: str) -> str:
     """The newest `window` local studies matching `where`, at a bounded cost whatever the data.
 
-    Three ways, the first that applies, in one statement (PostgreSQL runs a branch only when
-    its one-time filter holds):
-    1. Up to `FEW_MATCHES` + 1 matches are taken through the prefix and date indexes, unsorted:
-       when there are no more than `FEW_MATCHES`, they are all of them, sorted here. Most
-       searches by patient ID or accession number end here (a search that matches nothing
-       costs an index probe instead of filtering the newest studies).
+    `bound` is an upper bound of the matches, counted only up to `FEW_MATCHES` + 1 and through
+    the covering prefix indexes alone (`_match_bounds`). Three ways, the first that applies, in
+    one statement (PostgreSQL runs a branch only when its one-time filter holds):
+    1. When the bound is at most `FEW_MATCHES`, every match is taken through the prefix and
+       date indexes, unsorted (the LIMIT, which the bound makes no cut, keeps the planner from
+       walking by time), and sorted here. Most searches by patient ID or accession number end here
+       (a search that matches nothing costs an index probe instead of filtering the newest
+       studies).
     2. The newest `RECENT_STUDIES` are filtered: when they hold a whole page it is the page
        (any match further back is older). A common name ends here.
     3. Every match through the indexes, sorted (OFFSET 0 keeps the planner from turning it into
        a walk by time). Accession numbers and study dates grow with time, so the matches of an
        old accession lie together far back: the walk by time filtered ~90,000 rows for them.
 
-    Without an indexed condition (a text that starts with a wildcard) the first way would scan
-    the table for its matches: it is skipped (`few` is -1: no row taken, the test never holds)."""
-    few = FEW_MATCHES if indexed else -1
+    The bound is counted apart from the matches: taking up to `FEW_MATCHES` + 1 matches
+    themselves read every index entry of the prefix into a bitmap before its LIMIT (~4,200 for
+    a common surname) and then their rows; the count stops at its cap in an index-only scan."""
     columns = _prefixed("s")
     return f"""
-        WITH few AS MATERIALIZED (
-          SELECT {columns} FROM studies s WHERE {where} LIMIT {few + 1}),
+        WITH bound AS MATERIALIZED (SELECT {bound} AS n),
         recent AS MATERIALIZED (
           SELECT {columns} FROM (SELECT * FROM studies s ORDER BY s.created_at DESC
                                  LIMIT {RECENT_STUDIES}) s
-          WHERE {where} AND (SELECT count(*) FROM few) > {few}
+          WHERE {where} AND (SELECT n FROM bound) > {FEW_MATCHES}
           ORDER BY s.created_at DESC LIMIT {window})
-        (SELECT * FROM few WHERE (SELECT count(*) FROM few) <= {few}
-         ORDER BY created_at DESC LIMIT {window})
+        (SELECT * FROM (SELECT {columns} FROM studies s
+                        WHERE {where} AND (SELECT n FROM bound) <= {FEW_MATCHES}
+                        LIMIT {FEW_MATCHES}) s
+         ORDER BY s.created_at DESC LIMIT {window})
         UNION ALL
         SELECT * FROM recent WHERE (SELECT count(*) FROM recent) >= {window}
         UNION ALL
         (SELECT {columns} FROM (SELECT * FROM studies s WHERE {where} OFFSET 0) s
-         WHERE (SELECT count(*) FROM few) > {few}
+         WHERE (SELECT n FROM bound) > {FEW_MATCHES}
            AND (SELECT count(*) FROM recent) < {window}
          ORDER BY s.created_at DESC LIMIT {window})"""
 
@@ -189,7 +195,8 @@ def build_search(
         args.append(value)
         return f"${len(args)}"
 
-    common = _match_conditions(f, arg)
+    bounds: list[str] = []
+    common = _match_conditions(f, arg, bounds)
     want_local = f.origin != "received" and f.status != "received"
     want_received = (
         with_received
@@ -201,7 +208,7 @@ def build_search(
     window = f"({limit}::int + {offset}::int)"
     parts = []
     if want_local:
-        parts.append(_local_page(f, common, arg, window, with_deliveries, with_received))
+        parts.append(_local_page(f, common, bounds, arg, window, with_deliveries, with_received))
     if want_received:
         parts.append(_received_page(common, window))
     if not parts:
@@ -214,6 +221,7 @@ def build_search(
 def _local_page(
     f: StudyFilter,
     common: list[str],
+    bounds: list[str],
     arg: Any,
     window: str,
     with_deliveries: bool,
@@ -230,7 +238,8 @@ def _local_page(
     if f.status:
         page = f"SELECT {_prefixed('s')} FROM studies s WHERE {' AND '.join(where)}"
     elif has_match_conditions(f):
-        page = _matches_page(" AND ".join(where), window, _indexed(f))
+        bound = f"LEAST({', '.join(bounds)})" if bounds else str(UNBOUNDED)
+        page = _matches_page(" AND ".join(where), window, bound)
     else:
         page = (
             f"SELECT {_prefixed('s')} FROM studies s WHERE {' AND '.join(where)}"
@@ -253,39 +262,59 @@ def _local_page(
         ORDER BY created_at DESC LIMIT {window}"""
 
 
-def _indexed(f: StudyFilter) -> bool:
-    """Whether a condition of the search can be taken through an index (dates, a prefix)."""
-    texts = (f.q, f.patient_id, f.accession_number)
-    return bool(f.date_from or f.date_to) or any(t and prefix_range(t) for t in texts)
+def _capped_count(condition: str) -> str:
+    """How many studies meet `condition`, counted up to `FEW_MATCHES` + 1 (an index-only scan
+    of the covering prefix or date index: 512_capture_search_bounds.sql)."""
+    cap = FEW_MATCHES + 1
+    return f"(SELECT count(*) FROM (SELECT FROM studies b WHERE {condition} LIMIT {cap}) n)"
 
 
-def _prefix_condition(column: str, value: str, arg: Any) -> str:
-    like = f"lower({column}) LIKE {arg(like_prefix(value))}"
-    bounds = prefix_range(value)
-    if bounds is None:
+def _prefix_condition(column: str, value: str, arg: Any, bounds: list[str] | None) -> str:
+    """`lower(column)` starts with the search text; with an index range, its capped count is
+    added to `bounds` (an upper bound of the studies that meet the condition)."""
+    like = f"lower(s.{column}) LIKE {arg(like_prefix(value))}"
+    prefix = prefix_range(value)
+    if prefix is None:
         return like
-    low, high = bounds
-    # LIKE first: a row that does not match costs one lower() (a filter evaluates each).
-    conditions = [like, f"lower({column}) ~>=~ {arg(low)}"]
+    low, high = prefix
+    ranges = [f"lower({{t}}.{column}) ~>=~ {arg(low)}"]
     if high is not None:
-        conditions.append(f"lower({column}) ~<~ {arg(high)}")
-    return "(" + " AND ".join(conditions) + ")"
+        ranges.append(f"lower({{t}}.{column}) ~<~ {arg(high)}")
+    in_range = " AND ".join(ranges)
+    if bounds is not None:
+        bounds.append(_capped_count(in_range.format(t="b")))
+    # LIKE first: a row that does not match costs one lower() (a filter evaluates each).
+    return f"({like} AND {in_range.format(t='s')})"
 
 
-def _match_conditions(f: StudyFilter, arg: Any) -> list[str]:
-    """Conditions on columns that local and received studies share (alias `s`)."""
+def _match_conditions(f: StudyFilter, arg: Any, bounds: list[str] | None = None) -> list[str]:
+    """Conditions on columns that local and received studies share (alias `s`). For local
+    studies, `bounds` receives one upper bound of the matches per indexed condition: each
+    condition must hold, so the least of them bounds the matches."""
     where = ["true"]
     if f.q:
-        columns = ("s.patient_name", "s.patient_id", "s.accession_number")
-        where.append("(" + " OR ".join(_prefix_condition(c, f.q, arg) for c in columns) + ")")
+        # A match of any of the three: the sum of their counts bounds it.
+        texts: list[str] = []
+        conditions = [
+            _prefix_condition(c, f.q, arg, texts)
+            for c in ("patient_name", "patient_id", "accession_number")
+        ]
+        where.append("(" + " OR ".join(conditions) + ")")
+        if bounds is not None and len(texts) == len(conditions):
+            bounds.append(" + ".join(texts))
     if f.patient_id:
-        where.append(_prefix_condition("s.patient_id", f.patient_id, arg))
+        where.append(_prefix_condition("patient_id", f.patient_id, arg, bounds))
     if f.accession_number:
-        where.append(_prefix_condition("s.accession_number", f.accession_number, arg))
+        where.append(_prefix_condition("accession_number", f.accession_number, arg, bounds))
+    dates = []
     if f.date_from:
-        where.append(f"s.study_date >= {arg(f.date_from)}")
+        dates.append(f"{{t}}.study_date >= {arg(f.date_from)}")
     if f.date_to:
-        where.append(f"s.study_date <> '' AND s.study_date <= {arg(f.date_to)}")
+        dates.append(f"{{t}}.study_date <> '' AND {{t}}.study_date <= {arg(f.date_to)}")
+    if dates:
+        where.append(" AND ".join(dates).format(t="s"))
+        if bounds is not None:
+            bounds.append(_capped_count(" AND ".join(dates).format(t="b")))
     return where
 
 
