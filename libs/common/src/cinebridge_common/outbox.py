@@ -182,8 +182,11 @@ class OutboxRelay:
                     break
                 published.append(row["id"])
             if published:
+                # The time of the PubAck, not of the pass's start (now()): a row is known lost
+                # with its stream only when it was published before the stream was made (replay).
                 await conn.execute(
-                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                    "UPDATE outbox SET published_at = clock_timestamp()"
+                    " WHERE id = ANY($1::bigint[])",
                     published,
                 )
             if failure is not None:

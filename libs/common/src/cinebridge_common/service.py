@@ -17,7 +17,7 @@ import datetime as dt
 import logging
 import shutil
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ from .messages.base import Message, Reply, Request
 from .messages.service import DeadLetter, ServiceHeartbeat, ServiceState
 from .outbox import OutboxRelay
 from .read_models import missing_read_models, waiting_message
+from .replay import LostWork, run_replays
 from .settings import ServiceSettings
 from .station_metrics import StationMetrics
 from .store import MediaStore
@@ -253,6 +254,22 @@ class ServiceContext:
         task = asyncio.create_task(guard(), name=name)
         self._background.append(task)
         return task
+
+    def replay_lost(self, rules: Sequence[LostWork]) -> None:
+        """Publish again, from the outbox, the messages of `rules` lost with NATS's JetStream
+        store whose work did not happen (`cinebridge_common.replay`): at start, when the bus
+        reconnected or found a stream missing, and every `replay_interval_s`."""
+        self.spawn(
+            lambda: run_replays(
+                self.pool,
+                self.bus.js,
+                rules,
+                wake=self.bus.streams_restored,
+                stop=self.stop,
+                interval_s=self.settings.replay_interval_s,
+            ),
+            "replay-lost",
+        )
 
     def watch_read_models(self, views: list[str]) -> None:
         """Say in the health detail (`read_models`) which of `views` — other owners' read

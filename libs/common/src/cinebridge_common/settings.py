@@ -43,6 +43,9 @@ class ServiceSettings(BaseSettings):
     heartbeat_interval_s: float = 5.0
     #: Published outbox rows are deleted after this many seconds (the table stays bounded).
     outbox_retention_s: float = 24 * 3600.0
+    #: How often a service looks for work lost with NATS's JetStream store, besides at start
+    #: and when its bus made a lost stream again (`cinebridge_common.replay`).
+    replay_interval_s: float = 300.0
     #: Below this many free bytes on the media store's filesystem the service is not ready and
     #: its health says `media: full` (captures, conversions and received instances need room).
     media_min_free_bytes: int = 64 * 1024 * 1024
