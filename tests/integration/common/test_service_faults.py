@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,9 @@ from cinebridge_common.messages import ServiceHeartbeat
 from cinebridge_common.outbox import OutboxRelay, enqueue
 from cinebridge_common.service import ServiceContext
 from cinebridge_common.settings import ServiceSettings
+from cinebridge_common.store import temp_owner
 from cinebridge_testkit import wait_for
+from cinebridge_testkit.restarts import killed_temp_writer
 from cinebridge_testkit.worker import WorkItem
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -480,3 +484,33 @@ async def test_consume_loop_that_cannot_start_is_restarted_counted_and_then_cons
         assert await got.get() == "late"
     await bus.js.delete_stream(stream)
     await bus.close()
+
+
+async def test_a_service_started_again_removes_what_its_killed_run_was_writing(
+    nats_url: str, database_url: str, tmp_path: Path
+) -> None:
+    """A service process SIGKILLed mid-write (a conversion, an upload) left a temporary file in
+    the media store; started again under the same name it removes it at once, and the age
+    sweep takes old ones of writers that never came back, while a fresh one (a live writer's)
+    stays. Before, temporary files were never removed by any service."""
+    settings = ServiceSettings(
+        nats_url=nats_url,
+        database_url=database_url,  # type: ignore[arg-type]
+        media_root=tmp_path / "media",
+        instance_id=f"temp-{uuid.uuid4().hex[:6]}",
+    )
+    left = killed_temp_writer(settings.media_root, temp_owner("faults", None, settings.instance_id))
+    orphan, fresh = left.parent.parent / "orphan.upload", left.parent.parent / "fresh.upload"
+    for path in (orphan, fresh):
+        path.write_bytes(b"x")
+    old = time.time() - settings.media_temp_max_age_s - 60
+    os.utime(orphan, (old, old))
+    async with ServiceContext("faults", settings) as ctx:
+        assert not left.exists()
+        assert ctx.store.temp_path().parent == left.parent
+
+        async def swept() -> bool:
+            return not orphan.exists()
+
+        await wait_for(swept, 60, what="the old temporary file swept")
+        assert ctx.store.temp_files() == [fresh]
