@@ -64,6 +64,57 @@ class _HeldRelay(OutboxRelay):
         return published
 
 
+class _FrozenRelay(OutboxRelay):
+    """A relay that stops for good once it claimed its rows, as a frozen or hung process."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.claimed = asyncio.Event()
+
+    async def _claim(self, conn: Any) -> list[Any]:
+        rows = await super()._claim(conn)
+        if rows:
+            self.claimed.set()
+            await asyncio.Event().wait()
+        return rows
+
+
+async def test_rows_claimed_by_a_frozen_relay_go_through_the_others(
+    nats_url: str, db_pool: asyncpg.Pool
+) -> None:
+    """A relay that froze mid-pass (SIGSTOP, a hung disk) held its rows locked for as long
+    as it stayed frozen, so every service's messages among them waited for it: PostgreSQL
+    now ends its session after the pass's hold limit and another relay publishes them."""
+    bus = await Bus.connect(nats_url, "relay-frozen")
+    await bus.ensure_streams()
+    stop = asyncio.Event()
+    key = f"relay-frozen-{uuid.uuid4()}"
+    async with db_pool.acquire() as conn, conn.transaction():
+        await enqueue(conn, WorkItem(job_key="held-by-a-frozen-relay"), key)
+    frozen = _FrozenRelay(db_pool, bus, poll_s=0.2, hold_limit_s=2.0)
+    frozen_task = asyncio.create_task(frozen.run(stop))
+    other_task: asyncio.Task[None] | None = None
+
+    async def published() -> bool:
+        return bool(
+            await db_pool.fetchval(
+                "SELECT published_at IS NOT NULL FROM outbox WHERE msg_id = $1", key
+            )
+        )
+
+    try:
+        await asyncio.wait_for(frozen.claimed.wait(), 60)
+        other_task = asyncio.create_task(OutboxRelay(db_pool, bus, poll_s=0.2).run(stop))
+        await wait_for(published, 60, what="the row published by the other relay")
+    finally:
+        stop.set()
+        for task in (frozen_task, other_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        await bus.close()
+
+
 async def test_a_row_committed_during_a_pass_is_relayed_without_waiting_for_the_poll(
     nats_url: str, db_pool: asyncpg.Pool
 ) -> None:
