@@ -205,6 +205,22 @@ def test_every_process_killed_once_loses_nothing_and_recovers_alone(
 
     received = _wait_settled(run, storescp, dsn, study_id, SNAPSHOTS)
     assert len(set(received)) == SNAPSHOTS
+    # Health shows a restart the supervisor hid: the converter killed again, under the
+    # gateway that now runs, is counted, with how its previous run ended.
+    _kill_and_time_recovery(run, "converter")
+    with httpx.Client(base_url=f"http://127.0.0.1:{ports['gateway']}", timeout=30) as client:
+        _login(client)
+
+        def restart_shown() -> bool:
+            rows = client.get("/api/health").json()["instances"]
+            return any(
+                r["service"] == "converter"
+                and r["restarts"] >= 1
+                and r["previous_end"] == "ended unexpectedly"
+                for r in rows
+            )
+
+        run.wait(restart_shown, 120, "the converter's restart is not in /api/health")
     slow = {name: round(r, 1) for name, (r, _) in recovery.items() if r > RECOVERY_S}
     assert not slow, f"started again later than {RECOVERY_S} s: {slow} (all: {recovery})"
     log = run.log()
@@ -268,7 +284,10 @@ def test_work_lost_with_the_jetstream_store_is_done_once(
     run.wait(lambda: _ready_all(run), 120, "the station did not become ready")
     dsn = f"postgresql://cinebridge@127.0.0.1:{ports['postgres']}/cinebridge"
     converted = "SELECT count(*) FROM instances WHERE study_id = $1::uuid"
-    pending = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+    # The two stages' messages not yet in the JetStream store (a frozen process may hold other
+    # rows locked mid-pass: they go when it runs again).
+    pending = """SELECT count(*) FROM outbox WHERE published_at IS NULL
+                 AND subject IN ('cb.job.converter.convert', 'cb.evt.instance.created')"""
     with httpx.Client(base_url=f"http://127.0.0.1:{ports['gateway']}", timeout=30) as client:
         _login(client)
         with _frozen(run, "sender"):
@@ -280,12 +299,73 @@ def test_work_lost_with_the_jetstream_store_is_done_once(
                 300,
                 "the first stage was not converted",
             )
+            run.wait(lambda: _count(dsn, pending) == 0, 120, "first stage not announced")
             with _frozen(run, "converter"):
                 assert _snapshots(client, STAGE) == study_id
                 saved = client.post(f"/api/v1/studies/{study_id}/save", json={})
                 assert saved.status_code == 202, saved.text
-                # Both stages' messages are in the JetStream store, none left in the outbox.
-                run.wait(lambda: _count(dsn, pending) == 0, 120, "outbox not drained")
+                run.wait(lambda: _count(dsn, pending) == 0, 120, "second stage not queued")
                 _lose_nats_store(run)
     received = _wait_settled(run, storescp, dsn, study_id, 2 * STAGE)
     assert len(received) == 2 * STAGE, "an instance reached the PACS more than once"
+
+
+@contextlib.contextmanager
+def _postgres_kept_away(run: EmbeddedRun) -> Iterator[None]:
+    """PostgreSQL SIGKILLed (a crash: no shutdown, WAL recovery at the next start) and kept
+    from starting again for the block: its pid file names a live process (this one), which
+    the runner's start check refuses, so its port refuses connections until the block ends."""
+    pid = run.pid("postgres")
+    assert pid, f"postgres is not running: {run.processes()}"
+    pidfile = run.run_dir / "postgres" / "pgdata" / "postmaster.pid"
+    os.kill(pid, signal.SIGKILL)
+    # The runner waits 0.5 s at least before starting it again: time enough to write.
+    crashed = pidfile.read_text()
+    pidfile.write_text(f"{os.getpid()}\n" + crashed.split("\n", 1)[1])
+    try:
+        yield
+    finally:
+        pidfile.write_text(crashed)
+
+
+def _says_postgres_down(run: EmbeddedRun, name: str) -> bool:
+    url = run.processes()[name]["health_url"]
+    try:
+        reply = httpx.get(f"{url}/readyz", timeout=5)
+    except httpx.HTTPError:
+        return False
+    state = str(reply.json().get("dependencies", {}).get("postgres", ""))
+    return reply.status_code == 503 and state.startswith("down")
+
+
+@pytest.mark.parametrize("down_s", [20, 120])
+def test_postgres_crashed_and_away_every_service_stays_up_says_why_and_resumes(
+    run: EmbeddedRun, storescp: DcmtkStorescp, down_s: int
+) -> None:
+    """PostgreSQL SIGKILLed (a crash: no shutdown, WAL recovery at the next start) and kept
+    away `down_s` seconds, its port refusing: no service exits, each says on /readyz that
+    PostgreSQL is down, /api/health answers naming it, a snapshot is refused with 503; after
+    it, every service is ready again and the study is saved and delivered whole."""
+    ports = run.ports()
+    run.wait(lambda: _ready_all(run), 120, "the station did not become ready")
+    dsn = f"postgresql://cinebridge@127.0.0.1:{ports['postgres']}/cinebridge"
+    pids = {name: run.pid(name) for name in SERVICES}
+    with httpx.Client(base_url=f"http://127.0.0.1:{ports['gateway']}", timeout=30) as client:
+        _login(client)
+        study_id = _snapshots(client, 5)
+        with _postgres_kept_away(run):
+            started = time.monotonic()
+            for name in SERVICES:
+                run.wait(lambda n=name: _says_postgres_down(run, n), 120, f"{name} /readyz")
+            health = client.get("/api/health")
+            assert health.status_code == 200, health.text
+            assert health.json()["components"]["postgres"]["state"] == "down"
+            refused = client.post("/api/v1/rooms/room1/sources/endo/snapshot")
+            assert refused.status_code == 503, refused.text
+            time.sleep(max(0.0, down_s - (time.monotonic() - started)))  # the outage itself
+            assert {name: run.pid(name) for name in SERVICES} == pids, run.log()[-4000:]
+        run.wait(lambda: _ready_all(run), 300, "the station did not become ready again")
+        assert {name: run.pid(name) for name in SERVICES} == pids, "a service exited"
+        saved = client.post(f"/api/v1/studies/{study_id}/save", json={})
+        assert saved.status_code == 202, saved.text
+    _wait_settled(run, storescp, dsn, study_id, 5)
