@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from cinebridge_common.store import MediaStore, UnsafePath, check_relative, sha256_file
+from cinebridge_testkit.restarts import killed_temp_writer
 
 
 def test_write_is_atomic_and_hashed(tmp_path: Path) -> None:
@@ -97,3 +98,42 @@ def test_process_killed_during_write_leaves_no_final_file(tmp_path: Path) -> Non
     old = time.time() - 7200
     os.utime(leftovers[0], (old, old))
     assert store.clean_temp(older_than_s=3600) == 1
+
+
+def test_a_process_started_again_removes_what_its_killed_run_was_writing(tmp_path: Path) -> None:
+    """The same owner claims its directory again (its lock died with the killed process) and
+    empties it; another owner's files stay."""
+    left = killed_temp_writer(tmp_path, "converter\0\0host-a")
+    other = killed_temp_writer(tmp_path, "gateway\0\0host-a")
+    store = MediaStore(tmp_path)
+    assert store.claim_temp("converter\0\0host-a") == 1
+    assert not left.exists() and other.exists()
+    assert store.temp_path().parent == left.parent
+    assert store.temp_files() == [other]
+
+
+def test_a_second_live_process_of_the_same_name_takes_another_directory(tmp_path: Path) -> None:
+    first, second = MediaStore(tmp_path), MediaStore(tmp_path)
+    first.claim_temp("converter\0\0host-a")
+    working = first.temp_path(".mp4")
+    working.write_bytes(b"in progress")
+    assert second.claim_temp("converter\0\0host-a") == 0
+    assert working.exists() and second.own_tmp != first.own_tmp
+
+
+def test_the_age_sweep_takes_old_files_of_owners_that_never_came_back(tmp_path: Path) -> None:
+    """Old files in `.tmp` and in the owners' directories go; fresh ones, and other
+    directories (the SCP's receive area, which it sweeps itself), stay."""
+    left = killed_temp_writer(tmp_path, "capture\0room9\0host-b")
+    store = MediaStore(tmp_path)
+    loose, fresh = store.tmp / "loose.upload", store.tmp / "fresh.upload"
+    receive = store.tmp / "scp-0123456789ab"
+    receive.mkdir()
+    partial = receive / "partial.dcm"
+    old = time.time() - 7200
+    for path in (loose, fresh, partial):
+        path.write_bytes(b"x")
+    for path in (left, loose, partial):
+        os.utime(path, (old, old))
+    assert store.clean_temp(older_than_s=3600) == 2
+    assert store.temp_files() == sorted([fresh, partial])

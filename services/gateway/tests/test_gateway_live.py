@@ -18,7 +18,11 @@ T0 = dt.datetime(2026, 11, 29, 8, 0, tzinfo=dt.UTC)
 
 
 def beat(
-    service: str, instance: str, state: str = "up", room: str | None = None
+    service: str,
+    instance: str,
+    state: str = "up",
+    room: str | None = None,
+    started_at: dt.datetime = T0,
 ) -> ServiceHeartbeat:
     return ServiceHeartbeat(
         service=service,
@@ -26,8 +30,35 @@ def beat(
         version="1",
         state=state,  # type: ignore[arg-type]
         room=room,
-        started_at=T0,
+        started_at=started_at,
     )
+
+
+def test_health_board_shows_a_process_started_again_and_how_its_run_ended() -> None:
+    """A run killed without a word and started again by its supervisor looked just like the
+    same run before: now the restart is counted with `ended unexpectedly`, a stop that said so
+    with `stopped`; two rooms of one host are not taken for restarts of each other, nor is a
+    late beat of the previous run."""
+    board = HealthBoard(stale_after_s=10)
+    later = T0 + dt.timedelta(minutes=5)
+    board.record(beat("converter", "box"), T0)
+    board.record(beat("converter", "box", started_at=later), later)
+    board.record(beat("converter", "box"), later)  # late, of the killed run
+    board.record(beat("capture", "box", room="or1"), T0)
+    board.record(beat("capture", "box", room="or2", started_at=later), later)
+    rows = {(r["service"], r["room"]): r for r in board.snapshot(later)}
+    converter = rows[("converter", None)]
+    assert (converter["restarts"], converter["restarted_at"]) == (1, later)
+    assert converter["previous_end"] == "ended unexpectedly"
+    assert converter["started_at"] == later
+    assert [rows[("capture", room)]["restarts"] for room in ("or1", "or2")] == [0, 0]
+    assert board.rooms() == ["or1", "or2"]
+
+    again = later + dt.timedelta(minutes=5)
+    board.record(beat("converter", "box", state="stopping", started_at=later), again)
+    board.record(beat("converter", "box", started_at=again), again)
+    converter = next(r for r in board.snapshot(again) if r["service"] == "converter")
+    assert (converter["restarts"], converter["previous_end"]) == (2, "stopped")
 
 
 def test_health_board_turns_silent_instances_stale_then_down() -> None:

@@ -18,6 +18,7 @@ from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres
 from cinebridge_common.listen import PgListener
 from cinebridge_common.messages.base import Reply, Request
 from cinebridge_common.outbox import OutboxRelay, enqueue
+from cinebridge_common.replay import LostWork, replay_lost
 from cinebridge_common.service import ServiceContext
 from cinebridge_common.settings import ServiceSettings
 from cinebridge_testkit import wait_for
@@ -288,3 +289,58 @@ async def test_a_full_media_store_is_named_in_readiness_until_there_is_room(
 
         await wait_for(ready, 60, what="ready once the store has room")
         assert ctx.dependencies.snapshot()["media"] == "up"
+
+
+#: The test's owner says a work item is done once its key is in the test's own table.
+_WORK_DONE = LostWork(
+    stream="CB_JOBS",
+    subject=WorkItem.subject,
+    done="EXISTS (SELECT 1 FROM replay_test_done d WHERE d.job_key = body->>'job_key')",
+)
+
+
+async def test_work_lost_with_the_store_is_published_again_once(
+    tmp_path: Path, own_postgres: EmbeddedPostgres
+) -> None:
+    """Two published rows, one whose work was done and one still waiting in the stream: while
+    the stream stands nothing is published again (the waiting job is not doubled); after NATS
+    lost its store only the undone one is, once, and a consumer made afterwards gets it. Before,
+    nothing published it again: the job was gone with the store."""
+    server = EmbeddedNats(tmp_path / "own-nats")
+    await asyncio.to_thread(server.start)
+    bus = await Bus.connect(server.url, "replay-test")
+    pool = await create_pool(own_postgres.dsn)
+    stop = asyncio.Event()
+    relay = asyncio.create_task(OutboxRelay(pool, bus, poll_s=0.2).run(stop))
+    got: asyncio.Queue[str] = asyncio.Queue()
+
+    async def handle(job: WorkItem, _: Delivery) -> None:
+        await got.put(job.job_key)
+
+    try:
+        await bus.ensure_streams()
+        done, waiting = f"done-{uuid.uuid4()}", f"waiting-{uuid.uuid4()}"
+        for key in (done, waiting):
+            await _enqueue_when_up(pool, key)
+            assert await wait_for(lambda k=key: _published(pool, k), 60, what=key)
+        await pool.execute("CREATE TABLE replay_test_done (job_key text PRIMARY KEY)")
+        await pool.execute("INSERT INTO replay_test_done VALUES ($1)", done)
+        assert await replay_lost(pool, bus.js, [_WORK_DONE]) == 0
+
+        bus.streams_restored.clear()
+        await restart_nats(server, keep_state=False)
+        await asyncio.wait_for(bus.streams_restored.wait(), 60)
+        assert await replay_lost(pool, bus.js, [_WORK_DONE]) == 1
+        assert await wait_for(lambda: _published(pool, waiting), 60, what="published again")
+        assert await replay_lost(pool, bus.js, [_WORK_DONE]) == 0
+        spec = ConsumerSpec("CB_JOBS", "replay-test", WorkItem.subject)
+        bus.start_consumer(spec, WorkItem, handle)
+        assert await asyncio.wait_for(got.get(), 60) == waiting
+        # The new stream holds the undone job alone, once.
+        assert (await bus.js.stream_info("CB_JOBS")).state.messages == 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(relay, 60)
+        await pool.close()
+        await bus.close()
+        await asyncio.to_thread(server.stop)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,9 @@ from cinebridge_common.messages import ServiceHeartbeat
 from cinebridge_common.outbox import OutboxRelay, enqueue
 from cinebridge_common.service import ServiceContext
 from cinebridge_common.settings import ServiceSettings
+from cinebridge_common.store import temp_owner
 from cinebridge_testkit import wait_for
+from cinebridge_testkit.restarts import killed_temp_writer
 from cinebridge_testkit.worker import WorkItem
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -58,6 +62,57 @@ class _HeldRelay(OutboxRelay):
             self.held.set()
             await self.release.wait()
         return published
+
+
+class _FrozenRelay(OutboxRelay):
+    """A relay that stops for good once it claimed its rows, as a frozen or hung process."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.claimed = asyncio.Event()
+
+    async def _claim(self, conn: Any) -> list[Any]:
+        rows = await super()._claim(conn)
+        if rows:
+            self.claimed.set()
+            await asyncio.Event().wait()
+        return rows
+
+
+async def test_rows_claimed_by_a_frozen_relay_go_through_the_others(
+    nats_url: str, db_pool: asyncpg.Pool
+) -> None:
+    """A relay that froze mid-pass (SIGSTOP, a hung disk) held its rows locked for as long
+    as it stayed frozen, so every service's messages among them waited for it: PostgreSQL
+    now ends its session after the pass's hold limit and another relay publishes them."""
+    bus = await Bus.connect(nats_url, "relay-frozen")
+    await bus.ensure_streams()
+    stop = asyncio.Event()
+    key = f"relay-frozen-{uuid.uuid4()}"
+    async with db_pool.acquire() as conn, conn.transaction():
+        await enqueue(conn, WorkItem(job_key="held-by-a-frozen-relay"), key)
+    frozen = _FrozenRelay(db_pool, bus, poll_s=0.2, hold_limit_s=2.0)
+    frozen_task = asyncio.create_task(frozen.run(stop))
+    other_task: asyncio.Task[None] | None = None
+
+    async def published() -> bool:
+        return bool(
+            await db_pool.fetchval(
+                "SELECT published_at IS NOT NULL FROM outbox WHERE msg_id = $1", key
+            )
+        )
+
+    try:
+        await asyncio.wait_for(frozen.claimed.wait(), 60)
+        other_task = asyncio.create_task(OutboxRelay(db_pool, bus, poll_s=0.2).run(stop))
+        await wait_for(published, 60, what="the row published by the other relay")
+    finally:
+        stop.set()
+        for task in (frozen_task, other_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        await bus.close()
 
 
 async def test_a_row_committed_during_a_pass_is_relayed_without_waiting_for_the_poll(
@@ -480,3 +535,33 @@ async def test_consume_loop_that_cannot_start_is_restarted_counted_and_then_cons
         assert await got.get() == "late"
     await bus.js.delete_stream(stream)
     await bus.close()
+
+
+async def test_a_service_started_again_removes_what_its_killed_run_was_writing(
+    nats_url: str, database_url: str, tmp_path: Path
+) -> None:
+    """A service process SIGKILLed mid-write (a conversion, an upload) left a temporary file in
+    the media store; started again under the same name it removes it at once, and the age
+    sweep takes old ones of writers that never came back, while a fresh one (a live writer's)
+    stays. Before, temporary files were never removed by any service."""
+    settings = ServiceSettings(
+        nats_url=nats_url,
+        database_url=database_url,  # type: ignore[arg-type]
+        media_root=tmp_path / "media",
+        instance_id=f"temp-{uuid.uuid4().hex[:6]}",
+    )
+    left = killed_temp_writer(settings.media_root, temp_owner("faults", None, settings.instance_id))
+    orphan, fresh = left.parent.parent / "orphan.upload", left.parent.parent / "fresh.upload"
+    for path in (orphan, fresh):
+        path.write_bytes(b"x")
+    old = time.time() - settings.media_temp_max_age_s - 60
+    os.utime(orphan, (old, old))
+    async with ServiceContext("faults", settings) as ctx:
+        assert not left.exists()
+        assert ctx.store.temp_path().parent == left.parent
+
+        async def swept() -> bool:
+            return not orphan.exists()
+
+        await wait_for(swept, 60, what="the old temporary file swept")
+        assert ctx.store.temp_files() == [fresh]

@@ -196,7 +196,7 @@ async def test_bad_media_fail_with_reason_and_service_stays_up(
 
     await wait_for(all_announced, 10, what="ConversionFailed events")
     assert not (converter.store.root / "dicom").exists()  # no partial DICOM file
-    assert list(converter.store.tmp.iterdir()) == []
+    assert converter.store.temp_files() == []
     deleted = await converter.add_media(study, make_still(tmp_path / "gone.jpg"), "snapshot")
     await converter.pool.execute(
         "UPDATE media SET state = 'deleted' WHERE id = $1", uuid.UUID(deleted)
@@ -337,10 +337,9 @@ async def test_stop_mid_transcode_leaves_nothing_and_job_is_redone(
     await wait_for(transcoding, 30, what="transcode under way")
     first.cancel()
     await asyncio.gather(first, return_exceptions=True)
-    temp = client.store.tmp
 
     async def thread_gone() -> bool:  # the worker thread stops at its next frame
-        return not any(temp.iterdir())
+        return not client.store.temp_files()
 
     await wait_for(thread_gone, 10, what="temporary files removed")
     assert await client.instances(media) == []
@@ -475,7 +474,7 @@ async def test_concurrent_duplicate_jobs_make_one_instance_and_file(
         assert client.store.sha256(row["rel_path"]) == row["sha256"]
         # The loser never replaced the winner's file.
         assert [r for r in renamed if r.startswith("dicom/")] == [row["rel_path"]]
-        assert list(client.store.tmp.iterdir()) == []
+        assert client.store.temp_files() == []
 
         async def announced() -> list[Any] | None:
             return client.events.get("cb.evt.instance.created")

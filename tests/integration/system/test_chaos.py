@@ -1,5 +1,6 @@
 """Chaos on the embedded run: 200 snapshots saved and sent to DCMTK `storescp` while every service,
-then NATS, then PostgreSQL is SIGKILLed once (each by its own PID from the runner's pids.json).
+then NATS, then PostgreSQL is SIGKILLed once (each by its own PID from the runner's pids.json);
+and NATS started again without its JetStream store while it held work of two stages.
 
 Each killed process must be started again by the runner within 15 s and be ready again without
 anyone's help, and at the end the PACS holds exactly the 200 instances, every media item is
@@ -15,6 +16,7 @@ generous bound and each figure printed, so that the test cannot fail on a busy C
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -148,14 +150,39 @@ def _received_uids(storescp: DcmtkStorescp) -> list[str]:
     ]
 
 
-def _settled(state: dict[str, Any], received: set[str]) -> bool:
+def _settled(state: dict[str, Any], received: set[str], count: int = SNAPSHOTS) -> bool:
     return (
-        state["media"] == {"converted": SNAPSHOTS}
-        and state["deliveries"] == {"sent": SNAPSHOTS}
+        state["media"] == {"converted": count}
+        and state["deliveries"] == {"sent": count}
         and state["outbox_pending"] == 0
-        and len(state["instances"]) == SNAPSHOTS
+        and len(state["instances"]) == count
         and received == state["instances"]
     )
+
+
+def _wait_settled(
+    run: EmbeddedRun, storescp: DcmtkStorescp, dsn: str, study_id: str, count: int
+) -> list[str]:
+    """Poll the end state for up to 300 s; returns the UIDs the PACS received once settled."""
+    deadline = time.monotonic() + 300
+    state: dict[str, Any] = {}
+    received: list[str] = []
+    while time.monotonic() < deadline:
+        try:
+            state = asyncio.run(_end_state(dsn, study_id))
+        except (OSError, asyncpg.PostgresError):  # still recovering: look again
+            time.sleep(2)
+            continue
+        received = _received_uids(storescp)
+        if _settled(state, set(received), count):
+            break
+        time.sleep(2)
+    summary = {k: v for k, v in state.items() if k != "instances"}
+    assert _settled(state, set(received), count), (
+        f"not settled: {summary}, PACS has {len(set(received))} distinct of {count}\n"
+        + run.log()[-5000:]
+    )
+    return received
 
 
 def test_every_process_killed_once_loses_nothing_and_recovers_alone(
@@ -176,27 +203,169 @@ def test_every_process_killed_once_loses_nothing_and_recovers_alone(
         {name: (round(r, 1), round(s, 1)) for name, (r, s) in recovery.items()},
     )
 
-    deadline = time.monotonic() + 300
-    state: dict[str, Any] = {}
-    received: list[str] = []
-    while time.monotonic() < deadline:
-        try:
-            state = asyncio.run(_end_state(dsn, study_id))
-        except (OSError, asyncpg.PostgresError):  # still recovering: look again
-            time.sleep(2)
-            continue
-        received = _received_uids(storescp)
-        if _settled(state, set(received)):
-            break
-        time.sleep(2)
-    summary = {k: v for k, v in state.items() if k != "instances"}
-    assert _settled(state, set(received)), (
-        f"not settled: {summary}, PACS has {len(set(received))} distinct of {SNAPSHOTS}\n"
-        + run.log()[-5000:]
-    )
+    received = _wait_settled(run, storescp, dsn, study_id, SNAPSHOTS)
     assert len(set(received)) == SNAPSHOTS
+    # Health shows a restart the supervisor hid: the converter killed again, under the
+    # gateway that now runs, is counted, with how its previous run ended.
+    _kill_and_time_recovery(run, "converter")
+    with httpx.Client(base_url=f"http://127.0.0.1:{ports['gateway']}", timeout=30) as client:
+        _login(client)
+
+        def restart_shown() -> bool:
+            rows = client.get("/api/health").json()["instances"]
+            return any(
+                r["service"] == "converter"
+                and r["restarts"] >= 1
+                and r["previous_end"] == "ended unexpectedly"
+                for r in rows
+            )
+
+        run.wait(restart_shown, 120, "the converter's restart is not in /api/health")
     slow = {name: round(r, 1) for name, (r, _) in recovery.items() if r > RECOVERY_S}
     assert not slow, f"started again later than {RECOVERY_S} s: {slow} (all: {recovery})"
     log = run.log()
     for name in KILL_ORDER:  # the runner said which process exited and why
         assert f"{name} exited (killed by SIGKILL)" in log, name
+
+
+#: Snapshots of each stage of the store-loss test.
+STAGE = 20
+
+
+def _count(dsn: str, sql: str, *args: object) -> int:
+    async def fetch() -> int:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            return int(await conn.fetchval(sql, *args))
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
+
+
+@contextlib.contextmanager
+def _frozen(run: EmbeddedRun, *names: str) -> Iterator[None]:
+    """SIGSTOP the named services (by PID) for the block: their consumers take nothing, while
+    the runner still sees them running; SIGCONT after, also when the block fails."""
+    pids = {name: run.pid(name) for name in names}
+    assert all(pids.values()), f"not running: {run.processes()}"
+    for pid in pids.values():
+        os.kill(int(pid or 0), signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid or 0), signal.SIGCONT)
+
+
+def _lose_nats_store(run: EmbeddedRun) -> None:
+    """NATS SIGKILLed with its JetStream store moved away (a lost volume): the runner starts
+    it again on an empty store."""
+    pid = run.pid("nats")
+    assert pid, f"nats is not running: {run.processes()}"
+    store = run.run_dir / "nats" / "js"
+    assert store.is_dir(), f"no JetStream store at {store}"
+    store.rename(store.with_name("js-lost"))
+    os.kill(pid, signal.SIGKILL)
+    run.wait(lambda: run.pid("nats") not in (None, pid), 120, "nats was not started again")
+
+
+def test_work_lost_with_the_jetstream_store_is_done_once(
+    run: EmbeddedRun, storescp: DcmtkStorescp
+) -> None:
+    """NATS killed and started again without its JetStream store while the store held work of
+    two stages: converted instances the sender had not taken yet (their InstanceCreated), and
+    saved items the converter had not taken yet (their ConvertMedia jobs). PostgreSQL's outbox
+    still has both; the owners publish them again (`cinebridge_common.replay`), and every item
+    ends converted and sent once. Before, the streams came back empty: the first stage was
+    never queued for sending and the second never converted."""
+    ports = run.ports()
+    run.wait(lambda: _ready_all(run), 120, "the station did not become ready")
+    dsn = f"postgresql://cinebridge@127.0.0.1:{ports['postgres']}/cinebridge"
+    converted = "SELECT count(*) FROM instances WHERE study_id = $1::uuid"
+    # The two stages' messages not yet in the JetStream store (a frozen process may hold other
+    # rows locked mid-pass: they go when it runs again).
+    pending = """SELECT count(*) FROM outbox WHERE published_at IS NULL
+                 AND subject IN ('cb.job.converter.convert', 'cb.evt.instance.created')"""
+    with httpx.Client(base_url=f"http://127.0.0.1:{ports['gateway']}", timeout=30) as client:
+        _login(client)
+        with _frozen(run, "sender"):
+            study_id = _snapshots(client, STAGE)
+            saved = client.post(f"/api/v1/studies/{study_id}/save", json={})
+            assert saved.status_code == 202, saved.text
+            run.wait(
+                lambda: _count(dsn, converted, study_id) == STAGE,
+                300,
+                "the first stage was not converted",
+            )
+            run.wait(lambda: _count(dsn, pending) == 0, 120, "first stage not announced")
+            with _frozen(run, "converter"):
+                assert _snapshots(client, STAGE) == study_id
+                saved = client.post(f"/api/v1/studies/{study_id}/save", json={})
+                assert saved.status_code == 202, saved.text
+                run.wait(lambda: _count(dsn, pending) == 0, 120, "second stage not queued")
+                _lose_nats_store(run)
+    received = _wait_settled(run, storescp, dsn, study_id, 2 * STAGE)
+    assert len(received) == 2 * STAGE, "an instance reached the PACS more than once"
+
+
+@contextlib.contextmanager
+def _postgres_kept_away(run: EmbeddedRun) -> Iterator[None]:
+    """PostgreSQL SIGKILLed (a crash: no shutdown, WAL recovery at the next start) and kept
+    from starting again for the block: its pid file names a live process (this one), which
+    the runner's start check refuses, so its port refuses connections until the block ends."""
+    pid = run.pid("postgres")
+    assert pid, f"postgres is not running: {run.processes()}"
+    pidfile = run.run_dir / "postgres" / "pgdata" / "postmaster.pid"
+    os.kill(pid, signal.SIGKILL)
+    # The runner waits 0.5 s at least before starting it again: time enough to write.
+    crashed = pidfile.read_text()
+    pidfile.write_text(f"{os.getpid()}\n" + crashed.split("\n", 1)[1])
+    try:
+        yield
+    finally:
+        pidfile.write_text(crashed)
+
+
+def _says_postgres_down(run: EmbeddedRun, name: str) -> bool:
+    url = run.processes()[name]["health_url"]
+    try:
+        reply = httpx.get(f"{url}/readyz", timeout=5)
+    except httpx.HTTPError:
+        return False
+    state = str(reply.json().get("dependencies", {}).get("postgres", ""))
+    return reply.status_code == 503 and state.startswith("down")
+
+
+@pytest.mark.parametrize("down_s", [20, 120])
+def test_postgres_crashed_and_away_every_service_stays_up_says_why_and_resumes(
+    run: EmbeddedRun, storescp: DcmtkStorescp, down_s: int
+) -> None:
+    """PostgreSQL SIGKILLed (a crash: no shutdown, WAL recovery at the next start) and kept
+    away `down_s` seconds, its port refusing: no service exits, each says on /readyz that
+    PostgreSQL is down, /api/health answers naming it, a snapshot is refused with 503; after
+    it, every service is ready again and the study is saved and delivered whole."""
+    ports = run.ports()
+    run.wait(lambda: _ready_all(run), 120, "the station did not become ready")
+    dsn = f"postgresql://cinebridge@127.0.0.1:{ports['postgres']}/cinebridge"
+    pids = {name: run.pid(name) for name in SERVICES}
+    with httpx.Client(base_url=f"http://127.0.0.1:{ports['gateway']}", timeout=30) as client:
+        _login(client)
+        study_id = _snapshots(client, 5)
+        with _postgres_kept_away(run):
+            started = time.monotonic()
+            for name in SERVICES:
+                run.wait(lambda n=name: _says_postgres_down(run, n), 120, f"{name} /readyz")
+            health = client.get("/api/health")
+            assert health.status_code == 200, health.text
+            assert health.json()["components"]["postgres"]["state"] == "down"
+            refused = client.post("/api/v1/rooms/room1/sources/endo/snapshot")
+            assert refused.status_code == 503, refused.text
+            time.sleep(max(0.0, down_s - (time.monotonic() - started)))  # the outage itself
+            assert {name: run.pid(name) for name in SERVICES} == pids, run.log()[-4000:]
+        run.wait(lambda: _ready_all(run), 300, "the station did not become ready again")
+        assert {name: run.pid(name) for name in SERVICES} == pids, "a service exited"
+        saved = client.post(f"/api/v1/studies/{study_id}/save", json={})
+        assert saved.status_code == 202, saved.text
+    _wait_settled(run, storescp, dsn, study_id, 5)

@@ -83,6 +83,11 @@ class Bus:
         self._subs: list[Any] = []
         #: The streams this bus ensured, made again when the server lost them (below).
         self._streams: dict[str, StreamSpec] = {}
+        #: Set each time the bus made sure of its streams after a reconnect or a missing
+        #: stream: a server back without its store lost what was in them, which may need
+        #: publishing again (`cinebridge_common.replay`). The process that made the streams
+        #: again is not the only one whose work was lost.
+        self.streams_restored = asyncio.Event()
 
     @classmethod
     async def connect(
@@ -148,7 +153,10 @@ class Bus:
     async def restore_streams(self) -> None:
         """Make the remembered streams again where the server lost them (idempotent)."""
         if self._streams:
-            await streams.ensure_streams(self.js, list(self._streams.values()))
+            made = await streams.ensure_streams(self.js, list(self._streams.values()))
+            if made:
+                log.warning("streams made again", extra=kv(streams=",".join(made)))
+            self.streams_restored.set()
 
     def spawn_restore_streams(self) -> None:
         async def restore() -> None:

@@ -66,8 +66,14 @@ class OutboxRelay:
         retention_s: float = 24 * 3600.0,
         purge_every_s: float = 300.0,
         name: str = "",
+        hold_limit_s: float = 60.0,
     ) -> None:
         self.pool = pool
+        #: The longest a pass may sit idle in its transaction with rows claimed (waiting for
+        #: PubAcks takes seconds at most): PostgreSQL ends the session of a relay that stalls
+        #: longer (a frozen or hung process), so that its rows go through the other relays
+        #: instead of waiting for it.
+        self.hold_limit_s = hold_limit_s
         self.name = name
         self.bus = bus
         self.poll_s = poll_s
@@ -145,6 +151,17 @@ class OutboxRelay:
             log.info("outbox: published rows purged", extra=kv(rows=deleted))
         return deleted
 
+    async def _claim(self, conn: Connection) -> list[Any]:
+        """Lock up to `batch` pending rows, in order, for this pass."""
+        return list(
+            await conn.fetch(
+                """SELECT id, msg_id, subject, payload FROM outbox
+                   WHERE published_at IS NULL ORDER BY id
+                   LIMIT $1 FOR UPDATE SKIP LOCKED""",
+                self.batch,
+            )
+        )
+
     async def publish_pending(self) -> int:
         """Publish up to `batch` pending rows in order; returns how many were published.
 
@@ -154,12 +171,11 @@ class OutboxRelay:
         next pass; JetStream drops the copy by its Nats-Msg-Id within the duplicate window.
         """
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                """SELECT id, msg_id, subject, payload FROM outbox
-                   WHERE published_at IS NULL ORDER BY id
-                   LIMIT $1 FOR UPDATE SKIP LOCKED""",
-                self.batch,
+            await conn.execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', $1, true)",
+                f"{int(self.hold_limit_s * 1000)}ms",
             )
+            rows = await self._claim(conn)
             sent: list[tuple[Any, asyncio.Future[Any]]] = []
             failure: tuple[Any, BaseException] | None = None
             for row in rows:
@@ -182,8 +198,11 @@ class OutboxRelay:
                     break
                 published.append(row["id"])
             if published:
+                # The time of the PubAck, not of the pass's start (now()): a row is known lost
+                # with its stream only when it was published before the stream was made (replay).
                 await conn.execute(
-                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                    "UPDATE outbox SET published_at = clock_timestamp()"
+                    " WHERE id = ANY($1::bigint[])",
                     published,
                 )
             if failure is not None:

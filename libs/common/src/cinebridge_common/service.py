@@ -17,7 +17,7 @@ import datetime as dt
 import logging
 import shutil
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
@@ -33,10 +33,11 @@ from .messages.base import Message, Reply, Request
 from .messages.service import DeadLetter, ServiceHeartbeat, ServiceState
 from .outbox import OutboxRelay
 from .read_models import missing_read_models, waiting_message
+from .replay import LostWork, run_replays
 from .settings import ServiceSettings
 from .station_metrics import StationMetrics
-from .store import MediaStore
-from .supervise import cancel_and_wait, supervised
+from .store import MediaStore, temp_owner
+from .supervise import cancel_and_wait, every, supervised
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -160,6 +161,12 @@ class ServiceContext:
         # Health answers first: while PostgreSQL or NATS is away, /readyz says which.
         await self.health.start()
         self.stack.push_async_callback(self.health.stop)
+        # Temporary files in a directory of this service, room and instance: what a killed
+        # run of it was writing never got a final name, and is removed now.
+        owner = temp_owner(self.service, self.room, self.settings.instance_id)
+        removed = await asyncio.to_thread(self.store.claim_temp, owner)
+        if removed:
+            log.warning("temporary files of a previous run removed", extra=kv(files=removed))
         dsn = self.settings.database_url.get_secret_value()
         # The sessions say which service they serve (pg_stat_activity, the outbox relay's
         # wake-ups: `OutboxRelay.name`).
@@ -186,6 +193,18 @@ class ServiceContext:
         mirror_dead_letters(self.bus, self.pool)
         station_metrics = self._station_metrics()
         self.spawn(lambda: station_metrics.run(self.stop), "station-metrics")
+        self.spawn(self._sweep_temp, "temp-sweep")
+
+    async def _sweep_temp(self) -> None:
+        """Temporary files of writers that never ran again, by age (`MediaStore.clean_temp`)."""
+        max_age = self.settings.media_temp_max_age_s
+
+        async def sweep() -> None:
+            removed = await asyncio.to_thread(self.store.clean_temp, max_age)
+            if removed:
+                log.warning("stale temporary files removed", extra=kv(files=removed))
+
+        await every("temp-sweep", max(60.0, max_age / 6), sweep, self.stop)
 
     async def until_ready(self, name: str, attempt: Callable[[], Awaitable[T]]) -> T:
         """Retry `attempt` while `name` is unreachable: a service started before its database
@@ -253,6 +272,22 @@ class ServiceContext:
         task = asyncio.create_task(guard(), name=name)
         self._background.append(task)
         return task
+
+    def replay_lost(self, rules: Sequence[LostWork]) -> None:
+        """Publish again, from the outbox, the messages of `rules` lost with NATS's JetStream
+        store whose work did not happen (`cinebridge_common.replay`): at start, when the bus
+        reconnected or found a stream missing, and every `replay_interval_s`."""
+        self.spawn(
+            lambda: run_replays(
+                self.pool,
+                self.bus.js,
+                rules,
+                wake=self.bus.streams_restored,
+                stop=self.stop,
+                interval_s=self.settings.replay_interval_s,
+            ),
+            "replay-lost",
+        )
 
     def watch_read_models(self, views: list[str]) -> None:
         """Say in the health detail (`read_models`) which of `views` — other owners' read

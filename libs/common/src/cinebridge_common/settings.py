@@ -43,9 +43,15 @@ class ServiceSettings(BaseSettings):
     heartbeat_interval_s: float = 5.0
     #: Published outbox rows are deleted after this many seconds (the table stays bounded).
     outbox_retention_s: float = 24 * 3600.0
+    #: How often a service looks for work lost with NATS's JetStream store, besides at start
+    #: and after its bus reconnected (`cinebridge_common.replay`).
+    replay_interval_s: float = 300.0
     #: Below this many free bytes on the media store's filesystem the service is not ready and
     #: its health says `media: full` (captures, conversions and received instances need room).
     media_min_free_bytes: int = 64 * 1024 * 1024
+    #: Temporary files of the media store untouched this long are swept (a writer that was
+    #: killed and whose process never ran again; a process started again empties its own).
+    media_temp_max_age_s: float = 3600.0
     #: DICOM UID root of the organisation; empty means UUID-derived `2.25.` UIDs (PS3.5 B.2).
     org_uid_root: str = ""
     #: Secret used to sign sessions/tokens; must be set when anything binds beyond loopback.

@@ -1,15 +1,19 @@
 """Media store: atomic writes under one root, SHA-256, paths only from generated ids.
 
 Every file appears under its final name complete and fsync'd or not at all: it is written to
-`.tmp/<uuid>`, fsync'd, renamed into place and the directory fsync'd. Relative paths that come
-back from messages or the database are checked before use: no `..`, no absolute path, no NUL,
-nothing that resolves outside the root.
+`.tmp/<uuid>`, fsync'd, renamed into place and the directory fsync'd. A service process writes
+its temporary files in a directory of its own, `.tmp/proc-<hash of service, room, instance>`,
+which it empties when it starts (`claim_temp`): what a killed run of it left is gone as soon as
+it runs again (docs/reliability.md §4); files of an owner that never comes back are swept by
+age (`clean_temp`). Relative paths that come back from messages or the database are checked
+before use: no `..`, no absolute path, no NUL, nothing that resolves outside the root.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import os
 import re
@@ -62,6 +66,9 @@ class MediaStore:
         self.root = Path(root).resolve()
         self.tmp = self.root / ".tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
+        #: Where `temp_path` names files: `.tmp`, or the directory this process claimed.
+        self.own_tmp = self.tmp
+        self._claim: int | None = None
 
     def new_relative(self, area: str, ext: str, *, when: dt.datetime | None = None) -> str:
         """A fresh path `area/YYYY/MM/DD/<uuid>.<ext>` built only from generated values."""
@@ -82,7 +89,7 @@ class MediaStore:
 
     def temp_path(self, suffix: str = "") -> Path:
         """A fresh temporary file name on the store's filesystem (rename stays atomic)."""
-        return self.tmp / f"{uuid.uuid4().hex}{suffix}"
+        return self.own_tmp / f"{uuid.uuid4().hex}{suffix}"
 
     @contextlib.contextmanager
     def open_atomic(self, rel: str) -> Iterator[BinaryIO]:
@@ -129,16 +136,69 @@ class MediaStore:
             path.unlink()
             fsync_dir(path.parent)
 
-    def clean_temp(self, older_than_s: float = 3600) -> int:
-        """Remove temporary files left by crashed writers (they never had a final name)."""
+    def claim_temp(self, owner: str) -> int:
+        """Write temporary files in `owner`'s directory from now on (a service, its room and
+        its instance), and remove what is in it: what a killed run of the same owner was
+        writing, which never got a final name. Returns how many files were removed.
+
+        The directory itself is held with an exclusive `flock` for the life of the process
+        (the kernel releases it when the process dies, even by SIGKILL): a second live process
+        of the same name (two started with one instance id) takes the next directory instead
+        of emptying the first's."""
+        base = owner_dir(owner)
+        for index in range(100):
+            folder = self.tmp / (base if index == 0 else f"{base}-{index}")
+            folder.mkdir(exist_ok=True)
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            if self._claim is not None:
+                os.close(self._claim)
+            self._claim, self.own_tmp = fd, folder
+            return self._remove_files(folder, older_than_s=None)
+        raise OSError(f"no free temporary directory for {base} in {self.tmp}")
+
+    def _remove_files(self, folder: Path, older_than_s: float | None) -> int:
         now = dt.datetime.now(dt.UTC).timestamp()
         removed = 0
-        for entry in self.tmp.iterdir():
+        for entry in folder.iterdir():
             with contextlib.suppress(FileNotFoundError):
-                if now - entry.stat().st_mtime > older_than_s:
+                if not entry.is_file():
+                    continue
+                if older_than_s is None or now - entry.stat().st_mtime > older_than_s:
                     entry.unlink()
                     removed += 1
         return removed
+
+    def temp_files(self) -> list[Path]:
+        """Every temporary file, in `.tmp` and below (none once every writer finished)."""
+        return sorted(p for p in self.tmp.rglob("*") if p.is_file())
+
+    def clean_temp(self, older_than_s: float = 3600) -> int:
+        """Remove temporary files left by crashed writers (they never had a final name), older
+        than `older_than_s`: in `.tmp` and in the owners' directories (an owner that never
+        runs again, a scaled-down instance). Other directories (the SCP's receive area) are
+        their owners' to sweep."""
+        dirs = [self.tmp, *(d for d in self.tmp.glob(f"{OWNER_PREFIX}*") if d.is_dir())]
+        return sum(self._remove_files(folder, older_than_s) for folder in dirs)
+
+
+#: The name prefix of the owners' temporary directories in `.tmp`.
+OWNER_PREFIX = "proc-"
+
+
+def temp_owner(service: str, room: str | None, instance_id: str) -> str:
+    """The owner name of one service process's temporary files (`MediaStore.claim_temp`)."""
+    return f"{service}\0{room or ''}\0{instance_id}"
+
+
+def owner_dir(owner: str) -> str:
+    """The directory name of an owner's temporary files: a hash, never the names themselves
+    (a room or an instance id is configuration, not a path component; reliability §1.1)."""
+    return OWNER_PREFIX + hashlib.sha256(owner.encode()).hexdigest()[:16]
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

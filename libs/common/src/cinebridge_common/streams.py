@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NotFoundError
 
 
 class BusError(RuntimeError):
@@ -38,8 +38,10 @@ DLQ = StreamSpec("CB_DLQ", ["cb.dlq.>"], max_age_s=90 * 24 * 3600)
 DEFAULT_STREAMS: tuple[StreamSpec, ...] = (EVENTS, JOBS, DLQ)
 
 
-async def ensure_streams(js: JetStreamContext, specs: Sequence[StreamSpec]) -> None:
-    """Create or update streams; safe to call from every service at every start."""
+async def ensure_streams(js: JetStreamContext, specs: Sequence[StreamSpec]) -> list[str]:
+    """Create or update streams; safe to call from every service at every start. Returns the
+    names of the streams this call created (none existed)."""
+    made: list[str] = []
     for spec in specs:
         config = StreamConfig(
             name=spec.name,
@@ -52,6 +54,17 @@ async def ensure_streams(js: JetStreamContext, specs: Sequence[StreamSpec]) -> N
             discard=spec.discard,
         )
         try:
+            await js.stream_info(spec.name)
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+            except BadRequestError:  # another service made it meanwhile
+                await js.update_stream(config)
+            else:
+                made.append(spec.name)
+            continue
+        try:
             await js.add_stream(config)
         except BadRequestError:
             await js.update_stream(config)
+    return made

@@ -6,6 +6,8 @@ while, under a running service. Each helper returns once the server answers agai
 - `restart_nats(server, keep_state=False)`: the server stopped and started again, with its
   JetStream store wiped when `keep_state` is false (a new volume, a lost disk): streams and
   durable consumers are gone and must be created again by their users.
+- `killed_temp_writer(root, owner)`: a process that claimed `owner`'s temporary directory of
+  the media store, SIGKILLed while writing there; returns the file it left.
 
 The blocking `pg_ctl`/process calls run in a thread, so the services under test, in the same
 event loop, go on while their dependency is away.
@@ -14,7 +16,13 @@ event loop, go on while their dependency is away.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres
 
@@ -37,3 +45,28 @@ async def restart_nats(
     if down_s:
         await asyncio.sleep(down_s)  # the outage itself, not a wait for an event
     await asyncio.to_thread(server.start)
+
+
+def killed_temp_writer(root: Path, owner: str) -> Path:
+    code = textwrap.dedent(
+        f"""
+        import time
+        from pathlib import Path
+        from cinebridge_common.store import MediaStore
+        store = MediaStore(Path({str(root)!r}))
+        store.claim_temp({owner!r})
+        path = store.temp_path(".mp4")
+        path.write_bytes(b"x" * 1024)
+        print(path, flush=True)
+        time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        left = Path(proc.stdout.readline().decode().strip())
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    assert left.is_file(), f"the writer left no file: {left}"
+    return left

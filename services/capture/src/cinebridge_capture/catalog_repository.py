@@ -10,8 +10,17 @@ from typing import Literal
 
 import asyncpg
 from cinebridge_common.dicom_values import valid_value
-from cinebridge_common.messages import MediaCaptured, NewStudyRecord, StudyChanged, WorklistItem
+from cinebridge_common.messages import (
+    ConversionFailed,
+    InstanceCreated,
+    MediaCaptured,
+    NewStudyRecord,
+    StudyChanged,
+    StudySaved,
+    WorklistItem,
+)
 from cinebridge_common.outbox import enqueue
+from cinebridge_common.replay import LostWork, body_uuid
 from cinebridge_common.uids import is_valid_uid
 
 from .repository import StudyNotFound, insert_media
@@ -146,6 +155,26 @@ async def record_conversion(
         _CONVERSION_FROM[state],
     )
     return str(result).endswith(" 1")
+
+
+#: A converter outcome is applied once the item's state was set by it or a later event, or the
+#: item is gone (an instance handed in by `cinebridge send` has no media item).
+_OUTCOME_APPLIED = f"""NOT EXISTS (
+    SELECT 1 FROM media m WHERE m.id = {body_uuid("media_id")} AND m.state <> 'deleted'
+      AND (m.state_changed_at IS NULL
+           OR m.state_changed_at < (body->>'occurred_at')::timestamptz))"""
+
+#: Events the catalog applies, lost with NATS's JetStream store (`cinebridge_common.replay`).
+LOST_WORK = [
+    LostWork(stream="CB_EVENTS", subject=InstanceCreated.subject, done=_OUTCOME_APPLIED),
+    LostWork(stream="CB_EVENTS", subject=ConversionFailed.subject, done=_OUTCOME_APPLIED),
+    LostWork(
+        stream="CB_EVENTS",
+        subject=StudySaved.subject,
+        done=f"""NOT EXISTS (SELECT 1 FROM studies s WHERE s.id = {body_uuid("study_id")}
+                            AND s.state <> 'saved')""",
+    ),
+]
 
 
 class StudyConflict(ValueError):

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 from cinebridge_common import outbox
 from cinebridge_common.messages import ConversionFailed, ConvertMedia, InstanceCreated
+from cinebridge_common.replay import LostWork, body_uuid
 
 from .mwl import StudyInfo
 
@@ -304,6 +305,21 @@ async def requeue(conn: Any, job: ConvertMedia, lease_s: float) -> None:
 
 async def drop_job(conn: Any, media_id: uuid.UUID) -> None:
     await conn.execute("DELETE FROM converter_jobs WHERE media_id = $1", media_id)
+
+
+#: Convert jobs lost with NATS's JetStream store (`cinebridge_common.replay`): a job's work is
+#: done once a converter took it in hand after it was asked (its `converter_jobs` row, which
+#: the reconciler looks after from then on), or when its media item is gone.
+LOST_WORK = [
+    LostWork(
+        stream="CB_JOBS",
+        subject=ConvertMedia.subject,
+        done=f"""EXISTS (SELECT 1 FROM converter_jobs j WHERE j.media_id = {body_uuid("media_id")}
+                           AND j.updated_at >= o.created_at)
+                 OR NOT EXISTS (SELECT 1 FROM media m WHERE m.id = {body_uuid("media_id")}
+                                AND m.state <> 'deleted')""",
+    )
+]
 
 
 # -- exports -----------------------------------------------------------------------------

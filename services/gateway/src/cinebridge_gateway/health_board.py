@@ -13,18 +13,41 @@ from cinebridge_common.messages import ServiceHeartbeat
 class InstanceHealth:
     heartbeat: ServiceHeartbeat
     last_seen: dt.datetime
+    #: Runs of the process seen to start again while this gateway watched (a new `started_at`),
+    #: when the last one did, and how the run before it ended: `stopped` when it said so
+    #: (its last heartbeat was `stopping`), else `ended unexpectedly` (killed, crashed).
+    restarts: int = 0
+    restarted_at: dt.datetime | None = None
+    previous_end: str | None = None
 
 
 class HealthBoard:
-    """Last heartbeat per (service, instance); state turns `stale`, then `down`, with silence."""
+    """Last heartbeat per (service, instance, room); state turns `stale`, then `down`, with
+    silence; a process started again (supervisor, container restart) is counted, with how its
+    previous run ended, so that health shows a crash the restart hid."""
 
     def __init__(self, stale_after_s: float) -> None:
         self.stale_after_s = stale_after_s
-        self._instances: dict[tuple[str, str], InstanceHealth] = {}
+        # Keyed with the room too: capture processes of several rooms may share an instance
+        # id (one host), and their runs must not be taken for restarts of each other.
+        self._instances: dict[tuple[str, str, str], InstanceHealth] = {}
 
     def record(self, hb: ServiceHeartbeat, now: dt.datetime | None = None) -> None:
         seen = now or dt.datetime.now(dt.UTC)
-        self._instances[(hb.service, hb.instance)] = InstanceHealth(hb, seen)
+        key = (hb.service, hb.instance, hb.room or "")
+        item = InstanceHealth(hb, seen)
+        before = self._instances.get(key)
+        if before is not None:
+            if hb.started_at < before.heartbeat.started_at:
+                return  # a late beat of the previous run
+            item.restarts, item.restarted_at = before.restarts, before.restarted_at
+            item.previous_end = before.previous_end
+            if hb.started_at > before.heartbeat.started_at:
+                item.restarts += 1
+                item.restarted_at = hb.started_at
+                ended = before.heartbeat.state == "stopping"
+                item.previous_end = "stopped" if ended else "ended unexpectedly"
+        self._instances[key] = item
 
     def state_of(self, item: InstanceHealth, now: dt.datetime) -> str:
         age = (now - item.last_seen).total_seconds()
@@ -39,7 +62,7 @@ class HealthBoard:
     def snapshot(self, now: dt.datetime | None = None) -> list[dict[str, Any]]:
         now = now or dt.datetime.now(dt.UTC)
         rows = []
-        for (service, instance), item in sorted(self._instances.items()):
+        for (service, instance, _room), item in sorted(self._instances.items()):
             hb = item.heartbeat
             rows.append(
                 {
@@ -53,6 +76,9 @@ class HealthBoard:
                     "started_at": hb.started_at,
                     "detail": hb.detail,
                     "health_url": hb.health_url,
+                    "restarts": item.restarts,
+                    "restarted_at": item.restarted_at,
+                    "previous_end": item.previous_end,
                 }
             )
         return rows
@@ -76,5 +102,7 @@ class HealthBoard:
         )
 
     def health_url(self, service: str, instance: str) -> str | None:
-        item = self._instances.get((service, instance))
-        return item.heartbeat.health_url if item else None
+        for (name, of, _room), item in sorted(self._instances.items()):
+            if (name, of) == (service, instance):
+                return item.heartbeat.health_url
+        return None

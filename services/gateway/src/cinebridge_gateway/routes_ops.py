@@ -45,6 +45,11 @@ class InstanceHealthOut(BaseModel):
     started_at: dt.datetime
     detail: dict[str, str]
     health_url: str | None
+    #: Times the process was seen to start again while this gateway ran, the last time, and
+    #: how the run before ended (`stopped`, or `ended unexpectedly`: killed or crashed).
+    restarts: int = 0
+    restarted_at: dt.datetime | None = None
+    previous_end: str | None = None
 
 
 class ComponentOut(BaseModel):

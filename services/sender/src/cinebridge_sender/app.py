@@ -21,6 +21,7 @@ from nats.js.errors import NotFoundError
 from prometheus_client import Gauge
 
 from . import commitment_handlers, dead_letters
+from . import delivery_repository as deliveries
 from . import destination_repository as destinations
 from . import queue_repository as qrepo
 from .batches import SenderDeps
@@ -133,4 +134,5 @@ async def run(settings: SenderSettings) -> None:
         send_queue = DeliveryQueue(deps, ctx.stop)
         ctx.spawn(send_queue.run, "send-queue")
         ctx.spawn(sweeper(deps, ctx), "sweeper")
+        ctx.replay_lost(deliveries.LOST_WORK)
         await ctx.serve_forever()

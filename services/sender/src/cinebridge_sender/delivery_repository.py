@@ -7,8 +7,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from cinebridge_common.messages import InstanceCreated
+from cinebridge_common.messages import ForwardStudy, InstanceCreated
 from cinebridge_common.messages.sender import DeliveryState
+from cinebridge_common.replay import LostWork, body_uuid
 
 from .repository import Conn, _announce, uuid_or_none
 
@@ -114,3 +115,20 @@ async def mark_forward_done(conn: Conn, job_key: str, deliveries: int) -> None:
     await conn.execute(
         "INSERT INTO forward_requests (job_key, deliveries) VALUES ($1, $2)", job_key, deliveries
     )
+
+
+#: What the sender consumes, lost with NATS's JetStream store (`cinebridge_common.replay`): an
+#: announced instance is done once recorded (its deliveries are queued in the same
+#: transaction, and the queue is this database's), a Forward once its job key is recorded.
+LOST_WORK = [
+    LostWork(
+        stream="CB_EVENTS",
+        subject=InstanceCreated.subject,
+        done=f"EXISTS (SELECT 1 FROM outgoing_instances i WHERE i.id = {body_uuid('instance_id')})",
+    ),
+    LostWork(
+        stream="CB_JOBS",
+        subject=ForwardStudy.subject,
+        done="EXISTS (SELECT 1 FROM forward_requests f WHERE f.job_key = body->>'job_key')",
+    ),
+]
