@@ -65,7 +65,7 @@ async def test_sigkill_mid_message_redelivers_and_work_is_done_once(
         await bus.publish(WorkItem(job_key=key), msg_id=key)
         _read_until(worker, "committed" if mode == "hang-after-commit" else "in-transaction")
         os.kill(worker.pid, signal.SIGKILL)
-        worker.wait(10)
+        worker.wait(60)
         worker = _start_worker(nats_url, database_url, "normal")
         lines = await asyncio.to_thread(_read_until, worker, f"delivered {key} 2")
         assert lines[-1] == f"delivered {key} 2"  # redelivered after the kill
@@ -76,12 +76,12 @@ async def test_sigkill_mid_message_redelivers_and_work_is_done_once(
             )
             return int(n) if n else None
 
-        assert await wait_for(done_once, 10, what="the work row") == 1
+        assert await wait_for(done_once, 60, what="the work row") == 1
         await asyncio.sleep(0.5)  # a further (wrong) redelivery would add a row now
         assert await done_once() == 1
     finally:
         worker.kill()
-        worker.wait(10)
+        worker.wait(60)
         await bus.close()
 
 
