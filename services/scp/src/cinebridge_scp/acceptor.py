@@ -355,10 +355,10 @@ def handle_aborted(assoc: Association, body: object) -> None:
     )
 
 
-def handle_protocol_error(assoc: Association, why: str) -> None:
-    metrics.ASSOCIATIONS_ENDED.labels("protocol_error").inc()
+def _aborting(assoc: Association, how: str, message: str, why: str) -> None:
+    metrics.ASSOCIATIONS_ENDED.labels(how).inc()
     log.warning(
-        "protocol error, aborting",
+        message,
         extra=kv(
             association=assoc.id,
             peer=assoc.peer,
@@ -368,21 +368,14 @@ def handle_protocol_error(assoc: Association, why: str) -> None:
             refused=assoc.refused,
         ),
     )
+
+
+def handle_protocol_error(assoc: Association, why: str) -> None:
+    _aborting(assoc, "protocol_error", "protocol error, aborting", why)
 
 
 def handle_timeout(assoc: Association, why: str) -> None:
-    metrics.ASSOCIATIONS_ENDED.labels("timeout").inc()
-    log.warning(
-        "peer too slow or idle, aborting",
-        extra=kv(
-            association=assoc.id,
-            peer=assoc.peer,
-            calling_ae=assoc.calling_ae,
-            reason=why,
-            stored=assoc.stored,
-            refused=assoc.refused,
-        ),
-    )
+    _aborting(assoc, "timeout", "peer too slow or idle, aborting", why)
 
 
 def handle_conn_closed(assoc: Association, why: str, mid_message: bool) -> None:

@@ -65,19 +65,8 @@ async def index_instance(
     A second copy of a SOP Instance UID replaces the first (the old file path comes back for
     deletion after commit) or, with keep-first, changes nothing; never a duplicate row.
     """
-    row = IndexRow(facts)
-    args = (
-        row.attrs,
-        duplicates == "keep-first",
-        row.msg_id,
-        InstanceReceived.subject,
-        row.fresh,
-        row.replacing,
-        None,  # no NOTIFY: the relays' 1 s poll publishes received instances in batches
-    )
-    result = await pool.fetchrow(_INDEX_SQL, *args)
-    assert result is not None
-    return _outcome(result)
+    (outcome,) = await index_rows(pool, [IndexRow(facts)], duplicates)
+    return outcome
 
 
 async def index_instances(
@@ -116,7 +105,7 @@ async def index_rows(
             InstanceReceived.subject,
             row.fresh,
             row.replacing,
-            None,
+            None,  # no NOTIFY: the relays' 1 s poll publishes received instances in batches
         )
         assert one is not None
         return [_outcome(one)]
