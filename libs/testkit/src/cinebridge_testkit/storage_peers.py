@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import abc
 import base64
 import contextlib
 import hashlib
@@ -33,14 +34,15 @@ from .instances import SECONDARY_CAPTURE, VERIFICATION
 StatusScript = Callable[[str, int], int | float]
 
 
-class _ServerPeer:
+class _ServerPeer(abc.ABC):
     """What the pynetdicom server peers below share: `start()` serves in this process's threads
     (`block=False`) and sets `_server`; a stop, and the with-block around both."""
 
     _server: Any
 
+    @abc.abstractmethod
     def start(self, port: int = 0) -> int:
-        raise NotImplementedError
+        """Serve on `port` (0: a free one) and return the port."""
 
     def stop(self) -> None:
         if self._server is not None:
