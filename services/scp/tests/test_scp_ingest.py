@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import pytest
 from cinebridge_common.store import MediaStore
 from cinebridge_scp.ingest import Command, IndexOutcome, Ingest, InstanceFacts, _encodings, _text
-from cinebridge_scp.receive import ReceiveConfig, ReceiveFile
+from cinebridge_scp.receive import ReceiveConfig, ReceiveFile, SpareFiles
 from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -286,3 +287,58 @@ def test_a_day_folder_removed_meanwhile_is_made_again(tmp_path: Path, store: Med
         if n == 0:  # e.g. emptied and removed by an operator's clean-up
             store.resolve(index.calls[-1].rel_path).unlink()
             folder.rmdir()
+
+
+def _wait_for_spares(spares: SpareFiles, folder: Path, count: int) -> list[Path]:
+    deadline = time.monotonic() + 30
+    while len(made := sorted(folder.glob("*.part"))) < count:
+        assert time.monotonic() < deadline, f"{len(made)} spare files made, {count} expected"
+        time.sleep(0.01)
+    return made
+
+
+def test_instances_are_received_into_files_made_ahead(tmp_path: Path, store: MediaStore) -> None:
+    """A receive takes a file made ahead, the helper makes another, the instance is stored from
+    it as from one made on the spot, and a stop removes the spares not taken."""
+    folder = store.tmp / "scp-test"
+    folder.mkdir()
+    spares = SpareFiles(folder, keep=2)
+    try:
+        ahead = _wait_for_spares(spares, folder, 2)
+        data, ds = part10(tmp_path)
+        rf = received(store, data, max_bytes=1 << 20, spares=spares)
+        assert rf.path in ahead
+        index = FakeIndex(store=store)
+        assert Ingest(store, index, 64).store_instance(rf, command(ds)) == 0x0000
+        (facts,) = index.calls
+        assert store.resolve(facts.rel_path).read_bytes() == data
+        assert facts.sha256 == hashlib.sha256(data).hexdigest()
+        refilled = _wait_for_spares(spares, folder, 2)
+        assert rf.path not in refilled and all(p.stat().st_size == 0 for p in refilled)
+    finally:
+        spares.close()
+    assert not list(folder.iterdir())
+
+
+def test_without_a_spare_a_receive_makes_its_own_file(tmp_path: Path, store: MediaStore) -> None:
+    """The helper cannot make files (its folder is gone): each receive says why it cannot
+    create its own, the C-STORE answers A700, nothing is left."""
+    folder = store.tmp / "scp-gone"
+    folder.mkdir()
+    spares = SpareFiles(folder, keep=1)
+    try:
+        _wait_for_spares(spares, folder, 1)
+        for spare in folder.iterdir():
+            spare.unlink()
+        folder.rmdir()
+        first = ReceiveFile(ReceiveConfig(folder, 1 << 20, spares=spares))  # the stale spare
+        first.discard()
+        data, ds = part10(tmp_path)
+        rf = ReceiveFile(ReceiveConfig(folder, 1 << 20, spares=spares))
+        rf.write(data)
+        assert rf.error is not None and "cannot create the receive file" in rf.error
+        index = FakeIndex(store=store)
+        assert Ingest(store, index, 64).store_instance(rf, command(ds)) == 0xA700
+        assert not index.calls and leftovers(store) == []
+    finally:
+        spares.close()

@@ -64,7 +64,12 @@ class RunningScp:
         return sorted(p for p in (self.media_root / "received").rglob("*") if p.is_file())
 
     def temp_files(self) -> list[Path]:
-        return sorted(p for p in (self.media_root / ".tmp").rglob("*") if p.is_file())
+        """Partial files in the receive area (not the empty spares it makes ahead)."""
+        # Listed before the spares are asked for: a spare made after the listing is not in it,
+        # and one listed was made before, so it is among the spares unless a receive took it.
+        files = [p for p in (self.media_root / ".tmp").rglob("*") if p.is_file()]
+        spares = set(self.app.spares.ready()) if self.app.spares is not None else set()
+        return sorted(p for p in files if p not in spares)
 
     def echo(self, timeout_s: float = 5.0) -> int:
         return pynetdicom_echo(self.port, self.ae_title, timeout_s)

@@ -28,7 +28,7 @@ from .commitment import CommitmentService, ReportTo
 from .group_index import GroupIndexer
 from .ingest import Ingest
 from .listener import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, ScpListener
-from .receive import ReceiveConfig
+from .receive import ReceiveConfig, SpareFiles
 from .recover import Recovery
 from .reports import ReportSender
 from .settings import ScpSettings
@@ -158,6 +158,8 @@ class ScpApp:
         self.workers: Workers | None = None
         self.recovery: Recovery | None = None
         self.reports: ReportSender | None = None
+        #: The empty receive files made ahead (none with a `receive_config` of the caller's).
+        self.spares: SpareFiles | None = None
 
     async def run(self) -> None:
         settings = self.settings
@@ -176,7 +178,11 @@ class ScpApp:
             tmp = temp_dir(ctx.store.tmp, settings.instance_id)
             if removed := remove_stale(tmp):
                 log.warning("stale partial files removed", extra=kv(count=removed))
-            config = self.receive_config or ReceiveConfig(tmp, settings.scp_max_instance_bytes)
+            config = self.receive_config
+            if config is None:
+                spares = self.spares = SpareFiles(tmp)
+                ctx.stack.callback(spares.close)
+                config = ReceiveConfig(tmp, settings.scp_max_instance_bytes, spares=spares)
             ingest = Ingest(ctx.store, index, settings.scp_max_nesting_depth)
             reports = self.reports = ReportSender(pool, settings)
             commitment = commitment_on_loop(loop, pool, ctx.bus, settings, reports)

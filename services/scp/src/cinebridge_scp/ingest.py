@@ -199,7 +199,8 @@ def check_consistency(attrs: dict[str, str], command: Command) -> None:
 
 
 class Ingest:
-    """Runs in pynetdicom's association thread, one C-STORE at a time per association."""
+    """Runs in the association's thread (cinebridge_dicom's acceptor), one C-STORE at a time
+    per association."""
 
     def __init__(self, store: MediaStore, index: Indexer, max_depth: int) -> None:
         self.store = store

@@ -8,19 +8,83 @@ association: the rest of the data set is drained and Ingest answers 0xA700.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
+import logging
 import os
 import struct
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 #: Bytes gathered before a write system call: a data set arrives in pieces of a PDV or of one
 #: socket read (16 KiB from a peer with DCMTK's default PDU size), and one write per piece cost
 #: ~30% more CPU than a few large ones (0.5 MB instances).
 WRITE_BUFFER = 1 << 18
+
+
+class SpareFiles:
+    """Empty receive files made ahead of need by a helper thread.
+
+    Creating a file is a journalled metadata change: while other writers on the same
+    filesystem (PostgreSQL's WAL, the other associations' fsyncs) commit the journal, the create
+    waits for it, and it came right between a C-STORE-RQ and its data. Made here, that wait
+    overlaps the transfers instead. A spare left at a stop is removed with the directory's other
+    partial files at the next start (app.remove_stale).
+    """
+
+    def __init__(self, temp_dir: Path, keep: int = 4) -> None:
+        self.temp_dir = temp_dir
+        self.keep = keep
+        self._ready: collections.deque[tuple[Path, int]] = collections.deque()
+        self._wanted = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._fill, name="scp-spare-files", daemon=True)
+        self._thread.start()
+
+    def take(self) -> tuple[Path, int] | None:
+        """A created, empty file (path, open descriptor), or None when none is ready."""
+        try:
+            spare = self._ready.popleft()
+        except IndexError:
+            spare = None
+        self._wanted.set()
+        return spare
+
+    def ready(self) -> list[Path]:
+        """The spares made and not yet taken."""
+        return [path for path, _ in list(self._ready)]
+
+    def _fill(self) -> None:
+        while not self._stopped:
+            while len(self._ready) < self.keep and not self._stopped:
+                path = self.temp_dir / f"{uuid.uuid4().hex}.part"
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+                except OSError as exc:
+                    # Disk full, directory gone: the receiver creates its own and reports it.
+                    log.debug("spare receive file not made", extra={"error": str(exc)})
+                    break
+                self._ready.append((path, fd))
+            self._wanted.wait(5.0)
+            self._wanted.clear()
+
+    def close(self) -> None:
+        """Stop making spares and remove those not taken."""
+        self._stopped = True
+        self._wanted.set()
+        self._thread.join(5.0)
+        while self._ready:
+            path, fd = self._ready.popleft()
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 @dataclass(frozen=True)
@@ -31,19 +95,27 @@ class ReceiveConfig:
     max_bytes: int
     #: Test seam: called before each write with the file size it would reach; may raise OSError.
     fault: Callable[[int], None] | None = None
+    #: Files made ahead (SpareFiles); without it each receive creates its own.
+    spares: SpareFiles | None = None
 
 
 class ReceiveFile:
     """One C-STORE data set (after its File Meta Information) as it arrives."""
 
     def __init__(self, config: ReceiveConfig) -> None:
-        self.path = config.temp_dir / f"{uuid.uuid4().hex}.part"
-        self.name = str(self.path)
         self._config = config
         self._hash = hashlib.sha256()
         self.size = 0
         self.error: str | None = None
         self.out_of_resources = False
+        spare = config.spares.take() if config.spares is not None else None
+        if spare is not None:
+            self.path, fd = spare
+            self.name = str(self.path)
+            self._fh = open(fd, "wb", buffering=WRITE_BUFFER)
+            return
+        self.path = config.temp_dir / f"{uuid.uuid4().hex}.part"
+        self.name = str(self.path)
         try:
             self._fh = open(self.path, "xb", buffering=WRITE_BUFFER)
         except OSError as exc:

@@ -1,10 +1,11 @@
 """Worker processes that share the DICOM port (SO_REUSEPORT), so concurrent senders use every core.
 
-pynetdicom handles each association in Python threads of one process, so concurrent senders
-share one GIL. With `CB_SCP_WORKERS=N` the service process starts N-1 copies of itself that bind
-the same port; the kernel spreads new connections over the N listening sockets. Each worker is
-a full service instance (`<instance id>-w<i>`: own pool, bus, heartbeat, temp dir). A worker that
-dies stops the whole service, so that the supervisor (compose) restarts it in one piece.
+Each association runs in a Python thread of its process (cinebridge_dicom's acceptor), so
+concurrent senders share one GIL. With `CB_SCP_WORKERS=N` the service process starts N-1 copies
+of itself that bind the same port; the kernel spreads new connections over the N listening
+sockets. Each worker is a full service instance (`<instance id>-w<i>`: own pool, bus, heartbeat,
+temp dir). A worker that dies stops the whole service, so that the supervisor (compose)
+restarts it in one piece.
 """
 
 from __future__ import annotations
