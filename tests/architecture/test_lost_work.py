@@ -87,7 +87,9 @@ def _calls(tree: ast.AST, name: str) -> Iterator[tuple[ast.Call, list[ast.AST]]]
 
 
 def _evaluate(node: ast.expr, module: ModuleType) -> Any:
-    return eval(ast.unparse(node), vars(module))  # noqa: S307 - the repository's own names
+    # The expression is the repository's own code (a table's or a spec's name), evaluated
+    # where it is written.
+    return eval(ast.unparse(node), vars(module))
 
 
 def _from_table(call: ast.Call, parents: list[ast.AST], module: ModuleType) -> Iterator[Any]:
