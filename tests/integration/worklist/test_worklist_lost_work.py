@@ -7,7 +7,6 @@ completed once (PS3.4 Annex F; IHE RAD-6, RAD-7) against a pynetdicom MPPS SCP."
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,10 +15,8 @@ import asyncpg
 import pytest
 from cinebridge_common.bus import Bus
 from cinebridge_common.embedded import EmbeddedNats
-from cinebridge_common.messages.base import Message
-from cinebridge_common.outbox import OutboxRelay, enqueue
 from cinebridge_common.replay import LostWork
-from cinebridge_testkit import wait_for
+from cinebridge_testkit.restarts import published_through_outbox, restart_nats
 from cinebridge_testkit.worklist_peers import FakeMpps
 from cinebridge_worklist import mpps_queue_repository, mpps_study_repository
 
@@ -49,34 +46,6 @@ async def own_client(own_nats: EmbeddedNats) -> AsyncIterator[Bus]:
 def mpps_scp() -> Iterator[FakeMpps]:
     with FakeMpps() as peer:
         yield peer
-
-
-def lose_store(server: EmbeddedNats) -> None:
-    """SIGKILL NATS with its JetStream store moved away (a lost volume), and start it again."""
-    store = server.data_dir / "js"
-    assert store.is_dir(), f"no JetStream store at {store}"
-    store.rename(store.with_name("js-lost"))
-    server.stop(kill=True)
-    server.start()
-
-
-async def published_outbox(db: asyncpg.Pool, bus: Bus, messages: list[tuple[Message, str]]) -> None:
-    """The messages into the outbox, and published from it into the stream (nobody consumes
-    them: the service is down), as the producers' relays do."""
-    async with db.acquire() as conn, conn.transaction():
-        for message, msg_id in messages:
-            await enqueue(conn, message, msg_id)
-    stop = asyncio.Event()
-    relay = asyncio.create_task(OutboxRelay(db, bus, poll_s=0.2).run(stop))
-    try:
-        await wait_for(
-            lambda: db.fetchval("SELECT bool_and(published_at IS NOT NULL) FROM outbox"),
-            60,
-            what="every event published into the stream",
-        )
-    finally:
-        stop.set()
-        await asyncio.wait_for(relay, 60)
 
 
 async def undone(db: asyncpg.Pool, rules: list[LostWork]) -> dict[str, int]:
@@ -114,7 +83,7 @@ async def test_mpps_events_lost_with_the_store_complete_the_step_once(
     study_id, uid = await rig.study(scheduled=True)
     snap = uuid.uuid4()
     instance = created(study_id, snap, "2.25.100")
-    await published_outbox(
+    await published_through_outbox(
         db_pool,
         own_client,
         [
@@ -129,7 +98,8 @@ async def test_mpps_events_lost_with_the_store_complete_the_step_once(
         "cb.evt.study.saved": 1,
         "cb.evt.instance.created": 1,
     }
-    await asyncio.to_thread(lose_store, own_nats)
+    # SIGKILLed, and back without its store (a lost volume).
+    await restart_nats(own_nats, keep_state=False, kill=True)
 
     async with rig.running():
         done = await rig.step(study_id, "completed", timeout_s=120)
