@@ -12,6 +12,7 @@ from cinebridge_common.service import ServiceContext
 from cinebridge_common.supervise import every
 
 from . import catalog_repository as catalog
+from . import purge_repository
 from . import repository as repo
 from .catalog import CATALOG_CONSUMERS, CATALOG_HANDLERS, QUEUE, CatalogDeps, consumer_spec
 from .handlers import RPC_HANDLERS, Deps
@@ -73,7 +74,7 @@ async def run(settings: CaptureSettings) -> None:
         for durable, event_type, event_handler in CATALOG_CONSUMERS:
             spec = consumer_spec(durable, event_type.subject)
             ctx.bus.start_consumer(spec, event_type, ctx.bind_job(event_handler, catalog_deps))
-        ctx.replay_lost(catalog.LOST_WORK)
+        ctx.replay_lost(catalog.LOST_WORK + purge_repository.LOST_WORK)
         await start_purge_policy(ctx, settings)
         ctx.spawn(supervise(room, ctx.stop), "supervise")
         if settings.capture_input_device is not None:

@@ -10,8 +10,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
-from cinebridge_common.messages.purge import PurgeReason, PurgeStudyFiles, StudyPurged
+from cinebridge_common.messages.purge import (
+    InstancesPurged,
+    PurgeReason,
+    PurgeStudyFiles,
+    StudyPurged,
+)
 from cinebridge_common.outbox import enqueue
+from cinebridge_common.replay import LostWork, body_uuid
 
 #: Session advisory lock of the purge planner: one runner at a time across capture processes
 #: (any of them may run it; a killed runner's session ends and frees the lock).
@@ -235,3 +241,17 @@ async def set_held(pool: asyncpg.Pool, study_id: uuid.UUID, held: bool, by: str 
             return Hold(found=False)
         purging = await conn.fetchval("SELECT 1 FROM capture_purges WHERE study_id = $1", study_id)
     return Hold(found=True, held=bool(row["held"]), purged=purging is not None)
+
+
+#: The converter's report lost with NATS's JetStream store (cinebridge_common.replay): done once
+#: the study's purge journal has it, or when no purge of the study waits for it (none was
+#: journalled, or the id is not one). By the journal's key, `capture_purges.study_id`.
+LOST_WORK = [
+    LostWork(
+        stream="CB_EVENTS",
+        subject=InstancesPurged.subject,
+        done=f"""NOT EXISTS (SELECT 1 FROM capture_purges p
+                             WHERE p.study_id = {body_uuid("study_id")}
+                               AND p.dicom_removed_at IS NULL)""",
+    )
+]

@@ -13,7 +13,7 @@ from cinebridge_common.service import ServiceContext
 from cinebridge_common.station import load_station_settings
 from cinebridge_common.supervise import every
 
-from . import reconcile, statement
+from . import purge_repository, reconcile, statement
 from . import repository as repo
 from .handlers import CONSUMERS, RPC
 from .jobs import ConverterDeps
@@ -79,7 +79,7 @@ async def run(settings: ConverterSettings) -> None:
             "nats",
             functools.partial(ctx.bus.serve, ConverterConformance, conformance, queue="converter"),
         )
-        ctx.replay_lost(repo.LOST_WORK)
+        ctx.replay_lost(repo.LOST_WORK + purge_repository.LOST_WORK)
         ctx.detail["workers"] = str(settings.converter_workers)
         ctx.spawn(_cancel_on_stop(ctx, deps), "cancel-on-stop")
         await ctx.serve_forever()

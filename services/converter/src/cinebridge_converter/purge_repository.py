@@ -8,8 +8,9 @@ import uuid
 from dataclasses import dataclass
 
 import asyncpg
-from cinebridge_common.messages.purge import InstancesPurged
+from cinebridge_common.messages.purge import InstancesPurged, PurgeStudyFiles
 from cinebridge_common.outbox import enqueue
+from cinebridge_common.replay import LostWork, body_uuid
 
 
 @dataclass(frozen=True)
@@ -54,3 +55,24 @@ async def mark_purged(
         )
         await enqueue(conn, event, msg_id=f"instances-purged:{study_id}")
     return event
+
+
+_STUDY = body_uuid("study_id")
+#: The purge job lost with NATS's JetStream store (cinebridge_common.replay): done once every
+#: file of the study made by the purge's start is marked purged, which `mark_purged` records with
+#: its report to capture in one transaction (by `instances_study`), or when the id is not one.
+#: A study without instances has no row to tell; its job is published again, and its repeated
+#: report (the same totals, the same message id) changes nothing.
+LOST_WORK = [
+    LostWork(
+        stream="CB_JOBS",
+        subject=PurgeStudyFiles.subject,
+        done=f"""{_STUDY} IS NULL
+            OR (EXISTS (SELECT 1 FROM instances i WHERE i.study_id = {_STUDY}
+                        AND i.purged_at IS NOT NULL)
+                AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.study_id = {_STUDY}
+                                AND i.purged_at IS NULL
+                                AND (body->>'started_at' IS NULL
+                                     OR i.created_at <= (body->>'started_at')::timestamptz)))""",
+    )
+]

@@ -16,7 +16,7 @@ from cinebridge_common.messages.purge import StudyPurged
 from cinebridge_common.service import ServiceContext
 from cinebridge_common.supervise import every
 
-from . import purge_audit, routes_purge
+from . import purge_audit, purge_repository, routes_purge
 from .bootstrap import ensure_admin
 from .catalog_repository import open_search_pool
 from .conversion_progress import ConversionProgress
@@ -101,6 +101,7 @@ async def run(
         await ctx.until_ready("postgres", lambda: ensure_admin(repo, settings))
         audit_purge = ctx.bind_job(purge_audit.handle_study_purged, ctx.pool)
         ctx.bus.start_consumer(purge_audit.SPEC, StudyPurged, audit_purge)
+        ctx.replay_lost(purge_repository.LOST_WORK)
         cache = PrincipalCache(settings.gateway_auth_cache_s)
         gw = Gateway(settings, ctx.pool, ctx.bus, ctx.store, repo, board, hub, cache, progress)
         gw.dependencies = ctx.dependencies

@@ -7,6 +7,7 @@ import uuid
 
 import asyncpg
 from cinebridge_common.messages.purge import StudyPurged
+from cinebridge_common.replay import LostWork, body_uuid
 
 #: The actor of what the station does by policy rather than by a person's hand.
 POLICY_ACTOR = "purge-policy"
@@ -27,3 +28,18 @@ async def audit_study_purged(pool: asyncpg.Pool, event: StudyPurged) -> bool:
         event.occurred_at,
     )
     return inserted is not None
+
+
+#: Capture's announcement lost with NATS's JetStream store (cinebridge_common.replay): done once
+#: the study's `study_purged` row is in the audit log (by `gateway_audit_study`, whose first
+#: column is the study), or when the id is not one (the handler could not record it).
+LOST_WORK = [
+    LostWork(
+        stream="CB_EVENTS",
+        subject=StudyPurged.subject,
+        done=f"""{body_uuid("study_id")} IS NULL
+                 OR EXISTS (SELECT 1 FROM gateway_audit_log a
+                            WHERE a.study_id = {body_uuid("study_id")}
+                              AND a.action = 'study_purged')""",
+    )
+]

@@ -20,7 +20,7 @@ from cinebridge_common.supervise import every
 from nats.js.errors import NotFoundError
 from prometheus_client import Gauge
 
-from . import commitment_handlers, dead_letters
+from . import commitment_handlers, commitment_repository, dead_letters
 from . import delivery_repository as deliveries
 from . import destination_repository as destinations
 from . import queue_repository as qrepo
@@ -134,5 +134,5 @@ async def run(settings: SenderSettings) -> None:
         send_queue = DeliveryQueue(deps, ctx.stop)
         ctx.spawn(send_queue.run, "send-queue")
         ctx.spawn(sweeper(deps, ctx), "sweeper")
-        ctx.replay_lost(deliveries.LOST_WORK)
+        ctx.replay_lost(deliveries.LOST_WORK + commitment_repository.LOST_WORK)
         await ctx.serve_forever()

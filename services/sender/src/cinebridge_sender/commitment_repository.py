@@ -17,6 +17,7 @@ import asyncpg
 from cinebridge_common import commitment as sc
 from cinebridge_common import outbox
 from cinebridge_common.messages import RequestCommitment, StudyCommitment
+from cinebridge_common.replay import LostWork
 from cinebridge_common.uids import make_uid
 
 from .repository import Conn, Db, _announce, _plain
@@ -481,3 +482,17 @@ async def overdue_studies(pool: asyncpg.Pool, age_s: float, limit: int = 1000) -
         limit,
     )
     return [str(r["study_id"]) for r in rows]
+
+
+#: The N-ACTION job lost with NATS's JetStream store (cinebridge_common.replay): done once its
+#: transaction is no longer pending (by its key), or gone. The commitment sweep would publish it
+#: again too, but only once overdue; this is at once.
+LOST_WORK = [
+    LostWork(
+        stream="CB_JOBS",
+        subject=RequestCommitment.subject,
+        done="""NOT EXISTS (SELECT 1 FROM commitment_transactions t
+                            WHERE t.transaction_uid = body->>'transaction_uid'
+                              AND t.state = 'pending')""",
+    )
+]

@@ -18,6 +18,7 @@ from cinebridge_common.supervise import every
 from . import metrics
 from . import mpps_queue_repository as mpps_queue
 from . import mpps_repository as mpps_repo
+from . import mpps_study_repository as mpps_study
 from .handlers import CONSUMERS, RPC_HANDLERS
 from .lookup import Deps, echo_server
 from .repository import WorklistRepository
@@ -105,6 +106,7 @@ class WorklistApp:
                 # published from its creation on, so an event sent once we are ready is seen.
                 await ctx.until_ready("nats", functools.partial(ctx.bus.ensure_consumer, spec))
                 ctx.bus.start_consumer(spec, model, ctx.bind_job(job_handler, self.deps))
+            ctx.replay_lost(mpps_study.LOST_WORK + mpps_queue.LOST_WORK)
             self.ready.set()
             ctx.spawn(self._echo_servers(ctx), "worklist-echo")
             ctx.spawn(mpps_sweeper(self.deps, ctx), "mpps-sweeper")

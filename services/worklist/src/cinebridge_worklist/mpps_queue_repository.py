@@ -10,6 +10,7 @@ import asyncpg
 from cinebridge_common import outbox
 from cinebridge_common.messages import MppsStepDue
 from cinebridge_common.messages.worklist import MppsState
+from cinebridge_common.replay import LostWork, body_uuid
 
 from .mpps_repository import DUE, Step, announce, get_step, plain
 
@@ -118,3 +119,16 @@ async def republish(pool: asyncpg.Pool, rows: list[asyncpg.Record], sweep: int) 
 async def state_counts(pool: asyncpg.Pool) -> dict[str, int]:
     rows = await pool.fetch("SELECT state, count(*) AS n FROM mpps_steps GROUP BY state")
     return {r["state"]: int(r["n"]) for r in rows}
+
+
+#: The MPPS job lost with NATS's JetStream store (cinebridge_common.replay): done once its step
+#: is no longer owed a request (sent, final, or gone). The sweeper would queue it again too,
+#: but only after its grace of twice the lease or backoff cap; this is at once.
+LOST_WORK = [
+    LostWork(
+        stream="CB_JOBS",
+        subject=MppsStepDue.subject,
+        done=f"""NOT EXISTS (SELECT 1 FROM mpps_steps s WHERE s.id = {body_uuid("step_id")}
+                             AND s.state IN ({", ".join(f"'{state}'" for state in DUE)}))""",
+    )
+]

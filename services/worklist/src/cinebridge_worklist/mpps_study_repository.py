@@ -24,7 +24,16 @@ import datetime as dt
 import json
 import uuid
 
-from cinebridge_common.messages import CodedReason, InstanceCreated
+from cinebridge_common.messages import (
+    CodedReason,
+    ConversionFailed,
+    InstanceCreated,
+    MediaCaptured,
+    StudyChanged,
+    StudyDiscontinued,
+    StudySaved,
+)
+from cinebridge_common.replay import LostWork, body_uuid
 from cinebridge_common.uids import make_uid
 
 from .mpps_repository import STEP, Conn, Step, announce, as_step, get_step, mpps_server, set_due
@@ -314,3 +323,79 @@ async def relink(conn: Conn, study_id: str, at: dt.datetime) -> Step | None:
         step.operator,
     )
     return await _maybe_complete(conn, new) if saved_at is not None else new
+
+
+# -- events lost with NATS's JetStream store (cinebridge_common.replay) -----------------------
+# Each condition is true once the handler's effect is recorded, or when it would do nothing.
+# Every look-up is by a key with an index: `studies.id`, `mpps_steps (study_id, seq)`,
+# `mpps_media (step_id, media_id)`, `mpps_instances.sop_instance_uid`, `mpps_steps.id`.
+_STUDY = body_uuid("study_id")
+_AT = "(body->>'occurred_at')::timestamptz"
+#: The study is gone (its steps went with it) or the id is not one: nothing is owed.
+_NO_STUDY = f"NOT EXISTS (SELECT 1 FROM studies st WHERE st.id = {_STUDY})"
+#: No worklist server has an MPPS SCP: no step can be opened (`mpps_server`).
+_NO_MPPS_SCP = "NOT EXISTS (SELECT 1 FROM worklist_servers w WHERE w.enabled AND w.mpps_enabled)"
+#: A step that an event of `occurred_at` belongs to: open, or ended at or after it (`_open`).
+_STEP_COVERS = f"""EXISTS (SELECT 1 FROM mpps_steps s WHERE s.study_id = {_STUDY}
+    AND (s.final_status IS NULL OR s.ended_at IS NULL OR s.ended_at >= {_AT}))"""
+_MEDIA_IDS = (
+    "CASE WHEN jsonb_typeof(body->'media_ids') = 'array' THEN body->'media_ids' ELSE '[]' END"
+)
+#: Save: a step of the study was saved and every media item of the Save is listed in one; or,
+#: with no MPPS SCP and no open step, no step to record it in.
+_SAVE_RECORDED = f"""{_NO_STUDY}
+    OR (EXISTS (SELECT 1 FROM mpps_steps s WHERE s.study_id = {_STUDY} AND s.saved_at IS NOT NULL)
+        AND NOT EXISTS (
+            SELECT 1 FROM jsonb_array_elements_text({_MEDIA_IDS}) AS saved(media_id)
+            WHERE NOT EXISTS (SELECT 1 FROM mpps_media mm JOIN mpps_steps s ON s.id = mm.step_id
+                              WHERE s.study_id = {_STUDY}
+                                AND mm.media_id::text = lower(saved.media_id))))
+    OR ({_NO_MPPS_SCP} AND NOT EXISTS (SELECT 1 FROM mpps_steps s WHERE s.study_id = {_STUDY}
+                                       AND s.final_status IS NULL))"""
+#: A failed conversion is listed as failed in a step of the study; or no step could take it.
+_FAILURE_RECORDED = f"""{_NO_STUDY}
+    OR EXISTS (SELECT 1 FROM mpps_media mm JOIN mpps_steps s ON s.id = mm.step_id
+               WHERE s.study_id = {_STUDY} AND mm.media_id = {body_uuid("media_id")}
+                 AND mm.outcome = 'failed')
+    OR ({_NO_MPPS_SCP} AND NOT {_STEP_COVERS}
+        AND NOT EXISTS (SELECT 1 FROM mpps_media mm JOIN mpps_steps s ON s.id = mm.step_id
+                        WHERE s.study_id = {_STUDY} AND mm.media_id = {body_uuid("media_id")}
+                          AND mm.outcome IS NULL))"""
+#: "created" opens the step under the trigger "study-start" (done once the study has one; under
+#: "first-capture" such an event is published again to a handler that does nothing, since the
+#: trigger lives in the gateway's settings, which may not exist yet); "reconciled" is done once
+#: no open step that left unscheduled remains on a study linked to a worklist item (`relink`).
+_CHANGE_APPLIED = f"""CASE body->>'change'
+    WHEN 'created' THEN {_NO_STUDY} OR {_NO_MPPS_SCP}
+        OR EXISTS (SELECT 1 FROM mpps_steps s WHERE s.study_id = {_STUDY})
+    WHEN 'reconciled' THEN NOT EXISTS (
+        SELECT 1 FROM mpps_steps s JOIN studies st ON st.id = s.study_id
+        WHERE s.study_id = {_STUDY} AND s.final_status IS NULL AND s.create_sent
+          AND s.scheduled IS FALSE AND st.worklist_item IS NOT NULL)
+    ELSE true END"""
+
+#: The MPPS events the worklist consumes (handlers.CONSUMERS), lost with the store.
+LOST_WORK = [
+    LostWork(
+        stream="CB_EVENTS",
+        subject=MediaCaptured.subject,
+        done=f"{_NO_STUDY} OR {_STEP_COVERS} OR {_NO_MPPS_SCP}",
+    ),
+    LostWork(stream="CB_EVENTS", subject=StudyChanged.subject, done=_CHANGE_APPLIED),
+    LostWork(stream="CB_EVENTS", subject=StudySaved.subject, done=_SAVE_RECORDED),
+    LostWork(
+        stream="CB_EVENTS",
+        subject=InstanceCreated.subject,
+        done=f"""{_NO_STUDY} OR coalesce(body->>'series_instance_uid', '') = ''
+                 OR EXISTS (SELECT 1 FROM mpps_instances i
+                            WHERE i.sop_instance_uid = body->>'sop_instance_uid')""",
+    ),
+    LostWork(stream="CB_EVENTS", subject=ConversionFailed.subject, done=_FAILURE_RECORDED),
+    LostWork(
+        stream="CB_EVENTS",
+        subject=StudyDiscontinued.subject,
+        # Ends the study's open step; one opened after the event (an append) is not its own.
+        done=f"""NOT EXISTS (SELECT 1 FROM mpps_steps s WHERE s.study_id = {_STUDY}
+                             AND s.final_status IS NULL AND s.started_at <= {_AT})""",
+    ),
+]
