@@ -253,3 +253,85 @@ async def test_forward_cannot_pick_a_disabled_destination(
             for running, task in gateway_factory.running:
                 running.ctx.stop.set()
                 await asyncio.wait_for(task, 15)
+
+
+async def test_the_patient_form_and_local_search_act_on_the_room_s_current_study(
+    gateway_factory: Any, peer_bus: Bus
+) -> None:
+    """Edit patient kept the patient the page had last shown: reloaded, the form became a New
+    study form; left open while another screen switched the room, it saved its values onto the
+    former patient's study. Local search gave a patient to the current study without naming
+    it, and to the study it had read even after the room moved on."""
+    async with mjpeg_server() as preview:
+        gw = await gateway_factory(gateway_preview_upstreams={"or1": preview})
+        room = FakeRoom(peer_bus, gw.ctx.pool, MediaStore(gw.settings.media_root))
+        await room.start()
+        api = await gw.login()
+        try:
+            async with ui_page(gw.url, viewport=CART) as page:
+                await edit_form_follows_the_room(page, gw, api)
+                await local_names_the_current_study(page, gw, api)
+        finally:
+            await api.aclose()
+            for running, task in gateway_factory.running:
+                running.ctx.stop.set()
+                await asyncio.wait_for(task, 15)
+
+
+async def start_elsewhere(api: Any, name: str, patient_id: str) -> None:
+    """Another screen starts a study for `name` in the room (and confirms the switch)."""
+    patient = {"patient_name": name, "patient_id": patient_id}
+    body = {"origin": "form", "patient": patient, "confirm": True}
+    started = await api.post("/api/v1/rooms/or1/study", json=body)
+    assert started.status_code in (200, 201), started.text
+
+
+async def patient_of(gw: RunningGateway, patient_id: str) -> str:
+    sql = "SELECT patient_name FROM studies WHERE patient_id = $1"
+    return str(await gw.ctx.pool.fetchval(sql, patient_id))
+
+
+async def edit_form_follows_the_room(page: Page, gw: RunningGateway, api: Any) -> None:
+    form = page.locator("#patient-form")
+    await page.click("#new-study")
+    await form.locator("input[name=patient_name]").fill("DOE^JANE")
+    await form.locator("input[name=patient_id]").fill("PID-1")
+    await form.locator("select[name=patient_sex]").select_option("F")
+    await form.locator("input[name=study_description]").fill("Gastroscopy")
+    await page.click("#patient-submit")
+    await expect(page.locator("#study-patient")).to_have_text("DOE, JANE", timeout=10_000)
+    # Reloaded, the edit form is still the current study's, every field of it.
+    await page.click("#edit-patient")
+    await page.reload()
+    await expect(form.locator("h1")).to_have_text("Edit patient data", timeout=10_000)
+    await expect(form.locator("#room-current")).to_contain_text("DOE, JANE · ID PID-1")
+    await expect(form.locator("input[name=patient_name]")).to_have_value("DOE^JANE")
+    await expect(form.locator("select[name=patient_sex]")).to_have_value("F")
+    await expect(form.locator("input[name=study_description]")).to_have_value("Gastroscopy")
+    # Another screen makes ROE current while this form is open on DOE: nothing is saved, and
+    # the Room shows ROE.
+    await start_elsewhere(api, "ROE^RICHARD", "PID-2")
+    await form.locator("input[name=patient_name]").fill("DOE^JANET")
+    await page.click("#patient-submit")
+    await expect(page.locator("#toast.error")).to_contain_text("nothing was saved")
+    await expect(page.locator("#study-patient")).to_have_text("ROE, RICHARD", timeout=10_000)
+    assert await patient_of(gw, "PID-1") == "DOE^JANE"
+
+
+async def local_names_the_current_study(page: Page, gw: RunningGateway, api: Any) -> None:
+    await page.click("#nav-local")
+    await expect(page.locator("#room-current")).to_have_text(
+        "Room or1 · current study: ROE, RICHARD · ID PID-2"
+    )
+    doe = page.locator("#local-results tr", has_text="PID-1")
+    take = doe.locator("button:text('Use for current study')")
+    await expect(take).to_be_visible(timeout=10_000)
+    # The room moves on to MOE before the operator picks DOE for ROE's study.
+    await start_elsewhere(api, "MOE^MARY", "PID-3")
+    await take.click()
+    await expect(page.locator("#toast.error")).to_contain_text("nothing was changed")
+    await expect(page.locator("#room-current")).to_contain_text("MOE, MARY", timeout=10_000)
+    assert (await patient_of(gw, "PID-2"), await patient_of(gw, "PID-3")) == (
+        "ROE^RICHARD",
+        "MOE^MARY",
+    )

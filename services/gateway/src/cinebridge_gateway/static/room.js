@@ -1,7 +1,7 @@
 // The Room: the operator's screen at the cart. The room's current study is the server's (the
 // room status names it); this page only shows it and asks the server to change it.
-import { api, attempt, badge, commitmentLabel, dicomDate, field, fmtSeconds, fmtTime, formValues, h, keyedList, personName,
-         readOnly, render, route, scheduleRefresh, setText, startStudy, state, swap, toast } from "./lib.js";
+import { api, attempt, badge, commitmentLabel, dicomDate, field, fmtSeconds, fmtTime, formValues, h, keyedList, loadCurrentStudy,
+         personName, readOnly, render, roomLine, route, scheduleRefresh, setText, startStudy, state, swap, toast, whoOf } from "./lib.js";
 import { exportDialog } from "./export.js";
 import { ledgerLine, refreshLedgerLine } from "./retention.js";
 import { addFileButton } from "./upload.js";
@@ -369,20 +369,36 @@ async function forwardDialog(study) {
 
 // #/patient edits the current study's patient; #/patient/new starts a new study in the room.
 export async function viewPatient(arg, setView) {
-  const study = arg === "new" ? null : state.study;
+  // The study edited is the room's current one as the server has it now, in full: neither the
+  // page's last copy (another screen may have switched the room since; a reload has none) nor the
+  // summary other pages read, which lacks fields the form would send back empty.
+  const current = await loadCurrentStudy();
+  const study = arg === "new" || !current ? null : await api("GET", `/api/v1/studies/${current.id}`);
+  if (arg !== "new" && !study) {
+    toast(`${state.room || "The room"} has no current study to edit`, true);
+    return route("#/room");
+  }
   const p = study || {};
   const form = h("form", { class: "panel", id: "patient-form", onsubmit: async (e) => {
     e.preventDefault();
     const v = formValues(e.target);
     v.modality = v.modality.trim().toUpperCase();  // a CS is upper case (PS3.5 6.2)
     if (study) {
-      const r = await attempt(() => api("PATCH", `/api/v1/studies/${study.id}`, v), "Patient data updated");
-      if (r) route("#/room");
+      // Saved only to the study the form was filled for: if the room moved on meanwhile, these
+      // values are not given to another patient's images, and the Room shows who is current.
+      let moved = false;
+      const r = await attempt(async () => {
+        const now = await loadCurrentStudy();
+        moved = now?.id !== study.id;
+        if (moved) throw new Error(`The current study of ${state.room} changed (now: ${whoOf(now) || "none"}); nothing was saved`);
+        return api("PATCH", `/api/v1/studies/${study.id}`, v);
+      }, "Patient data updated");
+      if (r || moved) route("#/room");
     } else {
       await startStudy({ origin: "form", patient: v }, "Study started");
     }
   } },
-  h("h1", {}, study ? "Edit patient data" : `New study in ${state.room || "the room"} — patient`),
+  h("h1", {}, study ? "Edit patient data" : `New study in ${state.room || "the room"} — patient`), roomLine(current),
   study && study.origin === "worklist" && !study.edited ? h("p", { class: "dim" }, "This study came from the worklist: editing it unlinks it (new Study UID, statement §8.1.5).") : "",
   h("div", { class: "form" },
     field("patient_name", "Patient name (FAMILY^Given)", p.patient_name, { maxlength: 64 }),
