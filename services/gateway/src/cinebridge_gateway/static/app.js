@@ -1,8 +1,8 @@
 // CineBridge web UI: plain ES modules, no build step. This module is the shell (live events,
 // routing, log-in, pedal keys) and the Worklist view; each other view has its module, and
 // lib.js holds the API client and the helpers they share.
-import { $, api, attempt, readOnly, dicomDate, dicomTime, field, formValues, h, loadCurrentStudy, personName, roomLine,
-         route, routes, scheduleRefresh, setRenderer, startStudy, state, whoOf } from "./lib.js";
+import { $, ApiFailure, api, attempt, failure, readOnly, dicomDate, dicomTime, field, formValues, h, loadCurrentStudy, personName, roomLine,
+         route, routes, scheduleRefresh, setRenderer, startStudy, state, toast, whoOf } from "./lib.js";
 import { capture, progressText, viewPatient, viewRoom } from "./room.js";
 import { viewLocal } from "./local.js";
 import { viewSettings } from "./settings.js";
@@ -61,11 +61,42 @@ Object.assign(routes, { login: viewLogin, room: viewRoom, local: viewLocal, work
                         patient: viewPatient, settings: viewSettings, ops: viewOps, admin: viewAdmin,
                         password: viewPassword });
 async function render() {
+  const hash = location.hash;
+  try {
+    await renderPage();
+    painted = hash;
+  } catch (e) {
+    if (e.status === 401) return;  // api() went to the log-in form
+    // A page on screen stays (a recording's Stop with it) and says it is not up to date; a page
+    // that could not be shown at all says why instead of staying blank, and tries again.
+    if (painted === hash && !$("#page-unavailable")) { toast(`Not up to date: ${e.message}`, true); return; }
+    painted = null;
+    viewToken += 1;
+    viewSetter(viewToken)(unavailable(e));
+    setTimeout(() => { if ($("#page-unavailable") && location.hash === hash) render(); }, 5000);
+  }
+}
+// The hash whose page is on screen, painted by a render that succeeded.
+let painted = null;
+function unavailable(e) {
+  return h("section", { class: "panel", id: "page-unavailable", role: "alert" }, h("h1", {}, "This page cannot be shown now"),
+    h("p", { class: "error-text" }, e.message || String(e)),
+    h("p", { class: "dim" }, "It is shown again by itself once the station answers."),
+    h("p", {}, h("button", { onclick: () => render() }, "Try again")));
+}
+async function renderPage() {
   const [, page, arg] = (location.hash || "#/room").split("/");
   let name = page;
   if (!state.me && name !== "login") {
-    const me = await fetch("/api/v1/auth/me", { credentials: "same-origin" });
-    if (!me.ok) return route("#/login");
+    let me;
+    try {
+      me = await fetch("/api/v1/auth/me", { credentials: "same-origin" });
+    } catch {
+      throw new ApiFailure(0, "unreachable", "The station does not answer (its gateway is down or the network is)");
+    }
+    // Only a refused session means "log in": a station that cannot check it says why.
+    if (me.status === 401) return route("#/login");
+    if (!me.ok) throw failure(me.status, await me.json().catch(() => null));
     setMe(await me.json());
   }
   // A first-run (or reset) password is changed before anything else.

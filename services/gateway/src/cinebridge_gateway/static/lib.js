@@ -108,7 +108,12 @@ export async function api(method, path, body) {
   const opts = { method, headers: {}, credentials: "same-origin" };
   if (state.csrf) opts.headers["X-CSRF-Token"] = state.csrf;
   if (body !== undefined) { opts.headers["Content-Type"] = "application/json"; opts.body = JSON.stringify(body); }
-  const res = await fetch(path, opts);
+  let res;
+  try {
+    res = await fetch(path, opts);
+  } catch {
+    throw new ApiFailure(0, "unreachable", "The station does not answer (its gateway is down or the network is)");
+  }
   if (res.status === 401 && !path.endsWith("/auth/login")) {
     // The session lapsed (idle, expired, or ended by an administrator): after the log-in the
     // operator is back on the page they were on.
@@ -118,8 +123,16 @@ export async function api(method, path, body) {
   }
   if (res.status === 204) return null;
   const data = res.headers.get("content-type")?.includes("json") ? await res.json() : await res.text();
-  if (!res.ok) throw new ApiFailure(res.status, data?.error?.code || "", data?.error?.message || `${res.status}`);
+  if (!res.ok) throw failure(res.status, data);
   return data;
+}
+// What went wrong, worded for the person at the screen where the API's words are for a program.
+const OUTAGES = {
+  database_unavailable: "The station's database (PostgreSQL) is not answering: nothing can be read or saved until it is back",
+};
+export function failure(status, data) {
+  const code = data?.error?.code || "";
+  return new ApiFailure(status, code, OUTAGES[code] || data?.error?.message || `${status}`);
 }
 export async function attempt(fn, ok) {
   try {

@@ -17,8 +17,10 @@ export async function viewRoom(arg, setView) {
   if (!state.rooms.some((r) => r.room === state.room)) state.room = state.rooms[0]?.room || "";
   const room = state.room;
   const info = state.rooms.find((r) => r.room === room);
-  const study = info?.study
-    ? await api("GET", `/api/v1/studies/${info.study.id}`).catch(() => null) : null;
+  // The capture service names the room's study even while the database is away: a study that
+  // cannot be read is an error to show, never "No current study".
+  const study = info?.study_id
+    ? await api("GET", `/api/v1/studies/${info.study_id}`).catch((e) => { if (e.status === 404) return null; throw e; }) : null;
   // A render that the operator overtook (another room picked, a newer render) paints nothing
   // and leaves state.study to the page on screen.
   if (room !== state.room || !setView.current()) return;
