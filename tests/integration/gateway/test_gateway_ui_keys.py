@@ -335,3 +335,18 @@ async def local_names_the_current_study(page: Page, gw: RunningGateway, api: Any
         "ROE^RICHARD",
         "MOE^MARY",
     )
+
+
+async def test_a_page_opened_by_its_url_is_the_one_shown_after_the_log_in(
+    gateway_factory: Any,
+) -> None:
+    """IT's bookmark of the Ops page opened the log-in form, and the log-in then showed the
+    Room: the page asked for was forgotten."""
+    gw = await gateway_factory()
+    async with ui_page(gw.url, None, at="#/ops", viewport=CART) as page:
+        await expect(page.locator("#login-form")).to_be_visible()
+        await page.fill("input[name=username]", "admin")
+        await page.fill("input[name=password]", ADMIN_PASSWORD)
+        await page.click("#login-button")
+        await expect(page.locator("#health-status")).to_be_visible(timeout=30_000)
+        assert page.url.endswith("#/ops"), page.url

@@ -95,7 +95,11 @@ async function renderPage() {
       throw new ApiFailure(0, "unreachable", "The station does not answer (its gateway is down or the network is)");
     }
     // Only a refused session means "log in": a station that cannot check it says why.
-    if (me.status === 401) return route("#/login");
+    if (me.status === 401) {
+      // A page opened by its URL (a bookmark of Ops, a link to Local) is shown after the log-in.
+      if (!location.hash.startsWith("#/login")) state.returnTo = location.hash;
+      return route("#/login");
+    }
     if (!me.ok) throw failure(me.status, await me.json().catch(() => null));
     setMe(await me.json());
   }
