@@ -2,8 +2,9 @@
 played by the FakeRoom peer): the pedal keys act only as plain keys on the Room page with no
 dialog open (Ctrl+R stays the browser's reload, never a recording), a viewer sees no control
 that changes something and its keys send nothing, and a session that ended brings the operator
-back to the page they were on after logging in again; a worklist server is edited in place; a
-disabled destination cannot be picked for Forward."""
+back to the page they were on after logging in again (and no dialog of the former page stays
+over the log-in form); a worklist server is edited in place; a disabled destination cannot be
+picked for Forward."""
 
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ async def test_keys_roles_and_a_lapsed_session_in_the_browser(
                 await operator_keys(page, gw, room)
                 await refresh_spares_the_form(page)
                 await lapsed_session(page)
+                await lapsed_session_under_a_dialog(page)
                 viewer = await browser.new_page(viewport=CART)
                 await viewer_sees_no_controls(viewer, gw, room)
         finally:
@@ -133,6 +135,22 @@ async def lapsed_session(page: Page) -> None:
     await page.click("#login-button")
     await expect(page.locator("#local-form")).to_be_visible(timeout=10_000)
     assert page.url.endswith("#/local"), page.url
+
+
+async def lapsed_session_under_a_dialog(page: Page) -> None:
+    """The session ends while the Export dialog is open: the dialog (modal, with the patient's
+    name) stayed over the log-in form, which could not be used until it was closed."""
+    await page.click("#nav-room")
+    await page.click("#export-button")
+    await expect(page.locator("#export-dialog")).to_be_visible()
+    await page.context.clear_cookies()
+    await page.click("#export-go")
+    await expect(page.locator("#login-form")).to_be_visible()
+    await expect(page.locator("dialog")).to_have_count(0)
+    await page.fill("input[name=username]", "admin", timeout=5_000)
+    await page.fill("input[name=password]", ADMIN_PASSWORD)
+    await page.click("#login-button")
+    await expect(page.locator("#study-card")).to_be_visible(timeout=10_000)
 
 
 async def viewer_sees_no_controls(page: Page, gw: RunningGateway, room: FakeRoom) -> None:

@@ -123,6 +123,9 @@ function setMe(me) {
 // ---------------------------------------------------------------- login
 function viewLogin(arg, setView) {
   $("#topbar").hidden = true;
+  // A dialog of the page the session ended on (modal: the log-in behind it would be inert, and
+  // it shows the patient it was opened for) does not outlive the session.
+  for (const dlg of document.querySelectorAll("dialog")) dlg.close();
   const form = h("form", { class: "panel login", id: "login-form", onsubmit: async (e) => {
     e.preventDefault();
     const v = formValues(e.target);
