@@ -68,6 +68,8 @@ class FakeRoom:
         self.study_id: str | None = None
         self.recording = False
         self.commands: list[str] = []
+        #: Why the room does not answer its status now (None: it answers).
+        self.down: str | None = None
 
     async def start(self) -> None:
         await self.bus.serve(CaptureStatusRequest, self.status, subject="cb.rpc.capture.or1.status")
@@ -75,6 +77,8 @@ class FakeRoom:
         await self.bus.serve(CaptureCommand, self.command, subject="cb.rpc.capture.or1.command")
 
     async def status(self, _: CaptureStatusRequest) -> Reply:
+        if self.down:
+            raise RuntimeError(self.down)
         source = SourceStatus(
             name="cam1",
             kind="lavfi",

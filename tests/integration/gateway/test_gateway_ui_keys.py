@@ -368,3 +368,29 @@ async def test_a_page_opened_by_its_url_is_the_one_shown_after_the_log_in(
         await page.click("#login-button")
         await expect(page.locator("#health-status")).to_be_visible(timeout=30_000)
         assert page.url.endswith("#/ops"), page.url
+
+
+async def test_a_room_whose_capture_does_not_answer_shows_its_study_as_unknown(
+    gateway_factory: Any, peer_bus: Bus
+) -> None:
+    """The capture service keeps the room's current study. While it did not answer (NATS or
+    capture down), the Room said "No current study" and offered to start one, and the Local
+    and Worklist pages said "current study: none", though the room still had its patient."""
+    async with mjpeg_server() as preview:
+        gw = await gateway_factory(gateway_preview_upstreams={"or1": preview})
+        room = FakeRoom(peer_bus, gw.ctx.pool, MediaStore(gw.settings.media_root))
+        await room.start()
+        async with ui_page(gw.url, viewport=CART) as page:
+            await start_unscheduled_study(page)
+            room.down = "capture is restarting"
+            await page.reload()
+            await expect(page.locator("#study-patient")).to_have_text("Current study unknown")
+            await expect(page.locator("#new-study")).to_have_count(0)
+            await page.click("#nav-local")
+            await expect(page.locator("#room-current")).to_contain_text(
+                "Room or1 · current study unknown: "
+            )
+            room.down = None
+            await page.click("#nav-room")
+            badge = page.locator("#study-card .badge", has_text="unscheduled")
+            await expect(badge).to_be_visible(timeout=10_000)

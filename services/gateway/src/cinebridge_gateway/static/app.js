@@ -36,7 +36,11 @@ function connectEvents() {
                          "cb.evt.room.study_changed"]) {
     es.addEventListener(subject, (ev) => onLiveEvent(subject, JSON.parse(ev.data)));
   }
-  es.addEventListener("cb.evt.service.heartbeat", () => { if (location.hash.startsWith("#/ops")) scheduleRefresh(); });
+  es.addEventListener("cb.evt.service.heartbeat", () => {
+    if (location.hash.startsWith("#/ops")) scheduleRefresh();
+    // A Room waiting for its capture service asks again while services beat.
+    else if (document.querySelector("[data-study-unknown]")) scheduleRefresh();
+  });
 }
 function onLiveEvent(subject, data) {
   if (subject === "cb.evt.conversion.progressed" && state.study && data.study_id === state.study.id) {

@@ -166,14 +166,20 @@ export async function ensureRoom() {
 }
 // The room's current study as the server has it now (a summary: who it is for), for pages
 // opened by their URL that never showed the Room; state.study follows it.
+// A room whose study cannot be read (its capture service or the bus not answering) has an
+// unknown current study, never "none": state.studyUnknown says why.
 export async function loadCurrentStudy() {
   const room = await ensureRoom().catch(() => "");
-  const current = room ? await api("GET", `/api/v1/rooms/${room}/study`).catch(() => null) : null;
+  state.studyUnknown = null;
+  const current = room ? await api("GET", `/api/v1/rooms/${room}/study`).catch((e) => { state.studyUnknown = e.message; return null; }) : null;
   state.study = current?.study || null;
   return state.study;
 }
 // "Room · current patient" line of the dialogs that act on the room's study.
 export function roomLine(study) {
+  if (state.room && state.studyUnknown) {
+    return h("p", { class: "error-text", id: "room-current" }, `Room ${state.room} · current study unknown: ${state.studyUnknown}`);
+  }
   return h("p", { class: "dim", id: "room-current" }, state.room
     ? [`Room ${state.room} · current study: `, study ? h("strong", {}, whoOf(study)) : "none"]
     : "No room reports a capture service.");

@@ -25,7 +25,7 @@ export async function viewRoom(arg, setView) {
   // and leaves state.study to the page on screen.
   if (room !== state.room || !setView.current()) return;
   const onScreen = shown?.header.isConnected ? shown : null;
-  if (onScreen && onScreen.room === room && onScreen.studyId === (study?.id ?? null)) {
+  if (onScreen && onScreen.room === room && onScreen.studyId === studyKey(info, study)) {
     onScreen.update(info, study);
     state.study = study;
     return;
@@ -36,6 +36,9 @@ export async function viewRoom(arg, setView) {
   if (setView(view.header, ...view.panels)) { shown = view; state.study = study; }
 }
 
+// Which study the Room shows: a room whose capture service does not answer has an unknown one.
+const studyKey = (info, study) => (info && !info.reachable ? "unknown" : study?.id ?? null);
+
 function roomView(room, info, study) {
   const picker = h("select", { id: "room-picker", onchange: (e) => {
     state.room = e.target.value; localStorage.setItem("cb.room", state.room); render(); } });
@@ -43,7 +46,7 @@ function roomView(room, info, study) {
     h("span", { class: "spacer" }),
     h("span", { class: "dim" }, "Pedal keys: ", h("span", { class: "kbd" }, "S/F9"), " snapshot · ",
       h("span", { class: "kbd" }, "R/F10"), " record · ", h("span", { class: "kbd" }, "X/F11"), " stop"));
-  const card = studyCard(study), sources = sourcesPanel(), media = mediaPanel(study), deliveries = deliveriesPanel(study);
+  const card = info && !info.reachable ? unknownStudyCard(info) : studyCard(study), sources = sourcesPanel(), media = mediaPanel(study), deliveries = deliveriesPanel(study);
   const update = (i, st) => {
     const names = state.rooms.map((r) => r.room);
     if (names.join("\n") !== [...picker.options].map((o) => o.value).join("\n")) {
@@ -53,7 +56,7 @@ function roomView(room, info, study) {
     card.update(st); sources.update(i); media.update(st); deliveries.update(st);
   };
   update(info, study);
-  return { room, studyId: study?.id ?? null, header, update,
+  return { room, studyId: studyKey(info, study), header, update,
            panels: [card.el, sources.el, media.el, deliveries.el].filter(Boolean) };
 }
 
@@ -92,6 +95,13 @@ function studyCard(study) {
     setText(last, state.lastCapture?.studyId === st.id && state.lastCapture.room === state.room ? state.lastCapture.text : "");
   };
   return { el, update };
+}
+// The capture service keeps the room's current study: while it does not answer, who the next
+// capture is for is not known here, and "No current study" would be a guess.
+function unknownStudyCard(info) {
+  return { update: () => {}, el: h("section", { class: "panel study-card", id: "study-card", "data-study-unknown": info.room },
+    h("div", { class: "name", id: "study-patient" }, "Current study unknown"),
+    h("p", { class: "error-text" }, `Capture for ${info.room} is not answering, so who the next capture is for cannot be shown. The page shows it again once capture answers.`)) };
 }
 function studyFacts(study) {
   const fact = (label, value, id) => h("span", { class: "fact" }, h("span", { class: "dim" }, `${label} `), h("strong", { id }, value || "–"));
