@@ -394,3 +394,22 @@ async def test_a_room_whose_capture_does_not_answer_shows_its_study_as_unknown(
             await page.click("#nav-room")
             badge = page.locator("#study-card .badge", has_text="unscheduled")
             await expect(badge).to_be_visible(timeout=10_000)
+
+
+async def test_a_page_slow_to_come_does_not_leave_the_former_room_under_its_tab(
+    gateway_factory: Any, peer_bus: Bus
+) -> None:
+    """Local opened while the room's capture service was slow to answer: for as long as the
+    gateway waited for it, the tab read Local and the page still showed the Room, its patient
+    and its live Snapshot button. The page now says it is loading."""
+    async with mjpeg_server() as preview:
+        gw = await gateway_factory(gateway_preview_upstreams={"or1": preview})
+        room = FakeRoom(peer_bus, gw.ctx.pool, MediaStore(gw.settings.media_root))
+        await room.start()
+        async with ui_page(gw.url, viewport=CART) as page:
+            await start_unscheduled_study(page)
+            room.slow_s = 10.0
+            await page.click("#nav-local")
+            await expect(page.locator("#page-loading")).to_be_visible()
+            await expect(page.locator("#study-card")).to_have_count(0)
+            await expect(page.locator("#local-form")).to_be_visible(timeout=30_000)

@@ -114,7 +114,17 @@ async function renderPage() {
   $("#nav-admin").hidden = state.me?.role !== "administrator";
   $("#nav-worklist").hidden = readOnly();
   viewToken += 1;
-  await (routes[name] || viewRoom)(arg ? decodeURIComponent(arg) : undefined, viewSetter(viewToken));
+  // A page slow to come (a dependency slow to answer) does not leave the former page — another
+  // patient's Room, its buttons live — under the new tab meanwhile.
+  const token = viewToken, hash = location.hash;
+  const slow = setTimeout(() => {
+    if (token === viewToken && painted !== hash) $("#view").replaceChildren(h("p", { class: "dim", id: "page-loading", role: "status" }, "Loading…"));
+  }, 1000);
+  try {
+    await (routes[name] || viewRoom)(arg ? decodeURIComponent(arg) : undefined, viewSetter(viewToken));
+  } finally {
+    clearTimeout(slow);
+  }
 }
 setRenderer(render);
 function setMe(me) {
