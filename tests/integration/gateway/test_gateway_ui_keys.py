@@ -86,6 +86,9 @@ async def make_viewer(gw: RunningGateway) -> None:
 async def operator_keys(page: Page, gw: RunningGateway, room: FakeRoom) -> None:
     await log_in(page, gw.url)
     await start_unscheduled_study(page)
+    # The Room's controls have names a screen reader announces (the room picker had none).
+    picker = page.get_by_role("combobox", name="Room shown on this screen")
+    await expect(picker).to_have_value("or1")
     # Browser shortcuts are not pedal keys: nothing is captured, nothing recorded.
     for shortcut in ("Control+r", "Control+s", "Alt+s", "Meta+r"):
         await page.keyboard.press(shortcut)

@@ -40,7 +40,7 @@ export async function viewRoom(arg, setView) {
 const studyKey = (info, study) => (info && !info.reachable ? "unknown" : study?.id ?? null);
 
 function roomView(room, info, study) {
-  const picker = h("select", { id: "room-picker", onchange: (e) => {
+  const picker = h("select", { id: "room-picker", "aria-label": "Room shown on this screen", onchange: (e) => {
     state.room = e.target.value; localStorage.setItem("cb.room", state.room); render(); } });
   const header = h("div", { class: "row" }, h("h1", {}, "Room"), h("div", {}, picker),
     h("span", { class: "spacer" }),
@@ -278,7 +278,7 @@ function mediaCard(m) {
   let ledger = h("span");
   const el = h("div", { class: "thumb", "data-media": m.id },
     m.kind === "snapshot" ? h("img", { src: m.content_url, alt: "snapshot", loading: "lazy" })
-      : h("video", { src: m.content_url, controls: true, preload: "metadata" }),
+      : h("video", { src: m.content_url, controls: true, preload: "metadata", "aria-label": "recording" }),
     h("div", { class: "meta" }, label, progress, ledger,
       readOnly() ? "" : h("button", { class: "small danger", title: "delete", "aria-label": `delete this ${m.kind}`, onclick: () => deleteMedia(m) }, "✕")));
   const update = (item) => {
