@@ -416,3 +416,21 @@ async def test_a_page_slow_to_come_does_not_leave_the_former_room_under_its_tab(
             await expect(page.locator("#page-loading")).to_be_visible()
             await expect(page.locator("#study-card")).to_have_count(0)
             await expect(page.locator("#local-form")).to_be_visible(timeout=30_000)
+
+
+async def test_the_ops_page_shows_although_its_summary_is_slow_to_come(
+    gateway_factory: Any, peer_bus: Bus
+) -> None:
+    """A capture service slow to answer holds the Ops summary for the gateway's 3 s wait; every
+    heartbeat (here the gateway's own, twice a second) started a new render that took the place
+    of the one about to paint, so Ops stayed empty for as long as the room was slow."""
+    async with mjpeg_server() as preview:
+        gw = await gateway_factory(gateway_preview_upstreams={"or1": preview})
+        room = FakeRoom(peer_bus, gw.ctx.pool, MediaStore(gw.settings.media_root))
+        await room.start()
+        async with ui_page(gw.url, viewport=CART) as page:
+            await expect(page.locator("#study-card")).to_be_visible()
+            room.slow_s = 60.0
+            await page.click("#nav-ops")
+            await expect(page.locator("#health-status")).to_be_visible(timeout=30_000)
+            await expect(page.locator("#sources")).to_contain_text("or1")

@@ -6,7 +6,7 @@ import { $, ApiFailure, api, attempt, failure, readOnly, dicomDate, dicomTime, f
 import { capture, progressText, viewPatient, viewRoom } from "./room.js";
 import { viewLocal } from "./local.js";
 import { viewSettings } from "./settings.js";
-import { viewOps } from "./ops.js";
+import { opsPending, viewOps } from "./ops.js";
 import { viewAdmin, viewPassword } from "./admin.js";
 
 // Each render gets a token; a slower render that an event started before the operator moved
@@ -37,7 +37,7 @@ function connectEvents() {
     es.addEventListener(subject, (ev) => onLiveEvent(subject, JSON.parse(ev.data)));
   }
   es.addEventListener("cb.evt.service.heartbeat", () => {
-    if (location.hash.startsWith("#/ops")) scheduleRefresh();
+    if (location.hash.startsWith("#/ops")) { if (!opsPending()) scheduleRefresh(); }
     // A Room waiting for its capture service asks again while services beat.
     else if (document.querySelector("[data-study-unknown]")) scheduleRefresh();
   });
@@ -50,7 +50,7 @@ function onLiveEvent(subject, data) {
   }
   // Only pages that show live state re-render: a dialog being filled in is never reset.
   const page = (location.hash || "#/room").split("/")[1] || "room";
-  if (page === "ops") scheduleRefresh();
+  if (page === "ops") { if (!opsPending()) scheduleRefresh(); }
   else if (page !== "room") return;
   // The room's current study changed on another screen (or a capture created one): show it.
   else if (subject === "cb.evt.capture.state_changed" && data.room === state.room) scheduleRefresh();
