@@ -105,7 +105,8 @@ async def users_screen(page: Page, gw: RunningGateway) -> None:
     await page.click("#user-form button")
     row = page.locator("#users tr[data-user=nurse]")
     await expect(row).to_contain_text("password to change")
-    await row.locator("select[name=role]").select_option("viewer")
+    # Found by its name, as a screen reader announces it (the row's select had none).
+    await page.get_by_role("combobox", name="role of nurse").select_option("viewer")
     await expect(page.locator("#toast")).to_contain_text("nurse is now viewer")
     await page.locator("#users tr[data-user=nurse] [data-action=toggle]").click()
     await expect(page.locator("#users tr[data-user=nurse]")).to_contain_text("disabled")

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cinebridge_common.bus import Bus
 from cinebridge_common.embedded import EmbeddedPostgres
+from cinebridge_common.store import MediaStore
 from cinebridge_testkit import wait_for
+from cinebridge_testkit.browser import CART, ui_page
+from playwright.async_api import Page, expect
 
 from .conftest import RunningGateway, gateway_settings, start_gateway
+from .test_gateway_ui import FakeRoom, mjpeg_server
 
 pytestmark = pytest.mark.integration
 
@@ -25,14 +31,19 @@ TOKEN = "health-token-for-monitoring-0123456789"
 async def own_gateway(
     nats_url: str, tmp_path: Path
 ) -> AsyncIterator[tuple[RunningGateway, EmbeddedPostgres]]:
+    async with gateway_on_own_postgres(nats_url, tmp_path, gateway_auth_cache_s=0.0) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def gateway_on_own_postgres(
+    nats_url: str, tmp_path: Path, **extra: Any
+) -> AsyncIterator[tuple[RunningGateway, EmbeddedPostgres]]:
+    """A gateway on a PostgreSQL of its own, which the test may stop and start."""
     server = EmbeddedPostgres(tmp_path / "pg")
     await asyncio.to_thread(server.start)
     settings = gateway_settings(
-        nats_url,
-        server.dsn,
-        tmp_path / "media",
-        gateway_health_token=TOKEN,
-        gateway_auth_cache_s=0.0,
+        nats_url, server.dsn, tmp_path / "media", gateway_health_token=TOKEN, **extra
     )
     gw, task = await start_gateway(settings)
     try:
@@ -125,3 +136,76 @@ async def test_public_health_by_setting(nats_url: str, database_url: str, tmp_pa
     finally:
         gw.ctx.stop.set()
         await asyncio.wait_for(task, 15)
+
+
+async def postgres_down(gw: RunningGateway, server: EmbeddedPostgres) -> None:
+    """Stop the gateway's PostgreSQL and wait until its health says so (its probe runs every
+    second; the bound only absorbs a loaded machine)."""
+    await asyncio.to_thread(server.stop, "immediate")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with gw.client() as client:
+
+        async def down() -> bool:
+            body = await _health(client, headers=auth)
+            return bool(body["components"]["postgres"]["state"] == "down")
+
+        await wait_for(down, 20, 0.2, what="the outage in /api/health")
+
+
+async def test_a_page_reloaded_during_a_postgres_outage_says_so(
+    own_gateway: tuple[RunningGateway, EmbeddedPostgres],
+) -> None:
+    """Reloaded while PostgreSQL was down, the UI showed the log-in form, as if the session had
+    ended (and the log-in then said "database unavailable"). It now says what is down, keeps
+    the session, and shows the page by itself once PostgreSQL is back."""
+    gw, server = own_gateway
+    async with ui_page(gw.url, viewport=CART) as page:
+        await page.click("#nav-local")
+        await expect(page.locator("#local-form")).to_be_visible()
+        await postgres_down(gw, server)
+        await page.reload()
+        unavailable = page.locator("#page-unavailable")
+        await expect(unavailable).to_contain_text("database (PostgreSQL) is not answering")
+        await expect(page.locator("#login-form")).to_have_count(0)
+        await asyncio.to_thread(server.start)
+        await expect(page.locator("#local-form")).to_be_visible(timeout=60_000)
+        await expect(unavailable).to_have_count(0)
+
+
+async def test_the_room_never_shows_no_current_study_for_one_it_cannot_read(
+    nats_url: str, peer_bus: Bus, tmp_path: Path
+) -> None:
+    """The room's capture service names its current study while PostgreSQL is down, but the
+    Room, which could not read the study, said "No current study" and offered to start one.
+    It now says the database is not answering. (A session checked a moment ago is still known
+    without the database: the gateway's principal cache.)"""
+    async with (
+        mjpeg_server() as preview,
+        gateway_on_own_postgres(
+            nats_url,
+            tmp_path,
+            gateway_auth_cache_s=600.0,
+            gateway_preview_upstreams={"or1": preview},
+        ) as (gw, server),
+    ):
+        room = FakeRoom(peer_bus, gw.ctx.pool, MediaStore(gw.settings.media_root))
+        await room.start()
+        study = uuid.uuid4()
+        await gw.ctx.pool.execute(
+            """INSERT INTO studies (id, study_instance_uid, origin, patient_name, patient_id)
+               VALUES ($1, '2.25.' || $2, 'form', 'DOE^JANE', 'PID-1')""",
+            study,
+            str(study.int),
+        )
+        room.study_id = str(study)
+        async with ui_page(gw.url, viewport=CART) as page:
+            await expect(page.locator("#study-patient")).to_have_text("DOE, JANE")
+            await postgres_down(gw, server)
+            await page.reload()
+            await room_says_the_database_is_down(page)
+
+
+async def room_says_the_database_is_down(page: Page) -> None:
+    unavailable = page.locator("#page-unavailable")
+    await expect(unavailable).to_contain_text("database (PostgreSQL) is not answering")
+    await expect(page.locator("#study-card")).to_have_count(0)

@@ -68,6 +68,10 @@ class FakeRoom:
         self.study_id: str | None = None
         self.recording = False
         self.commands: list[str] = []
+        #: Why the room does not answer its status now (None: it answers).
+        self.down: str | None = None
+        #: How long the room takes to answer its status (the gateway waits 3 s).
+        self.slow_s = 0.0
 
     async def start(self) -> None:
         await self.bus.serve(CaptureStatusRequest, self.status, subject="cb.rpc.capture.or1.status")
@@ -75,6 +79,9 @@ class FakeRoom:
         await self.bus.serve(CaptureCommand, self.command, subject="cb.rpc.capture.or1.command")
 
     async def status(self, _: CaptureStatusRequest) -> Reply:
+        if self.down:
+            raise RuntimeError(self.down)
+        await asyncio.sleep(self.slow_s)
         source = SourceStatus(
             name="cam1",
             kind="lavfi",

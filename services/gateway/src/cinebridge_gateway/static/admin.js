@@ -31,7 +31,7 @@ async function usersPanel() {
   const change = async (u, body, ok) => { if (await attempt(() => api("PATCH", `/api/v1/users/${encodeURIComponent(u.username)}`, body), ok)) render(); };
   const rows = users.map((u) => h("tr", { "data-user": u.username },
     h("td", {}, u.username, u.username === state.me.username ? h("span", { class: "dim" }, " (you)") : ""),
-    h("td", {}, roleSelect("role", u.role, { class: "inline", disabled: u.username === state.me.username,
+    h("td", {}, roleSelect("role", u.role, { class: "inline", "aria-label": `role of ${u.username}`, disabled: u.username === state.me.username,
       onchange: (e) => change(u, { role: e.target.value }, `${u.username} is now ${e.target.value}`) })),
     h("td", {}, u.disabled ? badge("disabled") : badge("ok"), u.must_change_password ? h("span", { class: "dim" }, " password to change") : ""),
     h("td", {}, fmtTime(u.created_at)),

@@ -1,12 +1,12 @@
 // CineBridge web UI: plain ES modules, no build step. This module is the shell (live events,
 // routing, log-in, pedal keys) and the Worklist view; each other view has its module, and
 // lib.js holds the API client and the helpers they share.
-import { $, api, attempt, readOnly, dicomDate, dicomTime, field, formValues, h, loadCurrentStudy, personName, roomLine,
-         route, routes, scheduleRefresh, setRenderer, startStudy, state, whoOf } from "./lib.js";
+import { $, ApiFailure, api, attempt, failure, readOnly, dicomDate, dicomTime, field, formValues, h, loadCurrentStudy, personName, roomLine,
+         route, routes, scheduleRefresh, setRenderer, startStudy, state, toast, whoOf } from "./lib.js";
 import { capture, progressText, viewPatient, viewRoom } from "./room.js";
 import { viewLocal } from "./local.js";
 import { viewSettings } from "./settings.js";
-import { viewOps } from "./ops.js";
+import { opsPending, viewOps } from "./ops.js";
 import { viewAdmin, viewPassword } from "./admin.js";
 
 // Each render gets a token; a slower render that an event started before the operator moved
@@ -36,7 +36,11 @@ function connectEvents() {
                          "cb.evt.room.study_changed"]) {
     es.addEventListener(subject, (ev) => onLiveEvent(subject, JSON.parse(ev.data)));
   }
-  es.addEventListener("cb.evt.service.heartbeat", () => { if (location.hash.startsWith("#/ops")) scheduleRefresh(); });
+  es.addEventListener("cb.evt.service.heartbeat", () => {
+    if (location.hash.startsWith("#/ops")) { if (!opsPending()) scheduleRefresh(); }
+    // A Room waiting for its capture service asks again while services beat.
+    else if (document.querySelector("[data-study-unknown]")) scheduleRefresh();
+  });
 }
 function onLiveEvent(subject, data) {
   if (subject === "cb.evt.conversion.progressed" && state.study && data.study_id === state.study.id) {
@@ -46,7 +50,7 @@ function onLiveEvent(subject, data) {
   }
   // Only pages that show live state re-render: a dialog being filled in is never reset.
   const page = (location.hash || "#/room").split("/")[1] || "room";
-  if (page === "ops") scheduleRefresh();
+  if (page === "ops") { if (!opsPending()) scheduleRefresh(); }
   else if (page !== "room") return;
   // The room's current study changed on another screen (or a capture created one): show it.
   else if (subject === "cb.evt.capture.state_changed" && data.room === state.room) scheduleRefresh();
@@ -61,11 +65,46 @@ Object.assign(routes, { login: viewLogin, room: viewRoom, local: viewLocal, work
                         patient: viewPatient, settings: viewSettings, ops: viewOps, admin: viewAdmin,
                         password: viewPassword });
 async function render() {
+  const hash = location.hash;
+  try {
+    await renderPage();
+    painted = hash;
+  } catch (e) {
+    if (e.status === 401) return;  // api() went to the log-in form
+    // A page on screen stays (a recording's Stop with it) and says it is not up to date; a page
+    // that could not be shown at all says why instead of staying blank, and tries again.
+    if (painted === hash && !$("#page-unavailable")) { toast(`Not up to date: ${e.message}`, true); return; }
+    painted = null;
+    viewToken += 1;
+    viewSetter(viewToken)(unavailable(e));
+    setTimeout(() => { if ($("#page-unavailable") && location.hash === hash) render(); }, 5000);
+  }
+}
+// The hash whose page is on screen, painted by a render that succeeded.
+let painted = null;
+function unavailable(e) {
+  return h("section", { class: "panel", id: "page-unavailable", role: "alert" }, h("h1", {}, "This page cannot be shown now"),
+    h("p", { class: "error-text" }, e.message || String(e)),
+    h("p", { class: "dim" }, "It is shown again by itself once the station answers."),
+    h("p", {}, h("button", { onclick: () => render() }, "Try again")));
+}
+async function renderPage() {
   const [, page, arg] = (location.hash || "#/room").split("/");
   let name = page;
   if (!state.me && name !== "login") {
-    const me = await fetch("/api/v1/auth/me", { credentials: "same-origin" });
-    if (!me.ok) return route("#/login");
+    let me;
+    try {
+      me = await fetch("/api/v1/auth/me", { credentials: "same-origin" });
+    } catch {
+      throw new ApiFailure(0, "unreachable", "The station does not answer (its gateway is down or the network is)");
+    }
+    // Only a refused session means "log in": a station that cannot check it says why.
+    if (me.status === 401) {
+      // A page opened by its URL (a bookmark of Ops, a link to Local) is shown after the log-in.
+      if (!location.hash.startsWith("#/login")) state.returnTo = location.hash;
+      return route("#/login");
+    }
+    if (!me.ok) throw failure(me.status, await me.json().catch(() => null));
     setMe(await me.json());
   }
   // A first-run (or reset) password is changed before anything else.
@@ -75,7 +114,17 @@ async function render() {
   $("#nav-admin").hidden = state.me?.role !== "administrator";
   $("#nav-worklist").hidden = readOnly();
   viewToken += 1;
-  await (routes[name] || viewRoom)(arg ? decodeURIComponent(arg) : undefined, viewSetter(viewToken));
+  // A page slow to come (a dependency slow to answer) does not leave the former page — another
+  // patient's Room, its buttons live — under the new tab meanwhile.
+  const token = viewToken, hash = location.hash;
+  const slow = setTimeout(() => {
+    if (token === viewToken && painted !== hash) $("#view").replaceChildren(h("p", { class: "dim", id: "page-loading", role: "status" }, "Loading…"));
+  }, 1000);
+  try {
+    await (routes[name] || viewRoom)(arg ? decodeURIComponent(arg) : undefined, viewSetter(viewToken));
+  } finally {
+    clearTimeout(slow);
+  }
 }
 setRenderer(render);
 function setMe(me) {
@@ -88,6 +137,9 @@ function setMe(me) {
 // ---------------------------------------------------------------- login
 function viewLogin(arg, setView) {
   $("#topbar").hidden = true;
+  // A dialog of the page the session ended on (modal: the log-in behind it would be inert, and
+  // it shows the patient it was opened for) does not outlive the session.
+  for (const dlg of document.querySelectorAll("dialog")) dlg.close();
   const form = h("form", { class: "panel login", id: "login-form", onsubmit: async (e) => {
     e.preventDefault();
     const v = formValues(e.target);

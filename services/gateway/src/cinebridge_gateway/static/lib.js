@@ -108,7 +108,12 @@ export async function api(method, path, body) {
   const opts = { method, headers: {}, credentials: "same-origin" };
   if (state.csrf) opts.headers["X-CSRF-Token"] = state.csrf;
   if (body !== undefined) { opts.headers["Content-Type"] = "application/json"; opts.body = JSON.stringify(body); }
-  const res = await fetch(path, opts);
+  let res;
+  try {
+    res = await fetch(path, opts);
+  } catch {
+    throw new ApiFailure(0, "unreachable", "The station does not answer (its gateway is down or the network is)");
+  }
   if (res.status === 401 && !path.endsWith("/auth/login")) {
     // The session lapsed (idle, expired, or ended by an administrator): after the log-in the
     // operator is back on the page they were on.
@@ -118,8 +123,16 @@ export async function api(method, path, body) {
   }
   if (res.status === 204) return null;
   const data = res.headers.get("content-type")?.includes("json") ? await res.json() : await res.text();
-  if (!res.ok) throw new ApiFailure(res.status, data?.error?.code || "", data?.error?.message || `${res.status}`);
+  if (!res.ok) throw failure(res.status, data);
   return data;
+}
+// What went wrong, worded for the person at the screen where the API's words are for a program.
+const OUTAGES = {
+  database_unavailable: "The station's database (PostgreSQL) is not answering: nothing can be read or saved until it is back",
+};
+export function failure(status, data) {
+  const code = data?.error?.code || "";
+  return new ApiFailure(status, code, OUTAGES[code] || data?.error?.message || `${status}`);
 }
 export async function attempt(fn, ok) {
   try {
@@ -153,14 +166,20 @@ export async function ensureRoom() {
 }
 // The room's current study as the server has it now (a summary: who it is for), for pages
 // opened by their URL that never showed the Room; state.study follows it.
+// A room whose study cannot be read (its capture service or the bus not answering) has an
+// unknown current study, never "none": state.studyUnknown says why.
 export async function loadCurrentStudy() {
   const room = await ensureRoom().catch(() => "");
-  const current = room ? await api("GET", `/api/v1/rooms/${room}/study`).catch(() => null) : null;
+  state.studyUnknown = null;
+  const current = room ? await api("GET", `/api/v1/rooms/${room}/study`).catch((e) => { state.studyUnknown = e.message; return null; }) : null;
   state.study = current?.study || null;
   return state.study;
 }
 // "Room · current patient" line of the dialogs that act on the room's study.
 export function roomLine(study) {
+  if (state.room && state.studyUnknown) {
+    return h("p", { class: "error-text", id: "room-current" }, `Room ${state.room} · current study unknown: ${state.studyUnknown}`);
+  }
   return h("p", { class: "dim", id: "room-current" }, state.room
     ? [`Room ${state.room} · current study: `, study ? h("strong", {}, whoOf(study)) : "none"]
     : "No room reports a capture service.");

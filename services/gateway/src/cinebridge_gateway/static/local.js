@@ -1,13 +1,13 @@
 // The LOCAL dialog (statement §4.1.3): search the station's studies, open one as the room's
 // current study, start a new study for its patient, or give its patient to the current study.
-import { api, attempt, badge, commitmentLabel, dicomDate, field, formValues, h, loadCurrentStudy, openStudy, personName, route,
-         readOnly, startStudy, state } from "./lib.js";
+import { api, attempt, badge, commitmentLabel, dicomDate, field, formValues, h, loadCurrentStudy, openStudy, personName, readOnly,
+         render, roomLine, route, startStudy, state, whoOf } from "./lib.js";
 
 // ---------------------------------------------------------------- local search dialog
 export async function viewLocal(arg, setView) {
   const results = h("div", { id: "local-results" });
   // Opened by its URL the page still knows the room's current study (from the server).
-  await loadCurrentStudy();
+  const current = await loadCurrentStudy();
   const search = async (form) => {
     const v = Object.entries(formValues(form)).filter(([, x]) => x !== "");
     const q = new URLSearchParams(v.map(([k, x]) => [k, k.startsWith("date") ? x.replaceAll("-", "") : x]));
@@ -24,7 +24,7 @@ export async function viewLocal(arg, setView) {
     rows.length ? "" : h("p", { class: "dim" }, "No local studies match."));
   };
   const form = h("form", { class: "panel", id: "local-form", onsubmit: (e) => { e.preventDefault(); search(e.target); } },
-    h("h1", {}, "Local studies"),
+    h("h1", {}, "Local studies"), roomLine(current),
     h("div", { class: "form" }, field("q", "Name, patient ID or accession", ""), field("date_from", "From", "", { type: "date" }),
       field("date_to", "To", "", { type: "date" }),
       h("label", {}, "Status", h("select", { name: "status" }, ["", "non-converted", "converted", "sent", "failed", "received"].map((s) => h("option", { value: s }, s || "any"))))),
@@ -34,10 +34,18 @@ export async function viewLocal(arg, setView) {
 }
 // LOCAL dialog on the current study: its patient becomes this one (statement §4.1.3: worklist
 // data is dropped and the Study UID regenerated, which the edit rule does).
+// The study given the patient is the one this page named as current: if the room moved on
+// meanwhile (another screen started or closed a study), nothing changes and the page shows the
+// new state.
 async function takePatient(s) {
+  const shown = state.study;
   const patient = { patient_name: s.patient_name, patient_id: s.patient_id, patient_birth_date: s.patient_birth_date, patient_sex: s.patient_sex };
-  const r = await attempt(() => api("PATCH", `/api/v1/studies/${state.study.id}`, patient), "Patient taken for the current study");
-  if (r) route("#/room");
+  const r = await attempt(async () => {
+    const now = await loadCurrentStudy();
+    if (now?.id !== shown.id) throw new Error(`The current study of ${state.room} changed (now: ${whoOf(now) || "none"}); nothing was changed`);
+    return api("PATCH", `/api/v1/studies/${shown.id}`, patient);
+  }, "Patient taken for the current study");
+  if (r) route("#/room"); else render();
 }
 async function newForPatient(s) {
   await startStudy({ origin: "local", from_study_id: s.id }, "New study for this patient");

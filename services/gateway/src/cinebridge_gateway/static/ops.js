@@ -5,13 +5,23 @@ import { purgePanel } from "./retention.js";
 
 // Heartbeats refresh the page over the event stream; while NATS is away none arrive, so the
 // page also asks every 4 s and shows a dependency outage by itself.
-setInterval(() => { if (location.hash.startsWith("#/ops") && !document.hidden) scheduleRefresh(); }, 4000);
+// A summary slow to come (a dependency waited out) is not asked for again meanwhile: each new
+// render would take the place of the one about to paint, and the page would never show.
+let pending = false;
+export const opsPending = () => pending;
+setInterval(() => { if (location.hash.startsWith("#/ops") && !document.hidden && !pending) scheduleRefresh(); }, 4000);
 // What the database holds is null in the summary while PostgreSQL is away.
 const orNA = (value, show) => (value === null || value === undefined ? h("span", { class: "dim" }, "database unavailable") : show(value));
 
 // ---------------------------------------------------------------- ops dashboard
 export async function viewOps(arg, setView) {
-  const s = await api("GET", "/api/v1/ops/summary");
+  pending = true;
+  let s;
+  try {
+    s = await api("GET", "/api/v1/ops/summary");
+  } finally {
+    pending = false;
+  }
   const purge = purgePanel();
   const tbl = (id, head, rows) => h("table", { id }, h("tr", {}, head.map((t) => h("th", {}, t))), rows);
   setView(h("h1", {}, "Operations"),

@@ -1,7 +1,7 @@
 // The Room: the operator's screen at the cart. The room's current study is the server's (the
 // room status names it); this page only shows it and asks the server to change it.
-import { api, attempt, badge, commitmentLabel, dicomDate, field, fmtSeconds, fmtTime, formValues, h, keyedList, personName,
-         readOnly, render, route, scheduleRefresh, setText, startStudy, state, swap, toast } from "./lib.js";
+import { api, attempt, badge, commitmentLabel, dicomDate, field, fmtSeconds, fmtTime, formValues, h, keyedList, loadCurrentStudy,
+         personName, readOnly, render, roomLine, route, scheduleRefresh, setText, startStudy, state, swap, toast, whoOf } from "./lib.js";
 import { exportDialog } from "./export.js";
 import { ledgerLine, refreshLedgerLine } from "./retention.js";
 import { addFileButton } from "./upload.js";
@@ -17,13 +17,15 @@ export async function viewRoom(arg, setView) {
   if (!state.rooms.some((r) => r.room === state.room)) state.room = state.rooms[0]?.room || "";
   const room = state.room;
   const info = state.rooms.find((r) => r.room === room);
-  const study = info?.study
-    ? await api("GET", `/api/v1/studies/${info.study.id}`).catch(() => null) : null;
+  // The capture service names the room's study even while the database is away: a study that
+  // cannot be read is an error to show, never "No current study".
+  const study = info?.study_id
+    ? await api("GET", `/api/v1/studies/${info.study_id}`).catch((e) => { if (e.status === 404) return null; throw e; }) : null;
   // A render that the operator overtook (another room picked, a newer render) paints nothing
   // and leaves state.study to the page on screen.
   if (room !== state.room || !setView.current()) return;
   const onScreen = shown?.header.isConnected ? shown : null;
-  if (onScreen && onScreen.room === room && onScreen.studyId === (study?.id ?? null)) {
+  if (onScreen && onScreen.room === room && onScreen.studyId === studyKey(info, study)) {
     onScreen.update(info, study);
     state.study = study;
     return;
@@ -34,14 +36,17 @@ export async function viewRoom(arg, setView) {
   if (setView(view.header, ...view.panels)) { shown = view; state.study = study; }
 }
 
+// Which study the Room shows: a room whose capture service does not answer has an unknown one.
+const studyKey = (info, study) => (info && !info.reachable ? "unknown" : study?.id ?? null);
+
 function roomView(room, info, study) {
-  const picker = h("select", { id: "room-picker", onchange: (e) => {
+  const picker = h("select", { id: "room-picker", "aria-label": "Room shown on this screen", onchange: (e) => {
     state.room = e.target.value; localStorage.setItem("cb.room", state.room); render(); } });
   const header = h("div", { class: "row" }, h("h1", {}, "Room"), h("div", {}, picker),
     h("span", { class: "spacer" }),
     h("span", { class: "dim" }, "Pedal keys: ", h("span", { class: "kbd" }, "S/F9"), " snapshot · ",
       h("span", { class: "kbd" }, "R/F10"), " record · ", h("span", { class: "kbd" }, "X/F11"), " stop"));
-  const card = studyCard(study), sources = sourcesPanel(), media = mediaPanel(study), deliveries = deliveriesPanel(study);
+  const card = info && !info.reachable ? unknownStudyCard(info) : studyCard(study), sources = sourcesPanel(), media = mediaPanel(study), deliveries = deliveriesPanel(study);
   const update = (i, st) => {
     const names = state.rooms.map((r) => r.room);
     if (names.join("\n") !== [...picker.options].map((o) => o.value).join("\n")) {
@@ -51,7 +56,7 @@ function roomView(room, info, study) {
     card.update(st); sources.update(i); media.update(st); deliveries.update(st);
   };
   update(info, study);
-  return { room, studyId: study?.id ?? null, header, update,
+  return { room, studyId: studyKey(info, study), header, update,
            panels: [card.el, sources.el, media.el, deliveries.el].filter(Boolean) };
 }
 
@@ -90,6 +95,13 @@ function studyCard(study) {
     setText(last, state.lastCapture?.studyId === st.id && state.lastCapture.room === state.room ? state.lastCapture.text : "");
   };
   return { el, update };
+}
+// The capture service keeps the room's current study: while it does not answer, who the next
+// capture is for is not known here, and "No current study" would be a guess.
+function unknownStudyCard(info) {
+  return { update: () => {}, el: h("section", { class: "panel study-card", id: "study-card", "data-study-unknown": info.room },
+    h("div", { class: "name", id: "study-patient" }, "Current study unknown"),
+    h("p", { class: "error-text" }, `Capture for ${info.room} is not answering, so who the next capture is for cannot be shown. The page shows it again once capture answers.`)) };
 }
 function studyFacts(study) {
   const fact = (label, value, id) => h("span", { class: "fact" }, h("span", { class: "dim" }, `${label} `), h("strong", { id }, value || "–"));
@@ -266,7 +278,7 @@ function mediaCard(m) {
   let ledger = h("span");
   const el = h("div", { class: "thumb", "data-media": m.id },
     m.kind === "snapshot" ? h("img", { src: m.content_url, alt: "snapshot", loading: "lazy" })
-      : h("video", { src: m.content_url, controls: true, preload: "metadata" }),
+      : h("video", { src: m.content_url, controls: true, preload: "metadata", "aria-label": "recording" }),
     h("div", { class: "meta" }, label, progress, ledger,
       readOnly() ? "" : h("button", { class: "small danger", title: "delete", "aria-label": `delete this ${m.kind}`, onclick: () => deleteMedia(m) }, "✕")));
   const update = (item) => {
@@ -369,20 +381,36 @@ async function forwardDialog(study) {
 
 // #/patient edits the current study's patient; #/patient/new starts a new study in the room.
 export async function viewPatient(arg, setView) {
-  const study = arg === "new" ? null : state.study;
+  // The study edited is the room's current one as the server has it now, in full: neither the
+  // page's last copy (another screen may have switched the room since; a reload has none) nor the
+  // summary other pages read, which lacks fields the form would send back empty.
+  const current = await loadCurrentStudy();
+  const study = arg === "new" || !current ? null : await api("GET", `/api/v1/studies/${current.id}`);
+  if (arg !== "new" && !study) {
+    toast(`${state.room || "The room"} has no current study to edit`, true);
+    return route("#/room");
+  }
   const p = study || {};
   const form = h("form", { class: "panel", id: "patient-form", onsubmit: async (e) => {
     e.preventDefault();
     const v = formValues(e.target);
     v.modality = v.modality.trim().toUpperCase();  // a CS is upper case (PS3.5 6.2)
     if (study) {
-      const r = await attempt(() => api("PATCH", `/api/v1/studies/${study.id}`, v), "Patient data updated");
-      if (r) route("#/room");
+      // Saved only to the study the form was filled for: if the room moved on meanwhile, these
+      // values are not given to another patient's images, and the Room shows who is current.
+      let moved = false;
+      const r = await attempt(async () => {
+        const now = await loadCurrentStudy();
+        moved = now?.id !== study.id;
+        if (moved) throw new Error(`The current study of ${state.room} changed (now: ${whoOf(now) || "none"}); nothing was saved`);
+        return api("PATCH", `/api/v1/studies/${study.id}`, v);
+      }, "Patient data updated");
+      if (r || moved) route("#/room");
     } else {
       await startStudy({ origin: "form", patient: v }, "Study started");
     }
   } },
-  h("h1", {}, study ? "Edit patient data" : `New study in ${state.room || "the room"} — patient`),
+  h("h1", {}, study ? "Edit patient data" : `New study in ${state.room || "the room"} — patient`), roomLine(current),
   study && study.origin === "worklist" && !study.edited ? h("p", { class: "dim" }, "This study came from the worklist: editing it unlinks it (new Study UID, statement §8.1.5).") : "",
   h("div", { class: "form" },
     field("patient_name", "Patient name (FAMILY^Given)", p.patient_name, { maxlength: 64 }),
