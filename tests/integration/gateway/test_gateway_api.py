@@ -839,7 +839,7 @@ async def test_a_search_finds_old_and_common_matches_alike(gateway: Any, admin: 
     # Three rounds: a statement run more than five times may be given a generic plan; the
     # gateway's search pool plans each one generically from the first run.
     dsn = gateway.ctx.settings.database_url.get_secret_value()
-    search_pool = await open_search_pool(dsn, 1, "cinebridge-test-search")
+    search_pool = await open_search_pool(dsn, 1, "cinebridge-test-search", 60.0)
     try:
         assert await search_pool.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
         for f, prefix, column in cases * 3:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -209,3 +211,63 @@ async def room_says_the_database_is_down(page: Page) -> None:
     unavailable = page.locator("#page-unavailable")
     await expect(unavailable).to_contain_text("database (PostgreSQL) is not answering")
     await expect(page.locator("#study-card")).to_have_count(0)
+
+
+def _postgres_processes(server: EmbeddedPostgres) -> list[int]:
+    """The postmaster and its children (the sessions' backends, the WAL writer…)."""
+    postmaster = int((server.pgdata / "postmaster.pid").read_text().split()[0])
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # The parent pid is the field after the state, after the ")" ending the name.
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                children.append(int(stat.parent.name))
+    return [postmaster, *children]
+
+
+@contextlib.contextmanager
+def postgres_frozen(server: EmbeddedPostgres) -> Iterator[None]:
+    """PostgreSQL hung rather than down (SIGSTOP: a stalled disk, a frozen VM): connections
+    are accepted by the kernel and statements sent, but nothing answers."""
+    processes = _postgres_processes(server)
+    for pid in processes:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+async def test_a_hung_postgres_gets_a_503_that_says_so_not_a_request_that_waits(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """With PostgreSQL hung, every page stayed on "Loading…" for the whole outage: the session
+    check and the page's own statements waited for an answer that never came. Each now fails
+    after CB_GATEWAY_DB_TIMEOUT_S with a 503 naming the cause, and works again once
+    PostgreSQL answers."""
+    extra = {"gateway_auth_cache_s": 600.0, "gateway_db_timeout_s": 2.0}
+    async with gateway_on_own_postgres(nats_url, tmp_path, **extra) as (gw, server):
+        known = await gw.login()
+        assert (await known.get("/api/v1/studies")).status_code == 200
+        async with gw.client() as stranger:
+            stranger.cookies.set("cb_session", "not-a-session")
+            with postgres_frozen(server):
+                # A user whose session is cached: the page's own statement times out.
+                studies = await known.get("/api/v1/studies")
+                assert studies.status_code == 503, studies.text
+                assert studies.json()["error"]["code"] == "timed_out"
+                assert "PostgreSQL" in studies.json()["error"]["message"]
+                # A session that must be looked up: who the caller is cannot be checked.
+                looked_up = await stranger.get("/api/v1/studies")
+                assert looked_up.status_code == 503, looked_up.text
+                assert looked_up.json()["error"]["code"] == "database_unavailable"
+                assert "did not answer within 2 s" in looked_up.json()["error"]["message"]
+                assert not gw.ctx.stop.is_set()
+
+        async def answered() -> bool:
+            return (await known.get("/api/v1/studies")).status_code == 200
+
+        await wait_for(answered, 60, 0.5, what="the studies once PostgreSQL answers")
+        await known.aclose()

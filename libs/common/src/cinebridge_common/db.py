@@ -86,13 +86,15 @@ async def create_pool(
     application_name: str | None = None,
     server_settings: Mapping[str, str] | None = None,
     reset: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+    command_timeout_s: float = 60.0,
 ) -> asyncpg.Pool:
     """Open a pool, retrying for `timeout_s`; raise DatabaseUnavailable with the cause after.
     `application_name` names its sessions (pg_stat_activity; the outbox's notifications);
     `server_settings` are further settings of its sessions (they survive the reset on
     release); `reset` replaces asyncpg's reset of a released connection (one more round trip
     per use: unlock, close cursors, unlisten, reset settings) for pools whose users leave no
-    session state behind (an open transaction is still rolled back)."""
+    session state behind (an open transaction is still rolled back); a statement with no answer
+    after `command_timeout_s` raises TimeoutError (PostgreSQL hung, its disk stalled)."""
     settings = dict(server_settings or {})
     if application_name:
         settings["application_name"] = application_name
@@ -105,7 +107,7 @@ async def create_pool(
                 min_size=min_size,
                 max_size=max_size,
                 init=_init_connection,
-                command_timeout=60,
+                command_timeout=command_timeout_s,
                 server_settings=settings or None,
                 reset=reset,
             )

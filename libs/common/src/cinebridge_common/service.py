@@ -105,8 +105,17 @@ def mirror_dead_letters(bus: Bus, pool: asyncpg.Pool) -> list[asyncio.Task[None]
 class ServiceContext:
     """The composition root's shared resources: bus, pool, store, stop event, heartbeat."""
 
-    def __init__(self, service: str, settings: ServiceSettings, *, room: str | None = None) -> None:
+    def __init__(
+        self,
+        service: str,
+        settings: ServiceSettings,
+        *,
+        room: str | None = None,
+        db_timeout_s: float = 60.0,
+    ) -> None:
         self.service = service
+        #: A database statement with no answer this long raises TimeoutError (create_pool).
+        self.db_timeout_s = db_timeout_s
         self.settings = settings
         self.room = room
         self.stop = asyncio.Event()
@@ -172,7 +181,13 @@ class ServiceContext:
         # wake-ups: `OutboxRelay.name`).
         session = f"cinebridge-{self.service}"
         self.pool = await self.until_ready(
-            "postgres", lambda: create_pool(dsn, timeout_s=2.0, application_name=session)
+            "postgres",
+            lambda: create_pool(
+                dsn,
+                timeout_s=2.0,
+                application_name=session,
+                command_timeout_s=self.db_timeout_s,
+            ),
         )
         self.stack.push_async_callback(self._close_pool)
         await self.until_ready("postgres", lambda: migrate(self.pool))

@@ -83,11 +83,14 @@ async def run(
     settings: GatewaySettings, *, on_started: Callable[[ServiceContext, str], None] | None = None
 ) -> None:
     """Serve until SIGTERM/SIGINT (or `ctx.stop`); `on_started` gets the context and URL."""
-    async with ServiceContext("gateway", settings) as ctx:
+    async with ServiceContext(
+        "gateway", settings, db_timeout_s=settings.gateway_db_timeout_s
+    ) as ctx:
         search_pool = await open_search_pool(
             settings.database_url.get_secret_value(),
             settings.gateway_search_connections,
             "cinebridge-gateway-search",
+            settings.gateway_db_timeout_s,
         )
         ctx.stack.push_async_callback(search_pool.close)
         repo = Repository(ctx.pool, search_pool)

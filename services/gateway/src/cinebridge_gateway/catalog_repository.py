@@ -35,7 +35,9 @@ async def _nothing_to_reset(_conn: asyncpg.Connection) -> None:
     nothing and sets nothing, so the pool returns its connection as it is."""
 
 
-async def open_search_pool(dsn: str, size: int, application_name: str) -> asyncpg.Pool:
+async def open_search_pool(
+    dsn: str, size: int, application_name: str, command_timeout_s: float
+) -> asyncpg.Pool:
     """The LOCAL search's own pool: generic plans, no reset round trip after each search.
     Its connections open on first use (min 0), so a database away at start-up or later costs
     the search a 503 like any other read, not the gateway's start."""
@@ -46,6 +48,7 @@ async def open_search_pool(dsn: str, size: int, application_name: str) -> asyncp
         application_name=application_name,
         server_settings=SEARCH_SESSION,
         reset=_nothing_to_reset,
+        command_timeout_s=command_timeout_s,
     )
 
 

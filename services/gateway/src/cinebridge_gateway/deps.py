@@ -112,7 +112,10 @@ async def _authenticate(request: Request, gw: Gw) -> Principal:
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
         key = "t:" + digest(auth[7:].strip())
-        principal = gw.auth_cache.get(key) or await gw.repo.token_principal(key[2:])
+        try:
+            principal = gw.auth_cache.get(key) or await gw.repo.token_principal(key[2:])
+        except TimeoutError as exc:
+            raise _database_not_answering(gw) from exc
         if principal is not None:
             gw.auth_cache.put(key, principal)
         if principal is None:
@@ -131,9 +134,12 @@ async def _authenticate(request: Request, gw: Gw) -> Principal:
     key = "s:" + digest(cookie)
     principal = gw.auth_cache.get(key)
     if principal is None:
-        found = await gw.repo.session_principal(
-            key[2:], gw.settings.gateway_session_idle_s, gw.settings.gateway_session_max_s
-        )
+        try:
+            found = await gw.repo.session_principal(
+                key[2:], gw.settings.gateway_session_idle_s, gw.settings.gateway_session_max_s
+            )
+        except TimeoutError as exc:
+            raise _database_not_answering(gw) from exc
         if found is None:
             raise ApiError(401, "session_expired", "the session has expired; log in again")
         principal = found[0]
@@ -143,6 +149,15 @@ async def _authenticate(request: Request, gw: Gw) -> Principal:
         if not principal.csrf_token or not hmac.compare_digest(sent, principal.csrf_token):
             raise ApiError(403, "csrf", f"missing or wrong {CSRF_HEADER} header")
     return principal
+
+
+def _database_not_answering(gw: Gateway) -> ApiError:
+    """Who the caller is cannot be checked: PostgreSQL gave no answer in time (hung)."""
+    return ApiError(
+        503,
+        "database_unavailable",
+        f"the database (PostgreSQL) did not answer within {gw.settings.gateway_db_timeout_s:g} s",
+    )
 
 
 User = Annotated[Principal, Depends(current_principal)]

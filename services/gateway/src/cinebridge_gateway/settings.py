@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Self
 
 from cinebridge_common.settings import DEFAULT_SECRETS, ServiceSettings, is_loopback_host
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 
 class GatewaySettings(ServiceSettings):
@@ -36,6 +36,10 @@ class GatewaySettings(ServiceSettings):
     gateway_stale_after_s: float = 15.0
     #: Seconds a session/token lookup is cached in memory (0: every request asks the database).
     gateway_auth_cache_s: float = 5.0
+    #: A database statement of a request with no answer this long (PostgreSQL hung rather than
+    #: down, its disk stalled) fails: the request gets 503 and the page says the database is not
+    #: answering, instead of waiting for it.
+    gateway_db_timeout_s: float = Field(default=10.0, gt=0)
     #: /api/health without a login (it shows service names, states and versions, no patient
     #: data): for monitoring that cannot log in. Off: a session, an API token, or the token below.
     gateway_public_health: bool = False

@@ -159,6 +159,15 @@ def install_error_handlers(app: FastAPI) -> None:
             app.add_exception_handler(kind, db_down)
     app.add_exception_handler(ConnectionRefusedError, db_down)
 
+    @app.exception_handler(TimeoutError)
+    async def timed_out(request: Request, exc: TimeoutError) -> JSONResponse:
+        # A database statement past CB_GATEWAY_DB_TIMEOUT_S (PostgreSQL hung rather than down),
+        # or a wait on another part that never ended: the station is not answering, the
+        # gateway is not at fault.
+        log.warning("request timed out", extra=kv(path=request.url.path, error=repr(exc)[:200]))
+        message = "the station did not answer in time: PostgreSQL or a service is not answering"
+        return JSONResponse(error_body("timed_out", f"{message} (see Ops)"), 503)
+
     @app.exception_handler(asyncpg.DataError)
     async def bad_data(_: Request, exc: asyncpg.DataError) -> JSONResponse:
         return JSONResponse(error_body("validation_error", "a value is out of range"), 422)

@@ -129,6 +129,7 @@ export async function api(method, path, body) {
 // What went wrong, worded for the person at the screen where the API's words are for a program.
 const OUTAGES = {
   database_unavailable: "The station's database (PostgreSQL) is not answering: nothing can be read or saved until it is back",
+  timed_out: "The station did not answer in time: its database or one of its services is not answering (see Ops)",
 };
 export function failure(status, data) {
   const code = data?.error?.code || "";
