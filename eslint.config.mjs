@@ -5,7 +5,7 @@ const browser = Object.fromEntries(
   ["window", "document", "location", "localStorage", "fetch", "EventSource", "Intl", "Node", "URLSearchParams",
    "FormData", "confirm", "prompt", "setTimeout", "clearTimeout", "setInterval", "clearInterval", "performance",
    "DocumentFragment", "console", "Blob", "URL", "navigator", "requestAnimationFrame", "AbortController",
-   "XMLHttpRequest"]
+   "XMLHttpRequest", "BroadcastChannel"]
     .map((name) => [name, "readonly"]));
 
 export default [

@@ -258,3 +258,26 @@ async def api_docs_offline(browser: Any, gw: RunningGateway) -> None:
     assert outside == [], outside
     assert not [p for p in problems if "Content Security Policy" in p], problems
     await page.close()
+
+
+async def test_logging_out_in_one_tab_logs_out_the_others(gateway_factory: Any) -> None:
+    """The other tabs of the browser kept the page they showed (a patient's Room, the Local
+    list) until their next request found the session gone; they go to the log-in at once."""
+    gw = await gateway_factory()
+    try:
+        async with chromium() as browser:
+            context = await browser.new_context(viewport=VIEWPORT)
+            first, second = await context.new_page(), await context.new_page()
+            await log_in(first, gw.url, at="#/local")
+            await second.goto(f"{gw.url}/#/local")
+            await expect(second.locator("#local-form")).to_be_visible()
+            await expect(second.locator("#whoami")).to_contain_text("admin (")
+            await first.click("#logout")
+            await expect(first.locator("#login-form")).to_be_visible()
+            await expect(second.locator("#login-form")).to_be_visible(timeout=10_000)
+            await expect(second.locator("#topbar")).to_be_hidden()
+            await expect(second.locator("#local-form")).to_have_count(0)
+    finally:
+        for running, task in gateway_factory.running:
+            running.ctx.stop.set()
+            await asyncio.wait_for(task, 15)

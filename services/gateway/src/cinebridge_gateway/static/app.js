@@ -257,11 +257,19 @@ document.addEventListener("keydown", (e) => {
 });
 
 window.addEventListener("hashchange", render);
+// Logging out in one tab logs out this browser's other tabs at once: none keeps a patient on
+// screen (or its buttons live) until its next request finds the session gone.
+const sessionChannel = "BroadcastChannel" in window ? new BroadcastChannel("cinebridge-session") : null;
+function loggedOut() {
+  state.me = null; state.csrf = null; state.events?.close(); state.events = null; route("#/login");
+}
+sessionChannel?.addEventListener("message", (e) => { if (e.data === "logout" && state.me) loggedOut(); });
 // A module runs after the document is parsed.
 {
   $("#logout").addEventListener("click", async () => {
     await attempt(() => api("POST", "/api/v1/auth/logout"));
-    state.me = null; state.csrf = null; state.events?.close(); state.events = null; route("#/login");
+    loggedOut();
+    sessionChannel?.postMessage("logout");
   });
   render();
 }
