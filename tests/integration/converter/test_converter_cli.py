@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -165,12 +164,3 @@ async def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProc
     return await asyncio.to_thread(
         subprocess.run, args, capture_output=True, text=True, timeout=240, env=env
     )
-
-
-@pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    """A NATS of this test alone (the sender's durable consumers and the station's streams)."""
-    server = EmbeddedNats(tmp_path / "nats")
-    server.start()
-    yield server
-    server.stop(kill=True)

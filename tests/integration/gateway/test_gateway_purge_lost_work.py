@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -27,23 +26,6 @@ pytestmark = pytest.mark.integration
 AUDITS = "SELECT count(*) FROM gateway_audit_log WHERE study_id = $1 AND action = 'study_purged'"
 
 
-@pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    """A NATS of this test alone, whose store it loses: the session one serves other tests."""
-    server = EmbeddedNats(tmp_path / "own-nats")
-    server.start()
-    yield server
-    server.stop(kill=True)
-
-
-@pytest.fixture
-async def own_client(own_nats: EmbeddedNats) -> AsyncIterator[Bus]:
-    bus = await Bus.connect(own_nats.url, f"purge-lost-{uuid.uuid4().hex[:6]}")
-    await bus.ensure_streams()
-    yield bus
-    await bus.close()
-
-
 def purged(study: uuid.UUID) -> StudyPurged:
     return StudyPurged(
         study_id=str(study),
@@ -55,7 +37,7 @@ def purged(study: uuid.UUID) -> StudyPurged:
 
 async def test_purge_lost_with_the_store_is_audited_once(
     own_nats: EmbeddedNats,
-    own_client: Bus,
+    own_bus: Bus,
     database_url: str,
     db_pool: asyncpg.Pool,
     tmp_path: Path,
@@ -67,7 +49,7 @@ async def test_purge_lost_with_the_store_is_audited_once(
     lost, audited = uuid.uuid4(), uuid.uuid4()
     await published_through_outbox(
         db_pool,
-        own_client,
+        own_bus,
         [(purged(lost), f"study-purged:{lost}"), (purged(audited), f"study-purged:{audited}")],
     )
     assert await audit_study_purged(db_pool, purged(audited))
@@ -81,7 +63,7 @@ async def test_purge_lost_with_the_store_is_audited_once(
 
         # Acknowledged once audited: nothing of it is left to deliver again.
         async def settled() -> bool:
-            info = await own_client.js.consumer_info("CB_EVENTS", "gateway-audit-study-purged")
+            info = await own_bus.js.consumer_info("CB_EVENTS", "gateway-audit-study-purged")
             return info.num_pending == 0 and info.num_ack_pending == 0
 
         await wait_for(settled, 60, what="the audit consumer acknowledged what it got")

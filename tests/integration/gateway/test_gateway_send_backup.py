@@ -52,15 +52,6 @@ class Station:
 
 
 @pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    """A NATS of this test alone: the session one carries other tests' jobs and events."""
-    server = EmbeddedNats(tmp_path / "nats")
-    server.start()
-    yield server
-    server.stop(kill=True)
-
-
-@pytest.fixture
 def storescp(tmp_path: Path) -> Iterator[DcmtkStorescp]:
     peer = DcmtkStorescp(tool("storescp"), tmp_path / "storescp" / "out", free_port())
     peer.start()

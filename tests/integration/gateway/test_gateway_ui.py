@@ -50,6 +50,8 @@ from cinebridge_testkit.browser import ADMIN_PASSWORD, capture_heartbeat, ui_pag
 from PIL import Image
 from playwright.async_api import Page, expect
 
+from .conftest import RunningGateway
+
 pytestmark = pytest.mark.integration
 SHOTS = Path(__file__).resolve().parents[3] / "artifacts" / "screenshots"
 
@@ -244,6 +246,18 @@ async def mjpeg_server() -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.close()
+
+
+@contextlib.asynccontextmanager
+async def gateway_with_room(
+    gateway_factory: Any, peer_bus: Bus
+) -> AsyncIterator[tuple[RunningGateway, FakeRoom]]:
+    """A gateway whose room `or1` is a FakeRoom, with an MJPEG preview of the test's own."""
+    async with mjpeg_server() as preview:
+        gw = await gateway_factory(gateway_preview_upstreams={"or1": preview})
+        room = FakeRoom(peer_bus, gw.ctx.pool, MediaStore(gw.settings.media_root))
+        await room.start()
+        yield gw, room
 
 
 async def shot(page: Page, name: str) -> None:

@@ -24,7 +24,6 @@ from cinebridge_common.messages import (
     WorklistServersReply,
     WorklistServerUpsert,
 )
-from cinebridge_common.store import MediaStore
 from cinebridge_testkit.browser import (
     ADMIN_PASSWORD,
     CART,
@@ -36,7 +35,7 @@ from cinebridge_testkit.browser import (
 from playwright.async_api import Page, expect
 
 from .conftest import RunningGateway
-from .test_gateway_ui import FakeRoom, mjpeg_server, serve_peers
+from .test_gateway_ui import FakeRoom, gateway_with_room, serve_peers
 
 pytestmark = pytest.mark.integration
 
@@ -46,10 +45,7 @@ VIEWER_PASSWORD = "Viewer-Password-9"
 async def test_keys_roles_and_a_lapsed_session_in_the_browser(
     gateway_factory: Any, peer_bus: Bus
 ) -> None:
-    async with mjpeg_server() as preview:
-        gw = await gateway_factory(gateway_preview_upstreams={"or1": preview})
-        room = FakeRoom(peer_bus, gw.ctx.pool, MediaStore(gw.settings.media_root))
-        await room.start()
+    async with gateway_with_room(gateway_factory, peer_bus) as (gw, room):
         await serve_peers(peer_bus)
         await make_viewer(gw)
         try:
@@ -240,10 +236,7 @@ async def test_forward_cannot_pick_a_disabled_destination(
 ) -> None:
     """A disabled destination has no sender worker: a Forward to it would stay queued with no
     word to the operator. The dialog shows it as disabled and it cannot be ticked."""
-    async with mjpeg_server() as preview:
-        gw = await gateway_factory(gateway_preview_upstreams={"or1": preview})
-        room = FakeRoom(peer_bus, gw.ctx.pool, MediaStore(gw.settings.media_root))
-        await room.start()
+    async with gateway_with_room(gateway_factory, peer_bus) as (gw, _room):
         pacs = Destination(
             id=str(uuid.UUID(int=1)), name="PACS", ae_title="PACS", host="pacs", port=104
         )
@@ -283,10 +276,7 @@ async def test_the_patient_form_and_local_search_act_on_the_room_s_current_study
     study form; left open while another screen switched the room, it saved its values onto the
     former patient's study. Local search gave a patient to the current study without naming
     it, and to the study it had read even after the room moved on."""
-    async with mjpeg_server() as preview:
-        gw = await gateway_factory(gateway_preview_upstreams={"or1": preview})
-        room = FakeRoom(peer_bus, gw.ctx.pool, MediaStore(gw.settings.media_root))
-        await room.start()
+    async with gateway_with_room(gateway_factory, peer_bus) as (gw, _room):
         api = await gw.login()
         try:
             async with ui_page(gw.url, viewport=CART) as page:
@@ -379,10 +369,7 @@ async def test_a_room_whose_capture_does_not_answer_shows_its_study_as_unknown(
     """The capture service keeps the room's current study. While it did not answer (NATS or
     capture down), the Room said "No current study" and offered to start one, and the Local
     and Worklist pages said "current study: none", though the room still had its patient."""
-    async with mjpeg_server() as preview:
-        gw = await gateway_factory(gateway_preview_upstreams={"or1": preview})
-        room = FakeRoom(peer_bus, gw.ctx.pool, MediaStore(gw.settings.media_root))
-        await room.start()
+    async with gateway_with_room(gateway_factory, peer_bus) as (gw, room):
         async with ui_page(gw.url, viewport=CART) as page:
             await start_unscheduled_study(page)
             room.down = "capture is restarting"
@@ -405,10 +392,7 @@ async def test_a_page_slow_to_come_does_not_leave_the_former_room_under_its_tab(
     """Local opened while the room's capture service was slow to answer: for as long as the
     gateway waited for it, the tab read Local and the page still showed the Room, its patient
     and its live Snapshot button. The page now says it is loading."""
-    async with mjpeg_server() as preview:
-        gw = await gateway_factory(gateway_preview_upstreams={"or1": preview})
-        room = FakeRoom(peer_bus, gw.ctx.pool, MediaStore(gw.settings.media_root))
-        await room.start()
+    async with gateway_with_room(gateway_factory, peer_bus) as (gw, room):
         async with ui_page(gw.url, viewport=CART) as page:
             await start_unscheduled_study(page)
             room.slow_s = 10.0
@@ -424,10 +408,7 @@ async def test_the_ops_page_shows_although_its_summary_is_slow_to_come(
     """A capture service slow to answer holds the Ops summary for the gateway's 3 s wait; every
     heartbeat (here the gateway's own, twice a second) started a new render that took the place
     of the one about to paint, so Ops stayed empty for as long as the room was slow."""
-    async with mjpeg_server() as preview:
-        gw = await gateway_factory(gateway_preview_upstreams={"or1": preview})
-        room = FakeRoom(peer_bus, gw.ctx.pool, MediaStore(gw.settings.media_root))
-        await room.start()
+    async with gateway_with_room(gateway_factory, peer_bus) as (gw, room):
         async with ui_page(gw.url, viewport=CART) as page:
             await expect(page.locator("#study-card")).to_be_visible()
             room.slow_s = 60.0

@@ -13,15 +13,6 @@ from cinebridge_testkit.sender_harness import SenderHarness
 
 
 @pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    """A NATS of this test alone: the session one carries other tests' events and consumers."""
-    server = EmbeddedNats(tmp_path / "nats")
-    server.start()
-    yield server
-    server.stop(kill=True)
-
-
-@pytest.fixture
 def harness(own_nats: EmbeddedNats, database_url: str, tmp_path: Path) -> Iterator[SenderHarness]:
     h = SenderHarness(own_nats, database_url, MediaStore(tmp_path / "media"), tmp_path)
     yield h

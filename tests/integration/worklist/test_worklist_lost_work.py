@@ -8,7 +8,7 @@ completed once (PS3.4 Annex F; IHE RAD-6, RAD-7) against a pynetdicom MPPS SCP."
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -23,23 +23,6 @@ from cinebridge_worklist import mpps_queue_repository, mpps_study_repository
 from .test_worklist_mpps import Rig, captured, conforming, created, listed, saved
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    """A NATS of this test alone, whose store it loses: the session one serves other tests."""
-    server = EmbeddedNats(tmp_path / "own-nats")
-    server.start()
-    yield server
-    server.stop(kill=True)
-
-
-@pytest.fixture
-async def own_client(own_nats: EmbeddedNats) -> AsyncIterator[Bus]:
-    bus = await Bus.connect(own_nats.url, f"lost-work-{uuid.uuid4().hex[:6]}")
-    await bus.ensure_streams()
-    yield bus
-    await bus.close()
 
 
 @pytest.fixture
@@ -66,7 +49,7 @@ async def undone(db: asyncpg.Pool, rules: list[LostWork]) -> dict[str, int]:
 
 async def test_mpps_events_lost_with_the_store_complete_the_step_once(
     own_nats: EmbeddedNats,
-    own_client: Bus,
+    own_bus: Bus,
     database_url: str,
     db_pool: asyncpg.Pool,
     tmp_path: Path,
@@ -76,7 +59,7 @@ async def test_mpps_events_lost_with_the_store_complete_the_step_once(
     was down; the store is lost before the worklist comes back. Once it is back, its step is
     N-CREATEd and N-SET COMPLETED once, listing the instance, and nothing is published again
     after that. Before, the events were gone with the store: no step was ever created."""
-    rig = Rig(own_nats.url, database_url, tmp_path, db_pool, own_client, mpps_scp)
+    rig = Rig(own_nats.url, database_url, tmp_path, db_pool, own_bus, mpps_scp)
     # The service ran once (its durable consumers exist), then stopped.
     async with rig.running():
         pass
@@ -85,7 +68,7 @@ async def test_mpps_events_lost_with_the_store_complete_the_step_once(
     instance = created(study_id, snap, "2.25.100")
     await published_through_outbox(
         db_pool,
-        own_client,
+        own_bus,
         [
             (captured(study_id, snap), f"captured-{snap}"),
             (saved(study_id, snap), f"saved-{study_id}"),

@@ -4,6 +4,8 @@ and no process left behind (`reaper`: orphans adopted, every descendant stopped 
 Fixtures:
 - `nats_server`: an EmbeddedNats for the session (tests may stop/start it; it comes back).
 - `nats_url`: its URL, after making sure it runs.
+- `own_nats`: an EmbeddedNats of one test alone (the session one carries other tests' jobs,
+  events and durable consumers), killed at its end; `own_bus`: a Bus on it, streams made.
 - `postgres`: an EmbeddedPostgres for the session.
 - `database_url`: a fresh, migrated database for one test (cloned from a migrated template).
 - `db_pool`: an asyncpg pool on that database.
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from cinebridge_common.bus import Bus
 from cinebridge_common.db import create_pool, migrate
 from cinebridge_common.embedded import EmbeddedNats, EmbeddedPostgres
 from cinebridge_common.store import MediaStore
@@ -56,6 +59,22 @@ def nats_url(nats_server: EmbeddedNats) -> str:
     if nats_server.proc is None or nats_server.proc.poll() is not None:
         nats_server.start()
     return str(nats_server.url)
+
+
+@pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    server = EmbeddedNats(tmp_path / "nats")
+    server.start()
+    yield server
+    server.stop(kill=True)
+
+
+@pytest.fixture
+async def own_bus(own_nats: EmbeddedNats) -> AsyncIterator[Bus]:
+    bus = await Bus.connect(own_nats.url, "test-own-bus")
+    await bus.ensure_streams()
+    yield bus
+    await bus.close()
 
 
 @pytest.fixture(scope="session")
